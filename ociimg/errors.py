@@ -1,0 +1,107 @@
+"""The one exception hierarchy of ociimg.
+
+Everything raised on purpose subclasses :class:`OciimgError`. The kinds follow
+containerd's errdefs so callers can branch on them; the message names the failure
+and its object, the ``hint`` says what to do next. ``cli.main`` prints both as
+``ociimg: error: …`` / ``hint: …`` and exits with ``exit_code``.
+"""
+
+from __future__ import annotations
+
+
+class OciimgError(Exception):
+    exit_code: int = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidReference(OciimgError):
+    """An image reference does not follow the distribution grammar."""
+
+
+class InvalidDocument(OciimgError):
+    """A manifest, index, config or runtime config is malformed or unsupported."""
+
+
+class AlreadyExists(OciimgError):
+    pass
+
+
+class UnsafeArchive(OciimgError):
+    """A layer tries to escape its root or is otherwise hostile."""
+
+
+class NotFound(OciimgError):
+    pass
+
+
+class ManifestUnknown(NotFound):
+    pass
+
+
+class BlobUnknown(NotFound):
+    pass
+
+
+class ImageNotFound(NotFound):
+    pass
+
+
+class ContainerNotFound(NotFound):
+    pass
+
+
+class IntegrityError(OciimgError):
+    pass
+
+
+class DigestMismatch(IntegrityError):
+    pass
+
+
+class DiffIDMismatch(IntegrityError):
+    pass
+
+
+class RegistryError(OciimgError):
+    pass
+
+
+class Unauthorized(RegistryError):
+    pass
+
+
+class RegistryUnreachable(RegistryError):
+    pass
+
+
+class NoMatchingPlatform(RegistryError):
+    pass
+
+
+class LockTimeout(OciimgError):
+    pass
+
+
+class ContainerError(OciimgError):
+    pass
+
+
+class ExecutableNotFound(ContainerError):
+    exit_code = 127
+
+
+class BuildError(OciimgError):
+    pass
+
+
+class StepFailed(BuildError):
+    def __init__(self, message: str, *, exit_code: int, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.exit_code = exit_code
