@@ -1,0 +1,1 @@
+"""The built-in OCI runtime: executes runtime-spec bundles (knows nothing about images)."""

@@ -1,0 +1,134 @@
+"""The only ctypes module: thin, errno-checked wrappers over libc (and libseccomp).
+
+Every failing call raises ``OSError(errno, "<syscall>: <strerror>", path)`` so the
+message names the syscall, as crun and runc do. Signatures live in one table and
+are applied once at import (pyudev's ``_ctypeslib`` pattern). Functions that the
+stdlib already offers (``os.mknod``, ``os.setxattr``, ``os.setresuid``,
+``resource.setrlimit``, ``os.unshare`` on 3.12+) are not duplicated here.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+from enum import IntFlag
+from typing import Any
+
+libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check(result: int, func: Any, args: tuple[Any, ...]) -> int:
+    if result == -1:
+        err = ctypes.get_errno()
+        path = None
+        for a in args:
+            if isinstance(a, bytes):
+                path = a.decode(errors="replace")
+                break
+        raise OSError(err, f"{func.__name__}: {os.strerror(err)}", path)
+    return result
+
+
+_c_char_p = ctypes.c_char_p
+_c_int = ctypes.c_int
+_c_ulong = ctypes.c_ulong
+_c_long = ctypes.c_long
+_c_void_p = ctypes.c_void_p
+
+# name: (argtypes, restype); each gets the errno check.
+SIGNATURES: dict[str, tuple[list[Any], Any]] = {
+    "mount": ([_c_char_p, _c_char_p, _c_char_p, _c_ulong, _c_char_p], _c_int),
+    "umount2": ([_c_char_p, _c_int], _c_int),
+    "unshare": ([_c_int], _c_int),
+    "setns": ([_c_int, _c_int], _c_int),
+    "prctl": ([_c_int, _c_ulong, _c_ulong, _c_ulong, _c_ulong], _c_int),
+    "sethostname": ([_c_char_p, ctypes.c_size_t], _c_int),
+    "setdomainname": ([_c_char_p, ctypes.c_size_t], _c_int),
+    "syscall": ([], _c_long),
+}
+
+for _name, (_argtypes, _restype) in SIGNATURES.items():
+    _f = getattr(libc, _name)
+    if _argtypes:
+        _f.argtypes = _argtypes
+    _f.restype = _restype
+    _f.errcheck = _check
+
+
+def _b(path: str | os.PathLike[str] | None) -> bytes | None:
+    return None if path is None else os.fsencode(path)
+
+
+class MS(IntFlag):
+    RDONLY = 1
+    NOSUID = 2
+    NODEV = 4
+    NOEXEC = 8
+    SYNCHRONOUS = 16
+    REMOUNT = 32
+    MANDLOCK = 64
+    DIRSYNC = 128
+    NOSYMFOLLOW = 256
+    NOATIME = 1024
+    NODIRATIME = 2048
+    BIND = 4096
+    MOVE = 8192
+    REC = 16384
+    SILENT = 32768
+    UNBINDABLE = 1 << 17
+    PRIVATE = 1 << 18
+    SLAVE = 1 << 19
+    SHARED = 1 << 20
+    RELATIME = 1 << 21
+    STRICTATIME = 1 << 24
+    LAZYTIME = 1 << 25
+
+
+class MNT(IntFlag):
+    FORCE = 1
+    DETACH = 2
+    EXPIRE = 4
+    UMOUNT_NOFOLLOW = 8
+
+
+class CLONE(IntFlag):
+    NEWTIME = 0x00000080
+    NEWNS = 0x00020000
+    NEWCGROUP = 0x02000000
+    NEWUTS = 0x04000000
+    NEWIPC = 0x08000000
+    NEWUSER = 0x10000000
+    NEWPID = 0x20000000
+    NEWNET = 0x40000000
+
+
+def mount(source: str | None, target: str | os.PathLike[str], fstype: str | None,
+          flags: int = 0, data: str | None = None) -> None:
+    libc.mount(_b(source), _b(target), _b(fstype), flags, None if data is None else data.encode())
+
+
+def umount2(target: str | os.PathLike[str], flags: int = 0) -> None:
+    libc.umount2(_b(target), flags)
+
+
+def unshare(flags: int) -> None:
+    libc.unshare(flags)
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    libc.setns(fd, nstype)
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    return libc.prctl(option, arg2, arg3, arg4, arg5)
+
+
+def sethostname(name: str) -> None:
+    raw = name.encode()
+    libc.sethostname(raw, len(raw))
+
+
+def setdomainname(name: str) -> None:
+    raw = name.encode()
+    libc.setdomainname(raw, len(raw))
