@@ -34,9 +34,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 if kind == "unit":
                     bad = _PRIVILEGED_FIXTURES & set(getattr(item, "fixturenames", ()))
                     if bad:
-                        item.add_marker(pytest.mark.xfail(
-                            reason=f"unit test requests privileged fixture(s) {sorted(bad)}",
-                            strict=True, run=False))
+                        raise pytest.UsageError(
+                            f"{item.nodeid}: unit test requests privileged fixture(s) "
+                            f"{sorted(bad)}; move it to tests/integration")
 
 
 def need(condition: bool, reason: str) -> None:
