@@ -132,3 +132,40 @@ def sethostname(name: str) -> None:
 def setdomainname(name: str) -> None:
     raw = name.encode()
     libc.setdomainname(raw, len(raw))
+
+
+# ---------------------------------------------------------------------------
+# Runtime core (lifecycle/rootfs helper): pivot_root, prctl options, mountinfo.
+# ---------------------------------------------------------------------------
+
+# pivot_root(2) has no glibc wrapper; numbers from the kernel's syscall tables.
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "ppc64le": 203, "s390x": 217, "riscv64": 41}
+
+PR_SET_PDEATHSIG = 1
+PR_SET_KEEPCAPS = 8
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NO_NEW_PRIVS = 38
+
+
+def pivot_root(new_root: str | os.PathLike[str], put_old: str | os.PathLike[str]) -> None:
+    nr = _SYS_PIVOT_ROOT.get(os.uname().machine)
+    if nr is None:
+        raise OSError(38, f"pivot_root: unsupported architecture {os.uname().machine}")
+    try:
+        libc.syscall(ctypes.c_long(nr), ctypes.c_char_p(_b(new_root)), ctypes.c_char_p(_b(put_old)))
+    except OSError as exc:
+        # The generic check names "syscall"; say which one failed, as runc does.
+        raise OSError(exc.errno, f"pivot_root: {os.strerror(exc.errno)}", os.fspath(new_root)) \
+            from None
+
+
+def set_no_new_privs() -> None:
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
+
+
+def set_child_subreaper() -> None:
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def set_pdeathsig(sig: int) -> None:
+    prctl(PR_SET_PDEATHSIG, sig)
