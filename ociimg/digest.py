@@ -15,7 +15,7 @@ from typing import BinaryIO
 from ociimg.errors import DigestMismatch, InvalidDocument
 
 _ALGORITHMS = {"sha256": 64, "sha512": 128}
-_DIGEST_RE = re.compile(r"^(sha256|sha512):([a-f0-9]+)$")
+_DIGEST_RE = re.compile(r"(sha256|sha512):([a-f0-9]+)")
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -27,7 +27,7 @@ class Digest:
     def parse(cls, text: str, *, where: str = "digest") -> Digest:
         if not isinstance(text, str):
             raise InvalidDocument(f"{where}: not a string")
-        m = _DIGEST_RE.match(text)
+        m = _DIGEST_RE.fullmatch(text)  # not match+$: '$' accepts a trailing newline
         if not m or len(m.group(2)) != _ALGORITHMS[m.group(1)]:
             raise InvalidDocument(f"{where}: {text[:80]!r} is not a valid sha256/sha512 digest")
         return cls(m.group(1), m.group(2))
