@@ -1,0 +1,48 @@
+"""The typer app and the options every command shares."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(
+    name="ociimg",
+    help="Container images from registry to running process: pull, inspect, unpack, run, push.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@dataclass
+class Globals:
+    root: Path
+    debug: bool = False
+
+
+STATE = Globals(root=Path("/var/lib/ociimg"))
+
+
+def default_root() -> Path:
+    """--root > $OCIIMG_ROOT > /var/lib/ociimg (root) > $XDG_DATA_HOME/ociimg."""
+    env = os.environ.get("OCIIMG_ROOT")
+    if env:
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/lib/ociimg")
+    xdg = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+    return Path(xdg) / "ociimg"
+
+
+@app.callback()
+def main_options(
+    root: Path = typer.Option(None, "--root", help="Where ociimg keeps everything "
+                              "(default $OCIIMG_ROOT, else /var/lib/ociimg as root)."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+) -> None:
+    STATE.root = (root or default_root()).absolute()
+    STATE.debug = debug

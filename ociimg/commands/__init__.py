@@ -1,0 +1,1 @@
+"""Orchestration of the stages for each user-facing command (below cli, above stages)."""
