@@ -201,3 +201,160 @@ def openat2(dirfd: int, path: str | os.PathLike[str], flags: int, mode: int = 0,
                                 ctypes.c_size_t(ctypes.sizeof(how))))
     except OSError as exc:
         raise OSError(exc.errno, f"openat2: {os.strerror(exc.errno)}", os.fspath(path)) from None
+
+
+# ---------------------------------------------------------------------------
+# Security helper: capabilities (capget/capset, capability prctls) and libseccomp.
+# ---------------------------------------------------------------------------
+
+PR_CAPBSET_READ = 23
+PR_CAPBSET_DROP = 24
+PR_GET_KEEPCAPS = 7
+PR_GET_NO_NEW_PRIVS = 39
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_IS_SET = 1
+PR_CAP_AMBIENT_RAISE = 2
+PR_CAP_AMBIENT_LOWER = 3
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+# capset(2) version 3 carries 64-bit sets as two 32-bit halves (linux/capability.h).
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+for _name in ("capget", "capset"):
+    _f = getattr(libc, _name)
+    _f.argtypes = [ctypes.POINTER(_CapHeader), ctypes.POINTER(_CapData)]
+    _f.restype = _c_int
+    _f.errcheck = _check
+
+
+def capget(pid: int = 0) -> tuple[int, int, int]:
+    """(effective, permitted, inheritable) of ``pid`` (0 = this thread) as 64-bit masks."""
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, pid)
+    data = (_CapData * 2)()
+    libc.capget(ctypes.byref(header), data)
+    eff, prm, inh = (getattr(data[0], f) | (getattr(data[1], f) << 32)
+                     for f in ("effective", "permitted", "inheritable"))
+    return eff, prm, inh
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    for i in range(2):
+        shift = 32 * i
+        data[i].effective = (effective >> shift) & 0xFFFFFFFF
+        data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
+        data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
+    libc.capset(ctypes.byref(header), data)
+
+
+# libseccomp (LGPL, Debian's libseccomp2) is loaded on first use so that importing
+# this module never requires it. Its calls return -errno instead of setting errno,
+# hence a checker of its own.
+class ScmpArgCmp(ctypes.Structure):
+    _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int),
+                ("datum_a", ctypes.c_uint64), ("datum_b", ctypes.c_uint64)]
+
+
+def _check_scmp(result: int, func: Any, args: tuple[Any, ...]) -> int:
+    if result < 0:
+        raise OSError(-result, f"{func.__name__}: {os.strerror(-result)}")
+    return result
+
+
+def _check_scmp_ctx(result: int | None, func: Any, args: tuple[Any, ...]) -> int:
+    if not result:
+        raise OSError(22, f"{func.__name__}: {os.strerror(22)}")
+    return result
+
+
+_u32 = ctypes.c_uint32
+# name: (argtypes, restype, checker or None when the result is a value, not a status)
+SECCOMP_SIGNATURES: dict[str, tuple[list[Any], Any, Any]] = {
+    "seccomp_init": ([_u32], _c_void_p, _check_scmp_ctx),
+    "seccomp_release": ([_c_void_p], None, None),
+    "seccomp_arch_add": ([_c_void_p, _u32], _c_int, _check_scmp),
+    "seccomp_arch_native": ([], _u32, None),
+    "seccomp_arch_resolve_name": ([_c_char_p], _u32, None),
+    "seccomp_attr_set": ([_c_void_p, _c_int, _u32], _c_int, _check_scmp),
+    "seccomp_syscall_resolve_name": ([_c_char_p], _c_int, None),
+    "seccomp_rule_add_array": ([_c_void_p, _u32, _c_int, ctypes.c_uint,
+                                ctypes.POINTER(ScmpArgCmp)], _c_int, _check_scmp),
+    "seccomp_load": ([_c_void_p], _c_int, _check_scmp),
+    "seccomp_export_pfc": ([_c_void_p, _c_int], _c_int, _check_scmp),
+}
+
+_seccomp_lib: ctypes.CDLL | None = None
+
+
+def libseccomp() -> ctypes.CDLL:
+    """The loaded libseccomp.so.2 with signatures applied (OSError ENOENT-like if absent)."""
+    global _seccomp_lib
+    if _seccomp_lib is None:
+        try:
+            lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)
+        except OSError as exc:
+            raise OSError(2, f"libseccomp.so.2: {exc}") from None
+        for name, (argtypes, restype, checker) in SECCOMP_SIGNATURES.items():
+            f = getattr(lib, name)
+            f.argtypes = argtypes
+            f.restype = restype
+            if checker is not None:
+                f.errcheck = checker
+        _seccomp_lib = lib
+    return _seccomp_lib
+
+
+def seccomp_init(default_action: int) -> int:
+    return libseccomp().seccomp_init(default_action)
+
+
+def seccomp_release(ctx: int) -> None:
+    libseccomp().seccomp_release(ctx)
+
+
+def seccomp_arch_add(ctx: int, arch_token: int) -> None:
+    libseccomp().seccomp_arch_add(ctx, arch_token)
+
+
+def seccomp_arch_native() -> int:
+    return int(libseccomp().seccomp_arch_native())
+
+
+def seccomp_arch_resolve_name(name: str) -> int:
+    """The libseccomp token for an arch name ("x86_64"), or 0 when unknown."""
+    return int(libseccomp().seccomp_arch_resolve_name(name.encode()))
+
+
+def seccomp_attr_set(ctx: int, attr: int, value: int) -> None:
+    libseccomp().seccomp_attr_set(ctx, attr, value)
+
+
+def seccomp_syscall_resolve_name(name: str) -> int:
+    """Native syscall number; a negative pseudo-number for syscalls of other arches;
+    -1 (__NR_SCMP_ERROR) when libseccomp does not know the name."""
+    return int(libseccomp().seccomp_syscall_resolve_name(name.encode()))
+
+
+def seccomp_rule_add_array(ctx: int, action: int, syscall_nr: int,
+                           args: list[tuple[int, int, int, int]]) -> None:
+    array = (ScmpArgCmp * max(len(args), 1))(*[ScmpArgCmp(*a) for a in args])
+    libseccomp().seccomp_rule_add_array(ctx, action, syscall_nr, len(args), array)
+
+
+def seccomp_load(ctx: int) -> None:
+    libseccomp().seccomp_load(ctx)
+
+
+def seccomp_export_pfc(ctx: int, fd: int) -> None:
+    libseccomp().seccomp_export_pfc(ctx, fd)
