@@ -56,3 +56,63 @@ def root() -> None:
 @pytest.fixture
 def update_golden(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--update-golden"))
+
+
+# Fixture images ----------------------------------------------------------------------
+FIXTURES_SCRIPT = Path(__file__).resolve().parent.parent / "fixtures" / "build_images.py"
+
+
+def load_build_images():  # -> module fixtures/build_images.py (not a package)
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("ociimg_fixture_builder", FIXTURES_SCRIPT)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses need the module registered
+    spec.loader.exec_module(module)
+    return module
+
+
+def cached_fixture_layout() -> Path:
+    """Build the fixture layout once per (script, busybox) version under /tmp.
+
+    Built beside its final name and renamed into place, so a concurrent session sees either
+    nothing or a complete layout, never a half-built one.
+    """
+    import hashlib
+    import shutil
+    import tempfile
+
+    builder = load_build_images()
+    if not builder.BUSYBOX.is_file():
+        need(False, f"{builder.BUSYBOX} missing: apt-get install busybox-static")
+    key = hashlib.sha256(FIXTURES_SCRIPT.read_bytes())
+    stat = builder.BUSYBOX.stat()
+    key.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
+    final = Path(tempfile.gettempdir()) / f"ociimg-fixtures-{key.hexdigest()[:16]}"
+    if (final / "index.json").is_file():
+        return final
+    scratch = Path(tempfile.mkdtemp(prefix=final.name + ".", dir=final.parent))
+    builder.build_all(scratch / "layout")
+    try:
+        os.rename(scratch / "layout", final)
+    except OSError:  # another session won the race: its layout is identical
+        pass
+    shutil.rmtree(scratch, ignore_errors=True)
+    return final
+
+
+@pytest.fixture(scope="session")
+def fixture_layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An OCI image layout built offline from busybox-static (see fixtures/README.md), with
+    tags busybox, busybox-zstd, busybox-plain, multilayer, multiarch, docker-v2.
+
+    A private copy per session: tests may read it freely; one that changes it (tags, gc)
+    affects only later tests of this session, so prefer copying it first.
+    """
+    import shutil
+
+    dest = tmp_path_factory.mktemp("fixtures") / "layout"
+    shutil.copytree(cached_fixture_layout(), dest)
+    return dest

@@ -1,0 +1,49 @@
+"""Integration fixtures: real docker-registry servers on 127.0.0.1, fixtures pushed by skopeo."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import need
+from tests.integration import registry_server
+
+FIXTURE_TAGS = ["busybox", "busybox-zstd", "busybox-plain", "multilayer", "multiarch",
+                "docker-v2"]
+
+
+def _start(tmp_path_factory: pytest.TempPathFactory, auth: bool) -> registry_server.RegistryServer:
+    need(registry_server.available(),
+         f"{registry_server.DOCKER_REGISTRY} missing: apt-get install docker-registry")
+    return registry_server.start_registry(tmp_path_factory.mktemp("registry"), auth=auth)
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[registry_server.RegistryServer]:
+    """Plain-HTTP docker-registry on 127.0.0.1:<free port> (delete enabled), session-wide."""
+    server = _start(tmp_path_factory, auth=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def auth_registry(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[registry_server.RegistryServer]:
+    """docker-registry with htpasswd Basic auth; ``.username``/``.password`` are valid."""
+    server = _start(tmp_path_factory, auth=True)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def pushed_fixtures(registry: registry_server.RegistryServer, fixture_layout: Path,
+                    tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Every fixture image pushed to ``registry`` by skopeo (not by our code): tag →
+    "127.0.0.1:PORT/fixtures/TAG:latest"."""
+    need(shutil.which("skopeo") is not None, "skopeo missing: apt-get install skopeo")
+    work = tmp_path_factory.mktemp("push")
+    return registry_server.push_layout(fixture_layout, FIXTURE_TAGS, registry, "fixtures", work)
