@@ -30,6 +30,19 @@ DEFAULT_CAPABILITIES: tuple[str, ...] = (
     "CAP_SETFCAP",
 )
 
+# Every capability the kernel defines, in bit order (linux/capability.h, 0..40).
+ALL_CAPABILITIES: tuple[str, ...] = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
+    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
+    "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
+    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+)
+
 # Paths that leak host information or allow host-wide effects; masked with /dev/null (files) or
 # an empty read-only tmpfs (dirs) by the runtime (runc specconv/example.go, podman).
 DEFAULT_MASKED_PATHS: tuple[str, ...] = (
@@ -164,7 +177,7 @@ _PROCESSES = (
     "capget", "capset", "execve", "execveat", "exit", "exit_group", "fork", "vfork",
     "getpgid", "getpgrp", "getpid", "getppid", "getpriority", "getrlimit", "getrusage",
     "getsid", "gettid", "ugetrlimit", "prlimit64", "setrlimit", "setpgid", "setpriority",
-    "setsid", "ioprio_get", "ioprio_set", "prctl", "arch_prctl", "get_robust_list",
+    "setsid", "ioprio_get", "ioprio_set", "prctl", "get_robust_list",
     "set_robust_list", "get_thread_area", "set_thread_area", "set_tid_address", "rseq",
     "restart_syscall", "seccomp", "wait4", "waitid", "waitpid", "getcpu", "sysinfo", "uname",
     "times", "syscall", "pidfd_open", "pidfd_send_signal", "pidfd_getfd", "process_mrelease",
@@ -242,9 +255,31 @@ DENIED_SYSCALLS: tuple[str, ...] = (
     "uselib",
 )
 
+# Syscalls a capability beyond the defaults unlocks (moby default.json "includes.caps"): when a
+# caller adds the capability, the kernel's own check is the guard, so seccomp steps aside.
+CAPABILITY_SYSCALLS: dict[str, tuple[str, ...]] = {
+    "CAP_DAC_READ_SEARCH": ("open_by_handle_at",),
+    "CAP_SYS_ADMIN": (
+        "bpf", "fanotify_init", "fsconfig", "fsmount", "fsopen", "fspick", "lookup_dcookie",
+        "mount", "mount_setattr", "move_mount", "open_tree", "perf_event_open", "quotactl",
+        "quotactl_fd", "setdomainname", "sethostname", "setns", "syslog", "umount",
+        "umount2", "unshare",
+    ),
+    "CAP_SYS_BOOT": ("reboot",),
+    "CAP_SYS_MODULE": ("delete_module", "finit_module", "init_module"),
+    "CAP_SYS_PACCT": ("acct",),
+    "CAP_SYS_PTRACE": ("kcmp", "process_madvise", "ptrace"),
+    "CAP_SYS_RAWIO": ("ioperm", "iopl"),
+    "CAP_SYS_TIME": ("clock_settime", "clock_settime64", "settimeofday", "stime"),
+    "CAP_SYS_TTY_CONFIG": ("vhangup",),
+    "CAP_SYSLOG": ("syslog",),
+    "CAP_BPF": ("bpf",),
+    "CAP_PERFMON": ("perf_event_open",),
+}
+
 # Per-architecture additions (moby default.json "includes.arches").
 _ARCH_SYSCALLS: dict[str, tuple[str, ...]] = {
-    "x86_64": ("modify_ldt",),
+    "x86_64": ("arch_prctl", "modify_ldt"),
     "aarch64": (
         "arm_fadvise64_64", "arm_sync_file_range", "breakpoint", "cacheflush", "set_tls",
         "sync_file_range2",
@@ -304,15 +339,26 @@ def _clone_rules(machine: str) -> list[dict[str, Any]]:
     ]
 
 
-def default_seccomp_profile(arch: str | None = None) -> dict[str, Any]:
+def default_seccomp_profile(arch: str | None = None,
+                            capabilities: tuple[str, ...] | list[str] = DEFAULT_CAPABILITIES,
+                            ) -> dict[str, Any]:
     """The default runtime-spec ``linux.seccomp`` object for ``arch`` (default: this host).
 
     ``arch`` may be an image-spec name (amd64, arm64) or a uname one (x86_64, aarch64).
     An unknown architecture gets an empty ``architectures`` list, meaning the native ABI only.
+    ``capabilities`` is the container's bounding set: syscalls gated on a capability beyond
+    the defaults are allowed when it holds that capability, as moby's profile does.
     """
     machine = normalize_arch(arch)
-    names = sorted(set(ALLOWED_SYSCALLS) | set(_ARCH_SYSCALLS.get(machine, ())))
-    syscalls = [_allow(names), *_personality_rules(), *_clone_rules(machine)]
+    granted: set[str] = set(ALLOWED_SYSCALLS) | set(_ARCH_SYSCALLS.get(machine, ()))
+    for cap in capabilities:
+        granted |= set(CAPABILITY_SYSCALLS.get(cap, ()))
+    syscalls = [_allow(sorted(granted)), *_personality_rules()]
+    if "CAP_SYS_ADMIN" in capabilities:
+        # With CAP_SYS_ADMIN creating namespaces is the point (moby allows clone and clone3).
+        syscalls.append(_allow(["clone", "clone3"]))
+    else:
+        syscalls.extend(_clone_rules(machine))
     return {
         "defaultAction": "SCMP_ACT_ERRNO",
         "defaultErrnoRet": EPERM,
