@@ -21,11 +21,12 @@ import zstandard
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 
-from tests.conftest import load_build_images
+from tests.conftest import load_build_images, need
 
-SCHEMAS = Path("/work/shared/schemas/image-spec")
-if not SCHEMAS.is_dir():  # CI lays a copy of shared/ beside the clone
-    SCHEMAS = Path(__file__).resolve().parents[3] / "shared" / "schemas" / "image-spec"
+# image-spec's JSON schemas live in shared/ (CI lays a copy beside the clone).
+SCHEMA_DIRS = [Path(__file__).resolve().parents[3] / "shared" / "schemas" / "image-spec",
+               Path("/work/shared/schemas/image-spec")]
+SCHEMAS = next((d for d in SCHEMA_DIRS if d.is_dir()), SCHEMA_DIRS[0])
 
 builder = load_build_images()
 TAGS = {"busybox", "busybox-zstd", "busybox-plain", "multilayer", "multiarch", "docker-v2"}
@@ -40,6 +41,7 @@ def schema_validator(name: str) -> jsonschema.protocols.Validator:
         return Resource.from_contents(json.loads(file.read_text()),
                                       default_specification=DRAFT4)
 
+    need(SCHEMAS.is_dir(), f"image-spec schemas not found in {SCHEMA_DIRS}")
     schema = json.loads((SCHEMAS / name).read_text())
     cls = jsonschema.validators.validator_for(schema)
     return cls(schema, registry=Registry(retrieve=retrieve))
