@@ -1,0 +1,439 @@
+"""The distribution-spec API verbs for one registry (distribution-spec spec.md).
+
+Every digest and name is validated before it goes into a URL (CVE-2024-3727). Bodies
+are verified against the digest of the exact bytes received, never a re-serialisation
+(image-spec considerations.md). Blobs stream into the store's ``Ingest`` in 1 MiB
+chunks, resuming with ``Range`` from whatever the ingest already holds.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Protocol
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+
+from ociimg import spec
+from ociimg.digest import Digest
+from ociimg.errors import (
+    BlobUnknown,
+    DigestMismatch,
+    InvalidDocument,
+    InvalidReference,
+    ManifestUnknown,
+    NotFound,
+    OciimgError,
+    RegistryError,
+    RegistryUnreachable,
+    Unauthorized,
+)
+from ociimg.events import NullProgress, Progress
+from ociimg.registry.auth import Authenticator, find_credentials
+from ociimg.registry.transport import (
+    MAX_ERROR_BYTES,
+    Transport,
+    TransportOptions,
+    backoff_delays,
+    iter_body,
+    read_capped,
+)
+
+CHUNK = 1 << 20
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REPO_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
+_TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+_CONTENT_RANGE_RE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+
+
+class BlobSink(Protocol):
+    """What fetch_blob writes into: the store's Ingest (see ociimg.store)."""
+
+    offset: int
+
+    def write(self, data: bytes) -> int: ...
+    def restart(self) -> None: ...
+
+
+@dataclass
+class ClientOptions:
+    insecure: bool = False
+    ca_bundle: Path | None = None
+    auth_file: Path | None = None
+    retries: int = 5
+    backoff_base: float = 0.5
+    resume_attempts: int = 5  # reconnects for one blob after a broken body
+    chunk_size: int | None = None  # upload in PATCH chunks of this size; None: monolithic
+    chunked_threshold: int = 64 << 20  # with chunk_size set, only blobs above this
+
+
+def check_repository(repo: str) -> str:
+    if not isinstance(repo, str) or not _REPO_RE.fullmatch(repo) or len(repo) > 255:
+        raise InvalidReference(f"invalid repository name {str(repo)[:80]!r}")
+    return repo
+
+
+def check_manifest_reference(reference: str) -> str:
+    """A tag or a digest; anything else never reaches a URL."""
+    if isinstance(reference, str) and ":" in reference:
+        Digest.parse(reference, where="manifest reference")
+        return reference
+    if not isinstance(reference, str) or not _TAG_RE.fullmatch(reference):
+        raise InvalidReference(f"invalid tag {str(reference)[:140]!r}")
+    return reference
+
+
+def media_type_of(content_type: str | None) -> str | None:
+    """Content-Type without parameters (distribution-spec: params are ignored)."""
+    if not content_type:
+        return None
+    return content_type.split(";", 1)[0].strip().lower() or None
+
+
+def parse_error_body(body: bytes) -> list[tuple[str, str]]:
+    """distribution-spec error format: {"errors": [{"code", "message", "detail"}]}."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return []
+    errors = doc.get("errors") if isinstance(doc, dict) else None
+    if not isinstance(errors, list):
+        return []
+    return [(str(e.get("code", "")), str(e.get("message", ""))[:200])
+            for e in errors if isinstance(e, dict)]
+
+
+def add_query(url: str, **params: str) -> str:
+    """Append params to an upload Location that may already carry a query (spec.md push)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+class RegistryClient:
+    """API verbs against one registry host; ``scope`` is added per repository."""
+
+    def __init__(self, host: str, transport: Transport, auth: Authenticator,
+                 options: ClientOptions | None = None) -> None:
+        self.host = host
+        self.transport = transport
+        self.auth = auth
+        self.options = options or ClientOptions()
+        self.base = transport.base_url(host)
+
+    @classmethod
+    def open(cls, domain: str, api_host: str, options: ClientOptions | None = None,
+             repository: str | None = None) -> RegistryClient:
+        """A client for ``api_host`` with credentials looked up for ``domain``."""
+        options = options or ClientOptions()
+        transport = Transport(TransportOptions(
+            insecure=options.insecure, ca_bundle=options.ca_bundle, retries=options.retries,
+            backoff_base=options.backoff_base))
+        creds = find_credentials(domain, repository, auth_file=options.auth_file)
+        auth = Authenticator(transport.base_url(api_host), transport, creds)
+        return cls(api_host, transport, auth, options)
+
+    def close(self) -> None:
+        self.transport.close()
+
+    # Requests with auth -------------------------------------------------------
+    def request(self, method: str, url: str, scope: str, *, headers: dict[str, str] | None = None,
+                body: Any = None, stream: bool = True) -> Any:
+        """Send, answering at most two challenges (token, then insufficient_scope)."""
+        if not url.startswith(("http://", "https://")):
+            url = f"{self.base}{url}"
+        headers = dict(headers or {})
+        sent = self.auth.header(scope)
+        for _round in range(3):
+            if sent:
+                headers["Authorization"] = sent
+            resp = self.transport.request(method, url, headers=headers, body=body, stream=stream)
+            challenge = resp.headers.get("WWW-Authenticate")
+            if resp.status_code != 401 or not challenge or _round == 2:
+                return resp
+            resp.close()
+            fresh = self.auth.answer(challenge, scope)
+            if fresh == sent:
+                raise self.auth.unauthorized(scope)
+            sent = fresh
+        raise AssertionError("unreachable")
+
+    def fail(self, resp: Any, what: str, not_found: type[NotFound] = ManifestUnknown,
+             scope: str = "") -> OciimgError:
+        """The error for an unexpected response, from its status and JSON error body."""
+        try:
+            body = read_capped(resp, MAX_ERROR_BYTES, f"{what}: error body")
+        except (InvalidDocument, RegistryUnreachable):
+            body = b""
+        finally:
+            resp.close()
+        errors = parse_error_body(body)
+        detail = "; ".join(f"{c}: {m}" if m else c for c, m in errors) or f"HTTP {resp.status_code}"
+        codes = {c for c, _ in errors}
+        status = resp.status_code
+        if status == 404 or codes & {"NAME_UNKNOWN", "MANIFEST_UNKNOWN", "BLOB_UNKNOWN"}:
+            return not_found(f"{what}: not found ({detail})",
+                             hint="check the repository name and tag")
+        if status == 401 and "insufficient_scope" in resp.headers.get("WWW-Authenticate", ""):
+            return Unauthorized(f"{what}: access denied by {self.host} (insufficient_scope)",
+                                hint="the repository may not exist, or you lack permission; "
+                                     f"run: ociimg login {self.host}")
+        if status == 401:
+            return self.auth.unauthorized(scope)
+        if status == 403 or "DENIED" in codes:
+            return Unauthorized(f"{what}: access denied by {self.host} ({detail})",
+                                hint=f"check your permissions; run: ociimg login {self.host}")
+        if status == 429 or "TOOMANYREQUESTS" in codes:
+            return RegistryError(f"{what}: rate limited by {self.host} ({detail})",
+                                 hint="wait and retry, or log in for a higher limit")
+        return RegistryError(f"{what}: {self.host} answered HTTP {status} ({detail})")
+
+    # Manifests ---------------------------------------------------------------
+    def get_manifest(self, repo: str, reference: str) -> tuple[bytes, str, Digest]:
+        """The manifest or index exactly as served, its media type and verified digest."""
+        path = self._manifest_path(repo, reference)
+        what = f"manifest {self.host}/{repo}:{reference}"
+        scope = f"repository:{repo}:pull"
+        resp = self.request("GET", path, scope, headers={"Accept": ", ".join(spec.MANIFEST_ACCEPT)})
+        if resp.status_code != 200:
+            raise self.fail(resp, what, ManifestUnknown, scope)
+        with resp:
+            raw = read_capped(resp, spec.MAX_MANIFEST_BYTES, what)
+            declared = media_type_of(resp.headers.get("Content-Type"))
+            header_digest = resp.headers.get("Docker-Content-Digest")
+        digest = verify_manifest_digest(raw, reference, header_digest, what)
+        doc = spec.parse_manifest_or_index(raw, _declared_for_parse(declared), where=what)
+        return raw, doc.media_type, digest
+
+    def head_manifest(self, repo: str, reference: str) -> spec.Descriptor | None:
+        """HEAD (not counted by Docker Hub's pull limit); None when the registry omits
+        Docker-Content-Digest (ECR, Nexus: distribution/distribution#2384)."""
+        path = self._manifest_path(repo, reference)
+        scope = f"repository:{repo}:pull"
+        what = f"manifest {self.host}/{repo}:{reference}"
+        resp = self.request("HEAD", path, scope,
+                            headers={"Accept": ", ".join(spec.MANIFEST_ACCEPT)})
+        resp.close()
+        if resp.status_code == 404:
+            raise ManifestUnknown(f"{what}: not found", hint="check the repository name and tag")
+        if resp.status_code != 200:
+            raise self.fail(resp, what, ManifestUnknown, scope)
+        header = resp.headers.get("Docker-Content-Digest")
+        size = resp.headers.get("Content-Length", "")
+        media_type = media_type_of(resp.headers.get("Content-Type"))
+        if not header or not size.isdigit() or not media_type:
+            return None
+        digest = Digest.parse(header, where=f"{what}: Docker-Content-Digest")
+        if ":" in reference and digest != Digest.parse(reference):
+            raise DigestMismatch(f"{what}: registry reports digest {digest}")
+        return spec.Descriptor(media_type, digest, int(size))
+
+    def put_manifest(self, repo: str, reference: str, raw: bytes, media_type: str) -> Digest:
+        path = self._manifest_path(repo, reference)
+        scope = f"repository:{repo}:pull,push"
+        what = f"push manifest {self.host}/{repo}:{reference}"
+        resp = self.request("PUT", path, scope, headers={"Content-Type": media_type}, body=raw)
+        if resp.status_code not in (200, 201):
+            raise self.fail(resp, what, ManifestUnknown, scope)
+        resp.close()
+        digest = Digest.of(raw)
+        header = resp.headers.get("Docker-Content-Digest")
+        if header and Digest.parse(header, where=f"{what}: Docker-Content-Digest") != digest:
+            raise DigestMismatch(f"{what}: registry stored digest {header}, we sent {digest}",
+                                 hint="the registry rewrote the manifest; it breaks digests")
+        return digest
+
+    # Blobs -------------------------------------------------------------------
+    def blob_exists(self, repo: str, digest: Digest) -> bool:
+        scope = f"repository:{repo}:pull"
+        resp = self.request("HEAD", self._blob_path(repo, digest), scope)
+        resp.close()
+        if resp.status_code == 200:
+            return True
+        if resp.status_code == 404:
+            return False
+        raise self.fail(resp, f"blob {self.host}/{repo}@{digest}", BlobUnknown, scope)
+
+    def fetch_blob(self, repo: str, desc: spec.Descriptor, ingest: BlobSink,
+                   progress: Progress | None = None) -> None:
+        """Stream the blob into ``ingest`` from ``ingest.offset``; the caller commits."""
+        progress = progress or NullProgress()
+        what = f"blob {self.host}/{repo}@{desc.digest}"
+        key = str(desc.digest)
+        if ingest.offset:
+            progress.log(f"resuming {desc.digest.short} at {ingest.offset} of {desc.size} bytes")
+            progress.advance(key, ingest.offset)
+        delays = backoff_delays(self.options.backoff_base)
+        failures = restarts = 0
+        while True:
+            try:
+                if self._fetch_range(repo, desc, ingest, progress, what):
+                    return
+                restarts += 1
+                if restarts > self.options.resume_attempts:
+                    raise RegistryError(f"{what}: the registry keeps answering with the "
+                                        "wrong byte range")
+            except RegistryUnreachable:
+                failures += 1
+                if failures > self.options.resume_attempts:
+                    raise
+                self.transport.sleep(next(delays))
+
+    def _fetch_range(self, repo: str, desc: spec.Descriptor, ingest: BlobSink,
+                     progress: Progress, what: str) -> bool:
+        """One GET from ``ingest.offset``; True when the blob is complete, False to ask
+        again (from zero); a body that ends early raises RegistryUnreachable."""
+        offset = ingest.offset
+        key = str(desc.digest)
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        scope = f"repository:{repo}:pull"
+        resp = self.request("GET", self._blob_path(repo, desc.digest), scope, headers=headers)
+        with resp:
+            if resp.status_code == 416 and offset:
+                ingest.restart()  # the partial is longer than the blob they have: start over
+                progress.advance(key, -offset)
+                return False
+            if resp.status_code not in (200, 206):
+                raise self.fail(resp, what, BlobUnknown, scope)
+            if offset and not _range_ok(resp, offset, desc.size):
+                # The server ignored Range (200: a CDN, podman-container-tools/container-libs
+                # #1114) or sent another range: keep nothing we cannot line up.
+                progress.log(f"{desc.digest.short}: registry did not resume at {offset}; "
+                             "restarting from 0")
+                progress.advance(key, -offset)
+                ingest.restart()
+                if resp.status_code == 206:
+                    return False
+            for chunk in iter_body(resp, CHUNK):
+                ingest.write(chunk)
+                progress.advance(key, len(chunk))
+        if ingest.offset < desc.size:
+            raise RegistryUnreachable(f"{what}: body ended at {ingest.offset} of {desc.size} "
+                                      "bytes")
+        return True
+
+    def mount_blob(self, repo: str, digest: Digest, from_repo: str) -> bool:
+        """Cross-repository mount: True if mounted (201), False if we must upload (202)."""
+        check_repository(from_repo)
+        scope = f"repository:{repo}:pull,push repository:{from_repo}:pull"
+        url = add_query(f"{self.base}/v2/{check_repository(repo)}/blobs/uploads/",
+                        mount=str(digest), **{"from": from_repo})
+        resp = self.request("POST", url, scope)
+        resp.close()
+        if resp.status_code == 201:
+            return True
+        if resp.status_code == 202:
+            self._cancel_upload(resp, scope)
+            return False
+        raise self.fail(resp, f"mount {digest} into {self.host}/{repo}", BlobUnknown, scope)
+
+    def upload_blob(self, repo: str, desc: spec.Descriptor,
+                    open_stream: Callable[[], IO[bytes]],
+                    progress: Progress | None = None) -> None:
+        """POST an upload session, then PUT it whole or PATCH it in chunks."""
+        progress = progress or NullProgress()
+        scope = f"repository:{repo}:pull,push"
+        what = f"upload blob {desc.digest.short} to {self.host}/{repo}"
+        resp = self.request("POST", f"/v2/{check_repository(repo)}/blobs/uploads/", scope)
+        resp.close()
+        if resp.status_code != 202:
+            raise self.fail(resp, what, BlobUnknown, scope)
+        location = self._location(resp, what)
+        chunk = self.options.chunk_size
+        if chunk and desc.size > self.options.chunked_threshold:
+            min_len = resp.headers.get("OCI-Chunk-Min-Length", "")
+            chunk = max(chunk, int(min_len)) if min_len.isdigit() else chunk
+            location = self._patch_chunks(location, desc, open_stream, chunk, scope, what,
+                                          progress)
+            body: Any = b""
+        else:
+            body = open_stream
+        headers = {"Content-Type": "application/octet-stream"}
+        resp = self.request("PUT", add_query(location, digest=str(desc.digest)), scope,
+                            headers=headers, body=body)
+        resp.close()
+        if resp.status_code not in (201, 204):
+            raise self.fail(resp, what, BlobUnknown, scope)
+        if body is open_stream:
+            progress.advance(str(desc.digest), desc.size)
+
+    def _patch_chunks(self, location: str, desc: spec.Descriptor,
+                      open_stream: Callable[[], IO[bytes]], chunk: int, scope: str, what: str,
+                      progress: Progress) -> str:
+        offset = 0
+        with open_stream() as stream:
+            while data := stream.read(chunk):
+                headers = {"Content-Type": "application/octet-stream",
+                           "Content-Range": f"{offset}-{offset + len(data) - 1}"}
+                resp = self.request("PATCH", location, scope, headers=headers, body=data)
+                resp.close()
+                # 202 per spec; ECR answers 201 (aws/containers-roadmap#2831).
+                if resp.status_code not in (202, 201, 204):
+                    raise self.fail(resp, what, BlobUnknown, scope)
+                location = self._location(resp, what) if "Location" in resp.headers else location
+                offset += len(data)
+                progress.advance(str(desc.digest), len(data))
+        if offset != desc.size:
+            raise DigestMismatch(f"{what}: read {offset} bytes from the store, expected "
+                                 f"{desc.size}")
+        return location
+
+    def _cancel_upload(self, resp: Any, scope: str) -> None:
+        if "Location" not in resp.headers:
+            return
+        try:
+            self.request("DELETE", self._location(resp, "cancel upload"), scope).close()
+        except OciimgError:
+            pass  # an abandoned session expires on the registry by itself
+
+    def _location(self, resp: Any, what: str) -> str:
+        location = resp.headers.get("Location")
+        if not location:
+            raise RegistryError(f"{what}: {self.host} sent no upload Location")
+        # Relative or absolute, possibly with query parameters (spec.md "Pushing blobs").
+        return urljoin(resp.url or self.base, location)
+
+    # Paths -------------------------------------------------------------------
+    def _manifest_path(self, repo: str, reference: str) -> str:
+        return f"/v2/{check_repository(repo)}/manifests/{check_manifest_reference(reference)}"
+
+    def _blob_path(self, repo: str, digest: Digest) -> str:
+        Digest.parse(str(digest), where="blob digest")
+        return f"/v2/{check_repository(repo)}/blobs/{digest}"
+
+
+def _declared_for_parse(declared: str | None) -> str | None:
+    """Only a manifest media type is compared with the body; lax registries send
+    application/json or octet-stream, which say nothing."""
+    known = spec.INDEX_TYPES | spec.MANIFEST_TYPES | spec.SCHEMA1_TYPES
+    if declared in known or (declared or "").startswith("application/vnd.docker.distribution"):
+        return declared
+    return None
+
+
+def verify_manifest_digest(raw: bytes, reference: str, header: str | None, what: str) -> Digest:
+    """Check Docker-Content-Digest and a requested digest against the bytes received."""
+    expected = Digest.parse(reference, where=what) if ":" in reference else None
+    algorithm = expected.algorithm if expected else "sha256"
+    actual = Digest.of(raw, algorithm)
+    if expected and actual != expected:
+        raise DigestMismatch(f"{what}: content has digest {actual}",
+                             hint="the registry served different bytes than requested")
+    if header:
+        claimed = Digest.parse(header.strip(), where=f"{what}: Docker-Content-Digest")
+        if Digest.of(raw, claimed.algorithm) != claimed:
+            raise DigestMismatch(f"{what}: Docker-Content-Digest {claimed} does not match the "
+                                 f"body ({Digest.of(raw, claimed.algorithm)})")
+    return actual
+
+
+def _range_ok(resp: Any, offset: int, size: int) -> bool:
+    if resp.status_code != 206:
+        return False
+    m = _CONTENT_RANGE_RE.fullmatch(resp.headers.get("Content-Range", "").strip())
+    if not m:
+        return False
+    start, end, total = int(m.group(1)), int(m.group(2)), m.group(3)
+    return start == offset and end == size - 1 and (total == "*" or int(total) == size)

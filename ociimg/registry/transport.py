@@ -1,0 +1,277 @@
+"""HTTP for the registry client: the only module in ociimg that imports ``requests``.
+
+What it owns, and why it is not left to requests' defaults:
+
+* ``trust_env=False``: requests' ``rebuild_auth`` re-applies ``~/.netrc`` credentials
+  to the *new* host after a redirect (anchors C2 #9). Proxies are still honoured,
+  but explicitly, from HTTPS_PROXY/HTTP_PROXY/NO_PROXY (:func:`proxies_for`).
+* Redirects are followed here (``allow_redirects=False``) so Authorization is dropped
+  whenever scheme, host or port change: S3/CDN blob storage rejects a forwarded
+  registry token (distribution/distribution#2055) and must never see our credentials
+  (containerd CVE-2020-15157).
+* Retries with exponential backoff on connection errors, 5xx, 408 and 429 — honouring
+  Retry-After — but only for requests whose body can be sent again.
+* Size caps on the small documents we buffer (containers/image iolimits).
+* One :func:`map_exceptions` turns requests/urllib3 errors into RegistryUnreachable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import ipaddress
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urljoin, urlsplit
+
+import requests
+import urllib3.exceptions
+from requests.adapters import HTTPAdapter
+
+from ociimg.errors import InvalidDocument, RegistryUnreachable
+
+MAX_TOKEN_BYTES = 1 << 20
+MAX_ERROR_BYTES = 1 << 20
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+USER_AGENT = "ociimg/0.1"
+
+# A body is bytes, None, or a zero-argument factory returning bytes or a fresh stream:
+# a factory can be called again, so such a request can be retried or re-sent to a
+# 307 target. Anything else (an iterator) is sent once.
+Body = bytes | Callable[[], bytes | IO[bytes]] | None
+
+
+@dataclass
+class TransportOptions:
+    insecure: bool = False  # plain http for any host (loopback always gets http)
+    ca_bundle: Path | None = None
+    connect_timeout: float = 30.0
+    read_timeout: float = 60.0
+    retries: int = 5
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+    retry_after_cap: float = 60.0
+    max_redirects: int = 10
+    env_proxies: bool = True
+    pool_size: int = 8
+
+
+def backoff_delays(base: float = 0.5, cap: float = 30.0, factor: float = 2.0) -> Iterator[float]:
+    """base, base·2, base·4 … capped; infinite — the caller decides how many to take."""
+    delay = base
+    while True:
+        yield min(delay, cap)
+        delay *= factor
+
+
+def retry_after_delay(value: str | None, now: datetime | None = None) -> float | None:
+    """Retry-After as seconds from now (RFC 9110 §10.2.3: delay-seconds or an HTTP-date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    now = now or datetime.now(UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+def is_loopback(host: str) -> bool:
+    """``host`` may carry a port and IPv6 brackets: "127.0.0.1:5000", "[::1]:5000"."""
+    name = split_host(host)[0]
+    if name in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def split_host(host: str) -> tuple[str, int | None]:
+    """"[::1]:5000" → ("::1", 5000); "example.com" → ("example.com", None)."""
+    parts = urlsplit(f"//{host}")
+    return (parts.hostname or host).lower(), parts.port
+
+
+def scheme_for(host: str, insecure: bool = False) -> str:
+    return "http" if insecure or is_loopback(host) else "https"
+
+
+def origin(url: str) -> tuple[str, str, int]:
+    parts = urlsplit(url)
+    default = 443 if parts.scheme == "https" else 80
+    return parts.scheme, (parts.hostname or "").lower(), parts.port or default
+
+
+def proxies_for(url: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The proxy for ``url`` from HTTPS_PROXY/HTTP_PROXY/NO_PROXY; never for loopback."""
+    env = os.environ if environ is None else environ
+    scheme, host, port = origin(url)
+    if is_loopback(host):
+        return {}
+    no_proxy = env.get("NO_PROXY", env.get("no_proxy", ""))
+    for entry in (e.strip().lower() for e in no_proxy.split(",")):
+        if not entry:
+            continue
+        if entry == "*":
+            return {}
+        name, _, entry_port = entry.partition(":")
+        name = name.lstrip(".").lstrip("*").lstrip(".")
+        if (host == name or host.endswith("." + name)) and entry_port in ("", str(port)):
+            return {}
+    key = "HTTPS_PROXY" if scheme == "https" else "HTTP_PROXY"
+    proxy = env.get(key) or env.get(key.lower())
+    return {scheme: proxy} if proxy else {}
+
+
+def describe_cause(exc: BaseException) -> str:
+    """A short cause for a one-line message: the innermost reason, not a repr chain."""
+    if isinstance(exc, requests.exceptions.SSLError):
+        return f"TLS error ({_innermost(exc)})"
+    if isinstance(exc, requests.exceptions.Timeout):
+        return "timed out"
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError | urllib3.exceptions.ProtocolError):
+        return f"connection broken mid-body ({_innermost(exc)})"
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        return f"connection failed ({_innermost(exc)})"
+    return _innermost(exc)
+
+
+def _innermost(exc: BaseException) -> str:
+    seen = exc
+    while True:
+        inner = getattr(seen, "reason", None) or seen.__cause__ or seen.__context__
+        if inner is None and seen.args and isinstance(seen.args[0], BaseException):
+            inner = seen.args[0]
+        if inner is None or inner is seen or not isinstance(inner, BaseException):
+            break
+        seen = inner
+    text = str(seen) or type(seen).__name__
+    return text.split("\n")[0][:200]
+
+
+@contextlib.contextmanager
+def map_exceptions(host: str) -> Iterator[None]:
+    """requests/urllib3/socket errors → RegistryUnreachable naming the host and cause."""
+    try:
+        yield
+    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+        raise RegistryUnreachable(
+            f"cannot reach {host}: {describe_cause(exc)}",
+            hint="check the registry address, your network, and --tls-verify/--cert-dir",
+        ) from exc
+
+
+class Transport:
+    """One requests.Session with our redirect, retry, TLS and proxy policy."""
+
+    def __init__(self, options: TransportOptions | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.options = options or TransportOptions()
+        self.sleep = sleep
+        self.session = requests.Session()
+        self.session.trust_env = False
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=self.options.pool_size,
+                              max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.headers["User-Agent"] = USER_AGENT
+
+    def close(self) -> None:
+        self.session.close()
+
+    def base_url(self, host: str) -> str:
+        return f"{scheme_for(host, self.options.insecure)}://{host}"
+
+    def request(self, method: str, url: str, *, headers: Mapping[str, str] | None = None,
+                body: Body | Iterator[bytes] = None, stream: bool = False) -> requests.Response:
+        """Send with retries and redirects; the response is returned whatever its status."""
+        replayable = body is None or isinstance(body, bytes) or callable(body)
+        delays = backoff_delays(self.options.backoff_base, self.options.backoff_cap)
+        for attempt in range(self.options.retries + 1):
+            last = attempt >= self.options.retries or not replayable
+            try:
+                resp = self._follow_redirects(method, url, headers or {}, body, stream)
+            except RegistryUnreachable:
+                if last:
+                    raise
+                self.sleep(next(delays))
+                continue
+            if resp.status_code not in RETRY_STATUSES or last:
+                return resp
+            delay = retry_after_delay(resp.headers.get("Retry-After"))
+            delay = min(delay, self.options.retry_after_cap) if delay is not None else next(delays)
+            resp.close()
+            self.sleep(delay)
+        raise AssertionError("unreachable")  # the loop always returns or raises
+
+    def _follow_redirects(self, method: str, url: str, headers: Mapping[str, str],
+                          body: Any, stream: bool) -> requests.Response:
+        headers = dict(headers)
+        first = origin(url)
+        for _hop in range(self.options.max_redirects + 1):
+            resp = self._send_once(method, url, headers, body, stream)
+            if resp.status_code not in REDIRECT_STATUSES or "Location" not in resp.headers:
+                return resp
+            target = urljoin(url, resp.headers["Location"])
+            resp.close()
+            if urlsplit(target).scheme not in ("http", "https"):
+                raise RegistryUnreachable(f"{first[1]}: redirect to unsupported URL {target[:100]}")
+            if origin(target) != first:
+                # Credentials belong to the registry, never to blob storage or a CDN.
+                headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+            if resp.status_code == 303 or (resp.status_code in (301, 302)
+                                           and method not in ("GET", "HEAD")):
+                method, body = "GET", None
+            url = target
+        raise RegistryUnreachable(
+            f"{first[1]}: more than {self.options.max_redirects} redirects "
+            f"for {method} {url[:100]}")
+
+    def _send_once(self, method: str, url: str, headers: Mapping[str, str], body: Any,
+                   stream: bool) -> requests.Response:
+        data = body() if callable(body) else body
+        proxies = proxies_for(url) if self.options.env_proxies else {}
+        verify: bool | str = str(self.options.ca_bundle) if self.options.ca_bundle else True
+        try:
+            with map_exceptions(urlsplit(url).netloc):
+                return self.session.request(
+                    method, url, headers=headers, data=data, stream=stream,
+                    allow_redirects=False, proxies=proxies, verify=verify,
+                    timeout=(self.options.connect_timeout, self.options.read_timeout))
+        finally:
+            if callable(body) and hasattr(data, "close"):
+                data.close()
+
+
+def iter_body(resp: requests.Response, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+    """Stream a response body; a broken connection surfaces as RegistryUnreachable."""
+    with map_exceptions(urlsplit(resp.url).netloc):
+        yield from resp.iter_content(chunk_size)
+
+
+def read_capped(resp: requests.Response, limit: int, what: str) -> bytes:
+    """Read a whole (small) body, refusing anything over ``limit`` bytes."""
+    declared = resp.headers.get("Content-Length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        resp.close()
+        raise InvalidDocument(f"{what}: {declared} bytes exceeds the {limit}-byte limit")
+    buf = bytearray()
+    for chunk in iter_body(resp, 64 << 10):
+        buf += chunk
+        if len(buf) > limit:
+            resp.close()
+            raise InvalidDocument(f"{what}: body exceeds the {limit}-byte limit")
+    return bytes(buf)
