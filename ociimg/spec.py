@@ -185,7 +185,8 @@ class Descriptor:
             digest=Digest.parse(_get(doc, "digest", str, where), where=f"{where}.digest"),
             size=size,
             annotations=_str_map(doc, "annotations", where),
-            platform=Platform.from_json(plat, f"{where}.platform") if isinstance(plat, dict) else None,
+            platform=(Platform.from_json(plat, f"{where}.platform")
+                      if isinstance(plat, dict) else None),
             urls=tuple(_get(doc, "urls", list, where, required=False, default=[])),
             artifact_type=_get(doc, "artifactType", str, where, required=False),
             extra=_extra(doc, cls._KNOWN),
@@ -219,6 +220,9 @@ class Descriptor:
 # Documents -------------------------------------------------------------------
 def _check_media_type(doc: dict[str, Any], where: str, allowed: frozenset[str],
                       declared: str | None) -> str:
+    if declared:
+        # distribution-spec: Content-Type parameters (charset=…) are not part of the type.
+        declared = declared.split(";", 1)[0].strip() or None
     body_type = doc.get("mediaType")
     if body_type is not None and not isinstance(body_type, str):
         raise InvalidDocument(f"{where}.mediaType: not a string")
@@ -226,7 +230,8 @@ def _check_media_type(doc: dict[str, Any], where: str, allowed: frozenset[str],
         raise InvalidDocument(f"{where}: Docker schema1 manifests are not supported",
                               hint="re-push the image with a current client (schema2 or OCI)")
     if doc.get("schemaVersion") != 2:
-        raise InvalidDocument(f"{where}.schemaVersion: expected 2, got {doc.get('schemaVersion')!r}")
+        raise InvalidDocument(
+            f"{where}.schemaVersion: expected 2, got {doc.get('schemaVersion')!r}")
     media_type = body_type or declared
     if declared and body_type and declared != body_type:
         raise InvalidDocument(
@@ -332,7 +337,7 @@ def parse_manifest_or_index(raw: bytes, media_type: str | None = None,
                             where: str = "manifest") -> Manifest | Index:
     """Parse a document fetched by tag: the body (or Content-Type) says which it is."""
     doc = _load(raw, where, MAX_MANIFEST_BYTES)
-    body_type = doc.get("mediaType") or media_type
+    body_type = doc.get("mediaType") or (media_type or "").split(";", 1)[0].strip() or None
     if body_type in INDEX_TYPES or (body_type is None and "manifests" in doc):
         return parse_index(raw, media_type, where)
     return parse_manifest(raw, media_type, where)
@@ -466,7 +471,8 @@ def canonical_json(doc: dict[str, Any]) -> bytes:
 
 
 def chain_ids(diff_ids: tuple[Digest, ...] | list[Digest]) -> list[Digest]:
-    """image-spec config.md: ChainID(L0) = DiffID(L0); ChainID(Ln) = sha256(ChainID(Ln-1) + " " + DiffID(Ln))."""
+    """image-spec config.md: ChainID(L0) = DiffID(L0);
+    ChainID(Ln) = sha256(ChainID(Ln-1) + " " + DiffID(Ln))."""
     out: list[Digest] = []
     for d in diff_ids:
         out.append(d if not out else Digest.of(f"{out[-1]} {d}".encode()))
