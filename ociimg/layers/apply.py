@@ -1,0 +1,581 @@
+"""The safe tar applier: one layer tar stream → a directory tree.
+
+``tarfile`` only *parses* headers here; nothing goes through ``tarfile.extract*``
+(its filters drop setuid bits and ownership and have had many escapes: anchors §C1
+#23). Every write is a dir-fd-relative syscall under a parent resolved by
+:mod:`ociimg.layers.paths`, so no entry, symlink or hardlink leads out of the root.
+
+Two on-disk formats (umoci's ``DirRootfs``/``OverlayfsRootfs``):
+
+* ``DIR`` — a flattened tree: whiteouts delete from the tree below.
+* ``OVERLAY`` — an overlayfs upperdir holding only this layer: a whiteout becomes a
+  0:0 character device, an opaque dir gets ``trusted.overlay.opaque=y``
+  (overlayfs.rst "whiteouts and opaque directories"). A hardlink to a file of a lower
+  layer cannot cross snapshot dirs, so the lower file is copied up into this layer
+  (as overlayfs's own copy-up would) and the link points at the copy.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import os
+import stat
+import tarfile
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import BinaryIO
+
+from ociimg.digest import Digest, HashingReader
+from ociimg.errors import InvalidDocument, UnsafeArchive
+from ociimg.layers import paths
+
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_MARKER = ".wh..wh..opq"
+OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque"
+_OVERLAY_XATTR_PREFIX = "trusted.overlay."
+_MAX_META_HEADER = 1 << 20  # PAX / GNU long-name headers are read into memory
+_COPY_CHUNK = 1 << 20
+_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class OnDiskFormat(enum.Enum):
+    DIR = "dir"
+    OVERLAY = "overlay"
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyOptions:
+    format: OnDiskFormat = OnDiskFormat.DIR
+    rootless: bool = field(default_factory=lambda: os.geteuid() != 0)
+    # OVERLAY only: the snapshot dirs below this layer, top first; used for
+    # hardlinks to lower files and the attributes of implicit parent dirs.
+    lowers: tuple[Path, ...] = ()
+    # "auto" (openat2 when the kernel has it), "openat2" or "walk"; tests force each.
+    resolver: str = "auto"
+
+
+@dataclass(slots=True)
+class ApplyResult:
+    diff_id: Digest
+    size: int
+    entries: int
+    warnings: list[str] = field(default_factory=list)
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """Refuses huge PAX/GNU meta headers before tarfile reads them into memory (§C1 #21)."""
+
+    def _proc_member(self, tf):  # type: ignore[no-untyped-def]
+        meta = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
+                tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
+        if self.type in meta and self.size > _MAX_META_HEADER:
+            raise UnsafeArchive(f"tar header for {self.name!r}: {self.size}-byte meta header")
+        return super()._proc_member(tf)
+
+
+def apply_layer(root: Path, stream: BinaryIO, options: ApplyOptions = ApplyOptions()
+                ) -> ApplyResult:
+    """Apply the uncompressed tar ``stream`` onto ``root``; returns its diff ID.
+
+    The diff ID covers the *whole* stream, including bytes after the tar's end
+    blocks (image-spec config.md; anchors §C1 #20): the stream is drained to EOF.
+    """
+    hashing = HashingReader(stream)
+    rootfd = os.open(root, _DIR_OPEN)
+    applier = _Applier(rootfd, options)
+    try:
+        try:
+            with tarfile.open(fileobj=hashing, mode="r|", bufsize=_COPY_CHUNK,
+                              tarinfo=_BoundedTarInfo) as tf:
+                for info in tf:
+                    applier.apply_entry(info, tf)
+        except (tarfile.TarError, UnicodeError) as exc:
+            raise InvalidDocument(f"layer tar: {exc}",
+                                  hint="the layer is not a valid tar archive") from exc
+        applier.finish()
+        hashing.drain()
+    finally:
+        applier.close()
+        os.close(rootfd)
+    return ApplyResult(hashing.digest(), hashing.count, applier.entries, applier.warnings)
+
+
+def _mtime_ns(info: tarfile.TarInfo, key: str = "mtime") -> int:
+    text = info.pax_headers.get(key)
+    if text is not None:
+        try:
+            return int(Decimal(text) * 1_000_000_000)
+        except ArithmeticError:
+            pass
+    return int(info.mtime) * 1_000_000_000
+
+
+def _xattrs_of(info: tarfile.TarInfo) -> dict[str, bytes]:
+    out = {}
+    for key, value in info.pax_headers.items():
+        if key.startswith("SCHILY.xattr."):
+            # tarfile decodes PAX values as UTF-8 with surrogateescape: reversible.
+            out[key[len("SCHILY.xattr."):]] = value.encode("utf-8", "surrogateescape")
+    return out
+
+
+def _is_whiteout_dev(st: os.stat_result | None) -> bool:
+    return st is not None and stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def _lstat(dirfd: int, name: str) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+class _Applier:
+    """State of one layer's application: resolver, this layer's paths, deferred work."""
+
+    def __init__(self, rootfd: int, options: ApplyOptions) -> None:
+        self.options = options
+        self.overlay = options.format is OnDiskFormat.OVERLAY
+        use = {"auto": None, "openat2": True, "walk": False}[options.resolver]
+        self.res = paths.Resolver(rootfd, use_openat2=use)
+        self.entries = 0
+        self.warnings: list[str] = []
+        self._warned: set[str] = set()
+        self._layer_paths: set[str] = set()  # every path this layer created (and parents)
+        self._opaque: set[str] = set()
+        self._dirs: list[tuple[list[str], int, int, int]] = []  # parts, mode, atime, mtime
+        self._links: list[tuple[list[str], list[str], str]] = []  # deferred hardlinks
+        self._euid, self._egid = os.geteuid(), os.getegid()
+        self._lower_res = [paths.Resolver(os.open(p, _DIR_OPEN)) for p in options.lowers]
+
+    def close(self) -> None:
+        self.res.close()
+        for r in self._lower_res:
+            r.close()
+            os.close(r.rootfd)
+
+    def warn(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            self.warnings.append(message)
+
+    # -- dispatch ---------------------------------------------------------------
+    def apply_entry(self, info: tarfile.TarInfo, tf: tarfile.TarFile) -> None:
+        self.entries += 1
+        parts = paths.split_name(info.name)
+        if not parts:
+            if not info.isdir():  # anchors §C1 #3 (CVE-2021-29136)
+                raise UnsafeArchive(f"tar entry {info.name!r}: the root must stay a directory")
+            self._set_dir_meta(self.res.rootfd, ".", [], info)
+            return
+        base = parts[-1]
+        if base.startswith(WHITEOUT_PREFIX):
+            self._apply_whiteout(info.name, parts[:-1], base)
+            return
+        self._note_layer_path(parts)
+        if self.overlay:
+            self._ensure_overlay_parents(parts[:-1])
+        pfd = self.res.dir(parts[:-1], create=True)
+        assert pfd is not None
+        try:
+            self._create(pfd, parts, info, tf)
+        except OSError as exc:
+            raise OSError(exc.errno, f"unpack entry {info.name}: {exc.strerror}") from exc
+
+    def _create(self, pfd: int, parts: list[str], info: tarfile.TarInfo,
+                tf: tarfile.TarFile) -> None:
+        name = parts[-1]
+        if info.isreg():
+            self._create_file(pfd, name, info, tf)
+        elif info.isdir():
+            self._create_dir(pfd, parts, info)
+        elif info.issym():
+            self._replace(pfd, name)
+            os.symlink(info.linkname, name, dir_fd=pfd)
+            self._set_meta_at(pfd, name, info, symlink=True)
+        elif info.islnk():
+            self._create_hardlink(parts, paths.split_name(info.linkname), info.name)
+        elif info.ischr() or info.isblk():
+            self._create_device(pfd, name, info)
+        elif info.isfifo():
+            self._replace(pfd, name)
+            os.mkfifo(name, 0o600, dir_fd=pfd)
+            self._set_meta_at(pfd, name, info)
+        else:
+            self.warn(f"type-{info.type!r}", f"skipped tar entry {info.name!r} of "
+                      f"unsupported type {info.type!r}")
+
+    def _note_layer_path(self, parts: list[str]) -> None:
+        for i in range(len(parts), 0, -1):
+            key = "/".join(parts[:i])
+            if key in self._layer_paths:
+                break
+            self._layer_paths.add(key)
+
+    def _replace(self, pfd: int, name: str, *, keep_dir: bool = False) -> os.stat_result | None:
+        """Clear the way for a new entry (image-spec layer.md: dir+dir keeps the dir)."""
+        st = _lstat(pfd, name)
+        if st is None or (keep_dir and stat.S_ISDIR(st.st_mode)):
+            return st
+        if paths.remove_at(pfd, name):
+            self.res.invalidate()
+        return st
+
+    # -- entry types ------------------------------------------------------------
+    def _create_file(self, pfd: int, name: str, info: tarfile.TarInfo,
+                     tf: tarfile.TarFile) -> None:
+        try:
+            fd = os.open(name, _FILE_FLAGS, 0o600, dir_fd=pfd)
+        except FileExistsError:
+            self._replace(pfd, name)
+            fd = os.open(name, _FILE_FLAGS, 0o600, dir_fd=pfd)
+        try:
+            src = tf.extractfile(info)
+            assert src is not None
+            _copy_to_fd(src, fd, info.size)
+            self._chown(fd, None, info, symlink=False)
+            os.chmod(fd, info.mode & 0o7777)  # after chown: chown clears setuid (§C1 #13)
+            self._set_xattrs(fd, info, existing=False)
+            os.utime(fd, ns=(_mtime_ns(info, "atime"), _mtime_ns(info)))
+        finally:
+            os.close(fd)
+
+    def _create_dir(self, pfd: int, parts: list[str], info: tarfile.TarInfo) -> None:
+        name = parts[-1]
+        st = self._replace(pfd, name, keep_dir=True)
+        existed = st is not None and stat.S_ISDIR(st.st_mode)
+        if not existed:
+            os.mkdir(name, 0o700, dir_fd=pfd)
+        fd = os.open(name, _DIR_OPEN, dir_fd=pfd)
+        try:
+            if self.overlay and _is_whiteout_dev(st):
+                # Deleted then re-created in one layer: the new dir must hide the lower
+                # one entirely, which in an upperdir means opaque.
+                self._mark_opaque_fd(fd, "/".join(parts))
+            self._set_dir_meta(fd, None, parts, info, existing=existed)
+        finally:
+            os.close(fd)
+
+    def _set_dir_meta(self, fd: int, name: str | None, parts: list[str],
+                      info: tarfile.TarInfo, existing: bool = True) -> None:
+        self._chown(fd, None, info, symlink=False)
+        self._set_xattrs(fd, info, existing=existing)
+        # Mode and times last, deepest first: adding children changes a dir's mtime,
+        # and a 0555 dir must stay writable until its children exist (§C1 #11, #14).
+        self._dirs.append((parts, info.mode & 0o7777, _mtime_ns(info, "atime"),
+                           _mtime_ns(info)))
+
+    def _create_device(self, pfd: int, name: str, info: tarfile.TarInfo) -> None:
+        if self.options.rootless:
+            self.warn("devices", "device nodes skipped: creating them needs CAP_MKNOD "
+                      "(rootless unpack)")
+            return
+        self._replace(pfd, name)
+        kind = stat.S_IFCHR if info.ischr() else stat.S_IFBLK
+        os.mknod(name, kind | 0o600, os.makedev(info.devmajor, info.devminor), dir_fd=pfd)
+        self._set_meta_at(pfd, name, info)
+
+    def _create_hardlink(self, parts: list[str], target: list[str], entry: str) -> None:
+        if not target:
+            raise UnsafeArchive(f"hardlink {entry!r}: target is the root")
+        tpfd = self._link_target_dir(target)
+        if tpfd is None or _lstat(tpfd, target[-1]) is None:
+            self._links.append((parts, target, entry))  # target may come later (§C1 #6)
+            return
+        tst = _lstat(tpfd, target[-1])
+        assert tst is not None
+        if stat.S_ISDIR(tst.st_mode):
+            raise UnsafeArchive(f"hardlink {entry!r}: target {'/'.join(target)!r} is a directory")
+        pfd = self.res.dir(parts[:-1], create=True)
+        assert pfd is not None
+        cur = _lstat(pfd, parts[-1])
+        if cur is not None and (cur.st_dev, cur.st_ino) == (tst.st_dev, tst.st_ino):
+            return
+        self._replace(pfd, parts[-1])  # §C1 #7
+        tpfd = self._link_target_dir(target)  # the replace may have invalidated fds
+        assert tpfd is not None
+        os.link(target[-1], parts[-1], src_dir_fd=tpfd, dst_dir_fd=pfd, follow_symlinks=False)
+
+    def _link_target_dir(self, target: list[str]) -> int | None:
+        tpfd = self.res.dir(target[:-1])
+        if self.overlay and (tpfd is None or _lstat(tpfd, target[-1]) is None):
+            if self._copy_up(target):
+                tpfd = self.res.dir(target[:-1])
+        return tpfd
+
+    # -- metadata -----------------------------------------------------------------
+    def _chown(self, fd: int, name: str | None, info: tarfile.TarInfo, *, symlink: bool) -> None:
+        if self.options.rootless:
+            if (info.uid, info.gid) != (self._euid, self._egid):
+                self.warn("chown", "file ownership not applied: changing owners needs "
+                          "CAP_CHOWN (rootless unpack)")
+            return
+        if name is None:
+            os.chown(fd, info.uid, info.gid)
+        else:
+            os.chown(name, info.uid, info.gid, dir_fd=fd, follow_symlinks=False)
+
+    def _set_meta_at(self, pfd: int, name: str, info: tarfile.TarInfo, *,
+                     symlink: bool = False) -> None:
+        self._chown(pfd, name, info, symlink=symlink)
+        if not symlink:  # Linux has no lchmod; a symlink's mode is always 0777
+            os.chmod(name, info.mode & 0o7777, dir_fd=pfd)
+        if _xattrs_of(info):
+            self._set_xattrs(f"/proc/self/fd/{pfd}/{name}", info, existing=False)
+        os.utime(name, ns=(_mtime_ns(info, "atime"), _mtime_ns(info)), dir_fd=pfd,
+                 follow_symlinks=False)
+
+    def _set_xattrs(self, target: int | str, info: tarfile.TarInfo, *, existing: bool) -> None:
+        wanted = {}
+        for key, value in _xattrs_of(info).items():
+            if key == "security.selinux":
+                continue  # host-specific label (§C1 #15)
+            if key.startswith(_OVERLAY_XATTR_PREFIX):
+                if not self.overlay:
+                    self.warn("xattr-overlay", f"skipped overlayfs xattr {key} in a "
+                              "flattened rootfs")
+                    continue
+                # Kernel >= 6.7 escaping: trusted.overlay.overlay.X reads back as
+                # trusted.overlay.X through the mount instead of steering overlayfs.
+                key = _OVERLAY_XATTR_PREFIX + "overlay." + key[len(_OVERLAY_XATTR_PREFIX):]
+            wanted[key] = value
+        if existing:
+            self._clear_xattrs(target, wanted)
+        for key, value in wanted.items():
+            try:
+                os.setxattr(target, key, value, follow_symlinks=isinstance(target, int))
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EACCES):
+                    raise
+                ns = key.split(".", 1)[0]
+                self.warn(f"xattr-{ns}-{exc.errno}", f"xattrs in namespace {ns}.* not "
+                          f"applied ({os.strerror(exc.errno)})")
+
+    def _clear_xattrs(self, target: int | str, keep: dict[str, bytes]) -> None:
+        try:
+            names = os.listxattr(target, follow_symlinks=isinstance(target, int))
+        except OSError:
+            return
+        for key in names:
+            if key in keep or (self.overlay and key.startswith(_OVERLAY_XATTR_PREFIX)):
+                continue
+            try:
+                os.removexattr(target, key, follow_symlinks=isinstance(target, int))
+            except OSError:
+                self.warn(f"xattr-rm-{key}", f"could not remove xattr {key}")
+
+    # -- whiteouts ----------------------------------------------------------------
+    def _apply_whiteout(self, entry: str, parent: list[str], base: str) -> None:
+        if base == OPAQUE_MARKER:
+            self._apply_opaque(parent)
+            return
+        name = base[len(WHITEOUT_PREFIX):]
+        if name in ("", ".", ".."):  # image-spec layer.md: a bare .wh. SHOULD error
+            raise UnsafeArchive(f"tar entry {entry!r}: whiteout without a name")
+        path = "/".join([*parent, name])
+        if path in self._layer_paths:
+            return  # whiteouts hide lower layers only (layer.md "Whiteouts")
+        if not self.overlay:
+            pfd = self.res.dir(parent)
+            if pfd is not None and paths.remove_at(pfd, name):
+                self.res.invalidate()
+            return
+        if any(path.startswith(d + "/") or not d for d in self._opaque):
+            return  # no plain whiteouts inside an opaque dir (§C1 #9)
+        self._ensure_overlay_parents(parent)
+        pfd = self.res.dir(parent, create=True)
+        assert pfd is not None
+        self._replace(pfd, name)
+        os.mknod(name, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=pfd)
+
+    def _apply_opaque(self, parent: list[str]) -> None:
+        """``.wh..wh..opq``: hide all lower entries of the dir, whatever its tar position."""
+        key = "/".join(parent)
+        self._note_layer_path(parent)
+        if self.overlay:
+            self._ensure_overlay_parents(parent)
+        fd = self._open_dir_for_opaque(parent)
+        try:
+            if self.overlay:
+                self._mark_opaque_fd(fd, key)
+            else:
+                self._prune_lower(fd, key)
+        finally:
+            os.close(fd)
+
+    def _open_dir_for_opaque(self, parent: list[str]) -> int:
+        if not parent:
+            return os.open(".", _DIR_OPEN, dir_fd=self.res.rootfd)
+        pfd = self.res.dir(parent[:-1], create=True)
+        assert pfd is not None
+        st = self._replace(pfd, parent[-1], keep_dir=True)
+        if st is None or not stat.S_ISDIR(st.st_mode):
+            os.mkdir(parent[-1], 0o755, dir_fd=pfd)
+            os.chmod(parent[-1], 0o755, dir_fd=pfd)
+        return os.open(parent[-1], _DIR_OPEN, dir_fd=pfd)
+
+    def _prune_lower(self, fd: int, key: str) -> None:
+        """DIR format: delete what lower layers put under the dir; keep this layer's."""
+        prefix = key + "/" if key else ""
+        keep = {n for n in os.listdir(fd) if prefix + n in self._layer_paths}
+        paths.clear_dir(fd, keep)
+        self.res.invalidate()
+        for n in keep:
+            sub = os.open(n, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            try:
+                if stat.S_ISDIR(os.fstat(sub).st_mode):
+                    self._prune_lower(sub, prefix + n)
+            finally:
+                os.close(sub)
+
+    def _mark_opaque_fd(self, fd: int, key: str) -> None:
+        self._opaque.add(key)
+        _remove_whiteout_devices(fd)
+        try:
+            os.setxattr(fd, OVERLAY_OPAQUE_XATTR, b"y")
+        except PermissionError:
+            self.warn("opaque", "opaque dirs not marked: trusted.overlay.* needs "
+                      "CAP_SYS_ADMIN (rootless); lower entries may show through")
+
+    # -- overlay helpers ----------------------------------------------------------
+    def _ensure_overlay_parents(self, parent: list[str]) -> None:
+        """Create missing upper dirs with the lower dir's attributes (§C1 #12).
+
+        A dir created where this layer left a whiteout is marked opaque, so the
+        deleted lower dir does not show through again.
+        """
+        if self.res.dir(parent) is not None:
+            return
+        for i in range(1, len(parent) + 1):
+            if self.res.dir(parent[:i]) is not None:
+                continue
+            pfd = self.res.dir(parent[: i - 1])
+            name = parent[i - 1]
+            st = _lstat(pfd, name) if pfd is not None else None
+            if pfd is None or (st is not None and stat.S_ISLNK(st.st_mode)):
+                return  # a symlink in the upper: the resolver's create walk follows it
+            self._replace(pfd, name)
+            os.mkdir(name, 0o700, dir_fd=pfd)
+            lower = self._lower_dir_stat(parent[:i])
+            if lower is not None:
+                _copy_meta(lower[0], name, pfd, lower[1], self.options.rootless)
+            else:
+                os.chmod(name, 0o755, dir_fd=pfd)
+            if _is_whiteout_dev(st):
+                fd = os.open(name, _DIR_OPEN, dir_fd=pfd)
+                try:
+                    self._mark_opaque_fd(fd, "/".join(parent[:i]))
+                finally:
+                    os.close(fd)
+
+    def _lower_dir_stat(self, parts: list[str]) -> tuple[int, os.stat_result] | None:
+        for r in self._lower_res:
+            pfd = r.dir(parts[:-1])
+            st = _lstat(pfd, parts[-1]) if pfd is not None else None
+            if st is None:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                return pfd, st  # type: ignore[return-value]
+            return None  # a whiteout or a non-dir hides everything below
+        return None
+
+    def _copy_up(self, target: list[str]) -> bool:
+        """Copy a lower layer's file into this upper so a hardlink can point at it."""
+        for r in self._lower_res:
+            pfd = r.dir(target[:-1])
+            st = _lstat(pfd, target[-1]) if pfd is not None else None
+            if st is None:
+                continue
+            if _is_whiteout_dev(st) or stat.S_ISDIR(st.st_mode):
+                return False
+            self._ensure_overlay_parents(target[:-1])
+            upfd = self.res.dir(target[:-1], create=True)
+            assert upfd is not None and pfd is not None
+            _copy_entry(pfd, target[-1], upfd, st, self.options.rootless)
+            self._note_layer_path(target)
+            return True
+        return False
+
+    # -- end of layer -----------------------------------------------------------
+    def finish(self) -> None:
+        for parts, target, entry in self._links:
+            tpfd = self._link_target_dir(target)
+            if tpfd is None or _lstat(tpfd, target[-1]) is None:
+                raise UnsafeArchive(f"hardlink {entry!r}: target {'/'.join(target)!r} does "
+                                    "not exist in this layer or below")
+            self._create_hardlink(parts, target, entry)
+        self._links.clear()
+        for parts, mode, atime, mtime in sorted(self._dirs, key=lambda d: -len(d[0])):
+            pfd = self.res.dir(parts[:-1])
+            if pfd is None:
+                continue  # removed later in the same layer
+            name = parts[-1] if parts else "."
+            st = _lstat(pfd, name)
+            if st is None or not stat.S_ISDIR(st.st_mode):
+                continue
+            os.chmod(name, mode, dir_fd=pfd)
+            os.utime(name, ns=(atime, mtime), dir_fd=pfd, follow_symlinks=False)
+
+
+def _copy_to_fd(src: BinaryIO, fd: int, size: int) -> None:
+    remaining = size
+    while remaining > 0:
+        chunk = src.read(min(_COPY_CHUNK, remaining))
+        if not chunk:
+            raise InvalidDocument("layer tar: unexpected end of file data")
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(fd, view):]
+        remaining -= len(chunk)
+
+
+def _remove_whiteout_devices(fd: int) -> None:
+    for name in os.listdir(fd):
+        st = _lstat(fd, name)
+        if _is_whiteout_dev(st):
+            os.unlink(name, dir_fd=fd)
+        elif st is not None and stat.S_ISDIR(st.st_mode):
+            sub = os.open(name, _DIR_OPEN, dir_fd=fd)
+            try:
+                _remove_whiteout_devices(sub)
+            finally:
+                os.close(sub)
+
+
+def _copy_meta(src_pfd: int, name: str, dst_pfd: int, st: os.stat_result,
+               rootless: bool) -> None:
+    if not rootless:
+        os.chown(name, st.st_uid, st.st_gid, dir_fd=dst_pfd, follow_symlinks=False)
+    if not stat.S_ISLNK(st.st_mode):
+        os.chmod(name, stat.S_IMODE(st.st_mode), dir_fd=dst_pfd)
+    src, dst = f"/proc/self/fd/{src_pfd}/{name}", f"/proc/self/fd/{dst_pfd}/{name}"
+    try:
+        for key in os.listxattr(src, follow_symlinks=False):
+            os.setxattr(dst, key, os.getxattr(src, key, follow_symlinks=False),
+                        follow_symlinks=False)
+    except OSError:
+        pass  # best effort, like overlayfs copy-up on filesystems without xattrs
+    os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dst_pfd, follow_symlinks=False)
+
+
+def _copy_entry(src_pfd: int, name: str, dst_pfd: int, st: os.stat_result,
+                rootless: bool) -> None:
+    if stat.S_ISREG(st.st_mode):
+        src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_pfd)
+        dst = os.open(name, _FILE_FLAGS, 0o600, dir_fd=dst_pfd)
+        try:
+            while os.sendfile(dst, src, None, _COPY_CHUNK * 8):
+                pass
+        finally:
+            os.close(src)
+            os.close(dst)
+    elif stat.S_ISLNK(st.st_mode):
+        os.symlink(os.readlink(name, dir_fd=src_pfd), name, dir_fd=dst_pfd)
+    elif stat.S_ISFIFO(st.st_mode):
+        os.mkfifo(name, 0o600, dir_fd=dst_pfd)
+    else:
+        os.mknod(name, st.st_mode, st.st_rdev, dir_fd=dst_pfd)
+    _copy_meta(src_pfd, name, dst_pfd, st, rootless)

@@ -1,0 +1,372 @@
+"""The safe applier without privileges: entry types, whiteouts, hostile tars.
+
+Everything here runs as an ordinary user. When the suite runs as root, the
+rootless behaviour is exercised by passing ``rootless=True`` (chown and mknod are
+skipped with warnings), so these tests mean the same thing either way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import stat
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from ociimg.errors import InvalidDocument, UnsafeArchive
+from ociimg.layers import paths
+from ociimg.layers.apply import ApplyOptions, OnDiskFormat, apply_layer
+from tests.conftest import need
+from tests.treewalk import make_canary, tree_manifest
+
+MTIME = 1_600_000_000
+UID, GID = os.geteuid(), os.getegid()
+RESOLVERS = ["walk"] + (["openat2"] if paths.HAVE_OPENAT2 else [])
+
+
+# -- building tars in code --------------------------------------------------------
+def _info(name: str, kind: bytes, mode: int, **kw) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.mode = mode
+    info.mtime = kw.pop("mtime", MTIME)
+    info.uid = kw.pop("uid", UID)
+    info.gid = kw.pop("gid", GID)
+    xattrs = kw.pop("xattrs", None)
+    if xattrs:
+        info.pax_headers = {f"SCHILY.xattr.{k}": v for k, v in xattrs.items()}
+    for key, value in kw.items():
+        setattr(info, key, value)
+    return info
+
+
+def F(name: str, data: bytes = b"", mode: int = 0o644, **kw):
+    info = _info(name, tarfile.REGTYPE, mode, **kw)
+    info.size = len(data)
+    return info, data
+
+
+def D(name: str, mode: int = 0o755, **kw):
+    return _info(name, tarfile.DIRTYPE, mode, **kw), None
+
+
+def L(name: str, target: str, **kw):
+    return _info(name, tarfile.SYMTYPE, 0o777, linkname=target, **kw), None
+
+
+def H(name: str, target: str, **kw):
+    return _info(name, tarfile.LNKTYPE, 0o644, linkname=target, **kw), None
+
+
+def DEV(name: str, kind: bytes = tarfile.CHRTYPE, major: int = 1, minor: int = 3, **kw):
+    return _info(name, kind, 0o666, devmajor=major, devminor=minor, **kw), None
+
+
+def tar(*members, fmt: int = tarfile.PAX_FORMAT) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tf:
+        for info, data in members:
+            tf.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+@pytest.fixture(params=RESOLVERS)
+def resolver(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def rootfs(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    root.mkdir()
+    return root
+
+
+def apply(root: Path, data: bytes, resolver: str = "auto", **kw):
+    kw.setdefault("rootless", True)
+    return apply_layer(root, io.BytesIO(data), ApplyOptions(resolver=resolver, **kw))
+
+
+# -- entry types --------------------------------------------------------------------
+def test_entry_types_and_attributes(rootfs: Path, resolver: str) -> None:
+    long_dir = "d" * 120
+    result = apply(rootfs, tar(
+        D("etc", 0o755), F("etc/passwd", b"root:x:0:0::/root:/bin/sh\n", 0o644),
+        F("bin/su", b"\x7fELF", 0o4755), D("tmp", 0o1777), D("shared", 0o2775),
+        L("bin/sh", "busybox"), F("bin/busybox", b"BB" * 5000, 0o755), H("bin/ls", "bin/busybox"),
+        L("abs", "/etc/passwd"), _fifo("run/fifo"),
+        D(long_dir), F(f"{long_dir}/{'f' * 150}", b"long"),
+    ), resolver)
+    m = tree_manifest(rootfs)
+    assert m["etc/passwd"]["sha256"] == hashlib.sha256(b"root:x:0:0::/root:/bin/sh\n").hexdigest()
+    assert m["bin/su"]["mode"] == oct(0o4755)
+    assert m["tmp"]["mode"] == oct(0o1777) and m["tmp"]["type"] == "dir"
+    assert m["shared"]["mode"] == oct(0o2775)
+    assert m["bin/sh"] == {"type": "symlink", "target": "busybox", "uid": UID, "gid": GID,
+                           "mtime": MTIME}
+    assert m["abs"]["target"] == "/etc/passwd"
+    assert m["bin/ls"]["link"] == "bin/busybox"
+    assert m["run/fifo"]["type"] == "fifo"
+    assert m[f"{long_dir}/{'f' * 150}"]["size"] == 4
+    # Implicit parents are 0755; every explicit entry keeps its tar mtime, dirs too
+    # (set after their children were written).
+    assert m["bin"]["mode"] == oct(0o755)
+    for path in ("etc", "tmp", "etc/passwd", "bin/sh", "bin/su", long_dir):
+        assert m[path]["mtime"] == MTIME, path
+    assert result.entries == 12
+
+
+def _fifo(name: str):
+    return _info(name, tarfile.FIFOTYPE, 0o600), None
+
+
+def test_gnu_long_names(rootfs: Path) -> None:
+    name = "/".join(["x" * 60] * 5) + "/file"
+    apply(rootfs, tar(F(name, b"gnu"), L("l" * 200, "t" * 300), fmt=tarfile.GNU_FORMAT))
+    assert (rootfs / name).read_bytes() == b"gnu"
+    assert os.readlink(rootfs / ("l" * 200)) == "t" * 300
+
+
+def test_pax_subsecond_mtime(rootfs: Path) -> None:
+    info, data = F("f", b"x")
+    info.pax_headers = {"mtime": "1600000000.123456789"}
+    apply(rootfs, tar((info, data)))
+    assert os.lstat(rootfs / "f").st_mtime_ns == 1_600_000_000_123_456_789
+
+
+def test_xattrs_user_applied_selinux_and_overlay_dropped(rootfs: Path) -> None:
+    value = "b\udcff\x00in"  # binary bytes as tarfile exposes them (surrogateescape)
+    result = apply(rootfs, tar(F("f", b"", xattrs={
+        "user.plain": "v", "user.binary": value, "security.selinux": "system_u:object_r:x",
+        "trusted.overlay.opaque": "y"})))
+    assert os.getxattr(rootfs / "f", "user.plain") == b"v"
+    assert os.getxattr(rootfs / "f", "user.binary") == b"b\xff\x00in"
+    names = os.listxattr(rootfs / "f")
+    assert "security.selinux" not in names or os.getxattr(
+        rootfs / "f", "security.selinux") != b"system_u:object_r:x"
+    assert not [n for n in names if n.startswith("trusted.overlay")]
+    assert any("overlayfs xattr" in w for w in result.warnings)
+
+
+def test_sparse_file_content(rootfs: Path, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    with open(src / "sparse", "wb") as f:
+        f.seek(1 << 20)
+        f.write(b"middle")
+        f.seek(3 << 20)
+        f.write(b"end")
+    for fmt in ("gnu", "pax"):
+        out = tmp_path / f"sparse-{fmt}.tar"
+        subprocess.run(["tar", f"--format={fmt}", "--sparse", "-cf", out, "-C", src, "sparse"],
+                       check=True)
+        target = rootfs / fmt
+        target.mkdir()
+        apply(target, out.read_bytes())
+        assert (target / "sparse").read_bytes() == (src / "sparse").read_bytes(), fmt
+
+
+def test_rootless_skips_chown_and_devices_with_one_warning_each(rootfs: Path) -> None:
+    result = apply(rootfs, tar(
+        F("a", b"1", uid=1234, gid=1234), F("b", b"2", uid=4321, gid=4321),
+        DEV("dev/null"), DEV("dev/sda", tarfile.BLKTYPE, 8, 0),
+    ), rootless=True)
+    assert (rootfs / "a").read_bytes() == b"1" and (rootfs / "b").read_bytes() == b"2"
+    assert not (rootfs / "dev/null").exists() and not (rootfs / "dev/sda").exists()
+    assert len([w for w in result.warnings if "ownership" in w]) == 1
+    assert len([w for w in result.warnings if "device" in w]) == 1
+
+
+# -- replacing existing paths (layer.md "Changesets") -------------------------------
+def test_entries_over_existing_paths(rootfs: Path, resolver: str) -> None:
+    apply(rootfs, tar(F("file-then-dir", b"x"), D("dir-then-file"), F("dir-then-file/child"),
+                      D("keep", 0o700), F("keep/old", b"old"), F("parent", b"not a dir")),
+          resolver)
+    apply(rootfs, tar(D("file-then-dir"), F("dir-then-file", b"now a file"),
+                      D("keep", 0o750), F("keep/new", b"new"), F("parent/child", b"c")),
+          resolver)
+    m = tree_manifest(rootfs)
+    assert m["file-then-dir"]["type"] == "dir"
+    assert m["dir-then-file"]["type"] == "file" and "dir-then-file/child" not in m
+    assert m["keep"]["mode"] == oct(0o750) and "keep/old" in m and "keep/new" in m
+    assert m["parent"]["type"] == "dir" and m["parent/child"]["type"] == "file"
+
+
+def test_hardlink_over_existing_and_before_target(rootfs: Path, resolver: str) -> None:
+    apply(rootfs, tar(F("a", b"A"), F("link", b"old")), resolver)
+    apply(rootfs, tar(H("link", "a"), H("early", "late"), F("late", b"L")), resolver)
+    assert os.stat(rootfs / "link").st_ino == os.stat(rootfs / "a").st_ino
+    assert os.stat(rootfs / "early").st_ino == os.stat(rootfs / "late").st_ino
+
+
+def test_hardlink_to_lower_layer_file_in_dir_format(rootfs: Path) -> None:
+    apply(rootfs, tar(F("usr/bin/python3.11", b"py")))
+    apply(rootfs, tar(H("usr/bin/python3", "usr/bin/python3.11")))
+    assert (rootfs / "usr/bin/python3").read_bytes() == b"py"
+
+
+@pytest.mark.parametrize("members, message", [
+    ((H("l", "missing"),), "does not exist"),
+    ((D("d"), H("l", "d")), "is a directory"),
+    ((F(".wh.", b""),), "whiteout without a name"),
+    ((L(".", "/etc"),), "root must stay a directory"),
+    ((F("./", b"x"),), "root must stay a directory"),
+])
+def test_invalid_entries_are_refused(rootfs: Path, members, message: str) -> None:
+    with pytest.raises(UnsafeArchive, match=message):
+        apply(rootfs, tar(*members))
+
+
+# -- whiteouts in DIR format -------------------------------------------------------
+def _lower(root: Path) -> None:
+    apply(root, tar(D("etc"), F("etc/a", b"a"), F("etc/b", b"b"), D("etc/sub"),
+                    F("etc/sub/deep", b"d"), D("var"), F("var/log", b"l"), F("keep", b"k")))
+
+
+def test_whiteouts_remove_lower_entries(rootfs: Path, resolver: str) -> None:
+    _lower(rootfs)
+    apply(rootfs, tar(F("etc/.wh.a"), F(".wh.var"), F(".wh.nonexistent")), resolver)
+    m = tree_manifest(rootfs)
+    assert "etc/a" not in m and "var" not in m and "var/log" not in m
+    assert "etc/b" in m and "keep" in m
+
+
+@pytest.mark.parametrize("opaque_first", [True, False])
+def test_opaque_dir_hides_lower_but_keeps_this_layer(rootfs: Path, resolver: str,
+                                                     opaque_first: bool) -> None:
+    _lower(rootfs)
+    own = [D("etc"), F("etc/new", b"n"), D("etc/sub"), F("etc/sub/mine", b"m")]
+    opq = [F("etc/.wh..wh..opq")]
+    apply(rootfs, tar(*(opq + own if opaque_first else own + opq)), resolver)
+    m = tree_manifest(rootfs)
+    assert sorted(p for p in m if p.startswith("etc/")) == ["etc/new", "etc/sub", "etc/sub/mine"]
+    assert "keep" in m
+
+
+def test_dir_whited_out_and_recreated_in_same_layer(rootfs: Path) -> None:
+    _lower(rootfs)
+    apply(rootfs, tar(F(".wh.etc"), D("etc"), F("etc/fresh", b"f")))
+    m = tree_manifest(rootfs)
+    assert sorted(p for p in m if p.startswith("etc")) == ["etc", "etc/fresh"]
+
+
+def test_whiteout_does_not_hide_same_layer_entry(rootfs: Path) -> None:
+    apply(rootfs, tar(F("x", b"same layer"), F(".wh.x")))
+    assert (rootfs / "x").read_bytes() == b"same layer"
+
+
+# -- hostile tars: nothing escapes the root -----------------------------------------
+HOSTILE = {
+    "dotdot": [tar(F("../canary/secret", b"pwned"))],
+    "dotdot-nested": [tar(F("a/../../canary/secret", b"pwned"))],
+    "absolute-name": [tar(F("/canary/secret", b"pwned"))],
+    "abs-symlink-parent": [tar(L("evil", "CANARY"), F("evil/secret", b"pwned"))],
+    "rel-symlink-parent": [tar(L("evil", "../../canary"), F("evil/secret", b"pwned"))],
+    "symlink-next-layer": [tar(L("evil", "CANARY")), tar(F("evil/secret", b"pwned"))],
+    "symlink-chain": [tar(D("sub"), L("sub/parent", ".."),
+                          F("sub/parent/parent/parent/canary/secret", b"pwned"))],
+    "symlink-chain-layers": [tar(D("a"), L("a/up", "../..")),
+                             tar(L("b", "a/up/a/up/canary"), F("b/sub/file", b"pwned"))],
+    "final-symlink-overwritten": [tar(L("f", "CANARY/secret")), tar(F("f", b"pwned"))],
+    "hardlink-dotdot": [tar(H("l", "../canary/secret"))],
+    "hardlink-through-symlink": [tar(L("evil", "CANARY"), H("l", "evil/secret"),
+                                     F("l", b"pwned"))],
+    "hardlink-abs": [tar(H("l", "CANARY/secret"))],
+    "whiteout-through-symlink": [tar(L("evil", "CANARY")), tar(F("evil/.wh.secret"))],
+    "opaque-through-symlink": [tar(L("evil", "CANARY")), tar(F("evil/.wh..wh..opq"))],
+    "whiteout-dotdot": [tar(F("../canary/.wh.secret"))],
+    "root-symlink": [tar(L(".", "CANARY"), F("secret", b"pwned"))],
+    "symlink-loop": [tar(L("a", "b"), L("b", "a"), F("a/x", b"x"))],
+    "dir-over-abs-symlink": [tar(L("d", "CANARY/sub")), tar(D("d"), F("d/file", b"pwned"))],
+}
+
+
+def _subst(data: bytes, canary: Path) -> bytes:
+    # Rebuild the tar with CANARY replaced by the canary's absolute path.
+    src = tarfile.open(fileobj=io.BytesIO(data))
+    members = []
+    for info in src.getmembers():
+        info.name = info.name.replace("CANARY", str(canary))
+        info.linkname = info.linkname.replace("CANARY", str(canary))
+        content = src.extractfile(info).read() if info.isreg() else None
+        members.append((info, content))
+    return tar(*members)
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_layer_never_escapes(tmp_path: Path, resolver: str, case: str) -> None:
+    canary = make_canary(tmp_path)
+    before = tree_manifest(tmp_path, mtimes=True)
+    root = tmp_path / "root"
+    root.mkdir()
+    for layer in HOSTILE[case]:
+        try:
+            apply(root, _subst(layer, canary), resolver)
+        except (UnsafeArchive, InvalidDocument):
+            break
+    after = tree_manifest(tmp_path)
+    for path, entry in before.items():
+        if path == "." or path.startswith("root"):
+            continue
+        assert after.get(path) == entry, f"{case}: {path} changed"
+    assert sorted(p for p in after if not p.startswith("root") and p != ".") == \
+        sorted(p for p in before if not p.startswith("root") and p != ".")
+    assert (canary / "secret").read_text() == "do not touch\n"
+
+
+def test_dotdot_is_refused_with_clear_error(rootfs: Path) -> None:
+    with pytest.raises(UnsafeArchive, match=r"'\.\.' path component"):
+        apply(rootfs, tar(F("../x", b"")))
+
+
+def test_absolute_names_land_inside_root(rootfs: Path, resolver: str) -> None:
+    apply(rootfs, tar(F("/etc/hostname", b"h"), L("l", "/"), F("l/via-root-link", b"v")),
+          resolver)
+    assert (rootfs / "etc/hostname").read_bytes() == b"h"
+    assert (rootfs / "via-root-link").read_bytes() == b"v"
+    assert os.readlink(rootfs / "l") == "/"
+
+
+def test_oversized_pax_header_is_refused(rootfs: Path) -> None:
+    info, data = F("f", b"")
+    info.pax_headers = {"comment": "x" * (2 << 20)}
+    with pytest.raises(UnsafeArchive, match="meta header"):
+        apply(rootfs, tar((info, data)))
+
+
+# -- stream-level integrity --------------------------------------------------------
+def test_diff_id_covers_bytes_after_the_tar_end(rootfs: Path) -> None:
+    data = tar(F("f", b"x")) + b"\0" * 4096 + b"trailing junk"
+    result = apply(rootfs, data)
+    assert str(result.diff_id) == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert result.size == len(data)
+
+
+def test_truncated_tar_is_one_clear_error(rootfs: Path) -> None:
+    data = tar(F("big", os.urandom(50_000)))
+    with pytest.raises(InvalidDocument, match="layer tar"):
+        apply(rootfs, data[:20_000])
+
+
+# -- OVERLAY format, as far as it works without privileges ------------------------
+def _can_make_whiteout(tmp: Path) -> bool:
+    try:
+        os.mknod(tmp / "probe", stat.S_IFCHR, os.makedev(0, 0))
+    except PermissionError:
+        return False
+    os.unlink(tmp / "probe")
+    return True
+
+
+def test_overlay_format_whiteouts_are_char_devices(rootfs: Path, tmp_path: Path) -> None:
+    need(_can_make_whiteout(tmp_path), "kernel refuses 0:0 whiteout mknod here")
+    apply(rootfs, tar(F("etc/.wh.passwd"), F(".wh.var"), F("a", b"a"), F(".wh.a")),
+          format=OnDiskFormat.OVERLAY)
+    for path in ("etc/passwd", "var"):
+        st = os.lstat(rootfs / path)
+        assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0, path
+    assert (rootfs / "a").read_bytes() == b"a"  # same-layer entries are not whited out
