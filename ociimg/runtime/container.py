@@ -1,0 +1,333 @@
+"""Container lifecycle (runtime-spec runtime.md): create, start, state, kill, delete, run,
+list, ps. Each verb is a small function over the state directory; the in-container work is
+in init.py, the fork protocol in process.py."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ociimg.errors import ContainerError, OciimgError
+from ociimg.fsutil import atomic_write
+from ociimg.runtime import hooks, namespaces, process, state
+from ociimg.runtime.config import RuntimeConfig, load_config
+from ociimg.runtime.state import ContainerState
+
+
+@dataclass(slots=True)
+class CreateOptions:
+    bundle: Path
+    pid_file: Path | None = None
+    console_socket: str | None = None
+    no_pivot: bool = False
+    preserve_fds: int = 0
+    console: socket.socket | None = None  # an already connected console socket (run)
+
+
+def _cgroups() -> Any:
+    """The cgroups package when its manager API is present (it is optional for the core)."""
+    from ociimg.runtime import cgroups
+    return cgroups if hasattr(cgroups, "create_manager") else None
+
+
+def create_container(root: str, container_id: str, options: CreateOptions) -> ContainerState:
+    config = load_config(options.bundle)
+    if config.process is None:
+        raise ContainerError(f"container {container_id}: config.json has no process",
+                             hint="add a process section to config.json")
+    state_dir = state.make_state_dir(root, container_id)
+    cst = ContainerState(id=container_id, bundle=str(config.bundle),
+                         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                         annotations=dict(config.annotations), rootfs=str(config.root_path),
+                         config_hooks=config.hooks)
+    try:
+        _spawn_init(config, cst, options, state_dir)
+    except BaseException:
+        _destroy(root, cst)
+        raise
+    state.save_state(root, cst)
+    if options.pid_file:
+        atomic_write(options.pid_file, f"{cst.pid}".encode())
+    return cst
+
+
+def _spawn_init(config: RuntimeConfig, cst: ContainerState, options: CreateOptions,
+                state_dir: Path) -> None:
+    console = options.console
+    if config.process.terminal and console is None:
+        if options.console_socket is None:
+            raise ContainerError("process.terminal is set but no --console-socket was given",
+                                 hint="pass --console-socket or set terminal to false")
+        console = _connect_console(options.console_socket)
+    init_opts = process.InitOptions(
+        container_id=cst.id, fifo=str(state_dir / "exec.fifo"), no_pivot=options.no_pivot,
+        preserve_fds=options.preserve_fds + int(os.environ.get("LISTEN_FDS", "0") or 0),
+        console_fd=console.fileno() if console else None, annotations=cst.annotations)
+    from ociimg.runtime.init import run_init
+    pid1, sock = process.spawn(config, init_opts, run_init)
+    if console:
+        console.close()
+    try:
+        _drive(config, cst, sock, pid1)
+    finally:
+        sock.close()
+        _reap(pid1)
+
+
+def _connect_console(path: str) -> socket.socket:
+    from ociimg.runtime.console import connect_console_socket
+    return connect_console_socket(path)
+
+
+def _drive(config: RuntimeConfig, cst: ContainerState, sock: socket.socket, pid1: int) -> None:
+    """Parent side of the sync protocol (process.py docstring)."""
+    while True:
+        msg = process.recv_msg(sock)
+        kind = msg.get("type") if msg else None
+        if kind is None:
+            raise ContainerError(f"container {cst.id}: init exited during setup",
+                                 hint="run with --debug and check the runtime log")
+        if kind == "error":
+            process.raise_from_msg(msg, cst.id)
+        elif kind == "ready":
+            _place_in_cgroup(config, cst, pid1)
+            if config.process:
+                process.apply_rlimits(pid1, config.process.rlimits)
+            process.send_msg(sock, {"type": "go"})
+        elif kind == "idmap":
+            namespaces.write_id_maps(pid1, config.uid_mappings, config.gid_mappings)
+            process.send_msg(sock, {"type": "go"})
+        elif kind == "pid":
+            cst.pid = msg["pid"]
+            cst.pid_starttime = state.proc_starttime(cst.pid) or 0
+        elif kind == "hooks":
+            hook_doc = state.hook_state(cst, "creating")
+            hooks.run_hooks(config.hooks, "prestart", hook_doc)
+            hooks.run_hooks(config.hooks, "createRuntime", hook_doc)
+            process.send_msg(sock, {"type": "go"})
+        elif kind == "created":
+            return
+
+
+def _place_in_cgroup(config: RuntimeConfig, cst: ContainerState, pid: int) -> None:
+    cgroups = _cgroups()
+    if cgroups is None:
+        return
+    manager = cgroups.create_manager(config.cgroups_path, cst.id, config.resources)
+    cst.cgroup = manager.to_state()
+    manager.apply(pid)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def start_container(root: str, container_id: str) -> None:
+    cst = state.load_state(root, container_id)
+    status = state.derive_status(root, cst)
+    if status != "created":
+        raise ContainerError(f"container {container_id} is {status}, not created",
+                             hint="only a created container can be started")
+    fifo = state.fifo_path(root, container_id)
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        data = _read_fifo(fd, cst)
+    finally:
+        os.close(fd)
+    fifo.unlink(missing_ok=True)
+    if not data:
+        raise ContainerError(f"container {container_id}: init exited before start")
+    _run_lifecycle_hook(cst, "poststart", "running", fatal=False)
+
+
+def _read_fifo(fd: int, cst: ContainerState) -> bytes:
+    # The init is blocked opening the fifo for writing; our open lets it through and it
+    # writes one byte. Poll so an init that died meanwhile cannot hang `start`.
+    while True:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            return os.read(fd, 1)
+        if not state.init_alive(cst):
+            return b""
+
+
+def _run_lifecycle_hook(cst: ContainerState, stage: str, status: str, fatal: bool) -> None:
+    try:
+        hooks.run_hooks(cst.config_hooks, stage, state.hook_state(cst, status))
+    except ContainerError as exc:
+        if fatal:
+            raise
+        # runtime-spec: poststart/poststop failures only warn.
+        print(f"ociimg-runtime: warning: {exc.message}", file=sys.stderr)
+
+
+def container_state(root: str, container_id: str) -> dict[str, Any]:
+    return state.oci_state(root, state.load_state(root, container_id))
+
+
+def kill_container(root: str, container_id: str, sig: int, all_processes: bool = False) -> None:
+    cst = state.load_state(root, container_id)
+    if state.derive_status(root, cst) == "stopped":
+        raise ContainerError(f"container {container_id} is not running",
+                             hint="delete it with: ociimg-runtime delete " + container_id)
+    if all_processes and cst.cgroup and _cgroups():
+        _cgroups().load_manager(cst.cgroup).kill(sig)
+        return
+    os.kill(cst.pid, sig)
+
+
+def delete_container(root: str, container_id: str, force: bool = False) -> None:
+    cst = state.load_state(root, container_id)
+    status = state.derive_status(root, cst)
+    if status == "running" and not force:
+        raise ContainerError(f"cannot delete container {container_id} that is running",
+                             hint=f"stop it first or use: ociimg-runtime delete -f "
+                                  f"{container_id}")
+    _destroy(root, cst)
+    if status != "stopped" or cst.pid:
+        _run_lifecycle_hook(cst, "poststop", "stopped", fatal=False)
+
+
+def _destroy(root: str, cst: ContainerState) -> None:
+    """Kill what is left (a created container is killed too, like runc), free the cgroup,
+    remove the state dir. Mounts live in the container's mount ns and go with it."""
+    if cst.pid and state.init_alive(cst):
+        os.kill(cst.pid, signal.SIGKILL)
+        wait_exit(cst.pid)
+    if cst.cgroup and _cgroups():
+        manager = _cgroups().load_manager(cst.cgroup)
+        for pid in manager.pids():
+            _kill_quietly(pid)
+        manager.destroy()
+    state.remove_state(root, cst.id)
+
+
+def _kill_quietly(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def wait_exit(pid: int, timeout: float = 10.0) -> None:
+    """Wait for a process that need not be our child (pidfd polls readable on exit)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        select.select([pidfd], [], [], timeout)
+    finally:
+        os.close(pidfd)
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    deadline = time.monotonic() + timeout
+    while state.proc_state(pid) not in (None, "Z", "X") and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def list_containers(root: str) -> list[dict[str, Any]]:
+    out = []
+    for cid in state.list_ids(root):
+        try:
+            out.append(container_state(root, cid))
+        except OciimgError:
+            continue
+    return out
+
+
+def container_pids(root: str, container_id: str) -> list[int]:
+    cst = state.load_state(root, container_id)
+    if cst.cgroup and _cgroups():
+        return sorted(_cgroups().load_manager(cst.cgroup).pids())
+    if not state.init_alive(cst):
+        return []
+    return sorted(_descendants(cst.pid))
+
+
+def _descendants(pid: int) -> set[int]:
+    """Without a cgroup: the init and its descendants, via /proc/<pid>/task/*/children."""
+    found, todo = {pid}, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{current}/task")
+        except FileNotFoundError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{current}/task/{tid}/children") as f:
+                    kids = {int(x) for x in f.read().split()}
+            except FileNotFoundError:
+                continue
+            todo.extend(kids - found)
+            found |= kids
+    return found
+
+
+def run_container(root: str, container_id: str, options: CreateOptions,
+                  detach: bool = False) -> int:
+    """create + start; attached, wait for the init and return its exit code (128+N when
+    killed by signal N), then delete. The CLI becomes a child subreaper so the init, whose
+    parent (the intermediate child) exits early, is reparented to it and can be waited."""
+    from ociimg.runtime import linux
+    if not detach:
+        linux.set_child_subreaper()
+    config = load_config(options.bundle)
+    ours = None
+    if config.process and config.process.terminal and options.console_socket is None \
+            and not detach:
+        ours, options.console = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    cst = create_container(root, container_id, options)
+    master = None
+    if ours is not None:
+        from ociimg.runtime.console import receive_master
+        options.console.close()
+        master = receive_master(ours)
+        ours.close()
+    try:
+        start_container(root, container_id)
+    except BaseException:
+        delete_container(root, container_id, force=True)
+        raise
+    if detach:
+        return 0
+    return _wait_and_delete(root, cst, master)
+
+
+_FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+              signal.SIGUSR2)
+
+
+def _wait_and_delete(root: str, cst: ContainerState, master: int | None) -> int:
+    def forward(signum: int, _frame: Any) -> None:
+        try:
+            os.kill(cst.pid, signum)
+        except ProcessLookupError:
+            pass
+    for sig in _FORWARDED:
+        signal.signal(sig, forward)
+    try:
+        if master is not None:
+            from ociimg.runtime.console import proxy_terminal
+            proxy_terminal(master, None)
+            os.close(master)
+        _, status = os.waitpid(cst.pid, 0)
+        code = hooks.exit_code(status)
+    finally:
+        for sig in _FORWARDED:
+            signal.signal(sig, signal.SIG_DFL)
+        delete_container(root, cst.id, force=True)
+    return code

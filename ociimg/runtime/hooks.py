@@ -1,0 +1,86 @@
+"""Lifecycle hooks (runtime-spec config.md "POSIX-platform Hooks").
+
+Each hook is executed directly with fork/execve (no subprocess import: createContainer and
+startContainer hooks run inside the container init, where nothing may be imported lazily
+from the host or the container), gets the container state JSON on stdin, and is killed
+after its ``timeout``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+from typing import Any
+
+from ociimg.errors import ContainerError
+
+STAGES = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart",
+          "poststop")
+
+
+def run_hooks(hooks: dict[str, list[dict[str, Any]]], stage: str, state: dict[str, Any]) -> None:
+    """Run every hook of a stage in order; the first failure raises ContainerError."""
+    payload = json.dumps(state).encode()
+    for i, hook in enumerate(hooks.get(stage) or ()):
+        code = run_hook(hook, payload)
+        if code != 0:
+            raise ContainerError(f"{stage} hook #{i} {hook['path']} failed: {describe(code)}",
+                                 hint="check the hook program; it gets the state on stdin")
+
+
+def run_hook(hook: dict[str, Any], payload: bytes) -> int:
+    """Run one hook; returns its wait status mapped like a shell (128+N for signal N)."""
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    args = hook.get("args") or [hook["path"]]
+    env = hook.get("env") or []
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            os.dup2(read_fd, 0)
+            os.execve(hook["path"], args, dict(e.split("=", 1) for e in env if "=" in e))
+        finally:
+            os._exit(127)
+    os.close(read_fd)
+    try:
+        _write_all(write_fd, payload)
+    except BrokenPipeError:
+        pass  # a hook need not read its stdin
+    finally:
+        os.close(write_fd)
+    return wait_with_timeout(pid, hook.get("timeout"))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def wait_with_timeout(pid: int, timeout: int | None) -> int:
+    if timeout is not None and timeout <= 0:
+        raise ContainerError(f"hook timeout must be positive, got {timeout}")
+    pidfd = os.pidfd_open(pid)
+    try:
+        ready, _, _ = select.select([pidfd], [], [], timeout)
+        if not ready:
+            os.kill(pid, signal.SIGKILL)
+    finally:
+        os.close(pidfd)
+    _, status = os.waitpid(pid, 0)
+    return exit_code(status)
+
+
+def exit_code(status: int) -> int:
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def describe(code: int) -> str:
+    if code > 128:
+        try:
+            return f"killed by {signal.Signals(code - 128).name}"
+        except ValueError:
+            return f"exit status {code}"
+    return f"exit status {code}"

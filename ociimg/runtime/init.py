@@ -1,0 +1,269 @@
+"""The container init: every step between fork and execve, in runc's order
+(libcontainer/standard_init_linux.go and rootfs_linux.go; anchors.md §C3).
+
+It runs in the forked init process (PID 1 of the container's pid ns). Everything it will
+need is imported and resolved *before* pivot_root: afterwards the host filesystem is gone
+and the container's files must never be loaded into this privileged process, so sys.path
+is emptied (a lazy import would read container-controlled code — CVE-2019-5736's lesson:
+the container must never reach the runtime's interpreter or code). The init never re-execs
+Python; its one execve is the container's program.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from ociimg.errors import ContainerError, ExecutableNotFound
+from ociimg.runtime import capabilities, hooks, linux, mounts, namespaces, rootfs, seccomp
+from ociimg.runtime.config import ProcessSpec, RuntimeConfig
+from ociimg.runtime.console import setup_console
+from ociimg.runtime.process import InitOptions, recv_msg, send_msg
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(slots=True)
+class InitContext:
+    config: RuntimeConfig
+    options: InitOptions
+    sock: socket.socket
+    process: ProcessSpec
+    rootfs: str
+    host_pid: int = 0
+    fifo_fd: int = -1
+    seccomp_ctx: int | None = None
+    cap_sets: Any = None
+
+
+def run_init(config: RuntimeConfig, options: InitOptions, sock: socket.socket) -> None:
+    if config.process is None:
+        raise ContainerError("config.json has no process", hint="add a process section")
+    ctx = InitContext(config, options, sock, config.process,
+                      os.path.realpath(config.root_path), host_pid=int(os.readlink("/proc/self")))
+    os.setsid()
+    prepare_rootfs(ctx)
+    run_runtime_hooks(ctx)
+    hooks.run_hooks(config.hooks, "createContainer", hook_state(ctx))
+    prepare_security(ctx)
+    ctx.fifo_fd = os.open(options.fifo, os.O_PATH | os.O_CLOEXEC)
+    enter_rootfs(ctx)
+    forget_host_imports()
+    if ctx.process.terminal and options.console_fd is not None:
+        setup_console(options.console_fd, ctx.process.console_size)
+    finalize_rootfs(ctx)
+    set_identity(ctx)
+    protect_kernel_interfaces(ctx)
+    if ctx.process.no_new_privileges:
+        linux.set_no_new_privs()
+    else:
+        # Without no_new_privs the filter must go in while we still hold CAP_SYS_ADMIN,
+        # i.e. before the capabilities are dropped (runc standard_init_linux.go).
+        load_seccomp(ctx)
+    change_user(ctx)
+    change_dir(ctx.process.cwd)
+    path = lookup_executable(ctx.process)
+    wait_for_start(ctx)
+    hooks.run_hooks(config.hooks, "startContainer", hook_state(ctx))
+    # With no_new_privs the filter goes in as late as possible: after it only the
+    # fd clean-up and execve run (runc: "as late as possible").
+    load_seccomp(ctx)
+    close_fds(ctx.options.preserve_fds)
+    os.execve(path, list(ctx.process.args), env_dict(ctx.process.env))
+
+
+def hook_state(ctx: InitContext) -> dict[str, Any]:
+    doc = {"ociVersion": "1.2.0", "id": ctx.options.container_id, "status": "creating",
+           "pid": ctx.host_pid, "bundle": str(ctx.config.bundle)}
+    if ctx.options.annotations:
+        doc["annotations"] = ctx.options.annotations
+    return doc
+
+
+def prepare_rootfs(ctx: InitContext) -> None:
+    """Mount propagation, rootfs bind, spec mounts in order, /dev (runc prepareRootfs)."""
+    config = ctx.config
+    mount_ns = config.namespace("mount")
+    if mount_ns is None or mount_ns.path:
+        raise ContainerError("a new mount namespace is required",
+                             hint='add {"type": "mount"} to linux.namespaces')
+    if config.namespace("network") and not config.namespace("network").path:
+        namespaces.bring_up_loopback()
+    if ctx.process.oom_score_adj is not None:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(ctx.process.oom_score_adj))
+    rootfs.set_root_propagation(config.rootfs_propagation)
+    rootfs.make_parent_private(ctx.rootfs)
+    rootfs.bind_rootfs(ctx.rootfs)
+    ops = mounts.plan_mounts(config.mounts, config.bundle)
+    if not any(op.destination == "/dev" for op in ops):
+        rootfs.mount_dev_tmpfs(ctx.rootfs)
+    cgroupns = bool(config.namespace("cgroup"))
+    for op in ops:
+        mounts.apply_mount(op, ctx.rootfs, cgroupns=cgroupns)
+    if rootfs.needs_dev_setup(ops):
+        rootfs.create_devices(ctx.rootfs, config.devices)
+        rootfs.create_dev_links(ctx.rootfs)
+
+
+def run_runtime_hooks(ctx: InitContext) -> None:
+    """prestart/createRuntime hooks run in the runtime's namespaces, by the parent, after
+    the mounts and before pivot_root (runtime-spec config.md)."""
+    if ctx.config.hooks.get("prestart") or ctx.config.hooks.get("createRuntime"):
+        send_msg(ctx.sock, {"type": "hooks"})
+        msg = recv_msg(ctx.sock)
+        if not msg or msg.get("type") != "go":
+            raise ContainerError("runtime hooks failed; aborting")
+
+
+def prepare_security(ctx: InitContext) -> None:
+    """Resolve capabilities and build the seccomp filter (loads libseccomp) while the host
+    fs is still visible: after pivot_root a library or /proc lookup would come from the
+    container."""
+    if ctx.process.capabilities is not None:
+        ctx.cap_sets = capabilities.capability_sets(ctx.process.capabilities,
+                                                    last_cap=capabilities.kernel_last_cap())
+    if ctx.config.seccomp is not None:
+        ctx.seccomp_ctx = seccomp.new_context(seccomp.build_filter(ctx.config.seccomp))
+
+
+def enter_rootfs(ctx: InitContext) -> None:
+    if ctx.options.no_pivot:
+        rootfs.move_root(ctx.rootfs)
+    else:
+        rootfs.pivot_root(ctx.rootfs)
+    if ctx.config.rootfs_propagation:
+        rootfs.set_root_propagation(ctx.config.rootfs_propagation)
+
+
+def forget_host_imports() -> None:
+    """After pivot_root the paths in sys.path name the container's files: no import may
+    ever search them."""
+    sys.path[:] = []
+    sys.path_importer_cache.clear()
+
+
+def finalize_rootfs(ctx: InitContext) -> None:
+    if ctx.config.root_readonly:
+        rootfs.remount_root_readonly()
+    umask = ctx.process.user.umask
+    os.umask(0o022 if umask is None else umask)
+
+
+def set_identity(ctx: InitContext) -> None:
+    config = ctx.config
+    uts = config.namespace("uts")
+    if (config.hostname or config.domainname) and (uts is None or uts.path):
+        raise ContainerError("hostname/domainname need a new uts namespace",
+                             hint='add {"type": "uts"} to linux.namespaces')
+    if config.hostname:
+        linux.sethostname(config.hostname)
+    if config.domainname:
+        linux.setdomainname(config.domainname)
+    rootfs.write_sysctl(config.sysctl)
+
+
+def protect_kernel_interfaces(ctx: InitContext) -> None:
+    # readonly first, then masked (runc standard_init_linux.go).
+    for path in ctx.config.readonly_paths:
+        rootfs.readonly_path(path)
+    rootfs.mask_paths(ctx.config.masked_paths)
+
+
+def load_seccomp(ctx: InitContext) -> None:
+    if ctx.seccomp_ctx is None:
+        return
+    seccomp_ctx, ctx.seccomp_ctx = ctx.seccomp_ctx, None
+    try:
+        linux.seccomp_load(seccomp_ctx)
+    except OSError as exc:
+        raise ContainerError(f"seccomp: load filter: {exc.strerror}",
+                             hint="set process.noNewPrivileges") from exc
+    finally:
+        linux.seccomp_release(seccomp_ctx)
+
+
+def change_user(ctx: InitContext) -> None:
+    """runc finalizeNamespace: bounding → keepcaps → setgroups/setgid/setuid → clear
+    keepcaps → capset. Inheritable stays as the config says (CVE-2022-29162)."""
+    user = ctx.process.user
+    sets = ctx.cap_sets
+    if sets is not None:
+        capabilities.drop_bounding(sets)
+        capabilities.prepare_setuid()
+    os.setgroups(list(user.additional_gids))
+    os.setresgid(user.gid, user.gid, user.gid)
+    os.setresuid(user.uid, user.uid, user.uid)
+    if sets is not None:
+        capabilities.finish_setuid()
+        capabilities.apply_capabilities(sets)
+
+
+def change_dir(cwd: str) -> None:
+    try:
+        os.chdir(cwd)
+    except FileNotFoundError:
+        os.makedirs(cwd, mode=0o755, exist_ok=True)
+        os.chdir(cwd)
+    except PermissionError as exc:
+        raise ContainerError(f"chdir {cwd}: permission denied for the container user",
+                             hint="fix process.cwd or its permissions") from exc
+
+
+def lookup_executable(process: ProcessSpec) -> str:
+    """LookPath before blocking so a missing program fails `create` (runc
+    standard_init_linux.go), searching the container's PATH."""
+    name = process.args[0]
+    if "/" in name:
+        candidates = [name]
+    else:
+        search = process.env_value("PATH") or DEFAULT_PATH
+        candidates = [os.path.join(d or ".", name) for d in search.split(":")]
+    for cand in candidates:
+        if os.path.isfile(cand) and os.access(cand, os.X_OK):
+            return cand
+    raise ExecutableNotFound(f"exec: {name!r}: executable file not found in $PATH",
+                             hint="check process.args[0] and PATH in the container")
+
+
+def wait_for_start(ctx: InitContext) -> None:
+    """Report "created", then block opening exec.fifo for writing until `start` opens it
+    for reading (runc's create/start split). The fifo is reopened through the O_PATH fd
+    taken before pivot_root."""
+    send_msg(ctx.sock, {"type": "created"})
+    ctx.sock.close()
+    fd = os.open(f"/proc/self/fd/{ctx.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+    os.close(ctx.fifo_fd)
+    try:
+        os.write(fd, b"0")
+    finally:
+        os.close(fd)
+
+
+def close_fds(preserve: int) -> None:
+    """Mark every fd above stdio close-on-exec except the preserved ones (CVE-2024-21626:
+    a leaked host fd is a way out)."""
+    keep = set(range(3, 3 + preserve))
+    try:
+        fds = [int(n) for n in os.listdir("/proc/self/fd")]
+    except OSError:
+        fds = list(range(3, 1024))
+    for fd in fds:
+        if fd < 3:
+            continue
+        try:
+            os.set_inheritable(fd, fd in keep)
+        except OSError:
+            pass
+
+
+def env_dict(env: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for item in env:
+        key, sep, value = item.partition("=")
+        if sep:
+            out[key] = value
+    return out

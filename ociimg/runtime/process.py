@@ -1,0 +1,141 @@
+"""Process model: the runtime forks an intermediate child that enters the namespaces and
+forks the container init (so the init is PID 1 of a new pid ns and is not a child of the
+short-lived CLI). Parent and children talk over a SOCK_SEQPACKET pair, one JSON message
+per packet (runc's sync pipe):
+
+    intermediate → parent: ready     parent: cgroup + rlimits on the intermediate → go
+    intermediate → parent: idmap     (new user ns) parent writes uid/gid maps → go
+    intermediate → parent: pid N     the init's host pid; the intermediate exits
+    init → parent:         hooks     parent runs prestart/createRuntime hooks → go
+    init → parent:         created   ready, blocked on exec.fifo
+    any  → parent:         error     {kind, message, hint}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import socket
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ociimg.errors import ContainerError, ExecutableNotFound, OciimgError
+from ociimg.runtime import linux, namespaces
+from ociimg.runtime.config import Rlimit, RuntimeConfig
+from ociimg.runtime.linux import CLONE
+
+
+@dataclass(slots=True)
+class InitOptions:
+    """What the init needs besides config.json."""
+    container_id: str
+    fifo: str
+    no_pivot: bool = False
+    preserve_fds: int = 0
+    console_fd: int | None = None
+    annotations: dict[str, str] = field(default_factory=dict)
+
+
+def send_msg(sock: socket.socket, msg: dict[str, Any]) -> None:
+    sock.send(json.dumps(msg).encode())
+
+
+def recv_msg(sock: socket.socket) -> dict[str, Any] | None:
+    data = sock.recv(65536)
+    return json.loads(data) if data else None
+
+
+def error_msg(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, OciimgError):
+        return {"type": "error", "kind": type(exc).__name__, "message": exc.message,
+                "hint": exc.hint}
+    if isinstance(exc, OSError):
+        where = f" {exc.filename}" if exc.filename else ""
+        return {"type": "error", "kind": "OSError", "message": f"{exc.strerror}{where}",
+                "hint": None}
+    return {"type": "error", "kind": type(exc).__name__,
+            "message": "".join(traceback.format_exception_only(exc)).strip(), "hint": None}
+
+
+def raise_from_msg(msg: dict[str, Any], container_id: str) -> None:
+    cls = ExecutableNotFound if msg.get("kind") == "ExecutableNotFound" else ContainerError
+    raise cls(f"container {container_id}: {msg.get('message')}", hint=msg.get("hint"))
+
+
+def spawn(config: RuntimeConfig, options: InitOptions,
+          run_init: Callable[[RuntimeConfig, InitOptions, socket.socket], None]
+          ) -> tuple[int, socket.socket]:
+    """Fork the intermediate child; returns (its pid, the parent's end of the sync pair)."""
+    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        parent_sock.close()
+        code = 1
+        try:
+            _intermediate(config, options, child_sock, run_init)
+            code = 0
+        except BaseException as exc:  # noqa: BLE001 - report everything to the parent
+            _report(child_sock, exc)
+        finally:
+            os._exit(code)
+    child_sock.close()
+    return pid, parent_sock
+
+
+def _report(sock: socket.socket, exc: BaseException) -> None:
+    try:
+        send_msg(sock, error_msg(exc))
+    except OSError:
+        pass
+
+
+def _expect_go(sock: socket.socket) -> None:
+    msg = recv_msg(sock)
+    if not msg or msg.get("type") != "go":
+        os._exit(1)
+
+
+def _intermediate(config: RuntimeConfig, options: InitOptions, sock: socket.socket,
+                  run_init: Callable[[RuntimeConfig, InitOptions, socket.socket], None]
+                  ) -> None:
+    send_msg(sock, {"type": "ready"})
+    _expect_go(sock)  # now in the cgroup, with rlimits set
+    joins = {ns.type: ns.path for ns in config.namespaces if ns.path}
+    namespaces.join_namespaces(joins)
+    if config.namespace("user") and not config.namespace("user").path:
+        linux.unshare(CLONE.NEWUSER)
+        send_msg(sock, {"type": "idmap"})
+        _expect_go(sock)
+    if config.has_namespace("user"):
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+    linux.unshare(namespaces.new_namespace_flags(config.namespaces))
+    host_pid = os.fork()
+    if host_pid == 0:
+        code = 1
+        try:
+            run_init(config, options, sock)
+        except BaseException as exc:  # noqa: BLE001
+            _report(sock, exc)
+        finally:
+            os._exit(code)
+    send_msg(sock, {"type": "pid", "pid": host_pid})
+
+
+def apply_rlimits(pid: int, rlimits: tuple[Rlimit, ...]) -> None:
+    """Parent side, with prlimit, before the child enters a user ns (runc
+    process_linux.go: inside it we could no longer raise them)."""
+    for r in rlimits:
+        res = getattr(resource, r.type)
+        try:
+            resource.prlimit(pid, res, (r.soft, r.hard))
+        except (ValueError, PermissionError) as exc:
+            _, hard = resource.prlimit(pid, res)
+            raise ContainerError(
+                f"{r.type}: cannot set soft={r.soft} hard={r.hard}: "
+                f"cannot raise hard limit above {hard} on this host",
+                hint="lower process.rlimits in config.json (raising needs CAP_SYS_RESOURCE)",
+            ) from exc

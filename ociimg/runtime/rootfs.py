@@ -1,0 +1,213 @@
+"""The container's root filesystem: propagation, the rootfs bind, /dev, pivot_root,
+readonly and masked paths (runc libcontainer/rootfs_linux.go, in its order)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from typing import Any
+
+from ociimg.errors import ContainerError
+from ociimg.runtime import linux
+from ociimg.runtime.linux import MNT, MS
+from ociimg.runtime.mounts import (
+    PROPAGATION,
+    make_mountpoint,
+    resolve_in_root,
+    statvfs_flags,
+)
+
+# runtime-spec config-linux.md "Default Devices": (name, major, minor).
+DEFAULT_DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8),
+                   ("urandom", 1, 9), ("tty", 5, 0))
+DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+             ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"))
+
+
+def set_root_propagation(propagation: str | None) -> None:
+    """Make / rslave (default) so nothing we mount leaks to the host, while host
+    unmounts still reach us (runc prepareRoot)."""
+    flags = PROPAGATION.get(propagation or "rslave")
+    if flags is None:
+        raise ContainerError(f"linux.rootfsPropagation: unknown value {propagation!r}")
+    linux.mount(None, "/", None, flags)
+
+
+def make_parent_private(path: str) -> None:
+    """pivot_root fails when the rootfs's parent mount is shared; make that mount private
+    (runc rootfsParentMountPrivate)."""
+    mount_point, shared = _containing_mount(os.path.dirname(os.path.abspath(path)))
+    if shared:
+        linux.mount(None, mount_point, None, MS.PRIVATE)
+
+
+def _containing_mount(path: str) -> tuple[str, bool]:
+    best, shared = "/", False
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split(" - ")[0].split()
+            mp = fields[4]
+            if (path == mp or path.startswith(mp.rstrip("/") + "/")) and len(mp) >= len(best):
+                best, shared = mp, any(t.startswith("shared:") for t in fields[6:])
+    return best, shared
+
+
+def bind_rootfs(rootfs: str) -> None:
+    """Bind the rootfs onto itself so it is a mount point (pivot_root needs one)."""
+    linux.mount(rootfs, rootfs, None, MS.BIND | MS.REC)
+
+
+def needs_dev_setup(mounts: list[Any]) -> bool:
+    """runc: /dev is populated unless the config bind-mounts /dev from somewhere."""
+    return not any(m.destination == "/dev" and m.kind == "bind" for m in mounts)
+
+
+def mount_dev_tmpfs(rootfs: str) -> None:
+    """No /dev mount in the config: give the container a tmpfs /dev rather than writing
+    device nodes into the image's rootfs."""
+    target = make_mountpoint(rootfs, "/dev", as_file=False)
+    linux.mount("tmpfs", target, "tmpfs", MS.NOSUID | MS.STRICTATIME, "mode=755,size=65536k")
+
+
+def create_devices(rootfs: str, devices: tuple[dict[str, Any], ...]) -> None:
+    """Default devices, then linux.devices; mknod where allowed, else bind the host's
+    node (a user ns may not mknod — runc's bindMountDeviceNode)."""
+    for name, major, minor in DEFAULT_DEVICES:
+        _make_device(rootfs, f"/dev/{name}", stat.S_IFCHR, major, minor, 0o666, 0, 0)
+    for i, dev in enumerate(devices):
+        kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK,
+                "p": stat.S_IFIFO}.get(dev.get("type", ""))
+        path = dev.get("path", "")
+        if kind is None or not path.startswith("/dev/"):
+            raise ContainerError(f"linux.devices[{i}]: needs type c|b|u|p and a /dev/ path")
+        _make_device(rootfs, path, kind, dev.get("major", 0), dev.get("minor", 0),
+                     dev.get("fileMode", 0o666), dev.get("uid", 0), dev.get("gid", 0))
+
+
+def _make_device(rootfs: str, path: str, kind: int, major: int, minor: int, mode: int,
+                 uid: int, gid: int) -> None:
+    target = resolve_in_root(rootfs, path)
+    os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+    if os.path.lexists(target):
+        os.unlink(target)
+    try:
+        os.mknod(target, kind | (mode & 0o7777), os.makedev(major, minor))
+        os.chmod(target, mode & 0o7777)  # mknod is subject to the umask
+        os.chown(target, uid, gid)
+    except PermissionError:
+        if kind == stat.S_IFIFO or not os.path.exists(path):
+            raise
+        os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o000))
+        linux.mount(path, target, None, MS.BIND)
+
+
+def create_dev_links(rootfs: str) -> None:
+    for name, link in DEV_LINKS:
+        _replace_symlink(resolve_in_root(rootfs, f"/dev/{name}"), link)
+    if os.path.exists(resolve_in_root(rootfs, "/dev/pts/ptmx")):
+        # runtime-spec: /dev/ptmx must point at the container's own devpts instance.
+        _replace_symlink(resolve_in_root(rootfs, "/dev/ptmx"), "pts/ptmx")
+
+
+def _replace_symlink(path: str, target: str) -> None:
+    if os.path.lexists(path):
+        if os.path.isdir(path) and not os.path.islink(path):
+            return
+        os.unlink(path)
+    os.symlink(target, path)
+
+
+def pivot_root(rootfs: str) -> None:
+    """pivot_root(".", ".") then detach the old root (crun do_pivot, runc pivotRoot): no
+    temporary directory inside the rootfs, and the host tree is gone afterwards."""
+    fd = os.open(rootfs, os.O_DIRECTORY | os.O_PATH | os.O_CLOEXEC)
+    try:
+        os.fchdir(fd)
+        linux.pivot_root(".", ".")
+        # The old root sits on top now; make it rslave first so the unmount does not
+        # propagate to the host's mounts.
+        linux.mount(None, ".", None, MS.SLAVE | MS.REC)
+        linux.umount2(".", MNT.DETACH)
+        os.chdir("/")
+    finally:
+        os.close(fd)
+
+
+def move_root(rootfs: str) -> None:
+    """--no-pivot: MS_MOVE the rootfs over / and chroot (for a rootfs on the initramfs,
+    where pivot_root is refused). Weaker: the old root stays reachable to a process that
+    escapes the chroot, so runc masks host /proc and /sys first; we rely on the default
+    masked paths and dropped CAP_SYS_CHROOT."""
+    os.chdir(rootfs)
+    linux.mount(rootfs, "/", None, MS.MOVE)
+    os.chroot(".")
+    os.chdir("/")
+
+
+def remount_root_readonly() -> None:
+    try:
+        linux.mount(None, "/", None, MS.BIND | MS.REMOUNT | MS.RDONLY)
+    except PermissionError:
+        linux.mount(None, "/", None, MS.BIND | MS.REMOUNT | MS.RDONLY | statvfs_flags("/"))
+
+
+def readonly_path(path: str) -> None:
+    """Bind a path onto itself read-only (runc readonlyPath); missing paths are skipped."""
+    try:
+        linux.mount(path, path, None, MS.BIND | MS.REC)
+    except FileNotFoundError:
+        return
+    flags = MS.BIND | MS.REMOUNT | MS.RDONLY
+    try:
+        linux.mount(None, path, None, flags | MS.NOSUID | MS.NODEV | MS.NOEXEC)
+    except PermissionError:
+        linux.mount(None, path, None, flags | statvfs_flags(path))
+
+
+def open_dev_null() -> int:
+    """An fd of the container's /dev/null, verified to be the 1:3 character device: masking
+    with a planted regular file or symlink would expose instead of hide
+    (CVE-2025-31133)."""
+    fd = os.open("/dev/null", os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    st = os.fstat(fd)
+    if not stat.S_ISCHR(st.st_mode) or st.st_rdev != os.makedev(1, 3):
+        os.close(fd)
+        raise ContainerError("/dev/null in the container is not the null device (1:3)",
+                             hint="the rootfs or a mount replaced /dev/null; refusing to mask")
+    return fd
+
+
+def mask_path(path: str, null_fd: int) -> None:
+    """Hide a path: files get /dev/null bound over them, dirs an empty read-only tmpfs."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        linux.mount("tmpfs", path, "tmpfs", MS.RDONLY, "size=0k")
+    else:
+        linux.mount(f"/proc/self/fd/{null_fd}", path, None, MS.BIND)
+
+
+def mask_paths(paths: tuple[str, ...]) -> None:
+    if not paths:
+        return
+    null_fd = open_dev_null()
+    try:
+        for path in paths:
+            mask_path(path, null_fd)
+    finally:
+        os.close(null_fd)
+
+
+def write_sysctl(sysctl: dict[str, str]) -> None:
+    for key, value in sysctl.items():
+        rel = key.replace(".", "/")
+        if ".." in rel.split("/"):
+            raise ContainerError(f"linux.sysctl: invalid key {key!r}")
+        try:
+            with open(f"/proc/sys/{rel}", "w") as f:
+                f.write(value)
+        except OSError as exc:
+            raise ContainerError(f"sysctl {key}={value}: {exc.strerror}",
+                                 hint="the key may not be namespaced; remove it") from exc

@@ -1,0 +1,167 @@
+"""Container state on disk: ``<state root>/<id>/state.json`` plus ``exec.fifo``.
+
+The file holds the runtime-spec state (ociVersion, id, status, pid, bundle, annotations)
+and our private fields: the init's /proc starttime (so a recycled pid is never mistaken
+for the container), the cgroup manager state and the creation time. The status is never
+trusted from disk; it is derived (runc): init alive and exec.fifo present → created; alive
+and fifo gone → running; dead (or a zombie, or another process on that pid) → stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ociimg.errors import AlreadyExists, ContainerError, ContainerNotFound
+from ociimg.fsutil import atomic_write, remove_tree
+
+OCI_VERSION = "1.2.0"
+DEFAULT_STATE_ROOT = "/run/ociimg"
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+@dataclass(slots=True)
+class ContainerState:
+    id: str
+    bundle: str
+    pid: int = 0
+    pid_starttime: int = 0
+    created: str = ""
+    annotations: dict[str, str] = field(default_factory=dict)
+    cgroup: dict[str, Any] | None = None
+    config_hooks: dict[str, Any] = field(default_factory=dict)
+    rootfs: str = ""
+    owner: str = "root"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> ContainerState:
+        known = {k: v for k, v in doc.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def check_id(container_id: str) -> None:
+    if not _ID_RE.match(container_id) or len(container_id) > 1024:
+        raise ContainerError(f"invalid container id {container_id!r}",
+                             hint="use letters, digits, '_', '.', '+' and '-'")
+
+
+def state_dir(root: str | Path, container_id: str) -> Path:
+    check_id(container_id)
+    return Path(root) / container_id
+
+
+def fifo_path(root: str | Path, container_id: str) -> Path:
+    return state_dir(root, container_id) / "exec.fifo"
+
+
+def make_state_dir(root: str | Path, container_id: str) -> Path:
+    path = state_dir(root, container_id)
+    Path(root).mkdir(mode=0o711, parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=0o711)
+    except FileExistsError as exc:
+        raise AlreadyExists(f"container {container_id} already exists",
+                            hint=f"delete it first: ociimg-runtime delete {container_id}") from exc
+    # runc: 0622 so an init that already dropped to a non-root user can still open it
+    # for writing through its O_PATH fd.
+    os.mkfifo(path / "exec.fifo", 0o622)
+    os.chmod(path / "exec.fifo", 0o622)
+    return path
+
+
+def save_state(root: str | Path, state: ContainerState) -> None:
+    atomic_write(state_dir(root, state.id) / "state.json",
+                 json.dumps(state.to_json(), indent=None).encode())
+
+
+def load_state(root: str | Path, container_id: str) -> ContainerState:
+    path = state_dir(root, container_id) / "state.json"
+    try:
+        return ContainerState.from_json(json.loads(path.read_bytes()))
+    except FileNotFoundError as exc:
+        raise ContainerNotFound(f"container {container_id} does not exist",
+                                hint="list containers with: ociimg-runtime list") from exc
+    except ValueError as exc:
+        raise ContainerError(f"container {container_id}: corrupt state file {path}",
+                             hint=f"remove it: ociimg-runtime delete -f {container_id}") from exc
+
+
+def list_ids(root: str | Path) -> list[str]:
+    try:
+        names = sorted(os.listdir(root))
+    except FileNotFoundError:
+        return []
+    return [n for n in names if (Path(root) / n / "state.json").exists()]
+
+
+def remove_state(root: str | Path, container_id: str) -> None:
+    remove_tree(state_dir(root, container_id))
+
+
+def proc_starttime(pid: int) -> int | None:
+    """Field 22 of /proc/<pid>/stat (after the parenthesised comm), None when gone."""
+    stat = _read_stat(pid)
+    return None if stat is None else int(stat[19])
+
+
+def proc_state(pid: int) -> str | None:
+    stat = _read_stat(pid)
+    return None if stat is None else stat[0]
+
+
+def _read_stat(pid: int) -> list[str] | None:
+    if pid <= 0:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            raw = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return raw[raw.rindex(")") + 2:].split()
+
+
+def init_alive(state: ContainerState) -> bool:
+    stat = _read_stat(state.pid)
+    if stat is None or stat[0] in ("Z", "X"):
+        return False
+    return int(stat[19]) == state.pid_starttime
+
+
+def derive_status(root: str | Path, state: ContainerState) -> str:
+    if not init_alive(state):
+        return "stopped"
+    if fifo_path(root, state.id).exists():
+        return "created"
+    return "running"
+
+
+def oci_state(root: str | Path, state: ContainerState) -> dict[str, Any]:
+    """The runtime-spec state object (runtime.md "State"), as `state` prints it."""
+    status = derive_status(root, state)
+    doc: dict[str, Any] = {"ociVersion": OCI_VERSION, "id": state.id, "status": status,
+                           "bundle": state.bundle}
+    if status != "stopped":
+        doc["pid"] = state.pid
+    else:
+        doc["pid"] = 0
+    doc["rootfs"] = state.rootfs
+    doc["created"] = state.created
+    doc["owner"] = state.owner
+    if state.annotations:
+        doc["annotations"] = state.annotations
+    return doc
+
+
+def hook_state(state: ContainerState, status: str) -> dict[str, Any]:
+    doc: dict[str, Any] = {"ociVersion": OCI_VERSION, "id": state.id, "status": status,
+                           "pid": state.pid, "bundle": state.bundle}
+    if state.annotations:
+        doc["annotations"] = state.annotations
+    return doc
