@@ -26,7 +26,8 @@ from typing import Any
 
 from ociimg.errors import InvalidDocument
 from ociimg.fsutil import atomic_write
-from ociimg.runtime import profiles
+from ociimg.layers import paths
+from ociimg.runtime import linux, profiles
 from ociimg.spec import ImageConfig
 
 OCI_VERSION = "1.2.0"
@@ -366,7 +367,7 @@ def resolve_in_rootfs(rootfs: Path, path: str) -> Path:
             continue
         hops += 1
         if hops > _MAX_SYMLINKS:
-            raise OSError(errno.ELOOP, f"resolve {path}: too many symlinks", str(candidate))
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(candidate))
         target = os.readlink(candidate)
         if target.startswith("/"):
             resolved = []
@@ -374,12 +375,30 @@ def resolve_in_rootfs(rootfs: Path, path: str) -> Path:
     return root.joinpath(*resolved)
 
 
-def read_in_root(rootfs: Path, path: str, limit: int) -> bytes | None:
-    """The bytes of regular file ``path`` inside ``rootfs``; None if it does not exist."""
-    full = resolve_in_rootfs(rootfs, path)
-    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK  # no FIFO hangs
+def _open_in_root(rootfs: Path, path: str, flags: int, use_openat2: bool) -> int:
+    if use_openat2:
+        # The kernel does the clamping, and no rename inside the rootfs can race it.
+        rootfd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            return linux.openat2(rootfd, path.lstrip("/") or ".", flags, 0,
+                                 linux.RESOLVE.IN_ROOT | linux.RESOLVE.NO_MAGICLINKS)
+        finally:
+            os.close(rootfd)
+    return os.open(resolve_in_rootfs(rootfs, path), flags | os.O_NOFOLLOW)
+
+
+def read_in_root(rootfs: Path, path: str, limit: int, *, use_openat2: bool | None = None,
+                 ) -> bytes | None:
+    """The bytes of regular file ``path`` inside ``rootfs``; None if it does not exist.
+
+    Resolved with openat2(RESOLVE_IN_ROOT) where the kernel has it (Linux >= 5.6), else
+    with ``resolve_in_rootfs``; both clamp every symlink to the rootfs.
+    """
+    if use_openat2 is None:
+        use_openat2 = paths.HAVE_OPENAT2
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK  # O_NONBLOCK: a FIFO must not hang us
     try:
-        fd = os.open(full, flags)
+        fd = _open_in_root(Path(rootfs), path, flags, use_openat2)
     except FileNotFoundError:
         return None
     except OSError as exc:
