@@ -632,3 +632,15 @@ def test_write_bundle_is_private_and_round_trips(tmp_path: Path, rootfs: Path) -
     assert [p.name for p in target.iterdir()] == ["config.json"]  # no temp file left behind
     write_bundle(target, {**config, "hostname": "again"})
     assert json.loads((target / "config.json").read_text())["hostname"] == "again"
+
+
+def test_builtin_runtime_accepts_the_default_profile() -> None:
+    # Contract with ociimg.runtime.seccomp: the profile we write is one the built-in runtime
+    # can translate (no kernel calls here: build_filter only resolves names via libseccomp).
+    from ociimg.runtime import seccomp
+
+    filt = seccomp.build_filter(profiles.default_seccomp_profile())
+    names = {rule.name for rule in filt.rules}
+    assert {"read", "write", "execve", "clone", "clone3", "personality", "chroot"} <= names
+    assert not names & {"mount", "unshare", "setns", "ptrace", "keyctl", "bpf"}
+    assert not {"read", "openat", "execve", "futex"} & set(filt.skipped)
