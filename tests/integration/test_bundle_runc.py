@@ -196,3 +196,34 @@ def test_clone3_enosys_lets_processes_fork(runc: str, bundle_dir: Path) -> None:
         image_config({"Cmd": ["/bin/sh", "-c", "echo piped | cat | cat; (echo sub)"]}),
         BundleOptions(), bundle_dir / "rootfs")
     assert _ok(run_in_runc(runc, bundle_dir, config)) == "piped\nsub\n"
+
+
+def _layout_config(layout: Path, tag: str) -> Any:
+    from ociimg.spec import parse_manifest
+
+    index = json.loads((layout / "index.json").read_text())
+    desc = next(d for d in index["manifests"]
+                if d.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag)
+    blob = layout / "blobs" / "sha256"
+    manifest = parse_manifest((blob / desc["digest"].split(":", 1)[1]).read_bytes(),
+                              desc["mediaType"])
+    return parse_config((blob / manifest.config.digest.hex).read_bytes())
+
+
+def test_runc_runs_fixture_image_unpacked_by_umoci(runc: str, fixture_layout: Path,
+                                                   tmp_path: Path) -> None:
+    # The real busybox fixture: rootfs by umoci, config.json by us, run by runc.
+    umoci = shutil.which("umoci")
+    need(umoci is not None, "umoci missing: apt-get install umoci")
+    bundle = tmp_path / "umoci-bundle"
+    subprocess.run([str(umoci), "unpack", "--image", f"{fixture_layout}:busybox", str(bundle)],
+                   check=True, capture_output=True, timeout=120)
+    image = _layout_config(fixture_layout, "busybox")
+    script = "id; echo PATH=$PATH; echo HOME=$HOME; pwd"
+    config = to_runtime_config(image, BundleOptions(user="app", args=["/bin/sh", "-c", script]),
+                               bundle / "rootfs")
+    assert config["annotations"]["org.opencontainers.image.title"] == "busybox"
+    out = _ok(run_in_runc(runc, bundle, config)).splitlines()
+    assert out == ["uid=1000(app) gid=1000(app) groups=10(wheel),29(audio),50(staff)",
+                   "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                   "HOME=/home/app", "/"]
