@@ -1,0 +1,127 @@
+"""cgroup drivers: pick v1/v2 for this host and place a container's cgroup.
+
+Usage from the runtime (runc's order: the parent joins the child to the cgroup
+before the child runs anything, then writes the limits)::
+
+    manager = create_manager(spec["linux"].get("cgroupsPath"), container_id,
+                             spec["linux"].get("resources"))
+    manager.apply(child_pid)     # mkdir (+ enable controllers / copy cpusets), join
+    manager.set()                # write linux.resources
+    state["cgroup"] = manager.to_state()
+    ...
+    load_manager(state["cgroup"]).destroy()
+
+``cgroupsPath`` (runc's cgroupfs driver semantics): absent → ``/ociimg/<id>``;
+absolute → below each hierarchy's root; relative → below this process's own cgroup
+in each hierarchy (from /proc/self/cgroup). systemd ``slice:prefix:name`` paths
+are refused. With ``root_override`` (a fake /sys/fs/cgroup for tests) the layout is
+read from that directory and the runtime's own cgroup counts as the root.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from ociimg.errors import ContainerError
+from ociimg.runtime.cgroups.common import CgroupManager
+from ociimg.runtime.cgroups.detect import (
+    CgroupLayout,
+    CgroupMount,
+    detect_layout,
+    own_dir,
+    parse_proc_cgroup,
+)
+from ociimg.runtime.cgroups.v1 import V1Manager
+from ociimg.runtime.cgroups.v2 import V2Manager
+
+__all__ = ["CgroupManager", "V1Manager", "V2Manager", "create_manager", "load_manager",
+           "layout_from_tree", "cgroups_path_for"]
+
+_SYSTEMD_PATH = re.compile(r"^[^/:]*:[^/:]*:[^/:]+$")
+_V1_CONTROLLERS = ("cpuset", "cpu", "cpuacct", "memory", "devices", "freezer", "net_cls",
+                   "net_prio", "blkio", "perf_event", "hugetlb", "pids", "rdma", "misc")
+
+
+def cgroups_path_for(cgroups_path: str | None, container_id: str) -> str:
+    """Validate ``linux.cgroupsPath`` (default ``/ociimg/<id>``)."""
+    path = cgroups_path or f"/ociimg/{container_id}"
+    if _SYSTEMD_PATH.match(path):
+        raise ContainerError(f"cgroup: systemd cgroupsPath {path!r} is not supported",
+                             hint="ociimg drives cgroupfs directly: give a path like "
+                                  "/mygroup/<id>")
+    parts = [p for p in path.split("/") if p]
+    if not parts or any(p in (".", "..") for p in parts) or "\0" in path:
+        raise ContainerError(f"cgroup: invalid cgroupsPath {path!r}",
+                             hint="give a path like /ociimg/<id>, without '.' or '..'")
+    return ("/" if path.startswith("/") else "") + "/".join(parts)
+
+
+def layout_from_tree(root: Path) -> CgroupLayout:
+    """The layout of a (fake) /sys/fs/cgroup directory, judged by its contents."""
+    if (root / "cgroup.controllers").exists():
+        return CgroupLayout("v2", {}, CgroupMount(root, "/", 2))
+    v1: dict[str, CgroupMount] = {}
+    for entry in sorted(root.iterdir()) if root.is_dir() else []:
+        names = [n for n in entry.name.split(",") if n in _V1_CONTROLLERS]
+        if entry.is_dir() and names:
+            mount = CgroupMount(entry, "/", 1, frozenset(names))
+            v1.update({n: mount for n in names})
+    unified = root / "unified"
+    if v1:
+        has_unified = (unified / "cgroup.controllers").exists()
+        return CgroupLayout("hybrid" if has_unified else "v1", v1,
+                            CgroupMount(unified, "/", 2) if has_unified else None)
+    raise ContainerError(f"cgroup: no cgroup hierarchy found under {root}",
+                         hint="point root_override at a cgroup tree")
+
+
+def _host_layout() -> tuple[CgroupLayout, dict[str, str]]:
+    layout = detect_layout(Path("/proc/self/mountinfo").read_text())
+    return layout, parse_proc_cgroup(Path("/proc/self/cgroup").read_text())
+
+
+def create_manager(cgroups_path: str | None, container_id: str, resources: dict | None,
+                   *, root_override: Path | None = None) -> CgroupManager:
+    """A manager for the container's cgroup on this host (nothing is created yet)."""
+    path = cgroups_path_for(cgroups_path, container_id)
+    if root_override is not None:
+        layout, own = layout_from_tree(Path(root_override)), {}
+    else:
+        layout, own = _host_layout()
+    if layout.mode == "v2":
+        assert layout.unified is not None
+        base = own_dir(layout.unified, own.get("")) if not path.startswith("/") \
+            else layout.unified.mountpoint
+        rel = str((base / path.lstrip("/")).relative_to(layout.unified.mountpoint))
+        return V2Manager(layout.unified.mountpoint, rel, resources)
+    dirs: dict[str, Path] = {}
+    for controller, mount in layout.v1.items():
+        base = own_dir(mount, own.get(controller)) if not path.startswith("/") \
+            else mount.mountpoint
+        dirs[controller] = base / path.lstrip("/")
+    unified_dir = None
+    if layout.unified is not None:
+        base = own_dir(layout.unified, own.get("")) if not path.startswith("/") \
+            else layout.unified.mountpoint
+        unified_dir = base / path.lstrip("/")
+    roots = {c: m.mountpoint for c, m in layout.v1.items()}
+    return V1Manager.from_dirs(dirs, roots, resources, unified_dir)
+
+
+def load_manager(state: dict, resources: dict | None = None) -> CgroupManager:
+    """Rebuild a manager from ``to_state()`` output (e.g. in ``delete``)."""
+    try:
+        if state["version"] == 2:
+            return V2Manager(Path(state["root"]), state["path"], resources)
+        if state["version"] == 1:
+            unified = state.get("unified")
+            return V1Manager.from_dirs(
+                {c: Path(p) for c, p in state["paths"].items()},
+                {c: Path(p) for c, p in state["roots"].items()},
+                resources, None if unified is None else Path(unified))
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ContainerError(f"cgroup: malformed saved cgroup state: {exc}",
+                             hint="delete the container with --force") from exc
+    raise ContainerError(f"cgroup: unknown saved cgroup version {state.get('version')!r}",
+                         hint="delete the container with --force")

@@ -1,0 +1,297 @@
+"""What the v1 and v2 drivers share: cgroup file IO, value conversions, the
+manager interface, and the device rules every container gets.
+
+Drivers only ever write under directories they were given (youki's libcgroups),
+so the unit tests run them on a tempdir "fake tree" holding the files a kernel
+would expose.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import math
+import os
+import signal
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+from ociimg.errors import ContainerError
+
+# cgroup.procs writes can fail with EINVAL while a forked task is still TASK_NEW;
+# runc retries 5 times, 30 ms apart. rmdir fails with EBUSY while exiting tasks
+# are still accounted; we retry for up to about two seconds.
+_PROCS_RETRIES = 5
+_RMDIR_ATTEMPTS = 40
+
+
+def write_value(directory: Path, name: str, value: str) -> None:
+    """Write one cgroup file in a single write(); the error names file and value.
+
+    No O_CREAT: a missing file means the controller is absent, never "create it".
+    """
+    path = directory / name
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
+    except FileNotFoundError as exc:
+        raise ContainerError(f"cgroup: {path} does not exist",
+                             hint="the controller for it is not enabled or not mounted") from exc
+    try:
+        os.write(fd, value.encode())
+    except OSError as exc:
+        raise ContainerError(f"cgroup: write {value!r} to {path}: {exc.strerror}",
+                             hint="check the value against the kernel's limits") from exc
+    finally:
+        os.close(fd)
+
+
+def read_value(directory: Path, name: str) -> str:
+    return (directory / name).read_text().strip()
+
+
+def num_to_str(value: int | None) -> str | None:
+    """runc's numToStr for v2 files: None/0 = unset, -1 = "max"."""
+    if value is None or value == 0:
+        return None
+    if value == -1:
+        return "max"
+    return str(value)
+
+
+def shares_to_weight(shares: int | None) -> int:
+    """cpu.shares [2..262144] → cpu.weight [1..10000]; 0/None = unset.
+
+    The quadratic fit in log space that current runc and crun use (opencontainers/
+    cgroups ConvertCPUSharesToCgroupV2Value, runc#4785): it maps the v1 default 1024
+    to the v2 default 100, which the older linear formula did not (it gave 39).
+    """
+    if not shares:
+        return 0
+    if shares <= 2:
+        return 1
+    if shares >= 262144:
+        return 10000
+    log2 = math.log2(shares)
+    exponent = (log2 * log2 + 125 * log2) / 612.0 - 7.0 / 34.0
+    return int(math.ceil(10**exponent))
+
+
+def blkio_weight_to_io_weight(weight: int | None) -> int:
+    """blkio.weight [10..1000] → io.weight [1..10000] (runc's linear formula)."""
+    if not weight:
+        return 0
+    return 1 + (weight - 10) * 9999 // 990
+
+
+def swap_to_v2(memory_swap: int | None, memory: int | None) -> int:
+    """The spec's memory.swap is memory+swap (v1); v2's memory.swap.max is swap only.
+
+    Returns 0 for "unset" and -1 for "max" (runc ConvertMemorySwapToCgroupV2Value).
+    """
+    swap = memory_swap or 0
+    mem = memory or 0
+    if mem == -1 and swap == 0:
+        return -1  # unlimited memory without a swap value: both unlimited, as on v1
+    if swap in (-1, 0):
+        return swap
+    if swap < -1:
+        raise ContainerError(f"cgroup: invalid memory.swap {swap}",
+                             hint="use -1 for unlimited or a byte count ≥ memory.limit")
+    if mem in (0, -1):
+        raise ContainerError("cgroup: memory.swap set without memory.limit",
+                             hint="a swap limit on cgroup v2 needs a memory limit too")
+    if mem < 0:
+        raise ContainerError(f"cgroup: invalid memory.limit {mem}", hint="use -1 or bytes")
+    if swap < mem:
+        raise ContainerError(f"cgroup: memory.swap {swap} is below memory.limit {mem}",
+                             hint="memory.swap is memory+swap: make it ≥ memory.limit")
+    return swap - mem
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRule:
+    allow: bool
+    type: str  # "a", "c" or "b"
+    major: int  # -1 = any
+    minor: int
+    access: str
+
+    def line(self) -> str:
+        """devices.allow/deny syntax: "c 1:3 rwm", "a *:* rwm"."""
+        major = "*" if self.major < 0 else str(self.major)
+        minor = "*" if self.minor < 0 else str(self.minor)
+        return f"{self.type} {major}:{minor} {self.access}"
+
+
+# The rules runc appends after the spec's own (specconv AllowedDevices): mknod of
+# anything, and the default devices every container has (runtime-spec
+# config-linux.md "Default Devices") plus pts, ptmx and /dev/net/tun.
+DEFAULT_DEVICE_RULES: tuple[DeviceRule, ...] = (
+    DeviceRule(True, "c", -1, -1, "m"),
+    DeviceRule(True, "b", -1, -1, "m"),
+    DeviceRule(True, "c", 1, 3, "rwm"),
+    DeviceRule(True, "c", 1, 8, "rwm"),
+    DeviceRule(True, "c", 1, 7, "rwm"),
+    DeviceRule(True, "c", 5, 0, "rwm"),
+    DeviceRule(True, "c", 1, 5, "rwm"),
+    DeviceRule(True, "c", 1, 9, "rwm"),
+    DeviceRule(True, "c", 136, -1, "rwm"),
+    DeviceRule(True, "c", 5, 2, "rwm"),
+    DeviceRule(True, "c", 10, 200, "rwm"),
+)
+
+
+def device_rules(resources: dict | None) -> list[DeviceRule]:
+    """``linux.resources.devices`` in spec order, then runc's default allow rules."""
+    rules = []
+    for i, dev in enumerate((resources or {}).get("devices") or []):
+        where = f"linux.resources.devices[{i}]"
+        dtype = dev.get("type") or "a"
+        access = dev.get("access") or ""
+        if dtype not in ("a", "c", "b", "u", "p"):
+            raise ContainerError(f"{where}: invalid type {dtype!r}", hint='use "a", "c" or "b"')
+        if not access or set(access) - set("rwm"):
+            raise ContainerError(f"{where}: invalid access {access!r}",
+                                 hint='use a combination of "r", "w" and "m"')
+        if dtype in ("u", "p"):
+            dtype = "c"  # unbuffered char devices and FIFOs are char rules to the kernel
+        major = dev.get("major")
+        minor = dev.get("minor")
+        rules.append(DeviceRule(bool(dev.get("allow")), dtype,
+                                -1 if major is None else int(major),
+                                -1 if minor is None else int(minor), access))
+    return rules + list(DEFAULT_DEVICE_RULES)
+
+
+def add_pid(directory: Path, pid: int) -> None:
+    for attempt in range(_PROCS_RETRIES):
+        try:
+            write_value(directory, "cgroup.procs", str(pid))
+            return
+        except ContainerError as exc:
+            cause = exc.__cause__
+            if not (isinstance(cause, OSError) and cause.errno == errno.EINVAL) \
+                    or attempt == _PROCS_RETRIES - 1:
+                raise
+            time.sleep(0.03)
+
+
+def read_pids(directory: Path, recursive: bool = True) -> list[int]:
+    """PIDs in cgroup.procs of ``directory`` (and its sub-cgroups)."""
+    pids: list[int] = []
+    dirs = [directory]
+    while dirs:
+        current = dirs.pop()
+        try:
+            text = (current / "cgroup.procs").read_text()
+        except FileNotFoundError:
+            continue
+        pids.extend(int(line) for line in text.split() if line.strip())
+        if recursive:
+            try:
+                dirs.extend(p for p in current.iterdir() if p.is_dir())
+            except FileNotFoundError:
+                continue
+    return sorted(set(pids))
+
+
+def signal_pids(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def remove_cgroup(directory: Path) -> None:
+    """rmdir ``directory`` and any sub-cgroups, deepest first, retrying EBUSY."""
+    if not directory.is_dir():
+        return
+    for child in [p for p in directory.iterdir() if p.is_dir()]:
+        remove_cgroup(child)
+    removed_files = False
+    for attempt in range(_RMDIR_ATTEMPTS):
+        try:
+            directory.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if exc.errno == errno.ENOTEMPTY and not removed_files:
+                # A real cgroup dir rmdirs with its files listed; only a plain
+                # directory (the unit tests' fake tree) needs them unlinked first.
+                removed_files = _unlink_files(directory)
+                continue
+            if exc.errno != errno.EBUSY or attempt == _RMDIR_ATTEMPTS - 1:
+                raise ContainerError(f"cgroup: remove {directory}: {exc.strerror}",
+                                     hint="processes are still in the cgroup; kill them "
+                                          "and retry") from exc
+            time.sleep(0.05)
+
+
+def _unlink_files(directory: Path) -> bool:
+    for p in directory.iterdir():
+        if p.is_file():
+            with contextlib.suppress(OSError):
+                p.unlink()
+    return True
+
+
+class CgroupManager(ABC):
+    """The interface the runtime uses; ``create_manager`` picks the driver."""
+
+    resources: dict | None
+
+    @property
+    @abstractmethod
+    def path(self) -> Path:
+        """The container's cgroup directory (v2) or the first controller's (v1)."""
+
+    @abstractmethod
+    def create(self) -> None:
+        """Make the directories (idempotent)."""
+
+    @abstractmethod
+    def set(self, resources: dict | None = None) -> None:
+        """Write ``linux.resources`` (default: the ones given at creation)."""
+
+    @abstractmethod
+    def add(self, pid: int) -> None:
+        """Move ``pid`` into the cgroup."""
+
+    def apply(self, pid: int) -> None:
+        """Create the cgroup and move ``pid`` into it (runc's Manager.Apply)."""
+        self.create()
+        self.add(pid)
+
+    @abstractmethod
+    def pids(self) -> list[int]: ...
+
+    @abstractmethod
+    def freeze(self) -> None: ...
+
+    @abstractmethod
+    def thaw(self) -> None: ...
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        signal_pids(self.pids(), sig)
+
+    @abstractmethod
+    def destroy(self) -> None:
+        """Kill what is left, wait for it, and remove the directories."""
+
+    @abstractmethod
+    def to_state(self) -> dict: ...
+
+    def exists(self) -> bool:
+        return self.path.is_dir()
+
+
+def wait_empty(manager: CgroupManager, attempts: int = 100) -> bool:
+    for _ in range(attempts):
+        if not manager.pids():
+            return True
+        time.sleep(0.02)
+    return not manager.pids()

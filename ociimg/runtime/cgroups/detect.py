@@ -1,0 +1,146 @@
+"""Which cgroup layout this host has, decided from mountinfo text (pure).
+
+* ``v2``: cgroup2 mounted and no v1 controller hierarchies (runc's "unified mode",
+  normally cgroup2 at /sys/fs/cgroup).
+* ``hybrid``: v1 controller hierarchies plus a cgroup2 mount (systemd puts it at
+  /sys/fs/cgroup/unified). Resources go through the v1 driver, as runc does; runc
+  and crun do not support hybrid beyond that (anchors.md §E4).
+* ``v1``: only v1 hierarchies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from ociimg.errors import ContainerError
+
+# Super-options of a v1 cgroup mount that are not controller names.
+_NOT_CONTROLLERS = {"rw", "ro", "xattr", "noprefix", "clone_children", "cpuset_v2_mode",
+                    "nsdelegate", "memory_recursiveprot", "memory_localevents",
+                    "favordynmods", "memory_hugetlb_accounting", "sane_behavior"}
+CGROUP_ROOT = "/sys/fs/cgroup"
+
+
+@dataclass(frozen=True, slots=True)
+class CgroupMount:
+    mountpoint: Path
+    root: str  # the cgroup path mounted there ("/" unless inside a cgroup namespace)
+    version: int  # 1 or 2
+    controllers: frozenset[str] = frozenset()  # v1 only; "name=systemd" style included
+
+
+@dataclass(frozen=True, slots=True)
+class CgroupLayout:
+    mode: Literal["v1", "v2", "hybrid"]
+    v1: dict[str, CgroupMount] = field(default_factory=dict)  # controller → mount
+    unified: CgroupMount | None = None
+
+
+def _unescape(field_text: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as \ooo octal.
+    out, i = [], 0
+    while i < len(field_text):
+        if field_text[i] == "\\" and field_text[i + 1:i + 4].isdigit():
+            out.append(chr(int(field_text[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(field_text[i])
+            i += 1
+    return "".join(out)
+
+
+def parse_mountinfo(text: str) -> list[CgroupMount]:
+    """The cgroup and cgroup2 mounts in /proc/self/mountinfo text, in order."""
+    mounts = []
+    for line in text.splitlines():
+        left, sep, right = line.partition(" - ")
+        if not sep:
+            continue
+        fields, tail = left.split(), right.split()
+        if len(fields) < 5 or len(tail) < 1:
+            continue
+        fstype = tail[0]
+        if fstype not in ("cgroup", "cgroup2"):
+            continue
+        root, mountpoint = _unescape(fields[3]), Path(_unescape(fields[4]))
+        if fstype == "cgroup2":
+            mounts.append(CgroupMount(mountpoint, root, 2))
+            continue
+        options = tail[2].split(",") if len(tail) > 2 else []
+        controllers = frozenset(o for o in options
+                                if (o not in _NOT_CONTROLLERS and "=" not in o)
+                                or o.startswith("name="))
+        mounts.append(CgroupMount(mountpoint, root, 1, controllers))
+    return mounts
+
+
+def _preferred(mounts: list[CgroupMount]) -> CgroupMount:
+    """The mount under /sys/fs/cgroup when a hierarchy is also mounted elsewhere."""
+    for m in mounts:
+        if str(m.mountpoint).startswith(CGROUP_ROOT):
+            return m
+    return mounts[0]
+
+
+def detect_layout(mountinfo: str) -> CgroupLayout:
+    """Decide v1/v2/hybrid from mountinfo text; ContainerError when none is mounted."""
+    mounts = parse_mountinfo(mountinfo)
+    by_controller: dict[str, list[CgroupMount]] = {}
+    for m in mounts:
+        if m.version == 1:
+            for c in m.controllers:
+                if not c.startswith("name="):
+                    by_controller.setdefault(c, []).append(m)
+    v2 = [m for m in mounts if m.version == 2]
+    v1 = {c: _preferred(ms) for c, ms in by_controller.items()}
+    if v1:
+        unified = None
+        if v2:
+            unified = next((m for m in v2 if m.mountpoint == Path(CGROUP_ROOT, "unified")),
+                           _preferred(v2))
+        return CgroupLayout("hybrid" if unified else "v1", v1, unified)
+    if v2:
+        exact = next((m for m in v2 if m.mountpoint == Path(CGROUP_ROOT)), None)
+        return CgroupLayout("v2", {}, exact or _preferred(v2))
+    raise ContainerError("cgroup: no cgroup filesystem is mounted",
+                         hint="mount cgroup2 at /sys/fs/cgroup (or the v1 hierarchies)")
+
+
+def parse_proc_cgroup(text: str) -> dict[str, str]:
+    """/proc/<pid>/cgroup → {controller: path}; the v2 entry is under key ""."""
+    result: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            raise ContainerError(f"cgroup: malformed /proc/self/cgroup line {line!r}",
+                                 hint="is /proc mounted from this pid namespace?")
+        _, controllers, path = parts
+        if not controllers:
+            result[""] = path
+            continue
+        for c in controllers.split(","):
+            result[c] = path
+    return result
+
+
+def read_host_layout() -> CgroupLayout:
+    return detect_layout(Path("/proc/self/mountinfo").read_text())
+
+
+def read_own_cgroups() -> dict[str, str]:
+    return parse_proc_cgroup(Path("/proc/self/cgroup").read_text())
+
+
+def own_dir(mount: CgroupMount, own_path: str | None) -> Path:
+    """This process's cgroup directory inside ``mount`` (runc GetOwnCgroupPath)."""
+    if not own_path:
+        return mount.mountpoint
+    rel = own_path
+    root = mount.root.rstrip("/")
+    if root and (rel == root or rel.startswith(root + "/")):
+        rel = rel[len(root):]
+    return mount.mountpoint / rel.lstrip("/")
