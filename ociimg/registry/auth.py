@@ -50,6 +50,7 @@ class Challenge:
 
 
 _TCHAR = set("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_UNQUOTED = {chr(c) for c in range(0x21, 0x7F)} - {",", '"', "\\", "="}
 _TOKEN68 = set("-._~+/0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
@@ -97,7 +98,8 @@ class _Scanner:
             self.skip_ws()
             if self.peek() == '"':
                 return name.lower(), self.quoted()
-            value = self.token()
+            # Strictly a token, but registries send unquoted URLs: take up to , or space.
+            value = self.token(_UNQUOTED)
             self.skip_ws()
             if self.peek() in ("", ","):
                 return name.lower(), value

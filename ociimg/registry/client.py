@@ -287,7 +287,9 @@ class RegistryClient:
         again (from zero); a body that ends early raises RegistryUnreachable."""
         offset = ingest.offset
         key = str(desc.digest)
-        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        headers = {"Accept-Encoding": "identity"}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
         scope = f"repository:{repo}:pull"
         resp = self.request("GET", self._blob_path(repo, desc.digest), scope, headers=headers)
         with resp:
@@ -306,7 +308,7 @@ class RegistryClient:
                 ingest.restart()
                 if resp.status_code == 206:
                     return False
-            for chunk in iter_body(resp, CHUNK):
+            for chunk in iter_body(resp, CHUNK, decode=False):
                 ingest.write(chunk)
                 progress.advance(key, len(chunk))
         if ingest.offset < desc.size:

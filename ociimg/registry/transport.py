@@ -256,10 +256,16 @@ class Transport:
                 data.close()
 
 
-def iter_body(resp: requests.Response, chunk_size: int = 1 << 20) -> Iterator[bytes]:
-    """Stream a response body; a broken connection surfaces as RegistryUnreachable."""
+def iter_body(resp: requests.Response, chunk_size: int = 1 << 20, *,
+              decode: bool = True) -> Iterator[bytes]:
+    """Stream a response body; a broken connection surfaces as RegistryUnreachable.
+    ``decode=False`` keeps a Content-Encoding as sent: a blob's digest is over its
+    bytes, and Range offsets count them."""
     with map_exceptions(urlsplit(resp.url).netloc):
-        yield from resp.iter_content(chunk_size)
+        if decode:
+            yield from resp.iter_content(chunk_size)
+        else:
+            yield from resp.raw.stream(chunk_size, decode_content=False)
 
 
 def read_capped(resp: requests.Response, limit: int, what: str) -> bytes:
