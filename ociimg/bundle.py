@@ -46,8 +46,7 @@ UNSAFE_ANNOTATION_PREFIXES = (
     "org.systemd.property.",
     "io.containerd.",
     "containerd.io/",
-    "io.kubernetes.cri",
-    "io.kubernetes.cri-o.",
+    "io.kubernetes.cri",  # also io.kubernetes.cri-o.*
     "io.podman.annotations.",
 )
 _USERDB_LIMIT = 16 * 1024 * 1024

@@ -227,3 +227,23 @@ def test_runc_runs_fixture_image_unpacked_by_umoci(runc: str, fixture_layout: Pa
     assert out == ["uid=1000(app) gid=1000(app) groups=10(wheel),29(audio),50(staff)",
                    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                    "HOME=/home/app", "/"]
+
+
+@pytest.mark.parametrize("network", ["private", "host"])
+def test_runc_network_modes(runc: str, bundle_dir: Path, network: str) -> None:
+    config = to_runtime_config(image_config({"Cmd": ["/bin/sh", "-c", "ls /sys/class/net"]}),
+                               BundleOptions(network=network), bundle_dir / "rootfs")
+    seen = _ok(run_in_runc(runc, bundle_dir, config)).split()
+    want = sorted(os.listdir("/sys/class/net")) if network == "host" else ["lo"]
+    assert sorted(seen) == want
+
+
+def test_runc_non_root_user_gets_added_caps_through_ambient(runc: str, bundle_dir: Path) -> None:
+    config = to_runtime_config(
+        image_config({"User": "app", "Cmd": ["/bin/grep", "^Cap", "/proc/self/status"]}),
+        BundleOptions(cap_add=["NET_BIND_SERVICE"]), bundle_dir / "rootfs")
+    status = _status(_ok(run_in_runc(runc, bundle_dir, config)))
+    bit = _cap_mask(["CAP_NET_BIND_SERVICE"])
+    assert {k: int(v, 16) for k, v in status.items()} == {
+        "CapInh": bit, "CapPrm": bit, "CapEff": bit, "CapAmb": bit,
+        "CapBnd": _cap_mask(profiles.DEFAULT_CAPABILITIES)}
