@@ -1,0 +1,57 @@
+"""The ``ociimg`` command line: a thin shell over the stage libraries."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ociimg.cli import containers, images, unpack  # noqa: F401  (registers commands)
+from ociimg.cli.app import STATE, app
+from ociimg.cli.output import stderr
+from ociimg.errors import OciimgError
+
+
+def _report(message: str, hint: str | None) -> None:
+    stderr.print(f"ociimg: error: {message}", markup=False, highlight=False, soft_wrap=True)
+    if hint:
+        stderr.print(f"hint: {hint}", markup=False, highlight=False, soft_wrap=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    command = typer_main()
+    try:
+        command.main(args=argv if argv is not None else sys.argv[1:], prog_name="ociimg",
+                     standalone_mode=False)
+    except OciimgError as exc:
+        if STATE.debug:
+            raise
+        _report(exc.message, exc.hint)
+        return exc.exit_code
+    except OSError as exc:
+        if STATE.debug:
+            raise
+        _report(str(exc), None)
+        return 1
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        stderr.print("ociimg: interrupted")
+        return 130
+    except KeyboardInterrupt:
+        stderr.print("ociimg: interrupted")
+        return 130
+    return 0
+
+
+def typer_main() -> click.Command:
+    import typer.main
+
+    return typer.main.get_command(app)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""Container commands: run, ps, stop, rm, logs, and the runc-compatible `runtime`."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import typer
+
+from ociimg.cli.app import STATE, app
+from ociimg.cli.images import INSECURE_HELP, PLATFORM_HELP, parse_platform
+from ociimg.cli.output import print_json, progress_for
+from ociimg.errors import OciimgError
+
+_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)([bkmg]?)b?$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    """``512m``, ``1g``, ``65536`` → bytes (docker's --memory units)."""
+    m = _SIZE_RE.match(text.strip())
+    if not m:
+        raise OciimgError(f"invalid size {text!r}", hint="use a number with b, k, m or g")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def parse_volume(text: str) -> tuple[str, str, bool]:
+    """``HOST:CTR[:ro|rw]`` → (absolute host path, container path, readonly)."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not parts[0] or not parts[1] or \
+            (len(parts) == 3 and parts[2] not in ("ro", "rw")):
+        raise OciimgError(f"invalid volume {text!r}", hint="use HOST:CONTAINER[:ro]")
+    host = Path(parts[0]).absolute()
+    if not host.exists():
+        raise OciimgError(f"volume source {host} does not exist")
+    if not parts[1].startswith("/"):
+        raise OciimgError(f"volume destination {parts[1]!r} must be an absolute path")
+    return str(host), parts[1], len(parts) == 3 and parts[2] == "ro"
+
+
+@app.command(context_settings={"allow_interspersed_args": False})
+def run(
+    image: str = typer.Argument(..., help="Image: store name, oci:PATH[:TAG] or registry "
+                                "reference (pulled if missing)."),
+    command: list[str] = typer.Argument(None, help="Command and arguments (replace Cmd)."),
+    name: str = typer.Option(None, "--name", help="Name for the container."),
+    detach: bool = typer.Option(False, "--detach", "-d", help="Run in the background."),
+    rm: bool = typer.Option(False, "--rm", help="Remove the container when it exits."),
+    interactive: bool = typer.Option(False, "--interactive", "-i", help="Keep stdin open."),
+    tty: bool = typer.Option(False, "--tty", "-t", help="Allocate a pseudo-terminal."),
+    env: list[str] = typer.Option([], "--env", "-e", help="Set KEY=VALUE."),
+    workdir: str = typer.Option(None, "--workdir", "-w", help="Working directory."),
+    user: str = typer.Option(None, "--user", "-u", help="USER[:GROUP], names or ids."),
+    entrypoint: str = typer.Option(None, "--entrypoint", help="Replace the Entrypoint."),
+    hostname: str = typer.Option(None, "--hostname", help="Container hostname."),
+    volume: list[str] = typer.Option([], "--volume", "-v", help="Bind HOST:CTR[:ro]."),
+    tmpfs: list[str] = typer.Option([], "--tmpfs", help="Mount a tmpfs at this path."),
+    read_only: bool = typer.Option(False, "--read-only", help="Read-only root filesystem."),
+    memory: str = typer.Option(None, "--memory", "-m", help="Memory limit, e.g. 256m."),
+    cpus: float = typer.Option(None, "--cpus", help="CPU quota in CPUs, e.g. 0.5."),
+    pids_limit: int = typer.Option(None, "--pids-limit", help="Maximum number of processes."),
+    network: str = typer.Option("none", "--network", "--net",
+                                help="none (own namespace, loopback only) or host."),
+    platform: str = typer.Option(None, "--platform", help=PLATFORM_HELP),
+    insecure: bool = typer.Option(False, "--insecure", help=INSECURE_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No pull/unpack progress."),
+) -> None:
+    """Run a command in a new container (like `docker run` / `podman run`)."""
+    from ociimg.bundle import BundleOptions
+    from ociimg.commands import containers
+    from ociimg.commands.resolve import resolve_image
+    from ociimg.registry import PullOptions
+
+    if network not in ("none", "host"):
+        raise OciimgError(f"unsupported network mode {network!r}", hint="use none or host")
+    bundle = BundleOptions(
+        args=list(command) if command else None,
+        entrypoint=None if entrypoint is None else ([entrypoint] if entrypoint else []),
+        env=list(env), cwd=workdir, user=user, hostname=hostname, terminal=tty,
+        readonly_rootfs=read_only, mounts=[parse_volume(v) for v in volume],
+        tmpfs=list(tmpfs), network=network,
+        memory=parse_size(memory) if memory else None, cpus=cpus, pids_limit=pids_limit)
+    options = containers.RunOptions(name=name, detach=detach, remove=rm,
+                                    interactive=interactive, bundle=bundle)
+    with progress_for(quiet) as progress:
+        resolved = resolve_image(image, STATE.root, platform=parse_platform(platform),
+                                 pull_options=PullOptions(insecure=insecure), progress=progress)
+        c = containers.create_container(resolved, STATE.root, options, progress)
+    if detach:
+        containers.run_detached(c, options)
+        print(c.id)
+        return
+    raise typer.Exit(containers.run_attached(c, options))
+
+
+@app.command()
+def ps(
+    all_: bool = typer.Option(False, "--all", "-a", help="Also show exited containers."),
+    json_out: bool = typer.Option(False, "--json", help="Print as JSON."),
+) -> None:
+    """List containers."""
+    from ociimg.commands import containers
+
+    rows = []
+    for c in containers.list_containers(STATE.root):
+        st = containers.status_of(c)
+        if not all_ and st["status"] not in ("running", "created"):
+            continue
+        rows.append({"id": c.id, "name": c.name, "image": c.meta.get("image"),
+                     "command": c.meta.get("command"), "created": c.meta.get("created"), **st})
+    if json_out:
+        print_json(rows)
+        return
+    print(f"{'CONTAINER ID':14}{'IMAGE':40}{'COMMAND':24}{'STATUS':16}NAME")
+    for r in rows:
+        status = r["status"] + (f" ({r['exitCode']})" if "exitCode" in r else "")
+        cmd = " ".join(r["command"] or [])[:22]
+        print(f"{r['id'][:12]:14}{(r['image'] or '')[:38]:40}{cmd:24}{status:16}{r['name']}")
+
+
+@app.command()
+def stop(
+    names: list[str] = typer.Argument(..., help="Container names or ids."),
+    time_: float = typer.Option(10.0, "--time", "-t", help="Seconds to wait before SIGKILL."),
+) -> None:
+    """Stop containers: their StopSignal, then SIGKILL after --time seconds."""
+    from ociimg.commands import containers
+
+    for key in names:
+        containers.stop_container(containers.find_container(STATE.root, key), time_)
+        print(key)
+
+
+@app.command("rm")
+def rm_(
+    names: list[str] = typer.Argument(..., help="Container names or ids."),
+    force: bool = typer.Option(False, "--force", "-f", help="Kill running containers first."),
+) -> None:
+    """Remove containers (their rootfs, logs and state)."""
+    from ociimg.commands import containers
+
+    for key in names:
+        containers.remove_container(containers.find_container(STATE.root, key), force)
+        print(key)
+
+
+@app.command()
+def logs(
+    name: str = typer.Argument(..., help="Container name or id."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new output."),
+) -> None:
+    """Print the output of a detached container."""
+    from ociimg.commands import containers
+
+    containers.read_logs(containers.find_container(STATE.root, name), follow)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                               "help_option_names": []})
+def runtime(ctx: typer.Context) -> None:
+    """The runc-compatible OCI runtime (same as `ociimg-runtime`): create, start, state,
+    kill, delete, run, exec, list, ps, features."""
+    from ociimg.runtime.cli import main as runtime_main
+
+    raise typer.Exit(runtime_main(list(ctx.args)))

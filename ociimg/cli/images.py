@@ -1,0 +1,302 @@
+"""Image commands: pull, push, copy, images, inspect, rmi, gc, fsck, login, logout."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from ociimg.cli.app import STATE, app
+from ociimg.cli.output import print_json, progress_for, stderr
+from ociimg.commands.resolve import store_name
+from ociimg.errors import InvalidReference
+from ociimg.reference import LayoutReference, Reference, parse_image_name
+from ociimg.spec import INDEX_TYPES, Platform
+from ociimg.store import Store
+
+PLATFORM_HELP = "OS/ARCH[/VARIANT] to select from a multi-platform image (default: this host)."
+INSECURE_HELP = "Allow plain HTTP and unverified TLS for this registry."
+
+
+def open_store() -> Store:
+    return Store.open(STATE.root)
+
+
+def parse_platform(text: str | None) -> Platform | None:
+    return Platform.parse(text) if text else None
+
+
+def registry_reference(text: str) -> Reference:
+    ref = parse_image_name(text)
+    if isinstance(ref, LayoutReference):
+        raise InvalidReference(f"{text}: expected a registry reference here, not a layout")
+    return ref
+
+
+@app.command()
+def pull(
+    image: str = typer.Argument(..., help="Image reference, e.g. busybox, "
+                                "127.0.0.1:5000/app:1.0 or repo@sha256:…"),
+    platform: str = typer.Option(None, "--platform", help=PLATFORM_HELP),
+    all_platforms: bool = typer.Option(False, "--all-platforms",
+                                       help="Pull every platform of a multi-platform image."),
+    insecure: bool = typer.Option(False, "--insecure", help=INSECURE_HELP),
+    ca_bundle: Path = typer.Option(None, "--ca-bundle", help="PEM file of CAs to trust."),
+    auth_file: Path = typer.Option(None, "--authfile", help="Credentials file (docker format)."),
+    jobs: int = typer.Option(4, "--jobs", "-j", min=1, max=32, help="Parallel blob downloads."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Download an image into the local store (resumable; verified)."""
+    from ociimg.registry import PullOptions
+    from ociimg.registry import pull as do_pull
+
+    ref = registry_reference(image)
+    options = PullOptions(platform=parse_platform(platform), all_platforms=all_platforms,
+                          insecure=insecure, ca_bundle=ca_bundle, auth_file=auth_file,
+                          concurrency=jobs)
+    store = open_store()
+    with progress_for(quiet, json_out) as progress:
+        result = do_pull(ref, store, options, progress)
+    if json_out:
+        print_json({
+            "reference": str(result.reference),
+            "digest": str(result.descriptor.digest),
+            "mediaType": result.descriptor.media_type,
+            "manifests": [{"digest": str(d.digest), "platform": str(d.platform) if d.platform
+                           else None} for d, _ in result.images],
+        })
+    elif not quiet:
+        print(f"{result.reference}\n  digest: {result.descriptor.digest}")
+
+
+@app.command()
+def push(
+    source: str = typer.Argument(..., help="Image name in the local store."),
+    destination: str = typer.Argument(None, help="Registry reference to push to "
+                                      "(default: the source name)."),
+    insecure: bool = typer.Option(False, "--insecure", help=INSECURE_HELP),
+    ca_bundle: Path = typer.Option(None, "--ca-bundle", help="PEM file of CAs to trust."),
+    auth_file: Path = typer.Option(None, "--authfile", help="Credentials file (docker format)."),
+    jobs: int = typer.Option(4, "--jobs", "-j", min=1, max=32, help="Parallel blob uploads."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Upload an image from the local store to a registry (digest preserved)."""
+    from ociimg.registry import PushOptions
+    from ociimg.registry import push as do_push
+
+    store = open_store()
+    name = store_name(store, source)
+    dest = registry_reference(destination or name)
+    options = PushOptions(insecure=insecure, ca_bundle=ca_bundle, auth_file=auth_file,
+                          concurrency=jobs)
+    with progress_for(quiet, json_out) as progress:
+        digest = do_push(store, name, dest, options, progress)
+    if json_out:
+        print_json({"reference": str(dest), "digest": str(digest)})
+    elif not quiet:
+        print(f"{dest}\n  digest: {digest}")
+
+
+@app.command()
+def copy(
+    source: str = typer.Argument(..., help="docker://REF, REF, oci:PATH[:TAG] or "
+                                 "oci-archive:FILE[:TAG]."),
+    destination: str = typer.Argument(..., help="Same forms as SOURCE."),
+    platform: str = typer.Option(None, "--platform", help=PLATFORM_HELP),
+    all_platforms: bool = typer.Option(True, "--all-platforms/--single-platform",
+                                       help="Copy every platform (default) so the digest "
+                                       "stays the same, or only one."),
+    insecure: bool = typer.Option(False, "--insecure", help=INSECURE_HELP),
+    auth_file: Path = typer.Option(None, "--authfile", help="Credentials file (docker format)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Copy an image between registries and OCI layouts, keeping its digest."""
+    from ociimg.registry import CopyOptions
+    from ociimg.registry import copy as do_copy
+
+    src, dst = parse_image_name(source), parse_image_name(destination)
+    options = CopyOptions(platform=parse_platform(platform), all_platforms=all_platforms,
+                          src_insecure=insecure, dest_insecure=insecure, auth_file=auth_file)
+    with progress_for(quiet, json_out) as progress:
+        digest = do_copy(src, dst, options, progress)
+    if json_out:
+        print_json({"source": source, "destination": destination, "digest": str(digest)})
+    elif not quiet:
+        print(f"{destination}\n  digest: {digest}")
+
+
+@app.command()
+def images(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+    """List the images in the local store."""
+    rows = open_store().images()
+    if json_out:
+        print_json([{"name": r.name, "digest": str(r.digest), "mediaType": r.media_type,
+                     "size": r.size} for r in rows])
+        return
+    print(f"{'NAME':60} {'DIGEST':19} {'SIZE':>10}")
+    for r in rows:
+        print(f"{r.name:60} {r.digest.short:19} {human_size(r.size):>10}")
+
+
+def human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"
+
+
+@app.command()
+def inspect(
+    image: str = typer.Argument(..., help="Image name in the store, or oci:PATH[:TAG]."),
+    platform: str = typer.Option(None, "--platform", help=PLATFORM_HELP),
+    json_out: bool = typer.Option(False, "--json", help="Print as JSON."),
+) -> None:
+    """Show an image's manifest, config and layers."""
+    doc = inspect_image(image, parse_platform(platform))
+    if json_out:
+        print_json(doc)
+        return
+    cfg = doc["config"].get("config", {})
+    print(f"Name:         {doc['name']}")
+    print(f"Digest:       {doc['digest']}")
+    if doc.get("index"):
+        print(f"Index:        {doc['index']} ({len(doc['platforms'])} platforms: "
+              f"{', '.join(doc['platforms'])})")
+    print(f"Platform:     {doc['platform']}")
+    print(f"Created:      {doc['config'].get('created', '-')}")
+    print(f"Entrypoint:   {cfg.get('Entrypoint')}")
+    print(f"Cmd:          {cfg.get('Cmd')}")
+    print(f"User:         {cfg.get('User') or '-'}")
+    print(f"WorkingDir:   {cfg.get('WorkingDir') or '-'}")
+    for env in cfg.get("Env") or []:
+        print(f"Env:          {env}")
+    for k, v in (cfg.get("Labels") or {}).items():
+        print(f"Label:        {k}={v}")
+    total = sum(x["size"] for x in doc["layers"])
+    print(f"Layers:       {len(doc['layers'])} ({human_size(total)})")
+    for layer in doc["layers"]:
+        print(f"  {layer['digest']}  {human_size(layer['size']):>10}  {layer['mediaType']}")
+
+
+def inspect_image(image: str, platform: Platform | None) -> dict[str, Any]:
+    ref = parse_image_name(image) if image.startswith(("oci:", "oci-archive:")) else None
+    if isinstance(ref, LayoutReference):
+        if ref.kind != "oci":
+            raise InvalidReference(f"{image}: inspect reads oci: layouts and the store",
+                                   hint="copy it into a layout first: ociimg copy "
+                                   f"{image} oci:DIR:TAG")
+        store, name = Store(ref.path), (ref.tag or "latest")
+    else:
+        store = open_store()
+        name = store_name(store, image)
+    top = store.resolve(name)
+    desc, manifest, config = store.image_for(name, platform or Platform.host())
+    doc: dict[str, Any] = {
+        "name": name,
+        "digest": str(desc.digest),
+        "mediaType": manifest.media_type,
+        "platform": str(config.platform),
+        "manifest": manifest.to_json(),
+        "config": config.to_json(),
+        "layers": [layer.to_json() for layer in manifest.layers],
+    }
+    if top.media_type in INDEX_TYPES:
+        index = store.read_manifest(top)
+        doc["index"] = str(top.digest)
+        doc["platforms"] = [str(p) for p in index.platforms()]  # type: ignore[union-attr]
+    return doc
+
+
+@app.command()
+def rmi(
+    names: list[str] = typer.Argument(..., help="Image names to remove from the store."),
+    prune: bool = typer.Option(True, "--prune/--no-prune",
+                               help="Also delete blobs no other image uses (runs gc)."),
+) -> None:
+    """Remove images (their names) from the store; unused blobs go with --prune."""
+    store = open_store()
+    for text in names:
+        name = store_name(store, text)
+        store.untag(name)
+        print(f"Untagged: {name}")
+    if prune:
+        gc(json_out=False)
+
+
+@app.command()
+def gc(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+    """Remove blobs and snapshots no image references; report the space freed."""
+    from ociimg.commands.containers import list_containers
+    from ociimg.commands.maintenance import collect_garbage
+
+    report = collect_garbage(STATE.root, [c.meta for c in list_containers(STATE.root)])
+    if json_out:
+        print_json({"removedBlobs": report.removed_blobs, "bytesFreed": report.bytes_freed,
+                    "removedSnapshots": report.removed_snapshots,
+                    "snapshotBytesFreed": report.snapshot_bytes_freed})
+        return
+    print(f"Deleted {report.removed_blobs} blobs, freed {human_size(report.bytes_freed)}")
+    print(f"Deleted {report.removed_snapshots} snapshots, "
+          f"freed {human_size(report.snapshot_bytes_freed)}")
+
+
+@app.command()
+def fsck(
+    remove: bool = typer.Option(False, "--remove", help="Delete corrupt blobs."),
+    json_out: bool = typer.Option(False, "--json", help="Print as JSON."),
+) -> None:
+    """Re-hash every blob in the store; report (and optionally remove) corrupt ones."""
+    problems = open_store().fsck(remove=remove)
+    if json_out:
+        print_json([{"digest": str(p.digest), "problem": p.problem} for p in problems])
+    else:
+        for p in problems:
+            print(f"{p.digest}: {p.problem}")
+        print("store is clean" if not problems else f"{len(problems)} problem(s) found")
+    if problems:
+        raise typer.Exit(1)
+
+
+@app.command()
+def login(
+    registry: str = typer.Argument(..., help="Registry host, e.g. 127.0.0.1:5000."),
+    username: str = typer.Option(..., "--username", "-u", prompt=True),
+    password: str = typer.Option(None, "--password", "-p", help="Prefer --password-stdin."),
+    password_stdin: bool = typer.Option(False, "--password-stdin",
+                                        help="Read the password from stdin."),
+    insecure: bool = typer.Option(False, "--insecure", help=INSECURE_HELP),
+    auth_file: Path = typer.Option(None, "--authfile", help="Credentials file to write."),
+) -> None:
+    """Check credentials against a registry and save them (docker config format)."""
+    from ociimg.registry import login as do_login
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    elif password is None:
+        password = typer.prompt("Password", hide_input=True)
+    from ociimg.registry.transport import TransportOptions
+
+    path = do_login(registry, username, password, auth_file,
+                    options=TransportOptions(insecure=insecure))
+    stderr.print(f"Login succeeded (credentials saved to {path})")
+
+
+@app.command()
+def logout(
+    registry: str = typer.Argument(..., help="Registry host."),
+    auth_file: Path = typer.Option(None, "--authfile", help="Credentials file."),
+) -> None:
+    """Forget the saved credentials for a registry."""
+    from ociimg.registry import logout as do_logout
+
+    if do_logout(registry, auth_file=auth_file):
+        stderr.print(f"Removed login credentials for {registry}")
+    else:
+        stderr.print(f"Not logged in to {registry}")

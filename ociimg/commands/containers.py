@@ -1,0 +1,329 @@
+"""``ociimg run``/``ps``/``stop``/``rm``/``logs``: containers made from images.
+
+A container is a directory ``ROOT/containers/<id>/``: a runtime-spec bundle
+(config.json, rootfs/ = overlay of the image's snapshots with upper/ and work/ beside
+it) plus ``meta.json`` (name, image, command) and, once it has exited, ``exit.json``.
+The built-in runtime (ociimg.runtime) runs the bundle; its state lives in
+``/run/ociimg/<id>``. A detached container gets a small monitor process (conmon's
+job): it waits for the container, records the exit code and logs, and releases the
+rootfs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import secrets
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ociimg.bundle import BundleOptions, to_runtime_config, write_bundle
+from ociimg.commands.resolve import ResolvedImage
+from ociimg.errors import AlreadyExists, ContainerError, ContainerNotFound, OciimgError
+from ociimg.events import NullProgress, Progress
+from ociimg.fsutil import atomic_write, remove_tree
+from ociimg.layers import overlay
+from ociimg.layers.snapshots import SnapshotStore
+from ociimg.layers.unpack import unpack_rootfs
+from ociimg.runtime import container as runtime
+from ociimg.runtime import linux
+from ociimg.runtime.state import DEFAULT_STATE_ROOT
+from ociimg.spec import chain_ids
+
+RUNTIME_ROOT = os.environ.get("OCIIMG_RUNTIME_ROOT", DEFAULT_STATE_ROOT)
+
+
+@dataclass
+class RunOptions:
+    name: str | None = None
+    detach: bool = False
+    remove: bool = False
+    interactive: bool = False
+    bundle: BundleOptions = field(default_factory=BundleOptions)
+
+
+@dataclass(frozen=True)
+class Container:
+    id: str
+    path: Path
+    meta: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.meta.get("name") or self.id[:12]
+
+    @property
+    def rootfs(self) -> Path:
+        return self.path / "rootfs"
+
+
+def containers_dir(root: Path) -> Path:
+    return root / "containers"
+
+
+# Creating --------------------------------------------------------------------------
+def create_container(image: ResolvedImage, root: Path, options: RunOptions,
+                     progress: Progress | None = None) -> Container:
+    """Make the container's bundle (rootfs mounted); renamed into place only when whole."""
+    progress = progress or NullProgress()
+    cid = secrets.token_hex(32)
+    if options.name:
+        _check_name_free(root, options.name)
+    final = containers_dir(root) / cid
+    tmp = containers_dir(root) / f".tmp-{cid}"
+    tmp.mkdir(parents=True, mode=0o700)
+    try:
+        _prepare_rootfs(image, root, tmp, progress)
+        bundle_options = options.bundle
+        if bundle_options.hostname is None:
+            bundle_options = _with(bundle_options, hostname=cid[:12])
+        config = to_runtime_config(image.config, bundle_options, tmp / "rootfs")
+        write_bundle(tmp, config)
+        meta = {"id": cid, "name": options.name, "image": image.name,
+                "digest": str(image.descriptor.digest), "command": config["process"]["args"],
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "detach": options.detach,
+                "snapshots": [str(d) for d in chain_ids(image.config.diff_ids)],
+                "stopSignal": image.config.stop_signal or "SIGTERM"}
+        atomic_write(tmp / "meta.json", json.dumps(meta, indent=2).encode())
+        os.rename(tmp, final)
+    except BaseException:
+        _release_rootfs(tmp)
+        remove_tree(tmp)
+        raise
+    return Container(cid, final, meta)
+
+
+def _with(options: BundleOptions, **changes: Any) -> BundleOptions:
+    import dataclasses
+
+    return dataclasses.replace(options, **changes)
+
+
+def _check_name_free(root: Path, name: str) -> None:
+    for c in list_containers(root):
+        if c.meta.get("name") == name:
+            raise AlreadyExists(f"container name {name} is already in use by {c.id[:12]}",
+                                hint=f"remove it first: ociimg rm {name}")
+
+
+def _prepare_rootfs(image: ResolvedImage, root: Path, bundle: Path, progress: Progress) -> None:
+    """Overlay of the shared snapshots; a flattened copy where overlay can't be mounted."""
+    upper, work, rootfs = bundle / "upper", bundle / "work", bundle / "rootfs"
+    lowers = SnapshotStore(root / "snapshots").prepare(
+        image.store, image.manifest, image.config, progress)
+    for d in (upper, work, rootfs):
+        d.mkdir(mode=0o755)
+    try:
+        overlay.mount_overlay(lowers, upper, work, rootfs)
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENODEV, errno.EINVAL, errno.ENOTSUP):
+            raise
+        progress.log(f"overlay mount unavailable ({exc.strerror}); using a flattened copy")
+        rootfs.rmdir()
+        unpack_rootfs(image.store, image.manifest, image.config, rootfs, progress)
+
+
+def _release_rootfs(bundle: Path) -> None:
+    rootfs = bundle / "rootfs"
+    if os.path.ismount(rootfs):
+        overlay.umount(rootfs)
+
+
+# Running ---------------------------------------------------------------------------
+def run_attached(c: Container, options: RunOptions) -> int:
+    """Run in the foreground; stdio passes through; returns the program's exit code."""
+    if not options.interactive and not options.bundle.terminal:
+        _stdin_from_devnull()
+    try:
+        code = runtime.run_container(RUNTIME_ROOT, c.id,
+                                     runtime.CreateOptions(bundle=c.path))
+    except OciimgError:
+        _finish(c, None, options.remove)
+        raise
+    _finish(c, code, options.remove)
+    return code
+
+
+def _stdin_from_devnull() -> None:
+    fd = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(fd, 0)
+    os.close(fd)
+
+
+def run_detached(c: Container, options: RunOptions) -> None:
+    """Start the container under a monitor process that outlives this CLI."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the monitor
+        os.close(r)
+        code = 1
+        try:
+            code = _monitor(c, options, w)
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as pipe:
+        report = pipe.read().decode(errors="replace")
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+    if not report.startswith("started"):
+        message, _, hint = report.partition("\n")
+        raise ContainerError(message or f"container {c.id[:12]}: monitor failed to start it",
+                             hint=hint or f"see: ociimg logs {c.id[:12]}")
+
+
+def _monitor(c: Container, options: RunOptions, report_fd: int) -> int:
+    os.setsid()
+    if os.fork() != 0:  # double fork: the monitor is not a child of the CLI
+        return 0
+    log = os.open(c.path / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    _stdin_from_devnull()
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    linux.set_child_subreaper()
+    try:
+        cst = runtime.create_container(RUNTIME_ROOT, c.id, runtime.CreateOptions(bundle=c.path))
+        runtime.start_container(RUNTIME_ROOT, c.id)
+    except OciimgError as exc:
+        os.write(report_fd, f"{exc.message}\n{exc.hint or ''}".encode())
+        os.close(report_fd)
+        _finish(c, None, options.remove)
+        return 1
+    os.write(report_fd, b"started")
+    os.close(report_fd)
+    _, status = os.waitpid(cst.pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    code = 128 - code if code < 0 else code
+    with contextlib.suppress(OciimgError):
+        runtime.delete_container(RUNTIME_ROOT, c.id, force=True)
+    _finish(c, code, options.remove)
+    return 0
+
+
+def _finish(c: Container, code: int | None, remove: bool) -> None:
+    """After the container's process ended: record the exit, release or remove."""
+    if remove:
+        remove_container_dir(c)
+        return
+    if code is not None:
+        atomic_write(c.path / "exit.json", json.dumps({
+            "exitCode": code,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}).encode())
+    _release_rootfs(c.path)
+
+
+# Managing --------------------------------------------------------------------------
+def list_containers(root: Path) -> list[Container]:
+    out = []
+    base = containers_dir(root)
+    if not base.is_dir():
+        return out
+    for d in sorted(base.iterdir()):
+        meta_path = d / "meta.json"
+        if d.name.startswith(".") or not meta_path.exists():
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            out.append(Container(d.name, d, json.loads(meta_path.read_text())))
+    return sorted(out, key=lambda c: c.meta.get("created", ""))
+
+
+def find_container(root: Path, key: str) -> Container:
+    """By name, full id, or a unique id prefix."""
+    items = list_containers(root)
+    for c in items:
+        if c.meta.get("name") == key or c.id == key:
+            return c
+    matches = [c for c in items if c.id.startswith(key)] if len(key) >= 3 else []
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise ContainerNotFound(f"container {key}: ambiguous id prefix",
+                                hint="give more characters of the id")
+    raise ContainerNotFound(f"no such container: {key}", hint="list them with: ociimg ps -a")
+
+
+def status_of(c: Container) -> dict[str, Any]:
+    try:
+        st = runtime.container_state(RUNTIME_ROOT, c.id)
+    except ContainerNotFound:
+        st = None
+    if st and st["status"] != "stopped":
+        return {"status": st["status"], "pid": st.get("pid")}
+    exit_path = c.path / "exit.json"
+    if exit_path.exists():
+        doc = json.loads(exit_path.read_text())
+        return {"status": "exited", "exitCode": doc["exitCode"], "finished": doc["finished"]}
+    return {"status": "stopped" if st else "unknown"}
+
+
+def stop_container(c: Container, timeout: float = 10.0) -> None:
+    """StopSignal, then SIGKILL to every process after ``timeout`` seconds (docker stop)."""
+    if status_of(c)["status"] not in ("running", "created"):
+        return
+    sig = signal.Signals[_signal_name(c.meta.get("stopSignal", "SIGTERM"))]
+    with contextlib.suppress(OciimgError):
+        runtime.kill_container(RUNTIME_ROOT, c.id, sig)
+    if _wait_stopped(c, timeout):
+        return
+    with contextlib.suppress(OciimgError):
+        runtime.kill_container(RUNTIME_ROOT, c.id, signal.SIGKILL, all_processes=True)
+    if not _wait_stopped(c, 10.0):
+        raise ContainerError(f"container {c.name} did not stop after SIGKILL")
+
+
+def _signal_name(text: str) -> str:
+    text = text.upper()
+    if text.isdigit():
+        return signal.Signals(int(text)).name
+    return text if text.startswith("SIG") else f"SIG{text}"
+
+
+def _wait_stopped(c: Container, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if status_of(c)["status"] not in ("running", "created"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def remove_container(c: Container, force: bool = False) -> None:
+    status = status_of(c)["status"]
+    if status in ("running", "created"):
+        if not force:
+            raise ContainerError(f"container {c.name} is {status}",
+                                 hint=f"stop it first (ociimg stop {c.name}) or use rm -f")
+        stop_container(c, timeout=0)
+    remove_container_dir(c)
+
+
+def remove_container_dir(c: Container) -> None:
+    with contextlib.suppress(ContainerNotFound):
+        runtime.delete_container(RUNTIME_ROOT, c.id, force=True)
+    _release_rootfs(c.path)
+    remove_tree(c.path)
+
+
+def read_logs(c: Container, follow: bool = False) -> None:
+    log = c.path / "log"
+    if not log.exists():
+        raise ContainerError(f"container {c.name} has no logs",
+                             hint="only detached containers (run -d) keep logs")
+    with open(log, "rb") as f:
+        while True:
+            chunk = f.read(1 << 16)
+            if chunk:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.flush()
+                continue
+            if not follow or status_of(c)["status"] not in ("running", "created"):
+                return
+            time.sleep(0.2)

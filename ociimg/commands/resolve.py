@@ -1,0 +1,93 @@
+"""Find an image by what a user typed: a store name, an ``oci:`` layout, or a registry
+reference (pulled into the store first when it is not there)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from ociimg.errors import ImageNotFound, InvalidReference
+from ociimg.events import NullProgress, Progress
+from ociimg.reference import LayoutReference, Reference, parse_image_name, parse_reference
+from ociimg.registry import PullOptions, pull
+from ociimg.spec import Descriptor, ImageConfig, Manifest, Platform
+from ociimg.store import Store
+
+
+@dataclass(frozen=True)
+class ResolvedImage:
+    store: Store
+    name: str
+    descriptor: Descriptor
+    manifest: Manifest
+    config: ImageConfig
+
+
+def find_store_name(store: Store, text: str) -> str | None:
+    """The stored name for what a user typed: ``busybox`` → docker.io/library/busybox:latest,
+    a digest (prefix) or ``repo@digest`` → a name of that image; None if absent."""
+    try:
+        desc = store.resolve(text)
+    except ImageNotFound:
+        return None
+    names = [name for name, d in store.refs() if d.digest == desc.digest]
+    try:
+        normalized = str(parse_reference(text))
+    except InvalidReference:
+        normalized = text
+    for candidate in (text, normalized):
+        if candidate in names:
+            return candidate
+    return names[0]
+
+
+def store_name(store: Store, text: str) -> str:
+    name = find_store_name(store, text)
+    if name is None:
+        raise ImageNotFound(f"image {text} not found in the store {store.path}",
+                            hint="pull it first, or list what is there with `ociimg images`")
+    return name
+
+
+def resolve_image(text: str, root: Path, *, platform: Platform | None = None,
+                  pull_options: PullOptions | None = None,
+                  progress: Progress | None = None) -> ResolvedImage:
+    progress = progress or NullProgress()
+    want = platform or Platform.host()
+    ref = _layout_or_none(text)
+    if ref is not None:
+        store, name = Store(ref.path), ref.tag or "latest"
+    else:
+        store = Store.open(root)
+        name = find_store_name(store, text)
+        if name is None:
+            name = _pull_missing(text, store, want, pull_options, progress)
+    desc, manifest, config = store.image_for(name, want)
+    return ResolvedImage(store, name, desc, manifest, config)
+
+
+def _layout_or_none(text: str) -> LayoutReference | None:
+    if not text.startswith(("oci:", "oci-archive:")):
+        return None
+    ref = parse_image_name(text)
+    assert isinstance(ref, LayoutReference)
+    if ref.kind != "oci":
+        raise InvalidReference(f"{text}: unpack and run read oci: layouts and the store",
+                               hint=f"copy it into a layout first: ociimg copy {text} oci:DIR:TAG")
+    return ref
+
+
+def _pull_missing(text: str, store: Store, platform: Platform,
+                  options: PullOptions | None, progress: Progress) -> str:
+    try:
+        ref = parse_image_name(text)
+    except InvalidReference as exc:
+        raise ImageNotFound(f"image {text} not found in the store and not a valid reference "
+                            f"({exc.message})") from exc
+    assert isinstance(ref, Reference)
+    options = options or PullOptions()
+    if options.platform is None:
+        options = dataclasses.replace(options, platform=platform)
+    result = pull(ref, store, options, progress)
+    return str(result.reference)

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The main job, end to end, on a fresh Debian machine (as root):
+# install what ociimg needs, start a Distribution registry on 127.0.0.1, build a real
+# busybox image offline, push it with ociimg, then pull, inspect, unpack and run it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-deps.sh
+
+work=$(mktemp -d /tmp/ociimg-demo.XXXXXX)
+export OCIIMG_ROOT="$work/root"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cat > "$work/registry.yml" <<YML
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: $work/registry
+http:
+  addr: 127.0.0.1:$port
+log:
+  level: error
+YML
+docker-registry serve "$work/registry.yml" > "$work/registry.log" 2>&1 &
+registry_pid=$!
+cleanup() {
+    ociimg umount "$work/bundle-overlay" 2>/dev/null || true
+    kill "$registry_pid" 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+for _ in $(seq 50); do
+    curl -fsS "http://127.0.0.1:$port/v2/" >/dev/null 2>&1 && break
+    sleep 0.1
+done
+
+step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
+
+python3 fixtures/build_images.py "$work/layout" >/dev/null
+image="127.0.0.1:$port/demo/busybox:1.0"
+step ociimg copy "oci:$work/layout:busybox" "docker://$image"
+step ociimg pull "$image"
+step ociimg images
+step ociimg inspect "$image"
+step ociimg unpack "$image" "$work/bundle"
+step ls "$work/bundle"
+step ociimg run --rm "$image" sh -c 'echo "hello from $(hostname), pid $$"; id'
+step ociimg fsck
