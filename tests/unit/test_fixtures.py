@@ -223,6 +223,7 @@ def test_multilayer_layer2_special_files(fixture_layout: Path) -> None:
     assert m["data/hardlink-dst.txt"].linkname == "data/hardlink-src.txt"
     assert m["data/symlink-rel"].issym() and m["data/symlink-abs"].linkname == "/data/hello.txt"
     assert m["data/setuid-bin"].mode & stat.S_ISUID and m["data/setuid-bin"].mode == 0o4755
+    assert m["data/setgid-dir"].isdir() and m["data/setgid-dir"].mode == 0o2775
     assert m["data/xattr.txt"].pax_headers["SCHILY.xattr.user.test"] == "hello-xattr"
     assert m["data/fifo"].isfifo()
     assert len(builder.LONG_NAME) > 100 and m[builder.LONG_NAME].isfile()
@@ -256,6 +257,8 @@ def test_multilayer_config_and_docker_layer(fixture_layout: Path) -> None:
     assert "/data/vol" in c["Volumes"] and c["Labels"]
     top = by_name(layer_members(fixture_layout, manifest["layers"][3]))
     assert top["app/run.sh"].mode == 0o755
+    assert "opt/implicit/parent/file.txt" in top
+    assert not {"opt", "opt/implicit", "opt/implicit/parent"} & set(top)
 
 
 def test_multiarch_index(fixture_layout: Path) -> None:
