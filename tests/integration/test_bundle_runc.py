@@ -1,5 +1,8 @@
 """Interop: runc runs bundles that ociimg.bundle wrote (as root, real kernel, no mocks).
 
+Each test runs twice: under runc, and under ociimg's own runc-compatible runtime
+(``python -m ociimg.runtime``), so a config we write is proven against both.
+
 The rootfs is busybox-static with applet symlinks, used the way crun's tests use their ``init``
 helper: each test asserts on what the container prints. After every run, nothing of ours may be
 left in the host's mount table, the cgroup tree or runc's state directory.
@@ -12,6 +15,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +32,15 @@ CGROUP_V1_ROOT = Path("/sys/fs/cgroup")
 _ids = itertools.count()
 
 
-@pytest.fixture
-def runc(root: None) -> str:
+@pytest.fixture(params=["runc", "ociimg-runtime"])
+def runc(request: pytest.FixtureRequest, root: None) -> list[str]:
+    """The OCI runtime's command line: runc itself, then our runc-compatible built-in one."""
+    need(BUSYBOX.is_file(), f"{BUSYBOX} missing: apt-get install busybox-static")
+    if request.param == "ociimg-runtime":
+        return [sys.executable, "-m", "ociimg.runtime"]
     path = shutil.which("runc")
     need(path is not None, "runc missing: apt-get install runc")
-    need(BUSYBOX.is_file(), f"{BUSYBOX} missing: apt-get install busybox-static")
-    return str(path)
+    return [str(path)]
 
 
 @pytest.fixture
@@ -70,7 +77,7 @@ def _cgroup_dirs(cgroups_path: str) -> list[Path]:
     return [d / rel for d in CGROUP_V1_ROOT.iterdir() if (d / rel).exists()]
 
 
-def run_in_runc(runc: str, bundle: Path, config: dict[str, Any],
+def run_in_runc(runc: list[str], bundle: Path, config: dict[str, Any],
                 ) -> subprocess.CompletedProcess[str]:
     """``runc run`` the bundle in the foreground; check it left nothing behind."""
     cid = f"ociimg-bt-{os.getpid()}-{next(_ids)}"
@@ -79,12 +86,12 @@ def run_in_runc(runc: str, bundle: Path, config: dict[str, Any],
     state = bundle.parent / "runc-state"
     before = _our_mounts(str(bundle.parent))
     result = subprocess.run(
-        [runc, "--root", str(state), "run", "--bundle", str(bundle), cid],
+        [*runc, "--root", str(state), "run", "--bundle", str(bundle), cid],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120, check=False)
-    leftover = subprocess.run([runc, "--root", str(state), "list", "-q"],
+    leftover = subprocess.run([*runc, "--root", str(state), "list", "-q"],
                               capture_output=True, text=True, check=False).stdout.split()
     if cid in leftover:
-        subprocess.run([runc, "--root", str(state), "delete", "--force", cid], check=False)
+        subprocess.run([*runc, "--root", str(state), "delete", "--force", cid], check=False)
     assert cid not in leftover, "runc run left the container behind"
     assert _our_mounts(str(bundle.parent)) == before, "host mount table changed"
     assert _cgroup_dirs(f"/{cid}") == [], "container cgroup left behind"
@@ -109,13 +116,13 @@ def _cap_mask(caps: tuple[str, ...] | list[str]) -> int:
     return sum(1 << profiles.ALL_CAPABILITIES.index(c) for c in caps)
 
 
-def test_runc_runs_echo(runc: str, bundle_dir: Path) -> None:
+def test_runc_runs_echo(runc: list[str], bundle_dir: Path) -> None:
     config = to_runtime_config(image_config({"Cmd": ["/bin/sh"]}),
                                BundleOptions(args=["/bin/echo", "hello"]), bundle_dir / "rootfs")
     assert _ok(run_in_runc(runc, bundle_dir, config)) == "hello\n"
 
 
-def test_runc_root_process_gets_default_caps_and_filters(runc: str, bundle_dir: Path) -> None:
+def test_runc_root_process_gets_default_caps_and_filters(runc: list[str], bundle_dir: Path) -> None:
     config = to_runtime_config(
         image_config({"Entrypoint": ["/bin/cat"], "Cmd": ["/proc/self/status"]}),
         BundleOptions(hostname="ociimg-test"), bundle_dir / "rootfs")
@@ -128,7 +135,7 @@ def test_runc_root_process_gets_default_caps_and_filters(runc: str, bundle_dir: 
     assert status["Seccomp"] == "2"  # SECCOMP_MODE_FILTER: our profile is loaded
 
 
-def test_runc_named_user_hostname_env_readonly_root(runc: str, bundle_dir: Path) -> None:
+def test_runc_named_user_hostname_env_readonly_root(runc: list[str], bundle_dir: Path) -> None:
     script = ("id; hostname; echo HOME=$HOME; grep -E '^Cap(Eff|Bnd)' /proc/self/status; "
               "touch /probe 2>/dev/null && echo rootfs=rw || echo rootfs=ro")
     config = to_runtime_config(image_config({"User": "app", "Cmd": ["/bin/sh", "-c", script]}),
@@ -145,7 +152,13 @@ def test_runc_named_user_hostname_env_readonly_root(runc: str, bundle_dir: Path)
     assert not (bundle_dir / "rootfs" / "probe").exists()
 
 
-def test_runc_applies_resource_limits(runc: str, bundle_dir: Path) -> None:
+def test_runc_applies_resource_limits(runc: list[str], bundle_dir: Path,
+                                      request: pytest.FixtureRequest) -> None:
+    if runc[-1] == "ociimg.runtime":
+        # Observed at commit time: the process lands in /sys/fs/cgroup/<ctrl>/<cgroupsPath>
+        # but memory.limit_in_bytes stays unlimited. strict: an XPASS tells us to drop this.
+        request.applymarker(pytest.mark.xfail(
+            strict=True, reason="built-in runtime does not apply linux.resources on cgroup v1"))
     # Inside, the cgroup namespace makes the container's own cgroup the root of each
     # hierarchy, so the limit files sit directly under /sys/fs/cgroup/<controller>.
     need((CGROUP_V1_ROOT / "memory" / "cgroup.procs").exists()
@@ -161,7 +174,7 @@ def test_runc_applies_resource_limits(runc: str, bundle_dir: Path) -> None:
     assert _ok(run_in_runc(runc, bundle_dir, config)).split() == [str(64 << 20), "50", "1024"]
 
 
-def test_runc_masks_default_paths(runc: str, bundle_dir: Path) -> None:
+def test_runc_masks_default_paths(runc: list[str], bundle_dir: Path) -> None:
     masked = [p for p in profiles.DEFAULT_MASKED_PATHS
               if p.startswith("/proc/") and os.path.isfile(p)]
     need(bool(masked), "no masked /proc file exists on this kernel")
@@ -172,7 +185,7 @@ def test_runc_masks_default_paths(runc: str, bundle_dir: Path) -> None:
     assert out == [f"{p}=0" for p in masked]
 
 
-def test_seccomp_profile_blocks_unshare_even_with_cap_sys_admin(runc: str,
+def test_seccomp_profile_blocks_unshare_even_with_cap_sys_admin(runc: list[str],
                                                                bundle_dir: Path) -> None:
     # With CAP_SYS_ADMIN the kernel would allow unshare(CLONE_NEWNS); only the default profile
     # (built for the default capabilities) stands in the way, so this isolates seccomp.
@@ -189,7 +202,7 @@ def test_seccomp_profile_blocks_unshare_even_with_cap_sys_admin(runc: str,
     assert _ok(run_in_runc(runc, bundle_dir, allowed)) == "inside\n"
 
 
-def test_clone3_enosys_lets_processes_fork(runc: str, bundle_dir: Path) -> None:
+def test_clone3_enosys_lets_processes_fork(runc: list[str], bundle_dir: Path) -> None:
     # clone3 returns ENOSYS under our profile; a shell pipeline still works because the libc
     # falls back to clone(2), which the profile allows without namespace flags.
     config = to_runtime_config(
@@ -210,7 +223,7 @@ def _layout_config(layout: Path, tag: str) -> Any:
     return parse_config((blob / manifest.config.digest.hex).read_bytes())
 
 
-def test_runc_runs_fixture_image_unpacked_by_umoci(runc: str, fixture_layout: Path,
+def test_runc_runs_fixture_image_unpacked_by_umoci(runc: list[str], fixture_layout: Path,
                                                    tmp_path: Path) -> None:
     # The real busybox fixture: rootfs by umoci, config.json by us, run by runc.
     umoci = shutil.which("umoci")
@@ -230,7 +243,7 @@ def test_runc_runs_fixture_image_unpacked_by_umoci(runc: str, fixture_layout: Pa
 
 
 @pytest.mark.parametrize("network", ["private", "host"])
-def test_runc_network_modes(runc: str, bundle_dir: Path, network: str) -> None:
+def test_runc_network_modes(runc: list[str], bundle_dir: Path, network: str) -> None:
     config = to_runtime_config(image_config({"Cmd": ["/bin/sh", "-c", "ls /sys/class/net"]}),
                                BundleOptions(network=network), bundle_dir / "rootfs")
     seen = _ok(run_in_runc(runc, bundle_dir, config)).split()
@@ -238,7 +251,8 @@ def test_runc_network_modes(runc: str, bundle_dir: Path, network: str) -> None:
     assert sorted(seen) == want
 
 
-def test_runc_non_root_user_gets_added_caps_through_ambient(runc: str, bundle_dir: Path) -> None:
+def test_runc_non_root_user_gets_added_caps_through_ambient(runc: list[str],
+                                                           bundle_dir: Path) -> None:
     config = to_runtime_config(
         image_config({"User": "app", "Cmd": ["/bin/grep", "^Cap", "/proc/self/status"]}),
         BundleOptions(cap_add=["NET_BIND_SERVICE"]), bundle_dir / "rootfs")
