@@ -1,0 +1,33 @@
+"""``features``: what this runtime supports (runtime-spec features.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ociimg.runtime.config import NAMESPACE_TYPES
+from ociimg.runtime.mounts import _FLAGS, PROPAGATION
+
+HOOKS = ["prestart", "createRuntime", "createContainer", "startContainer", "poststart",
+         "poststop"]
+
+
+def features() -> dict[str, Any]:
+    from ociimg.runtime import capabilities
+    doc: dict[str, Any] = {
+        "ociVersionMin": "1.0.0",
+        "ociVersionMax": "1.2.0",
+        "hooks": HOOKS,
+        "mountOptions": sorted(set(_FLAGS) | set(PROPAGATION)),
+        "linux": {
+            "namespaces": [t for t in NAMESPACE_TYPES if t != "time"],
+            "capabilities": list(capabilities.CAPABILITY_NAMES),
+            "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False},
+            "seccomp": {"enabled": True},
+            "apparmor": {"enabled": False},
+            "selinux": {"enabled": False},
+            "intelRdt": {"enabled": False},
+            "mountExtensions": {"idmap": {"enabled": False}},
+        },
+        "annotations": {"org.opencontainers.runtime.name": "ociimg-runtime"},
+    }
+    return doc

@@ -1,0 +1,281 @@
+"""ociimg-runtime lifecycle on the real kernel (as root): create/start/state/kill/delete,
+run exit codes, create-time errors, hooks, pid files, surviving the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.runtime_helpers import (
+    REPO,
+    RUNTIME,
+    base_config,
+    make_bundle,
+    mounts_under,
+    runtime,
+    state_of,
+    write_config,
+)
+
+
+@pytest.fixture
+def env(root: None, tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """(bundle, state root); afterwards nothing of ours may remain."""
+    state_root = tmp_path / "state"
+    bundle = make_bundle(tmp_path, ["true"])
+    yield bundle, state_root
+    for cid in (os.listdir(state_root) if state_root.exists() else []):
+        runtime(state_root, "delete", "-f", cid)
+    assert mounts_under(tmp_path) == []
+    assert not state_root.exists() or os.listdir(state_root) == []
+
+
+def set_args(bundle: Path, args: list[str], **overrides: object) -> dict:
+    config = base_config(args, **overrides)
+    write_config(bundle, config)
+    return config
+
+
+def wait_for(cond, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached")
+        time.sleep(0.05)
+
+
+def test_run_pid1_hostname_and_only_loopback(env: tuple[Path, Path]) -> None:
+    bundle, state_root = env
+    set_args(bundle, ["sh", "-c", "echo pid=$$; hostname; ip -o link | cut -d: -f2"])
+    proc = runtime(state_root, "run", "--bundle", str(bundle), "c1")
+    assert proc.returncode == 0, proc.stderr
+    lines = [x.strip() for x in proc.stdout.splitlines()]
+    assert lines == ["pid=1", "ociimg-test", "lo"]
+
+
+def test_own_mount_table_and_nothing_leaks_to_host(env: tuple[Path, Path]) -> None:
+    bundle, state_root = env
+    set_args(bundle, ["cat", "/proc/self/mountinfo"])
+    proc = runtime(state_root, "run", "-b", str(bundle), "c1")
+    assert proc.returncode == 0, proc.stderr
+    points = [line.split()[4] for line in proc.stdout.splitlines()]
+    assert points[0] == "/"
+    assert {"/proc", "/dev", "/dev/pts", "/sys"} <= set(points)
+    # None of the host's other mounts (e.g. /work) is visible inside.
+    host_points = {line.split()[4] for line in open("/proc/self/mountinfo")}
+    extra = {p for p in host_points
+             if p != "/" and not p.startswith(("/proc", "/dev", "/sys", "/tmp", "/run"))}
+    assert extra and not extra & set(points)
+
+
+@pytest.mark.parametrize("code", [0, 3, 42])
+def test_run_returns_exit_code(env: tuple[Path, Path], code: int) -> None:
+    bundle, state_root = env
+    set_args(bundle, ["sh", "-c", f"exit {code}"])
+    assert runtime(state_root, "run", "-b", str(bundle), "c1").returncode == code
+
+
+def test_run_killed_by_signal_returns_128_plus_n(env: tuple[Path, Path]) -> None:
+    bundle, state_root = env
+    set_args(bundle, ["sleep", "100"])
+    proc = subprocess.Popen([*RUNTIME, "--root", str(state_root), "run", "-b", str(bundle),
+                             "c1"], cwd=REPO)
+    try:
+        wait_for(lambda: (state_root / "c1" / "state.json").exists()
+                 and state_of(state_root, "c1")["status"] == "running")
+        runtime(state_root, "kill", "c1", "KILL", check=True)
+        assert proc.wait(timeout=30) == 137
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_create_start_state_kill_delete(env: tuple[Path, Path], tmp_path: Path) -> None:
+    bundle, state_root = env
+    set_args(bundle, ["sh", "-c", "echo started > /tmp/marker; exec sleep 100"])
+    pid_file = tmp_path / "pid"
+    runtime(state_root, "create", "--bundle", str(bundle), "--pid-file", str(pid_file), "c1",
+            check=True)
+    st = state_of(state_root, "c1")
+    assert st["status"] == "created"
+    assert st["id"] == "c1" and st["bundle"] == str(bundle)
+    assert int(pid_file.read_text()) == st["pid"]
+    # Created: the program has not run yet.
+    assert not (bundle / "rootfs" / "tmp" / "marker").exists()
+    assert runtime(state_root, "start", "c1").returncode == 0
+    wait_for(lambda: (bundle / "rootfs" / "tmp" / "marker").exists())
+    assert state_of(state_root, "c1")["status"] == "running"
+    second = runtime(state_root, "start", "c1")
+    assert second.returncode != 0 and "not created" in second.stderr
+    refused = runtime(state_root, "delete", "c1")
+    assert refused.returncode != 0 and "running" in refused.stderr
+    runtime(state_root, "kill", "c1", "KILL", check=True)
+    wait_for(lambda: state_of(state_root, "c1")["status"] == "stopped")
+    runtime(state_root, "delete", "c1", check=True)
+    gone = runtime(state_root, "state", "c1")
+    assert gone.returncode != 0 and "does not exist" in gone.stderr
+    assert not os.path.exists(f"/proc/{st['pid']}") or \
+        open(f"/proc/{st['pid']}/stat").read().split()[2] in ("Z", "X") or \
+        int(open(f"/proc/{st['pid']}/stat").read().split()[21]) != 0
+
+
+def test_delete_created_container_kills_it(env: tuple[Path, Path]) -> None:
+    bundle, state_root = env
+    set_args(bundle, ["sleep", "100"])
+    runtime(state_root, "create", "-b", str(bundle), "c1", check=True)
+    pid = state_of(state_root, "c1")["pid"]
+    runtime(state_root, "delete", "c1", check=True)
+    wait_for(lambda: _dead(pid))
+
+
+def _dead(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+def test_missing_executable_fails_at_create(env: tuple[Path, Path]) -> None:
+    bundle, state_root = env
+    set_args(bundle, ["no-such-program"])
+    proc = runtime(state_root, "create", "-b", str(bundle), "c1")
+    assert proc.returncode == 127
+    assert "no-such-program" in proc.stderr and "not found" in proc.stderr
+    assert not (state_root / "c1").exists()
+    assert runtime(state_root, "run", "-b", str(bundle), "c2").returncode == 127
+
+
+def test_duplicate_id_is_refused(env: tuple[Path, Path]) -> None:
+    bundle, state_root = env
+    set_args(bundle, ["sleep", "100"])
+    runtime(state_root, "create", "-b", str(bundle), "c1", check=True)
+    again = runtime(state_root, "create", "-b", str(bundle), "c1")
+    assert again.returncode != 0 and "already exists" in again.stderr
+    assert state_of(state_root, "c1")["status"] == "created"
+
+
+def test_hooks_receive_state_on_stdin(env: tuple[Path, Path], tmp_path: Path) -> None:
+    bundle, state_root = env
+    out = tmp_path / "hooks"
+    out.mkdir()
+
+    def hook(name: str) -> dict:
+        return {"path": "/bin/sh", "args": ["sh", "-c", f"cat > {out}/{name}"]}
+    set_args(bundle, ["true"], hooks={
+        "createRuntime": [hook("createRuntime")],
+        "createContainer": [hook("createContainer")],
+        "poststart": [hook("poststart")],
+        "poststop": [hook("poststop")],
+    })
+    assert runtime(state_root, "run", "-b", str(bundle), "c1").returncode == 0
+    for name in ("createRuntime", "createContainer", "poststart", "poststop"):
+        doc = json.loads((out / name).read_text())
+        assert doc["id"] == "c1" and doc["bundle"] == str(bundle), name
+        assert doc["pid"] > 1 and doc["ociVersion"].startswith("1.")
+
+
+def test_failing_create_hook_aborts_and_cleans_up(env: tuple[Path, Path]) -> None:
+    bundle, state_root = env
+    set_args(bundle, ["true"], hooks={"createRuntime": [{"path": "/bin/false"}]})
+    proc = runtime(state_root, "create", "-b", str(bundle), "c1")
+    assert proc.returncode != 0 and "createRuntime hook" in proc.stderr
+    assert not (state_root / "c1").exists()
+
+
+def test_runtime_killed_container_survives(env: tuple[Path, Path]) -> None:
+    bundle, state_root = env
+    set_args(bundle, ["sleep", "100"])
+    proc = subprocess.Popen([*RUNTIME, "--root", str(state_root), "run", "-b", str(bundle),
+                             "c1"], cwd=REPO)
+    wait_for(lambda: (state_root / "c1" / "state.json").exists()
+             and state_of(state_root, "c1")["status"] == "running")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    st = state_of(state_root, "c1")
+    assert st["status"] == "running"
+    runtime(state_root, "kill", "c1", "9", check=True)
+    wait_for(lambda: state_of(state_root, "c1")["status"] == "stopped")
+    runtime(state_root, "delete", "c1", check=True)
+
+
+def test_rlimit_above_host_hard_limit_is_reported(env: tuple[Path, Path]) -> None:
+    bundle, state_root = env
+    import resource
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    config = base_config(["true"])
+    config["process"]["rlimits"] = [{"type": "RLIMIT_NOFILE", "soft": hard * 4,
+                                     "hard": hard * 4}]
+    write_config(bundle, config)
+    proc = runtime(state_root, "run", "-b", str(bundle), "c1")
+    if proc.returncode == 0:
+        pytest.skip("this host may raise RLIMIT_NOFILE (has CAP_SYS_RESOURCE)")
+    assert "RLIMIT_NOFILE" in proc.stderr and str(hard) in proc.stderr
+    assert not (state_root / "c1").exists()
+
+
+def test_rlimit_lowered_is_visible(env: tuple[Path, Path]) -> None:
+    bundle, state_root = env
+    config = base_config(["sh", "-c", "ulimit -n"])
+    config["process"]["rlimits"] = [{"type": "RLIMIT_NOFILE", "soft": 321, "hard": 512}]
+    write_config(bundle, config)
+    proc = runtime(state_root, "run", "-b", str(bundle), "c1")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "321"
+
+
+def test_user_cwd_env(env: tuple[Path, Path]) -> None:
+    bundle, state_root = env
+    config = base_config(["sh", "-c", "id -u; id -g; pwd; echo $FOO"])
+    config["process"].update(user={"uid": 65534, "gid": 65534}, cwd="/tmp",
+                             env=config["process"]["env"] + ["FOO=bar"])
+    write_config(bundle, config)
+    proc = runtime(state_root, "run", "-b", str(bundle), "c1")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["65534", "65534", "/tmp", "bar"]
+
+
+def test_list_and_ps(env: tuple[Path, Path]) -> None:
+    bundle, state_root = env
+    set_args(bundle, ["sleep", "100"])
+    runtime(state_root, "create", "-b", str(bundle), "c1", check=True)
+    items = json.loads(runtime(state_root, "list", "--format", "json", check=True).stdout)
+    assert [(i["id"], i["status"]) for i in items] == [("c1", "created")]
+    assert runtime(state_root, "list", "-q", check=True).stdout.split() == ["c1"]
+    pids = json.loads(runtime(state_root, "ps", "--format", "json", "c1", check=True).stdout)
+    assert state_of(state_root, "c1")["pid"] in pids
+
+
+def test_unknown_container_and_bad_signal(env: tuple[Path, Path]) -> None:
+    _, state_root = env
+    proc = runtime(state_root, "kill", "nope", "KILL")
+    assert proc.returncode != 0 and "does not exist" in proc.stderr
+    assert runtime(state_root, "delete", "-f", "nope").returncode == 0
+    bad = runtime(state_root, "kill", "nope", "SIGNOPE")
+    assert bad.returncode != 0
+
+
+def test_log_format_json(env: tuple[Path, Path], tmp_path: Path) -> None:
+    _, state_root = env
+    log = tmp_path / "log.json"
+    subprocess.run([*RUNTIME, "--root", str(state_root), "--log", str(log), "--log-format",
+                    "json", "state", "nope"], capture_output=True, cwd=REPO)
+    entry = json.loads(log.read_text().splitlines()[-1])
+    assert entry["level"] == "error" and "nope" in entry["msg"] and "time" in entry
+
+
+def test_version_and_features() -> None:
+    out = subprocess.run([*RUNTIME, "--version"], capture_output=True, text=True, check=True,
+                         cwd=REPO).stdout
+    assert "ociimg-runtime" in out and "spec" in out
+    feats = json.loads(subprocess.run([*RUNTIME, "features"], capture_output=True, text=True,
+                                      check=True, cwd=REPO).stdout)
+    assert feats["ociVersionMin"].startswith("1.") and "linux" in feats
+    assert "mount" in feats["linux"]["namespaces"]
