@@ -59,8 +59,8 @@ def collect_garbage(store: Store, *, wait: bool = False) -> GCResult:
         for digest, path in _blob_files(store):
             if digest is None or digest in marked:
                 continue
-            freed += path.stat().st_size
-            path.unlink()
+            freed += path.lstat().st_size
+            path.unlink()  # a planted symlink is removed, never its target
             removed += 1
         if removed:
             for algo_dir in (store.path / "blobs").iterdir():
@@ -112,8 +112,9 @@ def check_store(store: Store, *, remove: bool = False) -> list[FsckProblem]:
 
 def _check_blobs(store: Store, remove: bool) -> Iterator[FsckProblem]:
     for digest, path in _blob_files(store):
-        if digest is None:
-            yield FsckProblem("stray", None, f"{path}: not named by a digest", path)
+        if digest is None or path.is_symlink() or not path.is_file():
+            yield FsckProblem("stray", digest, f"{path}: not a blob (bad name or not a "
+                              "regular file)", path)
             continue
         actual = _hash_file(path, digest.algorithm)
         if actual == digest:
@@ -137,7 +138,10 @@ def _check_references(store: Store, corrupt: set[Digest]) -> list[FsckProblem]:
     (an index's other-platform manifests need not be: pulls fetch one platform)."""
     problems: list[FsckProblem] = []
     seen: set[Digest] = set()
-    stack: list[tuple[Descriptor, bool]] = [(d, True) for d in store.entries()]
+    try:
+        stack: list[tuple[Descriptor, bool]] = [(d, True) for d in store.entries()]
+    except OciimgError as exc:
+        return [FsckProblem("unreadable", None, f"index.json: {exc}", store.index_path)]
     while stack:
         desc, required = stack.pop()
         if desc.digest in seen or desc.digest in corrupt:

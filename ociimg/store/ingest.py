@@ -71,7 +71,9 @@ class Ingest:
                 os.unlink(self.directory / DATA)
             atomic_write(self.directory / META, json.dumps(
                 {"digest": str(self.digest), "size": self.size}).encode())
-        self._file = open(self.directory / DATA, "a+b")  # noqa: SIM115 - closed in close()
+        fd = os.open(self.directory / DATA,
+                     os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        self._file = os.fdopen(fd, "a+b")
         self._file.seek(0)
         while chunk := self._file.read(_HASH_CHUNK):
             self._hash.update(chunk)

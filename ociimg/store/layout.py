@@ -16,7 +16,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -74,6 +74,7 @@ class ImageSummary:
 class Store:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self._initialised = False
 
     @classmethod
     def open(cls, root: str | os.PathLike[str]) -> Store:
@@ -96,6 +97,8 @@ class Store:
 
     def init(self) -> None:
         """Create the layout files that are missing; never touch existing ones."""
+        if self._initialised:
+            return
         (self.path / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
         self.ingest_dir.mkdir(exist_ok=True)
         layout = self.path / "oci-layout"
@@ -108,6 +111,7 @@ class Store:
                 if not self.index_path.exists():
                     self._write_index({"schemaVersion": 2, "mediaType": OCI_INDEX,
                                        "manifests": []})
+        self._initialised = True
 
     def _check_layout_version(self, layout: Path) -> None:
         try:
@@ -136,7 +140,9 @@ class Store:
 
     def open_blob(self, digest: Digest | str) -> BinaryIO:
         try:
-            return open(self.blob_path(digest), "rb")
+            # O_NOFOLLOW: a blob is a regular file; a planted symlink is not followed.
+            fd = os.open(self.blob_path(digest), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            return os.fdopen(fd, "rb")
         except FileNotFoundError as exc:
             raise BlobUnknown(f"blob {digest} not in the store {self.path}",
                               hint="pull the image again") from exc
@@ -161,7 +167,7 @@ class Store:
             raise DigestMismatch(f"blob {expected}: content hashes to {actual}",
                                  hint="the data does not match its descriptor")
         if not self.has_blob(actual):
-            self._write_new_blob(lambda f: f.write(data), actual)
+            self._write_new_blob(lambda f: (f.write(data), actual)[1])
         return actual
 
     def put_stream(self, stream: BinaryIO, expected: Digest | None = None,
@@ -171,7 +177,7 @@ class Store:
         algorithm = expected.algorithm if expected else "sha256"
         result: list[tuple[Digest, int]] = []
 
-        def copy(f: BinaryIO) -> Digest:
+        def copy(f: BinaryIO) -> Digest:  # the digest is known only once all is written
             writer = HashingWriter(f, algorithm)
             while chunk := stream.read(_CHUNK):
                 writer.write(chunk)
@@ -183,16 +189,18 @@ class Store:
             result.append((actual, writer.count))
             return actual
 
-        self._write_new_blob(copy, None)
+        self._write_new_blob(copy)
         return result[0]
 
-    def _write_new_blob(self, fill, digest: Digest | None) -> None:  # type: ignore[no-untyped-def]
+    def _write_new_blob(self, fill: Callable[[BinaryIO], Digest]) -> None:
+        """Write via a temp file in ingest/ (``fill`` writes and returns the digest), fsync,
+        then link into blobs/ (umoci cas/dir PutBlob, containerd writer Commit)."""
         self.init()
         with self.lease():
             fd, tmp = tempfile.mkstemp(dir=self.ingest_dir, prefix=".put-")
             try:
                 with os.fdopen(fd, "wb") as f:
-                    actual = fill(f) if digest is None else (fill(f), digest)[1]
+                    actual = fill(f)
                     fsync_file(f)
                 link_into_place(Path(tmp), self.blob_path(actual))
             finally:

@@ -510,3 +510,46 @@ def test_fsck_reports_wrong_sizes_stray_files_and_missing_roots(store: Store) ->
     kinds = sorted((p.kind, str(p.digest)) for p in store.fsck())
     assert kinds == sorted([("size", str(a.digest)), ("stray", "None"),
                             ("missing", str(gone.digest))])
+
+
+# Hostile stores ---------------------------------------------------------------------------
+def test_index_json_with_a_traversal_digest_is_refused(store: Store) -> None:
+    doc = json.loads(store.index_path.read_bytes())
+    doc["manifests"].append({"mediaType": spec.OCI_MANIFEST, "size": 1,
+                             "digest": "sha256:../../../../etc/passwd"})
+    store.index_path.write_text(json.dumps(doc))
+    with pytest.raises(InvalidDocument, match="digest"):
+        store.refs()
+    with pytest.raises(InvalidDocument):
+        store.gc()
+    [problem] = store.fsck()
+    assert problem.kind == "unreadable" and "index.json" in problem.message
+
+
+def test_planted_symlink_blob_is_not_followed(store: Store, tmp_path: Path) -> None:
+    canary = tmp_path / "canary"
+    canary.write_bytes(b"outside the store")
+    d = Digest.of(b"outside the store")
+    store.blob_path(d).symlink_to(canary)
+    with pytest.raises(OSError):
+        store.open_blob(d)
+    [problem] = store.fsck(remove=True)
+    assert problem.kind == "stray"
+    result = store.gc()
+    assert result.removed_blobs == 1
+    assert not os.path.lexists(store.blob_path(d))
+    assert canary.read_bytes() == b"outside the store"
+
+
+def test_planted_symlink_in_an_ingest_is_not_written_through(store: Store,
+                                                            tmp_path: Path) -> None:
+    canary = tmp_path / "canary"
+    canary.write_bytes(b"keep")
+    d = Digest.of(b"data")
+    partial = store.ingest_dir / f"sha256-{d.hex}"
+    partial.mkdir()
+    (partial / "meta.json").write_text(json.dumps({"digest": str(d), "size": 4}))
+    (partial / "data").symlink_to(canary)
+    with pytest.raises(OSError), store.ingest(d, 4):
+        pass
+    assert canary.read_bytes() == b"keep"
