@@ -1,0 +1,128 @@
+"""Overlay mounts of snapshot stacks, and the flattened fallback.
+
+The lowerdirs are the image's snapshot fs dirs, top first in the option string
+(overlayfs.rst "Multiple lower layers"); each container gets a fresh upper and work
+dir. Mount data must fit one page, which long absolute snapshot paths exceed at
+~60 layers (containers/storage#1375, moby#26380): then a forked child chdirs into
+a temp dir of short symlinks ("0", "1", …) and mounts with relative lowerdirs, as
+containers/storage does with its "l/" short links. The child shares our mount
+namespace, so the mount is ours; the symlinks can go once it is made (overlayfs
+keeps references to the resolved dirs).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from ociimg.events import NullProgress, Progress
+from ociimg.layers.flatten import merge_snapshots
+from ociimg.runtime import linux
+
+MAX_MOUNT_DATA = os.sysconf("SC_PAGESIZE") - 1  # plus the NUL
+_warned_no_overlay = False
+
+
+def overlay_supported() -> bool:
+    """Whether the kernel offers overlayfs (a probe, not an assumption)."""
+    try:
+        with open("/proc/filesystems") as f:
+            if any(line.split()[-1:] == ["overlay"] for line in f):
+                return True
+    except OSError:
+        return False
+    return False
+
+
+def _escape(path: str) -> str:
+    if "," in path:
+        raise ValueError(f"overlay path {path!r}: a ',' cannot be passed in mount options")
+    return path.replace("\\", "\\\\").replace(":", "\\:")
+
+
+def overlay_options(lowers_top_first: Sequence[str], upper: Path | None,
+                    work: Path | None) -> str:
+    opts = "lowerdir=" + ":".join(_escape(p) for p in lowers_top_first)
+    if upper is not None and work is not None:
+        opts += f",upperdir={_escape(str(upper))},workdir={_escape(str(work))}"
+    return opts
+
+
+def mount_overlay(lowers: Sequence[Path], upper: Path | None, work: Path | None,
+                  target: Path, flags: int = 0) -> None:
+    """Mount ``lowers`` (bottom → top, as SnapshotStore.prepare returns them) on
+    ``target``; without upper/work the mount is read-only."""
+    if not lowers:
+        raise ValueError("mount_overlay: no lower dirs")
+    if upper is None or work is None:
+        flags |= linux.MS.RDONLY
+    top_first = [str(p) for p in reversed(lowers)]
+    data = overlay_options(top_first, upper, work)
+    if len(data.encode()) <= MAX_MOUNT_DATA:
+        linux.mount("overlay", target, "overlay", flags, data)
+        return
+    _mount_with_short_lowers(top_first, upper, work, target, flags)
+
+
+def _mount_with_short_lowers(top_first: list[str], upper: Path | None, work: Path | None,
+                             target: Path, flags: int) -> None:
+    base = (work or target).parent
+    links = Path(tempfile.mkdtemp(dir=base, prefix=".lowers-"))
+    try:
+        for i, lower in enumerate(top_first):
+            os.symlink(os.path.abspath(lower), links / str(i))
+        data = overlay_options([str(i) for i in range(len(top_first))],
+                               upper and upper.absolute(), work and work.absolute())
+        if len(data.encode()) > MAX_MOUNT_DATA:
+            raise OSError(7, f"mount overlay on {target}: {len(top_first)} layers do not fit "
+                          "the mount options even with short names")  # E2BIG
+        _mount_in_child(links, data, target.absolute(), flags)
+    finally:
+        shutil.rmtree(links, ignore_errors=True)
+
+
+def _mount_in_child(cwd: Path, data: str, target: Path, flags: int) -> None:
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 0
+        try:
+            os.chdir(cwd)  # relative lowerdirs resolve against the mounter's cwd
+            linux.mount("overlay", target, "overlay", flags, data)
+        except OSError as exc:
+            code = exc.errno or 1
+        except BaseException:
+            code = 255
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code:
+        raise OSError(code, f"mount: {os.strerror(code)} (overlay on {target})", str(target))
+
+
+def umount(target: Path) -> None:
+    linux.umount2(target, 0)
+
+
+def mount_rootfs(lowers: Sequence[Path], container_dir: Path,
+                 progress: Progress = NullProgress(), *, use_overlay: bool | None = None
+                 ) -> tuple[Path, bool]:
+    """A container's rootfs from snapshot dirs: ``container_dir``/rootfs, an overlay of
+    ``lowers`` with a fresh upper/ and work/; where overlayfs is unavailable, a
+    flattened copy instead (said once). Returns (rootfs, mounted)."""
+    global _warned_no_overlay
+    rootfs = container_dir / "rootfs"
+    if use_overlay is None:
+        use_overlay = overlay_supported()
+    if not use_overlay:
+        if not _warned_no_overlay:
+            progress.log("overlayfs is unavailable: each container gets a flattened copy")
+            _warned_no_overlay = True
+        merge_snapshots(lowers, rootfs)
+        return rootfs, False
+    for sub in ("upper", "work", "rootfs"):
+        (container_dir / sub).mkdir(parents=True, exist_ok=True)
+    mount_overlay(lowers, container_dir / "upper", container_dir / "work", rootfs)
+    return rootfs, True
