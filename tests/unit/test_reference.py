@@ -232,3 +232,24 @@ def test_every_normalised_registry_reference_is_a_valid_layout_name() -> None:
     for text, *_ in VALID:
         if not any(bad in text for bad in ("[", "__", "---", ":_")):
             assert is_valid_ref_name(str(parse_reference(text))), text
+
+
+def test_random_input_is_either_refused_cleanly_or_round_trips() -> None:
+    import random
+
+    rng = random.Random(20240101)
+    alphabet = "abcAB019._-/:@[]+ \n" + "sha256:" + A[:8]
+    accepted = 0
+    for _ in range(5000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 40)))
+        if rng.random() < 0.2:
+            text += f"@sha256:{A}"
+        try:
+            ref = parse_reference(text)
+        except InvalidReference as exc:
+            assert "\n" not in str(exc)  # one-line messages: input is shown with repr()
+            continue
+        accepted += 1
+        assert parse_reference(str(ref)) == ref
+        assert len(ref.name) <= 255 and ref.path == ref.path.lower()
+    assert accepted > 50  # the generator does reach valid references
