@@ -66,12 +66,16 @@ def _spawn_init(config: RuntimeConfig, cst: ContainerState, options: CreateOptio
             raise ContainerError("process.terminal is set but no --console-socket was given",
                                  hint="pass --console-socket or set terminal to false")
         console = _connect_console(options.console_socket)
+    # The init may run as a mapped uid that cannot traverse the state root: hand it an
+    # O_PATH fd instead of a path.
+    fifo_fd = os.open(state_dir / "exec.fifo", os.O_PATH | os.O_CLOEXEC)
     init_opts = process.InitOptions(
-        container_id=cst.id, fifo=str(state_dir / "exec.fifo"), no_pivot=options.no_pivot,
+        container_id=cst.id, fifo_fd=fifo_fd, no_pivot=options.no_pivot,
         preserve_fds=options.preserve_fds + int(os.environ.get("LISTEN_FDS", "0") or 0),
         console_fd=console.fileno() if console else None, annotations=cst.annotations)
     from ociimg.runtime.init import run_init
     pid1, sock = process.spawn(config, init_opts, run_init)
+    os.close(fifo_fd)
     if console:
         console.close()
     try:

@@ -49,7 +49,7 @@ def run_init(config: RuntimeConfig, options: InitOptions, sock: socket.socket) -
     run_runtime_hooks(ctx)
     hooks.run_hooks(config.hooks, "createContainer", hook_state(ctx))
     prepare_security(ctx)
-    ctx.fifo_fd = os.open(options.fifo, os.O_PATH | os.O_CLOEXEC)
+    ctx.fifo_fd = options.fifo_fd
     enter_rootfs(ctx)
     forget_host_imports()
     if ctx.process.terminal and options.console_fd is not None:

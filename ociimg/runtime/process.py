@@ -32,7 +32,7 @@ from ociimg.runtime.linux import CLONE
 class InitOptions:
     """What the init needs besides config.json."""
     container_id: str
-    fifo: str
+    fifo_fd: int  # O_PATH fd of exec.fifo, opened by the parent (runc passes it the same way)
     no_pivot: bool = False
     preserve_fds: int = 0
     console_fd: int | None = None
