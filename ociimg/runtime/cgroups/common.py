@@ -99,7 +99,9 @@ def swap_to_v2(memory_swap: int | None, memory: int | None) -> int:
     if swap < -1:
         raise ContainerError(f"cgroup: invalid memory.swap {swap}",
                              hint="use -1 for unlimited or a byte count ≥ memory.limit")
-    if mem in (0, -1):
+    if mem == -1:
+        return swap  # unlimited memory: the whole memory+swap budget is swap
+    if mem == 0:
         raise ContainerError("cgroup: memory.swap set without memory.limit",
                              hint="a swap limit on cgroup v2 needs a memory limit too")
     if mem < 0:
