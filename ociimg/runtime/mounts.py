@@ -125,8 +125,9 @@ def plan_mount(mount: dict[str, Any], bundle: Path, where: str = "mount") -> Mou
 
 
 def normalize_destination(dest: str) -> str:
-    # runc accepts a relative destination as relative to / (with a warning).
-    return posixpath.normpath(posixpath.join("/", dest))
+    # runc accepts a relative destination as relative to / (with a warning). normpath keeps
+    # a leading "//" (POSIX allows it a meaning), which would slip past the /proc check.
+    return "/" + posixpath.normpath(posixpath.join("/", dest)).lstrip("/")
 
 
 def check_destination(dest: str, kind: str, where: str = "mount") -> None:

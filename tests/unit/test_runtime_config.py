@@ -1,0 +1,93 @@
+"""config.json → RuntimeConfig: strict where the runtime acts, errors name the JSON path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ociimg.errors import InvalidDocument
+from ociimg.runtime.config import load_config, parse_config
+from ociimg.runtime.linux import CLONE
+from ociimg.runtime.namespaces import format_id_map, new_namespace_flags
+
+BUNDLE = Path("/b")
+
+
+def doc(**over: object) -> dict:
+    base = {
+        "ociVersion": "1.2.0",
+        "root": {"path": "rootfs", "readonly": True},
+        "process": {"args": ["sh"], "cwd": "/", "env": ["PATH=/bin", "A=1", "A=2"],
+                    "user": {"uid": 1000, "gid": 100, "additionalGids": [5]},
+                    "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 10, "hard": 20}]},
+        "hostname": "h",
+        "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"},
+                                 {"type": "network", "path": "/proc/1/ns/net"}],
+                  "uidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}],
+                  "maskedPaths": ["/proc/kcore"]},
+    }
+    base.update(over)
+    return base
+
+
+def test_parse_full() -> None:
+    cfg = parse_config(doc(), BUNDLE)
+    assert cfg.root_path == Path("/b/rootfs") and cfg.root_readonly
+    assert cfg.process.args == ("sh",) and cfg.process.user.uid == 1000
+    assert cfg.process.user.additional_gids == (5,)
+    assert cfg.process.env_value("A") == "2" and cfg.process.env_value("B") is None
+    assert cfg.process.rlimits[0].type == "RLIMIT_NOFILE" and cfg.process.rlimits[0].hard == 20
+    assert cfg.has_namespace("pid") and cfg.namespace("network").path == "/proc/1/ns/net"
+    assert cfg.masked_paths == ("/proc/kcore",)
+    assert format_id_map(cfg.uid_mappings) == "0 1000 1\n"
+    # Joined namespaces are not created.
+    assert new_namespace_flags(cfg.namespaces) == CLONE.NEWPID | CLONE.NEWNS
+
+
+def test_absolute_root_path_replaces_bundle() -> None:
+    cfg = parse_config(doc(root={"path": "/srv/root"}), BUNDLE)
+    assert cfg.root_path == Path("/srv/root")
+
+
+@pytest.mark.parametrize(("mutate", "path"), [
+    (lambda d: d.update(ociVersion="0.9"), "ociVersion"),
+    (lambda d: d.pop("root"), "root.path"),
+    (lambda d: d["process"].update(args=[]), "process.args"),
+    (lambda d: d["process"].update(args=["sh", 1]), "process.args"),
+    (lambda d: d["process"].update(cwd="relative"), "process.cwd"),
+    (lambda d: d["process"]["user"].update(uid="0"), "process.user.uid"),
+    (lambda d: d["process"].update(rlimits=[{"type": "RLIMIT_BOGUS", "soft": 1, "hard": 1}]),
+     "process.rlimits[0].type"),
+    (lambda d: d["linux"]["namespaces"].append({"type": "pid"}), "linux.namespaces[3].type"),
+    (lambda d: d["linux"]["namespaces"].append({"type": "nope"}), "linux.namespaces[3].type"),
+    (lambda d: d["linux"]["namespaces"].append({"type": "ipc", "path": "rel"}),
+     "linux.namespaces[3].path"),
+    (lambda d: d.update(mounts=[{"type": "tmpfs"}]), "mounts[0].destination"),
+    (lambda d: d.update(hooks={"prestart": [{"path": "relative"}]}), "hooks.prestart[0].path"),
+    (lambda d: d.update(annotations={"a": 1}), "annotations"),
+])
+def test_errors_name_the_json_path(mutate, path: str) -> None:
+    d = doc()
+    mutate(d)
+    with pytest.raises(InvalidDocument) as info:
+        parse_config(d, BUNDLE)
+    assert f"config.json: {path}:" in str(info.value)
+    assert info.value.hint
+
+
+def test_load_config_missing_and_bad_json(tmp_path: Path) -> None:
+    with pytest.raises(InvalidDocument, match="no config.json"):
+        load_config(tmp_path)
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(InvalidDocument, match="cannot read JSON"):
+        load_config(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(doc()))
+    assert load_config(tmp_path).bundle == tmp_path
+
+
+def test_process_is_optional_for_parsing() -> None:
+    d = doc()
+    d.pop("process")
+    assert parse_config(d, BUNDLE).process is None
