@@ -318,9 +318,10 @@ class Authenticator:
     """Authorization headers for one registry: cached Bearer tokens per scope, or Basic."""
 
     def __init__(self, registry_url: str, transport: Transport,
-                 credentials: Credentials | None = None) -> None:
+                 credentials: Credentials | None = None, display: str | None = None) -> None:
         self.registry_url = registry_url.rstrip("/")
-        self.host = urlsplit(self.registry_url).netloc
+        # Messages name the registry as the user wrote it ("docker.io", not registry-1).
+        self.host = display or urlsplit(self.registry_url).netloc
         self.transport = transport
         self.credentials = credentials
         self._basic = False
@@ -459,7 +460,7 @@ def verify_credentials(registry: str, creds: Credentials,
     transport = Transport(options)
     try:
         base = transport.base_url(registry_api_host(registry))
-        auth = Authenticator(base, transport, creds)
+        auth = Authenticator(base, transport, creds, display=registry)
         resp = transport.request("GET", f"{base}/v2/")
         resp.close()
         if resp.status_code == 401 and "WWW-Authenticate" in resp.headers:

@@ -132,7 +132,7 @@ class RegistryClient:
             insecure=options.insecure, ca_bundle=options.ca_bundle, retries=options.retries,
             backoff_base=options.backoff_base))
         creds = find_credentials(domain, repository, auth_file=options.auth_file)
-        auth = Authenticator(transport.base_url(api_host), transport, creds)
+        auth = Authenticator(transport.base_url(api_host), transport, creds, display=domain)
         return cls(api_host, transport, auth, options)
 
     def close(self) -> None:

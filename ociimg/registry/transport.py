@@ -193,6 +193,8 @@ class Transport:
         self.session.close()
 
     def base_url(self, host: str) -> str:
+        if self.options.ca_bundle and not self.options.insecure:
+            return f"https://{host}"  # a CA bundle asks for TLS, even on loopback
         return f"{scheme_for(host, self.options.insecure)}://{host}"
 
     def request(self, method: str, url: str, *, headers: Mapping[str, str] | None = None,

@@ -480,3 +480,54 @@ def test_push_index_with_missing_children_is_refused(fake, store):
     with pytest.raises(Exception, match="not in the store") as e:
         push(store, str(src_ref), parse_reference(f"{fake.host}/x/y:z"), PushOptions())
     assert "--all-platforms" in e.value.hint
+
+
+def test_foreign_layer_is_not_fetched(fake, store, httpserver):
+    foreign = HTTPServer(host="127.0.0.1", port=0)
+    foreign.start()
+    try:
+        normal = fake.add_blob(os.urandom(100))
+        config = fake.add_blob(json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {
+            "type": "layers", "diff_ids": [str(normal.digest)]}}).encode(), spec.OCI_CONFIG)
+        foreign_layer = {"mediaType": spec.DOCKER_LAYER_FOREIGN,
+                         "digest": "sha256:" + "f" * 64, "size": 10,
+                         "urls": [foreign.url_for("/layer.tar.gz")]}
+        fake.add_manifest({"schemaVersion": 2, "mediaType": spec.DOCKER_MANIFEST,
+                           "config": {**config.to_json(), "mediaType": spec.DOCKER_CONFIG},
+                           "layers": [foreign_layer, normal.to_json()]},
+                          spec.DOCKER_MANIFEST, "win")
+        progress = Progress()
+        pull(parse_reference(f"{fake.host}/lib/app:win"), store, pull_options(), progress)
+        assert foreign.log == []
+        assert not any("f" * 64 in r.path for r in fake.blob_requests())
+        assert any("skipping foreign layer" in m for m in progress.logs)
+        assert progress.totals[str(normal.digest)] == 100  # per-blob bytes, keyed by digest
+    finally:
+        foreign.stop()
+
+
+def test_head_without_digest_falls_back_to_get(fake, store):
+    desc = fake.add_image("v1")
+    fake.manifest_headers["Docker-Content-Digest"] = ""  # ECR/Nexus omit it on HEAD
+    result = pull(parse_reference(f"{fake.host}/lib/app:v1"), store, pull_options())
+    assert result.descriptor.digest == desc.digest
+    methods = [r.method for r, _ in fake.server.log if "/manifests/" in r.path]
+    assert methods == ["HEAD", "GET"]
+
+
+class Progress:
+    def __init__(self) -> None:
+        self.logs: list[str] = []
+        self.totals: dict[str, int] = {}
+
+    def start(self, key, description, total):
+        self.totals.setdefault(key, 0)
+
+    def advance(self, key, amount):
+        self.totals[key] = self.totals.get(key, 0) + amount
+
+    def done(self, key, message=None):
+        pass
+
+    def log(self, message):
+        self.logs.append(message)
