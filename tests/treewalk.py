@@ -40,7 +40,7 @@ def _xattrs(path: str) -> dict[str, str]:
 
 
 def describe(path: str, rel: str, st: os.stat_result, inodes: dict[tuple[int, int], str], *,
-             mtimes: bool, xattrs: bool, skip_xattrs: tuple[str, ...]) -> dict:
+             mtimes: bool, dir_mtimes: bool, xattrs: bool, skip_xattrs: tuple[str, ...]) -> dict:
     kind = _kind(st.st_mode)
     entry: dict = {"type": kind, "mode": oct(stat.S_IMODE(st.st_mode)),
                    "uid": st.st_uid, "gid": st.st_gid}
@@ -57,9 +57,7 @@ def describe(path: str, rel: str, st: os.stat_result, inodes: dict[tuple[int, in
             inodes[key] = rel
             entry["size"] = st.st_size
             entry["sha256"] = _content_hash(path)
-    if mtimes and kind != "dir":
-        entry["mtime"] = st.st_mtime_ns // 1_000_000_000
-    if mtimes and kind == "dir":
+    if mtimes and (kind != "dir" or dir_mtimes):
         entry["mtime"] = st.st_mtime_ns // 1_000_000_000
     if xattrs:
         found = {k: v for k, v in _xattrs(path).items()
@@ -69,7 +67,8 @@ def describe(path: str, rel: str, st: os.stat_result, inodes: dict[tuple[int, in
     return entry
 
 
-def tree_manifest(root: str | os.PathLike[str], *, mtimes: bool = True, xattrs: bool = True,
+def tree_manifest(root: str | os.PathLike[str], *, mtimes: bool = True,
+                  dir_mtimes: bool = True, xattrs: bool = True,
                   skip_xattrs: tuple[str, ...] = ("security.selinux",)) -> dict[str, dict]:
     """{relative path: description} for everything under ``root`` (root itself is ".")."""
     root = os.fspath(root)
@@ -78,8 +77,8 @@ def tree_manifest(root: str | os.PathLike[str], *, mtimes: bool = True, xattrs: 
 
     def visit(path: str, rel: str) -> None:
         st = os.lstat(path)
-        out[rel] = describe(path, rel, st, inodes, mtimes=mtimes, xattrs=xattrs,
-                            skip_xattrs=skip_xattrs)
+        out[rel] = describe(path, rel, st, inodes, mtimes=mtimes, dir_mtimes=dir_mtimes,
+                            xattrs=xattrs, skip_xattrs=skip_xattrs)
         if stat.S_ISDIR(st.st_mode):
             for name in sorted(os.listdir(path)):
                 visit(os.path.join(path, name), name if rel == "." else f"{rel}/{name}")
@@ -111,4 +110,3 @@ def make_canary(base: Path) -> Path:
     return canary
 
 
-__all__ = ["tree_manifest", "diff_manifests", "make_canary", "Path"]

@@ -165,6 +165,7 @@ class _Applier:
     # -- dispatch ---------------------------------------------------------------
     def apply_entry(self, info: tarfile.TarInfo, tf: tarfile.TarFile) -> None:
         self.entries += 1
+        self.res.sweep()
         parts = paths.split_name(info.name)
         if not parts:
             if not info.isdir():  # anchors §C1 #3 (CVE-2021-29136)

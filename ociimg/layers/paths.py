@@ -59,21 +59,29 @@ class Resolver:
 
     The cache is keyed by the tar path; ``invalidate()`` must be called whenever a
     directory or symlink that a cached path may pass through is removed or replaced.
-    Fds returned are owned by the resolver: don't close them.
+    Fds returned are owned by the resolver: don't close them. Invalidated fds stay
+    open until ``sweep()`` (the caller may still be using one as a parent).
     """
 
     def __init__(self, rootfd: int, *, use_openat2: bool | None = None) -> None:
         self.rootfd = rootfd
         self.use_openat2 = HAVE_OPENAT2 if use_openat2 is None else use_openat2
         self._cache: OrderedDict[tuple[str, ...], int] = OrderedDict()
+        self._retired: list[int] = []
 
     def close(self) -> None:
         self.invalidate()
+        self.sweep()
 
     def invalidate(self) -> None:
-        for fd in self._cache.values():
-            os.close(fd)
+        self._retired.extend(self._cache.values())
         self._cache.clear()
+
+    def sweep(self) -> None:
+        """Close invalidated fds; call between entries, when none is in use."""
+        for fd in self._retired:
+            os.close(fd)
+        self._retired.clear()
 
     def dir(self, parts: list[str] | tuple[str, ...], *, create: bool = False) -> int | None:
         """Dir fd for ``parts``; None if missing (``create`` makes it, replacing non-dirs)."""
@@ -91,7 +99,7 @@ class Resolver:
             return None
         self._cache[key] = fd
         if len(self._cache) > _CACHE_SIZE:
-            os.close(self._cache.popitem(last=False)[1])
+            self._retired.append(self._cache.popitem(last=False)[1])
         return fd
 
     def _lookup(self, parts: tuple[str, ...]) -> int | None:

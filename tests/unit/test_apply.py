@@ -182,18 +182,25 @@ def test_rootless_skips_chown_and_devices_with_one_warning_each(rootfs: Path) ->
 
 
 # -- replacing existing paths (layer.md "Changesets") -------------------------------
-def test_entries_over_existing_paths(rootfs: Path, resolver: str) -> None:
-    apply(rootfs, tar(F("file-then-dir", b"x"), D("dir-then-file"), F("dir-then-file/child"),
-                      D("keep", 0o700), F("keep/old", b"old"), F("parent", b"not a dir")),
+@pytest.mark.parametrize("p", ["", "nested/deeper/"])
+def test_entries_over_existing_paths(rootfs: Path, resolver: str, p: str) -> None:
+    apply(rootfs, tar(F(f"{p}file-then-dir", b"x"), D(f"{p}dir-then-file"),
+                      F(f"{p}dir-then-file/child"), D(f"{p}keep", 0o700),
+                      F(f"{p}keep/old", b"old"), F(f"{p}parent", b"not a dir"),
+                      L(f"{p}link-then-file", "keep")),
           resolver)
-    apply(rootfs, tar(D("file-then-dir"), F("dir-then-file", b"now a file"),
-                      D("keep", 0o750), F("keep/new", b"new"), F("parent/child", b"c")),
+    apply(rootfs, tar(D(f"{p}file-then-dir"), F(f"{p}dir-then-file", b"now a file"),
+                      D(f"{p}keep", 0o750), F(f"{p}keep/new", b"new"),
+                      F(f"{p}parent/child", b"c"), F(f"{p}link-then-file", b"file")),
           resolver)
     m = tree_manifest(rootfs)
-    assert m["file-then-dir"]["type"] == "dir"
-    assert m["dir-then-file"]["type"] == "file" and "dir-then-file/child" not in m
-    assert m["keep"]["mode"] == oct(0o750) and "keep/old" in m and "keep/new" in m
-    assert m["parent"]["type"] == "dir" and m["parent/child"]["type"] == "file"
+    assert m[f"{p}file-then-dir"]["type"] == "dir"
+    assert m[f"{p}dir-then-file"]["type"] == "file" and f"{p}dir-then-file/child" not in m
+    assert m[f"{p}keep"]["mode"] == oct(0o750)
+    assert f"{p}keep/old" in m and f"{p}keep/new" in m
+    assert m[f"{p}parent"]["type"] == "dir" and m[f"{p}parent/child"]["type"] == "file"
+    assert m[f"{p}link-then-file"]["type"] == "file"
+    assert m[f"{p}keep"]["type"] == "dir"  # not written through the old symlink
 
 
 def test_hardlink_over_existing_and_before_target(rootfs: Path, resolver: str) -> None:
