@@ -1,15 +1,16 @@
 """Several processes write one store at once: overlapping ingests (some interrupted and
-resumed), tags on shared and private names, and gc running alongside. Afterwards nothing
-is lost (every tag present, index.json complete), nothing is corrupt (fsck clean) and gc
-never removed a blob a lease-holding writer had committed but not yet tagged."""
+resumed), tags on shared and private names, and gc in lock-step with them (barriers, not
+timing, decide the interleaving). Afterwards nothing is lost (every tag present,
+index.json complete), nothing is corrupt (fsck clean), and gc never ran while a writer
+held a lease over committed but untagged blobs."""
 
 from __future__ import annotations
 
 import json
 import multiprocessing
 import random
-import time
 import traceback
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
 from ociimg import spec
@@ -68,51 +69,63 @@ def write_image(store: Store, wid: int, rnd: int, rng: random.Random) -> Descrip
     return Descriptor(spec.OCI_MANIFEST, store.put_blob(manifest), len(manifest))
 
 
-def worker(store_path: str, wid: int) -> None:
+def worker(store_path: str, wid: int, barrier: Barrier) -> None:
     try:
         store = Store(store_path)
         rng = random.Random(1000 + wid)
         for rnd in range(ROUNDS):
             with store.lease():  # as pull does: blobs are unreferenced until the tag
                 desc = write_image(store, wid, rnd, rng)
+                barrier.wait()  # A: everyone's blobs committed, nothing tagged yet
+                barrier.wait()  # B: the collector has tried to gc
                 store.tag(f"example.com/w{wid}:r{rnd}", desc)
                 store.tag("example.com/shared:latest", desc)
+            barrier.wait()  # C: all tagged, all leases released
+            barrier.wait()  # D: the collector has collected
     except BaseException:
         traceback.print_exc()
+        barrier.abort()
         raise SystemExit(1) from None
 
 
-def collector(store_path: str, stop_file: str) -> None:
+def collector(store_path: str, barrier: Barrier) -> None:
+    """Each round: gc must be refused while writers hold leases over untagged blobs, and
+    once they have tagged, gc must remove exactly this round's garbage."""
     try:
         store = Store(store_path)
-        while not Path(stop_file).exists():
+        for rnd in range(ROUNDS):
+            garbage = store.put_blob(f"garbage of round {rnd}".encode())
+            barrier.wait()  # A
             try:
                 store.gc()
             except LockTimeout:
                 pass
-            time.sleep(0.01)
+            else:
+                raise AssertionError("gc ran while writers held leases")
+            barrier.wait()  # B
+            barrier.wait()  # C
+            result = store.gc(wait=True)
+            assert result.removed_blobs == 1, result
+            assert not store.has_blob(garbage)
+            barrier.wait()  # D
     except BaseException:
         traceback.print_exc()
+        barrier.abort()
         raise SystemExit(1) from None
 
 
 def test_concurrent_writers_and_gc(tmp_path: Path) -> None:
     store = Store.open(tmp_path)
-    # Garbage for the collector to find while the writers run.
-    garbage = store.put_blob(b"garbage" * 100)
     ctx = multiprocessing.get_context("fork")
-    stop = tmp_path / "stop"
-    gc_proc = ctx.Process(target=collector, args=(str(store.path), str(stop)))
-    gc_proc.start()
-    procs = [ctx.Process(target=worker, args=(str(store.path), w)) for w in range(WORKERS)]
+    barrier = ctx.Barrier(WORKERS + 1, timeout=120)
+    procs = [ctx.Process(target=worker, args=(str(store.path), w, barrier))
+             for w in range(WORKERS)]
+    procs.append(ctx.Process(target=collector, args=(str(store.path), barrier)))
     for p in procs:
         p.start()
     for p in procs:
-        p.join(timeout=300)
-    stop.touch()
-    gc_proc.join(timeout=60)
-    assert [p.exitcode for p in procs] == [0] * WORKERS
-    assert gc_proc.exitcode == 0
+        p.join(timeout=600)
+    assert [p.exitcode for p in procs] == [0] * (WORKERS + 1)
 
     names = {n for n, _ in store.refs()}
     expected = {f"example.com/w{w}:r{r}" for w in range(WORKERS) for r in range(ROUNDS)}
@@ -123,8 +136,6 @@ def test_concurrent_writers_and_gc(tmp_path: Path) -> None:
     for name in expected:
         _, manifest, config = store.image_for(name)
         assert len(manifest.layers) == 3 and config.env[0].startswith("W=")
-    # Everything on disk is reachable, the garbage went, no partial is left behind.
-    final = store.gc()
-    assert final.removed_blobs == 0
-    assert not store.has_blob(garbage)
+    # Everything on disk is reachable and no partial download is left behind.
+    assert store.gc().removed_blobs == 0
     assert list(store.ingest_dir.iterdir()) == []
