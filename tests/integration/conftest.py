@@ -47,3 +47,14 @@ def pushed_fixtures(registry: registry_server.RegistryServer, fixture_layout: Pa
     need(shutil.which("skopeo") is not None, "skopeo missing: apt-get install skopeo")
     work = tmp_path_factory.mktemp("push")
     return registry_server.push_layout(fixture_layout, FIXTURE_TAGS, registry, "fixtures", work)
+
+
+@pytest.fixture(scope="session")
+def auth_pushed_busybox(auth_registry: registry_server.RegistryServer, fixture_layout: Path,
+                        tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The ``busybox`` fixture pushed by skopeo (with the credentials) to ``auth_registry``:
+    "127.0.0.1:PORT/fixtures/busybox:latest", readable only with Basic auth."""
+    need(shutil.which("skopeo") is not None, "skopeo missing: apt-get install skopeo")
+    work = tmp_path_factory.mktemp("push-auth")
+    return registry_server.push_layout(fixture_layout, ["busybox"], auth_registry, "fixtures",
+                                       work)["busybox"]

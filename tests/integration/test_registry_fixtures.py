@@ -44,3 +44,29 @@ def test_pushed_fixtures_keep_their_digests(pushed_fixtures, fixture_layout, reg
         # skopeo pushed the bytes unchanged: pull tests can compare against the layout.
         assert resp.headers["Docker-Content-Digest"] == expected[tag]["digest"]
         assert resp.headers["Content-Type"] == expected[tag]["mediaType"]
+
+
+def test_auth_pushed_busybox_needs_credentials(auth_pushed_busybox, auth_registry,
+                                               fixture_layout) -> None:
+    import json
+
+    repo = auth_pushed_busybox.split("/", 1)[1].rsplit(":", 1)[0]
+    url = f"{auth_registry.url}/v2/{repo}/manifests/latest"
+    assert requests.get(url, headers={"Accept": ACCEPT}, timeout=5).status_code == 401
+    resp = requests.get(url, headers={"Accept": ACCEPT}, timeout=5,
+                        auth=(auth_registry.username, auth_registry.password))
+    assert resp.status_code == 200
+    index = json.loads((fixture_layout / "index.json").read_bytes())
+    busybox = next(d for d in index["manifests"]
+                   if d["annotations"]["org.opencontainers.image.ref.name"] == "busybox")
+    assert resp.headers["Docker-Content-Digest"] == busybox["digest"]
+
+
+def test_registry_deletes_are_enabled(pushed_fixtures, registry) -> None:
+    # Push and GC tests rely on DELETE working (storage.delete.enabled in our config).
+    # distribution checks storage.delete.enabled before looking the digest up: a digest
+    # nothing is stored under answers 404 when deletes are on, 405 UNSUPPORTED when off.
+    repo = pushed_fixtures["busybox"].split("/", 1)[1].rsplit(":", 1)[0]
+    missing = "sha256:" + "0" * 64
+    resp = requests.delete(f"{registry.url}/v2/{repo}/manifests/{missing}", timeout=5)
+    assert resp.status_code == 404, resp.text
