@@ -18,6 +18,7 @@ to libseccomp and loads it. Behaviour follows runc (``libcontainer/seccomp``):
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import tempfile
@@ -67,6 +68,7 @@ ATTR_CTL_NNP = 3
 ATTR_CTL_TSYNC = 4
 ATTR_CTL_LOG = 6
 ATTR_CTL_SSB = 7
+ATTR_API_SYSRAWRC = 9
 FLAGS: dict[str, int] = {
     "SECCOMP_FILTER_FLAG_TSYNC": ATTR_CTL_TSYNC,
     "SECCOMP_FILTER_FLAG_LOG": ATTR_CTL_LOG,
@@ -251,6 +253,10 @@ def new_context(filt: SeccompFilter) -> int:
     """A libseccomp context holding the whole filter; the caller releases it."""
     ctx = linux.seccomp_init(filt.default_action)
     try:
+        # libseccomp >= 2.5 reports kernel failures as ECANCELED unless asked for the
+        # raw errno; older versions don't know the attribute, which is fine.
+        with contextlib.suppress(OSError):
+            linux.seccomp_attr_set(ctx, ATTR_API_SYSRAWRC, 1)
         for attr, value in filt.attributes:
             linux.seccomp_attr_set(ctx, attr, value)
         _add_architectures(ctx, filt.architectures)
