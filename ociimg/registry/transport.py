@@ -50,7 +50,9 @@ Body = bytes | Callable[[], bytes | IO[bytes]] | None
 
 @dataclass
 class TransportOptions:
-    insecure: bool = False  # plain http for any host (loopback always gets http)
+    # insecure: TLS without verification if the host speaks it, else plain http
+    # (skopeo --tls-verify=false). Loopback hosts get plain http even without it.
+    insecure: bool = False
     ca_bundle: Path | None = None
     connect_timeout: float = 30.0
     read_timeout: float = 60.0
@@ -188,6 +190,10 @@ class Transport:
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers["User-Agent"] = USER_AGENT
+        self._schemes: dict[str, str] = {}
+        if self.options.insecure:
+            # The user opted out of verification; one warning per request is noise.
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
     def close(self) -> None:
         self.session.close()
@@ -195,7 +201,21 @@ class Transport:
     def base_url(self, host: str) -> str:
         if self.options.ca_bundle and not self.options.insecure:
             return f"https://{host}"  # a CA bundle asks for TLS, even on loopback
-        return f"{scheme_for(host, self.options.insecure)}://{host}"
+        if not self.options.insecure:
+            return f"{scheme_for(host)}://{host}"
+        if host not in self._schemes:
+            self._schemes[host] = self._probe_scheme(host)
+        return f"{self._schemes[host]}://{host}"
+
+    def _probe_scheme(self, host: str) -> str:
+        """For an insecure registry: https if anything answers TLS there, else http."""
+        try:
+            self.session.get(f"https://{host}/v2/", verify=False, allow_redirects=False,
+                             timeout=(self.options.connect_timeout,
+                                      self.options.read_timeout)).close()
+        except requests.exceptions.RequestException:
+            return "http"
+        return "https"
 
     def request(self, method: str, url: str, *, headers: Mapping[str, str] | None = None,
                 body: Body | Iterator[bytes] = None, stream: bool = False) -> requests.Response:
@@ -247,6 +267,8 @@ class Transport:
         data = body() if callable(body) else body
         proxies = proxies_for(url) if self.options.env_proxies else {}
         verify: bool | str = str(self.options.ca_bundle) if self.options.ca_bundle else True
+        if self.options.insecure:
+            verify = False
         try:
             with map_exceptions(urlsplit(url).netloc):
                 return self.session.request(

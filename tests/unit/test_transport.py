@@ -291,3 +291,25 @@ def test_ca_bundle_enables_tls_and_is_verified(tmp_path):
             make(ca_bundle=other, retries=0).request("GET", f"https://{host}/v2/")
     finally:
         server.stop()
+
+
+def test_insecure_uses_unverified_tls_when_offered_else_http(tmp_path, httpserver: HTTPServer):
+    import ssl
+
+    cert, key = self_signed(tmp_path, "selfsigned")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    tls = HTTPServer(host="127.0.0.1", port=0, ssl_context=ctx)
+    tls.start()
+    try:
+        tls.expect_request("/v2/").respond_with_json({})
+        t = make(insecure=True)
+        tls_host = f"127.0.0.1:{tls.port}"
+        assert t.base_url(tls_host) == f"https://{tls_host}"
+        assert t.request("GET", f"{t.base_url(tls_host)}/v2/").status_code == 200
+        plain_host = f"127.0.0.1:{httpserver.port}"
+        assert t.base_url(plain_host) == f"http://{plain_host}"
+        with pytest.raises(RegistryUnreachable, match="TLS error"):
+            make(retries=0).request("GET", f"https://{tls_host}/v2/")  # verified by default
+    finally:
+        tls.stop()
