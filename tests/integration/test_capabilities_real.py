@@ -1,0 +1,175 @@
+"""Capabilities applied for real in forked children, in the init's order
+(bounding → keepcaps → setgroups/setgid/setuid → clear keepcaps → capset/ambient)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ociimg.errors import ContainerError
+from ociimg.runtime import capabilities as caps
+from tests.conftest import need
+
+BUSYBOX = Path("/usr/bin/busybox")
+NET_BIND, KILL, CHOWN = (caps.CAPABILITIES[n] for n in
+                         ("CAP_NET_BIND_SERVICE", "CAP_KILL", "CAP_CHOWN"))
+
+
+def run_in_child(fn: Callable[[], Any]) -> tuple[int, Any]:
+    """fork; run ``fn`` in the child; return (wait status, fn's JSON result or error)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            out = json.dumps({"ok": fn()})
+        except BaseException as exc:  # noqa: BLE001 - report everything to the parent
+            out = json.dumps({"error": f"{type(exc).__name__}: {exc}"})
+            code = 1
+        try:
+            os.write(w, out.encode())
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    _, status = os.waitpid(pid, 0)
+    return status, json.loads(data) if data else None
+
+
+def as_lists(sets: dict[str, frozenset[int]]) -> dict[str, list[int]]:
+    return {k: sorted(v) for k, v in sets.items()}
+
+
+def become_user(spec: dict, uid: int = 1000, keepcaps: bool = True) -> list[str]:
+    """The init's sequence; returns the ambient capabilities the kernel refused."""
+    sets = caps.capability_sets(spec)
+    caps.drop_bounding(sets)
+    if keepcaps:
+        caps.prepare_setuid()
+    os.setgroups([])
+    os.setgid(uid)
+    os.setuid(uid)
+    if keepcaps:
+        caps.finish_setuid()
+    return caps.apply_capabilities(sets)
+
+
+def exec_status_caps() -> dict[str, list[int]]:
+    """The capability sets of a freshly exec'd program (busybox cat /proc/self/status)."""
+    out = subprocess.run([str(BUSYBOX), "cat", "/proc/self/status"], check=True,
+                         capture_output=True, text=True).stdout
+    return as_lists(caps.current_capabilities(out))
+
+
+@pytest.fixture(autouse=True)
+def _needs(root: None) -> None:
+    need(BUSYBOX.is_file(), "busybox-static missing: apt-get install busybox-static")
+    need(caps.CAPABILITIES["CAP_SETPCAP"] in caps.current_capabilities()["effective"],
+         "the test process lacks CAP_SETPCAP")
+
+
+ONE_CAP = {"bounding": ["CAP_NET_BIND_SERVICE", "CAP_KILL"],
+           "effective": ["CAP_NET_BIND_SERVICE"], "permitted": ["CAP_NET_BIND_SERVICE"],
+           "inheritable": ["CAP_NET_BIND_SERVICE"], "ambient": ["CAP_NET_BIND_SERVICE"]}
+
+
+def test_user_keeps_exactly_the_configured_caps_across_exec() -> None:
+    def child() -> dict:
+        refused = become_user(ONE_CAP)
+        return {"uid": os.getuid(), "refused": refused,
+                "self": as_lists(caps.current_capabilities()), "exec": exec_status_caps(),
+                "keepcaps": caps.linux.prctl(caps.linux.PR_GET_KEEPCAPS)}
+
+    status, result = run_in_child(child)
+    assert os.waitstatus_to_exitcode(status) == 0, result
+    got = result["ok"]
+    assert got["uid"] == 1000 and got["refused"] == [] and got["keepcaps"] == 0
+    assert got["self"] == {"inheritable": [NET_BIND], "permitted": [NET_BIND],
+                           "effective": [NET_BIND], "bounding": sorted([NET_BIND, KILL]),
+                           "ambient": [NET_BIND]}
+    # Ambient is what carries a capability into a non-root program's exec.
+    assert got["exec"]["effective"] == [NET_BIND]
+    assert got["exec"]["bounding"] == sorted([NET_BIND, KILL])
+
+
+def test_without_ambient_a_user_program_gets_no_caps() -> None:
+    spec = {**ONE_CAP, "ambient": []}
+
+    def child() -> dict:
+        become_user(spec)
+        return {"self": as_lists(caps.current_capabilities()), "exec": exec_status_caps()}
+
+    _, result = run_in_child(child)
+    assert result["ok"]["self"]["effective"] == [NET_BIND]
+    assert result["ok"]["exec"]["effective"] == []
+    assert result["ok"]["exec"]["ambient"] == []
+
+
+def test_setuid_without_keepcaps_loses_permitted_so_capset_fails() -> None:
+    def child() -> str:
+        try:
+            become_user(ONE_CAP, keepcaps=False)
+        except ContainerError as exc:
+            return str(exc)
+        return "applied"
+
+    _, result = run_in_child(child)
+    assert result["ok"].startswith("set capabilities:")
+    assert "Operation not permitted" in result["ok"]
+
+
+def test_ambient_not_in_inheritable_is_refused_and_reported() -> None:
+    spec = {**ONE_CAP, "inheritable": []}
+
+    def child() -> dict:
+        refused = become_user(spec)
+        return {"refused": refused, "ambient": sorted(caps.current_capabilities()["ambient"])}
+
+    _, result = run_in_child(child)
+    assert result["ok"] == {"refused": ["CAP_NET_BIND_SERVICE"], "ambient": []}
+
+
+@pytest.mark.parametrize("keep_chown", [True, False])
+def test_root_without_cap_chown_cannot_chown(tmp_path: Path, keep_chown: bool) -> None:
+    target = tmp_path / "owned"
+    target.write_text("x")
+    names = ["CAP_CHOWN", "CAP_KILL"] if keep_chown else ["CAP_KILL"]
+    spec = {k: names for k in ("bounding", "effective", "permitted")}
+
+    def child() -> int:
+        sets = caps.capability_sets(spec)
+        caps.drop_bounding(sets)
+        caps.apply_capabilities(sets)
+        try:
+            os.chown(target, 1000, 1000)
+            return 0
+        except OSError as exc:
+            return exc.errno or -1
+
+    _, result = run_in_child(child)
+    if keep_chown:
+        assert result == {"ok": 0}
+        assert target.stat().st_uid == 1000
+    else:
+        assert result == {"ok": errno.EPERM}
+        assert target.stat().st_uid == 0
+
+
+def test_dict_form_and_unknown_names() -> None:
+    def child() -> dict:
+        refused = caps.apply_capabilities({"effective": ["CAP_KILL", "CAP_WARP_DRIVE"],
+                                           "permitted": ["CAP_KILL"]})
+        return {"refused": refused, "self": as_lists(caps.current_capabilities())}
+
+    _, result = run_in_child(child)
+    assert result["ok"]["self"]["effective"] == [KILL]
+    assert result["ok"]["self"]["permitted"] == [KILL]
+    assert result["ok"]["refused"] == []
