@@ -70,3 +70,27 @@ def test_registry_deletes_are_enabled(pushed_fixtures, registry) -> None:
     missing = "sha256:" + "0" * 64
     resp = requests.delete(f"{registry.url}/v2/{repo}/manifests/{missing}", timeout=5)
     assert resp.status_code == 404, resp.text
+
+
+def skopeo_inspect(ref: str, *extra: str) -> dict:
+    import json
+    import subprocess
+
+    out = subprocess.run(["skopeo", *extra, "inspect", "--tls-verify=false", f"docker://{ref}"],
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out)
+
+
+def test_multiarch_selects_per_platform_in_skopeo(pushed_fixtures) -> None:
+    # A reference client picks the right entry of our index for each platform.
+    from tests.conftest import load_build_images
+
+    host = load_build_images().host_arch()
+    ref = pushed_fixtures["multiarch"]
+    assert skopeo_inspect(ref)["Architecture"] == host
+    other = "amd64" if host == "arm64" else "arm64"
+    variant = ["--override-variant", "v8"] if other == "arm64" else []
+    marker = skopeo_inspect(ref, "--override-arch", other, *variant)
+    assert marker["Architecture"] == other and marker["Labels"]["fixture.arch"] == other
+    docker_v2 = skopeo_inspect(pushed_fixtures["docker-v2"])
+    assert docker_v2["Architecture"] == host and docker_v2["Env"][0].startswith("PATH=")
