@@ -23,7 +23,8 @@ def _start(tmp_path_factory: pytest.TempPathFactory, auth: bool) -> registry_ser
 
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[registry_server.RegistryServer]:
-    """Plain-HTTP docker-registry on 127.0.0.1:<free port> (delete enabled), session-wide."""
+    """Plain-HTTP docker-registry on 127.0.0.1:<free port> (delete enabled), session-wide:
+    give each test its own repository name (e.g. from the test's name)."""
     server = _start(tmp_path_factory, auth=False)
     yield server
     server.stop()
