@@ -30,7 +30,9 @@ from ociimg.layers import paths
 from ociimg.runtime import linux, profiles
 from ociimg.spec import ImageConfig
 
-OCI_VERSION = "1.2.0"
+# 1.1.0, not 1.2.0: Debian's crun 1.8 refuses configs that claim a newer spec than it knows,
+# and nothing we generate needs a 1.2 field.
+OCI_VERSION = "1.1.0"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CPU_PERIOD = 100_000
 # Not an org.opencontainers.* key: image-spec reserves that prefix for the specs themselves.

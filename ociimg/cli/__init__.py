@@ -21,8 +21,9 @@ def _report(message: str, hint: str | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     command = typer_main()
     try:
-        command.main(args=argv if argv is not None else sys.argv[1:], prog_name="ociimg",
-                     standalone_mode=False)
+        # With standalone_mode=False, click returns typer.Exit's code instead of raising.
+        result = command.main(args=argv if argv is not None else sys.argv[1:],
+                              prog_name="ociimg", standalone_mode=False)
     except OciimgError as exc:
         if STATE.debug:
             raise
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         stderr.print("ociimg: interrupted")
         return 130
-    return 0
+    return result if isinstance(result, int) else 0
 
 
 def typer_main() -> click.Command:

@@ -38,6 +38,32 @@ def parse_volume(text: str) -> tuple[str, str, bool]:
     return str(host), parts[1], len(parts) == 3 and parts[2] == "ro"
 
 
+def parse_pairs(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise OciimgError(f"invalid annotation {item!r}", hint="use KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def parse_security_opts(items: list[str]) -> dict[str, bool]:
+    """The podman/docker --security-opt values ociimg understands."""
+    known = {"seccomp=unconfined": ("seccomp", False),
+             "no-new-privileges": ("no_new_privileges", True),
+             "no-new-privileges=true": ("no_new_privileges", True),
+             "no-new-privileges=false": ("no_new_privileges", False)}
+    out = {}
+    for item in items:
+        if item not in known:
+            raise OciimgError(f"unsupported --security-opt {item!r}",
+                              hint="supported: " + ", ".join(known))
+        key, value = known[item]
+        out[key] = value
+    return out
+
+
 @app.command(context_settings={"allow_interspersed_args": False})
 def run(
     image: str = typer.Argument(..., help="Image: store name, oci:PATH[:TAG] or registry "
@@ -61,6 +87,11 @@ def run(
     pids_limit: int = typer.Option(None, "--pids-limit", help="Maximum number of processes."),
     network: str = typer.Option("none", "--network", "--net",
                                 help="none (own namespace, loopback only) or host."),
+    cap_add: list[str] = typer.Option([], "--cap-add", help="Add a capability (or ALL)."),
+    cap_drop: list[str] = typer.Option([], "--cap-drop", help="Drop a capability (or ALL)."),
+    security_opt: list[str] = typer.Option([], "--security-opt",
+                                           help="seccomp=unconfined or no-new-privileges=false."),
+    annotation: list[str] = typer.Option([], "--annotation", help="Add KEY=VALUE to config."),
     platform: str = typer.Option(None, "--platform", help=PLATFORM_HELP),
     insecure: bool = typer.Option(False, "--insecure", help=INSECURE_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No pull/unpack progress."),
@@ -79,7 +110,9 @@ def run(
         env=list(env), cwd=workdir, user=user, hostname=hostname, terminal=tty,
         readonly_rootfs=read_only, mounts=[parse_volume(v) for v in volume],
         tmpfs=list(tmpfs), network=network,
-        memory=parse_size(memory) if memory else None, cpus=cpus, pids_limit=pids_limit)
+        memory=parse_size(memory) if memory else None, cpus=cpus, pids_limit=pids_limit,
+        cap_add=list(cap_add), cap_drop=list(cap_drop), annotations=parse_pairs(annotation),
+        **parse_security_opts(security_opt))
     options = containers.RunOptions(name=name, detach=detach, remove=rm,
                                     interactive=interactive, bundle=bundle)
     with progress_for(quiet) as progress:

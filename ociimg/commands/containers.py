@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ociimg.bundle import BundleOptions, to_runtime_config, write_bundle
-from ociimg.commands.resolve import ResolvedImage
+from ociimg.commands.resolve import ResolvedImage, warn_unsafe_labels
 from ociimg.errors import AlreadyExists, ContainerError, ContainerNotFound, OciimgError
 from ociimg.events import NullProgress, Progress
 from ociimg.fsutil import atomic_write, remove_tree
@@ -84,6 +84,7 @@ def create_container(image: ResolvedImage, root: Path, options: RunOptions,
         if bundle_options.hostname is None:
             bundle_options = _with(bundle_options, hostname=cid[:12])
         config = to_runtime_config(image.config, bundle_options, tmp / "rootfs")
+        warn_unsafe_labels(image, progress)
         write_bundle(tmp, config)
         meta = {"id": cid, "name": options.name, "image": image.name,
                 "digest": str(image.descriptor.digest), "command": config["process"]["args"],

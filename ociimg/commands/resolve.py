@@ -7,6 +7,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from ociimg.bundle import unsafe_labels
 from ociimg.errors import ImageNotFound, InvalidReference
 from ociimg.events import NullProgress, Progress
 from ociimg.reference import LayoutReference, Reference, parse_image_name, parse_reference
@@ -91,3 +92,11 @@ def _pull_missing(text: str, store: Store, platform: Platform,
         options = dataclasses.replace(options, platform=platform)
     result = pull(ref, store, options, progress)
     return str(result.reference)
+
+
+def warn_unsafe_labels(image: ResolvedImage, progress: Progress) -> None:
+    """Labels a runtime would act on are dropped from the annotations; say so."""
+    dropped = unsafe_labels(image.config)
+    if dropped:
+        progress.log(f"warning: image labels not copied to annotations (reserved for "
+                     f"runtimes): {', '.join(dropped)}")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ociimg.bundle import BundleOptions, to_runtime_config, write_bundle
-from ociimg.commands.resolve import ResolvedImage
+from ociimg.commands.resolve import ResolvedImage, warn_unsafe_labels
 from ociimg.errors import AlreadyExists, OciimgError
 from ociimg.events import NullProgress, Progress
 from ociimg.fsutil import remove_tree, temp_dir_beside
@@ -56,6 +56,7 @@ def unpack_image(image: ResolvedImage, dest: Path, root: Path, options: UnpackOp
             unpack_rootfs(image.store, image.manifest, image.config, rootfs, progress)
         try:
             config = to_runtime_config(image.config, options.bundle, rootfs)
+            warn_unsafe_labels(image, progress)
             write_bundle(tmp, config)
             if dest.exists():
                 remove_bundle(dest)

@@ -1,0 +1,5 @@
+import sys
+
+from ociimg.cli import main
+
+sys.exit(main())

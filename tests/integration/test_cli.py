@@ -1,0 +1,182 @@
+"""The `ociimg` command line end to end, as a user runs it: a real registry on loopback,
+real overlay mounts, the built-in runtime. Each test checks what a person would see
+(stdout, one-line errors, exit codes) and that nothing of ours is left mounted."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.usefixtures("root")
+
+
+def ociimg(root: Path, *args: str, check: bool = True, timeout: float = 120,
+           input: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OCIIMG_ROOT": str(root)}
+    proc = subprocess.run([sys.executable, "-m", "ociimg", *args], env=env, text=True,
+                          capture_output=True, timeout=timeout, input=input)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"ociimg {' '.join(args)} exited {proc.returncode}\n"
+                             f"stdout: {proc.stdout}\nstderr: {proc.stderr}")
+    return proc
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines and lines[0].startswith("ociimg: error: "), proc.stderr
+    assert len([line for line in lines if line.startswith("ociimg: error")]) == 1
+    for needle in needles:
+        assert needle in proc.stderr, proc.stderr
+
+
+def mounts_under(path: Path) -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [line.split()[4] for line in f if line.split()[4].startswith(str(path))]
+
+
+@pytest.fixture
+def ociroot(tmp_path: Path):
+    root = tmp_path / "root"
+    yield root
+    leftover = mounts_under(tmp_path)
+    for m in reversed(leftover):
+        subprocess.run(["umount", "-l", m], check=False)
+    assert not leftover, f"mounts left behind: {leftover}"
+
+
+@pytest.fixture
+def busybox(pushed_fixtures: dict[str, str]) -> str:
+    return pushed_fixtures["busybox"]
+
+
+def test_pull_then_images_and_inspect(ociroot: Path, busybox: str, fixture_layout: Path) -> None:
+    out = json.loads(ociimg(ociroot, "pull", "--json", busybox).stdout)
+    index = json.loads((fixture_layout / "index.json").read_text())
+    expected = next(m["digest"] for m in index["manifests"]
+                    if m["annotations"]["org.opencontainers.image.ref.name"] == "busybox")
+    assert out["digest"] == expected  # the registry's digest, bytes kept as received
+    names = [row["name"] for row in json.loads(ociimg(ociroot, "images", "--json").stdout)]
+    assert busybox in names
+    doc = json.loads(ociimg(ociroot, "inspect", "--json", busybox).stdout)
+    assert doc["config"]["config"]["Cmd"] == ["/bin/sh"]
+    assert len(doc["layers"]) == 1
+    text = ociimg(ociroot, "inspect", busybox).stdout
+    assert "Layers:       1" in text
+    # A second pull downloads nothing and gives the same digest.
+    again = json.loads(ociimg(ociroot, "pull", "--json", busybox).stdout)
+    assert again["digest"] == expected
+    assert "store is clean" in ociimg(ociroot, "fsck").stdout
+
+
+def test_user_errors_are_one_line(ociroot: Path, registry, busybox: str) -> None:
+    assert_one_line_error(ociimg(ociroot, "pull", f"{registry.host}/fixtures/busybox:nope",
+                                 check=False), "nope")
+    assert_one_line_error(ociimg(ociroot, "pull", f"{registry.host}/no/such/repo:1",
+                                 check=False))
+    assert_one_line_error(ociimg(ociroot, "pull", "Upper/Case", check=False), "Upper/Case")
+    assert_one_line_error(ociimg(ociroot, "pull", "127.0.0.1:9/x:1", check=False), "127.0.0.1:9")
+    assert_one_line_error(ociimg(ociroot, "inspect", "not-pulled:1", check=False), "not-pulled")
+    assert_one_line_error(ociimg(ociroot, "run", "--memory", "lots", busybox, "true",
+                                 check=False), "lots")
+    # Nothing half-written: the store holds no blob and no tag for the failed pulls.
+    assert json.loads(ociimg(ociroot, "images", "--json").stdout) == []
+
+
+def test_unpack_bundle_runs_under_our_runtime(ociroot: Path, busybox: str,
+                                             tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    ociimg(ociroot, "unpack", busybox, str(bundle), "echo", "hello")
+    config = json.loads((bundle / "config.json").read_text())
+    assert config["process"]["args"] == ["echo", "hello"]
+    assert (bundle / "rootfs" / "bin" / "busybox").is_file()
+    cid = f"t{os.getpid()}"
+    proc = ociimg(ociroot, "runtime", "run", "--bundle", str(bundle), cid)
+    assert proc.stdout == "hello\n"
+    # An existing bundle is not overwritten without --force.
+    assert_one_line_error(ociimg(ociroot, "unpack", busybox, str(bundle), check=False),
+                          "--force")
+    ociimg(ociroot, "unpack", "--force", busybox, str(bundle))
+
+
+def test_unpack_overlay_and_umount(ociroot: Path, busybox: str, tmp_path: Path) -> None:
+    bundle = tmp_path / "ovl"
+    ociimg(ociroot, "unpack", "--overlay", busybox, str(bundle))
+    assert mounts_under(bundle) == [str(bundle / "rootfs")]
+    assert (bundle / "rootfs" / "bin" / "busybox").is_file()
+    ociimg(ociroot, "umount", str(bundle))
+    assert mounts_under(bundle) == []
+
+
+def test_run_attached_exit_codes_and_isolation(ociroot: Path, busybox: str) -> None:
+    ociimg(ociroot, "pull", "-q", busybox)
+    assert ociimg(ociroot, "run", "--rm", busybox, "echo", "hi").stdout == "hi\n"
+    proc = ociimg(ociroot, "run", "--rm", busybox, "sh", "-c", "exit 3", check=False)
+    assert proc.returncode == 3
+    proc = ociimg(ociroot, "run", "--rm", busybox, "sh", "-c", "echo $$")
+    assert proc.stdout == "1\n"  # the program is PID 1 of its own pid namespace
+    proc = ociimg(ociroot, "run", "--rm", "--hostname", "box", busybox, "hostname")
+    assert proc.stdout == "box\n"
+    missing = ociimg(ociroot, "run", "--rm", busybox, "/no/such/program", check=False)
+    assert missing.returncode == 127
+    assert "/no/such/program" in missing.stderr and "Traceback" not in missing.stderr
+    proc = ociimg(ociroot, "run", "--rm", "-e", "GREETING=hey", "-w", "/tmp", busybox,
+                  "sh", "-c", "echo $GREETING; pwd")
+    assert proc.stdout == "hey\n/tmp\n"
+    assert json.loads(ociimg(ociroot, "ps", "-a", "--json").stdout) == []
+
+
+def test_run_detached_logs_stop_rm(ociroot: Path, busybox: str) -> None:
+    # PID 1 of a pid namespace ignores signals it has no handler for: trap SIGTERM.
+    cid = ociimg(ociroot, "run", "-d", "--name", "web", busybox, "sh", "-c",
+                 "trap 'exit 7' TERM; echo started; while :; do sleep 0.1; done").stdout.strip()
+    assert len(cid) == 64
+    deadline = time.monotonic() + 10
+    while "started" not in ociimg(ociroot, "logs", "web").stdout:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    rows = json.loads(ociimg(ociroot, "ps", "--json").stdout)
+    assert [(r["name"], r["status"]) for r in rows] == [("web", "running")]
+    assert_one_line_error(ociimg(ociroot, "run", "-d", "--name", "web", busybox, "true",
+                                 check=False), "web")
+    assert_one_line_error(ociimg(ociroot, "rm", "web", check=False), "running")
+    ociimg(ociroot, "stop", "--time", "5", "web")
+    deadline = time.monotonic() + 10
+    while True:
+        rows = json.loads(ociimg(ociroot, "ps", "-a", "--json").stdout)
+        if rows[0]["status"] == "exited":
+            break
+        assert time.monotonic() < deadline, rows
+        time.sleep(0.1)
+    assert rows[0]["exitCode"] == 7  # the StopSignal reached the program's handler
+    ociimg(ociroot, "rm", cid[:12])
+    assert json.loads(ociimg(ociroot, "ps", "-a", "--json").stdout) == []
+
+
+def test_stop_kills_a_program_that_ignores_sigterm(ociroot: Path, busybox: str) -> None:
+    ociimg(ociroot, "run", "-d", "--name", "stubborn", busybox, "sleep", "300")
+    ociimg(ociroot, "stop", "--time", "0.5", "stubborn")
+    deadline = time.monotonic() + 10
+    while (row := json.loads(ociimg(ociroot, "ps", "-a", "--json").stdout)[0])["status"] \
+            != "exited":
+        assert time.monotonic() < deadline, row
+        time.sleep(0.1)
+    assert row["exitCode"] == 128 + 9
+    ociimg(ociroot, "rm", "stubborn")
+
+
+def test_rmi_and_gc_free_space(ociroot: Path, busybox: str) -> None:
+    ociimg(ociroot, "pull", "-q", busybox)
+    ociimg(ociroot, "run", "--rm", busybox, "true")  # makes snapshots
+    ociimg(ociroot, "rmi", "--no-prune", busybox)
+    report = json.loads(ociimg(ociroot, "gc", "--json").stdout)
+    assert report["removedBlobs"] >= 3 and report["bytesFreed"] > 0
+    assert report["removedSnapshots"] == 1
+    assert not list((ociroot / "store" / "blobs" / "sha256").iterdir())
