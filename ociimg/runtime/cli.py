@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rootless", default=None, help="accepted for compatibility")
     p.add_argument("--criu", default=None, help=argparse.SUPPRESS)
     p.add_argument("-v", "--version", action="store_true")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub = p.add_subparsers(dest="verb", metavar="COMMAND")
 
     for name in ("create", "run"):
         c = sub.add_parser(name)
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.version:
         print(f"ociimg-runtime version {VERSION}\nspec: {SPEC_VERSION}")
         return 0
-    if not args.command:
+    if not args.verb:
         build_parser().print_usage(sys.stderr)
         return 2
     log = _Log(args.log, args.log_format, args.debug)
@@ -223,13 +223,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.systemd_cgroup:
             raise OciimgError("--systemd-cgroup: the systemd cgroup driver is not supported",
                               hint="use the cgroupfs manager (podman --cgroup-manager cgroupfs)")
-        return COMMANDS[args.command](args, root)
+        return COMMANDS[args.verb](args, root)
     except OciimgError as exc:
         _report(log, exc.message, exc.hint)
         return exc.exit_code
     except OSError as exc:
         where = f": {exc.filename}" if exc.filename else ""
-        _report(log, f"{args.command}: {exc.strerror or exc}{where}", None)
+        _report(log, f"{args.verb}: {exc.strerror or exc}{where}", None)
         return 1
 
 

@@ -279,3 +279,73 @@ def test_version_and_features() -> None:
                                       check=True, cwd=REPO).stdout)
     assert feats["ociVersionMin"].startswith("1.") and "linux" in feats
     assert "mount" in feats["linux"]["namespaces"]
+
+
+def test_exec_joins_namespaces_and_returns_code(env: tuple[Path, Path]) -> None:
+    bundle, state_root = env
+    set_args(bundle, ["sleep", "100"])
+    runtime(state_root, "run", "-d", "-b", str(bundle), "c1", check=True)
+    proc = runtime(state_root, "exec", "c1", "sh", "-c",
+                   "echo pid=$$; hostname; cat /proc/1/cmdline | tr '\\0' ' '; echo; "
+                   "grep NoNewPrivs /proc/self/status; exit 7")
+    assert proc.returncode == 7, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] != "pid=1" and lines[1] == "ociimg-test"
+    assert lines[2].strip() == "sleep 100" and lines[3].split() == ["NoNewPrivs:", "1"]
+    who = runtime(state_root, "exec", "--user", "65534:65534", "--cwd", "/tmp", "c1",
+                  "sh", "-c", "id -u; pwd", check=True)
+    assert who.stdout.split() == ["65534", "/tmp"]
+    missing = runtime(state_root, "exec", "c1", "no-such-program")
+    assert missing.returncode == 127 and "not found" in missing.stderr
+    runtime(state_root, "delete", "-f", "c1", check=True)
+
+
+def test_console_socket_receives_pty_master(env: tuple[Path, Path], tmp_path: Path) -> None:
+    import socket
+    import threading
+    bundle, state_root = env
+    config = base_config(["sh", "-c", "tty; exit 5"])
+    config["process"]["terminal"] = True
+    write_config(bundle, config)
+    sock_path = str(tmp_path / "console.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(sock_path)
+    server.listen(1)
+    got: dict = {}
+
+    def receive() -> None:
+        conn, _ = server.accept()
+        msg, fds, _, _ = socket.recv_fds(conn, 4096, 1)
+        got["name"], got["fd"] = msg.decode(), fds[0]
+        conn.close()
+    thread = threading.Thread(target=receive)
+    thread.start()
+    runtime(state_root, "create", "-b", str(bundle), "--console-socket", sock_path, "c1",
+            check=True)
+    thread.join(timeout=30)
+    server.close()
+    assert got["name"].startswith("/dev/pts/")
+    runtime(state_root, "start", "c1", check=True)
+    out = b""
+    while True:
+        try:
+            data = os.read(got["fd"], 4096)
+        except OSError:  # EIO once the container side closed
+            break
+        if not data:
+            break
+        out += data
+    os.close(got["fd"])
+    assert got["name"].encode() in out
+    wait_for(lambda: state_of(state_root, "c1")["status"] == "stopped")
+    runtime(state_root, "delete", "c1", check=True)
+
+
+def test_terminal_without_console_socket_is_refused_for_create(env: tuple[Path, Path]) -> None:
+    bundle, state_root = env
+    config = base_config(["true"])
+    config["process"]["terminal"] = True
+    write_config(bundle, config)
+    proc = runtime(state_root, "create", "-b", str(bundle), "c1")
+    assert proc.returncode != 0 and "--console-socket" in proc.stderr
+    assert not (state_root / "c1").exists()

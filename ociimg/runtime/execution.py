@@ -1,0 +1,170 @@
+"""``exec``: run another process in a running container (runc setns_init_linux.go).
+
+The runtime forks a child that joins the container's cgroup (placed by the parent before it
+enters anything), opens every /proc/<init>/ns/* and setns()es into them — user first, mount
+last — then forks again so the grandchild is inside the pid ns. The grandchild applies the
+process's user, capabilities, no_new_privs and seccomp (prepared while the host fs was still
+visible) and execs. A CLOEXEC sync socket tells the parent whether execve happened.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import socket
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from ociimg.errors import ContainerError
+from ociimg.fsutil import atomic_write
+from ociimg.runtime import capabilities, hooks, init, linux, namespaces, process, seccomp, state
+from ociimg.runtime.config import ProcessSpec, RuntimeConfig, User, load_config, parse_process
+from ociimg.runtime.console import open_pty
+
+
+def exec_from_cli(root: str, args: argparse.Namespace) -> int:
+    cst = state.load_state(root, args.id)
+    if state.derive_status(root, cst) == "stopped":
+        raise ContainerError(f"cannot exec in a stopped container {args.id}",
+                             hint="start the container first")
+    config = load_config(cst.bundle)
+    spec = process_from_args(config, args)
+    return exec_process(cst, config, spec, detach=args.detach,
+                        pid_file=Path(args.pid_file) if args.pid_file else None,
+                        console_socket=args.console_socket)
+
+
+def process_from_args(config: RuntimeConfig, args: argparse.Namespace) -> ProcessSpec:
+    if args.process:
+        return parse_process(json.loads(Path(args.process).read_text()), "process.json")
+    command = [c for c in args.command if c != "--"] if args.command else []
+    if not command:
+        raise ContainerError("exec: no command given", hint="ociimg-runtime exec ID CMD...")
+    base = config.process or ProcessSpec(args=("sh",))
+    user = base.user
+    if args.user:
+        uid, _, gid = args.user.partition(":")
+        user = User(uid=int(uid), gid=int(gid) if gid else 0)
+    return replace(base, args=tuple(command), env=base.env + tuple(args.env),
+                   cwd=args.cwd or base.cwd, user=user, terminal=args.tty,
+                   no_new_privileges=base.no_new_privileges or args.no_new_privs)
+
+
+def exec_process(cst: state.ContainerState, config: RuntimeConfig, spec: ProcessSpec, *,
+                 detach: bool = False, pid_file: Path | None = None,
+                 console_socket: str | None = None) -> int:
+    if not detach:
+        linux.set_child_subreaper()
+    console = ours = None
+    if spec.terminal:
+        if console_socket:
+            from ociimg.runtime.console import connect_console_socket
+            console = connect_console_socket(console_socket)
+        else:
+            ours, console = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    ns_paths = namespaces.process_namespace_paths(cst.pid, [ns.type for ns in config.namespaces])
+    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid1 = os.fork()
+    if pid1 == 0:  # pragma: no cover - child
+        parent_sock.close()
+        try:
+            _join_and_exec(config, spec, ns_paths, child_sock, console)
+        except BaseException as exc:  # noqa: BLE001
+            process.send_msg(child_sock, process.error_msg(exc))
+        os._exit(1)
+    child_sock.close()
+    if console:
+        console.close()
+    try:
+        pid = _drive_exec(cst, parent_sock, pid1)
+    finally:
+        parent_sock.close()
+        os.waitpid(pid1, 0)
+    if pid_file:
+        atomic_write(pid_file, str(pid).encode())
+    if detach:
+        return 0
+    if ours is not None:
+        from ociimg.runtime.console import proxy_terminal, receive_master
+        master = receive_master(ours)
+        ours.close()
+        proxy_terminal(master, None)
+        os.close(master)
+    _, status = os.waitpid(pid, 0)
+    return hooks.exit_code(status)
+
+
+def _drive_exec(cst: state.ContainerState, sock: socket.socket, pid1: int) -> int:
+    pid = 0
+    while True:
+        msg = process.recv_msg(sock)
+        if msg is None:  # the sync socket closed on a successful execve
+            if not pid:
+                raise ContainerError(f"exec in {cst.id}: process setup failed")
+            return pid
+        if msg["type"] == "error":
+            process.raise_from_msg(msg, cst.id)
+        elif msg["type"] == "ready":
+            if cst.cgroup:
+                from ociimg.runtime.container import _cgroups
+                if _cgroups():
+                    _cgroups().load_manager(cst.cgroup).apply(pid1)
+            process.send_msg(sock, {"type": "go"})
+        elif msg["type"] == "pid":
+            pid = msg["pid"]
+
+
+def _join_and_exec(config: RuntimeConfig, spec: ProcessSpec, ns_paths: dict[str, str],
+                   sock: socket.socket, console: socket.socket | None) -> None:
+    process.send_msg(sock, {"type": "ready"})
+    if (process.recv_msg(sock) or {}).get("type") != "go":
+        os._exit(1)
+    cap_sets = (capabilities.capability_sets(spec.capabilities,
+                                             last_cap=capabilities.kernel_last_cap())
+                if spec.capabilities is not None else None)
+    seccomp_ctx = (seccomp.new_context(seccomp.build_filter(config.seccomp))
+                   if config.seccomp is not None else None)
+    namespaces.join_namespaces(ns_paths)
+    init.forget_host_imports()
+    pid = os.fork()
+    if pid:
+        process.send_msg(sock, {"type": "pid", "pid": pid})
+        os._exit(0)
+    try:
+        _exec_inside(spec, cap_sets, seccomp_ctx, console)
+    except BaseException as exc:  # noqa: BLE001
+        process.send_msg(sock, process.error_msg(exc))
+        os._exit(127 if isinstance(exc, ContainerError) and exc.exit_code == 127 else 1)
+
+
+def _exec_inside(spec: ProcessSpec, cap_sets: Any, seccomp_ctx: int | None,
+                 console: socket.socket | None) -> None:
+    os.setsid()
+    if spec.terminal and console is not None:
+        _attach_pty(console, spec)
+    ctx = init.InitContext(config=None, options=None, sock=None, process=spec,  # type: ignore
+                           rootfs="/", cap_sets=cap_sets, seccomp_ctx=seccomp_ctx)
+    if spec.no_new_privileges:
+        linux.set_no_new_privs()
+    else:
+        init.load_seccomp(ctx)
+    init.change_user(ctx)
+    init.change_dir(spec.cwd)
+    path = init.lookup_executable(spec)
+    init.load_seccomp(ctx)
+    init.close_fds(0)
+    os.execve(path, list(spec.args), init.env_dict(spec.env))
+
+
+def _attach_pty(console: socket.socket, spec: ProcessSpec) -> None:
+    master, slave, path = open_pty(spec.console_size)
+    socket.send_fds(console, [path.encode()], [master])
+    os.close(master)
+    console.close()
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    os.close(slave)
+    fcntl.ioctl(0, 0x540E, 0)  # TIOCSCTTY
