@@ -65,3 +65,12 @@ def build_image(store: Store, layers: list[bytes], *, how: str = "gzip",
     }).encode()
     store.put_blob(manifest_raw)
     return parse_manifest(manifest_raw), parse_config(config_raw)
+
+
+def image_from_layout(layout_store: Store, tag: str) -> tuple[Manifest, ImageConfig]:
+    """Manifest and config of the image tagged ``tag`` (a short ref name) in a layout."""
+    index = json.loads(layout_store.index_path.read_bytes())
+    desc = next(m for m in index["manifests"]
+                if m.get("annotations", {}).get(spec.ANNOTATION_REF_NAME) == tag)
+    manifest = parse_manifest(layout_store.read_blob(Digest.parse(desc["digest"])))
+    return manifest, parse_config(layout_store.read_blob(manifest.config.digest))

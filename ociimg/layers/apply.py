@@ -148,6 +148,7 @@ class _Applier:
         self._opaque: set[str] = set()
         self._dirs: list[tuple[list[str], int, int, int]] = []  # parts, mode, atime, mtime
         self._links: list[tuple[list[str], list[str], str]] = []  # deferred hardlinks
+        self._times: dict[str, tuple[list[str], int, int]] = {}  # dirs we changed
         self._euid, self._egid = os.geteuid(), os.getegid()
         self._lower_res = [paths.Resolver(os.open(p, _DIR_OPEN)) for p in options.lowers]
 
@@ -179,8 +180,7 @@ class _Applier:
         self._note_layer_path(parts)
         if self.overlay:
             self._ensure_overlay_parents(parts[:-1])
-        pfd = self.res.dir(parts[:-1], create=True)
-        assert pfd is not None
+        pfd = self._parent_dir(parts[:-1])
         try:
             self._create(pfd, parts, info, tf)
         except OSError as exc:
@@ -208,6 +208,28 @@ class _Applier:
         else:
             self.warn(f"type-{info.type!r}", f"skipped tar entry {info.name!r} of "
                       f"unsupported type {info.type!r}")
+
+    def _parent_dir(self, parent: list[str]) -> int:
+        """The entry's parent dir, created if missing; its times are remembered first."""
+        pfd = self.res.dir(parent)
+        if pfd is None:
+            for i in range(len(parent) - 1, -1, -1):  # the deepest ancestor that exists
+                afd = self.res.dir(parent[:i])
+                if afd is not None:
+                    self._remember_times(parent[:i], afd)
+                    break
+            pfd = self.res.dir(parent, create=True)
+            assert pfd is not None
+        self._remember_times(parent, pfd)
+        return pfd
+
+    def _remember_times(self, parts: list[str], fd: int) -> None:
+        """Adding or removing a child changes a dir's mtime; put it back at the end,
+        like umoci restoring the parent's metadata after each entry (§C1 #11)."""
+        key = "/".join(parts)
+        if key not in self._times:
+            st = os.fstat(fd)
+            self._times[key] = (parts, st.st_atime_ns, st.st_mtime_ns)
 
     def _note_layer_path(self, parts: list[str]) -> None:
         for i in range(len(parts), 0, -1):
@@ -381,8 +403,10 @@ class _Applier:
             return  # whiteouts hide lower layers only (layer.md "Whiteouts")
         if not self.overlay:
             pfd = self.res.dir(parent)
-            if pfd is not None and paths.remove_at(pfd, name):
-                self.res.invalidate()
+            if pfd is not None:
+                self._remember_times(parent, pfd)
+                if paths.remove_at(pfd, name):
+                    self.res.invalidate()
             return
         if any(path.startswith(d + "/") or not d for d in self._opaque):
             return  # no plain whiteouts inside an opaque dir (§C1 #9)
@@ -400,6 +424,7 @@ class _Applier:
             self._ensure_overlay_parents(parent)
         fd = self._open_dir_for_opaque(parent)
         try:
+            self._remember_times(parent, fd)
             if self.overlay:
                 self._mark_opaque_fd(fd, key)
             else:
@@ -462,7 +487,11 @@ class _Applier:
             os.mkdir(name, 0o700, dir_fd=pfd)
             lower = self._lower_dir_stat(parent[:i])
             if lower is not None:
-                _copy_meta(lower[0], name, pfd, lower[1], self.options.rootless)
+                lfd, lst = lower
+                _copy_meta(lfd, name, pfd, lst, self.options.rootless)
+                # Children added below change the mtime again: restore it at the end.
+                self._dirs.append((parent[:i], stat.S_IMODE(lst.st_mode), lst.st_atime_ns,
+                                   lst.st_mtime_ns))
             else:
                 os.chmod(name, 0o755, dir_fd=pfd)
             if _is_whiteout_dev(st):
@@ -509,6 +538,12 @@ class _Applier:
                                     "not exist in this layer or below")
             self._create_hardlink(parts, target, entry)
         self._links.clear()
+        for parts, atime, mtime in self._times.values():
+            pfd = self.res.dir(parts[:-1])
+            name = parts[-1] if parts else "."
+            if pfd is not None and stat.S_ISDIR(getattr(_lstat(pfd, name), "st_mode", 0)):
+                os.utime(name, ns=(atime, mtime), dir_fd=pfd, follow_symlinks=False)
+        # Explicit dir entries last: their tar times win over remembered ones.
         for parts, mode, atime, mtime in sorted(self._dirs, key=lambda d: -len(d[0])):
             pfd = self.res.dir(parts[:-1])
             if pfd is None:
