@@ -67,6 +67,7 @@ class ClientOptions:
     resume_attempts: int = 5  # reconnects for one blob after a broken body
     chunk_size: int | None = None  # upload in PATCH chunks of this size; None: monolithic
     chunked_threshold: int = 64 << 20  # with chunk_size set, only blobs above this
+    concurrency: int = 4  # sizes the connection pool: one connection per worker
 
 
 def check_repository(repo: str) -> str:
@@ -130,7 +131,7 @@ class RegistryClient:
         options = options or ClientOptions()
         transport = Transport(TransportOptions(
             insecure=options.insecure, ca_bundle=options.ca_bundle, retries=options.retries,
-            backoff_base=options.backoff_base))
+            backoff_base=options.backoff_base, pool_size=max(8, options.concurrency + 2)))
         creds = find_credentials(domain, repository, auth_file=options.auth_file)
         auth = Authenticator(transport.base_url(api_host), transport, creds, display=domain)
         return cls(api_host, transport, auth, options)
@@ -364,23 +365,43 @@ class RegistryClient:
     def _patch_chunks(self, location: str, desc: spec.Descriptor,
                       open_stream: Callable[[], IO[bytes]], chunk: int, scope: str, what: str,
                       progress: Progress) -> str:
-        offset = 0
+        offset = resyncs = 0
         with open_stream() as stream:
             while data := stream.read(chunk):
                 headers = {"Content-Type": "application/octet-stream",
                            "Content-Range": f"{offset}-{offset + len(data) - 1}"}
                 resp = self.request("PATCH", location, scope, headers=headers, body=data)
                 resp.close()
+                if resp.status_code == 416 and resyncs < self.options.resume_attempts:
+                    # Out of step with the registry (spec.md: 416 ⇒ GET the upload status).
+                    resyncs += 1
+                    location, offset = self._upload_status(location, scope, what)
+                    stream.seek(offset)
+                    continue
                 # 202 per spec; ECR answers 201 (aws/containers-roadmap#2831).
                 if resp.status_code not in (202, 201, 204):
                     raise self.fail(resp, what, BlobUnknown, scope)
                 location = self._location(resp, what) if "Location" in resp.headers else location
-                offset += len(data)
                 progress.advance(str(desc.digest), len(data))
+                offset += len(data)
+                taken = _range_end(resp.headers.get("Range"))
+                if taken is not None and taken + 1 != offset:
+                    # The registry kept less than we sent: continue from what it has.
+                    offset = taken + 1
+                    stream.seek(offset)
         if offset != desc.size:
             raise DigestMismatch(f"{what}: read {offset} bytes from the store, expected "
                                  f"{desc.size}")
         return location
+
+    def _upload_status(self, location: str, scope: str, what: str) -> tuple[str, int]:
+        resp = self.request("GET", location, scope)
+        resp.close()
+        if resp.status_code not in (202, 204):
+            raise self.fail(resp, what, BlobUnknown, scope)
+        location = self._location(resp, what) if "Location" in resp.headers else location
+        end = _range_end(resp.headers.get("Range"))
+        return location, 0 if end is None else end + 1
 
     def _cancel_upload(self, resp: Any, scope: str) -> None:
         if "Location" not in resp.headers:
@@ -429,6 +450,12 @@ def verify_manifest_digest(raw: bytes, reference: str, header: str | None, what:
             raise DigestMismatch(f"{what}: Docker-Content-Digest {claimed} does not match the "
                                  f"body ({Digest.of(raw, claimed.algorithm)})")
     return actual
+
+
+def _range_end(header: str | None) -> int | None:
+    """Upload progress header "0-N" (inclusive end; distribution-spec push)."""
+    m = re.fullmatch(r"(?:bytes=)?0-(\d+)", (header or "").strip())
+    return int(m.group(1)) if m else None
 
 
 def _range_ok(resp: Any, offset: int, size: int) -> bool:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,7 +40,7 @@ class PullOptions:
     def client_options(self) -> ClientOptions:
         return ClientOptions(insecure=self.insecure, ca_bundle=self.ca_bundle,
                              auth_file=self.auth_file, retries=self.retries,
-                             backoff_base=self.backoff_base)
+                             concurrency=self.concurrency, backoff_base=self.backoff_base)
 
 
 @dataclass
@@ -144,20 +144,22 @@ def fetch_blobs(client: RegistryClient, repo: str, manifests: list[spec.Manifest
                 continue
             wanted.setdefault(desc.digest, desc)
     missing = [d for d in wanted.values() if not store.has_blob(d.digest)]
-    if not missing:
-        return
-    workers = max(1, min(options.concurrency, len(missing)))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pull") as pool:
-        futures = [pool.submit(fetch_one_blob, client, repo, d, store, progress)
-                   for d in missing]
-        errors = []
-        for fut in futures:
-            try:
-                fut.result()
-            except Exception as exc:  # collected; the first is raised after all finish
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+    run_bounded([lambda d=d: fetch_one_blob(client, repo, d, store, progress) for d in missing],
+                options.concurrency, "pull")
+
+
+def run_bounded(tasks: list[Callable[[], None]], concurrency: int, name: str) -> None:
+    """Run ``tasks`` on at most ``concurrency`` threads; on the first failure cancel
+    what has not started, let running ones finish (their partials stay resumable),
+    and raise that failure."""
+    workers = max(1, min(concurrency, len(tasks)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name) as pool:
+        futures = [pool.submit(task) for task in tasks]
+        for fut in as_completed(futures):
+            if fut.exception() is not None:
+                for other in futures:
+                    other.cancel()
+                raise fut.exception()  # type: ignore[misc]
 
 
 _FOREIGN_TYPES = frozenset({spec.DOCKER_LAYER_FOREIGN, spec.OCI_LAYER_NONDIST,

@@ -8,7 +8,6 @@ Documents are pushed as the raw bytes in the store, so digests never change.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from ociimg.errors import DigestMismatch, ImageNotFound, InvalidDocument, Regist
 from ociimg.events import NullProgress, Progress
 from ociimg.reference import Reference
 from ociimg.registry.client import ClientOptions, RegistryClient
-from ociimg.registry.pull import serialized
+from ociimg.registry.pull import run_bounded, serialized
 from ociimg.store import Store
 
 _UPLOAD_ATTEMPTS = 3
@@ -43,8 +42,8 @@ class PushOptions:
             threshold = self.chunk_size or 0
         return ClientOptions(insecure=self.insecure, ca_bundle=self.ca_bundle,
                              auth_file=self.auth_file, retries=self.retries,
-                             backoff_base=self.backoff_base, chunk_size=self.chunk_size,
-                             chunked_threshold=threshold)
+                             concurrency=self.concurrency, backoff_base=self.backoff_base,
+                             chunk_size=self.chunk_size, chunked_threshold=threshold)
 
 
 @dataclass(frozen=True)
@@ -123,20 +122,8 @@ def upload_blobs(client: RegistryClient, repo: str, plan: PushPlan, store: Store
                 progress.log(f"skipping foreign layer {d.digest.short} (not in the store)")
                 continue
             blobs.setdefault(d.digest, d)
-    if not blobs:
-        return
-    workers = max(1, min(options.concurrency, len(blobs)))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="push") as pool:
-        futures = [pool.submit(upload_one_blob, client, repo, d, store, options, progress)
-                   for d in blobs.values()]
-        errors = []
-        for fut in futures:
-            try:
-                fut.result()
-            except Exception as exc:  # collected; the first is raised after all finish
-                errors.append(exc)
-    if errors:
-        raise errors[0]
+    run_bounded([lambda d=d: upload_one_blob(client, repo, d, store, options, progress)
+                 for d in blobs.values()], options.concurrency, "push")
 
 
 def upload_one_blob(client: RegistryClient, repo: str, desc: spec.Descriptor, store: Store,

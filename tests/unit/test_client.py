@@ -50,6 +50,7 @@ class FakeRegistry:
         self.blob_faults: list[Fault] = []
         self.manifest_headers: dict[str, str] = {}
         self.uploads: dict[str, bytearray] = {}
+        self.patch_faults: list[str] = []
         server.expect_request(re.compile("/v2/.*")).respond_with_handler(self.handle)
 
     # Content ---------------------------------------------------------------------
@@ -116,12 +117,21 @@ class FakeRegistry:
             return Response("", 202, {"Location": f"uploads/{session}?_state=opaque",
                                       "OCI-Chunk-Min-Length": str(MiB + MiB // 2)})
         session = request.path.rsplit("/", 1)[1]
-        self.uploads[session] += request.get_data()
+        location = f"/v2/lib/app/blobs/uploads/{session}?_state=next"
+        if request.method == "GET":  # upload status
+            return Response("", 204, {"Location": location,
+                                      "Range": f"0-{len(self.uploads[session]) - 1}"})
         if request.method == "PATCH":
+            start = int(request.headers["Content-Range"].split("-")[0])
+            fault = self.patch_faults.pop(0) if self.patch_faults else None
+            if start != len(self.uploads[session]) or fault == "416":
+                return Response("", 416)
+            if fault != "drop":  # "drop": accept the request but keep nothing (ECR)
+                self.uploads[session] += request.get_data()
             end = len(self.uploads[session]) - 1
             # ECR answers 201 to PATCH (aws/containers-roadmap#2831); a client must cope.
-            location = f"/v2/lib/app/blobs/uploads/{session}?_state=next"
             return Response("", 201, {"Location": location, "Range": f"0-{end}"})
+        self.uploads[session] += request.get_data()
         data = bytes(self.uploads[session])
         if str(Digest.of(data)) != request.args.get("digest"):
             return Response('{"errors":[{"code":"DIGEST_INVALID"}]}', 400)
@@ -378,6 +388,18 @@ def test_chunked_upload_honours_min_chunk_and_tolerates_201(fake, store):
     assert ranges == [f"0-{step - 1}", f"{step}-{2 * step - 1}", f"{2 * step}-{len(data) - 1}"]
     put = [r for r, _ in fake.server.log if r.method == "PUT"][0]
     assert put.args["_state"] == "next" and put.get_data() == b""
+
+
+@pytest.mark.parametrize("faults", [["416"], ["drop"], ["ok", "416", "drop"]])
+def test_chunked_upload_resyncs_with_registry(fake, store, faults):
+    data = os.urandom(5 * MiB)
+    digest = store.put_blob(data)
+    desc = spec.Descriptor(spec.OCI_LAYER, digest, len(data))
+    fake.patch_faults = list(faults)
+    client = client_for(fake, chunk_size=2 * MiB, chunked_threshold=MiB)
+    client.upload_blob("lib/app", desc, lambda: store.open_blob(digest))
+    assert fake.blobs[str(digest)] == data
+    assert fake.patch_faults == []
 
 
 def test_mount_blob(httpserver):
