@@ -1,0 +1,322 @@
+"""cgroup drivers on this host's real hierarchies.
+
+v1 (this host is hybrid: the resource controllers are v1): limits visible in the
+files, OOM kill, a bounded fork bomb stopped by pids.max, device rules, freezer,
+destroy leaving nothing. v2: the unified hierarchy (here /sys/fs/cgroup/unified has
+no memory/cpu/pids controllers, they are bound to v1; hugetlb may be there) — what
+v2 can do without them: join, list, freeze, cgroup.kill, destroy, and hugetlb limits
+when that controller is available.
+
+Tests use relative cgroup paths, so on v1 each cgroup nests below the test
+process's own cgroup of each hierarchy; every test checks nothing is left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ociimg.errors import ContainerError
+from ociimg.runtime import cgroups
+from ociimg.runtime.cgroups import detect
+from ociimg.runtime.cgroups.common import CgroupManager
+from tests.conftest import need
+
+PREFIX = "ociimg-test-"
+
+
+def host_layout() -> detect.CgroupLayout:
+    return detect.read_host_layout()
+
+
+def leftovers() -> list[str]:
+    """Every ociimg-test-* cgroup in any hierarchy, below the roots or our own cgroups."""
+    layout = host_layout()
+    own = detect.read_own_cgroups()
+    bases: set[Path] = set()
+    for controller, mount in layout.v1.items():
+        bases.update({mount.mountpoint, detect.own_dir(mount, own.get(controller))})
+    if layout.unified is not None:
+        bases.update({layout.unified.mountpoint, detect.own_dir(layout.unified, own.get(""))})
+    return sorted(str(p) for base in bases for p in base.glob(PREFIX + "*"))
+
+
+class Tracker:
+    def __init__(self) -> None:
+        self.managers: list[CgroupManager] = []
+        self.procs: list[subprocess.Popen] = []
+        self.extra_dirs: list[Path] = []
+
+    def manager(self, resources: dict | None, path: str | None = None) -> CgroupManager:
+        m = cgroups.create_manager(path or PREFIX + secrets.token_hex(4), "test", resources)
+        self.managers.append(m)
+        return m
+
+    def python(self, code: str) -> subprocess.Popen:
+        """A Python child that waits for one line on stdin before running ``code``."""
+        proc = subprocess.Popen([sys.executable, "-c", "import sys\nsys.stdin.readline()\n"
+                                 + code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                text=True)
+        self.procs.append(proc)
+        return proc
+
+    def cleanup(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        for m in self.managers:
+            m.destroy()
+        for d in reversed(self.extra_dirs):
+            if d.is_dir():
+                d.rmdir()
+
+
+@pytest.fixture
+def track(root: None) -> Iterator[Tracker]:
+    tracker = Tracker()
+    before = leftovers()
+    try:
+        yield tracker
+    finally:
+        tracker.cleanup()
+    assert leftovers() == before, "a test cgroup was left behind"
+
+
+@pytest.fixture
+def v1(track: Tracker) -> Tracker:
+    layout = host_layout()
+    need(layout.mode in ("v1", "hybrid"), f"host cgroups are {layout.mode}, not v1/hybrid")
+    need({"memory", "pids", "cpu", "devices", "freezer", "cpuset"} <= set(layout.v1),
+         "a v1 controller (memory/pids/cpu/devices/freezer/cpuset) is not mounted")
+    return track
+
+
+def start(proc: subprocess.Popen) -> None:
+    assert proc.stdin is not None
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+
+
+def test_v1_limits_are_visible_and_destroy_kills_and_removes(v1: Tracker) -> None:
+    m = v1.manager({"memory": {"limit": 256 << 20, "reservation": 128 << 20},
+                    "cpu": {"shares": 512, "quota": 50000, "period": 100000},
+                    "pids": {"limit": 64}})
+    proc = v1.python("import time\ntime.sleep(60)")
+    m.apply(proc.pid)
+    m.set()
+    assert isinstance(m, cgroups.V1Manager)
+    assert (m.dirs["memory"] / "memory.limit_in_bytes").read_text().strip() == str(256 << 20)
+    assert (m.dirs["memory"] / "memory.soft_limit_in_bytes").read_text().strip() == \
+        str(128 << 20)
+    assert (m.dirs["cpu"] / "cpu.cfs_quota_us").read_text().strip() == "50000"
+    assert (m.dirs["cpu"] / "cpu.cfs_period_us").read_text().strip() == "100000"
+    assert (m.dirs["cpu"] / "cpu.shares").read_text().strip() == "512"
+    assert (m.dirs["pids"] / "pids.max").read_text().strip() == "64"
+    assert m.pids() == [proc.pid]
+    own = Path(f"/proc/{proc.pid}/cgroup").read_text()
+    assert f"pids:{'/' + str(m.dirs['pids'].relative_to(host_layout().v1['pids'].mountpoint))}" \
+        in own
+    saved = json.loads(json.dumps(m.to_state()))
+    cgroups.load_manager(saved).destroy()
+    assert proc.wait(timeout=10) == -signal.SIGKILL
+    assert not any(d.exists() for d in m.dirs.values())
+
+
+def test_v1_memory_limit_oom_kills_the_hog(v1: Tracker) -> None:
+    m = v1.manager({"memory": {"limit": 32 << 20, "swap": 32 << 20}})
+    hog = v1.python('data = b"x" * (256 << 20)\nprint("survived", flush=True)')
+    m.apply(hog.pid)
+    m.set()
+    start(hog)
+    out, _ = hog.communicate(timeout=60)
+    assert hog.returncode == -signal.SIGKILL
+    assert "survived" not in out
+    # The cgroup's OOM killer did it (not the host's): usage peaked at the limit and
+    # the per-cgroup oom_kill counter moved (Linux >= 4.13).
+    peak = int((m.dirs["memory"] / "memory.max_usage_in_bytes").read_text())
+    assert peak <= 32 << 20
+    oom = (m.dirs["memory"] / "memory.oom_control").read_text()
+    need("oom_kill " in oom, "kernel without the per-cgroup oom_kill counter")
+    assert int(oom.split("oom_kill ")[1].split()[0]) >= 1
+
+
+FORK_BOMB = """
+import os
+r, w = os.pipe()
+made, failure = 0, None
+for _ in range(200):
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        failure = exc.errno
+        break
+    if pid == 0:
+        os.close(w)
+        os.read(r, 1)
+        os._exit(0)
+    made += 1
+os.close(w)
+print(made, failure, flush=True)
+while True:
+    try:
+        os.wait()
+    except ChildProcessError:
+        break
+"""
+
+
+def test_v1_pids_max_stops_a_fork_bomb(v1: Tracker) -> None:
+    m = v1.manager({"pids": {"limit": 10}})
+    bomb = v1.python(FORK_BOMB)
+    m.apply(bomb.pid)
+    m.set()
+    start(bomb)
+    out, _ = bomb.communicate(timeout=60)
+    made, failure = out.split()
+    assert int(made) < 10  # the bomb itself is one of the 10 tasks
+    assert failure == str(11)  # EAGAIN from fork
+    events = (m.dirs["pids"] / "pids.events").read_text()
+    assert int(events.split("max ")[1].split()[0]) >= 1
+    assert bomb.returncode == 0
+
+
+def test_v1_device_rules_are_enforced(v1: Tracker) -> None:
+    kmsg = Path("/dev/kmsg")
+    need(kmsg.exists(), "no /dev/kmsg to test a denied device with")
+    try:
+        os.close(os.open(kmsg, os.O_RDONLY | os.O_NONBLOCK))
+    except OSError as exc:
+        need(False, f"cannot open /dev/kmsg even outside the cgroup: {exc}")
+    m = v1.manager({"devices": [{"allow": False, "access": "rwm"}]})
+    probe = v1.python(
+        "import os, json\n"
+        "def try_open(p):\n"
+        "    try:\n"
+        "        os.close(os.open(p, os.O_RDONLY | os.O_NONBLOCK)); return 0\n"
+        "    except OSError as e:\n"
+        "        return e.errno\n"
+        "print(json.dumps([try_open('/dev/null'), try_open('/dev/full'),"
+        " try_open('/dev/kmsg')]), flush=True)")
+    m.apply(probe.pid)
+    m.set()
+    start(probe)
+    out, _ = probe.communicate(timeout=30)
+    assert json.loads(out) == [0, 0, 1]  # default devices allowed, kmsg: EPERM
+    assert "c 1:11" not in (m.dirs["devices"] / "devices.list").read_text()
+
+
+def test_v1_freeze_and_thaw(v1: Tracker) -> None:
+    m = v1.manager(None)
+    proc = v1.python("import time\ntime.sleep(60)")
+    m.apply(proc.pid)
+    m.freeze()
+    assert (m.dirs["freezer"] / "freezer.state").read_text().strip() == "FROZEN"
+    m.thaw()
+    assert (m.dirs["freezer"] / "freezer.state").read_text().strip() == "THAWED"
+    m.kill(signal.SIGTERM)
+    assert proc.wait(timeout=10) == -signal.SIGTERM
+
+
+def test_v1_absolute_path_copies_cpuset_through_new_parents(v1: Tracker) -> None:
+    parent = PREFIX + secrets.token_hex(4)
+    m = v1.manager({"cpu": {"cpus": "0"}}, path=f"/{parent}/ctr")
+    assert isinstance(m, cgroups.V1Manager)
+    for d in [*dict.fromkeys(m.dirs.values()), m.unified_dir]:
+        if d is not None:
+            v1.extra_dirs.append(d.parent)  # the new parent: removed after the manager
+    m.create()
+    m.set()
+    cpuset_root = host_layout().v1["cpuset"].mountpoint
+    assert m.dirs["cpuset"] == cpuset_root / parent / "ctr"
+    root_cpus = (cpuset_root / "cpuset.cpus").read_text().strip()
+    assert (cpuset_root / parent / "cpuset.cpus").read_text().strip() == root_cpus
+    assert (cpuset_root / parent / "cpuset.mems").read_text().strip() == \
+        (cpuset_root / "cpuset.mems").read_text().strip()
+    assert (m.dirs["cpuset"] / "cpuset.cpus").read_text().strip() == "0"
+
+
+def test_hybrid_also_joins_the_unified_hierarchy(v1: Tracker) -> None:
+    layout = host_layout()
+    need(layout.mode == "hybrid", "host is not hybrid")
+    m = v1.manager(None)
+    assert isinstance(m, cgroups.V1Manager) and m.unified_dir is not None
+    proc = v1.python("import time\ntime.sleep(60)")
+    m.apply(proc.pid)
+    assert layout.unified is not None
+    rel = "/" + str(m.unified_dir.relative_to(layout.unified.mountpoint))
+    assert f"0::{rel}\n" in Path(f"/proc/{proc.pid}/cgroup").read_text()
+    m.destroy()
+    assert not m.unified_dir.exists()
+
+
+# ------------------------------------------------------------------------ v2
+
+@pytest.fixture
+def unified(track: Tracker) -> tuple[Tracker, Path]:
+    layout = host_layout()
+    need(layout.unified is not None, "no cgroup2 hierarchy mounted")
+    assert layout.unified is not None
+    root = layout.unified.mountpoint
+    need((root / "cgroup.subtree_control").exists(), f"{root} is not a cgroup2 root")
+    return track, root
+
+
+def v2_manager(track: Tracker, root: Path, resources: dict | None) -> cgroups.V2Manager:
+    m = cgroups.V2Manager(root, PREFIX + secrets.token_hex(4), resources)
+    track.managers.append(m)
+    return m
+
+
+def test_v2_join_freeze_kill_destroy(unified: tuple[Tracker, Path]) -> None:
+    track, root = unified
+    m = v2_manager(track, root, None)
+    proc = track.python("import time\ntime.sleep(60)")
+    m.apply(proc.pid)
+    assert m.pids() == [proc.pid]
+    m.freeze()
+    assert "frozen 1" in (m.path / "cgroup.events").read_text()
+    m.thaw()
+    assert "frozen 0" in (m.path / "cgroup.events").read_text()
+    need((m.path / "cgroup.kill").exists(), "kernel without cgroup.kill (< 5.14)")
+    m.kill()
+    assert proc.wait(timeout=10) == -signal.SIGKILL
+    m.destroy()
+    assert not m.path.exists()
+
+
+def test_v2_hugetlb_limit_enables_the_controller_in_the_parent(
+        unified: tuple[Tracker, Path]) -> None:
+    track, root = unified
+    available = (root / "cgroup.controllers").read_text().split()
+    need("hugetlb" in available, f"hugetlb not available on cgroup2 here ({available})")
+    need(Path("/sys/kernel/mm/hugepages/hugepages-2048kB").is_dir(), "no 2MB huge pages")
+    was_enabled = "hugetlb" in (root / "cgroup.subtree_control").read_text().split()
+    try:
+        m = v2_manager(track, root, {"hugepageLimits": [{"pageSize": "2MB",
+                                                          "limit": 4 << 21}]})
+        m.create()
+        assert "hugetlb" in (root / "cgroup.subtree_control").read_text().split()
+        m.set()
+        assert (m.path / "hugetlb.2MB.max").read_text().strip() == str(4 << 21)
+        m.destroy()
+    finally:
+        if not was_enabled:  # leave the host's root cgroup as we found it
+            (root / "cgroup.subtree_control").write_text("-hugetlb")
+
+
+def test_v2_refuses_controllers_bound_elsewhere(unified: tuple[Tracker, Path]) -> None:
+    track, root = unified
+    available = (root / "cgroup.controllers").read_text().split()
+    need("memory" not in available, "memory is available on cgroup2 here")
+    m = v2_manager(track, root, {"memory": {"limit": 1 << 30}})
+    with pytest.raises(ContainerError, match="memory not available"):
+        m.create()
