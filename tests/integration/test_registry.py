@@ -41,6 +41,7 @@ class Recorder:
     def __init__(self) -> None:
         self.logs: list[str] = []
         self.advanced: dict[str, int] = {}
+        self.finished: dict[str, str | None] = {}
 
     def start(self, key: str, description: str, total: int | None) -> None:
         pass
@@ -49,7 +50,7 @@ class Recorder:
         self.advanced[key] = self.advanced.get(key, 0) + amount
 
     def done(self, key: str, message: str | None = None) -> None:
-        pass
+        self.finished[key] = message
 
     def log(self, message: str) -> None:
         self.logs.append(message)
@@ -243,3 +244,25 @@ def test_killed_pull_resumes_from_partial(registry, tmp_path):
     assert store.resolve(str(ref)).digest == result.descriptor.digest
     assert store.fsck() == []
     assert partial_size(store_path) == 0
+
+
+def test_chunked_push_and_cross_repo_mount(registry, tmp_path):
+    src, layer = big_image(tmp_path, 5 << 20)
+    first = parse_reference(f"{registry.host}/chunked/a:v1")
+    progress = Recorder()
+    digest = push(src, "big", first, PushOptions(chunk_size=1 << 20), progress)
+    assert progress.advanced[str(layer.digest)] == layer.size
+    inspected = json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{first}").stdout)
+    assert inspected["Digest"] == str(digest)
+
+    second = parse_reference(f"{registry.host}/chunked/b:v1")
+    progress = Recorder()
+    assert push(src, "big", second, PushOptions(mount_from=("chunked/a",)), progress) == digest
+    assert progress.finished[str(layer.digest)] == "mounted from chunked/a"
+    store = Store(tmp_path / "store")
+    pull(second, store, PullOptions())
+    assert store.blob_path(layer.digest).read_bytes() == src.blob_path(layer.digest).read_bytes()
+
+    progress = Recorder()
+    push(src, "big", second, PushOptions(), progress)  # everything is there already
+    assert set(progress.finished.values()) == {"already exists"}
