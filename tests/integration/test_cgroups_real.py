@@ -111,8 +111,7 @@ def test_v1_limits_are_visible_and_destroy_kills_and_removes(v1: Tracker) -> Non
                     "cpu": {"shares": 512, "quota": 50000, "period": 100000},
                     "pids": {"limit": 64}})
     proc = v1.python("import time\ntime.sleep(60)")
-    m.apply(proc.pid)
-    m.set()
+    m.apply(proc.pid)  # creates, writes the limits and joins
     assert isinstance(m, cgroups.V1Manager)
     assert (m.dirs["memory"] / "memory.limit_in_bytes").read_text().strip() == str(256 << 20)
     assert (m.dirs["memory"] / "memory.soft_limit_in_bytes").read_text().strip() == \

@@ -248,6 +248,7 @@ def test_v2_create_enables_controllers_up_the_tree_but_not_in_the_leaf(
     # No-internal-process rule: the leaf holds the processes, so nothing is enabled there.
     assert read(manager.path / "cgroup.subtree_control") == ""
     assert read(manager.path / "cgroup.procs") == "4194305"
+    assert read(manager.path / "pids.max") == "32"  # apply also wrote the resources
 
 
 def test_v2_set_writes_converted_values(tmp_path: Path) -> None:

@@ -5,8 +5,9 @@ before the child runs anything, then writes the limits)::
 
     manager = create_manager(spec["linux"].get("cgroupsPath"), container_id,
                              spec["linux"].get("resources"))
-    manager.apply(child_pid)     # mkdir (+ enable controllers / copy cpusets), join
-    manager.set()                # write linux.resources
+    manager.apply(child_pid)     # mkdir (+ enable controllers / copy cpusets),
+                                 # write linux.resources, join
+    manager.set(new_resources)   # later updates (runc update)
     state["cgroup"] = manager.to_state()
     ...
     load_manager(state["cgroup"]).destroy()

@@ -264,8 +264,14 @@ class CgroupManager(ABC):
         """Move ``pid`` into the cgroup."""
 
     def apply(self, pid: int) -> None:
-        """Create the cgroup and move ``pid`` into it (runc's Manager.Apply)."""
+        """Create the cgroup, write the resources given at creation, move ``pid`` in.
+
+        runc splits this into Apply and Set; doing both here means a bad limit fails
+        before the process joins, and a caller cannot forget the limits. With no
+        resources (``load_manager`` for ``exec``) it only joins.
+        """
         self.create()
+        self.set()
         self.add(pid)
 
     @abstractmethod
