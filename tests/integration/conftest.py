@@ -11,8 +11,8 @@ import pytest
 from tests.conftest import need
 from tests.integration import registry_server
 
-FIXTURE_TAGS = ["busybox", "busybox-zstd", "busybox-plain", "multilayer", "multiarch",
-                "docker-v2"]
+FIXTURE_TAGS = ["busybox", "busybox-zstd", "busybox-plain", "multilayer", "multilayer-oci",
+                "multiarch", "docker-v2"]
 
 
 def _start(tmp_path_factory: pytest.TempPathFactory, auth: bool) -> registry_server.RegistryServer:

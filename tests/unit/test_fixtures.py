@@ -29,7 +29,8 @@ SCHEMA_DIRS = [Path(__file__).resolve().parents[3] / "shared" / "schemas" / "ima
 SCHEMAS = next((d for d in SCHEMA_DIRS if d.is_dir()), SCHEMA_DIRS[0])
 
 builder = load_build_images()
-TAGS = {"busybox", "busybox-zstd", "busybox-plain", "multilayer", "multiarch", "docker-v2"}
+TAGS = {"busybox", "busybox-zstd", "busybox-plain", "multilayer", "multilayer-oci", "multiarch",
+        "docker-v2"}
 
 
 # Helpers -----------------------------------------------------------------------------
@@ -117,7 +118,7 @@ def test_every_manifest_and_config_valid_per_image_spec(fixture_layout: Path) ->
             manifest_schema.validate(manifest)
             config_schema.validate(json.loads(verified(fixture_layout, manifest["config"])))
             seen += 1
-    assert seen >= 8  # 4 busybox encodings, multilayer, 3 in multiarch (host one reused)
+    assert seen >= 9  # 4 busybox encodings, 2 multilayer, 3 in multiarch (host one reused)
 
 
 def test_schema_validation_can_fail(fixture_layout: Path) -> None:
@@ -298,3 +299,11 @@ def test_build_big_small_scale(tmp_path: Path) -> None:
         total += sum(m.size for m in files)
     assert total >= 2 * (1 << 20) * 0.99
     schema_validator("image-manifest-schema.json").validate(manifest)
+
+
+def test_multilayer_oci_differs_only_in_top_layer_type(fixture_layout: Path) -> None:
+    docker, config = image(fixture_layout, "multilayer")
+    oci, oci_config = image(fixture_layout, "multilayer-oci")
+    assert docker["config"] == oci["config"] and config == oci_config
+    assert docker["layers"][:3] == oci["layers"][:3]
+    assert oci["layers"][3] == {**docker["layers"][3], "mediaType": builder.OCI_LAYER_GZIP}
