@@ -106,7 +106,8 @@ def cached_fixture_layout() -> Path:
 @pytest.fixture(scope="session")
 def fixture_layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An OCI image layout built offline from busybox-static (see fixtures/README.md), with
-    tags busybox, busybox-zstd, busybox-plain, multilayer, multiarch, docker-v2.
+    tags busybox, busybox-zstd, busybox-plain, multilayer, multilayer-oci, multiarch,
+    docker-v2.
 
     A private copy per session: tests may read it freely; one that changes it (tags, gc)
     affects only later tests of this session, so prefer copying it first.
