@@ -121,6 +121,7 @@ class RegistryClient:
         self.host = host
         self.transport = transport
         self.auth = auth
+        self.display = auth.host  # the registry as the user wrote it, for messages
         self.options = options or ClientOptions()
         self.base = transport.base_url(host)
 
@@ -178,24 +179,24 @@ class RegistryClient:
             return not_found(f"{what}: not found ({detail})",
                              hint="check the repository name and tag")
         if status == 401 and "insufficient_scope" in resp.headers.get("WWW-Authenticate", ""):
-            return Unauthorized(f"{what}: access denied by {self.host} (insufficient_scope)",
+            return Unauthorized(f"{what}: access denied by {self.display} (insufficient_scope)",
                                 hint="the repository may not exist, or you lack permission; "
-                                     f"run: ociimg login {self.host}")
+                                     f"run: ociimg login {self.display}")
         if status == 401:
             return self.auth.unauthorized(scope)
         if status == 403 or "DENIED" in codes:
-            return Unauthorized(f"{what}: access denied by {self.host} ({detail})",
-                                hint=f"check your permissions; run: ociimg login {self.host}")
+            return Unauthorized(f"{what}: access denied by {self.display} ({detail})",
+                                hint=f"check your permissions; run: ociimg login {self.display}")
         if status == 429 or "TOOMANYREQUESTS" in codes:
-            return RegistryError(f"{what}: rate limited by {self.host} ({detail})",
+            return RegistryError(f"{what}: rate limited by {self.display} ({detail})",
                                  hint="wait and retry, or log in for a higher limit")
-        return RegistryError(f"{what}: {self.host} answered HTTP {status} ({detail})")
+        return RegistryError(f"{what}: {self.display} answered HTTP {status} ({detail})")
 
     # Manifests ---------------------------------------------------------------
     def get_manifest(self, repo: str, reference: str) -> tuple[bytes, str, Digest]:
         """The manifest or index exactly as served, its media type and verified digest."""
         path = self._manifest_path(repo, reference)
-        what = f"manifest {self.host}/{repo}:{reference}"
+        what = f"manifest {self._name(repo, reference)}"
         scope = f"repository:{repo}:pull"
         resp = self.request("GET", path, scope, headers={"Accept": ", ".join(spec.MANIFEST_ACCEPT)})
         if resp.status_code != 200:
@@ -213,7 +214,7 @@ class RegistryClient:
         Docker-Content-Digest (ECR, Nexus: distribution/distribution#2384)."""
         path = self._manifest_path(repo, reference)
         scope = f"repository:{repo}:pull"
-        what = f"manifest {self.host}/{repo}:{reference}"
+        what = f"manifest {self._name(repo, reference)}"
         resp = self.request("HEAD", path, scope,
                             headers={"Accept": ", ".join(spec.MANIFEST_ACCEPT)})
         resp.close()
@@ -234,7 +235,7 @@ class RegistryClient:
     def put_manifest(self, repo: str, reference: str, raw: bytes, media_type: str) -> Digest:
         path = self._manifest_path(repo, reference)
         scope = f"repository:{repo}:pull,push"
-        what = f"push manifest {self.host}/{repo}:{reference}"
+        what = f"push manifest {self._name(repo, reference)}"
         resp = self.request("PUT", path, scope, headers={"Content-Type": media_type}, body=raw)
         if resp.status_code not in (200, 201):
             raise self.fail(resp, what, ManifestUnknown, scope)
@@ -255,13 +256,13 @@ class RegistryClient:
             return True
         if resp.status_code == 404:
             return False
-        raise self.fail(resp, f"blob {self.host}/{repo}@{digest}", BlobUnknown, scope)
+        raise self.fail(resp, f"blob {self.display}/{repo}@{digest}", BlobUnknown, scope)
 
     def fetch_blob(self, repo: str, desc: spec.Descriptor, ingest: BlobSink,
                    progress: Progress | None = None) -> None:
         """Stream the blob into ``ingest`` from ``ingest.offset``; the caller commits."""
         progress = progress or NullProgress()
-        what = f"blob {self.host}/{repo}@{desc.digest}"
+        what = f"blob {self.display}/{repo}@{desc.digest}"
         key = str(desc.digest)
         if ingest.offset:
             progress.log(f"resuming {desc.digest.short} at {ingest.offset} of {desc.size} bytes")
@@ -330,7 +331,7 @@ class RegistryClient:
         if resp.status_code == 202:
             self._cancel_upload(resp, scope)
             return False
-        raise self.fail(resp, f"mount {digest} into {self.host}/{repo}", BlobUnknown, scope)
+        raise self.fail(resp, f"mount {digest} into {self.display}/{repo}", BlobUnknown, scope)
 
     def upload_blob(self, repo: str, desc: spec.Descriptor,
                     open_stream: Callable[[], IO[bytes]],
@@ -338,7 +339,7 @@ class RegistryClient:
         """POST an upload session, then PUT it whole or PATCH it in chunks."""
         progress = progress or NullProgress()
         scope = f"repository:{repo}:pull,push"
-        what = f"upload blob {desc.digest.short} to {self.host}/{repo}"
+        what = f"upload blob {desc.digest.short} to {self.display}/{repo}"
         resp = self.request("POST", f"/v2/{check_repository(repo)}/blobs/uploads/", scope)
         resp.close()
         if resp.status_code != 202:
@@ -414,11 +415,14 @@ class RegistryClient:
     def _location(self, resp: Any, what: str) -> str:
         location = resp.headers.get("Location")
         if not location:
-            raise RegistryError(f"{what}: {self.host} sent no upload Location")
+            raise RegistryError(f"{what}: {self.display} sent no upload Location")
         # Relative or absolute, possibly with query parameters (spec.md "Pushing blobs").
         return urljoin(resp.url or self.base, location)
 
     # Paths -------------------------------------------------------------------
+    def _name(self, repo: str, reference: str) -> str:
+        return f"{self.display}/{repo}{'@' if ':' in reference else ':'}{reference}"
+
     def _manifest_path(self, repo: str, reference: str) -> str:
         return f"/v2/{check_repository(repo)}/manifests/{check_manifest_reference(reference)}"
 

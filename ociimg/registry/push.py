@@ -13,7 +13,13 @@ from pathlib import Path
 
 from ociimg import spec
 from ociimg.digest import Digest
-from ociimg.errors import DigestMismatch, ImageNotFound, InvalidDocument, RegistryUnreachable
+from ociimg.errors import (
+    DigestMismatch,
+    ImageNotFound,
+    InvalidDocument,
+    NoMatchingPlatform,
+    RegistryUnreachable,
+)
 from ociimg.events import NullProgress, Progress
 from ociimg.reference import Reference
 from ociimg.registry.client import ClientOptions, RegistryClient
@@ -64,7 +70,7 @@ def push_descriptor(store: Store, desc: spec.Descriptor, dest: Reference,
                     name: str | None = None) -> Digest:
     options = options or PushOptions()
     progress = serialized(progress or NullProgress())
-    plan = plan_push(store, desc, options.platform, name or str(desc.digest))
+    plan = plan_push(store, desc, options.platform, name or str(desc.digest), progress)
     target = dest_reference(dest, plan.top.digest)
     client = RegistryClient.open(dest.domain, dest.api_host, options.client_options(),
                                  dest.repository)
@@ -90,7 +96,7 @@ def dest_reference(dest: Reference, digest: Digest) -> str:
 
 
 def plan_push(store: Store, desc: spec.Descriptor, platform: spec.Platform | None,
-              name: str) -> PushPlan:
+              name: str, progress: Progress) -> PushPlan:
     doc = store.read_manifest(desc)
     if isinstance(doc, spec.Manifest):
         return PushPlan(desc, [(desc, doc)])
@@ -98,12 +104,22 @@ def plan_push(store: Store, desc: spec.Descriptor, platform: spec.Platform | Non
         child = spec.match_platform(doc, platform)
         return PushPlan(child, [(child, _manifest(store, child, name))])
     missing = [c for c in doc.manifests if not store.has_blob(c.digest)]
-    if missing:
+    if not missing:
+        return PushPlan(desc, [(c, _manifest(store, c, name)) for c in doc.manifests])
+    # Pulled for one platform only: push that image alone (skopeo's default
+    # --multi-arch=system); the registry would refuse an index with missing children.
+    try:
+        child = spec.match_platform(doc, spec.Platform.host())
+    except NoMatchingPlatform:
+        child = None
+    if child is None or not store.has_blob(child.digest):
         what = ", ".join(str(c.platform or c.digest.short) for c in missing)
         raise ImageNotFound(
             f"push {name}: the index lists {len(missing)} manifest(s) not in the store ({what})",
             hint="pull the source with --all-platforms, or push one platform with --platform")
-    return PushPlan(desc, [(c, _manifest(store, c, name)) for c in doc.manifests])
+    progress.log(f"push {name}: only {child.platform} was pulled; pushing that image alone "
+                 f"({child.digest.short}), not the index")
+    return PushPlan(child, [(child, _manifest(store, child, name))])
 
 
 def _manifest(store: Store, desc: spec.Descriptor, name: str) -> spec.Manifest:

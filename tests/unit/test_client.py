@@ -495,13 +495,24 @@ def test_push_round_trip_keeps_digests(fake, store, tmp_path):
     assert again.descriptor.digest == digest
 
 
-def test_push_index_with_missing_children_is_refused(fake, store):
+def test_push_index_with_missing_children(fake, store):
     multiarch(fake)
     src_ref = parse_reference(f"{fake.host}/lib/app:multi")
-    pull(src_ref, store, pull_options())  # one platform only
-    with pytest.raises(Exception, match="not in the store") as e:
-        push(store, str(src_ref), parse_reference(f"{fake.host}/x/y:z"), PushOptions())
-    assert "--all-platforms" in e.value.hint
+    pull(src_ref, store, pull_options(platform=spec.Platform.host()))  # one platform only
+    host_child = spec.match_platform(store.read_manifest(store.resolve(str(src_ref))),
+                                     spec.Platform.host())
+    progress = Progress()
+    digest = push(store, str(src_ref), parse_reference(f"{fake.host}/x/y:z"), PushOptions(),
+                  progress)
+    assert digest == host_child.digest  # the pulled platform's image, pushed alone
+    assert any("pushing that image alone" in m for m in progress.logs)
+
+    other = Store(store.path.parent / "other")
+    pull(src_ref, other, pull_options(platform=spec.Platform.parse("linux/arm64")))
+    if spec.Platform.host().architecture != "arm64":  # the host's image was not pulled
+        with pytest.raises(Exception, match="not in the store") as e:
+            push(other, str(src_ref), parse_reference(f"{fake.host}/x/y:w"), PushOptions())
+        assert "--all-platforms" in e.value.hint
 
 
 def test_foreign_layer_is_not_fetched(fake, store, httpserver):
