@@ -33,6 +33,7 @@ from ociimg.spec import ImageConfig
 # 1.1.0, not 1.2.0: Debian's crun 1.8 refuses configs that claim a newer spec than it knows,
 # and nothing we generate needs a 1.2 field.
 OCI_VERSION = "1.1.0"
+INIT_PATH = "/run/ociimg-init"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CPU_PERIOD = 100_000
 # Not an org.opencontainers.* key: image-spec reserves that prefix for the specs themselves.
@@ -89,6 +90,7 @@ class BundleOptions:
     cap_drop: list[str] = field(default_factory=list)
     seccomp: bool = True                   # False: unconfined
     rootfs_path: str = "rootfs"
+    init: str | None = None                # host path of a static init (catatonit/tini)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +177,8 @@ def build_args(image_config: ImageConfig, options: BundleOptions) -> list[str]:
         raise InvalidDocument(
             "runtime config: the image has no Entrypoint or Cmd and no command was given",
             hint="give a command to run after the image name")
+    if options.init:
+        return [INIT_PATH, "--", *args]
     return args
 
 
@@ -519,6 +523,16 @@ def _bind(spec: BindMount | tuple[str, str, bool]) -> dict[str, Any]:
             "options": ["rbind", "rprivate", "ro" if spec.readonly else "rw"]}
 
 
+def _init_mount(init: str) -> dict[str, Any]:
+    """``--init``: a static init binary from the host, read-only, as PID 1 (podman mounts
+    catatonit at /run/podman-init the same way; docker uses tini as /sbin/docker-init)."""
+    if not os.path.isfile(init) or not os.access(init, os.X_OK):
+        raise InvalidDocument(f"init binary {init} is missing or not executable",
+                              hint="apt-get install catatonit (or tini) or pass --init-path")
+    return {"destination": INIT_PATH, "type": "bind", "source": os.path.abspath(init),
+            "options": ["bind", "ro", "nosuid", "nodev"]}
+
+
 def _tmpfs(destination: str) -> dict[str, Any]:
     if not destination.startswith("/"):
         raise InvalidDocument(f"tmpfs {destination!r}: destination is not absolute",
@@ -531,6 +545,8 @@ def _mounts(options: BundleOptions) -> list[dict[str, Any]]:
     """The default mounts, then the caller's; a caller's mount on a default destination
     (say /dev/shm) replaces that default instead of stacking on it (Docker)."""
     extra = [_bind(m) for m in options.mounts] + [_tmpfs(t) for t in options.tmpfs]
+    if options.init:
+        extra.append(_init_mount(options.init))
     taken = {m["destination"].rstrip("/") or "/" for m in extra}
     mounts = [m for m in profiles.default_mounts() if m["destination"] not in taken]
     return mounts + extra

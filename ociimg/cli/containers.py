@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -36,6 +37,18 @@ def parse_volume(text: str) -> tuple[str, str, bool]:
     if not parts[1].startswith("/"):
         raise OciimgError(f"volume destination {parts[1]!r} must be an absolute path")
     return str(host), parts[1], len(parts) == 3 and parts[2] == "ro"
+
+
+INIT_CANDIDATES = ("/usr/bin/catatonit", "/usr/libexec/podman/catatonit", "/usr/bin/tini-static",
+                   "/usr/bin/tini")
+
+
+def find_init() -> str:
+    for path in INIT_CANDIDATES:
+        if os.path.isfile(path):
+            return path
+    raise OciimgError("--init: no static init binary found",
+                      hint="apt-get install catatonit, or give one with --init-path")
 
 
 def parse_pairs(items: list[str]) -> dict[str, str]:
@@ -87,6 +100,9 @@ def run(
     pids_limit: int = typer.Option(None, "--pids-limit", help="Maximum number of processes."),
     network: str = typer.Option("none", "--network", "--net",
                                 help="none (own namespace, loopback only) or host."),
+    init: bool = typer.Option(False, "--init", help="Run a tiny init as PID 1 that reaps "
+                              "zombies and forwards signals (catatonit or tini)."),
+    init_path: Path = typer.Option(None, "--init-path", help="Static init binary to use."),
     cap_add: list[str] = typer.Option([], "--cap-add", help="Add a capability (or ALL)."),
     cap_drop: list[str] = typer.Option([], "--cap-drop", help="Drop a capability (or ALL)."),
     security_opt: list[str] = typer.Option([], "--security-opt",
@@ -112,6 +128,7 @@ def run(
         tmpfs=list(tmpfs), network=network,
         memory=parse_size(memory) if memory else None, cpus=cpus, pids_limit=pids_limit,
         cap_add=list(cap_add), cap_drop=list(cap_drop), annotations=parse_pairs(annotation),
+        init=str(init_path or find_init()) if init or init_path else None,
         **parse_security_opts(security_opt))
     options = containers.RunOptions(name=name, detach=detach, remove=rm,
                                     interactive=interactive, bundle=bundle)

@@ -203,9 +203,10 @@ def _monitor(c: Container, options: RunOptions, report_fd: int) -> int:
     _, status = os.waitpid(cst.pid, 0)
     code = os.waitstatus_to_exitcode(status)
     code = 128 - code if code < 0 else code
+    # Record the exit before the runtime state goes, so `ps` never sees neither.
+    _finish(c, code, options.remove)
     with contextlib.suppress(OciimgError):
         runtime.delete_container(RUNTIME_ROOT, c.id, force=True)
-    _finish(c, code, options.remove)
     return 0
 
 
@@ -288,12 +289,22 @@ def _signal_name(text: str) -> str:
 
 
 def _wait_stopped(c: Container, timeout: float) -> bool:
+    """Until the process is gone and, for a detached container, its monitor has
+    recorded the exit code (a moment later)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if status_of(c)["status"] not in ("running", "created"):
+            _wait_for_exit_record(c)
             return True
         time.sleep(0.05)
     return False
+
+
+def _wait_for_exit_record(c: Container, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while c.meta.get("detach") and not (c.path / "exit.json").exists() \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def remove_container(c: Container, force: bool = False) -> None:

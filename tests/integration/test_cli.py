@@ -180,3 +180,20 @@ def test_rmi_and_gc_free_space(ociroot: Path, busybox: str) -> None:
     assert report["removedBlobs"] >= 3 and report["bytesFreed"] > 0
     assert report["removedSnapshots"] == 1
     assert not list((ociroot / "store" / "blobs" / "sha256").iterdir())
+
+
+def test_init_reaps_zombies_and_forwards_signals(ociroot: Path, busybox: str) -> None:
+    # Without --init, an orphan zombie stays (the shell as PID 1 never waits for it);
+    # catatonit as PID 1 reaps it. The orphan: a subshell whose child exits at once.
+    script = "(sleep 0.1 &) ; sleep 0.5; ps -o stat,comm | grep -c '^Z' || true"
+    proc = ociimg(ociroot, "run", "--rm", "--init", busybox, "sh", "-c", script)
+    assert proc.stdout.strip() == "0"
+    proc = ociimg(ociroot, "run", "--rm", "--init", busybox, "sh", "-c", "echo $$; cat /proc/1/cmdline")
+    pid, cmdline = proc.stdout.split("\n", 1)
+    assert pid != "1" and cmdline.startswith("/run/ociimg-init")
+    # SIGTERM reaches a program that is not PID 1 (catatonit forwards it): stop is quick.
+    ociimg(ociroot, "run", "-d", "--init", "--name", "i", busybox, "sleep", "300")
+    ociimg(ociroot, "stop", "--time", "30", "i")
+    row = json.loads(ociimg(ociroot, "ps", "-a", "--json").stdout)[0]
+    assert row["exitCode"] == 128 + 15, row
+    ociimg(ociroot, "rm", "i")
