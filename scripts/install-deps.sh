@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(docker-registry busybox-static skopeo umoci runc crun podman buildah conmon uidmap
-          pigz zstd libseccomp2 iproute2 curl time procps)
+          pigz zstd libseccomp2 iproute2 curl time procps catatonit)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
