@@ -38,6 +38,7 @@ from ociimg.registry.transport import (
     TransportOptions,
     backoff_delays,
     iter_body,
+    origin,
     read_capped,
 )
 
@@ -154,6 +155,10 @@ class RegistryClient:
             resp = self.transport.request(method, url, headers=headers, body=body, stream=stream)
             challenge = resp.headers.get("WWW-Authenticate")
             if resp.status_code != 401 or not challenge or _round == 2:
+                return resp
+            if origin(resp.url) != origin(url):
+                # A 401 from where a redirect led (blob storage, a CDN) is not our
+                # registry's: never hand its realm our credentials (CVE-2020-15157).
                 return resp
             resp.close()
             fresh = self.auth.answer(challenge, scope)

@@ -120,7 +120,10 @@ def fetch_document(client: RegistryClient, repo: str, desc: spec.Descriptor,
     """A manifest referenced by digest, stored exactly as received (if not there yet)."""
     if store.has_blob(desc.digest):
         return
-    raw, _media_type, digest = client.get_manifest(repo, str(desc.digest))
+    raw, _media_type, _digest = client.get_manifest(repo, str(desc.digest))
+    if len(raw) != desc.size:
+        raise InvalidDocument(f"manifest {desc.digest}: {len(raw)} bytes, the index says "
+                              f"{desc.size}")
     store.put_blob(raw, expected=desc.digest)
 
 

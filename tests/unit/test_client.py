@@ -28,7 +28,7 @@ from ociimg.errors import (
     Unauthorized,
 )
 from ociimg.reference import parse_reference
-from ociimg.registry.auth import Authenticator
+from ociimg.registry.auth import Authenticator, Credentials
 from ociimg.registry.client import ClientOptions, RegistryClient, add_query
 from ociimg.registry.pull import PullOptions, pull
 from ociimg.registry.push import PushOptions, push
@@ -564,3 +564,23 @@ class Progress:
 
     def log(self, message):
         self.logs.append(message)
+
+
+def test_challenge_from_redirect_target_is_not_answered(fake, store):
+    storage = HTTPServer(host="127.0.0.1", port=0)
+    storage.start()
+    try:
+        desc = fake.add_blob(os.urandom(100))
+        realm = f"https://127.0.0.1:{storage.port}/token"
+        storage.expect_request("/bucket").respond_with_data(
+            "", status=401, headers={"WWW-Authenticate": f'Bearer realm="{realm}"'})
+        fake.blob_faults = [lambda request, data: Response(
+            "", 307, {"Location": storage.url_for("/bucket")})]
+        client = client_for(fake)
+        client.auth.credentials = Credentials("user", "secret")
+        with pytest.raises(Unauthorized):
+            fetch(client, store, desc)
+        assert [r.path for r, _ in storage.log] == ["/bucket"]
+        assert all("Authorization" not in r.headers for r, _ in storage.log)
+    finally:
+        storage.stop()
