@@ -22,6 +22,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from ociimg.errors import InvalidDocument, RegistryError, Unauthorized
@@ -156,6 +157,9 @@ def _parse_challenge_body(sc: _Scanner, scheme: str) -> Challenge:
 class Credentials:
     username: str
     password: str = field(repr=False)
+    # docker's "identitytoken" (ACR, `az acr login`): an OAuth2 refresh token exchanged
+    # at the realm by POST (docker token spec, oauth.md) instead of Basic auth.
+    identity_token: str | None = field(default=None, repr=False)
 
     def basic_header(self) -> str:
         raw = f"{self.username}:{self.password}".encode()
@@ -264,6 +268,14 @@ def _credentials_from_file(path: Path, registry: str,
 
 
 def _decode_entry(entry: dict, path: Path, key: str) -> Credentials | None:
+    creds = _decode_basic_entry(entry, path, key)
+    token = entry.get("identitytoken")
+    if isinstance(token, str) and token:
+        return Credentials(creds.username if creds else "<token>", "", token)
+    return creds
+
+
+def _decode_basic_entry(entry: dict, path: Path, key: str) -> Credentials | None:
     if isinstance(entry.get("auth"), str) and entry["auth"]:
         try:
             user, sep, password = base64.b64decode(entry["auth"]).decode().partition(":")
@@ -295,6 +307,8 @@ def run_credential_helper(name: str, registry: str) -> Credentials | None:
         return None  # "credentials not found in native keychain"
     try:
         doc = json.loads(out.stdout)
+        if doc["Username"] == "<token>":  # the helper protocol's mark for an identity token
+            return Credentials("<token>", "", str(doc["Secret"]))
         return Credentials(str(doc["Username"]), str(doc["Secret"]))
     except (ValueError, KeyError, TypeError) as exc:
         raise RegistryError(f"credential helper {exe}: unreadable answer") from exc
@@ -364,11 +378,15 @@ class Authenticator:
         check_realm(realm, self.registry_url)
         query = [("service", chal.params["service"])] if chal.params.get("service") else []
         query += [("scope", s) for s in scope.split()]
-        if self.credentials:
-            query.append(("account", self.credentials.username))
-        url = realm + ("&" if urlsplit(realm).query else "?") + urlencode(query)
-        headers = {"Authorization": self.credentials.basic_header()} if self.credentials else {}
-        resp = self.transport.request("GET", url, headers=headers, stream=True)
+        if self.credentials and self.credentials.identity_token:
+            resp = self._refresh_token_request(realm, query)
+        else:
+            if self.credentials:
+                query.append(("account", self.credentials.username))
+            url = realm + ("&" if urlsplit(realm).query else "?") + urlencode(query)
+            headers = {"Authorization": self.credentials.basic_header()} if self.credentials \
+                else {}
+            resp = self.transport.request("GET", url, headers=headers, stream=True)
         with resp:
             if resp.status_code in (401, 403):
                 raise self.unauthorized(scope)
@@ -380,6 +398,14 @@ class Authenticator:
         with self._lock:
             self._tokens[scope] = (token, time.monotonic() + lifetime)
         return token
+
+    def _refresh_token_request(self, realm: str, query: list[tuple[str, str]]) -> Any:
+        assert self.credentials and self.credentials.identity_token
+        form = [("grant_type", "refresh_token"), ("client_id", "ociimg"),
+                ("refresh_token", self.credentials.identity_token), *query]
+        return self.transport.request(
+            "POST", realm, body=urlencode(form).encode(), stream=True,
+            headers={"Content-Type": "application/x-www-form-urlencoded"})
 
     def unauthorized(self, scope: str) -> Unauthorized:
         if self.credentials:

@@ -172,7 +172,8 @@ def map_exceptions(host: str) -> Iterator[None]:
     except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
         raise RegistryUnreachable(
             f"cannot reach {host}: {describe_cause(exc)}",
-            hint="check the registry address, your network, and --tls-verify/--cert-dir",
+            hint="check the registry address and your network; for TLS problems see --ca-bundle "
+                 "and --insecure",
         ) from exc
 
 

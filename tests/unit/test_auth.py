@@ -365,3 +365,27 @@ def test_default_login_file_is_podmans(env, tmp_path, monkeypatch, httpserver: H
     path = login(f"127.0.0.1:{httpserver.port}", "erin", "pw")
     assert path == tmp_path / "run" / "containers" / "auth.json"
     assert find_credentials(f"127.0.0.1:{httpserver.port}").username == "erin"
+
+
+def test_identity_token_uses_oauth2_refresh_grant(env, tmp_path, httpserver: HTTPServer):
+    serve_protected_manifest(httpserver, "acr-access")
+    httpserver.expect_request("/token", method="POST").respond_with_json(
+        {"access_token": "acr-access"})
+    auth_file = write_json(tmp_path / "auth.json", {"auths": {
+        f"127.0.0.1:{httpserver.port}": {"auth": b64("00000000-0000-0000-0000-000000000000", ""),
+                                         "identitytoken": "refresh-me"}}})
+    creds = find_credentials(f"127.0.0.1:{httpserver.port}", auth_file=auth_file)
+    assert creds.identity_token == "refresh-me"
+    client_for(httpserver, creds).get_manifest("lib/app", "v1")
+    (req,) = token_requests(httpserver)
+    assert req.method == "POST" and "Authorization" not in req.headers
+    assert req.form["grant_type"] == "refresh_token"
+    assert req.form["refresh_token"] == "refresh-me"
+    assert req.form.getlist("scope") == ["repository:lib/app:pull"]
+    assert req.form["service"] == "test-registry"
+
+
+def test_helper_identity_token(env, tmp_path):
+    make_helper(tmp_path, "acr", 'cat >/dev/null; echo \'{"Username":"<token>","Secret":"rt"}\'\n')
+    write_json(tmp_path / "home/.docker/config.json", {"credHelpers": {"r.example": "acr"}})
+    assert find_credentials("r.example").identity_token == "rt"
