@@ -220,7 +220,7 @@ def test_killed_pull_resumes_from_partial(registry, tmp_path):
                             cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
-        while partial_size(store_path) < (2 << 20) if store_path.exists() else True:
+        while not store_path.exists() or partial_size(store_path) < (2 << 20):
             assert proc.poll() is None, proc.stderr.read().decode()
             assert time.monotonic() < deadline, "the pull never started writing"
             time.sleep(0.05)
