@@ -362,6 +362,8 @@ class Authenticator:
             if chal.params.get("error") == "insufficient_scope" and chal.params.get("scope"):
                 want = _merge_scopes(scope, chal.params["scope"])
             token = self.fetch_token(chal, want)
+            with self._lock:  # found again under the scope we will ask for next time
+                self._tokens[scope] = self._tokens[want]
             return f"Bearer {token}"
         if "basic" in by_scheme:
             if not self.credentials:

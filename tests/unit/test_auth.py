@@ -389,3 +389,19 @@ def test_helper_identity_token(env, tmp_path):
     make_helper(tmp_path, "acr", 'cat >/dev/null; echo \'{"Username":"<token>","Secret":"rt"}\'\n')
     write_json(tmp_path / "home/.docker/config.json", {"credHelpers": {"r.example": "acr"}})
     assert find_credentials("r.example").identity_token == "rt"
+
+
+def test_token_cached_under_our_scope_when_challenge_differs(httpserver: HTTPServer):
+    # The registry asks for more than we need (pull,push for a pull): one token request.
+    httpserver.expect_request("/v2/lib/app/manifests/v1",
+                              headers={"Authorization": "Bearer wide"}).respond_with_data(
+        MANIFEST, content_type=OCI_MANIFEST)
+    httpserver.expect_request("/v2/lib/app/manifests/v1").respond_with_data(
+        "", status=401,
+        headers={"WWW-Authenticate": bearer(httpserver, "repository:lib/app:pull,push")})
+    httpserver.expect_request("/token").respond_with_json({"token": "wide"})
+    client = client_for(httpserver)
+    for _ in range(3):
+        client.get_manifest("lib/app", "v1")
+    assert len(token_requests(httpserver)) == 1
+    assert len(httpserver.log) == 5  # 401, token, 200, then two straight 200s
