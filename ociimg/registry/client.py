@@ -252,6 +252,37 @@ class RegistryClient:
                                  hint="the registry rewrote the manifest; it breaks digests")
         return digest
 
+    def referrers(self, repo: str, digest: Digest,
+                  artifact_type: str | None = None) -> list[spec.Descriptor]:
+        """Manifests whose ``subject`` is ``digest`` (distribution-spec "Listing
+        Referrers"); registries without the API are read through the tag schema
+        ``<alg>-<hex>`` that pushers maintain instead."""
+        Digest.parse(str(digest), where="referrers digest")
+        scope = f"repository:{repo}:pull"
+        url = f"/v2/{check_repository(repo)}/referrers/{digest}"
+        if artifact_type:
+            url = add_query(url, artifactType=artifact_type)
+        resp = self.request("GET", url, scope, headers={"Accept": spec.OCI_INDEX})
+        what = f"referrers of {self.display}/{repo}@{digest}"
+        if resp.status_code == 200:
+            with resp:
+                raw = read_capped(resp, spec.MAX_MANIFEST_BYTES, what)
+                filtered = "artifactType" in resp.headers.get("OCI-Filters-Applied", "")
+            entries = list(spec.parse_index(raw, where=what).manifests)
+        elif resp.status_code == 404:
+            resp.close()
+            filtered = False
+            try:
+                raw, _mt, _d = self.get_manifest(repo, f"{digest.algorithm}-{digest.hex}")
+            except ManifestUnknown:
+                return []
+            entries = list(spec.parse_index(raw, where=what).manifests)
+        else:
+            raise self.fail(resp, what, ManifestUnknown, scope)
+        if artifact_type and not filtered:
+            entries = [d for d in entries if d.artifact_type == artifact_type]
+        return entries
+
     # Blobs -------------------------------------------------------------------
     def blob_exists(self, repo: str, digest: Digest) -> bool:
         scope = f"repository:{repo}:pull"

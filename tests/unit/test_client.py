@@ -51,6 +51,7 @@ class FakeRegistry:
         self.manifest_headers: dict[str, str] = {}
         self.uploads: dict[str, bytearray] = {}
         self.patch_faults: list[str] = []
+        self.referrers: dict | None = None  # None: the registry lacks the referrers API
         server.expect_request(re.compile("/v2/.*")).respond_with_handler(self.handle)
 
     # Content ---------------------------------------------------------------------
@@ -83,6 +84,10 @@ class FakeRegistry:
     # Handler -----------------------------------------------------------------------
     def handle(self, request: Request) -> Response:
         m = re.fullmatch(r"/v2/(.+)/(manifests|blobs)/(.+)", request.path)
+        if "/referrers/" in request.path:
+            if self.referrers is None:
+                return Response('{"errors":[{"code":"NOT_FOUND"}]}', 404)
+            return Response(json.dumps(self.referrers), 200, content_type=spec.OCI_INDEX)
         if "/blobs/uploads/" in request.path:
             return self.handle_upload(request)
         if not m:
@@ -584,3 +589,34 @@ def test_challenge_from_redirect_target_is_not_answered(fake, store):
         assert all("Authorization" not in r.headers for r, _ in storage.log)
     finally:
         storage.stop()
+
+
+def referrer_index(subject: spec.Descriptor, fake: FakeRegistry) -> dict:
+    entries = []
+    for artifact_type in ("application/vnd.dev.sigstore.bundle+json", "application/spdx+json"):
+        d = fake.add_manifest({"schemaVersion": 2, "mediaType": spec.OCI_MANIFEST,
+                               "artifactType": artifact_type,
+                               "config": {"mediaType": spec.OCI_EMPTY, "size": 2,
+                                          "digest": str(Digest.of(b"{}"))},
+                               "layers": [], "subject": subject.to_json()}, spec.OCI_MANIFEST)
+        entries.append({**d.to_json(), "artifactType": artifact_type})
+    return {"schemaVersion": 2, "mediaType": spec.OCI_INDEX, "manifests": entries}
+
+
+@pytest.mark.parametrize("api", [True, False])
+def test_referrers_api_and_tag_schema_fallback(fake, api):
+    subject = fake.add_image("v1")
+    index = referrer_index(subject, fake)
+    if api:
+        fake.referrers = index
+    else:
+        fake.add_manifest(index, spec.OCI_INDEX, f"sha256-{subject.digest.hex}")
+    client = client_for(fake)
+    assert len(client.referrers("lib/app", subject.digest)) == 2
+    (sbom,) = client.referrers("lib/app", subject.digest, "application/spdx+json")
+    assert sbom.artifact_type == "application/spdx+json"
+
+
+def test_no_referrers_anywhere_is_empty(fake):
+    subject = fake.add_image("v1")
+    assert client_for(fake).referrers("lib/app", subject.digest) == []
