@@ -154,9 +154,9 @@ class Summary:
 
 
 def print_table(summaries: list[Summary], payload_bytes: int) -> None:
-    print(f"{'tool':<10} {'median s':>9} {'min s':>7} {'max s':>7} {'MB/s':>7} "
+    print(f"{'tool':<14} {'median s':>9} {'min s':>7} {'max s':>7} {'MB/s':>7} "
           f"{'peak RSS MiB':>13}")
     for s in summaries:
         rate = payload_bytes / s.median_wall / 1e6
-        print(f"{s.name:<10} {s.median_wall:9.2f} {min(s.walls):7.2f} {max(s.walls):7.2f} "
+        print(f"{s.name:<14} {s.median_wall:9.2f} {min(s.walls):7.2f} {max(s.walls):7.2f} "
               f"{rate:7.1f} {s.peak_rss_mib:13.1f}")
