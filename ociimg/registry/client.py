@@ -148,7 +148,10 @@ class RegistryClient:
         if not url.startswith(("http://", "https://")):
             url = f"{self.base}{url}"
         headers = dict(headers or {})
-        sent = self.auth.header(scope)
+        # Credentials go to the registry only: not to an upload Location or a redirect
+        # target on another host, and a 401 from there is not answered (CVE-2020-15157).
+        ours = origin(url) == origin(self.base)
+        sent = self.auth.header(scope) if ours else None
         for _round in range(3):
             if sent:
                 headers["Authorization"] = sent
@@ -156,9 +159,7 @@ class RegistryClient:
             challenge = resp.headers.get("WWW-Authenticate")
             if resp.status_code != 401 or not challenge or _round == 2:
                 return resp
-            if origin(resp.url) != origin(url):
-                # A 401 from where a redirect led (blob storage, a CDN) is not our
-                # registry's: never hand its realm our credentials (CVE-2020-15157).
+            if not ours or origin(resp.url) != origin(self.base):
                 return resp
             resp.close()
             fresh = self.auth.answer(challenge, scope)

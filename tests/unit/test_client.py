@@ -620,3 +620,23 @@ def test_referrers_api_and_tag_schema_fallback(fake, api):
 def test_no_referrers_anywhere_is_empty(fake):
     subject = fake.add_image("v1")
     assert client_for(fake).referrers("lib/app", subject.digest) == []
+
+
+def test_upload_location_on_another_host_gets_no_credentials(httpserver, store):
+    other = HTTPServer(host="127.0.0.1", port=0)
+    other.start()
+    try:
+        data = os.urandom(500)
+        digest = store.put_blob(data)
+        httpserver.expect_request("/v2/lib/app/blobs/uploads/", method="POST").respond_with_data(
+            "", status=202, headers={"Location": other.url_for("/upload/1?sig=x")})
+        other.expect_request("/upload/1", method="PUT").respond_with_data("", status=201)
+        client = client_for(type("F", (), {"host": f"127.0.0.1:{httpserver.port}"}))
+        client.auth._tokens["repository:lib/app:pull,push"] = ("secret-token", float("inf"))
+        client.upload_blob("lib/app", spec.Descriptor(spec.OCI_LAYER, digest, len(data)),
+                           lambda: store.open_blob(digest))
+        assert httpserver.log[0][0].headers["Authorization"] == "Bearer secret-token"
+        ((put, _),) = other.log
+        assert "Authorization" not in put.headers and put.get_data() == data
+    finally:
+        other.stop()
