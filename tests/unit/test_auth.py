@@ -405,3 +405,16 @@ def test_token_cached_under_our_scope_when_challenge_differs(httpserver: HTTPSer
         client.get_manifest("lib/app", "v1")
     assert len(token_requests(httpserver)) == 1
     assert len(httpserver.log) == 5  # 401, token, 200, then two straight 200s
+
+
+@pytest.mark.parametrize("body, error", [
+    (b"x" * ((1 << 20) + 10), "limit"),
+    (b"<html>login</html>", "not JSON"),
+    (b'{"token": ""}', "no token"),
+    (b'["token"]', "no token"),
+])
+def test_bad_token_responses(httpserver: HTTPServer, body, error):
+    serve_protected_manifest(httpserver, "never")
+    httpserver.expect_request("/token").respond_with_data(body)
+    with pytest.raises((RegistryError, InvalidDocument), match=error):
+        client_for(httpserver).get_manifest("lib/app", "v1")
