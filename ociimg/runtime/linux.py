@@ -358,3 +358,67 @@ def seccomp_load(ctx: int) -> None:
 
 def seccomp_export_pfc(ctx: int, fd: int) -> None:
     libseccomp().seccomp_export_pfc(ctx, fd)
+
+
+# bpf(2) for cgroup v2 device filters (still the security section): a
+# BPF_PROG_TYPE_CGROUP_DEVICE program attached to a cgroup decides every device
+# open/mknod of its processes (cgroup v2 has no devices.allow; runc#2167).
+_SYS_BPF = {"x86_64": 321, "aarch64": 280, "ppc64le": 361, "s390x": 351, "riscv64": 280}
+BPF_PROG_LOAD = 5
+BPF_PROG_ATTACH = 8
+BPF_PROG_TYPE_CGROUP_DEVICE = 15
+BPF_CGROUP_DEVICE = 6
+BPF_F_ALLOW_MULTI = 2
+
+
+class _BpfProgLoadAttr(ctypes.Structure):
+    _fields_ = [("prog_type", ctypes.c_uint32), ("insn_cnt", ctypes.c_uint32),
+                ("insns", ctypes.c_uint64), ("license", ctypes.c_uint64),
+                ("log_level", ctypes.c_uint32), ("log_size", ctypes.c_uint32),
+                ("log_buf", ctypes.c_uint64), ("kern_version", ctypes.c_uint32),
+                ("prog_flags", ctypes.c_uint32), ("prog_name", ctypes.c_char * 16),
+                ("prog_ifindex", ctypes.c_uint32), ("expected_attach_type", ctypes.c_uint32)]
+
+
+class _BpfAttachAttr(ctypes.Structure):
+    _fields_ = [("target_fd", ctypes.c_uint32), ("attach_bpf_fd", ctypes.c_uint32),
+                ("attach_type", ctypes.c_uint32), ("attach_flags", ctypes.c_uint32),
+                ("replace_bpf_fd", ctypes.c_uint32)]
+
+
+def _bpf(cmd: int, attr: ctypes.Structure, name: str) -> int:
+    nr = _SYS_BPF.get(os.uname().machine)
+    if nr is None:
+        raise OSError(38, f"{name}: unsupported architecture {os.uname().machine}")
+    try:
+        return int(libc.syscall(ctypes.c_long(nr), ctypes.c_long(cmd), ctypes.byref(attr),
+                                ctypes.c_uint(ctypes.sizeof(attr))))
+    except OSError as exc:
+        raise OSError(exc.errno, f"{name}: {os.strerror(exc.errno)}") from None
+
+
+def bpf_load_cgroup_device_prog(insns: bytes, name: str = "ociimg_dev") -> int:
+    """Load a cgroup device program (8-byte struct bpf_insn each); returns its fd.
+
+    On a verifier rejection the OSError message carries the verifier log."""
+    code = ctypes.create_string_buffer(insns, len(insns))
+    lic = ctypes.create_string_buffer(b"Apache-2.0")
+    attr = _BpfProgLoadAttr(prog_type=BPF_PROG_TYPE_CGROUP_DEVICE, insn_cnt=len(insns) // 8,
+                            insns=ctypes.addressof(code), license=ctypes.addressof(lic),
+                            prog_name=name.encode()[:15])
+    try:
+        return _bpf(BPF_PROG_LOAD, attr, "bpf(BPF_PROG_LOAD)")
+    except OSError as exc:
+        log = ctypes.create_string_buffer(65536)
+        attr.log_level, attr.log_size, attr.log_buf = 1, len(log), ctypes.addressof(log)
+        try:
+            return _bpf(BPF_PROG_LOAD, attr, "bpf(BPF_PROG_LOAD)")
+        except OSError:
+            text = log.value.decode(errors="replace").strip().splitlines()[-3:]
+            raise OSError(exc.errno, f"{exc.strerror}: {' | '.join(text)}") from None
+
+
+def bpf_attach_cgroup_device_prog(cgroup_fd: int, prog_fd: int) -> None:
+    attr = _BpfAttachAttr(target_fd=cgroup_fd, attach_bpf_fd=prog_fd,
+                          attach_type=BPF_CGROUP_DEVICE, attach_flags=BPF_F_ALLOW_MULTI)
+    _bpf(BPF_PROG_ATTACH, attr, "bpf(BPF_PROG_ATTACH)")

@@ -204,15 +204,7 @@ def test_v1_device_rules_are_enforced(v1: Tracker) -> None:
     except OSError as exc:
         need(False, f"cannot open /dev/kmsg even outside the cgroup: {exc}")
     m = v1.manager({"devices": [{"allow": False, "access": "rwm"}]})
-    probe = v1.python(
-        "import os, json\n"
-        "def try_open(p):\n"
-        "    try:\n"
-        "        os.close(os.open(p, os.O_RDONLY | os.O_NONBLOCK)); return 0\n"
-        "    except OSError as e:\n"
-        "        return e.errno\n"
-        "print(json.dumps([try_open('/dev/null'), try_open('/dev/full'),"
-        " try_open('/dev/kmsg')]), flush=True)")
+    probe = v1.python(DEVICE_PROBE)
     m.apply(probe.pid)
     m.set()
     start(probe)
@@ -299,6 +291,34 @@ def test_v2_join_freeze_kill_destroy(unified: tuple[Tracker, Path]) -> None:
     assert proc.wait(timeout=10) == -signal.SIGKILL
     m.destroy()
     assert not m.path.exists()
+
+
+DEVICE_PROBE = (
+    "import os, json\n"
+    "def try_open(p):\n"
+    "    try:\n"
+    "        os.close(os.open(p, os.O_RDONLY | os.O_NONBLOCK)); return 0\n"
+    "    except OSError as e:\n"
+    "        return e.errno\n"
+    "print(json.dumps([try_open('/dev/null'), try_open('/dev/full'),"
+    " try_open('/dev/kmsg')]), flush=True)")
+
+
+def test_v2_device_rules_enforced_by_the_bpf_program(unified: tuple[Tracker, Path]) -> None:
+    track, root = unified
+    kmsg = Path("/dev/kmsg")
+    need(kmsg.exists(), "no /dev/kmsg to test a denied device with")
+    try:
+        os.close(os.open(kmsg, os.O_RDONLY | os.O_NONBLOCK))
+    except OSError as exc:
+        need(False, f"cannot open /dev/kmsg even outside the cgroup: {exc}")
+    m = v2_manager(track, root, {"devices": [{"allow": False, "access": "rwm"}]})
+    probe = track.python(DEVICE_PROBE)
+    m.apply(probe.pid)  # loads and attaches the program, then joins
+    start(probe)
+    out, _ = probe.communicate(timeout=30)
+    assert json.loads(out) == [0, 0, 1]  # default devices allowed; kmsg: EPERM
+    m.destroy()
 
 
 def test_v2_hugetlb_limit_enables_the_controller_in_the_parent(

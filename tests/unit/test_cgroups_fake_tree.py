@@ -224,6 +224,11 @@ def v2_tree(tmp_path: Path, *levels: str) -> Path:
     return root
 
 
+def fake_v2(root: Path, path: str, resources: dict | None) -> cgroups.V2Manager:
+    """A fake tree is not cgroup2: no BPF device program can attach to it."""
+    return cgroups.V2Manager(root, path, resources, device_filter=False)
+
+
 RESOURCES = {
     "memory": {"limit": 64 << 20, "reservation": 32 << 20, "swap": 96 << 20},
     "cpu": {"shares": 1024, "quota": 50000, "period": 100000, "cpus": "0", "mems": "0"},
@@ -241,6 +246,7 @@ def test_v2_create_enables_controllers_up_the_tree_but_not_in_the_leaf(
     manager = cgroups.create_manager(None, "c1", RESOURCES, root_override=root)
     assert isinstance(manager, cgroups.V2Manager)
     assert manager.path == root / "ociimg" / "c1"
+    assert manager.device_filter is False  # root_override: a fake tree
     manager.apply(4194305)  # above any pid_max: never a real process
     expected = "+memory +cpu +cpuset +pids"
     assert read(root / "cgroup.subtree_control") == expected
@@ -277,7 +283,7 @@ def test_v2_memory_swap_semantics(tmp_path: Path, memory: dict, swap_file: str,
                                   max_file: str) -> None:
     root = v2_tree(tmp_path, "c")
     (root / "c" / "memory.swap.max").write_text("untouched")
-    manager = cgroups.V2Manager(root, "/c", {"memory": memory})
+    manager = fake_v2(root, "/c", {"memory": memory})
     manager.set()
     assert read(root / "c" / "memory.swap.max") == swap_file
     assert read(root / "c" / "memory.max") == max_file
@@ -285,7 +291,7 @@ def test_v2_memory_swap_semantics(tmp_path: Path, memory: dict, swap_file: str,
 
 def test_v2_pids_and_cpu_max_forms(tmp_path: Path) -> None:
     root = v2_tree(tmp_path, "c")
-    manager = cgroups.V2Manager(root, "c", {"pids": {"limit": 0},
+    manager = fake_v2(root, "c", {"pids": {"limit": 0},
                                             "cpu": {"quota": -1, "period": 200000}})
     manager.set()
     assert read(root / "c" / "pids.max") == "max"
@@ -294,7 +300,7 @@ def test_v2_pids_and_cpu_max_forms(tmp_path: Path) -> None:
 
 def test_v2_hugetlb_io_and_unified(tmp_path: Path) -> None:
     root = v2_tree(tmp_path, "c")
-    manager = cgroups.V2Manager(root, "c", {
+    manager = fake_v2(root, "c", {
         "hugepageLimits": [{"pageSize": "2MB", "limit": 4 << 21}],
         "blockIO": {"weight": 1000, "throttleReadBpsDevice": [
             {"major": 8, "minor": 0, "rate": 1048576}]},
@@ -311,14 +317,14 @@ def test_v2_unified_keys_cannot_escape(tmp_path: Path) -> None:
     canary = make_files(tmp_path / "outside", {"memory.high": "keep"})
     for key in ("../../outside/memory.high", "cgroup", ".hidden.x"):
         with pytest.raises(ContainerError, match="invalid file name"):
-            cgroups.V2Manager(root, "c", {"unified": {key: "1"}}).set()
+            fake_v2(root, "c", {"unified": {key: "1"}}).set()
     assert read(canary / "memory.high") == "keep"
 
 
 def test_v2_missing_controller_is_named(tmp_path: Path) -> None:
     root = v2_tree(tmp_path, "c")
     (root / "cgroup.controllers").write_text("cpu io")
-    manager = cgroups.V2Manager(root, "c", {"memory": {"limit": 1 << 20}, "pids": {"limit": 5}})
+    manager = fake_v2(root, "c", {"memory": {"limit": 1 << 20}, "pids": {"limit": 5}})
     with pytest.raises(ContainerError) as info:
         manager.create()
     assert "memory, pids not available" in str(info.value)
@@ -328,7 +334,7 @@ def test_v2_missing_controller_is_named(tmp_path: Path) -> None:
 def test_v2_already_enabled_controllers_are_not_rewritten(tmp_path: Path) -> None:
     root = v2_tree(tmp_path, "c")
     (root / "cgroup.subtree_control").write_text("cpu memory pids")
-    cgroups.V2Manager(root, "c", {"memory": {"limit": 1 << 20}, "pids": {"limit": 5}}).create()
+    fake_v2(root, "c", {"memory": {"limit": 1 << 20}, "pids": {"limit": 5}}).create()
     assert read(root / "cgroup.subtree_control") == "cpu memory pids"
 
 
@@ -343,7 +349,8 @@ def test_v2_freeze_kill_state_and_destroy(tmp_path: Path) -> None:
     manager.kill()
     assert read(manager.path / "cgroup.kill") == "1"
     state = manager.to_state()
-    assert state == {"version": 2, "root": str(root), "path": "/ociimg/c1"}
+    assert state == {"version": 2, "root": str(root), "path": "/ociimg/c1",
+                     "device_filter": False}
     again = cgroups.load_manager(state)
     assert again.path == manager.path
     again.destroy()
@@ -361,8 +368,8 @@ def test_v2_device_rules_warn_once(tmp_path: Path, caplog: pytest.LogCaptureFixt
     root = v2_tree(tmp_path, "c")
     v2._warned_devices = False
     devices = {"devices": [{"allow": False, "access": "rwm"}]}
-    cgroups.V2Manager(root, "c", devices).set()
-    cgroups.V2Manager(root, "c", devices).set()
+    fake_v2(root, "c", devices).set()
+    fake_v2(root, "c", devices).set()
     assert caplog.text.count("device rules are not enforced") == 1
 
 
@@ -548,3 +555,85 @@ def test_load_manager_rejects_garbage() -> None:
     for state in ({}, {"version": 3}, {"version": 1, "paths": None}):
         with pytest.raises(ContainerError):
             cgroups.load_manager(state)
+
+
+# ----------------------------------------------- v2 device filter (eBPF program)
+
+def run_program(program: list, dev: str, access: str, major: int, minor: int) -> int:
+    """Interpret the instructions we emit, on struct bpf_cgroup_dev_ctx."""
+    from ociimg.runtime.cgroups import ebpf
+
+    ctx = ((ebpf._access_mask(access) << 16) | ebpf._TYPES[dev], major, minor)
+    regs, pc, mask64 = [0] * 11, 0, 2**64 - 1
+    for _ in range(10_000):
+        op, dst, src, off, imm = program[pc]
+        pc += 1
+        imm64 = imm & mask64  # immediates are sign-extended to 64 bits
+        if op == ebpf.LDX_MEM_W:
+            assert src == 1 and off % 4 == 0
+            regs[dst] = ctx[off // 4]
+        elif op == ebpf.MOV64_X:
+            regs[dst] = regs[src]
+        elif op == ebpf.MOV64_K:
+            regs[dst] = imm64
+        elif op == ebpf.AND64_K:
+            regs[dst] &= imm64
+        elif op == ebpf.RSH64_K:
+            regs[dst] >>= imm
+        elif op == ebpf.JEQ_K:
+            pc += off if regs[dst] == imm64 else 0
+        elif op == ebpf.JNE_K:
+            pc += off if regs[dst] != imm64 else 0
+        elif op == ebpf.JSET_K:
+            pc += off if regs[dst] & imm64 else 0
+        elif op == ebpf.EXIT:
+            return regs[0]
+        else:
+            raise AssertionError(f"unexpected opcode {op:#x}")
+    raise AssertionError("program did not exit")
+
+
+def verdicts(resources: dict, cases: list[tuple[str, str, int, int]]) -> list[int]:
+    from ociimg.runtime.cgroups import ebpf
+
+    program = ebpf.compile_device_program(common.device_rules(resources))
+    assert len(ebpf.encode(program)) == 8 * len(program)
+    return [run_program(program, *case) for case in cases]
+
+
+def test_device_program_defaults() -> None:
+    cases = [("c", "rw", 1, 3), ("c", "m", 1, 3), ("c", "r", 1, 11), ("b", "m", 7, 0),
+             ("b", "r", 7, 0), ("c", "rw", 136, 5), ("c", "rwm", 10, 200), ("c", "m", 99, 1),
+             ("c", "w", 5, 2), ("b", "rw", 8, 0)]
+    assert verdicts({}, cases) == [1, 1, 0, 1, 0, 1, 1, 1, 1, 0]
+
+
+def test_device_program_spec_rules_and_later_rules_win() -> None:
+    allow_fuse = {"devices": [{"allow": False, "access": "rwm"},
+                              {"allow": True, "type": "c", "major": 10, "minor": 229,
+                               "access": "rw"}]}
+    assert verdicts(allow_fuse, [("c", "rw", 10, 229), ("c", "r", 10, 228)]) == [1, 0]
+    blacklist = {"devices": [{"allow": True, "access": "rwm"},
+                             {"allow": False, "type": "c", "major": 1, "minor": 9,
+                              "access": "w"}]}
+    # Runc's defaults come after the spec's rules and re-allow 1:9 rwm, as with runc.
+    assert verdicts(blacklist, [("c", "r", 1, 9), ("c", "w", 1, 9)]) == [1, 1]
+    from ociimg.runtime.cgroups import ebpf
+
+    rules = [common.DeviceRule(True, "a", -1, -1, "rwm"),
+             common.DeviceRule(False, "c", 1, 9, "w")]
+    program = ebpf.compile_device_program(rules)
+    assert [run_program(program, "c", a, 1, 9) for a in ("r", "w", "rw", "m")] == [1, 0, 0, 1]
+    assert run_program(program, "b", "rw", 8, 0) == 1
+    flip = [common.DeviceRule(False, "a", -1, -1, "rwm"),
+            common.DeviceRule(True, "c", 1, 9, "rwm"),
+            common.DeviceRule(False, "c", 1, 9, "rwm")]
+    assert run_program(ebpf.compile_device_program(flip), "c", "r", 1, 9) == 0
+    assert run_program(ebpf.compile_device_program(flip[:1] + flip[2:] + flip[1:2]),
+                       "c", "r", 1, 9) == 1
+
+
+def test_v2_fake_tree_never_attaches_a_device_program(tmp_path: Path) -> None:
+    root = v2_tree(tmp_path, "c")
+    manager = cgroups.create_manager("/c", "c", {"devices": []}, root_override=root)
+    manager.set()  # would fail with EBADF if it tried to attach to a plain directory

@@ -95,7 +95,9 @@ def create_manager(cgroups_path: str | None, container_id: str, resources: dict 
         base = own_dir(layout.unified, own.get("")) if not path.startswith("/") \
             else layout.unified.mountpoint
         rel = str((base / path.lstrip("/")).relative_to(layout.unified.mountpoint))
-        return V2Manager(layout.unified.mountpoint, rel, resources)
+        # A fake tree is no cgroup2 filesystem: no BPF device program can attach there.
+        return V2Manager(layout.unified.mountpoint, rel, resources,
+                         device_filter=root_override is None)
     dirs: dict[str, Path] = {}
     for controller, mount in layout.v1.items():
         base = own_dir(mount, own.get(controller)) if not path.startswith("/") \
@@ -114,7 +116,8 @@ def load_manager(state: dict, resources: dict | None = None) -> CgroupManager:
     """Rebuild a manager from ``to_state()`` output (e.g. in ``delete``)."""
     try:
         if state["version"] == 2:
-            return V2Manager(Path(state["root"]), state["path"], resources)
+            return V2Manager(Path(state["root"]), state["path"], resources,
+                             device_filter=state.get("device_filter", True))
         if state["version"] == 1:
             unified = state.get("unified")
             return V1Manager.from_dirs(

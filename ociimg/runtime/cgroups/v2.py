@@ -5,8 +5,10 @@ The no-internal-process rule means controllers are enabled in the
 (which holds its processes). v1-style spec values are converted the way runc does
 (runc ``docs/cgroup-v2.md``; anchors.md §C3 "Other runtime musts").
 
-Device rules are NOT enforced on v2: that needs a BPF_PROG_TYPE_CGROUP_DEVICE
-program (runc#2167), which ociimg does not load. A warning is logged once.
+Device rules (the spec's, then runc's default allow list) are enforced with a
+BPF_PROG_TYPE_CGROUP_DEVICE program attached to the cgroup (``ebpf.py``, runc#2167).
+``device_filter=False`` (used for the unit tests' fake trees, which are not cgroup2)
+skips it and logs once that device rules are not enforced.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import time
 from pathlib import Path
 
 from ociimg.errors import ContainerError
+from ociimg.runtime.cgroups import ebpf
 from ociimg.runtime.cgroups.common import (
     CgroupManager,
     add_pid,
     blkio_weight_to_io_weight,
+    device_rules,
     num_to_str,
     read_pids,
     remove_cgroup,
@@ -65,13 +69,15 @@ def required_controllers(resources: dict | None) -> list[str]:
 
 
 class V2Manager(CgroupManager):
-    def __init__(self, root: Path, path: str, resources: dict | None = None) -> None:
+    def __init__(self, root: Path, path: str, resources: dict | None = None, *,
+                 device_filter: bool = True) -> None:
         self.root = Path(root)
         self.rel = path.strip("/")
         if not self.rel or ".." in self.rel.split("/"):
             raise ContainerError(f"cgroup: invalid cgroup path {path!r}",
                                  hint="give a path below the cgroup root, without '..'")
         self.resources = resources
+        self.device_filter = device_filter
 
     @property
     def path(self) -> Path:
@@ -95,7 +101,11 @@ class V2Manager(CgroupManager):
         set_hugetlb(self.path, r.get("hugepageLimits") or [])
         set_io(self.path, r.get("blockIO") or {})
         set_unified(self.path, r.get("unified") or {})
-        warn_devices(r.get("devices") or [])
+        if self.device_filter:
+            # Updates attach another program (BPF_F_ALLOW_MULTI): all must allow.
+            ebpf.attach_device_program(self.path, device_rules(r))
+        else:
+            warn_devices(r.get("devices") or [])
 
     def add(self, pid: int) -> None:
         add_pid(self.path, pid)
@@ -127,7 +137,8 @@ class V2Manager(CgroupManager):
         remove_cgroup(self.path)
 
     def to_state(self) -> dict:
-        return {"version": 2, "root": str(self.root), "path": "/" + self.rel}
+        return {"version": 2, "root": str(self.root), "path": "/" + self.rel,
+                "device_filter": self.device_filter}
 
 
 def enable_controllers(directory: Path, needed: list[str]) -> None:
@@ -241,8 +252,8 @@ def warn_devices(devices: list[dict]) -> None:
     global _warned_devices
     if devices and not _warned_devices:
         _warned_devices = True
-        log.warning("cgroup v2: device rules are not enforced (needs an eBPF device "
-                    "program, which ociimg does not load)")
+        log.warning("cgroup v2: device rules are not enforced (no eBPF device filter "
+                    "on this cgroup)")
 
 
 def wait_frozen(path: Path, frozen: bool, attempts: int = 100) -> None:
