@@ -349,3 +349,26 @@ def test_terminal_without_console_socket_is_refused_for_create(env: tuple[Path, 
     proc = runtime(state_root, "create", "-b", str(bundle), "c1")
     assert proc.returncode != 0 and "--console-socket" in proc.stderr
     assert not (state_root / "c1").exists()
+
+
+def _cgroup_dirs(cid: str) -> list[str]:
+    found = []
+    for ctrl in os.listdir("/sys/fs/cgroup"):
+        base = Path("/sys/fs/cgroup") / ctrl
+        if base.is_dir() and not base.is_symlink():
+            found += [str(p) for p in base.glob(f"**/{cid}") if p.is_dir()]
+    return found
+
+
+def test_cgroup_limits_applied_and_removed(env: tuple[Path, Path]) -> None:
+    bundle, state_root = env
+    cid = f"cg-{os.getpid()}"
+    config = base_config(["sh", "-c", "cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || "
+                                      "cat /sys/fs/cgroup/pids.max; cat /proc/self/cgroup"])
+    config["linux"]["resources"] = {"pids": {"limit": 42}}
+    write_config(bundle, config)
+    proc = runtime(state_root, "run", "-b", str(bundle), cid)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[0] == "42"
+    assert _cgroup_dirs(cid) == []
+
