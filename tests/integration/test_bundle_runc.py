@@ -154,11 +154,6 @@ def test_runc_named_user_hostname_env_readonly_root(runc: list[str], bundle_dir:
 
 def test_runc_applies_resource_limits(runc: list[str], bundle_dir: Path,
                                       request: pytest.FixtureRequest) -> None:
-    if runc[-1] == "ociimg.runtime":
-        # Observed at commit time: the process lands in /sys/fs/cgroup/<ctrl>/<cgroupsPath>
-        # but memory.limit_in_bytes stays unlimited. strict: an XPASS tells us to drop this.
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="built-in runtime does not apply linux.resources on cgroup v1"))
     # Inside, the cgroup namespace makes the container's own cgroup the root of each
     # hierarchy, so the limit files sit directly under /sys/fs/cgroup/<controller>.
     need((CGROUP_V1_ROOT / "memory" / "cgroup.procs").exists()
