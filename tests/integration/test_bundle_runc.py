@@ -152,8 +152,7 @@ def test_runc_named_user_hostname_env_readonly_root(runc: list[str], bundle_dir:
     assert not (bundle_dir / "rootfs" / "probe").exists()
 
 
-def test_runc_applies_resource_limits(runc: list[str], bundle_dir: Path,
-                                      request: pytest.FixtureRequest) -> None:
+def test_runc_applies_resource_limits(runc: list[str], bundle_dir: Path) -> None:
     # Inside, the cgroup namespace makes the container's own cgroup the root of each
     # hierarchy, so the limit files sit directly under /sys/fs/cgroup/<controller>.
     need((CGROUP_V1_ROOT / "memory" / "cgroup.procs").exists()

@@ -188,7 +188,8 @@ def test_init_reaps_zombies_and_forwards_signals(ociroot: Path, busybox: str) ->
     script = "(sleep 0.1 &) ; sleep 0.5; ps -o stat,comm | grep -c '^Z' || true"
     proc = ociimg(ociroot, "run", "--rm", "--init", busybox, "sh", "-c", script)
     assert proc.stdout.strip() == "0"
-    proc = ociimg(ociroot, "run", "--rm", "--init", busybox, "sh", "-c", "echo $$; cat /proc/1/cmdline")
+    proc = ociimg(ociroot, "run", "--rm", "--init", busybox, "sh", "-c",
+                  "echo $$; cat /proc/1/cmdline")
     pid, cmdline = proc.stdout.split("\n", 1)
     assert pid != "1" and cmdline.startswith("/run/ociimg-init")
     # SIGTERM reaches a program that is not PID 1 (catatonit forwards it): stop is quick.
