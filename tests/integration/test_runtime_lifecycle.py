@@ -372,3 +372,98 @@ def test_cgroup_limits_applied_and_removed(env: tuple[Path, Path]) -> None:
     assert proc.stdout.split()[0] == "42"
     assert _cgroup_dirs(cid) == []
 
+
+
+SCHEMAS = Path(__file__).resolve().parents[3] / "shared" / "schemas" / "runtime-spec"
+
+
+def schema_validator(name: str):
+    from jsonschema import Draft4Validator
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT4
+
+    from tests.conftest import need
+    need(SCHEMAS.is_dir(), f"runtime-spec schemas not found at {SCHEMAS}")
+    registry = Registry().with_resources(
+        (p.name, Resource(json.loads(p.read_text()), DRAFT4)) for p in SCHEMAS.glob("*.json"))
+    return Draft4Validator(json.loads((SCHEMAS / name).read_text()), registry=registry)
+
+
+def test_state_output_matches_runtime_spec_schema(env: tuple[Path, Path]) -> None:
+    bundle, state_root = env
+    validator = schema_validator("state-schema.json")
+    assert list(validator.iter_errors({"id": "x", "status": "paused"}))  # it can fail
+    config = base_config(["sleep", "100"])
+    config["annotations"] = {"org.example/key": "value"}
+    write_config(bundle, config)
+    runtime(state_root, "create", "-b", str(bundle), "c1", check=True)
+    for expected in ("created", "running", "stopped"):
+        doc = state_of(state_root, "c1")
+        assert doc["status"] == expected
+        assert not list(validator.iter_errors(doc)), doc
+        assert doc["annotations"] == {"org.example/key": "value"}
+        if expected == "created":
+            runtime(state_root, "start", "c1", check=True)
+        elif expected == "running":
+            runtime(state_root, "kill", "c1", "KILL", check=True)
+            wait_for(lambda: state_of(state_root, "c1")["status"] == "stopped")
+    runtime(state_root, "delete", "c1", check=True)
+
+
+def test_features_match_runtime_spec_schema() -> None:
+    validator = schema_validator("features-schema.json")
+    feats = json.loads(subprocess.run([*RUNTIME, "features"], capture_output=True, text=True,
+                                      check=True, cwd=REPO).stdout)
+    errors = list(validator.iter_errors(feats))
+    assert not errors, [e.message for e in errors[:3]]
+
+
+def test_run_with_terminal_proxies_a_pty(env: tuple[Path, Path]) -> None:
+    import pty
+    bundle, state_root = env
+    config = base_config(["sh", "-c", "tty; stty size; exit 6"])
+    config["process"]["terminal"] = True
+    config["process"]["consoleSize"] = {"height": 33, "width": 111}
+    write_config(bundle, config)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([*RUNTIME, "--root", str(state_root), "run", "-b", str(bundle),
+                             "c1"], stdin=slave, stdout=slave, stderr=subprocess.PIPE,
+                            cwd=REPO)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        out += data
+    os.close(master)
+    assert proc.wait(timeout=60) == 6, proc.stderr.read()
+    text = out.decode(errors="replace")
+    assert "/dev/pts/" in text
+
+
+def test_run_forwards_sigterm(env: tuple[Path, Path]) -> None:
+    bundle, state_root = env
+    set_args(bundle, ["sh", "-c", "trap 'exit 9' TERM; while true; do sleep 0.1; done"])
+    proc = subprocess.Popen([*RUNTIME, "--root", str(state_root), "run", "-b", str(bundle),
+                             "c1"], cwd=REPO)
+    try:
+        wait_for(lambda: (state_root / "c1" / "state.json").exists()
+                 and state_of(state_root, "c1")["status"] == "running")
+        time.sleep(0.3)  # let sh install its trap; not a timing assertion
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 9
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_no_pivot_runs_with_move_and_chroot(env: tuple[Path, Path]) -> None:
+    bundle, state_root = env
+    set_args(bundle, ["sh", "-c", "echo pid=$$; ls /"])
+    proc = runtime(state_root, "run", "--no-pivot", "-b", str(bundle), "c1")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[0] == "pid=1" and "bin" in proc.stdout.split()
