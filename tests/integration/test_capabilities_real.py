@@ -6,8 +6,11 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
+import struct
 import subprocess
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -173,3 +176,45 @@ def test_dict_form_and_unknown_names() -> None:
     assert result["ok"]["self"]["effective"] == [KILL]
     assert result["ok"]["self"]["permitted"] == [KILL]
     assert result["ok"]["refused"] == []
+
+
+@pytest.fixture
+def world_dir() -> Iterator[Path]:
+    """A directory uid 1000 can reach (pytest's tmp_path lives under a 0700 dir)."""
+    path = Path(tempfile.mkdtemp(prefix="ociimg-caps-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+def _file_with_inheritable_cap(directory: Path, cap: int) -> Path:
+    """A copy of busybox carrying file capability ``cap``=ei (struct vfs_cap_data v2)."""
+    copy = directory / "busybox-fcap"
+    shutil.copy(BUSYBOX, copy)
+    os.chmod(copy, 0o755)
+    try:
+        os.setxattr(copy, "security.capability",
+                    struct.pack("<IIIII", 0x02000001, 0, 1 << cap, 0, 0))
+    except OSError as exc:
+        need(False, f"cannot set file capabilities here: {exc}")
+    return copy
+
+
+@pytest.mark.parametrize("inheritable", [[], ["CAP_NET_BIND_SERVICE"]])
+def test_inheritable_set_is_what_file_caps_can_pick_up(world_dir: Path,
+                                                       inheritable: list[str]) -> None:
+    # CVE-2022-29162: a non-empty inheritable set lets any program with inheritable
+    # file capabilities gain them on exec. With the spec's inheritable left empty
+    # (ociimg's default, as runc now does) nothing is picked up.
+    program = _file_with_inheritable_cap(world_dir, NET_BIND)
+    spec = {**ONE_CAP, "inheritable": inheritable, "ambient": []}
+
+    def child() -> list[int]:
+        become_user(spec)
+        out = subprocess.run([str(program), "cat", "/proc/self/status"], check=True,
+                             capture_output=True, text=True).stdout
+        return sorted(caps.current_capabilities(out)["effective"])
+
+    status, result = run_in_child(child)
+    assert os.waitstatus_to_exitcode(status) == 0, result
+    assert result["ok"] == ([NET_BIND] if inheritable else [])

@@ -637,3 +637,12 @@ def test_v2_fake_tree_never_attaches_a_device_program(tmp_path: Path) -> None:
     root = v2_tree(tmp_path, "c")
     manager = cgroups.create_manager("/c", "c", {"devices": []}, root_override=root)
     manager.set()  # would fail with EBADF if it tried to attach to a plain directory
+
+
+def test_v2_has_no_kernel_memory_limit(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # kmem does not exist on cgroup v2 (runc#2270): warn, write nothing for it.
+    root = v2_tree(tmp_path, "c")
+    before = {p.name: read(p) for p in (root / "c").iterdir()}
+    fake_v2(root, "c", {"memory": {"kernel": 1 << 20, "kernelTCP": 1 << 20}}).set()
+    assert {p.name: read(p) for p in (root / "c").iterdir()} == before
+    assert "memory.kernel" in caplog.text and "memory.kernelTCP" in caplog.text
