@@ -2,82 +2,26 @@
 
 from __future__ import annotations
 
-import os
-import re
 from pathlib import Path
 
 import typer
 
 from ociimg.cli.app import STATE, app
-from ociimg.cli.images import INSECURE_HELP, PLATFORM_HELP, parse_platform
+from ociimg.cli.options import (
+    INSECURE_HELP,
+    PLATFORM_HELP,
+    find_init,
+    parse_pairs,
+    parse_platform,
+    parse_security_opts,
+    parse_size,
+    parse_volume,
+)
 from ociimg.cli.output import print_json, progress_for
 from ociimg.errors import OciimgError
 
-_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)([bkmg]?)b?$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
-
-def parse_size(text: str) -> int:
-    """``512m``, ``1g``, ``65536`` → bytes (docker's --memory units)."""
-    m = _SIZE_RE.match(text.strip())
-    if not m:
-        raise OciimgError(f"invalid size {text!r}", hint="use a number with b, k, m or g")
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
-
-
-def parse_volume(text: str) -> tuple[str, str, bool]:
-    """``HOST:CTR[:ro|rw]`` → (absolute host path, container path, readonly)."""
-    parts = text.split(":")
-    if len(parts) not in (2, 3) or not parts[0] or not parts[1] or \
-            (len(parts) == 3 and parts[2] not in ("ro", "rw")):
-        raise OciimgError(f"invalid volume {text!r}", hint="use HOST:CONTAINER[:ro]")
-    host = Path(parts[0]).absolute()
-    if not host.exists():
-        raise OciimgError(f"volume source {host} does not exist")
-    if not parts[1].startswith("/"):
-        raise OciimgError(f"volume destination {parts[1]!r} must be an absolute path")
-    return str(host), parts[1], len(parts) == 3 and parts[2] == "ro"
-
-
-INIT_CANDIDATES = ("/usr/bin/catatonit", "/usr/libexec/podman/catatonit", "/usr/bin/tini-static",
-                   "/usr/bin/tini")
-
-
-def find_init() -> str:
-    for path in INIT_CANDIDATES:
-        if os.path.isfile(path):
-            return path
-    raise OciimgError("--init: no static init binary found",
-                      hint="apt-get install catatonit, or give one with --init-path")
-
-
-def parse_pairs(items: list[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq or not key:
-            raise OciimgError(f"invalid annotation {item!r}", hint="use KEY=VALUE")
-        out[key] = value
-    return out
-
-
-def parse_security_opts(items: list[str]) -> dict[str, bool]:
-    """The podman/docker --security-opt values ociimg understands."""
-    known = {"seccomp=unconfined": ("seccomp", False),
-             "no-new-privileges": ("no_new_privileges", True),
-             "no-new-privileges=true": ("no_new_privileges", True),
-             "no-new-privileges=false": ("no_new_privileges", False)}
-    out = {}
-    for item in items:
-        if item not in known:
-            raise OciimgError(f"unsupported --security-opt {item!r}",
-                              hint="supported: " + ", ".join(known))
-        key, value = known[item]
-        out[key] = value
-    return out
-
-
-@app.command(context_settings={"allow_interspersed_args": False})
+@app.command(rich_help_panel="Containers", context_settings={"allow_interspersed_args": False})
 def run(
     image: str = typer.Argument(..., help="Image: store name, oci:PATH[:TAG] or registry "
                                 "reference (pulled if missing)."),
@@ -143,7 +87,7 @@ def run(
     raise typer.Exit(containers.run_attached(c, options))
 
 
-@app.command()
+@app.command(rich_help_panel="Containers")
 def ps(
     all_: bool = typer.Option(False, "--all", "-a", help="Also show exited containers."),
     json_out: bool = typer.Option(False, "--json", help="Print as JSON."),
@@ -168,7 +112,7 @@ def ps(
         print(f"{r['id'][:12]:14}{(r['image'] or '')[:38]:40}{cmd:24}{status:16}{r['name']}")
 
 
-@app.command()
+@app.command(rich_help_panel="Containers")
 def stop(
     names: list[str] = typer.Argument(..., help="Container names or ids."),
     time_: float = typer.Option(10.0, "--time", "-t", help="Seconds to wait before SIGKILL."),
@@ -181,7 +125,7 @@ def stop(
         print(key)
 
 
-@app.command("rm")
+@app.command("rm", rich_help_panel="Containers")
 def rm_(
     names: list[str] = typer.Argument(..., help="Container names or ids."),
     force: bool = typer.Option(False, "--force", "-f", help="Kill running containers first."),
@@ -194,7 +138,7 @@ def rm_(
         print(key)
 
 
-@app.command()
+@app.command(rich_help_panel="Containers")
 def logs(
     name: str = typer.Argument(..., help="Container name or id."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new output."),
@@ -205,11 +149,11 @@ def logs(
     containers.read_logs(containers.find_container(STATE.root, name), follow)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+@app.command(rich_help_panel="Containers",
+             context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
                                "help_option_names": []})
 def runtime(ctx: typer.Context) -> None:
-    """The runc-compatible OCI runtime (same as `ociimg-runtime`): create, start, state,
-    kill, delete, run, exec, list, ps, features."""
+    """The runc-compatible OCI runtime, same as `ociimg-runtime` (create, start, state, ...)."""
     from ociimg.runtime.cli import main as runtime_main
 
     raise typer.Exit(runtime_main(list(ctx.args)))

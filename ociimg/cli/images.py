@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from ociimg.cli.app import STATE, app
+from ociimg.cli.options import INSECURE_HELP, PLATFORM_HELP, parse_platform, parse_size
 from ociimg.cli.output import print_json, progress_for, stderr
 from ociimg.commands.resolve import store_name
 from ociimg.errors import InvalidReference
@@ -16,16 +17,9 @@ from ociimg.reference import LayoutReference, Reference, parse_image_name
 from ociimg.spec import INDEX_TYPES, Platform
 from ociimg.store import Store
 
-PLATFORM_HELP = "OS/ARCH[/VARIANT] to select from a multi-platform image (default: this host)."
-INSECURE_HELP = "Allow plain HTTP and unverified TLS for this registry."
-
 
 def open_store() -> Store:
     return Store.open(STATE.root)
-
-
-def parse_platform(text: str | None) -> Platform | None:
-    return Platform.parse(text) if text else None
 
 
 def registry_reference(text: str) -> Reference:
@@ -35,7 +29,7 @@ def registry_reference(text: str) -> Reference:
     return ref
 
 
-@app.command()
+@app.command(rich_help_panel="Images")
 def pull(
     image: str = typer.Argument(..., help="Image reference, e.g. busybox, "
                                 "127.0.0.1:5000/app:1.0 or repo@sha256:…"),
@@ -72,7 +66,7 @@ def pull(
         print(f"{result.reference}\n  digest: {result.descriptor.digest}")
 
 
-@app.command()
+@app.command(rich_help_panel="Images")
 def push(
     source: str = typer.Argument(..., help="Image name in the local store."),
     destination: str = typer.Argument(None, help="Registry reference to push to "
@@ -81,6 +75,12 @@ def push(
     ca_bundle: Path = typer.Option(None, "--ca-bundle", help="PEM file of CAs to trust."),
     auth_file: Path = typer.Option(None, "--authfile", help="Credentials file (docker format)."),
     jobs: int = typer.Option(4, "--jobs", "-j", min=1, max=32, help="Parallel blob uploads."),
+    platform: str = typer.Option(None, "--platform", help="Push only this platform's "
+                                 "image of a multi-platform index."),
+    chunk_size: str = typer.Option(None, "--chunk-size", help="Upload blobs in chunks of "
+                                   "this size (e.g. 16m) instead of one request."),
+    mount_from: list[str] = typer.Option([], "--mount-from", help="Repository on the same "
+                                         "registry to mount existing blobs from."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
@@ -92,7 +92,9 @@ def push(
     name = store_name(store, source)
     dest = registry_reference(destination or name)
     options = PushOptions(insecure=insecure, ca_bundle=ca_bundle, auth_file=auth_file,
-                          concurrency=jobs)
+                          concurrency=jobs, platform=parse_platform(platform),
+                          chunk_size=parse_size(chunk_size) if chunk_size else None,
+                          mount_from=tuple(mount_from))
     with progress_for(quiet, json_out) as progress:
         digest = do_push(store, name, dest, options, progress)
     if json_out:
@@ -101,7 +103,7 @@ def push(
         print(f"{dest}\n  digest: {digest}")
 
 
-@app.command()
+@app.command(rich_help_panel="Images")
 def copy(
     source: str = typer.Argument(..., help="docker://REF, REF, oci:PATH[:TAG] or "
                                  "oci-archive:FILE[:TAG]."),
@@ -111,7 +113,9 @@ def copy(
                                        help="Copy every platform (default) so the digest "
                                        "stays the same, or only one."),
     insecure: bool = typer.Option(False, "--insecure", help=INSECURE_HELP),
+    ca_bundle: Path = typer.Option(None, "--ca-bundle", help="PEM file of CAs to trust."),
     auth_file: Path = typer.Option(None, "--authfile", help="Credentials file (docker format)."),
+    jobs: int = typer.Option(4, "--jobs", "-j", min=1, max=32, help="Parallel blob transfers."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
@@ -121,7 +125,8 @@ def copy(
 
     src, dst = parse_image_name(source), parse_image_name(destination)
     options = CopyOptions(platform=parse_platform(platform), all_platforms=all_platforms,
-                          src_insecure=insecure, dest_insecure=insecure, auth_file=auth_file)
+                          src_insecure=insecure, dest_insecure=insecure, ca_bundle=ca_bundle,
+                          auth_file=auth_file, concurrency=jobs)
     with progress_for(quiet, json_out) as progress:
         digest = do_copy(src, dst, options, progress)
     if json_out:
@@ -130,7 +135,7 @@ def copy(
         print(f"{destination}\n  digest: {digest}")
 
 
-@app.command()
+@app.command(rich_help_panel="Images")
 def images(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
     """List the images in the local store."""
     rows = open_store().images()
@@ -152,7 +157,7 @@ def human_size(n: int) -> str:
     return f"{n} B"
 
 
-@app.command()
+@app.command(rich_help_panel="Images")
 def inspect(
     image: str = typer.Argument(..., help="Image name in the store, or oci:PATH[:TAG]."),
     platform: str = typer.Option(None, "--platform", help=PLATFORM_HELP),
@@ -214,7 +219,7 @@ def inspect_image(image: str, platform: Platform | None) -> dict[str, Any]:
     return doc
 
 
-@app.command()
+@app.command(rich_help_panel="Images")
 def rmi(
     names: list[str] = typer.Argument(..., help="Image names to remove from the store."),
     prune: bool = typer.Option(True, "--prune/--no-prune",
@@ -230,7 +235,7 @@ def rmi(
         gc(json_out=False)
 
 
-@app.command()
+@app.command(rich_help_panel="Images")
 def gc(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
     """Remove blobs and snapshots no image references; report the space freed."""
     from ociimg.commands.containers import list_containers
@@ -247,7 +252,7 @@ def gc(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) ->
           f"freed {human_size(report.snapshot_bytes_freed)}")
 
 
-@app.command()
+@app.command(rich_help_panel="Images")
 def fsck(
     remove: bool = typer.Option(False, "--remove", help="Delete corrupt blobs."),
     json_out: bool = typer.Option(False, "--json", help="Print as JSON."),
@@ -264,7 +269,7 @@ def fsck(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(rich_help_panel="Images")
 def login(
     registry: str = typer.Argument(..., help="Registry host, e.g. 127.0.0.1:5000."),
     username: str = typer.Option(..., "--username", "-u", prompt=True),
@@ -272,6 +277,7 @@ def login(
     password_stdin: bool = typer.Option(False, "--password-stdin",
                                         help="Read the password from stdin."),
     insecure: bool = typer.Option(False, "--insecure", help=INSECURE_HELP),
+    ca_bundle: Path = typer.Option(None, "--ca-bundle", help="PEM file of CAs to trust."),
     auth_file: Path = typer.Option(None, "--authfile", help="Credentials file to write."),
 ) -> None:
     """Check credentials against a registry and save them (docker config format)."""
@@ -284,11 +290,11 @@ def login(
     from ociimg.registry.transport import TransportOptions
 
     path = do_login(registry, username, password, auth_file,
-                    options=TransportOptions(insecure=insecure))
+                    options=TransportOptions(insecure=insecure, ca_bundle=ca_bundle))
     stderr.print(f"Login succeeded (credentials saved to {path})")
 
 
-@app.command()
+@app.command(rich_help_panel="Images")
 def logout(
     registry: str = typer.Argument(..., help="Registry host."),
     auth_file: Path = typer.Option(None, "--authfile", help="Credentials file."),

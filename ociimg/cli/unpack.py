@@ -7,14 +7,14 @@ from pathlib import Path
 import typer
 
 from ociimg.cli.app import STATE, app
-from ociimg.cli.images import INSECURE_HELP, PLATFORM_HELP, parse_platform
+from ociimg.cli.options import INSECURE_HELP, PLATFORM_HELP, parse_platform
 from ociimg.cli.output import print_json, progress_for
 from ociimg.commands.resolve import resolve_image
 from ociimg.commands.unpack import UnpackOptions, umount_bundle, unpack_image
 from ociimg.registry import PullOptions
 
 
-@app.command(context_settings={"allow_interspersed_args": False})
+@app.command(rich_help_panel="Bundles", context_settings={"allow_interspersed_args": False})
 def unpack(
     image: str = typer.Argument(..., help="Store name, oci:PATH[:TAG], or a registry "
                                 "reference (pulled first)."),
@@ -37,8 +37,7 @@ def unpack(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Write a runtime-spec bundle (config.json + rootfs/) that runc, crun or
-    `ociimg runtime run` can run."""
+    """Write a runtime-spec bundle (config.json + rootfs/) for runc, crun or ociimg."""
     from ociimg.bundle import BundleOptions
 
     bundle_options = BundleOptions(
@@ -62,7 +61,7 @@ def unpack(
         print(f"{result.bundle}: bundle for {image_.name} ({kind} rootfs)")
 
 
-@app.command()
+@app.command(rich_help_panel="Bundles")
 def umount(bundle: Path = typer.Argument(..., help="Bundle made with unpack --overlay.")) -> None:
     """Release the overlay rootfs of a bundle made with `unpack --overlay`."""
     umount_bundle(bundle)

@@ -1,0 +1,81 @@
+"""Parsing of command-line values shared by several commands."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from ociimg.errors import OciimgError
+from ociimg.spec import Platform
+
+PLATFORM_HELP = "OS/ARCH[/VARIANT] to select from a multi-platform image (default: this host)."
+INSECURE_HELP = "Allow plain HTTP and unverified TLS for this registry."
+
+
+def parse_platform(text: str | None) -> Platform | None:
+    return Platform.parse(text) if text else None
+
+
+_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)([bkmg]?)b?$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    """``512m``, ``1g``, ``65536`` → bytes (docker's --memory units)."""
+    m = _SIZE_RE.match(text.strip())
+    if not m:
+        raise OciimgError(f"invalid size {text!r}", hint="use a number with b, k, m or g")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def parse_volume(text: str) -> tuple[str, str, bool]:
+    """``HOST:CTR[:ro|rw]`` → (absolute host path, container path, readonly)."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not parts[0] or not parts[1] or \
+            (len(parts) == 3 and parts[2] not in ("ro", "rw")):
+        raise OciimgError(f"invalid volume {text!r}", hint="use HOST:CONTAINER[:ro]")
+    host = Path(parts[0]).absolute()
+    if not host.exists():
+        raise OciimgError(f"volume source {host} does not exist")
+    if not parts[1].startswith("/"):
+        raise OciimgError(f"volume destination {parts[1]!r} must be an absolute path")
+    return str(host), parts[1], len(parts) == 3 and parts[2] == "ro"
+
+
+INIT_CANDIDATES = ("/usr/bin/catatonit", "/usr/libexec/podman/catatonit", "/usr/bin/tini-static",
+                   "/usr/bin/tini")
+
+
+def find_init() -> str:
+    for path in INIT_CANDIDATES:
+        if os.path.isfile(path):
+            return path
+    raise OciimgError("--init: no static init binary found",
+                      hint="apt-get install catatonit, or give one with --init-path")
+
+
+def parse_pairs(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise OciimgError(f"invalid annotation {item!r}", hint="use KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def parse_security_opts(items: list[str]) -> dict[str, bool]:
+    """The podman/docker --security-opt values ociimg understands."""
+    known = {"seccomp=unconfined": ("seccomp", False),
+             "no-new-privileges": ("no_new_privileges", True),
+             "no-new-privileges=true": ("no_new_privileges", True),
+             "no-new-privileges=false": ("no_new_privileges", False)}
+    out = {}
+    for item in items:
+        if item not in known:
+            raise OciimgError(f"unsupported --security-opt {item!r}",
+                              hint="supported: " + ", ".join(known))
+        key, value = known[item]
+        out[key] = value
+    return out
