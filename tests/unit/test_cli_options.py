@@ -1,0 +1,59 @@
+"""The CLI's value parsing and help output (no root, no network)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ociimg.cli import main
+from ociimg.cli.options import parse_pairs, parse_security_opts, parse_size, parse_volume
+from ociimg.errors import OciimgError
+
+COMMANDS = ["pull", "push", "copy", "images", "inspect", "rmi", "gc", "fsck", "login",
+            "logout", "unpack", "umount", "run", "ps", "stop", "rm", "logs"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_working_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([command, "--help"]) == 0
+    assert "Usage: ociimg " + command in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("65536", 65536), ("512m", 512 << 20), ("1g", 1 << 30), ("1.5k", 1536), ("64MB", 64 << 20),
+])
+def test_parse_size(text: str, expected: int) -> None:
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "lots", "-1m", "1t", "m"])
+def test_parse_size_rejects(text: str) -> None:
+    with pytest.raises(OciimgError):
+        parse_size(text)
+
+
+def test_parse_volume(tmp_path: Path) -> None:
+    assert parse_volume(f"{tmp_path}:/data") == (str(tmp_path), "/data", False)
+    assert parse_volume(f"{tmp_path}:/data:ro") == (str(tmp_path), "/data", True)
+    for bad in (f"{tmp_path}", f"{tmp_path}:data", f"{tmp_path}:/d:rx", f"{tmp_path}/no:/d"):
+        with pytest.raises(OciimgError):
+            parse_volume(bad)
+
+
+def test_parse_security_opts_and_pairs() -> None:
+    assert parse_security_opts(["seccomp=unconfined"]) == {"seccomp": False}
+    assert parse_security_opts(["no-new-privileges=false"]) == {"no_new_privileges": False}
+    with pytest.raises(OciimgError, match="apparmor"):
+        parse_security_opts(["apparmor=unconfined"])
+    assert parse_pairs(["a=b", "c="]) == {"a": "b", "c": ""}
+    with pytest.raises(OciimgError):
+        parse_pairs(["novalue"])
+
+
+def test_bad_input_is_one_line_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["--root", str(tmp_path), "pull", "Not/Valid"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("ociimg: error: ") and "Traceback" not in err
+    assert main(["--root", str(tmp_path), "inspect", "missing:1"]) == 1
+    assert "hint: " in capsys.readouterr().err
