@@ -125,6 +125,11 @@ def _place_in_cgroup(config: RuntimeConfig, cst: ContainerState, pid: int) -> No
     if cgroups is None:
         return
     manager = cgroups.create_manager(config.cgroups_path, cst.id, config.resources)
+    if manager.pids():
+        # Another container lives there; joining would let our delete kill it (runc
+        # refuses a non-empty cgroup the same way).
+        raise ContainerError(f"container {cst.id}: cgroup {manager.path} already has "
+                             "processes", hint="set a unique linux.cgroupsPath")
     cst.cgroup = manager.to_state()
     manager.apply(pid)
 

@@ -45,6 +45,7 @@ def run_init(config: RuntimeConfig, options: InitOptions, sock: socket.socket) -
     ctx = InitContext(config, options, sock, config.process,
                       os.path.realpath(config.root_path), host_pid=int(os.readlink("/proc/self")))
     os.setsid()
+    check_config(config)
     prepare_rootfs(ctx)
     run_runtime_hooks(ctx)
     hooks.run_hooks(config.hooks, "createContainer", hook_state(ctx))
@@ -164,6 +165,13 @@ def set_identity(ctx: InitContext) -> None:
     if config.domainname:
         linux.setdomainname(config.domainname)
     rootfs.write_sysctl(config.sysctl)
+
+
+def check_config(config: RuntimeConfig) -> None:
+    """Checks that need no privileges, done before anything is created."""
+    own = {ns.type: ns.path is None for ns in config.namespaces}
+    for key in config.sysctl:
+        rootfs.check_sysctl(key, own)
 
 
 def protect_kernel_interfaces(ctx: InitContext) -> None:

@@ -200,14 +200,37 @@ def mask_paths(paths: tuple[str, ...]) -> None:
         os.close(null_fd)
 
 
+# Namespaced sysctls (runc libcontainer/configs/validate): anything else would change the
+# host's setting from inside the container (kernel.core_pattern is the classic escape).
+_IPC_SYSCTLS = frozenset({"kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
+                          "kernel.shmall", "kernel.shmmax", "kernel.shmmni",
+                          "kernel.shm_rmid_forced"})
+
+
+def check_sysctl(key: str, has_ns: dict[str, bool]) -> None:
+    """Refuse a sysctl unless the namespace that scopes it is the container's own."""
+    if "/" in key or ".." in key:
+        raise ContainerError(f"linux.sysctl: invalid key {key!r}")
+    if key in _IPC_SYSCTLS or key.startswith("fs.mqueue."):
+        need = "ipc"
+    elif key.startswith("net."):
+        need = "network"
+    elif key in ("kernel.hostname", "kernel.domainname"):
+        need = "uts"
+    else:
+        raise ContainerError(f"linux.sysctl: {key} is not namespaced; setting it would "
+                             "change the host", hint="remove it from config.json")
+    if not has_ns.get(need):
+        raise ContainerError(f"linux.sysctl: {key} needs a new {need} namespace",
+                             hint=f'add {{"type": "{need}"}} to linux.namespaces')
+
+
 def write_sysctl(sysctl: dict[str, str]) -> None:
     for key, value in sysctl.items():
         rel = key.replace(".", "/")
-        if ".." in rel.split("/"):
-            raise ContainerError(f"linux.sysctl: invalid key {key!r}")
         try:
             with open(f"/proc/sys/{rel}", "w") as f:
                 f.write(value)
         except OSError as exc:
             raise ContainerError(f"sysctl {key}={value}: {exc.strerror}",
-                                 hint="the key may not be namespaced; remove it") from exc
+                                 hint="check the key exists in this kernel") from exc

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,9 @@ def base_config(args: list[str], **overrides: Any) -> dict[str, Any]:
             "maskedPaths": list(profiles.DEFAULT_MASKED_PATHS),
             "readonlyPaths": list(profiles.DEFAULT_READONLY_PATHS),
             "seccomp": profiles.default_seccomp_profile(),
+            # Without a path the cgroup is named after the container id ("c1"), shared by
+            # every concurrent test run: give each config its own.
+            "cgroupsPath": f"/ociimg-test/{uuid.uuid4().hex[:12]}",
         },
     }
     for key, value in overrides.items():

@@ -211,3 +211,60 @@ def test_user_namespace_maps_root(root: None) -> None:
         assert mounts_under(base) == []
     finally:
         shutil.rmtree(base)
+
+
+def test_sysctl_domainname_in_own_namespaces(env: tuple[Path, Path]) -> None:
+    bundle, state_root = env
+    config = base_config(["cat", "/proc/sys/net/ipv4/ip_forward",
+                          "/proc/sys/kernel/domainname"])
+    config["linux"]["sysctl"] = {"net.ipv4.ip_forward": "1"}
+    config["domainname"] = "example.test"
+    write_config(bundle, config)
+    host_forward = Path("/proc/sys/net/ipv4/ip_forward").read_text()
+    proc = runtime(state_root, "run", "-b", str(bundle), "c1")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["1", "example.test"]
+    assert Path("/proc/sys/net/ipv4/ip_forward").read_text() == host_forward
+
+
+@pytest.mark.parametrize(("key", "message"), [
+    ("kernel.core_pattern", "not namespaced"),
+    ("vm.overcommit_memory", "not namespaced"),
+    ("net.ipv4/../../kernel/core_pattern", "invalid key"),
+])
+def test_host_sysctls_are_refused(env: tuple[Path, Path], key: str, message: str) -> None:
+    bundle, state_root = env
+    before = Path("/proc/sys/kernel/core_pattern").read_text()
+    config = base_config(["true"])
+    config["linux"]["sysctl"] = {key: "|/tmp/evil"}
+    write_config(bundle, config)
+    proc = runtime(state_root, "run", "-b", str(bundle), "c1")
+    assert proc.returncode != 0 and message in proc.stderr
+    assert Path("/proc/sys/kernel/core_pattern").read_text() == before
+
+
+def test_hostname_needs_uts_namespace(env: tuple[Path, Path]) -> None:
+    bundle, state_root = env
+    host = os.uname().nodename
+    config = base_config(["true"])
+    config["linux"]["namespaces"] = [n for n in config["linux"]["namespaces"]
+                                     if n["type"] != "uts"]
+    write_config(bundle, config)
+    proc = runtime(state_root, "run", "-b", str(bundle), "c1")
+    assert proc.returncode != 0 and "uts namespace" in proc.stderr
+    assert os.uname().nodename == host
+
+
+def test_joined_network_namespace(env: tuple[Path, Path]) -> None:
+    """A namespace given by path is joined, not created: the container sees the host's
+    interfaces when it joins the host netns."""
+    bundle, state_root = env
+    config = base_config(["sh", "-c", "ip -o link | wc -l"])
+    for ns in config["linux"]["namespaces"]:
+        if ns["type"] == "network":
+            ns["path"] = f"/proc/{os.getpid()}/ns/net"
+    write_config(bundle, config)
+    proc = runtime(state_root, "run", "-b", str(bundle), "c1")
+    assert proc.returncode == 0, proc.stderr
+    host_links = len(os.listdir("/sys/class/net"))
+    assert int(proc.stdout.strip()) == host_links
