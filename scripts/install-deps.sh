@@ -1,34 +1,85 @@
 #!/usr/bin/env bash
-# Install everything ociimg and its tests need on Debian 12 (as root), idempotently.
-# Used by scripts/demo.sh and .ci/run.
+# Install everything ociimg, its tests and benchmarks need on Debian 12, as root, idempotently
+# (apt only when something is missing). Used by scripts/demo.sh and .ci/run.
 set -euo pipefail
+
 cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive PIP_ROOT_USER_ACTION=ignore
+# A Debian system python (PEP 668 "externally managed") would refuse a plain pip install;
+# these machines are throwaway, so installing into it is what we want.
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_BREAK_SYSTEM_PACKAGES=1
 
-packages=(docker-registry busybox-static skopeo umoci runc crun podman buildah conmon uidmap
-          pigz zstd libseccomp2 iproute2 curl time procps catatonit)
-missing=()
-for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    # Installing docker-registry starts a distro service on 0.0.0.0:5000; forbid service
-    # starts during the install (policy-rc.d exit 101) — tests run their own on 127.0.0.1.
-    policy=/usr/sbin/policy-rc.d
-    created_policy=0
-    if [ ! -e "$policy" ]; then
-        printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod +x "$policy"; created_policy=1
+log() { printf '==> %s\n' "$*"; }
+
+# Debian packages the tests use as payloads, reference tools or servers.
+APT_PACKAGES=(
+    docker-registry busybox-static skopeo umoci runc crun podman buildah conmon uidmap
+    pigz zstd libseccomp2 iproute2 time catatonit curl
+)
+
+missing_packages() {
+    local pkg
+    for pkg in "${APT_PACKAGES[@]}"; do
+        if [[ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" != "install ok installed" ]]; then
+            printf '%s\n' "$pkg"
+        fi
+    done
+}
+
+install_apt_packages() {
+    local missing
+    mapfile -t missing < <(missing_packages)
+    if ((${#missing[@]} == 0)); then
+        log "apt: all ${#APT_PACKAGES[@]} packages present"
+        return
     fi
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    [ "$created_policy" = 1 ] && rm -f "$policy"
-fi
-# In case a distro registry service got started anyway.
-if command -v systemctl >/dev/null 2>&1; then systemctl stop docker-registry 2>/dev/null || true; fi
-pkill -f '/usr/bin/docker-registry serve /etc/docker/registry/config.yml' 2>/dev/null || true
+    log "apt: installing ${missing[*]}"
+    # docker-registry's postinst would start the distro service on 0.0.0.0:5000: forbid
+    # service starts during the install (policy-rc.d exit 101 = "action forbidden").
+    local policy=/usr/sbin/policy-rc.d backup=""
+    if [[ -e "$policy" ]]; then
+        backup="$(mktemp)"
+        cp -p "$policy" "$backup"
+    fi
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+    local rc=0
+    {
+        apt-get update -qq &&
+            apt-get install -y -qq -o Dpkg::Use-Pty=0 "${missing[@]}" >/dev/null
+    } || rc=$?
+    if [[ -n "$backup" ]]; then
+        mv "$backup" "$policy"
+    else
+        rm -f "$policy"
+    fi
+    return "$rc"
+}
 
-log=$(mktemp)
-if ! python3 -m pip install -q --disable-pip-version-check -e ".[test,fast]" >"$log" 2>&1; then
-    cat "$log" >&2; rm -f "$log"; exit 1
-fi
-rm -f "$log"
+stop_distro_registry() {
+    # Tests start their own registries on free loopback ports; a distro instance on :5000
+    # is never used, and is stopped in case an earlier install started it.
+    if command -v systemctl >/dev/null && systemctl is-active --quiet docker-registry 2>/dev/null; then
+        systemctl stop docker-registry || true
+    fi
+    local pid
+    for pid in $(pgrep -x docker-registry || true); do
+        if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q '/etc/docker/registry/config.yml'; then
+            log "stopping distro docker-registry (pid $pid)"
+            kill "$pid" || true
+        fi
+    done
+}
+
+install_python_packages() {
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        log "apt: installing python3-pip"
+        apt-get update -qq && apt-get install -y -qq -o Dpkg::Use-Pty=0 python3-pip >/dev/null
+    fi
+    log "pip: installing ociimg with [test,fast] extras"
+    python3 -m pip install -q -e ".[test,fast]"
+}
+
+install_apt_packages
+stop_distro_registry
+install_python_packages
