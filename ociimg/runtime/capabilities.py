@@ -56,6 +56,7 @@ class CapSets:
     inheritable: frozenset[int]
     ambient: frozenset[int]
     ignored: tuple[str, ...] = ()
+    last_cap: int = CAP_LAST  # the kernel's cap_last_cap when the sets were made
 
 
 def cap_number(name: str) -> int | None:
@@ -81,13 +82,17 @@ def caps_of(mask: int) -> frozenset[int]:
     return frozenset(i for i in range(64) if mask >> i & 1)
 
 
-def capability_sets(spec_caps: dict | None, *, last_cap: int = CAP_LAST) -> CapSets:
-    """Translate ``process.capabilities`` into numbers (pure).
+def capability_sets(spec_caps: dict | None, *, last_cap: int | None = None) -> CapSets:
+    """Translate ``process.capabilities`` into numbers.
 
-    A missing object or a missing set means the empty set (runtime-spec: each list
-    is optional). Unknown names, and names above ``last_cap`` (the kernel's
-    ``cap_last_cap``), are skipped and reported in ``ignored``.
+    Pure when ``last_cap`` is given; None reads the kernel's cap_last_cap (do it
+    before pivot_root). A missing object or set means the empty set (runtime-spec:
+    each list is optional). Unknown names, and names above ``last_cap``, are skipped
+    and reported in ``ignored``. ``drop_bounding`` drops every number up to
+    ``last_cap`` that is not in bounding, so a kernel's newer capabilities go too.
     """
+    if last_cap is None:
+        last_cap = kernel_last_cap()
     if spec_caps is None:
         spec_caps = {}
     if not isinstance(spec_caps, dict):
@@ -111,7 +116,7 @@ def capability_sets(spec_caps: dict | None, *, last_cap: int = CAP_LAST) -> CapS
         sets[set_name] = frozenset(numbers)
     if ignored:
         log.warning("ignoring unknown or unavailable capabilities: %s", ", ".join(ignored))
-    return CapSets(ignored=tuple(ignored), **sets)
+    return CapSets(ignored=tuple(ignored), last_cap=last_cap, **sets)
 
 
 def kernel_last_cap(proc: Path = Path("/proc/sys/kernel/cap_last_cap")) -> int:
@@ -124,9 +129,10 @@ def kernel_last_cap(proc: Path = Path("/proc/sys/kernel/cap_last_cap")) -> int:
 def drop_bounding(sets: CapSets) -> None:
     """PR_CAPBSET_DROP every capability the kernel knows that is not in ``bounding``.
 
-    Needs CAP_SETPCAP in the effective set, so it must run before setuid.
+    Needs CAP_SETPCAP in the effective set, so it must run before setuid. Reads
+    nothing from /proc (the limit came with ``sets``): safe after pivot_root.
     """
-    for cap in range(kernel_last_cap() + 1):
+    for cap in range(max(sets.last_cap, CAP_LAST) + 1):
         if cap in sets.bounding:
             continue
         try:

@@ -48,7 +48,11 @@ def write_value(directory: Path, name: str, value: str) -> None:
 
 
 def read_value(directory: Path, name: str) -> str:
-    return (directory / name).read_text().strip()
+    try:
+        return (directory / name).read_text().strip()
+    except FileNotFoundError as exc:
+        raise ContainerError(f"cgroup: {directory / name} does not exist",
+                             hint="the cgroup is gone or its controller is not enabled") from exc
 
 
 def num_to_str(value: int | None) -> str | None:

@@ -152,12 +152,13 @@ class V1Manager(CgroupManager):
         # them (runc signalAllProcesses).
         frozen = False
         if "freezer" in self.dirs and self.dirs["freezer"].is_dir():
-            with contextlib.suppress(ContainerError):
+            with contextlib.suppress(ContainerError, OSError):  # the cgroup may vanish
                 self.freeze()
                 frozen = True
         signal_pids(self.pids(), sig)
         if frozen:
-            self.thaw()
+            with contextlib.suppress(ContainerError, OSError):
+                self.thaw()
 
     def freeze(self) -> None:
         set_freezer(self.controller_dir("freezer"), "FROZEN")
@@ -207,7 +208,7 @@ def set_memory(d: Path, mem: dict) -> None:
     if limit and swap:
         try:
             current = int(read_value(d, "memory.limit_in_bytes"))
-        except ValueError:
+        except (ValueError, ContainerError):
             current = 0
         # The kernel insists memsw >= limit after every single write.
         if swap == -1 or current < swap:
