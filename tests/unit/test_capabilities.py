@@ -71,6 +71,11 @@ def test_caps_newer_than_the_kernel_are_ignored() -> None:
                                 last_cap=37)
     assert sets.bounding == {37}
     assert sets.ignored == ("CAP_PERFMON", "CAP_BPF")
+    assert sets.last_cap == 37  # drop_bounding needs no /proc read after pivot_root
+
+
+def test_last_cap_defaults_to_the_running_kernel() -> None:
+    assert caps.capability_sets({}).last_cap == caps.kernel_last_cap()
 
 
 @pytest.mark.parametrize("bad", ["CAP_CHOWN", ["CAP_CHOWN", 5], {"CAP_CHOWN": True}])
