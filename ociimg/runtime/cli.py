@@ -36,6 +36,22 @@ class _Log:
             f.write(line + "\n")
 
 
+def route_logging(log: _Log) -> None:
+    """Library warnings (logging, under "ociimg") go where runc's go: --log or stderr."""
+    import logging
+
+    class _Handler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            try:
+                log.write(record.levelname.lower(), record.getMessage())
+            except OSError:
+                pass  # e.g. a forked exec child that already left the host's mount ns
+    logger = logging.getLogger("ociimg")
+    logger.handlers[:] = [_Handler(logging.DEBUG if log.debug_on else logging.WARNING)]
+    logger.setLevel(logging.DEBUG if log.debug_on else logging.WARNING)
+    logger.propagate = False
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ociimg-runtime",
                                 description="runc-compatible OCI runtime of ociimg")
@@ -217,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().print_usage(sys.stderr)
         return 2
     log = _Log(args.log, args.log_format, args.debug)
+    route_logging(log)
     root = args.root or os.environ.get("OCIIMG_RUNTIME_ROOT") or DEFAULT_ROOT
     from ociimg.errors import OciimgError
     try:

@@ -4,6 +4,7 @@ in init.py, the fork protocol in process.py."""
 
 from __future__ import annotations
 
+import logging
 import os
 import select
 import signal
@@ -19,6 +20,8 @@ from ociimg.fsutil import atomic_write
 from ociimg.runtime import hooks, namespaces, process, state
 from ociimg.runtime.config import RuntimeConfig, load_config
 from ociimg.runtime.state import ContainerState
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -116,6 +119,9 @@ def _drive(config: RuntimeConfig, cst: ContainerState, sock: socket.socket, pid1
             hooks.run_hooks(config.hooks, "prestart", hook_doc)
             hooks.run_hooks(config.hooks, "createRuntime", hook_doc)
             process.send_msg(sock, {"type": "go"})
+        elif kind == "warnings":
+            for message in msg.get("messages", []):
+                log.warning("container %s: %s", cst.id, message)
         elif kind == "created":
             return
 

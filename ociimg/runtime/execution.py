@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
+import logging
 import os
 import socket
 from dataclasses import replace
@@ -23,6 +24,8 @@ from ociimg.fsutil import atomic_write
 from ociimg.runtime import capabilities, hooks, init, linux, namespaces, process, seccomp, state
 from ociimg.runtime.config import ProcessSpec, RuntimeConfig, User, load_config, parse_process
 from ociimg.runtime.console import open_pty
+
+log = logging.getLogger(__name__)
 
 
 def exec_from_cli(root: str, args: argparse.Namespace) -> int:
@@ -115,6 +118,9 @@ def _drive_exec(cst: state.ContainerState, sock: socket.socket, pid1: int) -> in
             process.send_msg(sock, {"type": "go"})
         elif msg["type"] == "pid":
             pid = msg["pid"]
+        elif msg["type"] == "warnings":
+            for message in msg.get("messages", []):
+                log.warning("exec in %s: %s", cst.id, message)
 
 
 def _join_and_exec(config: RuntimeConfig, spec: ProcessSpec, ns_paths: dict[str, str],
@@ -134,14 +140,16 @@ def _join_and_exec(config: RuntimeConfig, spec: ProcessSpec, ns_paths: dict[str,
         process.send_msg(sock, {"type": "pid", "pid": pid})
         os._exit(0)
     try:
-        _exec_inside(spec, cap_sets, seccomp_ctx, console)
+        _exec_inside(spec, cap_sets, seccomp_ctx, console, sock)
     except BaseException as exc:  # noqa: BLE001
         process.send_msg(sock, process.error_msg(exc))
         os._exit(127 if isinstance(exc, ContainerError) and exc.exit_code == 127 else 1)
 
 
 def _exec_inside(spec: ProcessSpec, cap_sets: Any, seccomp_ctx: int | None,
-                 console: socket.socket | None) -> None:
+                 console: socket.socket | None, sock: socket.socket) -> None:
+    warnings: list[str] = []
+    init.capture_warnings(warnings)
     os.setsid()
     if spec.terminal and console is not None:
         _attach_pty(console, spec)
@@ -154,6 +162,8 @@ def _exec_inside(spec: ProcessSpec, cap_sets: Any, seccomp_ctx: int | None,
     init.change_user(ctx)
     init.change_dir(spec.cwd)
     path = init.lookup_executable(spec)
+    if warnings:
+        process.send_msg(sock, {"type": "warnings", "messages": warnings[-20:]})
     init.load_seccomp(ctx)
     init.close_fds(0)
     os.execve(path, list(spec.args), init.env_dict(spec.env))

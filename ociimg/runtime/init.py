@@ -11,10 +11,11 @@ Python; its one execve is the container's program.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ociimg.errors import ContainerError, ExecutableNotFound
@@ -37,6 +38,25 @@ class InitContext:
     fifo_fd: int = -1
     seccomp_ctx: int | None = None
     cap_sets: Any = None
+    warnings: list[str] = field(default_factory=list)
+
+
+class _Collect(logging.Handler):
+    """Warnings of the init's steps go to the runtime's log, not the container's stderr
+    (runc logs them the same way)."""
+
+    def __init__(self, sink: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.sink.append(record.getMessage())
+
+
+def capture_warnings(sink: list[str]) -> None:
+    logger = logging.getLogger("ociimg")
+    logger.handlers[:] = [_Collect(sink)]
+    logger.propagate = False
 
 
 def run_init(config: RuntimeConfig, options: InitOptions, sock: socket.socket) -> None:
@@ -44,6 +64,7 @@ def run_init(config: RuntimeConfig, options: InitOptions, sock: socket.socket) -
         raise ContainerError("config.json has no process", hint="add a process section")
     ctx = InitContext(config, options, sock, config.process,
                       os.path.realpath(config.root_path), host_pid=int(os.readlink("/proc/self")))
+    capture_warnings(ctx.warnings)
     os.setsid()
     check_config(config)
     prepare_rootfs(ctx)
@@ -241,6 +262,8 @@ def wait_for_start(ctx: InitContext) -> None:
     """Report "created", then block opening exec.fifo for writing until `start` opens it
     for reading (runc's create/start split). The fifo is reopened through the O_PATH fd
     taken before pivot_root."""
+    if ctx.warnings:
+        send_msg(ctx.sock, {"type": "warnings", "messages": ctx.warnings[-20:]})
     send_msg(ctx.sock, {"type": "created"})
     ctx.sock.close()
     fd = os.open(f"/proc/self/fd/{ctx.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)

@@ -467,3 +467,21 @@ def test_no_pivot_runs_with_move_and_chroot(env: tuple[Path, Path]) -> None:
     proc = runtime(state_root, "run", "--no-pivot", "-b", str(bundle), "c1")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split()[0] == "pid=1" and "bin" in proc.stdout.split()
+
+
+def test_init_warnings_go_to_the_runtime_log(env: tuple[Path, Path], tmp_path: Path) -> None:
+    """An ambient cap missing from inheritable cannot be raised (runc only warns): the
+    warning belongs in --log, never in the container's own output."""
+    bundle, state_root = env
+    config = base_config(["echo", "hi"])
+    config["process"]["capabilities"]["ambient"] = ["CAP_KILL"]
+    write_config(bundle, config)
+    log = tmp_path / "runtime.log"
+    proc = subprocess.run(
+        [*RUNTIME, "--root", str(state_root), "--log", str(log), "--log-format", "json",
+         "run", "-b", str(bundle), "c1"], capture_output=True, text=True, timeout=60,
+        cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "hi\n" and proc.stderr == ""
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    assert any(e["level"] == "warning" and "CAP_KILL" in e["msg"] for e in entries)
