@@ -35,10 +35,11 @@ def print_json(doc: Any) -> None:
 
 
 class PlainProgress:
-    """Non-TTY progress: silent except for explicit log lines (and --verbose step lines)."""
+    """Non-TTY progress: silent except for log lines (none at all with --quiet)."""
 
-    def __init__(self, verbose: bool = False) -> None:
+    def __init__(self, verbose: bool = False, quiet: bool = False) -> None:
         self.verbose = verbose
+        self.quiet = quiet
         self._desc: dict[str, str] = {}
 
     def start(self, key: str, description: str, total: int | None) -> None:
@@ -52,7 +53,8 @@ class PlainProgress:
             print(f"{self._desc.get(key, key)}: {message or 'done'}", file=sys.stderr)
 
     def log(self, message: str) -> None:
-        print(message, file=sys.stderr)
+        if not self.quiet:
+            print(message, file=sys.stderr)
 
 
 class RichProgress:
@@ -118,4 +120,4 @@ def progress_for(quiet: bool = False, json_mode: bool = False) -> Any:
     """A context manager yielding the right Progress for this output."""
     if is_tty() and not quiet and not json_mode:
         return RichProgress()
-    return _NullContext(PlainProgress())
+    return _NullContext(PlainProgress(quiet=quiet))
