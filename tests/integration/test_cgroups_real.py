@@ -219,7 +219,9 @@ def test_v1_freeze_and_thaw(v1: Tracker) -> None:
     m.apply(proc.pid)
     m.freeze()
     assert (m.dirs["freezer"] / "freezer.state").read_text().strip() == "FROZEN"
+    assert m.is_frozen()
     m.thaw()
+    assert not m.is_frozen()
     assert (m.dirs["freezer"] / "freezer.state").read_text().strip() == "THAWED"
     m.kill(signal.SIGTERM)
     assert proc.wait(timeout=10) == -signal.SIGTERM
@@ -284,7 +286,9 @@ def test_v2_join_freeze_kill_destroy(unified: tuple[Tracker, Path]) -> None:
     assert m.pids() == [proc.pid]
     m.freeze()
     assert "frozen 1" in (m.path / "cgroup.events").read_text()
+    assert m.is_frozen()
     m.thaw()
+    assert not m.is_frozen()
     assert "frozen 0" in (m.path / "cgroup.events").read_text()
     need((m.path / "cgroup.kill").exists(), "kernel without cgroup.kill (< 5.14)")
     m.kill()

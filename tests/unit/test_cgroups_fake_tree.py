@@ -344,8 +344,10 @@ def test_v2_freeze_kill_state_and_destroy(tmp_path: Path) -> None:
     manager.create()
     manager.freeze()
     assert read(manager.path / "cgroup.freeze") == "1"
+    assert manager.is_frozen()
     manager.thaw()
     assert read(manager.path / "cgroup.freeze") == "0"
+    assert not manager.is_frozen()
     manager.kill()
     assert read(manager.path / "cgroup.kill") == "1"
     state = manager.to_state()
@@ -520,8 +522,10 @@ def test_v1_freeze_state_load_and_destroy(tmp_path: Path) -> None:
     manager.create()
     manager.freeze()
     assert read(root / "freezer/ociimg/c1/freezer.state") == "FROZEN"
+    assert manager.is_frozen()
     manager.thaw()
     assert read(root / "freezer/ociimg/c1/freezer.state") == "THAWED"
+    assert not manager.is_frozen()
     state = manager.to_state()
     assert state["version"] == 1
     assert state["paths"]["memory"] == str(root / "memory/ociimg/c1")

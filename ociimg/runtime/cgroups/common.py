@@ -287,6 +287,10 @@ class CgroupManager(ABC):
     @abstractmethod
     def thaw(self) -> None: ...
 
+    @abstractmethod
+    def is_frozen(self) -> bool:
+        """True when frozen (the runtime's "paused" status); False if unknown/gone."""
+
     def kill(self, sig: int = signal.SIGKILL) -> None:
         signal_pids(self.pids(), sig)
 

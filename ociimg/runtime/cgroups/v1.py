@@ -166,6 +166,12 @@ class V1Manager(CgroupManager):
     def thaw(self) -> None:
         set_freezer(self.controller_dir("freezer"), "THAWED")
 
+    def is_frozen(self) -> bool:
+        try:
+            return read_value(self.dirs["freezer"], "freezer.state") == "FROZEN"
+        except (KeyError, ContainerError, OSError):
+            return False
+
     def destroy(self) -> None:
         if any(d.is_dir() for d in self.unique_dirs()) and self.pids():
             self.kill(signal.SIGKILL)

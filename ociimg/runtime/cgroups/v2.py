@@ -128,6 +128,15 @@ class V2Manager(CgroupManager):
         write_value(self.path, "cgroup.freeze", "0")
         wait_frozen(self.path, False)
 
+    def is_frozen(self) -> bool:
+        events = self.path / "cgroup.events"
+        try:
+            if events.exists():  # the kernel's view: every task actually stopped
+                return "frozen 1" in events.read_text().splitlines()
+            return (self.path / "cgroup.freeze").read_text().strip() == "1"
+        except OSError:
+            return False
+
     def destroy(self) -> None:
         if not self.path.is_dir():
             return
