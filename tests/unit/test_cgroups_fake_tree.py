@@ -650,3 +650,17 @@ def test_v2_has_no_kernel_memory_limit(tmp_path: Path, caplog: pytest.LogCapture
     fake_v2(root, "c", {"memory": {"kernel": 1 << 20, "kernelTCP": 1 << 20}}).set()
     assert {p.name: read(p) for p in (root / "c").iterdir()} == before
     assert "memory.kernel" in caplog.text and "memory.kernelTCP" in caplog.text
+
+
+def test_v1_update_without_devices_leaves_device_rules_alone(tmp_path: Path,
+                                                             writes: list) -> None:
+    root = v1_tree(tmp_path, "c1")
+    manager = cgroups.create_manager("/c1", "c1", {"pids": {"limit": 5}}, root_override=root)
+    manager.set()  # creation-time resources: devices reset to deny-all + defaults
+    assert ("devices", "devices.deny", "a") in writes
+    writes.clear()
+    manager.set({"pids": {"limit": 9}})  # an update (runc update): no deny-all window
+    assert writes == [("pids", "pids.max", "9")]
+    manager.set({"devices": [{"allow": False, "type": "c", "major": 1, "minor": 9,
+                              "access": "w"}]})
+    assert writes[1] == ("devices", "devices.deny", "a")

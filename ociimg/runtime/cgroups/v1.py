@@ -102,9 +102,16 @@ class V1Manager(CgroupManager):
         return self.dirs[controller]
 
     def set(self, resources: dict | None = None) -> None:
+        """Write ``resources`` (default: those given at creation, devices included).
+
+        An explicit update rewrites device rules only when it has a "devices" key
+        (runc update leaves them alone): the rewrite starts with deny-all, so running
+        processes would briefly lose every device.
+        """
         r = self.resources if resources is None else resources
         if r is None:
             return
+        with_devices = resources is None or "devices" in resources
         if r.get("unified"):
             raise ContainerError("linux.resources.unified needs cgroup v2",
                                  hint="this host uses cgroup v1 for resources")
@@ -127,6 +134,8 @@ class V1Manager(CgroupManager):
                 write_value(d, f"hugetlb.{h['pageSize']}.limit_in_bytes", str(h["limit"]))
         if r.get("blockIO"):
             set_blkio(self.controller_dir("blkio"), r["blockIO"])
+        if not with_devices:
+            return
         if "devices" in self.dirs:
             set_devices(self.dirs["devices"], r)
         elif r.get("devices"):

@@ -92,17 +92,24 @@ class V2Manager(CgroupManager):
             current.mkdir(exist_ok=True)
 
     def set(self, resources: dict | None = None) -> None:
+        """Write ``resources`` (default: those given at creation, devices included).
+
+        An explicit update attaches a device program only when it has a "devices" key
+        (runc update leaves them alone; programs stack, and all must allow).
+        """
         r = self.resources if resources is None else resources
         if not r:
             return
+        with_devices = resources is None or "devices" in resources
         set_memory(self.path, r.get("memory") or {})
         set_cpu(self.path, r.get("cpu") or {})
         set_pids(self.path, r.get("pids"))
         set_hugetlb(self.path, r.get("hugepageLimits") or [])
         set_io(self.path, r.get("blockIO") or {})
         set_unified(self.path, r.get("unified") or {})
+        if not with_devices:
+            return
         if self.device_filter:
-            # Updates attach another program (BPF_F_ALLOW_MULTI): all must allow.
             ebpf.attach_device_program(self.path, device_rules(r))
         else:
             warn_devices(r.get("devices") or [])
