@@ -172,6 +172,8 @@ def _cmd_delete(args: argparse.Namespace, root: str) -> int:
     except ContainerNotFound:
         if not args.force:
             raise
+        # A runtime killed mid-create leaves a state dir without state.json.
+        container.remove_stale(root, args.id)
     return 0
 
 

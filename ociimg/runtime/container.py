@@ -227,6 +227,12 @@ def _destroy(root: str, cst: ContainerState) -> None:
     state.remove_state(root, cst.id)
 
 
+def remove_stale(root: str, container_id: str) -> None:
+    path = state.state_dir(root, container_id)
+    if path.is_dir() and not (path / "state.json").exists():
+        state.remove_state(root, container_id)
+
+
 def _kill_quietly(pid: int) -> None:
     try:
         os.kill(pid, signal.SIGKILL)

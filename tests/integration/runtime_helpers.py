@@ -81,8 +81,27 @@ def make_bundle(tmp: Path, args: list[str], config: dict[str, Any] | None = None
     return bundle
 
 
+# cgroupsPath of every config written, so fixtures can check none is left behind.
+WRITTEN_CGROUPS: list[str] = []
+
+
 def write_config(bundle: Path, config: dict[str, Any]) -> None:
+    path = (config.get("linux") or {}).get("cgroupsPath")
+    if path:
+        WRITTEN_CGROUPS.append(path)
     (bundle / "config.json").write_text(json.dumps(config, indent=2))
+
+
+def leftover_cgroups() -> list[str]:
+    """Cgroup dirs of configs written by this process that still exist (in any hierarchy)."""
+    found = []
+    root = Path("/sys/fs/cgroup")
+    hierarchies = [root] if (root / "cgroup.controllers").exists() else [
+        p for p in root.iterdir() if p.is_dir() and not p.is_symlink()]
+    for path in WRITTEN_CGROUPS:
+        found += [str(h / path.lstrip("/")) for h in hierarchies
+                  if (h / path.lstrip("/")).exists()]
+    return found
 
 
 def runtime(state_root: Path, *args: str, timeout: float = 60,

@@ -14,6 +14,7 @@ import pytest
 
 from tests.integration.runtime_helpers import (
     base_config,
+    leftover_cgroups,
     make_bundle,
     mounts_under,
     runtime,
@@ -29,6 +30,7 @@ def env(root: None, tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     for cid in (os.listdir(state_root) if state_root.exists() else []):
         runtime(state_root, "delete", "-f", cid)
     assert mounts_under(tmp_path) == []
+    assert leftover_cgroups() == []
 
 
 def run_sh(bundle: Path, state_root: Path, script: str, config: dict | None = None):

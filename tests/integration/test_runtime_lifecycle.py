@@ -17,6 +17,7 @@ from tests.integration.runtime_helpers import (
     REPO,
     RUNTIME,
     base_config,
+    leftover_cgroups,
     make_bundle,
     mounts_under,
     runtime,
@@ -34,6 +35,7 @@ def env(root: None, tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     for cid in (os.listdir(state_root) if state_root.exists() else []):
         runtime(state_root, "delete", "-f", cid)
     assert mounts_under(tmp_path) == []
+    assert leftover_cgroups() == []
     assert not state_root.exists() or os.listdir(state_root) == []
 
 
@@ -485,3 +487,34 @@ def test_init_warnings_go_to_the_runtime_log(env: tuple[Path, Path], tmp_path: P
     assert proc.stdout == "hi\n" and proc.stderr == ""
     entries = [json.loads(line) for line in log.read_text().splitlines()]
     assert any(e["level"] == "warning" and "CAP_KILL" in e["msg"] for e in entries)
+
+
+def test_kill_all_signals_every_process(env: tuple[Path, Path]) -> None:
+    bundle, state_root = env
+    # PID 1 ignores TERM (no handler in a pid ns); its children do not.
+    set_args(bundle, ["sh", "-c", "sleep 100 & sleep 100 & wait"])
+    runtime(state_root, "run", "-d", "-b", str(bundle), "c1", check=True)
+    wait_for(lambda: len(json.loads(runtime(state_root, "ps", "-f", "json", "c1",
+                                            check=True).stdout)) == 3)
+    pids = json.loads(runtime(state_root, "ps", "-f", "json", "c1", check=True).stdout)
+    runtime(state_root, "kill", "--all", "c1", "KILL", check=True)
+    wait_for(lambda: all(_dead(p) for p in pids))
+    wait_for(lambda: state_of(state_root, "c1")["status"] == "stopped")
+    runtime(state_root, "delete", "c1", check=True)
+
+
+def test_hook_timeout_kills_the_hook(env: tuple[Path, Path], tmp_path: Path) -> None:
+    bundle, state_root = env
+    set_args(bundle, ["true"], hooks={"createRuntime": [
+        {"path": "/bin/sh", "args": ["sh", "-c", "sleep 30"], "timeout": 1}]})
+    proc = runtime(state_root, "run", "-b", str(bundle), "c1")
+    assert proc.returncode != 0 and "killed by SIGKILL" in proc.stderr
+    assert not (state_root / "c1").exists()
+
+
+def test_stale_state_dir_is_removed_by_force_delete(env: tuple[Path, Path]) -> None:
+    _, state_root = env
+    (state_root / "c9").mkdir(parents=True)
+    (state_root / "c9" / "exec.fifo").touch()
+    assert runtime(state_root, "delete", "-f", "c9").returncode == 0
+    assert not (state_root / "c9").exists()
