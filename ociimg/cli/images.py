@@ -291,7 +291,7 @@ def login(
 
     path = do_login(registry, username, password, auth_file,
                     options=TransportOptions(insecure=insecure, ca_bundle=ca_bundle))
-    stderr.print(f"Login succeeded (credentials saved to {path})")
+    print(f"Login succeeded (credentials saved to {path})", file=sys.stderr)
 
 
 @app.command(rich_help_panel="Images")
@@ -303,6 +303,6 @@ def logout(
     from ociimg.registry import logout as do_logout
 
     if do_logout(registry, auth_file=auth_file):
-        stderr.print(f"Removed login credentials for {registry}")
+        print(f"Removed login credentials for {registry}", file=sys.stderr)
     else:
-        stderr.print(f"Not logged in to {registry}")
+        print(f"Not logged in to {registry}", file=sys.stderr)
