@@ -10,7 +10,7 @@ import typer
 
 from ociimg.cli.app import STATE, app
 from ociimg.cli.options import INSECURE_HELP, PLATFORM_HELP, parse_platform, parse_size
-from ociimg.cli.output import print_json, progress_for, stderr
+from ociimg.cli.output import print_json, progress_for
 from ociimg.commands.resolve import store_name
 from ociimg.errors import InvalidReference
 from ociimg.reference import LayoutReference, Reference, parse_image_name
