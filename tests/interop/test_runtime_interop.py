@@ -68,7 +68,10 @@ def _podman(tmp_path: Path) -> tuple[list[str], dict[str, str]]:
     conf = tmp_path / "containers.conf"
     conf.write_text('[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n')
     env = dict(os.environ, CONTAINERS_CONF=str(conf))
+    # The entry point sits beside the interpreter (venv, pyenv) or on PATH (/usr/local/bin).
     runtime_bin = Path(sys.executable).parent / "ociimg-runtime"
+    if not runtime_bin.exists():
+        runtime_bin = Path(shutil.which("ociimg-runtime") or "/nonexistent")
     need(runtime_bin.exists(), "ociimg-runtime entry point not installed (pip install -e .)")
     return [podman, "--root", str(tmp_path / "root"), "--runroot", str(tmp_path / "runroot"),
             "--storage-driver", "vfs", "--runtime", str(runtime_bin)], env
