@@ -198,3 +198,21 @@ def test_init_reaps_zombies_and_forwards_signals(ociroot: Path, busybox: str) ->
     row = json.loads(ociimg(ociroot, "ps", "-a", "--json").stdout)[0]
     assert row["exitCode"] == 128 + 15, row
     ociimg(ociroot, "rm", "i")
+
+
+def test_parallel_pulls_of_overlapping_images(ociroot: Path,
+                                              pushed_fixtures: dict[str, str]) -> None:
+    """Three `ociimg pull` processes at once, two of the same image and one sharing its
+    base layer: all succeed and the store is consistent."""
+    env = {**os.environ, "OCIIMG_ROOT": str(ociroot)}
+    refs = [pushed_fixtures["busybox"], pushed_fixtures["multilayer"], pushed_fixtures["busybox"]]
+    procs = [subprocess.Popen([sys.executable, "-m", "ociimg", "pull", "-q", ref], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for ref in refs]
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    names = {row["name"] for row in json.loads(ociimg(ociroot, "images", "--json").stdout)}
+    assert names == {pushed_fixtures["busybox"], pushed_fixtures["multilayer"]}
+    assert "store is clean" in ociimg(ociroot, "fsck").stdout
+    assert not list((ociroot / "store" / "ingest").glob("*/data"))
