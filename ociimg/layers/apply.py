@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import errno
+import io
 import os
 import stat
 import tarfile
@@ -30,12 +31,13 @@ from typing import BinaryIO
 from ociimg.digest import Digest, HashingReader
 from ociimg.errors import InvalidDocument, UnsafeArchive
 from ociimg.layers import paths
+from ociimg.layers.stream import ForwardReader, Prefetcher
+from ociimg.layers.tarinfo import LayerTarInfo
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque"
 _OVERLAY_XATTR_PREFIX = "trusted.overlay."
-_MAX_META_HEADER = 1 << 20  # PAX / GNU long-name headers are read into memory
 _COPY_CHUNK = 1 << 20
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -65,17 +67,6 @@ class ApplyResult:
     warnings: list[str] = field(default_factory=list)
 
 
-class _BoundedTarInfo(tarfile.TarInfo):
-    """Refuses huge PAX/GNU meta headers before tarfile reads them into memory (§C1 #21)."""
-
-    def _proc_member(self, tf):  # type: ignore[no-untyped-def]
-        meta = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
-                tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
-        if self.type in meta and self.size > _MAX_META_HEADER:
-            raise UnsafeArchive(f"tar header for {self.name!r}: {self.size}-byte meta header")
-        return super()._proc_member(tf)
-
-
 def apply_layer(root: Path, stream: BinaryIO, options: ApplyOptions = ApplyOptions()
                 ) -> ApplyResult:
     """Apply the uncompressed tar ``stream`` onto ``root``; returns its diff ID.
@@ -87,20 +78,29 @@ def apply_layer(root: Path, stream: BinaryIO, options: ApplyOptions = ApplyOptio
     rootfd = os.open(root, _DIR_OPEN)
     applier = _Applier(rootfd, options)
     try:
-        try:
-            with tarfile.open(fileobj=hashing, mode="r|", bufsize=_COPY_CHUNK,
-                              tarinfo=_BoundedTarInfo) as tf:
-                for info in tf:
-                    applier.apply_entry(info, tf)
-        except (tarfile.TarError, UnicodeError) as exc:
-            raise InvalidDocument(f"layer tar: {exc}",
-                                  hint="the layer is not a valid tar archive") from exc
-        applier.finish()
-        hashing.drain()
+        with Prefetcher(hashing) as ahead:
+            applier.stream = ForwardReader(ahead)
+            _apply_entries(applier)
+            applier.finish()
+            ahead.drain()
     finally:
         applier.close()
         os.close(rootfd)
     return ApplyResult(hashing.digest(), hashing.count, applier.entries, applier.warnings)
+
+
+def _apply_entries(applier: _Applier) -> None:
+    try:
+        # Mode "r:" on a forward-only reader: headers are parsed by tarfile, file data
+        # is copied by us straight from the prefetched chunks.
+        with tarfile.open(fileobj=applier.stream, mode="r:",
+                          tarinfo=LayerTarInfo) as tf:
+            while (info := tf.next()) is not None:
+                applier.apply_entry(info, tf)
+                tf.members.clear()  # tarfile keeps every header; we need none
+    except (tarfile.TarError, UnicodeError, io.UnsupportedOperation) as exc:
+        raise InvalidDocument(f"layer tar: {exc}",
+                              hint="the layer is not a valid tar archive") from exc
 
 
 def _mtime_ns(info: tarfile.TarInfo, key: str = "mtime") -> int:
@@ -150,6 +150,7 @@ class _Applier:
         self._links: list[tuple[list[str], list[str], str]] = []  # deferred hardlinks
         self._times: dict[str, tuple[list[str], int, int]] = {}  # dirs we changed
         self._euid, self._egid = os.geteuid(), os.getegid()
+        self.stream: ForwardReader | None = None
         self._lower_res = [paths.Resolver(os.open(p, _DIR_OPEN)) for p in options.lowers]
 
     def close(self) -> None:
@@ -256,9 +257,15 @@ class _Applier:
             self._replace(pfd, name)
             fd = os.open(name, _FILE_FLAGS, 0o600, dir_fd=pfd)
         try:
-            src = tf.extractfile(info)
-            assert src is not None
-            _copy_to_fd(src, fd, info.size)
+            if info.sparse is None and self.stream is not None:
+                self.stream.seek(info.offset_data)
+                for piece in self.stream.source.chunks(info.size):
+                    while piece:
+                        piece = piece[os.write(fd, piece):]
+            else:  # GNU/PAX sparse files: tarfile knows the map
+                src = tf.extractfile(info)
+                assert src is not None
+                _copy_to_fd(src, fd, info.size)
             self._chown(fd, None, info, symlink=False)
             os.chmod(fd, info.mode & 0o7777)  # after chown: chown clears setuid (§C1 #13)
             self._set_xattrs(fd, info, existing=False)

@@ -1,0 +1,144 @@
+"""Read-ahead for layer streams: decompress and hash in a thread, parse and write in another.
+
+Decompression (isal/zlib/zstd) and sha256 release the GIL on large buffers, and so
+do the ``write`` calls of the applier: with a bounded queue of 1 MiB chunks between
+them, a layer is unpacked in roughly max(decompress+hash, write) instead of the sum,
+with memory bounded by the queue. The consumer side is forward-only but seekable
+(``tell``/forward ``seek``), so ``tarfile`` can run in its ordinary (non-stream) mode
+and file contents can be written straight from the prefetched chunks.
+"""
+
+from __future__ import annotations
+
+import io
+import queue
+import threading
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from ociimg.errors import InvalidDocument
+
+CHUNK = 1 << 20
+DEPTH = 8  # chunks in flight: bounds memory at ~8 MiB per layer
+
+
+class Prefetcher:
+    """Reads ``source`` to EOF in a background thread; use as a context manager."""
+
+    def __init__(self, source: BinaryIO, chunk: int = CHUNK, depth: int = DEPTH) -> None:
+        self._source = source
+        self._chunk = chunk
+        self._queue: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="layer-prefetch", daemon=True)
+        self._buf = memoryview(b"")
+        self._eof = False
+        self.position = 0
+
+    def __enter__(self) -> Prefetcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        while self._thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                self._queue.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                data = self._source.read(self._chunk)
+                self._put(data)
+                if not data:
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            self._put(exc)
+
+    def _put(self, item: bytes | BaseException) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _next(self) -> bool:
+        if self._eof:
+            return False
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            self._eof = True
+            raise item
+        if not item:
+            self._eof = True
+            return False
+        self._buf = memoryview(item)
+        return True
+
+    def chunks(self, size: int) -> Iterator[memoryview]:
+        """Exactly ``size`` bytes from the current position, as zero-copy pieces."""
+        while size > 0:
+            if not self._buf and not self._next():
+                raise InvalidDocument("layer tar: unexpected end of data",
+                                      hint="the layer is truncated")
+            piece = self._buf[:size]
+            self._buf = self._buf[len(piece):]
+            self.position += len(piece)
+            size -= len(piece)
+            yield piece
+
+    def read(self, n: int = -1) -> bytes:
+        out = bytearray()
+        while n < 0 or len(out) < n:
+            if not self._buf and not self._next():
+                break
+            take = self._buf if n < 0 else self._buf[: n - len(out)]
+            out += take
+            self._buf = self._buf[len(take):]
+        self.position += len(out)
+        return bytes(out)
+
+    def drain(self) -> None:
+        while self._buf or self._next():
+            self.position += len(self._buf)
+            self._buf = memoryview(b"")
+
+
+class ForwardReader(io.RawIOBase):
+    """A forward-only seekable view of a Prefetcher, enough for ``tarfile`` mode "r:"."""
+
+    def __init__(self, source: Prefetcher) -> None:
+        self.source = source
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.source.position
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_CUR:
+            pos += self.source.position
+        elif whence != io.SEEK_SET:
+            raise io.UnsupportedOperation("seek from the end of a stream")
+        if pos < self.source.position:
+            raise io.UnsupportedOperation(
+                f"backward seek to {pos} (at {self.source.position}) in a layer stream")
+        for _ in self.source.chunks(pos - self.source.position):
+            pass
+        return pos
+
+    def read(self, n: int = -1) -> bytes:
+        return self.source.read(n)
+
+    def readinto(self, buf) -> int:  # type: ignore[no-untyped-def]
+        data = self.source.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
