@@ -85,8 +85,12 @@ def run_init(config: RuntimeConfig, options: InitOptions, sock: socket.socket) -
         # Without no_new_privs the filter must go in while we still hold CAP_SYS_ADMIN,
         # i.e. before the capabilities are dropped (runc standard_init_linux.go).
         load_seccomp(ctx)
+    # chdir before setuid, retried after it when root could not (runc finalizeNamespace):
+    # a cwd on e.g. root-squashed NFS is only enterable as the container user.
+    entered = try_chdir(ctx.process.cwd)
     change_user(ctx)
-    change_dir(ctx.process.cwd)
+    if not entered:
+        change_dir(ctx.process.cwd)
     path = lookup_executable(ctx.process)
     wait_for_start(ctx)
     hooks.run_hooks(config.hooks, "startContainer", hook_state(ctx))
@@ -229,6 +233,14 @@ def change_user(ctx: InitContext) -> None:
     if sets is not None:
         capabilities.finish_setuid()
         capabilities.apply_capabilities(sets)
+
+
+def try_chdir(cwd: str) -> bool:
+    try:
+        change_dir(cwd)
+        return True
+    except ContainerError:
+        return False
 
 
 def change_dir(cwd: str) -> None:

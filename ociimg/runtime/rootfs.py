@@ -104,6 +104,8 @@ def _make_device(rootfs: str, path: str, kind: int, major: int, minor: int, mode
 def create_dev_links(rootfs: str) -> None:
     for name, link in DEV_LINKS:
         _replace_symlink(resolve_in_root(rootfs, f"/dev/{name}"), link)
+    if os.path.exists("/proc/kcore"):
+        _replace_symlink(resolve_in_root(rootfs, "/dev/core"), "/proc/kcore")
     if os.path.exists(resolve_in_root(rootfs, "/dev/pts/ptmx")):
         # runtime-spec: /dev/ptmx must point at the container's own devpts instance.
         _replace_symlink(resolve_in_root(rootfs, "/dev/ptmx"), "pts/ptmx")

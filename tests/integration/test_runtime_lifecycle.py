@@ -518,3 +518,37 @@ def test_stale_state_dir_is_removed_by_force_delete(env: tuple[Path, Path]) -> N
     (state_root / "c9" / "exec.fifo").touch()
     assert runtime(state_root, "delete", "-f", "c9").returncode == 0
     assert not (state_root / "c9").exists()
+
+
+def test_exec_tty_without_console_socket(env: tuple[Path, Path]) -> None:
+    import pty
+    bundle, state_root = env
+    set_args(bundle, ["sleep", "100"])
+    runtime(state_root, "run", "-d", "-b", str(bundle), "c1", check=True)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([*RUNTIME, "--root", str(state_root), "exec", "-t", "c1", "sh",
+                             "-c", "tty; exit 4"], stdin=slave, stdout=slave,
+                            stderr=subprocess.PIPE, cwd=REPO)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        out += data
+    os.close(master)
+    assert proc.wait(timeout=60) == 4, proc.stderr.read()
+    assert b"/dev/pts/" in out
+    runtime(state_root, "delete", "-f", "c1", check=True)
+
+
+def test_missing_cwd_is_created(env: tuple[Path, Path]) -> None:
+    bundle, state_root = env
+    config = base_config(["pwd"])
+    config["process"]["cwd"] = "/new/work/dir"
+    write_config(bundle, config)
+    proc = runtime(state_root, "run", "-b", str(bundle), "c1")
+    assert proc.returncode == 0 and proc.stdout.strip() == "/new/work/dir", proc.stderr
