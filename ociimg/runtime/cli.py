@@ -107,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-new-privs", action="store_true")
     e.add_argument("command", nargs=argparse.REMAINDER)
     sub.add_parser("features")
+    sub.add_parser("pause").add_argument("id")
+    sub.add_parser("resume").add_argument("id")
+    u = sub.add_parser("update")
+    u.add_argument("id")
+    u.add_argument("-r", "--resources", required=True,
+                   help="linux.resources JSON file, or - for stdin")
     return p
 
 
@@ -152,9 +158,33 @@ def _cmd_start(args: argparse.Namespace, root: str) -> int:
 
 
 def _cmd_state(args: argparse.Namespace, root: str) -> int:
-    from ociimg.runtime import state
-    doc = state.oci_state(root, state.load_state(root, args.id))
-    print(json.dumps(doc, indent=2))
+    from ociimg.runtime import container
+    print(json.dumps(container.container_state(root, args.id), indent=2))
+    return 0
+
+
+def _cmd_pause(args: argparse.Namespace, root: str) -> int:
+    from ociimg.runtime import container
+    container.pause_container(root, args.id)
+    return 0
+
+
+def _cmd_resume(args: argparse.Namespace, root: str) -> int:
+    from ociimg.runtime import container
+    container.resume_container(root, args.id)
+    return 0
+
+
+def _cmd_update(args: argparse.Namespace, root: str) -> int:
+    from ociimg.errors import InvalidDocument
+    from ociimg.runtime import container
+    try:
+        text = sys.stdin.read() if args.resources == "-" else open(args.resources).read()
+        resources = json.loads(text)
+    except (OSError, ValueError) as exc:
+        raise InvalidDocument(f"update: cannot read resources JSON: {exc}",
+                              hint="pass --resources FILE (or - for stdin)") from exc
+    container.update_container(root, args.id, resources)
     return 0
 
 
@@ -223,7 +253,8 @@ def _cmd_features(args: argparse.Namespace, root: str) -> int:
 
 COMMANDS = {"create": _cmd_create, "run": _cmd_run, "start": _cmd_start, "state": _cmd_state,
             "kill": _cmd_kill, "delete": _cmd_delete, "list": _cmd_list, "ps": _cmd_ps,
-            "exec": _cmd_exec, "features": _cmd_features}
+            "exec": _cmd_exec, "features": _cmd_features, "pause": _cmd_pause,
+            "resume": _cmd_resume, "update": _cmd_update}
 
 
 def main(argv: list[str] | None = None) -> int:

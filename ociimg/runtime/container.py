@@ -187,7 +187,53 @@ def _run_lifecycle_hook(cst: ContainerState, stage: str, status: str, fatal: boo
 
 
 def container_state(root: str, container_id: str) -> dict[str, Any]:
-    return state.oci_state(root, state.load_state(root, container_id))
+    cst = state.load_state(root, container_id)
+    return state.oci_state(root, cst, container_status(root, cst))
+
+
+def container_status(root: str, cst: ContainerState) -> str:
+    """created/running/stopped from the process and fifo; "paused" when its cgroup is
+    frozen (runc)."""
+    status = state.derive_status(root, cst)
+    if status == "running" and _manager(cst) is not None and _manager(cst).is_frozen():
+        return "paused"
+    return status
+
+
+def _manager(cst: ContainerState) -> Any:
+    cgroups = _cgroups() if cst.cgroup else None
+    return cgroups.load_manager(cst.cgroup) if cgroups else None
+
+
+def pause_container(root: str, container_id: str) -> None:
+    cst = state.load_state(root, container_id)
+    if container_status(root, cst) != "running":
+        raise ContainerError(f"container {container_id} is not running",
+                             hint="only a running container can be paused")
+    _require_manager(cst).freeze()
+
+
+def resume_container(root: str, container_id: str) -> None:
+    cst = state.load_state(root, container_id)
+    if container_status(root, cst) != "paused":
+        raise ContainerError(f"container {container_id} is not paused")
+    _require_manager(cst).thaw()
+
+
+def update_container(root: str, container_id: str, resources: dict[str, Any]) -> None:
+    """runc update: apply linux.resources to the running container's cgroup."""
+    cst = state.load_state(root, container_id)
+    if container_status(root, cst) == "stopped":
+        raise ContainerError(f"container {container_id} is not running")
+    _require_manager(cst).set(resources)
+
+
+def _require_manager(cst: ContainerState) -> Any:
+    manager = _manager(cst)
+    if manager is None:
+        raise ContainerError(f"container {cst.id} has no cgroup",
+                             hint="pause, resume and update need the cgroup manager")
+    return manager
 
 
 def kill_container(root: str, container_id: str, sig: int, all_processes: bool = False) -> None:
@@ -216,13 +262,17 @@ def delete_container(root: str, container_id: str, force: bool = False) -> None:
 def _destroy(root: str, cst: ContainerState) -> None:
     """Kill what is left (a created container is killed too, like runc), free the cgroup,
     remove the state dir. Mounts live in the container's mount ns and go with it."""
+    manager = _manager(cst)
     if cst.pid and state.init_alive(cst):
         os.kill(cst.pid, signal.SIGKILL)
+        if manager is not None and manager.is_frozen():
+            manager.thaw()  # a frozen task only dies once thawed
         wait_exit(cst.pid)
-    if cst.cgroup and _cgroups():
-        manager = _cgroups().load_manager(cst.cgroup)
+    if manager is not None:
         for pid in manager.pids():
             _kill_quietly(pid)
+        if manager.is_frozen():
+            manager.thaw()
         manager.destroy()
     state.remove_state(root, cst.id)
 

@@ -142,9 +142,10 @@ def derive_status(root: str | Path, state: ContainerState) -> str:
     return "running"
 
 
-def oci_state(root: str | Path, state: ContainerState) -> dict[str, Any]:
+def oci_state(root: str | Path, state: ContainerState,
+              status: str | None = None) -> dict[str, Any]:
     """The runtime-spec state object (runtime.md "State"), as `state` prints it."""
-    status = derive_status(root, state)
+    status = status or derive_status(root, state)
     doc: dict[str, Any] = {"ociVersion": OCI_VERSION, "id": state.id, "status": status,
                            "bundle": state.bundle}
     if status != "stopped":

@@ -552,3 +552,25 @@ def test_missing_cwd_is_created(env: tuple[Path, Path]) -> None:
     write_config(bundle, config)
     proc = runtime(state_root, "run", "-b", str(bundle), "c1")
     assert proc.returncode == 0 and proc.stdout.strip() == "/new/work/dir", proc.stderr
+
+
+def test_pause_resume_update(env: tuple[Path, Path], tmp_path: Path) -> None:
+    bundle, state_root = env
+    set_args(bundle, ["sleep", "100"])
+    runtime(state_root, "run", "-d", "-b", str(bundle), "c1", check=True)
+    runtime(state_root, "pause", "c1", check=True)
+    assert state_of(state_root, "c1")["status"] == "paused"
+    again = runtime(state_root, "pause", "c1")
+    assert again.returncode != 0 and "not running" in again.stderr
+    runtime(state_root, "resume", "c1", check=True)
+    assert state_of(state_root, "c1")["status"] == "running"
+    res = tmp_path / "resources.json"
+    res.write_text(json.dumps({"pids": {"limit": 17}}))
+    runtime(state_root, "update", "--resources", str(res), "c1", check=True)
+    out = runtime(state_root, "exec", "c1", "sh", "-c",
+                  "cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || "
+                  "cat /sys/fs/cgroup/pids.max", check=True)
+    assert out.stdout.strip() == "17"
+    runtime(state_root, "pause", "c1", check=True)
+    # A paused container is still deleted cleanly with --force (thawed to die).
+    runtime(state_root, "delete", "-f", "c1", check=True)
