@@ -96,6 +96,7 @@ class RuntimeConfig:
     cgroups_path: str | None = None
     resources: dict[str, Any] | None = None
     seccomp: dict[str, Any] | None = None
+    time_offsets: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def has_namespace(self, ns_type: str) -> bool:
         return any(ns.type == ns_type for ns in self.namespaces)
@@ -151,6 +152,7 @@ def parse_config(doc: Any, bundle: Path) -> RuntimeConfig:
         cgroups_path=_opt_str(linux, "cgroupsPath"),
         resources=linux.get("resources"),
         seccomp=linux.get("seccomp"),
+        time_offsets=_parse_time_offsets(linux.get("timeOffsets") or {}),
     )
 
 
@@ -230,6 +232,18 @@ def _parse_idmaps(items: Any, where: str) -> list[IDMapping]:
                       _int(m.get("hostID"), f"{where}[{i}].hostID"),
                       _int(m.get("size"), f"{where}[{i}].size"))
             for i, m in enumerate(items)]
+
+
+def _parse_time_offsets(offsets: Any) -> dict[str, tuple[int, int]]:
+    _require(isinstance(offsets, dict), "linux.timeOffsets", "must be an object")
+    out = {}
+    for clock, value in offsets.items():
+        where = f"linux.timeOffsets.{clock}"
+        _require(clock in ("monotonic", "boottime") and isinstance(value, dict), where,
+                 "must be monotonic or boottime with secs/nanosecs")
+        out[clock] = (_int(value.get("secs", 0), f"{where}.secs"),
+                      _int(value.get("nanosecs", 0), f"{where}.nanosecs"))
+    return out
 
 
 def _parse_rlimits(items: Any, where: str) -> list[Rlimit]:

@@ -19,7 +19,7 @@ def features() -> dict[str, Any]:
         "hooks": HOOKS,
         "mountOptions": sorted(set(_FLAGS) | set(PROPAGATION)),
         "linux": {
-            "namespaces": [t for t in NAMESPACE_TYPES if t != "time"],
+            "namespaces": list(NAMESPACE_TYPES),
             "capabilities": list(capabilities.CAPABILITY_NAMES),
             "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False},
             "seccomp": {"enabled": True},

@@ -9,7 +9,7 @@ import struct
 
 from ociimg.errors import ContainerError
 from ociimg.runtime import linux
-from ociimg.runtime.config import IDMapping, Namespace
+from ociimg.runtime.config import IDMapping, Namespace, RuntimeConfig
 from ociimg.runtime.linux import CLONE
 
 CLONE_FLAGS = {"mount": CLONE.NEWNS, "uts": CLONE.NEWUTS, "ipc": CLONE.NEWIPC,
@@ -69,6 +69,19 @@ def write_id_maps(pid: int, uid_mappings: tuple[IDMapping, ...],
                                  hint="check that the mappings do not overlap") from exc
         finally:
             os.close(fd)
+
+
+def write_time_offsets(config: RuntimeConfig) -> None:
+    """Clock offsets of a new time ns; only writable before a process lives in it, i.e.
+    after unshare (which affects our children) and before the fork (time_namespaces(7))."""
+    ns = config.namespace("time")
+    if ns is None or ns.path:
+        raise ContainerError("linux.timeOffsets needs a new time namespace",
+                             hint='add {"type": "time"} to linux.namespaces')
+    lines = "".join(f"{clock} {secs} {nsecs}\n"
+                    for clock, (secs, nsecs) in config.time_offsets.items())
+    with open("/proc/self/timens_offsets", "w") as f:
+        f.write(lines)
 
 
 _SIOCGIFFLAGS = 0x8913

@@ -113,6 +113,8 @@ def _intermediate(config: RuntimeConfig, options: InitOptions, sock: socket.sock
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
     linux.unshare(namespaces.new_namespace_flags(config.namespaces))
+    if config.time_offsets:
+        namespaces.write_time_offsets(config)
     host_pid = os.fork()
     if host_pid == 0:
         code = 1

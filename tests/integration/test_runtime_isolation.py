@@ -270,3 +270,15 @@ def test_joined_network_namespace(env: tuple[Path, Path]) -> None:
     assert proc.returncode == 0, proc.stderr
     host_links = len(os.listdir("/sys/class/net"))
     assert int(proc.stdout.strip()) == host_links
+
+
+def test_time_namespace_offsets(env: tuple[Path, Path]) -> None:
+    bundle, state_root = env
+    config = base_config(["cat", "/proc/uptime"])
+    config["linux"]["namespaces"].append({"type": "time"})
+    config["linux"]["timeOffsets"] = {"boottime": {"secs": 10 * 86400, "nanosecs": 0}}
+    write_config(bundle, config)
+    host_uptime = float(Path("/proc/uptime").read_text().split()[0])
+    proc = runtime(state_root, "run", "-b", str(bundle), "c1")
+    assert proc.returncode == 0, proc.stderr
+    assert float(proc.stdout.split()[0]) >= host_uptime + 10 * 86400

@@ -67,6 +67,8 @@ def test_absolute_root_path_replaces_bundle() -> None:
     (lambda d: d.update(mounts=[{"type": "tmpfs"}]), "mounts[0].destination"),
     (lambda d: d.update(hooks={"prestart": [{"path": "relative"}]}), "hooks.prestart[0].path"),
     (lambda d: d.update(annotations={"a": 1}), "annotations"),
+    (lambda d: d["linux"].update(timeOffsets={"realtime": {"secs": 1}}),
+     "linux.timeOffsets.realtime"),
 ])
 def test_errors_name_the_json_path(mutate, path: str) -> None:
     d = doc()
