@@ -37,7 +37,7 @@ def exec_from_cli(root: str, args: argparse.Namespace) -> int:
     spec = process_from_args(config, args)
     return exec_process(cst, config, spec, detach=args.detach,
                         pid_file=Path(args.pid_file) if args.pid_file else None,
-                        console_socket=args.console_socket)
+                        console_socket=args.console_socket, preserve_fds=args.preserve_fds)
 
 
 def process_from_args(config: RuntimeConfig, args: argparse.Namespace) -> ProcessSpec:
@@ -58,7 +58,7 @@ def process_from_args(config: RuntimeConfig, args: argparse.Namespace) -> Proces
 
 def exec_process(cst: state.ContainerState, config: RuntimeConfig, spec: ProcessSpec, *,
                  detach: bool = False, pid_file: Path | None = None,
-                 console_socket: str | None = None) -> int:
+                 console_socket: str | None = None, preserve_fds: int = 0) -> int:
     if not detach:
         linux.set_child_subreaper()
     console = ours = None
@@ -74,7 +74,7 @@ def exec_process(cst: state.ContainerState, config: RuntimeConfig, spec: Process
     if pid1 == 0:  # pragma: no cover - child
         parent_sock.close()
         try:
-            _join_and_exec(config, spec, ns_paths, child_sock, console)
+            _join_and_exec(config, spec, ns_paths, child_sock, console, preserve_fds)
         except BaseException as exc:  # noqa: BLE001
             process.send_msg(child_sock, process.error_msg(exc))
         os._exit(1)
@@ -124,7 +124,8 @@ def _drive_exec(cst: state.ContainerState, sock: socket.socket, pid1: int) -> in
 
 
 def _join_and_exec(config: RuntimeConfig, spec: ProcessSpec, ns_paths: dict[str, str],
-                   sock: socket.socket, console: socket.socket | None) -> None:
+                   sock: socket.socket, console: socket.socket | None,
+                   preserve_fds: int) -> None:
     process.send_msg(sock, {"type": "ready"})
     if (process.recv_msg(sock) or {}).get("type") != "go":
         os._exit(1)
@@ -140,14 +141,15 @@ def _join_and_exec(config: RuntimeConfig, spec: ProcessSpec, ns_paths: dict[str,
         process.send_msg(sock, {"type": "pid", "pid": pid})
         os._exit(0)
     try:
-        _exec_inside(spec, cap_sets, seccomp_ctx, console, sock)
+        _exec_inside(spec, cap_sets, seccomp_ctx, console, sock, preserve_fds)
     except BaseException as exc:  # noqa: BLE001
         process.send_msg(sock, process.error_msg(exc))
         os._exit(127 if isinstance(exc, ContainerError) and exc.exit_code == 127 else 1)
 
 
 def _exec_inside(spec: ProcessSpec, cap_sets: Any, seccomp_ctx: int | None,
-                 console: socket.socket | None, sock: socket.socket) -> None:
+                 console: socket.socket | None, sock: socket.socket,
+                 preserve_fds: int) -> None:
     warnings: list[str] = []
     init.capture_warnings(warnings)
     os.setsid()
@@ -165,7 +167,7 @@ def _exec_inside(spec: ProcessSpec, cap_sets: Any, seccomp_ctx: int | None,
     if warnings:
         process.send_msg(sock, {"type": "warnings", "messages": warnings[-20:]})
     init.load_seccomp(ctx)
-    init.close_fds(0)
+    init.close_fds(preserve_fds)
     os.execve(path, list(spec.args), init.env_dict(spec.env))
 
 

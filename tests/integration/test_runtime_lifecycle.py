@@ -574,3 +574,19 @@ def test_pause_resume_update(env: tuple[Path, Path], tmp_path: Path) -> None:
     runtime(state_root, "pause", "c1", check=True)
     # A paused container is still deleted cleanly with --force (thawed to die).
     runtime(state_root, "delete", "-f", "c1", check=True)
+
+
+def test_preserve_fds_passes_extra_descriptors(env: tuple[Path, Path], tmp_path: Path) -> None:
+    bundle, state_root = env
+    secret = tmp_path / "passed"
+    secret.write_text("through fd 3\n")
+    set_args(bundle, ["sh", "-c", "cat <&3; ls /proc/self/fd | tr '\\n' ' '"])
+    # The shell opens the file as fd 3 of the runtime (pytest's own fd 3 stays untouched).
+    proc = subprocess.run(["sh", "-c", 'exec "$@" 3<"$0"', str(secret), *RUNTIME, "--root",
+                           str(state_root), "run", "--preserve-fds", "1", "-b", str(bundle),
+                           "c1"], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "through fd 3"
+    # 0-2, the preserved 3, and ls's own directory fd: nothing else leaked.
+    assert len(lines[1].split()) == 5
