@@ -143,7 +143,8 @@ def _create_options(args: argparse.Namespace) -> Any:
     from ociimg.runtime.container import CreateOptions
     return CreateOptions(bundle=Path(args.bundle), pid_file=Path(args.pid_file)
                          if args.pid_file else None, console_socket=args.console_socket,
-                         no_pivot=args.no_pivot, preserve_fds=args.preserve_fds)
+                         no_pivot=args.no_pivot, preserve_fds=args.preserve_fds,
+                         new_keyring=not args.no_new_keyring)
 
 
 def _cmd_run(args: argparse.Namespace, root: str) -> int:

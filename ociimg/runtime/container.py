@@ -31,6 +31,7 @@ class CreateOptions:
     console_socket: str | None = None
     no_pivot: bool = False
     preserve_fds: int = 0
+    new_keyring: bool = True
     console: socket.socket | None = None  # an already connected console socket (run)
 
 
@@ -74,6 +75,7 @@ def _spawn_init(config: RuntimeConfig, cst: ContainerState, options: CreateOptio
     fifo_fd = os.open(state_dir / "exec.fifo", os.O_PATH | os.O_CLOEXEC)
     init_opts = process.InitOptions(
         container_id=cst.id, fifo_fd=fifo_fd, no_pivot=options.no_pivot,
+        new_keyring=options.new_keyring,
         preserve_fds=options.preserve_fds + int(os.environ.get("LISTEN_FDS", "0") or 0),
         console_fd=console.fileno() if console else None, annotations=cst.annotations)
     from ociimg.runtime.init import run_init

@@ -11,6 +11,7 @@ Python; its one execve is the container's program.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import socket
@@ -67,6 +68,8 @@ def run_init(config: RuntimeConfig, options: InitOptions, sock: socket.socket) -
     capture_warnings(ctx.warnings)
     os.setsid()
     check_config(config)
+    if options.new_keyring:
+        join_own_keyring(options.container_id)
     prepare_rootfs(ctx)
     run_runtime_hooks(ctx)
     hooks.run_hooks(config.hooks, "createContainer", hook_state(ctx))
@@ -107,6 +110,18 @@ def hook_state(ctx: InitContext) -> dict[str, Any]:
     if ctx.options.annotations:
         doc["annotations"] = ctx.options.annotations
     return doc
+
+
+def join_own_keyring(container_id: str) -> None:
+    """A session keyring of the container's own, so it never shares (or reads) the
+    runtime's (runc standard_init_linux.go, unless --no-new-keyring)."""
+    try:
+        linux.join_session_keyring(f"_ses.{container_id}")
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSYS, errno.EPERM, errno.EACCES):
+            raise
+        # No keyrings here (kernel or an outer seccomp filter): nothing to share either.
+        logging.getLogger(__name__).warning("no new session keyring: %s", exc.strerror)
 
 
 def prepare_rootfs(ctx: InitContext) -> None:

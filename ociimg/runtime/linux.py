@@ -171,6 +171,23 @@ def set_pdeathsig(sig: int) -> None:
     prctl(PR_SET_PDEATHSIG, sig)
 
 
+# keyctl(2) has no glibc wrapper (it lives in libkeyutils).
+_SYS_KEYCTL = {"x86_64": 250, "aarch64": 219, "ppc64le": 283, "s390x": 280, "riscv64": 219}
+KEYCTL_JOIN_SESSION_KEYRING = 1
+
+
+def join_session_keyring(name: str) -> int:
+    """Join (creating it if needed) the session keyring ``name``; returns its serial."""
+    nr = _SYS_KEYCTL.get(os.uname().machine)
+    if nr is None:
+        raise OSError(38, f"keyctl: unsupported architecture {os.uname().machine}")
+    try:
+        return int(libc.syscall(ctypes.c_long(nr), ctypes.c_int(KEYCTL_JOIN_SESSION_KEYRING),
+                                ctypes.c_char_p(name.encode())))
+    except OSError as exc:
+        raise OSError(exc.errno, f"keyctl: {os.strerror(exc.errno)}", name) from None
+
+
 # --- layers: openat2 (appended for ociimg.layers.paths) -----------------------
 # openat2(2) with RESOLVE_IN_ROOT resolves a path as if the dirfd were "/": ".." and
 # absolute symlinks are clamped to it, so a layer cannot make us write outside the

@@ -35,6 +35,7 @@ class InitOptions:
     fifo_fd: int  # O_PATH fd of exec.fifo, opened by the parent (runc passes it the same way)
     no_pivot: bool = False
     preserve_fds: int = 0
+    new_keyring: bool = True
     console_fd: int | None = None
     annotations: dict[str, str] = field(default_factory=dict)
 

@@ -590,3 +590,16 @@ def test_preserve_fds_passes_extra_descriptors(env: tuple[Path, Path], tmp_path:
     assert lines[0] == "through fd 3"
     # 0-2, the preserved 3, and ls's own directory fd: nothing else leaked.
     assert len(lines[1].split()) == 5
+
+
+@pytest.mark.parametrize("flag", [[], ["--no-new-keyring"]])
+def test_container_gets_its_own_session_keyring(env: tuple[Path, Path], flag: list[str]) -> None:
+    bundle, state_root = env
+    set_args(bundle, ["sleep", "100"])
+    cid = f"kr-{os.getpid()}-{len(flag)}"
+    runtime(state_root, "create", *flag, "-b", str(bundle), cid, check=True)
+    try:
+        keys = Path("/proc/keys").read_text()
+        assert (f"_ses.{cid}" in keys) == (not flag)
+    finally:
+        runtime(state_root, "delete", "-f", cid, check=True)
