@@ -90,6 +90,7 @@ def apply_layer(root: Path, stream: BinaryIO, options: ApplyOptions = ApplyOptio
 
 
 def _apply_entries(applier: _Applier) -> None:
+    assert applier.stream is not None
     try:
         # Mode "r:" on a forward-only reader: headers are parsed by tarfile, file data
         # is copied by us straight from the prefetched chunks.
@@ -98,6 +99,10 @@ def _apply_entries(applier: _Applier) -> None:
             while (info := tf.next()) is not None:
                 applier.apply_entry(info, tf)
                 tf.members.clear()  # tarfile keeps every header; we need none
+            if not applier.stream.ended_at(tf.offset):
+                raise InvalidDocument(f"layer tar: truncated or corrupt header at byte "
+                                      f"{tf.offset} (no end-of-archive block)",
+                                      hint="the layer is truncated or damaged")
     except (tarfile.TarError, UnicodeError, io.UnsupportedOperation) as exc:
         raise InvalidDocument(f"layer tar: {exc}",
                               hint="the layer is not a valid tar archive") from exc

@@ -20,6 +20,7 @@ from ociimg.errors import InvalidDocument
 
 CHUNK = 1 << 20
 DEPTH = 8  # chunks in flight: bounds memory at ~8 MiB per layer
+_ZERO_BLOCK = bytes(512)
 
 
 class Prefetcher:
@@ -113,6 +114,12 @@ class ForwardReader(io.RawIOBase):
 
     def __init__(self, source: Prefetcher) -> None:
         self.source = source
+        self.zero_block_at = -1  # offset of the last all-zero 512-byte block read
+
+    def ended_at(self, offset: int) -> bool:
+        """Whether a whole end-of-archive (zero) block was read at ``offset``: tarfile
+        treats a truncated or garbage header after the first member as the end."""
+        return self.zero_block_at == offset
 
     def readable(self) -> bool:
         return True
@@ -136,7 +143,11 @@ class ForwardReader(io.RawIOBase):
         return pos
 
     def read(self, n: int = -1) -> bytes:
-        return self.source.read(n)
+        at = self.source.position
+        data = self.source.read(n)
+        if n == 512 and data == _ZERO_BLOCK:
+            self.zero_block_at = at
+        return data
 
     def readinto(self, buf) -> int:  # type: ignore[no-untyped-def]
         data = self.source.read(len(buf))

@@ -427,3 +427,43 @@ def test_fast_header_decoder_matches_tarfile() -> None:
             cases.append(bytes(buf))
     for buf in cases:
         assert _decode(fast_frombuf, buf) == _decode(slow, buf), buf
+
+
+# -- read-ahead: errors stop the producer; nothing hangs ---------------------------
+def test_error_early_in_a_big_layer_stops_cleanly(rootfs: Path) -> None:
+    data = tar(F("../evil", b""), *[F(f"f{i}", os.urandom(1 << 20)) for i in range(40)])
+    with pytest.raises(UnsafeArchive):
+        apply(rootfs, data)
+    assert os.listdir(rootfs) == []
+
+
+def test_truncated_inside_a_header(rootfs: Path) -> None:
+    data = tar(F("a", b"x" * 1000), F("b", b"y"))
+    cut = 512 + 1024 + 100  # inside the second header block
+    with pytest.raises(InvalidDocument, match="layer tar"):
+        apply(rootfs, data[:cut])
+
+
+def test_read_errors_from_the_stream_reach_the_caller(rootfs: Path) -> None:
+    class Broken(io.RawIOBase):
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buf) -> int:  # type: ignore[no-untyped-def]
+            raise OSError(5, "simulated EIO")
+
+    with pytest.raises(OSError, match="simulated EIO"):
+        apply_layer(rootfs, Broken(), ApplyOptions(rootless=True))
+
+
+def test_garbage_instead_of_the_end_blocks_is_refused(rootfs: Path) -> None:
+    data = tar(F("a", b"x"))
+    body = data[:1024]  # header + data block, without the end-of-archive blocks
+    with pytest.raises(InvalidDocument, match="no end-of-archive block"):
+        apply(rootfs, body + b"\x01" * 1024)
+
+
+@pytest.mark.parametrize("zeros", [512, 1024, 10240])
+def test_empty_layer_is_fine(rootfs: Path, zeros: int) -> None:
+    result = apply(rootfs, b"\0" * zeros)
+    assert result.entries == 0 and os.listdir(rootfs) == []
