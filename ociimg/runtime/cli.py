@@ -117,14 +117,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_signal(text: str) -> int:
+    """TERM, SIGTERM, 15, RTMIN+3 (systemd's stop signal), RTMAX-1."""
     import signal
     if text.isdigit():
         return int(text)
-    name = text.upper()
-    if not name.startswith("SIG"):
-        name = "SIG" + name
+    name = text.upper().removeprefix("SIG")
+    for base, sign in (("RTMIN+", 1), ("RTMAX-", -1)):
+        if name.startswith(base) and name[len(base):].isdigit():
+            anchor = signal.SIGRTMIN if sign > 0 else signal.SIGRTMAX
+            number = int(anchor) + sign * int(name[len(base):])
+            if signal.SIGRTMIN <= number <= signal.SIGRTMAX:
+                return number
     try:
-        return int(signal.Signals[name])
+        return int(signal.Signals["SIG" + name])
     except KeyError:
         from ociimg.errors import ContainerError
         raise ContainerError(f"unknown signal {text!r}", hint="use a name like TERM or KILL "

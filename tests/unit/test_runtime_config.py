@@ -93,3 +93,20 @@ def test_process_is_optional_for_parsing() -> None:
     d = doc()
     d.pop("process")
     assert parse_config(d, BUNDLE).process is None
+
+
+@pytest.mark.parametrize(("text", "number"), [
+    ("9", 9), ("KILL", 9), ("SIGKILL", 9), ("term", 15), ("SIGRTMIN+3", 37), ("RTMIN", 34),
+    ("RTMAX-1", 63),
+])
+def test_parse_signal(text: str, number: int) -> None:
+    from ociimg.runtime.cli import parse_signal
+    assert parse_signal(text) == number
+
+
+@pytest.mark.parametrize("text", ["NOPE", "RTMIN+99", "SIG"])
+def test_parse_signal_rejects_unknown(text: str) -> None:
+    from ociimg.errors import ContainerError
+    from ociimg.runtime.cli import parse_signal
+    with pytest.raises(ContainerError, match="unknown signal"):
+        parse_signal(text)
