@@ -17,7 +17,6 @@ import json
 import os
 import resource
 import socket
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,8 +56,10 @@ def error_msg(exc: BaseException) -> dict[str, Any]:
         where = f" {exc.filename}" if exc.filename else ""
         return {"type": "error", "kind": "OSError", "message": f"{exc.strerror}{where}",
                 "hint": None}
+    # No traceback module: after pivot_root nothing may be imported, and formatting a
+    # traceback would read source files — the container's files by then.
     return {"type": "error", "kind": type(exc).__name__,
-            "message": "".join(traceback.format_exception_only(exc)).strip(), "hint": None}
+            "message": f"{type(exc).__name__}: {exc}", "hint": None}
 
 
 def raise_from_msg(msg: dict[str, Any], container_id: str) -> None:
