@@ -86,11 +86,12 @@ def test_podman_uses_ociimg_runtime(root: None, tmp_path: Path, fixture_layout: 
     # for 1048576, so request what the host allows.
     limits = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]
     try:
-        run = subprocess.run([*podman, "run", "--name", "p1", *limits, image, "sh", "-c",
-                              "echo pid=$$; exit 3"], capture_output=True, text=True,
-                             timeout=300, env=env)
+        run = subprocess.run([*podman, "run", "--name", "p1", "--pids-limit", "50", *limits,
+                              image, "sh", "-c", "echo pid=$$; cat /sys/fs/cgroup/pids/pids.max"
+                              " 2>/dev/null || cat /sys/fs/cgroup/pids.max; exit 3"],
+                             capture_output=True, text=True, timeout=300, env=env)
         assert run.returncode == 3, run.stderr
-        assert run.stdout.strip() == "pid=1"
+        assert run.stdout.split() == ["pid=1", "50"]
         subprocess.run([*podman, "run", "-d", "--name", "p2", *limits, image, "sleep", "100"],
                        capture_output=True, text=True, timeout=120, check=True, env=env)
         ex = subprocess.run([*podman, "exec", "p2", "cat", "/proc/1/cmdline"],
