@@ -38,7 +38,6 @@ WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque"
 _OVERLAY_XATTR_PREFIX = "trusted.overlay."
-_COPY_CHUNK = 1 << 20
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -57,6 +56,10 @@ class ApplyOptions:
     lowers: tuple[Path, ...] = ()
     # "auto" (openat2 when the kernel has it), "openat2" or "walk"; tests force each.
     resolver: str = "auto"
+    # Decompression-bomb caps (anchors §C1 #21): entries per layer, and the sum of the
+    # file sizes a layer declares (None: no cap; the disk is the limit).
+    max_entries: int = 10_000_000
+    max_file_bytes: int | None = None
 
 
 @dataclass(slots=True)
@@ -147,6 +150,7 @@ class _Applier:
         use = {"auto": None, "openat2": True, "walk": False}[options.resolver]
         self.res = paths.Resolver(rootfd, use_openat2=use)
         self.entries = 0
+        self._file_bytes = 0
         self.warnings: list[str] = []
         self._warned: set[str] = set()
         self._layer_paths: set[str] = set()  # every path this layer created (and parents)
@@ -172,6 +176,7 @@ class _Applier:
     # -- dispatch ---------------------------------------------------------------
     def apply_entry(self, info: tarfile.TarInfo, tf: tarfile.TarFile) -> None:
         self.entries += 1
+        self._check_limits(info)
         self.res.sweep()
         parts = paths.split_name(info.name)
         if not parts:
@@ -214,6 +219,17 @@ class _Applier:
         else:
             self.warn(f"type-{info.type!r}", f"skipped tar entry {info.name!r} of "
                       f"unsupported type {info.type!r}")
+
+    def _check_limits(self, info: tarfile.TarInfo) -> None:
+        if self.entries > self.options.max_entries:
+            raise UnsafeArchive(f"layer tar: more than {self.options.max_entries} entries",
+                                hint="raise ApplyOptions.max_entries if the image is genuine")
+        if info.isreg():
+            self._file_bytes += info.size
+            cap = self.options.max_file_bytes
+            if cap is not None and self._file_bytes > cap:
+                raise UnsafeArchive(f"layer tar: files exceed {cap} bytes at {info.name!r}",
+                                    hint="raise ApplyOptions.max_file_bytes if genuine")
 
     def _parent_dir(self, parent: list[str]) -> int:
         """The entry's parent dir, created if missing; its times are remembered first."""
@@ -262,21 +278,36 @@ class _Applier:
             self._replace(pfd, name)
             fd = os.open(name, _FILE_FLAGS, 0o600, dir_fd=pfd)
         try:
-            if info.sparse is None and self.stream is not None:
-                self.stream.seek(info.offset_data)
+            assert self.stream is not None
+            self.stream.seek(info.offset_data)
+            if info.sparse is None:
                 for piece in self.stream.source.chunks(info.size):
                     while piece:
                         piece = piece[os.write(fd, piece):]
-            else:  # GNU/PAX sparse files: tarfile knows the map
-                src = tf.extractfile(info)
-                assert src is not None
-                _copy_to_fd(src, fd, info.size)
+            else:
+                self._write_sparse(fd, info)
             self._chown(fd, None, info, symlink=False)
             os.chmod(fd, info.mode & 0o7777)  # after chown: chown clears setuid (§C1 #13)
             self._set_xattrs(fd, info, existing=False)
             os.utime(fd, ns=(_mtime_ns(info, "atime"), _mtime_ns(info)))
         finally:
             os.close(fd)
+
+    def _write_sparse(self, fd: int, info: tarfile.TarInfo) -> None:
+        """GNU/PAX sparse file: data segments at their offsets, holes stay holes.
+
+        Writing the holes as zeros would let a tiny layer fill the disk (a 1 TiB
+        sparse file is a few bytes of tar); image-spec says sparse SHOULD NOT be used
+        but consumers still meet it.
+        """
+        assert self.stream is not None and info.sparse is not None
+        for offset, length in info.sparse:
+            pos = offset
+            for piece in self.stream.source.chunks(length):
+                while piece:
+                    n = os.pwrite(fd, piece, pos)
+                    piece, pos = piece[n:], pos + n
+        os.ftruncate(fd, info.size)
 
     def _create_dir(self, pfd: int, parts: list[str], info: tarfile.TarInfo) -> None:
         name = parts[-1]
@@ -568,18 +599,6 @@ class _Applier:
             os.utime(name, ns=(atime, mtime), dir_fd=pfd, follow_symlinks=False)
 
 
-def _copy_to_fd(src: BinaryIO, fd: int, size: int) -> None:
-    remaining = size
-    while remaining > 0:
-        chunk = src.read(min(_COPY_CHUNK, remaining))
-        if not chunk:
-            raise InvalidDocument("layer tar: unexpected end of file data")
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(fd, view):]
-        remaining -= len(chunk)
-
-
 def _remove_whiteout_devices(fd: int) -> None:
     for name in os.listdir(fd):
         st = _lstat(fd, name)
@@ -615,7 +634,7 @@ def _copy_entry(src_pfd: int, name: str, dst_pfd: int, st: os.stat_result,
         src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_pfd)
         dst = os.open(name, _FILE_FLAGS, 0o600, dir_fd=dst_pfd)
         try:
-            while os.sendfile(dst, src, None, _COPY_CHUNK * 8):
+            while os.sendfile(dst, src, None, 1 << 23):
                 pass
         finally:
             os.close(src)

@@ -170,6 +170,26 @@ def test_sparse_file_content(rootfs: Path, tmp_path: Path) -> None:
         assert (target / "sparse").read_bytes() == (src / "sparse").read_bytes(), fmt
 
 
+def test_sparse_holes_stay_holes(rootfs: Path, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    logical = 64 << 30  # 64 GiB logical, a few KiB of tar
+    with open(src / "huge", "wb") as f:
+        f.write(b"start")
+        f.seek(logical - 3)
+        f.write(b"end")
+    out = tmp_path / "huge.tar"
+    subprocess.run(["tar", "--format=pax", "--sparse", "-cf", out, "-C", src, "huge"], check=True)
+    assert out.stat().st_size < 1 << 20
+    apply(rootfs, out.read_bytes())
+    st = os.stat(rootfs / "huge")
+    assert st.st_size == logical and st.st_blocks * 512 < 1 << 20
+    with open(rootfs / "huge", "rb") as f:
+        assert f.read(5) == b"start"
+        f.seek(logical - 3)
+        assert f.read() == b"end"
+
+
 def test_rootless_skips_chown_and_devices_with_one_warning_each(rootfs: Path) -> None:
     result = apply(rootfs, tar(
         F("a", b"1", uid=1234, gid=1234), F("b", b"2", uid=4321, gid=4321),
@@ -467,3 +487,13 @@ def test_garbage_instead_of_the_end_blocks_is_refused(rootfs: Path) -> None:
 def test_empty_layer_is_fine(rootfs: Path, zeros: int) -> None:
     result = apply(rootfs, b"\0" * zeros)
     assert result.entries == 0 and os.listdir(rootfs) == []
+
+
+def test_bomb_caps(rootfs: Path) -> None:
+    many = tar(*[F(f"f{i}", b"") for i in range(10)])
+    with pytest.raises(UnsafeArchive, match="more than 5 entries"):
+        apply(rootfs, many, max_entries=5)
+    big = tar(F("a", b"x" * 4000), F("b", b"y" * 4000))
+    with pytest.raises(UnsafeArchive, match="files exceed 5000 bytes at 'b'"):
+        apply(rootfs, big, max_file_bytes=5000)
+    apply(rootfs, big, max_file_bytes=8000)
