@@ -282,3 +282,23 @@ def test_time_namespace_offsets(env: tuple[Path, Path]) -> None:
     proc = runtime(state_root, "run", "-b", str(bundle), "c1")
     assert proc.returncode == 0, proc.stderr
     assert float(proc.stdout.split()[0]) >= host_uptime + 10 * 86400
+
+
+@pytest.mark.parametrize("entry", ["sys", "dev"])
+def test_relative_symlink_climbing_out_creates_nothing_outside(
+        env: tuple[Path, Path], tmp_path: Path, entry: str) -> None:
+    """rootfs/sys (or /dev) → ../../../canary: the mount points under it (sys/fs/cgroup,
+    dev/pts, dev/shm, …) must be created inside the rootfs, never in the canary."""
+    bundle, state_root = env
+    canary = tmp_path / "canary"
+    canary.mkdir()
+    target = bundle / "rootfs" / entry
+    if target.exists():
+        target.rmdir()
+    os.symlink(os.path.relpath(canary, target.parent), target)
+    write_config(bundle, base_config(["true"]))
+    proc = runtime(state_root, "run", "-b", str(bundle), "c1")
+    assert proc.returncode == 0, proc.stderr
+    assert os.listdir(canary) == []
+    # The link was resolved as if rootfs were "/": the mount points went to rootfs/canary.
+    assert (bundle / "rootfs" / "canary").is_dir()
