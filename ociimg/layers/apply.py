@@ -30,7 +30,7 @@ from typing import BinaryIO
 
 from ociimg.digest import Digest, HashingReader
 from ociimg.errors import InvalidDocument, UnsafeArchive
-from ociimg.layers import paths
+from ociimg.layers import fsops, paths
 from ociimg.layers.stream import ForwardReader, Prefetcher
 from ociimg.layers.tarinfo import LayerTarInfo
 
@@ -128,17 +128,6 @@ def _xattrs_of(info: tarfile.TarInfo) -> dict[str, bytes]:
             # tarfile decodes PAX values as UTF-8 with surrogateescape: reversible.
             out[key[len("SCHILY.xattr."):]] = value.encode("utf-8", "surrogateescape")
     return out
-
-
-def _is_whiteout_dev(st: os.stat_result | None) -> bool:
-    return st is not None and stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
-
-
-def _lstat(dirfd: int, name: str) -> os.stat_result | None:
-    try:
-        return os.stat(name, dir_fd=dirfd, follow_symlinks=False)
-    except FileNotFoundError:
-        return None
 
 
 class _Applier:
@@ -262,7 +251,7 @@ class _Applier:
 
     def _replace(self, pfd: int, name: str, *, keep_dir: bool = False) -> os.stat_result | None:
         """Clear the way for a new entry (image-spec layer.md: dir+dir keeps the dir)."""
-        st = _lstat(pfd, name)
+        st = fsops.lstat_at(pfd, name)
         if st is None or (keep_dir and stat.S_ISDIR(st.st_mode)):
             return st
         if paths.remove_at(pfd, name):
@@ -317,7 +306,7 @@ class _Applier:
             os.mkdir(name, 0o700, dir_fd=pfd)
         fd = os.open(name, _DIR_OPEN, dir_fd=pfd)
         try:
-            if self.overlay and _is_whiteout_dev(st):
+            if self.overlay and fsops.is_whiteout_dev(st):
                 # Deleted then re-created in one layer: the new dir must hide the lower
                 # one entirely, which in an upperdir means opaque.
                 self._mark_opaque_fd(fd, "/".join(parts))
@@ -348,16 +337,16 @@ class _Applier:
         if not target:
             raise UnsafeArchive(f"hardlink {entry!r}: target is the root")
         tpfd = self._link_target_dir(target)
-        if tpfd is None or _lstat(tpfd, target[-1]) is None:
+        if tpfd is None or fsops.lstat_at(tpfd, target[-1]) is None:
             self._links.append((parts, target, entry))  # target may come later (§C1 #6)
             return
-        tst = _lstat(tpfd, target[-1])
+        tst = fsops.lstat_at(tpfd, target[-1])
         assert tst is not None
         if stat.S_ISDIR(tst.st_mode):
             raise UnsafeArchive(f"hardlink {entry!r}: target {'/'.join(target)!r} is a directory")
         pfd = self.res.dir(parts[:-1], create=True)
         assert pfd is not None
-        cur = _lstat(pfd, parts[-1])
+        cur = fsops.lstat_at(pfd, parts[-1])
         if cur is not None and (cur.st_dev, cur.st_ino) == (tst.st_dev, tst.st_ino):
             return
         self._replace(pfd, parts[-1])  # §C1 #7
@@ -367,7 +356,7 @@ class _Applier:
 
     def _link_target_dir(self, target: list[str]) -> int | None:
         tpfd = self.res.dir(target[:-1])
-        if self.overlay and (tpfd is None or _lstat(tpfd, target[-1]) is None):
+        if self.overlay and (tpfd is None or fsops.lstat_at(tpfd, target[-1]) is None):
             if self._copy_up(target):
                 tpfd = self.res.dir(target[:-1])
         return tpfd
@@ -502,7 +491,7 @@ class _Applier:
 
     def _mark_opaque_fd(self, fd: int, key: str) -> None:
         self._opaque.add(key)
-        _remove_whiteout_devices(fd)
+        fsops.remove_whiteout_devices(fd)
         try:
             os.setxattr(fd, OVERLAY_OPAQUE_XATTR, b"y")
         except PermissionError:
@@ -523,7 +512,7 @@ class _Applier:
                 continue
             pfd = self.res.dir(parent[: i - 1])
             name = parent[i - 1]
-            st = _lstat(pfd, name) if pfd is not None else None
+            st = fsops.lstat_at(pfd, name) if pfd is not None else None
             if pfd is None or (st is not None and stat.S_ISLNK(st.st_mode)):
                 return  # a symlink in the upper: the resolver's create walk follows it
             self._replace(pfd, name)
@@ -531,13 +520,13 @@ class _Applier:
             lower = self._lower_dir_stat(parent[:i])
             if lower is not None:
                 lfd, lst = lower
-                _copy_meta(lfd, name, pfd, lst, self.options.rootless)
+                fsops.copy_meta(lfd, name, pfd, lst, self.options.rootless)
                 # Children added below change the mtime again: restore it at the end.
                 self._dirs.append((parent[:i], stat.S_IMODE(lst.st_mode), lst.st_atime_ns,
                                    lst.st_mtime_ns))
             else:
                 os.chmod(name, 0o755, dir_fd=pfd)
-            if _is_whiteout_dev(st):
+            if fsops.is_whiteout_dev(st):
                 fd = os.open(name, _DIR_OPEN, dir_fd=pfd)
                 try:
                     self._mark_opaque_fd(fd, "/".join(parent[:i]))
@@ -547,7 +536,7 @@ class _Applier:
     def _lower_dir_stat(self, parts: list[str]) -> tuple[int, os.stat_result] | None:
         for r in self._lower_res:
             pfd = r.dir(parts[:-1])
-            st = _lstat(pfd, parts[-1]) if pfd is not None else None
+            st = fsops.lstat_at(pfd, parts[-1]) if pfd is not None else None
             if st is None:
                 continue
             if stat.S_ISDIR(st.st_mode):
@@ -559,15 +548,15 @@ class _Applier:
         """Copy a lower layer's file into this upper so a hardlink can point at it."""
         for r in self._lower_res:
             pfd = r.dir(target[:-1])
-            st = _lstat(pfd, target[-1]) if pfd is not None else None
+            st = fsops.lstat_at(pfd, target[-1]) if pfd is not None else None
             if st is None:
                 continue
-            if _is_whiteout_dev(st) or stat.S_ISDIR(st.st_mode):
+            if fsops.is_whiteout_dev(st) or stat.S_ISDIR(st.st_mode):
                 return False
             self._ensure_overlay_parents(target[:-1])
             upfd = self.res.dir(target[:-1], create=True)
             assert upfd is not None and pfd is not None
-            _copy_entry(pfd, target[-1], upfd, st, self.options.rootless)
+            fsops.copy_entry(pfd, target[-1], upfd, st, self.options.rootless)
             self._note_layer_path(target)
             return True
         return False
@@ -576,7 +565,7 @@ class _Applier:
     def finish(self) -> None:
         for parts, target, entry in self._links:
             tpfd = self._link_target_dir(target)
-            if tpfd is None or _lstat(tpfd, target[-1]) is None:
+            if tpfd is None or fsops.lstat_at(tpfd, target[-1]) is None:
                 raise UnsafeArchive(f"hardlink {entry!r}: target {'/'.join(target)!r} does "
                                     "not exist in this layer or below")
             self._create_hardlink(parts, target, entry)
@@ -584,7 +573,7 @@ class _Applier:
         for parts, atime, mtime in self._times.values():
             pfd = self.res.dir(parts[:-1])
             name = parts[-1] if parts else "."
-            if pfd is not None and stat.S_ISDIR(getattr(_lstat(pfd, name), "st_mode", 0)):
+            if pfd is not None and stat.S_ISDIR(getattr(fsops.lstat_at(pfd, name), "st_mode", 0)):
                 os.utime(name, ns=(atime, mtime), dir_fd=pfd, follow_symlinks=False)
         # Explicit dir entries last: their tar times win over remembered ones.
         for parts, mode, atime, mtime in sorted(self._dirs, key=lambda d: -len(d[0])):
@@ -592,57 +581,8 @@ class _Applier:
             if pfd is None:
                 continue  # removed later in the same layer
             name = parts[-1] if parts else "."
-            st = _lstat(pfd, name)
+            st = fsops.lstat_at(pfd, name)
             if st is None or not stat.S_ISDIR(st.st_mode):
                 continue
             os.chmod(name, mode, dir_fd=pfd)
             os.utime(name, ns=(atime, mtime), dir_fd=pfd, follow_symlinks=False)
-
-
-def _remove_whiteout_devices(fd: int) -> None:
-    for name in os.listdir(fd):
-        st = _lstat(fd, name)
-        if _is_whiteout_dev(st):
-            os.unlink(name, dir_fd=fd)
-        elif st is not None and stat.S_ISDIR(st.st_mode):
-            sub = os.open(name, _DIR_OPEN, dir_fd=fd)
-            try:
-                _remove_whiteout_devices(sub)
-            finally:
-                os.close(sub)
-
-
-def _copy_meta(src_pfd: int, name: str, dst_pfd: int, st: os.stat_result,
-               rootless: bool) -> None:
-    if not rootless:
-        os.chown(name, st.st_uid, st.st_gid, dir_fd=dst_pfd, follow_symlinks=False)
-    if not stat.S_ISLNK(st.st_mode):
-        os.chmod(name, stat.S_IMODE(st.st_mode), dir_fd=dst_pfd)
-    src, dst = f"/proc/self/fd/{src_pfd}/{name}", f"/proc/self/fd/{dst_pfd}/{name}"
-    try:
-        for key in os.listxattr(src, follow_symlinks=False):
-            os.setxattr(dst, key, os.getxattr(src, key, follow_symlinks=False),
-                        follow_symlinks=False)
-    except OSError:
-        pass  # best effort, like overlayfs copy-up on filesystems without xattrs
-    os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dst_pfd, follow_symlinks=False)
-
-
-def _copy_entry(src_pfd: int, name: str, dst_pfd: int, st: os.stat_result,
-                rootless: bool) -> None:
-    if stat.S_ISREG(st.st_mode):
-        src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_pfd)
-        dst = os.open(name, _FILE_FLAGS, 0o600, dir_fd=dst_pfd)
-        try:
-            while os.sendfile(dst, src, None, 1 << 23):
-                pass
-        finally:
-            os.close(src)
-            os.close(dst)
-    elif stat.S_ISLNK(st.st_mode):
-        os.symlink(os.readlink(name, dir_fd=src_pfd), name, dir_fd=dst_pfd)
-    elif stat.S_ISFIFO(st.st_mode):
-        os.mkfifo(name, 0o600, dir_fd=dst_pfd)
-    else:
-        os.mknod(name, st.st_mode, st.st_rdev, dir_fd=dst_pfd)
-    _copy_meta(src_pfd, name, dst_pfd, st, rootless)
