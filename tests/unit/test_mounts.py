@@ -86,8 +86,8 @@ def test_normalize_destination(dest: str, norm: str) -> None:
     assert normalize_destination(dest) == norm
 
 
-@pytest.mark.parametrize("dest", ["/proc/sys", "//proc/sys", "/proc/self/attr", "/proc/1/..//sys/kernel",
-                                  "/proc/../proc/kcore"])
+@pytest.mark.parametrize("dest", ["/proc/sys", "//proc/sys", "/proc/self/attr",
+                                  "/proc/1/..//sys/kernel", "/proc/../proc/kcore"])
 def test_mount_over_proc_subpath_refused(dest: str) -> None:
     with pytest.raises(ContainerError, match="inside /proc"):
         plan_mount({"destination": dest, "type": "bind", "source": "/tmp",
