@@ -168,7 +168,7 @@ def _exec_inside(spec: ProcessSpec, cap_sets: Any, seccomp_ctx: int | None,
         process.send_msg(sock, {"type": "warnings", "messages": warnings[-20:]})
     init.load_seccomp(ctx)
     init.close_fds(preserve_fds)
-    os.execve(path, list(spec.args), init.env_dict(spec.env))
+    init.execute(path, spec)
 
 
 def _attach_pty(console: socket.socket, spec: ProcessSpec) -> None:

@@ -72,7 +72,7 @@ def run_init(config: RuntimeConfig, options: InitOptions, sock: socket.socket) -
         join_own_keyring(options.container_id)
     prepare_rootfs(ctx)
     run_runtime_hooks(ctx)
-    hooks.run_hooks(config.hooks, "createContainer", hook_state(ctx))
+    hooks.run_hooks(config.hooks, "createContainer", hook_state(ctx, "creating"))
     prepare_security(ctx)
     ctx.fifo_fd = options.fifo_fd
     enter_rootfs(ctx)
@@ -96,16 +96,26 @@ def run_init(config: RuntimeConfig, options: InitOptions, sock: socket.socket) -
         change_dir(ctx.process.cwd)
     path = lookup_executable(ctx.process)
     wait_for_start(ctx)
-    hooks.run_hooks(config.hooks, "startContainer", hook_state(ctx))
+    hooks.run_hooks(config.hooks, "startContainer", hook_state(ctx, "created"))
     # With no_new_privs the filter goes in as late as possible: after it only the
     # fd clean-up and execve run (runc: "as late as possible").
     load_seccomp(ctx)
     close_fds(ctx.options.preserve_fds)
-    os.execve(path, list(ctx.process.args), env_dict(ctx.process.env))
+    execute(path, ctx.process)
 
 
-def hook_state(ctx: InitContext) -> dict[str, Any]:
-    doc = {"ociVersion": "1.2.0", "id": ctx.options.container_id, "status": "creating",
+def execute(path: str, process: ProcessSpec) -> None:
+    """execve; on failure say why on the container's stderr and exit like a shell
+    (126 not executable, 127 not found): nobody else is listening any more."""
+    try:
+        os.execve(path, list(process.args), env_dict(process.env))
+    except OSError as exc:
+        os.write(2, f"ociimg-runtime: exec {path}: {exc.strerror}\n".encode())
+        os._exit(127 if exc.errno == errno.ENOENT else 126)
+
+
+def hook_state(ctx: InitContext, status: str) -> dict[str, Any]:
+    doc = {"ociVersion": "1.2.0", "id": ctx.options.container_id, "status": status,
            "pid": ctx.host_pid, "bundle": str(ctx.config.bundle)}
     if ctx.options.annotations:
         doc["annotations"] = ctx.options.annotations

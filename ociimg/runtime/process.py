@@ -88,10 +88,16 @@ def spawn(config: RuntimeConfig, options: InitOptions,
 
 
 def _report(sock: socket.socket, exc: BaseException) -> None:
+    msg = error_msg(exc)
     try:
-        send_msg(sock, error_msg(exc))
+        send_msg(sock, msg)
     except OSError:
-        pass
+        # After "created" the parent is gone: the container's stderr is all that is left
+        # (runc prints exec failures the same way).
+        try:
+            os.write(2, f"ociimg-runtime: {msg['message']}\n".encode())
+        except OSError:
+            pass
 
 
 def _expect_go(sock: socket.socket) -> None:

@@ -603,3 +603,16 @@ def test_container_gets_its_own_session_keyring(env: tuple[Path, Path], flag: li
         assert (f"_ses.{cid}" in keys) == (not flag)
     finally:
         runtime(state_root, "delete", "-f", cid, check=True)
+
+
+def test_program_that_cannot_be_executed(env: tuple[Path, Path]) -> None:
+    """A file with x bits but no valid format passes the create-time lookup; execve then
+    fails after start, and the reason still reaches stderr (exit 126, like a shell)."""
+    bundle, state_root = env
+    bad = bundle / "rootfs" / "bin" / "notreally"
+    bad.write_bytes(b"\x00\x01garbage")
+    bad.chmod(0o755)
+    set_args(bundle, ["/bin/notreally"])
+    proc = runtime(state_root, "run", "-b", str(bundle), "c1")
+    assert proc.returncode == 126
+    assert "exec /bin/notreally" in proc.stderr
