@@ -12,18 +12,23 @@ import sys
 import threading
 from typing import Any
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
-stderr = Console(stderr=True, highlight=False)
+class _LazyConsole:
+    """rich's Console for stderr, imported on first use: importing rich costs ~20 ms
+    that a non-TTY command which prints no error (a pull in a script) never needs."""
+
+    def __init__(self) -> None:
+        self._console: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=True, highlight=False)
+        return getattr(self._console, name)
+
+
+stderr: Any = _LazyConsole()
 
 
 def is_tty() -> bool:
@@ -61,6 +66,15 @@ class RichProgress:
     """TTY progress: one bar per blob/layer; thread-safe (pull downloads in parallel)."""
 
     def __init__(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
         self._progress = Progress(
             TextColumn("{task.description}", justify="left"),
             BarColumn(),
@@ -70,7 +84,7 @@ class RichProgress:
             console=stderr,
             transient=False,
         )
-        self._tasks: dict[str, TaskID] = {}
+        self._tasks: dict[str, Any] = {}  # rich TaskID
         self._lock = threading.Lock()
 
     def __enter__(self) -> RichProgress:

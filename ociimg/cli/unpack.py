@@ -9,9 +9,9 @@ import typer
 from ociimg.cli.app import STATE, app
 from ociimg.cli.options import INSECURE_HELP, PLATFORM_HELP, parse_platform
 from ociimg.cli.output import print_json, progress_for
-from ociimg.commands.resolve import resolve_image
-from ociimg.commands.unpack import UnpackOptions, umount_bundle, unpack_image
-from ociimg.registry import PullOptions
+
+# The stage libraries are imported inside the commands: every ociimg invocation imports
+# this module to register them, and a pull must not pay for layers/bundle/runtime.
 
 
 @app.command(rich_help_panel="Bundles", context_settings={"allow_interspersed_args": False})
@@ -39,6 +39,9 @@ def unpack(
 ) -> None:
     """Write a runtime-spec bundle (config.json + rootfs/) for runc, crun or ociimg."""
     from ociimg.bundle import BundleOptions
+    from ociimg.commands.resolve import resolve_image
+    from ociimg.commands.unpack import UnpackOptions, unpack_image
+    from ociimg.registry import PullOptions
 
     bundle_options = BundleOptions(
         args=list(args) if args else None,
@@ -64,4 +67,6 @@ def unpack(
 @app.command(rich_help_panel="Bundles")
 def umount(bundle: Path = typer.Argument(..., help="Bundle made with unpack --overlay.")) -> None:
     """Release the overlay rootfs of a bundle made with `unpack --overlay`."""
+    from ociimg.commands.unpack import umount_bundle
+
     umount_bundle(bundle)
