@@ -163,6 +163,8 @@ def start_container(root: str, container_id: str) -> None:
         os.close(fd)
     fifo.unlink(missing_ok=True)
     if not data:
+        if state.init_alive(cst):  # a concurrent `start` took the byte
+            raise ContainerError(f"container {container_id} was started by another start")
         raise ContainerError(f"container {container_id}: init exited before start")
     _run_lifecycle_hook(cst, "poststart", "running", fatal=False)
 
