@@ -47,6 +47,8 @@ def pull(
     ca_bundle: Path = typer.Option(None, "--ca-bundle", help="PEM file of CAs to trust."),
     auth_file: Path = typer.Option(None, "--authfile", help="Credentials file (docker format)."),
     jobs: int = typer.Option(4, "--jobs", "-j", min=1, max=32, help="Parallel blob downloads."),
+    retries: int = typer.Option(5, "--retry-times", min=0, max=20, help="Retries of a "
+                                "request after a network error, 5xx or 429 (with backoff)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
@@ -57,7 +59,7 @@ def pull(
     ref = registry_reference(image)
     options = PullOptions(platform=parse_platform(platform), all_platforms=all_platforms,
                           insecure=insecure, ca_bundle=ca_bundle, auth_file=auth_file,
-                          concurrency=jobs)
+                          concurrency=jobs, retries=retries)
     store = open_store()
     with progress_for(quiet, json_out) as progress:
         result = do_pull(ref, store, options, progress)
@@ -82,6 +84,8 @@ def push(
     ca_bundle: Path = typer.Option(None, "--ca-bundle", help="PEM file of CAs to trust."),
     auth_file: Path = typer.Option(None, "--authfile", help="Credentials file (docker format)."),
     jobs: int = typer.Option(4, "--jobs", "-j", min=1, max=32, help="Parallel blob uploads."),
+    retries: int = typer.Option(5, "--retry-times", min=0, max=20, help="Retries of a "
+                                "request after a network error, 5xx or 429 (with backoff)."),
     platform: str = typer.Option(None, "--platform", help="Push only this platform's "
                                  "image of a multi-platform index."),
     chunk_size: str = typer.Option(None, "--chunk-size", help="Upload blobs in chunks of "
@@ -99,7 +103,7 @@ def push(
     name = store_name(store, source)
     dest = registry_reference(destination or name)
     options = PushOptions(insecure=insecure, ca_bundle=ca_bundle, auth_file=auth_file,
-                          concurrency=jobs, platform=parse_platform(platform),
+                          concurrency=jobs, retries=retries, platform=parse_platform(platform),
                           chunk_size=parse_size(chunk_size) if chunk_size else None,
                           mount_from=tuple(mount_from))
     with progress_for(quiet, json_out) as progress:
@@ -123,6 +127,8 @@ def copy(
     ca_bundle: Path = typer.Option(None, "--ca-bundle", help="PEM file of CAs to trust."),
     auth_file: Path = typer.Option(None, "--authfile", help="Credentials file (docker format)."),
     jobs: int = typer.Option(4, "--jobs", "-j", min=1, max=32, help="Parallel blob transfers."),
+    retries: int = typer.Option(5, "--retry-times", min=0, max=20, help="Retries of a "
+                                "request after a network error, 5xx or 429 (with backoff)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
@@ -133,7 +139,7 @@ def copy(
     src, dst = parse_image_name(source), parse_image_name(destination)
     options = CopyOptions(platform=parse_platform(platform), all_platforms=all_platforms,
                           src_insecure=insecure, dest_insecure=insecure, ca_bundle=ca_bundle,
-                          auth_file=auth_file, concurrency=jobs)
+                          auth_file=auth_file, concurrency=jobs, retries=retries)
     with progress_for(quiet, json_out) as progress:
         digest = do_copy(src, dst, options, progress)
     if json_out:

@@ -82,7 +82,8 @@ def test_user_errors_are_one_line(ociroot: Path, registry, busybox: str) -> None
     assert_one_line_error(ociimg(ociroot, "pull", f"{registry.host}/no/such/repo:1",
                                  check=False))
     assert_one_line_error(ociimg(ociroot, "pull", "Upper/Case", check=False), "Upper/Case")
-    assert_one_line_error(ociimg(ociroot, "pull", "127.0.0.1:9/x:1", check=False), "127.0.0.1:9")
+    assert_one_line_error(ociimg(ociroot, "pull", "--retry-times", "1", "127.0.0.1:9/x:1",
+                                 check=False), "127.0.0.1:9")
     assert_one_line_error(ociimg(ociroot, "inspect", "not-pulled:1", check=False), "not-pulled")
     assert_one_line_error(ociimg(ociroot, "run", "--memory", "lots", busybox, "true",
                                  check=False), "lots")
