@@ -17,7 +17,6 @@ import struct
 import sys
 import termios
 import tty
-from typing import Any
 
 from ociimg.errors import ContainerError
 from ociimg.runtime import linux
@@ -83,7 +82,7 @@ def receive_master(sock: socket.socket) -> int:
     return fds[0]
 
 
-def proxy_terminal(master: int, pid_alive: Any) -> None:
+def proxy_terminal(master: int) -> None:
     """Copy stdin → master and master → stdout in raw mode until the pty closes,
     forwarding window size changes (SIGWINCH)."""
     stdin = sys.stdin.fileno()

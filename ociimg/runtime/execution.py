@@ -94,7 +94,7 @@ def exec_process(cst: state.ContainerState, config: RuntimeConfig, spec: Process
         from ociimg.runtime.console import proxy_terminal, receive_master
         master = receive_master(ours)
         ours.close()
-        proxy_terminal(master, None)
+        proxy_terminal(master)
         os.close(master)
     _, status = os.waitpid(pid, 0)
     return hooks.exit_code(status)

@@ -23,10 +23,12 @@ PROC_NAMES = {"mount": "mnt", "uts": "uts", "ipc": "ipc", "network": "net", "pid
 JOIN_ORDER = ("user", "ipc", "uts", "network", "pid", "cgroup", "time", "mount")
 
 
-def new_namespace_flags(namespaces: tuple[Namespace, ...], *, include_user: bool = False) -> int:
+def new_namespace_flags(namespaces: tuple[Namespace, ...]) -> int:
+    """CLONE_NEW* for the namespaces to create, except the user ns (created first, on its
+    own, so the parent can write its id maps before the rest)."""
     flags = 0
     for ns in namespaces:
-        if ns.path is None and (include_user or ns.type != "user"):
+        if ns.path is None and ns.type != "user":
             flags |= CLONE_FLAGS[ns.type]
     return flags
 
