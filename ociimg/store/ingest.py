@@ -17,13 +17,28 @@ from typing import BinaryIO
 
 from ociimg.digest import Digest
 from ociimg.errors import DigestMismatch
-from ociimg.fsutil import atomic_write, fsync_dir, remove_tree
+from ociimg.fsutil import fsync_dir, remove_tree
 
 DATA = "data"
 META = "meta.json"
 LOCK = "lock"
 BLOB_MODE = 0o444  # blobs are immutable once committed (containerd does the same)
 _HASH_CHUNK = 1 << 20
+WRITEBACK_CHUNK = 8 << 20
+
+
+def write_meta(path: Path, data: bytes) -> None:
+    """Atomic (rename) but not fsynced: meta.json only tells a later attempt whether the
+    partial is worth resuming. Lost or empty after a crash, it reads as a mismatch and the
+    partial is discarded; a wrong partial cannot land anyway, commit() verifies the digest."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
 
 
 def link_into_place(tmp: Path, final: Path) -> bool:
@@ -56,9 +71,10 @@ class Ingest:
         self._final = final
         self.committed = False
         self.done = final.exists()
-        self._file: BinaryIO | None = None
+        self._fd: int | None = None
         self._hash = digest.hasher()
         self.offset = 0
+        self._written_back = 0  # bytes handed to the kernel's writeback so far
         if not self.done:
             self._open_partial()
 
@@ -69,17 +85,24 @@ class Ingest:
             # A partial for a different expected size is useless: start afresh.
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.directory / DATA)
-            atomic_write(self.directory / META, json.dumps(
+            write_meta(self.directory / META, json.dumps(
                 {"digest": str(self.digest), "size": self.size}).encode())
-        fd = os.open(self.directory / DATA,
-                     os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        self._file = os.fdopen(fd, "a+b")
-        self._file.seek(0)
-        while chunk := self._file.read(_HASH_CHUNK):
-            self._hash.update(chunk)
-            self.offset += len(chunk)
-        if self.offset > self.size:
+        self._fd = os.open(self.directory / DATA, os.O_RDWR | os.O_APPEND | os.O_CREAT |
+                           os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        kept = os.fstat(self._fd).st_size
+        if kept > self.size:
             self.restart()
+        elif kept:
+            self._hash_partial()
+
+    def _hash_partial(self) -> None:
+        """Resuming: the digest so far is rebuilt from the bytes kept on disk."""
+        fd = self._require_open()
+        buf = bytearray(_HASH_CHUNK)
+        view = memoryview(buf)
+        while n := os.preadv(fd, [buf], self.offset):
+            self._hash.update(view[:n])
+            self.offset += n
 
     def _read_meta(self) -> dict[str, object] | None:
         try:
@@ -89,32 +112,49 @@ class Ingest:
         return meta if isinstance(meta, dict) else None
 
     # Writing -------------------------------------------------------------------
-    def write(self, data: bytes) -> int:
-        f = self._require_open()
-        if self.offset + len(data) > self.size:
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        fd = self._require_open()
+        size = len(data)
+        if self.offset + size > self.size:
             self.discard()
             raise DigestMismatch(
                 f"blob {self.digest}: more data than the expected {self.size} bytes",
                 hint="the registry sent a different blob; the partial download was discarded")
-        f.write(data)
-        self._hash.update(data)
-        self.offset += len(data)
-        return len(data)
+        # Unbuffered: callers hand over large chunks, and a userspace buffer would only
+        # add a copy (and a flush to forget before fsync).
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        self._hash.update(data)  # hashlib drops the GIL for large updates
+        self.offset += size
+        if self.offset - self._written_back >= WRITEBACK_CHUNK:
+            self._start_writeback()
+        return size
+
+    def _start_writeback(self) -> None:
+        """Ask the kernel to start writing what we have so far (on Linux, FADV_DONTNEED
+        starts asynchronous writeback of dirty pages and keeps them cached until clean),
+        so commit's fsync waits for the tail, not the whole blob: the disk works while
+        the network does."""
+        if self._fd is not None and hasattr(os, "posix_fadvise"):
+            with contextlib.suppress(OSError):
+                os.posix_fadvise(self._fd, self._written_back, self.offset - self._written_back,
+                                 os.POSIX_FADV_DONTNEED)
+        self._written_back = self.offset
 
     def restart(self) -> None:
         """Throw away what was received so far (e.g. the server ignored a Range request)."""
-        f = self._require_open()
-        f.seek(0)
-        f.truncate(0)
+        fd = self._require_open()
+        os.ftruncate(fd, 0)
         self._hash = self.digest.hasher()
-        self.offset = 0
+        self.offset = self._written_back = 0
 
     def commit(self) -> Digest:
         """Verify size and digest, then move the blob into place (never overwriting)."""
         if self.done:
             return self.digest
-        f = self._require_open()
-        fsync_file(f)
+        fd = self._require_open()
+        os.fsync(fd)
         actual = Digest(self.digest.algorithm, self._hash.hexdigest())
         if self.offset != self.size or actual != self.digest:
             got = f"{self.offset} bytes" if self.offset != self.size else str(actual)
@@ -122,8 +162,7 @@ class Ingest:
             raise DigestMismatch(f"blob {self.digest}: verification failed (got {got}, "
                                  f"expected {self.size} bytes)",
                                  hint="the download was discarded; pull again")
-        f.close()
-        self._file = None
+        self.close()
         link_into_place(self.directory / DATA, self._final)
         self.committed = self.done = True
         return self.digest
@@ -134,23 +173,21 @@ class Ingest:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.directory / DATA)
         self._hash = self.digest.hasher()
-        self.offset = 0
+        self.offset = self._written_back = 0
 
     def close(self) -> None:
-        if self._file is not None:
-            with contextlib.suppress(OSError):
-                self._file.flush()
-            self._file.close()
-            self._file = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def remove(self) -> None:
         """Delete the ingest directory (after commit, while still holding its lock)."""
         self.close()
         remove_tree(self.directory)
 
-    def _require_open(self) -> BinaryIO:
-        if self._file is None:
+    def _require_open(self) -> int:
+        if self._fd is None:
             # Misuse by the caller, not a property of the data: a bug, so no OciimgError.
             state = "already committed" if self.done else "closed"
             raise RuntimeError(f"ingest {self.digest}: {state}")
-        return self._file
+        return self._fd
