@@ -37,6 +37,7 @@ from ociimg.registry.transport import (
     Transport,
     TransportOptions,
     backoff_delays,
+    discard,
     iter_body,
     origin,
     read_capped,
@@ -161,7 +162,7 @@ class RegistryClient:
                 return resp
             if not ours or origin(resp.url) != origin(self.base):
                 return resp
-            resp.close()
+            discard(resp)
             fresh = self.auth.answer(challenge, scope)
             if fresh == sent:
                 raise self.auth.unauthorized(scope)

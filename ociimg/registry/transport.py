@@ -258,7 +258,7 @@ class Transport:
             if resp.status_code not in REDIRECT_STATUSES or "Location" not in resp.headers:
                 return resp
             target = urljoin(url, resp.headers["Location"])
-            resp.close()
+            discard(resp)
             if urlsplit(target).scheme not in ("http", "https"):
                 raise RegistryUnreachable(f"{first[1]}: redirect to unsupported URL {target[:100]}")
             if origin(target) != first:
@@ -275,6 +275,9 @@ class Transport:
     def _send_once(self, method: str, url: str, headers: Mapping[str, str], body: Any,
                    stream: bool) -> requests.Response:
         data = body() if callable(body) else body
+        # A HEAD has no body to stream: read (nothing) now so the connection goes back
+        # to the pool; closing an unread streamed response drops it instead.
+        stream = stream and method != "HEAD"
         proxies = proxies_for(url) if self.options.env_proxies else {}
         verify: bool | str = str(self.options.ca_bundle) if self.options.ca_bundle else True
         if self.options.insecure:
@@ -300,6 +303,21 @@ def iter_body(resp: requests.Response, chunk_size: int = 1 << 20, *,
             yield from resp.iter_content(chunk_size)
         else:
             yield from resp.raw.stream(chunk_size, decode_content=False)
+
+
+DISCARD_READ_LIMIT = 64 << 10
+
+
+def discard(resp: requests.Response) -> None:
+    """Done with ``resp`` without its body: a short body (a 401 challenge, a redirect)
+    is read so the keep-alive connection is reused, which saves a TCP and TLS handshake
+    on the next request; a long or unsized one is cut by closing the connection."""
+    declared = resp.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) <= DISCARD_READ_LIMIT:
+        with contextlib.suppress(requests.exceptions.RequestException,
+                                 urllib3.exceptions.HTTPError, OSError):
+            resp.content  # noqa: B018  (reading it releases the connection to the pool)
+    resp.close()
 
 
 def read_capped(resp: requests.Response, limit: int, what: str) -> bytes:
