@@ -146,7 +146,10 @@ def fetch_blobs(client: RegistryClient, repo: str, manifests: list[spec.Manifest
                 progress.log(f"skipping foreign layer {desc.digest.short} ({desc.urls[0]})")
                 continue
             wanted.setdefault(desc.digest, desc)
-    missing = [d for d in wanted.values() if not store.has_blob(d.digest)]
+    # Largest first: the longest download starts at once instead of forming a tail
+    # that runs alone after the others finished (longest-processing-time scheduling).
+    missing = sorted((d for d in wanted.values() if not store.has_blob(d.digest)),
+                     key=lambda d: d.size, reverse=True)
     run_bounded([lambda d=d: fetch_one_blob(client, repo, d, store, progress) for d in missing],
                 options.concurrency, "pull")
 
