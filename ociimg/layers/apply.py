@@ -38,6 +38,11 @@ WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque"
 _OVERLAY_XATTR_PREFIX = "trusted.overlay."
+_USER_OVERLAY_PREFIX = "user.overlay."  # overlayfs "userxattr" mounts (rootless)
+
+
+def overlay_xattr_prefix(userxattr: bool) -> str:
+    return _USER_OVERLAY_PREFIX if userxattr else _OVERLAY_XATTR_PREFIX
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -56,6 +61,9 @@ class ApplyOptions:
     lowers: tuple[Path, ...] = ()
     # "auto" (openat2 when the kernel has it), "openat2" or "walk"; tests force each.
     resolver: str = "auto"
+    # OVERLAY only: mark opaque dirs with user.overlay.* for a rootless overlay mounted
+    # with "userxattr" (Linux >= 5.11) instead of trusted.overlay.* (CAP_SYS_ADMIN).
+    userxattr: bool = False
     # Decompression-bomb caps (anchors §C1 #21): entries per layer, and the sum of the
     # file sizes a layer declares (None: no cap; the disk is the limit).
     max_entries: int = 10_000_000
@@ -136,6 +144,7 @@ class _Applier:
     def __init__(self, rootfd: int, options: ApplyOptions) -> None:
         self.options = options
         self.overlay = options.format is OnDiskFormat.OVERLAY
+        self._ovl = overlay_xattr_prefix(options.userxattr)
         use = {"auto": None, "openat2": True, "walk": False}[options.resolver]
         self.res = paths.Resolver(rootfd, use_openat2=use)
         self.entries = 0
@@ -388,14 +397,14 @@ class _Applier:
         for key, value in _xattrs_of(info).items():
             if key == "security.selinux":
                 continue  # host-specific label (§C1 #15)
-            if key.startswith(_OVERLAY_XATTR_PREFIX):
-                if not self.overlay:
-                    self.warn("xattr-overlay", f"skipped overlayfs xattr {key} in a "
-                              "flattened rootfs")
-                    continue
-                # Kernel >= 6.7 escaping: trusted.overlay.overlay.X reads back as
-                # trusted.overlay.X through the mount instead of steering overlayfs.
-                key = _OVERLAY_XATTR_PREFIX + "overlay." + key[len(_OVERLAY_XATTR_PREFIX):]
+            if not self.overlay and key.startswith(_OVERLAY_XATTR_PREFIX):
+                self.warn("xattr-overlay", f"skipped overlayfs xattr {key} in a "
+                          "flattened rootfs")
+                continue
+            if self.overlay and key.startswith(self._ovl):
+                # Kernel >= 6.7 escaping: <prefix>overlay.X reads back as <prefix>X
+                # through the mount instead of steering overlayfs.
+                key = self._ovl + "overlay." + key[len(self._ovl):]
             wanted[key] = value
         if existing:
             self._clear_xattrs(target, wanted)
@@ -415,7 +424,7 @@ class _Applier:
         except OSError:
             return
         for key in names:
-            if key in keep or (self.overlay and key.startswith(_OVERLAY_XATTR_PREFIX)):
+            if key in keep or (self.overlay and key.startswith(self._ovl)):
                 continue
             try:
                 os.removexattr(target, key, follow_symlinks=isinstance(target, int))
@@ -493,10 +502,10 @@ class _Applier:
         self._opaque.add(key)
         fsops.remove_whiteout_devices(fd)
         try:
-            os.setxattr(fd, OVERLAY_OPAQUE_XATTR, b"y")
+            os.setxattr(fd, self._ovl + "opaque", b"y")
         except PermissionError:
             self.warn("opaque", "opaque dirs not marked: trusted.overlay.* needs "
-                      "CAP_SYS_ADMIN (rootless); lower entries may show through")
+                      "CAP_SYS_ADMIN; use userxattr for rootless overlay snapshots")
 
     # -- overlay helpers ----------------------------------------------------------
     def _ensure_overlay_parents(self, parent: list[str]) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ociimg.fsutil import replace_dir, temp_dir_beside
 from ociimg.layers import paths
-from ociimg.layers.apply import OVERLAY_OPAQUE_XATTR
+from ociimg.layers.apply import overlay_xattr_prefix
 
 _DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -27,11 +27,14 @@ _DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 class _Merge:
     root: int
     rootless: bool
+    prefix: str  # trusted.overlay. or user.overlay. (userxattr snapshots)
     inodes: dict[tuple[int, int], tuple[str, ...]] = field(default_factory=dict)
 
 
-def merge_snapshots(lowers: Sequence[Path], dest: Path, *, rootless: bool | None = None) -> None:
+def merge_snapshots(lowers: Sequence[Path], dest: Path, *, rootless: bool | None = None,
+                    userxattr: bool = False) -> None:
     """Write the merged view of ``lowers`` (bottom → top) to a new dir ``dest``."""
+    prefix = overlay_xattr_prefix(userxattr)
     rootless = os.geteuid() != 0 if rootless is None else rootless
     with temp_dir_beside(dest) as tmp:
         dst = os.open(tmp, _DIR_OPEN)
@@ -40,9 +43,9 @@ def merge_snapshots(lowers: Sequence[Path], dest: Path, *, rootless: bool | None
             for lower in lowers:
                 src = os.open(lower, _DIR_OPEN)
                 try:
-                    ctx = _Merge(dst, rootless)  # hardlinks never span layers
+                    ctx = _Merge(dst, rootless, prefix)  # hardlinks never span layers
                     _merge_dir(src, dst, (), ctx)
-                    _copy_meta(src, None, dst, None, os.fstat(src), rootless)
+                    _copy_meta(src, None, dst, None, os.fstat(src), ctx)
                 finally:
                     os.close(src)
         finally:
@@ -66,7 +69,7 @@ def _merge_subdir(src: int, dst: int, name: str, st: os.stat_result, rel: tuple[
                   ctx: _Merge) -> None:
     sfd = os.open(name, _DIR_OPEN, dir_fd=src)
     try:
-        opaque = _getxattr(sfd, OVERLAY_OPAQUE_XATTR) == b"y"
+        opaque = _getxattr(sfd, ctx.prefix + "opaque") == b"y"
         cur = _lstat(dst, name)
         if cur is not None and (opaque or not stat.S_ISDIR(cur.st_mode)):
             paths.remove_at(dst, name)
@@ -76,7 +79,7 @@ def _merge_subdir(src: int, dst: int, name: str, st: os.stat_result, rel: tuple[
         dfd = os.open(name, _DIR_OPEN, dir_fd=dst)
         try:
             _merge_dir(sfd, dfd, (*rel, name), ctx)
-            _copy_meta(sfd, None, dfd, None, st, ctx.rootless)  # after children: mtime
+            _copy_meta(sfd, None, dfd, None, st, ctx)  # after children: mtime
         finally:
             os.close(dfd)
     finally:
@@ -112,7 +115,7 @@ def _copy_leaf(src: int, dst: int, name: str, st: os.stat_result, rel: tuple[str
         os.mkfifo(name, 0o600, dir_fd=dst)
     else:
         os.mknod(name, st.st_mode, st.st_rdev, dir_fd=dst)
-    _copy_meta(src, name, dst, name, st, ctx.rootless)
+    _copy_meta(src, name, dst, name, st, ctx)
 
 
 def _open_rel(root: int, parts: tuple[str, ...]) -> int:
@@ -139,7 +142,7 @@ def _getxattr(fd: int, key: str) -> bytes | None:
 
 
 def _copy_meta(src: int, sname: str | None, dst: int, dname: str | None, st: os.stat_result,
-               rootless: bool) -> None:
+               ctx: _Merge) -> None:
     """Owner, mode, xattrs, times; on the fds themselves, or on dirfd-relative names."""
     if sname is None or dname is None:
         s_target: int | str = src
@@ -147,7 +150,7 @@ def _copy_meta(src: int, sname: str | None, dst: int, dname: str | None, st: os.
     else:
         s_target, d_target = f"/proc/self/fd/{src}/{sname}", f"/proc/self/fd/{dst}/{dname}"
     nofollow = {} if isinstance(d_target, int) else {"follow_symlinks": False}
-    if not rootless:
+    if not ctx.rootless:
         os.chown(d_target, st.st_uid, st.st_gid, **nofollow)
     if not stat.S_ISLNK(st.st_mode):
         os.chmod(d_target, stat.S_IMODE(st.st_mode))
@@ -155,11 +158,17 @@ def _copy_meta(src: int, sname: str | None, dst: int, dname: str | None, st: os.
         names = os.listxattr(s_target, **nofollow)
     except OSError:
         names = []
+    escaped = ctx.prefix + "overlay."
     for key in names:
+        target = key
         if key.startswith("trusted.overlay."):
-            continue
+            continue  # overlayfs's, or escaped ones a DIR unpack would drop as well
+        if key.startswith(ctx.prefix):  # user.overlay.*: the snapshot's own, or escaped
+            if not key.startswith(escaped):
+                continue
+            target = ctx.prefix + key[len(escaped):]
         try:
-            os.setxattr(d_target, key, os.getxattr(s_target, key, **nofollow), **nofollow)
+            os.setxattr(d_target, target, os.getxattr(s_target, key, **nofollow), **nofollow)
         except OSError:
             pass  # a namespace this fs or user cannot write; the snapshot keeps it
     os.utime(d_target, ns=(st.st_atime_ns, st.st_mtime_ns), **nofollow)

@@ -44,15 +44,17 @@ def _escape(path: str) -> str:
 
 
 def overlay_options(lowers_top_first: Sequence[str], upper: Path | None,
-                    work: Path | None) -> str:
+                    work: Path | None, *, userxattr: bool = False) -> str:
     opts = "lowerdir=" + ":".join(_escape(p) for p in lowers_top_first)
     if upper is not None and work is not None:
         opts += f",upperdir={_escape(str(upper))},workdir={_escape(str(work))}"
+    if userxattr:  # snapshots made with ApplyOptions(userxattr=True)
+        opts += ",userxattr"
     return opts
 
 
 def mount_overlay(lowers: Sequence[Path], upper: Path | None, work: Path | None,
-                  target: Path, flags: int = 0) -> None:
+                  target: Path, flags: int = 0, *, userxattr: bool = False) -> None:
     """Mount ``lowers`` (bottom → top, as SnapshotStore.prepare returns them) on
     ``target``; without upper/work the mount is read-only."""
     if not lowers:
@@ -60,22 +62,23 @@ def mount_overlay(lowers: Sequence[Path], upper: Path | None, work: Path | None,
     if upper is None or work is None:
         flags |= linux.MS.RDONLY
     top_first = [str(p) for p in reversed(lowers)]
-    data = overlay_options(top_first, upper, work)
+    data = overlay_options(top_first, upper, work, userxattr=userxattr)
     if len(data.encode()) <= MAX_MOUNT_DATA:
         linux.mount("overlay", target, "overlay", flags, data)
         return
-    _mount_with_short_lowers(top_first, upper, work, target, flags)
+    _mount_with_short_lowers(top_first, upper, work, target, flags, userxattr)
 
 
 def _mount_with_short_lowers(top_first: list[str], upper: Path | None, work: Path | None,
-                             target: Path, flags: int) -> None:
+                             target: Path, flags: int, userxattr: bool) -> None:
     base = (work or target).parent
     links = Path(tempfile.mkdtemp(dir=base, prefix=".lowers-"))
     try:
         for i, lower in enumerate(top_first):
             os.symlink(os.path.abspath(lower), links / str(i))
         data = overlay_options([str(i) for i in range(len(top_first))],
-                               upper and upper.absolute(), work and work.absolute())
+                               upper and upper.absolute(), work and work.absolute(),
+                               userxattr=userxattr)
         if len(data.encode()) > MAX_MOUNT_DATA:
             raise OSError(7, f"mount overlay on {target}: {len(top_first)} layers do not fit "
                           "the mount options even with short names")  # E2BIG

@@ -268,3 +268,38 @@ def test_no_overlay_mounts_left_behind(root: None) -> None:
     # Every mount above happened in a child's namespace and died with it.
     with open("/proc/self/mountinfo") as f:
         assert not [line for line in f if " - overlay " in line and "pytest-of" in line]
+
+
+def test_userxattr_snapshots_mount_with_userxattr(overlay: None, tmp_path: Path) -> None:
+    from ociimg.layers.overlay import mount_overlay
+
+    layers = [tar(D("etc"), F("etc/a", b"a"), F("etc/b", b"b"), D("var"), F("var/x", b"x")),
+              tar(F("etc/.wh.a"), F(".wh.var"), D("etc")),
+              tar(D("etc"), F("etc/.wh..wh..opq"), F("etc/only", b"o"), D("var"))]
+    store = Store(tmp_path / "store")
+    manifest, config = build_image(store, layers)
+    unpack_rootfs(store, manifest, config, tmp_path / "flat", rootless=False)
+    dirs: list[Path] = []
+    for i, data in enumerate(layers):
+        d = tmp_path / f"snap{i}"
+        d.mkdir()
+        apply(d, data, format=OnDiskFormat.OVERLAY, userxattr=True,
+              lowers=tuple(reversed(dirs)))
+        dirs.append(d)
+    assert not _opaque(dirs[2] / "etc")  # user.overlay.opaque, not trusted.*
+    for sub in ("upper", "work", "rootfs"):
+        (tmp_path / "c" / sub).mkdir(parents=True)
+
+    def body() -> dict:
+        target = tmp_path / "c" / "rootfs"
+        mount_overlay(dirs, tmp_path / "c/upper", tmp_path / "c/work", target, userxattr=True)
+        try:
+            return tree_manifest(target)
+        finally:
+            umount(target)
+
+    got, want = in_mount_ns(body), _flat_manifest(tmp_path / "flat")
+    got.pop(".")
+    want.pop(".")
+    assert diff_manifests(want, got) == []
+    assert sorted(p for p in got if p.startswith("etc/")) == ["etc/only"]

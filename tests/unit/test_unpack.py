@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import multiprocessing
 import os
 from pathlib import Path
@@ -154,3 +155,29 @@ def test_merged_snapshots_equal_flattened_unpack(store: Store, tmp_path: Path) -
     dirs = SnapshotStore(tmp_path / "snapshots", rootless=True).prepare(store, manifest, config)
     merge_snapshots(dirs, tmp_path / "merged", rootless=True)
     assert tree_manifest(tmp_path / "merged") == tree_manifest(tmp_path / "flat")
+
+
+def test_userxattr_snapshots_merge_like_a_flattened_unpack(store: Store, tmp_path: Path) -> None:
+    # Rootless overlay snapshots: opaque dirs marked with user.overlay.opaque, which an
+    # unprivileged owner may set; whiteouts are 0:0 devices (unprivileged since 5.8).
+    from ociimg.layers.apply import ApplyOptions, OnDiskFormat, apply_layer
+    from tests.conftest import need
+    from tests.unit.test_apply import _can_make_whiteout
+    need(_can_make_whiteout(tmp_path), "kernel refuses 0:0 whiteout mknod here")
+    layers = [BASE, TOP, tar_of({"etc": None, "etc/.wh..wh..opq": b"", "etc/only": b"o"})]
+    manifest, config = build_image(store, layers)
+    unpack_rootfs(store, manifest, config, tmp_path / "flat", rootless=True)
+    dirs: list[Path] = []
+    for i, data in enumerate(layers):
+        d = tmp_path / f"snap{i}"
+        d.mkdir()
+        apply_layer(d, io.BytesIO(data), ApplyOptions(
+            OnDiskFormat.OVERLAY, rootless=True, userxattr=True, lowers=tuple(reversed(dirs))))
+        dirs.append(d)
+    assert os.getxattr(dirs[2] / "etc", "user.overlay.opaque") == b"y"
+    merge_snapshots(dirs, tmp_path / "merged", rootless=True, userxattr=True)
+    flat, merged = tree_manifest(tmp_path / "flat"), tree_manifest(tmp_path / "merged")
+    flat.pop(".")
+    merged.pop(".")
+    assert merged == flat
+    assert sorted(p for p in merged if p.startswith("etc/")) == ["etc/only"]
