@@ -110,11 +110,12 @@ def umount(target: Path) -> None:
 
 
 def mount_rootfs(lowers: Sequence[Path], container_dir: Path,
-                 progress: Progress = NullProgress(), *, use_overlay: bool | None = None
-                 ) -> tuple[Path, bool]:
+                 progress: Progress = NullProgress(), *, use_overlay: bool | None = None,
+                 userxattr: bool = False) -> tuple[Path, bool]:
     """A container's rootfs from snapshot dirs: ``container_dir``/rootfs, an overlay of
     ``lowers`` with a fresh upper/ and work/; where overlayfs is unavailable, a
-    flattened copy instead (said once). Returns (rootfs, mounted)."""
+    flattened copy instead (said once). ``userxattr``: the snapshots' flavour
+    (``SnapshotStore.userxattr``). Returns (rootfs, mounted)."""
     global _warned_no_overlay
     rootfs = container_dir / "rootfs"
     if use_overlay is None:
@@ -123,9 +124,10 @@ def mount_rootfs(lowers: Sequence[Path], container_dir: Path,
         if not _warned_no_overlay:
             progress.log("overlayfs is unavailable: each container gets a flattened copy")
             _warned_no_overlay = True
-        merge_snapshots(lowers, rootfs)
+        merge_snapshots(lowers, rootfs, userxattr=userxattr)
         return rootfs, False
     for sub in ("upper", "work", "rootfs"):
         (container_dir / sub).mkdir(parents=True, exist_ok=True)
-    mount_overlay(lowers, container_dir / "upper", container_dir / "work", rootfs)
+    mount_overlay(lowers, container_dir / "upper", container_dir / "work", rootfs,
+                  userxattr=userxattr)
     return rootfs, True

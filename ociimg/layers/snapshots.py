@@ -39,9 +39,13 @@ class SnapshotInfo:
 
 
 class SnapshotStore:
-    def __init__(self, path: str | os.PathLike[str], *, rootless: bool | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, rootless: bool | None = None,
+                 userxattr: bool | None = None) -> None:
         self.path = Path(path)
         self.rootless = os.geteuid() != 0 if rootless is None else rootless
+        # Rootless snapshots mark opaque dirs with user.overlay.*: mount them with
+        # mount_overlay(..., userxattr=store.userxattr).
+        self.userxattr = self.rootless if userxattr is None else userxattr
 
     def _init(self) -> None:
         # 0700: snapshots hold setuid files and device nodes (umoci#181).
@@ -53,7 +57,12 @@ class SnapshotStore:
         return self.path / chain_id.hex / "fs"
 
     def has(self, chain_id: Digest) -> bool:
-        return (self.path / chain_id.hex / META).is_file()
+        """A complete snapshot in this store's xattr flavour (trusted vs user)."""
+        try:
+            doc = json.loads((self.path / chain_id.hex / META).read_bytes())
+        except (FileNotFoundError, ValueError):
+            return False
+        return bool(doc.get("userxattr", False)) == self.userxattr
 
     def list(self) -> list[SnapshotInfo]:
         out = []
@@ -87,7 +96,7 @@ class SnapshotStore:
                 return
             final = self.path / chain_id.hex
             if final.exists():
-                remove_tree(final)  # no metadata: not a snapshot, whatever it is
+                self._discard(final)  # no metadata, or the other xattr flavour
             progress.start(key, f"unpacking {layer.digest.short}", layer.size)
             tmp = Path(tempfile.mkdtemp(dir=self.path, prefix=f"{_TMP_PREFIX}{chain_id.hex}-"))
             try:
@@ -104,13 +113,15 @@ class SnapshotStore:
         fs = tmp / "fs"
         fs.mkdir()
         os.chmod(fs, 0o755)
-        options = ApplyOptions(OnDiskFormat.OVERLAY, rootless=self.rootless, lowers=lowers)
+        options = ApplyOptions(OnDiskFormat.OVERLAY, rootless=self.rootless, lowers=lowers,
+                               userxattr=self.userxattr)
         result = apply_blob(store, layer, fs, options, diff_id)
         for warning in result.warnings:
             progress.log(f"layer {layer.digest.short}: {warning}")
         atomic_write(tmp / META, canonical_json({
             "chainID": str(chain_id), "diffID": str(diff_id), "layer": str(layer.digest),
             "mediaType": layer.media_type, "size": result.size, "entries": result.entries,
+            "userxattr": self.userxattr,
         }))
 
     def _lock_path(self, chain_id: Digest) -> Path:
@@ -121,11 +132,14 @@ class SnapshotStore:
             final = self.path / chain_id.hex
             if not final.exists():
                 return False
-            # Rename first so a crash mid-removal leaves a temp, not a half snapshot.
-            doomed = Path(tempfile.mkdtemp(dir=self.path, prefix=f"{_TMP_PREFIX}{chain_id.hex}-"))
-            os.rename(final, doomed / "old")
-            remove_tree(doomed)
+            self._discard(final)
             return True
+
+    def _discard(self, final: Path) -> None:
+        # Rename first so a crash mid-removal leaves a temp, not a half snapshot.
+        doomed = Path(tempfile.mkdtemp(dir=self.path, prefix=f"{_TMP_PREFIX}{final.name}-"))
+        os.rename(final, doomed / "old")
+        remove_tree(doomed)
 
     def gc(self, keep: set[Digest]) -> list[Digest]:
         """Remove snapshots not in ``keep`` and temps nobody is writing; returns removed.

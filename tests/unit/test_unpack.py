@@ -181,3 +181,15 @@ def test_userxattr_snapshots_merge_like_a_flattened_unpack(store: Store, tmp_pat
     merged.pop(".")
     assert merged == flat
     assert sorted(p for p in merged if p.startswith("etc/")) == ["etc/only"]
+
+
+def test_snapshot_of_the_other_xattr_flavour_is_rebuilt(store: Store, tmp_path: Path) -> None:
+    manifest, config = build_image(store, [BASE])
+    user = SnapshotStore(tmp_path / "snapshots", rootless=True, userxattr=True)
+    (first,) = user.prepare(store, manifest, config)
+    trusted = SnapshotStore(tmp_path / "snapshots", rootless=True, userxattr=False)
+    assert not trusted.has(chain_ids(config.diff_ids)[0])
+    (again,) = trusted.prepare(store, manifest, config)
+    assert again == first and trusted.has(chain_ids(config.diff_ids)[0])
+    assert not user.has(chain_ids(config.diff_ids)[0])
+    assert not list(trusted.path.glob(".tmp-*"))
