@@ -149,12 +149,16 @@ def test_parallel_prepare_builds_each_snapshot_once(store: Store, tmp_path: Path
 
 def test_merged_snapshots_equal_flattened_unpack(store: Store, tmp_path: Path) -> None:
     # Without whiteouts (those need mknod/trusted xattrs: see the integration tests).
-    layers = [BASE, tar_of({"etc": None, "etc/hostname": b"box\n", "bin/sh": b"newer"})]
+    from tests.unit.test_apply import F, H, tar
+    layers = [BASE, tar_of({"etc": None, "etc/hostname": b"box\n", "bin/sh": b"newer"}),
+              tar(F("a/f", b"linked"), H("b/g", "a/f"), H("c/d/e", "a/f"))]
     manifest, config = build_image(store, layers)
     unpack_rootfs(store, manifest, config, tmp_path / "flat", rootless=True)
     dirs = SnapshotStore(tmp_path / "snapshots", rootless=True).prepare(store, manifest, config)
     merge_snapshots(dirs, tmp_path / "merged", rootless=True)
-    assert tree_manifest(tmp_path / "merged") == tree_manifest(tmp_path / "flat")
+    merged = tree_manifest(tmp_path / "merged")
+    assert merged == tree_manifest(tmp_path / "flat")
+    assert merged["b/g"]["link"] == "a/f" and merged["c/d/e"]["link"] == "a/f"
 
 
 def test_userxattr_snapshots_merge_like_a_flattened_unpack(store: Store, tmp_path: Path) -> None:
