@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
+from types import ModuleType
 
-import click
+import typer
 
 from ociimg.cli import containers, images, unpack  # noqa: F401  (registers commands)
 from ociimg.cli.app import STATE, app
@@ -59,12 +61,12 @@ def run_command(argv: list[str] | None = None) -> int:
             raise
         _report(str(exc), None)
         return 1
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return exc.exit_code
-    except click.ClickException as exc:
+    except click_exceptions().ClickException as exc:
         exc.show()
         return exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         stderr.print("ociimg: interrupted")
         return 130
     except KeyboardInterrupt:
@@ -73,7 +75,17 @@ def run_command(argv: list[str] | None = None) -> int:
     return result if isinstance(result, int) else 0
 
 
-def typer_main() -> click.Command:
+def click_exceptions() -> ModuleType:
+    """The click that typer raises usage errors from: typer >= 0.2x vendors click as
+    ``typer._click`` (whose exceptions the real click's classes do not catch: usage
+    errors ended in tracebacks); older typer uses click itself."""
+    try:
+        return importlib.import_module("typer._click.exceptions")
+    except ImportError:
+        return importlib.import_module("click.exceptions")
+
+
+def typer_main() -> typer.core.TyperGroup:
     import typer.main
 
     return typer.main.get_command(app)
