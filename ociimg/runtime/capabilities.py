@@ -19,14 +19,14 @@ lists them so the caller can report them.
 from __future__ import annotations
 
 import errno
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from ociimg.errors import ContainerError
 from ociimg.runtime import linux
+from ociimg.runtime.lazylog import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 # linux/capability.h, in number order.
 CAPABILITY_NAMES: tuple[str, ...] = (

@@ -10,10 +10,12 @@ stdlib already offers (``os.mknod``, ``os.setxattr``, ``os.setresuid``,
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 from enum import IntFlag
-from typing import Any
+
+TYPE_CHECKING = False  # typing costs ~5 ms of every runtime start
+if TYPE_CHECKING:
+    from typing import Any
 
 libc = ctypes.CDLL(None, use_errno=True)
 

@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ociimg.errors import ContainerError
 from ociimg.runtime import linux
+from ociimg.runtime.lazylog import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 # libseccomp's seccomp.h action values; ERRNO and TRACE carry a 16-bit datum.
 ACTIONS: dict[str, int] = {
@@ -270,6 +269,7 @@ def new_context(filt: SeccompFilter) -> int:
 
 def render_filter(filt: SeccompFilter) -> str:
     """libseccomp's pseudo-filter-code text of the filter (for tests and debugging)."""
+    import tempfile
     ctx = new_context(filt)
     try:
         with tempfile.TemporaryFile() as out:

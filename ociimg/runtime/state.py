@@ -9,15 +9,18 @@ and fifo gone â†’ running; dead (or a zombie, or another process on that pid) â†
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ociimg.errors import AlreadyExists, ContainerError, ContainerNotFound
-from ociimg.fsutil import atomic_write, remove_tree
+
+TYPE_CHECKING = False  # typing costs ~5 ms of every runtime start
+if TYPE_CHECKING:
+    from typing import Any
 
 OCI_VERSION = "1.2.0"
 DEFAULT_STATE_ROOT = "/run/ociimg"
@@ -77,7 +80,7 @@ def make_state_dir(root: str | Path, container_id: str) -> Path:
 
 
 def save_state(root: str | Path, state: ContainerState) -> None:
-    atomic_write(state_dir(root, state.id) / "state.json",
+    _write_atomic(state_dir(root, state.id) / "state.json",
                  json.dumps(state.to_json(), indent=None).encode())
 
 
@@ -102,7 +105,53 @@ def list_ids(root: str | Path) -> list[str]:
 
 
 def remove_state(root: str | Path, container_id: str) -> None:
-    remove_tree(state_dir(root, container_id))
+    _remove_dir(state_dir(root, container_id))
+
+
+# fsutil.atomic_write/remove_tree import tempfile and shutil (~9 ms of every runtime
+# start). A state dir is small, flat and written only by the runtime: these are enough.
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write a temp file beside ``path``, fsync, rename, fsync the dir (as atomic_write)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o644)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def _remove_dir(path: Path) -> None:
+    """Remove a state dir (files, fifos, sub-dirs); symlinks are unlinked, never followed."""
+    try:
+        entries = list(os.scandir(path))
+    except FileNotFoundError:
+        return
+    except NotADirectoryError:
+        os.unlink(path)
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            _remove_dir(Path(entry.path))
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+    with contextlib.suppress(FileNotFoundError):
+        os.rmdir(path)
 
 
 def proc_starttime(pid: int) -> int | None:

@@ -10,7 +10,6 @@ replay the spec's rules in order, followed by runc's default allow list.
 from __future__ import annotations
 
 import contextlib
-import logging
 import signal
 import time
 from pathlib import Path
@@ -27,8 +26,9 @@ from ociimg.runtime.cgroups.common import (
     wait_empty,
     write_value,
 )
+from ociimg.runtime.lazylog import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _PATH_PREFERENCE = ("memory", "pids", "cpu", "devices", "freezer", "cpuset")
 

@@ -13,7 +13,6 @@ skips it and logs once that device rules are not enforced.
 
 from __future__ import annotations
 
-import logging
 import signal
 import time
 from pathlib import Path
@@ -34,8 +33,9 @@ from ociimg.runtime.cgroups.common import (
     wait_empty,
     write_value,
 )
+from ociimg.runtime.lazylog import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 _warned_devices = False
 
 
