@@ -10,9 +10,11 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests import ocischema
 from tests.conftest import need
 from tests.integration.runtime_helpers import (
     REPO,
@@ -376,19 +378,10 @@ def test_cgroup_limits_applied_and_removed(env: tuple[Path, Path]) -> None:
 
 
 
-SCHEMAS = Path(__file__).resolve().parents[3] / "shared" / "schemas" / "runtime-spec"
 
 
-def schema_validator(name: str):
-    from jsonschema import Draft4Validator
-    from referencing import Registry, Resource
-    from referencing.jsonschema import DRAFT4
-
-    from tests.conftest import need
-    need(SCHEMAS.is_dir(), f"runtime-spec schemas not found at {SCHEMAS}")
-    registry = Registry().with_resources(
-        (p.name, Resource(json.loads(p.read_text()), DRAFT4)) for p in SCHEMAS.glob("*.json"))
-    return Draft4Validator(json.loads((SCHEMAS / name).read_text()), registry=registry)
+def schema_validator(name: str) -> Any:
+    return ocischema.validator("runtime-spec", name)
 
 
 def test_state_output_matches_runtime_spec_schema(env: tuple[Path, Path]) -> None:

@@ -20,10 +20,10 @@ from ociimg.errors import InvalidDocument
 from ociimg.layers import paths
 from ociimg.runtime import profiles
 from ociimg.spec import parse_config
+from tests import ocischema
 from tests.conftest import need
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
-SCHEMAS = Path(__file__).resolve().parents[3] / "shared" / "schemas" / "runtime-spec"
 SECCOMP_PLACEHOLDER = "<default profile: see seccomp-amd64.json>"
 
 PASSWD = """\
@@ -79,17 +79,7 @@ def rootfs(tmp_path: Path) -> Path:
 
 
 def _validator() -> Any:
-    from jsonschema import Draft4Validator
-    from referencing import Registry, Resource
-    from referencing.jsonschema import DRAFT4
-
-    need(SCHEMAS.is_dir(), f"runtime-spec schemas not found at {SCHEMAS}")
-    resources = []
-    for path in SCHEMAS.glob("*.json"):
-        resources.append((path.name, Resource(json.loads(path.read_text()), DRAFT4)))
-    registry = Registry().with_resources(resources)
-    schema = json.loads((SCHEMAS / "config-schema.json").read_text())
-    return Draft4Validator(schema, registry=registry)
+    return ocischema.validator("runtime-spec", "config-schema.json")
 
 
 @pytest.fixture(scope="module")

@@ -18,15 +18,9 @@ from typing import Any
 import jsonschema
 import pytest
 import zstandard
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT4
 
-from tests.conftest import load_build_images, need
-
-# image-spec's JSON schemas live in shared/ (CI lays a copy beside the clone).
-SCHEMA_DIRS = [Path(__file__).resolve().parents[3] / "shared" / "schemas" / "image-spec",
-               Path("/work/shared/schemas/image-spec")]
-SCHEMAS = next((d for d in SCHEMA_DIRS if d.is_dir()), SCHEMA_DIRS[0])
+from tests import ocischema
+from tests.conftest import load_build_images
 
 builder = load_build_images()
 TAGS = {"busybox", "busybox-zstd", "busybox-plain", "multilayer", "multilayer-oci", "multiarch",
@@ -35,17 +29,7 @@ TAGS = {"busybox", "busybox-zstd", "busybox-plain", "multilayer", "multilayer-oc
 
 # Helpers -----------------------------------------------------------------------------
 def schema_validator(name: str) -> jsonschema.protocols.Validator:
-    """image-spec schemas $ref each other by relative name under several base ids
-    (…/schema/image/, …/schema/): resolve every reference by file name."""
-    def retrieve(uri: str) -> Resource:
-        file = SCHEMAS / uri.rstrip("#").rsplit("/", 1)[-1]
-        return Resource.from_contents(json.loads(file.read_text()),
-                                      default_specification=DRAFT4)
-
-    need(SCHEMAS.is_dir(), f"image-spec schemas not found in {SCHEMA_DIRS}")
-    schema = json.loads((SCHEMAS / name).read_text())
-    cls = jsonschema.validators.validator_for(schema)
-    return cls(schema, registry=Registry(retrieve=retrieve))
+    return ocischema.validator("image-spec", name)
 
 
 def blob(layout: Path, digest: str) -> bytes:

@@ -5,48 +5,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT4
 
 from ociimg import spec
 from ociimg.digest import Digest
 from ociimg.errors import InvalidDocument, NoMatchingPlatform
 from ociimg.spec import Platform
+from tests.ocischema import validate
 
-SCHEMAS = Path(os.environ.get("OCIIMG_SCHEMAS",
-                              Path(__file__).resolve().parents[3] / "shared" / "schemas"))
 A, B, C = "a" * 64, "b" * 64, "c" * 64
 
 
-# Schema validation -------------------------------------------------------------------
-def _image_schema_registry() -> Registry:
-    # The image-spec schemas set nested "id"s, so a relative $ref such as
-    # "defs-descriptor.json" resolves against several different base URIs; every one of
-    # them names the file by its last path segment.
-    folder = SCHEMAS / "image-spec"
-
-    def retrieve(uri: str) -> Resource:
-        name = uri.rstrip("/").rsplit("/", 1)[-1]
-        return Resource.from_contents(json.loads((folder / name).read_text()),
-                                      default_specification=DRAFT4)
-
-    return Registry(retrieve=retrieve)  # type: ignore[call-arg]
-
-
 def validate_image_doc(doc: dict[str, Any], schema_file: str) -> None:
-    path = SCHEMAS / "image-spec" / schema_file
-    if not path.exists():
-        pytest.skip(f"image-spec schemas not found at {path.parent}")
-    schema = json.loads(path.read_text())
-    validator = jsonschema.Draft4Validator(schema, registry=_image_schema_registry(),
-                                           format_checker=jsonschema.FormatChecker())
-    validator.validate(doc)
+    validate(doc, "image-spec", schema_file)
 
 
 # Documents ---------------------------------------------------------------------------

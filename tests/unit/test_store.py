@@ -10,10 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT4
 
 from ociimg import spec
 from ociimg.digest import Digest
@@ -28,24 +25,12 @@ from ociimg.errors import (
 )
 from ociimg.spec import Descriptor, Platform
 from ociimg.store import Store, locks
-
-SCHEMAS = Path(os.environ.get("OCIIMG_SCHEMAS",
-                              Path(__file__).resolve().parents[3] / "shared" / "schemas"))
+from tests import ocischema
 
 
 # Helpers -------------------------------------------------------------------------------
 def validate(doc: dict[str, Any], schema_file: str) -> None:
-    folder = SCHEMAS / "image-spec"
-    if not (folder / schema_file).exists():
-        pytest.skip(f"image-spec schemas not found in {folder}")
-
-    def retrieve(uri: str) -> Resource:  # nested "id"s: resolve every $ref by file name
-        return Resource.from_contents(json.loads((folder / uri.rsplit("/", 1)[-1]).read_text()),
-                                      default_specification=DRAFT4)
-
-    schema = json.loads((folder / schema_file).read_text())
-    jsonschema.Draft4Validator(schema, registry=Registry(retrieve=retrieve)  # type: ignore[call-arg]
-                               ).validate(doc)
+    ocischema.validate(doc, "image-spec", schema_file)
 
 
 def tar_layer(files: dict[str, bytes]) -> bytes:
