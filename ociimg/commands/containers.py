@@ -12,7 +12,6 @@ rootfs.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import secrets
@@ -30,7 +29,6 @@ from ociimg.events import NullProgress, Progress
 from ociimg.fsutil import atomic_write, remove_tree
 from ociimg.layers import overlay
 from ociimg.layers.snapshots import SnapshotStore
-from ociimg.layers.unpack import unpack_rootfs
 from ociimg.runtime import container as runtime
 from ociimg.runtime import linux
 from ociimg.runtime.state import DEFAULT_STATE_ROOT
@@ -115,20 +113,10 @@ def _check_name_free(root: Path, name: str) -> None:
 
 
 def _prepare_rootfs(image: ResolvedImage, root: Path, bundle: Path, progress: Progress) -> None:
-    """Overlay of the shared snapshots; a flattened copy where overlay can't be mounted."""
-    upper, work, rootfs = bundle / "upper", bundle / "work", bundle / "rootfs"
-    lowers = SnapshotStore(root / "snapshots").prepare(
-        image.store, image.manifest, image.config, progress)
-    for d in (upper, work, rootfs):
-        d.mkdir(mode=0o755)
-    try:
-        overlay.mount_overlay(lowers, upper, work, rootfs)
-    except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.ENODEV, errno.EINVAL, errno.ENOTSUP):
-            raise
-        progress.log(f"overlay mount unavailable ({exc.strerror}); using a flattened copy")
-        rootfs.rmdir()
-        unpack_rootfs(image.store, image.manifest, image.config, rootfs, progress)
+    """Overlay of the shared snapshots; a flattened copy where overlayfs is unavailable."""
+    snapshots = SnapshotStore(root / "snapshots")
+    lowers = snapshots.prepare(image.store, image.manifest, image.config, progress)
+    overlay.mount_rootfs(lowers, bundle, progress, userxattr=snapshots.userxattr)
 
 
 def _release_rootfs(bundle: Path) -> None:

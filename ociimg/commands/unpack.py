@@ -49,11 +49,11 @@ def unpack_image(image: ResolvedImage, dest: Path, root: Path, options: UnpackOp
         os.chmod(tmp, 0o700)  # setuid files and devices inside must not be reachable (umoci)
         rootfs = tmp / "rootfs"
         if options.overlay:
-            lowers = SnapshotStore(root / "snapshots").prepare(
-                image.store, image.manifest, image.config, progress)
-            _mount_overlay_rootfs(tmp, lowers)
+            _mount_overlay_rootfs(image, root, tmp, progress)
         else:
-            unpack_rootfs(image.store, image.manifest, image.config, rootfs, progress)
+            for warning in unpack_rootfs(image.store, image.manifest, image.config, rootfs,
+                                         progress):
+                progress.log(f"warning: {warning}")
         try:
             config = to_runtime_config(image.config, options.bundle, rootfs)
             warn_unsafe_labels(image, progress)
@@ -62,7 +62,7 @@ def unpack_image(image: ResolvedImage, dest: Path, root: Path, options: UnpackOp
                 remove_bundle(dest)
             os.rename(tmp, dest)
         except BaseException:
-            if options.overlay:
+            if os.path.ismount(rootfs):
                 overlay.umount(rootfs)
             raise
     return UnpackResult(dest, dest / "rootfs", config, options.overlay)
@@ -74,12 +74,13 @@ def _check_destination(dest: Path, force: bool) -> None:
                             hint="choose a new directory or pass --force to replace it")
 
 
-def _mount_overlay_rootfs(bundle: Path, lowers: list[Path]) -> None:
-    upper, work, rootfs = bundle / "upper", bundle / "work", bundle / "rootfs"
-    for d in (upper, work, rootfs):
-        d.mkdir(mode=0o755)
-    overlay.mount_overlay(lowers, upper, work, rootfs)
-    (bundle / OVERLAY_MARKER).write_text(json.dumps({"lowers": [str(p) for p in lowers]}))
+def _mount_overlay_rootfs(image: ResolvedImage, root: Path, bundle: Path,
+                         progress: Progress) -> None:
+    snapshots = SnapshotStore(root / "snapshots")
+    lowers = snapshots.prepare(image.store, image.manifest, image.config, progress)
+    _, mounted = overlay.mount_rootfs(lowers, bundle, progress, userxattr=snapshots.userxattr)
+    if mounted:
+        (bundle / OVERLAY_MARKER).write_text(json.dumps({"lowers": [str(p) for p in lowers]}))
 
 
 def umount_bundle(bundle: Path) -> None:

@@ -217,3 +217,30 @@ def test_parallel_pulls_of_overlapping_images(ociroot: Path,
     assert names == {pushed_fixtures["busybox"], pushed_fixtures["multilayer"]}
     assert "store is clean" in ociimg(ociroot, "fsck").stdout
     assert not list((ociroot / "store" / "ingest").glob("*/data"))
+
+
+@pytest.mark.parametrize("overlay", [False, True])
+def test_unpack_of_a_corrupt_layer_leaves_nothing(ociroot: Path, busybox: str, tmp_path: Path,
+                                                  overlay: bool) -> None:
+    doc = json.loads(ociimg(ociroot, "pull", "--json", busybox).stdout)
+    manifest = json.loads(ociimg(ociroot, "inspect", "--json", doc["reference"]).stdout)
+    layer = ociroot / "store" / "blobs" / "sha256" / manifest["layers"][0]["digest"][7:]
+    layer.chmod(0o644)
+    data = bytearray(layer.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    layer.write_bytes(bytes(data))
+    dest = tmp_path / "out" / "bundle"
+    args = ["unpack", *(["--overlay"] if overlay else []), busybox, str(dest)]
+    assert_one_line_error(ociimg(ociroot, *args, check=False), "sha256:")
+    assert not dest.exists()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []
+    snapshots = ociroot / "snapshots"
+    assert not snapshots.exists() or not [p for p in snapshots.iterdir()
+                                          if not p.name.startswith(".locks")]
+    # fsck names the corrupt blob; after --remove, a new pull repairs the image.
+    assert manifest["layers"][0]["digest"] in ociimg(ociroot, "fsck", check=False).stdout
+    ociimg(ociroot, "fsck", "--remove", check=False)
+    ociimg(ociroot, "pull", "-q", busybox)
+    ociimg(ociroot, "unpack", *(["--overlay"] if overlay else []), busybox, str(dest))
+    if overlay:
+        ociimg(ociroot, "umount", str(dest))
