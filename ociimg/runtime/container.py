@@ -75,12 +75,19 @@ def _spawn_init(config: RuntimeConfig, cst: ContainerState, options: CreateOptio
         console = _connect_console(options.console_socket)
     # The init may run as a mapped uid that cannot traverse the state root: hand it an
     # O_PATH fd instead of a path.
+    program = None
+    if config.seccomp is not None:
+        # Compiled here, before the fork, through a root-only cache (seccomp.py): the init
+        # only installs it, at the point runc's order says.
+        from ociimg.runtime import seccomp
+        program = seccomp.filter_program(config.seccomp, seccomp.default_cache_dir())
     fifo_fd = os.open(state_dir / "exec.fifo", os.O_PATH | os.O_CLOEXEC)
     init_opts = process.InitOptions(
         container_id=cst.id, fifo_fd=fifo_fd, no_pivot=options.no_pivot,
         new_keyring=options.new_keyring,
         preserve_fds=options.preserve_fds + int(os.environ.get("LISTEN_FDS", "0") or 0),
-        console_fd=console.fileno() if console else None, annotations=cst.annotations)
+        console_fd=console.fileno() if console else None, annotations=cst.annotations,
+        seccomp_program=program)
     from ociimg.runtime.init import run_init
     pid1, sock = process.spawn(config, init_opts, run_init)
     os.close(fifo_fd)

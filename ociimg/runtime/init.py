@@ -52,6 +52,7 @@ class InitContext:
     host_pid: int = 0
     fifo_fd: int = -1
     seccomp_ctx: int | None = None
+    seccomp_program: bytes | None = None
     cap_sets: Any = None
     warnings: list[str] = field(default_factory=list)
 
@@ -180,7 +181,10 @@ def prepare_security(ctx: InitContext) -> None:
         ctx.cap_sets = capabilities.capability_sets(ctx.process.capabilities,
                                                     last_cap=capabilities.kernel_last_cap())
     if ctx.config.seccomp is not None:
-        ctx.seccomp_ctx = seccomp.new_context(seccomp.build_filter(ctx.config.seccomp))
+        if ctx.options.seccomp_program is not None:
+            ctx.seccomp_program = ctx.options.seccomp_program
+        else:
+            ctx.seccomp_ctx = seccomp.new_context(seccomp.build_filter(ctx.config.seccomp))
 
 
 def enter_rootfs(ctx: InitContext) -> None:
@@ -234,6 +238,14 @@ def protect_kernel_interfaces(ctx: InitContext) -> None:
 
 
 def load_seccomp(ctx: InitContext) -> None:
+    program, ctx.seccomp_program = ctx.seccomp_program, None
+    if program is not None:
+        try:
+            linux.seccomp_load_bpf(program)
+        except OSError as exc:
+            raise ContainerError(f"seccomp: load filter: {exc.strerror}",
+                                 hint="set process.noNewPrivileges") from exc
+        return
     if ctx.seccomp_ctx is None:
         return
     seccomp_ctx, ctx.seccomp_ctx = ctx.seccomp_ctx, None

@@ -311,6 +311,7 @@ SECCOMP_SIGNATURES: dict[str, tuple[list[Any], Any, Any]] = {
                                 ctypes.POINTER(ScmpArgCmp)], _c_int, _check_scmp),
     "seccomp_load": ([_c_void_p], _c_int, _check_scmp),
     "seccomp_export_pfc": ([_c_void_p, _c_int], _c_int, _check_scmp),
+    "seccomp_export_bpf": ([_c_void_p, _c_int], _c_int, _check_scmp),
 }
 
 _seccomp_lib: ctypes.CDLL | None = None
@@ -377,6 +378,42 @@ def seccomp_load(ctx: int) -> None:
 
 def seccomp_export_pfc(ctx: int, fd: int) -> None:
     libseccomp().seccomp_export_pfc(ctx, fd)
+
+
+def seccomp_export_bpf(ctx: int, fd: int) -> None:
+    """Write the filter libseccomp would load, as struct sock_filter[], to ``fd``."""
+    libseccomp().seccomp_export_bpf(ctx, fd)
+
+
+class _ScmpVersion(ctypes.Structure):
+    _fields_ = [("major", ctypes.c_uint), ("minor", ctypes.c_uint), ("micro", ctypes.c_uint)]
+
+
+def seccomp_version() -> str:
+    """libseccomp's runtime version, e.g. "2.5.4"."""
+    lib = libseccomp()
+    lib.seccomp_version.restype = ctypes.POINTER(_ScmpVersion)
+    v = lib.seccomp_version().contents
+    return f"{v.major}.{v.minor}.{v.micro}"
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
+
+
+def seccomp_load_bpf(program: bytes) -> None:
+    """Install a classic-BPF seccomp filter (struct sock_filter[], 8 bytes each) with
+    prctl(PR_SET_SECCOMP): what seccomp_load does for a filter without TSYNC/LOG/SPEC_ALLOW
+    flags. Needs no_new_privs or CAP_SYS_ADMIN, like seccomp_load."""
+    if not program or len(program) % 8 or len(program) // 8 > 0xFFFF:
+        raise OSError(22, "seccomp: BPF program of a bad size")
+    buf = ctypes.create_string_buffer(program, len(program))
+    prog = _SockFprog(len(program) // 8, ctypes.addressof(buf))
+    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(prog))
 
 
 # bpf(2) for cgroup v2 device filters (still the security section): a

@@ -40,6 +40,8 @@ class InitOptions:
     new_keyring: bool = True
     console_fd: int | None = None
     annotations: dict[str, str] = field(default_factory=dict)
+    # linux.seccomp compiled to BPF by the parent (seccomp.filter_program), or None
+    seccomp_program: bytes | None = None
 
 
 def send_msg(sock: socket.socket, msg: dict[str, Any]) -> None:

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -278,6 +280,145 @@ def render_filter(filt: SeccompFilter) -> str:
             return out.read().decode()
     finally:
         linux.seccomp_release(ctx)
+
+
+# The compiled filter cache: building the default profile through libseccomp costs ~5-11
+# ms of every start, and the exported BPF of the same JSON on the same libseccomp and arch
+# is the same program. One root-only dir for every state root (--root is per caller; the
+# state root itself must be empty once its containers are deleted), on /run's tmpfs so a
+# reboot or a libseccomp upgrade (part of the key) starts it afresh.
+CACHE_DIR = "/run/ociimg-seccomp-cache"
+_CACHE_MAGIC = b"ociimg-seccomp-bpf-1\n"
+_MAX_PROGRAM = 0xFFFF * 8
+
+
+def default_cache_dir() -> str | None:
+    """CACHE_DIR for root (it must be root's alone); no cache for anyone else."""
+    return CACHE_DIR if os.geteuid() == 0 and os.path.isdir("/run") else None
+
+
+def filter_program(seccomp: dict, cache_dir: str | None) -> bytes | None:
+    """``linux.seccomp`` as a classic-BPF program (what seccomp_load would install), from
+    the cache when a verified entry exists, else built with libseccomp (and cached). None
+    when the filter has flags (TSYNC, LOG, SPEC_ALLOW) that only libseccomp's load sets:
+    the init then builds and loads it through libseccomp."""
+    if not isinstance(seccomp, dict) or seccomp.get("flags"):
+        return None
+    key = cache_key(seccomp)
+    if cache_dir is not None:
+        with contextlib.suppress(OSError, ValueError):
+            program = read_cached(cache_dir, key)
+            if program is not None:
+                return program
+    ctx = new_context(build_filter(seccomp))
+    try:
+        program = export_bpf(ctx)
+    finally:
+        linux.seccomp_release(ctx)
+    if cache_dir is not None:
+        with contextlib.suppress(OSError):
+            store_cached(cache_dir, key, program)
+    return program
+
+
+def cache_key(seccomp: dict) -> str:
+    """sha256 of the JSON (canonical), libseccomp's version, the machine, and this module
+    (its translation rules are part of the result)."""
+    import json
+    own = os.stat(__file__)
+    h = _sha256(_CACHE_MAGIC)
+    h.update(f"{linux.seccomp_version()}|{os.uname().machine}|{own.st_size}|"
+             f"{own.st_mtime_ns}|".encode())
+    h.update(json.dumps(seccomp, sort_keys=True, separators=(",", ":")).encode())
+    return h.hexdigest()
+
+
+def _sha256(data: bytes) -> object:
+    try:
+        from _sha256 import sha256  # no OpenSSL load: hashlib costs ~2 ms more
+    except ImportError:  # pragma: no cover - Python 3.12 renamed it
+        from hashlib import sha256
+    return sha256(data)
+
+
+def export_bpf(ctx: int) -> bytes:
+    fd = os.memfd_create("ociimg-seccomp", os.MFD_CLOEXEC)
+    try:
+        linux.seccomp_export_bpf(ctx, fd)
+        size = os.lseek(fd, 0, os.SEEK_END)
+        return os.pread(fd, size, 0)
+    finally:
+        os.close(fd)
+
+
+def _open_cache_dir(cache_dir: str, create: bool) -> int | None:
+    """An fd of the cache dir if it is a real directory owned by us and closed to everyone
+    else (0700); anything else is ignored, never trusted or repaired."""
+    if create:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(cache_dir, 0o700)
+    try:
+        fd = os.open(cache_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    st = os.fstat(fd)
+    if st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) & 0o077:
+        os.close(fd)
+        return None
+    return fd
+
+
+def read_cached(cache_dir: str, key: str) -> bytes | None:
+    """A cached program, only from a regular 0600 file of ours whose digest matches."""
+    dfd = _open_cache_dir(cache_dir, create=False)
+    if dfd is None:
+        return None
+    try:
+        fd = os.open(key, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+    except OSError:  # absent, or a symlink (ELOOP)
+        return None
+    finally:
+        os.close(dfd)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or \
+                stat.S_IMODE(st.st_mode) & 0o077 or \
+                st.st_size > len(_CACHE_MAGIC) + 32 + _MAX_PROGRAM:
+            return None
+        data = os.pread(fd, st.st_size, 0)
+    finally:
+        os.close(fd)
+    head = len(_CACHE_MAGIC)
+    program = data[head + 32:]
+    if not data.startswith(_CACHE_MAGIC) or not program or len(program) % 8 or \
+            _sha256(program).digest() != data[head:head + 32]:
+        return None
+    return program
+
+
+def store_cached(cache_dir: str, key: str, program: bytes) -> None:
+    """Write beside, rename into place: readers see a whole entry or none."""
+    dfd = _open_cache_dir(cache_dir, create=True)
+    if dfd is None:
+        return
+    tmp = f".{key}.{os.getpid()}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600, dir_fd=dfd)
+        try:
+            data = _CACHE_MAGIC + _sha256(program).digest() + program
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        os.rename(tmp, key, src_dir_fd=dfd, dst_dir_fd=dfd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dfd)
+        raise
+    finally:
+        os.close(dfd)
 
 
 def apply_seccomp(seccomp: dict | None) -> None:
