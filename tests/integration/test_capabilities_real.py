@@ -4,47 +4,26 @@
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shutil
 import struct
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from ociimg.errors import ContainerError
 from ociimg.runtime import capabilities as caps
 from tests.conftest import need
+from tests.integration.forked import run_in_child
 
 BUSYBOX = Path("/usr/bin/busybox")
 NET_BIND, KILL, CHOWN = (caps.CAPABILITIES[n] for n in
                          ("CAP_NET_BIND_SERVICE", "CAP_KILL", "CAP_CHOWN"))
 
 
-def run_in_child(fn: Callable[[], Any]) -> tuple[int, Any]:
-    """fork; run ``fn`` in the child; return (wait status, fn's JSON result or error)."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 0
-        try:
-            out = json.dumps({"ok": fn()})
-        except BaseException as exc:  # noqa: BLE001 - report everything to the parent
-            out = json.dumps({"error": f"{type(exc).__name__}: {exc}"})
-            code = 1
-        try:
-            os.write(w, out.encode())
-        finally:
-            os._exit(code)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        data = f.read()
-    _, status = os.waitpid(pid, 0)
-    return status, json.loads(data) if data else None
 
 
 def as_lists(sets: dict[str, frozenset[int]]) -> dict[str, list[int]]:

@@ -29,6 +29,7 @@ from ociimg.runtime import cgroups
 from ociimg.runtime.cgroups import detect
 from ociimg.runtime.cgroups.common import CgroupManager
 from tests.conftest import need
+from tests.integration.forked import run_in_child
 
 PREFIX = "ociimg-test-"
 
@@ -372,26 +373,6 @@ def test_v2_pids_and_memory_limits_when_available(unified: tuple[Tracker, Path])
 
 # ------------------------------------------- other layouts in a private mount ns
 
-def run_in_child(fn) -> tuple[int, object]:  # type: ignore[no-untyped-def]
-    """fork; run ``fn`` (which may change its own mount namespace); JSON result back."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 0
-        try:
-            out = json.dumps({"ok": fn()})
-        except BaseException as exc:  # noqa: BLE001 - report everything to the parent
-            out = json.dumps({"error": f"{type(exc).__name__}: {exc}"})
-            code = 1
-        try:
-            os.write(w, out.encode())
-        finally:
-            os._exit(code)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        data = f.read()
-    _, status = os.waitpid(pid, 0)
-    return status, json.loads(data) if data else None
 
 
 def reshape_cgroup_mounts(keep: str) -> None:

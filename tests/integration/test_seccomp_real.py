@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import json
 import os
 import signal
 from collections.abc import Callable
@@ -16,30 +15,11 @@ import pytest
 from ociimg.errors import ContainerError
 from ociimg.runtime import capabilities, linux, seccomp
 from tests.conftest import need
+from tests.integration.forked import run_in_child
 
 BUSYBOX = Path("/usr/bin/busybox")
 
 
-def run_in_child(fn: Callable[[], Any]) -> tuple[int, Any]:
-    """fork; run ``fn`` in the child; return (wait status, fn's JSON result or error)."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: never return into pytest
-        code = 0
-        try:
-            out = json.dumps({"ok": fn()})
-        except BaseException as exc:  # noqa: BLE001 - report everything to the parent
-            out = json.dumps({"error": f"{type(exc).__name__}: {exc}"})
-            code = 1
-        try:
-            os.write(w, out.encode())
-        finally:
-            os._exit(code)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        data = f.read()
-    _, status = os.waitpid(pid, 0)
-    return status, json.loads(data) if data else None
 
 
 def errno_of(call: Callable[[], Any]) -> int:
