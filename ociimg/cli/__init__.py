@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import sys
 from types import ModuleType
@@ -36,7 +35,8 @@ def exit_now(code: int) -> None:
     pull imports (pydantic through typer, requests) costs ~60 ms and does nothing we
     need. Every store write is already fsynced and closed; non-daemon threads are done
     (pools are joined inside the commands); logging and stdio are flushed here."""
-    logging.shutdown()
+    if "logging" in sys.modules:  # not imported just to shut it down (4 ms)
+        sys.modules["logging"].shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
