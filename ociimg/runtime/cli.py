@@ -88,7 +88,18 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _Unused:
+    """Stands in for the sub-parser of a command that is not on the command line."""
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The full parser, or with ``argv`` only the sub-parsers of commands named in it
+    (every token that names one, so the real verb is always among them): building all
+    fourteen costs a few ms of every start."""
+    named = {a for a in argv if a in COMMANDS} if argv is not None else set()
     p = _Parser(prog="ociimg-runtime", description="runc-compatible OCI runtime of ociimg")
     p.add_argument("--root", default=None, help=f"state directory (default {DEFAULT_ROOT})")
     p.add_argument("--log", default=None, help="log file (default: stderr)")
@@ -101,8 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--version", action="store_true")
     sub = p.add_subparsers(dest="verb", metavar="COMMAND", parser_class=_Parser)
 
+    def add(name: str) -> Any:
+        return sub.add_parser(name) if not named or name in named else _Unused()
+
     for name in ("create", "run"):
-        c = sub.add_parser(name)
+        c = add(name)
         c.add_argument("id")
         c.add_argument("-b", "--bundle", default=".")
         c.add_argument("--pid-file")
@@ -113,22 +127,22 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "run":
             c.add_argument("-d", "--detach", action="store_true")
             c.add_argument("--keep", action="store_true")
-    sub.add_parser("start").add_argument("id")
-    sub.add_parser("state").add_argument("id")
-    k = sub.add_parser("kill")
+    add("start").add_argument("id")
+    add("state").add_argument("id")
+    k = add("kill")
     k.add_argument("id")
     k.add_argument("signal", nargs="?", default="SIGTERM")
     k.add_argument("-a", "--all", action="store_true")
-    d = sub.add_parser("delete")
+    d = add("delete")
     d.add_argument("id")
     d.add_argument("-f", "--force", action="store_true")
-    lst = sub.add_parser("list")
+    lst = add("list")
     lst.add_argument("-f", "--format", default="table", choices=("table", "json"))
     lst.add_argument("-q", "--quiet", action="store_true")
-    ps = sub.add_parser("ps")
+    ps = add("ps")
     ps.add_argument("id")
     ps.add_argument("-f", "--format", default="table", choices=("table", "json"))
-    e = sub.add_parser("exec")
+    e = add("exec")
     e.add_argument("id")
     e.add_argument("-t", "--tty", action="store_true")
     e.add_argument("-e", "--env", action="append", default=[])
@@ -141,10 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--preserve-fds", type=int, default=0)
     e.add_argument("--no-new-privs", action="store_true")
     e.add_argument("command", nargs=argparse.REMAINDER)
-    sub.add_parser("features")
-    sub.add_parser("pause").add_argument("id")
-    sub.add_parser("resume").add_argument("id")
-    u = sub.add_parser("update")
+    add("features")
+    add("pause").add_argument("id")
+    add("resume").add_argument("id")
+    u = add("update")
     u.add_argument("id")
     u.add_argument("-r", "--resources", required=True,
                    help="linux.resources JSON file, or - for stdin")
@@ -299,7 +313,9 @@ COMMANDS = {"create": _cmd_create, "run": _cmd_run, "start": _cmd_start, "state"
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    if argv is None:
+        argv = sys.argv[1:]
+    args = build_parser(argv).parse_args(argv)
     if args.version:
         print(f"ociimg-runtime version {VERSION}\nspec: {SPEC_VERSION}")
         return 0
