@@ -8,8 +8,13 @@ import typer
 
 from ociimg.cli.app import STATE, app
 from ociimg.cli.options import (
-    INSECURE_HELP,
-    PLATFORM_HELP,
+    ENV,
+    HOSTNAME,
+    INSECURE,
+    JSON_OUT,
+    PLATFORM,
+    USER,
+    WORKDIR,
     find_init,
     parse_pairs,
     parse_platform,
@@ -31,11 +36,11 @@ def run(
     rm: bool = typer.Option(False, "--rm", help="Remove the container when it exits."),
     interactive: bool = typer.Option(False, "--interactive", "-i", help="Keep stdin open."),
     tty: bool = typer.Option(False, "--tty", "-t", help="Allocate a pseudo-terminal."),
-    env: list[str] = typer.Option([], "--env", "-e", help="Set KEY=VALUE."),
-    workdir: str = typer.Option(None, "--workdir", "-w", help="Working directory."),
-    user: str = typer.Option(None, "--user", "-u", help="USER[:GROUP], names or ids."),
+    env: list[str] = ENV,
+    workdir: str = WORKDIR,
+    user: str = USER,
     entrypoint: str = typer.Option(None, "--entrypoint", help="Replace the Entrypoint."),
-    hostname: str = typer.Option(None, "--hostname", help="Container hostname."),
+    hostname: str = HOSTNAME,
     volume: list[str] = typer.Option([], "--volume", "-v", help="Bind HOST:CTR[:ro]."),
     tmpfs: list[str] = typer.Option([], "--tmpfs", help="Mount a tmpfs at this path."),
     read_only: bool = typer.Option(False, "--read-only", help="Read-only root filesystem."),
@@ -52,8 +57,8 @@ def run(
     security_opt: list[str] = typer.Option([], "--security-opt",
                                            help="seccomp=unconfined or no-new-privileges=false."),
     annotation: list[str] = typer.Option([], "--annotation", help="Add KEY=VALUE to config."),
-    platform: str = typer.Option(None, "--platform", help=PLATFORM_HELP),
-    insecure: bool = typer.Option(False, "--insecure", help=INSECURE_HELP),
+    platform: str = PLATFORM,
+    insecure: bool = INSECURE,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No pull/unpack progress."),
 ) -> None:
     """Run a command in a new container (like `docker run` / `podman run`)."""
@@ -90,7 +95,7 @@ def run(
 @app.command(rich_help_panel="Containers")
 def ps(
     all_: bool = typer.Option(False, "--all", "-a", help="Also show exited containers."),
-    json_out: bool = typer.Option(False, "--json", help="Print as JSON."),
+    json_out: bool = JSON_OUT,
 ) -> None:
     """List containers."""
     from ociimg.commands import containers

@@ -9,7 +9,17 @@ from typing import Any
 import typer
 
 from ociimg.cli.app import STATE, app
-from ociimg.cli.options import INSECURE_HELP, PLATFORM_HELP, parse_platform, parse_size
+from ociimg.cli.options import (
+    AUTH_FILE,
+    CA_BUNDLE,
+    INSECURE,
+    JSON_OUT,
+    PLATFORM,
+    QUIET,
+    RETRIES,
+    parse_platform,
+    parse_size,
+)
 from ociimg.cli.output import print_json, progress_for
 from ociimg.errors import InvalidReference
 from ociimg.reference import LayoutReference, Reference, parse_image_name
@@ -40,17 +50,16 @@ def registry_reference(text: str) -> Reference:
 def pull(
     image: str = typer.Argument(..., help="Image reference, e.g. busybox, "
                                 "127.0.0.1:5000/app:1.0 or repo@sha256:…"),
-    platform: str = typer.Option(None, "--platform", help=PLATFORM_HELP),
+    platform: str = PLATFORM,
     all_platforms: bool = typer.Option(False, "--all-platforms",
                                        help="Pull every platform of a multi-platform image."),
-    insecure: bool = typer.Option(False, "--insecure", help=INSECURE_HELP),
-    ca_bundle: Path = typer.Option(None, "--ca-bundle", help="PEM file of CAs to trust."),
-    auth_file: Path = typer.Option(None, "--authfile", help="Credentials file (docker format)."),
+    insecure: bool = INSECURE,
+    ca_bundle: Path = CA_BUNDLE,
+    auth_file: Path = AUTH_FILE,
     jobs: int = typer.Option(4, "--jobs", "-j", min=1, max=32, help="Parallel blob downloads."),
-    retries: int = typer.Option(5, "--retry-times", min=0, max=20, help="Retries of a "
-                                "request after a network error, 5xx or 429 (with backoff)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
-    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    retries: int = RETRIES,
+    quiet: bool = QUIET,
+    json_out: bool = JSON_OUT,
 ) -> None:
     """Download an image into the local store (resumable; verified)."""
     from ociimg.registry import PullOptions
@@ -80,20 +89,19 @@ def push(
     source: str = typer.Argument(..., help="Image name in the local store."),
     destination: str = typer.Argument(None, help="Registry reference to push to "
                                       "(default: the source name)."),
-    insecure: bool = typer.Option(False, "--insecure", help=INSECURE_HELP),
-    ca_bundle: Path = typer.Option(None, "--ca-bundle", help="PEM file of CAs to trust."),
-    auth_file: Path = typer.Option(None, "--authfile", help="Credentials file (docker format)."),
+    insecure: bool = INSECURE,
+    ca_bundle: Path = CA_BUNDLE,
+    auth_file: Path = AUTH_FILE,
     jobs: int = typer.Option(4, "--jobs", "-j", min=1, max=32, help="Parallel blob uploads."),
-    retries: int = typer.Option(5, "--retry-times", min=0, max=20, help="Retries of a "
-                                "request after a network error, 5xx or 429 (with backoff)."),
+    retries: int = RETRIES,
     platform: str = typer.Option(None, "--platform", help="Push only this platform's "
                                  "image of a multi-platform index."),
     chunk_size: str = typer.Option(None, "--chunk-size", help="Upload blobs in chunks of "
                                    "this size (e.g. 16m) instead of one request."),
     mount_from: list[str] = typer.Option([], "--mount-from", help="Repository on the same "
                                          "registry to mount existing blobs from."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
-    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    quiet: bool = QUIET,
+    json_out: bool = JSON_OUT,
 ) -> None:
     """Upload an image from the local store to a registry (digest preserved)."""
     from ociimg.registry import PushOptions
@@ -119,18 +127,17 @@ def copy(
     source: str = typer.Argument(..., help="docker://REF, REF, oci:PATH[:TAG] or "
                                  "oci-archive:FILE[:TAG]."),
     destination: str = typer.Argument(..., help="Same forms as SOURCE."),
-    platform: str = typer.Option(None, "--platform", help=PLATFORM_HELP),
+    platform: str = PLATFORM,
     all_platforms: bool = typer.Option(True, "--all-platforms/--single-platform",
                                        help="Copy every platform (default) so the digest "
                                        "stays the same, or only one."),
-    insecure: bool = typer.Option(False, "--insecure", help=INSECURE_HELP),
-    ca_bundle: Path = typer.Option(None, "--ca-bundle", help="PEM file of CAs to trust."),
-    auth_file: Path = typer.Option(None, "--authfile", help="Credentials file (docker format)."),
+    insecure: bool = INSECURE,
+    ca_bundle: Path = CA_BUNDLE,
+    auth_file: Path = AUTH_FILE,
     jobs: int = typer.Option(4, "--jobs", "-j", min=1, max=32, help="Parallel blob transfers."),
-    retries: int = typer.Option(5, "--retry-times", min=0, max=20, help="Retries of a "
-                                "request after a network error, 5xx or 429 (with backoff)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
-    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    retries: int = RETRIES,
+    quiet: bool = QUIET,
+    json_out: bool = JSON_OUT,
 ) -> None:
     """Copy an image between registries and OCI layouts, keeping its digest."""
     from ociimg.registry import CopyOptions
@@ -149,7 +156,7 @@ def copy(
 
 
 @app.command(rich_help_panel="Images")
-def images(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+def images(json_out: bool = JSON_OUT) -> None:
     """List the images in the local store."""
     rows = open_store().images()
     if json_out:
@@ -173,8 +180,8 @@ def human_size(n: int) -> str:
 @app.command(rich_help_panel="Images")
 def inspect(
     image: str = typer.Argument(..., help="Image name in the store, or oci:PATH[:TAG]."),
-    platform: str = typer.Option(None, "--platform", help=PLATFORM_HELP),
-    json_out: bool = typer.Option(False, "--json", help="Print as JSON."),
+    platform: str = PLATFORM,
+    json_out: bool = JSON_OUT,
 ) -> None:
     """Show an image's manifest, config and layers."""
     doc = inspect_image(image, parse_platform(platform))
@@ -249,7 +256,7 @@ def rmi(
 
 
 @app.command(rich_help_panel="Images")
-def gc(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+def gc(json_out: bool = JSON_OUT) -> None:
     """Remove blobs and snapshots no image references; report the space freed."""
     from ociimg.commands.containers import list_containers
     from ociimg.commands.maintenance import collect_garbage
@@ -268,7 +275,7 @@ def gc(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) ->
 @app.command(rich_help_panel="Images")
 def fsck(
     remove: bool = typer.Option(False, "--remove", help="Delete corrupt blobs."),
-    json_out: bool = typer.Option(False, "--json", help="Print as JSON."),
+    json_out: bool = JSON_OUT,
 ) -> None:
     """Re-hash every blob in the store; report (and optionally remove) corrupt ones."""
     problems = open_store().fsck(remove=remove)
@@ -289,8 +296,8 @@ def login(
     password: str = typer.Option(None, "--password", "-p", help="Prefer --password-stdin."),
     password_stdin: bool = typer.Option(False, "--password-stdin",
                                         help="Read the password from stdin."),
-    insecure: bool = typer.Option(False, "--insecure", help=INSECURE_HELP),
-    ca_bundle: Path = typer.Option(None, "--ca-bundle", help="PEM file of CAs to trust."),
+    insecure: bool = INSECURE,
+    ca_bundle: Path = CA_BUNDLE,
     auth_file: Path = typer.Option(None, "--authfile", help="Credentials file to write."),
 ) -> None:
     """Check credentials against a registry and save them (docker config format)."""

@@ -6,11 +6,28 @@ import os
 import re
 from pathlib import Path
 
+import typer
+
 from ociimg.errors import OciimgError
 from ociimg.spec import Platform
 
 PLATFORM_HELP = "OS/ARCH[/VARIANT] to select from a multi-platform image (default: this host)."
 INSECURE_HELP = "Allow plain HTTP and unverified TLS for this registry."
+
+# Options several commands share (typer reads these defaults as metadata, so one object
+# can serve every command).
+PLATFORM = typer.Option(None, "--platform", help=PLATFORM_HELP)
+INSECURE = typer.Option(False, "--insecure", help=INSECURE_HELP)
+CA_BUNDLE = typer.Option(None, "--ca-bundle", help="PEM file of CAs to trust.")
+AUTH_FILE = typer.Option(None, "--authfile", help="Credentials file (docker format).")
+RETRIES = typer.Option(5, "--retry-times", min=0, max=20,
+                       help="Retries of a request after a network error, 5xx or 429.")
+QUIET = typer.Option(False, "--quiet", "-q", help="No progress output.")
+JSON_OUT = typer.Option(False, "--json", help="Print as JSON.")
+WORKDIR = typer.Option(None, "--workdir", "-w", help="Working directory.")
+USER = typer.Option(None, "--user", "-u", help="USER[:GROUP], names or ids.")
+HOSTNAME = typer.Option(None, "--hostname", help="Container hostname.")
+ENV = typer.Option([], "--env", "-e", help="Set KEY=VALUE in the environment.")
 
 
 def parse_platform(text: str | None) -> Platform | None:

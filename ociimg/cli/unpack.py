@@ -7,7 +7,17 @@ from pathlib import Path
 import typer
 
 from ociimg.cli.app import STATE, app
-from ociimg.cli.options import INSECURE_HELP, PLATFORM_HELP, parse_platform
+from ociimg.cli.options import (
+    ENV,
+    HOSTNAME,
+    INSECURE,
+    JSON_OUT,
+    PLATFORM,
+    QUIET,
+    USER,
+    WORKDIR,
+    parse_platform,
+)
 from ociimg.cli.output import print_json, progress_for
 
 # The stage libraries are imported inside the commands: every ociimg invocation imports
@@ -22,20 +32,20 @@ def unpack(
     args: list[str] = typer.Argument(None, help="Command for the bundle (replaces Cmd)."),
     overlay: bool = typer.Option(False, "--overlay", help="Mount an overlay rootfs backed by "
                                  "the shared snapshots instead of a flattened copy."),
-    platform: str = typer.Option(None, "--platform", help=PLATFORM_HELP),
+    platform: str = PLATFORM,
     entrypoint: str = typer.Option(None, "--entrypoint", help="Replace the image's "
                                    "Entrypoint ('' clears it)."),
-    env: list[str] = typer.Option([], "--env", "-e", help="Set KEY=VALUE in the environment."),
-    workdir: str = typer.Option(None, "--workdir", "-w", help="Working directory."),
-    user: str = typer.Option(None, "--user", "-u", help="USER[:GROUP], names or ids."),
-    hostname: str = typer.Option(None, "--hostname", help="Container hostname."),
+    env: list[str] = ENV,
+    workdir: str = WORKDIR,
+    user: str = USER,
+    hostname: str = HOSTNAME,
     tty: bool = typer.Option(False, "--tty", "-t", help="The process gets a terminal."),
     force: bool = typer.Option(False, "--force", help="Replace an existing bundle."),
-    insecure: bool = typer.Option(False, "--insecure", help=INSECURE_HELP),
+    insecure: bool = INSECURE,
     print_config: bool = typer.Option(False, "--print-config",
                                       help="Print the generated config.json."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
-    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    quiet: bool = QUIET,
+    json_out: bool = JSON_OUT,
 ) -> None:
     """Write a runtime-spec bundle (config.json + rootfs/) for runc, crun or ociimg."""
     from ociimg.bundle import BundleOptions
