@@ -244,3 +244,23 @@ def test_unpack_of_a_corrupt_layer_leaves_nothing(ociroot: Path, busybox: str, t
     ociimg(ociroot, "unpack", *(["--overlay"] if overlay else []), busybox, str(dest))
     if overlay:
         ociimg(ociroot, "umount", str(dest))
+
+
+def test_resource_limits_reach_the_container(ociroot: Path, busybox: str) -> None:
+    # Past --memory the kernel OOM-kills the program; ociimg reports 128+SIGKILL.
+    proc = ociimg(ociroot, "run", "--rm", "--memory", "32m", busybox, "dd", "if=/dev/zero",
+                  "of=/dev/null", "bs=128M", "count=1", check=False)
+    assert proc.returncode == 137, proc.stderr
+    # A fork bomb stops at --pids-limit: the shell cannot fork its 40 sleepers and dies
+    # ("can't fork"), where the same script under a roomy limit gets them all.
+    bomb = "n=0; while [ $n -lt 40 ]; do sleep 2 & n=$((n+1)); done; echo started"
+    proc = ociimg(ociroot, "run", "--rm", "--pids-limit", "8", busybox, "sh", "-c", bomb,
+                  check=False)
+    assert proc.returncode != 0 and "started" not in proc.stdout, proc
+    proc = ociimg(ociroot, "run", "--rm", "--pids-limit", "64", busybox, "sh", "-c", bomb)
+    assert proc.stdout == "started\n"
+    # --cpus 0.5 is a CFS quota of half the period.
+    proc = ociimg(ociroot, "run", "--rm", "--cpus", "0.5", busybox, "sh", "-c",
+                  "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.cfs_period_us"
+                  " 2>/dev/null || cat /sys/fs/cgroup/cpu.max")
+    assert proc.stdout.split() == ["50000", "100000"]  # v1 quota+period, or v2 cpu.max
