@@ -11,14 +11,13 @@ import typer
 
 from ociimg.cli import containers, images, unpack  # noqa: F401  (registers commands)
 from ociimg.cli.app import STATE, app
-from ociimg.cli.output import stderr
 from ociimg.errors import OciimgError
 
 
 def _report(message: str, hint: str | None) -> None:
-    stderr.print(f"ociimg: error: {message}", markup=False, highlight=False, soft_wrap=True)
+    print(f"ociimg: error: {message}", file=sys.stderr)
     if hint:
-        stderr.print(f"hint: {hint}", markup=False, highlight=False, soft_wrap=True)
+        print(f"hint: {hint}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,10 +66,10 @@ def run_command(argv: list[str] | None = None) -> int:
         exc.show()
         return exc.exit_code
     except typer.Abort:
-        stderr.print("ociimg: interrupted")
+        print("ociimg: interrupted", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        stderr.print("ociimg: interrupted")
+        print("ociimg: interrupted", file=sys.stderr)
         return 130
     return result if isinstance(result, int) else 0
 

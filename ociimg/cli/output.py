@@ -13,24 +13,6 @@ import threading
 from typing import Any
 
 
-class _LazyConsole:
-    """rich's Console for stderr, imported on first use: importing rich costs ~20 ms
-    that a non-TTY command which prints no error (a pull in a script) never needs."""
-
-    def __init__(self) -> None:
-        self._console: Any = None
-
-    def __getattr__(self, name: str) -> Any:
-        if self._console is None:
-            from rich.console import Console
-
-            self._console = Console(stderr=True, highlight=False)
-        return getattr(self._console, name)
-
-
-stderr: Any = _LazyConsole()
-
-
 def is_tty() -> bool:
     return sys.stderr.isatty()
 
@@ -66,6 +48,7 @@ class RichProgress:
     """TTY progress: one bar per blob/layer; thread-safe (pull downloads in parallel)."""
 
     def __init__(self) -> None:
+        from rich.console import Console
         from rich.progress import (
             BarColumn,
             DownloadColumn,
@@ -81,7 +64,7 @@ class RichProgress:
             DownloadColumn(),
             TransferSpeedColumn(),
             TimeRemainingColumn(),
-            console=stderr,
+            console=Console(stderr=True, highlight=False),
             transient=False,
         )
         self._tasks: dict[str, Any] = {}  # rich TaskID

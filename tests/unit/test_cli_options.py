@@ -57,3 +57,15 @@ def test_bad_input_is_one_line_error(capsys: pytest.CaptureFixture[str], tmp_pat
     assert err.startswith("ociimg: error: ") and "Traceback" not in err
     assert main(["--root", str(tmp_path), "inspect", "missing:1"]) == 1
     assert "hint: " in capsys.readouterr().err
+
+
+def test_terminal_progress_renders(capsys: pytest.CaptureFixture[str]) -> None:
+    """The TTY path (rich bars) is not taken under pytest; drive it directly."""
+    from ociimg.cli.output import RichProgress
+
+    with RichProgress() as progress:
+        progress.start("sha256:ab", "blob sha256:ab", 10)
+        progress.advance("sha256:ab", 10)
+        progress.done("sha256:ab", "verified")
+        progress.log("a log line")
+    assert "a log line" in capsys.readouterr().err
