@@ -19,12 +19,12 @@ lists them so the caller can report them.
 from __future__ import annotations
 
 import errno
-from dataclasses import dataclass
 from pathlib import Path
 
 from ociimg.errors import ContainerError
 from ociimg.runtime import linux
 from ociimg.runtime.lazylog import get_logger
+from ociimg.runtime.records import record
 
 log = get_logger(__name__)
 
@@ -46,7 +46,7 @@ CAP_LAST = len(CAPABILITY_NAMES) - 1  # CAP_CHECKPOINT_RESTORE = 40
 SET_NAMES = ("bounding", "effective", "permitted", "inheritable", "ambient")
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class CapSets:
     """The five sets as capability numbers; ``ignored`` = names we could not use."""
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ociimg.errors import InvalidDocument
+from ociimg.runtime.records import field, record
 
 TYPE_CHECKING = False  # typing costs ~5 ms of every runtime start
 if TYPE_CHECKING:
@@ -26,14 +26,14 @@ _RLIMITS = ("RLIMIT_AS", "RLIMIT_CORE", "RLIMIT_CPU", "RLIMIT_DATA", "RLIMIT_FSI
             "RLIMIT_STACK")
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Rlimit:
     type: str
     soft: int
     hard: int
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class User:
     uid: int = 0
     gid: int = 0
@@ -41,7 +41,7 @@ class User:
     umask: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class ProcessSpec:
     args: tuple[str, ...]
     env: tuple[str, ...] = ()
@@ -62,20 +62,20 @@ class ProcessSpec:
         return None
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Namespace:
     type: str
     path: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class IDMapping:
     container_id: int
     host_id: int
     size: int
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class RuntimeConfig:
     raw: dict[str, Any]
     bundle: Path

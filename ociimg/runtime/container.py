@@ -10,13 +10,13 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from ociimg.errors import ContainerError, OciimgError
 from ociimg.runtime import hooks, namespaces, process, state
 from ociimg.runtime.config import RuntimeConfig, load_config
 from ociimg.runtime.lazylog import get_logger
+from ociimg.runtime.records import record
 from ociimg.runtime.state import ContainerState
 
 TYPE_CHECKING = False  # typing costs ~5 ms of every runtime start
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class CreateOptions:
     bundle: Path
     pid_file: Path | None = None
@@ -385,7 +385,12 @@ def run_container(root: str, container_id: str, options: CreateOptions,
     try:
         start_container(root, container_id)
     except BaseException:
-        delete_container(root, container_id, force=True)
+        try:
+            delete_container(root, container_id, force=True)
+        finally:
+            # Whatever failed, never leave the init blocked on exec.fifo forever.
+            if cst.pid and state.init_alive(cst):
+                _kill_quietly(cst.pid)
         raise
     if detach:
         return 0

@@ -14,7 +14,6 @@ import fcntl
 import json
 import os
 import socket
-from dataclasses import replace
 from pathlib import Path
 
 from ociimg.errors import ContainerError
@@ -23,6 +22,7 @@ from ociimg.runtime import capabilities, hooks, init, linux, namespaces, process
 from ociimg.runtime.config import ProcessSpec, RuntimeConfig, User, load_config, parse_process
 from ociimg.runtime.console import open_pty
 from ociimg.runtime.lazylog import get_logger
+from ociimg.runtime.records import replace
 
 TYPE_CHECKING = False  # typing costs ~5 ms of every runtime start
 if TYPE_CHECKING:

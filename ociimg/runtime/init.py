@@ -15,7 +15,6 @@ import errno
 import os
 import socket
 import sys
-from dataclasses import dataclass, field
 
 from ociimg.errors import ContainerError, ExecutableNotFound
 from ociimg.runtime import (
@@ -32,6 +31,7 @@ from ociimg.runtime.config import ProcessSpec, RuntimeConfig
 from ociimg.runtime.console import setup_console
 from ociimg.runtime.lazylog import get_logger
 from ociimg.runtime.process import InitOptions, recv_msg, send_msg
+from ociimg.runtime.records import field, record
 
 TYPE_CHECKING = False  # typing costs ~5 ms of every runtime start
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ log = get_logger(__name__)
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class InitContext:
     config: RuntimeConfig
     options: InitOptions

@@ -12,12 +12,12 @@ from __future__ import annotations
 import errno
 import os
 import posixpath
-from dataclasses import dataclass
 from pathlib import Path
 
 from ociimg.errors import ContainerError
 from ociimg.runtime import linux
 from ociimg.runtime.linux import MS
+from ociimg.runtime.records import record
 
 TYPE_CHECKING = False  # typing costs ~5 ms of every runtime start
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ PROC_ALLOWED = frozenset({
 _REMOUNT_MASK = ~(MS.BIND | MS.REC | MS.REMOUNT) & 0xFFFFFFFF
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class MountOp:
     kind: str           # "bind", "proc", "sysfs", "cgroup" or "fs"
     source: str | None

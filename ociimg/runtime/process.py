@@ -18,19 +18,19 @@ import os
 import resource
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from ociimg.errors import ContainerError, ExecutableNotFound, OciimgError
 from ociimg.runtime import linux, namespaces
 from ociimg.runtime.config import Rlimit, RuntimeConfig
 from ociimg.runtime.linux import CLONE
+from ociimg.runtime.records import field, record
 
 TYPE_CHECKING = False  # typing costs ~5 ms of every runtime start
 if TYPE_CHECKING:
     from typing import Any
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class InitOptions:
     """What the init needs besides config.json."""
     container_id: str

@@ -23,11 +23,11 @@ import errno
 import os
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from ociimg.errors import ContainerError
 from ociimg.runtime import linux
 from ociimg.runtime.lazylog import get_logger
+from ociimg.runtime.records import record
 
 log = get_logger(__name__)
 
@@ -80,7 +80,7 @@ _NR_SCMP_ERROR = -1
 _U64_MAX = 2**64 - 1
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class ArgCmp:
     index: int
     op: int
@@ -88,7 +88,7 @@ class ArgCmp:
     value_two: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Rule:
     """One seccomp_rule_add_array call."""
 
@@ -98,7 +98,7 @@ class Rule:
     args: tuple[ArgCmp, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class SeccompFilter:
     default_action: int
     architectures: tuple[str, ...]  # libseccomp names, e.g. "x86_64"

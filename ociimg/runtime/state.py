@@ -13,10 +13,10 @@ import contextlib
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ociimg.errors import AlreadyExists, ContainerError, ContainerNotFound
+from ociimg.runtime.records import asdict, field, record
 
 TYPE_CHECKING = False  # typing costs ~5 ms of every runtime start
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ DEFAULT_STATE_ROOT = "/run/ociimg"
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class ContainerState:
     id: str
     bundle: str
@@ -45,7 +45,7 @@ class ContainerState:
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> ContainerState:
-        known = {k: v for k, v in doc.items() if k in cls.__dataclass_fields__}
+        known = {k: v for k, v in doc.items() if k in cls.__record_fields__}
         return cls(**known)
 
 

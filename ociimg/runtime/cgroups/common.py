@@ -15,10 +15,10 @@ import os
 import signal
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from pathlib import Path
 
 from ociimg.errors import ContainerError
+from ociimg.runtime.records import record
 
 # cgroup.procs writes can fail with EINVAL while a forked task is still TASK_NEW;
 # runc retries 5 times, 30 ms apart. rmdir fails with EBUSY while exiting tasks
@@ -116,7 +116,7 @@ def swap_to_v2(memory_swap: int | None, memory: int | None) -> int:
     return swap - mem
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class DeviceRule:
     allow: bool
     type: str  # "a", "c" or "b"

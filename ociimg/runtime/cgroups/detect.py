@@ -10,10 +10,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ociimg.errors import ContainerError
+from ociimg.runtime.records import field, record
 
 TYPE_CHECKING = False  # typing costs ~5 ms of every runtime start
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ _NOT_CONTROLLERS = {"rw", "ro", "xattr", "noprefix", "clone_children", "cpuset_v
 CGROUP_ROOT = "/sys/fs/cgroup"
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class CgroupMount:
     mountpoint: Path
     root: str  # the cgroup path mounted there ("/" unless inside a cgroup namespace)
@@ -34,7 +34,7 @@ class CgroupMount:
     controllers: frozenset[str] = frozenset()  # v1 only; "name=systemd" style included
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class CgroupLayout:
     mode: Literal["v1", "v2", "hybrid"]
     v1: dict[str, CgroupMount] = field(default_factory=dict)  # controller → mount
