@@ -155,7 +155,8 @@ class _Applier:
         self._opaque: set[str] = set()
         self._dirs: list[tuple[list[str], int, int, int]] = []  # parts, mode, atime, mtime
         self._links: list[tuple[list[str], list[str], str]] = []  # deferred hardlinks
-        self._times: dict[str, tuple[list[str], int, int]] = {}  # dirs we changed
+        # Dirs we changed, by inode: a path may reach one through a symlink.
+        self._times: dict[tuple[int, int], tuple[list[str], int, int]] = {}
         self._euid, self._egid = os.geteuid(), os.getegid()
         self.stream: ForwardReader | None = None
         self._lower_res = [paths.Resolver(os.open(p, _DIR_OPEN)) for p in options.lowers]
@@ -246,10 +247,8 @@ class _Applier:
     def _remember_times(self, parts: list[str], fd: int) -> None:
         """Adding or removing a child changes a dir's mtime; put it back at the end,
         like umoci restoring the parent's metadata after each entry (§C1 #11)."""
-        key = "/".join(parts)
-        if key not in self._times:
-            st = os.fstat(fd)
-            self._times[key] = (parts, st.st_atime_ns, st.st_mtime_ns)
+        st = os.fstat(fd)
+        self._times.setdefault((st.st_dev, st.st_ino), (parts, st.st_atime_ns, st.st_mtime_ns))
 
     def _note_layer_path(self, parts: list[str]) -> None:
         for i in range(len(parts), 0, -1):
@@ -579,11 +578,11 @@ class _Applier:
                                     "not exist in this layer or below")
             self._create_hardlink(parts, target, entry)
         self._links.clear()
-        for parts, atime, mtime in self._times.values():
-            pfd = self.res.dir(parts[:-1])
-            name = parts[-1] if parts else "."
-            if pfd is not None and stat.S_ISDIR(getattr(fsops.lstat_at(pfd, name), "st_mode", 0)):
-                os.utime(name, ns=(atime, mtime), dir_fd=pfd, follow_symlinks=False)
+        for (dev, ino), (parts, atime, mtime) in self._times.items():
+            fd = self.res.dir(parts)
+            st = os.fstat(fd) if fd is not None else None
+            if st is not None and (st.st_dev, st.st_ino) == (dev, ino):
+                os.utime(f"/proc/self/fd/{fd}", ns=(atime, mtime))  # an O_PATH fd
         # Explicit dir entries last: their tar times win over remembered ones.
         for parts, mode, atime, mtime in sorted(self._dirs, key=lambda d: -len(d[0])):
             pfd = self.res.dir(parts[:-1])

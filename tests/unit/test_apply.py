@@ -345,6 +345,12 @@ def test_hostile_layer_never_escapes(tmp_path: Path, resolver: str, case: str) -
     assert (canary / "secret").read_text() == "do not touch\n"
 
 
+def test_dir_mtime_restored_when_written_through_a_symlink(rootfs: Path) -> None:
+    apply(rootfs, tar(D("usr"), D("usr/lib", mtime=1_000), L("lib", "usr/lib")))
+    apply(rootfs, tar(F("lib/new", b"n")))
+    assert os.stat(rootfs / "usr/lib").st_mtime_ns == 1_000 * 1_000_000_000
+
+
 def test_dotdot_is_refused_with_clear_error(rootfs: Path) -> None:
     with pytest.raises(UnsafeArchive, match=r"'\.\.' path component"):
         apply(rootfs, tar(F("../x", b"")))
