@@ -31,6 +31,7 @@ from typing import BinaryIO
 from ociimg.digest import Digest, HashingReader
 from ociimg.errors import InvalidDocument, UnsafeArchive
 from ociimg.layers import fsops, paths
+from ociimg.layers.merged import MergedView
 from ociimg.layers.stream import ForwardReader, Prefetcher
 from ociimg.layers.tarinfo import LayerTarInfo
 
@@ -160,6 +161,7 @@ class _Applier:
         self._euid, self._egid = os.geteuid(), os.getegid()
         self.stream: ForwardReader | None = None
         self._lower_res = [paths.Resolver(os.open(p, _DIR_OPEN)) for p in options.lowers]
+        self.view = MergedView([self.res, *self._lower_res], self._ovl + "opaque", self._opaque)
 
     def close(self) -> None:
         self.res.close()
@@ -184,12 +186,13 @@ class _Applier:
             self._set_dir_meta(self.res.rootfd, ".", [], info)
             return
         base = parts[-1]
+        if self.overlay:  # the opaque marker's own dir is not followed, as in DIR format
+            at = parts[:-1] if base == OPAQUE_MARKER else parts
+            parts = [*self._overlay_path(at), *parts[len(at):]]
         if base.startswith(WHITEOUT_PREFIX):
             self._apply_whiteout(info.name, parts[:-1], base)
             return
         self._note_layer_path(parts)
-        if self.overlay:
-            self._ensure_overlay_parents(parts[:-1])
         pfd = self._parent_dir(parts[:-1])
         try:
             self._create(pfd, parts, info, tf)
@@ -344,6 +347,10 @@ class _Applier:
     def _create_hardlink(self, parts: list[str], target: list[str], entry: str) -> None:
         if not target:
             raise UnsafeArchive(f"hardlink {entry!r}: target is the root")
+        if self.overlay:  # a lower target may lie behind a lower layer's symlink
+            tpfd = self.res.dir(target[:-1])
+            if tpfd is None or fsops.lstat_at(tpfd, target[-1]) is None:
+                target = [*self.view.resolve(target[:-1]), target[-1]]
         tpfd = self._link_target_dir(target)
         if tpfd is None or fsops.lstat_at(tpfd, target[-1]) is None:
             self._links.append((parts, target, entry))  # target may come later (§C1 #6)
@@ -363,6 +370,7 @@ class _Applier:
         os.link(target[-1], parts[-1], src_dir_fd=tpfd, dst_dir_fd=pfd, follow_symlinks=False)
 
     def _link_target_dir(self, target: list[str]) -> int | None:
+        """The dir holding the link target; OVERLAY: a lower target is copied up."""
         tpfd = self.res.dir(target[:-1])
         if self.overlay and (tpfd is None or fsops.lstat_at(tpfd, target[-1]) is None):
             if self._copy_up(target):
@@ -450,7 +458,6 @@ class _Applier:
             return
         if any(path.startswith(d + "/") or not d for d in self._opaque):
             return  # no plain whiteouts inside an opaque dir (§C1 #9)
-        self._ensure_overlay_parents(parent)
         pfd = self.res.dir(parent, create=True)
         assert pfd is not None
         self._replace(pfd, name)
@@ -507,6 +514,15 @@ class _Applier:
                       "CAP_SYS_ADMIN; use userxattr for rootless overlay snapshots")
 
     # -- overlay helpers ----------------------------------------------------------
+    def _overlay_path(self, parts: list[str]) -> list[str]:
+        """``parts`` with its parent dirs as the merged view resolves them (through
+        lower layers' symlinks too), created in this upper."""
+        parent = parts[:-1]
+        if self.res.dir(parent) is None:
+            parent = self.view.resolve(parent)
+            self._ensure_overlay_parents(parent)
+        return [*parent, *parts[-1:]]
+
     def _ensure_overlay_parents(self, parent: list[str]) -> None:
         """Create missing upper dirs with the lower dir's attributes (§C1 #12).
 
@@ -542,32 +558,22 @@ class _Applier:
                     os.close(fd)
 
     def _lower_dir_stat(self, parts: list[str]) -> tuple[int, os.stat_result] | None:
-        for r in self._lower_res:
-            pfd = r.dir(parts[:-1])
-            st = fsops.lstat_at(pfd, parts[-1]) if pfd is not None else None
-            if st is None:
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                return pfd, st  # type: ignore[return-value]
-            return None  # a whiteout or a non-dir hides everything below
-        return None
+        found = self.view.lower_entry(parts)
+        if found is None or not stat.S_ISDIR(found.st.st_mode):
+            return None
+        return found.dirfd, found.st
 
     def _copy_up(self, target: list[str]) -> bool:
         """Copy a lower layer's file into this upper so a hardlink can point at it."""
-        for r in self._lower_res:
-            pfd = r.dir(target[:-1])
-            st = fsops.lstat_at(pfd, target[-1]) if pfd is not None else None
-            if st is None:
-                continue
-            if fsops.is_whiteout_dev(st) or stat.S_ISDIR(st.st_mode):
-                return False
-            self._ensure_overlay_parents(target[:-1])
-            upfd = self.res.dir(target[:-1], create=True)
-            assert upfd is not None and pfd is not None
-            fsops.copy_entry(pfd, target[-1], upfd, st, self.options.rootless)
-            self._note_layer_path(target)
-            return True
-        return False
+        found = self.view.lower_entry(target)
+        if found is None or stat.S_ISDIR(found.st.st_mode):
+            return False
+        self._ensure_overlay_parents(target[:-1])
+        upfd = self.res.dir(target[:-1], create=True)
+        assert upfd is not None
+        fsops.copy_entry(found.dirfd, target[-1], upfd, found.st, self.options.rootless)
+        self._note_layer_path(target)
+        return True
 
     # -- end of layer -----------------------------------------------------------
     def finish(self) -> None:

@@ -20,8 +20,9 @@ import pytest
 from ociimg.errors import InvalidDocument, UnsafeArchive
 from ociimg.layers import paths
 from ociimg.layers.apply import ApplyOptions, OnDiskFormat, apply_layer
+from ociimg.layers.flatten import merge_snapshots
 from tests.conftest import need
-from tests.treewalk import make_canary, tree_manifest
+from tests.treewalk import diff_manifests, make_canary, tree_manifest
 
 MTIME = 1_600_000_000
 UID, GID = os.geteuid(), os.getegid()
@@ -343,6 +344,76 @@ def test_hostile_layer_never_escapes(tmp_path: Path, resolver: str, case: str) -
     assert sorted(p for p in after if not p.startswith("root") and p != ".") == \
         sorted(p for p in before if not p.startswith("root") and p != ".")
     assert (canary / "secret").read_text() == "do not touch\n"
+
+
+def _apply_snapshots(base: Path, layers: list[bytes], resolver: str = "auto") -> list[Path]:
+    """Each layer into its own OVERLAY-format dir above the earlier ones (SnapshotStore)."""
+    dirs: list[Path] = []
+    for i, data in enumerate(layers):
+        d = base / f"snap{i}"
+        d.mkdir()
+        apply(d, data, resolver, format=OnDiskFormat.OVERLAY, userxattr=True,
+              lowers=tuple(reversed(dirs)))
+        dirs.append(d)
+    return dirs
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_snapshots_never_escape(tmp_path: Path, resolver: str, case: str) -> None:
+    # OVERLAY format: layer N+1 sees layer N's symlinks only through the merged view,
+    # which must clamp them at the image root like the DIR format's resolver.
+    need(_can_make_whiteout(tmp_path), "kernel refuses 0:0 whiteout mknod here")
+    canary = make_canary(tmp_path)
+    before = tree_manifest(canary, mtimes=True)
+    root = tmp_path / "root"
+    root.mkdir()
+    try:
+        dirs = _apply_snapshots(root, [_subst(layer, canary) for layer in HOSTILE[case]],
+                                resolver)
+        merge_snapshots(dirs, root / "merged", rootless=True, userxattr=True)
+    except (UnsafeArchive, InvalidDocument):
+        pass
+    assert diff_manifests(before, tree_manifest(canary, mtimes=True)) == []
+    assert sorted(os.listdir(tmp_path)) == ["canary", "root"]
+
+
+# A symlink from a lower layer, then a later layer writing through it: both formats
+# must give the tree a flattened unpack gives (merged-usr images: lib -> usr/lib).
+THROUGH_LOWER_SYMLINK = {
+    "file-under-symlink": [tar(D("usr"), D("usr/lib"), F("usr/lib/libc", b"c"),
+                               L("lib", "usr/lib")), tar(F("lib/libnew", b"n"))],
+    "file-under-abs-symlink": [tar(D("usr"), D("usr/lib"), L("lib", "/usr/lib")),
+                               tar(F("lib/deep/libnew", b"n"))],
+    "hardlink-target-via-symlink": [tar(D("usr"), D("usr/lib"), F("usr/lib/libc", b"c"),
+                                        L("lib", "usr/lib")), tar(H("x", "lib/libc"))],
+    "whiteout-via-symlink": [tar(D("usr"), D("usr/lib"), F("usr/lib/libc", b"c"),
+                                 L("lib", "usr/lib")), tar(F("lib/.wh.libc"))],
+    "opaque-via-symlink": [tar(D("usr"), D("usr/lib"), F("usr/lib/libc", b"c"),
+                               L("lib", "usr/lib")), tar(F("lib/.wh..wh..opq"), F("lib/n"))],
+    "symlinks-in-two-layers": [tar(D("usr"), D("usr/lib"), L("lib", "usr/lib")),
+                               tar(L("usr/lib/x", "/opt")), tar(F("lib/x/f", b"f"))],
+    "dotdot-in-lower-target": [tar(D("a"), D("a/b"), L("a/b/up", "../../../..")),
+                               tar(F("a/b/up/top", b"t"))],
+    "upper-dir-hides-lower-symlink": [tar(D("t"), L("lib", "t")),
+                                      tar(D("lib"), F("lib/own", b"o"))],
+}
+
+
+@pytest.mark.parametrize("case", sorted(THROUGH_LOWER_SYMLINK))
+def test_snapshots_follow_lower_symlinks_like_a_flattened_unpack(tmp_path: Path,
+                                                                  case: str) -> None:
+    need(_can_make_whiteout(tmp_path), "kernel refuses 0:0 whiteout mknod here")
+    layers = THROUGH_LOWER_SYMLINK[case]
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for data in layers:
+        apply(flat, data)
+    dirs = _apply_snapshots(tmp_path, layers)
+    merge_snapshots(dirs, tmp_path / "merged", rootless=True, userxattr=True)
+    expected, got = tree_manifest(flat), tree_manifest(tmp_path / "merged")
+    expected.pop(".")
+    got.pop(".")
+    assert diff_manifests(expected, got) == []
 
 
 def test_dir_mtime_restored_when_written_through_a_symlink(rootfs: Path) -> None:
