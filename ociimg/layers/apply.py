@@ -448,7 +448,13 @@ class _Applier:
             raise UnsafeArchive(f"tar entry {entry!r}: whiteout without a name")
         path = "/".join([*parent, name])
         if path in self._layer_paths:
-            return  # whiteouts hide lower layers only (layer.md "Whiteouts")
+            # Whiteouts hide lower layers only (layer.md "Whiteouts"): this layer's
+            # entry stays, but the lower dir it re-created is hidden in any tar order.
+            pfd = self.res.dir(parent)
+            st = fsops.lstat_at(pfd, name) if pfd is not None else None
+            if st is not None and stat.S_ISDIR(st.st_mode):
+                self._apply_opaque([*parent, name])
+            return
         if not self.overlay:
             pfd = self.res.dir(parent)
             if pfd is not None:

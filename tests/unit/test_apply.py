@@ -250,9 +250,12 @@ def test_invalid_entries_are_refused(rootfs: Path, members, message: str) -> Non
 
 
 # -- whiteouts in DIR format -------------------------------------------------------
+LOWER = tar(D("etc"), F("etc/a", b"a"), F("etc/b", b"b"), D("etc/sub"),
+            F("etc/sub/deep", b"d"), D("var"), F("var/log", b"l"), F("keep", b"k"))
+
+
 def _lower(root: Path) -> None:
-    apply(root, tar(D("etc"), F("etc/a", b"a"), F("etc/b", b"b"), D("etc/sub"),
-                    F("etc/sub/deep", b"d"), D("var"), F("var/log", b"l"), F("keep", b"k")))
+    apply(root, LOWER)
 
 
 def test_whiteouts_remove_lower_entries(rootfs: Path, resolver: str) -> None:
@@ -275,11 +278,43 @@ def test_opaque_dir_hides_lower_but_keeps_this_layer(rootfs: Path, resolver: str
     assert "keep" in m
 
 
-def test_dir_whited_out_and_recreated_in_same_layer(rootfs: Path) -> None:
+@pytest.mark.parametrize("whiteout_first", [True, False])
+@pytest.mark.parametrize("explicit_dir", [True, False])
+def test_dir_whited_out_and_recreated_in_same_layer(rootfs: Path, whiteout_first: bool,
+                                                    explicit_dir: bool) -> None:
+    # layer.md: the whiteout hides the lower etc/ and the layer's own etc/ stays,
+    # whichever comes first in the tar.
     _lower(rootfs)
-    apply(rootfs, tar(F(".wh.etc"), D("etc"), F("etc/fresh", b"f")))
+    own = [D("etc")] * explicit_dir + [F("etc/fresh", b"f")]
+    wh = [F(".wh.etc")]
+    apply(rootfs, tar(*(wh + own if whiteout_first else own + wh)))
     m = tree_manifest(rootfs)
     assert sorted(p for p in m if p.startswith("etc")) == ["etc", "etc/fresh"]
+
+
+@pytest.mark.parametrize("members", [
+    [F(".wh.etc"), D("etc"), F("etc/fresh", b"f")],
+    [D("etc"), F("etc/fresh", b"f"), F(".wh.etc")],
+    [F("etc/fresh", b"f"), F(".wh.etc")],
+    [F("etc/.wh..wh..opq"), D("etc"), F("etc/fresh", b"f"), D("etc/sub")],
+    [D("etc"), F("etc/fresh", b"f"), D("etc/sub"), F("etc/.wh..wh..opq")],
+    [F("etc/.wh..wh..opq"), F("etc/sub/.wh.deep"), F("etc/sub/x")],
+], ids=["wh-first", "wh-last", "wh-last-implicit", "opq-first", "opq-last", "opq-nested-wh"])
+def test_snapshots_of_whiteout_orders_merge_like_a_flattened_unpack(
+        tmp_path: Path, members: list) -> None:
+    need(_can_make_whiteout(tmp_path), "kernel refuses 0:0 whiteout mknod here")
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    _lower(flat)
+    top = tar(*members)
+    apply(flat, top)
+    dirs = _apply_snapshots(tmp_path, [LOWER, top])
+    merge_snapshots(dirs, tmp_path / "merged", rootless=True, userxattr=True)
+    expected, got = tree_manifest(flat), tree_manifest(tmp_path / "merged")
+    expected.pop(".")
+    got.pop(".")
+    assert diff_manifests(expected, got) == []
+    assert "etc/a" not in got and "etc/sub/deep" not in got and "keep" in got
 
 
 def test_whiteout_does_not_hide_same_layer_entry(rootfs: Path) -> None:
