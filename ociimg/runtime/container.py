@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import select
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from ociimg.runtime.state import ContainerState
 
 TYPE_CHECKING = False  # typing costs ~5 ms of every runtime start
 if TYPE_CHECKING:
+    import socket
     from typing import Any
 
 log = get_logger(__name__)
@@ -374,6 +374,7 @@ def run_container(root: str, container_id: str, options: CreateOptions,
     ours = None
     if config.process and config.process.terminal and options.console_socket is None \
             and not detach:
+        import socket
         ours, options.console = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     cst = create_container(root, container_id, options)
     master = None

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import errno
 import os
-import socket
 import sys
 
 from ociimg.errors import ContainerError, ExecutableNotFound
@@ -28,13 +27,13 @@ from ociimg.runtime import (
     seccomp,
 )
 from ociimg.runtime.config import ProcessSpec, RuntimeConfig
-from ociimg.runtime.console import setup_console
 from ociimg.runtime.lazylog import get_logger
 from ociimg.runtime.process import InitOptions, recv_msg, send_msg
 from ociimg.runtime.records import field, record
 
 TYPE_CHECKING = False  # typing costs ~5 ms of every runtime start
 if TYPE_CHECKING:
+    import socket
     from typing import Any
 
 log = get_logger(__name__)
@@ -69,6 +68,11 @@ def run_init(config: RuntimeConfig, options: InitOptions, sock: socket.socket) -
     ctx = InitContext(config, options, sock, config.process,
                       os.path.realpath(config.root_path), host_pid=int(os.readlink("/proc/self")))
     capture_warnings(ctx.warnings)
+    console = None
+    if ctx.process.terminal and options.console_fd is not None:
+        # Imported only for a terminal (termios, tty, socket), and here: nothing may be
+        # imported after pivot_root.
+        from ociimg.runtime import console
     os.setsid()
     check_config(config)
     if options.new_keyring:
@@ -80,8 +84,8 @@ def run_init(config: RuntimeConfig, options: InitOptions, sock: socket.socket) -
     ctx.fifo_fd = options.fifo_fd
     enter_rootfs(ctx)
     forget_host_imports()
-    if ctx.process.terminal and options.console_fd is not None:
-        setup_console(options.console_fd, ctx.process.console_size)
+    if console is not None:
+        console.setup_console(options.console_fd, ctx.process.console_size)
     finalize_rootfs(ctx)
     set_identity(ctx)
     protect_kernel_interfaces(ctx)

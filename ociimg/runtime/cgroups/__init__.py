@@ -34,10 +34,19 @@ from ociimg.runtime.cgroups.detect import (
     parse_proc_cgroup,
 )
 from ociimg.runtime.cgroups.v1 import V1Manager
-from ociimg.runtime.cgroups.v2 import V2Manager
 
 __all__ = ["CgroupManager", "V1Manager", "V2Manager", "create_manager", "load_manager",
            "layout_from_tree", "cgroups_path_for"]
+
+
+
+def __getattr__(name: str) -> object:
+    # The v2 manager (and its eBPF device filter) is imported on v2 hosts only.
+    if name == "V2Manager":
+        from ociimg.runtime.cgroups.v2 import V2Manager
+        return V2Manager
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _SYSTEMD_PATH = re.compile(r"^[^/:]*:[^/:]*:[^/:]+$")
 _V1_CONTROLLERS = ("cpuset", "cpu", "cpuacct", "memory", "devices", "freezer", "net_cls",
@@ -95,6 +104,7 @@ def create_manager(cgroups_path: str | None, container_id: str, resources: dict 
         base = own_dir(layout.unified, own.get("")) if not path.startswith("/") \
             else layout.unified.mountpoint
         rel = str((base / path.lstrip("/")).relative_to(layout.unified.mountpoint))
+        from ociimg.runtime.cgroups.v2 import V2Manager
         # A fake tree is no cgroup2 filesystem: no BPF device program can attach there.
         return V2Manager(layout.unified.mountpoint, rel, resources,
                          device_filter=root_override is None)
@@ -116,6 +126,7 @@ def load_manager(state: dict, resources: dict | None = None) -> CgroupManager:
     """Rebuild a manager from ``to_state()`` output (e.g. in ``delete``)."""
     try:
         if state["version"] == 2:
+            from ociimg.runtime.cgroups.v2 import V2Manager
             return V2Manager(Path(state["root"]), state["path"], resources,
                              device_filter=state.get("device_filter", True))
         if state["version"] == 1:

@@ -197,10 +197,17 @@ def read_pids(directory: Path, recursive: bool = True) -> list[int]:
         pids.extend(int(line) for line in text.split() if line.strip())
         if recursive:
             try:
-                dirs.extend(p for p in current.iterdir() if p.is_dir())
+                dirs.extend(sub_dirs(current))
             except FileNotFoundError:
                 continue
     return sorted(set(pids))
+
+
+def sub_dirs(directory: Path) -> list[Path]:
+    """Child cgroups, from the directory entries' types: a cgroup dir holds dozens of
+    files, and a stat() of each (Path.is_dir) cost ~3 ms of every container's delete."""
+    with os.scandir(directory) as entries:
+        return [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False)]
 
 
 def signal_pids(pids: list[int], sig: int) -> None:
@@ -213,9 +220,11 @@ def signal_pids(pids: list[int], sig: int) -> None:
 
 def remove_cgroup(directory: Path) -> None:
     """rmdir ``directory`` and any sub-cgroups, deepest first, retrying EBUSY."""
-    if not directory.is_dir():
+    try:
+        children = sub_dirs(directory)
+    except (FileNotFoundError, NotADirectoryError):
         return
-    for child in [p for p in directory.iterdir() if p.is_dir()]:
+    for child in children:
         remove_cgroup(child)
     removed_files = False
     for attempt in range(_RMDIR_ATTEMPTS):
