@@ -1,10 +1,12 @@
-"""HTTP for the registry client: the only module in ociimg that imports ``requests``.
+"""HTTP for the registry client: the only module in ociimg that speaks HTTP (urllib3).
 
-What it owns, and why it is not left to requests' defaults:
+urllib3 directly, not requests: requests adds ~30 ms of imports (charset_normalizer,
+idna, its own modules) to every pull for features a registry client must not use
+anyway (cookies, ``~/.netrc``, automatic redirects). What it owns:
 
-* ``trust_env=False``: requests' ``rebuild_auth`` re-applies ``~/.netrc`` credentials
-  to the *new* host after a redirect (anchors C2 #9). Proxies are still honoured,
-  but explicitly, from HTTPS_PROXY/HTTP_PROXY/NO_PROXY (:func:`proxies_for`).
+* No ``~/.netrc``: requests' ``rebuild_auth`` re-applies netrc credentials to the *new*
+  host after a redirect (anchors C2 #9); urllib3 never reads it. Proxies are honoured
+  explicitly, from HTTPS_PROXY/HTTP_PROXY/NO_PROXY (:func:`proxies_for`).
 * Redirects are followed here (``allow_redirects=False``) so Authorization is dropped
   whenever scheme, host or port change: S3/CDN blob storage rejects a forwarded
   registry token (distribution/distribution#2055) and must never see our credentials
@@ -12,7 +14,7 @@ What it owns, and why it is not left to requests' defaults:
 * Retries with exponential backoff on connection errors, 5xx, 408 and 429 — honouring
   Retry-After — but only for requests whose body can be sent again.
 * Size caps on the small documents we buffer (containers/image iolimits).
-* One :func:`map_exceptions` turns requests/urllib3 errors into RegistryUnreachable.
+* One :func:`map_exceptions` turns urllib3/socket errors into RegistryUnreachable.
 """
 
 from __future__ import annotations
@@ -29,11 +31,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
-import requests
+import urllib3
 import urllib3.exceptions
-from requests.adapters import HTTPAdapter
+from urllib3.util import Timeout, make_headers
 
 from ociimg.errors import InvalidDocument, RegistryUnreachable
 
@@ -142,14 +144,20 @@ def proxies_for(url: str, environ: Mapping[str, str] | None = None) -> dict[str,
 
 def describe_cause(exc: BaseException) -> str:
     """A short cause for a one-line message: the innermost reason, not a repr chain."""
-    if isinstance(exc, requests.exceptions.SSLError):
+    errors = urllib3.exceptions
+    if isinstance(exc, errors.MaxRetryError) and exc.reason is not None:
+        exc = exc.reason
+    if isinstance(exc, errors.SSLError | ssl.SSLError):
         return f"TLS error ({_innermost(exc)})"
-    if isinstance(exc, requests.exceptions.Timeout):
-        return "timed out"
-    if isinstance(exc, requests.exceptions.ChunkedEncodingError | urllib3.exceptions.ProtocolError):
-        return f"connection broken mid-body ({_innermost(exc)})"
-    if isinstance(exc, requests.exceptions.ConnectionError):
+    if isinstance(exc, errors.NewConnectionError | errors.NameResolutionError |
+                  ConnectionRefusedError):
         return f"connection failed ({_innermost(exc)})"
+    if isinstance(exc, errors.TimeoutError | TimeoutError):
+        return "timed out"
+    if isinstance(exc, errors.ProtocolError | errors.IncompleteRead | ConnectionError):
+        return f"connection broken mid-body ({_innermost(exc)})"
+    if isinstance(exc, errors.ProxyError):
+        return f"proxy error ({_innermost(exc)})"
     return _innermost(exc)
 
 
@@ -168,10 +176,10 @@ def _innermost(exc: BaseException) -> str:
 
 @contextlib.contextmanager
 def map_exceptions(host: str) -> Iterator[None]:
-    """requests/urllib3/socket errors → RegistryUnreachable naming the host and cause."""
+    """urllib3/socket errors → RegistryUnreachable naming the host and cause."""
     try:
         yield
-    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
         raise RegistryUnreachable(
             f"cannot reach {host}: {describe_cause(exc)}",
             hint="check the registry address and your network; for TLS problems see --ca-bundle "
@@ -179,27 +187,99 @@ def map_exceptions(host: str) -> Iterator[None]:
         ) from exc
 
 
+class Response:
+    """One HTTP response as the client reads it: requests' attribute names over urllib3's
+    streaming response (the body is never preloaded)."""
+
+    def __init__(self, raw: urllib3.BaseHTTPResponse, url: str, method: str) -> None:
+        self.raw = raw
+        self.url = url
+        self.status_code = raw.status
+        self.headers = raw.headers  # case-insensitive
+        self._method = method
+        self._content: bytes | None = None
+
+    @property
+    def content(self) -> bytes:
+        """The whole (decoded) body; callers cap what they buffer with read_capped."""
+        if self._content is None:
+            self._content = self.raw.read(decode_content=True)
+        return self._content
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+    def iter_content(self, chunk_size: int) -> Iterator[bytes]:
+        if self._content is not None:  # already buffered (stream=False)
+            for start in range(0, len(self._content), chunk_size):
+                yield self._content[start:start + chunk_size]
+            return
+        yield from self.raw.stream(chunk_size, decode_content=True)
+
+    def close(self) -> None:
+        """Done: a fully read body leaves the connection in the pool; an unread one
+        closes it (the bytes still in flight would be taken for the next response)."""
+        if self._method == "HEAD" or self.raw.length_remaining == 0:
+            with contextlib.suppress(urllib3.exceptions.HTTPError, OSError):
+                self.raw.read()  # nothing to read: lets urllib3 return the connection
+        self.raw.close()
+        self.raw.release_conn()
+
+    def __enter__(self) -> Response:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class Transport:
-    """One requests.Session with our redirect, retry, TLS and proxy policy."""
+    """One urllib3 pool manager (plus one per proxy) with our redirect, retry, TLS and
+    proxy policy."""
 
     def __init__(self, options: TransportOptions | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.options = options or TransportOptions()
         self.sleep = sleep
-        self.session = requests.Session()
-        self.session.trust_env = False
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=self.options.pool_size,
-                              max_retries=0)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
-        self.session.headers["User-Agent"] = USER_AGENT
         self._schemes: dict[str, str] = {}
+        self._pool_kw = self._tls_settings() | {
+            "num_pools": 8, "maxsize": self.options.pool_size, "block": False,
+            "retries": False,
+            "timeout": Timeout(connect=self.options.connect_timeout,
+                               read=self.options.read_timeout)}
+        self._direct = urllib3.PoolManager(**self._pool_kw)
+        self._proxied: dict[str, urllib3.ProxyManager] = {}
         if self.options.insecure:
             # The user opted out of verification; one warning per request is noise.
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
+    def _tls_settings(self) -> dict[str, Any]:
+        if self.options.insecure:
+            return {"cert_reqs": "CERT_NONE"}  # urllib3 then skips the hostname check too
+        if self.options.ca_bundle:
+            return {"cert_reqs": "CERT_REQUIRED", "ca_certs": str(self.options.ca_bundle)}
+        return {"cert_reqs": "CERT_REQUIRED", "ca_certs": default_ca_bundle()}
+
     def close(self) -> None:
-        self.session.close()
+        self._direct.clear()
+        for manager in self._proxied.values():
+            manager.clear()
+
+    def _manager_for(self, url: str) -> urllib3.PoolManager:
+        proxies = proxies_for(url) if self.options.env_proxies else {}
+        proxy = proxies.get(urlsplit(url).scheme)
+        if not proxy:
+            return self._direct
+        if proxy not in self._proxied:
+            parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+            headers = None
+            if parts.username:
+                headers = make_headers(proxy_basic_auth=f"{unquote(parts.username)}:"
+                                                        f"{unquote(parts.password or '')}")
+                parts = parts._replace(netloc=parts.netloc.rpartition("@")[2])
+            self._proxied[proxy] = urllib3.ProxyManager(parts.geturl(), proxy_headers=headers,
+                                                        **self._pool_kw)
+        return self._proxied[proxy]
 
     def base_url(self, host: str) -> str:
         if self.options.ca_bundle and not self.options.insecure:
@@ -212,8 +292,8 @@ class Transport:
 
     def _probe_scheme(self, host: str) -> str:
         """For an insecure registry: https if anything completes a TLS handshake there,
-        else http. A bare handshake with an unverifying context: going through requests
-        would load the system CA store (~40 ms) only to learn that no TLS is spoken."""
+        else http. A bare handshake with an unverifying context: an HTTPS request would
+        load the CA store (~40 ms) only to learn that no TLS is spoken."""
         name, port = split_host(host)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.check_hostname = False
@@ -228,7 +308,7 @@ class Transport:
             return "http"
 
     def request(self, method: str, url: str, *, headers: Mapping[str, str] | None = None,
-                body: Body | Iterator[bytes] = None, stream: bool = False) -> requests.Response:
+                body: Body | Iterator[bytes] = None, stream: bool = False) -> Response:
         """Send with retries and redirects; the response is returned whatever its status."""
         replayable = body is None or isinstance(body, bytes) or callable(body)
         delays = backoff_delays(self.options.backoff_base, self.options.backoff_cap)
@@ -250,7 +330,7 @@ class Transport:
         raise AssertionError("unreachable")  # the loop always returns or raises
 
     def _follow_redirects(self, method: str, url: str, headers: Mapping[str, str],
-                          body: Any, stream: bool) -> requests.Response:
+                          body: Any, stream: bool) -> Response:
         headers = dict(headers)
         first = origin(url)
         for _hop in range(self.options.max_redirects + 1):
@@ -273,27 +353,47 @@ class Transport:
             f"for {method} {url[:100]}")
 
     def _send_once(self, method: str, url: str, headers: Mapping[str, str], body: Any,
-                   stream: bool) -> requests.Response:
+                   stream: bool) -> Response:
         data = body() if callable(body) else body
-        # A HEAD has no body to stream: read (nothing) now so the connection goes back
-        # to the pool; closing an unread streamed response drops it instead.
-        stream = stream and method != "HEAD"
-        proxies = proxies_for(url) if self.options.env_proxies else {}
-        verify: bool | str = str(self.options.ca_bundle) if self.options.ca_bundle else True
-        if self.options.insecure:
-            verify = False
+        headers = {"User-Agent": USER_AGENT, **headers}
+        if hasattr(data, "read") and not any(k.lower() == "content-length" for k in headers):
+            length = _remaining_length(data)
+            if length is not None:  # else urllib3 sends it chunked
+                headers["Content-Length"] = str(length)
         try:
             with map_exceptions(urlsplit(url).netloc):
-                return self.session.request(
-                    method, url, headers=headers, data=data, stream=stream,
-                    allow_redirects=False, proxies=proxies, verify=verify,
-                    timeout=(self.options.connect_timeout, self.options.read_timeout))
+                raw = self._manager_for(url).urlopen(
+                    method, url, body=data, headers=headers, redirect=False,
+                    assert_same_host=False, preload_content=False, decode_content=False)
         finally:
             if callable(body) and hasattr(data, "close"):
                 data.close()
+        resp = Response(raw, url, method)
+        if not stream:
+            with map_exceptions(urlsplit(url).netloc):
+                resp.content  # noqa: B018  (buffered now, the connection is released)
+        return resp
 
 
-def iter_body(resp: requests.Response, chunk_size: int = 1 << 20, *,
+def _remaining_length(stream: Any) -> int | None:
+    """Bytes left in a file body (Content-Length: registries may refuse chunked PUTs)."""
+    try:
+        return os.fstat(stream.fileno()).st_size - stream.tell()
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def default_ca_bundle() -> str | None:
+    """certifi's bundle, which requests used (so trust did not change when it was
+    dropped); None lets urllib3 load the system store."""
+    try:
+        import certifi
+    except ImportError:
+        return None
+    return certifi.where()
+
+
+def iter_body(resp: Response, chunk_size: int = 1 << 20, *,
               decode: bool = True) -> Iterator[bytes]:
     """Stream a response body; a broken connection surfaces as RegistryUnreachable.
     ``decode=False`` keeps a Content-Encoding as sent: a blob's digest is over its
@@ -308,19 +408,18 @@ def iter_body(resp: requests.Response, chunk_size: int = 1 << 20, *,
 DISCARD_READ_LIMIT = 64 << 10
 
 
-def discard(resp: requests.Response) -> None:
+def discard(resp: Response) -> None:
     """Done with ``resp`` without its body: a short body (a 401 challenge, a redirect)
     is read so the keep-alive connection is reused, which saves a TCP and TLS handshake
     on the next request; a long or unsized one is cut by closing the connection."""
     declared = resp.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) <= DISCARD_READ_LIMIT:
-        with contextlib.suppress(requests.exceptions.RequestException,
-                                 urllib3.exceptions.HTTPError, OSError):
+        with contextlib.suppress(urllib3.exceptions.HTTPError, OSError):
             resp.content  # noqa: B018  (reading it releases the connection to the pool)
     resp.close()
 
 
-def read_capped(resp: requests.Response, limit: int, what: str) -> bytes:
+def read_capped(resp: Response, limit: int, what: str) -> bytes:
     """Read a whole (small) body, refusing anything over ``limit`` bytes."""
     declared = resp.headers.get("Content-Length")
     if declared and declared.isdigit() and int(declared) > limit:

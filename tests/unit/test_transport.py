@@ -313,3 +313,35 @@ def test_insecure_uses_unverified_tls_when_offered_else_http(tmp_path, httpserve
             make(retries=0).request("GET", f"https://{tls_host}/v2/")  # verified by default
     finally:
         tls.stop()
+
+
+def test_http_proxy_from_environment_with_credentials(httpserver: HTTPServer, monkeypatch):
+    """The proxy gets the absolute URL and its own Proxy-Authorization (not the user's)."""
+    httpserver.expect_request("/v2/").respond_with_data("via proxy")
+    monkeypatch.setenv("HTTP_PROXY", f"http://user:pw@127.0.0.1:{httpserver.port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    resp = make().request("GET", "http://registry.example:5000/v2/")
+    assert (resp.status_code, resp.content) == (200, b"via proxy")
+    (req, _), = httpserver.log
+    assert req.url == "http://registry.example:5000/v2/"
+    assert req.headers.get("Proxy-Authorization") == "Basic dXNlcjpwdw=="  # user:pw
+
+
+def test_unread_body_is_not_taken_for_the_next_response(httpserver: HTTPServer):
+    """Closing a response whose body was not read must not leave its bytes on a pooled
+    connection, where the next request would read them as its answer."""
+    httpserver.expect_request("/big").respond_with_data(b"x" * (1 << 20))
+    httpserver.expect_request("/small").respond_with_data(b"second")
+    t = make()
+    resp = t.request("GET", httpserver.url_for("/big"), stream=True)
+    assert next(resp.iter_content(10)) == b"x" * 10
+    resp.close()
+    assert t.request("GET", httpserver.url_for("/small")).content == b"second"
+
+
+def test_insecure_transport_talks_plain_http(httpserver: HTTPServer):
+    httpserver.expect_request("/v2/").respond_with_data("plain")
+    t = make(insecure=True)
+    host = f"127.0.0.1:{httpserver.port}"
+    assert t.request("GET", f"{t.base_url(host)}/v2/").content == b"plain"
