@@ -65,7 +65,6 @@ def run(
     from ociimg.bundle import BundleOptions
     from ociimg.commands import containers
     from ociimg.commands.resolve import resolve_image
-    from ociimg.registry import PullOptions
 
     if network not in ("none", "host"):
         raise OciimgError(f"unsupported network mode {network!r}", hint="use none or host")
@@ -83,7 +82,7 @@ def run(
                                     interactive=interactive, bundle=bundle)
     with progress_for(quiet) as progress:
         resolved = resolve_image(image, STATE.root, platform=parse_platform(platform),
-                                 pull_options=PullOptions(insecure=insecure), progress=progress)
+                                 pull_options=_pull_options(insecure), progress=progress)
         c = containers.create_container(resolved, STATE.root, options, progress)
     if detach:
         containers.run_detached(c, options)
@@ -162,3 +161,13 @@ def runtime(ctx: typer.Context) -> None:
     from ociimg.runtime.cli import main as runtime_main
 
     raise typer.Exit(runtime_main(list(ctx.args)))
+
+
+def _pull_options(insecure: bool) -> object:
+    """PullOptions only when they differ from the default: importing the registry client
+    costs ~25 ms of every `run` of an image that is already present (resolve_image
+    imports it itself when it must pull)."""
+    if not insecure:
+        return None
+    from ociimg.registry import PullOptions
+    return PullOptions(insecure=True)

@@ -11,9 +11,12 @@ from ociimg.bundle import unsafe_labels
 from ociimg.errors import ImageNotFound, InvalidReference
 from ociimg.events import NullProgress, Progress
 from ociimg.reference import LayoutReference, Reference, parse_image_name, parse_reference
-from ociimg.registry import PullOptions, pull
 from ociimg.spec import Descriptor, ImageConfig, Manifest, Platform
 from ociimg.store import Store
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ociimg.registry import PullOptions
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,9 @@ def _pull_missing(text: str, store: Store, platform: Platform,
         raise ImageNotFound(f"image {text} not found in the store and not a valid reference "
                             f"({exc.message})") from exc
     assert isinstance(ref, Reference)
+    # The registry client (requests, urllib3) only when pulling: ~25 ms of every
+    # `ociimg run` of an image that is already present.
+    from ociimg.registry import PullOptions, pull
     options = options or PullOptions()
     if options.platform is None:
         options = dataclasses.replace(options, platform=platform)
