@@ -310,9 +310,9 @@ def test_snapshots_of_whiteout_orders_merge_like_a_flattened_unpack(
     apply(flat, top)
     dirs = _apply_snapshots(tmp_path, [LOWER, top])
     merge_snapshots(dirs, tmp_path / "merged", rootless=True, userxattr=True)
-    expected, got = tree_manifest(flat), tree_manifest(tmp_path / "merged")
-    expected.pop(".")
-    got.pop(".")
+    # Dir mtimes left out: dirs without a tar entry are dated when each tree made them.
+    expected = tree_manifest(flat, dir_mtimes=False)
+    got = tree_manifest(tmp_path / "merged", dir_mtimes=False)
     assert diff_manifests(expected, got) == []
     assert "etc/a" not in got and "etc/sub/deep" not in got and "keep" in got
 
@@ -445,9 +445,9 @@ def test_snapshots_follow_lower_symlinks_like_a_flattened_unpack(tmp_path: Path,
         apply(flat, data)
     dirs = _apply_snapshots(tmp_path, layers)
     merge_snapshots(dirs, tmp_path / "merged", rootless=True, userxattr=True)
-    expected, got = tree_manifest(flat), tree_manifest(tmp_path / "merged")
-    expected.pop(".")
-    got.pop(".")
+    # Dir mtimes left out: dirs without a tar entry are dated when each tree made them.
+    expected = tree_manifest(flat, dir_mtimes=False)
+    got = tree_manifest(tmp_path / "merged", dir_mtimes=False)
     assert diff_manifests(expected, got) == []
 
 
