@@ -31,6 +31,7 @@ from typing import BinaryIO
 from ociimg.digest import Digest, HashingReader
 from ociimg.errors import InvalidDocument, UnsafeArchive
 from ociimg.layers import fsops, paths
+from ociimg.layers.fsops import DIR_OPEN, FILE_CREATE
 from ociimg.layers.merged import MergedView
 from ociimg.layers.stream import ForwardReader, Prefetcher
 from ociimg.layers.tarinfo import LayerTarInfo
@@ -44,8 +45,6 @@ _USER_OVERLAY_PREFIX = "user.overlay."  # overlayfs "userxattr" mounts (rootless
 
 def overlay_xattr_prefix(userxattr: bool) -> str:
     return _USER_OVERLAY_PREFIX if userxattr else _OVERLAY_XATTR_PREFIX
-_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-_DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class OnDiskFormat(enum.Enum):
@@ -87,7 +86,7 @@ def apply_layer(root: Path, stream: BinaryIO, options: ApplyOptions = ApplyOptio
     blocks (image-spec config.md; anchors §C1 #20): the stream is drained to EOF.
     """
     hashing = HashingReader(stream)
-    rootfd = os.open(root, _DIR_OPEN)
+    rootfd = os.open(root, DIR_OPEN)
     applier = _Applier(rootfd, options)
     try:
         with Prefetcher(hashing) as ahead:
@@ -160,7 +159,7 @@ class _Applier:
         self._times: dict[tuple[int, int], tuple[list[str], int, int]] = {}
         self._euid, self._egid = os.geteuid(), os.getegid()
         self.stream: ForwardReader | None = None
-        self._lower_res = [paths.Resolver(os.open(p, _DIR_OPEN)) for p in options.lowers]
+        self._lower_res = [paths.Resolver(os.open(p, DIR_OPEN)) for p in options.lowers]
         self.view = MergedView([self.res, *self._lower_res], self._ovl + "opaque", self._opaque)
 
     def close(self) -> None:
@@ -273,10 +272,10 @@ class _Applier:
     def _create_file(self, pfd: int, name: str, info: tarfile.TarInfo,
                      tf: tarfile.TarFile) -> None:
         try:
-            fd = os.open(name, _FILE_FLAGS, 0o600, dir_fd=pfd)
+            fd = os.open(name, FILE_CREATE, 0o600, dir_fd=pfd)
         except FileExistsError:
             self._replace(pfd, name)
-            fd = os.open(name, _FILE_FLAGS, 0o600, dir_fd=pfd)
+            fd = os.open(name, FILE_CREATE, 0o600, dir_fd=pfd)
         try:
             assert self.stream is not None
             self.stream.seek(info.offset_data)
@@ -315,7 +314,7 @@ class _Applier:
         existed = st is not None and stat.S_ISDIR(st.st_mode)
         if not existed:
             os.mkdir(name, 0o700, dir_fd=pfd)
-        fd = os.open(name, _DIR_OPEN, dir_fd=pfd)
+        fd = os.open(name, DIR_OPEN, dir_fd=pfd)
         try:
             if self.overlay and fsops.is_whiteout_dev(st):
                 # Deleted then re-created in one layer: the new dir must hide the lower
@@ -487,14 +486,14 @@ class _Applier:
 
     def _open_dir_for_opaque(self, parent: list[str]) -> int:
         if not parent:
-            return os.open(".", _DIR_OPEN, dir_fd=self.res.rootfd)
+            return os.open(".", DIR_OPEN, dir_fd=self.res.rootfd)
         pfd = self.res.dir(parent[:-1], create=True)
         assert pfd is not None
         st = self._replace(pfd, parent[-1], keep_dir=True)
         if st is None or not stat.S_ISDIR(st.st_mode):
             os.mkdir(parent[-1], 0o755, dir_fd=pfd)
             os.chmod(parent[-1], 0o755, dir_fd=pfd)
-        return os.open(parent[-1], _DIR_OPEN, dir_fd=pfd)
+        return os.open(parent[-1], DIR_OPEN, dir_fd=pfd)
 
     def _prune_lower(self, fd: int, key: str) -> None:
         """DIR format: delete what lower layers put under the dir; keep this layer's."""
@@ -557,7 +556,7 @@ class _Applier:
             else:
                 os.chmod(name, 0o755, dir_fd=pfd)
             if fsops.is_whiteout_dev(st):
-                fd = os.open(name, _DIR_OPEN, dir_fd=pfd)
+                fd = os.open(name, DIR_OPEN, dir_fd=pfd)
                 try:
                     self._mark_opaque_fd(fd, "/".join(parent[:i]))
                 finally:

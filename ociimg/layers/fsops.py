@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 
-_DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+FILE_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def lstat_at(dirfd: int, name: str) -> os.stat_result | None:
@@ -31,44 +32,70 @@ def remove_whiteout_devices(fd: int) -> None:
         if is_whiteout_dev(st):
             os.unlink(name, dir_fd=fd)
         elif st is not None and stat.S_ISDIR(st.st_mode):
-            sub = os.open(name, _DIR_OPEN, dir_fd=fd)
+            sub = os.open(name, DIR_OPEN, dir_fd=fd)
             try:
                 remove_whiteout_devices(sub)
             finally:
                 os.close(sub)
 
 
-def copy_meta(src_pfd: int, name: str, dst_pfd: int, st: os.stat_result,
-               rootless: bool) -> None:
+def _same_name(key: str) -> str | None:
+    return key
+
+
+def copy_meta(src_pfd: int, name: str | None, dst_pfd: int, st: os.stat_result,
+              rootless: bool, xattr_name: Callable[[str], str | None] = _same_name) -> None:
+    """Owner, mode, xattrs and times of ``st`` onto ``name`` in ``dst_pfd`` (from
+    ``name`` in ``src_pfd``), or onto the open dir ``dst_pfd`` itself when ``name`` is
+    None. ``xattr_name`` renames an xattr or drops it (None)."""
+    if name is None:
+        src: int | str = src_pfd
+        dst: int | str = dst_pfd
+        nofollow = {}
+    else:
+        src, dst = f"/proc/self/fd/{src_pfd}/{name}", f"/proc/self/fd/{dst_pfd}/{name}"
+        nofollow = {"follow_symlinks": False}
     if not rootless:
-        os.chown(name, st.st_uid, st.st_gid, dir_fd=dst_pfd, follow_symlinks=False)
+        os.chown(dst, st.st_uid, st.st_gid, **nofollow)
     if not stat.S_ISLNK(st.st_mode):
-        os.chmod(name, stat.S_IMODE(st.st_mode), dir_fd=dst_pfd)
-    src, dst = f"/proc/self/fd/{src_pfd}/{name}", f"/proc/self/fd/{dst_pfd}/{name}"
+        os.chmod(dst, stat.S_IMODE(st.st_mode))
     try:
-        for key in os.listxattr(src, follow_symlinks=False):
-            os.setxattr(dst, key, os.getxattr(src, key, follow_symlinks=False),
-                        follow_symlinks=False)
+        keys = os.listxattr(src, **nofollow)
     except OSError:
-        pass  # best effort, like overlayfs copy-up on filesystems without xattrs
-    os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dst_pfd, follow_symlinks=False)
+        keys = []
+    for key in keys:
+        target = xattr_name(key)
+        try:
+            if target is not None:
+                os.setxattr(dst, target, os.getxattr(src, key, **nofollow), **nofollow)
+        except OSError:
+            pass  # best effort, like overlayfs copy-up on filesystems without xattrs
+    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), **nofollow)
 
 
-def copy_entry(src_pfd: int, name: str, dst_pfd: int, st: os.stat_result,
-                rootless: bool) -> None:
+def copy_node(src_pfd: int, name: str, dst_pfd: int, st: os.stat_result) -> None:
+    """Create a copy of the non-directory ``name`` (content, link target or device
+    number; no metadata) in ``dst_pfd``, where nothing of that name exists."""
     if stat.S_ISREG(st.st_mode):
         src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_pfd)
-        dst = os.open(name, _FILE_FLAGS, 0o600, dir_fd=dst_pfd)
         try:
-            while os.sendfile(dst, src, None, 1 << 23):
-                pass
+            dst = os.open(name, FILE_CREATE, 0o600, dir_fd=dst_pfd)
+            try:
+                while os.sendfile(dst, src, None, 1 << 24):
+                    pass
+            finally:
+                os.close(dst)
         finally:
             os.close(src)
-            os.close(dst)
     elif stat.S_ISLNK(st.st_mode):
         os.symlink(os.readlink(name, dir_fd=src_pfd), name, dir_fd=dst_pfd)
     elif stat.S_ISFIFO(st.st_mode):
         os.mkfifo(name, 0o600, dir_fd=dst_pfd)
     else:
         os.mknod(name, st.st_mode, st.st_rdev, dir_fd=dst_pfd)
+
+
+def copy_entry(src_pfd: int, name: str, dst_pfd: int, st: os.stat_result,
+               rootless: bool) -> None:
+    copy_node(src_pfd, name, dst_pfd, st)
     copy_meta(src_pfd, name, dst_pfd, st, rootless)

@@ -20,6 +20,7 @@ import stat
 from collections import OrderedDict
 
 from ociimg.errors import UnsafeArchive
+from ociimg.layers.fsops import lstat_at
 from ociimg.runtime import linux
 
 MAX_SYMLINKS = 40  # Linux's MAXSYMLINKS
@@ -127,7 +128,7 @@ class Resolver:
                         os.close(stack.pop())
                     continue
                 cur = stack[-1] if stack else self.rootfd
-                st = _lstat_at(cur, part)
+                st = lstat_at(cur, part)
                 if st is not None and stat.S_ISLNK(st.st_mode):
                     links += 1
                     if links > MAX_SYMLINKS:
@@ -151,13 +152,6 @@ class Resolver:
                 os.close(fd)
 
 
-def _lstat_at(dirfd: int, name: str) -> os.stat_result | None:
-    try:
-        return os.stat(name, dir_fd=dirfd, follow_symlinks=False)
-    except FileNotFoundError:
-        return None
-
-
 def make_dir_replacing(dirfd: int, name: str, st: os.stat_result | None) -> None:
     """Create ``name`` as a 0755 dir, removing a non-directory in the way (umoci#546)."""
     if st is not None:
@@ -172,7 +166,7 @@ def remove_at(dirfd: int, name: str) -> bool:
     Returns True when a directory or a symlink went away (callers then invalidate
     their resolver caches).
     """
-    st = _lstat_at(dirfd, name)
+    st = lstat_at(dirfd, name)
     if st is None:
         return False
     if stat.S_ISDIR(st.st_mode):
