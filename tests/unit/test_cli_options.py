@@ -69,3 +69,16 @@ def test_terminal_progress_renders(capsys: pytest.CaptureFixture[str]) -> None:
         progress.done("sha256:ab", "verified")
         progress.log("a log line")
     assert "a log line" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["pull"], "Missing argument"),
+    (["--bogus"], "No such option: --bogus"),
+    (["pull", "--jobs", "0", "x"], "--jobs"),
+])
+def test_usage_errors_exit_2_with_a_message(argv: list[str], message: str,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """typer vendors click: its usage errors must still end as click's (exit 2, message),
+    not as a traceback."""
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
