@@ -7,11 +7,14 @@ import hashlib
 import io
 import json
 import tarfile
+from pathlib import Path
+from typing import Any
 
 import zstandard
 
 from ociimg import spec
 from ociimg.digest import Digest
+from ociimg.layers.apply import ApplyOptions, OnDiskFormat, apply_layer
 from ociimg.spec import Descriptor, ImageConfig, Manifest, parse_config, parse_manifest
 from ociimg.store import Store
 
@@ -43,6 +46,19 @@ def tar_of(files: dict[str, bytes | str | None]) -> bytes:
                 info.size, info.mode = len(content), 0o644
                 tf.addfile(info, io.BytesIO(content))
     return buf.getvalue()
+
+
+def apply_snapshots(base: Path, layers: list[bytes], **options: Any) -> list[Path]:
+    """Each tar into its own OVERLAY-format dir ``base/snap<i>`` above the earlier ones,
+    as SnapshotStore lays them out; returns the dirs bottom → top."""
+    dirs: list[Path] = []
+    for i, data in enumerate(layers):
+        d = base / f"snap{i}"
+        d.mkdir()
+        apply_layer(d, io.BytesIO(data), ApplyOptions(
+            OnDiskFormat.OVERLAY, lowers=tuple(reversed(dirs)), **options))
+        dirs.append(d)
+    return dirs
 
 
 def build_image(store: Store, layers: list[bytes], *, how: str = "gzip",

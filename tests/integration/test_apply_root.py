@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from ociimg.layers.apply import ApplyOptions, OnDiskFormat, apply_layer
+from ociimg.layers.apply import ApplyOptions, apply_layer
 from ociimg.layers.flatten import merge_snapshots
 from ociimg.layers.overlay import (
     MAX_MOUNT_DATA,
@@ -29,7 +29,7 @@ from ociimg.layers.unpack import unpack_rootfs
 from ociimg.runtime import linux
 from ociimg.store import Store
 from tests.conftest import need
-from tests.layerimage import build_image, image_from_layout, tar_of
+from tests.layerimage import apply_snapshots, build_image, image_from_layout, tar_of
 from tests.treewalk import diff_manifests, tree_manifest
 from tests.unit.test_apply import DEV, D, F, H, L, tar
 
@@ -111,13 +111,7 @@ def test_rootless_option_as_root_skips_devices_and_chown(root: None, tmp_path: P
 # -- OVERLAY format -----------------------------------------------------------------
 def _layers(tmp_path: Path, *tars: bytes) -> list[Path]:
     """Apply tars as a stack of overlay-format dirs; returns them bottom → top."""
-    dirs: list[Path] = []
-    for i, data in enumerate(tars):
-        d = tmp_path / f"l{i}"
-        d.mkdir()
-        apply(d, data, format=OnDiskFormat.OVERLAY, lowers=tuple(reversed(dirs)))
-        dirs.append(d)
-    return dirs
+    return apply_snapshots(tmp_path, list(tars), rootless=False)
 
 
 LOWER = tar(D("etc", 0o750, uid=7, gid=8), F("etc/a", b"a"), F("etc/b", b"b"),
@@ -279,13 +273,7 @@ def test_userxattr_snapshots_mount_with_userxattr(overlay: None, tmp_path: Path)
     store = Store(tmp_path / "store")
     manifest, config = build_image(store, layers)
     unpack_rootfs(store, manifest, config, tmp_path / "flat", rootless=False)
-    dirs: list[Path] = []
-    for i, data in enumerate(layers):
-        d = tmp_path / f"snap{i}"
-        d.mkdir()
-        apply(d, data, format=OnDiskFormat.OVERLAY, userxattr=True,
-              lowers=tuple(reversed(dirs)))
-        dirs.append(d)
+    dirs = apply_snapshots(tmp_path, layers, rootless=False, userxattr=True)
     assert not _opaque(dirs[2] / "etc")  # user.overlay.opaque, not trusted.*
     for sub in ("upper", "work", "rootfs"):
         (tmp_path / "c" / sub).mkdir(parents=True)

@@ -22,6 +22,7 @@ from ociimg.layers import paths
 from ociimg.layers.apply import ApplyOptions, OnDiskFormat, apply_layer
 from ociimg.layers.flatten import merge_snapshots
 from tests.conftest import need
+from tests.layerimage import apply_snapshots
 from tests.treewalk import diff_manifests, make_canary, tree_manifest
 
 MTIME = 1_600_000_000
@@ -382,15 +383,7 @@ def test_hostile_layer_never_escapes(tmp_path: Path, resolver: str, case: str) -
 
 
 def _apply_snapshots(base: Path, layers: list[bytes], resolver: str = "auto") -> list[Path]:
-    """Each layer into its own OVERLAY-format dir above the earlier ones (SnapshotStore)."""
-    dirs: list[Path] = []
-    for i, data in enumerate(layers):
-        d = base / f"snap{i}"
-        d.mkdir()
-        apply(d, data, resolver, format=OnDiskFormat.OVERLAY, userxattr=True,
-              lowers=tuple(reversed(dirs)))
-        dirs.append(d)
-    return dirs
+    return apply_snapshots(base, layers, rootless=True, userxattr=True, resolver=resolver)
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import multiprocessing
 import os
 from pathlib import Path
@@ -16,7 +15,7 @@ from ociimg.layers.snapshots import SnapshotStore
 from ociimg.layers.unpack import unpack_rootfs
 from ociimg.spec import chain_ids
 from ociimg.store import Store
-from tests.layerimage import build_image, tar_of
+from tests.layerimage import apply_snapshots, build_image, tar_of
 from tests.treewalk import tree_manifest
 
 BASE = tar_of({"bin": None, "bin/sh": b"#!shell", "etc": None, "etc/os-release": b"ID=test\n"})
@@ -167,20 +166,13 @@ def test_merged_snapshots_equal_flattened_unpack(store: Store, tmp_path: Path) -
 def test_userxattr_snapshots_merge_like_a_flattened_unpack(store: Store, tmp_path: Path) -> None:
     # Rootless overlay snapshots: opaque dirs marked with user.overlay.opaque, which an
     # unprivileged owner may set; whiteouts are 0:0 devices (unprivileged since 5.8).
-    from ociimg.layers.apply import ApplyOptions, OnDiskFormat, apply_layer
     from tests.conftest import need
     from tests.unit.test_apply import _can_make_whiteout
     need(_can_make_whiteout(tmp_path), "kernel refuses 0:0 whiteout mknod here")
     layers = [BASE, TOP, tar_of({"etc": None, "etc/.wh..wh..opq": b"", "etc/only": b"o"})]
     manifest, config = build_image(store, layers)
     unpack_rootfs(store, manifest, config, tmp_path / "flat", rootless=True)
-    dirs: list[Path] = []
-    for i, data in enumerate(layers):
-        d = tmp_path / f"snap{i}"
-        d.mkdir()
-        apply_layer(d, io.BytesIO(data), ApplyOptions(
-            OnDiskFormat.OVERLAY, rootless=True, userxattr=True, lowers=tuple(reversed(dirs))))
-        dirs.append(d)
+    dirs = apply_snapshots(tmp_path, layers, rootless=True, userxattr=True)
     assert os.getxattr(dirs[2] / "etc", "user.overlay.opaque") == b"y"
     merge_snapshots(dirs, tmp_path / "merged", rootless=True, userxattr=True)
     flat, merged = tree_manifest(tmp_path / "flat"), tree_manifest(tmp_path / "merged")
