@@ -14,12 +14,13 @@ from typing import Any
 
 import pytest
 
-from ociimg import bundle
-from ociimg.bundle import BindMount, BundleOptions, resolve_user, to_runtime_config, write_bundle
+from ociimg import bundle, users
+from ociimg.bundle import BindMount, BundleOptions, to_runtime_config, write_bundle
 from ociimg.errors import InvalidDocument
 from ociimg.layers import paths
 from ociimg.runtime import profiles
 from ociimg.spec import parse_config
+from ociimg.users import resolve_user
 from tests import ocischema
 from tests.conftest import need
 
@@ -283,15 +284,15 @@ def test_cwd_defaults_to_root_and_must_be_absolute(rootfs: Path) -> None:
 
 
 def test_user_forms(rootfs: Path) -> None:
-    assert resolve_user("", rootfs) == bundle.ExecUser(0, 0, (), "/root")
-    assert resolve_user("app", rootfs) == bundle.ExecUser(1000, 1000, (10, 29), "/home/app")
-    assert resolve_user("app:audio", rootfs) == bundle.ExecUser(1000, 29, (), "/home/app")
-    assert resolve_user("app:7", rootfs) == bundle.ExecUser(1000, 7, (), "/home/app")
+    assert resolve_user("", rootfs) == users.ExecUser(0, 0, (), "/root")
+    assert resolve_user("app", rootfs) == users.ExecUser(1000, 1000, (10, 29), "/home/app")
+    assert resolve_user("app:audio", rootfs) == users.ExecUser(1000, 29, (), "/home/app")
+    assert resolve_user("app:7", rootfs) == users.ExecUser(1000, 7, (), "/home/app")
     # numeric: verbatim, no supplementary groups (conversion.md), passwd only gives gid/home
-    assert resolve_user("1000", rootfs) == bundle.ExecUser(1000, 1000, (), "/home/app")
-    assert resolve_user("1000:44", rootfs) == bundle.ExecUser(1000, 44, (), "/home/app")
-    assert resolve_user("4242", rootfs) == bundle.ExecUser(4242, 0, (), None)
-    assert resolve_user("4242:video", rootfs) == bundle.ExecUser(4242, 44, (), None)
+    assert resolve_user("1000", rootfs) == users.ExecUser(1000, 1000, (), "/home/app")
+    assert resolve_user("1000:44", rootfs) == users.ExecUser(1000, 44, (), "/home/app")
+    assert resolve_user("4242", rootfs) == users.ExecUser(4242, 0, (), None)
+    assert resolve_user("4242:video", rootfs) == users.ExecUser(4242, 44, (), None)
 
 
 def test_unknown_user_is_an_error(rootfs: Path) -> None:
@@ -310,7 +311,7 @@ def test_named_user_without_passwd_file_is_an_error(tmp_path: Path) -> None:
     empty.mkdir()
     with pytest.raises(InvalidDocument, match="not found"):
         resolve_user("app", empty)
-    assert resolve_user("5:6", empty) == bundle.ExecUser(5, 6, (), None)
+    assert resolve_user("5:6", empty) == users.ExecUser(5, 6, (), None)
 
 
 @pytest.mark.parametrize("spec", ["4294967296", "4294967295", "99999999999999999999",
@@ -369,7 +370,7 @@ def test_passwd_symlink_inside_rootfs_is_followed_in_root(tmp_path: Path,
     (root / "real" / "passwd").write_text("svc:x:77:78::/svc:/bin/sh\n")
     # An absolute link means the rootfs's /real, not the host's.
     os.symlink("/real/passwd", root / "etc" / "passwd")
-    assert resolve_user("svc", root) == bundle.ExecUser(77, 78, (), "/svc")
+    assert resolve_user("svc", root) == users.ExecUser(77, 78, (), "/svc")
 
 
 def test_passwd_symlink_loop_is_an_error(tmp_path: Path, resolver: bool) -> None:
@@ -406,10 +407,10 @@ def test_passwd_that_is_a_fifo_or_dir_is_refused(tmp_path: Path, resolver: bool)
 def test_resolve_in_rootfs_clamps_dotdot(tmp_path: Path) -> None:
     root = tmp_path / "r"
     root.mkdir()
-    assert bundle.resolve_in_rootfs(root, "/../../etc/passwd") == root / "etc" / "passwd"
+    assert users.resolve_in_rootfs(root, "/../../etc/passwd") == root / "etc" / "passwd"
     (root / "a").mkdir()
     os.symlink("../../..", root / "a" / "up")
-    assert bundle.resolve_in_rootfs(root, "/a/up/etc/passwd") == root / "etc" / "passwd"
+    assert users.resolve_in_rootfs(root, "/a/up/etc/passwd") == root / "etc" / "passwd"
 
 
 # --- annotations --------------------------------------------------------------------------
