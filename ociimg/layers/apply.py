@@ -10,9 +10,8 @@ Two on-disk formats (umoci's ``DirRootfs``/``OverlayfsRootfs``):
 * ``DIR`` — a flattened tree: whiteouts delete from the tree below.
 * ``OVERLAY`` — an overlayfs upperdir holding only this layer: a whiteout becomes a
   0:0 character device, an opaque dir gets ``trusted.overlay.opaque=y``
-  (overlayfs.rst "whiteouts and opaque directories"). A hardlink to a file of a lower
-  layer cannot cross snapshot dirs, so the lower file is copied up into this layer
-  (as overlayfs's own copy-up would) and the link points at the copy.
+  (overlayfs.rst "whiteouts and opaque directories"); paths through lower layers and
+  hardlinks to lower files are handled in :mod:`ociimg.layers.upperdir`.
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ import os
 import stat
 import tarfile
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import BinaryIO
 
@@ -34,7 +32,8 @@ from ociimg.layers import fsops, paths
 from ociimg.layers.fsops import DIR_OPEN, FILE_CREATE
 from ociimg.layers.merged import MergedView
 from ociimg.layers.stream import ForwardReader, Prefetcher
-from ociimg.layers.tarinfo import LayerTarInfo
+from ociimg.layers.tarinfo import LayerTarInfo, mtime_ns, xattrs_of
+from ociimg.layers.upperdir import UpperDirOps
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -119,26 +118,7 @@ def _apply_entries(applier: _Applier) -> None:
                               hint="the layer is not a valid tar archive") from exc
 
 
-def _mtime_ns(info: tarfile.TarInfo, key: str = "mtime") -> int:
-    text = info.pax_headers.get(key)
-    if text is not None:
-        try:
-            return int(Decimal(text) * 1_000_000_000)
-        except ArithmeticError:
-            pass
-    return int(info.mtime) * 1_000_000_000
-
-
-def _xattrs_of(info: tarfile.TarInfo) -> dict[str, bytes]:
-    out = {}
-    for key, value in info.pax_headers.items():
-        if key.startswith("SCHILY.xattr."):
-            # tarfile decodes PAX values as UTF-8 with surrogateescape: reversible.
-            out[key[len("SCHILY.xattr."):]] = value.encode("utf-8", "surrogateescape")
-    return out
-
-
-class _Applier:
+class _Applier(UpperDirOps):
     """State of one layer's application: resolver, this layer's paths, deferred work."""
 
     def __init__(self, rootfd: int, options: ApplyOptions) -> None:
@@ -288,7 +268,7 @@ class _Applier:
             self._chown(fd, None, info, symlink=False)
             os.chmod(fd, info.mode & 0o7777)  # after chown: chown clears setuid (§C1 #13)
             self._set_xattrs(fd, info, existing=False)
-            os.utime(fd, ns=(_mtime_ns(info, "atime"), _mtime_ns(info)))
+            os.utime(fd, ns=(mtime_ns(info, "atime"), mtime_ns(info)))
         finally:
             os.close(fd)
 
@@ -330,8 +310,8 @@ class _Applier:
         self._set_xattrs(fd, info, existing=existing)
         # Mode and times last, deepest first: adding children changes a dir's mtime,
         # and a 0555 dir must stay writable until its children exist (§C1 #11, #14).
-        self._dirs.append((parts, info.mode & 0o7777, _mtime_ns(info, "atime"),
-                           _mtime_ns(info)))
+        self._dirs.append((parts, info.mode & 0o7777, mtime_ns(info, "atime"),
+                           mtime_ns(info)))
 
     def _create_device(self, pfd: int, name: str, info: tarfile.TarInfo) -> None:
         if self.options.rootless:
@@ -393,14 +373,14 @@ class _Applier:
         self._chown(pfd, name, info, symlink=symlink)
         if not symlink:  # Linux has no lchmod; a symlink's mode is always 0777
             os.chmod(name, info.mode & 0o7777, dir_fd=pfd)
-        if _xattrs_of(info):
+        if xattrs_of(info):
             self._set_xattrs(f"/proc/self/fd/{pfd}/{name}", info, existing=False)
-        os.utime(name, ns=(_mtime_ns(info, "atime"), _mtime_ns(info)), dir_fd=pfd,
+        os.utime(name, ns=(mtime_ns(info, "atime"), mtime_ns(info)), dir_fd=pfd,
                  follow_symlinks=False)
 
     def _set_xattrs(self, target: int | str, info: tarfile.TarInfo, *, existing: bool) -> None:
         wanted = {}
-        for key, value in _xattrs_of(info).items():
+        for key, value in xattrs_of(info).items():
             if key == "security.selinux":
                 continue  # host-specific label (§C1 #15)
             if not self.overlay and key.startswith(_OVERLAY_XATTR_PREFIX):
@@ -508,77 +488,6 @@ class _Applier:
                     self._prune_lower(sub, prefix + n)
             finally:
                 os.close(sub)
-
-    def _mark_opaque_fd(self, fd: int, key: str) -> None:
-        self._opaque.add(key)
-        fsops.remove_whiteout_devices(fd)
-        try:
-            os.setxattr(fd, self._ovl + "opaque", b"y")
-        except PermissionError:
-            self.warn("opaque", "opaque dirs not marked: trusted.overlay.* needs "
-                      "CAP_SYS_ADMIN; use userxattr for rootless overlay snapshots")
-
-    # -- overlay helpers ----------------------------------------------------------
-    def _overlay_path(self, parts: list[str]) -> list[str]:
-        """``parts`` with its parent dirs as the merged view resolves them (through
-        lower layers' symlinks too), created in this upper."""
-        parent = parts[:-1]
-        if self.res.dir(parent) is None:
-            parent = self.view.resolve(parent)
-            self._ensure_overlay_parents(parent)
-        return [*parent, *parts[-1:]]
-
-    def _ensure_overlay_parents(self, parent: list[str]) -> None:
-        """Create missing upper dirs with the lower dir's attributes (§C1 #12).
-
-        A dir created where this layer left a whiteout is marked opaque, so the
-        deleted lower dir does not show through again.
-        """
-        if self.res.dir(parent) is not None:
-            return
-        for i in range(1, len(parent) + 1):
-            if self.res.dir(parent[:i]) is not None:
-                continue
-            pfd = self.res.dir(parent[: i - 1])
-            name = parent[i - 1]
-            st = fsops.lstat_at(pfd, name) if pfd is not None else None
-            if pfd is None or (st is not None and stat.S_ISLNK(st.st_mode)):
-                return  # a symlink in the upper: the resolver's create walk follows it
-            self._replace(pfd, name)
-            os.mkdir(name, 0o700, dir_fd=pfd)
-            lower = self._lower_dir_stat(parent[:i])
-            if lower is not None:
-                lfd, lst = lower
-                fsops.copy_meta(lfd, name, pfd, lst, self.options.rootless)
-                # Children added below change the mtime again: restore it at the end.
-                self._dirs.append((parent[:i], stat.S_IMODE(lst.st_mode), lst.st_atime_ns,
-                                   lst.st_mtime_ns))
-            else:
-                os.chmod(name, 0o755, dir_fd=pfd)
-            if fsops.is_whiteout_dev(st):
-                fd = os.open(name, DIR_OPEN, dir_fd=pfd)
-                try:
-                    self._mark_opaque_fd(fd, "/".join(parent[:i]))
-                finally:
-                    os.close(fd)
-
-    def _lower_dir_stat(self, parts: list[str]) -> tuple[int, os.stat_result] | None:
-        found = self.view.lower_entry(parts)
-        if found is None or not stat.S_ISDIR(found.st.st_mode):
-            return None
-        return found.dirfd, found.st
-
-    def _copy_up(self, target: list[str]) -> bool:
-        """Copy a lower layer's file into this upper so a hardlink can point at it."""
-        found = self.view.lower_entry(target)
-        if found is None or stat.S_ISDIR(found.st.st_mode):
-            return False
-        self._ensure_overlay_parents(target[:-1])
-        upfd = self.res.dir(target[:-1], create=True)
-        assert upfd is not None
-        fsops.copy_entry(found.dirfd, target[-1], upfd, found.st, self.options.rootless)
-        self._note_layer_path(target)
-        return True
 
     # -- end of layer -----------------------------------------------------------
     def finish(self) -> None:

@@ -11,6 +11,7 @@ result is the same (tests/unit/test_apply.py compares both on mutated headers).
 from __future__ import annotations
 
 import tarfile
+from decimal import Decimal
 
 from ociimg.errors import UnsafeArchive
 
@@ -80,3 +81,24 @@ class LayerTarInfo(tarfile.TarInfo):
         if self.type in _META_TYPES and self.size > MAX_META_HEADER:
             raise UnsafeArchive(f"tar header for {self.name!r}: {self.size}-byte meta header")
         return super()._proc_member(tf)
+
+
+def mtime_ns(info: tarfile.TarInfo, key: str = "mtime") -> int:
+    """A time in ns, sub-second from the PAX header when there is one."""
+    text = info.pax_headers.get(key)
+    if text is not None:
+        try:
+            return int(Decimal(text) * 1_000_000_000)
+        except ArithmeticError:
+            pass
+    return int(info.mtime) * 1_000_000_000
+
+
+def xattrs_of(info: tarfile.TarInfo) -> dict[str, bytes]:
+    """The entry's xattrs, from PAX ``SCHILY.xattr.*`` records."""
+    out = {}
+    for key, value in info.pax_headers.items():
+        if key.startswith("SCHILY.xattr."):
+            # tarfile decodes PAX values as UTF-8 with surrogateescape: reversible.
+            out[key[len("SCHILY.xattr."):]] = value.encode("utf-8", "surrogateescape")
+    return out
