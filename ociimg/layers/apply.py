@@ -35,6 +35,10 @@ from ociimg.layers.stream import ForwardReader, Prefetcher
 from ociimg.layers.tarinfo import LayerTarInfo, mtime_ns, xattrs_of
 from ociimg.layers.upperdir import UpperDirOps
 
+# uid_t is unsigned 32-bit and chown(2) takes (uid_t)-1 as "leave unchanged": a tar uid
+# of 2^32-1 would leave a setuid file owned by root, and larger ones wrap (containerd
+# CVE-2024-40635). Out-of-range ids are refused, never wrapped.
+MAX_ID = 2**32 - 2
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque"
@@ -202,6 +206,10 @@ class _Applier(UpperDirOps):
                       f"unsupported type {info.type!r}")
 
     def _check_limits(self, info: tarfile.TarInfo) -> None:
+        for what, value in (("uid", info.uid), ("gid", info.gid)):
+            if not 0 <= value <= MAX_ID:
+                raise UnsafeArchive(f"tar entry {info.name!r}: {what} {value} is out of range "
+                                    f"(0..{MAX_ID})", hint="the layer is hostile or broken")
         if self.entries > self.options.max_entries:
             raise UnsafeArchive(f"layer tar: more than {self.options.max_entries} entries",
                                 hint="raise ApplyOptions.max_entries if the image is genuine")

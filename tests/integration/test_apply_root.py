@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from ociimg.errors import UnsafeArchive
 from ociimg.layers.apply import ApplyOptions, apply_layer
 from ociimg.layers.flatten import merge_snapshots
 from ociimg.layers.overlay import (
@@ -98,6 +99,15 @@ def test_devices_ownership_and_capabilities(root: None, tmp_path: Path) -> None:
     assert os.getxattr(tmp_path / "bin/ping", "security.capability") == CAP_NET_BIND
     assert m["bin/ping"]["mode"] == oct(0o4755)
     assert os.getxattr(tmp_path / "etc/trusted", "trusted.note") == b"t"
+
+
+def test_uid_2_32_minus_1_is_refused_not_left_to_root(root: None, tmp_path: Path) -> None:
+    # chown(2) reads (uid_t)-1 as "unchanged": the setuid file would have stayed root's.
+    with pytest.raises(UnsafeArchive, match="out of range"):
+        apply(tmp_path, tar(F("suid", b"x", 0o4755, uid=2**32 - 1), fmt=tarfile.GNU_FORMAT))
+    assert not (tmp_path / "suid").exists()
+    apply(tmp_path, tar(F("f", b"x", uid=2**32 - 2, gid=2**32 - 2), fmt=tarfile.GNU_FORMAT))
+    assert (os.stat(tmp_path / "f").st_uid, os.stat(tmp_path / "f").st_gid) == (2**32 - 2,) * 2
 
 
 def test_rootless_option_as_root_skips_devices_and_chown(root: None, tmp_path: Path) -> None:

@@ -250,6 +250,15 @@ def test_invalid_entries_are_refused(rootfs: Path, members, message: str) -> Non
         apply(rootfs, tar(*members))
 
 
+@pytest.mark.parametrize("ids", [{"uid": 2**32 - 1}, {"gid": 2**32 - 1}, {"uid": 2**32},
+                                 {"gid": 2**40}, {"uid": -5}])
+def test_out_of_range_ids_are_refused_not_wrapped(rootfs: Path, ids: dict) -> None:
+    # Refused even when ownership is not applied: the layer is hostile or broken.
+    with pytest.raises(UnsafeArchive, match="out of range"):
+        apply(rootfs, tar(F("suid", b"x", 0o4755, **ids), fmt=tarfile.GNU_FORMAT))
+    assert not (rootfs / "suid").exists()
+
+
 # -- whiteouts in DIR format -------------------------------------------------------
 LOWER = tar(D("etc"), F("etc/a", b"a"), F("etc/b", b"b"), D("etc/sub"),
             F("etc/sub/deep", b"d"), D("var"), F("var/log", b"l"), F("keep", b"k"))
