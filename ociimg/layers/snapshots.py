@@ -27,6 +27,10 @@ from ociimg.spec import Descriptor, ImageConfig, Manifest, canonical_json, chain
 from ociimg.store import Store, locks
 
 META = "snapshot.json"
+# Bumped when the applier's OVERLAY output changes for the same layer stack, so snapshots
+# made by an older ociimg are rebuilt instead of trusted by chain ID. 2: parents resolved
+# through lower layers' symlinks (layers/merged.py).
+FORMAT = 2
 _TMP_PREFIX = ".tmp-"
 
 
@@ -57,12 +61,12 @@ class SnapshotStore:
         return self.path / chain_id.hex / "fs"
 
     def has(self, chain_id: Digest) -> bool:
-        """A complete snapshot in this store's xattr flavour (trusted vs user)."""
+        """A complete snapshot of the current format in this store's xattr flavour."""
         try:
             doc = json.loads((self.path / chain_id.hex / META).read_bytes())
         except (FileNotFoundError, ValueError):
             return False
-        return bool(doc.get("userxattr", False)) == self.userxattr
+        return doc.get("format") == FORMAT and bool(doc.get("userxattr")) == self.userxattr
 
     def list(self) -> list[SnapshotInfo]:
         out = []
@@ -96,7 +100,7 @@ class SnapshotStore:
                 return
             final = self.path / chain_id.hex
             if final.exists():
-                self._discard(final)  # no metadata, or the other xattr flavour
+                self._discard(final)  # no metadata, an old format or the other flavour
             progress.start(key, f"unpacking {layer.digest.short}", layer.size)
             tmp = Path(tempfile.mkdtemp(dir=self.path, prefix=f"{_TMP_PREFIX}{chain_id.hex}-"))
             try:
@@ -121,7 +125,7 @@ class SnapshotStore:
         atomic_write(tmp / META, canonical_json({
             "chainID": str(chain_id), "diffID": str(diff_id), "layer": str(layer.digest),
             "mediaType": layer.media_type, "size": result.size, "entries": result.entries,
-            "userxattr": self.userxattr,
+            "userxattr": self.userxattr, "format": FORMAT,
         }))
 
     def _lock_path(self, chain_id: Digest) -> Path:

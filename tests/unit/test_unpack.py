@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 from pathlib import Path
@@ -192,3 +193,17 @@ def test_snapshot_of_the_other_xattr_flavour_is_rebuilt(store: Store, tmp_path: 
     assert again == first and trusted.has(chain_ids(config.diff_ids)[0])
     assert not user.has(chain_ids(config.diff_ids)[0])
     assert not list(trusted.path.glob(".tmp-*"))
+
+
+def test_snapshot_of_an_older_format_is_rebuilt(store: Store, tmp_path: Path) -> None:
+    manifest, config = build_image(store, [BASE])
+    snaps = SnapshotStore(tmp_path / "snapshots", rootless=True)
+    (fs,) = snaps.prepare(store, manifest, config)
+    meta = fs.parent / "snapshot.json"
+    doc = json.loads(meta.read_bytes())
+    doc.pop("format")  # as written before the format field existed
+    meta.write_text(json.dumps(doc))
+    (fs / "stale").write_text("from the old snapshot")
+    assert not snaps.has(chain_ids(config.diff_ids)[0])
+    assert snaps.prepare(store, manifest, config) == [fs]
+    assert not (fs / "stale").exists() and snaps.has(chain_ids(config.diff_ids)[0])
