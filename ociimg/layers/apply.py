@@ -141,6 +141,7 @@ class _Applier(UpperDirOps):
         self._links: list[tuple[list[str], list[str], str]] = []  # deferred hardlinks
         # Dirs we changed, by inode: a path may reach one through a symlink.
         self._times: dict[tuple[int, int], tuple[list[str], int, int]] = {}
+        self._timed: set[str] = set()
         self._euid, self._egid = os.geteuid(), os.getegid()
         self.stream: ForwardReader | None = None
         self._lower_res = [paths.Resolver(os.open(p, DIR_OPEN)) for p in options.lowers]
@@ -237,6 +238,10 @@ class _Applier(UpperDirOps):
     def _remember_times(self, parts: list[str], fd: int) -> None:
         """Adding or removing a child changes a dir's mtime; put it back at the end,
         like umoci restoring the parent's metadata after each entry (§C1 #11)."""
+        key = "/".join(parts)
+        if key in self._timed:
+            return  # one fstat per dir path and layer, not per entry
+        self._timed.add(key)
         st = os.fstat(fd)
         self._times.setdefault((st.st_dev, st.st_ino), (parts, st.st_atime_ns, st.st_mtime_ns))
 
