@@ -153,6 +153,11 @@ class _Applier(UpperDirOps):
             r.close()
             os.close(r.rootfd)
 
+    def _sweep(self) -> None:
+        """Close the fds the resolvers retired; between entries, when none is in use."""
+        for r in (self.res, *self._lower_res):
+            r.sweep()
+
     def warn(self, key: str, message: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
@@ -162,7 +167,7 @@ class _Applier(UpperDirOps):
     def apply_entry(self, info: tarfile.TarInfo, tf: tarfile.TarFile) -> None:
         self.entries += 1
         self._check_limits(info)
-        self.res.sweep()
+        self._sweep()
         parts = paths.split_name(info.name)
         if not parts:
             if not info.isdir():  # anchors §C1 #3 (CVE-2021-29136)
@@ -505,6 +510,7 @@ class _Applier(UpperDirOps):
     # -- end of layer -----------------------------------------------------------
     def finish(self) -> None:
         for parts, target, entry in self._links:
+            self._sweep()
             tpfd = self._link_target_dir(target)
             if tpfd is None or fsops.lstat_at(tpfd, target[-1]) is None:
                 raise UnsafeArchive(f"hardlink {entry!r}: target {'/'.join(target)!r} does "
@@ -512,12 +518,14 @@ class _Applier(UpperDirOps):
             self._create_hardlink(parts, target, entry)
         self._links.clear()
         for (dev, ino), (parts, atime, mtime) in self._times.items():
+            self._sweep()
             fd = self.res.dir(parts)
             st = os.fstat(fd) if fd is not None else None
             if st is not None and (st.st_dev, st.st_ino) == (dev, ino):
                 os.utime(f"/proc/self/fd/{fd}", ns=(atime, mtime))  # an O_PATH fd
         # Explicit dir entries last: their tar times win over remembered ones.
         for parts, mode, atime, mtime in sorted(self._dirs, key=lambda d: -len(d[0])):
+            self._sweep()
             pfd = self.res.dir(parts[:-1])
             if pfd is None:
                 continue  # removed later in the same layer

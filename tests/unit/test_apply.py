@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import resource
 import stat
 import subprocess
 import tarfile
@@ -257,6 +258,28 @@ def test_out_of_range_ids_are_refused_not_wrapped(rootfs: Path, ids: dict) -> No
     with pytest.raises(UnsafeArchive, match="out of range"):
         apply(rootfs, tar(F("suid", b"x", 0o4755, **ids), fmt=tarfile.GNU_FORMAT))
     assert not (rootfs / "suid").exists()
+
+
+@pytest.mark.parametrize("fmt", [OnDiskFormat.DIR, OnDiskFormat.OVERLAY])
+def test_thousands_of_dirs_do_not_exhaust_fds(tmp_path: Path, fmt: OnDiskFormat) -> None:
+    # Each resolver caches ~128 dir fds; those it retires must be closed as the layer
+    # goes, in the end-of-layer time restore too, and in the lower layers' resolvers.
+    n = 1500
+    lower = tar(*[F(f"d{i}/sub/f", b"x") for i in range(n)])
+    upper = tar(*[m for i in range(n) for m in (D(f"d{i}/sub"), F(f"d{i}/sub/g", b"y"))])
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 1 + 350, hard))
+    try:
+        if fmt is OnDiskFormat.DIR:
+            root = tmp_path / "root"
+            root.mkdir()
+            apply(root, lower)
+            apply(root, upper)
+        else:
+            apply_snapshots(tmp_path, [lower, upper], rootless=True, userxattr=True)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 # -- whiteouts in DIR format -------------------------------------------------------
