@@ -24,6 +24,10 @@ from ociimg.layers.fsops import lstat_at
 from ociimg.runtime import linux
 
 MAX_SYMLINKS = 40  # Linux's MAXSYMLINKS
+# Dirs nested deeper than this are refused: removing, merging or copying a tree recurses
+# per level, and a 2,000-deep tree (a 4 KiB name, or symlinks expanding to one) would
+# end in a RecursionError instead of an error naming the layer. Real images nest < 100.
+MAX_DEPTH = 256
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 _CACHE_SIZE = 128
 
@@ -38,7 +42,14 @@ def split_name(name: str) -> list[str]:
     if ".." in parts:
         raise UnsafeArchive(f"tar entry {name!r}: '..' path component",
                             hint="the layer is hostile or broken; do not use this image")
+    if len(parts) > MAX_DEPTH:
+        raise _too_deep(name)
     return parts
+
+
+def _too_deep(name: str) -> UnsafeArchive:
+    return UnsafeArchive(f"tar entry {name[:200]!r}: nested deeper than {MAX_DEPTH} dirs",
+                         hint="the layer is hostile or broken; do not use this image")
 
 
 def _probe_openat2() -> bool:
@@ -142,6 +153,8 @@ class Resolver:
                 if st is None or not stat.S_ISDIR(st.st_mode):
                     if not create:
                         return None
+                    if len(stack) >= MAX_DEPTH:  # symlinks can lead deeper than the name
+                        raise _too_deep("/".join(parts))
                     make_dir_replacing(cur, part, st)
                 stack.append(os.open(part, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=cur))
             if not stack:

@@ -482,6 +482,20 @@ def test_dir_mtime_restored_when_written_through_a_symlink(rootfs: Path) -> None
     assert os.stat(rootfs / "usr/lib").st_mtime_ns == 1_000 * 1_000_000_000
 
 
+@pytest.mark.parametrize("members", [
+    [F("a/" * 300 + "f", b"x")],
+    [L("l", "/".join(["a"] * 200)), F("l/" + "b/" * 100 + "f", b"x")],
+    [H("h", "a/" * 300 + "f")],
+], ids=["name", "through-symlink", "hardlink-target"])
+def test_absurdly_deep_trees_are_refused(rootfs: Path, resolver: str, members: list) -> None:
+    # Deeper trees would end in a RecursionError when removed, merged or copied.
+    with pytest.raises(UnsafeArchive, match="nested deeper than 256"):
+        apply(rootfs, tar(*members), resolver)
+    apply(rootfs, tar(F("ok/" * 250 + "f", b"x")), resolver)
+    apply(rootfs, tar(F(".wh.ok")), resolver)  # and removed again without recursing out
+    assert not (rootfs / "ok").exists()
+
+
 def test_dotdot_is_refused_with_clear_error(rootfs: Path) -> None:
     with pytest.raises(UnsafeArchive, match=r"'\.\.' path component"):
         apply(rootfs, tar(F("../x", b"")))
