@@ -65,6 +65,9 @@ class MergedView:
                 continue
             visible = self._below(canon, name, found, visible)
             canon.append(name)
+            if len(canon) > paths.MAX_DEPTH:  # symlinks can lead deeper than the name
+                raise UnsafeArchive(f"path {'/'.join(parts)[:200]!r}: nested deeper than "
+                                    f"{paths.MAX_DEPTH} dirs")
         return canon
 
     def lower_entry(self, parts: list[str]) -> Found | None:

@@ -496,6 +496,13 @@ def test_absurdly_deep_trees_are_refused(rootfs: Path, resolver: str, members: l
     assert not (rootfs / "ok").exists()
 
 
+def test_absurdly_deep_trees_through_lower_symlinks_are_refused(tmp_path: Path) -> None:
+    need(_can_make_whiteout(tmp_path), "kernel refuses 0:0 whiteout mknod here")
+    lower = tar(L("l", "/".join(["a"] * 200)))
+    with pytest.raises(UnsafeArchive, match="nested deeper than 256"):
+        _apply_snapshots(tmp_path, [lower, tar(F("l/" + "b/" * 100 + "f", b"x"))])
+
+
 def test_dotdot_is_refused_with_clear_error(rootfs: Path) -> None:
     with pytest.raises(UnsafeArchive, match=r"'\.\.' path component"):
         apply(rootfs, tar(F("../x", b"")))
