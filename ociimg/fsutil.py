@@ -41,11 +41,16 @@ def remove_tree(path: str | os.PathLike[str]) -> None:
     """Remove a tree even when it holds read-only dirs (unpacked rootfs do)."""
 
     def onerror(func, p, exc_info):  # type: ignore[no-untyped-def]
+        is_dir = os.path.isdir(p) and not os.path.islink(p)
         with contextlib.suppress(OSError):
             os.chmod(os.path.dirname(p), 0o700)
-            os.chmod(p, 0o700) if os.path.isdir(p) and not os.path.islink(p) else None
-        with contextlib.suppress(FileNotFoundError):
-            func(p)
+            if is_dir:
+                os.chmod(p, 0o700)
+        if func in (os.rmdir, os.unlink, os.remove):
+            with contextlib.suppress(FileNotFoundError):
+                func(p)
+        elif is_dir:  # it could not be opened or listed before the chmod
+            shutil.rmtree(p, onerror=onerror)
 
     if os.path.lexists(path):
         if os.path.isdir(path) and not os.path.islink(path):
