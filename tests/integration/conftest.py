@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 
 from tests.conftest import need
 from tests.integration import registry_server
+from tests.integration.runtime_helpers import leftover_cgroups, make_bundle, mounts_under, runtime
 
 FIXTURE_TAGS = ["busybox", "busybox-zstd", "busybox-plain", "multilayer", "multilayer-oci",
                 "multiarch", "docker-v2"]
@@ -59,3 +61,16 @@ def auth_pushed_busybox(auth_registry: registry_server.RegistryServer, fixture_l
     work = tmp_path_factory.mktemp("push-auth")
     return registry_server.push_layout(fixture_layout, ["busybox"], auth_registry, "fixtures",
                                        work)["busybox"]
+
+
+@pytest.fixture
+def runtime_env(root: None, tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """(bundle, state root) for one test; afterwards nothing of ours may remain."""
+    state_root = tmp_path / "state"
+    bundle = make_bundle(tmp_path, ["true"])
+    yield bundle, state_root
+    for cid in (os.listdir(state_root) if state_root.exists() else []):
+        runtime(state_root, "delete", "-f", cid)
+    assert mounts_under(tmp_path) == []
+    assert leftover_cgroups() == []
+    assert not state_root.exists() or os.listdir(state_root) == []

@@ -7,30 +7,17 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.integration.runtime_helpers import (
     base_config,
-    leftover_cgroups,
     make_bundle,
     mounts_under,
     runtime,
     write_config,
 )
-
-
-@pytest.fixture
-def env(root: None, tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    state_root = tmp_path / "state"
-    bundle = make_bundle(tmp_path, ["true"])
-    yield bundle, state_root
-    for cid in (os.listdir(state_root) if state_root.exists() else []):
-        runtime(state_root, "delete", "-f", cid)
-    assert mounts_under(tmp_path) == []
-    assert leftover_cgroups() == []
 
 
 def run_sh(bundle: Path, state_root: Path, script: str, config: dict | None = None):
@@ -40,8 +27,8 @@ def run_sh(bundle: Path, state_root: Path, script: str, config: dict | None = No
     return runtime(state_root, "run", "-b", str(bundle), "c1")
 
 
-def test_masked_paths_are_empty(env: tuple[Path, Path]) -> None:
-    bundle, state_root = env
+def test_masked_paths_are_empty(runtime_env: tuple[Path, Path]) -> None:
+    bundle, state_root = runtime_env
     proc = run_sh(bundle, state_root,
                   "for f in /proc/kcore /proc/keys /proc/timer_list; do "
                   "[ -e $f ] && echo $f $(wc -c < $f); done; ls /proc/acpi | wc -l")
@@ -53,8 +40,8 @@ def test_masked_paths_are_empty(env: tuple[Path, Path]) -> None:
     assert lines[-2].strip() == "0"
 
 
-def test_proc_sys_is_readonly(env: tuple[Path, Path]) -> None:
-    bundle, state_root = env
+def test_proc_sys_is_readonly(runtime_env: tuple[Path, Path]) -> None:
+    bundle, state_root = runtime_env
     proc = run_sh(bundle, state_root,
                   "echo x > /proc/sys/kernel/domainname && echo WROTE; "
                   "echo 1 > /proc/sysrq-trigger && echo WROTE2; true")
@@ -62,8 +49,8 @@ def test_proc_sys_is_readonly(env: tuple[Path, Path]) -> None:
     assert "Read-only file system" in proc.stderr
 
 
-def test_mount_and_unshare_are_refused(env: tuple[Path, Path]) -> None:
-    bundle, state_root = env
+def test_mount_and_unshare_are_refused(runtime_env: tuple[Path, Path]) -> None:
+    bundle, state_root = runtime_env
     proc = run_sh(bundle, state_root,
                   "mount -t tmpfs none /tmp && echo MOUNTED; "
                   "unshare -m true && echo UNSHARED; "
@@ -73,16 +60,16 @@ def test_mount_and_unshare_are_refused(env: tuple[Path, Path]) -> None:
     assert not cap_eff & (1 << 21), "CAP_SYS_ADMIN must be dropped"
 
 
-def test_no_new_privs_and_seccomp_are_set(env: tuple[Path, Path]) -> None:
-    bundle, state_root = env
+def test_no_new_privs_and_seccomp_are_set(runtime_env: tuple[Path, Path]) -> None:
+    bundle, state_root = runtime_env
     proc = run_sh(bundle, state_root, "grep -E '^(NoNewPrivs|Seccomp):' /proc/self/status")
     fields = dict(line.split(":") for line in proc.stdout.splitlines())
     assert fields["NoNewPrivs"].strip() == "1"
     assert fields["Seccomp"].strip() == "2"
 
 
-def test_host_files_and_runtime_code_unreachable(env: tuple[Path, Path]) -> None:
-    bundle, state_root = env
+def test_host_files_and_runtime_code_unreachable(runtime_env: tuple[Path, Path]) -> None:
+    bundle, state_root = runtime_env
     import ociimg
     pkg = Path(ociimg.__file__).parent
     proc = run_sh(bundle, state_root,
@@ -93,10 +80,10 @@ def test_host_files_and_runtime_code_unreachable(env: tuple[Path, Path]) -> None
     assert "bin" in root_listing and "work" not in root_listing
 
 
-def test_program_inherits_only_stdio(env: tuple[Path, Path]) -> None:
+def test_program_inherits_only_stdio(runtime_env: tuple[Path, Path]) -> None:
     """No runtime fd (sync socket, fifo, state dir) survives into the program
     (CVE-2024-21626)."""
-    bundle, state_root = env
+    bundle, state_root = runtime_env
     write_config(bundle, base_config(["sleep", "100"]))
     runtime(state_root, "run", "-d", "-b", str(bundle), "c1", check=True)
     proc = runtime(state_root, "exec", "c1", "ls", "/proc/1/fd", check=True)
@@ -104,8 +91,9 @@ def test_program_inherits_only_stdio(env: tuple[Path, Path]) -> None:
     runtime(state_root, "delete", "-f", "c1", check=True)
 
 
-def test_symlinked_mount_destination_stays_inside(env: tuple[Path, Path], tmp_path: Path) -> None:
-    bundle, state_root = env
+def test_symlinked_mount_destination_stays_inside(runtime_env: tuple[Path, Path],
+        tmp_path: Path) -> None:
+    bundle, state_root = runtime_env
     canary = tmp_path / "canary"
     canary.mkdir()
     (canary / "keep").write_text("host data")
@@ -122,8 +110,9 @@ def test_symlinked_mount_destination_stays_inside(env: tuple[Path, Path], tmp_pa
     assert (canary / "keep").read_text() == "host data"
 
 
-def test_dotdot_destination_cannot_climb_out(env: tuple[Path, Path], tmp_path: Path) -> None:
-    bundle, state_root = env
+def test_dotdot_destination_cannot_climb_out(runtime_env: tuple[Path, Path],
+        tmp_path: Path) -> None:
+    bundle, state_root = runtime_env
     config = base_config(["sh", "-c", "ls /climb"])
     config["mounts"].append({"destination": "/../../../climb", "type": "tmpfs",
                              "source": "tmpfs"})
@@ -134,8 +123,8 @@ def test_dotdot_destination_cannot_climb_out(env: tuple[Path, Path], tmp_path: P
     assert not Path("/climb").exists()
 
 
-def test_mount_over_proc_subpath_is_refused(env: tuple[Path, Path]) -> None:
-    bundle, state_root = env
+def test_mount_over_proc_subpath_is_refused(runtime_env: tuple[Path, Path]) -> None:
+    bundle, state_root = runtime_env
     config = base_config(["true"])
     config["mounts"].append({"destination": "/proc/sys", "type": "bind", "source": "/tmp",
                              "options": ["rbind"]})
@@ -145,8 +134,8 @@ def test_mount_over_proc_subpath_is_refused(env: tuple[Path, Path]) -> None:
     assert not (state_root / "c1").exists()
 
 
-def test_readonly_rootfs_and_readonly_bind(env: tuple[Path, Path], tmp_path: Path) -> None:
-    bundle, state_root = env
+def test_readonly_rootfs_and_readonly_bind(runtime_env: tuple[Path, Path], tmp_path: Path) -> None:
+    bundle, state_root = runtime_env
     shared = tmp_path / "shared"
     shared.mkdir()
     (shared / "data").write_text("hello")
@@ -162,8 +151,8 @@ def test_readonly_rootfs_and_readonly_bind(env: tuple[Path, Path], tmp_path: Pat
     assert sorted(os.listdir(shared)) == ["data"]
 
 
-def test_default_devices(env: tuple[Path, Path]) -> None:
-    bundle, state_root = env
+def test_default_devices(runtime_env: tuple[Path, Path]) -> None:
+    bundle, state_root = runtime_env
     proc = run_sh(bundle, state_root,
                   "for d in null zero full random urandom tty; do "
                   "stat -c '%n %t:%T %a' /dev/$d; done; readlink /dev/ptmx; readlink /dev/fd; "
@@ -176,10 +165,10 @@ def test_default_devices(env: tuple[Path, Path]) -> None:
     assert lines[8].strip() == "4"
 
 
-def test_fake_dev_null_refuses_masking(env: tuple[Path, Path], tmp_path: Path) -> None:
+def test_fake_dev_null_refuses_masking(runtime_env: tuple[Path, Path], tmp_path: Path) -> None:
     """A /dev bind from an attacker-controlled dir with a regular file as null: masking
     must refuse rather than bind that file over /proc paths (CVE-2025-31133)."""
-    bundle, state_root = env
+    bundle, state_root = runtime_env
     fake = tmp_path / "fakedev"
     fake.mkdir()
     (fake / "null").write_text("not a device")
@@ -215,8 +204,8 @@ def test_user_namespace_maps_root(root: None) -> None:
         shutil.rmtree(base)
 
 
-def test_sysctl_domainname_in_own_namespaces(env: tuple[Path, Path]) -> None:
-    bundle, state_root = env
+def test_sysctl_domainname_in_own_namespaces(runtime_env: tuple[Path, Path]) -> None:
+    bundle, state_root = runtime_env
     config = base_config(["cat", "/proc/sys/net/ipv4/ip_forward",
                           "/proc/sys/kernel/domainname"])
     config["linux"]["sysctl"] = {"net.ipv4.ip_forward": "1"}
@@ -234,8 +223,8 @@ def test_sysctl_domainname_in_own_namespaces(env: tuple[Path, Path]) -> None:
     ("vm.overcommit_memory", "not namespaced"),
     ("net.ipv4/../../kernel/core_pattern", "invalid key"),
 ])
-def test_host_sysctls_are_refused(env: tuple[Path, Path], key: str, message: str) -> None:
-    bundle, state_root = env
+def test_host_sysctls_are_refused(runtime_env: tuple[Path, Path], key: str, message: str) -> None:
+    bundle, state_root = runtime_env
     before = Path("/proc/sys/kernel/core_pattern").read_text()
     config = base_config(["true"])
     config["linux"]["sysctl"] = {key: "|/tmp/evil"}
@@ -245,8 +234,8 @@ def test_host_sysctls_are_refused(env: tuple[Path, Path], key: str, message: str
     assert Path("/proc/sys/kernel/core_pattern").read_text() == before
 
 
-def test_hostname_needs_uts_namespace(env: tuple[Path, Path]) -> None:
-    bundle, state_root = env
+def test_hostname_needs_uts_namespace(runtime_env: tuple[Path, Path]) -> None:
+    bundle, state_root = runtime_env
     host = os.uname().nodename
     config = base_config(["true"])
     config["linux"]["namespaces"] = [n for n in config["linux"]["namespaces"]
@@ -257,10 +246,10 @@ def test_hostname_needs_uts_namespace(env: tuple[Path, Path]) -> None:
     assert os.uname().nodename == host
 
 
-def test_joined_network_namespace(env: tuple[Path, Path]) -> None:
+def test_joined_network_namespace(runtime_env: tuple[Path, Path]) -> None:
     """A namespace given by path is joined, not created: the container sees the host's
     interfaces when it joins the host netns."""
-    bundle, state_root = env
+    bundle, state_root = runtime_env
     config = base_config(["sh", "-c", "ip -o link | wc -l"])
     for ns in config["linux"]["namespaces"]:
         if ns["type"] == "network":
@@ -272,8 +261,8 @@ def test_joined_network_namespace(env: tuple[Path, Path]) -> None:
     assert int(proc.stdout.strip()) == host_links
 
 
-def test_time_namespace_offsets(env: tuple[Path, Path]) -> None:
-    bundle, state_root = env
+def test_time_namespace_offsets(runtime_env: tuple[Path, Path]) -> None:
+    bundle, state_root = runtime_env
     config = base_config(["cat", "/proc/uptime"])
     config["linux"]["namespaces"].append({"type": "time"})
     config["linux"]["timeOffsets"] = {"boottime": {"secs": 10 * 86400, "nanosecs": 0}}
@@ -286,10 +275,10 @@ def test_time_namespace_offsets(env: tuple[Path, Path]) -> None:
 
 @pytest.mark.parametrize("entry", ["sys", "dev"])
 def test_relative_symlink_climbing_out_creates_nothing_outside(
-        env: tuple[Path, Path], tmp_path: Path, entry: str) -> None:
+        runtime_env: tuple[Path, Path], tmp_path: Path, entry: str) -> None:
     """rootfs/sys (or /dev) → ../../../canary: the mount points under it (sys/fs/cgroup,
     dev/pts, dev/shm, …) must be created inside the rootfs, never in the canary."""
-    bundle, state_root = env
+    bundle, state_root = runtime_env
     canary = tmp_path / "canary"
     canary.mkdir()
     target = bundle / "rootfs" / entry

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,26 +19,10 @@ from tests.integration.runtime_helpers import (
     REPO,
     RUNTIME,
     base_config,
-    leftover_cgroups,
-    make_bundle,
-    mounts_under,
     runtime,
     state_of,
     write_config,
 )
-
-
-@pytest.fixture
-def env(root: None, tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    """(bundle, state root); afterwards nothing of ours may remain."""
-    state_root = tmp_path / "state"
-    bundle = make_bundle(tmp_path, ["true"])
-    yield bundle, state_root
-    for cid in (os.listdir(state_root) if state_root.exists() else []):
-        runtime(state_root, "delete", "-f", cid)
-    assert mounts_under(tmp_path) == []
-    assert leftover_cgroups() == []
-    assert not state_root.exists() or os.listdir(state_root) == []
 
 
 def set_args(bundle: Path, args: list[str], **overrides: object) -> dict:
@@ -56,8 +39,8 @@ def wait_for(cond, timeout: float = 20.0) -> None:
         time.sleep(0.05)
 
 
-def test_run_pid1_hostname_and_only_loopback(env: tuple[Path, Path]) -> None:
-    bundle, state_root = env
+def test_run_pid1_hostname_and_only_loopback(runtime_env: tuple[Path, Path]) -> None:
+    bundle, state_root = runtime_env
     set_args(bundle, ["sh", "-c", "echo pid=$$; hostname; ip -o link | cut -d: -f2"])
     proc = runtime(state_root, "run", "--bundle", str(bundle), "c1")
     assert proc.returncode == 0, proc.stderr
@@ -65,8 +48,8 @@ def test_run_pid1_hostname_and_only_loopback(env: tuple[Path, Path]) -> None:
     assert lines == ["pid=1", "ociimg-test", "lo"]
 
 
-def test_own_mount_table_and_nothing_leaks_to_host(env: tuple[Path, Path]) -> None:
-    bundle, state_root = env
+def test_own_mount_table_and_nothing_leaks_to_host(runtime_env: tuple[Path, Path]) -> None:
+    bundle, state_root = runtime_env
     set_args(bundle, ["cat", "/proc/self/mountinfo"])
     proc = runtime(state_root, "run", "-b", str(bundle), "c1")
     assert proc.returncode == 0, proc.stderr
@@ -81,14 +64,14 @@ def test_own_mount_table_and_nothing_leaks_to_host(env: tuple[Path, Path]) -> No
 
 
 @pytest.mark.parametrize("code", [0, 3, 42])
-def test_run_returns_exit_code(env: tuple[Path, Path], code: int) -> None:
-    bundle, state_root = env
+def test_run_returns_exit_code(runtime_env: tuple[Path, Path], code: int) -> None:
+    bundle, state_root = runtime_env
     set_args(bundle, ["sh", "-c", f"exit {code}"])
     assert runtime(state_root, "run", "-b", str(bundle), "c1").returncode == code
 
 
-def test_run_killed_by_signal_returns_128_plus_n(env: tuple[Path, Path]) -> None:
-    bundle, state_root = env
+def test_run_killed_by_signal_returns_128_plus_n(runtime_env: tuple[Path, Path]) -> None:
+    bundle, state_root = runtime_env
     set_args(bundle, ["sleep", "100"])
     proc = subprocess.Popen([*RUNTIME, "--root", str(state_root), "run", "-b", str(bundle),
                              "c1"], cwd=REPO)
@@ -102,8 +85,8 @@ def test_run_killed_by_signal_returns_128_plus_n(env: tuple[Path, Path]) -> None
         proc.wait()
 
 
-def test_create_start_state_kill_delete(env: tuple[Path, Path], tmp_path: Path) -> None:
-    bundle, state_root = env
+def test_create_start_state_kill_delete(runtime_env: tuple[Path, Path], tmp_path: Path) -> None:
+    bundle, state_root = runtime_env
     set_args(bundle, ["sh", "-c", "echo started > /tmp/marker; exec sleep 100"])
     pid_file = tmp_path / "pid"
     runtime(state_root, "create", "--bundle", str(bundle), "--pid-file", str(pid_file), "c1",
@@ -131,8 +114,8 @@ def test_create_start_state_kill_delete(env: tuple[Path, Path], tmp_path: Path) 
         int(open(f"/proc/{st['pid']}/stat").read().split()[21]) != 0
 
 
-def test_delete_created_container_kills_it(env: tuple[Path, Path]) -> None:
-    bundle, state_root = env
+def test_delete_created_container_kills_it(runtime_env: tuple[Path, Path]) -> None:
+    bundle, state_root = runtime_env
     set_args(bundle, ["sleep", "100"])
     runtime(state_root, "create", "-b", str(bundle), "c1", check=True)
     pid = state_of(state_root, "c1")["pid"]
@@ -148,8 +131,8 @@ def _dead(pid: int) -> bool:
         return True
 
 
-def test_missing_executable_fails_at_create(env: tuple[Path, Path]) -> None:
-    bundle, state_root = env
+def test_missing_executable_fails_at_create(runtime_env: tuple[Path, Path]) -> None:
+    bundle, state_root = runtime_env
     set_args(bundle, ["no-such-program"])
     proc = runtime(state_root, "create", "-b", str(bundle), "c1")
     assert proc.returncode == 127
@@ -158,8 +141,8 @@ def test_missing_executable_fails_at_create(env: tuple[Path, Path]) -> None:
     assert runtime(state_root, "run", "-b", str(bundle), "c2").returncode == 127
 
 
-def test_duplicate_id_is_refused(env: tuple[Path, Path]) -> None:
-    bundle, state_root = env
+def test_duplicate_id_is_refused(runtime_env: tuple[Path, Path]) -> None:
+    bundle, state_root = runtime_env
     set_args(bundle, ["sleep", "100"])
     runtime(state_root, "create", "-b", str(bundle), "c1", check=True)
     again = runtime(state_root, "create", "-b", str(bundle), "c1")
@@ -167,8 +150,8 @@ def test_duplicate_id_is_refused(env: tuple[Path, Path]) -> None:
     assert state_of(state_root, "c1")["status"] == "created"
 
 
-def test_hooks_receive_state_on_stdin(env: tuple[Path, Path], tmp_path: Path) -> None:
-    bundle, state_root = env
+def test_hooks_receive_state_on_stdin(runtime_env: tuple[Path, Path], tmp_path: Path) -> None:
+    bundle, state_root = runtime_env
     out = tmp_path / "hooks"
     out.mkdir()
 
@@ -187,16 +170,16 @@ def test_hooks_receive_state_on_stdin(env: tuple[Path, Path], tmp_path: Path) ->
         assert doc["pid"] > 1 and doc["ociVersion"].startswith("1.")
 
 
-def test_failing_create_hook_aborts_and_cleans_up(env: tuple[Path, Path]) -> None:
-    bundle, state_root = env
+def test_failing_create_hook_aborts_and_cleans_up(runtime_env: tuple[Path, Path]) -> None:
+    bundle, state_root = runtime_env
     set_args(bundle, ["true"], hooks={"createRuntime": [{"path": "/bin/false"}]})
     proc = runtime(state_root, "create", "-b", str(bundle), "c1")
     assert proc.returncode != 0 and "createRuntime hook" in proc.stderr
     assert not (state_root / "c1").exists()
 
 
-def test_runtime_killed_container_survives(env: tuple[Path, Path]) -> None:
-    bundle, state_root = env
+def test_runtime_killed_container_survives(runtime_env: tuple[Path, Path]) -> None:
+    bundle, state_root = runtime_env
     set_args(bundle, ["sleep", "100"])
     proc = subprocess.Popen([*RUNTIME, "--root", str(state_root), "run", "-b", str(bundle),
                              "c1"], cwd=REPO)
@@ -211,8 +194,8 @@ def test_runtime_killed_container_survives(env: tuple[Path, Path]) -> None:
     runtime(state_root, "delete", "c1", check=True)
 
 
-def test_rlimit_above_host_hard_limit_is_reported(env: tuple[Path, Path]) -> None:
-    bundle, state_root = env
+def test_rlimit_above_host_hard_limit_is_reported(runtime_env: tuple[Path, Path]) -> None:
+    bundle, state_root = runtime_env
     import resource
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     config = base_config(["true"])
@@ -225,8 +208,8 @@ def test_rlimit_above_host_hard_limit_is_reported(env: tuple[Path, Path]) -> Non
     assert not (state_root / "c1").exists()
 
 
-def test_rlimit_lowered_is_visible(env: tuple[Path, Path]) -> None:
-    bundle, state_root = env
+def test_rlimit_lowered_is_visible(runtime_env: tuple[Path, Path]) -> None:
+    bundle, state_root = runtime_env
     config = base_config(["sh", "-c", "ulimit -n"])
     config["process"]["rlimits"] = [{"type": "RLIMIT_NOFILE", "soft": 321, "hard": 512}]
     write_config(bundle, config)
@@ -235,8 +218,8 @@ def test_rlimit_lowered_is_visible(env: tuple[Path, Path]) -> None:
     assert proc.stdout.strip() == "321"
 
 
-def test_user_cwd_env(env: tuple[Path, Path]) -> None:
-    bundle, state_root = env
+def test_user_cwd_env(runtime_env: tuple[Path, Path]) -> None:
+    bundle, state_root = runtime_env
     config = base_config(["sh", "-c", "id -u; id -g; pwd; echo $FOO"])
     config["process"].update(user={"uid": 65534, "gid": 65534}, cwd="/tmp",
                              env=config["process"]["env"] + ["FOO=bar"])
@@ -246,8 +229,8 @@ def test_user_cwd_env(env: tuple[Path, Path]) -> None:
     assert proc.stdout.split() == ["65534", "65534", "/tmp", "bar"]
 
 
-def test_list_and_ps(env: tuple[Path, Path]) -> None:
-    bundle, state_root = env
+def test_list_and_ps(runtime_env: tuple[Path, Path]) -> None:
+    bundle, state_root = runtime_env
     set_args(bundle, ["sleep", "100"])
     runtime(state_root, "create", "-b", str(bundle), "c1", check=True)
     items = json.loads(runtime(state_root, "list", "--format", "json", check=True).stdout)
@@ -257,8 +240,8 @@ def test_list_and_ps(env: tuple[Path, Path]) -> None:
     assert state_of(state_root, "c1")["pid"] in pids
 
 
-def test_unknown_container_and_bad_signal(env: tuple[Path, Path]) -> None:
-    _, state_root = env
+def test_unknown_container_and_bad_signal(runtime_env: tuple[Path, Path]) -> None:
+    _, state_root = runtime_env
     proc = runtime(state_root, "kill", "nope", "KILL")
     assert proc.returncode != 0 and "does not exist" in proc.stderr
     assert runtime(state_root, "delete", "-f", "nope").returncode == 0
@@ -266,8 +249,8 @@ def test_unknown_container_and_bad_signal(env: tuple[Path, Path]) -> None:
     assert bad.returncode != 0
 
 
-def test_log_format_json(env: tuple[Path, Path], tmp_path: Path) -> None:
-    _, state_root = env
+def test_log_format_json(runtime_env: tuple[Path, Path], tmp_path: Path) -> None:
+    _, state_root = runtime_env
     log = tmp_path / "log.json"
     subprocess.run([*RUNTIME, "--root", str(state_root), "--log", str(log), "--log-format",
                     "json", "state", "nope"], capture_output=True, cwd=REPO)
@@ -285,8 +268,8 @@ def test_version_and_features() -> None:
     assert "mount" in feats["linux"]["namespaces"]
 
 
-def test_exec_joins_namespaces_and_returns_code(env: tuple[Path, Path]) -> None:
-    bundle, state_root = env
+def test_exec_joins_namespaces_and_returns_code(runtime_env: tuple[Path, Path]) -> None:
+    bundle, state_root = runtime_env
     set_args(bundle, ["sleep", "100"])
     runtime(state_root, "run", "-d", "-b", str(bundle), "c1", check=True)
     proc = runtime(state_root, "exec", "c1", "sh", "-c",
@@ -304,10 +287,10 @@ def test_exec_joins_namespaces_and_returns_code(env: tuple[Path, Path]) -> None:
     runtime(state_root, "delete", "-f", "c1", check=True)
 
 
-def test_console_socket_receives_pty_master(env: tuple[Path, Path], tmp_path: Path) -> None:
+def test_console_socket_receives_pty_master(runtime_env: tuple[Path, Path], tmp_path: Path) -> None:
     import socket
     import threading
-    bundle, state_root = env
+    bundle, state_root = runtime_env
     config = base_config(["sh", "-c", "tty; exit 5"])
     config["process"]["terminal"] = True
     write_config(bundle, config)
@@ -345,8 +328,9 @@ def test_console_socket_receives_pty_master(env: tuple[Path, Path], tmp_path: Pa
     runtime(state_root, "delete", "c1", check=True)
 
 
-def test_terminal_without_console_socket_is_refused_for_create(env: tuple[Path, Path]) -> None:
-    bundle, state_root = env
+def test_terminal_without_console_socket_is_refused_for_create(
+        runtime_env: tuple[Path, Path]) -> None:
+    bundle, state_root = runtime_env
     config = base_config(["true"])
     config["process"]["terminal"] = True
     write_config(bundle, config)
@@ -364,8 +348,8 @@ def _cgroup_dirs(cid: str) -> list[str]:
     return found
 
 
-def test_cgroup_limits_applied_and_removed(env: tuple[Path, Path]) -> None:
-    bundle, state_root = env
+def test_cgroup_limits_applied_and_removed(runtime_env: tuple[Path, Path]) -> None:
+    bundle, state_root = runtime_env
     cid = f"cg-{os.getpid()}"
     config = base_config(["sh", "-c", "cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || "
                                       "cat /sys/fs/cgroup/pids.max; cat /proc/self/cgroup"])
@@ -384,8 +368,8 @@ def schema_validator(name: str) -> Any:
     return ocischema.validator("runtime-spec", name)
 
 
-def test_state_output_matches_runtime_spec_schema(env: tuple[Path, Path]) -> None:
-    bundle, state_root = env
+def test_state_output_matches_runtime_spec_schema(runtime_env: tuple[Path, Path]) -> None:
+    bundle, state_root = runtime_env
     validator = schema_validator("state-schema.json")
     assert list(validator.iter_errors({"id": "x", "status": "paused"}))  # it can fail
     config = base_config(["sleep", "100"])
@@ -413,9 +397,9 @@ def test_features_match_runtime_spec_schema() -> None:
     assert not errors, [e.message for e in errors[:3]]
 
 
-def test_run_with_terminal_proxies_a_pty(env: tuple[Path, Path]) -> None:
+def test_run_with_terminal_proxies_a_pty(runtime_env: tuple[Path, Path]) -> None:
     import pty
-    bundle, state_root = env
+    bundle, state_root = runtime_env
     config = base_config(["sh", "-c", "tty; stty size; exit 6"])
     config["process"]["terminal"] = True
     config["process"]["consoleSize"] = {"height": 33, "width": 111}
@@ -440,8 +424,8 @@ def test_run_with_terminal_proxies_a_pty(env: tuple[Path, Path]) -> None:
     assert "/dev/pts/" in text
 
 
-def test_run_forwards_sigterm(env: tuple[Path, Path]) -> None:
-    bundle, state_root = env
+def test_run_forwards_sigterm(runtime_env: tuple[Path, Path]) -> None:
+    bundle, state_root = runtime_env
     set_args(bundle, ["sh", "-c", "trap 'exit 9' TERM; while true; do sleep 0.1; done"])
     proc = subprocess.Popen([*RUNTIME, "--root", str(state_root), "run", "-b", str(bundle),
                              "c1"], cwd=REPO)
@@ -456,18 +440,19 @@ def test_run_forwards_sigterm(env: tuple[Path, Path]) -> None:
         proc.wait()
 
 
-def test_no_pivot_runs_with_move_and_chroot(env: tuple[Path, Path]) -> None:
-    bundle, state_root = env
+def test_no_pivot_runs_with_move_and_chroot(runtime_env: tuple[Path, Path]) -> None:
+    bundle, state_root = runtime_env
     set_args(bundle, ["sh", "-c", "echo pid=$$; ls /"])
     proc = runtime(state_root, "run", "--no-pivot", "-b", str(bundle), "c1")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split()[0] == "pid=1" and "bin" in proc.stdout.split()
 
 
-def test_init_warnings_go_to_the_runtime_log(env: tuple[Path, Path], tmp_path: Path) -> None:
+def test_init_warnings_go_to_the_runtime_log(runtime_env: tuple[Path, Path],
+        tmp_path: Path) -> None:
     """An ambient cap missing from inheritable cannot be raised (runc only warns): the
     warning belongs in --log, never in the container's own output."""
-    bundle, state_root = env
+    bundle, state_root = runtime_env
     config = base_config(["echo", "hi"])
     config["process"]["capabilities"]["ambient"] = ["CAP_KILL"]
     write_config(bundle, config)
@@ -482,8 +467,8 @@ def test_init_warnings_go_to_the_runtime_log(env: tuple[Path, Path], tmp_path: P
     assert any(e["level"] == "warning" and "CAP_KILL" in e["msg"] for e in entries)
 
 
-def test_kill_all_signals_every_process(env: tuple[Path, Path]) -> None:
-    bundle, state_root = env
+def test_kill_all_signals_every_process(runtime_env: tuple[Path, Path]) -> None:
+    bundle, state_root = runtime_env
     # PID 1 ignores TERM (no handler in a pid ns); its children do not.
     set_args(bundle, ["sh", "-c", "sleep 100 & sleep 100 & wait"])
     runtime(state_root, "run", "-d", "-b", str(bundle), "c1", check=True)
@@ -496,8 +481,8 @@ def test_kill_all_signals_every_process(env: tuple[Path, Path]) -> None:
     runtime(state_root, "delete", "c1", check=True)
 
 
-def test_hook_timeout_kills_the_hook(env: tuple[Path, Path], tmp_path: Path) -> None:
-    bundle, state_root = env
+def test_hook_timeout_kills_the_hook(runtime_env: tuple[Path, Path], tmp_path: Path) -> None:
+    bundle, state_root = runtime_env
     set_args(bundle, ["true"], hooks={"createRuntime": [
         {"path": "/bin/sh", "args": ["sh", "-c", "sleep 30"], "timeout": 1}]})
     proc = runtime(state_root, "run", "-b", str(bundle), "c1")
@@ -505,17 +490,17 @@ def test_hook_timeout_kills_the_hook(env: tuple[Path, Path], tmp_path: Path) -> 
     assert not (state_root / "c1").exists()
 
 
-def test_stale_state_dir_is_removed_by_force_delete(env: tuple[Path, Path]) -> None:
-    _, state_root = env
+def test_stale_state_dir_is_removed_by_force_delete(runtime_env: tuple[Path, Path]) -> None:
+    _, state_root = runtime_env
     (state_root / "c9").mkdir(parents=True)
     (state_root / "c9" / "exec.fifo").touch()
     assert runtime(state_root, "delete", "-f", "c9").returncode == 0
     assert not (state_root / "c9").exists()
 
 
-def test_exec_tty_without_console_socket(env: tuple[Path, Path]) -> None:
+def test_exec_tty_without_console_socket(runtime_env: tuple[Path, Path]) -> None:
     import pty
-    bundle, state_root = env
+    bundle, state_root = runtime_env
     set_args(bundle, ["sleep", "100"])
     runtime(state_root, "run", "-d", "-b", str(bundle), "c1", check=True)
     master, slave = pty.openpty()
@@ -538,8 +523,8 @@ def test_exec_tty_without_console_socket(env: tuple[Path, Path]) -> None:
     runtime(state_root, "delete", "-f", "c1", check=True)
 
 
-def test_missing_cwd_is_created(env: tuple[Path, Path]) -> None:
-    bundle, state_root = env
+def test_missing_cwd_is_created(runtime_env: tuple[Path, Path]) -> None:
+    bundle, state_root = runtime_env
     config = base_config(["pwd"])
     config["process"]["cwd"] = "/new/work/dir"
     write_config(bundle, config)
@@ -547,8 +532,8 @@ def test_missing_cwd_is_created(env: tuple[Path, Path]) -> None:
     assert proc.returncode == 0 and proc.stdout.strip() == "/new/work/dir", proc.stderr
 
 
-def test_pause_resume_update(env: tuple[Path, Path], tmp_path: Path) -> None:
-    bundle, state_root = env
+def test_pause_resume_update(runtime_env: tuple[Path, Path], tmp_path: Path) -> None:
+    bundle, state_root = runtime_env
     set_args(bundle, ["sleep", "100"])
     runtime(state_root, "run", "-d", "-b", str(bundle), "c1", check=True)
     runtime(state_root, "pause", "c1", check=True)
@@ -569,8 +554,9 @@ def test_pause_resume_update(env: tuple[Path, Path], tmp_path: Path) -> None:
     runtime(state_root, "delete", "-f", "c1", check=True)
 
 
-def test_preserve_fds_passes_extra_descriptors(env: tuple[Path, Path], tmp_path: Path) -> None:
-    bundle, state_root = env
+def test_preserve_fds_passes_extra_descriptors(runtime_env: tuple[Path, Path],
+        tmp_path: Path) -> None:
+    bundle, state_root = runtime_env
     secret = tmp_path / "passed"
     secret.write_text("through fd 3\n")
     set_args(bundle, ["sh", "-c", "cat <&3; ls /proc/self/fd | tr '\\n' ' '"])
@@ -586,8 +572,9 @@ def test_preserve_fds_passes_extra_descriptors(env: tuple[Path, Path], tmp_path:
 
 
 @pytest.mark.parametrize("flag", [[], ["--no-new-keyring"]])
-def test_container_gets_its_own_session_keyring(env: tuple[Path, Path], flag: list[str]) -> None:
-    bundle, state_root = env
+def test_container_gets_its_own_session_keyring(runtime_env: tuple[Path, Path],
+        flag: list[str]) -> None:
+    bundle, state_root = runtime_env
     set_args(bundle, ["sleep", "100"])
     cid = f"kr-{os.getpid()}-{len(flag)}"
     runtime(state_root, "create", *flag, "-b", str(bundle), cid, check=True)
@@ -598,10 +585,10 @@ def test_container_gets_its_own_session_keyring(env: tuple[Path, Path], flag: li
         runtime(state_root, "delete", "-f", cid, check=True)
 
 
-def test_program_that_cannot_be_executed(env: tuple[Path, Path]) -> None:
+def test_program_that_cannot_be_executed(runtime_env: tuple[Path, Path]) -> None:
     """A file with x bits but no valid format passes the create-time lookup; execve then
     fails after start, and the reason still reaches stderr (exit 126, like a shell)."""
-    bundle, state_root = env
+    bundle, state_root = runtime_env
     bad = bundle / "rootfs" / "bin" / "notreally"
     bad.write_bytes(b"\x00\x01garbage")
     bad.chmod(0o755)
