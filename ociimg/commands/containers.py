@@ -12,6 +12,7 @@ rootfs.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import secrets
@@ -31,6 +32,7 @@ from ociimg.layers import overlay
 from ociimg.layers.snapshots import SnapshotStore
 from ociimg.runtime import container as runtime
 from ociimg.runtime import linux
+from ociimg.runtime.hooks import exit_code
 from ociimg.runtime.state import DEFAULT_STATE_ROOT
 from ociimg.spec import chain_ids
 
@@ -80,7 +82,7 @@ def create_container(image: ResolvedImage, root: Path, options: RunOptions,
         _prepare_rootfs(image, root, tmp, progress)
         bundle_options = options.bundle
         if bundle_options.hostname is None:
-            bundle_options = _with(bundle_options, hostname=cid[:12])
+            bundle_options = dataclasses.replace(bundle_options, hostname=cid[:12])
         config = to_runtime_config(image.config, bundle_options, tmp / "rootfs")
         warn_unsafe_labels(image, progress)
         write_bundle(tmp, config)
@@ -97,12 +99,6 @@ def create_container(image: ResolvedImage, root: Path, options: RunOptions,
         remove_tree(tmp)
         raise
     return Container(cid, final, meta)
-
-
-def _with(options: BundleOptions, **changes: Any) -> BundleOptions:
-    import dataclasses
-
-    return dataclasses.replace(options, **changes)
 
 
 def _check_name_free(root: Path, name: str) -> None:
@@ -189,8 +185,7 @@ def _monitor(c: Container, options: RunOptions, report_fd: int) -> int:
     os.write(report_fd, b"started")
     os.close(report_fd)
     _, status = os.waitpid(cst.pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    code = 128 - code if code < 0 else code
+    code = exit_code(status)
     # Record the exit before the runtime state goes, so `ps` never sees neither.
     _finish(c, code, options.remove)
     with contextlib.suppress(OciimgError):
@@ -319,11 +314,11 @@ def read_logs(c: Container, follow: bool = False) -> None:
                              hint="only detached containers (run -d) keep logs")
     with open(log, "rb") as f:
         while True:
-            chunk = f.read(1 << 16)
-            if chunk:
+            running = follow and status_of(c)["status"] in ("running", "created")
+            # Read after the status check: what the program wrote before it exited is shown.
+            while chunk := f.read(1 << 16):
                 sys.stdout.buffer.write(chunk)
-                sys.stdout.buffer.flush()
-                continue
-            if not follow or status_of(c)["status"] not in ("running", "created"):
+            sys.stdout.buffer.flush()
+            if not running:
                 return
             time.sleep(0.2)

@@ -264,3 +264,13 @@ def test_resource_limits_reach_the_container(ociroot: Path, busybox: str) -> Non
                   "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.cfs_period_us"
                   " 2>/dev/null || cat /sys/fs/cgroup/cpu.max")
     assert proc.stdout.split() == ["50000", "100000"]  # v1 quota+period, or v2 cpu.max
+
+
+def test_logs_follow_until_the_container_exits(ociroot: Path, busybox: str) -> None:
+    ociimg(ociroot, "run", "-d", "--name", "chatty", busybox, "sh", "-c",
+           "echo one; sleep 1; echo two; exit 4")
+    proc = ociimg(ociroot, "logs", "--follow", "chatty", timeout=30)
+    assert proc.stdout == "one\ntwo\n"
+    row = json.loads(ociimg(ociroot, "ps", "-a", "--json").stdout)[0]
+    assert (row["status"], row["exitCode"]) == ("exited", 4)
+    ociimg(ociroot, "rm", "chatty")
