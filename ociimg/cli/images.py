@@ -309,8 +309,10 @@ def login(
         password = typer.prompt("Password", hide_input=True)
     from ociimg.registry.transport import TransportOptions
 
-    path = do_login(registry, username, password, auth_file,
-                    options=TransportOptions(insecure=insecure, ca_bundle=ca_bundle))
+    from ociimg.registry.registries import is_insecure
+
+    options = TransportOptions(insecure=insecure or is_insecure(registry), ca_bundle=ca_bundle)
+    path = do_login(registry, username, password, auth_file, options=options)
     print(f"Login succeeded (credentials saved to {path})", file=sys.stderr)
 
 

@@ -32,6 +32,7 @@ from ociimg.errors import (
 )
 from ociimg.events import NullProgress, Progress
 from ociimg.registry.auth import Authenticator, find_credentials
+from ociimg.registry.registries import is_insecure
 from ociimg.registry.transport import (
     MAX_ERROR_BYTES,
     Transport,
@@ -132,8 +133,9 @@ class RegistryClient:
              repository: str | None = None) -> RegistryClient:
         """A client for ``api_host`` with credentials looked up for ``domain``."""
         options = options or ClientOptions()
+        insecure = options.insecure or is_insecure(domain)
         transport = Transport(TransportOptions(
-            insecure=options.insecure, ca_bundle=options.ca_bundle, retries=options.retries,
+            insecure=insecure, ca_bundle=options.ca_bundle, retries=options.retries,
             backoff_base=options.backoff_base, pool_size=max(8, options.concurrency + 2)))
         creds = find_credentials(domain, repository, auth_file=options.auth_file)
         auth = Authenticator(transport.base_url(api_host), transport, creds, display=domain)
