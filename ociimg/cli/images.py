@@ -307,9 +307,8 @@ def login(
         password = sys.stdin.readline().rstrip("\n")
     elif password is None:
         password = typer.prompt("Password", hide_input=True)
-    from ociimg.registry.transport import TransportOptions
-
     from ociimg.registry.registries import is_insecure
+    from ociimg.registry.transport import TransportOptions
 
     options = TransportOptions(insecure=insecure or is_insecure(registry), ca_bundle=ca_bundle)
     path = do_login(registry, username, password, auth_file, options=options)
