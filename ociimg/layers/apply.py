@@ -269,11 +269,16 @@ class _Applier(UpperDirOps):
     # -- entry types ------------------------------------------------------------
     def _create_file(self, pfd: int, name: str, info: tarfile.TarInfo,
                      tf: tarfile.TarFile) -> None:
+        mode = info.mode & 0o7777
+        # A plain mode is given to open(2) directly; setuid/setgid/sticky files are made
+        # 0600 and get their mode after chown (chown clears setuid: §C1 #13).
+        plain = not mode & 0o7000
+        create_mode = mode if plain else 0o600
         try:
-            fd = os.open(name, FILE_CREATE, 0o600, dir_fd=pfd)
+            fd = os.open(name, FILE_CREATE, create_mode, dir_fd=pfd)
         except FileExistsError:
             self._replace(pfd, name)
-            fd = os.open(name, FILE_CREATE, 0o600, dir_fd=pfd)
+            fd = os.open(name, FILE_CREATE, create_mode, dir_fd=pfd)
         try:
             assert self.stream is not None
             self.stream.seek(info.offset_data)
@@ -283,12 +288,26 @@ class _Applier(UpperDirOps):
                         piece = piece[os.write(fd, piece):]
             else:
                 self._write_sparse(fd, info)
-            self._chown(fd, None, info, symlink=False)
-            os.chmod(fd, info.mode & 0o7777)  # after chown: chown clears setuid (§C1 #13)
+            if plain:
+                self._settle_owner_mode(fd, info, mode)
+            else:
+                self._chown(fd, None, info, symlink=False)
+                os.chmod(fd, mode)
             self._set_xattrs(fd, info, existing=False)
             os.utime(fd, ns=(mtime_ns(info, "atime"), mtime_ns(info)))
         finally:
             os.close(fd)
+
+    def _settle_owner_mode(self, fd: int, info: tarfile.TarInfo, mode: int) -> None:
+        """chown/chmod a new file only where it differs: a root unpack of root-owned
+        files with umask-compatible modes needs neither. One fstat instead of two
+        inode updates per file (bench/unpack: ~58k files); the fstat also sees what
+        creation really gave (umask, a setgid parent's group)."""
+        st = os.fstat(fd)
+        if (st.st_uid, st.st_gid) != (info.uid, info.gid):
+            self._chown(fd, None, info, symlink=False)
+        if stat.S_IMODE(st.st_mode) != mode:
+            os.chmod(fd, mode)
 
     def _write_sparse(self, fd: int, info: tarfile.TarInfo) -> None:
         """GNU/PAX sparse file: data segments at their offsets, holes stay holes.
