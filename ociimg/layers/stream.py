@@ -93,6 +93,11 @@ class Prefetcher:
             yield piece
 
     def read(self, n: int = -1) -> bytes:
+        buf = self._buf
+        if 0 <= n <= len(buf):  # the common case: a 512-byte header inside one chunk
+            self._buf = buf[n:]
+            self.position += n
+            return bytes(buf[:n])
         out = bytearray()
         while n < 0 or len(out) < n:
             if not self._buf and not self._next():
@@ -135,6 +140,8 @@ class ForwardReader(io.RawIOBase):
             pos += self.source.position
         elif whence != io.SEEK_SET:
             raise io.UnsupportedOperation("seek from the end of a stream")
+        if pos == self.source.position:
+            return pos  # tarfile seeks to where it already is before every header
         if pos < self.source.position:
             raise io.UnsupportedOperation(
                 f"backward seek to {pos} (at {self.source.position}) in a layer stream")
