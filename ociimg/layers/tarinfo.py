@@ -10,12 +10,14 @@ result is the same (tests/unit/test_apply.py compares both on mutated headers).
 
 from __future__ import annotations
 
+import re
 import tarfile
 from decimal import Decimal
 
 from ociimg.errors import UnsafeArchive
 
 MAX_META_HEADER = 1 << 20  # PAX / GNU long-name headers are read into memory
+_HDRCHARSET = re.compile(rb"\d+ hdrcharset=([^\n]+)\n")
 _META_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
                tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
 
@@ -81,6 +83,60 @@ class LayerTarInfo(tarfile.TarInfo):
         if self.type in _META_TYPES and self.size > MAX_META_HEADER:
             raise UnsafeArchive(f"tar header for {self.name!r}: {self.size}-byte meta header")
         return super()._proc_member(tf)
+
+    def _proc_pax(self, tf):  # type: ignore[no-untyped-def]
+        """tarfile's PAX handling with the records split by ``find`` instead of a regex
+        match per record (every entry of a typical layer has a PAX header: ~9% of an
+        unpack's CPU). Same records, same decoding, same sparse/size handling; tests
+        compare it with tarfile's own on valid and odd headers."""
+        buf = tf.fileobj.read(self._block(self.size))
+        pax = tf.pax_headers if self.type == tarfile.XGLTYPE else tf.pax_headers.copy()
+        if b"hdrcharset=" in buf and (m := _HDRCHARSET.search(buf)) is not None:
+            pax["hdrcharset"] = m.group(1).decode("utf-8")
+        encoding = tf.encoding if pax.get("hdrcharset") == "BINARY" else "utf-8"
+        for keyword, value in _pax_records(buf):
+            key = self._decode_pax_field(keyword, "utf-8", "utf-8", tf.errors)
+            if key in tarfile.PAX_NAME_FIELDS:
+                pax[key] = self._decode_pax_field(value, encoding, tf.encoding, tf.errors)
+            else:
+                pax[key] = self._decode_pax_field(value, "utf-8", "utf-8", tf.errors)
+        try:
+            nxt = self.fromtarfile(tf)
+        except tarfile.HeaderError as exc:
+            raise tarfile.SubsequentHeaderError(str(exc)) from None
+        if "GNU.sparse.map" in pax:
+            self._proc_gnusparse_01(nxt, pax)
+        elif "GNU.sparse.size" in pax:
+            self._proc_gnusparse_00(nxt, pax, buf)
+        elif pax.get("GNU.sparse.major") == "1" and pax.get("GNU.sparse.minor") == "0":
+            self._proc_gnusparse_10(nxt, pax, tf)
+        if self.type in (tarfile.XHDTYPE, tarfile.SOLARIS_XHDTYPE):
+            nxt._apply_pax_info(pax, tf.encoding, tf.errors)
+            nxt.offset = self.offset
+            if "size" in pax:  # the next header follows the PAX size, not the ustar one
+                offset = nxt.offset_data
+                if nxt.isreg() or nxt.type not in tarfile.SUPPORTED_TYPES:
+                    offset += nxt._block(nxt.size)
+                tf.offset = offset
+        return nxt
+
+
+def _pax_records(buf: bytes) -> list[tuple[bytes, bytes]]:
+    """``LEN KEYWORD=VALUE\n`` records from the start of ``buf``; parsing stops at the
+    first thing that is not one (trailing NULs), as tarfile's does."""
+    out, pos = [], 0
+    while True:
+        space = buf.find(b" ", pos)
+        if space == -1 or not buf[pos:space].isdigit():
+            return out
+        eq = buf.find(b"=", space + 1)
+        if eq <= space + 1:
+            return out
+        length = int(buf[pos:space])
+        if length == 0:
+            raise tarfile.InvalidHeaderError("invalid header")
+        out.append((buf[space + 1:eq], buf[eq + 1:pos + length - 1]))
+        pos += length
 
 
 def mtime_ns(info: tarfile.TarInfo, key: str = "mtime") -> int:

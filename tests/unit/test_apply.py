@@ -655,3 +655,55 @@ def test_bomb_caps(rootfs: Path) -> None:
     with pytest.raises(UnsafeArchive, match="files exceed 5000 bytes at 'b'"):
         apply(rootfs, big, max_file_bytes=5000)
     apply(rootfs, big, max_file_bytes=8000)
+
+
+def _pax_archives() -> list[bytes]:
+    """Tars whose PAX records exercise the layer reader's record splitter."""
+    def build(*members: tuple[tarfile.TarInfo, bytes], **kw) -> bytes:  # type: ignore[no-untyped-def]
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT, **kw) as tf:
+            for info, data in members:
+                info.size = len(data) if info.isreg() else 0
+                tf.addfile(info, io.BytesIO(data))
+        return out.getvalue()
+
+    def member(name: str, **pax: str) -> tarfile.TarInfo:
+        info = tarfile.TarInfo(name)
+        info.mtime = 1_700_000_000.25
+        info.pax_headers = pax
+        return info
+
+    link = member("l", **{"SCHILY.xattr.user.a": "x=y\nz"})
+    link.type, link.linkname = tarfile.SYMTYPE, "t/" + "ä" * 80
+    archives = [
+        build((member("é/" + "n" * 150), b"data"), (link, b""),
+              (member("s", comment="", **{"SCHILY.xattr.security.capability": "\x01\x02"}), b"")),
+        build((member("g"), b"1"), pax_headers={"comment": "global", "uname": "u"}),
+    ]
+    raw = build((member("size", size="3"), b"abc"))
+    records = b"20 hdrcharset=BINARY\n" + b"14 path=\xff\xfe\n" + b"\0" * 10
+    header = tarfile.TarInfo("././@PaxHeader")
+    header.type, header.size = tarfile.XHDTYPE, len(records)
+    body = header.tobuf(tarfile.USTAR_FORMAT) + records.ljust(512, b"\0")
+    archives += [raw, body + tarfile.TarInfo("x").tobuf(tarfile.USTAR_FORMAT) + b"\0" * 1024,
+                 body.replace(b"14 path", b"0 path=") + b"\0" * 1024]
+    return archives
+
+
+def _members(archive: bytes, tarinfo: type[tarfile.TarInfo]) -> list[object]:
+    out: list[object] = []
+    try:
+        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:", tarinfo=tarinfo,
+                          encoding="utf-8", errors="surrogateescape") as tf:
+            for m in tf:
+                out.append((m.get_info(), dict(m.pax_headers), m.offset, m.offset_data))
+            out.append(dict(tf.pax_headers))
+    except tarfile.TarError as exc:
+        out.append(type(exc).__name__)
+    return out
+
+
+def test_pax_record_splitter_matches_tarfile() -> None:
+    from ociimg.layers.tarinfo import LayerTarInfo
+    for archive in _pax_archives():
+        assert _members(archive, LayerTarInfo) == _members(archive, tarfile.TarInfo)
