@@ -11,12 +11,16 @@ result is the same (tests/unit/test_apply.py compares both on mutated headers).
 from __future__ import annotations
 
 import re
+import struct
 import tarfile
 from decimal import Decimal
 
 from ociimg.errors import UnsafeArchive
 
 MAX_META_HEADER = 1 << 20  # PAX / GNU long-name headers are read into memory
+# One unpack instead of a slice per field: name mode uid gid size mtime chksum type
+# linkname (magic version) uname gname devmajor devminor prefix (POSIX ustar layout).
+_USTAR = struct.Struct("100s8s8s8s12s12s8sc100s8x32s32s8s8s155s12x")
 _HDRCHARSET = re.compile(rb"\d+ hdrcharset=([^\n]+)\n")
 _META_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
                tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
@@ -42,27 +46,29 @@ def fast_frombuf(cls: type[tarfile.TarInfo], buf: bytes, encoding: str, errors: 
             (buf[100] | buf[108] | buf[116] | buf[124] | buf[136] | buf[148] | buf[329]
              | buf[337]) & 0x80:
         return slow(cls, buf, encoding, errors)
+    (name, mode, uid, gid, size, mtime, chk, kind, linkname, uname, gname, major, minor,
+     prefix) = _USTAR.unpack(buf)
     try:
-        chksum = _octal(buf[148:156])
-        if chksum != 256 + sum(buf) - sum(buf[148:156]):
+        chksum = _octal(chk)
+        if chksum != 256 + sum(buf) - sum(chk):
             return slow(cls, buf, encoding, errors)  # signed sums, or the error
         obj = cls()
-        obj.name = _text(buf[0:100], encoding, errors)
-        obj.mode = _octal(buf[100:108])
-        obj.uid = _octal(buf[108:116])
-        obj.gid = _octal(buf[116:124])
-        obj.size = _octal(buf[124:136])
-        obj.mtime = _octal(buf[136:148])
-        obj.devmajor = _octal(buf[329:337])
-        obj.devminor = _octal(buf[337:345])
+        obj.name = _text(name, encoding, errors)
+        obj.mode = _octal(mode)
+        obj.uid = _octal(uid)
+        obj.gid = _octal(gid)
+        obj.size = _octal(size)
+        obj.mtime = _octal(mtime)
+        obj.devmajor = _octal(major)
+        obj.devminor = _octal(minor)
     except ValueError as exc:
         raise tarfile.InvalidHeaderError("invalid header") from exc
     obj.chksum = chksum
-    obj.type = buf[156:157]
-    obj.linkname = _text(buf[157:257], encoding, errors)
-    obj.uname = _text(buf[265:297], encoding, errors)
-    obj.gname = _text(buf[297:329], encoding, errors)
-    prefix = _text(buf[345:500], encoding, errors)
+    obj.type = kind
+    obj.linkname = _text(linkname, encoding, errors)
+    obj.uname = _text(uname, encoding, errors)
+    obj.gname = _text(gname, encoding, errors)
+    prefix = _text(prefix, encoding, errors)
     if obj.type == tarfile.AREGTYPE and obj.name.endswith("/"):
         obj.type = tarfile.DIRTYPE  # old V7 directories
     if obj.isdir():
