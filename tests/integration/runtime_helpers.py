@@ -130,3 +130,18 @@ def mounts_under(path: Path) -> list[str]:
 
 def state_of(state_root: Path, cid: str) -> dict[str, Any]:
     return json.loads(runtime(state_root, "state", cid, check=True).stdout)
+
+
+def read_until_hangup(master: int) -> bytes:
+    """Everything a pty's master yields until the other side closes (EIO), then close it."""
+    out = b""
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # EIO: the last slave fd is gone
+            break
+        if not data:
+            break
+        out += data
+    os.close(master)
+    return out

@@ -19,6 +19,7 @@ from tests.integration.runtime_helpers import (
     REPO,
     RUNTIME,
     base_config,
+    read_until_hangup,
     runtime,
     state_of,
     write_config,
@@ -409,16 +410,7 @@ def test_run_with_terminal_proxies_a_pty(runtime_env: tuple[Path, Path]) -> None
                              "c1"], stdin=slave, stdout=slave, stderr=subprocess.PIPE,
                             cwd=REPO)
     os.close(slave)
-    out = b""
-    while True:
-        try:
-            data = os.read(master, 4096)
-        except OSError:
-            break
-        if not data:
-            break
-        out += data
-    os.close(master)
+    out = read_until_hangup(master)
     assert proc.wait(timeout=60) == 6, proc.stderr.read()
     text = out.decode(errors="replace")
     assert "/dev/pts/" in text
@@ -508,16 +500,7 @@ def test_exec_tty_without_console_socket(runtime_env: tuple[Path, Path]) -> None
                              "-c", "tty; exit 4"], stdin=slave, stdout=slave,
                             stderr=subprocess.PIPE, cwd=REPO)
     os.close(slave)
-    out = b""
-    while True:
-        try:
-            data = os.read(master, 4096)
-        except OSError:
-            break
-        if not data:
-            break
-        out += data
-    os.close(master)
+    out = read_until_hangup(master)
     assert proc.wait(timeout=60) == 4, proc.stderr.read()
     assert b"/dev/pts/" in out
     runtime(state_root, "delete", "-f", "c1", check=True)
