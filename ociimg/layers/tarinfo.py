@@ -26,12 +26,20 @@ _META_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
                tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
 
 
+_OCTALS: dict[bytes, int] = {}  # mode/uid/gid/device fields repeat across headers
+
+
 def _octal(field: bytes) -> int:
+    value = _OCTALS.get(field)
+    if value is not None:
+        return value
     end = field.find(b"\0")
-    if end != -1:
-        field = field[:end]
-    field = field.strip()
-    return int(field, 8) if field else 0
+    text = field if end == -1 else field[:end]
+    text = text.strip()
+    value = int(text, 8) if text else 0
+    if len(_OCTALS) < 4096:  # bounded: a hostile layer can make every field unique
+        _OCTALS[field] = value
+    return value
 
 
 def _text(field: bytes, encoding: str, errors: str) -> str:
@@ -83,6 +91,57 @@ class LayerTarInfo(tarfile.TarInfo):
     def frombuf(cls, buf, encoding, errors):  # type: ignore[no-untyped-def, override]
         return fast_frombuf(cls, buf, encoding, errors)
 
+    @classmethod
+    def fromtarfile(cls, tf):  # type: ignore[no-untyped-def, override]
+        """tarfile's ``fromtarfile`` with a shortcut for the PAX 'x' header that precedes
+        almost every entry of a layer: no TarInfo is built for it and its records are
+        decoded directly, when nothing in it needs tarfile's special cases (GNU sparse,
+        hdrcharset, odd numbers or checksums); otherwise the same block goes through
+        ``frombuf``/``_proc_member`` as before."""
+        fileobj = tf.fileobj
+        buf = fileobj.read(tarfile.BLOCKSIZE)
+        offset = fileobj.tell() - tarfile.BLOCKSIZE
+        if buf[156:157] == tarfile.XHDTYPE and tf.encoding == "utf-8" and \
+                tf.errors == "surrogateescape":
+            size = _plain_meta_size(buf)
+            if size is not None:
+                data = fileobj.read(cls._block_size(size))
+                if b"GNU.sparse" not in data and b"hdrcharset" not in data:
+                    return cls._proc_plain_pax(tf, offset, data)
+                obj = cls.frombuf(buf, tf.encoding, tf.errors)
+                obj.offset = offset
+                return obj._proc_pax_data(tf, data)
+        obj = cls.frombuf(buf, tf.encoding, tf.errors)
+        obj.offset = offset
+        return obj._proc_member(tf)
+
+    @staticmethod
+    def _block_size(count: int) -> int:
+        blocks, remainder = divmod(count, tarfile.BLOCKSIZE)
+        return (blocks + 1) * tarfile.BLOCKSIZE if remainder else blocks * tarfile.BLOCKSIZE
+
+    @classmethod
+    def _proc_plain_pax(cls, tf, offset, data):  # type: ignore[no-untyped-def]
+        """``_proc_pax`` for an 'x' header whose records have no sparse or charset keys:
+        with UTF-8/surrogateescape, tarfile's strict-then-fallback decoding of every
+        keyword and value is one ``decode(..., "surrogateescape")``."""
+        pax = tf.pax_headers.copy()
+        for keyword, value in _pax_records(data):
+            pax[keyword.decode("utf-8", "surrogateescape")] = \
+                value.decode("utf-8", "surrogateescape")
+        try:
+            nxt = cls.fromtarfile(tf)
+        except tarfile.HeaderError as exc:
+            raise tarfile.SubsequentHeaderError(str(exc)) from None
+        nxt._apply_pax_info(pax, tf.encoding, tf.errors)
+        nxt.offset = offset
+        if "size" in pax:  # the next header follows the PAX size, not the ustar one
+            end = nxt.offset_data
+            if nxt.isreg() or nxt.type not in tarfile.SUPPORTED_TYPES:
+                end += nxt._block(nxt.size)
+            tf.offset = end
+        return nxt
+
     def _proc_member(self, tf):  # type: ignore[no-untyped-def]
         # Refuse huge PAX/GNU meta headers before tarfile reads them into memory
         # (anchors §C1 #21).
@@ -95,7 +154,9 @@ class LayerTarInfo(tarfile.TarInfo):
         match per record (every entry of a typical layer has a PAX header: ~9% of an
         unpack's CPU). Same records, same decoding, same sparse/size handling; tests
         compare it with tarfile's own on valid and odd headers."""
-        buf = tf.fileobj.read(self._block(self.size))
+        return self._proc_pax_data(tf, tf.fileobj.read(self._block(self.size)))
+
+    def _proc_pax_data(self, tf, buf):  # type: ignore[no-untyped-def]
         pax = tf.pax_headers if self.type == tarfile.XGLTYPE else tf.pax_headers.copy()
         if b"hdrcharset=" in buf and (m := _HDRCHARSET.search(buf)) is not None:
             pax["hdrcharset"] = m.group(1).decode("utf-8")
@@ -125,6 +186,26 @@ class LayerTarInfo(tarfile.TarInfo):
                     offset += nxt._block(nxt.size)
                 tf.offset = offset
         return nxt
+
+
+def _plain_meta_size(buf: bytes) -> int | None:
+    """The size of a meta header block that ``fast_frombuf`` would decode without an
+    error (a whole block, octal numbers, a valid unsigned checksum) and that is within
+    MAX_META_HEADER; None for anything else, which then takes tarfile's path."""
+    if len(buf) != tarfile.BLOCKSIZE or \
+            (buf[100] | buf[108] | buf[116] | buf[124] | buf[136] | buf[148] | buf[329]
+             | buf[337]) & 0x80:
+        return None
+    (_, mode, uid, gid, size, mtime, chk, _, _, _, _, major, minor, _) = _USTAR.unpack(buf)
+    try:
+        if _octal(chk) != 256 + sum(buf) - sum(chk):
+            return None
+        for field in (mode, uid, gid, mtime, major, minor):
+            _octal(field)
+        count = _octal(size)
+    except ValueError:
+        return None
+    return count if count <= MAX_META_HEADER else None
 
 
 def _pax_records(buf: bytes) -> list[tuple[bytes, bytes]]:

@@ -707,3 +707,93 @@ def test_pax_record_splitter_matches_tarfile() -> None:
     from ociimg.layers.tarinfo import LayerTarInfo
     for archive in _pax_archives():
         assert _members(archive, LayerTarInfo) == _members(archive, tarfile.TarInfo)
+
+
+# -- the layer reader's PAX shortcut (LayerTarInfo.fromtarfile) agrees with tarfile ------
+class _BoundedTarInfo(tarfile.TarInfo):
+    """tarfile's own reader plus the one deliberate difference: the meta-header bound."""
+
+    def _proc_member(self, tf):  # type: ignore[no-untyped-def]
+        from ociimg.layers.tarinfo import _META_TYPES, MAX_META_HEADER
+        if self.type in _META_TYPES and self.size > MAX_META_HEADER:
+            raise UnsafeArchive(f"tar header for {self.name!r}: {self.size}-byte meta header")
+        return super()._proc_member(tf)
+
+
+def _members_with_sparse(archive: bytes, tarinfo: type[tarfile.TarInfo]) -> list[object]:
+    try:
+        out = _members(archive, tarinfo)
+        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:", tarinfo=tarinfo,
+                          encoding="utf-8", errors="surrogateescape") as tf:
+            out.append([(m.name, m.type, m.sparse, m.offset_data) for m in tf])
+    except tarfile.TarError as exc:
+        out.append(type(exc).__name__)
+    except UnsafeArchive as exc:
+        return [str(exc)]
+    return out
+
+
+def _layer_tars(layout: Path) -> list[bytes]:
+    import gzip
+
+    import zstandard
+    out = []
+    for blob in sorted((layout / "blobs" / "sha256").iterdir()):
+        data = blob.read_bytes()
+        if data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+        elif data[:4] == b"\x28\xb5\x2f\xfd":
+            data = zstandard.ZstdDecompressor().decompressobj().decompress(data)
+        if len(data) >= 1024 and data[257:262] == b"ustar":
+            out.append(data)
+    return out
+
+
+def _pax_size_archive() -> bytes:
+    """A PAX ``size`` record that differs from the ustar size field (as for files over
+    8 GiB): the next header is found after the PAX size."""
+    info = tarfile.TarInfo("big")
+    info.size, info.pax_headers = 700, {"size": "700"}
+    data = bytearray(tar((info, b"z" * 700), F("after", b"ok")))
+    assert data[1024 + 156:1024 + 157] == tarfile.REGTYPE
+    data[1024 + 124:1024 + 136] = b"%011o\0" % 0
+    data[1024 + 148:1024 + 156] = b"        "
+    data[1024 + 148:1024 + 156] = b"%06o\0 " % sum(data[1024:1536])
+    return bytes(data)
+
+
+def test_layer_reader_matches_tarfile_on_fixture_and_hostile_tars(fixture_layout: Path) -> None:
+    from ociimg.layers.tarinfo import LayerTarInfo
+    layers = _layer_tars(fixture_layout)
+    assert len(layers) >= 3
+    archives = layers + [data for case in HOSTILE.values() for data in case]
+    archives += _pax_archives()
+    archives.append(tar(*[F(f"d/{i}", b"x" * i) for i in range(50)]))
+    archives.append(_pax_size_archive())
+    assert [m.name for m in tarfile.open(fileobj=io.BytesIO(archives[-1]))] == ["big", "after"]
+    for archive in archives:
+        assert _members_with_sparse(archive, LayerTarInfo) == \
+            _members_with_sparse(archive, _BoundedTarInfo)
+
+
+def test_layer_reader_matches_tarfile_on_mutated_pax_headers() -> None:
+    import random
+
+    from ociimg.layers.tarinfo import LayerTarInfo
+    rng = random.Random(4321)
+    bases = [tar(F("a/" + "n" * 120, b"data", 0o755, uid=70000), L("l", "t" * 120),
+                 D("dir/"), F("big", b"z" * 700)),
+             tar((tarfile.TarInfo("x"), b""), fmt=tarfile.PAX_FORMAT), _pax_size_archive()]
+    for base in bases:
+        for _ in range(1500):
+            buf = bytearray(base)
+            for _ in range(rng.randint(1, 3)):
+                # the first PAX header block, its records and the entry's own header
+                buf[rng.randrange(1536)] = rng.choice(b"0127 =\n\0\x80\xffa/x")
+            if rng.random() < 0.5:
+                for at in (0, 1024):  # fix up both headers' checksums
+                    buf[at + 148:at + 156] = b"        "
+                    buf[at + 148:at + 156] = b"%06o\0 " % sum(buf[at:at + 512])
+            data = bytes(buf)
+            assert _members_with_sparse(data, LayerTarInfo) == \
+                _members_with_sparse(data, _BoundedTarInfo), data[:1536]
