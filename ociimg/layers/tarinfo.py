@@ -133,13 +133,7 @@ class LayerTarInfo(tarfile.TarInfo):
             nxt = cls.fromtarfile(tf)
         except tarfile.HeaderError as exc:
             raise tarfile.SubsequentHeaderError(str(exc)) from None
-        nxt._apply_pax_info(pax, tf.encoding, tf.errors)
-        nxt.offset = offset
-        if "size" in pax:  # the next header follows the PAX size, not the ustar one
-            end = nxt.offset_data
-            if nxt.isreg() or nxt.type not in tarfile.SUPPORTED_TYPES:
-                end += nxt._block(nxt.size)
-            tf.offset = end
+        _apply_pax(nxt, pax, offset, tf)
         return nxt
 
     def _proc_member(self, tf):  # type: ignore[no-untyped-def]
@@ -178,14 +172,21 @@ class LayerTarInfo(tarfile.TarInfo):
         elif pax.get("GNU.sparse.major") == "1" and pax.get("GNU.sparse.minor") == "0":
             self._proc_gnusparse_10(nxt, pax, tf)
         if self.type in (tarfile.XHDTYPE, tarfile.SOLARIS_XHDTYPE):
-            nxt._apply_pax_info(pax, tf.encoding, tf.errors)
-            nxt.offset = self.offset
-            if "size" in pax:  # the next header follows the PAX size, not the ustar one
-                offset = nxt.offset_data
-                if nxt.isreg() or nxt.type not in tarfile.SUPPORTED_TYPES:
-                    offset += nxt._block(nxt.size)
-                tf.offset = offset
+            _apply_pax(nxt, pax, self.offset, tf)
         return nxt
+
+
+def _apply_pax(member: tarfile.TarInfo, pax: dict[str, str], offset: int,
+               tf: tarfile.TarFile) -> None:
+    """Give ``member`` its PAX records and the PAX header's offset; a PAX ``size`` also
+    decides where the next header starts (not the ustar size field)."""
+    member._apply_pax_info(pax, tf.encoding, tf.errors)  # type: ignore[attr-defined]
+    member.offset = offset
+    if "size" in pax:
+        end = member.offset_data
+        if member.isreg() or member.type not in tarfile.SUPPORTED_TYPES:
+            end += member._block(member.size)  # type: ignore[attr-defined]
+        tf.offset = end  # type: ignore[attr-defined]
 
 
 def _plain_meta_size(buf: bytes) -> int | None:
