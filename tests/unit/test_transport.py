@@ -272,15 +272,21 @@ def self_signed(tmp_path, name: str):
     return cert_path, key_path
 
 
-def test_ca_bundle_enables_tls_and_is_verified(tmp_path):
+def tls_server(cert, key) -> HTTPServer:
+    """A started HTTPS test server presenting ``cert``; the caller stops it."""
     import ssl
 
-    cert, key = self_signed(tmp_path, "registry")
-    other, _ = self_signed(tmp_path, "stranger")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
     server = HTTPServer(host="127.0.0.1", port=0, ssl_context=ctx)
     server.start()
+    return server
+
+
+def test_ca_bundle_enables_tls_and_is_verified(tmp_path):
+    cert, key = self_signed(tmp_path, "registry")
+    other, _ = self_signed(tmp_path, "stranger")
+    server = tls_server(cert, key)
     try:
         server.expect_request("/v2/").respond_with_json({})
         host = f"127.0.0.1:{server.port}"
@@ -294,13 +300,8 @@ def test_ca_bundle_enables_tls_and_is_verified(tmp_path):
 
 
 def test_insecure_uses_unverified_tls_when_offered_else_http(tmp_path, httpserver: HTTPServer):
-    import ssl
-
     cert, key = self_signed(tmp_path, "selfsigned")
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(cert, key)
-    tls = HTTPServer(host="127.0.0.1", port=0, ssl_context=ctx)
-    tls.start()
+    tls = tls_server(cert, key)
     try:
         tls.expect_request("/v2/").respond_with_json({})
         t = make(insecure=True)
