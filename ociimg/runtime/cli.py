@@ -1,10 +1,9 @@
 """``ociimg-runtime``: a runc-compatible command line (the flags podman/conmon, containerd's
-shim and CRI-O pass). It must start fast, so it imports only argparse and the stdlib at
-module level; each command imports what it needs."""
+shim and CRI-O pass). It must start fast, so it imports only the stdlib at module level
+and parses the command line itself; each command imports what it needs."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -70,99 +69,201 @@ def _install_handler(log: _Log) -> None:
     logger.propagate = False
 
 
-class _Formatter(argparse.HelpFormatter):
-    """argparse's formatter with the width from os: its default imports shutil (~4 ms of
-    every start) because add_argument builds a formatter to check each metavar."""
+class UsageError(Exception):
+    """A command line the parser cannot accept (exit 2, like argparse and urfave/cli)."""
 
-    def __init__(self, prog: str) -> None:
+
+class Args:
+    """The parsed command line: one attribute per option and positional."""
+
+    def __init__(self, **values: Any) -> None:
+        self.__dict__.update(values)
+
+    def __repr__(self) -> str:
+        return f"Args({self.__dict__!r})"
+
+
+# One option: (flags, dest, kind, default, help). kind: "flag", "value", "int", "append",
+# or a tuple of choices. A hand-rolled parser instead of argparse: argparse, gettext and
+# locale cost ~10 ms of every runtime start (bench/run --profile).
+_Option = tuple
+_GLOBAL: tuple[_Option, ...] = (
+    (("--root",), "root", "value", None, f"state directory (default {DEFAULT_ROOT})"),
+    (("--log",), "log", "value", None, "log file (default: stderr)"),
+    (("--log-format",), "log_format", ("text", "json"), "text", "log format"),
+    (("--debug",), "debug", "flag", False, "debug logging"),
+    (("--systemd-cgroup",), "systemd_cgroup", "flag", False,
+     "accepted for compatibility; the systemd driver is not supported"),
+    (("--rootless",), "rootless", "value", None, "accepted for compatibility"),
+    (("--criu",), "criu", "value", None, "accepted for compatibility"),
+    (("-v", "--version"), "version", "flag", False, "print the version"),
+)
+_CREATE: tuple[_Option, ...] = (
+    (("-b", "--bundle"), "bundle", "value", ".", "bundle directory (default .)"),
+    (("--pid-file",), "pid_file", "value", None, "write the init's pid to this file"),
+    (("--console-socket",), "console_socket", "value", None,
+     "AF_UNIX socket that receives the pty master"),
+    (("--no-pivot",), "no_pivot", "flag", False, "chroot instead of pivot_root (ramfs)"),
+    (("--no-new-keyring",), "no_new_keyring", "flag", False, "keep the session keyring"),
+    (("--preserve-fds",), "preserve_fds", "int", 0, "pass N extra fds (from fd 3)"),
+)
+_FORMAT: _Option = (("-f", "--format"), "format", ("table", "json"), "table", "output format")
+# command: (positionals, optional positionals with defaults, options, takes a command
+# after the positionals (exec), summary)
+_COMMANDS: dict[str, tuple] = {
+    "create": (("id",), (), _CREATE, False, "create a container (its init waits for start)"),
+    "run": (("id",), (), _CREATE + (
+        (("-d", "--detach"), "detach", "flag", False, "do not wait for the container"),
+        (("--keep",), "keep", "flag", False, "accepted for compatibility")),
+        False, "create and start a container"),
+    "start": (("id",), (), (), False, "start a created container"),
+    "state": (("id",), (), (), False, "print the runtime-spec state JSON"),
+    "kill": (("id",), (("signal", "SIGTERM"),), (
+        (("-a", "--all"), "all", "flag", False, "signal every process of the container"),),
+        False, "send a signal (default SIGTERM) to the container"),
+    "delete": (("id",), (), (
+        (("-f", "--force"), "force", "flag", False, "kill a running container first"),),
+        False, "delete a container"),
+    "list": ((), (), (_FORMAT, (("-q", "--quiet"), "quiet", "flag", False, "ids only")),
+             False, "list containers"),
+    "ps": (("id",), (), (_FORMAT,), False, "list the container's processes"),
+    "exec": (("id",), (), (
+        (("-t", "--tty"), "tty", "flag", False, "allocate a pty"),
+        (("-e", "--env"), "env", "append", None, "set an environment variable"),
+        (("--cwd",), "cwd", "value", None, "working directory"),
+        (("-u", "--user"), "user", "value", None, "UID[:GID]"),
+        (("-p", "--process"), "process", "value", None, "process.json to run"),
+        (("-d", "--detach"), "detach", "flag", False, "do not wait for the process"),
+        (("--pid-file",), "pid_file", "value", None, "write the process's pid here"),
+        (("--console-socket",), "console_socket", "value", None, "pty master socket"),
+        (("--preserve-fds",), "preserve_fds", "int", 0, "pass N extra fds (from fd 3)"),
+        (("--no-new-privs",), "no_new_privs", "flag", False, "set no_new_privileges")),
+        True, "run a process in a running container"),
+    "features": ((), (), (), False, "print the features JSON"),
+    "pause": (("id",), (), (), False, "freeze the container's processes"),
+    "resume": (("id",), (), (), False, "thaw the container's processes"),
+    "update": (("id",), (), (
+        (("-r", "--resources"), "resources", "value", None,
+         "linux.resources JSON file, or - for stdin (required)"),),
+        False, "change the container's cgroup limits"),
+}
+
+
+def _defaults(options: tuple[_Option, ...]) -> dict[str, Any]:
+    return {dest: ([] if kind == "append" else default)
+            for _, dest, kind, default, _ in options}
+
+
+def _find_option(token: str, options: tuple[_Option, ...],
+                 where: str) -> tuple[_Option, str | None]:
+    """The option a token names (``--opt``, ``--opt=value``, ``-o``), and an attached value."""
+    name, eq, attached = token.partition("=") if token.startswith("--") else (token, "", "")
+    for option in options:
+        if name in option[0]:
+            return option, attached if eq else None
+    raise UsageError(f"{where}: unknown option {name}")
+
+
+def _take_option(option: _Option, attached: str | None, rest: list[str], values: dict,
+                 where: str) -> None:
+    flags, dest, kind, _, _ = option
+    if kind == "flag":
+        if attached is not None:
+            raise UsageError(f"{where}: {flags[-1]} takes no value")
+        values[dest] = True
+        return
+    if attached is None:
+        if not rest:
+            raise UsageError(f"{where}: {flags[-1]} needs a value")
+        attached = rest.pop(0)
+    if kind == "int":
         try:
-            width = os.get_terminal_size(sys.stderr.fileno()).columns
-        except (OSError, ValueError):
-            width = int(os.environ.get("COLUMNS", "80") or 80)
-        super().__init__(prog, width=max(width - 2, 40))
+            values[dest] = int(attached)
+        except ValueError:
+            raise UsageError(f"{where}: {flags[-1]}: not a number: {attached!r}") from None
+    elif kind == "append":
+        values[dest].append(attached)
+    elif isinstance(kind, tuple) and attached not in kind:
+        raise UsageError(f"{where}: {flags[-1]} must be one of {', '.join(kind)}")
+    else:
+        values[dest] = attached
 
 
-class _Parser(argparse.ArgumentParser):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", _Formatter)
-        super().__init__(*args, **kwargs)
+def parse_args(argv: list[str]) -> Args:
+    """runc's grammar: global options, the command, then its options and positionals in
+    any order (``--`` ends options); exec's command is everything after the id."""
+    rest = list(argv)
+    values = _defaults(_GLOBAL) | {"verb": None, "help": False}
+    while rest and rest[0].startswith("-") and rest[0] != "-":
+        token = rest.pop(0)
+        if token in ("-h", "--help"):
+            values["help"] = True
+            continue
+        option, attached = _find_option(token, _GLOBAL, "ociimg-runtime")
+        _take_option(option, attached, rest, values, "ociimg-runtime")
+    if not rest:
+        return Args(**values)
+    verb = rest.pop(0)
+    if verb not in _COMMANDS:
+        raise UsageError(f"unknown command {verb!r} (commands: {', '.join(_COMMANDS)})")
+    required, optional, options, takes_command, _ = _COMMANDS[verb]
+    values.update(_defaults(options), verb=verb)
+    where = f"ociimg-runtime {verb}"
+    positionals: list[str] = []
+    wanted = len(required) + len(optional)
+    while rest:
+        if takes_command and len(positionals) == len(required):
+            break  # exec: the rest is the command, whatever it looks like
+        token = rest.pop(0)
+        if token == "--":
+            count = len(required) - len(positionals) if takes_command else len(rest)
+            positionals += rest[:count]
+            del rest[:count]
+            break
+        if token in ("-h", "--help"):
+            values["help"] = True
+        elif token.startswith("-") and token != "-":
+            option, attached = _find_option(token, options, where)
+            _take_option(option, attached, rest, values, where)
+        else:
+            positionals.append(token)
+    if values["help"]:
+        return Args(**values)
+    if len(positionals) < len(required):
+        raise UsageError(f"{where}: missing {' '.join(required[len(positionals):]).upper()}")
+    if len(positionals) > wanted:
+        raise UsageError(f"{where}: unexpected argument {positionals[wanted]!r}")
+    values.update(zip(required, positionals, strict=False))
+    extra = positionals[len(required):]
+    for i, (name, default) in enumerate(optional):
+        values[name] = extra[i] if i < len(extra) else default
+    if takes_command:
+        values["command"] = rest[1:] if rest[:1] == ["--"] else rest  # exec ID -- CMD
+    if verb == "update" and values["resources"] is None:
+        raise UsageError(f"{where}: --resources is required")
+    return Args(**values)
 
 
-class _Unused:
-    """Stands in for the sub-parser of a command that is not on the command line."""
-
-    def add_argument(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    """The full parser, or with ``argv`` only the sub-parsers of commands named in it
-    (every token that names one, so the real verb is always among them): building all
-    fourteen costs a few ms of every start."""
-    named = {a for a in argv if a in COMMANDS} if argv is not None else set()
-    p = _Parser(prog="ociimg-runtime", description="runc-compatible OCI runtime of ociimg")
-    p.add_argument("--root", default=None, help=f"state directory (default {DEFAULT_ROOT})")
-    p.add_argument("--log", default=None, help="log file (default: stderr)")
-    p.add_argument("--log-format", default="text", choices=("text", "json"))
-    p.add_argument("--debug", action="store_true")
-    p.add_argument("--systemd-cgroup", action="store_true",
-                   help="accepted for compatibility; the systemd driver is not supported")
-    p.add_argument("--rootless", default=None, help="accepted for compatibility")
-    p.add_argument("--criu", default=None, help=argparse.SUPPRESS)
-    p.add_argument("-v", "--version", action="store_true")
-    sub = p.add_subparsers(dest="verb", metavar="COMMAND", parser_class=_Parser)
-
-    def add(name: str) -> Any:
-        return sub.add_parser(name) if not named or name in named else _Unused()
-
-    for name in ("create", "run"):
-        c = add(name)
-        c.add_argument("id")
-        c.add_argument("-b", "--bundle", default=".")
-        c.add_argument("--pid-file")
-        c.add_argument("--console-socket")
-        c.add_argument("--no-pivot", action="store_true")
-        c.add_argument("--no-new-keyring", action="store_true")
-        c.add_argument("--preserve-fds", type=int, default=0)
-        if name == "run":
-            c.add_argument("-d", "--detach", action="store_true")
-            c.add_argument("--keep", action="store_true")
-    add("start").add_argument("id")
-    add("state").add_argument("id")
-    k = add("kill")
-    k.add_argument("id")
-    k.add_argument("signal", nargs="?", default="SIGTERM")
-    k.add_argument("-a", "--all", action="store_true")
-    d = add("delete")
-    d.add_argument("id")
-    d.add_argument("-f", "--force", action="store_true")
-    lst = add("list")
-    lst.add_argument("-f", "--format", default="table", choices=("table", "json"))
-    lst.add_argument("-q", "--quiet", action="store_true")
-    ps = add("ps")
-    ps.add_argument("id")
-    ps.add_argument("-f", "--format", default="table", choices=("table", "json"))
-    e = add("exec")
-    e.add_argument("id")
-    e.add_argument("-t", "--tty", action="store_true")
-    e.add_argument("-e", "--env", action="append", default=[])
-    e.add_argument("--cwd")
-    e.add_argument("-u", "--user")
-    e.add_argument("-p", "--process")
-    e.add_argument("-d", "--detach", action="store_true")
-    e.add_argument("--pid-file")
-    e.add_argument("--console-socket")
-    e.add_argument("--preserve-fds", type=int, default=0)
-    e.add_argument("--no-new-privs", action="store_true")
-    e.add_argument("command", nargs=argparse.REMAINDER)
-    add("features")
-    add("pause").add_argument("id")
-    add("resume").add_argument("id")
-    u = add("update")
-    u.add_argument("id")
-    u.add_argument("-r", "--resources", required=True,
-                   help="linux.resources JSON file, or - for stdin")
-    return p
+def usage(verb: str | None = None) -> str:
+    """Help text: the global options and commands, or one command's options."""
+    if verb is None:
+        lines = ["usage: ociimg-runtime [global options] COMMAND [options] ARGS...",
+                 "", "runc-compatible OCI runtime of ociimg", "", "commands:"]
+        lines += [f"  {name:<10} {spec[4]}" for name, spec in _COMMANDS.items()]
+        options = _GLOBAL
+    else:
+        required, optional, options, takes_command, summary = _COMMANDS[verb]
+        args = [a.upper() for a in required] + [f"[{n.upper()}]" for n, _ in optional]
+        if takes_command:
+            args.append("COMMAND [ARG...]")
+        lines = [f"usage: ociimg-runtime {verb} [options] {' '.join(args)}", "", summary]
+    if options:
+        lines += ["", "options:"]
+        for flags, _, kind, _, text in options:
+            metavar = "" if kind == "flag" else (
+                " {" + ",".join(kind) + "}" if isinstance(kind, tuple) else " VALUE")
+            lines.append(f"  {', '.join(flags) + metavar:<28} {text}")
+    return "\n".join(lines)
 
 
 def parse_signal(text: str) -> int:
@@ -185,13 +286,13 @@ def parse_signal(text: str) -> int:
                              "or a number") from None
 
 
-def _cmd_create(args: argparse.Namespace, root: str) -> int:
+def _cmd_create(args: Args, root: str) -> int:
     from ociimg.runtime import container
     container.create_container(root, args.id, _create_options(args))
     return 0
 
 
-def _create_options(args: argparse.Namespace) -> Any:
+def _create_options(args: Args) -> Any:
     from pathlib import Path
 
     from ociimg.runtime.container import CreateOptions
@@ -201,36 +302,36 @@ def _create_options(args: argparse.Namespace) -> Any:
                          new_keyring=not args.no_new_keyring)
 
 
-def _cmd_run(args: argparse.Namespace, root: str) -> int:
+def _cmd_run(args: Args, root: str) -> int:
     from ociimg.runtime import container
     return container.run_container(root, args.id, _create_options(args), detach=args.detach)
 
 
-def _cmd_start(args: argparse.Namespace, root: str) -> int:
+def _cmd_start(args: Args, root: str) -> int:
     from ociimg.runtime import container
     container.start_container(root, args.id)
     return 0
 
 
-def _cmd_state(args: argparse.Namespace, root: str) -> int:
+def _cmd_state(args: Args, root: str) -> int:
     from ociimg.runtime import container
     print(json.dumps(container.container_state(root, args.id), indent=2))
     return 0
 
 
-def _cmd_pause(args: argparse.Namespace, root: str) -> int:
+def _cmd_pause(args: Args, root: str) -> int:
     from ociimg.runtime import container
     container.pause_container(root, args.id)
     return 0
 
 
-def _cmd_resume(args: argparse.Namespace, root: str) -> int:
+def _cmd_resume(args: Args, root: str) -> int:
     from ociimg.runtime import container
     container.resume_container(root, args.id)
     return 0
 
 
-def _cmd_update(args: argparse.Namespace, root: str) -> int:
+def _cmd_update(args: Args, root: str) -> int:
     from ociimg.errors import InvalidDocument
     from ociimg.runtime import container
     try:
@@ -243,13 +344,13 @@ def _cmd_update(args: argparse.Namespace, root: str) -> int:
     return 0
 
 
-def _cmd_kill(args: argparse.Namespace, root: str) -> int:
+def _cmd_kill(args: Args, root: str) -> int:
     from ociimg.runtime import container
     container.kill_container(root, args.id, parse_signal(args.signal), args.all)
     return 0
 
 
-def _cmd_delete(args: argparse.Namespace, root: str) -> int:
+def _cmd_delete(args: Args, root: str) -> int:
     from ociimg.errors import ContainerNotFound
     from ociimg.runtime import container
     try:
@@ -262,7 +363,7 @@ def _cmd_delete(args: argparse.Namespace, root: str) -> int:
     return 0
 
 
-def _cmd_list(args: argparse.Namespace, root: str) -> int:
+def _cmd_list(args: Args, root: str) -> int:
     from ociimg.runtime import container
     items = container.list_containers(root)
     if args.quiet:
@@ -278,7 +379,7 @@ def _cmd_list(args: argparse.Namespace, root: str) -> int:
     return 0
 
 
-def _cmd_ps(args: argparse.Namespace, root: str) -> int:
+def _cmd_ps(args: Args, root: str) -> int:
     from ociimg.runtime import container
     pids = container.container_pids(root, args.id)
     if args.format == "json":
@@ -295,12 +396,12 @@ def _cmd_ps(args: argparse.Namespace, root: str) -> int:
     return 0
 
 
-def _cmd_exec(args: argparse.Namespace, root: str) -> int:
+def _cmd_exec(args: Args, root: str) -> int:
     from ociimg.runtime import execution
     return execution.exec_from_cli(root, args)
 
 
-def _cmd_features(args: argparse.Namespace, root: str) -> int:
+def _cmd_features(args: Args, root: str) -> int:
     from ociimg.runtime import features
     print(json.dumps(features.features(), indent=2))
     return 0
@@ -315,12 +416,19 @@ COMMANDS = {"create": _cmd_create, "run": _cmd_run, "start": _cmd_start, "state"
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
-    args = build_parser(argv).parse_args(argv)
+    try:
+        args = parse_args(argv)
+    except UsageError as exc:
+        print(f"ociimg-runtime: error: {exc}\nhint: ociimg-runtime --help", file=sys.stderr)
+        return 2
+    if args.help:
+        print(usage(args.verb))
+        return 0
     if args.version:
         print(f"ociimg-runtime version {VERSION}\nspec: {SPEC_VERSION}")
         return 0
     if not args.verb:
-        build_parser().print_usage(sys.stderr)
+        print(usage(), file=sys.stderr)
         return 2
     log = _Log(args.log, args.log_format, args.debug)
     route_logging(log)

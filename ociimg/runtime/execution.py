@@ -9,7 +9,6 @@ visible) and execs. A CLOEXEC sync socket tells the parent whether execve happen
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import json
 import os
@@ -28,10 +27,12 @@ TYPE_CHECKING = False  # typing costs ~5 ms of every runtime start
 if TYPE_CHECKING:
     from typing import Any
 
+    from ociimg.runtime.cli import Args
+
 log = get_logger(__name__)
 
 
-def exec_from_cli(root: str, args: argparse.Namespace) -> int:
+def exec_from_cli(root: str, args: Args) -> int:
     cst = state.load_state(root, args.id)
     if state.derive_status(root, cst) == "stopped":
         raise ContainerError(f"cannot exec in a stopped container {args.id}",
@@ -43,10 +44,10 @@ def exec_from_cli(root: str, args: argparse.Namespace) -> int:
                         console_socket=args.console_socket, preserve_fds=args.preserve_fds)
 
 
-def process_from_args(config: RuntimeConfig, args: argparse.Namespace) -> ProcessSpec:
+def process_from_args(config: RuntimeConfig, args: Args) -> ProcessSpec:
     if args.process:
         return parse_process(json.loads(Path(args.process).read_text()), "process.json")
-    command = [c for c in args.command if c != "--"] if args.command else []
+    command = list(args.command)
     if not command:
         raise ContainerError("exec: no command given", hint="ociimg-runtime exec ID CMD...")
     base = config.process or ProcessSpec(args=("sh",))

@@ -1,0 +1,86 @@
+"""ociimg-runtime's own command-line parser: the runc grammar that podman/conmon,
+containerd's shim and CRI-O use (global options, command, options and positionals in any
+order, ``--opt=value``, ``--`` ends options, exec's command taken verbatim)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ociimg.runtime.cli import UsageError, main, parse_args, usage
+
+
+def test_conmon_create_line() -> None:
+    # What conmon passes (libpod/oci_conmon_linux.go + conmon's runtime args).
+    args = parse_args(["--root", "/run/r", "--log", "/l", "--log-format", "json", "create",
+                       "--bundle", "/b", "--pid-file", "/p", "--console-socket", "/s",
+                       "--no-new-keyring", "cid"])
+    assert (args.root, args.log, args.log_format, args.verb) == ("/run/r", "/l", "json",
+                                                                 "create")
+    assert (args.bundle, args.pid_file, args.console_socket, args.id) == ("/b", "/p", "/s",
+                                                                         "cid")
+    assert args.no_new_keyring and not args.no_pivot and args.preserve_fds == 0
+
+
+def test_defaults_and_attached_values() -> None:
+    args = parse_args(["run", "c1", "--bundle=/x", "-d", "--preserve-fds=2"])
+    assert (args.id, args.bundle, args.detach, args.preserve_fds) == ("c1", "/x", True, 2)
+    assert parse_args(["create", "c2"]).bundle == "."
+
+
+def test_kill_optional_signal_and_all() -> None:
+    assert parse_args(["kill", "c"]).signal == "SIGTERM"
+    args = parse_args(["kill", "-a", "c", "KILL"])
+    assert (args.id, args.signal, args.all) == ("c", "KILL", True)
+
+
+def test_double_dash_ends_options() -> None:
+    assert parse_args(["delete", "--", "-odd-id"]).id == "-odd-id"
+
+
+def test_exec_command_is_taken_verbatim() -> None:
+    args = parse_args(["exec", "-t", "-e", "A=1", "-e", "B=2", "c", "sh", "-c", "x -- y", "--"])
+    assert (args.id, args.tty, args.env) == ("c", True, ["A=1", "B=2"])
+    assert args.command == ["sh", "-c", "x -- y", "--"]
+    assert parse_args(["exec", "c", "--", "ls", "-l"]).command == ["ls", "-l"]
+    assert parse_args(["exec", "-p", "/proc.json", "-d", "c"]).command == []
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["bogus"], "unknown command"),
+    (["start"], "missing ID"),
+    (["delete", "a", "b"], "unexpected argument 'b'"),
+    (["create", "--nope", "c"], "unknown option --nope"),
+    (["create", "--preserve-fds", "x", "c"], "not a number"),
+    (["create", "c", "--bundle"], "--bundle needs a value"),
+    (["list", "-f", "yaml"], "must be one of table, json"),
+    (["--log-format", "xml", "list"], "must be one of text, json"),
+    (["delete", "--force=yes", "c"], "takes no value"),
+    (["update", "c"], "--resources is required"),
+])
+def test_usage_errors(argv: list[str], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        parse_args(argv)
+
+
+def test_main_reports_usage_errors_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["start"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ociimg-runtime: error: ociimg-runtime start: missing ID\n")
+    assert "Traceback" not in err
+
+
+def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "commands:" in out and "exec" in out and "--root" in out
+    assert main(["exec", "--help"]) == 0
+    assert "ID COMMAND [ARG...]" in capsys.readouterr().out
+    assert main(["--version"]) == 0
+    assert "spec: " in capsys.readouterr().out
+    assert main([]) == 2
+
+
+def test_every_command_has_help() -> None:
+    from ociimg.runtime.cli import COMMANDS
+    for verb in COMMANDS:
+        assert usage(verb).startswith(f"usage: ociimg-runtime {verb}")
