@@ -89,12 +89,13 @@ def _spawn_init(config: RuntimeConfig, cst: ContainerState, options: CreateOptio
         console_fd=console.fileno() if console else None, annotations=cst.annotations,
         seccomp_program=program)
     from ociimg.runtime.init import run_init
+    manager = _prepare_cgroup(config, cst)
     pid1, sock = process.spawn(config, init_opts, run_init)
     os.close(fifo_fd)
     if console:
         console.close()
     try:
-        _drive(config, cst, sock, pid1)
+        _drive(config, cst, sock, pid1, manager)
     finally:
         sock.close()
         _reap(pid1)
@@ -105,7 +106,8 @@ def _connect_console(path: str) -> socket.socket:
     return connect_console_socket(path)
 
 
-def _drive(config: RuntimeConfig, cst: ContainerState, sock: socket.socket, pid1: int) -> None:
+def _drive(config: RuntimeConfig, cst: ContainerState, sock: socket.socket, pid1: int,
+           manager: Any) -> None:
     """Parent side of the sync protocol (process.py docstring)."""
     while True:
         msg = process.recv_msg(sock)
@@ -116,7 +118,8 @@ def _drive(config: RuntimeConfig, cst: ContainerState, sock: socket.socket, pid1
         if kind == "error":
             process.raise_from_msg(msg, cst.id)
         elif kind == "ready":
-            _place_in_cgroup(config, cst, pid1)
+            if manager is not None:
+                manager.add(pid1)
             if config.process:
                 process.apply_rlimits(pid1, config.process.rlimits)
             process.send_msg(sock, {"type": "go"})
@@ -138,10 +141,13 @@ def _drive(config: RuntimeConfig, cst: ContainerState, sock: socket.socket, pid1
             return
 
 
-def _place_in_cgroup(config: RuntimeConfig, cst: ContainerState, pid: int) -> None:
+def _prepare_cgroup(config: RuntimeConfig, cst: ContainerState) -> Any:
+    """Create the container's cgroup and write its limits, before the fork: the parent's
+    work between fork and the children's exit copies every page it touches (Python's
+    refcounts write all over the heap), so only the join itself is left for after."""
     cgroups = _cgroups()
     if cgroups is None:
-        return
+        return None
     manager = cgroups.create_manager(config.cgroups_path, cst.id, config.resources)
     if manager.pids():
         # Another container lives there; joining would let our delete kill it (runc
@@ -149,7 +155,9 @@ def _place_in_cgroup(config: RuntimeConfig, cst: ContainerState, pid: int) -> No
         raise ContainerError(f"container {cst.id}: cgroup {manager.path} already has "
                              "processes", hint="set a unique linux.cgroupsPath")
     cst.cgroup = manager.to_state()
-    manager.apply(pid)
+    manager.create()
+    manager.set()
+    return manager
 
 
 def _reap(pid: int) -> None:

@@ -111,7 +111,10 @@ def remove_state(root: str | Path, container_id: str) -> None:
 # fsutil.atomic_write/remove_tree import tempfile and shutil (~9 ms of every runtime
 # start). A state dir is small, flat and written only by the runtime: these are enough.
 def _write_atomic(path: Path, data: bytes) -> None:
-    """Write a temp file beside ``path``, fsync, rename, fsync the dir (as atomic_write)."""
+    """Write a temp file beside ``path`` and rename it over: readers never see a torn
+    state. No fsync (runc's saveState doesn't either): runtime state lives in /run and
+    describes processes that a machine crash ends anyway; two fsyncs were ~2.5 ms of
+    every ``run`` on a disk-backed /run."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
                  0o644)
@@ -120,7 +123,6 @@ def _write_atomic(path: Path, data: bytes) -> None:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
-            os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -128,11 +130,6 @@ def _write_atomic(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def _remove_dir(path: Path) -> None:
