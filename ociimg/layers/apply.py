@@ -30,6 +30,7 @@ from ociimg.digest import Digest, HashingReader
 from ociimg.errors import InvalidDocument, UnsafeArchive
 from ociimg.layers import fsops, paths
 from ociimg.layers.fsops import DIR_OPEN, FILE_CREATE
+from ociimg.layers.members import MemberReader
 from ociimg.layers.merged import MergedView
 from ociimg.layers.stream import ForwardReader, Prefetcher
 from ociimg.layers.tarinfo import LayerTarInfo, mtime_ns, xattrs_of
@@ -110,9 +111,10 @@ def _apply_entries(applier: _Applier) -> None:
         # is copied by us straight from the prefetched chunks.
         with tarfile.open(fileobj=applier.stream, mode="r:",
                           tarinfo=LayerTarInfo) as tf:
-            while (info := tf.next()) is not None:
+            members = MemberReader(tf, applier.stream.source)
+            while (info := members.next()) is not None:
                 applier.apply_entry(info, tf)
-                tf.members.clear()  # tarfile keeps every header; we need none
+                tf.members.clear()  # tarfile keeps the headers it read; we need none
             if not applier.stream.ended_at(tf.offset):
                 raise InvalidDocument(f"layer tar: truncated or corrupt header at byte "
                                       f"{tf.offset} (no end-of-archive block)",

@@ -108,6 +108,16 @@ class Prefetcher:
         self.position += len(out)
         return bytes(out)
 
+    def buffered(self) -> memoryview:
+        """The bytes of the current chunk not read yet (maybe empty); ``skip`` past them."""
+        return self._buf
+
+    def skip(self, n: int) -> None:
+        """Consume ``n`` bytes that ``buffered()`` holds."""
+        assert n <= len(self._buf)
+        self._buf = self._buf[n:]
+        self.position += n
+
     def drain(self) -> None:
         while self._buf or self._next():
             self.position += len(self._buf)

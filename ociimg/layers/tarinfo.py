@@ -18,8 +18,8 @@ from decimal import Decimal
 from ociimg.errors import UnsafeArchive
 
 MAX_META_HEADER = 1 << 20  # PAX / GNU long-name headers are read into memory
-# One unpack instead of a slice per field: name mode uid gid size mtime chksum type
-# linkname (magic version) uname gname devmajor devminor prefix (POSIX ustar layout).
+# POSIX ustar layout: name mode uid gid size mtime chksum type linkname (magic version)
+# uname gname devmajor devminor prefix.
 _USTAR = struct.Struct("100s8s8s8s12s12s8sc100s8x32s32s8s8s155s12x")
 _HDRCHARSET = re.compile(rb"\d+ hdrcharset=([^\n]+)\n")
 _META_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
@@ -29,14 +29,18 @@ _META_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
 _OCTALS: dict[bytes, int] = {}  # mode/uid/gid/device fields repeat across headers
 
 
-def _octal(field: bytes) -> int:
+def octal_field(field: bytes) -> int:
+    """tarfile's ``nti`` for a field that is not base-256; ValueError where it raises."""
     value = _OCTALS.get(field)
     if value is not None:
         return value
     end = field.find(b"\0")
     text = field if end == -1 else field[:end]
-    text = text.strip()
-    value = int(text, 8) if text else 0
+    try:
+        value = int(text.strip() or b"0", 8)
+    except ValueError:
+        # str.strip also drops \x1c-\x1f, which tarfile's nti (str) accepts.
+        value = int(text.decode("ascii").strip() or "0", 8)
     if len(_OCTALS) < 4096:  # bounded: a hostile layer can make every field unique
         _OCTALS[field] = value
     return value
@@ -54,29 +58,25 @@ def fast_frombuf(cls: type[tarfile.TarInfo], buf: bytes, encoding: str, errors: 
             (buf[100] | buf[108] | buf[116] | buf[124] | buf[136] | buf[148] | buf[329]
              | buf[337]) & 0x80:
         return slow(cls, buf, encoding, errors)
-    (name, mode, uid, gid, size, mtime, chk, kind, linkname, uname, gname, major, minor,
-     prefix) = _USTAR.unpack(buf)
+    chk = buf[148:156]
     try:
-        chksum = _octal(chk)
+        chksum = octal_field(chk)
         if chksum != 256 + sum(buf) - sum(chk):
             return slow(cls, buf, encoding, errors)  # signed sums, or the error
+        mode, uid, gid = _ids(buf[100:124])
+        uname, gname, major, minor = _owner(buf[265:345], encoding, errors)
         obj = cls()
-        obj.name = _text(name, encoding, errors)
-        obj.mode = _octal(mode)
-        obj.uid = _octal(uid)
-        obj.gid = _octal(gid)
-        obj.size = _octal(size)
-        obj.mtime = _octal(mtime)
-        obj.devmajor = _octal(major)
-        obj.devminor = _octal(minor)
+        obj.name = _text(buf[:100], encoding, errors)
+        obj.size = octal_field(buf[124:136])
+        obj.mtime = octal_field(buf[136:148])
     except ValueError as exc:
         raise tarfile.InvalidHeaderError("invalid header") from exc
+    obj.mode, obj.uid, obj.gid = mode, uid, gid
+    obj.uname, obj.gname, obj.devmajor, obj.devminor = uname, gname, major, minor
     obj.chksum = chksum
-    obj.type = kind
-    obj.linkname = _text(linkname, encoding, errors)
-    obj.uname = _text(uname, encoding, errors)
-    obj.gname = _text(gname, encoding, errors)
-    prefix = _text(prefix, encoding, errors)
+    obj.type = buf[156:157]
+    obj.linkname = _text(buf[157:257], encoding, errors) if buf[157] else ""
+    prefix = _text(buf[345:500], encoding, errors) if buf[345] else ""
     if obj.type == tarfile.AREGTYPE and obj.name.endswith("/"):
         obj.type = tarfile.DIRTYPE  # old V7 directories
     if obj.isdir():
@@ -84,6 +84,32 @@ def fast_frombuf(cls: type[tarfile.TarInfo], buf: bytes, encoding: str, errors: 
     if prefix and obj.type not in tarfile.GNU_TYPES:
         obj.name = prefix + "/" + obj.name
     return obj
+
+
+# mode/uid/gid and uname/gname/devmajor/devminor repeat across a layer's headers: one
+# lookup for each group instead of a decode per field (bounded like _OCTALS).
+_IDS: dict[bytes, tuple[int, int, int]] = {}
+_OWNERS: dict[bytes, tuple[str, str, int, int]] = {}
+
+
+def _ids(field: bytes) -> tuple[int, int, int]:
+    ids = _IDS.get(field)
+    if ids is None:
+        ids = (octal_field(field[:8]), octal_field(field[8:16]), octal_field(field[16:]))
+        if len(_IDS) < 1024:
+            _IDS[field] = ids
+    return ids
+
+
+def _owner(field: bytes, encoding: str, errors: str) -> tuple[str, str, int, int]:
+    cache = encoding == "utf-8" and errors == "surrogateescape"
+    owner = _OWNERS.get(field) if cache else None
+    if owner is None:
+        owner = (_text(field[:32], encoding, errors), _text(field[32:64], encoding, errors),
+                 octal_field(field[64:72]), octal_field(field[72:]))
+        if cache and len(_OWNERS) < 1024:
+            _OWNERS[field] = owner
+    return owner
 
 
 class LayerTarInfo(tarfile.TarInfo):
@@ -103,9 +129,9 @@ class LayerTarInfo(tarfile.TarInfo):
         offset = fileobj.tell() - tarfile.BLOCKSIZE
         if buf[156:157] == tarfile.XHDTYPE and tf.encoding == "utf-8" and \
                 tf.errors == "surrogateescape":
-            size = _plain_meta_size(buf)
+            size = plain_meta_size(buf)
             if size is not None:
-                data = fileobj.read(cls._block_size(size))
+                data = fileobj.read(block_size(size))
                 if b"GNU.sparse" not in data and b"hdrcharset" not in data:
                     return cls._proc_plain_pax(tf, offset, data)
                 obj = cls.frombuf(buf, tf.encoding, tf.errors)
@@ -115,25 +141,20 @@ class LayerTarInfo(tarfile.TarInfo):
         obj.offset = offset
         return obj._proc_member(tf)
 
-    @staticmethod
-    def _block_size(count: int) -> int:
-        blocks, remainder = divmod(count, tarfile.BLOCKSIZE)
-        return (blocks + 1) * tarfile.BLOCKSIZE if remainder else blocks * tarfile.BLOCKSIZE
-
     @classmethod
     def _proc_plain_pax(cls, tf, offset, data):  # type: ignore[no-untyped-def]
         """``_proc_pax`` for an 'x' header whose records have no sparse or charset keys:
         with UTF-8/surrogateescape, tarfile's strict-then-fallback decoding of every
         keyword and value is one ``decode(..., "surrogateescape")``."""
         pax = tf.pax_headers.copy()
-        for keyword, value in _pax_records(data):
+        for keyword, value in pax_records(data):
             pax[keyword.decode("utf-8", "surrogateescape")] = \
                 value.decode("utf-8", "surrogateescape")
         try:
             nxt = cls.fromtarfile(tf)
         except tarfile.HeaderError as exc:
             raise tarfile.SubsequentHeaderError(str(exc)) from None
-        _apply_pax(nxt, pax, offset, tf)
+        apply_pax(nxt, pax, offset, tf)
         return nxt
 
     def _proc_member(self, tf):  # type: ignore[no-untyped-def]
@@ -155,7 +176,7 @@ class LayerTarInfo(tarfile.TarInfo):
         if b"hdrcharset=" in buf and (m := _HDRCHARSET.search(buf)) is not None:
             pax["hdrcharset"] = m.group(1).decode("utf-8")
         encoding = tf.encoding if pax.get("hdrcharset") == "BINARY" else "utf-8"
-        for keyword, value in _pax_records(buf):
+        for keyword, value in pax_records(buf):
             key = self._decode_pax_field(keyword, "utf-8", "utf-8", tf.errors)
             if key in tarfile.PAX_NAME_FIELDS:
                 pax[key] = self._decode_pax_field(value, encoding, tf.encoding, tf.errors)
@@ -172,11 +193,11 @@ class LayerTarInfo(tarfile.TarInfo):
         elif pax.get("GNU.sparse.major") == "1" and pax.get("GNU.sparse.minor") == "0":
             self._proc_gnusparse_10(nxt, pax, tf)
         if self.type in (tarfile.XHDTYPE, tarfile.SOLARIS_XHDTYPE):
-            _apply_pax(nxt, pax, self.offset, tf)
+            apply_pax(nxt, pax, self.offset, tf)
         return nxt
 
 
-def _apply_pax(member: tarfile.TarInfo, pax: dict[str, str], offset: int,
+def apply_pax(member: tarfile.TarInfo, pax: dict[str, str], offset: int,
                tf: tarfile.TarFile) -> None:
     """Give ``member`` its PAX records and the PAX header's offset; a PAX ``size`` also
     decides where the next header starts (not the ustar size field)."""
@@ -189,7 +210,13 @@ def _apply_pax(member: tarfile.TarInfo, pax: dict[str, str], offset: int,
         tf.offset = end  # type: ignore[attr-defined]
 
 
-def _plain_meta_size(buf: bytes) -> int | None:
+def block_size(count: int) -> int:
+    """``count`` bytes rounded up to whole tar blocks."""
+    blocks, remainder = divmod(count, tarfile.BLOCKSIZE)
+    return (blocks + 1) * tarfile.BLOCKSIZE if remainder else blocks * tarfile.BLOCKSIZE
+
+
+def plain_meta_size(buf: bytes) -> int | None:
     """The size of a meta header block that ``fast_frombuf`` would decode without an
     error (a whole block, octal numbers, a valid unsigned checksum) and that is within
     MAX_META_HEADER; None for anything else, which then takes tarfile's path."""
@@ -199,17 +226,17 @@ def _plain_meta_size(buf: bytes) -> int | None:
         return None
     (_, mode, uid, gid, size, mtime, chk, _, _, _, _, major, minor, _) = _USTAR.unpack(buf)
     try:
-        if _octal(chk) != 256 + sum(buf) - sum(chk):
+        if octal_field(chk) != 256 + sum(buf) - sum(chk):
             return None
         for field in (mode, uid, gid, mtime, major, minor):
-            _octal(field)
-        count = _octal(size)
+            octal_field(field)
+        count = octal_field(size)
     except ValueError:
         return None
     return count if count <= MAX_META_HEADER else None
 
 
-def _pax_records(buf: bytes) -> list[tuple[bytes, bytes]]:
+def pax_records(buf: bytes) -> list[tuple[bytes, bytes]]:
     """``LEN KEYWORD=VALUE\n`` records from the start of ``buf``; parsing stops at the
     first thing that is not one (trailing NULs), as tarfile's does."""
     out, pos = [], 0
