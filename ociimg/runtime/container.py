@@ -81,15 +81,18 @@ def _spawn_init(config: RuntimeConfig, cst: ContainerState, options: CreateOptio
         # only installs it, at the point runc's order says.
         from ociimg.runtime import seccomp
         program = seccomp.filter_program(config.seccomp, seccomp.default_cache_dir())
+    manager = _prepare_cgroup(config, cst)
+    v2_dir = manager.v2_dir() if manager is not None else None
     fifo_fd = os.open(state_dir / "exec.fifo", os.O_PATH | os.O_CLOEXEC)
     init_opts = process.InitOptions(
         container_id=cst.id, fifo_fd=fifo_fd, no_pivot=options.no_pivot,
         new_keyring=options.new_keyring,
         preserve_fds=options.preserve_fds + int(os.environ.get("LISTEN_FDS", "0") or 0),
         console_fd=console.fileno() if console else None, annotations=cst.annotations,
-        seccomp_program=program)
+        seccomp_program=program,
+        cgroup_tasks=tuple(manager.self_join_files()) if manager is not None else (),
+        cgroup_v2_dir=None if v2_dir is None else str(v2_dir))
     from ociimg.runtime.init import run_init
-    manager = _prepare_cgroup(config, cst)
     pid1, sock = process.spawn(config, init_opts, run_init)
     os.close(fifo_fd)
     if console:
@@ -118,8 +121,6 @@ def _drive(config: RuntimeConfig, cst: ContainerState, sock: socket.socket, pid1
         if kind == "error":
             process.raise_from_msg(msg, cst.id)
         elif kind == "ready":
-            if manager is not None:
-                manager.add(pid1)
             if config.process:
                 process.apply_rlimits(pid1, config.process.rlimits)
             process.send_msg(sock, {"type": "go"})
@@ -129,6 +130,10 @@ def _drive(config: RuntimeConfig, cst: ContainerState, sock: socket.socket, pid1
         elif kind == "pid":
             cst.pid = msg["pid"]
             cst.pid_starttime = state.proc_starttime(cst.pid) or 0
+            if not msg.get("placed", True):
+                if manager is not None:
+                    manager.add_v2(cst.pid)
+                process.send_msg(sock, {"type": "placed"})
         elif kind == "hooks":
             hook_doc = state.hook_state(cst, "creating")
             hooks.run_hooks(config.hooks, "prestart", hook_doc)
@@ -144,7 +149,9 @@ def _drive(config: RuntimeConfig, cst: ContainerState, sock: socket.socket, pid1
 def _prepare_cgroup(config: RuntimeConfig, cst: ContainerState) -> Any:
     """Create the container's cgroup and write its limits, before the fork: the parent's
     work between fork and the children's exit copies every page it touches (Python's
-    refcounts write all over the heap), so only the join itself is left for after."""
+    refcounts write all over the heap). The processes join it themselves: the
+    intermediate its v1 hierarchies (process.join_cgroups_v1), the init is forked into
+    the cgroup2 dir (process._fork_init), so nothing waits for an RCU grace period."""
     cgroups = _cgroups()
     if cgroups is None:
         return None

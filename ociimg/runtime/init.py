@@ -74,6 +74,7 @@ def run_init(config: RuntimeConfig, options: InitOptions, sock: socket.socket) -
         # imported after pivot_root.
         from ociimg.runtime import console
     os.setsid()
+    enter_cgroup_namespace(ctx)
     check_config(config)
     if options.new_keyring:
         join_own_keyring(options.container_id)
@@ -109,6 +110,21 @@ def run_init(config: RuntimeConfig, options: InitOptions, sock: socket.socket) -
     load_seccomp(ctx)
     close_fds(ctx.options.preserve_fds)
     execute(path, ctx.process)
+
+
+def enter_cgroup_namespace(ctx: InitContext) -> None:
+    """Make the container's cgroup ns once the init is in its cgroups (born there, or
+    moved by the parent, which then says "placed"): a new cgroup namespace's root is the
+    cgroup its creator is in (cgroup_namespaces(7)), so the container's /proc/self/cgroup
+    and cgroup mounts start at its own cgroup."""
+    if not ctx.options.cgroup_placed:
+        msg = recv_msg(ctx.sock)
+        if not msg or msg.get("type") != "placed":
+            raise ContainerError("cgroup: the runtime did not move the init into the "
+                                 "container's cgroup", hint="check the runtime log")
+    ns = ctx.config.namespace("cgroup")
+    if ns is not None and ns.path is None:
+        linux.unshare(linux.CLONE.NEWCGROUP)
 
 
 def execute(path: str, process: ProcessSpec) -> None:

@@ -24,11 +24,13 @@ JOIN_ORDER = ("user", "ipc", "uts", "network", "pid", "cgroup", "time", "mount")
 
 
 def new_namespace_flags(namespaces: tuple[Namespace, ...]) -> int:
-    """CLONE_NEW* for the namespaces to create, except the user ns (created first, on its
-    own, so the parent can write its id maps before the rest)."""
+    """CLONE_NEW* for the namespaces the intermediate creates: all but the user ns
+    (created first, on its own, so the parent can write its id maps before the rest) and
+    the cgroup ns, which the init makes once it is in the container's cgroups (the new
+    namespace's root is its creator's cgroup)."""
     flags = 0
     for ns in namespaces:
-        if ns.path is None and ns.type != "user":
+        if ns.path is None and ns.type not in ("user", "cgroup"):
             flags |= CLONE_FLAGS[ns.type]
     return flags
 

@@ -3,9 +3,11 @@ forks the container init (so the init is PID 1 of a new pid ns and is not a chil
 short-lived CLI). Parent and children talk over a SOCK_SEQPACKET pair, one JSON message
 per packet (runc's sync pipe):
 
-    intermediate → parent: ready     parent: cgroup + rlimits on the intermediate → go
+    intermediate → parent: ready     (it joined the v1 cgroups itself) parent: rlimits → go
     intermediate → parent: idmap     (new user ns) parent writes uid/gid maps → go
-    intermediate → parent: pid N     the init's host pid; the intermediate exits
+    intermediate → parent: pid N     the init's host pid; the intermediate exits. Unless
+                                     the init was forked straight into the cgroup2 dir,
+                                     the parent moves it there → placed (to the init)
     init → parent:         hooks     parent runs prestart/createRuntime hooks → go
     init → parent:         created   ready, blocked on exec.fifo
     any  → parent:         error     {kind, message, hint}
@@ -43,6 +45,9 @@ class InitOptions:
     annotations: dict[str, str] = field(default_factory=dict)
     # linux.seccomp compiled to BPF by the parent (seccomp.filter_program), or None
     seccomp_program: bytes | None = None
+    cgroup_tasks: tuple[str, ...] = ()  # CgroupManager.self_join_files
+    cgroup_v2_dir: str | None = None  # CgroupManager.v2_dir
+    cgroup_placed: bool = True  # set in the init: False when the parent must move it
 
 
 def send_msg(sock: socket.socket, msg: dict[str, Any]) -> None:
@@ -115,8 +120,9 @@ def _expect_go(sock: socket.socket) -> None:
 def _intermediate(config: RuntimeConfig, options: InitOptions, sock: socket.socket,
                   run_init: Callable[[RuntimeConfig, InitOptions, socket.socket], None]
                   ) -> None:
+    join_cgroups_v1(options.cgroup_tasks)  # first: before a user ns, as the host's root
     send_msg(sock, {"type": "ready"})
-    _expect_go(sock)  # now in the cgroup, with rlimits set
+    _expect_go(sock)  # rlimits set
     joins = {ns.type: ns.path for ns in config.namespaces if ns.path}
     namespaces.join_namespaces(joins)
     if config.namespace("user") and not config.namespace("user").path:
@@ -126,19 +132,61 @@ def _intermediate(config: RuntimeConfig, options: InitOptions, sock: socket.sock
     if config.has_namespace("user"):
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
-    linux.unshare(namespaces.new_namespace_flags(config.namespaces))
+    flags = namespaces.new_namespace_flags(config.namespaces)
+    linux.unshare(flags & ~CLONE.NEWPID)  # the pid ns comes with the init's fork
     if config.time_offsets:
         namespaces.write_time_offsets(config)
-    host_pid = os.fork()
+    host_pid, placed = _fork_init(options.cgroup_v2_dir, flags & CLONE.NEWPID)
     if host_pid == 0:
         code = 1
+        options.cgroup_placed = placed
         try:
             run_init(config, options, sock)
         except BaseException as exc:  # noqa: BLE001
             _report(sock, exc)
         finally:
             os._exit(code)
-    send_msg(sock, {"type": "pid", "pid": host_pid})
+    send_msg(sock, {"type": "pid", "pid": host_pid, "placed": placed})
+
+
+def join_cgroups_v1(tasks_files: tuple[str, ...]) -> None:
+    """Join the container's v1 cgroups from inside: "0" moves the calling thread, and
+    this process has only one (CgroupManager.self_join_files says why that is fast)."""
+    for path in tasks_files:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, b"0")
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise ContainerError(f"cgroup: cannot join {os.path.dirname(path)}: "
+                                 f"{exc.strerror}", hint="check the cgroup's limits "
+                                 "(an empty cpuset refuses tasks) and that the runtime "
+                                 "runs as root") from exc
+
+
+def _fork_init(v2_dir: str | None, pid_ns: int) -> tuple[int, bool]:
+    """Fork the init (into a new pid ns when ``pid_ns``), straight into the cgroup2
+    directory where the kernel allows it; returns (pid or 0, whether it is in place).
+    Any refusal (no clone3 before Linux 5.7 or under a seccomp filter, no write access
+    from inside a user ns, a v2 dir with processes and controllers) leaves the move to
+    the parent, as before clone3 existed."""
+    if v2_dir is not None:
+        try:
+            fd = os.open(v2_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            fd = -1
+        if fd >= 0:
+            try:
+                return linux.fork_into_cgroup(fd, pid_ns), True
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+    if pid_ns:
+        linux.unshare(pid_ns)
+    return os.fork(), v2_dir is None
 
 
 def apply_rlimits(pid: int, rlimits: tuple[Rlimit, ...]) -> None:

@@ -110,3 +110,11 @@ def test_parse_signal_rejects_unknown(text: str) -> None:
     from ociimg.runtime.cli import parse_signal
     with pytest.raises(ContainerError, match="unknown signal"):
         parse_signal(text)
+
+
+def test_intermediate_creates_neither_the_user_nor_the_cgroup_namespace() -> None:
+    # The user ns comes first on its own (id maps); the cgroup ns is made by the init once
+    # it is in the container's cgroups, so its root is the container's cgroup.
+    from ociimg.runtime.config import Namespace
+    spaces = tuple(Namespace(t) for t in ("pid", "mount", "user", "cgroup", "network"))
+    assert new_namespace_flags(spaces) == CLONE.NEWPID | CLONE.NEWNS | CLONE.NEWNET

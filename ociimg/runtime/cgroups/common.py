@@ -276,6 +276,25 @@ class CgroupManager(ABC):
     def add(self, pid: int) -> None:
         """Move ``pid`` into the cgroup."""
 
+    def self_join_files(self) -> list[str]:
+        """Files into which a single-threaded process writes "0" to join the cgroup by
+        itself. The kernel then moves only the calling thread and skips the global
+        cgroup_threadgroup_rwsem, whose write side waits for an RCU grace period
+        (~5-20 ms; cgroup_procs_write_start). v1's per-hierarchy ``tasks`` files; none on
+        v2, where the fast way in is to be born there (``v2_dir``)."""
+        return []
+
+    def v2_dir(self) -> Path | None:
+        """The cgroup2 directory a child is forked into (clone3 CLONE_INTO_CGROUP):
+        the container's cgroup on v2, the unified one on a hybrid host, else None."""
+        return None
+
+    def add_v2(self, pid: int) -> None:
+        """Move ``pid`` into ``v2_dir`` (when it could not be born there)."""
+        target = self.v2_dir()
+        if target is not None:
+            add_pid(target, pid)
+
     def apply(self, pid: int) -> None:
         """Create the cgroup, write the resources given at creation, move ``pid`` in.
 

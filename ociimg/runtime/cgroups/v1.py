@@ -150,6 +150,19 @@ class V1Manager(CgroupManager):
             except ContainerError as exc:
                 log.warning("%s", exc)
 
+    def self_join_files(self) -> list[str]:
+        return [str(d / "tasks") for d in self.unique_dirs()]
+
+    def v2_dir(self) -> Path | None:
+        return self.unified_dir
+
+    def add_v2(self, pid: int) -> None:
+        if self.unified_dir is not None:
+            try:
+                add_pid(self.unified_dir, pid)
+            except ContainerError as exc:  # as in add: a courtesy on a hybrid host
+                log.warning("%s", exc)
+
     def pids(self) -> list[int]:
         found: set[int] = set()
         for d in self.unique_dirs():

@@ -117,6 +117,9 @@ class V2Manager(CgroupManager):
     def add(self, pid: int) -> None:
         add_pid(self.path, pid)
 
+    def v2_dir(self) -> Path | None:
+        return self.path
+
     def pids(self) -> list[int]:
         return read_pids(self.path)
 
