@@ -111,8 +111,10 @@ def _connect_console(path: str) -> socket.socket:
 
 def _drive(config: RuntimeConfig, cst: ContainerState, sock: socket.socket, pid1: int,
            manager: Any) -> None:
-    """Parent side of the sync protocol (process.py docstring)."""
-    while True:
+    """Parent side of the sync protocol (process.py docstring). The intermediate's "pid"
+    and the init's "created" may come in either order; setup is done when both have."""
+    created = False
+    while not (created and cst.pid):
         msg = process.recv_msg(sock)
         kind = msg.get("type") if msg else None
         if kind is None:
@@ -143,7 +145,7 @@ def _drive(config: RuntimeConfig, cst: ContainerState, sock: socket.socket, pid1
             for message in msg.get("messages", []):
                 log.warning("container %s: %s", cst.id, message)
         elif kind == "created":
-            return
+            created = True
 
 
 def _prepare_cgroup(config: RuntimeConfig, cst: ContainerState) -> Any:

@@ -22,7 +22,6 @@ from ociimg.runtime import (
     lazylog,
     linux,
     mounts,
-    namespaces,
     rootfs,
     seccomp,
 )
@@ -164,8 +163,6 @@ def prepare_rootfs(ctx: InitContext) -> None:
     if mount_ns is None or mount_ns.path:
         raise ContainerError("a new mount namespace is required",
                              hint='add {"type": "mount"} to linux.namespaces')
-    if config.namespace("network") and not config.namespace("network").path:
-        namespaces.bring_up_loopback()
     if ctx.process.oom_score_adj is not None:
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write(str(ctx.process.oom_score_adj))

@@ -5,7 +5,8 @@ per packet (runc's sync pipe):
 
     intermediate → parent: ready     (it joined the v1 cgroups itself) parent: rlimits → go
     intermediate → parent: idmap     (new user ns) parent writes uid/gid maps → go
-    intermediate → parent: pid N     the init's host pid; the intermediate exits. Unless
+    intermediate → parent: pid N     the init's host pid, once lo is up in a new netns;
+                                     the intermediate exits. Unless
                                      the init was forked straight into the cgroup2 dir,
                                      the parent moves it there → placed (to the init)
     init → parent:         hooks     parent runs prestart/createRuntime hooks → go
@@ -146,6 +147,10 @@ def _intermediate(config: RuntimeConfig, options: InitOptions, sock: socket.sock
             _report(sock, exc)
         finally:
             os._exit(code)
+    if config.namespace("network") and not config.namespace("network").path:
+        # Here, while the init does its mounts on the other CPU: the kernel's work to
+        # bring a device up is ~1-3 ms. The parent waits for "pid" before start.
+        namespaces.bring_up_loopback()
     send_msg(sock, {"type": "pid", "pid": host_pid, "placed": placed})
 
 

@@ -49,6 +49,15 @@ def test_run_pid1_hostname_and_only_loopback(runtime_env: tuple[Path, Path]) -> 
     assert lines == ["pid=1", "ociimg-test", "lo"]
 
 
+def test_loopback_is_up_before_the_program_runs(runtime_env: tuple[Path, Path]) -> None:
+    # lo is brought up by the intermediate while the init mounts; start must wait for it.
+    bundle, state_root = runtime_env
+    set_args(bundle, ["cat", "/sys/class/net/lo/flags"])
+    proc = runtime(state_root, "run", "--bundle", str(bundle), "c1")
+    assert proc.returncode == 0, proc.stderr
+    assert int(proc.stdout.strip(), 16) & 0x1, proc.stdout  # IFF_UP
+
+
 def test_own_mount_table_and_nothing_leaks_to_host(runtime_env: tuple[Path, Path]) -> None:
     bundle, state_root = runtime_env
     set_args(bundle, ["cat", "/proc/self/mountinfo"])
