@@ -1,8 +1,9 @@
 """The built-in OCI runtime: executes runtime-spec bundles (knows nothing about images).
 
-Process model (process.py): the runtime forks an intermediate child, places it in the
-cgroup and sets its rlimits from outside, writes its uid/gid maps when it made a user ns,
-and the intermediate forks the container init into the new pid ns, then exits — so the
+Process model (process.py): the runtime forks an intermediate child, which joins the
+container's v1 cgroups and sets its rlimits itself while still the host's root; the
+parent writes its uid/gid maps when it made a user ns; the intermediate forks the
+container init into the new pid ns (and the cgroup2 dir, clone3), then exits — so the
 init survives the short-lived CLI (``create`` then ``start`` from another process). The
 init (init.py) does runc's steps in runc's order, blocks on ``exec.fifo`` until ``start``,
 then execs the program; it never re-execs Python. Library entry points are in

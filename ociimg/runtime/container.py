@@ -122,10 +122,6 @@ def _drive(config: RuntimeConfig, cst: ContainerState, sock: socket.socket, pid1
                                  hint="run with --debug and check the runtime log")
         if kind == "error":
             process.raise_from_msg(msg, cst.id)
-        elif kind == "ready":
-            if config.process:
-                process.apply_rlimits(pid1, config.process.rlimits)
-            process.send_msg(sock, {"type": "go"})
         elif kind == "idmap":
             namespaces.write_id_maps(pid1, config.uid_mappings, config.gid_mappings)
             process.send_msg(sock, {"type": "go"})

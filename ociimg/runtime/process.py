@@ -3,12 +3,12 @@ forks the container init (so the init is PID 1 of a new pid ns and is not a chil
 short-lived CLI). Parent and children talk over a SOCK_SEQPACKET pair, one JSON message
 per packet (runc's sync pipe):
 
-    intermediate → parent: ready     (it joined the v1 cgroups itself) parent: rlimits → go
+    (the intermediate joins its v1 cgroups and sets its rlimits itself, first)
     intermediate → parent: idmap     (new user ns) parent writes uid/gid maps → go
     intermediate → parent: pid N     the init's host pid, once lo is up in a new netns;
-                                     the intermediate exits. Unless
-                                     the init was forked straight into the cgroup2 dir,
-                                     the parent moves it there → placed (to the init)
+                                     the intermediate exits. Unless the init was forked
+                                     straight into the cgroup2 dir, the parent moves it
+                                     there → placed (to the init)
     init → parent:         hooks     parent runs prestart/createRuntime hooks → go
     init → parent:         created   ready, blocked on exec.fifo
     any  → parent:         error     {kind, message, hint}
@@ -121,9 +121,10 @@ def _expect_go(sock: socket.socket) -> None:
 def _intermediate(config: RuntimeConfig, options: InitOptions, sock: socket.socket,
                   run_init: Callable[[RuntimeConfig, InitOptions, socket.socket], None]
                   ) -> None:
-    join_cgroups_v1(options.cgroup_tasks)  # first: before a user ns, as the host's root
-    send_msg(sock, {"type": "ready"})
-    _expect_go(sock)  # rlimits set
+    # First, while still the host's root (before a user ns).
+    join_cgroups_v1(options.cgroup_tasks)
+    if config.process:
+        set_rlimits(config.process.rlimits)
     joins = {ns.type: ns.path for ns in config.namespaces if ns.path}
     namespaces.join_namespaces(joins)
     if config.namespace("user") and not config.namespace("user").path:
@@ -194,15 +195,17 @@ def _fork_init(v2_dir: str | None, pid_ns: int) -> tuple[int, bool]:
     return os.fork(), v2_dir is None
 
 
-def apply_rlimits(pid: int, rlimits: tuple[Rlimit, ...]) -> None:
-    """Parent side, with prlimit, before the child enters a user ns (runc
-    process_linux.go: inside it we could no longer raise them)."""
+def set_rlimits(rlimits: tuple[Rlimit, ...]) -> None:
+    """The intermediate's own limits, inherited by the init, set before it enters a user
+    ns: inside one they could no longer be raised (runc sets them from its parent for the
+    same reason; this process is still the host's root here, so the result is the same
+    without a round trip to the parent)."""
     for r in rlimits:
         res = getattr(resource, r.type)
         try:
-            resource.prlimit(pid, res, (r.soft, r.hard))
+            resource.setrlimit(res, (r.soft, r.hard))
         except (ValueError, PermissionError) as exc:
-            _, hard = resource.prlimit(pid, res)
+            _, hard = resource.getrlimit(res)
             raise ContainerError(
                 f"{r.type}: cannot set soft={r.soft} hard={r.hard}: "
                 f"cannot raise hard limit above {hard} on this host",
