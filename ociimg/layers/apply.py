@@ -157,7 +157,8 @@ class _Applier(UpperDirOps):
 
     def _sweep(self) -> None:
         """Close the fds the resolvers retired; between entries, when none is in use."""
-        for r in (self.res, *self._lower_res):
+        self.res.sweep()
+        for r in self._lower_res:
             r.sweep()
 
     def warn(self, key: str, message: str) -> None:
@@ -214,10 +215,8 @@ class _Applier(UpperDirOps):
                       f"unsupported type {info.type!r}")
 
     def _check_limits(self, info: tarfile.TarInfo) -> None:
-        for what, value in (("uid", info.uid), ("gid", info.gid)):
-            if not 0 <= value <= MAX_ID:
-                raise UnsafeArchive(f"tar entry {info.name!r}: {what} {value} is out of range "
-                                    f"(0..{MAX_ID})", hint="the layer is hostile or broken")
+        if not (0 <= info.uid <= MAX_ID and 0 <= info.gid <= MAX_ID):
+            self._refuse_ids(info)
         if self.entries > self.options.max_entries:
             raise UnsafeArchive(f"layer tar: more than {self.options.max_entries} entries",
                                 hint="raise ApplyOptions.max_entries if the image is genuine")
@@ -227,6 +226,13 @@ class _Applier(UpperDirOps):
             if cap is not None and self._file_bytes > cap:
                 raise UnsafeArchive(f"layer tar: files exceed {cap} bytes at {info.name!r}",
                                     hint="raise ApplyOptions.max_file_bytes if genuine")
+
+    @staticmethod
+    def _refuse_ids(info: tarfile.TarInfo) -> None:
+        for what, value in (("uid", info.uid), ("gid", info.gid)):
+            if not 0 <= value <= MAX_ID:
+                raise UnsafeArchive(f"tar entry {info.name!r}: {what} {value} is out of range "
+                                    f"(0..{MAX_ID})", hint="the layer is hostile or broken")
 
     def _parent_dir(self, parent: list[str]) -> int:
         """The entry's parent dir, created if missing; its times are remembered first."""
@@ -285,9 +291,7 @@ class _Applier(UpperDirOps):
             assert self.stream is not None
             self.stream.seek(info.offset_data)
             if info.sparse is None:
-                for piece in self.stream.source.chunks(info.size):
-                    while piece:
-                        piece = piece[os.write(fd, piece):]
+                self._write_data(fd, info.size)
             else:
                 self._write_sparse(fd, info)
             if plain:
@@ -299,6 +303,18 @@ class _Applier(UpperDirOps):
             os.utime(fd, ns=(mtime_ns(info, "atime"), mtime_ns(info)))
         finally:
             os.close(fd)
+
+    def _write_data(self, fd: int, size: int) -> None:
+        source = self.stream.source  # type: ignore[union-attr]
+        ahead = source.buffered()
+        if size <= len(ahead):  # most files: one piece of the current chunk, no generator
+            source.skip(size)
+            pieces = [ahead[:size]] if size else []
+        else:
+            pieces = source.chunks(size)  # type: ignore[assignment]
+        for piece in pieces:
+            while piece:
+                piece = piece[os.write(fd, piece):]
 
     def _settle_owner_mode(self, fd: int, info: tarfile.TarInfo, mode: int) -> None:
         """chown/chmod a new file only where it differs: a root unpack of root-owned

@@ -258,6 +258,12 @@ def mtime_ns(info: tarfile.TarInfo, key: str = "mtime") -> int:
     """A time in ns, sub-second from the PAX header when there is one."""
     text = info.pax_headers.get(key)
     if text is not None:
+        whole, dot, frac = text.partition(".")
+        # Plain "SECONDS[.FRACTION]" (what producers write) without Decimal: with at
+        # most 28 digits Decimal's product is exact, and int() truncates the same way.
+        if len(text) <= 28 and text.isascii() and whole.isdigit() and \
+                (frac.isdigit() or not dot):
+            return int(whole) * 1_000_000_000 + (int(frac[:9].ljust(9, "0")) if frac else 0)
         try:
             return int(Decimal(text) * 1_000_000_000)
         except ArithmeticError:

@@ -213,3 +213,33 @@ def test_member_reader_refuses_a_huge_pax_header(chunk: int) -> None:
     assert _read(archive, chunk, fast=True)[-1] == (
         "UnsafeArchive", f"tar header for '././@PaxHeader': {MAX_META_HEADER + 1}-byte "
                           "meta header")
+
+
+def test_pax_times_match_decimal() -> None:
+    """mtime_ns's plain-number shortcut gives what int(Decimal(text) * 1e9) gives."""
+    from decimal import Decimal
+
+    from ociimg.layers.tarinfo import mtime_ns
+    rng = random.Random(97)
+    texts = ["0", "1", "1.", ".5", "1.5", "1700000000.123456789", "1700000000.1234567891999",
+             "0.9999999999999999999999999999", "9" * 19 + "." + "9" * 8, "9" * 20 + ".9" * 1,
+             "12345678901234567890123456.7", "00012.000", "-1.5", "1e9", " 12", "1_000.5",
+             "١٢٣", "²", "+5", "5.5.5", "nan", "inf"]
+    for _ in range(3000):
+        whole = "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 20)))
+        frac = "".join(rng.choice("0123456789") for _ in range(rng.randint(0, 15)))
+        texts.append(whole + ("." + frac if frac or rng.random() < 0.3 else ""))
+    for text in texts:
+        info = tarfile.TarInfo("x")
+        info.mtime, info.pax_headers = 7, {"mtime": text}
+        try:
+            want: object = int(Decimal(text) * 1_000_000_000)
+        except ArithmeticError:
+            want = 7_000_000_000
+        except ValueError as exc:
+            want = type(exc).__name__
+        try:
+            got: object = mtime_ns(info)
+        except ValueError as exc:
+            got = type(exc).__name__
+        assert got == want, text
