@@ -105,3 +105,7 @@ class StepFailed(BuildError):
     def __init__(self, message: str, *, exit_code: int, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.exit_code = exit_code
+
+
+class InvalidArgument(OciimgError):
+    """A command-line value is malformed (e.g. a container name)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import json
 import os
 import secrets
@@ -25,7 +26,13 @@ from typing import Any
 
 from ociimg.bundle import BundleOptions, to_runtime_config, write_bundle
 from ociimg.commands.resolve import ResolvedImage, warn_unsafe_labels
-from ociimg.errors import AlreadyExists, ContainerError, ContainerNotFound, OciimgError
+from ociimg.errors import (
+    AlreadyExists,
+    ContainerError,
+    ContainerNotFound,
+    InvalidArgument,
+    OciimgError,
+)
 from ociimg.events import NullProgress, Progress
 from ociimg.fsutil import atomic_write, remove_tree
 from ociimg.layers import overlay
@@ -73,12 +80,12 @@ def create_container(image: ResolvedImage, root: Path, options: RunOptions,
     """Make the container's bundle (rootfs mounted); renamed into place only when whole."""
     progress = progress or NullProgress()
     cid = secrets.token_hex(32)
-    if options.name:
-        _check_name_free(root, options.name)
     final = containers_dir(root) / cid
     tmp = containers_dir(root) / f".tmp-{cid}"
     tmp.mkdir(parents=True, mode=0o700)
     try:
+        if options.name:
+            reserve_name(root, options.name, cid)
         _prepare_rootfs(image, root, tmp, progress)
         bundle_options = options.bundle
         if bundle_options.hostname is None:
@@ -97,15 +104,67 @@ def create_container(image: ResolvedImage, root: Path, options: RunOptions,
     except BaseException:
         _release_rootfs(tmp)
         remove_tree(tmp)
+        if options.name:
+            release_name(root, options.name, cid)
         raise
     return Container(cid, final, meta)
 
 
-def _check_name_free(root: Path, name: str) -> None:
-    for c in list_containers(root):
-        if c.meta.get("name") == name:
-            raise AlreadyExists(f"container name {name} is already in use by {c.id[:12]}",
-                                hint=f"remove it first: ociimg rm {name}")
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+
+
+def check_name(name: str) -> None:
+    """Docker's container name grammar, [a-zA-Z0-9][a-zA-Z0-9_.-]*: a name is also a
+    file name under containers/.names."""
+    if not name or not name[0].isascii() or not name[0].isalnum() \
+            or not set(name) <= _NAME_CHARS or len(name) > 255:
+        raise InvalidArgument(f"invalid container name {name!r}",
+                              hint="use letters, digits, '_', '.' and '-', starting with a "
+                                   "letter or digit")
+
+
+def reserve_name(root: Path, name: str, cid: str) -> None:
+    """Take ``name`` for container ``cid``: a symlink containers/.names/NAME -> ID, made
+    under a lock, so two concurrent ``run --name X`` cannot both get it. A link whose
+    container no longer exists (removed, or its create crashed) is taken over."""
+    check_name(name)
+    names = containers_dir(root) / ".names"
+    names.mkdir(parents=True, exist_ok=True, mode=0o700)
+    link = names / name
+    with _locked(names):
+        with contextlib.suppress(FileNotFoundError):
+            owner = os.readlink(link)
+            if _exists_or_creating(root, owner) or owner == cid:
+                raise AlreadyExists(f"container name {name} is already in use by "
+                                    f"{owner[:12]}", hint=f"remove it first: ociimg rm {name}")
+            os.unlink(link)
+        for c in list_containers(root):  # named before names were links
+            if c.meta.get("name") == name:
+                raise AlreadyExists(f"container name {name} is already in use by "
+                                    f"{c.id[:12]}", hint=f"remove it first: ociimg rm {name}")
+        os.symlink(cid, link)
+
+
+def release_name(root: Path, name: str, cid: str) -> None:
+    link = containers_dir(root) / ".names" / name
+    with contextlib.suppress(OSError):
+        if os.readlink(link) == cid:
+            os.unlink(link)
+
+
+def _exists_or_creating(root: Path, cid: str) -> bool:
+    base = containers_dir(root)
+    return (base / cid).is_dir() or (base / f".tmp-{cid}").is_dir()
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Any:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _prepare_rootfs(image: ResolvedImage, root: Path, bundle: Path, progress: Progress) -> None:
@@ -305,6 +364,8 @@ def remove_container_dir(c: Container) -> None:
         runtime.delete_container(RUNTIME_ROOT, c.id, force=True)
     _release_rootfs(c.path)
     remove_tree(c.path)
+    if c.meta.get("name"):
+        release_name(c.path.parent.parent, c.meta["name"], c.id)
 
 
 def read_logs(c: Container, follow: bool = False) -> None:
