@@ -14,6 +14,7 @@ import re
 import struct
 import tarfile
 from decimal import Decimal
+from zlib import adler32
 
 from ociimg.errors import UnsafeArchive
 
@@ -46,6 +47,15 @@ def octal_field(field: bytes) -> int:
     return value
 
 
+def byte_sum(data: bytes) -> int:
+    """``sum(data)`` for a header block, ~6x faster: Adler-32's low half is 1 + the byte
+    sum mod 65521, exact for 256 bytes (at most 65,280)."""
+    total = 0
+    for at in range(0, len(data), 256):
+        total += (adler32(data[at:at + 256]) & 0xFFFF) - 1
+    return total
+
+
 def _text(field: bytes, encoding: str, errors: str) -> str:
     end = field.find(b"\0")
     return (field if end == -1 else field[:end]).decode(encoding, errors)
@@ -61,7 +71,7 @@ def fast_frombuf(cls: type[tarfile.TarInfo], buf: bytes, encoding: str, errors: 
     chk = buf[148:156]
     try:
         chksum = octal_field(chk)
-        if chksum != 256 + sum(buf) - sum(chk):
+        if chksum != 256 + byte_sum(buf) - sum(chk):
             return slow(cls, buf, encoding, errors)  # signed sums, or the error
         mode, uid, gid = _ids(buf[100:124])
         uname, gname, major, minor = _owner(buf[265:345], encoding, errors)
@@ -226,7 +236,7 @@ def plain_meta_size(buf: bytes) -> int | None:
         return None
     (_, mode, uid, gid, size, mtime, chk, _, _, _, _, major, minor, _) = _USTAR.unpack(buf)
     try:
-        if octal_field(chk) != 256 + sum(buf) - sum(chk):
+        if octal_field(chk) != 256 + byte_sum(buf) - sum(chk):
             return None
         for field in (mode, uid, gid, mtime, major, minor):
             octal_field(field)

@@ -243,3 +243,12 @@ def test_pax_times_match_decimal() -> None:
         except ValueError as exc:
             got = type(exc).__name__
         assert got == want, text
+
+
+def test_byte_sum_is_sum() -> None:
+    from ociimg.layers.tarinfo import byte_sum
+    rng = random.Random(11)
+    for size in (0, 1, 8, 255, 256, 257, 511, 512, 1024):
+        for fill in (b"\xff", b"\0", None):
+            data = fill * size if fill else bytes(rng.randrange(256) for _ in range(size))
+            assert byte_sum(data) == sum(data), (size, fill)
