@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import json
 import os
 import secrets
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from ociimg.runtime import linux
 from ociimg.runtime.hooks import exit_code
 from ociimg.runtime.state import DEFAULT_STATE_ROOT
 from ociimg.spec import chain_ids
+from ociimg.store import locks
 
 RUNTIME_ROOT = os.environ.get("OCIIMG_RUNTIME_ROOT", DEFAULT_STATE_ROOT)
 
@@ -79,6 +80,21 @@ def create_container(image: ResolvedImage, root: Path, options: RunOptions,
                      progress: Progress | None = None) -> Container:
     """Make the container's bundle (rootfs mounted); renamed into place only when whole."""
     progress = progress or NullProgress()
+    with containers_locked(root, shared=True):
+        return _create_container(image, root, options, progress)
+
+
+@contextlib.contextmanager
+def containers_locked(root: Path, *, shared: bool = False) -> Iterator[None]:
+    """Creating a container holds this shared, ``gc`` exclusive (without waiting): until
+    its meta.json is in place, nothing but this lock tells gc that the snapshots under the
+    new rootfs are in use (an ``oci:`` image is not in the store to keep them)."""
+    with locks.locked(containers_dir(root) / ".lock", shared=shared, blocking=shared):
+        yield
+
+
+def _create_container(image: ResolvedImage, root: Path, options: RunOptions,
+                      progress: Progress) -> Container:
     cid = secrets.token_hex(32)
     final = containers_dir(root) / cid
     tmp = containers_dir(root) / f".tmp-{cid}"
@@ -131,7 +147,7 @@ def reserve_name(root: Path, name: str, cid: str) -> None:
     names = containers_dir(root) / ".names"
     names.mkdir(parents=True, exist_ok=True, mode=0o700)
     link = names / name
-    with _locked(names):
+    with locks.locked(names / ".lock"):  # names cannot start with '.'
         with contextlib.suppress(FileNotFoundError):
             owner = os.readlink(link)
             if _exists_or_creating(root, owner) or owner == cid:
@@ -156,15 +172,6 @@ def _exists_or_creating(root: Path, cid: str) -> bool:
     base = containers_dir(root)
     return (base / cid).is_dir() or (base / f".tmp-{cid}").is_dir()
 
-
-@contextlib.contextmanager
-def _locked(directory: Path) -> Any:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 def _prepare_rootfs(image: ResolvedImage, root: Path, bundle: Path, progress: Progress) -> None:

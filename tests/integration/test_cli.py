@@ -274,3 +274,19 @@ def test_logs_follow_until_the_container_exits(ociroot: Path, busybox: str) -> N
     row = json.loads(ociimg(ociroot, "ps", "-a", "--json").stdout)[0]
     assert (row["status"], row["exitCode"]) == ("exited", 4)
     ociimg(ociroot, "rm", "chatty")
+
+
+def test_gc_does_not_run_while_a_container_is_being_created(ociroot: Path,
+                                                            fixture_layout: Path) -> None:
+    # An oci: image is not in the store: until the new container's meta.json exists, only
+    # the creation lock keeps gc from deleting the snapshots under its rootfs.
+    from ociimg.commands.containers import containers_locked
+    ociimg(ociroot, "run", "--rm", f"oci:{fixture_layout}:busybox", "true")
+    snapshots = [p for p in (ociroot / "snapshots").iterdir() if not p.name.startswith(".")]
+    assert snapshots
+    with containers_locked(ociroot, shared=True):  # a `run` between prepare and rename
+        assert_one_line_error(ociimg(ociroot, "gc", check=False), "held by another process")
+        assert all(p.is_dir() for p in snapshots)
+    out = ociimg(ociroot, "gc").stdout
+    assert f"Deleted {len(snapshots)} snapshots" in out
+    assert not any(p.exists() for p in snapshots)
