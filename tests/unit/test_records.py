@@ -70,3 +70,14 @@ def test_default_before_required_is_refused() -> None:
         class Bad:
             a: int = 0
             b: int
+
+
+def test_init_argument_errors_are_type_errors() -> None:
+    with pytest.raises(TypeError, match="missing required argument 'x'"):
+        Point()  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="takes 3 positional arguments but 4"):
+        Point(1, 2, (), 4)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'z'"):
+        Point(1, z=2)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="multiple values for argument 'x'"):
+        Point(1, x=2)  # type: ignore[misc]
