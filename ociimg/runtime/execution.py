@@ -1,8 +1,9 @@
 """``exec``: run another process in a running container (runc setns_init_linux.go).
 
-The runtime forks a child that joins the container's cgroup (placed by the parent before it
-enters anything), opens every /proc/<init>/ns/* and setns()es into them — user first, mount
-last — then forks again so the grandchild is inside the pid ns. The grandchild applies the
+The runtime forks a child that joins the container's v1 cgroups itself before it enters
+anything, opens every /proc/<init>/ns/* and setns()es into them — user first, mount last —
+then forks again so the grandchild is inside the pid ns, and born in the container's
+cgroup2 dir (clone3; where refused, the parent moves the child first). The grandchild applies the
 process's user, capabilities, no_new_privs and seccomp (prepared while the host fs was still
 visible) and execs. A CLOEXEC sync socket tells the parent whether execve happened.
 """
@@ -73,12 +74,15 @@ def exec_process(cst: state.ContainerState, config: RuntimeConfig, spec: Process
         else:
             ours, console = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     ns_paths = namespaces.process_namespace_paths(cst.pid, [ns.type for ns in config.namespaces])
+    manager = _cgroup_manager(cst)
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     pid1 = os.fork()
     if pid1 == 0:  # pragma: no cover - child
         parent_sock.close()
         try:
-            _join_and_exec(config, spec, ns_paths, child_sock, console, preserve_fds)
+            _join_cgroups(manager)
+            _join_and_exec(config, spec, ns_paths, child_sock, console, preserve_fds,
+                           manager.v2_dir() if manager is not None else None)
         except BaseException as exc:  # noqa: BLE001
             process.send_msg(child_sock, process.error_msg(exc))
         os._exit(1)
@@ -86,7 +90,7 @@ def exec_process(cst: state.ContainerState, config: RuntimeConfig, spec: Process
     if console:
         console.close()
     try:
-        pid = _drive_exec(cst, parent_sock, pid1)
+        pid = _drive_exec(cst, parent_sock, pid1, manager)
     finally:
         parent_sock.close()
         os.waitpid(pid1, 0)
@@ -104,7 +108,23 @@ def exec_process(cst: state.ContainerState, config: RuntimeConfig, spec: Process
     return hooks.exit_code(status)
 
 
-def _drive_exec(cst: state.ContainerState, sock: socket.socket, pid1: int) -> int:
+def _cgroup_manager(cst: state.ContainerState) -> Any:
+    if not cst.cgroup:
+        return None
+    from ociimg.runtime.container import _cgroups
+    cgroups = _cgroups()
+    return cgroups.load_manager(cst.cgroup) if cgroups else None
+
+
+def _join_cgroups(manager: Any) -> None:
+    """v1: the child joins by itself, as the container's intermediate does (no wait for
+    an RCU grace period); its v2 cgroup comes with the fork of the process (clone3)."""
+    if manager is not None:
+        process.join_cgroups_v1(tuple(manager.self_join_files()))
+
+
+def _drive_exec(cst: state.ContainerState, sock: socket.socket, pid1: int,
+                manager: Any) -> int:
     pid = 0
     while True:
         msg = process.recv_msg(sock)
@@ -114,11 +134,9 @@ def _drive_exec(cst: state.ContainerState, sock: socket.socket, pid1: int) -> in
             return pid
         if msg["type"] == "error":
             process.raise_from_msg(msg, cst.id)
-        elif msg["type"] == "ready":
-            if cst.cgroup:
-                from ociimg.runtime.container import _cgroups
-                if _cgroups():
-                    _cgroups().load_manager(cst.cgroup).apply(pid1)
+        elif msg["type"] == "place":  # clone3 into the v2 cgroup was refused
+            if manager is not None:
+                manager.add_v2(pid1)
             process.send_msg(sock, {"type": "go"})
         elif msg["type"] == "pid":
             pid = msg["pid"]
@@ -129,10 +147,10 @@ def _drive_exec(cst: state.ContainerState, sock: socket.socket, pid1: int) -> in
 
 def _join_and_exec(config: RuntimeConfig, spec: ProcessSpec, ns_paths: dict[str, str],
                    sock: socket.socket, console: socket.socket | None,
-                   preserve_fds: int) -> None:
-    process.send_msg(sock, {"type": "ready"})
-    if (process.recv_msg(sock) or {}).get("type") != "go":
-        os._exit(1)
+                   preserve_fds: int, v2_dir: Path | None) -> None:
+    # Opened now: after joining the mount ns the host's cgroup tree is out of reach.
+    v2_fd = os.open(v2_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) \
+        if v2_dir is not None else None
     cap_sets = (capabilities.capability_sets(spec.capabilities,
                                              last_cap=capabilities.kernel_last_cap())
                 if spec.capabilities is not None else None)
@@ -140,7 +158,7 @@ def _join_and_exec(config: RuntimeConfig, spec: ProcessSpec, ns_paths: dict[str,
                    if config.seccomp is not None else None)
     namespaces.join_namespaces(ns_paths)
     init.forget_host_imports()
-    pid = os.fork()
+    pid = _fork_in_cgroup(v2_fd, sock)
     if pid:
         process.send_msg(sock, {"type": "pid", "pid": pid})
         os._exit(0)
@@ -149,6 +167,21 @@ def _join_and_exec(config: RuntimeConfig, spec: ProcessSpec, ns_paths: dict[str,
     except BaseException as exc:  # noqa: BLE001
         process.send_msg(sock, process.error_msg(exc))
         os._exit(127 if isinstance(exc, ContainerError) and exc.exit_code == 127 else 1)
+
+
+def _fork_in_cgroup(v2_fd: int | None, sock: socket.socket) -> int:
+    """Fork the process to exec, born in the container's cgroup2 dir; if the kernel
+    refuses (process._fork_init lists why), the parent moves this process first."""
+    if v2_fd is not None:
+        try:
+            return linux.fork_into_cgroup(v2_fd)
+        except OSError:
+            process.send_msg(sock, {"type": "place"})
+            if (process.recv_msg(sock) or {}).get("type") != "go":
+                os._exit(1)
+        finally:
+            os.close(v2_fd)
+    return os.fork()
 
 
 def _exec_inside(spec: ProcessSpec, cap_sets: Any, seccomp_ctx: int | None,

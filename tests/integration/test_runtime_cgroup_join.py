@@ -110,3 +110,23 @@ def test_pure_v2_host_places_the_init_by_clone3(runtime_env: tuple[Path, Path]) 
     assert out["placed"][""] == out["path"]
     assert [k for k, v in out["placed"].items() if v == out["path"]] == [""]
     assert "0::/\n" in out["inside"]
+
+
+@pytest.mark.parametrize("clone3", ["allowed", "blocked"])
+def test_exec_joins_every_hierarchy(runtime_env: tuple[Path, Path], clone3: str) -> None:
+    bundle, state_root = runtime_env
+    config = base_config(["sleep", "60"])
+    write_config(bundle, config)
+    runtime(state_root, "run", "-d", "-b", str(bundle), "c1", check=True)
+    try:
+        init_pid = json.loads(runtime(state_root, "state", "c1", check=True).stdout)["pid"]
+        joined = [k for k, v in cgroup_lines(init_pid).items()
+                  if v == config["linux"]["cgroupsPath"]]
+        proc = runtime(state_root, "exec", "c1", "cat", "/proc/self/cgroup",
+                       preexec_fn=block_clone3 if clone3 == "blocked" else None)
+    finally:
+        runtime(state_root, "delete", "-f", "c1", check=True)
+    assert proc.returncode == 0, proc.stderr
+    # In the container's cgroup ns, a process in the container's cgroup reads "/".
+    seen = {line.split(":", 2)[1]: line.split(":", 2)[2] for line in proc.stdout.splitlines()}
+    assert "" in joined and all(seen[k] == "/" for k in joined), (seen, joined)
