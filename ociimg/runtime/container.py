@@ -60,8 +60,7 @@ def create_container(root: str, container_id: str, options: CreateOptions) -> Co
         raise
     state.save_state(root, cst)
     if options.pid_file:
-        from ociimg.fsutil import atomic_write
-        atomic_write(options.pid_file, f"{cst.pid}".encode())
+        state.write_atomic(options.pid_file, f"{cst.pid}".encode())  # conmon passes one
     return cst
 
 

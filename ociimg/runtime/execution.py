@@ -17,7 +17,6 @@ import socket
 from pathlib import Path
 
 from ociimg.errors import ContainerError
-from ociimg.fsutil import atomic_write
 from ociimg.runtime import capabilities, hooks, init, linux, namespaces, process, seccomp, state
 from ociimg.runtime.config import ProcessSpec, RuntimeConfig, User, load_config, parse_process
 from ociimg.runtime.console import open_pty
@@ -95,7 +94,7 @@ def exec_process(cst: state.ContainerState, config: RuntimeConfig, spec: Process
         parent_sock.close()
         os.waitpid(pid1, 0)
     if pid_file:
-        atomic_write(pid_file, str(pid).encode())
+        state.write_atomic(pid_file, str(pid).encode())
     if detach:
         return 0
     if ours is not None:

@@ -80,7 +80,7 @@ def make_state_dir(root: str | Path, container_id: str) -> Path:
 
 
 def save_state(root: str | Path, state: ContainerState) -> None:
-    _write_atomic(state_dir(root, state.id) / "state.json",
+    write_atomic(state_dir(root, state.id) / "state.json",
                  json.dumps(state.to_json(), indent=None).encode())
 
 
@@ -110,7 +110,7 @@ def remove_state(root: str | Path, container_id: str) -> None:
 
 # fsutil.atomic_write/remove_tree import tempfile and shutil (~9 ms of every runtime
 # start). A state dir is small, flat and written only by the runtime: these are enough.
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
     """Write a temp file beside ``path`` and rename it over: readers never see a torn
     state. No fsync (runc's saveState doesn't either): runtime state lives in /run and
     describes processes that a machine crash ends anyway; two fsyncs were ~2.5 ms of
