@@ -797,3 +797,36 @@ def test_layer_reader_matches_tarfile_on_mutated_pax_headers() -> None:
             data = bytes(buf)
             assert _members_with_sparse(data, LayerTarInfo) == \
                 _members_with_sparse(data, _BoundedTarInfo), data[:1536]
+
+
+# -- file data across prefetch chunks; a failing write names its entry ------------
+def test_files_of_every_size_get_their_data_and_metadata(rootfs: Path) -> None:
+    sizes = [0, 1, 511, 512, 65_536, 300_000, (1 << 20) - 1, (1 << 20) + 7, 4 << 20]
+    members = [F(f"d/f{i}", os.urandom(size), 0o640 + i % 2, mtime=MTIME + i)
+               for i, size in enumerate(sizes)]
+    members.append(F("d/setuid", os.urandom(70_000), 0o4755))
+    apply(rootfs, tar(*members))
+    for info, data in members:
+        st = os.lstat(rootfs / info.name)
+        assert (rootfs / info.name).read_bytes() == data, info.name
+        assert stat.S_IMODE(st.st_mode) == info.mode, info.name
+        assert st.st_mtime_ns == info.mtime * 1_000_000_000, info.name
+
+
+def test_a_failing_write_names_its_entry_and_leaks_no_fd(rootfs: Path) -> None:
+    import signal
+    members = [F(f"small{i}", b"s" * 100) for i in range(5)] + \
+        [F("big", b"b" * 200_000)] + [F(f"after{i}", b"a") for i in range(100)]
+    data = tar(*members)
+    fds = len(os.listdir("/proc/self/fd"))
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a core dump
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, hard))
+    try:
+        with pytest.raises(OSError, match="unpack entry big: File too large"):
+            apply(rootfs, data)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old)
+    assert len(os.listdir("/proc/self/fd")) == fds
+
