@@ -12,7 +12,10 @@ import time
 from pathlib import Path
 
 from ociimg.errors import ContainerError, OciimgError
-from ociimg.runtime import hooks, namespaces, process, state
+
+# process and namespaces (ctypes, sockets: ~4 ms) are imported by create only, so that
+# state/start/kill/delete, which podman calls again and again, start faster.
+from ociimg.runtime import hooks, state
 from ociimg.runtime.config import RuntimeConfig, load_config
 from ociimg.runtime.lazylog import get_logger
 from ociimg.runtime.records import record
@@ -74,6 +77,7 @@ def _spawn_init(config: RuntimeConfig, cst: ContainerState, options: CreateOptio
         console = _connect_console(options.console_socket)
     # The init may run as a mapped uid that cannot traverse the state root: hand it an
     # O_PATH fd instead of a path.
+    from ociimg.runtime import process
     program = None
     if config.seccomp is not None:
         # Compiled here, before the fork, through a root-only cache (seccomp.py): the init
@@ -112,6 +116,7 @@ def _drive(config: RuntimeConfig, cst: ContainerState, sock: socket.socket, pid1
            manager: Any) -> None:
     """Parent side of the sync protocol (process.py docstring). The intermediate's "pid"
     and the init's "created" may come in either order; setup is done when both have."""
+    from ociimg.runtime import namespaces, process
     created = False
     while not (created and cst.pid):
         msg = process.recv_msg(sock)
