@@ -4,10 +4,11 @@ and parses the command line itself; each command imports what it needs."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
+
+from ociimg.runtime import jsonio
 
 TYPE_CHECKING = False  # typing costs ~5 ms of every runtime start
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ class _Log:
                 print(f"ociimg-runtime: {level}: {msg}", file=sys.stderr)
             return
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        line = (json.dumps({"level": level, "msg": msg, "time": stamp}) if self.fmt == "json"
+        line = (jsonio.dumps({"level": level, "msg": msg, "time": stamp}) if self.fmt == "json"
                 else f'time="{stamp}" level={level} msg="{msg}"')
         with open(self.path, "a") as f:
             f.write(line + "\n")
@@ -315,7 +316,7 @@ def _cmd_start(args: Args, root: str) -> int:
 
 def _cmd_state(args: Args, root: str) -> int:
     from ociimg.runtime import container
-    print(json.dumps(container.container_state(root, args.id), indent=2))
+    print(jsonio.dumps(container.container_state(root, args.id), indent=2))
     return 0
 
 
@@ -336,7 +337,7 @@ def _cmd_update(args: Args, root: str) -> int:
     from ociimg.runtime import container
     try:
         text = sys.stdin.read() if args.resources == "-" else open(args.resources).read()
-        resources = json.loads(text)
+        resources = jsonio.loads(text)
     except (OSError, ValueError) as exc:
         raise InvalidDocument(f"update: cannot read resources JSON: {exc}",
                               hint="pass --resources FILE (or - for stdin)") from exc
@@ -370,7 +371,7 @@ def _cmd_list(args: Args, root: str) -> int:
         for it in items:
             print(it["id"])
     elif args.format == "json":
-        print(json.dumps(items))
+        print(jsonio.dumps(items))
     else:
         print(f"{'ID':<20} {'PID':<8} {'STATUS':<10} {'BUNDLE':<40} CREATED")
         for it in items:
@@ -383,7 +384,7 @@ def _cmd_ps(args: Args, root: str) -> int:
     from ociimg.runtime import container
     pids = container.container_pids(root, args.id)
     if args.format == "json":
-        print(json.dumps(pids))
+        print(jsonio.dumps(pids))
         return 0
     print(f"{'PID':<8} CMD")
     for pid in pids:
@@ -403,7 +404,7 @@ def _cmd_exec(args: Args, root: str) -> int:
 
 def _cmd_features(args: Args, root: str) -> int:
     from ociimg.runtime import features
-    print(json.dumps(features.features(), indent=2))
+    print(jsonio.dumps(features.features(), indent=2))
     return 0
 
 

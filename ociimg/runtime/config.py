@@ -7,11 +7,11 @@ rest (hooks get the state, not the config). Errors name the JSON path, e.g.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from ociimg.errors import InvalidDocument
+from ociimg.runtime import jsonio
 from ociimg.runtime.records import field, record
 
 TYPE_CHECKING = False  # typing costs ~5 ms of every runtime start
@@ -112,7 +112,7 @@ def load_config(bundle: Path | str) -> RuntimeConfig:
     bundle = Path(os.path.abspath(bundle))
     path = bundle / "config.json"
     try:
-        doc = json.loads(path.read_bytes())
+        doc = jsonio.loads(path.read_bytes())
     except FileNotFoundError as exc:
         raise InvalidDocument(f"bundle {bundle}: no config.json",
                               hint="pass the bundle directory with --bundle") from exc

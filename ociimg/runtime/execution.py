@@ -11,13 +11,22 @@ visible) and execs. A CLOEXEC sync socket tells the parent whether execve happen
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import socket
 from pathlib import Path
 
 from ociimg.errors import ContainerError
-from ociimg.runtime import capabilities, hooks, init, linux, namespaces, process, seccomp, state
+from ociimg.runtime import (
+    capabilities,
+    hooks,
+    init,
+    jsonio,
+    linux,
+    namespaces,
+    process,
+    seccomp,
+    state,
+)
 from ociimg.runtime.config import ProcessSpec, RuntimeConfig, User, load_config, parse_process
 from ociimg.runtime.console import open_pty
 from ociimg.runtime.lazylog import get_logger
@@ -46,7 +55,7 @@ def exec_from_cli(root: str, args: Args) -> int:
 
 def process_from_args(config: RuntimeConfig, args: Args) -> ProcessSpec:
     if args.process:
-        return parse_process(json.loads(Path(args.process).read_text()), "process.json")
+        return parse_process(jsonio.loads(Path(args.process).read_text()), "process.json")
     command = list(args.command)
     if not command:
         raise ContainerError("exec: no command given", hint="ociimg-runtime exec ID CMD...")

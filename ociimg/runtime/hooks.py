@@ -8,12 +8,12 @@ after its ``timeout``.
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import signal
 
 from ociimg.errors import ContainerError
+from ociimg.runtime import jsonio
 
 TYPE_CHECKING = False  # typing costs ~5 ms of every runtime start
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ STAGES = ("prestart", "createRuntime", "createContainer", "startContainer", "pos
 
 def run_hooks(hooks: dict[str, list[dict[str, Any]]], stage: str, state: dict[str, Any]) -> None:
     """Run every hook of a stage in order; the first failure raises ContainerError."""
-    payload = json.dumps(state).encode()
+    payload = jsonio.dumps(state).encode()
     for i, hook in enumerate(hooks.get(stage) or ()):
         code = run_hook(hook, payload)
         if code != 0:

@@ -17,13 +17,12 @@ per packet (runc's sync pipe):
 from __future__ import annotations
 
 import _socket  # socket.py builds its enums at import: ~2 ms of every start
-import json
 import os
 import resource
 from collections.abc import Callable
 
 from ociimg.errors import ContainerError, ExecutableNotFound, OciimgError
-from ociimg.runtime import linux, namespaces
+from ociimg.runtime import jsonio, linux, namespaces
 from ociimg.runtime.config import Rlimit, RuntimeConfig
 from ociimg.runtime.linux import CLONE
 from ociimg.runtime.records import field, record
@@ -52,12 +51,12 @@ class InitOptions:
 
 
 def send_msg(sock: socket.socket, msg: dict[str, Any]) -> None:
-    sock.send(json.dumps(msg).encode())
+    sock.send(jsonio.dumps(msg).encode())
 
 
 def recv_msg(sock: socket.socket) -> dict[str, Any] | None:
     data = sock.recv(65536)
-    return json.loads(data) if data else None
+    return jsonio.loads(data) if data else None
 
 
 def error_msg(exc: BaseException) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import stat
 from collections.abc import Callable
 
 from ociimg.errors import ContainerError
-from ociimg.runtime import linux
+from ociimg.runtime import jsonio, linux
 from ociimg.runtime.lazylog import get_logger
 from ociimg.runtime.records import record
 
@@ -324,12 +324,11 @@ def filter_program(seccomp: dict, cache_dir: str | None) -> bytes | None:
 def cache_key(seccomp: dict) -> str:
     """sha256 of the JSON (canonical), libseccomp's version, the machine, and this module
     (its translation rules are part of the result)."""
-    import json
     own = os.stat(__file__)
     h = _sha256(_CACHE_MAGIC)
     h.update(f"{linux.seccomp_version()}|{os.uname().machine}|{own.st_size}|"
              f"{own.st_mtime_ns}|".encode())
-    h.update(json.dumps(seccomp, sort_keys=True, separators=(",", ":")).encode())
+    h.update(jsonio.dumps(seccomp, sort_keys=True, separators=(",", ":")).encode())
     return h.hexdigest()
 
 

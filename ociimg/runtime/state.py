@@ -10,12 +10,12 @@ and fifo gone â†’ running; dead (or a zombie, or another process on that pid) â†
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 from pathlib import Path
 
 from ociimg.errors import AlreadyExists, ContainerError, ContainerNotFound
+from ociimg.runtime import jsonio
 from ociimg.runtime.records import asdict, field, record
 
 TYPE_CHECKING = False  # typing costs ~5 ms of every runtime start
@@ -81,13 +81,13 @@ def make_state_dir(root: str | Path, container_id: str) -> Path:
 
 def save_state(root: str | Path, state: ContainerState) -> None:
     write_atomic(state_dir(root, state.id) / "state.json",
-                 json.dumps(state.to_json(), indent=None).encode())
+                 jsonio.dumps(state.to_json(), indent=None).encode())
 
 
 def load_state(root: str | Path, container_id: str) -> ContainerState:
     path = state_dir(root, container_id) / "state.json"
     try:
-        return ContainerState.from_json(json.loads(path.read_bytes()))
+        return ContainerState.from_json(jsonio.loads(path.read_bytes()))
     except FileNotFoundError as exc:
         raise ContainerNotFound(f"container {container_id} does not exist",
                                 hint="list containers with: ociimg-runtime list") from exc
