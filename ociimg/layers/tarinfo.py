@@ -16,7 +16,7 @@ import tarfile
 from decimal import Decimal
 from zlib import adler32
 
-from ociimg.errors import UnsafeArchive
+from ociimg.errors import InvalidDocument, UnsafeArchive
 
 MAX_META_HEADER = 1 << 20  # PAX / GNU long-name headers are read into memory
 # POSIX ustar layout: name mode uid gid size mtime chksum type linkname (magic version)
@@ -264,21 +264,38 @@ def pax_records(buf: bytes) -> list[tuple[bytes, bytes]]:
         pos += length
 
 
+# os.utime takes seconds that fit a 64-bit time_t; anything else raised OverflowError (or
+# ValueError for NaN) with a traceback instead of naming the entry.
+_MIN_NS, _MAX_NS = -(2**63) * 1_000_000_000, (2**63 - 1) * 1_000_000_000
+
+
 def mtime_ns(info: tarfile.TarInfo, key: str = "mtime") -> int:
     """A time in ns, sub-second from the PAX header when there is one."""
     text = info.pax_headers.get(key)
+    ns = None
     if text is not None:
         whole, dot, frac = text.partition(".")
         # Plain "SECONDS[.FRACTION]" (what producers write) without Decimal: with at
-        # most 28 digits Decimal's product is exact, and int() truncates the same way.
-        if len(text) <= 28 and text.isascii() and whole.isdigit() and \
+        # most 28 digits Decimal's product is exact, and int() truncates the same way;
+        # up to 18 digits of seconds always fit a time_t.
+        if len(text) <= 28 and len(whole) <= 18 and text.isascii() and whole.isdigit() and \
                 (frac.isdigit() or not dot):
             return int(whole) * 1_000_000_000 + (int(frac[:9].ljust(9, "0")) if frac else 0)
         try:
-            return int(Decimal(text) * 1_000_000_000)
-        except ArithmeticError:
+            ns = int(Decimal(text) * 1_000_000_000)
+        except (ArithmeticError, ValueError):  # not a number, infinite, NaN
             pass
-    return int(info.mtime) * 1_000_000_000
+    if ns is None:  # the header's mtime (PAX mtime as tarfile parsed it, or ustar)
+        key, text = "mtime", info.pax_headers.get("mtime")
+        try:
+            ns = int(info.mtime) * 1_000_000_000
+        except (OverflowError, ValueError):  # inf, NaN
+            ns = _MAX_NS + 1
+    if not _MIN_NS <= ns <= _MAX_NS:
+        shown = text if text is not None else info.mtime
+        raise InvalidDocument(f"tar entry {info.name!r}: {key} {str(shown)[:40]!r} is not a "
+                              "representable time", hint="the layer is broken or hostile")
+    return ns
 
 
 def xattrs_of(info: tarfile.TarInfo) -> dict[str, bytes]:
