@@ -1,9 +1,10 @@
 """The safe tar applier: one layer tar stream → a directory tree.
 
-``tarfile`` only *parses* headers here; nothing goes through ``tarfile.extract*``
-(its filters drop setuid bits and ownership and have had many escapes: anchors §C1
-#23). Every write is a dir-fd-relative syscall under a parent resolved by
-:mod:`ociimg.layers.paths`, so no entry, symlink or hardlink leads out of the root.
+Headers are only *parsed* (:mod:`ociimg.layers.members`, with tarfile's parser for
+anything unusual); nothing goes through ``tarfile.extract*`` (its filters drop setuid
+bits and ownership and have had many escapes: anchors §C1 #23). Every write is a
+dir-fd-relative syscall under a parent resolved by :mod:`ociimg.layers.paths`, so no
+entry, symlink or hardlink leads out of the root.
 
 Two on-disk formats (umoci's ``DirRootfs``/``OverlayfsRootfs``):
 
@@ -107,8 +108,9 @@ def apply_layer(root: Path, stream: BinaryIO, options: ApplyOptions = ApplyOptio
 def _apply_entries(applier: _Applier) -> None:
     assert applier.stream is not None
     try:
-        # Mode "r:" on a forward-only reader: headers are parsed by tarfile, file data
-        # is copied by us straight from the prefetched chunks.
+        # Mode "r:" on a forward-only reader: MemberReader decodes the common headers in
+        # place and hands the rest to tarfile; file data is copied by us straight from
+        # the prefetched chunks.
         with tarfile.open(fileobj=applier.stream, mode="r:",
                           tarinfo=LayerTarInfo) as tf:
             members = MemberReader(tf, applier.stream.source)
