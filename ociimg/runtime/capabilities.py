@@ -19,7 +19,6 @@ lists them so the caller can report them.
 from __future__ import annotations
 
 import errno
-from pathlib import Path
 
 from ociimg.errors import ContainerError
 from ociimg.runtime import linux
@@ -119,9 +118,10 @@ def capability_sets(spec_caps: dict | None, *, last_cap: int | None = None) -> C
     return CapSets(ignored=tuple(ignored), last_cap=last_cap, **sets)
 
 
-def kernel_last_cap(proc: Path = Path("/proc/sys/kernel/cap_last_cap")) -> int:
+def kernel_last_cap(proc: str = "/proc/sys/kernel/cap_last_cap") -> int:
     try:
-        return int(proc.read_text().strip())
+        with open(proc) as f:
+            return int(f.read().strip())
     except (OSError, ValueError):
         return CAP_LAST
 
@@ -193,7 +193,8 @@ def apply_ambient(ambient: frozenset[int]) -> list[str]:
 def current_capabilities(status: str | None = None) -> dict[str, frozenset[int]]:
     """The five sets of this process, read from /proc/self/status (or given text)."""
     if status is None:
-        status = Path("/proc/self/status").read_text()
+        with open("/proc/self/status") as f:
+            status = f.read()
     keys = {"CapInh": "inheritable", "CapPrm": "permitted", "CapEff": "effective",
             "CapBnd": "bounding", "CapAmb": "ambient"}
     result: dict[str, frozenset[int]] = {}

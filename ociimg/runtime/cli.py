@@ -294,11 +294,9 @@ def _cmd_create(args: Args, root: str) -> int:
 
 
 def _create_options(args: Args) -> Any:
-    from pathlib import Path
-
     from ociimg.runtime.container import CreateOptions
-    return CreateOptions(bundle=Path(args.bundle), pid_file=Path(args.pid_file)
-                         if args.pid_file else None, console_socket=args.console_socket,
+    return CreateOptions(bundle=args.bundle, pid_file=args.pid_file,
+                         console_socket=args.console_socket,
                          no_pivot=args.no_pivot, preserve_fds=args.preserve_fds,
                          new_keyring=not args.no_new_keyring)
 

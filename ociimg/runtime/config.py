@@ -8,7 +8,6 @@ rest (hooks get the state, not the config). Errors name the JSON path, e.g.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from ociimg.errors import InvalidDocument
 from ociimg.runtime import jsonio
@@ -78,9 +77,9 @@ class IDMapping:
 @record(frozen=True, slots=True)
 class RuntimeConfig:
     raw: dict[str, Any]
-    bundle: Path
+    bundle: str
     oci_version: str
-    root_path: Path
+    root_path: str
     root_readonly: bool
     process: ProcessSpec | None
     hostname: str | None
@@ -108,11 +107,12 @@ class RuntimeConfig:
         return next((ns for ns in self.namespaces if ns.type == ns_type), None)
 
 
-def load_config(bundle: Path | str) -> RuntimeConfig:
-    bundle = Path(os.path.abspath(bundle))
-    path = bundle / "config.json"
+def load_config(bundle: str | os.PathLike[str]) -> RuntimeConfig:
+    bundle = os.path.abspath(bundle)
+    path = os.path.join(bundle, "config.json")
     try:
-        doc = jsonio.loads(path.read_bytes())
+        with open(path, "rb") as f:
+            doc = jsonio.loads(f.read())
     except FileNotFoundError as exc:
         raise InvalidDocument(f"bundle {bundle}: no config.json",
                               hint="pass the bundle directory with --bundle") from exc
@@ -121,7 +121,8 @@ def load_config(bundle: Path | str) -> RuntimeConfig:
     return parse_config(doc, bundle)
 
 
-def parse_config(doc: Any, bundle: Path) -> RuntimeConfig:
+def parse_config(doc: Any, bundle: str | os.PathLike[str]) -> RuntimeConfig:
+    bundle = os.fspath(bundle)
     _require(isinstance(doc, dict), "", "must be a JSON object")
     version = doc.get("ociVersion")
     _require(isinstance(version, str) and version.startswith("1."), "ociVersion",
@@ -135,7 +136,8 @@ def parse_config(doc: Any, bundle: Path) -> RuntimeConfig:
         raw=doc,
         bundle=bundle,
         oci_version=version,
-        root_path=bundle / root["path"],  # an absolute path replaces the bundle
+        # An absolute path replaces the bundle (os.path.join, as pathlib's "/").
+        root_path=os.path.normpath(os.path.join(bundle, root["path"])),
         root_readonly=bool(root.get("readonly", False)),
         process=parse_process(doc["process"], "process") if doc.get("process") else None,
         hostname=_opt_str(doc, "hostname"),

@@ -13,7 +13,6 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
-from pathlib import Path
 
 from ociimg.errors import ContainerError
 from ociimg.runtime import (
@@ -49,13 +48,14 @@ def exec_from_cli(root: str, args: Args) -> int:
     config = load_config(cst.bundle)
     spec = process_from_args(config, args)
     return exec_process(cst, config, spec, detach=args.detach,
-                        pid_file=Path(args.pid_file) if args.pid_file else None,
+                        pid_file=args.pid_file,
                         console_socket=args.console_socket, preserve_fds=args.preserve_fds)
 
 
 def process_from_args(config: RuntimeConfig, args: Args) -> ProcessSpec:
     if args.process:
-        return parse_process(jsonio.loads(Path(args.process).read_text()), "process.json")
+        with open(args.process, "rb") as f:
+            return parse_process(jsonio.loads(f.read()), "process.json")
     command = list(args.command)
     if not command:
         raise ContainerError("exec: no command given", hint="ociimg-runtime exec ID CMD...")
@@ -70,7 +70,7 @@ def process_from_args(config: RuntimeConfig, args: Args) -> ProcessSpec:
 
 
 def exec_process(cst: state.ContainerState, config: RuntimeConfig, spec: ProcessSpec, *,
-                 detach: bool = False, pid_file: Path | None = None,
+                 detach: bool = False, pid_file: str | None = None,
                  console_socket: str | None = None, preserve_fds: int = 0) -> int:
     if not detach:
         linux.set_child_subreaper()
@@ -155,7 +155,7 @@ def _drive_exec(cst: state.ContainerState, sock: socket.socket, pid1: int,
 
 def _join_and_exec(config: RuntimeConfig, spec: ProcessSpec, ns_paths: dict[str, str],
                    sock: socket.socket, console: socket.socket | None,
-                   preserve_fds: int, v2_dir: Path | None) -> None:
+                   preserve_fds: int, v2_dir: str | None) -> None:
     # Opened now: after joining the mount ns the host's cgroup tree is out of reach.
     v2_fd = os.open(v2_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) \
         if v2_dir is not None else None

@@ -10,7 +10,9 @@ touches logging. Without a redirect (library use, tests) messages go to
 
 from __future__ import annotations
 
-from collections.abc import Callable
+TYPE_CHECKING = False  # collections.abc imports collections: ~1 ms of every start
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 _route: dict = {"sink": None, "min": 30}

@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import os
 import posixpath
-from pathlib import Path
 
 from ociimg.errors import ContainerError
 from ociimg.runtime import linux
@@ -102,12 +101,12 @@ def parse_options(options: list[str] | tuple[str, ...], where: str = "mount"
 
 
 def plan_mounts(mounts: list[dict[str, Any]] | tuple[dict[str, Any], ...],
-                bundle: Path | str) -> list[MountOp]:
+                bundle: str) -> list[MountOp]:
     """Turn config.json mounts into MountOps, in order; refuses unsafe destinations."""
-    return [plan_mount(m, Path(bundle), f"mounts[{i}]") for i, m in enumerate(mounts)]
+    return [plan_mount(m, bundle, f"mounts[{i}]") for i, m in enumerate(mounts)]
 
 
-def plan_mount(mount: dict[str, Any], bundle: Path, where: str = "mount") -> MountOp:
+def plan_mount(mount: dict[str, Any], bundle: str, where: str = "mount") -> MountOp:
     dest = normalize_destination(mount["destination"])
     fstype = mount.get("type") or None
     flags, propagation, data = parse_options(mount.get("options") or [], where)
@@ -118,7 +117,7 @@ def plan_mount(mount: dict[str, Any], bundle: Path, where: str = "mount") -> Mou
         if source is None:
             raise ContainerError(f"{where}: bind mount of {dest} has no source")
         # runc: a relative bind source is relative to the bundle directory.
-        source = source if source.startswith("/") else str(bundle / source)
+        source = source if source.startswith("/") else os.path.join(bundle, source)
         kind = "bind"
     else:
         kind = {"proc": "proc", "sysfs": "sysfs", "cgroup": "cgroup",

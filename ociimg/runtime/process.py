@@ -19,7 +19,6 @@ from __future__ import annotations
 import _socket  # socket.py builds its enums at import: ~2 ms of every start
 import os
 import resource
-from collections.abc import Callable
 
 from ociimg.errors import ContainerError, ExecutableNotFound, OciimgError
 from ociimg.runtime import jsonio, linux, namespaces
@@ -30,6 +29,7 @@ from ociimg.runtime.records import field, record
 TYPE_CHECKING = False  # typing costs ~5 ms of every runtime start
 if TYPE_CHECKING:
     import socket
+    from collections.abc import Callable
     from typing import Any
 
 

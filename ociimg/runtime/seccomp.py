@@ -18,16 +18,18 @@ to libseccomp and loads it. Behaviour follows runc (``libcontainer/seccomp``):
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import stat
-from collections.abc import Callable
 
 from ociimg.errors import ContainerError
 from ociimg.runtime import jsonio, linux
 from ociimg.runtime.lazylog import get_logger
 from ociimg.runtime.records import record
+
+TYPE_CHECKING = False  # collections.abc imports collections: ~1 ms of every start
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 log = get_logger(__name__)
 
@@ -256,8 +258,10 @@ def new_context(filt: SeccompFilter) -> int:
     try:
         # libseccomp >= 2.5 reports kernel failures as ECANCELED unless asked for the
         # raw errno; older versions don't know the attribute, which is fine.
-        with contextlib.suppress(OSError):
+        try:
             linux.seccomp_attr_set(ctx, ATTR_API_SYSRAWRC, 1)
+        except OSError:
+            pass
         for attr, value in filt.attributes:
             linux.seccomp_attr_set(ctx, attr, value)
         _add_architectures(ctx, filt.architectures)
@@ -306,18 +310,22 @@ def filter_program(seccomp: dict, cache_dir: str | None) -> bytes | None:
         return None
     key = cache_key(seccomp)
     if cache_dir is not None:
-        with contextlib.suppress(OSError, ValueError):
+        try:
             program = read_cached(cache_dir, key)
-            if program is not None:
-                return program
+        except (OSError, ValueError):
+            program = None
+        if program is not None:
+            return program
     ctx = new_context(build_filter(seccomp))
     try:
         program = export_bpf(ctx)
     finally:
         linux.seccomp_release(ctx)
     if cache_dir is not None:
-        with contextlib.suppress(OSError):
+        try:
             store_cached(cache_dir, key, program)
+        except OSError:
+            pass  # a cache that cannot be written only costs the next start
     return program
 
 
@@ -354,8 +362,10 @@ def _open_cache_dir(cache_dir: str, create: bool) -> int | None:
     """An fd of the cache dir if it is a real directory owned by us and closed to everyone
     else (0700); anything else is ignored, never trusted or repaired."""
     if create:
-        with contextlib.suppress(FileExistsError):
+        try:
             os.mkdir(cache_dir, 0o700)
+        except FileExistsError:
+            pass
     try:
         fd = os.open(cache_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except (FileNotFoundError, NotADirectoryError):
@@ -413,8 +423,10 @@ def store_cached(cache_dir: str, key: str, program: bytes) -> None:
             os.close(fd)
         os.rename(tmp, key, src_dir_fd=dfd, dst_dir_fd=dfd)
     except BaseException:
-        with contextlib.suppress(OSError):
+        try:
             os.unlink(tmp, dir_fd=dfd)
+        except OSError:
+            pass
         raise
     finally:
         os.close(dfd)

@@ -9,10 +9,7 @@ and fifo gone â†’ running; dead (or a zombie, or another process on that pid) â†
 
 from __future__ import annotations
 
-import contextlib
 import os
-import re
-from pathlib import Path
 
 from ociimg.errors import AlreadyExists, ContainerError, ContainerNotFound
 from ociimg.runtime import jsonio
@@ -24,7 +21,7 @@ if TYPE_CHECKING:
 
 OCI_VERSION = "1.2.0"
 DEFAULT_STATE_ROOT = "/run/ociimg"
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.+-")
 
 
 @record(slots=True)
@@ -50,44 +47,48 @@ class ContainerState:
 
 
 def check_id(container_id: str) -> None:
-    if not _ID_RE.match(container_id) or len(container_id) > 1024:
+    # [A-Za-z0-9][A-Za-z0-9_.+-]* without re (and its enum/functools imports).
+    if not container_id or not set(container_id) <= _ID_CHARS or container_id[0] in "_.+-" \
+            or len(container_id) > 1024:
         raise ContainerError(f"invalid container id {container_id!r}",
                              hint="use letters, digits, '_', '.', '+' and '-'")
 
 
-def state_dir(root: str | Path, container_id: str) -> Path:
+def state_dir(root: str | os.PathLike[str], container_id: str) -> str:
     check_id(container_id)
-    return Path(root) / container_id
+    return os.path.join(root, container_id)
 
 
-def fifo_path(root: str | Path, container_id: str) -> Path:
-    return state_dir(root, container_id) / "exec.fifo"
+def fifo_path(root: str | os.PathLike[str], container_id: str) -> str:
+    return os.path.join(state_dir(root, container_id), "exec.fifo")
 
 
-def make_state_dir(root: str | Path, container_id: str) -> Path:
+def make_state_dir(root: str | os.PathLike[str], container_id: str) -> str:
     path = state_dir(root, container_id)
-    Path(root).mkdir(mode=0o711, parents=True, exist_ok=True)
+    os.makedirs(root, mode=0o711, exist_ok=True)
     try:
-        path.mkdir(mode=0o711)
+        os.mkdir(path, 0o711)
     except FileExistsError as exc:
         raise AlreadyExists(f"container {container_id} already exists",
                             hint=f"delete it first: ociimg-runtime delete {container_id}") from exc
     # runc: 0622 so an init that already dropped to a non-root user can still open it
     # for writing through its O_PATH fd.
-    os.mkfifo(path / "exec.fifo", 0o622)
-    os.chmod(path / "exec.fifo", 0o622)
+    fifo = os.path.join(path, "exec.fifo")
+    os.mkfifo(fifo, 0o622)
+    os.chmod(fifo, 0o622)
     return path
 
 
-def save_state(root: str | Path, state: ContainerState) -> None:
-    write_atomic(state_dir(root, state.id) / "state.json",
+def save_state(root: str | os.PathLike[str], state: ContainerState) -> None:
+    write_atomic(os.path.join(state_dir(root, state.id), "state.json"),
                  jsonio.dumps(state.to_json(), indent=None).encode())
 
 
-def load_state(root: str | Path, container_id: str) -> ContainerState:
-    path = state_dir(root, container_id) / "state.json"
+def load_state(root: str | os.PathLike[str], container_id: str) -> ContainerState:
+    path = os.path.join(state_dir(root, container_id), "state.json")
     try:
-        return ContainerState.from_json(jsonio.loads(path.read_bytes()))
+        with open(path, "rb") as f:
+            return ContainerState.from_json(jsonio.loads(f.read()))
     except FileNotFoundError as exc:
         raise ContainerNotFound(f"container {container_id} does not exist",
                                 hint="list containers with: ociimg-runtime list") from exc
@@ -96,26 +97,27 @@ def load_state(root: str | Path, container_id: str) -> ContainerState:
                              hint=f"remove it: ociimg-runtime delete -f {container_id}") from exc
 
 
-def list_ids(root: str | Path) -> list[str]:
+def list_ids(root: str | os.PathLike[str]) -> list[str]:
     try:
         names = sorted(os.listdir(root))
     except FileNotFoundError:
         return []
-    return [n for n in names if (Path(root) / n / "state.json").exists()]
+    return [n for n in names if os.path.exists(os.path.join(root, n, "state.json"))]
 
 
-def remove_state(root: str | Path, container_id: str) -> None:
+def remove_state(root: str | os.PathLike[str], container_id: str) -> None:
     _remove_dir(state_dir(root, container_id))
 
 
 # fsutil.atomic_write/remove_tree import tempfile and shutil (~9 ms of every runtime
 # start). A state dir is small, flat and written only by the runtime: these are enough.
-def write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     """Write a temp file beside ``path`` and rename it over: readers never see a torn
     state. No fsync (runc's saveState doesn't either): runtime state lives in /run and
     describes processes that a machine crash ends anyway; two fsyncs were ~2.5 ms of
     every ``run`` on a disk-backed /run."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    head, name = os.path.split(os.fspath(path))
+    tmp = os.path.join(head, f".{name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
                  0o644)
     try:
@@ -127,12 +129,18 @@ def write_atomic(path: Path, data: bytes) -> None:
             os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        _unlink_quietly(tmp)
         raise
 
 
-def _remove_dir(path: Path) -> None:
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _remove_dir(path: str) -> None:
     """Remove a state dir (files, fifos, sub-dirs); symlinks are unlinked, never followed."""
     try:
         entries = list(os.scandir(path))
@@ -143,12 +151,13 @@ def _remove_dir(path: Path) -> None:
         return
     for entry in entries:
         if entry.is_dir(follow_symlinks=False):
-            _remove_dir(Path(entry.path))
+            _remove_dir(entry.path)
         else:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(entry.path)
-    with contextlib.suppress(FileNotFoundError):
+            _unlink_quietly(entry.path)
+    try:
         os.rmdir(path)
+    except FileNotFoundError:
+        pass
 
 
 def proc_starttime(pid: int) -> int | None:
@@ -180,15 +189,15 @@ def init_alive(state: ContainerState) -> bool:
     return int(stat[19]) == state.pid_starttime
 
 
-def derive_status(root: str | Path, state: ContainerState) -> str:
+def derive_status(root: str | os.PathLike[str], state: ContainerState) -> str:
     if not init_alive(state):
         return "stopped"
-    if fifo_path(root, state.id).exists():
+    if os.path.exists(fifo_path(root, state.id)):
         return "created"
     return "running"
 
 
-def oci_state(root: str | Path, state: ContainerState,
+def oci_state(root: str | os.PathLike[str], state: ContainerState,
               status: str | None = None) -> dict[str, Any]:
     """The runtime-spec state object (runtime.md "State"), as `state` prints it."""
     status = status or derive_status(root, state)

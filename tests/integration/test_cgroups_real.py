@@ -45,9 +45,10 @@ def leftovers(names: set[str]) -> list[str]:
     own = detect.read_own_cgroups()
     bases: set[Path] = set()
     for controller, mount in layout.v1.items():
-        bases.update({mount.mountpoint, detect.own_dir(mount, own.get(controller))})
+        bases.update({Path(mount.mountpoint), Path(detect.own_dir(mount, own.get(controller)))})
     if layout.unified is not None:
-        bases.update({layout.unified.mountpoint, detect.own_dir(layout.unified, own.get(""))})
+        bases.update({Path(layout.unified.mountpoint),
+                      Path(detect.own_dir(layout.unified, own.get("")))})
     return sorted(str(p) for base in bases for p in base.glob(PREFIX + "*")
                   if p.name in names)
 
@@ -122,21 +123,21 @@ def test_v1_limits_are_visible_and_destroy_kills_and_removes(v1: Tracker) -> Non
     proc = v1.python("import time\ntime.sleep(60)")
     m.apply(proc.pid)  # creates, writes the limits and joins
     assert isinstance(m, cgroups.V1Manager)
-    assert (m.dirs["memory"] / "memory.limit_in_bytes").read_text().strip() == str(256 << 20)
-    assert (m.dirs["memory"] / "memory.soft_limit_in_bytes").read_text().strip() == \
+    assert (Path(m.dirs["memory"]) / "memory.limit_in_bytes").read_text().strip() == str(256 << 20)
+    assert (Path(m.dirs["memory"]) / "memory.soft_limit_in_bytes").read_text().strip() == \
         str(128 << 20)
-    assert (m.dirs["cpu"] / "cpu.cfs_quota_us").read_text().strip() == "50000"
-    assert (m.dirs["cpu"] / "cpu.cfs_period_us").read_text().strip() == "100000"
-    assert (m.dirs["cpu"] / "cpu.shares").read_text().strip() == "512"
-    assert (m.dirs["pids"] / "pids.max").read_text().strip() == "64"
+    assert (Path(m.dirs["cpu"]) / "cpu.cfs_quota_us").read_text().strip() == "50000"
+    assert (Path(m.dirs["cpu"]) / "cpu.cfs_period_us").read_text().strip() == "100000"
+    assert (Path(m.dirs["cpu"]) / "cpu.shares").read_text().strip() == "512"
+    assert (Path(m.dirs["pids"]) / "pids.max").read_text().strip() == "64"
     assert m.pids() == [proc.pid]
     own = Path(f"/proc/{proc.pid}/cgroup").read_text()
-    assert f"pids:{'/' + str(m.dirs['pids'].relative_to(host_layout().v1['pids'].mountpoint))}" \
-        in own
+    pids_root = host_layout().v1["pids"].mountpoint
+    assert f"pids:/{os.path.relpath(m.dirs['pids'], pids_root)}" in own
     saved = json.loads(json.dumps(m.to_state()))
     cgroups.load_manager(saved).destroy()
     assert proc.wait(timeout=10) == -signal.SIGKILL
-    assert not any(d.exists() for d in m.dirs.values())
+    assert not any(os.path.exists(d) for d in m.dirs.values())
 
 
 def test_v1_memory_limit_oom_kills_the_hog(v1: Tracker) -> None:
@@ -150,9 +151,9 @@ def test_v1_memory_limit_oom_kills_the_hog(v1: Tracker) -> None:
     assert "survived" not in out
     # The cgroup's OOM killer did it (not the host's): usage peaked at the limit and
     # the per-cgroup oom_kill counter moved (Linux >= 4.13).
-    peak = int((m.dirs["memory"] / "memory.max_usage_in_bytes").read_text())
+    peak = int((Path(m.dirs["memory"]) / "memory.max_usage_in_bytes").read_text())
     assert peak <= 32 << 20
-    oom = (m.dirs["memory"] / "memory.oom_control").read_text()
+    oom = (Path(m.dirs["memory"]) / "memory.oom_control").read_text()
     need("oom_kill " in oom, "kernel without the per-cgroup oom_kill counter")
     assert int(oom.split("oom_kill ")[1].split()[0]) >= 1
 
@@ -192,7 +193,7 @@ def test_v1_pids_max_stops_a_fork_bomb(v1: Tracker) -> None:
     made, failure = out.split()
     assert int(made) < 10  # the bomb itself is one of the 10 tasks
     assert failure == str(11)  # EAGAIN from fork
-    events = (m.dirs["pids"] / "pids.events").read_text()
+    events = (Path(m.dirs["pids"]) / "pids.events").read_text()
     assert int(events.split("max ")[1].split()[0]) >= 1
     assert bomb.returncode == 0
 
@@ -211,7 +212,7 @@ def test_v1_device_rules_are_enforced(v1: Tracker) -> None:
     start(probe)
     out, _ = probe.communicate(timeout=30)
     assert json.loads(out) == [0, 0, 1]  # default devices allowed, kmsg: EPERM
-    assert "c 1:11" not in (m.dirs["devices"] / "devices.list").read_text()
+    assert "c 1:11" not in (Path(m.dirs["devices"]) / "devices.list").read_text()
 
 
 def test_v1_freeze_and_thaw(v1: Tracker) -> None:
@@ -219,11 +220,11 @@ def test_v1_freeze_and_thaw(v1: Tracker) -> None:
     proc = v1.python("import time\ntime.sleep(60)")
     m.apply(proc.pid)
     m.freeze()
-    assert (m.dirs["freezer"] / "freezer.state").read_text().strip() == "FROZEN"
+    assert (Path(m.dirs["freezer"]) / "freezer.state").read_text().strip() == "FROZEN"
     assert m.is_frozen()
     m.thaw()
     assert not m.is_frozen()
-    assert (m.dirs["freezer"] / "freezer.state").read_text().strip() == "THAWED"
+    assert (Path(m.dirs["freezer"]) / "freezer.state").read_text().strip() == "THAWED"
     m.kill(signal.SIGTERM)
     assert proc.wait(timeout=10) == -signal.SIGTERM
 
@@ -234,16 +235,16 @@ def test_v1_absolute_path_copies_cpuset_through_new_parents(v1: Tracker) -> None
     assert isinstance(m, cgroups.V1Manager)
     for d in [*dict.fromkeys(m.dirs.values()), m.unified_dir]:
         if d is not None:
-            v1.extra_dirs.append(d.parent)  # the new parent: removed after the manager
+            v1.extra_dirs.append(Path(d).parent)  # the new parent: removed after the manager
     m.create()
     m.set()
-    cpuset_root = host_layout().v1["cpuset"].mountpoint
-    assert m.dirs["cpuset"] == cpuset_root / parent / "ctr"
+    cpuset_root = Path(host_layout().v1["cpuset"].mountpoint)
+    assert Path(m.dirs["cpuset"]) == cpuset_root / parent / "ctr"
     root_cpus = (cpuset_root / "cpuset.cpus").read_text().strip()
     assert (cpuset_root / parent / "cpuset.cpus").read_text().strip() == root_cpus
     assert (cpuset_root / parent / "cpuset.mems").read_text().strip() == \
         (cpuset_root / "cpuset.mems").read_text().strip()
-    assert (m.dirs["cpuset"] / "cpuset.cpus").read_text().strip() == "0"
+    assert (Path(m.dirs["cpuset"]) / "cpuset.cpus").read_text().strip() == "0"
 
 
 def test_hybrid_also_joins_the_unified_hierarchy(v1: Tracker) -> None:
@@ -255,10 +256,10 @@ def test_hybrid_also_joins_the_unified_hierarchy(v1: Tracker) -> None:
     proc = v1.python("import time\ntime.sleep(60)")
     m.apply(proc.pid)
     assert layout.unified is not None
-    rel = "/" + str(m.unified_dir.relative_to(layout.unified.mountpoint))
+    rel = "/" + str(Path(m.unified_dir).relative_to(layout.unified.mountpoint))
     assert f"0::{rel}\n" in Path(f"/proc/{proc.pid}/cgroup").read_text()
     m.destroy()
-    assert not m.unified_dir.exists()
+    assert not Path(m.unified_dir).exists()
 
 
 # ------------------------------------------------------------------------ v2
@@ -268,7 +269,7 @@ def unified(track: Tracker) -> tuple[Tracker, Path]:
     layout = host_layout()
     need(layout.unified is not None, "no cgroup2 hierarchy mounted")
     assert layout.unified is not None
-    root = layout.unified.mountpoint
+    root = Path(layout.unified.mountpoint)
     need((root / "cgroup.subtree_control").exists(), f"{root} is not a cgroup2 root")
     return track, root
 
@@ -286,16 +287,16 @@ def test_v2_join_freeze_kill_destroy(unified: tuple[Tracker, Path]) -> None:
     m.apply(proc.pid)
     assert m.pids() == [proc.pid]
     m.freeze()
-    assert "frozen 1" in (m.path / "cgroup.events").read_text()
+    assert "frozen 1" in (Path(m.path) / "cgroup.events").read_text()
     assert m.is_frozen()
     m.thaw()
     assert not m.is_frozen()
-    assert "frozen 0" in (m.path / "cgroup.events").read_text()
-    need((m.path / "cgroup.kill").exists(), "kernel without cgroup.kill (< 5.14)")
+    assert "frozen 0" in (Path(m.path) / "cgroup.events").read_text()
+    need((Path(m.path) / "cgroup.kill").exists(), "kernel without cgroup.kill (< 5.14)")
     m.kill()
     assert proc.wait(timeout=10) == -signal.SIGKILL
     m.destroy()
-    assert not m.path.exists()
+    assert not Path(m.path).exists()
 
 
 DEVICE_PROBE = (
@@ -339,7 +340,7 @@ def test_v2_hugetlb_limit_enables_the_controller_in_the_parent(
         m.create()
         assert "hugetlb" in (root / "cgroup.subtree_control").read_text().split()
         m.set()
-        assert (m.path / "hugetlb.2MB.max").read_text().strip() == str(4 << 21)
+        assert (Path(m.path) / "hugetlb.2MB.max").read_text().strip() == str(4 << 21)
         m.destroy()
     finally:
         if not was_enabled:  # leave the host's root cgroup as we found it
@@ -364,7 +365,7 @@ def test_v2_pids_and_memory_limits_when_available(unified: tuple[Tracker, Path])
     m = v2_manager(track, root, {"pids": {"limit": 10}, "memory": {"limit": 32 << 20}})
     bomb = track.python(FORK_BOMB)
     m.apply(bomb.pid)
-    assert (m.path / "memory.max").read_text().strip() == str(32 << 20)
+    assert (Path(m.path) / "memory.max").read_text().strip() == str(32 << 20)
     start(bomb)
     out, _ = bomb.communicate(timeout=60)
     made, failure = out.split()
@@ -408,7 +409,7 @@ def test_pure_v2_layout_detected_and_driven(track: Tracker) -> None:
             m.apply(sleeper.pid)
             joined = m.pids() == [sleeper.pid]
             m.freeze()
-            frozen = "frozen 1" in (m.path / "cgroup.events").read_text()
+            frozen = "frozen 1" in (Path(m.path) / "cgroup.events").read_text()
             m.thaw()
             m.kill()
             code = sleeper.wait(timeout=10)
@@ -418,7 +419,7 @@ def test_pure_v2_layout_detected_and_driven(track: Tracker) -> None:
                 sleeper.wait()
             m.destroy()
         return {"mode": layout.mode, "manager": type(m).__name__, "path": str(m.path),
-                "joined": joined, "frozen": frozen, "code": code, "gone": not m.path.exists()}
+                "joined": joined, "frozen": frozen, "code": code, "gone": not Path(m.path).exists()}
 
     status, result = run_in_child(child)
     assert os.waitstatus_to_exitcode(status) == 0, result

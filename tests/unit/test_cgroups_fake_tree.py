@@ -62,9 +62,9 @@ def test_detect_hybrid_uses_v1_controllers_and_notes_unified() -> None:
     assert layout.mode == "hybrid"
     assert set(layout.v1) == {"cpu", "cpuacct", "cpuset", "memory", "devices", "freezer",
                               "pids"}  # name=systemd is not a resource controller
-    assert layout.v1["memory"].mountpoint == Path("/sys/fs/cgroup/memory")
+    assert Path(layout.v1["memory"].mountpoint) == Path("/sys/fs/cgroup/memory")
     assert layout.unified is not None
-    assert layout.unified.mountpoint == Path("/sys/fs/cgroup/unified")
+    assert Path(layout.unified.mountpoint) == Path("/sys/fs/cgroup/unified")
 
 
 def test_detect_pure_v2() -> None:
@@ -72,7 +72,7 @@ def test_detect_pure_v2() -> None:
     assert layout.mode == "v2"
     assert layout.v1 == {}
     assert layout.unified is not None
-    assert layout.unified.mountpoint == Path("/sys/fs/cgroup")
+    assert Path(layout.unified.mountpoint) == Path("/sys/fs/cgroup")
 
 
 def test_detect_pure_v1_with_combined_and_duplicate_mounts() -> None:
@@ -80,10 +80,10 @@ def test_detect_pure_v1_with_combined_and_duplicate_mounts() -> None:
     assert layout.mode == "v1"
     assert layout.unified is None
     assert layout.v1["cpu"] is layout.v1["cpuacct"]
-    assert layout.v1["cpu"].mountpoint == Path("/sys/fs/cgroup/cpu,cpuacct")
+    assert Path(layout.v1["cpu"].mountpoint) == Path("/sys/fs/cgroup/cpu,cpuacct")
     assert layout.v1["cpu"].controllers == {"cpu", "cpuacct"}  # clone_children dropped
     # devices is also bind-mounted at /foo: prefer the one under /sys/fs/cgroup.
-    assert layout.v1["devices"].mountpoint == Path("/sys/fs/cgroup/devices")
+    assert Path(layout.v1["devices"].mountpoint) == Path("/sys/fs/cgroup/devices")
 
 
 def test_detect_nested_mount_roots_and_escapes() -> None:
@@ -91,10 +91,9 @@ def test_detect_nested_mount_roots_and_escapes() -> None:
     layout = detect.detect_layout(text)
     assert layout.mode == "hybrid"
     assert layout.v1["memory"].root == "/docker/abc"
-    assert layout.unified is not None and layout.unified.mountpoint == Path("/tmp/my cg")
+    assert layout.unified is not None and Path(layout.unified.mountpoint) == Path("/tmp/my cg")
     own = detect.parse_proc_cgroup("4:memory:/docker/abc/sub\n0::/\n")
-    assert detect.own_dir(layout.v1["memory"], own["memory"]) == \
-        Path("/sys/fs/cgroup/memory/sub")
+    assert detect.own_dir(layout.v1["memory"], own["memory"]) == "/sys/fs/cgroup/memory/sub"
 
 
 def test_detect_without_cgroups_is_an_error() -> None:
@@ -245,16 +244,16 @@ def test_v2_create_enables_controllers_up_the_tree_but_not_in_the_leaf(
     root = v2_tree(tmp_path, "ociimg", "c1")
     manager = cgroups.create_manager(None, "c1", RESOURCES, root_override=root)
     assert isinstance(manager, cgroups.V2Manager)
-    assert manager.path == root / "ociimg" / "c1"
+    assert Path(manager.path) == root / "ociimg" / "c1"
     assert manager.device_filter is False  # root_override: a fake tree
     manager.apply(4194305)  # above any pid_max: never a real process
     expected = "+memory +cpu +cpuset +pids"
     assert read(root / "cgroup.subtree_control") == expected
     assert read(root / "ociimg" / "cgroup.subtree_control") == expected
     # No-internal-process rule: the leaf holds the processes, so nothing is enabled there.
-    assert read(manager.path / "cgroup.subtree_control") == ""
-    assert read(manager.path / "cgroup.procs") == "4194305"
-    assert read(manager.path / "pids.max") == "32"  # apply also wrote the resources
+    assert read(Path(manager.path) / "cgroup.subtree_control") == ""
+    assert read(Path(manager.path) / "cgroup.procs") == "4194305"
+    assert read(Path(manager.path) / "pids.max") == "32"  # apply also wrote the resources
 
 
 def test_v2_set_writes_converted_values(tmp_path: Path) -> None:
@@ -262,7 +261,7 @@ def test_v2_set_writes_converted_values(tmp_path: Path) -> None:
     manager = cgroups.create_manager(None, "c1", RESOURCES, root_override=root)
     manager.create()
     manager.set()
-    leaf = manager.path
+    leaf = Path(manager.path)
     assert read(leaf / "memory.max") == str(64 << 20)
     assert read(leaf / "memory.swap.max") == str(32 << 20)  # v2 swap = memsw - limit
     assert read(leaf / "memory.low") == str(32 << 20)
@@ -343,27 +342,27 @@ def test_v2_freeze_kill_state_and_destroy(tmp_path: Path) -> None:
     manager = cgroups.create_manager("/ociimg/c1", "c1", None, root_override=root)
     manager.create()
     manager.freeze()
-    assert read(manager.path / "cgroup.freeze") == "1"
+    assert read(Path(manager.path) / "cgroup.freeze") == "1"
     assert manager.is_frozen()
     manager.thaw()
-    assert read(manager.path / "cgroup.freeze") == "0"
+    assert read(Path(manager.path) / "cgroup.freeze") == "0"
     assert not manager.is_frozen()
     manager.kill()
-    assert read(manager.path / "cgroup.kill") == "1"
+    assert read(Path(manager.path) / "cgroup.kill") == "1"
     state = manager.to_state()
     assert state == {"version": 2, "root": str(root), "path": "/ociimg/c1",
                      "device_filter": False}
     again = cgroups.load_manager(state)
-    assert again.path == manager.path
+    assert Path(again.path) == Path(manager.path)
     again.destroy()
-    assert not manager.path.exists()
+    assert not Path(manager.path).exists()
     assert (root / "ociimg").is_dir()  # only the container's own cgroup is removed
 
 
 def test_v2_relative_path_with_fake_root(tmp_path: Path) -> None:
     root = v2_tree(tmp_path, "mine")
     manager = cgroups.create_manager("mine", "c1", None, root_override=root)
-    assert manager.path == root / "mine"
+    assert Path(manager.path) == root / "mine"
 
 
 def test_v2_device_rules_warn_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -411,9 +410,9 @@ def writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, str]]:
     log: list[tuple[str, str, str]] = []
     real = common.write_value
 
-    def record(directory: Path, name: str, value: str) -> None:
-        log.append((directory.parent.name if directory.name == "c1" else directory.name,
-                    name, value))
+    def record(directory: str, name: str, value: str) -> None:
+        path = Path(directory)
+        log.append((path.parent.name if path.name == "c1" else path.name, name, value))
         real(directory, name, value)
 
     monkeypatch.setattr(v1, "write_value", record)
@@ -424,8 +423,8 @@ def test_v1_manager_layout_and_apply(tmp_path: Path) -> None:
     root = v1_tree(tmp_path, "ociimg", "c1")
     manager = cgroups.create_manager(None, "c1", None, root_override=root)
     assert isinstance(manager, cgroups.V1Manager)
-    assert manager.dirs["cpu"] == manager.dirs["cpuacct"] == root / "cpu,cpuacct/ociimg/c1"
-    assert manager.path == root / "memory/ociimg/c1"
+    assert manager.dirs["cpu"] == manager.dirs["cpuacct"] == str(root / "cpu,cpuacct/ociimg/c1")
+    assert Path(manager.path) == root / "memory/ociimg/c1"
     manager.apply(4194305)
     for hierarchy in V1_FILES:
         assert read(root / hierarchy / "ociimg/c1/cgroup.procs") == "4194305"
@@ -543,8 +542,8 @@ def test_v1_relative_path_hybrid_tree(tmp_path: Path) -> None:
     make_files(root / "unified" / "mine", V2_LEAF_FILES)
     manager = cgroups.create_manager("mine", "c1", None, root_override=root)
     assert isinstance(manager, cgroups.V1Manager)
-    assert manager.dirs["pids"] == root / "pids/mine"
-    assert manager.unified_dir == root / "unified/mine"
+    assert Path(manager.dirs["pids"]) == root / "pids/mine"
+    assert Path(manager.unified_dir) == root / "unified/mine"
     manager.apply(4194305)
     assert read(root / "unified/mine/cgroup.procs") == "4194305"
 

@@ -34,7 +34,7 @@ def doc(**over: object) -> dict:
 
 def test_parse_full() -> None:
     cfg = parse_config(doc(), BUNDLE)
-    assert cfg.root_path == Path("/b/rootfs") and cfg.root_readonly
+    assert cfg.root_path == "/b/rootfs" and cfg.root_readonly
     assert cfg.process.args == ("sh",) and cfg.process.user.uid == 1000
     assert cfg.process.user.additional_gids == (5,)
     assert cfg.process.env_value("A") == "2" and cfg.process.env_value("B") is None
@@ -48,7 +48,7 @@ def test_parse_full() -> None:
 
 def test_absolute_root_path_replaces_bundle() -> None:
     cfg = parse_config(doc(root={"path": "/srv/root"}), BUNDLE)
-    assert cfg.root_path == Path("/srv/root")
+    assert cfg.root_path == "/srv/root"
 
 
 @pytest.mark.parametrize(("mutate", "path"), [
@@ -86,7 +86,7 @@ def test_load_config_missing_and_bad_json(tmp_path: Path) -> None:
     with pytest.raises(InvalidDocument, match="cannot read JSON"):
         load_config(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps(doc()))
-    assert load_config(tmp_path).bundle == tmp_path
+    assert load_config(tmp_path).bundle == str(tmp_path)
 
 
 def test_process_is_optional_for_parsing() -> None:

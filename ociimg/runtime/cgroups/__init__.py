@@ -21,17 +21,17 @@ read from that directory and the runtime's own cgroup counts as the root.
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
+import os
 
 from ociimg.errors import ContainerError
 from ociimg.runtime.cgroups.common import CgroupManager
 from ociimg.runtime.cgroups.detect import (
     CgroupLayout,
     CgroupMount,
-    detect_layout,
+    join,
     own_dir,
-    parse_proc_cgroup,
+    read_host_layout,
+    read_own_cgroups,
 )
 from ociimg.runtime.cgroups.v1 import V1Manager
 
@@ -48,7 +48,7 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-_SYSTEMD_PATH = re.compile(r"^[^/:]*:[^/:]*:[^/:]+$")
+
 _V1_CONTROLLERS = ("cpuset", "cpu", "cpuacct", "memory", "devices", "freezer", "net_cls",
                    "net_prio", "blkio", "perf_event", "hugetlb", "pids", "rdma", "misc")
 
@@ -56,7 +56,8 @@ _V1_CONTROLLERS = ("cpuset", "cpu", "cpuacct", "memory", "devices", "freezer", "
 def cgroups_path_for(cgroups_path: str | None, container_id: str) -> str:
     """Validate ``linux.cgroupsPath`` (default ``/ociimg/<id>``)."""
     path = cgroups_path or f"/ociimg/{container_id}"
-    if _SYSTEMD_PATH.match(path):
+    # systemd's slice:prefix:name (runc: "^[^/:]*:[^/:]*:[^/:]+$")
+    if path.count(":") == 2 and "/" not in path and not path.endswith(":"):
         raise ContainerError(f"cgroup: systemd cgroupsPath {path!r} is not supported",
                              hint="ociimg drives cgroupfs directly: give a path like "
                                   "/mygroup/<id>")
@@ -67,19 +68,21 @@ def cgroups_path_for(cgroups_path: str | None, container_id: str) -> str:
     return ("/" if path.startswith("/") else "") + "/".join(parts)
 
 
-def layout_from_tree(root: Path) -> CgroupLayout:
+def layout_from_tree(root: str | os.PathLike[str]) -> CgroupLayout:
     """The layout of a (fake) /sys/fs/cgroup directory, judged by its contents."""
-    if (root / "cgroup.controllers").exists():
+    root = os.path.normpath(root)
+    if os.path.exists(os.path.join(root, "cgroup.controllers")):
         return CgroupLayout("v2", {}, CgroupMount(root, "/", 2))
     v1: dict[str, CgroupMount] = {}
-    for entry in sorted(root.iterdir()) if root.is_dir() else []:
-        names = [n for n in entry.name.split(",") if n in _V1_CONTROLLERS]
-        if entry.is_dir() and names:
+    for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        entry = os.path.join(root, name)
+        names = [n for n in name.split(",") if n in _V1_CONTROLLERS]
+        if os.path.isdir(entry) and names:
             mount = CgroupMount(entry, "/", 1, frozenset(names))
             v1.update({n: mount for n in names})
-    unified = root / "unified"
+    unified = os.path.join(root, "unified")
     if v1:
-        has_unified = (unified / "cgroup.controllers").exists()
+        has_unified = os.path.exists(os.path.join(unified, "cgroup.controllers"))
         return CgroupLayout("hybrid" if has_unified else "v1", v1,
                             CgroupMount(unified, "/", 2) if has_unified else None)
     raise ContainerError(f"cgroup: no cgroup hierarchy found under {root}",
@@ -87,37 +90,36 @@ def layout_from_tree(root: Path) -> CgroupLayout:
 
 
 def _host_layout() -> tuple[CgroupLayout, dict[str, str]]:
-    layout = detect_layout(Path("/proc/self/mountinfo").read_text())
-    return layout, parse_proc_cgroup(Path("/proc/self/cgroup").read_text())
+    return read_host_layout(), read_own_cgroups()
 
 
 def create_manager(cgroups_path: str | None, container_id: str, resources: dict | None,
-                   *, root_override: Path | None = None) -> CgroupManager:
+                   *, root_override: str | os.PathLike[str] | None = None) -> CgroupManager:
     """A manager for the container's cgroup on this host (nothing is created yet)."""
     path = cgroups_path_for(cgroups_path, container_id)
     if root_override is not None:
-        layout, own = layout_from_tree(Path(root_override)), {}
+        layout, own = layout_from_tree(root_override), {}
     else:
         layout, own = _host_layout()
     if layout.mode == "v2":
         assert layout.unified is not None
         base = own_dir(layout.unified, own.get("")) if not path.startswith("/") \
             else layout.unified.mountpoint
-        rel = str((base / path.lstrip("/")).relative_to(layout.unified.mountpoint))
+        rel = os.path.relpath(join(base, path), layout.unified.mountpoint)
         from ociimg.runtime.cgroups.v2 import V2Manager
         # A fake tree is no cgroup2 filesystem: no BPF device program can attach there.
         return V2Manager(layout.unified.mountpoint, rel, resources,
                          device_filter=root_override is None)
-    dirs: dict[str, Path] = {}
+    dirs: dict[str, str] = {}
     for controller, mount in layout.v1.items():
         base = own_dir(mount, own.get(controller)) if not path.startswith("/") \
             else mount.mountpoint
-        dirs[controller] = base / path.lstrip("/")
+        dirs[controller] = join(base, path)
     unified_dir = None
     if layout.unified is not None:
         base = own_dir(layout.unified, own.get("")) if not path.startswith("/") \
             else layout.unified.mountpoint
-        unified_dir = base / path.lstrip("/")
+        unified_dir = join(base, path)
     roots = {c: m.mountpoint for c, m in layout.v1.items()}
     return V1Manager.from_dirs(dirs, roots, resources, unified_dir)
 
@@ -127,14 +129,12 @@ def load_manager(state: dict, resources: dict | None = None) -> CgroupManager:
     try:
         if state["version"] == 2:
             from ociimg.runtime.cgroups.v2 import V2Manager
-            return V2Manager(Path(state["root"]), state["path"], resources,
+            return V2Manager(state["root"], state["path"], resources,
                              device_filter=state.get("device_filter", True))
         if state["version"] == 1:
             unified = state.get("unified")
-            return V1Manager.from_dirs(
-                {c: Path(p) for c, p in state["paths"].items()},
-                {c: Path(p) for c, p in state["roots"].items()},
-                resources, None if unified is None else Path(unified))
+            return V1Manager.from_dirs(dict(state["paths"]), dict(state["roots"]),
+                                       resources, unified)
     except (KeyError, TypeError, AttributeError) as exc:
         raise ContainerError(f"cgroup: malformed saved cgroup state: {exc}",
                              hint="delete the container with --force") from exc

@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 from ociimg.errors import ContainerError
 from ociimg.runtime.records import field, record
@@ -28,7 +28,7 @@ CGROUP_ROOT = "/sys/fs/cgroup"
 
 @record(frozen=True, slots=True)
 class CgroupMount:
-    mountpoint: Path
+    mountpoint: str
     root: str  # the cgroup path mounted there ("/" unless inside a cgroup namespace)
     version: int  # 1 or 2
     controllers: frozenset[str] = frozenset()  # v1 only; "name=systemd" style included
@@ -67,7 +67,7 @@ def parse_mountinfo(text: str) -> list[CgroupMount]:
         fstype = tail[0]
         if fstype not in ("cgroup", "cgroup2"):
             continue
-        root, mountpoint = _unescape(fields[3]), Path(_unescape(fields[4]))
+        root, mountpoint = _unescape(fields[3]), os.path.normpath(_unescape(fields[4]))
         if fstype == "cgroup2":
             mounts.append(CgroupMount(mountpoint, root, 2))
             continue
@@ -82,7 +82,7 @@ def parse_mountinfo(text: str) -> list[CgroupMount]:
 def _preferred(mounts: list[CgroupMount]) -> CgroupMount:
     """The mount under /sys/fs/cgroup when a hierarchy is also mounted elsewhere."""
     for m in mounts:
-        if str(m.mountpoint).startswith(CGROUP_ROOT):
+        if m.mountpoint.startswith(CGROUP_ROOT):
             return m
     return mounts[0]
 
@@ -101,11 +101,11 @@ def detect_layout(mountinfo: str) -> CgroupLayout:
     if v1:
         unified = None
         if v2:
-            unified = next((m for m in v2 if m.mountpoint == Path(CGROUP_ROOT, "unified")),
+            unified = next((m for m in v2 if m.mountpoint == f"{CGROUP_ROOT}/unified"),
                            _preferred(v2))
         return CgroupLayout("hybrid" if unified else "v1", v1, unified)
     if v2:
-        exact = next((m for m in v2 if m.mountpoint == Path(CGROUP_ROOT)), None)
+        exact = next((m for m in v2 if m.mountpoint == CGROUP_ROOT), None)
         return CgroupLayout("v2", {}, exact or _preferred(v2))
     raise ContainerError("cgroup: no cgroup filesystem is mounted",
                          hint="mount cgroup2 at /sys/fs/cgroup (or the v1 hierarchies)")
@@ -131,14 +131,16 @@ def parse_proc_cgroup(text: str) -> dict[str, str]:
 
 
 def read_host_layout() -> CgroupLayout:
-    return detect_layout(Path("/proc/self/mountinfo").read_text())
+    with open("/proc/self/mountinfo") as f:
+        return detect_layout(f.read())
 
 
 def read_own_cgroups() -> dict[str, str]:
-    return parse_proc_cgroup(Path("/proc/self/cgroup").read_text())
+    with open("/proc/self/cgroup") as f:
+        return parse_proc_cgroup(f.read())
 
 
-def own_dir(mount: CgroupMount, own_path: str | None) -> Path:
+def own_dir(mount: CgroupMount, own_path: str | None) -> str:
     """This process's cgroup directory inside ``mount`` (runc GetOwnCgroupPath)."""
     if not own_path:
         return mount.mountpoint
@@ -146,4 +148,11 @@ def own_dir(mount: CgroupMount, own_path: str | None) -> Path:
     root = mount.root.rstrip("/")
     if root and (rel == root or rel.startswith(root + "/")):
         rel = rel[len(root):]
-    return mount.mountpoint / rel.lstrip("/")
+    return join(mount.mountpoint, rel)
+
+
+def join(base: str, rel: str) -> str:
+    """``base`` / ``rel`` (rel taken as relative), normalised like pathlib (no trailing
+    "/", no "." parts; ".." is kept for the callers that refuse it)."""
+    parts = [p for p in rel.split("/") if p and p != "."]
+    return os.path.join(base, *parts) if parts else base

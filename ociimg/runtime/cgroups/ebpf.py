@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import struct
-from pathlib import Path
 
 from ociimg.errors import ContainerError
 from ociimg.runtime import linux
@@ -109,7 +108,7 @@ def encode(program: list[Insn]) -> bytes:
                     for op, dst, src, off, imm in program)
 
 
-def attach_device_program(cgroup_dir: Path, rules: list[DeviceRule]) -> None:
+def attach_device_program(cgroup_dir: str, rules: list[DeviceRule]) -> None:
     insns = encode(compile_device_program(rules))
     try:
         prog_fd = linux.bpf_load_cgroup_device_prog(insns)

@@ -9,16 +9,16 @@ replay the spec's rules in order, followed by runc's default allow list.
 
 from __future__ import annotations
 
-import contextlib
-import signal
+import _signal as signal  # signal.py builds IntEnums at import (enum: ~2 ms per start)
+import os
 import time
-from pathlib import Path
 
 from ociimg.errors import ContainerError
 from ociimg.runtime.cgroups.common import (
     CgroupManager,
     add_pid,
     device_rules,
+    inside,
     read_pids,
     read_value,
     remove_cgroup,
@@ -42,43 +42,43 @@ def _rel(path: str) -> str:
 
 
 class V1Manager(CgroupManager):
-    def __init__(self, mounts: dict[str, Path], path: str, resources: dict | None = None,
-                 *, unified: Path | None = None) -> None:
+    def __init__(self, mounts: dict[str, str], path: str, resources: dict | None = None,
+                 *, unified: str | None = None) -> None:
         rel = _rel(path)
-        dirs = {c: Path(m) / rel for c, m in mounts.items()}
-        self._setup(dirs, {c: Path(m) for c, m in mounts.items()}, resources,
-                    None if unified is None else Path(unified) / rel)
+        dirs = {c: os.path.join(m, rel) for c, m in mounts.items()}
+        self._setup(dirs, dict(mounts), resources,
+                    None if unified is None else os.path.join(unified, rel))
 
     @classmethod
-    def from_dirs(cls, dirs: dict[str, Path], roots: dict[str, Path],
-                  resources: dict | None = None, unified_dir: Path | None = None
+    def from_dirs(cls, dirs: dict[str, str], roots: dict[str, str],
+                  resources: dict | None = None, unified_dir: str | None = None
                   ) -> V1Manager:
         """A manager on explicit per-controller directories (relative cgroupsPath, state)."""
         self = cls.__new__(cls)
-        self._setup({c: Path(d) for c, d in dirs.items()},
-                    {c: Path(r) for c, r in roots.items()}, resources,
-                    None if unified_dir is None else Path(unified_dir))
+        self._setup(dirs, roots, resources, unified_dir)
         return self
 
-    def _setup(self, dirs: dict[str, Path], roots: dict[str, Path], resources: dict | None,
-               unified_dir: Path | None) -> None:
+    def _setup(self, dirs: dict[str, str], roots: dict[str, str], resources: dict | None,
+               unified_dir: str | None) -> None:
+        dirs = {c: os.path.normpath(d) for c, d in dirs.items()}
+        roots = {c: os.path.normpath(r) for c, r in roots.items()}
         for c, d in dirs.items():
-            if roots.get(c) is not None and d != roots[c] and roots[c] not in d.parents:
+            if roots.get(c) is not None and not inside(d, roots[c]):
                 raise ContainerError(f"cgroup: {d} is outside the {c} hierarchy {roots[c]}",
                                      hint="check linux.cgroupsPath")
         self.dirs = dirs
         self.roots = roots
         self.resources = resources
-        self.unified_dir = unified_dir
+        self.unified_dir = None if unified_dir is None else os.path.normpath(unified_dir)
 
     @property
-    def path(self) -> Path:
+    def path(self) -> str:
         for c in _PATH_PREFERENCE:
             if c in self.dirs:
                 return self.dirs[c]
         return next(iter(self.dirs.values()))
 
-    def unique_dirs(self) -> list[Path]:
+    def unique_dirs(self) -> list[str]:
         """One entry per hierarchy (cpu and cpuacct often share one mount)."""
         return list(dict.fromkeys(self.dirs.values()))
 
@@ -86,15 +86,15 @@ class V1Manager(CgroupManager):
         if "cpuset" in self.dirs:
             ensure_cpuset(self.roots["cpuset"], self.dirs["cpuset"])
         for d in self.unique_dirs():
-            d.mkdir(parents=True, exist_ok=True)
+            os.makedirs(d, exist_ok=True)
         if self.unified_dir is not None:
             try:
-                self.unified_dir.mkdir(parents=True, exist_ok=True)
+                os.makedirs(self.unified_dir, exist_ok=True)
             except OSError as exc:  # hybrid's unified cgroup is a courtesy, not a need
                 log.warning("cgroup: cannot create %s: %s", self.unified_dir, exc)
                 self.unified_dir = None
 
-    def controller_dir(self, controller: str) -> Path:
+    def controller_dir(self, controller: str) -> str:
         if controller not in self.dirs:
             raise ContainerError(f"cgroup: v1 controller {controller} is not mounted",
                                  hint=f"drop the {controller} limits from linux.resources "
@@ -151,9 +151,9 @@ class V1Manager(CgroupManager):
                 log.warning("%s", exc)
 
     def self_join_files(self) -> list[str]:
-        return [str(d / "tasks") for d in self.unique_dirs()]
+        return [os.path.join(d, "tasks") for d in self.unique_dirs()]
 
-    def v2_dir(self) -> Path | None:
+    def v2_dir(self) -> str | None:
         return self.unified_dir
 
     def add_v2(self, pid: int) -> None:
@@ -173,14 +173,18 @@ class V1Manager(CgroupManager):
         # Freeze first so nothing forks between reading the pids and signalling
         # them (runc signalAllProcesses).
         frozen = False
-        if "freezer" in self.dirs and self.dirs["freezer"].is_dir():
-            with contextlib.suppress(ContainerError, OSError):  # the cgroup may vanish
+        if "freezer" in self.dirs and os.path.isdir(self.dirs["freezer"]):
+            try:
                 self.freeze()
                 frozen = True
+            except (ContainerError, OSError):  # the cgroup may vanish
+                pass
         signal_pids(self.pids(), sig)
         if frozen:
-            with contextlib.suppress(ContainerError, OSError):
+            try:
                 self.thaw()
+            except (ContainerError, OSError):
+                pass
 
     def freeze(self) -> None:
         set_freezer(self.controller_dir("freezer"), "FROZEN")
@@ -195,7 +199,7 @@ class V1Manager(CgroupManager):
             return False
 
     def destroy(self) -> None:
-        if any(d.is_dir() for d in self.unique_dirs()) and self.pids():
+        if self.exists() and self.pids():
             self.kill(signal.SIGKILL)
             wait_empty(self)
         for d in self.unique_dirs():
@@ -204,31 +208,34 @@ class V1Manager(CgroupManager):
             remove_cgroup(self.unified_dir)
 
     def exists(self) -> bool:
-        return any(d.is_dir() for d in self.unique_dirs())
+        return any(os.path.isdir(d) for d in self.unique_dirs())
 
     def to_state(self) -> dict:
-        return {"version": 1,
-                "paths": {c: str(d) for c, d in self.dirs.items()},
-                "roots": {c: str(r) for c, r in self.roots.items()},
-                "unified": None if self.unified_dir is None else str(self.unified_dir)}
+        return {"version": 1, "paths": dict(self.dirs), "roots": dict(self.roots),
+                "unified": self.unified_dir}
 
 
-def ensure_cpuset(root: Path, target: Path) -> None:
+def ensure_cpuset(root: str, target: str) -> None:
     """mkdir each level below ``root`` and fill empty cpus/mems from the parent."""
     current = root
-    for part in target.relative_to(root).parts:
-        parent, current = current, current / part
-        current.mkdir(exist_ok=True)
+    for part in os.path.relpath(target, root).split("/"):
+        if part == ".":
+            continue
+        parent, current = current, os.path.join(current, part)
+        try:
+            os.mkdir(current)
+        except FileExistsError:
+            pass
         for name in ("cpuset.cpus", "cpuset.mems"):
             if not read_value(current, name):
                 write_value(current, name, read_value(parent, name))
 
 
-def set_memory(d: Path, mem: dict) -> None:
+def set_memory(d: str, mem: dict) -> None:
     limit, swap = mem.get("limit"), mem.get("swap")
     if limit == -1 and not swap:
         swap = -1  # unlimited memory without a swap value: unlimited memory+swap
-    has_memsw = (d / "memory.memsw.limit_in_bytes").exists()
+    has_memsw = os.path.exists(os.path.join(d, "memory.memsw.limit_in_bytes"))
     if swap and not has_memsw:
         if swap != -1:
             log.warning("cgroup: swap accounting is off; memory.swap %s ignored", swap)
@@ -261,7 +268,7 @@ def set_memory(d: Path, mem: dict) -> None:
         write_value(d, "memory.oom_control", "1")
 
 
-def set_cpu(d: Path, cpu: dict) -> None:
+def set_cpu(d: str, cpu: dict) -> None:
     if cpu.get("shares"):
         write_value(d, "cpu.shares", str(cpu["shares"]))
     quota, period = cpu.get("quota"), cpu.get("period")
@@ -286,14 +293,14 @@ def set_cpu(d: Path, cpu: dict) -> None:
         write_value(d, "cpu.idle", str(cpu["idle"]))
 
 
-def set_cpuset(d: Path, cpu: dict) -> None:
+def set_cpuset(d: str, cpu: dict) -> None:
     if cpu.get("cpus"):
         write_value(d, "cpuset.cpus", cpu["cpus"])
     if cpu.get("mems"):
         write_value(d, "cpuset.mems", cpu["mems"])
 
 
-def set_blkio(d: Path, bio: dict) -> None:
+def set_blkio(d: str, bio: dict) -> None:
     if bio.get("weight"):
         write_value(d, "blkio.weight", str(bio["weight"]))
     if bio.get("leafWeight"):
@@ -310,13 +317,13 @@ def set_blkio(d: Path, bio: dict) -> None:
             write_value(d, name, f"{dev['major']}:{dev['minor']} {dev['rate']}")
 
 
-def set_devices(d: Path, resources: dict) -> None:
+def set_devices(d: str, resources: dict) -> None:
     write_value(d, "devices.deny", "a")
     for rule in device_rules(resources):
         write_value(d, "devices.allow" if rule.allow else "devices.deny", rule.line())
 
 
-def set_freezer(d: Path, state: str, attempts: int = 200) -> None:
+def set_freezer(d: str, state: str, attempts: int = 200) -> None:
     for i in range(attempts):
         # The kernel reports FREEZING until every task stopped; runc rewrites
         # FROZEN while waiting, which also catches tasks that forked meanwhile.

@@ -13,9 +13,9 @@ skips it and logs once that device rules are not enforced.
 
 from __future__ import annotations
 
-import signal
+import _signal as signal  # signal.py builds IntEnums at import (enum: ~2 ms per start)
+import os
 import time
-from pathlib import Path
 
 from ociimg.errors import ContainerError
 from ociimg.runtime.cgroups import ebpf
@@ -26,6 +26,7 @@ from ociimg.runtime.cgroups.common import (
     device_rules,
     num_to_str,
     read_pids,
+    read_text,
     remove_cgroup,
     shares_to_weight,
     signal_pids,
@@ -69,9 +70,9 @@ def required_controllers(resources: dict | None) -> list[str]:
 
 
 class V2Manager(CgroupManager):
-    def __init__(self, root: Path, path: str, resources: dict | None = None, *,
+    def __init__(self, root: str, path: str, resources: dict | None = None, *,
                  device_filter: bool = True) -> None:
-        self.root = Path(root)
+        self.root = os.path.normpath(root)
         self.rel = path.strip("/")
         if not self.rel or ".." in self.rel.split("/"):
             raise ContainerError(f"cgroup: invalid cgroup path {path!r}",
@@ -80,16 +81,19 @@ class V2Manager(CgroupManager):
         self.device_filter = device_filter
 
     @property
-    def path(self) -> Path:
-        return self.root / self.rel
+    def path(self) -> str:
+        return os.path.join(self.root, self.rel)
 
     def create(self) -> None:
         needed = required_controllers(self.resources)
         current = self.root
         for part in self.rel.split("/"):
             enable_controllers(current, needed)
-            current = current / part
-            current.mkdir(exist_ok=True)
+            current = os.path.join(current, part)
+            try:
+                os.mkdir(current)
+            except FileExistsError:
+                pass
 
     def set(self, resources: dict | None = None) -> None:
         """Write ``resources`` (default: those given at creation, devices included).
@@ -117,7 +121,7 @@ class V2Manager(CgroupManager):
     def add(self, pid: int) -> None:
         add_pid(self.path, pid)
 
-    def v2_dir(self) -> Path | None:
+    def v2_dir(self) -> str | None:
         return self.path
 
     def pids(self) -> list[int]:
@@ -125,7 +129,7 @@ class V2Manager(CgroupManager):
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         # cgroup.kill (Linux 5.14) kills the whole subtree atomically, fork races included.
-        if sig == signal.SIGKILL and (self.path / "cgroup.kill").exists():
+        if sig == signal.SIGKILL and os.path.exists(os.path.join(self.path, "cgroup.kill")):
             write_value(self.path, "cgroup.kill", "1")
             return
         signal_pids(self.pids(), sig)
@@ -139,16 +143,16 @@ class V2Manager(CgroupManager):
         wait_frozen(self.path, False)
 
     def is_frozen(self) -> bool:
-        events = self.path / "cgroup.events"
+        events = os.path.join(self.path, "cgroup.events")
         try:
-            if events.exists():  # the kernel's view: every task actually stopped
-                return "frozen 1" in events.read_text().splitlines()
-            return (self.path / "cgroup.freeze").read_text().strip() == "1"
+            if os.path.exists(events):  # the kernel's view: every task actually stopped
+                return "frozen 1" in read_text(events).splitlines()
+            return read_text(os.path.join(self.path, "cgroup.freeze")).strip() == "1"
         except OSError:
             return False
 
     def destroy(self) -> None:
-        if not self.path.is_dir():
+        if not os.path.isdir(self.path):
             return
         if self.pids():
             self.kill(signal.SIGKILL)
@@ -160,21 +164,21 @@ class V2Manager(CgroupManager):
                 "device_filter": self.device_filter}
 
 
-def enable_controllers(directory: Path, needed: list[str]) -> None:
+def enable_controllers(directory: str, needed: list[str]) -> None:
     """Enable ``needed`` in ``directory``'s subtree_control (for its children)."""
     if not needed:
         return
-    controllers_file = directory / "cgroup.controllers"
-    if controllers_file.exists():
-        available = controllers_file.read_text().split()
+    controllers_file = os.path.join(directory, "cgroup.controllers")
+    if os.path.exists(controllers_file):
+        available = read_text(controllers_file).split()
         missing = [c for c in needed if c not in available]
         if missing:
             raise ContainerError(
                 f"cgroup: controller(s) {', '.join(missing)} not available in {directory}",
                 hint="on a hybrid host they are bound to cgroup v1; otherwise enable "
                      "them in the parent's cgroup.subtree_control")
-    enabled = (directory / "cgroup.subtree_control").read_text().split() \
-        if (directory / "cgroup.subtree_control").exists() else []
+    subtree = os.path.join(directory, "cgroup.subtree_control")
+    enabled = read_text(subtree).split() if os.path.exists(subtree) else []
     todo = [c for c in needed if c not in enabled]
     if not todo:
         return
@@ -185,14 +189,14 @@ def enable_controllers(directory: Path, needed: list[str]) -> None:
             write_value(directory, "cgroup.subtree_control", "+" + c)
 
 
-def set_memory(path: Path, mem: dict) -> None:
+def set_memory(path: str, mem: dict) -> None:
     limit, swap = mem.get("limit"), mem.get("swap")
     swap_v2 = swap_to_v2(swap, limit)
     swap_str = num_to_str(swap_v2)
     if swap_str is None and swap_v2 == 0 and (swap or 0) > 0:
         swap_str = "0"  # swap == limit: no swap at all
     if swap_str is not None:
-        if (path / "memory.swap.max").exists():
+        if os.path.exists(os.path.join(path, "memory.swap.max")):
             write_value(path, "memory.swap.max", swap_str)
         elif swap_str not in ("max", "0"):
             raise ContainerError(f"cgroup: {path}/memory.swap.max does not exist",
@@ -214,7 +218,7 @@ def cpu_max(quota: int | None, period: int | None) -> str | None:
     return f"{value} {period}" if _is_set(period) else value
 
 
-def set_cpu(path: Path, cpu: dict) -> None:
+def set_cpu(path: str, cpu: dict) -> None:
     if weight := shares_to_weight(cpu.get("shares")):
         write_value(path, "cpu.weight", str(weight))
     if (value := cpu_max(cpu.get("quota"), cpu.get("period"))) is not None:
@@ -234,17 +238,17 @@ def pids_max(pids: dict) -> str:
     return "max" if limit is None or limit <= 0 else str(limit)
 
 
-def set_pids(path: Path, pids: dict | None) -> None:
+def set_pids(path: str, pids: dict | None) -> None:
     if pids is not None:
         write_value(path, "pids.max", pids_max(pids))
 
 
-def set_hugetlb(path: Path, limits: list[dict]) -> None:
+def set_hugetlb(path: str, limits: list[dict]) -> None:
     for h in limits:
         write_value(path, f"hugetlb.{h['pageSize']}.max", str(h["limit"]))
 
 
-def set_io(path: Path, bio: dict) -> None:
+def set_io(path: str, bio: dict) -> None:
     if weight := blkio_weight_to_io_weight(bio.get("weight")):
         write_value(path, "io.weight", f"default {weight}")
     for dev in bio.get("weightDevice") or []:
@@ -258,7 +262,7 @@ def set_io(path: Path, bio: dict) -> None:
             write_value(path, "io.max", f"{dev['major']}:{dev['minor']} {key}={dev['rate']}")
 
 
-def set_unified(path: Path, unified: dict) -> None:
+def set_unified(path: str, unified: dict) -> None:
     """linux.resources.unified: raw v2 files, written as given (runtime-spec)."""
     for key, value in unified.items():
         if "/" in key or key.startswith(".") or "." not in key:
@@ -275,11 +279,11 @@ def warn_devices(devices: list[dict]) -> None:
                     "on this cgroup)")
 
 
-def wait_frozen(path: Path, frozen: bool, attempts: int = 100) -> None:
-    events = path / "cgroup.events"
+def wait_frozen(path: str, frozen: bool, attempts: int = 100) -> None:
+    events = os.path.join(path, "cgroup.events")
     want = f"frozen {int(frozen)}"
     for _ in range(attempts):
-        if not events.exists() or want in events.read_text().splitlines():
+        if not os.path.exists(events) or want in read_text(events).splitlines():
             return
         time.sleep(0.01)
     raise ContainerError(f"cgroup: {path} did not become {'frozen' if frozen else 'thawed'}",
