@@ -41,10 +41,16 @@ def test_unknown_fields_in_state_file_are_ignored(tmp_path: Path) -> None:
         state.load_state(tmp_path, "c1")
 
 
-@pytest.mark.parametrize("bad", ["", "../x", "a/b", ".hidden", "a b", "x" * 1025])
+@pytest.mark.parametrize("bad", ["", "../x", "a/b", ".hidden", "a b", "x" * 1025, "abc\n",
+                                 "-x", "+x", "_x", "é", "a:b"])
 def test_container_ids_are_checked(bad: str) -> None:
     with pytest.raises(ContainerError, match="invalid container id"):
         state.check_id(bad)
+
+
+@pytest.mark.parametrize("good", ["a", "C1", "web-1.2_x+y", "x" * 1024, "0"])
+def test_valid_container_ids(good: str) -> None:
+    state.check_id(good)
 
 
 def test_status_is_derived_from_process_and_fifo(tmp_path: Path) -> None:
