@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import errno
+import gc
 import io
 import os
 import stat
@@ -93,6 +94,10 @@ def apply_layer(root: Path, stream: BinaryIO, options: ApplyOptions = ApplyOptio
     hashing = HashingReader(stream)
     rootfd = os.open(root, DIR_OPEN)
     applier = _Applier(rootfd, options)
+    # Tens of thousands of short-lived objects per layer and no reference cycles: the
+    # cyclic collector only cost time (~3% of the unpack's CPU).
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         with Prefetcher(hashing) as ahead:
             applier.stream = ForwardReader(ahead)
@@ -100,6 +105,8 @@ def apply_layer(root: Path, stream: BinaryIO, options: ApplyOptions = ApplyOptio
             applier.finish()
             ahead.drain()
     finally:
+        if collecting:
+            gc.enable()
         applier.close()
         os.close(rootfd)
     return ApplyResult(hashing.digest(), hashing.count, applier.entries, applier.warnings)
