@@ -477,3 +477,10 @@ def chain_ids(diff_ids: tuple[Digest, ...] | list[Digest]) -> list[Digest]:
     for d in diff_ids:
         out.append(d if not out else Digest.of(f"{out[-1]} {d}".encode()))
     return out
+
+
+def check_layers(manifest: Manifest, config: ImageConfig) -> None:
+    """A manifest and its config describe the same number of layers."""
+    if len(manifest.layers) != len(config.diff_ids):
+        raise InvalidDocument(f"manifest {manifest.digest}: {len(manifest.layers)} layers but "
+                              f"the config lists {len(config.diff_ids)} diff_ids")

@@ -6,6 +6,13 @@ verified trees, flattened rootfs), ``snapshots`` (chain-ID keyed overlay-format
 layers), ``overlay`` (mounts), ``flatten`` (snapshots → one tree without overlayfs).
 """
 
-from ociimg.layers.apply import ApplyOptions, ApplyResult, OnDiskFormat, apply_layer
-
 __all__ = ["ApplyOptions", "ApplyResult", "OnDiskFormat", "apply_layer"]
+
+
+def __getattr__(name: str) -> object:
+    # The applier (tarfile, the tar reader) loads on first use: `ociimg run` with its
+    # snapshots present, and `from ociimg.layers import paths`, never need it.
+    if name in __all__:
+        from ociimg.layers import apply
+        return getattr(apply, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -31,7 +31,12 @@ from typing import BinaryIO
 from ociimg.digest import Digest, HashingReader
 from ociimg.errors import InvalidDocument, UnsafeArchive
 from ociimg.layers import fsops, paths
-from ociimg.layers.fsops import DIR_OPEN, FILE_CREATE
+from ociimg.layers.fsops import (
+    DIR_OPEN,
+    FILE_CREATE,
+    OVERLAY_XATTR_PREFIX,
+    overlay_xattr_prefix,
+)
 from ociimg.layers.members import MemberReader
 from ociimg.layers.merged import MergedView
 from ociimg.layers.stream import ForwardReader, Prefetcher
@@ -45,14 +50,6 @@ MAX_ID = 2**32 - 2
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque"
-_OVERLAY_XATTR_PREFIX = "trusted.overlay."
-_USER_OVERLAY_PREFIX = "user.overlay."  # overlayfs "userxattr" mounts (rootless)
-
-
-def overlay_xattr_prefix(userxattr: bool) -> str:
-    return _USER_OVERLAY_PREFIX if userxattr else _OVERLAY_XATTR_PREFIX
-
-
 class OnDiskFormat(enum.Enum):
     DIR = "dir"
     OVERLAY = "overlay"
@@ -447,7 +444,7 @@ class _Applier(UpperDirOps):
         for key, value in xattrs_of(info).items():
             if key == "security.selinux":
                 continue  # host-specific label (§C1 #15)
-            if not self.overlay and key.startswith(_OVERLAY_XATTR_PREFIX):
+            if not self.overlay and key.startswith(OVERLAY_XATTR_PREFIX):
                 self.warn("xattr-overlay", f"skipped overlayfs xattr {key} in a "
                           "flattened rootfs")
                 continue

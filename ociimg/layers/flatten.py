@@ -18,8 +18,14 @@ from pathlib import Path
 
 from ociimg.fsutil import replace_dir, temp_dir_beside
 from ociimg.layers import paths
-from ociimg.layers.apply import overlay_xattr_prefix
-from ociimg.layers.fsops import DIR_OPEN, copy_meta, copy_node, is_whiteout_dev, lstat_at
+from ociimg.layers.fsops import (
+    DIR_OPEN,
+    copy_meta,
+    copy_node,
+    is_whiteout_dev,
+    lstat_at,
+    overlay_xattr_prefix,
+)
 
 
 @dataclass

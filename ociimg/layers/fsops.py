@@ -99,3 +99,11 @@ def copy_entry(src_pfd: int, name: str, dst_pfd: int, st: os.stat_result,
                rootless: bool) -> None:
     copy_node(src_pfd, name, dst_pfd, st)
     copy_meta(src_pfd, name, dst_pfd, st, rootless)
+
+
+OVERLAY_XATTR_PREFIX = "trusted.overlay."
+USER_OVERLAY_PREFIX = "user.overlay."  # overlayfs "userxattr" mounts (rootless)
+
+
+def overlay_xattr_prefix(userxattr: bool) -> str:
+    return USER_OVERLAY_PREFIX if userxattr else OVERLAY_XATTR_PREFIX

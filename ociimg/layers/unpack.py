@@ -6,12 +6,12 @@ import os
 from pathlib import Path
 
 from ociimg.digest import Digest, HashingReader
-from ociimg.errors import AlreadyExists, DiffIDMismatch, DigestMismatch, InvalidDocument
+from ociimg.errors import AlreadyExists, DiffIDMismatch, DigestMismatch
 from ociimg.events import NullProgress, Progress
 from ociimg.fsutil import replace_dir, temp_dir_beside
 from ociimg.layers.apply import ApplyOptions, ApplyResult, OnDiskFormat, apply_layer
 from ociimg.layers.compression import open_decompressed
-from ociimg.spec import Descriptor, ImageConfig, Manifest
+from ociimg.spec import Descriptor, ImageConfig, Manifest, check_layers
 from ociimg.store import Store
 
 
@@ -37,12 +37,6 @@ def apply_blob(store: Store, layer: Descriptor, root: Path, options: ApplyOption
                              f"image config says {diff_id}",
                              hint="the image is inconsistent; rebuild or re-push it")
     return result
-
-
-def check_layers(manifest: Manifest, config: ImageConfig) -> None:
-    if len(manifest.layers) != len(config.diff_ids):
-        raise InvalidDocument(f"manifest {manifest.digest}: {len(manifest.layers)} layers but "
-                              f"the config lists {len(config.diff_ids)} diff_ids")
 
 
 def unpack_rootfs(store: Store, manifest: Manifest, config: ImageConfig, dest: Path,
