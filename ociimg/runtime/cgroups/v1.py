@@ -144,11 +144,7 @@ class V1Manager(CgroupManager):
     def add(self, pid: int) -> None:
         for d in self.unique_dirs():
             add_pid(d, pid)
-        if self.unified_dir is not None:
-            try:
-                add_pid(self.unified_dir, pid)
-            except ContainerError as exc:
-                log.warning("%s", exc)
+        self.add_v2(pid)
 
     def self_join_files(self) -> list[str]:
         return [os.path.join(d, "tasks") for d in self.unique_dirs()]
@@ -160,7 +156,7 @@ class V1Manager(CgroupManager):
         if self.unified_dir is not None:
             try:
                 add_pid(self.unified_dir, pid)
-            except ContainerError as exc:  # as in add: a courtesy on a hybrid host
+            except ContainerError as exc:  # hybrid's unified cgroup is a courtesy
                 log.warning("%s", exc)
 
     def pids(self) -> list[int]:
