@@ -1,4 +1,4 @@
-"""Container commands: run, ps, stop, rm, logs, and the runc-compatible `runtime`."""
+"""Container commands: run, exec, ps, stop, rm, logs, and the runc-compatible `runtime`."""
 
 from __future__ import annotations
 
@@ -140,6 +140,25 @@ def rm_(
     for key in names:
         containers.remove_container(containers.find_container(STATE.root, key), force)
         print(key)
+
+
+@app.command("exec", rich_help_panel="Containers",
+             context_settings={"allow_interspersed_args": False})
+def exec_(
+    name: str = typer.Argument(..., help="Container name or id."),
+    command: list[str] = typer.Argument(..., help="Command and arguments."),
+    interactive: bool = typer.Option(False, "--interactive", "-i", help="Keep stdin open."),
+    tty: bool = typer.Option(False, "--tty", "-t", help="Allocate a pseudo-terminal."),
+    env: list[str] = ENV,
+    workdir: str = WORKDIR,
+    user: str = USER,
+) -> None:
+    """Run a command in a running container (like `docker exec` / `podman exec`)."""
+    from ociimg.commands import containers
+
+    c = containers.find_container(STATE.root, name)
+    raise typer.Exit(containers.exec_in(c, list(command), env=list(env), cwd=workdir,
+                                        user=user, tty=tty, interactive=interactive))
 
 
 @app.command(rich_help_panel="Containers")

@@ -202,6 +202,33 @@ def run_attached(c: Container, options: RunOptions) -> int:
     return code
 
 
+def exec_in(c: Container, command: list[str], *, env: list[str], cwd: str | None = None,
+            user: str | None = None, tty: bool = False, interactive: bool = False) -> int:
+    """Run ``command`` in the running container ``c`` (the runtime's exec: its namespaces,
+    cgroups, capabilities and seccomp profile); returns its exit code."""
+    status = status_of(c)["status"]
+    if status != "running":
+        raise ContainerError(f"container {c.name} is {status}, not running",
+                             hint="exec needs a running container (ociimg run -d ...)")
+    from ociimg.runtime import execution, state
+    from ociimg.runtime.cli import Args
+    from ociimg.runtime.config import User, load_config
+    from ociimg.runtime.records import replace
+    from ociimg.users import resolve_user
+    cst = state.load_state(RUNTIME_ROOT, c.id)
+    config = load_config(cst.bundle)
+    spec = execution.process_from_args(config, Args(
+        process=None, command=list(command), env=list(env), cwd=cwd, user=None, tty=tty,
+        no_new_privs=False))
+    if user:  # names resolved in the container's own /etc/passwd and /etc/group
+        who = resolve_user(user, c.rootfs)
+        spec = replace(spec, user=User(uid=who.uid, gid=who.gid,
+                                       additional_gids=who.additional_gids))
+    if not interactive and not tty:
+        _stdin_from_devnull()
+    return execution.exec_process(cst, config, spec)
+
+
 def _stdin_from_devnull() -> None:
     fd = os.open(os.devnull, os.O_RDONLY)
     os.dup2(fd, 0)

@@ -63,6 +63,9 @@ def process_from_args(config: RuntimeConfig, args: Args) -> ProcessSpec:
     user = base.user
     if args.user:
         uid, _, gid = args.user.partition(":")
+        if not uid.isdigit() or not (gid.isdigit() or not gid):
+            raise ContainerError(f"exec: --user {args.user!r} is not UID[:GID]",
+                                 hint="give numeric ids (ociimg exec also takes names)")
         user = User(uid=int(uid), gid=int(gid) if gid else 0)
     return replace(base, args=tuple(command), env=base.env + tuple(args.env),
                    cwd=args.cwd or base.cwd, user=user, terminal=args.tty,

@@ -290,3 +290,29 @@ def test_gc_does_not_run_while_a_container_is_being_created(ociroot: Path,
     out = ociimg(ociroot, "gc").stdout
     assert f"Deleted {len(snapshots)} snapshots" in out
     assert not any(p.exists() for p in snapshots)
+
+
+def test_exec_runs_in_the_container(ociroot: Path, fixture_layout: Path) -> None:
+    image = f"oci:{fixture_layout}:busybox"
+    ociimg(ociroot, "run", "-d", "--name", "box", image, "sleep", "300")
+    try:
+        proc = ociimg(ociroot, "exec", "-e", "X=42", "-w", "/tmp", "-u", "nobody", "box",
+                      "sh", "-c", 'echo "$X $(pwd) $(id -u) $$"; exit 7', check=False)
+        assert proc.returncode == 7, proc.stderr
+        x, cwd, uid, pid = proc.stdout.split()
+        assert (x, cwd, uid) == ("42", "/tmp", "65534") and pid != "1"
+        # Its pid namespace: PID 1 is the container's program.
+        assert ociimg(ociroot, "exec", "box", "cat", "/proc/1/cmdline").stdout \
+            .startswith("sleep\0")
+        assert_one_line_error(ociimg(ociroot, "exec", "-u", "nosuchuser", "box", "true",
+                                     check=False), "nosuchuser")
+    finally:
+        ociimg(ociroot, "rm", "-f", "box", check=False)
+    assert_one_line_error(ociimg(ociroot, "exec", "box", "true", check=False),
+                          "no such container")
+    ociimg(ociroot, "run", "-d", "--name", "done", image, "true")
+    deadline = time.monotonic() + 20
+    while "exited" not in ociimg(ociroot, "ps", "-a").stdout and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert_one_line_error(ociimg(ociroot, "exec", "done", "true", check=False), "not running")
+    ociimg(ociroot, "rm", "done")
