@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ociimg.errors import InvalidDocument
+from ociimg.errors import ContainerError, InvalidDocument
 from ociimg.runtime.config import load_config, parse_config
 from ociimg.runtime.linux import CLONE
 from ociimg.runtime.namespaces import format_id_map, new_namespace_flags
@@ -118,3 +118,18 @@ def test_intermediate_creates_neither_the_user_nor_the_cgroup_namespace() -> Non
     from ociimg.runtime.config import Namespace
     spaces = tuple(Namespace(t) for t in ("pid", "mount", "user", "cgroup", "network"))
     assert new_namespace_flags(spaces) == CLONE.NEWPID | CLONE.NEWNS | CLONE.NEWNET
+
+
+def test_exec_user_is_numeric_uid_gid() -> None:
+    from ociimg.runtime.cli import Args
+    from ociimg.runtime.execution import process_from_args
+
+    def args(user: str) -> Args:
+        return Args(process=None, command=["true"], env=["E=1"], cwd=None, user=user,
+                    tty=False, no_new_privs=False)
+    cfg = parse_config(doc(), BUNDLE)
+    spec = process_from_args(cfg, args("5:6"))
+    assert (spec.user.uid, spec.user.gid, spec.args) == (5, 6, ("true",))
+    for bad in ("bob", "1:staff", "-1", "1:"):
+        with pytest.raises(ContainerError, match="is not UID"):
+            process_from_args(cfg, args(bad))
