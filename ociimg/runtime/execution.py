@@ -62,8 +62,8 @@ def process_from_args(config: RuntimeConfig, args: Args) -> ProcessSpec:
     base = config.process or ProcessSpec(args=("sh",))
     user = base.user
     if args.user:
-        uid, _, gid = args.user.partition(":")
-        if not uid.isdigit() or not (gid.isdigit() or not gid):
+        uid, sep, gid = args.user.partition(":")
+        if not uid.isdigit() or (sep and not gid.isdigit()):
             raise ContainerError(f"exec: --user {args.user!r} is not UID[:GID]",
                                  hint="give numeric ids (ociimg exec also takes names)")
         user = User(uid=int(uid), gid=int(gid) if gid else 0)
