@@ -46,7 +46,11 @@ def _cgroups() -> Any:
 
 
 def create_container(root: str, container_id: str, options: CreateOptions) -> ContainerState:
-    config = load_config(options.bundle)
+    return _create(root, container_id, options, load_config(options.bundle))
+
+
+def _create(root: str, container_id: str, options: CreateOptions,
+            config: RuntimeConfig) -> ContainerState:
     if config.process is None:
         raise ContainerError(f"container {container_id}: config.json has no process",
                              hint="add a process section to config.json")
@@ -395,7 +399,7 @@ def run_container(root: str, container_id: str, options: CreateOptions,
             and not detach:
         import socket
         ours, options.console = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    cst = create_container(root, container_id, options)
+    cst = _create(root, container_id, options, config)
     master = None
     if ours is not None:
         from ociimg.runtime.console import receive_master

@@ -1,16 +1,21 @@
 """cgroup drivers: pick v1/v2 for this host and place a container's cgroup.
 
-Usage from the runtime (runc's order: the parent joins the child to the cgroup
-before the child runs anything, then writes the limits)::
+Usage from the runtime (the cgroup exists, with its limits, before anything joins;
+the children join by themselves, so no write to cgroup.procs waits for an RCU grace
+period — container.py, process.py)::
 
     manager = create_manager(spec["linux"].get("cgroupsPath"), container_id,
                              spec["linux"].get("resources"))
-    manager.apply(child_pid)     # mkdir (+ enable controllers / copy cpusets),
-                                 # write linux.resources, join
-    manager.set(new_resources)   # later updates (runc update)
+    manager.create(); manager.set()        # mkdir (+ controllers / cpusets), limits
+    manager.self_join_files()              # v1: the child writes "0" to these itself
+    manager.v2_dir()                       # v2/hybrid: the init is forked into it
+    manager.add_v2(pid)                    # ... or moved there where clone3 is refused
+    manager.set(new_resources)             # later updates (runc update)
     state["cgroup"] = manager.to_state()
     ...
     load_manager(state["cgroup"]).destroy()
+
+``apply(pid)`` (create + set + add) places a process that already runs.
 
 ``cgroupsPath`` (runc's cgroupfs driver semantics): absent → ``/ociimg/<id>``;
 absolute → below each hierarchy's root; relative → below this process's own cgroup

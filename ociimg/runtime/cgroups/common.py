@@ -310,9 +310,10 @@ class CgroupManager(ABC):
     def apply(self, pid: int) -> None:
         """Create the cgroup, write the resources given at creation, move ``pid`` in.
 
-        runc splits this into Apply and Set; doing both here means a bad limit fails
-        before the process joins, and a caller cannot forget the limits. With no
-        resources (``load_manager`` for ``exec``) it only joins.
+        For a process that already runs (runc's Apply + Set on its child; the runtime's
+        own children join by themselves instead, see ``self_join_files``/``v2_dir``).
+        Doing both here means a bad limit fails before the process joins, and a caller
+        cannot forget the limits. With no resources (``load_manager``) it only joins.
         """
         self.create()
         self.set()
