@@ -198,13 +198,18 @@ def test_v1_pids_max_stops_a_fork_bomb(v1: Tracker) -> None:
     assert bomb.returncode == 0
 
 
-def test_v1_device_rules_are_enforced(v1: Tracker) -> None:
+def need_openable_kmsg() -> None:
+    """The device the device-rule tests deny must be openable outside the cgroup."""
     kmsg = Path("/dev/kmsg")
     need(kmsg.exists(), "no /dev/kmsg to test a denied device with")
     try:
         os.close(os.open(kmsg, os.O_RDONLY | os.O_NONBLOCK))
     except OSError as exc:
         need(False, f"cannot open /dev/kmsg even outside the cgroup: {exc}")
+
+
+def test_v1_device_rules_are_enforced(v1: Tracker) -> None:
+    need_openable_kmsg()
     m = v1.manager({"devices": [{"allow": False, "access": "rwm"}]})
     probe = v1.python(DEVICE_PROBE)
     m.apply(probe.pid)
@@ -312,12 +317,7 @@ DEVICE_PROBE = (
 
 def test_v2_device_rules_enforced_by_the_bpf_program(unified: tuple[Tracker, Path]) -> None:
     track, root = unified
-    kmsg = Path("/dev/kmsg")
-    need(kmsg.exists(), "no /dev/kmsg to test a denied device with")
-    try:
-        os.close(os.open(kmsg, os.O_RDONLY | os.O_NONBLOCK))
-    except OSError as exc:
-        need(False, f"cannot open /dev/kmsg even outside the cgroup: {exc}")
+    need_openable_kmsg()
     m = v2_manager(track, root, {"devices": [{"allow": False, "access": "rwm"}]})
     probe = track.python(DEVICE_PROBE)
     m.apply(probe.pid)  # loads and attaches the program, then joins
