@@ -211,19 +211,15 @@ def exec_in(c: Container, command: list[str], *, env: list[str], cwd: str | None
         raise ContainerError(f"container {c.name} is {status}, not running",
                              hint="exec needs a running container (ociimg run -d ...)")
     from ociimg.runtime import execution, state
-    from ociimg.runtime.cli import Args
     from ociimg.runtime.config import User, load_config
-    from ociimg.runtime.records import replace
     from ociimg.users import resolve_user
     cst = state.load_state(RUNTIME_ROOT, c.id)
     config = load_config(cst.bundle)
-    spec = execution.process_from_args(config, Args(
-        process=None, command=list(command), env=list(env), cwd=cwd, user=None, tty=tty,
-        no_new_privs=False))
+    who = None
     if user:  # names resolved in the container's own /etc/passwd and /etc/group
-        who = resolve_user(user, c.rootfs)
-        spec = replace(spec, user=User(uid=who.uid, gid=who.gid,
-                                       additional_gids=who.additional_gids))
+        found = resolve_user(user, c.rootfs)
+        who = User(uid=found.uid, gid=found.gid, additional_gids=found.additional_gids)
+    spec = execution.process_spec(config, command, env=env, cwd=cwd, user=who, terminal=tty)
     if not interactive and not tty:
         _stdin_from_devnull()
     return execution.exec_process(cst, config, spec)

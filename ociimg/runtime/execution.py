@@ -33,6 +33,7 @@ from ociimg.runtime.records import replace
 
 TYPE_CHECKING = False  # typing costs ~5 ms of every runtime start
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import Any
 
     from ociimg.runtime.cli import Args
@@ -56,20 +57,28 @@ def process_from_args(config: RuntimeConfig, args: Args) -> ProcessSpec:
     if args.process:
         with open(args.process, "rb") as f:
             return parse_process(jsonio.loads(f.read()), "process.json")
-    command = list(args.command)
-    if not command:
-        raise ContainerError("exec: no command given", hint="ociimg-runtime exec ID CMD...")
-    base = config.process or ProcessSpec(args=("sh",))
-    user = base.user
+    user = None
     if args.user:
         uid, sep, gid = args.user.partition(":")
         if not uid.isdigit() or (sep and not gid.isdigit()):
             raise ContainerError(f"exec: --user {args.user!r} is not UID[:GID]",
                                  hint="give numeric ids (ociimg exec also takes names)")
         user = User(uid=int(uid), gid=int(gid) if gid else 0)
-    return replace(base, args=tuple(command), env=base.env + tuple(args.env),
-                   cwd=args.cwd or base.cwd, user=user, terminal=args.tty,
-                   no_new_privileges=base.no_new_privileges or args.no_new_privs)
+    return process_spec(config, args.command, env=args.env, cwd=args.cwd, user=user,
+                        terminal=args.tty, no_new_privileges=args.no_new_privs)
+
+
+def process_spec(config: RuntimeConfig, command: Sequence[str], *, env: Sequence[str] = (),
+                 cwd: str | None = None, user: User | None = None, terminal: bool = False,
+                 no_new_privileges: bool = False) -> ProcessSpec:
+    """The container's process with another command (exec): its env extended, the rest
+    replaced where given."""
+    if not command:
+        raise ContainerError("exec: no command given", hint="ociimg-runtime exec ID CMD...")
+    base = config.process or ProcessSpec(args=("sh",))
+    return replace(base, args=tuple(command), env=base.env + tuple(env),
+                   cwd=cwd or base.cwd, user=user or base.user, terminal=terminal,
+                   no_new_privileges=base.no_new_privileges or no_new_privileges)
 
 
 def exec_process(cst: state.ContainerState, config: RuntimeConfig, spec: ProcessSpec, *,
