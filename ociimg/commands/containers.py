@@ -257,11 +257,16 @@ def _monitor(c: Container, options: RunOptions, report_fd: int) -> int:
     os.setsid()
     if os.fork() != 0:  # double fork: the monitor is not a child of the CLI
         return 0
-    log = os.open(c.path / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    # The container gets the write end of a pipe, never the log file: a host fd is a handle
+    # on a host inode, and through /proc/self/fd/1 the container could chmod, chown or
+    # truncate the log (make it a setuid-root binary). Only the monitor writes the file.
+    log = os.open(c.path / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
+                  | os.O_CLOEXEC, 0o600)
+    output, into_pipe = os.pipe2(os.O_CLOEXEC)
     _stdin_from_devnull()
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    os.close(log)
+    os.dup2(into_pipe, 1)
+    os.dup2(into_pipe, 2)
+    os.close(into_pipe)
     linux.set_child_subreaper()
     try:
         cst = runtime.create_container(RUNTIME_ROOT, c.id, runtime.CreateOptions(bundle=c.path))
@@ -269,17 +274,69 @@ def _monitor(c: Container, options: RunOptions, report_fd: int) -> int:
     except OciimgError as exc:
         os.write(report_fd, f"{exc.message}\n{exc.hint or ''}".encode())
         os.close(report_fd)
+        _release_stdio()
+        copy_output(output, log, None)
         _finish(c, None, options.remove)
         return 1
     os.write(report_fd, b"started")
     os.close(report_fd)
-    _, status = os.waitpid(cst.pid, 0)
-    code = exit_code(status)
+    _release_stdio()
+    code = copy_output(output, log, cst.pid)
     # Record the exit before the runtime state goes, so `ps` never sees neither.
     _finish(c, code, options.remove)
     with contextlib.suppress(OciimgError):
         runtime.delete_container(RUNTIME_ROOT, c.id, force=True)
     return 0
+
+
+def _release_stdio() -> None:
+    """Drop the monitor's own copies of the pipe's write end, so the copy sees EOF once
+    every process of the container has closed its copies."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.dup2(null, 2)
+    os.close(null)
+
+
+def copy_output(output: int, log: int, pid: int | None) -> int | None:
+    """Copy the container's output pipe into the log until ``pid`` exits, then keep what
+    is already in the pipe (a background process that holds the pipe open does not keep
+    the monitor alive); without a pid, only what is in the pipe now. Returns the exit
+    code of ``pid``."""
+    import select
+    try:
+        if pid is not None:
+            pidfd = os.pidfd_open(pid)
+            poller = select.poll()
+            poller.register(output, select.POLLIN)
+            poller.register(pidfd, select.POLLIN)
+            while pidfd not in {fd for fd, _ in poller.poll()}:
+                if not _copy_chunk(output, log):  # EOF: every writer is gone
+                    break
+            os.close(pidfd)
+        os.set_blocking(output, False)
+        while _copy_chunk(output, log):
+            pass
+    finally:
+        os.close(output)
+        os.close(log)
+    if pid is None:
+        return None
+    _, status = os.waitpid(pid, 0)
+    return exit_code(status)
+
+
+def _copy_chunk(src: int, dst: int) -> bool:
+    """One read from ``src`` written whole to ``dst``; False at EOF or when nothing is
+    left to read without blocking."""
+    try:
+        chunk = os.read(src, 1 << 16)
+    except BlockingIOError:
+        return False
+    view = memoryview(chunk)
+    while view:
+        view = view[os.write(dst, view):]
+    return bool(chunk)
 
 
 def _finish(c: Container, code: int | None, remove: bool) -> None:

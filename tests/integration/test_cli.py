@@ -266,6 +266,27 @@ def test_resource_limits_reach_the_container(ociroot: Path, busybox: str) -> Non
     assert proc.stdout.split() == ["50000", "100000"]  # v1 quota+period, or v2 cpu.max
 
 
+def test_detached_container_cannot_touch_its_host_log_file(ociroot: Path, busybox: str) -> None:
+    # Its stdout/stderr are a pipe the monitor copies into the log: through /proc/self/fd
+    # the container reaches the pipe, not the host file (which it could otherwise make a
+    # setuid-root binary).
+    ociimg(ociroot, "run", "-d", "--name", "sly", busybox, "sh", "-c",
+           "chmod 4777 /proc/self/fd/1; chown 1:1 /proc/self/fd/2; : > /proc/self/fd/1; "
+           "echo out; echo err >&2; exit 3")
+    deadline = time.monotonic() + 10
+    while (row := json.loads(ociimg(ociroot, "ps", "-a", "--json").stdout)[0])["status"] \
+            != "exited":
+        assert time.monotonic() < deadline, row
+        time.sleep(0.1)
+    assert row["exitCode"] == 3
+    cid = row["id"]
+    log = ociroot / "containers" / cid / "log"
+    st = log.stat()
+    assert (oct(st.st_mode & 0o7777), st.st_uid, st.st_gid) == ("0o600", 0, 0)
+    assert log.read_text() == "out\nerr\n"
+    ociimg(ociroot, "rm", "sly")
+
+
 def test_logs_follow_until_the_container_exits(ociroot: Path, busybox: str) -> None:
     ociimg(ociroot, "run", "-d", "--name", "chatty", busybox, "sh", "-c",
            "echo one; sleep 1; echo two; exit 4")
