@@ -193,8 +193,9 @@ def run_attached(c: Container, options: RunOptions) -> int:
     if not options.interactive and not options.bundle.terminal:
         _stdin_from_devnull()
     try:
-        code = runtime.run_container(RUNTIME_ROOT, c.id,
-                                     runtime.CreateOptions(bundle=c.path))
+        with relayed_stdio(not options.bundle.terminal):
+            code = runtime.run_container(RUNTIME_ROOT, c.id,
+                                         runtime.CreateOptions(bundle=c.path))
     except OciimgError:
         _finish(c, None, options.remove)
         raise
@@ -222,7 +223,57 @@ def exec_in(c: Container, command: list[str], *, env: list[str], cwd: str | None
     spec = execution.process_spec(config, command, env=env, cwd=cwd, user=who, terminal=tty)
     if not interactive and not tty:
         _stdin_from_devnull()
-    return execution.exec_process(cst, config, spec)
+    with relayed_stdio(not tty):
+        return execution.exec_process(cst, config, spec)
+
+
+@contextlib.contextmanager
+def relayed_stdio(relay: bool) -> Iterator[None]:
+    """While the body runs, fds 0-2 are pipes that threads copy to and from the real ones.
+
+    A container process must never hold the caller's own stdio: a redirected file is a host
+    inode it could chmod/chown/truncate through /proc/self/fd, and a terminal takes TIOCSTI,
+    which types commands into the caller's shell (conmon and containerd's shim give
+    containers pipes for the same reason). With a pty (``relay`` False) the container gets
+    the pty and the runtime proxies it."""
+    if not relay:
+        yield
+        return
+    import threading
+    saved = [os.dup(fd) for fd in (0, 1, 2)]
+    ends = []
+    for fd in (0, 1, 2):
+        r, w = os.pipe2(os.O_CLOEXEC)
+        os.dup2(r if fd == 0 else w, fd)
+        ends.append(w if fd == 0 else r)
+        os.close(r if fd == 0 else w)
+    stdin = threading.Thread(target=_pump, args=(os.dup(saved[0]), ends[0]), daemon=True)
+    outputs = [threading.Thread(target=_pump, args=(ends[i], os.dup(saved[i])), daemon=True)
+               for i in (1, 2)]
+    for t in (stdin, *outputs):
+        t.start()
+    try:
+        yield
+    finally:
+        for fd in (0, 1, 2):  # our copies of the write ends go: EOF once the container's do
+            os.dup2(saved[fd], fd)
+            os.close(saved[fd])
+        # A process left behind in the container may hold the pipes open (an exec'd
+        # command's background child): its output after this point is not waited for.
+        # stdin's pump may be blocked reading a terminal: it dies with the process.
+        for t in outputs:
+            t.join(timeout=2.0)
+
+
+def _pump(src: int, dst: int) -> None:
+    """Copy until EOF, then close both ends (the reader of ``dst`` sees EOF)."""
+    with contextlib.suppress(OSError):
+        while _copy_chunk(src, dst):
+            pass
+    with contextlib.suppress(OSError):
+        os.close(src)
+    with contextlib.suppress(OSError):
+        os.close(dst)
 
 
 def _stdin_from_devnull() -> None:

@@ -287,6 +287,39 @@ def test_detached_container_cannot_touch_its_host_log_file(ociroot: Path, busybo
     ociimg(ociroot, "rm", "sly")
 
 
+def test_attached_run_and_exec_never_hand_the_callers_files_to_the_container(
+        ociroot: Path, fixture_layout: Path, tmp_path: Path) -> None:
+    # `ociimg run IMAGE > file` and `ociimg exec ... > file`: the container writes into a
+    # pipe the CLI copies, so it cannot chmod/chown the caller's file through /proc/self/fd.
+    image = f"oci:{fixture_layout}:busybox"
+    attack = "chmod 4777 /proc/self/fd/1 /proc/self/fd/2; chown 1:1 /proc/self/fd/1; " \
+             "echo out; echo err >&2"
+    env = {**os.environ, "OCIIMG_ROOT": str(ociroot)}
+    out, err = tmp_path / "out", tmp_path / "err"
+
+    def redirected(*args: str) -> int:
+        with open(out, "wb") as o, open(err, "wb") as e:
+            return subprocess.run([sys.executable, "-m", "ociimg", *args], env=env,
+                                  stdout=o, stderr=e, stdin=subprocess.DEVNULL,
+                                  timeout=60).returncode
+
+    def untouched() -> None:
+        for f in (out, err):
+            st = f.stat()
+            assert (oct(st.st_mode & 0o7777), st.st_uid) == ("0o644", 0), f
+        assert (out.read_text(), err.read_text()) == ("out\n", "err\n")
+
+    os.umask(0o022)
+    assert redirected("run", "--rm", image, "sh", "-c", attack) == 0
+    untouched()
+    ociimg(ociroot, "run", "-d", "--name", "box", image, "sleep", "300")
+    try:
+        assert redirected("exec", "box", "sh", "-c", attack) == 0
+        untouched()
+    finally:
+        ociimg(ociroot, "rm", "-f", "box", check=False)
+
+
 def test_logs_follow_until_the_container_exits(ociroot: Path, busybox: str) -> None:
     ociimg(ociroot, "run", "-d", "--name", "chatty", busybox, "sh", "-c",
            "echo one; sleep 1; echo two; exit 4")
