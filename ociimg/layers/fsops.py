@@ -11,6 +11,8 @@ import os
 import stat
 from collections.abc import Callable
 
+from ociimg.fsutil import walk_at
+
 DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 FILE_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -27,16 +29,14 @@ def is_whiteout_dev(st: os.stat_result | None) -> bool:
 
 
 def remove_whiteout_devices(fd: int) -> None:
-    for name in os.listdir(fd):
-        st = lstat_at(fd, name)
+    """Delete the whiteouts anywhere below the open dir ``fd`` (an opaque dir needs none)."""
+
+    def visit(dirfd: int, name: str, st: os.stat_result, rel: list[str]) -> bool:
         if is_whiteout_dev(st):
-            os.unlink(name, dir_fd=fd)
-        elif st is not None and stat.S_ISDIR(st.st_mode):
-            sub = os.open(name, DIR_OPEN, dir_fd=fd)
-            try:
-                remove_whiteout_devices(sub)
-            finally:
-                os.close(sub)
+            os.unlink(name, dir_fd=dirfd)
+        return stat.S_ISDIR(st.st_mode)
+
+    walk_at(fd, visit)
 
 
 def _same_name(key: str) -> str | None:
