@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ociimg.digest import Digest
+from ociimg.fsutil import tree_size
 from ociimg.layers.snapshots import SnapshotStore
 from ociimg.spec import MANIFEST_TYPES, chain_ids, parse_config
 from ociimg.store import Store
@@ -27,7 +28,7 @@ def collect_garbage(root: Path, containers: list[dict]) -> GarbageReport:  # typ
     for meta in containers:
         keep.update(Digest.parse(c) for c in meta.get("snapshots", []))
     snapshots = SnapshotStore(root / "snapshots")
-    sizes = {d.hex: _tree_size(snapshots.path / d.hex) for d in _all_chain_ids(snapshots)}
+    sizes = {d.hex: tree_size(snapshots.path / d.hex) for d in _all_chain_ids(snapshots)}
     removed = snapshots.gc(keep)
     return GarbageReport(blobs.removed_blobs, blobs.bytes_freed, len(removed),
                          sum(sizes.get(d.hex, 0) for d in removed))
@@ -50,14 +51,4 @@ def image_chain_ids(store: Store) -> set[Digest]:
 def _all_chain_ids(snapshots: SnapshotStore) -> list[Digest]:
     return [info.chain_id for info in snapshots.list()] if snapshots.path.is_dir() else []
 
-
-def _tree_size(path: Path) -> int:
-    total = 0
-    for p in path.rglob("*"):
-        try:
-            st = p.lstat()
-        except OSError:
-            continue
-        total += st.st_blocks * 512
-    return total
 

@@ -30,6 +30,7 @@ from typing import BinaryIO
 
 from ociimg.digest import Digest, HashingReader
 from ociimg.errors import InvalidDocument, UnsafeArchive
+from ociimg.fsutil import walk_at
 from ociimg.layers import fsops, paths
 from ociimg.layers.fsops import (
     DIR_OPEN,
@@ -354,9 +355,12 @@ class _Applier(UpperDirOps):
         st = self._replace(pfd, name, keep_dir=True)
         existed = st is not None and stat.S_ISDIR(st.st_mode)
         if not existed:
+            depth = self.res.child_depth(pfd, "/".join(parts))
             os.mkdir(name, 0o700, dir_fd=pfd)
         fd = os.open(name, DIR_OPEN, dir_fd=pfd)
         try:
+            if not existed:
+                self.res.remember_depth(fd, depth)
             if self.overlay and fsops.is_whiteout_dev(st):
                 # Deleted then re-created in one layer: the new dir must hide the lower
                 # one entirely, which in an upperdir means opaque.
@@ -532,6 +536,7 @@ class _Applier(UpperDirOps):
         assert pfd is not None
         st = self._replace(pfd, parent[-1], keep_dir=True)
         if st is None or not stat.S_ISDIR(st.st_mode):
+            self.res.child_depth(pfd, "/".join(parent))
             os.mkdir(parent[-1], 0o755, dir_fd=pfd)
             os.chmod(parent[-1], 0o755, dir_fd=pfd)
         return os.open(parent[-1], DIR_OPEN, dir_fd=pfd)
@@ -539,16 +544,18 @@ class _Applier(UpperDirOps):
     def _prune_lower(self, fd: int, key: str) -> None:
         """DIR format: delete what lower layers put under the dir; keep this layer's."""
         prefix = key + "/" if key else ""
-        keep = {n for n in os.listdir(fd) if prefix + n in self._layer_paths}
-        paths.clear_dir(fd, keep)
+        layer_paths = self._layer_paths
+
+        def visit(dirfd: int, name: str, st: os.stat_result, rel: list[str]) -> bool:
+            path = prefix + "/".join([*rel, name])
+            if path in layer_paths:
+                return stat.S_ISDIR(st.st_mode)  # keep it, prune below it
+            paths.remove_at(dirfd, name)
+            return False
+
+        # Only this layer's paths are descended into, and those are depth-checked.
+        walk_at(fd, visit)
         self.res.invalidate()
-        for n in keep:
-            sub = os.open(n, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-            try:
-                if stat.S_ISDIR(os.fstat(sub).st_mode):
-                    self._prune_lower(sub, prefix + n)
-            finally:
-                os.close(sub)
 
     # -- end of layer -----------------------------------------------------------
     def finish(self) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ociimg.fsutil import replace_dir, temp_dir_beside
+from ociimg.fsutil import climb, ident, replace_dir, temp_dir_beside
 from ociimg.layers import paths
 from ociimg.layers.fsops import (
     DIR_OPEN,
@@ -58,7 +58,7 @@ def merge_snapshots(lowers: Sequence[Path], dest: Path, *, rootless: bool | None
                 src = os.open(lower, DIR_OPEN)
                 try:
                     ctx = _Merge(dst, rootless, prefix)  # hardlinks never span layers
-                    _merge_dir(src, dst, (), ctx)
+                    _merge_dir(src, dst, ctx)
                     _copy_meta(src, None, dst, os.fstat(src), ctx)
                 finally:
                     os.close(src)
@@ -67,20 +67,51 @@ def merge_snapshots(lowers: Sequence[Path], dest: Path, *, rootless: bool | None
         replace_dir(tmp, dest)
 
 
-def _merge_dir(src: int, dst: int, rel: tuple[str, ...], ctx: _Merge) -> None:
-    for name in os.listdir(src):
-        st = os.stat(name, dir_fd=src, follow_symlinks=False)
-        if is_whiteout_dev(st):
-            paths.remove_at(dst, name)
-        elif stat.S_ISDIR(st.st_mode):
-            _merge_subdir(src, dst, name, st, rel, ctx)
-        else:
-            paths.remove_at(dst, name)
-            _copy_leaf(src, dst, name, st, rel, ctx)
+def _merge_dir(src_top: int, dst_top: int, ctx: _Merge) -> None:
+    """Merge the snapshot dir ``src_top`` into ``dst_top``: a walk of both trees side by
+    side, without recursion and with two fds whatever the depth (fsutil.walk_at)."""
+    # Per open level: the parents' identities, the names left there, the dir's stat.
+    stack: list[tuple[tuple[int, int], tuple[int, int], list[str], os.stat_result]] = []
+    rel: list[str] = []
+    src, dst = os.dup(src_top), os.dup(dst_top)
+    try:
+        names = os.listdir(src)
+        while True:
+            if names:
+                name = names.pop()
+                st = os.stat(name, dir_fd=src, follow_symlinks=False)
+                if is_whiteout_dev(st):
+                    paths.remove_at(dst, name)
+                elif not stat.S_ISDIR(st.st_mode):
+                    paths.remove_at(dst, name)
+                    _copy_leaf(src, dst, name, st, tuple(rel), ctx)
+                else:
+                    sfd, dfd = _enter_subdir(src, dst, name, ctx)
+                    stack.append((ident(os.fstat(src)), ident(os.fstat(dst)), names, st))
+                    rel.append(name)
+                    os.close(src)
+                    os.close(dst)
+                    src, dst, names = sfd, dfd, os.listdir(sfd)
+            elif stack:
+                src_up, dst_up, names, st = stack.pop()
+                rel.pop()
+                _copy_meta(src, None, dst, st, ctx)  # after children: mtime
+                s_child, d_child, src, dst = src, dst, -1, -1
+                try:
+                    src = climb(s_child, src_up)
+                finally:
+                    dst = climb(d_child, dst_up)
+            else:
+                return
+    finally:
+        for fd in (src, dst):
+            if fd != -1:
+                os.close(fd)
 
 
-def _merge_subdir(src: int, dst: int, name: str, st: os.stat_result, rel: tuple[str, ...],
-                  ctx: _Merge) -> None:
+def _enter_subdir(src: int, dst: int, name: str, ctx: _Merge) -> tuple[int, int]:
+    """Open ``name`` in the snapshot and the merged dir; an opaque snapshot dir, or a
+    non-dir in the merged tree, replaces what was there."""
     sfd = os.open(name, DIR_OPEN, dir_fd=src)
     try:
         opaque = _getxattr(sfd, ctx.prefix + "opaque") == b"y"
@@ -90,14 +121,10 @@ def _merge_subdir(src: int, dst: int, name: str, st: os.stat_result, rel: tuple[
             cur = None
         if cur is None:
             os.mkdir(name, 0o700, dir_fd=dst)
-        dfd = os.open(name, DIR_OPEN, dir_fd=dst)
-        try:
-            _merge_dir(sfd, dfd, (*rel, name), ctx)
-            _copy_meta(sfd, None, dfd, st, ctx)  # after children: mtime
-        finally:
-            os.close(dfd)
-    finally:
+        return sfd, os.open(name, DIR_OPEN, dir_fd=dst)
+    except BaseException:
         os.close(sfd)
+        raise
 
 
 def _copy_leaf(src: int, dst: int, name: str, st: os.stat_result, rel: tuple[str, ...],

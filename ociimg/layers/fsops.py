@@ -7,9 +7,12 @@ and never follows a symlink in the final component.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Callable
+
+from ociimg.fsutil import walk_at
 
 DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 FILE_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -27,16 +30,14 @@ def is_whiteout_dev(st: os.stat_result | None) -> bool:
 
 
 def remove_whiteout_devices(fd: int) -> None:
-    for name in os.listdir(fd):
-        st = lstat_at(fd, name)
+    """Delete the whiteouts anywhere below the open dir ``fd`` (an opaque dir needs none)."""
+
+    def visit(dirfd: int, name: str, st: os.stat_result, rel: list[str]) -> bool:
         if is_whiteout_dev(st):
-            os.unlink(name, dir_fd=fd)
-        elif st is not None and stat.S_ISDIR(st.st_mode):
-            sub = os.open(name, DIR_OPEN, dir_fd=fd)
-            try:
-                remove_whiteout_devices(sub)
-            finally:
-                os.close(sub)
+            os.unlink(name, dir_fd=dirfd)
+        return stat.S_ISDIR(st.st_mode)
+
+    walk_at(fd, visit)
 
 
 def _same_name(key: str) -> str | None:
@@ -81,8 +82,7 @@ def copy_node(src_pfd: int, name: str, dst_pfd: int, st: os.stat_result) -> None
         try:
             dst = os.open(name, FILE_CREATE, 0o600, dir_fd=dst_pfd)
             try:
-                while os.sendfile(dst, src, None, 1 << 24):
-                    pass
+                copy_sparse(src, dst)
             finally:
                 os.close(dst)
         finally:
@@ -93,6 +93,58 @@ def copy_node(src_pfd: int, name: str, dst_pfd: int, st: os.stat_result) -> None
         os.mkfifo(name, 0o600, dir_fd=dst_pfd)
     else:
         os.mknod(name, st.st_mode, st.st_rdev, dir_fd=dst_pfd)
+
+
+def copy_sparse(src: int, dst: int) -> None:
+    """Copy a regular file's data segments only (SEEK_DATA/SEEK_HOLE); holes stay holes.
+
+    A sparse file in a lower layer (1 GiB of holes from a few hundred bytes of tar)
+    was written out in full when a hardlink in a later layer copied it up.
+    """
+    size = os.fstat(src).st_size
+    pos = 0
+    while pos < size:
+        try:
+            start = os.lseek(src, pos, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                break  # only a hole is left
+            if exc.errno != errno.EINVAL:  # a filesystem without SEEK_DATA: all data
+                raise
+            start = pos
+        try:
+            end = os.lseek(src, start, os.SEEK_HOLE)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            end = size
+        _copy_range(src, dst, start, min(end, size) - start)
+        pos = end
+    os.ftruncate(dst, size)
+
+
+def _copy_range(src: int, dst: int, offset: int, count: int) -> None:
+    while count > 0:
+        try:
+            n = os.copy_file_range(src, dst, min(count, 1 << 30), offset, offset)
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            n = _copy_range_plain(src, dst, offset, count)
+        if n == 0:
+            return  # the file shrank under us
+        offset += n
+        count -= n
+
+
+def _copy_range_plain(src: int, dst: int, offset: int, count: int) -> int:
+    data = os.pread(src, min(count, 1 << 20), offset)
+    view = memoryview(data)
+    at = offset
+    while view:
+        written = os.pwrite(dst, view, at)
+        view, at = view[written:], at + written
+    return len(data)
 
 
 def copy_entry(src_pfd: int, name: str, dst_pfd: int, st: os.stat_result,

@@ -19,17 +19,22 @@ import os
 import stat
 from collections import OrderedDict
 
+from ociimg import fsutil
 from ociimg.errors import UnsafeArchive
+from ociimg.fsutil import ident
 from ociimg.layers.fsops import lstat_at
 from ociimg.runtime import linux
 
 MAX_SYMLINKS = 40  # Linux's MAXSYMLINKS
-# Dirs nested deeper than this are refused: removing, merging or copying a tree recurses
-# per level, and a 2,000-deep tree (a 4 KiB name, or symlinks expanding to one) would
-# end in a RecursionError instead of an error naming the layer. Real images nest < 100.
+# Dirs nested deeper than this are refused: real images nest < 100, and deeper trees
+# only slow every later walk (rm, gc, merges; these are iterative and fd-based, so they
+# cope, fsutil.walk_at). The depth that counts is the real one: a name of a few
+# components can reach a deep dir through symlinks, so every dir the applier creates is
+# checked against its parent's depth (Resolver.child_depth), not the name's length.
 MAX_DEPTH = 256
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 _CACHE_SIZE = 128
+_DEPTH_CACHE = 1 << 20  # identities; beyond it depths are recomputed by climbing
 
 
 def split_name(name: str) -> list[str]:
@@ -80,6 +85,8 @@ class Resolver:
         self.use_openat2 = HAVE_OPENAT2 if use_openat2 is None else use_openat2
         self._cache: OrderedDict[tuple[str, ...], int] = OrderedDict()
         self._retired: list[int] = []
+        self._root_id = ident(os.fstat(rootfd))
+        self._depths: dict[tuple[int, int], int] = {}  # dir identity -> depth below root
 
     def close(self) -> None:
         self.invalidate()
@@ -88,6 +95,51 @@ class Resolver:
     def invalidate(self) -> None:
         self._retired.extend(self._cache.values())
         self._cache.clear()
+        self._depths.clear()  # a removed dir's inode number may be reused elsewhere
+
+    def child_depth(self, pfd: int, name: str) -> int:
+        """The depth a new dir ``name`` in the dir ``pfd`` would have below the root;
+        UnsafeArchive beyond MAX_DEPTH. Call before each mkdir, then
+        ``remember_depth`` on the new dir's fd."""
+        depth = self._depth(pfd) + 1
+        if depth > MAX_DEPTH:
+            raise _too_deep(name)
+        return depth
+
+    def remember_depth(self, fd: int, depth: int) -> None:
+        if len(self._depths) < _DEPTH_CACHE:
+            self._depths[ident(os.fstat(fd))] = depth
+
+    def _depth(self, fd: int) -> int:
+        """Real depth of the dir ``fd`` below the root: cached identities, else a climb
+        through ".." (bounded: a dir deeper than MAX_DEPTH is reported as too deep)."""
+        key = ident(os.fstat(fd))
+        chain: list[tuple[int, int]] = []
+        cur = -1
+        try:
+            while (found := self._depths.get(key)) is None:
+                if key == self._root_id:
+                    found = 0
+                    break
+                chain.append(key)
+                if len(chain) > MAX_DEPTH:
+                    raise _too_deep(f"dir at depth > {MAX_DEPTH}")
+                up = os.open("..", _DIR_FLAGS, dir_fd=fd if cur == -1 else cur)
+                if cur != -1:
+                    os.close(cur)
+                cur = up
+                parent = ident(os.fstat(cur))
+                if parent == key:  # "/": the fd was not below the root at all
+                    raise UnsafeArchive("a path left the unpack root")
+                key = parent
+        finally:
+            if cur != -1:
+                os.close(cur)
+        for k in reversed(chain):
+            found += 1
+            if len(self._depths) < _DEPTH_CACHE:
+                self._depths[k] = found
+        return found
 
     def sweep(self) -> None:
         """Close invalidated fds; call between entries, when none is in use."""
@@ -174,38 +226,16 @@ def make_dir_replacing(dirfd: int, name: str, st: os.stat_result | None) -> None
 
 
 def remove_at(dirfd: int, name: str) -> bool:
-    """Remove ``name`` (a whole tree for a dir) without following symlinks.
+    """Remove ``name`` (a whole tree for a dir, walked without recursion) without
+    following symlinks.
 
     Returns True when a directory or a symlink went away (callers then invalidate
     their resolver caches).
     """
-    st = lstat_at(dirfd, name)
-    if st is None:
-        return False
-    if stat.S_ISDIR(st.st_mode):
-        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     dir_fd=dirfd)
-        try:
-            clear_dir(fd)
-        finally:
-            os.close(fd)
-        os.rmdir(name, dir_fd=dirfd)
-        return True
-    os.unlink(name, dir_fd=dirfd)
-    return stat.S_ISLNK(st.st_mode)
+    st = fsutil.remove_at(dirfd, name)
+    return st is not None and (stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode))
 
 
 def clear_dir(fd: int, keep: set[str] | None = None) -> None:
     """Remove every entry of the dir open as ``fd`` except the names in ``keep``."""
-    for entry in os.listdir(fd):
-        if keep is None or entry not in keep:
-            _make_writable(fd)
-            remove_at(fd, entry)
-
-
-def _make_writable(fd: int) -> None:
-    # Rootless: a 0555 dir from the layer must be made writable to empty it.
-    if os.geteuid() != 0:
-        mode = os.fstat(fd).st_mode
-        if not mode & stat.S_IWUSR:
-            os.chmod(fd, stat.S_IMODE(mode) | stat.S_IRWXU)
+    fsutil.clear_dir(fd, keep or frozenset())

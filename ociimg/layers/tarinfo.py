@@ -18,7 +18,24 @@ from zlib import adler32
 
 from ociimg.errors import InvalidDocument, UnsafeArchive
 
-MAX_META_HEADER = 1 << 20  # PAX / GNU long-name headers are read into memory
+# Limits on what a tar header makes us hold in memory (issue 8 item 12). Each is a
+# counter checked as the header is read, so a hostile layer fails with UnsafeArchive
+# before it costs memory or stack. Go's archive/tar (CVE-2022-2879) caps every PAX and
+# GNU long-name header, and the GNU sparse 1.0 map, at 1 MiB (maxSpecialFileSize);
+# we do the same per header, and bound what Go leaves to callers:
+MAX_META_HEADER = 1 << 20  # one PAX / GNU long-name header, read into memory whole
+# Meta headers chained in front of one entry (x, g, L, K ...): tarfile handles each by
+# recursing into the next header, so 3,000 of them were a RecursionError. Real
+# producers chain at most three (GNU tar: L K; PAX: x; git archive: g x).
+MAX_META_CHAIN = 16
+# Global PAX ('g') records are merged into every later entry and kept for the whole
+# layer (tarfile copies them per entry): 64 KiB in total per layer. Producers write one,
+# of a few dozen bytes (git archive's comment=<commit>); Go does not merge them at all.
+MAX_GLOBAL_PAX = 64 << 10
+# Data segments of one sparse file (any GNU sparse format): its map is a list in memory
+# (a 10 M-entry PAX 1.0 map was 1.6 GB of RSS from 146 KB of gzip). The 1.0 map's text
+# is also capped at MAX_META_HEADER, like Go's.
+MAX_SPARSE_ENTRIES = 1 << 16
 # POSIX ustar layout: name mode uid gid size mtime chksum type linkname (magic version)
 # uname gname devmajor devminor prefix.
 _USTAR = struct.Struct("100s8s8s8s12s12s8sc100s8x32s32s8s8s155s12x")
@@ -134,6 +151,19 @@ class LayerTarInfo(tarfile.TarInfo):
         decoded directly, when nothing in it needs tarfile's special cases (GNU sparse,
         hdrcharset, odd numbers or checksums); otherwise the same block goes through
         ``frombuf``/``_proc_member`` as before."""
+        chain = getattr(tf, "_meta_chain", 0)  # meta headers read for this entry so far
+        if chain > MAX_META_CHAIN:
+            raise UnsafeArchive(f"tar header at byte {tf.fileobj.tell()}: more than "
+                                f"{MAX_META_CHAIN} PAX/GNU meta headers before one entry",
+                                hint="the layer is hostile or broken")
+        tf._meta_chain = chain + 1
+        try:
+            return cls._read_member(tf)
+        finally:
+            tf._meta_chain = chain
+
+    @classmethod
+    def _read_member(cls, tf):  # type: ignore[no-untyped-def]
         fileobj = tf.fileobj
         buf = fileobj.read(tarfile.BLOCKSIZE)
         offset = fileobj.tell() - tarfile.BLOCKSIZE
@@ -182,6 +212,13 @@ class LayerTarInfo(tarfile.TarInfo):
         return self._proc_pax_data(tf, tf.fileobj.read(self._block(self.size)))
 
     def _proc_pax_data(self, tf, buf):  # type: ignore[no-untyped-def]
+        if self.type == tarfile.XGLTYPE:
+            total = getattr(tf, "_global_pax", 0) + len(buf)
+            if total > MAX_GLOBAL_PAX:
+                raise UnsafeArchive(f"tar header at byte {self.offset}: global PAX headers "
+                                    f"exceed {MAX_GLOBAL_PAX} bytes in total",
+                                    hint="the layer is hostile or broken")
+            tf._global_pax = total
         pax = tf.pax_headers if self.type == tarfile.XGLTYPE else tf.pax_headers.copy()
         if b"hdrcharset=" in buf and (m := _HDRCHARSET.search(buf)) is not None:
             pax["hdrcharset"] = m.group(1).decode("utf-8")
@@ -206,12 +243,105 @@ class LayerTarInfo(tarfile.TarInfo):
             apply_pax(nxt, pax, self.offset, tf)
         return nxt
 
+    # -- sparse maps: tarfile's parsers, bounded (MAX_SPARSE_ENTRIES) and with every
+    # malformed number a header error instead of a ValueError from int() --
+    def _proc_sparse(self, tf):  # type: ignore[no-untyped-def]
+        """Old GNU sparse ('S'): 4 segments in the header, 21 per extension block."""
+        structs, isextended, origsize = self._sparse_structs  # type: ignore[attr-defined]
+        del self._sparse_structs  # type: ignore[attr-defined]
+        while isextended:
+            buf = tf.fileobj.read(tarfile.BLOCKSIZE)
+            if len(buf) != tarfile.BLOCKSIZE:
+                raise _bad_sparse(self)
+            for pos in range(0, 21 * 24, 24):
+                try:
+                    offset = tarfile.nti(buf[pos:pos + 12])
+                    numbytes = tarfile.nti(buf[pos + 12:pos + 24])
+                except ValueError:
+                    break
+                if offset and numbytes:
+                    structs.append((offset, numbytes))
+            _check_sparse(self, len(structs))
+            isextended = bool(buf[504])
+        self.sparse = structs
+        self.offset_data = tf.fileobj.tell()
+        tf.offset = self.offset_data + self._block(self.size)
+        self.size = origsize
+        return self
+
+    def _proc_gnusparse_00(self, nxt, pax_headers, buf):  # type: ignore[no-untyped-def]
+        super()._proc_gnusparse_00(nxt, pax_headers, buf)  # bounded by MAX_META_HEADER
+        _check_sparse(nxt, len(nxt.sparse))
+
+    def _proc_gnusparse_01(self, nxt, pax_headers):  # type: ignore[no-untyped-def]
+        try:
+            numbers = [_sparse_number(x) for x in pax_headers["GNU.sparse.map"].split(",")]
+        except ValueError:
+            raise _bad_sparse(nxt) from None
+        _check_sparse(nxt, len(numbers) // 2)
+        nxt.sparse = list(zip(numbers[::2], numbers[1::2], strict=False))
+
+    def _proc_gnusparse_10(self, nxt, pax_headers, tf):  # type: ignore[no-untyped-def]
+        """PAX 1.0: the map is text at the start of the data ("COUNT\n" then
+        "OFFSET\nSIZE\n" pairs, padded to a block)."""
+        buf = b""
+        numbers: list[int] = []
+        count = None
+        read = 0
+        while count is None or len(numbers) < count * 2:
+            if b"\n" not in buf:
+                block = tf.fileobj.read(tarfile.BLOCKSIZE)
+                read += len(block)
+                if len(block) != tarfile.BLOCKSIZE:
+                    raise _bad_sparse(nxt)
+                if read > MAX_META_HEADER:
+                    raise UnsafeArchive(f"tar entry {nxt.name[:200]!r}: sparse map larger "
+                                        f"than {MAX_META_HEADER} bytes",
+                                        hint="the layer is hostile or broken")
+                buf += block
+                continue
+            line, buf = buf.split(b"\n", 1)
+            try:
+                number = _sparse_number(line)
+            except ValueError:
+                raise _bad_sparse(nxt) from None
+            if count is None:
+                count = number
+                _check_sparse(nxt, count)
+            else:
+                numbers.append(number)
+        nxt.offset_data = tf.fileobj.tell()
+        nxt.sparse = list(zip(numbers[::2], numbers[1::2], strict=False))
+
+
+def _sparse_number(text: str | bytes) -> int:
+    """A decimal, non-negative sparse map number (int() alone takes "-1", " 1_0 ")."""
+    if not text.isdigit() or not text.isascii() or len(text) > 20:
+        raise ValueError(text)
+    return int(text)
+
+
+def _bad_sparse(info: tarfile.TarInfo) -> InvalidDocument:
+    # Not a tarfile.HeaderError: TarFile.next() takes one raised after the entry's own
+    # header was read for the end of the archive, and would drop the entry silently.
+    return InvalidDocument(f"tar entry {info.name[:200]!r}: malformed GNU sparse map or size",
+                           hint="the layer is broken or hostile")
+
+
+def _check_sparse(info: tarfile.TarInfo, count: int) -> None:
+    if count > MAX_SPARSE_ENTRIES:
+        raise UnsafeArchive(f"tar entry {info.name[:200]!r}: sparse map of more than "
+                            f"{MAX_SPARSE_ENTRIES} segments", hint="the layer is hostile or broken")
+
 
 def apply_pax(member: tarfile.TarInfo, pax: dict[str, str], offset: int,
                tf: tarfile.TarFile) -> None:
     """Give ``member`` its PAX records and the PAX header's offset; a PAX ``size`` also
     decides where the next header starts (not the ustar size field)."""
-    member._apply_pax_info(pax, tf.encoding, tf.errors)  # type: ignore[attr-defined]
+    try:
+        member._apply_pax_info(pax, tf.encoding, tf.errors)  # type: ignore[attr-defined]
+    except ValueError:  # int() of GNU.sparse.size / realsize
+        raise _bad_sparse(member) from None
     member.offset = offset
     if "size" in pax:
         end = member.offset_data

@@ -72,6 +72,7 @@ class UpperDirOps:
             if pfd is None or (st is not None and stat.S_ISLNK(st.st_mode)):
                 return  # a symlink in the upper: the resolver's create walk follows it
             self._replace(pfd, name)
+            self.res.child_depth(pfd, "/".join(parent[:i]))
             os.mkdir(name, 0o700, dir_fd=pfd)
             lower = self.view.lower_entry(parent[:i])
             if lower is not None and stat.S_ISDIR(lower.st.st_mode):
