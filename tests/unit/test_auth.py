@@ -409,7 +409,7 @@ def test_token_cached_under_our_scope_when_challenge_differs(httpserver: HTTPSer
 
 @pytest.mark.parametrize("body, error", [
     (b"x" * ((1 << 20) + 10), "limit"),
-    (b"<html>login</html>", "not JSON"),
+    (b"<html>login</html>", "not valid JSON"),
     (b'{"token": ""}', "no token"),
     (b'["token"]', "no token"),
 ])
