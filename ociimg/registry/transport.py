@@ -144,7 +144,10 @@ def origin(url: str) -> tuple[str, str, int]:
 def check_url(url: str, what: str) -> str:
     """A server-given URL (a redirect, an upload Location, a token realm) that we may
     send a request to: http(s), a host, a valid port."""
-    scheme, host, _port = origin(url)
+    try:
+        scheme, host, _port = origin(url)
+    except RegistryError as exc:
+        raise RegistryError(f"{what}: {exc.message}") from None
     if scheme not in ("http", "https") or not host:
         raise RegistryError(f"{what}: unsupported URL {url[:100]!r}")
     return url
