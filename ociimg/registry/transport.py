@@ -110,7 +110,10 @@ def retry_after_delay(value: str | None, now: datetime | None = None) -> float |
 
 def is_loopback(host: str) -> bool:
     """``host`` may carry a port and IPv6 brackets: "127.0.0.1:5000", "[::1]:5000"."""
-    name = split_host(host)[0]
+    try:
+        name = split_host(host)[0]
+    except RegistryError:
+        return False
     if name in LOOPBACK_NAMES:
         return True
     try:
@@ -120,9 +123,16 @@ def is_loopback(host: str) -> bool:
 
 
 def split_host(host: str) -> tuple[str, int | None]:
-    """"[::1]:5000" → ("::1", 5000); "example.com" → ("example.com", None)."""
-    parts = urlsplit(f"//{host}")
-    return (parts.hostname or host).lower(), parts.port
+    """"[::1]:5000" → ("::1", 5000); "example.com" → ("example.com", None); a bare
+    IPv6 address ("::1", as origin() gives it) has no port. RegistryError for a port
+    that is not one ("h:99999", "h:-1", "[::1")."""
+    if host.count(":") > 1 and not host.startswith("["):
+        return host.lower(), None
+    try:
+        parts = urlsplit(f"//{host}")
+        return (parts.hostname or host).lower(), parts.port
+    except ValueError as exc:
+        raise RegistryError(f"invalid registry address {host[:100]!r}: {exc}") from None
 
 
 def scheme_for(host: str, insecure: bool = False) -> str:
