@@ -5,7 +5,9 @@
   must not be split on its inner comma (Azure/azure-sdk-for-js#20898).
 * The token realm comes from the server, so it is checked before we send credentials
   to it (ggcr bearer.go, #2258): http(s) only, and plain http only on the registry's
-  own host:port.
+  own host:port when the registry itself is plain http (never a downgrade from https).
+  Redirects the realm answers with are the transport's: no credential and no body
+  (the refresh token) follows one to another origin.
 * Credentials are read from the files podman and docker use (containers-auth.json(5),
   docker config.json with ``credHelpers``/``credsStore``), in containers/image's order.
 """
@@ -31,7 +33,9 @@ from ociimg.registry.transport import (
     MAX_TOKEN_BYTES,
     Transport,
     TransportOptions,
+    check_url,
     origin,
+    parse_json,
     read_capped,
     split_host,
 )
@@ -39,6 +43,7 @@ from ociimg.registry.transport import (
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"
 _DOCKER_HUB_NAMES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 _TOKEN_MIN_LIFETIME = 60  # seconds; the docker token spec's default for a missing expires_in
+_TOKEN_MAX_LIFETIME = 24 * 3600  # a server-chosen lifetime is data: bound it
 _HELPER_TIMEOUT = 30
 
 
@@ -227,10 +232,9 @@ def _load_auth_file(path: Path) -> dict:
     except OSError as exc:
         raise RegistryError(f"cannot read auth file {path}: {exc.strerror}") from exc
     try:
-        doc = json.loads(text) if text.strip() else {}
-    except ValueError as exc:
-        raise InvalidDocument(f"auth file {path}: not valid JSON ({exc})",
-                              hint="fix or remove the file") from exc
+        doc = parse_json(text, f"auth file {path}") if text.strip() else {}
+    except InvalidDocument as exc:
+        raise InvalidDocument(exc.message, hint="fix or remove the file") from None
     if not isinstance(doc, dict):
         raise InvalidDocument(f"auth file {path}: expected a JSON object")
     return doc
@@ -306,25 +310,31 @@ def run_credential_helper(name: str, registry: str) -> Credentials | None:
     if out.returncode != 0:
         return None  # "credentials not found in native keychain"
     try:
-        doc = json.loads(out.stdout)
-        if doc["Username"] == "<token>":  # the helper protocol's mark for an identity token
-            return Credentials("<token>", "", str(doc["Secret"]))
-        return Credentials(str(doc["Username"]), str(doc["Secret"]))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise RegistryError(f"credential helper {exe}: unreadable answer") from exc
+        doc = parse_json(out.stdout[:MAX_TOKEN_BYTES], f"credential helper {exe}")
+        user, secret = doc["Username"], doc["Secret"]
+    except (InvalidDocument, KeyError, TypeError):
+        raise RegistryError(f"credential helper {exe}: unreadable answer") from None
+    if not isinstance(user, str) or not isinstance(secret, str):
+        raise RegistryError(f"credential helper {exe}: unreadable answer")
+    if user == "<token>":  # the helper protocol's mark for an identity token
+        return Credentials("<token>", "", secret)
+    return Credentials(user, secret)
 
 
 # Token flow ------------------------------------------------------------------
 def check_realm(realm: str, registry_url: str) -> None:
-    """The realm is server-chosen: refuse non-http(s), and plain http to another host."""
-    parts = urlsplit(realm)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    """The realm is server-chosen: refuse non-http(s), and plain http anywhere but the
+    registry's own origin (another host, or a downgrade from an https registry)."""
+    where = f"token realm from {urlsplit(registry_url).netloc}"
+    try:
+        check_url(realm, where)
+    except RegistryError:
         raise RegistryError(f"token realm {realm[:100]!r} from {urlsplit(registry_url).netloc} "
-                            "is not an http(s) URL")
-    if parts.scheme == "http" and origin(realm)[1:] != origin(registry_url)[1:]:
+                            "is not an http(s) URL") from None
+    if origin(realm)[0] == "http" and origin(realm) != origin(registry_url):
         raise RegistryError(
-            f"token realm {realm[:100]} from {urlsplit(registry_url).netloc} is plain http on "
-            "another host; refusing to send credentials there",
+            f"token realm {realm[:100]} from {urlsplit(registry_url).netloc} is plain http "
+            "on another origin; refusing to send credentials there",
             hint="the registry's auth configuration is unsafe; use an https realm")
 
 
@@ -425,16 +435,23 @@ def _merge_scopes(ours: str, theirs: str) -> str:
 
 def _parse_token_response(body: bytes, host: str) -> tuple[str, float]:
     try:
-        doc = json.loads(body)
-    except ValueError as exc:
-        raise RegistryError(f"{host}: token response is not JSON") from exc
+        doc = parse_json(body, f"{host}: token response")
+    except InvalidDocument as exc:
+        raise RegistryError(exc.message) from None
     token = doc.get("token") or doc.get("access_token") if isinstance(doc, dict) else None
     if not isinstance(token, str) or not token:
         raise RegistryError(f"{host}: token response has no token")
-    expires = doc.get("expires_in")
-    lifetime = float(expires) if isinstance(expires, int | float) and expires > 0 else 0
-    # Renew a little early so a token never expires mid-request.
-    return token, max(lifetime, _TOKEN_MIN_LIFETIME) - 10
+    return token, token_lifetime(doc.get("expires_in"))
+
+
+def token_lifetime(expires: object) -> float:
+    """Seconds to cache a token: expires_in when it is a sane number (not 10**400, a
+    string, nan or negative), at least the spec's 60 s, at most a day; renewed a little
+    early so a token never expires mid-request."""
+    lifetime = 0.0
+    if isinstance(expires, int | float) and not isinstance(expires, bool) and expires > 0:
+        lifetime = float(min(expires, _TOKEN_MAX_LIFETIME))  # min first: int → float overflows
+    return max(lifetime, _TOKEN_MIN_LIFETIME) - 10
 
 
 # login / logout --------------------------------------------------------------
@@ -489,11 +506,13 @@ def verify_credentials(registry: str, creds: Credentials,
     try:
         base = transport.base_url(registry_api_host(registry))
         auth = Authenticator(base, transport, creds, display=registry)
-        resp = transport.request("GET", f"{base}/v2/")
+        # The /v2/ body says nothing we need: never buffered (a registry may send 1 GiB).
+        resp = transport.request("GET", f"{base}/v2/", stream=True)
         resp.close()
         if resp.status_code == 401 and "WWW-Authenticate" in resp.headers:
             header = auth.answer(resp.headers["WWW-Authenticate"], "")
-            resp = transport.request("GET", f"{base}/v2/", headers={"Authorization": header})
+            resp = transport.request("GET", f"{base}/v2/", headers={"Authorization": header},
+                                     stream=True)
             resp.close()
         if resp.status_code in (401, 403):
             raise auth.unauthorized("")

@@ -8,13 +8,12 @@ chunks, resuming with ``Range`` from whatever the ingest already holds.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
-from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ociimg import spec
 from ociimg.digest import Digest
@@ -41,14 +40,17 @@ from ociimg.registry.transport import (
     discard,
     iter_body,
     origin,
+    parse_json,
     read_capped,
+    resolve_url,
 )
 
 CHUNK = 1 << 20
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _REPO_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
 _TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
-_CONTENT_RANGE_RE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+_CONTENT_RANGE_RE = re.compile(r"bytes ([0-9]{1,19})-([0-9]{1,19})/([0-9]{1,19}|\*)")
+_MAX_CHUNK = 256 << 20  # a PATCH chunk is read into memory: a registry's minimum is capped
 
 
 class BlobSink(Protocol):
@@ -99,8 +101,8 @@ def media_type_of(content_type: str | None) -> str | None:
 def parse_error_body(body: bytes) -> list[tuple[str, str]]:
     """distribution-spec error format: {"errors": [{"code", "message", "detail"}]}."""
     try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        doc = parse_json(body, "error body")
+    except InvalidDocument:
         return []
     errors = doc.get("errors") if isinstance(doc, dict) else None
     if not isinstance(errors, list):
@@ -146,8 +148,9 @@ class RegistryClient:
 
     # Requests with auth -------------------------------------------------------
     def request(self, method: str, url: str, scope: str, *, headers: dict[str, str] | None = None,
-                body: Any = None, stream: bool = True) -> Any:
-        """Send, answering at most two challenges (token, then insufficient_scope)."""
+                body: Any = None, stream: bool = True, expected: int | None = None) -> Any:
+        """Send, answering at most two challenges (token, then insufficient_scope).
+        ``expected``: the size of the answer's body, for the transport's deadline."""
         if not url.startswith(("http://", "https://")):
             url = f"{self.base}{url}"
         headers = dict(headers or {})
@@ -158,7 +161,8 @@ class RegistryClient:
         for _round in range(3):
             if sent:
                 headers["Authorization"] = sent
-            resp = self.transport.request(method, url, headers=headers, body=body, stream=stream)
+            resp = self.transport.request(method, url, headers=headers, body=body, stream=stream,
+                                          expected=expected)
             challenge = resp.headers.get("WWW-Authenticate")
             if resp.status_code != 401 or not challenge or _round == 2:
                 return resp
@@ -207,7 +211,8 @@ class RegistryClient:
         path = self._manifest_path(repo, reference)
         what = f"manifest {self._name(repo, reference)}"
         scope = f"repository:{repo}:pull"
-        resp = self.request("GET", path, scope, headers={"Accept": ", ".join(spec.MANIFEST_ACCEPT)})
+        resp = self.request("GET", path, scope, headers={"Accept": ", ".join(spec.MANIFEST_ACCEPT)},
+                            expected=spec.MAX_MANIFEST_BYTES)
         if resp.status_code != 200:
             raise self.fail(resp, what, ManifestUnknown, scope)
         with resp:
@@ -232,14 +237,14 @@ class RegistryClient:
         if resp.status_code != 200:
             raise self.fail(resp, what, ManifestUnknown, scope)
         header = resp.headers.get("Docker-Content-Digest")
-        size = resp.headers.get("Content-Length", "")
+        size = header_int(resp.headers.get("Content-Length"))
         media_type = media_type_of(resp.headers.get("Content-Type"))
-        if not header or not size.isdigit() or not media_type:
+        if not header or size is None or not media_type:
             return None
-        digest = Digest.parse(header, where=f"{what}: Docker-Content-Digest")
+        digest = Digest.parse(header.strip(), where=f"{what}: Docker-Content-Digest")
         if ":" in reference and digest != Digest.parse(reference):
             raise DigestMismatch(f"{what}: registry reports digest {digest}")
-        return spec.Descriptor(media_type, digest, int(size))
+        return spec.Descriptor(media_type, digest, size)
 
     def put_manifest(self, repo: str, reference: str, raw: bytes, media_type: str) -> Digest:
         path = self._manifest_path(repo, reference)
@@ -250,7 +255,7 @@ class RegistryClient:
             raise self.fail(resp, what, ManifestUnknown, scope)
         resp.close()
         digest = Digest.of(raw)
-        header = resp.headers.get("Docker-Content-Digest")
+        header = (resp.headers.get("Docker-Content-Digest") or "").strip()
         if header and Digest.parse(header, where=f"{what}: Docker-Content-Digest") != digest:
             raise DigestMismatch(f"{what}: registry stored digest {header}, we sent {digest}",
                                  hint="the registry rewrote the manifest; it breaks digests")
@@ -266,7 +271,8 @@ class RegistryClient:
         url = f"/v2/{check_repository(repo)}/referrers/{digest}"
         if artifact_type:
             url = add_query(url, artifactType=artifact_type)
-        resp = self.request("GET", url, scope, headers={"Accept": spec.OCI_INDEX})
+        resp = self.request("GET", url, scope, headers={"Accept": spec.OCI_INDEX},
+                            expected=spec.MAX_MANIFEST_BYTES)
         what = f"referrers of {self.display}/{repo}@{digest}"
         if resp.status_code == 200:
             with resp:
@@ -333,7 +339,8 @@ class RegistryClient:
         if offset:
             headers["Range"] = f"bytes={offset}-"
         scope = f"repository:{repo}:pull"
-        resp = self.request("GET", self._blob_path(repo, desc.digest), scope, headers=headers)
+        resp = self.request("GET", self._blob_path(repo, desc.digest), scope, headers=headers,
+                            expected=max(0, desc.size - offset))
         with resp:
             if resp.status_code == 416 and offset:
                 ingest.restart()  # the partial is longer than the blob they have: start over
@@ -387,8 +394,8 @@ class RegistryClient:
         location = self._location(resp, what)
         chunk = self.options.chunk_size
         if chunk and desc.size > self.options.chunked_threshold:
-            min_len = resp.headers.get("OCI-Chunk-Min-Length", "")
-            chunk = max(chunk, int(min_len)) if min_len.isdigit() else chunk
+            min_len = header_int(resp.headers.get("OCI-Chunk-Min-Length"))
+            chunk = min(max(chunk, min_len or 0), _MAX_CHUNK)
             location = self._patch_chunks(location, desc, open_stream, chunk, scope, what,
                                           progress)
             body: Any = b""
@@ -457,7 +464,13 @@ class RegistryClient:
         if not location:
             raise RegistryError(f"{what}: {self.display} sent no upload Location")
         # Relative or absolute, possibly with query parameters (spec.md "Pushing blobs").
-        return urljoin(resp.url or self.base, location)
+        url = resolve_url(resp.url or self.base, location, f"{what}: upload Location")
+        if origin(url)[0] == "http" and origin(self.base)[0] == "https":
+            # The blob would travel in clear text; request() already keeps credentials
+            # from any other origin.
+            raise RegistryError(f"{what}: {self.display} sent an upload Location over plain "
+                                f"http ({url[:100]}); refusing to downgrade")
+        return url
 
     # Paths -------------------------------------------------------------------
     def _name(self, repo: str, reference: str) -> str:
@@ -496,9 +509,18 @@ def verify_manifest_digest(raw: bytes, reference: str, header: str | None, what:
     return actual
 
 
+def header_int(value: str | None) -> int | None:
+    """A non-negative integer header (Content-Length, OCI-Chunk-Min-Length): ASCII
+    digits only (str.isdigit() takes "²"), at most 19 of them."""
+    text = (value or "").strip()
+    if text.isascii() and text.isdigit() and len(text) <= 19:
+        return int(text)
+    return None
+
+
 def _range_end(header: str | None) -> int | None:
     """Upload progress header "0-N" (inclusive end; distribution-spec push)."""
-    m = re.fullmatch(r"(?:bytes=)?0-(\d+)", (header or "").strip())
+    m = re.fullmatch(r"(?:bytes=)?0-([0-9]{1,19})", (header or "").strip())
     return int(m.group(1)) if m else None
 
 

@@ -6,30 +6,45 @@ store. Documents travel as raw bytes, so digests are preserved. Without
 ``all_platforms`` an index is narrowed to one platform's manifest, as skopeo's default
 ``--multi-arch system`` does; with it the index is copied whole, attestations included,
 so its digest stays the same.
+
+Nothing is tagged (or pushed) unless every blob the image references is there: a
+layout missing a layer is refused with the blob's name, before anything is written.
+An ``oci-archive:`` is read in place (:mod:`ociimg.registry.archive`), never extracted.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import tarfile
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Protocol
 
 from ociimg import spec
 from ociimg.digest import Digest, is_digest
-from ociimg.errors import InvalidReference, UnsafeArchive
+from ociimg.errors import BlobUnknown, InvalidReference
 from ociimg.events import NullProgress, Progress
 from ociimg.reference import LayoutReference, Reference
+from ociimg.registry.archive import LayoutArchive
 from ociimg.registry.client import RegistryClient
-from ociimg.registry.pull import PullOptions, fetch_image, serialized
+from ociimg.registry.pull import FOREIGN_LAYER_TYPES, PullOptions, fetch_image, serialized
 from ociimg.registry.push import PushOptions, push_descriptor
 from ociimg.store import Store
 
 ImageName = Reference | LayoutReference
+
+
+class BlobSource(Protocol):
+    """What a copy reads from: a Store, or a LayoutArchive read in place."""
+
+    path: Path
+
+    def has_blob(self, digest: Digest | str) -> bool: ...
+    def open_blob(self, digest: Digest | str) -> IO[bytes]: ...
+    def read_manifest(self, desc: spec.Descriptor) -> spec.Manifest | spec.Index: ...
 
 
 @dataclass
@@ -68,16 +83,18 @@ def copy(src: ImageName, dst: ImageName, options: CopyOptions | None = None,
     with _source(src, options, progress, cache) as (store, desc):
         desc = narrow(store, desc, options)
         if isinstance(dst, Reference):
+            plan_copy(store, None, desc, str(src))  # a registry may refuse an incomplete image
             push_options = options.push_options()
             push_options.platform = None  # already narrowed
-            return push_descriptor(store, desc, dst, push_options, progress, str(src))
-        with _layout_dest(dst) as dest_store:
-            copy_between_stores(store, dest_store, desc)
+            return push_descriptor(store, desc, dst, push_options,  # type: ignore[arg-type]
+                                   progress, str(src))
+        with _layout_dest(dst) as (dest_store, also_present):
+            copy_between_stores(store, dest_store, desc, str(src), also_present)
             dest_store.tag(layout_name(dst, src), desc)
         return desc.digest
 
 
-def narrow(store: Store, desc: spec.Descriptor, options: CopyOptions) -> spec.Descriptor:
+def narrow(store: BlobSource, desc: spec.Descriptor, options: CopyOptions) -> spec.Descriptor:
     """An index becomes the one platform's manifest unless all platforms are copied."""
     if options.all_platforms or desc.media_type not in spec.INDEX_TYPES:
         return desc
@@ -98,18 +115,71 @@ def layout_name(dst: LayoutReference, src: ImageName) -> str:
     return "latest"
 
 
-def copy_between_stores(src: Store, dst: Store, desc: spec.Descriptor) -> None:
-    """Every blob reachable from ``desc`` that ``dst`` lacks, leaves first."""
-    for d in reversed(list(src.walk(desc))):
-        if dst.has_blob(d.digest) or not src.has_blob(d.digest):
-            continue  # absent in src: an unselected platform or a foreign layer
-        with src.open_blob(d.digest) as stream:
-            dst.put_stream(stream, expected=d.digest, size=d.size)
+def copy_between_stores(src: BlobSource, dst: Store, desc: spec.Descriptor,
+                        name: str | None = None,
+                        also_present: LayoutArchive | None = None) -> None:
+    """Every blob reachable from ``desc`` that ``dst`` lacks, leaves first; refused
+    (nothing written) if one the image needs is in neither. ``also_present``: blobs
+    the destination archive already holds."""
+    order = plan_copy(src, dst, desc, name or str(desc.digest), also_present)
+    if not dst.has_blob(desc.digest) and desc not in order:
+        order.append(desc)  # in the old archive only: tag() wants it in the layout too
+    for d in order:
+        reader = src if src.has_blob(d.digest) else also_present
+        with reader.open_blob(d.digest) as stream:  # type: ignore[union-attr]
+            dst.put_stream(stream, expected=d.digest, size=d.size)  # type: ignore[arg-type]
+
+
+def plan_copy(src: BlobSource, dst: Store | None, desc: spec.Descriptor, name: str,
+              also_present: LayoutArchive | None = None) -> list[spec.Descriptor]:
+    """The blobs to copy from ``src``, leaves first. BlobUnknown names the first blob the
+    image needs that neither side has: every manifest an index lists, every config and
+    layer a manifest lists, except foreign layers (fetched from their URLs by whoever
+    runs the image) and a referrer's subject."""
+    def present(d: spec.Descriptor) -> bool:
+        return (dst is not None and dst.has_blob(d.digest)) or \
+            (also_present is not None and also_present.has_blob(d.digest))
+
+    order: list[spec.Descriptor] = []
+    seen: set[Digest] = set()
+    stack: list[tuple[spec.Descriptor, str | None]] = [(desc, "image")]
+    while stack:
+        d, role = stack.pop()
+        if d.digest in seen:
+            continue
+        seen.add(d.digest)
+        in_src = src.has_blob(d.digest)
+        if not in_src and not present(d):
+            if role is None:
+                continue  # optional: not copied
+            raise BlobUnknown(f"copy {name}: {role} blob {d.digest} is missing from "
+                              f"{src.path}", hint="the source image is incomplete; nothing "
+                              "was tagged")
+        if in_src and not present(d):
+            order.append(d)
+        if d.media_type in spec.MANIFEST_TYPES | spec.INDEX_TYPES:
+            reader = src if in_src else (dst if dst is not None and dst.has_blob(d.digest)
+                                         else also_present)
+            stack.extend(reversed(_children(reader, d)))  # type: ignore[arg-type]
+    return list(reversed(order))
+
+
+def _children(reader: BlobSource, desc: spec.Descriptor
+              ) -> list[tuple[spec.Descriptor, str | None]]:
+    """A document's children with the role that makes them required (None: optional)."""
+    doc = reader.read_manifest(desc)
+    if isinstance(doc, spec.Index):
+        return [(c, "manifest" if c.media_type in spec.MANIFEST_TYPES | spec.INDEX_TYPES
+                 else None) for c in doc.manifests]
+    layers = [(layer, None if layer.urls and layer.media_type in FOREIGN_LAYER_TYPES
+               else "layer") for layer in doc.layers]
+    subject = [(doc.subject, None)] if doc.subject else []
+    return [(doc.config, "config"), *layers, *subject]
 
 
 @contextlib.contextmanager
 def _source(src: ImageName, options: CopyOptions, progress: Progress,
-            cache: Store | None) -> Iterator[tuple[Store, spec.Descriptor]]:
+            cache: Store | None) -> Iterator[tuple[Store | LayoutArchive, spec.Descriptor]]:
     if isinstance(src, LayoutReference):
         with _layout_source(src) as store:
             yield store, resolve_layout(store, src)
@@ -125,7 +195,7 @@ def _source(src: ImageName, options: CopyOptions, progress: Progress,
             client.close()
 
 
-def resolve_layout(store: Store, ref: LayoutReference) -> spec.Descriptor:
+def resolve_layout(store: Store | LayoutArchive, ref: LayoutReference) -> spec.Descriptor:
     """The image named ``ref.tag`` in a layout, or its only image when no tag is given."""
     if ref.tag:
         if is_digest(ref.tag):
@@ -153,70 +223,58 @@ def _scratch_store(cache: Store | None) -> Iterator[Store]:
 
 
 @contextlib.contextmanager
-def _layout_source(ref: LayoutReference) -> Iterator[Store]:
+def _layout_source(ref: LayoutReference) -> Iterator[Store | LayoutArchive]:
     if ref.kind == "oci":
         if not (ref.path / "oci-layout").is_file():
             raise InvalidReference(f"{ref}: {ref.path} is not an OCI layout (no oci-layout)")
         yield Store(ref.path)
         return
-    with tempfile.TemporaryDirectory(prefix="ociimg-archive-") as tmp:
-        extract_layout_archive(ref.path, Path(tmp))
-        yield Store(Path(tmp))
+    yield LayoutArchive(ref.path)
 
 
 @contextlib.contextmanager
-def _layout_dest(ref: LayoutReference) -> Iterator[Store]:
+def _layout_dest(ref: LayoutReference) -> Iterator[tuple[Store, LayoutArchive | None]]:
+    """The store to copy into, and (for an existing archive) the archive whose blobs
+    need not be copied again. An archive is rewritten from a layout beside it holding
+    only the new blobs; the old archive's are streamed across, never extracted."""
     if ref.kind == "oci":
         store = Store(ref.path)
         store.init()
-        yield store
+        yield store, None
         return
-    with tempfile.TemporaryDirectory(prefix="ociimg-archive-",
+    old = LayoutArchive(ref.path) if ref.path.exists() else None
+    with tempfile.TemporaryDirectory(prefix=".ociimg-archive-",
                                      dir=ref.path.parent if ref.path.parent.exists() else None
                                      ) as tmp:
         layout = Path(tmp) / "layout"
-        if ref.path.exists():
-            extract_layout_archive(ref.path, layout)  # add to an existing archive
         store = Store(layout)
+        if old is not None:
+            layout.mkdir()
+            (layout / "index.json").write_bytes(old.read_index())
         store.init()
-        yield store
-        write_layout_archive(layout, ref.path)
+        yield store, old
+        write_layout_archive(layout, ref.path, old)
 
 
-def extract_layout_archive(archive: Path, dest: Path) -> None:
-    """Only the layout's own files: oci-layout, index.json, blobs/<alg>/<hex>, regular."""
-    dest.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(archive, "r:*") as tar:
-        for member in tar:
-            name = member.name.removeprefix("./")
-            if member.isdir() or name in ("", "."):
-                continue
-            if not member.isreg() or not _is_layout_member(name):
-                raise UnsafeArchive(f"{archive}: unexpected entry {member.name[:100]!r} in an "
-                                    "OCI archive", hint="only OCI image layouts are accepted")
-            target = dest / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with tar.extractfile(member) as src, open(target, "wb") as out:  # type: ignore[union-attr]
-                shutil.copyfileobj(src, out, 1 << 20)
-
-
-def _is_layout_member(name: str) -> bool:
-    if name in ("oci-layout", "index.json"):
-        return True
-    parts = name.split("/")
-    return len(parts) == 3 and parts[0] == "blobs" and is_digest(f"{parts[1]}:{parts[2]}")
-
-
-def write_layout_archive(layout: Path, archive: Path) -> None:
-    """tar the layout (no ingest/ or lock files) to ``archive``, atomically."""
+def write_layout_archive(layout: Path, archive: Path, old: LayoutArchive | None = None) -> None:
+    """tar the layout (no ingest/ or lock files), plus the blobs of ``old`` it lacks,
+    to ``archive``, atomically."""
     fd, tmp = tempfile.mkstemp(dir=archive.parent, prefix=f".{archive.name}.")
     os.close(fd)
     try:
         with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
             for name in ("oci-layout", "index.json"):
                 tar.add(layout / name, arcname=name)
+            names = set()
             for blob in sorted((layout / "blobs").glob("*/*")):
+                names.add(f"blobs/{blob.parent.name}/{blob.name}")
                 tar.add(blob, arcname=f"blobs/{blob.parent.name}/{blob.name}")
+            for name, member in sorted(old.members.items()) if old else ():
+                if name.startswith("blobs/") and name not in names:
+                    info = tarfile.TarInfo(name)
+                    info.size, info.mode = member.size, 0o444
+                    with old.open_member(name) as stream:
+                        tar.addfile(info, stream)
         os.replace(tmp, archive)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

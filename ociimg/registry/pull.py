@@ -140,7 +140,7 @@ def fetch_blobs(client: RegistryClient, repo: str, manifests: list[spec.Manifest
     wanted: dict[Digest, spec.Descriptor] = {}
     for manifest in manifests:
         for desc in (manifest.config, *manifest.layers):
-            if desc.urls and desc.media_type in _FOREIGN_TYPES:
+            if desc.urls and desc.media_type in FOREIGN_LAYER_TYPES:
                 # Foreign layers live on another host: never send our credentials there
                 # (containerd CVE-2020-15157) and do not fetch them at all.
                 progress.log(f"skipping foreign layer {desc.digest.short} ({desc.urls[0]})")
@@ -168,7 +168,7 @@ def run_bounded(tasks: list[Callable[[], None]], concurrency: int, name: str) ->
                 raise fut.exception()  # type: ignore[misc]
 
 
-_FOREIGN_TYPES = frozenset({spec.DOCKER_LAYER_FOREIGN, spec.OCI_LAYER_NONDIST,
+FOREIGN_LAYER_TYPES = frozenset({spec.DOCKER_LAYER_FOREIGN, spec.OCI_LAYER_NONDIST,
                             spec.OCI_LAYER_NONDIST_GZIP, spec.OCI_LAYER_NONDIST_ZSTD})
 
 

@@ -7,13 +7,18 @@ anyway (cookies, ``~/.netrc``, automatic redirects). What it owns:
 * No ``~/.netrc``: requests' ``rebuild_auth`` re-applies netrc credentials to the *new*
   host after a redirect (anchors C2 #9); urllib3 never reads it. Proxies are honoured
   explicitly, from HTTPS_PROXY/HTTP_PROXY/NO_PROXY (:func:`proxies_for`).
-* Redirects are followed here (``allow_redirects=False``) so Authorization is dropped
-  whenever scheme, host or port change: S3/CDN blob storage rejects a forwarded
-  registry token (distribution/distribution#2055) and must never see our credentials
-  (containerd CVE-2020-15157).
+* Redirects are followed here (``redirect=False``): when scheme, host or port change,
+  only harmless headers (Accept, Range …) follow, never Authorization or a request
+  body: S3/CDN blob storage rejects a forwarded registry token
+  (distribution/distribution#2055) and must never see our credentials (containerd
+  CVE-2020-15157), and a token realm that answers 307 must not get the refresh token
+  it was POSTed re-sent to wherever it points. Such a redirect of a request with a
+  body is refused.
+* Every exchange has a time and speed budget (:mod:`ociimg.registry.budget`): a
+  registry trickling bytes is cut off, not waited on forever.
 * Retries with exponential backoff on connection errors, 5xx, 408 and 429 — honouring
   Retry-After — but only for requests whose body can be sent again.
-* Size caps on the small documents we buffer (containers/image iolimits).
+* Size caps on everything buffered in memory (containers/image iolimits).
 * One :func:`map_exceptions` turns urllib3/socket errors into RegistryUnreachable.
 """
 
@@ -22,25 +27,33 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import ipaddress
+import json
 import os
 import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import unquote, urljoin, urlsplit
 
 import urllib3
+import urllib3.connection
+import urllib3.connectionpool
 import urllib3.exceptions
 from urllib3.util import Timeout, make_headers
 
-from ociimg.errors import InvalidDocument, RegistryUnreachable
+from ociimg.errors import InvalidDocument, OciimgError, RegistryError, RegistryUnreachable
+from ociimg.registry.budget import Budget, BudgetSocket, Limits, SlowTransfer, active, guarded
 
 MAX_TOKEN_BYTES = 1 << 20
 MAX_ERROR_BYTES = 1 << 20
+MAX_BUFFERED_BYTES = 1 << 20  # a body read whole without a cap of its own (stream=False)
+# What may follow a redirect to another origin: nothing that identifies or authorises us.
+CROSS_ORIGIN_HEADERS = frozenset({"accept", "accept-encoding", "range", "if-range",
+                                  "user-agent"})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -67,6 +80,7 @@ class TransportOptions:
     max_redirects: int = 10
     env_proxies: bool = True
     pool_size: int = 8
+    limits: Limits = field(default_factory=Limits.from_env)
 
 
 def backoff_delays(base: float = 0.5, cap: float = 30.0, factor: float = 2.0) -> Iterator[float]:
@@ -82,21 +96,24 @@ def retry_after_delay(value: str | None, now: datetime | None = None) -> float |
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if value.isascii() and value.isdigit():  # str.isdigit() also takes "²" and "٣"
+        return float(value) if len(value) <= 12 else 1e12  # past any cap a caller sets
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        now = now or datetime.now(UTC)
+        return max(0.0, (when - now).total_seconds())
+    except (TypeError, ValueError, OverflowError, IndexError):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    now = now or datetime.now(UTC)
-    return max(0.0, (when - now).total_seconds())
 
 
 def is_loopback(host: str) -> bool:
     """``host`` may carry a port and IPv6 brackets: "127.0.0.1:5000", "[::1]:5000"."""
-    name = split_host(host)[0]
+    try:
+        name = split_host(host)[0]
+    except RegistryError:
+        return False
     if name in LOOPBACK_NAMES:
         return True
     try:
@@ -106,9 +123,16 @@ def is_loopback(host: str) -> bool:
 
 
 def split_host(host: str) -> tuple[str, int | None]:
-    """"[::1]:5000" → ("::1", 5000); "example.com" → ("example.com", None)."""
-    parts = urlsplit(f"//{host}")
-    return (parts.hostname or host).lower(), parts.port
+    """"[::1]:5000" → ("::1", 5000); "example.com" → ("example.com", None); a bare
+    IPv6 address ("::1", as origin() gives it) has no port. RegistryError for a port
+    that is not one ("h:99999", "h:-1", "[::1")."""
+    if host.count(":") > 1 and not host.startswith("["):
+        return host.lower(), None
+    try:
+        parts = urlsplit(f"//{host}")
+        return (parts.hostname or host).lower(), parts.port
+    except ValueError as exc:
+        raise RegistryError(f"invalid registry address {host[:100]!r}: {exc}") from None
 
 
 def scheme_for(host: str, insecure: bool = False) -> str:
@@ -116,9 +140,47 @@ def scheme_for(host: str, insecure: bool = False) -> str:
 
 
 def origin(url: str) -> tuple[str, str, int]:
-    parts = urlsplit(url)
+    """(scheme, host, port) of an http(s) URL; RegistryError for a URL that names no
+    valid one ("http://[::1/x", "http://h:99999/", "http://h:-1/")."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise RegistryError(f"invalid URL {url[:100]!r}: {exc}") from None
     default = 443 if parts.scheme == "https" else 80
-    return parts.scheme, (parts.hostname or "").lower(), parts.port or default
+    return parts.scheme, (parts.hostname or "").lower(), port or default
+
+
+def check_url(url: str, what: str) -> str:
+    """A server-given URL (a redirect, an upload Location, a token realm) that we may
+    send a request to: http(s), a host, a valid port."""
+    try:
+        scheme, host, _port = origin(url)
+    except RegistryError as exc:
+        raise RegistryError(f"{what}: {exc.message}") from None
+    if scheme not in ("http", "https") or not host:
+        raise RegistryError(f"{what}: unsupported URL {url[:100]!r}")
+    return url
+
+
+def resolve_url(base: str, reference: str, what: str) -> str:
+    """``reference`` (a Location header) resolved against ``base``, then checked."""
+    try:
+        target = urljoin(base, reference)
+    except ValueError as exc:
+        raise RegistryError(f"{what}: invalid URL {reference[:100]!r}: {exc}") from None
+    return check_url(target, what)
+
+
+def parse_json(body: bytes | str, what: str) -> Any:
+    """JSON from a server or a file; InvalidDocument for anything json.loads refuses or
+    cannot finish (nesting deep enough to exhaust the stack)."""
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidDocument(f"{what}: not valid JSON ({str(exc)[:100]})") from None
+    except RecursionError:
+        raise InvalidDocument(f"{what}: JSON nested too deeply") from None
 
 
 def proxies_for(url: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -145,6 +207,9 @@ def proxies_for(url: str, environ: Mapping[str, str] | None = None) -> dict[str,
 def describe_cause(exc: BaseException) -> str:
     """A short cause for a one-line message: the innermost reason, not a repr chain."""
     errors = urllib3.exceptions
+    slow = _find_in_chain(exc, SlowTransfer)
+    if slow is not None:
+        return f"too slow: {slow}"
     if isinstance(exc, errors.MaxRetryError) and exc.reason is not None:
         exc = exc.reason
     if isinstance(exc, errors.SSLError | ssl.SSLError):
@@ -159,6 +224,22 @@ def describe_cause(exc: BaseException) -> str:
     if isinstance(exc, errors.ProxyError):
         return f"proxy error ({_innermost(exc)})"
     return _innermost(exc)
+
+
+def _find_in_chain(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    seen: set[int] = set()
+    stack = [exc]
+    while stack:
+        item = stack.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, kind):
+            return item
+        inner = [getattr(item, "reason", None), item.__cause__, item.__context__,
+                 *(a for a in item.args if isinstance(a, BaseException))]
+        stack.extend(i for i in inner if isinstance(i, BaseException))
+    return None
 
 
 def _innermost(exc: BaseException) -> str:
@@ -191,37 +272,41 @@ class Response:
     """One HTTP response as the client reads it: requests' attribute names over urllib3's
     streaming response (the body is never preloaded)."""
 
-    def __init__(self, raw: urllib3.BaseHTTPResponse, url: str, method: str) -> None:
+    def __init__(self, raw: urllib3.BaseHTTPResponse, url: str, method: str,
+                 budget: Budget | None = None) -> None:
         self.raw = raw
         self.url = url
         self.status_code = raw.status
         self.headers = raw.headers  # case-insensitive
+        self.budget = budget
         self._method = method
         self._content: bytes | None = None
 
     @property
     def content(self) -> bytes:
-        """The whole (decoded) body; callers cap what they buffer with read_capped."""
+        """The whole (decoded) body, at most MAX_BUFFERED_BYTES (else InvalidDocument);
+        bodies with a limit of their own are read with read_capped."""
         if self._content is None:
-            self._content = self.raw.read(decode_content=True)
+            self._content = read_capped(self, MAX_BUFFERED_BYTES,
+                                        f"response from {urlsplit(self.url).netloc}")
         return self._content
 
     @property
     def text(self) -> str:
         return self.content.decode("utf-8", errors="replace")
 
-    def iter_content(self, chunk_size: int) -> Iterator[bytes]:
+    def iter_content(self, chunk_size: int, *, decode: bool = True) -> Iterator[bytes]:
         if self._content is not None:  # already buffered (stream=False)
             for start in range(0, len(self._content), chunk_size):
                 yield self._content[start:start + chunk_size]
             return
-        yield from self.raw.stream(chunk_size, decode_content=True)
+        yield from guarded(self.budget, self.raw.stream(chunk_size, decode_content=decode))
 
     def close(self) -> None:
         """Done: a fully read body leaves the connection in the pool; an unread one
         closes it (the bytes still in flight would be taken for the next response)."""
         if self._method == "HEAD" or self.raw.length_remaining == 0:
-            with contextlib.suppress(urllib3.exceptions.HTTPError, OSError):
+            with contextlib.suppress(urllib3.exceptions.HTTPError, OSError), active(self.budget):
                 self.raw.read()  # nothing to read: lets urllib3 return the connection
         self.raw.close()
         self.raw.release_conn()
@@ -231,6 +316,29 @@ class Response:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _HTTPConnection(urllib3.connection.HTTPConnection):
+    def connect(self) -> None:
+        super().connect()
+        self.sock = BudgetSocket(self.sock)  # type: ignore[assignment]
+
+
+class _HTTPSConnection(urllib3.connection.HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()  # the TLS handshake runs on the bare socket
+        self.sock = BudgetSocket(self.sock)  # type: ignore[assignment]
+
+
+class _HTTPPool(urllib3.connectionpool.HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+_POOL_CLASSES = {"http": _HTTPPool, "https": _HTTPSPool}
 
 
 class Transport:
@@ -248,6 +356,7 @@ class Transport:
             "timeout": Timeout(connect=self.options.connect_timeout,
                                read=self.options.read_timeout)}
         self._direct = urllib3.PoolManager(**self._pool_kw)
+        self._direct.pool_classes_by_scheme = _POOL_CLASSES  # type: ignore[assignment]
         self._proxied: dict[str, urllib3.ProxyManager] = {}
         if self.options.insecure:
             # The user opted out of verification; one warning per request is noise.
@@ -277,8 +386,10 @@ class Transport:
                 headers = make_headers(proxy_basic_auth=f"{unquote(parts.username)}:"
                                                         f"{unquote(parts.password or '')}")
                 parts = parts._replace(netloc=parts.netloc.rpartition("@")[2])
-            self._proxied[proxy] = urllib3.ProxyManager(parts.geturl(), proxy_headers=headers,
-                                                        **self._pool_kw)
+            manager = urllib3.ProxyManager(parts.geturl(), proxy_headers=headers,
+                                           **self._pool_kw)
+            manager.pool_classes_by_scheme = _POOL_CLASSES  # type: ignore[assignment]
+            self._proxied[proxy] = manager
         return self._proxied[proxy]
 
     def base_url(self, host: str) -> str:
@@ -308,14 +419,18 @@ class Transport:
             return "http"
 
     def request(self, method: str, url: str, *, headers: Mapping[str, str] | None = None,
-                body: Body | Iterator[bytes] = None, stream: bool = False) -> Response:
-        """Send with retries and redirects; the response is returned whatever its status."""
+                body: Body | Iterator[bytes] = None, stream: bool = False,
+                expected: int | None = None) -> Response:
+        """Send with retries and redirects; the response is returned whatever its status.
+        ``expected``: the body size we expect back (a blob's), which scales the deadline;
+        by default a small document's."""
         replayable = body is None or isinstance(body, bytes) or callable(body)
         delays = backoff_delays(self.options.backoff_base, self.options.backoff_cap)
         for attempt in range(self.options.retries + 1):
             last = attempt >= self.options.retries or not replayable
             try:
-                resp = self._follow_redirects(method, url, headers or {}, body, stream)
+                resp = self._follow_redirects(method, url, headers or {}, body, stream,
+                                              expected)
             except RegistryUnreachable:
                 if last:
                     raise
@@ -330,45 +445,57 @@ class Transport:
         raise AssertionError("unreachable")  # the loop always returns or raises
 
     def _follow_redirects(self, method: str, url: str, headers: Mapping[str, str],
-                          body: Any, stream: bool) -> Response:
+                          body: Any, stream: bool, expected: int | None) -> Response:
         headers = dict(headers)
         first = origin(url)
         for _hop in range(self.options.max_redirects + 1):
-            resp = self._send_once(method, url, headers, body, stream)
+            resp = self._send_once(method, url, headers, body, stream, expected)
             if resp.status_code not in REDIRECT_STATUSES or "Location" not in resp.headers:
                 return resp
-            target = urljoin(url, resp.headers["Location"])
             discard(resp)
-            if urlsplit(target).scheme not in ("http", "https"):
-                raise RegistryUnreachable(f"{first[1]}: redirect to unsupported URL {target[:100]}")
-            if origin(target) != first:
-                # Credentials belong to the registry, never to blob storage or a CDN.
-                headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+            target = resolve_url(url, resp.headers["Location"], f"{first[1]}: redirect")
             if resp.status_code == 303 or (resp.status_code in (301, 302)
                                            and method not in ("GET", "HEAD")):
                 method, body = "GET", None
+            if origin(target) != first:
+                # Credentials and request bodies (a refresh token, a password) belong to
+                # the registry: another origin, or the same host over plain http, gets
+                # neither. Once off the registry's origin, nothing is restored.
+                if body is not None and body != b"":
+                    raise RegistryError(
+                        f"{first[1]}: {method} redirected to another origin "
+                        f"({urlsplit(target).netloc[:100]}); refusing to send the request "
+                        "body there", hint="the registry or its token service is "
+                        "misconfigured or hostile")
+                headers = {k: v for k, v in headers.items()
+                           if k.lower() in CROSS_ORIGIN_HEADERS}
             url = target
         raise RegistryUnreachable(
             f"{first[1]}: more than {self.options.max_redirects} redirects "
             f"for {method} {url[:100]}")
 
     def _send_once(self, method: str, url: str, headers: Mapping[str, str], body: Any,
-                   stream: bool) -> Response:
+                   stream: bool, expected: int | None) -> Response:
         data = body() if callable(body) else body
         headers = {"User-Agent": USER_AGENT, **headers}
-        if hasattr(data, "read") and not any(k.lower() == "content-length" for k in headers):
+        length = len(data) if isinstance(data, bytes) else None
+        if hasattr(data, "read"):
             length = _remaining_length(data)
-            if length is not None:  # else urllib3 sends it chunked
-                headers["Content-Length"] = str(length)
+            if length is not None and not any(k.lower() == "content-length" for k in headers):
+                headers["Content-Length"] = str(length)  # else urllib3 sends it chunked
+        if expected is None:
+            expected = 0 if method == "HEAD" else MAX_BUFFERED_BYTES
+        budget = Budget(self.options.limits, expected + (length or 0))
         try:
-            with map_exceptions(urlsplit(url).netloc):
+            with map_exceptions(urlsplit(url).netloc), active(budget):
                 raw = self._manager_for(url).urlopen(
                     method, url, body=data, headers=headers, redirect=False,
                     assert_same_host=False, preload_content=False, decode_content=False)
         finally:
             if callable(body) and hasattr(data, "close"):
                 data.close()
-        resp = Response(raw, url, method)
+        budget.receiving()
+        resp = Response(raw, url, method, budget)
         if not stream:
             with map_exceptions(urlsplit(url).netloc):
                 resp.content  # noqa: B018  (buffered now, the connection is released)
@@ -399,10 +526,7 @@ def iter_body(resp: Response, chunk_size: int = 1 << 20, *,
     ``decode=False`` keeps a Content-Encoding as sent: a blob's digest is over its
     bytes, and Range offsets count them."""
     with map_exceptions(urlsplit(resp.url).netloc):
-        if decode:
-            yield from resp.iter_content(chunk_size)
-        else:
-            yield from resp.raw.stream(chunk_size, decode_content=False)
+        yield from resp.iter_content(chunk_size, decode=decode)
 
 
 DISCARD_READ_LIMIT = 64 << 10
@@ -413,16 +537,17 @@ def discard(resp: Response) -> None:
     is read so the keep-alive connection is reused, which saves a TCP and TLS handshake
     on the next request; a long or unsized one is cut by closing the connection."""
     declared = resp.headers.get("Content-Length", "")
-    if declared.isdigit() and int(declared) <= DISCARD_READ_LIMIT:
-        with contextlib.suppress(urllib3.exceptions.HTTPError, OSError):
+    if declared.isascii() and declared.isdigit() and len(declared) <= 19 \
+            and int(declared) <= DISCARD_READ_LIMIT:
+        with contextlib.suppress(OciimgError):
             resp.content  # noqa: B018  (reading it releases the connection to the pool)
     resp.close()
 
 
 def read_capped(resp: Response, limit: int, what: str) -> bytes:
     """Read a whole (small) body, refusing anything over ``limit`` bytes."""
-    declared = resp.headers.get("Content-Length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    declared = resp.headers.get("Content-Length", "").strip()
+    if declared.isascii() and declared.isdigit() and (len(declared) > 19 or int(declared) > limit):
         resp.close()
         raise InvalidDocument(f"{what}: {declared} bytes exceeds the {limit}-byte limit")
     buf = bytearray()

@@ -207,7 +207,7 @@ def test_realm_on_other_plain_http_host_gets_no_credentials(httpserver: HTTPServ
     evil = 'Bearer realm="http://10.9.9.9:8080/steal",service="x"'
     httpserver.expect_request("/v2/lib/app/manifests/v1").respond_with_data(
         "", status=401, headers={"WWW-Authenticate": evil})
-    with pytest.raises(RegistryError, match="plain http on another host"):
+    with pytest.raises(RegistryError, match="plain http on another origin"):
         client_for(httpserver, Credentials("a", "b")).get_manifest("lib/app", "v1")
 
 
@@ -409,7 +409,7 @@ def test_token_cached_under_our_scope_when_challenge_differs(httpserver: HTTPSer
 
 @pytest.mark.parametrize("body, error", [
     (b"x" * ((1 << 20) + 10), "limit"),
-    (b"<html>login</html>", "not JSON"),
+    (b"<html>login</html>", "not valid JSON"),
     (b'{"token": ""}', "no token"),
     (b'["token"]', "no token"),
 ])
