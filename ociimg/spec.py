@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import platform as _platform
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,16 +51,70 @@ ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
 # Caps on JSON documents read from the network or disk (containers/image iolimits).
 MAX_MANIFEST_BYTES = 4 << 20
 MAX_CONFIG_BYTES = 4 << 20
+# Nesting cap for JSON documents: real ones nest fewer than ten levels; the cap keeps every
+# later json.dumps/copy of a document (index.json rewrites, inspect) far from the
+# interpreter's recursion limit.
+MAX_JSON_DEPTH = 100
+MAX_SIZE = 2**63 - 1  # descriptor sizes are int64 (image-spec descriptor.md)
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 # Helpers ---------------------------------------------------------------------
-def _load(raw: bytes, what: str, limit: int) -> dict[str, Any]:
+def load_json(raw: bytes, what: str, limit: int) -> Any:
+    """Parse a JSON document from an untrusted source: size and nesting capped, NaN and
+    Infinity refused (not JSON), lone UTF-16 surrogates (``"\\ud800"``, which no UTF-8
+    text can hold) replaced by U+FFFD as Go's encoding/json does, so every string can be
+    printed and written back. Every failure is an InvalidDocument naming ``what``."""
     if len(raw) > limit:
         raise InvalidDocument(f"{what}: {len(raw)} bytes exceeds the {limit}-byte limit")
     try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        doc = json.loads(raw, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise InvalidDocument(f"{what}: JSON nested deeper than {MAX_JSON_DEPTH} levels"
+                              ) from None
+    except (ValueError, UnicodeDecodeError, TypeError) as exc:
         raise InvalidDocument(f"{what}: not valid JSON ({exc})") from exc
+    return _clean(doc, what)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _clean_str(text: str) -> str:
+    return _LONE_SURROGATE.sub("\ufffd", text)
+
+
+def _clean(doc: Any, what: str) -> Any:
+    """Check the depth and replace lone surrogates, iteratively (no recursion to exhaust)."""
+    if isinstance(doc, str):
+        return _clean_str(doc)
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise InvalidDocument(f"{what}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(node, dict):
+            if any(_LONE_SURROGATE.search(k) for k in node):
+                items = [(_clean_str(k), v) for k, v in node.items()]
+                node.clear()
+                node.update(items)
+            for k, v in node.items():
+                if isinstance(v, str):
+                    node[k] = _clean_str(v)
+                elif isinstance(v, (dict, list)):
+                    stack.append((v, depth + 1))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                if isinstance(v, str):
+                    node[i] = _clean_str(v)
+                elif isinstance(v, (dict, list)):
+                    stack.append((v, depth + 1))
+    return doc
+
+
+def _load(raw: bytes, what: str, limit: int) -> dict[str, Any]:
+    doc = load_json(raw, what, limit)
     if not isinstance(doc, dict):
         raise InvalidDocument(f"{what}: expected a JSON object")
     return doc
@@ -179,6 +234,8 @@ class Descriptor:
         size = _get(doc, "size", int, where)
         if size < 0:
             raise InvalidDocument(f"{where}.size: negative size {size}")
+        if size > MAX_SIZE:
+            raise InvalidDocument(f"{where}.size: {str(size)[:20]}… is out of range")
         plat = doc.get("platform")
         return cls(
             media_type=_get(doc, "mediaType", str, where),

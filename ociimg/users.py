@@ -21,6 +21,7 @@ from pathlib import Path
 from ociimg.errors import InvalidDocument
 from ociimg.layers import paths
 from ociimg.runtime import linux
+from ociimg.store.files import open_path_fd, reopen_regular
 
 # uid_t/gid_t are unsigned 32-bit; (uid_t)-1 = 4294967295 means "unchanged" to setresuid(2)
 # and is the kernel's invalid id, so the largest usable id is one less.
@@ -69,7 +70,12 @@ def resolve_user(spec: str, rootfs: Path) -> ExecUser:
         raise InvalidDocument(f"user {spec!r}: empty user or group",
                               hint="write the user as name[:group] or uid[:gid]")
     uid = parse_id(user_part or "0", "uid")
-    passwd = _read_passwd(rootfs)
+    try:
+        passwd = _read_passwd(rootfs)
+    except InvalidDocument:
+        if uid is None:
+            raise  # a name needs the database: say why it cannot be read
+        passwd = []  # a numeric uid works without one (runc: an unreadable passwd is none)
     if uid is None:
         entry = next((e for e in passwd if e[0] == user_part), None)
         if entry is None:
@@ -189,16 +195,18 @@ def resolve_in_rootfs(rootfs: Path, path: str) -> Path:
     return root.joinpath(*resolved)
 
 
-def _open_in_root(rootfs: Path, path: str, flags: int, use_openat2: bool) -> int:
+def _open_in_root(rootfs: Path, path: str, use_openat2: bool) -> int:
+    """An O_PATH fd for ``path`` inside ``rootfs``: nothing is opened for I/O yet (no
+    device driver's open, no FIFO wait) and a symlink never leads out of the root."""
     if use_openat2:
         # The kernel does the clamping, and no rename inside the rootfs can race it.
         rootfd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            return linux.openat2(rootfd, path.lstrip("/") or ".", flags, 0,
+            return linux.openat2(rootfd, path.lstrip("/") or ".", os.O_PATH | os.O_CLOEXEC, 0,
                                  linux.RESOLVE.IN_ROOT | linux.RESOLVE.NO_MAGICLINKS)
         finally:
             os.close(rootfd)
-    return os.open(resolve_in_rootfs(rootfs, path), flags | os.O_NOFOLLOW)
+    return open_path_fd(resolve_in_rootfs(rootfs, path))
 
 
 def read_in_root(rootfs: Path, path: str, limit: int, *, use_openat2: bool | None = None,
@@ -206,25 +214,28 @@ def read_in_root(rootfs: Path, path: str, limit: int, *, use_openat2: bool | Non
     """The bytes of regular file ``path`` inside ``rootfs``; None if it does not exist.
 
     Resolved with openat2(RESOLVE_IN_ROOT) where the kernel has it (Linux >= 5.6), else
-    with ``resolve_in_rootfs``; both clamp every symlink to the rootfs.
+    with ``resolve_in_rootfs``; both clamp every symlink to the rootfs. The file is
+    opened O_PATH and fstat'ed first, and read only if it is a regular file: a device
+    node or FIFO in the image (or made by a running container before ``exec -u``) is
+    never opened, and at most ``limit`` bytes are read.
     """
     if use_openat2 is None:
         use_openat2 = paths.HAVE_OPENAT2
-    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK  # O_NONBLOCK: a FIFO must not hang us
+    what = f"image rootfs: {path}"
     try:
-        fd = _open_in_root(Path(rootfs), path, flags, use_openat2)
+        path_fd = _open_in_root(Path(rootfs), path, use_openat2)
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise InvalidDocument(f"image rootfs: cannot read {path}: {exc.strerror}",
+        raise InvalidDocument(f"{what}: cannot open ({exc.strerror})",
                               hint="check the unpacked image's file") from exc
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise InvalidDocument(f"image rootfs: {path} is not a regular file",
-                              hint="the image's user database is unusable; use a uid")
+    try:
+        fd = reopen_regular(path_fd, what)
+    finally:
+        os.close(path_fd)
     with os.fdopen(fd, "rb") as f:
         data = f.read(limit + 1)
     if len(data) > limit:
-        raise InvalidDocument(f"image rootfs: {path} is larger than {limit} bytes",
+        raise InvalidDocument(f"{what} is larger than {limit} bytes",
                               hint="use a numeric uid[:gid] instead of a user name")
     return data

@@ -11,13 +11,15 @@ import typer
 
 from ociimg.cli import containers, images, unpack  # noqa: F401  (registers commands)
 from ociimg.cli.app import STATE, app
+from ociimg.cli.output import printable
 from ociimg.errors import OciimgError
 
 
 def _report(message: str, hint: str | None) -> None:
-    print(f"ociimg: error: {message}", file=sys.stderr)
+    # Messages echo input (names, paths, document fields): escaped, one line each.
+    print(f"ociimg: error: {printable(message)}", file=sys.stderr)
     if hint:
-        print(f"hint: {hint}", file=sys.stderr)
+        print(f"hint: {printable(hint)}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,7 @@ from ociimg.cli.options import (
     parse_size,
     parse_volume,
 )
-from ociimg.cli.output import print_json, progress_for
+from ociimg.cli.output import print_json, printable, progress_for
 from ociimg.errors import OciimgError
 
 
@@ -112,8 +112,9 @@ def ps(
     print(f"{'CONTAINER ID':14}{'IMAGE':40}{'COMMAND':24}{'STATUS':16}NAME")
     for r in rows:
         status = r["status"] + (f" ({r['exitCode']})" if "exitCode" in r else "")
-        cmd = " ".join(r["command"] or [])[:22]
-        print(f"{r['id'][:12]:14}{(r['image'] or '')[:38]:40}{cmd:24}{status:16}{r['name']}")
+        cmd = printable(" ".join(r["command"] or []))[:22]  # the image's Cmd: escaped
+        image = printable(r["image"] or "")[:38]
+        print(f"{r['id'][:12]:14}{image:40}{cmd:24}{status:16}{printable(r['name'])}")
 
 
 @app.command(rich_help_panel="Containers")

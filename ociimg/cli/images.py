@@ -20,7 +20,7 @@ from ociimg.cli.options import (
     parse_platform,
     parse_size,
 )
-from ociimg.cli.output import print_json, progress_for
+from ociimg.cli.output import print_json, printable, progress_for
 from ociimg.errors import InvalidReference
 from ociimg.reference import LayoutReference, Reference, parse_image_name
 from ociimg.spec import INDEX_TYPES, Platform
@@ -165,7 +165,7 @@ def images(json_out: bool = JSON_OUT) -> None:
         return
     print(f"{'NAME':60} {'DIGEST':19} {'SIZE':>10}")
     for r in rows:
-        print(f"{r.name:60} {r.digest.short:19} {human_size(r.size):>10}")
+        print(f"{printable(r.name):60} {r.digest.short:19} {human_size(r.size):>10}")
 
 
 def human_size(n: int) -> str:
@@ -188,26 +188,41 @@ def inspect(
     if json_out:
         print_json(doc)
         return
+    print_inspect(doc)
+
+
+def print_inspect(doc: dict[str, Any]) -> None:
+    """The human form of ``inspect``: every value comes from the image, so each goes
+    through ``printable`` (an escape sequence in a label must not reach the terminal)."""
     cfg = doc["config"].get("config", {})
-    print(f"Name:         {doc['name']}")
-    print(f"Digest:       {doc['digest']}")
+
+    def line(label: str, value: object) -> None:
+        print(f"{label + ':':14}{printable(value)}")
+
+    line("Name", doc["name"])
+    line("Digest", doc["digest"])
     if doc.get("index"):
-        print(f"Index:        {doc['index']} ({len(doc['platforms'])} platforms: "
-              f"{', '.join(doc['platforms'])})")
-    print(f"Platform:     {doc['platform']}")
-    print(f"Created:      {doc['config'].get('created', '-')}")
-    print(f"Entrypoint:   {cfg.get('Entrypoint')}")
-    print(f"Cmd:          {cfg.get('Cmd')}")
-    print(f"User:         {cfg.get('User') or '-'}")
-    print(f"WorkingDir:   {cfg.get('WorkingDir') or '-'}")
+        line("Index", f"{doc['index']} ({len(doc['platforms'])} platforms: "
+                      f"{', '.join(doc['platforms'])})")
+    line("Platform", doc["platform"])
+    line("Created", doc["config"].get("created", "-"))
+    if doc["config"].get("author"):
+        line("Author", doc["config"]["author"])
+    line("Entrypoint", cfg.get("Entrypoint"))
+    line("Cmd", cfg.get("Cmd"))
+    line("User", cfg.get("User") or "-")
+    line("WorkingDir", cfg.get("WorkingDir") or "-")
     for env in cfg.get("Env") or []:
-        print(f"Env:          {env}")
+        line("Env", env)
     for k, v in (cfg.get("Labels") or {}).items():
-        print(f"Label:        {k}={v}")
+        line("Label", f"{k}={v}")
+    for k, v in (doc["manifest"].get("annotations") or {}).items():
+        line("Annotation", f"{k}={v}")
     total = sum(x["size"] for x in doc["layers"])
-    print(f"Layers:       {len(doc['layers'])} ({human_size(total)})")
+    line("Layers", f"{len(doc['layers'])} ({human_size(total)})")
     for layer in doc["layers"]:
-        print(f"  {layer['digest']}  {human_size(layer['size']):>10}  {layer['mediaType']}")
+        print(printable(f"  {layer['digest']}  {human_size(layer['size']):>10}  "
+                        f"{layer['mediaType']}"))
 
 
 def inspect_image(image: str, platform: Platform | None) -> dict[str, Any]:
@@ -250,7 +265,7 @@ def rmi(
     for text in names:
         name = store_name(store, text)
         store.untag(name)
-        print(f"Untagged: {name}")
+        print(f"Untagged: {printable(name)}")
     if prune:
         gc(json_out=False)
 
@@ -263,10 +278,13 @@ def gc(json_out: bool = JSON_OUT) -> None:
 
     with containers_locked(STATE.root):
         report = collect_garbage(STATE.root, [c.meta for c in list_containers(STATE.root)])
+    for warning in report.warnings:
+        print(f"warning: {printable(warning)}", file=sys.stderr)
     if json_out:
         print_json({"removedBlobs": report.removed_blobs, "bytesFreed": report.bytes_freed,
                     "removedSnapshots": report.removed_snapshots,
-                    "snapshotBytesFreed": report.snapshot_bytes_freed})
+                    "snapshotBytesFreed": report.snapshot_bytes_freed,
+                    "warnings": list(report.warnings)})
         return
     print(f"Deleted {report.removed_blobs} blobs, freed {human_size(report.bytes_freed)}")
     print(f"Deleted {report.removed_snapshots} snapshots, "
@@ -284,7 +302,7 @@ def fsck(
         print_json([{"digest": str(p.digest), "problem": p.problem} for p in problems])
     else:
         for p in problems:
-            print(f"{p.digest}: {p.problem}")
+            print(f"{p.digest}: {printable(p.problem)}")
         print("store is clean" if not problems else f"{len(problems)} problem(s) found")
     if problems:
         raise typer.Exit(1)

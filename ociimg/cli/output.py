@@ -8,9 +8,30 @@ output goes to stdout as one JSON document; everything else goes to stderr.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import threading
 from typing import Any
+
+# C0 and C1 controls and DEL (terminal escape sequences start with ESC or CSI), lone
+# surrogates (cannot be encoded), and the bidirectional overrides and isolates that make
+# a terminal show text in another order than it is ("Trojan Source", CVE-2021-42574).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u061c\u200e\u200f"
+                          "\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: object) -> str:
+    """``text`` safe to show on a terminal: every control character is written as an
+    escape (``\\x1b``, ``\\n``, ``\\u202e``), so text from an image (labels, env, history,
+    annotations, names echoed in errors) can neither drive the terminal nor forge lines.
+    Used for all human output of such text; ``--json`` output stays exact JSON."""
+    return _UNPRINTABLE.sub(_escape, str(text))
+
+
+def _escape(m: re.Match[str]) -> str:
+    c = m.group()
+    return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(c) or (
+        f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
 
 
 def is_tty() -> bool:
@@ -41,7 +62,7 @@ class PlainProgress:
 
     def log(self, message: str) -> None:
         if not self.quiet:
-            print(message, file=sys.stderr)
+            print(printable(message), file=sys.stderr)
 
 
 class RichProgress:
@@ -99,7 +120,7 @@ class RichProgress:
             self._progress.update(task, completed=t.total or t.completed, description=desc)
 
     def log(self, message: str) -> None:
-        self._progress.console.print(message, markup=False)
+        self._progress.console.print(printable(message), markup=False)
 
 
 class _NullContext:

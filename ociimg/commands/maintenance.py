@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ociimg.digest import Digest
+from ociimg.errors import OciimgError
 from ociimg.fsutil import tree_size
 from ociimg.layers.snapshots import SnapshotStore
-from ociimg.spec import MANIFEST_TYPES, chain_ids, parse_config
+from ociimg.spec import MANIFEST_TYPES, MAX_CONFIG_BYTES, chain_ids, parse_config
 from ociimg.store import Store
 
 
@@ -18,33 +19,44 @@ class GarbageReport:
     bytes_freed: int
     removed_snapshots: int
     snapshot_bytes_freed: int
+    warnings: tuple[str, ...] = ()
 
 
 def collect_garbage(root: Path, containers: list[dict]) -> GarbageReport:  # type: ignore[type-arg]
     """``containers`` are the metas of existing containers: their snapshots stay."""
     store = Store.open(root)
     blobs = store.gc()
-    keep = image_chain_ids(store)
+    warnings = list(blobs.warnings)
+    keep = image_chain_ids(store, warnings)
     for meta in containers:
         keep.update(Digest.parse(c) for c in meta.get("snapshots", []))
     snapshots = SnapshotStore(root / "snapshots")
     sizes = {d.hex: tree_size(snapshots.path / d.hex) for d in _all_chain_ids(snapshots)}
     removed = snapshots.gc(keep)
     return GarbageReport(blobs.removed_blobs, blobs.bytes_freed, len(removed),
-                         sum(sizes.get(d.hex, 0) for d in removed))
+                         sum(sizes.get(d.hex, 0) for d in removed), tuple(warnings))
 
 
-def image_chain_ids(store: Store) -> set[Digest]:
-    """Chain IDs of every image manifest (every platform) the store has."""
+def image_chain_ids(store: Store, warnings: list[str]) -> set[Digest]:
+    """Chain IDs of every image manifest (every platform) the store has. An image whose
+    manifest or config does not parse cannot have been unpacked by us, so it has no
+    snapshots of its own: it is skipped (said in ``warnings``), never fatal to gc."""
     keep: set[Digest] = set()
-    for _, top in store.refs():
-        for desc in store.walk(top):
+    for name, top in store.refs():
+        for desc in store.walk(top, on_error=lambda _d, _e: None):
             if desc.media_type not in MANIFEST_TYPES or not store.has_blob(desc.digest):
                 continue
-            manifest = store.read_manifest(desc)
-            if store.has_blob(manifest.config.digest):  # type: ignore[union-attr]
-                config = parse_config(store.read_blob(manifest.config.digest))  # type: ignore[union-attr]
-                keep.update(chain_ids(config.diff_ids))
+            try:
+                manifest = store.read_manifest(desc)
+                config_desc = manifest.config  # type: ignore[union-attr]
+                if store.has_blob(config_desc.digest):
+                    raw = store.read_blob(config_desc.digest, limit=MAX_CONFIG_BYTES)
+                    config = parse_config(raw, where=f"config {config_desc.digest}")
+                    keep.update(chain_ids(config.diff_ids))
+            except OciimgError as exc:
+                message = f"image {name}: {exc}"
+                if not any(w.startswith(message) for w in warnings):
+                    warnings.append(f"{message}; its snapshots are not kept")
     return keep
 
 

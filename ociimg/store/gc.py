@@ -4,12 +4,16 @@ gc marks from index.json (every entry, named or not) through indexes, manifests,
 configs, layers and subjects, then sweeps blobs/ and ingest/. It holds the gc lock
 exclusively, so it never runs while a pull or build holds a lease (``Store.lease()``)
 between committing blobs and tagging them, and the index lock, so no tag changes under
-it. If a reachable document cannot be read, gc stops rather than sweep its children.
+it. One bad image must not stop gc for all the others: a reachable document that cannot be
+parsed keeps every blob whose digest its bytes mention (and gc follows those), and a
+warning names the image; only when its bytes cannot be read at all is nothing swept.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -17,17 +21,32 @@ from typing import TYPE_CHECKING, Literal
 from ociimg.digest import Digest
 from ociimg.errors import OciimgError
 from ociimg.fsutil import fsync_dir, remove_tree
-from ociimg.spec import INDEX_TYPES, MANIFEST_TYPES
+from ociimg.spec import (
+    ANNOTATION_REF_NAME,
+    DOCKER_CONFIG,
+    INDEX_TYPES,
+    MANIFEST_TYPES,
+    MAX_CONFIG_BYTES,
+    MAX_MANIFEST_BYTES,
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Descriptor,
+    parse_config,
+)
 from ociimg.store import locks
+from ociimg.store.files import is_regular, open_regular
 from ociimg.store.ingest import LOCK
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from ociimg.spec import Descriptor
     from ociimg.store.layout import Store
 
 _CHUNK = 1 << 20
+_DIGEST_TEXT = re.compile(rb"sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}")
+_OVERLAP = 200  # longer than any digest text: one split across two chunks is still found
+_UNKNOWN_BLOB = "application/octet-stream"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +54,7 @@ class GCResult:
     removed_blobs: int
     bytes_freed: int
     removed_ingests: int = 0
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +64,7 @@ class FsckProblem:
     message: str
     path: Path | None = None
     removed: bool = False
+    image: str | None = None
 
     def __str__(self) -> str:
         return self.message
@@ -59,10 +80,10 @@ def collect_garbage(store: Store, *, wait: bool = False) -> GCResult:
         return GCResult(0, 0, 0)
     with locks.locked(store.path / ".gc.lock", blocking=wait), \
             locks.locked(store.path / ".index.lock"):
-        marked = {d.digest for root in store.entries() for d in store.walk(root)}
+        marked, warnings, complete = mark_reachable(store)
         removed, freed = 0, 0
         for digest, path in _blob_files(store):
-            if digest is None or digest in marked:
+            if digest is None or digest in marked or not complete:
                 continue
             freed += path.lstat().st_size
             path.unlink()  # a planted symlink is removed, never its target
@@ -70,7 +91,84 @@ def collect_garbage(store: Store, *, wait: bool = False) -> GCResult:
         if removed:
             for algo_dir in (store.path / "blobs").iterdir():
                 fsync_dir(algo_dir)
-        return GCResult(removed, freed, _sweep_ingests(store))
+        return GCResult(removed, freed, _sweep_ingests(store), tuple(warnings))
+
+
+def image_name(entry: Descriptor) -> str:
+    """How warnings name an index.json entry: its ref name, else its digest."""
+    return entry.annotations.get(ANNOTATION_REF_NAME) or f"(untagged) {entry.digest}"
+
+
+def mark_reachable(store: Store) -> tuple[set[Digest], list[str], bool]:
+    """(digests reachable from index.json, warnings, complete). A document that does not
+    parse is salvaged: every digest its bytes mention is kept and followed. ``complete``
+    is False when some document could not even be read, so no unmarked blob is known to
+    be garbage."""
+    marked: set[Digest] = set()
+    warnings: list[str] = []
+    complete = True
+    for entry in store.entries():
+        stack = [entry]
+        while stack:
+            desc = stack.pop()
+            if desc.digest in marked:
+                continue
+            marked.add(desc.digest)
+            try:
+                stack.extend(store.children(desc))
+            except OciimgError as exc:
+                salvaged = _salvage(store, desc.digest)
+                if salvaged is None:
+                    complete = False
+                    warnings.append(f"image {image_name(entry)}: {exc}; no blob was removed "
+                                    "(what it references is unknown)")
+                    continue
+                warnings.append(f"image {image_name(entry)}: {exc}; kept the "
+                                f"{len(salvaged)} blob(s) it mentions")
+                stack.extend(salvaged)
+    return marked, warnings, complete
+
+
+def _salvage(store: Store, digest: Digest) -> list[Descriptor] | None:
+    """The stored blobs whose digest appears in the bytes of an unparsable document;
+    None if its bytes cannot be read."""
+    found: set[bytes] = set()
+    try:
+        with open_regular(store.blob_path(digest), f"blob {digest}") as f:
+            tail = b""
+            while chunk := f.read(_CHUNK):
+                window = tail + chunk
+                found.update(_DIGEST_TEXT.findall(window))
+                tail = window[-_OVERLAP:]
+    except (OciimgError, OSError):
+        return None
+    out = []
+    for text in sorted(found):
+        d = Digest.parse(text.decode())
+        if d != digest and store.has_blob(d):
+            out.append(Descriptor(_sniff_media_type(store, d), d,
+                                  store.blob_path(d).lstat().st_size))
+    return out
+
+
+def _sniff_media_type(store: Store, digest: Digest) -> str:
+    """A salvaged blob's type from its content, so a manifest or index it names is
+    followed in turn; anything else is a leaf."""
+    if store.blob_path(digest).lstat().st_size > MAX_MANIFEST_BYTES:
+        return _UNKNOWN_BLOB
+    try:
+        with open_regular(store.blob_path(digest)) as f:
+            doc = json.loads(f.read(MAX_MANIFEST_BYTES))
+    except (OciimgError, OSError, ValueError, RecursionError):
+        return _UNKNOWN_BLOB
+    if not isinstance(doc, dict):
+        return _UNKNOWN_BLOB
+    media_type = doc.get("mediaType")
+    if media_type in MANIFEST_TYPES | INDEX_TYPES:
+        return media_type  # type: ignore[no-any-return]
+    if "manifests" in doc:
+        return OCI_INDEX
+    return OCI_MANIFEST if "layers" in doc and "config" in doc else _UNKNOWN_BLOB
 
 
 def _blob_files(store: Store) -> Iterator[tuple[Digest | None, Path]]:
@@ -117,7 +215,7 @@ def check_store(store: Store, *, remove: bool = False) -> list[FsckProblem]:
 
 def _check_blobs(store: Store, remove: bool) -> Iterator[FsckProblem]:
     for digest, path in _blob_files(store):
-        if digest is None or path.is_symlink() or not path.is_file():
+        if digest is None or not is_regular(path):
             yield FsckProblem("stray", digest, f"{path}: not a blob (bad name or not a "
                               "regular file)", path)
             continue
@@ -132,7 +230,7 @@ def _check_blobs(store: Store, remove: bool) -> Iterator[FsckProblem]:
 
 def _hash_file(path: Path, algorithm: str) -> Digest:
     h = Digest(algorithm, "").hasher()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         while chunk := f.read(_CHUNK):
             h.update(chunk)
     return Digest(algorithm, h.hexdigest())
@@ -144,39 +242,45 @@ def _check_references(store: Store, corrupt: set[Digest]) -> list[FsckProblem]:
     problems: list[FsckProblem] = []
     seen: set[Digest] = set()
     try:
-        stack: list[tuple[Descriptor, bool]] = [(d, True) for d in store.entries()]
+        stack: list[tuple[Descriptor, bool, str]] = [(d, True, image_name(d))
+                                                     for d in store.entries()]
     except OciimgError as exc:
         return [FsckProblem("unreadable", None, f"index.json: {exc}", store.index_path)]
     while stack:
-        desc, required = stack.pop()
+        desc, required, name = stack.pop()
         if desc.digest in seen or desc.digest in corrupt:
             continue
         seen.add(desc.digest)
         path = store.blob_path(desc.digest)
-        if not path.is_file():
+        if not is_regular(path):
             if required:
                 problems.append(FsckProblem("missing", desc.digest,
-                                            f"blob {desc.digest} ({desc.media_type}) is "
-                                            "referenced but missing"))
+                                            f"image {name}: blob {desc.digest} "
+                                            f"({desc.media_type}) is referenced but missing",
+                                            image=name))
             continue
         if path.stat().st_size != desc.size:
-            problems.append(FsckProblem("size", desc.digest, f"blob {desc.digest}: "
-                                        f"{path.stat().st_size} bytes, descriptor says "
-                                        f"{desc.size}", path))
+            problems.append(FsckProblem("size", desc.digest, f"image {name}: blob "
+                                        f"{desc.digest}: {path.stat().st_size} bytes, "
+                                        f"descriptor says {desc.size}", path, image=name))
             continue
-        stack.extend(_children_with_requirement(store, desc, problems))
+        stack.extend((d, req, name) for d, req in
+                     _children_with_requirement(store, desc, name, problems))
     return problems
 
 
-def _children_with_requirement(store: Store, desc: Descriptor,
+def _children_with_requirement(store: Store, desc: Descriptor, name: str,
                                problems: list[FsckProblem]) -> list[tuple[Descriptor, bool]]:
+    if desc.media_type in (OCI_CONFIG, DOCKER_CONFIG):
+        _check_config(store, desc, name, problems)
+        return []
     if desc.media_type not in MANIFEST_TYPES | INDEX_TYPES:
         return []
     try:
         doc = store.read_manifest(desc)
     except OciimgError as exc:
-        problems.append(FsckProblem("unreadable", desc.digest, f"manifest {desc.digest}: {exc}",
-                                    store.blob_path(desc.digest)))
+        problems.append(FsckProblem("unreadable", desc.digest, f"image {name}: {exc}",
+                                    store.blob_path(desc.digest), image=name))
         return []
     if desc.media_type in INDEX_TYPES:
         return [(d, False) for d in doc.manifests]  # type: ignore[union-attr]
@@ -185,3 +289,13 @@ def _children_with_requirement(store: Store, desc: Descriptor,
     if doc.subject:  # type: ignore[union-attr]
         out.append((doc.subject, False))  # type: ignore[union-attr]
     return out
+
+
+def _check_config(store: Store, desc: Descriptor, name: str,
+                  problems: list[FsckProblem]) -> None:
+    where = f"config {desc.digest}"
+    try:
+        parse_config(store.read_blob(desc.digest, limit=MAX_CONFIG_BYTES), where=where)
+    except OciimgError as exc:
+        problems.append(FsckProblem("unreadable", desc.digest, f"image {name}: {exc}",
+                                    store.blob_path(desc.digest), image=name))

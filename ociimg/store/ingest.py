@@ -16,14 +16,16 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ociimg.digest import Digest
-from ociimg.errors import DigestMismatch
+from ociimg.errors import DigestMismatch, InvalidDocument
 from ociimg.fsutil import fsync_dir, remove_tree
+from ociimg.store.files import open_own_file, read_regular
 
 DATA = "data"
 META = "meta.json"
 LOCK = "lock"
 BLOB_MODE = 0o444  # blobs are immutable once committed (containerd does the same)
 _HASH_CHUNK = 1 << 20
+_META_LIMIT = 4096
 WRITEBACK_CHUNK = 8 << 20
 # Linux sizes page-cache folios after the write: 1 MiB writes get 1 MiB folios, taken
 # from the high-order free blocks that a VM's free page reporting hands back to the
@@ -92,8 +94,8 @@ class Ingest:
                 os.unlink(self.directory / DATA)
             write_meta(self.directory / META, json.dumps(
                 {"digest": str(self.digest), "size": self.size}).encode())
-        self._fd = os.open(self.directory / DATA, os.O_RDWR | os.O_APPEND | os.O_CREAT |
-                           os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        self._fd = open_own_file(self.directory / DATA, os.O_RDWR | os.O_APPEND, 0o600,
+                                 "partial blob")
         kept = os.fstat(self._fd).st_size
         if kept > self.size:
             self.restart()
@@ -111,8 +113,8 @@ class Ingest:
 
     def _read_meta(self) -> dict[str, object] | None:
         try:
-            meta = json.loads((self.directory / META).read_bytes())
-        except (OSError, ValueError):
+            meta = json.loads(read_regular(self.directory / META, _META_LIMIT))
+        except (OSError, ValueError, RecursionError, InvalidDocument):
             return None
         return meta if isinstance(meta, dict) else None
 

@@ -13,7 +13,6 @@ Because the layout is standard, ``skopeo copy oci:<store>:<name> …`` and umoci
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -29,6 +28,7 @@ from ociimg.errors import (
     InvalidDocument,
     InvalidReference,
     NoMatchingPlatform,
+    OciimgError,
 )
 from ociimg.fsutil import atomic_write
 from ociimg.reference import check_ref_name, parse_reference
@@ -47,18 +47,21 @@ from ociimg.spec import (
     Manifest,
     Platform,
     canonical_json,
+    load_json,
     match_platform,
     parse_config,
     parse_index,
     parse_manifest_or_index,
 )
 from ociimg.store import locks
+from ociimg.store.files import is_regular, open_regular, read_regular
 from ociimg.store.gc import FsckProblem, GCResult, check_store, collect_garbage
 from ociimg.store.ingest import LOCK, Ingest, fsync_file, link_into_place
 
 LAYOUT_VERSION = "1.0.0"
 _CHUNK = 1 << 20
 _MIN_DIGEST_PREFIX = 12
+_MAX_LAYOUT_FILE = 64 << 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,10 +117,8 @@ class Store:
         self._initialised = True
 
     def _check_layout_version(self, layout: Path) -> None:
-        try:
-            version = json.loads(layout.read_bytes()).get("imageLayoutVersion")
-        except (ValueError, AttributeError) as exc:
-            raise InvalidDocument(f"{layout}: not a valid oci-layout file") from exc
+        doc = load_json(read_regular(layout, _MAX_LAYOUT_FILE), str(layout), _MAX_LAYOUT_FILE)
+        version = doc.get("imageLayoutVersion") if isinstance(doc, dict) else None
         if version != LAYOUT_VERSION:
             raise InvalidDocument(f"{layout}: unsupported imageLayoutVersion {version!r}",
                                   hint=f"ociimg reads OCI layouts version {LAYOUT_VERSION}")
@@ -136,13 +137,14 @@ class Store:
         return self.path / "blobs" / d.algorithm / d.hex
 
     def has_blob(self, digest: Digest | str) -> bool:
-        return self.blob_path(digest).is_file()
+        """Present as a regular file (a planted symlink, FIFO or device is no blob)."""
+        return is_regular(self.blob_path(digest))
 
     def open_blob(self, digest: Digest | str) -> BinaryIO:
         try:
-            # O_NOFOLLOW: a blob is a regular file; a planted symlink is not followed.
-            fd = os.open(self.blob_path(digest), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            return os.fdopen(fd, "rb")
+            # A blob is a regular file: a planted symlink is not followed, a FIFO or device
+            # is refused before it is opened (it would block or never end).
+            return open_regular(self.blob_path(digest), f"blob {digest} in {self.path}")
         except FileNotFoundError as exc:
             raise BlobUnknown(f"blob {digest} not in the store {self.path}",
                               hint="pull the image again") from exc
@@ -231,11 +233,11 @@ class Store:
     # index.json and names --------------------------------------------------------
     def _load_index(self) -> dict:  # type: ignore[type-arg]
         try:
-            raw = self.index_path.read_bytes()
+            raw = read_regular(self.index_path, MAX_MANIFEST_BYTES)
         except FileNotFoundError:
             return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
         parse_index(raw, where=f"{self.index_path}")  # validates every descriptor
-        return json.loads(raw)
+        return load_json(raw, str(self.index_path), MAX_MANIFEST_BYTES)  # type: ignore[no-any-return]
 
     def _write_index(self, doc: dict) -> None:  # type: ignore[type-arg]
         atomic_write(self.index_path, canonical_json(doc))
@@ -331,8 +333,10 @@ class Store:
 
     def children(self, desc: Descriptor) -> list[Descriptor]:
         """What a manifest (config, layers, subject) or index (manifests) points to;
-        nothing for other blobs or when the document is not in the store."""
-        if desc.media_type not in MANIFEST_TYPES | INDEX_TYPES or not self.has_blob(desc.digest):
+        nothing for other blobs or when the document is not in the store. Something that
+        is there but no regular file raises (it is not absent: gc must not sweep below it)."""
+        if desc.media_type not in MANIFEST_TYPES | INDEX_TYPES or \
+                not os.path.lexists(self.blob_path(desc.digest)):
             return []
         doc = self.read_manifest(desc)
         if isinstance(doc, Index):
@@ -340,8 +344,11 @@ class Store:
         subject = [doc.subject] if doc.subject else []
         return [doc.config, *doc.layers, *subject]
 
-    def walk(self, desc: Descriptor) -> Iterator[Descriptor]:
-        """``desc`` and everything reachable from it, each digest once (depth first)."""
+    def walk(self, desc: Descriptor, on_error: Callable[[Descriptor, OciimgError], None]
+             | None = None) -> Iterator[Descriptor]:
+        """``desc`` and everything reachable from it, each digest once (depth first).
+        A document that cannot be read raises, or with ``on_error`` is reported to it and
+        its children skipped (listing and sizing must not fail for one bad image)."""
         seen: set[Digest] = set()
         stack = [desc]
         while stack:
@@ -350,7 +357,14 @@ class Store:
                 continue
             seen.add(d.digest)
             yield d
-            stack.extend(reversed(self.children(d)))
+            try:
+                children = self.children(d)
+            except OciimgError as exc:
+                if on_error is None:
+                    raise
+                on_error(d, exc)
+                continue
+            stack.extend(reversed(children))
 
     def image_for(self, name: str, platform: Platform | None = None
                   ) -> tuple[Descriptor, Manifest, ImageConfig]:
@@ -378,7 +392,8 @@ class Store:
     def images(self) -> list[ImageSummary]:
         out = []
         for name, desc in sorted(self.refs(), key=lambda r: r[0]):
-            size = sum(d.size for d in self.walk(desc) if self.has_blob(d.digest))
+            size = sum(d.size for d in self.walk(desc, on_error=lambda _d, _e: None)
+                       if self.has_blob(d.digest))
             out.append(ImageSummary(name, desc.digest, desc.media_type, size))
         return out
 

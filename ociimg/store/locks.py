@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ociimg.errors import LockTimeout
+from ociimg.store.files import open_own_file
 
 
 def _same_inode(fd: int, path: Path) -> bool:
@@ -32,7 +33,7 @@ def acquire_lock(path: Path, *, shared: bool = False, blocking: bool = True) -> 
     op = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if blocking else fcntl.LOCK_NB)
     while True:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = open_own_file(path, os.O_RDWR, 0o600, "lock")
         try:
             fcntl.flock(fd, op)
         except BlockingIOError as exc:

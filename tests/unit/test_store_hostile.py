@@ -1,0 +1,209 @@
+"""A store or ``oci:`` layout that someone else shaped: bad documents in one image must not
+break the others, and planted FIFOs, devices and symlinks are refused without blocking."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ociimg import spec
+from ociimg.digest import Digest
+from ociimg.errors import BlobUnknown, InvalidDocument
+from ociimg.spec import Descriptor
+from ociimg.store import Store
+from tests.unit.test_store import blob_files, make_image, tar_layer
+
+WORKTREE = Path(__file__).resolve().parents[2]
+DEEP = b'{"a":' * 100_000 + b"1" + b"}" * 100_000
+
+
+def ociimg(root: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(WORKTREE)}
+    return subprocess.run([sys.executable, "-m", "ociimg", "--root", str(root), *args],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def bad_config_image(store: Store, config: bytes, name: str) -> Descriptor:
+    """A well-formed manifest whose config blob is ``config`` (not a valid config)."""
+    layer = tar_layer({"bad": b"layer of the bad image"})
+    manifest = spec.canonical_json({
+        "schemaVersion": 2, "mediaType": spec.OCI_MANIFEST,
+        "config": {"mediaType": spec.OCI_CONFIG, "digest": str(Digest.of(config)),
+                   "size": len(config)},
+        "layers": [{"mediaType": spec.OCI_LAYER, "digest": str(Digest.of(layer)),
+                    "size": len(layer)}]})
+    for blob in (layer, config, manifest):
+        store.put_blob(blob)
+    desc = Descriptor(spec.OCI_MANIFEST, Digest.of(manifest), len(manifest))
+    store.tag(name, desc)
+    return desc
+
+
+def blobs_of(store: Store, desc: Descriptor, manifest: bytes | None = None) -> set[str]:
+    raw = manifest or store.blob_path(desc.digest).read_bytes()
+    doc = json.loads(raw)
+    return {desc.digest.hex, Digest.parse(doc["config"]["digest"]).hex,
+            *(Digest.parse(x["digest"]).hex for x in doc["layers"])}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store.open(tmp_path / "root")
+
+
+# Item 16: one bad image does not break gc, rmi, images or fsck ------------------------------
+@pytest.mark.parametrize("config", [b"this is not json", DEEP, b'{"rootfs": 5}'],
+                         ids=["not-json", "deep", "wrong-type"])
+def test_rmi_and_gc_of_other_images_work_beside_a_bad_config(tmp_path: Path,
+                                                              config: bytes) -> None:
+    root = tmp_path / "root"
+    store = Store.open(root)
+    bad = bad_config_image(store, config, "example.com/bad:v1")
+    bad_blobs = blobs_of(store, bad)
+    good = make_image(store, {"g": b"good"}, name="example.com/good:v1")
+    good_blobs = blobs_of(store, good)
+
+    result = ociimg(root, "rmi", "example.com/good:v1")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "example.com/bad:v1" in result.stderr  # the warning names the bad image
+    assert not good_blobs & blob_files(store)
+    assert bad_blobs <= blob_files(store)
+
+    result = ociimg(root, "images")
+    assert result.returncode == 0 and "example.com/bad:v1" in result.stdout, result.stderr
+
+    result = ociimg(root, "fsck")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "example.com/bad:v1" in result.stdout and "config" in result.stdout
+
+
+def test_gc_keeps_what_an_unparsable_manifest_mentions(store: Store) -> None:
+    """A manifest that no longer parses (here: nested 100k deep around its real fields)
+    keeps every blob its bytes name; the untagged garbage beside it still goes."""
+    good = make_image(store, {"a": b"1"})
+    manifest = store.blob_path(good.digest).read_bytes()
+    wrapped = manifest[:-1] + b',"x":' + DEEP + b"}"
+    desc = Descriptor(spec.OCI_MANIFEST, store.put_blob(wrapped), len(wrapped))
+    store.tag("example.com/deep:v1", desc)
+    garbage = make_image(store, {"z": b"garbage"})
+    kept = blobs_of(store, desc, manifest) - {good.digest.hex} | {desc.digest.hex}
+
+    result = store.gc()
+    assert kept <= blob_files(store)
+    assert good.digest.hex not in blob_files(store)  # the unwrapped manifest was garbage
+    assert garbage.digest.hex not in blob_files(store)
+    [warning] = result.warnings
+    assert "example.com/deep:v1" in warning and "nested" in warning
+
+
+def test_gc_keeps_everything_when_a_manifest_cannot_be_read(store: Store) -> None:
+    a = make_image(store, {"a": b"1"}, name="example.com/app:v1")
+    path = store.blob_path(a.digest)
+    path.unlink()
+    os.mkfifo(path)
+    garbage = make_image(store, {"z": b"garbage"})
+    before = blob_files(store)
+    result = store.gc()
+    assert result.removed_blobs == 0 and blob_files(store) == before
+    assert garbage.digest.hex in before
+    assert "example.com/app:v1" in result.warnings[0]
+
+
+# Item 14: FIFOs, devices, sockets, symlinks and directories in a layout -------------------
+def _plant(path: Path, kind: str) -> None:
+    if path.is_dir() and not path.is_symlink():
+        path.rmdir()
+    elif os.path.lexists(path):
+        path.chmod(0o644)
+        path.unlink()
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "zero-link":
+        path.symlink_to("/dev/zero")
+    elif kind == "dir":
+        path.mkdir()
+    elif kind == "chardev":
+        os.mknod(path, stat.S_IFCHR | 0o644, os.makedev(1, 5))  # /dev/zero
+    elif kind == "socket":  # bound in a short directory (sun_path holds 107 bytes), moved
+        import socket
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as short, socket.socket(socket.AF_UNIX) as s:
+            s.bind(f"{short}/s")
+            os.rename(f"{short}/s", path)
+
+
+KINDS = ["fifo", "zero-link", "dir", "socket",
+         pytest.param("chardev", marks=pytest.mark.skipif(os.geteuid() != 0,
+                                                          reason="mknod needs root"))]
+
+
+def _layout_with_image(tmp_path: Path) -> tuple[Path, Descriptor, Descriptor]:
+    layout = Store(tmp_path / "layout")
+    layout.init()
+    desc = make_image(layout, {"f": b"data"}, name="v1")
+    config = json.loads(layout.blob_path(desc.digest).read_bytes())["config"]
+    return layout.path, desc, Descriptor.from_json(config, "config")
+
+
+def _one_line_error(result: subprocess.CompletedProcess[str]) -> None:
+    assert result.returncode == 1, result.stdout
+    assert result.stderr.startswith("ociimg: error:"), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("which", ["index.json", "manifest", "config"])
+def test_layout_files_that_are_not_regular_are_refused_without_blocking(
+        tmp_path: Path, kind: str, which: str) -> None:
+    path, manifest, config = _layout_with_image(tmp_path)
+    target = {"index.json": path / "index.json",
+              "manifest": path / "blobs" / "sha256" / manifest.digest.hex,
+              "config": path / "blobs" / "sha256" / config.digest.hex}[which]
+    _plant(target, kind)
+    # A FIFO or /dev/zero blocked (or filled memory) before: the timeout fails the test.
+    _one_line_error(ociimg(tmp_path / "root", "inspect", f"oci:{path}:v1", timeout=30))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("which", ["oci-layout", "index.json"])
+def test_store_files_that_are_not_regular_are_refused_without_blocking(
+        tmp_path: Path, kind: str, which: str) -> None:
+    store = Store.open(tmp_path / "root")
+    _plant(store.path / which, kind)
+    _one_line_error(ociimg(tmp_path / "root", "images", timeout=30))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_store_blob_that_is_not_regular_is_no_blob(store: Store, kind: str) -> None:
+    d = Digest.of(b"planted")
+    _plant(store.blob_path(d), kind)
+    assert not store.has_blob(d)
+    with pytest.raises((InvalidDocument, BlobUnknown)):
+        store.read_blob(d)
+    [problem] = store.fsck()
+    assert problem.kind == "stray"
+
+
+@pytest.mark.parametrize("kind", ["fifo", "zero-link", "dir"])
+def test_store_lock_and_ingest_files_that_are_not_regular_are_refused(store: Store,
+                                                                      kind: str) -> None:
+    _plant(store.path / ".index.lock", kind)
+    with pytest.raises(InvalidDocument, match="lock"):
+        make_image(store, {"x": b"1"}, name="example.com/x:v1")
+    (store.path / ".index.lock").unlink() if kind != "dir" else \
+        (store.path / ".index.lock").rmdir()
+    d = Digest.of(b"data")
+    partial = store.ingest_dir / f"sha256-{d.hex}"
+    partial.mkdir()
+    (partial / "meta.json").write_text(json.dumps({"digest": str(d), "size": 4}))
+    _plant(partial / "data", kind)
+    with pytest.raises(InvalidDocument), store.ingest(d, 4):
+        pass
