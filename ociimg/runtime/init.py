@@ -286,6 +286,10 @@ def change_user(ctx: InitContext) -> None:
     os.setgroups(list(user.additional_gids))
     os.setresgid(user.gid, user.gid, user.gid)
     os.setresuid(user.uid, user.uid, user.uid)
+    # A uid change sets "dumpable" to fs.suid_dumpable, which may be 1: from here on this
+    # process has no more capabilities than the container's, so only non-dumpable keeps
+    # its memory and the host's interpreter (/proc/<pid>/exe) out of the container's reach.
+    linux.set_dumpable(False)
     if sets is not None:
         capabilities.finish_setuid()
         capabilities.apply_capabilities(sets)
@@ -300,14 +304,77 @@ def try_chdir(cwd: str) -> bool:
 
 
 def change_dir(cwd: str) -> None:
+    """chdir to ``cwd`` resolved inside the root: no magic link (/proc/self/fd/N of an fd
+    from the host, CVE-2024-21626) and no ".." past "/"; then check that the kernel agrees
+    the result is under the root (runc's check)."""
     try:
-        os.chdir(cwd)
+        fd = _open_dir_in_root(cwd)
     except FileNotFoundError:
-        os.makedirs(cwd, mode=0o755, exist_ok=True)
-        os.chdir(cwd)
+        _make_dirs_in_root(cwd)
+        fd = _open_dir_in_root(cwd)
     except PermissionError as exc:
         raise ContainerError(f"chdir {cwd}: permission denied for the container user",
                              hint="fix process.cwd or its permissions") from exc
+    except OSError as exc:
+        raise ContainerError(f"chdir {cwd}: {exc.strerror}",
+                             hint="process.cwd must be a directory inside the container "
+                                  "(not through /proc magic links)") from exc
+    try:
+        os.fchdir(fd)
+    except PermissionError as exc:
+        raise ContainerError(f"chdir {cwd}: permission denied for the container user",
+                             hint="fix process.cwd or its permissions") from exc
+    finally:
+        os.close(fd)
+    check_cwd_inside_root(cwd)
+
+
+_DIR_IN_ROOT = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def _open_dir_in_root(path: str) -> int:
+    """An O_PATH fd of ``path`` resolved with "/" as the root and no magic links
+    (openat2; before Linux 5.6 a plain open, which check_cwd_inside_root backs up)."""
+    root = os.open("/", _DIR_IN_ROOT)
+    try:
+        return linux.openat2(root, path.lstrip("/") or ".", _DIR_IN_ROOT, 0,
+                             linux.RESOLVE.IN_ROOT | linux.RESOLVE.NO_MAGICLINKS)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSYS, errno.EPERM):  # EPERM: an older seccomp filter
+            raise
+    finally:
+        os.close(root)
+    return os.open("/" + path.lstrip("/"), _DIR_IN_ROOT)
+
+
+def _make_dirs_in_root(path: str) -> None:
+    """mkdir -p, each parent resolved as _open_dir_in_root does."""
+    parts = [p for p in path.split("/") if p]
+    for i in range(len(parts)):
+        try:
+            os.close(_open_dir_in_root("/".join(parts[:i + 1])))
+            continue
+        except FileNotFoundError:
+            pass
+        parent = _open_dir_in_root("/".join(parts[:i]))
+        try:
+            os.mkdir(parts[i], 0o755, dir_fd=parent)
+        except FileExistsError:
+            pass
+        finally:
+            os.close(parent)
+
+
+def check_cwd_inside_root(cwd: str) -> None:
+    """getcwd fails (glibc turns the kernel's "(unreachable)/..." into ENOENT) when the
+    cwd is not under this process's root."""
+    try:
+        where = os.getcwd()
+    except FileNotFoundError:
+        where = ""
+    if not where.startswith("/"):
+        raise ContainerError(f"chdir {cwd}: the directory is outside the container's root",
+                             hint="process.cwd must be a directory inside the container")
 
 
 def lookup_executable(process: ProcessSpec) -> str:

@@ -5,18 +5,25 @@ per packet (runc's sync pipe):
 
     (the intermediate joins its v1 cgroups and sets its rlimits itself, first)
     intermediate → parent: idmap     (new user ns) parent writes uid/gid maps → go
-    intermediate → parent: pid N     the init's host pid, once lo is up in a new netns;
-                                     the intermediate exits. Unless the init was forked
-                                     straight into the cgroup2 dir, the parent moves it
-                                     there → placed (to the init)
+    intermediate → parent: pid       the init exists (lo is up in a new netns); the
+                                     parent takes the init's pid from the kernel (the
+                                     intermediate's only child), never from the message,
+                                     then kills the intermediate. Unless the init was
+                                     forked straight into the cgroup2 dir, the parent
+                                     moves it there → placed (to the init)
     init → parent:         hooks     parent runs prestart/createRuntime hooks → go
     init → parent:         created   ready, blocked on exec.fifo
     any  → parent:         error     {kind, message, hint}
+
+Every process that enters the container is non-dumpable from before it joins anything
+until its execve, holds only the fds it was given on purpose and none of the runtime's
+environment (CVE-2019-5736, CVE-2024-21626: see init.py).
 """
 
 from __future__ import annotations
 
 import _socket  # socket.py builds its enums at import: ~2 ms of every start
+import gc
 import os
 import resource
 
@@ -83,11 +90,15 @@ def spawn(config: RuntimeConfig, options: InitOptions,
           ) -> tuple[int, socket.socket]:
     """Fork the intermediate child; returns (its pid, the parent's end of the sync pair)."""
     parent_sock, child_sock = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+    keep = {0, 1, 2, child_sock.fileno(), options.fifo_fd,
+            *range(3, 3 + options.preserve_fds)}
+    if options.console_fd is not None:
+        keep.add(options.console_fd)
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
-        parent_sock.close()
         code = 1
         try:
+            enter_guarded(keep)
             _intermediate(config, options, child_sock, run_init)
             code = 0
         except BaseException as exc:  # noqa: BLE001 - report everything to the parent
@@ -96,6 +107,54 @@ def spawn(config: RuntimeConfig, options: InitOptions,
             os._exit(code)
     child_sock.close()
     return pid, parent_sock
+
+
+def enter_guarded(keep: set[int]) -> None:
+    """First steps of a freshly forked process that will enter a container: non-dumpable
+    (its /proc/<pid>/{exe,mem,fd,environ} and ptrace need CAP_SYS_PTRACE in the host's
+    user ns; fork keeps it, execve of the container's program resets it), only the fds in
+    ``keep``, none of the runtime's environment (the program gets exactly process.env)."""
+    linux.set_dumpable(False)
+    linux.set_pdeathsig(9)  # SIGKILL: wait_to_be_killed must not outlive the parent
+    # The fds closed below may still belong to Python objects of the parent's: keep the
+    # cyclic GC from finalising one later, which would close a reused fd number.
+    gc.freeze()
+    linux.close_fds_except(keep)
+    linux.scrub_environ()
+
+
+def wait_to_be_killed(sock: socket.socket) -> None:
+    """Close our end of the sync socket (the parent reads EOF once the child's closes on
+    its execve too) and stop until the parent, having read our child list (only_child),
+    kills us. Not a read of the socket: that would take a message meant for the child."""
+    sock.close()
+    os.kill(os.getpid(), 19)  # SIGSTOP, without importing signal's enums
+    os._exit(0)
+
+
+def finish(pid: int) -> None:
+    """Kill and reap a child of ours that may be stopped in wait_to_be_killed."""
+    try:
+        os.kill(pid, 9)
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def only_child(pid: int) -> int:
+    """The one child of ``pid`` (a process of ours that stays until it is killed), read
+    from the kernel; 0 while it has none."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", "rb") as f:
+            kids = f.read().split()
+    except FileNotFoundError:
+        return 0
+    if len(kids) > 1:
+        raise ContainerError(f"process {pid} has {len(kids)} children, expected one")
+    return int(kids[0]) if kids else 0
 
 
 def _report(sock: socket.socket, exc: BaseException) -> None:
@@ -151,7 +210,8 @@ def _intermediate(config: RuntimeConfig, options: InitOptions, sock: socket.sock
         # Here, while the init does its mounts on the other CPU: the kernel's work to
         # bring a device up is ~1-3 ms. The parent waits for "pid" before start.
         namespaces.bring_up_loopback()
-    send_msg(sock, {"type": "pid", "pid": host_pid, "placed": placed})
+    send_msg(sock, {"type": "pid", "placed": placed})
+    wait_to_be_killed(sock)
 
 
 def join_cgroups_v1(tasks_files: tuple[str, ...]) -> None:
