@@ -308,10 +308,11 @@ def change_dir(cwd: str) -> None:
     from the host, CVE-2024-21626) and no ".." past "/"; then check that the kernel agrees
     the result is under the root (runc's check)."""
     try:
-        fd = _open_dir_in_root(cwd)
-    except FileNotFoundError:
-        _make_dirs_in_root(cwd)
-        fd = _open_dir_in_root(cwd)
+        try:
+            fd = _open_dir_in_root(cwd)
+        except FileNotFoundError:
+            _make_dirs_in_root(cwd)
+            fd = _open_dir_in_root(cwd)
     except PermissionError as exc:
         raise ContainerError(f"chdir {cwd}: permission denied for the container user",
                              hint="fix process.cwd or its permissions") from exc
