@@ -195,6 +195,7 @@ def _join_and_exec(config: RuntimeConfig, spec: ProcessSpec, ns_paths: dict[str,
                 if spec.capabilities is not None else None)
     seccomp_ctx = (seccomp.new_context(seccomp.build_filter(config.seccomp))
                    if config.seccomp is not None else None)
+    trampoline = process.open_trampoline(config.seccomp)
     namespaces.join_namespaces(ns_paths)
     init.forget_host_imports()
     pid = _fork_in_cgroup(v2_fd, sock)
@@ -202,7 +203,7 @@ def _join_and_exec(config: RuntimeConfig, spec: ProcessSpec, ns_paths: dict[str,
         process.send_msg(sock, {"type": "forked"})
         process.wait_to_be_killed(sock)
     try:
-        _exec_inside(spec, cap_sets, seccomp_ctx, console, sock, preserve_fds)
+        _exec_inside(spec, cap_sets, seccomp_ctx, console, sock, preserve_fds, trampoline)
     except BaseException as exc:  # noqa: BLE001
         process.send_msg(sock, process.error_msg(exc))
         os._exit(127 if isinstance(exc, ContainerError) and exc.exit_code == 127 else 1)
@@ -225,7 +226,7 @@ def _fork_in_cgroup(v2_fd: int | None, sock: socket.socket) -> int:
 
 def _exec_inside(spec: ProcessSpec, cap_sets: Any, seccomp_ctx: int | None,
                  console: socket.socket | None, sock: socket.socket,
-                 preserve_fds: int) -> None:
+                 preserve_fds: int, trampoline: int | None) -> None:
     warnings: list[str] = []
     init.capture_warnings(warnings)
     linux.set_dumpable(False)  # inherited from the first child; said again, as it matters
@@ -247,7 +248,7 @@ def _exec_inside(spec: ProcessSpec, cap_sets: Any, seccomp_ctx: int | None,
         process.send_msg(sock, {"type": "warnings", "messages": warnings[-20:]})
     init.load_seccomp(ctx)
     init.close_fds(preserve_fds)
-    init.execute(path, spec)
+    init.execute(path, spec, trampoline)
 
 
 def _attach_pty(console: socket.socket, spec: ProcessSpec) -> None:

@@ -27,7 +27,13 @@ from ociimg.runtime import (
 )
 from ociimg.runtime.config import ProcessSpec, RuntimeConfig
 from ociimg.runtime.lazylog import get_logger
-from ociimg.runtime.process import InitOptions, recv_msg, send_msg
+from ociimg.runtime.process import (
+    TRAMPOLINE_ARGV0,
+    InitOptions,
+    open_trampoline,
+    recv_msg,
+    send_msg,
+)
 from ociimg.runtime.records import field, record
 
 TYPE_CHECKING = False  # typing costs ~5 ms of every runtime start
@@ -52,6 +58,7 @@ class InitContext:
     seccomp_ctx: int | None = None
     seccomp_program: bytes | None = None
     cap_sets: Any = None
+    trampoline: int | None = None  # process.open_trampoline
     warnings: list[str] = field(default_factory=list)
 
 
@@ -108,7 +115,7 @@ def run_init(config: RuntimeConfig, options: InitOptions, sock: socket.socket) -
     # fd clean-up and execve run (runc: "as late as possible").
     load_seccomp(ctx)
     close_fds(ctx.options.preserve_fds)
-    execute(path, ctx.process)
+    execute(path, ctx.process, ctx.trampoline)
 
 
 def enter_cgroup_namespace(ctx: InitContext) -> None:
@@ -126,13 +133,20 @@ def enter_cgroup_namespace(ctx: InitContext) -> None:
         linux.unshare(linux.CLONE.NEWCGROUP)
 
 
-def execute(path: str, process: ProcessSpec) -> None:
-    """execve; on failure say why on the container's stderr and exit like a shell
-    (126 not executable, 127 not found): nobody else is listening any more."""
+def execute(path: str, process: ProcessSpec, trampoline: int | None = None) -> None:
+    """execve, through the trampoline when there is one (process.open_trampoline: then
+    /proc/self/exe at the program's execve is not the host's interpreter); on failure say
+    why on the container's stderr and exit like a shell (126 not executable, 127 not
+    found): nobody else is listening any more."""
+    env = env_dict(process.env)
+    via = ""
     try:
-        os.execve(path, list(process.args), env_dict(process.env))
+        if trampoline is not None:
+            via = " (through the runtime's exec trampoline)"
+            os.execve(trampoline, [TRAMPOLINE_ARGV0, path, *process.args], env)
+        os.execve(path, list(process.args), env)
     except OSError as exc:
-        os.write(2, f"ociimg-runtime: exec {path}: {exc.strerror}\n".encode())
+        os.write(2, f"ociimg-runtime: exec {path}{via}: {exc.strerror}\n".encode())
         os._exit(127 if exc.errno == errno.ENOENT else 126)
 
 
@@ -194,6 +208,7 @@ def prepare_security(ctx: InitContext) -> None:
     """Resolve capabilities and build the seccomp filter (loads libseccomp) while the host
     fs is still visible: after pivot_root a library or /proc lookup would come from the
     container."""
+    ctx.trampoline = open_trampoline(ctx.config.seccomp)
     if ctx.process.capabilities is not None:
         ctx.cap_sets = capabilities.capability_sets(ctx.process.capabilities,
                                                     last_cap=capabilities.kernel_last_cap())

@@ -10,11 +10,14 @@ import json
 import os
 import socket
 import stat
+import struct
 import subprocess
+import sys
 import time
 from pathlib import Path
 
-from tests.integration.runtime_helpers import RUNTIME, REPO, base_config, runtime, write_config
+from tests.conftest import need
+from tests.integration.runtime_helpers import REPO, RUNTIME, base_config, runtime, write_config
 
 # A PATH that names a missing directory 40,000 times before /bin (128 KiB, the kernel's
 # limit for one string): looking the program up takes the joining process a while after
@@ -249,3 +252,63 @@ def test_exec_uses_the_config_create_recorded(runtime_env: tuple[Path, Path]) ->
     recorded = state_root / "c1" / "config.json"
     assert stat.S_IMODE(recorded.stat().st_mode) == 0o600
     assert stat.S_IMODE((state_root / "c1").stat().st_mode) == 0o700
+
+
+def _elf_interpreter(path: str) -> str:
+    """PT_INTERP of an ELF64 little-endian executable."""
+    with open(path, "rb") as f:
+        data = f.read()
+    phoff, = struct.unpack_from("<Q", data, 32)
+    phentsize, phnum = struct.unpack_from("<HH", data, 54)
+    for i in range(phnum):
+        p_type, _, p_offset, _, _, p_filesz = struct.unpack_from(
+            "<IIQQQQ", data, phoff + i * phentsize)
+        if p_type == 3:
+            return data[p_offset:p_offset + p_filesz].rstrip(b"\0").decode()
+    raise AssertionError(f"{path} has no ELF interpreter")
+
+
+# The image's "ld.so": prints readlink("/proc/self/exe"), the binary it was loaded for.
+_SHOW_EXE = bytes.fromhex(
+    "4881ec00100000"  # sub rsp,4096
+    "b859000000"      # mov eax,89            readlink
+    "488d3d21000000"  # lea rdi,[rip+path]
+    "4889e6"          # mov rsi,rsp
+    "baa00f0000"      # mov edx,4000
+    "0f05"            # syscall
+    "89c2"            # mov edx,eax
+    "b801000000"      # mov eax,1             write(1, buf, n)
+    "bf01000000"      # mov edi,1
+    "0f05"            # syscall
+    "b8e7000000"      # mov eax,231           exit_group(0)
+    "31ff"            # xor edi,edi
+    "0f05"            # syscall
+) + b"/proc/self/exe\0"
+
+
+def test_proc_self_exe_interpreter_does_not_reach_the_host_python(
+        runtime_env: tuple[Path, Path]) -> None:
+    """CVE-2019-5736 by the entrypoint itself: a script whose interpreter line is
+    /proc/self/exe, exec'd by the runtime, makes the kernel load the binary that exec'd
+    it, with the image's ELF interpreter (here a program that prints what /proc/self/exe
+    names): it must never be the host's python, which the program could then keep and
+    write."""
+    need(os.uname().machine == "x86_64", "the payload is x86_64 code")
+    from ociimg.runtime.process import _static_elf
+    bundle, state_root = runtime_env
+    host_python = os.path.realpath(sys.executable)
+    rootfs = bundle / "rootfs"
+    ld_so = rootfs / _elf_interpreter(host_python).lstrip("/")
+    ld_so.parent.mkdir(parents=True, exist_ok=True)
+    ld_so.write_bytes(_static_elf(62, _SHOW_EXE))
+    ld_so.chmod(0o755)
+    (rootfs / "attack").write_text("#!/proc/self/exe\n")
+    (rootfs / "attack").chmod(0o755)
+    write_config(bundle, base_config(["/attack"]))
+    proc = runtime(state_root, "run", "-b", str(bundle), "c1")
+    assert host_python not in proc.stdout, proc
+    assert proc.returncode == 126 and "exec /attack: cannot execute" in proc.stderr, proc
+    start_sleeper(bundle, state_root, "c2")
+    proc = runtime(state_root, "exec", "c2", "/attack")
+    assert host_python not in proc.stdout, proc
+    assert proc.returncode == 126, proc
