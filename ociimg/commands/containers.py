@@ -212,10 +212,11 @@ def exec_in(c: Container, command: list[str], *, env: list[str], cwd: str | None
         raise ContainerError(f"container {c.name} is {status}, not running",
                              hint="exec needs a running container (ociimg run -d ...)")
     from ociimg.runtime import execution, state
-    from ociimg.runtime.config import User, load_config
+    from ociimg.runtime.config import User
     from ociimg.users import resolve_user
     cst = state.load_state(RUNTIME_ROOT, c.id)
-    config = load_config(cst.bundle)
+    # What create recorded, not the bundle's config.json as it is now.
+    config = state.load_config(RUNTIME_ROOT, cst)
     who = None
     if user:  # names resolved in the container's own /etc/passwd and /etc/group
         found = resolve_user(user, c.rootfs)

@@ -55,6 +55,7 @@ def _create(root: str, container_id: str, options: CreateOptions,
         raise ContainerError(f"container {container_id}: config.json has no process",
                              hint="add a process section to config.json")
     state_dir = state.make_state_dir(root, container_id)
+    state.record_config(root, container_id, config.raw)
     cst = ContainerState(id=container_id, bundle=str(config.bundle),
                          created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                          annotations=dict(config.annotations), rootfs=str(config.root_path),
@@ -107,7 +108,7 @@ def _spawn_init(config: RuntimeConfig, cst: ContainerState, options: CreateOptio
         _drive(config, cst, sock, pid1, manager)
     finally:
         sock.close()
-        _reap(pid1)
+        process.finish(pid1)
 
 
 def _connect_console(path: str) -> socket.socket:
@@ -132,14 +133,19 @@ def _drive(config: RuntimeConfig, cst: ContainerState, sock: socket.socket, pid1
         elif kind == "idmap":
             namespaces.write_id_maps(pid1, config.uid_mappings, config.gid_mappings)
             process.send_msg(sock, {"type": "go"})
-        elif kind == "pid":
-            cst.pid = msg["pid"]
+        elif kind == "pid" and not cst.pid:
+            # The init's pid from the kernel, never from a message: a process sharing a
+            # joined pid ns could take the init's socket (pidfd_getfd) and name any pid.
+            cst.pid = process.only_child(pid1)
+            if not cst.pid:
+                continue
             cst.pid_starttime = state.proc_starttime(cst.pid) or 0
             if not msg.get("placed", True):
                 if manager is not None:
                     manager.add_v2(cst.pid)
                 process.send_msg(sock, {"type": "placed"})
         elif kind == "hooks":
+            cst.pid = cst.pid or process.only_child(pid1)
             hook_doc = state.hook_state(cst, "creating")
             hooks.run_hooks(config.hooks, "prestart", hook_doc)
             hooks.run_hooks(config.hooks, "createRuntime", hook_doc)
@@ -170,13 +176,6 @@ def _prepare_cgroup(config: RuntimeConfig, cst: ContainerState) -> Any:
     manager.create()
     manager.set()
     return manager
-
-
-def _reap(pid: int) -> None:
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
 
 
 def start_container(root: str, container_id: str) -> None:

@@ -1,11 +1,18 @@
 """``exec``: run another process in a running container (runc setns_init_linux.go).
 
-The runtime forks a child that joins the container's v1 cgroups itself before it enters
-anything, opens every /proc/<init>/ns/* and setns()es into them — user first, mount last —
-then forks again so the grandchild is inside the pid ns, and born in the container's
-cgroup2 dir (clone3; where refused, the parent moves the child first). The grandchild applies the
-process's user, capabilities, no_new_privs and seccomp (prepared while the host fs was still
-visible) and execs. A CLOEXEC sync socket tells the parent whether execve happened.
+The runtime forks a child that makes itself non-dumpable, closes every fd it was not
+given on purpose and forgets the runtime's environment, joins the container's v1 cgroups
+before it enters anything, opens every /proc/<init>/ns/* and setns()es into them — user
+first, mount last — then forks again so the grandchild is inside the pid ns, and born in
+the container's cgroup2 dir (clone3; where refused, the parent moves the child first).
+The grandchild applies the process's user, capabilities, no_new_privs and seccomp
+(prepared while the host fs was still visible) and execs.
+
+What the parent learns over the sync socket after the grandchild exists may be forged:
+the grandchild is visible inside the container, and a process there with CAP_SYS_PTRACE
+can take its socket (pidfd_getfd). So the grandchild's pid comes from the kernel (the
+child list of the first child, which the container cannot see), and the socket only ever
+carries errors, warnings and, by closing on execve (CLOEXEC), "done".
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from ociimg.runtime import (
     seccomp,
     state,
 )
-from ociimg.runtime.config import ProcessSpec, RuntimeConfig, User, load_config, parse_process
+from ociimg.runtime.config import ProcessSpec, RuntimeConfig, User, parse_process
 from ociimg.runtime.console import open_pty
 from ociimg.runtime.lazylog import get_logger
 from ociimg.runtime.records import replace
@@ -46,7 +53,9 @@ def exec_from_cli(root: str, args: Args) -> int:
     if state.derive_status(root, cst) == "stopped":
         raise ContainerError(f"cannot exec in a stopped container {args.id}",
                              hint="start the container first")
-    config = load_config(cst.bundle)
+    # What create recorded, never the bundle's config.json as it is now (it may have been
+    # edited since: other namespaces, no seccomp).
+    config = state.load_config(root, cst)
     spec = process_from_args(config, args)
     return exec_process(cst, config, spec, detach=args.detach,
                         pid_file=args.pid_file,
@@ -96,10 +105,15 @@ def exec_process(cst: state.ContainerState, config: RuntimeConfig, spec: Process
     ns_paths = namespaces.process_namespace_paths(cst.pid, [ns.type for ns in config.namespaces])
     manager = _cgroup_manager(cst)
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    keep = {0, 1, 2, child_sock.fileno(), *range(3, 3 + preserve_fds)}
+    if console is not None:
+        keep.add(console.fileno())
     pid1 = os.fork()
     if pid1 == 0:  # pragma: no cover - child
-        parent_sock.close()
         try:
+            # Before anything of the container can see this process or its children
+            # (CVE-2019-5736; runc's nsexec does the same).
+            process.enter_guarded(keep)
             _join_cgroups(manager)
             _join_and_exec(config, spec, ns_paths, child_sock, console, preserve_fds,
                            manager.v2_dir() if manager is not None else None)
@@ -113,7 +127,7 @@ def exec_process(cst: state.ContainerState, config: RuntimeConfig, spec: Process
         pid = _drive_exec(cst, parent_sock, pid1, manager)
     finally:
         parent_sock.close()
-        os.waitpid(pid1, 0)
+        process.finish(pid1)
     if pid_file:
         state.write_atomic(pid_file, str(pid).encode())
     if detach:
@@ -152,17 +166,22 @@ def _drive_exec(cst: state.ContainerState, sock: socket.socket, pid1: int,
             if not pid:
                 raise ContainerError(f"exec in {cst.id}: process setup failed")
             return pid
-        if msg["type"] == "error":
+        kind = msg.get("type") if isinstance(msg, dict) else None
+        if kind == "error":
             process.raise_from_msg(msg, cst.id)
-        elif msg["type"] == "place":  # clone3 into the v2 cgroup was refused
+        elif kind == "place" and not pid:
+            # Sent before the grandchild exists (only the first child holds the socket
+            # then); moving pid1 is harmless even if the message were not its.
             if manager is not None:
                 manager.add_v2(pid1)
             process.send_msg(sock, {"type": "go"})
-        elif msg["type"] == "pid":
-            pid = msg["pid"]
-        elif msg["type"] == "warnings":
-            for message in msg.get("messages", []):
-                log.warning("exec in %s: %s", cst.id, message)
+        elif kind == "forked" and not pid:
+            # The content of no message is trusted: the pid is the first child's only
+            # child, which it waits with until killed (below, by the caller).
+            pid = process.only_child(pid1)
+        elif kind == "warnings":
+            for message in msg.get("messages", [])[:20]:
+                log.warning("exec in %s: %s", cst.id, str(message)[:500])
 
 
 def _join_and_exec(config: RuntimeConfig, spec: ProcessSpec, ns_paths: dict[str, str],
@@ -176,14 +195,15 @@ def _join_and_exec(config: RuntimeConfig, spec: ProcessSpec, ns_paths: dict[str,
                 if spec.capabilities is not None else None)
     seccomp_ctx = (seccomp.new_context(seccomp.build_filter(config.seccomp))
                    if config.seccomp is not None else None)
+    trampoline = process.open_trampoline(config.seccomp)
     namespaces.join_namespaces(ns_paths)
     init.forget_host_imports()
     pid = _fork_in_cgroup(v2_fd, sock)
     if pid:
-        process.send_msg(sock, {"type": "pid", "pid": pid})
-        os._exit(0)
+        process.send_msg(sock, {"type": "forked"})
+        process.wait_to_be_killed(sock)
     try:
-        _exec_inside(spec, cap_sets, seccomp_ctx, console, sock, preserve_fds)
+        _exec_inside(spec, cap_sets, seccomp_ctx, console, sock, preserve_fds, trampoline)
     except BaseException as exc:  # noqa: BLE001
         process.send_msg(sock, process.error_msg(exc))
         os._exit(127 if isinstance(exc, ContainerError) and exc.exit_code == 127 else 1)
@@ -206,9 +226,10 @@ def _fork_in_cgroup(v2_fd: int | None, sock: socket.socket) -> int:
 
 def _exec_inside(spec: ProcessSpec, cap_sets: Any, seccomp_ctx: int | None,
                  console: socket.socket | None, sock: socket.socket,
-                 preserve_fds: int) -> None:
+                 preserve_fds: int, trampoline: int | None) -> None:
     warnings: list[str] = []
     init.capture_warnings(warnings)
+    linux.set_dumpable(False)  # inherited from the first child; said again, as it matters
     os.setsid()
     if spec.terminal and console is not None:
         _attach_pty(console, spec)
@@ -218,14 +239,16 @@ def _exec_inside(spec: ProcessSpec, cap_sets: Any, seccomp_ctx: int | None,
         linux.set_no_new_privs()
     else:
         init.load_seccomp(ctx)
+    entered = init.try_chdir(spec.cwd)
     init.change_user(ctx)
-    init.change_dir(spec.cwd)
+    if not entered:
+        init.change_dir(spec.cwd)
     path = init.lookup_executable(spec)
     if warnings:
         process.send_msg(sock, {"type": "warnings", "messages": warnings[-20:]})
     init.load_seccomp(ctx)
     init.close_fds(preserve_fds)
-    init.execute(path, spec)
+    init.execute(path, spec, trampoline)
 
 
 def _attach_pty(console: socket.socket, spec: ProcessSpec) -> None:

@@ -27,7 +27,13 @@ from ociimg.runtime import (
 )
 from ociimg.runtime.config import ProcessSpec, RuntimeConfig
 from ociimg.runtime.lazylog import get_logger
-from ociimg.runtime.process import InitOptions, recv_msg, send_msg
+from ociimg.runtime.process import (
+    TRAMPOLINE_ARGV0,
+    InitOptions,
+    open_trampoline,
+    recv_msg,
+    send_msg,
+)
 from ociimg.runtime.records import field, record
 
 TYPE_CHECKING = False  # typing costs ~5 ms of every runtime start
@@ -52,6 +58,7 @@ class InitContext:
     seccomp_ctx: int | None = None
     seccomp_program: bytes | None = None
     cap_sets: Any = None
+    trampoline: int | None = None  # process.open_trampoline
     warnings: list[str] = field(default_factory=list)
 
 
@@ -108,7 +115,7 @@ def run_init(config: RuntimeConfig, options: InitOptions, sock: socket.socket) -
     # fd clean-up and execve run (runc: "as late as possible").
     load_seccomp(ctx)
     close_fds(ctx.options.preserve_fds)
-    execute(path, ctx.process)
+    execute(path, ctx.process, ctx.trampoline)
 
 
 def enter_cgroup_namespace(ctx: InitContext) -> None:
@@ -126,13 +133,20 @@ def enter_cgroup_namespace(ctx: InitContext) -> None:
         linux.unshare(linux.CLONE.NEWCGROUP)
 
 
-def execute(path: str, process: ProcessSpec) -> None:
-    """execve; on failure say why on the container's stderr and exit like a shell
-    (126 not executable, 127 not found): nobody else is listening any more."""
+def execute(path: str, process: ProcessSpec, trampoline: int | None = None) -> None:
+    """execve, through the trampoline when there is one (process.open_trampoline: then
+    /proc/self/exe at the program's execve is not the host's interpreter); on failure say
+    why on the container's stderr and exit like a shell (126 not executable, 127 not
+    found): nobody else is listening any more."""
+    env = env_dict(process.env)
+    via = ""
     try:
-        os.execve(path, list(process.args), env_dict(process.env))
+        if trampoline is not None:
+            via = " (through the runtime's exec trampoline)"
+            os.execve(trampoline, [TRAMPOLINE_ARGV0, path, *process.args], env)
+        os.execve(path, list(process.args), env)
     except OSError as exc:
-        os.write(2, f"ociimg-runtime: exec {path}: {exc.strerror}\n".encode())
+        os.write(2, f"ociimg-runtime: exec {path}{via}: {exc.strerror}\n".encode())
         os._exit(127 if exc.errno == errno.ENOENT else 126)
 
 
@@ -194,6 +208,7 @@ def prepare_security(ctx: InitContext) -> None:
     """Resolve capabilities and build the seccomp filter (loads libseccomp) while the host
     fs is still visible: after pivot_root a library or /proc lookup would come from the
     container."""
+    ctx.trampoline = open_trampoline(ctx.config.seccomp)
     if ctx.process.capabilities is not None:
         ctx.cap_sets = capabilities.capability_sets(ctx.process.capabilities,
                                                     last_cap=capabilities.kernel_last_cap())
@@ -286,6 +301,10 @@ def change_user(ctx: InitContext) -> None:
     os.setgroups(list(user.additional_gids))
     os.setresgid(user.gid, user.gid, user.gid)
     os.setresuid(user.uid, user.uid, user.uid)
+    # A uid change sets "dumpable" to fs.suid_dumpable, which may be 1: from here on this
+    # process has no more capabilities than the container's, so only non-dumpable keeps
+    # its memory and the host's interpreter (/proc/<pid>/exe) out of the container's reach.
+    linux.set_dumpable(False)
     if sets is not None:
         capabilities.finish_setuid()
         capabilities.apply_capabilities(sets)
@@ -300,14 +319,78 @@ def try_chdir(cwd: str) -> bool:
 
 
 def change_dir(cwd: str) -> None:
+    """chdir to ``cwd`` resolved inside the root: no magic link (/proc/self/fd/N of an fd
+    from the host, CVE-2024-21626) and no ".." past "/"; then check that the kernel agrees
+    the result is under the root (runc's check)."""
     try:
-        os.chdir(cwd)
-    except FileNotFoundError:
-        os.makedirs(cwd, mode=0o755, exist_ok=True)
-        os.chdir(cwd)
+        try:
+            fd = _open_dir_in_root(cwd)
+        except FileNotFoundError:
+            _make_dirs_in_root(cwd)
+            fd = _open_dir_in_root(cwd)
     except PermissionError as exc:
         raise ContainerError(f"chdir {cwd}: permission denied for the container user",
                              hint="fix process.cwd or its permissions") from exc
+    except OSError as exc:
+        raise ContainerError(f"chdir {cwd}: {exc.strerror}",
+                             hint="process.cwd must be a directory inside the container "
+                                  "(not through /proc magic links)") from exc
+    try:
+        os.fchdir(fd)
+    except PermissionError as exc:
+        raise ContainerError(f"chdir {cwd}: permission denied for the container user",
+                             hint="fix process.cwd or its permissions") from exc
+    finally:
+        os.close(fd)
+    check_cwd_inside_root(cwd)
+
+
+_DIR_IN_ROOT = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def _open_dir_in_root(path: str) -> int:
+    """An O_PATH fd of ``path`` resolved with "/" as the root and no magic links
+    (openat2; before Linux 5.6 a plain open, which check_cwd_inside_root backs up)."""
+    root = os.open("/", _DIR_IN_ROOT)
+    try:
+        return linux.openat2(root, path.lstrip("/") or ".", _DIR_IN_ROOT, 0,
+                             linux.RESOLVE.IN_ROOT | linux.RESOLVE.NO_MAGICLINKS)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSYS, errno.EPERM):  # EPERM: an older seccomp filter
+            raise
+    finally:
+        os.close(root)
+    return os.open("/" + path.lstrip("/"), _DIR_IN_ROOT)
+
+
+def _make_dirs_in_root(path: str) -> None:
+    """mkdir -p, each parent resolved as _open_dir_in_root does."""
+    parts = [p for p in path.split("/") if p]
+    for i in range(len(parts)):
+        try:
+            os.close(_open_dir_in_root("/".join(parts[:i + 1])))
+            continue
+        except FileNotFoundError:
+            pass
+        parent = _open_dir_in_root("/".join(parts[:i]))
+        try:
+            os.mkdir(parts[i], 0o755, dir_fd=parent)
+        except FileExistsError:
+            pass
+        finally:
+            os.close(parent)
+
+
+def check_cwd_inside_root(cwd: str) -> None:
+    """getcwd fails (glibc turns the kernel's "(unreachable)/..." into ENOENT) when the
+    cwd is not under this process's root."""
+    try:
+        where = os.getcwd()
+    except FileNotFoundError:
+        where = ""
+    if not where.startswith("/"):
+        raise ContainerError(f"chdir {cwd}: the directory is outside the container's root",
+                             hint="process.cwd must be a directory inside the container")
 
 
 def lookup_executable(process: ProcessSpec) -> str:

@@ -523,3 +523,50 @@ def bpf_attach_cgroup_device_prog(cgroup_fd: int, prog_fd: int) -> None:
     attr = _BpfAttachAttr(target_fd=cgroup_fd, attach_bpf_fd=prog_fd,
                           attach_type=BPF_CGROUP_DEVICE, attach_flags=BPF_F_ALLOW_MULTI)
     _bpf(BPF_PROG_ATTACH, attr, "bpf(BPF_PROG_ATTACH)")
+
+
+# ---------------------------------------------------------------------------
+# Entering a container (CVE-2019-5736 class): what a process inside may see of a process
+# that joins it, from /proc, until that process execs the container's program.
+# ---------------------------------------------------------------------------
+
+PR_SET_DUMPABLE = 4
+PR_GET_DUMPABLE = 3
+
+
+def set_dumpable(dumpable: bool) -> None:
+    """Non-dumpable: /proc/<pid>/{exe,fd,environ,mem,maps,...} and ptrace need
+    CAP_SYS_PTRACE in the user ns the memory belongs to (the host's, for the runtime), and
+    the files are owned by that ns's root. execve resets it to the default."""
+    prctl(PR_SET_DUMPABLE, 1 if dumpable else 0)
+
+
+def is_dumpable() -> bool:
+    return prctl(PR_GET_DUMPABLE) == 1
+
+
+def scrub_environ() -> None:
+    """Forget the runtime's own environment in a process about to enter a container:
+    os.environ and libc's environ, and the bytes /proc/<pid>/environ reads (the initial
+    stack's env area, fields env_start/env_end of /proc/self/stat) are zeroed."""
+    os.environ.clear()
+    with open("/proc/self/stat", "rb") as f:
+        stat = f.read()
+    fields = stat[stat.rindex(b")") + 2:].split()
+    # stat(5): env_start and env_end are fields 50 and 51; [0] above is field 3.
+    start, end = int(fields[47]), int(fields[48])
+    if 0 < start < end:
+        ctypes.memset(start, 0, end - start)
+
+
+def close_fds_except(keep: set[int]) -> None:
+    """Close every fd but ``keep`` (CVE-2024-21626: an fd the caller leaked into the
+    runtime is a way back to the host, e.g. a cwd of /proc/self/fd/N)."""
+    low = 0
+    for fd in sorted(keep | {-1}):
+        if fd < 0:
+            continue
+        if fd > low:
+            os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 20)

@@ -5,18 +5,25 @@ per packet (runc's sync pipe):
 
     (the intermediate joins its v1 cgroups and sets its rlimits itself, first)
     intermediate → parent: idmap     (new user ns) parent writes uid/gid maps → go
-    intermediate → parent: pid N     the init's host pid, once lo is up in a new netns;
-                                     the intermediate exits. Unless the init was forked
-                                     straight into the cgroup2 dir, the parent moves it
-                                     there → placed (to the init)
+    intermediate → parent: pid       the init exists (lo is up in a new netns); the
+                                     parent takes the init's pid from the kernel (the
+                                     intermediate's only child), never from the message,
+                                     then kills the intermediate. Unless the init was
+                                     forked straight into the cgroup2 dir, the parent
+                                     moves it there → placed (to the init)
     init → parent:         hooks     parent runs prestart/createRuntime hooks → go
     init → parent:         created   ready, blocked on exec.fifo
     any  → parent:         error     {kind, message, hint}
+
+Every process that enters the container is non-dumpable from before it joins anything
+until its execve, holds only the fds it was given on purpose and none of the runtime's
+environment (CVE-2019-5736, CVE-2024-21626: see init.py).
 """
 
 from __future__ import annotations
 
 import _socket  # socket.py builds its enums at import: ~2 ms of every start
+import gc
 import os
 import resource
 
@@ -83,11 +90,15 @@ def spawn(config: RuntimeConfig, options: InitOptions,
           ) -> tuple[int, socket.socket]:
     """Fork the intermediate child; returns (its pid, the parent's end of the sync pair)."""
     parent_sock, child_sock = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+    keep = {0, 1, 2, child_sock.fileno(), options.fifo_fd,
+            *range(3, 3 + options.preserve_fds)}
+    if options.console_fd is not None:
+        keep.add(options.console_fd)
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
-        parent_sock.close()
         code = 1
         try:
+            enter_guarded(keep)
             _intermediate(config, options, child_sock, run_init)
             code = 0
         except BaseException as exc:  # noqa: BLE001 - report everything to the parent
@@ -96,6 +107,54 @@ def spawn(config: RuntimeConfig, options: InitOptions,
             os._exit(code)
     child_sock.close()
     return pid, parent_sock
+
+
+def enter_guarded(keep: set[int]) -> None:
+    """First steps of a freshly forked process that will enter a container: non-dumpable
+    (its /proc/<pid>/{exe,mem,fd,environ} and ptrace need CAP_SYS_PTRACE in the host's
+    user ns; fork keeps it, execve of the container's program resets it), only the fds in
+    ``keep``, none of the runtime's environment (the program gets exactly process.env)."""
+    linux.set_dumpable(False)
+    linux.set_pdeathsig(9)  # SIGKILL: wait_to_be_killed must not outlive the parent
+    # The fds closed below may still belong to Python objects of the parent's: keep the
+    # cyclic GC from finalising one later, which would close a reused fd number.
+    gc.freeze()
+    linux.close_fds_except(keep)
+    linux.scrub_environ()
+
+
+def wait_to_be_killed(sock: socket.socket) -> None:
+    """Close our end of the sync socket (the parent reads EOF once the child's closes on
+    its execve too) and stop until the parent, having read our child list (only_child),
+    kills us. Not a read of the socket: that would take a message meant for the child."""
+    sock.close()
+    os.kill(os.getpid(), 19)  # SIGSTOP, without importing signal's enums
+    os._exit(0)
+
+
+def finish(pid: int) -> None:
+    """Kill and reap a child of ours that may be stopped in wait_to_be_killed."""
+    try:
+        os.kill(pid, 9)
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def only_child(pid: int) -> int:
+    """The one child of ``pid`` (a process of ours that stays until it is killed), read
+    from the kernel; 0 while it has none."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", "rb") as f:
+            kids = f.read().split()
+    except FileNotFoundError:
+        return 0
+    if len(kids) > 1:
+        raise ContainerError(f"process {pid} has {len(kids)} children, expected one")
+    return int(kids[0]) if kids else 0
 
 
 def _report(sock: socket.socket, exc: BaseException) -> None:
@@ -151,7 +210,8 @@ def _intermediate(config: RuntimeConfig, options: InitOptions, sock: socket.sock
         # Here, while the init does its mounts on the other CPU: the kernel's work to
         # bring a device up is ~1-3 ms. The parent waits for "pid" before start.
         namespaces.bring_up_loopback()
-    send_msg(sock, {"type": "pid", "pid": host_pid, "placed": placed})
+    send_msg(sock, {"type": "pid", "placed": placed})
+    wait_to_be_killed(sock)
 
 
 def join_cgroups_v1(tasks_files: tuple[str, ...]) -> None:
@@ -210,3 +270,131 @@ def set_rlimits(rlimits: tuple[Rlimit, ...]) -> None:
                 f"cannot raise hard limit above {hard} on this host",
                 hint="lower process.rlimits in config.json (raising needs CAP_SYS_RESOURCE)",
             ) from exc
+
+
+# --- the exec trampoline (CVE-2019-5736 through "#!/proc/self/exe") -------------------
+# At the container program's execve, /proc/self/exe is still the runtime's interpreter:
+# a script whose interpreter line is /proc/self/exe (or a binfmt chain ending there) makes
+# the kernel run the host's python inside the container, where the program's own ELF
+# interpreter (the image's ld.so) then holds it as /proc/self/exe, keeps an fd and writes
+# the host binary once it is not busy. runc runs from a sealed memfd copy of itself for
+# this; a copy of python would cost a whole interpreter start per container. Instead the
+# last execve goes through a tiny static program in a sealed memfd: what /proc/self/exe
+# names at the container's execve is that private, unwritable copy. It takes
+# argv = [TRAMPOLINE_ARGV0, path, argv...] and runs execve(path, argv, envp); refused, it
+# says "ociimg-runtime: exec PATH: cannot execute" and exits 127 (ENOENT) or 126. Run by
+# anything else (argv[0] not ours), it does the same without exec'ing.
+TRAMPOLINE_ARGV0 = "ociimg-x"  # compared as 8 bytes
+_TRAMPOLINE_PREFIX = b"ociimg-runtime: exec "
+_TRAMPOLINE_SUFFIX = b": cannot execute\n"
+
+
+def _x86_64_trampoline() -> bytes:
+    import struct
+    c = bytearray()
+
+    def emit(hexcode: str) -> int:
+        c.extend(bytes.fromhex(hexcode))
+        return len(c)
+
+    emit("488b442408")                     # mov rax,[rsp+8]         argv[0]
+    emit("48b9" + TRAMPOLINE_ARGV0.encode().hex())  # mov rcx,imm64
+    emit("483908")                         # cmp [rax],rcx
+    not_ours = emit("7500") - 1            # jne fail
+    emit("488b7c2410")                     # mov rdi,[rsp+16]        argv[1]: the program
+    emit("488d742418")                     # lea rsi,[rsp+24]        &argv[2]: its argv
+    emit("488b0424")                       # mov rax,[rsp]           argc
+    emit("488d54c410")                     # lea rdx,[rsp+rax*8+16]  envp
+    emit("b83b000000")                     # mov eax,59              execve
+    fail = emit("0f05")                    # syscall
+    c[not_ours] = fail - (not_ours + 1)
+    emit("89c3")                           # mov ebx,eax             -errno
+    emit("b801000000bf02000000")           # mov eax,1; mov edi,2    write(2, prefix)
+    prefix_at = emit("488d3500000000") - 4  # lea rsi,[rip+prefix]
+    emit("ba" + struct.pack("<I", len(_TRAMPOLINE_PREFIX)).hex())
+    emit("0f05")
+    emit("488b742410")                     # mov rsi,[rsp+16]        write(2, argv[1])
+    emit("31d2")                           # xor edx,edx
+    emit("4885f6")                         # test rsi,rsi
+    no_path = emit("7400") - 1             # jz suffix
+    loop = emit("803c1600")                # cmp byte [rsi+rdx],0    strlen
+    loop -= 4
+    at_end = emit("7400") - 1              # je write
+    emit("48ffc2")                         # inc rdx
+    write = emit("eb00")                   # jmp loop
+    c[write - 1] = (loop - write) & 0xFF
+    c[at_end] = write - (at_end + 1)
+    emit("b801000000bf02000000")           # mov eax,1; mov edi,2
+    suffix = emit("0f05")
+    c[no_path] = suffix - (no_path + 1)
+    emit("b801000000bf02000000")           # write(2, suffix)
+    suffix_at = emit("488d3500000000") - 4
+    emit("ba" + struct.pack("<I", len(_TRAMPOLINE_SUFFIX)).hex())
+    emit("0f05")
+    emit("bf7e000000")                     # mov edi,126
+    emit("83fbfe")                         # cmp ebx,-2 (ENOENT)
+    emit("7502")                           # jne exit
+    emit("ffc7")                           # inc edi
+    emit("b8e7000000")                     # mov eax,231             exit_group
+    emit("0f05")
+    struct.pack_into("<i", c, prefix_at, len(c) - (prefix_at + 4))
+    c.extend(_TRAMPOLINE_PREFIX)
+    struct.pack_into("<i", c, suffix_at, len(c) - (suffix_at + 4))
+    c.extend(_TRAMPOLINE_SUFFIX)
+    return _static_elf(62, bytes(c))  # EM_X86_64
+
+
+def _static_elf(machine: int, code: bytes, base: int = 0x10000000) -> bytes:
+    """ELF64 LE executable: one R+X PT_LOAD of the whole file, a non-executable stack."""
+    import struct
+    head = 64 + 2 * 56
+    size = head + len(code)
+    ehdr = struct.pack("<4s5B7xHHIQQQIHHHHHH", b"\x7fELF", 2, 1, 1, 0, 0, 2, machine, 1,
+                       base + head, 64, 0, 0, 64, 56, 2, 64, 0, 0)
+    load = struct.pack("<IIQQQQQQ", 1, 5, 0, base, base, size, size, 0x1000)
+    stack = struct.pack("<IIQQQQQQ", 0x6474E551, 6, 0, 0, 0, 0, 0, 16)  # PT_GNU_STACK RW
+    return ehdr + load + stack + code
+
+
+_TRAMPOLINES = {"x86_64": _x86_64_trampoline}
+_MFD_EXEC = 0x10  # Linux 6.3: say so, or vm.memfd_noexec=1 makes the memfd non-executable
+_SEALS = 0x1 | 0x2 | 0x4 | 0x8  # F_SEAL_SEAL | SHRINK | GROW | WRITE
+
+
+def open_trampoline(seccomp: dict[str, Any] | None) -> int | None:
+    """A sealed, close-on-exec memfd holding the trampoline for this architecture, or
+    None where there is none, the kernel refuses executable memfds, or the container's
+    seccomp profile might refuse execveat (then the program is exec'd directly)."""
+    build = _TRAMPOLINES.get(os.uname().machine)
+    if build is None or not _allows_syscall(seccomp, "execveat"):
+        return None
+    flags = os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING
+    try:
+        try:
+            fd = os.memfd_create("ociimg-exec", flags | _MFD_EXEC)
+        except OSError as exc:
+            if exc.errno != 22:  # EINVAL: a kernel before 6.3
+                raise
+            fd = os.memfd_create("ociimg-exec", flags)
+    except OSError:
+        return None
+    import fcntl
+    try:
+        os.write(fd, build())
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _allows_syscall(seccomp: dict[str, Any] | None, name: str) -> bool:
+    """Whether the profile surely allows ``name`` whatever its arguments."""
+    if seccomp is None:
+        return True
+    allow = ("SCMP_ACT_ALLOW", "SCMP_ACT_LOG")
+    rules = [r for r in seccomp.get("syscalls") or () if name in (r.get("names") or ())]
+    if not rules:
+        return seccomp.get("defaultAction") in allow
+    return all(r.get("action") in allow for r in rules) and \
+        any(not r.get("args") for r in rules)

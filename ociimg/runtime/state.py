@@ -19,6 +19,8 @@ TYPE_CHECKING = False  # typing costs ~5 ms of every runtime start
 if TYPE_CHECKING:
     from typing import Any
 
+    from ociimg.runtime.config import RuntimeConfig
+
 OCI_VERSION = "1.2.0"
 DEFAULT_STATE_ROOT = "/run/ociimg"
 _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.+-")
@@ -67,7 +69,9 @@ def make_state_dir(root: str | os.PathLike[str], container_id: str) -> str:
     path = state_dir(root, container_id)
     os.makedirs(root, mode=0o711, exist_ok=True)
     try:
-        os.mkdir(path, 0o711)
+        # Root only: it records the container's config (record_config). The init reaches
+        # exec.fifo through an O_PATH fd, never through this directory.
+        os.mkdir(path, 0o700)
     except FileExistsError as exc:
         raise AlreadyExists(f"container {container_id} already exists",
                             hint=f"delete it first: ociimg-runtime delete {container_id}") from exc
@@ -82,6 +86,29 @@ def make_state_dir(root: str | os.PathLike[str], container_id: str) -> str:
 def save_state(root: str | os.PathLike[str], state: ContainerState) -> None:
     write_atomic(os.path.join(state_dir(root, state.id), "state.json"),
                  jsonio.dumps(state.to_json(), indent=None).encode())
+
+
+def record_config(root: str | os.PathLike[str], container_id: str, raw: dict[str, Any]) -> None:
+    """The config create used, for exec: the bundle's config.json may change afterwards
+    (other namespaces, no seccomp profile) and must not apply to a running container."""
+    write_atomic(os.path.join(state_dir(root, container_id), "config.json"),
+                 jsonio.dumps(raw, indent=None).encode(), mode=0o600)
+
+
+def load_config(root: str | os.PathLike[str], state: ContainerState) -> RuntimeConfig:
+    """The config create recorded (record_config), with the bundle's paths as they were."""
+    from ociimg.runtime.config import parse_config
+    path = os.path.join(state_dir(root, state.id), "config.json")
+    try:
+        with open(path, "rb") as f:
+            doc = jsonio.loads(f.read())
+    except FileNotFoundError as exc:
+        raise ContainerError(f"container {state.id}: no recorded config in {path}",
+                             hint="it was created by an older ociimg-runtime: recreate it") \
+            from exc
+    except ValueError as exc:
+        raise ContainerError(f"container {state.id}: corrupt recorded config {path}") from exc
+    return parse_config(doc, state.bundle)
 
 
 def load_state(root: str | os.PathLike[str], container_id: str) -> ContainerState:
@@ -111,7 +138,7 @@ def remove_state(root: str | os.PathLike[str], container_id: str) -> None:
 
 # fsutil.atomic_write/remove_tree import tempfile and shutil (~9 ms of every runtime
 # start). A state dir is small, flat and written only by the runtime: these are enough.
-def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> None:
     """Write a temp file beside ``path`` and rename it over: readers never see a torn
     state. No fsync (runc's saveState doesn't either): runtime state lives in /run and
     describes processes that a machine crash ends anyway; two fsyncs were ~2.5 ms of
@@ -119,7 +146,7 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     head, name = os.path.split(os.fspath(path))
     tmp = os.path.join(head, f".{name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 0o644)
+                 mode)
     try:
         try:
             view = memoryview(data)

@@ -1,0 +1,314 @@
+"""Attacks on a process while it enters a container (as root, real kernel, busybox payload):
+what a process already inside can reach of an `exec` that joins (CVE-2019-5736 class), a
+forged pid on the exec sync socket, a cwd through a leaked host fd (CVE-2024-21626), and a
+bundle edited after create."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import socket
+import stat
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import need
+from tests.integration.runtime_helpers import REPO, RUNTIME, base_config, runtime, write_config
+
+# A PATH that names a missing directory 40,000 times before /bin (128 KiB, the kernel's
+# limit for one string): looking the program up takes the joining process a while after
+# it dropped to the container's credentials, the window an attacker inside races for.
+SLOW_PATH = "PATH=" + ":".join(["/m"] * 40000) + ":/bin"
+SECRET = "ociimg-host-secret-3f9c"
+
+
+def start_sleeper(bundle: Path, state_root: Path, cid: str = "c1", **overrides: object) -> dict:
+    config = base_config(["sleep", "1000"], **overrides)
+    write_config(bundle, config)
+    runtime(state_root, "run", "-d", "-b", str(bundle), cid, check=True)
+    return config
+
+
+def init_pid(state_root: Path, cid: str = "c1") -> int:
+    return json.loads(runtime(state_root, "state", cid, check=True).stdout)["pid"]
+
+
+# The attacker: a shell inside the container, with the container's default capabilities
+# (no CAP_SYS_PTRACE). It waits (builtins only, no fork per probe) for a python process
+# whose effective capabilities have dropped to its own, i.e. the joining runtime process
+# after its setuid/capset and before its execve, stops it and reads what it can of it.
+ATTACKER = r"""
+want=$(grep CapEff /proc/self/status | cut -f2)
+echo ready > /tmp/attacker-ready
+found=; n=0
+while [ -z "$found" ] && [ $n -lt 200000 ]; do
+  n=$((n+1))
+  for d in /proc/[0-9]*; do
+    name=; cap=
+    while read -r k v; do
+      case $k in Name:) name=$v;; CapEff:) cap=$v;; esac
+    done < $d/status 2>/dev/null
+    case $name in python*) [ "$cap" = "$want" ] && { found=${d#/proc/}; break; } ;; esac
+  done
+done
+[ -n "$found" ] || { echo NOT-CAUGHT; exit 3; }
+kill -STOP $found
+echo "caught $found"
+readlink /proc/$found/exe && echo EXE-READABLE
+cat /proc/$found/environ 2>/dev/null | tr '\0' '\n' | grep OCIIMG_SECRET && echo ENV-READABLE
+(exec 3<>/proc/$found/mem) 2>/dev/null && echo MEM-WRITABLE
+readlink /proc/$found/fd/0 >/dev/null 2>&1 && echo FD-READABLE
+kill -CONT $found
+"""
+
+
+def test_container_cannot_reach_a_joining_exec(runtime_env: tuple[Path, Path]) -> None:
+    """A process inside catches `exec` between its drop to the container's credentials and
+    its execve: the host interpreter (/proc/<pid>/exe), the runtime's environment, its
+    memory (read-write: patch seccomp_load) and its fds must all be refused."""
+    bundle, state_root = runtime_env
+    start_sleeper(bundle, state_root)
+    rootfs = bundle / "rootfs"
+    attacker = subprocess.Popen([*RUNTIME, "--root", str(state_root), "exec", "c1", "sh", "-c",
+                                 ATTACKER], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, cwd=REPO)
+    try:
+        deadline = time.monotonic() + 30
+        while not (rootfs / "tmp" / "attacker-ready").exists():
+            assert time.monotonic() < deadline and attacker.poll() is None, \
+                attacker.communicate()
+            time.sleep(0.01)
+        env = dict(os.environ, OCIIMG_SECRET=SECRET)
+        victim = runtime(state_root, "exec", "-e", SLOW_PATH, "c1", "sh", "-c",
+                         "env | grep -c OCIIMG_SECRET; true", env=env)
+        out, err = attacker.communicate(timeout=60)
+    finally:
+        if attacker.poll() is None:
+            attacker.kill()
+            attacker.wait()
+    assert "caught" in out, (out, err)  # the attack ran inside the window
+    for leak in ("EXE-READABLE", "ENV-READABLE", "MEM-WRITABLE", "FD-READABLE", SECRET):
+        assert leak not in out, out
+    # The exec'd program got exactly process.env, none of the runtime's environment.
+    assert victim.returncode == 0 and victim.stdout.split() == ["0"], victim
+
+
+def _pidfd_getfd(pid: int, fd: int) -> int:
+    """What a process with CAP_SYS_PTRACE inside the container does to the joining
+    process (pidfd_getfd(2); the test, as host root, plays that process)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = os.pidfd_open(pid)
+    try:
+        got = libc.syscall(438, pidfd, fd, 0)  # SYS_pidfd_getfd (every architecture)
+        if got < 0:
+            raise OSError(ctypes.get_errno(), "pidfd_getfd")
+        return got
+    finally:
+        os.close(pidfd)
+
+
+def _status(pid: int) -> dict[str, str]:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+    except (FileNotFoundError, ProcessLookupError):
+        return {}
+
+
+def _joining_process(marker: str) -> int:
+    """The exec's process inside the container's pid ns (two NSpid levels) while it still
+    runs the runtime (its cmdline carries ``marker``)."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                if marker.encode() not in f.read():
+                    continue
+        except OSError:
+            continue
+        if len(_status(int(name)).get("NSpid", "").split()) == 2:
+            return int(name)
+    return 0
+
+
+def test_forged_pid_on_the_exec_socket_is_ignored(runtime_env: tuple[Path, Path],
+                                                  tmp_path: Path) -> None:
+    """The joining process's sync socket, taken with pidfd_getfd once the runtime's first
+    child has reported, carries a forged pid (a host process): `exec -d --pid-file` must
+    still write the pid of the process it started."""
+    bundle, state_root = runtime_env
+    start_sleeper(bundle, state_root)
+    host_victim = subprocess.Popen(["sleep", "1000"])
+    pid_file = tmp_path / "exec.pid"
+    marker = "forged-pid-marker"
+    proc = subprocess.Popen([*RUNTIME, "--root", str(state_root), "exec", "-d", "--pid-file",
+                             str(pid_file), "-e", SLOW_PATH, "-e", f"M={marker}", "c1",
+                             "sleep", "77"], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        joining = 0
+        while not joining:
+            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+            joining = _joining_process(marker)
+        os.kill(joining, 19)  # SIGSTOP: hold it inside the window while we attack
+        with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+            (first,) = (int(p) for p in f.read().split())
+        # Wait until the runtime's first child has reported (old protocol: sent "pid" and
+        # exited; now: said "forked" and stopped), so the forgery comes after it.
+        while _status(first).get("State", "Z")[0] not in "TZ":
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        sock_fds = [int(fd) for fd in os.listdir(f"/proc/{joining}/fd")
+                    if os.readlink(f"/proc/{joining}/fd/{fd}").startswith("socket:")]
+        assert sock_fds, "the joining process holds no socket"
+        for fd in sock_fds:
+            with socket.socket(fileno=_pidfd_getfd(joining, fd)) as stolen:
+                for msg in ({"type": "pid", "pid": host_victim.pid}, {"type": "forked"}):
+                    stolen.send(json.dumps(msg).encode())
+        os.kill(joining, 18)  # SIGCONT
+        assert proc.wait(timeout=60) == 0, proc.communicate()
+        written = int(pid_file.read_text())
+        assert written != host_victim.pid
+        with open(f"/proc/{written}/cmdline", "rb") as f:
+            assert f.read().split(b"\0")[:2] == [b"sleep", b"77"]
+        assert host_victim.poll() is None
+    finally:
+        host_victim.kill()
+        host_victim.wait()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _leaked_dir(tmp_path: Path) -> int:
+    host_dir = tmp_path / "host-dir"
+    host_dir.mkdir()
+    (host_dir / "canary").write_text("HOST-CANARY\n")
+    fd = os.open(host_dir, os.O_RDONLY | os.O_DIRECTORY)
+    os.set_inheritable(fd, True)
+    return fd
+
+
+def test_cwd_through_a_leaked_host_fd_is_refused(runtime_env: tuple[Path, Path],
+                                                 tmp_path: Path) -> None:
+    """process.cwd = /proc/self/fd/N, N a host directory fd the caller leaked into the
+    runtime: the container must not start there (nor anywhere outside its root)."""
+    bundle, state_root = runtime_env
+    fd = _leaked_dir(tmp_path)
+    try:
+        config = base_config(["sh", "-c", "cat canary; pwd"])
+        config["process"]["cwd"] = f"/proc/self/fd/{fd}"
+        write_config(bundle, config)
+        proc = runtime(state_root, "run", "-b", str(bundle), "c1", pass_fds=(fd,))
+        assert "HOST-CANARY" not in proc.stdout
+        assert proc.returncode != 0 and "chdir" in proc.stderr, proc
+        # The same fd passed on purpose (--preserve-fds) is still not a way out.
+        proc = runtime(state_root, "run", "--preserve-fds", str(fd - 2), "-b", str(bundle),
+                       "c1", pass_fds=(fd,))
+        assert "HOST-CANARY" not in proc.stdout
+        assert proc.returncode != 0 and "chdir" in proc.stderr, proc
+    finally:
+        os.close(fd)
+
+
+def test_exec_cwd_through_a_leaked_host_fd_is_refused(runtime_env: tuple[Path, Path],
+                                                      tmp_path: Path) -> None:
+    bundle, state_root = runtime_env
+    start_sleeper(bundle, state_root)
+    fd = _leaked_dir(tmp_path)
+    try:
+        proc = runtime(state_root, "exec", "--cwd", f"/proc/self/fd/{fd}", "c1", "sh", "-c",
+                       "cat canary; pwd", pass_fds=(fd,))
+    finally:
+        os.close(fd)
+    assert "HOST-CANARY" not in proc.stdout
+    assert proc.returncode != 0 and "chdir" in proc.stderr, proc
+    # A cwd that climbs with ".." stays inside the root (and is created there).
+    ok = runtime(state_root, "exec", "--cwd", "/../../tmp/../new", "c1", "pwd", check=True)
+    assert ok.stdout.strip() == "/new"
+
+
+def test_exec_uses_the_config_create_recorded(runtime_env: tuple[Path, Path]) -> None:
+    """Editing the bundle after create (no mount/pid ns, no seccomp) must not change what
+    a later exec joins or loads; the recorded copy is root-only."""
+    bundle, state_root = runtime_env
+    config = start_sleeper(bundle, state_root)
+    pid = init_pid(state_root)
+    edited = json.loads(json.dumps(config))
+    edited["linux"]["namespaces"] = [{"type": "network"}]
+    del edited["linux"]["seccomp"]
+    write_config(bundle, edited)
+    proc = runtime(state_root, "exec", "c1", "sh", "-c",
+                   "grep Seccomp: /proc/self/status; readlink /proc/self/ns/mnt", check=True)
+    seccomp, mnt = proc.stdout.split("\n")[:2]
+    assert seccomp.split() == ["Seccomp:", "2"]
+    assert mnt == os.readlink(f"/proc/{pid}/ns/mnt")
+    recorded = state_root / "c1" / "config.json"
+    assert stat.S_IMODE(recorded.stat().st_mode) == 0o600
+    assert stat.S_IMODE((state_root / "c1").stat().st_mode) == 0o700
+
+
+def _elf_interpreter(path: str) -> str:
+    """PT_INTERP of an ELF64 little-endian executable."""
+    with open(path, "rb") as f:
+        data = f.read()
+    phoff, = struct.unpack_from("<Q", data, 32)
+    phentsize, phnum = struct.unpack_from("<HH", data, 54)
+    for i in range(phnum):
+        p_type, _, p_offset, _, _, p_filesz = struct.unpack_from(
+            "<IIQQQQ", data, phoff + i * phentsize)
+        if p_type == 3:
+            return data[p_offset:p_offset + p_filesz].rstrip(b"\0").decode()
+    raise AssertionError(f"{path} has no ELF interpreter")
+
+
+# The image's "ld.so": prints readlink("/proc/self/exe"), the binary it was loaded for.
+_SHOW_EXE = bytes.fromhex(
+    "4881ec00100000"  # sub rsp,4096
+    "b859000000"      # mov eax,89            readlink
+    "488d3d21000000"  # lea rdi,[rip+path]
+    "4889e6"          # mov rsi,rsp
+    "baa00f0000"      # mov edx,4000
+    "0f05"            # syscall
+    "89c2"            # mov edx,eax
+    "b801000000"      # mov eax,1             write(1, buf, n)
+    "bf01000000"      # mov edi,1
+    "0f05"            # syscall
+    "b8e7000000"      # mov eax,231           exit_group(0)
+    "31ff"            # xor edi,edi
+    "0f05"            # syscall
+) + b"/proc/self/exe\0"
+
+
+def test_proc_self_exe_interpreter_does_not_reach_the_host_python(
+        runtime_env: tuple[Path, Path]) -> None:
+    """CVE-2019-5736 by the entrypoint itself: a script whose interpreter line is
+    /proc/self/exe, exec'd by the runtime, makes the kernel load the binary that exec'd
+    it, with the image's ELF interpreter (here a program that prints what /proc/self/exe
+    names): it must never be the host's python, which the program could then keep and
+    write."""
+    need(os.uname().machine == "x86_64", "the payload is x86_64 code")
+    from ociimg.runtime.process import _static_elf
+    bundle, state_root = runtime_env
+    host_python = os.path.realpath(sys.executable)
+    rootfs = bundle / "rootfs"
+    ld_so = rootfs / _elf_interpreter(host_python).lstrip("/")
+    ld_so.parent.mkdir(parents=True, exist_ok=True)
+    ld_so.write_bytes(_static_elf(62, _SHOW_EXE))
+    ld_so.chmod(0o755)
+    (rootfs / "attack").write_text("#!/proc/self/exe\n")
+    (rootfs / "attack").chmod(0o755)
+    write_config(bundle, base_config(["/attack"]))
+    proc = runtime(state_root, "run", "-b", str(bundle), "c1")
+    assert host_python not in proc.stdout, proc
+    assert proc.returncode == 126 and "exec /attack: cannot execute" in proc.stderr, proc
+    start_sleeper(bundle, state_root, "c2")
+    proc = runtime(state_root, "exec", "c2", "/attack")
+    assert host_python not in proc.stdout, proc
+    assert proc.returncode == 126, proc
