@@ -4,11 +4,23 @@ the root through an image symlink, and leaks after a create killed mid-way."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.integration.runtime_helpers import base_config, runtime, write_config
+from tests.integration.runtime_helpers import (
+    REPO,
+    RUNTIME,
+    base_config,
+    leftover_cgroups,
+    runtime,
+    write_config,
+)
 
 # The node is made inside the container (CAP_MKNOD, "c *:* m" is allowed) on its /dev
 # tmpfs, which is not nodev: only the device cgroup can refuse the open (EPERM).
@@ -42,3 +54,84 @@ def test_device_allowed_by_a_rule_opens(runtime_env: tuple[Path, Path]) -> None:
     proc = runtime(state_root, "run", "-b", str(bundle), "c1")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["OPEN"]
+
+
+# ------------------------------------------------ create killed mid-way (item 9)
+
+def wait_for(paths: list[Path], timeout: float = 30) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for path in paths:
+            if path.exists():
+                return path
+        time.sleep(0.05)
+    raise AssertionError(f"none of {paths} appeared")
+
+
+def processes_in_cgroup(cgroups_path: str) -> list[int]:
+    """Live pids whose /proc/<pid>/cgroup names the container's cgroup in any hierarchy
+    (a zombie is dead: reparented to pid 1, it waits there to be reaped)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            text = Path(f"/proc/{entry}/cgroup").read_text()
+            alive = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0] \
+                not in ("Z", "X")
+        except OSError:
+            continue
+        if alive and any(line.split(":", 2)[2].startswith(cgroups_path)
+                         for line in text.splitlines()):
+            found.append(int(entry))
+    return found
+
+
+@pytest.mark.parametrize("stage", ["prestart", "createRuntime", "createContainer"])
+def test_create_killed_in_a_hook_leaves_nothing_after_delete_force(
+        runtime_env: tuple[Path, Path], tmp_path: Path, stage: str) -> None:
+    """kill -9 of `create` while a hook runs, then `delete -f`: no cgroup dir in any
+    hierarchy, no state dir and no process of the container may remain (runc 1.1.5
+    leaves none either)."""
+    bundle, state_root = runtime_env
+    pid_file = tmp_path / "hook.pid"
+    # createContainer runs in the container's mount namespace: it marks the rootfs too.
+    script = f"echo $$ > {pid_file} 2>/dev/null; echo $$ > /hook-ran 2>/dev/null; " \
+             "exec sleep 60"
+    config = base_config(["sleep", "3600"])
+    config["hooks"] = {stage: [{"path": "/bin/sh", "args": ["sh", "-c", script]}]}
+    write_config(bundle, config)
+    cgroups_path = config["linux"]["cgroupsPath"]
+    create = subprocess.Popen([*RUNTIME, "--root", str(state_root), "create", "-b",
+                               str(bundle), "c1"], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+    hook_pid = 0
+    try:
+        marker = wait_for([pid_file, bundle / "rootfs" / "hook-ran"])
+        hook_pid = int(marker.read_text())
+        assert leftover_cgroups() != []  # the cgroup exists while the hook runs
+        create.kill()
+        create.wait()
+        init_pid = 0
+        state_file = state_root / "c1" / "state.json"
+        if state_file.exists():
+            init_pid = json.loads(state_file.read_text()).get("pid", 0)
+        proc = runtime(state_root, "delete", "-f", "c1")
+        assert proc.returncode == 0, proc.stderr
+        assert leftover_cgroups() == []
+        assert not (state_root / "c1").exists()
+        assert processes_in_cgroup(cgroups_path) == []
+        if init_pid:
+            stat = Path(f"/proc/{init_pid}/stat")
+            assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    finally:
+        if create.poll() is None:
+            create.kill()
+            create.wait()
+        if hook_pid and stage != "createContainer":
+            # prestart/createRuntime hooks run in the runtime's cgroup: the test's own
+            # orphan, not the container's.
+            try:
+                os.kill(hook_pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
