@@ -21,6 +21,7 @@ from tests.integration.runtime_helpers import (
     runtime,
     write_config,
 )
+from tests.treewalk import tree_manifest
 
 # The node is made inside the container (CAP_MKNOD, "c *:* m" is allowed) on its /dev
 # tmpfs, which is not nodev: only the device cgroup can refuse the open (EPERM).
@@ -135,3 +136,81 @@ def test_create_killed_in_a_hook_leaves_nothing_after_delete_force(
                 os.kill(hook_pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+# ------------------------------------- mount destinations resolved through symlinks
+
+def host_volume(tmp_path: Path) -> tuple[Path, dict]:
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    (volume / "keep").write_text("host data")
+    return volume, tree_manifest(volume)
+
+
+@pytest.mark.parametrize(("entry", "link"), [("vol", "/"), ("vol", "../.."), ("vol", "/tmp/..")])
+def test_volume_on_a_symlink_to_the_root_is_refused(runtime_env: tuple[Path, Path],
+                                                   tmp_path: Path, entry: str, link: str
+                                                   ) -> None:
+    """`-v HOST:/vol` where the image has /vol -> /: the bind used to cover the whole
+    rootfs, and /dev setup then wrote device nodes and links into HOST."""
+    bundle, state_root = runtime_env
+    volume, before = host_volume(tmp_path)
+    os.symlink(link, bundle / "rootfs" / entry)
+    config = base_config(["true"])
+    config["mounts"].append({"destination": "/vol", "type": "bind", "source": str(volume),
+                             "options": ["rbind"]})
+    write_config(bundle, config)
+    proc = runtime(state_root, "run", "-b", str(bundle), "c1")
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("ociimg-runtime: error: ")
+    assert "resolves to / through a symlink" in proc.stderr
+    assert tree_manifest(volume) == before
+    assert not (state_root / "c1").exists()
+
+
+def test_dev_symlinked_onto_a_volume_gets_no_device_nodes(runtime_env: tuple[Path, Path],
+                                                          tmp_path: Path) -> None:
+    """The image's /dev -> /vol and `-v HOST:/vol`: the /dev tmpfs lands under the
+    volume's mount, so /dev resolves into HOST. runc 1.1.5 writes null, zero, … there;
+    the runtime must refuse instead."""
+    bundle, state_root = runtime_env
+    volume, before = host_volume(tmp_path)
+    rootfs = bundle / "rootfs"
+    (rootfs / "dev").rmdir()
+    (rootfs / "vol").mkdir()
+    os.symlink("/vol", rootfs / "dev")
+    config = base_config(["true"])
+    config["mounts"].append({"destination": "/vol", "type": "bind", "source": str(volume),
+                             "options": ["rbind"]})
+    write_config(bundle, config)
+    proc = runtime(state_root, "run", "-b", str(bundle), "c1")
+    assert proc.returncode == 1
+    assert "refusing to create device nodes" in proc.stderr
+    assert tree_manifest(volume) == before
+
+
+def test_linux_devices_never_land_in_a_volume_under_dev(runtime_env: tuple[Path, Path],
+                                                        tmp_path: Path) -> None:
+    bundle, state_root = runtime_env
+    volume, before = host_volume(tmp_path)
+    config = base_config(["true"])
+    config["mounts"].append({"destination": "/dev/vol", "type": "bind",
+                             "source": str(volume), "options": ["rbind"]})
+    config["linux"]["devices"] = [{"path": "/dev/vol/null2", "type": "c", "major": 1,
+                                   "minor": 3}]
+    write_config(bundle, config)
+    proc = runtime(state_root, "run", "-b", str(bundle), "c1")
+    assert proc.returncode == 1
+    assert "its directory is another mount" in proc.stderr
+    assert tree_manifest(volume) == before
+
+
+def test_devices_in_subdirectories_of_dev_still_work(runtime_env: tuple[Path, Path]) -> None:
+    bundle, state_root = runtime_env
+    config = base_config(["sh", "-c", "stat -c '%n %t:%T %a' /dev/net/null2"])
+    config["linux"]["devices"] = [{"path": "/dev/net/null2", "type": "c", "major": 1,
+                                   "minor": 3, "fileMode": 0o640}]
+    write_config(bundle, config)
+    proc = runtime(state_root, "run", "-b", str(bundle), "c1")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["/dev/net/null2", "1:3", "640"]
