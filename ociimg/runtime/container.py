@@ -61,7 +61,7 @@ def _create(root: str, container_id: str, options: CreateOptions,
                          annotations=dict(config.annotations), rootfs=str(config.root_path),
                          config_hooks=config.hooks)
     try:
-        _spawn_init(config, cst, options, state_dir)
+        _spawn_init(root, config, cst, options, state_dir)
     except BaseException:
         _destroy(root, cst)
         raise
@@ -71,8 +71,8 @@ def _create(root: str, container_id: str, options: CreateOptions,
     return cst
 
 
-def _spawn_init(config: RuntimeConfig, cst: ContainerState, options: CreateOptions,
-                state_dir: str) -> None:
+def _spawn_init(root: str, config: RuntimeConfig, cst: ContainerState,
+                options: CreateOptions, state_dir: str) -> None:
     console = options.console
     if config.process.terminal and console is None:
         if options.console_socket is None:
@@ -88,7 +88,7 @@ def _spawn_init(config: RuntimeConfig, cst: ContainerState, options: CreateOptio
         # only installs it, at the point runc's order says.
         from ociimg.runtime import seccomp
         program = seccomp.filter_program(config.seccomp, seccomp.default_cache_dir())
-    manager = _prepare_cgroup(config, cst)
+    manager = _prepare_cgroup(root, config, cst)
     v2_dir = manager.v2_dir() if manager is not None else None
     fifo_fd = os.open(os.path.join(state_dir, "exec.fifo"), os.O_PATH | os.O_CLOEXEC)
     init_opts = process.InitOptions(
@@ -105,7 +105,7 @@ def _spawn_init(config: RuntimeConfig, cst: ContainerState, options: CreateOptio
     if console:
         console.close()
     try:
-        _drive(config, cst, sock, pid1, manager)
+        _drive(root, config, cst, sock, pid1, manager)
     finally:
         sock.close()
         process.finish(pid1)
@@ -116,8 +116,8 @@ def _connect_console(path: str) -> socket.socket:
     return connect_console_socket(path)
 
 
-def _drive(config: RuntimeConfig, cst: ContainerState, sock: socket.socket, pid1: int,
-           manager: Any) -> None:
+def _drive(root: str, config: RuntimeConfig, cst: ContainerState, sock: socket.socket,
+           pid1: int, manager: Any) -> None:
     """Parent side of the sync protocol (process.py docstring). The intermediate's "pid"
     and the init's "created" may come in either order; setup is done when both have."""
     from ociimg.runtime import namespaces, process
@@ -140,6 +140,9 @@ def _drive(config: RuntimeConfig, cst: ContainerState, sock: socket.socket, pid1
             if not cst.pid:
                 continue
             cst.pid_starttime = state.proc_starttime(cst.pid) or 0
+            # Recorded before any hook runs: a runtime killed from here on leaves a
+            # state that `delete -f` can kill the init by.
+            state.save_state(root, cst)
             if not msg.get("placed", True):
                 if manager is not None:
                     manager.add_v2(cst.pid)
@@ -157,12 +160,16 @@ def _drive(config: RuntimeConfig, cst: ContainerState, sock: socket.socket, pid1
             created = True
 
 
-def _prepare_cgroup(config: RuntimeConfig, cst: ContainerState) -> Any:
+def _prepare_cgroup(root: str, config: RuntimeConfig, cst: ContainerState) -> Any:
     """Create the container's cgroup and write its limits, before the fork: the parent's
     work between fork and the children's exit copies every page it touches (Python's
     refcounts write all over the heap). The processes join it themselves: the
     intermediate its v1 hierarchies (process.join_cgroups_v1), the init is forked into
-    the cgroup2 dir (process._fork_init), so nothing waits for an RCU grace period."""
+    the cgroup2 dir (process._fork_init), so nothing waits for an RCU grace period.
+
+    The cgroup is recorded in state.json before its first mkdir: a runtime killed at any
+    later point (in a hook, say) leaves a state from which `delete -f` removes every
+    directory create may have made."""
     cgroups = _cgroups()
     if cgroups is None:
         return None
@@ -173,6 +180,7 @@ def _prepare_cgroup(config: RuntimeConfig, cst: ContainerState) -> Any:
         raise ContainerError(f"container {cst.id}: cgroup {manager.path} already has "
                              "processes", hint="set a unique linux.cgroupsPath")
     cst.cgroup = manager.to_state()
+    state.save_state(root, cst)
     manager.create()
     manager.set()
     return manager

@@ -152,11 +152,14 @@ def check_destination(dest: str, kind: str, where: str = "mount") -> None:
 
 def resolve_in_root(root: str, path: str) -> str:
     """Host path of container ``path`` under ``root``; symlinks are resolved as if
-    ``root`` were ``/`` so nothing resolves outside it (securejoin)."""
+    ``root`` were ``/`` so nothing resolves outside it (securejoin). Past the first
+    missing component the rest is resolved lexically: those directories are made by us,
+    and a ``..`` from a symlink's target must not climb out once they exist."""
     root = os.path.abspath(root)
     parts = [p for p in path.split("/") if p]
     current = root
     links = 0
+    missing = False
     while parts:
         part = parts.pop(0)
         if part == ".":
@@ -165,10 +168,15 @@ def resolve_in_root(root: str, path: str) -> str:
             current = os.path.dirname(current) if current != root else root
             continue
         candidate = os.path.join(current, part)
+        if missing:
+            current = candidate
+            continue
         try:
             st = os.lstat(candidate)
-        except FileNotFoundError:
-            return os.path.join(candidate, *parts)
+        except (FileNotFoundError, NotADirectoryError):
+            missing = True
+            current = candidate
+            continue
         if not _is_link(st.st_mode):
             current = candidate
             continue
@@ -182,13 +190,36 @@ def resolve_in_root(root: str, path: str) -> str:
     return current
 
 
+def container_path(root: str, host_path: str) -> str:
+    """The container path of ``host_path`` (which is ``root`` or below it)."""
+    rel = os.path.relpath(host_path, os.path.abspath(root))
+    return "/" if rel == "." else "/" + rel
+
+
+def resolve_destination(root: str, dest: str, kind: str, where: str = "mount") -> str:
+    """Host path a mount on ``dest`` lands on, checked as resolved rather than as
+    written: an image symlink (``/vol -> /``) must not turn a volume into a mount over
+    the whole rootfs, nor ``/x -> /proc/sys`` slip past the /proc check."""
+    target = resolve_in_root(root, dest)
+    resolved = container_path(root, target)
+    if resolved != dest:
+        try:
+            check_destination(resolved, kind, where)
+        except ContainerError as exc:
+            raise ContainerError(f"{exc.message} ({dest} resolves to {resolved} through a "
+                                 "symlink in the rootfs)",
+                                 hint="mount on a path that is not a symlink in the image"
+                                 ) from exc
+    return target
+
+
 def _is_link(mode: int) -> bool:
     return (mode & 0o170000) == 0o120000
 
 
-def make_mountpoint(root: str, dest: str, as_file: bool) -> str:
+def make_mountpoint(root: str, dest: str, as_file: bool, kind: str = "fs") -> str:
     """Create the mount point inside root (dirs 0755, or an empty file) and return it."""
-    target = resolve_in_root(root, dest)
+    target = resolve_destination(root, dest, kind)
     parent = target if not as_file else os.path.dirname(target)
     os.makedirs(parent, mode=0o755, exist_ok=True)
     if as_file and not os.path.lexists(target):
@@ -196,14 +227,17 @@ def make_mountpoint(root: str, dest: str, as_file: bool) -> str:
     return target
 
 
-def open_checked(root: str, target: str) -> int:
-    """O_PATH fd of target after checking its real path is still under root."""
-    fd = os.open(target, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+def open_checked(root: str, target: str, flags: int = 0) -> int:
+    """O_PATH fd of target after checking its real path is under root and not root
+    itself (nothing is ever mounted over the container's whole root)."""
+    fd = os.open(target, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC | flags)
     real = os.readlink(f"/proc/self/fd/{fd}")
     root = os.path.abspath(root)
-    if real != root and not real.startswith(root.rstrip("/") + "/"):
+    if not real.startswith(root.rstrip("/") + "/"):
         os.close(fd)
-        raise ContainerError(f"mount target {target} resolves outside the rootfs ({real})")
+        where = "is the rootfs itself" if real == root else f"resolves outside the rootfs ({real})"
+        raise ContainerError(f"mount target {target} {where}",
+                             hint="a symlink in the image redirects a mount destination")
     return fd
 
 
@@ -213,7 +247,7 @@ def apply_mount(op: MountOp, root: str, *, cgroupns: bool = False) -> None:
     if op.kind == "bind" and not os.path.exists(op.source or ""):
         raise ContainerError(f"bind mount source {op.source} does not exist",
                              hint=f"create it or remove the mount of {op.destination}")
-    target = make_mountpoint(root, op.destination, as_file)
+    target = make_mountpoint(root, op.destination, as_file, op.kind)
     fd = open_checked(root, target)
     try:
         _mount_one(op, f"/proc/self/fd/{fd}", target, root, cgroupns)

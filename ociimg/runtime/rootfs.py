@@ -12,6 +12,7 @@ from ociimg.runtime.linux import MNT, MS
 from ociimg.runtime.mounts import (
     PROPAGATION,
     make_mountpoint,
+    open_checked,
     resolve_in_root,
     statvfs_flags,
 )
@@ -69,57 +70,158 @@ def mount_dev_tmpfs(rootfs: str) -> None:
     """No /dev mount in the config: give the container a tmpfs /dev rather than writing
     device nodes into the image's rootfs."""
     target = make_mountpoint(rootfs, "/dev", as_file=False)
-    linux.mount("tmpfs", target, "tmpfs", MS.NOSUID | MS.STRICTATIME, "mode=755,size=65536k")
+    fd = open_checked(rootfs, target, os.O_DIRECTORY)
+    try:
+        linux.mount("tmpfs", f"/proc/self/fd/{fd}", "tmpfs", MS.NOSUID | MS.STRICTATIME,
+                    "mode=755,size=65536k")
+    finally:
+        os.close(fd)
+
+
+def open_dev_dir(rootfs: str) -> int:
+    """O_PATH fd of the container's /dev, the only place nodes and links are made in.
+
+    It must be a mount point (inside the rootfs) of a filesystem mounted nowhere outside
+    the rootfs: a fresh tmpfs. A host directory that a volume or an image symlink put
+    there (``/dev -> /vol`` with ``-v HOST:/vol``) is mounted on the host as well, and
+    the runtime must never write device nodes into it."""
+    fd = os.open(resolve_in_root(rootfs, "/dev"),
+                 os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        real = os.readlink(f"/proc/self/fd/{fd}")
+        root = os.path.abspath(rootfs).rstrip("/")
+        st_dev = os.fstat(fd).st_dev
+        outside, mounted_here = None, False
+        for mount_point in _mount_points_of(st_dev):
+            if mount_point == real:
+                mounted_here = True
+            elif mount_point != root and not mount_point.startswith(root + "/"):
+                outside = mount_point
+        if not real.startswith(root + "/") or outside is not None or not mounted_here:
+            where = f"is also mounted at {outside}" if outside else "is not a mount of its own"
+            raise ContainerError(f"/dev in the container ({real}) {where}; refusing to create "
+                                 "device nodes in it",
+                                 hint="a mount or a symlink in the image puts a host "
+                                      "directory on /dev; bind /dev explicitly or remove it")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _mount_points_of(st_dev: int) -> list[str]:
+    """Every mount point of the filesystem ``st_dev`` in this mount namespace."""
+    # Loaded already: create made the cgroup before it forked the init.
+    from ociimg.runtime.cgroups.detect import unescape_mountinfo
+    key = f"{os.major(st_dev)}:{os.minor(st_dev)}"
+    with open("/proc/self/mountinfo") as f:
+        return [unescape_mountinfo(fields[4]) for line in f
+                if (fields := line.split(" ", 5))[2] == key]
 
 
 def create_devices(rootfs: str, devices: tuple[dict[str, Any], ...]) -> None:
     """Default devices, then linux.devices; mknod where allowed, else bind the host's
-    node (a user ns may not mknod — runc's bindMountDeviceNode)."""
-    for name, major, minor in DEFAULT_DEVICES:
-        _make_device(rootfs, f"/dev/{name}", stat.S_IFCHR, major, minor, 0o666, 0, 0)
-    for i, dev in enumerate(devices):
-        kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK,
-                "p": stat.S_IFIFO}.get(dev.get("type", ""))
-        path = dev.get("path", "")
-        if kind is None or not path.startswith("/dev/"):
-            raise ContainerError(f"linux.devices[{i}]: needs type c|b|u|p and a /dev/ path")
-        _make_device(rootfs, path, kind, dev.get("major", 0), dev.get("minor", 0),
-                     dev.get("fileMode", 0o666), dev.get("uid", 0), dev.get("gid", 0))
-
-
-def _make_device(rootfs: str, path: str, kind: int, major: int, minor: int, mode: int,
-                 uid: int, gid: int) -> None:
-    target = resolve_in_root(rootfs, path)
-    os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
-    if os.path.lexists(target):
-        os.unlink(target)
+    node (a user ns may not mknod — runc's bindMountDeviceNode). Every node is made
+    relative to the checked /dev fd, never by a path that a symlink could redirect."""
+    dev_fd = open_dev_dir(rootfs)
     try:
-        os.mknod(target, kind | (mode & 0o7777), os.makedev(major, minor))
-        os.chmod(target, mode & 0o7777)  # mknod is subject to the umask
-        os.chown(target, uid, gid)
-    except PermissionError:
-        if kind == stat.S_IFIFO or not os.path.exists(path):
-            raise
-        os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o000))
-        linux.mount(path, target, None, MS.BIND)
+        for name, major, minor in DEFAULT_DEVICES:
+            _make_device(dev_fd, f"/dev/{name}", stat.S_IFCHR, major, minor, 0o666, 0, 0)
+        for i, dev in enumerate(devices):
+            kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK,
+                    "p": stat.S_IFIFO}.get(dev.get("type", ""))
+            path = dev.get("path", "")
+            parts = path.split("/")[2:]
+            if kind is None or not path.startswith("/dev/") \
+                    or any(p in ("", ".", "..") for p in parts):
+                raise ContainerError(f"linux.devices[{i}]: needs type c|b|u|p and a "
+                                     f"/dev/ path without '.' or '..' (got {path!r})")
+            _make_device(dev_fd, path, kind, dev.get("major", 0), dev.get("minor", 0),
+                         dev.get("fileMode", 0o666), dev.get("uid", 0), dev.get("gid", 0))
+    finally:
+        os.close(dev_fd)
+
+
+def _open_subdir(dev_fd: int, parts: list[str], path: str) -> int:
+    """fd of /dev/<parts...>, made 0755 where missing; never through a symlink or onto
+    another mount (a volume on /dev/x must not receive device nodes either)."""
+    st_dev = os.fstat(dev_fd).st_dev
+    fd = os.dup(dev_fd)
+    try:
+        for part in parts:
+            try:
+                os.mkdir(part, 0o755, dir_fd=fd)
+            except FileExistsError:
+                pass
+            sub = os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                          dir_fd=fd)
+            os.close(fd)
+            fd = sub
+            if os.fstat(fd).st_dev != st_dev:
+                raise ContainerError(f"device {path}: its directory is another mount",
+                                     hint="device nodes go in the container's own /dev")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _make_device(dev_fd: int, path: str, kind: int, major: int, minor: int, mode: int,
+                 uid: int, gid: int) -> None:
+    parts = path.split("/")[2:]
+    parent = _open_subdir(dev_fd, parts[:-1], path)
+    name = parts[-1]
+    try:
+        try:
+            os.unlink(name, dir_fd=parent)
+        except FileNotFoundError:
+            pass
+        try:
+            os.mknod(name, kind | (mode & 0o7777), os.makedev(major, minor), dir_fd=parent)
+        except PermissionError:
+            if kind == stat.S_IFIFO or not os.path.exists(path):
+                raise
+            os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, 0o000, dir_fd=parent))
+            node = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+            try:
+                linux.mount(path, f"/proc/self/fd/{node}", None, MS.BIND)
+            finally:
+                os.close(node)
+            return
+        os.chmod(name, mode & 0o7777, dir_fd=parent)  # mknod is subject to the umask
+        os.chown(name, uid, gid, dir_fd=parent, follow_symlinks=False)
+    finally:
+        os.close(parent)
 
 
 def create_dev_links(rootfs: str) -> None:
-    for name, link in DEV_LINKS:
-        _replace_symlink(resolve_in_root(rootfs, f"/dev/{name}"), link)
-    if os.path.exists("/proc/kcore"):
-        _replace_symlink(resolve_in_root(rootfs, "/dev/core"), "/proc/kcore")
-    if os.path.exists(resolve_in_root(rootfs, "/dev/pts/ptmx")):
-        # runtime-spec: /dev/ptmx must point at the container's own devpts instance.
-        _replace_symlink(resolve_in_root(rootfs, "/dev/ptmx"), "pts/ptmx")
-
-
-def _replace_symlink(path: str, target: str) -> None:
-    if os.path.lexists(path):
-        if os.path.isdir(path) and not os.path.islink(path):
+    dev_fd = open_dev_dir(rootfs)
+    try:
+        for name, link in DEV_LINKS:
+            _replace_symlink(dev_fd, name, link)
+        if os.path.exists("/proc/kcore"):
+            _replace_symlink(dev_fd, "core", "/proc/kcore")
+        try:
+            os.stat("pts/ptmx", dir_fd=dev_fd, follow_symlinks=False)
+        except FileNotFoundError:
             return
-        os.unlink(path)
-    os.symlink(target, path)
+        # runtime-spec: /dev/ptmx must point at the container's own devpts instance.
+        _replace_symlink(dev_fd, "ptmx", "pts/ptmx")
+    finally:
+        os.close(dev_fd)
+
+
+def _replace_symlink(dir_fd: int, name: str, target: str) -> None:
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        pass
+    else:
+        if stat.S_ISDIR(st.st_mode):
+            return
+        os.unlink(name, dir_fd=dir_fd)
+    os.symlink(target, name, dir_fd=dir_fd)
 
 
 def pivot_root(rootfs: str) -> None:

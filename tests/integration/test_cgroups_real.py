@@ -441,3 +441,74 @@ def test_pure_v1_layout_detected(track: Tracker) -> None:
 
     status, result = run_in_child(child)
     assert result == {"ok": {"mode": "v1", "unified": True}}, status
+
+
+# ---------------------------------------------- devices without linux.resources
+
+OPEN_PROBE = (
+    "import os, sys\n"
+    "try:\n"
+    "    os.close(os.open(sys.argv[1], os.O_RDWR | os.O_NONBLOCK)); print(0, flush=True)\n"
+    "except OSError as e:\n"
+    "    print(e.errno, flush=True)\n")
+
+
+@pytest.mark.parametrize("resources", [None, {}, {"pids": {"limit": 100}}])
+@pytest.mark.parametrize("mode", ["v1", "v2"])
+def test_default_device_rules_without_device_resources(track: Tracker, tmp_path: Path,
+                                                       mode: str, resources: dict | None
+                                                       ) -> None:
+    """No linux.resources (or none for devices): the cgroup still denies every device but
+    runc's default list. The probe opens a node of /dev/fuse's numbers (10:229) that the
+    test made mode 0666 on a fresh tmpfs: the same open works outside the cgroup, so the
+    EPERM inside can only come from the device cgroup (DAC and nodev give EACCES)."""
+    layout = host_layout()
+    if mode == "v1":
+        if layout.mode == "v2":
+            pytest.skip("pure cgroup v2 host: the v1 driver does not apply")
+        need("devices" in layout.v1, "the v1 devices controller is not mounted")
+    else:
+        need(layout.unified is not None, "no cgroup2 support to mount")
+        if resources:
+            resources = {}  # the pids controller is bound to v1 on a hybrid host
+    name = track.new_name()
+    nodes = tmp_path / "nodes"
+    nodes.mkdir()
+
+    def child() -> dict:
+        if mode == "v2":
+            reshape_cgroup_mounts("v2")
+        else:
+            from ociimg.runtime import linux
+            linux.unshare(linux.CLONE.NEWNS)
+            linux.mount(None, "/", None, linux.MS.REC | linux.MS.PRIVATE)
+        from ociimg.runtime import linux
+        linux.mount("tmpfs", str(nodes), "tmpfs", 0, "mode=755")
+        node = nodes / "fuse"
+        os.mknod(node, 0o666 | 0o020000, os.makedev(10, 229))
+        os.chmod(node, 0o666)
+        null = nodes / "null"
+        os.mknod(null, 0o666 | 0o020000, os.makedev(1, 3))
+        os.chmod(null, 0o666)
+        outside = subprocess.run([sys.executable, "-c", OPEN_PROBE, str(node)],
+                                 capture_output=True, text=True).stdout.strip()
+        m = cgroups.create_manager(name, "test", resources)
+        results = {}
+        try:
+            for path in (node, null):
+                probe = subprocess.Popen(
+                    [sys.executable, "-c", "import sys\nsys.stdin.readline()\n" + OPEN_PROBE,
+                     str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                m.apply(probe.pid)
+                out, _ = probe.communicate("go\n", timeout=30)
+                results[path.name] = out.strip()
+        finally:
+            m.destroy()
+            linux.umount2(str(nodes), linux.MNT.DETACH)
+        return {"outside": outside, **results, "manager": type(m).__name__}
+
+    status, result = run_in_child(child)
+    assert os.waitstatus_to_exitcode(status) == 0, result
+    manager = "V2Manager" if mode == "v2" or layout.mode == "v2" else "V1Manager"
+    assert result["ok"] == {"outside": "0", "fuse": str(1), "null": "0",
+                            "manager": manager}

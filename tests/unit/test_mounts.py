@@ -129,3 +129,41 @@ def test_resolve_in_root_keeps_symlinks_inside(tmp_path: Path) -> None:
     assert resolve_in_root(r, "/missing/a/b") == f"{r}/missing/a/b"
     with pytest.raises(OSError, match="too many symlinks"):
         resolve_in_root(r, "/loop1/x")
+
+
+def test_resolve_in_root_dotdot_after_a_missing_component_stays_inside(tmp_path: Path
+                                                                      ) -> None:
+    """``link -> missing/../../../..``: once "missing" is absent the rest used to be
+    joined as written, so makedirs of the result climbed out of the root."""
+    root = tmp_path / "a" / "b" / "root"
+    root.mkdir(parents=True)
+    os.symlink("missing/../../../../escape", root / "link")
+    os.symlink("/nodir/../../..", root / "abs")
+    r = str(root)
+    assert resolve_in_root(r, "/link") == f"{r}/escape"
+    assert resolve_in_root(r, "/link/x/../y") == f"{r}/escape/y"
+    assert resolve_in_root(r, "/abs/dev") == f"{r}/dev"
+    (root / "file").write_text("")
+    assert resolve_in_root(r, "/file/../../up") == f"{r}/up"
+
+
+@pytest.mark.parametrize(("link", "dest"), [("/", "/vol"), (".", "/vol"), ("../..", "/vol"),
+                                            ("/vol2/..", "/vol"), ("/", "/vol/")])
+def test_destination_resolving_to_the_root_is_refused(tmp_path: Path, link: str,
+                                                      dest: str) -> None:
+    from ociimg.runtime.mounts import make_mountpoint
+    root = tmp_path / "root"
+    (root / "vol2").mkdir(parents=True)
+    os.symlink(link, root / "vol")
+    with pytest.raises(ContainerError, match="over the container's root"):
+        make_mountpoint(str(root), normalize_destination(dest), as_file=False, kind="bind")
+
+
+def test_destination_resolving_into_proc_is_refused(tmp_path: Path) -> None:
+    from ociimg.runtime.mounts import make_mountpoint
+    root = tmp_path / "root"
+    (root / "proc" / "sys").mkdir(parents=True)
+    os.symlink("/proc/sys", root / "x")
+    with pytest.raises(ContainerError, match="/x resolves to /proc/sys"):
+        make_mountpoint(str(root), "/x", as_file=False, kind="bind")
+    assert make_mountpoint(str(root), "/proc/meminfo", as_file=True, kind="bind")

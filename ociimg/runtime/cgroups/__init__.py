@@ -100,8 +100,15 @@ def _host_layout() -> tuple[CgroupLayout, dict[str, str]]:
 
 def create_manager(cgroups_path: str | None, container_id: str, resources: dict | None,
                    *, root_override: str | os.PathLike[str] | None = None) -> CgroupManager:
-    """A manager for the container's cgroup on this host (nothing is created yet)."""
+    """A manager for the container's cgroup on this host (nothing is created yet).
+
+    A config without ``linux.resources`` still gets a resources dict: the first ``set()``
+    always writes the device rules (deny all, then runc's default allow list), so a
+    container never starts with every host device open to it.
+    """
     path = cgroups_path_for(cgroups_path, container_id)
+    if resources is None:
+        resources = {}
     if root_override is not None:
         layout, own = layout_from_tree(root_override), {}
     else:

@@ -313,7 +313,8 @@ class CgroupManager(ABC):
         For a process that already runs (runc's Apply + Set on its child; the runtime's
         own children join by themselves instead, see ``self_join_files``/``v2_dir``).
         Doing both here means a bad limit fails before the process joins, and a caller
-        cannot forget the limits. With no resources (``load_manager``) it only joins.
+        cannot forget the limits. A manager from ``create_manager`` always writes its
+        device rules; one from ``load_manager`` without resources only joins.
         """
         self.create()
         self.set()

@@ -41,8 +41,9 @@ class CgroupLayout:
     unified: CgroupMount | None = None
 
 
-def _unescape(field_text: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \ooo octal.
+def unescape_mountinfo(field_text: str) -> str:
+    """A path field of /proc/self/mountinfo: space, tab, newline and backslash come
+    escaped as \\ooo octal."""
     out, i = [], 0
     while i < len(field_text):
         if field_text[i] == "\\" and field_text[i + 1:i + 4].isdigit():
@@ -67,7 +68,8 @@ def parse_mountinfo(text: str) -> list[CgroupMount]:
         fstype = tail[0]
         if fstype not in ("cgroup", "cgroup2"):
             continue
-        root, mountpoint = _unescape(fields[3]), os.path.normpath(_unescape(fields[4]))
+        root = unescape_mountinfo(fields[3])
+        mountpoint = os.path.normpath(unescape_mountinfo(fields[4]))
         if fstype == "cgroup2":
             mounts.append(CgroupMount(mountpoint, root, 2))
             continue

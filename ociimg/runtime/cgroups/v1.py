@@ -106,7 +106,9 @@ class V1Manager(CgroupManager):
 
         An explicit update rewrites device rules only when it has a "devices" key
         (runc update leaves them alone): the rewrite starts with deny-all, so running
-        processes would briefly lose every device.
+        processes would briefly lose every device. The first ``set()`` of a new manager
+        writes them even for empty resources; a manager rebuilt from state without
+        resources (``load_manager``) knows none and writes nothing.
         """
         r = self.resources if resources is None else resources
         if r is None:

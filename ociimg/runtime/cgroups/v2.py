@@ -99,10 +99,12 @@ class V2Manager(CgroupManager):
         """Write ``resources`` (default: those given at creation, devices included).
 
         An explicit update attaches a device program only when it has a "devices" key
-        (runc update leaves them alone; programs stack, and all must allow).
+        (runc update leaves them alone; programs stack, and all must allow). The first
+        ``set()`` of a new manager attaches one even for empty resources (deny all but
+        runc's defaults); a manager rebuilt from state without resources writes nothing.
         """
         r = self.resources if resources is None else resources
-        if not r:
+        if r is None:
             return
         with_devices = resources is None or "devices" in resources
         set_memory(self.path, r.get("memory") or {})
