@@ -21,6 +21,7 @@ from ociimg.runtime import (
     hooks,
     lazylog,
     linux,
+    lsm,
     mounts,
     rootfs,
     seccomp,
@@ -52,6 +53,7 @@ class InitContext:
     seccomp_ctx: int | None = None
     seccomp_program: bytes | None = None
     cap_sets: Any = None
+    apparmor_fd: int | None = None
     warnings: list[str] = field(default_factory=list)
 
 
@@ -159,16 +161,18 @@ def join_own_keyring(container_id: str) -> None:
 def prepare_rootfs(ctx: InitContext) -> None:
     """Mount propagation, rootfs bind, spec mounts in order, /dev (runc prepareRootfs)."""
     config = ctx.config
-    mount_ns = config.namespace("mount")
-    if mount_ns is None or mount_ns.path:
-        raise ContainerError("a new mount namespace is required",
-                             hint='add {"type": "mount"} to linux.namespaces')
     if ctx.process.oom_score_adj is not None:
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write(str(ctx.process.oom_score_adj))
-    rootfs.set_root_propagation(config.rootfs_propagation)
-    rootfs.make_parent_private(ctx.rootfs)
-    rootfs.bind_rootfs(ctx.rootfs)
+    if rootfs.owns_mount_namespace(config.namespaces):
+        rootfs.set_setup_propagation(config.rootfs_propagation)
+        rootfs.make_parent_private(ctx.rootfs)
+        rootfs.bind_rootfs(ctx.rootfs)
+    else:
+        # The runtime's mount namespace (none listed: inherited, runtime-spec
+        # config-linux.md) or one joined by path: / and its propagation are not ours;
+        # the mounts go under a private bind of the rootfs that delete removes.
+        rootfs.bind_rootfs_shared_ns(ctx.rootfs)
     ops = mounts.plan_mounts(config.mounts, config.bundle)
     if not any(op.destination == "/dev" for op in ops):
         rootfs.mount_dev_tmpfs(ctx.rootfs)
@@ -194,6 +198,7 @@ def prepare_security(ctx: InitContext) -> None:
     """Resolve capabilities and build the seccomp filter (loads libseccomp) while the host
     fs is still visible: after pivot_root a library or /proc lookup would come from the
     container."""
+    ctx.apparmor_fd = lsm.open_apparmor_exec(_apparmor_profile(ctx.config))
     if ctx.process.capabilities is not None:
         ctx.cap_sets = capabilities.capability_sets(ctx.process.capabilities,
                                                     last_cap=capabilities.kernel_last_cap())
@@ -205,7 +210,9 @@ def prepare_security(ctx: InitContext) -> None:
 
 
 def enter_rootfs(ctx: InitContext) -> None:
-    if ctx.options.no_pivot:
+    if not rootfs.owns_mount_namespace(ctx.config.namespaces):
+        rootfs.chroot_root(ctx.rootfs)  # never pivot_root another namespace's processes
+    elif ctx.options.no_pivot:
         rootfs.move_root(ctx.rootfs)
     else:
         rootfs.pivot_root(ctx.rootfs)
@@ -229,19 +236,28 @@ def finalize_rootfs(ctx: InitContext) -> None:
 
 def set_identity(ctx: InitContext) -> None:
     config = ctx.config
-    uts = config.namespace("uts")
-    if (config.hostname or config.domainname) and (uts is None or uts.path):
-        raise ContainerError("hostname/domainname need a new uts namespace",
+    if (config.hostname or config.domainname) and config.namespace("uts") is None:
+        # Inherited, the uts namespace is the runtime's: the host's name would change. A
+        # namespace joined by path was given for this container; its name is set.
+        raise ContainerError("hostname/domainname need a uts namespace of the container "
+                             "(new or joined by path)",
                              hint='add {"type": "uts"} to linux.namespaces')
     if config.hostname:
         linux.sethostname(config.hostname)
     if config.domainname:
         linux.setdomainname(config.domainname)
+    lsm.apply_apparmor(ctx.apparmor_fd, _apparmor_profile(config))
+    ctx.apparmor_fd = None
     rootfs.write_sysctl(config.sysctl)
+
+
+def _apparmor_profile(config: RuntimeConfig) -> str | None:
+    return (config.raw.get("process") or {}).get("apparmorProfile") or None
 
 
 def check_config(config: RuntimeConfig) -> None:
     """Checks that need no privileges, done before anything is created."""
+    lsm.check_labels(config.raw)
     own = {ns.type: ns.path is None for ns in config.namespaces}
     for key in config.sysctl:
         rootfs.check_sysctl(key, own)
