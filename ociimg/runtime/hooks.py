@@ -41,8 +41,7 @@ def run_hooks(hooks: dict[str, list[dict[str, Any]]], stage: str, state: dict[st
         except (ContainerError, OSError) as exc:
             if stage not in WARN_ONLY:
                 raise
-            log.warning("%s hook #%d %s: %s", stage, i, hook.get("path"),
-                        getattr(exc, "message", None) or exc)
+            log.warning("%s hook #%d: %s", stage, i, getattr(exc, "message", None) or exc)
             continue
         if code == 0:
             continue

@@ -216,8 +216,9 @@ def enter_rootfs(ctx: InitContext) -> None:
         rootfs.move_root(ctx.rootfs)
     else:
         rootfs.pivot_root(ctx.rootfs)
-    if ctx.config.rootfs_propagation:
-        rootfs.set_root_propagation(ctx.config.rootfs_propagation)
+    propagation = ctx.config.rootfs_propagation
+    if propagation and not rootfs.is_unbindable(propagation):
+        rootfs.set_root_propagation(propagation)
 
 
 def forget_host_imports() -> None:
@@ -268,6 +269,11 @@ def protect_kernel_interfaces(ctx: InitContext) -> None:
     for path in ctx.config.readonly_paths:
         rootfs.readonly_path(path)
     rootfs.mask_paths(ctx.config.masked_paths)
+    # (r)unbindable only now: the self-binds of readonly paths and the /dev/null binds of
+    # masked paths fail with EINVAL on an unbindable mount.
+    propagation = ctx.config.rootfs_propagation
+    if propagation and rootfs.is_unbindable(propagation):
+        rootfs.set_root_propagation(propagation)
 
 
 def load_seccomp(ctx: InitContext) -> None:

@@ -40,6 +40,10 @@ def propagation_flags(propagation: str | None) -> int:
     return flags
 
 
+def is_unbindable(propagation: str) -> bool:
+    return bool(propagation_flags(propagation) & MS.UNBINDABLE)
+
+
 def set_setup_propagation(propagation: str | None) -> None:
     """The propagation of / while the rootfs is bound and the mounts are made: the
     configured one, except that (r)unbindable becomes (r)private, since a bind of an
