@@ -108,6 +108,12 @@ def test_no_mount_namespace_is_inherited_and_its_mounts_removed(
         wait_for(lambda: state_of(state_root, "c1")["status"] == "stopped")
         out["output"] = (rootfs / "out").read_text().split()
         runtime(state_root, "delete", "c1", check=True)
+        # exec joins the init's root, not the namespace's / (the host's here)
+        write_config(bundle, config_with(["sleep", "100"], namespaces(mount=None)))
+        runtime(state_root, "run", "-d", "-b", str(bundle), "c2", check=True)
+        out["exec"] = runtime(state_root, "exec", "c2", "sh", "-c",
+                              "ls /; test -e /work && echo HOST").stdout.split()
+        runtime(state_root, "delete", "--force", "c2", check=True)
         out["after"] = mounts_under(rootfs)
         return out
 
@@ -122,6 +128,7 @@ def test_no_mount_namespace_is_inherited_and_its_mounts_removed(
     assert got["output"][:2] == ["timers=0", "host=ociimg-test"], got["output"]
     assert "sys-readonly" in got["output"]
     assert got["after"] == []
+    assert "bin" in got["exec"] and "HOST" not in got["exec"], got["exec"]
     (rootfs / "out").unlink()
 
 
@@ -147,6 +154,9 @@ def test_joined_mount_namespace_is_used_not_re_rooted(runtime_env: tuple[Path, P
                    "holder_root": os.readlink(f"/proc/{holder.pid}/root"),
                    "in_holder": holder_mounts_under(holder.pid, rootfs),
                    "in_ours": mounts_under(rootfs)}
+            runtime(state_root, "start", "c1", check=True)
+            out["exec"] = runtime(state_root, "exec", "c1", "sh", "-c",
+                                  "ls /; test -e /work && echo HOST").stdout.split()
             runtime(state_root, "delete", "--force", "c1", check=True)
             out["in_holder_after"] = holder_mounts_under(holder.pid, rootfs)
             return out
@@ -161,6 +171,7 @@ def test_joined_mount_namespace_is_used_not_re_rooted(runtime_env: tuple[Path, P
     assert got["holder_root"] == "/"
     assert str(rootfs) in got["in_holder"] and got["in_ours"] == []
     assert got["in_holder_after"] == []
+    assert "bin" in got["exec"] and "HOST" not in got["exec"], got["exec"]
 
 
 def test_hostname_is_set_in_a_joined_uts_namespace(runtime_env: tuple[Path, Path]) -> None:
