@@ -198,17 +198,22 @@ def start_container(root: str, container_id: str) -> None:
     fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         data = _read_fifo(fd, cst)
+        try:
+            os.unlink(fifo)
+        except FileNotFoundError:
+            pass
+        if not data:
+            if state.init_alive(cst):  # a concurrent `start` took the byte
+                raise ContainerError(f"container {container_id} was started by another start")
+            raise ContainerError(f"container {container_id}: init exited before start")
+        failure = _wait_for_exec(fd, cst)
     finally:
         os.close(fd)
-    try:
-        os.unlink(fifo)
-    except FileNotFoundError:
-        pass
-    if not data:
-        if state.init_alive(cst):  # a concurrent `start` took the byte
-            raise ContainerError(f"container {container_id} was started by another start")
-        raise ContainerError(f"container {container_id}: init exited before start")
-    # runtime-spec: a failing poststart hook is a warning; start still succeeds.
+    if failure:
+        raise ContainerError(f"container {container_id}: {failure}",
+                             hint="the container was stopped; delete it")
+    # runtime-spec: poststart hooks run after the user's program was executed; a failing
+    # one is a warning and start still succeeds.
     hooks.run_hooks(cst.config_hooks, "poststart", state.hook_state(cst, "running"))
 
 
@@ -221,6 +226,22 @@ def _read_fifo(fd: int, cst: ContainerState) -> bytes:
             return os.read(fd, 1)
         if not state.init_alive(cst):
             return b""
+
+
+def _wait_for_exec(fd: int, cst: ContainerState) -> str:
+    """After its byte the init keeps the fifo open, close-on-exec, until its execve of the
+    user's program (init.wait_for_start): EOF says the program runs now. Before that it
+    may write why it failed (a startContainer hook); that text is returned."""
+    message = b""
+    while True:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                return message.decode(errors="replace")
+            message += chunk
+        elif not state.init_alive(cst):
+            return message.decode(errors="replace")
 
 
 def container_state(root: str, container_id: str) -> dict[str, Any]:

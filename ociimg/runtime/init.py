@@ -105,7 +105,7 @@ def run_init(config: RuntimeConfig, options: InitOptions, sock: socket.socket) -
         change_dir(ctx.process.cwd)
     path = lookup_executable(ctx.process)
     wait_for_start(ctx)
-    hooks.run_hooks(config.hooks, "startContainer", hook_state(ctx, "created"))
+    run_start_hooks(ctx)
     # With no_new_privs the filter goes in as late as possible: after it only the
     # fd clean-up and execve run (runc: "as late as possible").
     load_seccomp(ctx)
@@ -358,10 +358,23 @@ def wait_for_start(ctx: InitContext) -> None:
     ctx.sock.close()
     fd = os.open(f"/proc/self/fd/{ctx.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
     os.close(ctx.fifo_fd)
+    os.write(fd, b"0")
+    # Kept open, close-on-exec: `start` waits for the EOF our execve (or death) makes,
+    # so poststart hooks run after the program was executed (runtime-spec config.md).
+    ctx.fifo_fd = fd
+
+
+def run_start_hooks(ctx: InitContext) -> None:
+    """startContainer hooks; a failure is an error of `start` (runtime-spec): its text
+    goes to `start` through the fifo, which reads until our execve closes it."""
     try:
-        os.write(fd, b"0")
-    finally:
-        os.close(fd)
+        hooks.run_hooks(ctx.config.hooks, "startContainer", hook_state(ctx, "created"))
+    except ContainerError as exc:
+        try:
+            os.write(ctx.fifo_fd, exc.message.encode(errors="replace")[:4000])
+        except OSError:
+            pass
+        raise
 
 
 def close_fds(preserve: int) -> None:

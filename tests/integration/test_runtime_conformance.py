@@ -365,3 +365,38 @@ def test_failures_write_one_error_line_and_a_json_log_entry(
         assert set(entry) == {"level", "msg", "time"}
     assert len(log.read_text().splitlines()) == len(failures)
     runtime(state_root, "delete", "--force", "c1", check=True)
+
+
+def test_poststart_hooks_run_after_the_program_was_executed(
+        runtime_env: tuple[Path, Path], tmp_path: Path) -> None:
+    """runtime-spec config.md: poststart hooks are invoked after the user-specified
+    process is executed. A slow startContainer hook holds the init before its execve:
+    start must wait for the execve, so the poststart hook sees the program (sleep), not
+    the runtime's init, behind the state's pid."""
+    bundle, state_root = runtime_env
+    out = tmp_path / "comm"
+    pid_of_state = "sed 's/.*\"pid\": *\\([0-9]*\\).*/\\1/'"
+    seen = {"path": "/bin/sh",
+            "args": ["sh", "-c", f"pid=$({pid_of_state}); cat /proc/$pid/comm > {out}"]}
+    write_config(bundle, base_config(["sleep", "100"], hooks={
+        "startContainer": [{"path": "/bin/sleep", "args": ["sleep", "0.5"]}],
+        "poststart": [seen]}))
+    runtime(state_root, "create", "-b", str(bundle), "c1", check=True)
+    runtime(state_root, "start", "c1", check=True)
+    assert out.read_text().strip() == "sleep"
+
+
+def test_failing_start_container_hook_fails_start(runtime_env: tuple[Path, Path],
+                                                  tmp_path: Path) -> None:
+    """runtime-spec: a startContainer failure is an error (of start) that stops the
+    container; the poststart hooks do not run."""
+    bundle, state_root = runtime_env
+    out = tmp_path / "hooks"
+    write_config(bundle, base_config(["sleep", "100"], hooks={
+        "startContainer": [{"path": "/bin/false"}], "poststart": [_hook(out, "never")]}))
+    runtime(state_root, "create", "-b", str(bundle), "c1", check=True)
+    proc = runtime(state_root, "start", "c1")
+    assert proc.returncode != 0 and "startContainer hook #0" in proc.stderr, proc.stderr
+    wait_for(lambda: state_of(state_root, "c1")["status"] == "stopped")
+    assert not out.exists()
+    runtime(state_root, "delete", "c1", check=True)
