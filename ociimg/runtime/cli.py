@@ -33,8 +33,9 @@ class _Log:
                 print(f"ociimg-runtime: {level}: {msg}", file=sys.stderr)
             return
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        line = (jsonio.dumps({"level": level, "msg": msg, "time": stamp}) if self.fmt == "json"
-                else f'time="{stamp}" level={level} msg="{msg}"')
+        # runc's logrus format, byte for byte: conmon and containerd's shim parse it.
+        line = (jsonio.dumps({"level": level, "msg": msg, "time": stamp}, separators=(",", ":"))
+                if self.fmt == "json" else f'time="{stamp}" level={level} msg="{msg}"')
         with open(self.path, "a") as f:
             f.write(line + "\n")
 
@@ -418,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parse_args(argv)
     except UsageError as exc:
-        print(f"ociimg-runtime: error: {exc}\nhint: ociimg-runtime --help", file=sys.stderr)
+        _report(_log_from_argv(argv), str(exc), "ociimg-runtime --help")
         return 2
     if args.help:
         print(usage(args.verb))
@@ -445,13 +446,43 @@ def main(argv: list[str] | None = None) -> int:
         where = f": {exc.filename}" if exc.filename else ""
         _report(log, f"{args.verb}: {exc.strerror or exc}{where}", None)
         return 1
+    except Exception as exc:
+        # A bug: the traceback stays, but whoever reads the log (conmon, the shim) still
+        # gets an error entry.
+        _write_log(log, "error", f"{args.verb}: internal error: {type(exc).__name__}: {exc}")
+        raise
 
 
 def _report(log: _Log, message: str, hint: str | None) -> None:
+    """One error line on stderr (and its hint), and an entry in --log when there is one."""
     print(f"ociimg-runtime: error: {message}", file=sys.stderr)
     if hint:
         print(f"hint: {hint}", file=sys.stderr)
-    log.write("error", message)
+    _write_log(log, "error", message)
+
+
+def _write_log(log: _Log, level: str, message: str) -> None:
+    try:
+        log.write(level, message)
+    except OSError as exc:  # an unwritable --log must not hide the error itself
+        print(f"ociimg-runtime: error: --log {log.path}: {exc.strerror}", file=sys.stderr)
+
+
+def _log_from_argv(argv: list[str]) -> _Log:
+    """--log and --log-format of a command line the parser refused, so that a usage
+    error reaches the log too (they are global options: before the command)."""
+    found: dict[str, str] = {}
+    rest = list(argv)
+    while rest and rest[0].startswith("-"):
+        name, eq, value = rest.pop(0).partition("=")
+        if name in ("--log", "--log-format", "--root", "--rootless", "--criu"):
+            if not eq:
+                if not rest:
+                    break
+                value = rest.pop(0)
+            found[name] = value
+    fmt = found.get("--log-format", "text")
+    return _Log(found.get("--log"), fmt if fmt in ("text", "json") else "text", False)
 
 
 if __name__ == "__main__":

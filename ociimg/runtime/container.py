@@ -7,7 +7,6 @@ from __future__ import annotations
 import _signal as signal  # signal.py builds IntEnums at import (enum: ~2 ms per start)
 import os
 import select
-import sys
 import time
 
 from ociimg.errors import ContainerError, OciimgError
@@ -61,6 +60,7 @@ def _create(root: str, container_id: str, options: CreateOptions,
                          annotations=dict(config.annotations), rootfs=str(config.root_path),
                          config_hooks=config.hooks)
     try:
+        _record_shared_mounts(config, cst)
         _spawn_init(root, config, cst, options, state_dir)
     except BaseException:
         _destroy(root, cst)
@@ -69,6 +69,15 @@ def _create(root: str, container_id: str, options: CreateOptions,
     if options.pid_file:
         state.write_atomic(options.pid_file, f"{cst.pid}".encode())  # conmon passes one
     return cst
+
+
+def _record_shared_mounts(config: RuntimeConfig, cst: ContainerState) -> None:
+    """Without a mount ns of its own the container's mounts outlive it; note where they
+    will be so that delete (or a failed create) removes them (rootfs.py)."""
+    from ociimg.runtime import rootfs
+    if not rootfs.owns_mount_namespace(config.namespaces):
+        cst.shared_mounts = rootfs.shared_ns_record(config.namespaces,
+                                                    os.path.realpath(config.root_path))
 
 
 def _spawn_init(root: str, config: RuntimeConfig, cst: ContainerState,
@@ -196,17 +205,23 @@ def start_container(root: str, container_id: str) -> None:
     fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         data = _read_fifo(fd, cst)
+        try:
+            os.unlink(fifo)
+        except FileNotFoundError:
+            pass
+        if not data:
+            if state.init_alive(cst):  # a concurrent `start` took the byte
+                raise ContainerError(f"container {container_id} was started by another start")
+            raise ContainerError(f"container {container_id}: init exited before start")
+        failure = _wait_for_exec(fd, cst)
     finally:
         os.close(fd)
-    try:
-        os.unlink(fifo)
-    except FileNotFoundError:
-        pass
-    if not data:
-        if state.init_alive(cst):  # a concurrent `start` took the byte
-            raise ContainerError(f"container {container_id} was started by another start")
-        raise ContainerError(f"container {container_id}: init exited before start")
-    _run_lifecycle_hook(cst, "poststart", "running", fatal=False)
+    if failure:
+        raise ContainerError(f"container {container_id}: {failure}",
+                             hint="the container was stopped; delete it")
+    # runtime-spec: poststart hooks run after the user's program was executed; a failing
+    # one is a warning and start still succeeds.
+    hooks.run_hooks(cst.config_hooks, "poststart", state.hook_state(cst, "running"))
 
 
 def _read_fifo(fd: int, cst: ContainerState) -> bytes:
@@ -220,14 +235,20 @@ def _read_fifo(fd: int, cst: ContainerState) -> bytes:
             return b""
 
 
-def _run_lifecycle_hook(cst: ContainerState, stage: str, status: str, fatal: bool) -> None:
-    try:
-        hooks.run_hooks(cst.config_hooks, stage, state.hook_state(cst, status))
-    except ContainerError as exc:
-        if fatal:
-            raise
-        # runtime-spec: poststart/poststop failures only warn.
-        print(f"ociimg-runtime: warning: {exc.message}", file=sys.stderr)
+def _wait_for_exec(fd: int, cst: ContainerState) -> str:
+    """After its byte the init keeps the fifo open, close-on-exec, until its execve of the
+    user's program (init.wait_for_start): EOF says the program runs now. Before that it
+    may write why it failed (a startContainer hook); that text is returned."""
+    message = b""
+    while True:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                return message.decode(errors="replace")
+            message += chunk
+        elif not state.init_alive(cst):
+            return message.decode(errors="replace")
 
 
 def container_state(root: str, container_id: str) -> dict[str, Any]:
@@ -287,25 +308,34 @@ def kill_container(root: str, container_id: str, sig: int, all_processes: bool =
                              hint="delete it with: ociimg-runtime delete " + container_id)
     if all_processes and cst.cgroup and _cgroups():
         _cgroups().load_manager(cst.cgroup).kill(sig)
-        return
-    os.kill(cst.pid, sig)
+    else:
+        os.kill(cst.pid, sig)
+    if sig == signal.SIGKILL:
+        # SIGKILL cannot be caught; waiting (briefly) for it to land makes `kill KILL`
+        # then `delete` work without a race, now that delete refuses a container that is
+        # not stopped yet (containerd and podman call them back to back).
+        wait_exit(cst.pid, timeout=2.0)
 
 
 def delete_container(root: str, container_id: str, force: bool = False) -> None:
+    """runtime-spec runtime.md "delete": deleting a container that is not stopped MUST
+    fail and have no effect, a *created* one included (runc kills and deletes it); with
+    ``force`` it is killed first."""
     cst = state.load_state(root, container_id)
     status = state.derive_status(root, cst)
-    if status == "running" and not force:
-        raise ContainerError(f"cannot delete container {container_id} that is running",
-                             hint=f"stop it first or use: ociimg-runtime delete -f "
-                                  f"{container_id}")
+    if status != "stopped" and not force:
+        raise ContainerError(f"cannot delete container {container_id} that is not stopped: "
+                             f"{status}", hint=f"kill it first or use: ociimg-runtime delete "
+                                               f"--force {container_id}")
     _destroy(root, cst)
     if status != "stopped" or cst.pid:
-        _run_lifecycle_hook(cst, "poststop", "stopped", fatal=False)
+        hooks.run_hooks(cst.config_hooks, "poststop", state.hook_state(cst, "stopped"))
 
 
 def _destroy(root: str, cst: ContainerState) -> None:
-    """Kill what is left (a created container is killed too, like runc), free the cgroup,
-    remove the state dir. Mounts live in the container's mount ns and go with it."""
+    """Kill what is left, free the cgroup, remove the state dir. Mounts live in the
+    container's mount ns and go with it; in a namespace it did not own they are
+    detached here."""
     manager = _manager(cst)
     if cst.pid and state.init_alive(cst):
         os.kill(cst.pid, signal.SIGKILL)
@@ -318,6 +348,9 @@ def _destroy(root: str, cst: ContainerState) -> None:
         if manager.is_frozen():
             manager.thaw()
         manager.destroy()
+    if cst.shared_mounts:
+        from ociimg.runtime import rootfs
+        rootfs.release_shared_ns_mounts(cst.shared_mounts)
     state.remove_state(root, cst.id)
 
 

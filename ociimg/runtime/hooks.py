@@ -14,27 +14,50 @@ import select
 
 from ociimg.errors import ContainerError
 from ociimg.runtime import jsonio
+from ociimg.runtime.lazylog import get_logger
 
 TYPE_CHECKING = False  # typing costs ~5 ms of every runtime start
 if TYPE_CHECKING:
     from typing import Any
 
+log = get_logger(__name__)
+
 STAGES = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart",
           "poststop")
+# runtime-spec 1.2 config.md: a failing poststart or poststop hook only makes the runtime
+# "log a warning, but the remaining hooks and lifecycle continue as if the hook had
+# succeeded"; a failure of any other kind is an error that stops the container.
+WARN_ONLY = frozenset({"poststart", "poststop"})
 
 
 def run_hooks(hooks: dict[str, list[dict[str, Any]]], stage: str, state: dict[str, Any]) -> None:
-    """Run every hook of a stage in order; the first failure raises ContainerError."""
+    """Run every hook of a stage in order. In a fatal stage the first failure raises
+    ContainerError; in poststart/poststop each failure is logged as a warning and the
+    remaining hooks still run."""
     payload = jsonio.dumps(state).encode()
     for i, hook in enumerate(hooks.get(stage) or ()):
-        code = run_hook(hook, payload)
-        if code != 0:
-            raise ContainerError(f"{stage} hook #{i} {hook['path']} failed: {describe(code)}",
-                                 hint="check the hook program; it gets the state on stdin")
+        try:
+            code = run_hook(hook, payload)
+        except (ContainerError, OSError) as exc:
+            if stage not in WARN_ONLY:
+                raise
+            log.warning("%s hook #%d: %s", stage, i, getattr(exc, "message", None) or exc)
+            continue
+        if code == 0:
+            continue
+        message = f"{stage} hook #{i} {hook['path']} failed: {describe(code)}"
+        if stage in WARN_ONLY:
+            log.warning("%s", message)
+            continue
+        raise ContainerError(message, hint="check the hook program; it gets the state on stdin")
 
 
 def run_hook(hook: dict[str, Any], payload: bytes) -> int:
     """Run one hook; returns its wait status mapped like a shell (128+N for signal N)."""
+    timeout = hook.get("timeout")
+    if timeout is not None and timeout <= 0:
+        # Checked before the fork: raising after it would leave the hook running, unwaited.
+        raise ContainerError(f"hook {hook['path']}: timeout must be positive, got {timeout}")
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     args = hook.get("args") or [hook["path"]]
     env = hook.get("env") or []
@@ -52,7 +75,7 @@ def run_hook(hook: dict[str, Any], payload: bytes) -> int:
         pass  # a hook need not read its stdin
     finally:
         os.close(write_fd)
-    return wait_with_timeout(pid, hook.get("timeout"))
+    return wait_with_timeout(pid, timeout)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -61,8 +84,6 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def wait_with_timeout(pid: int, timeout: int | None) -> int:
-    if timeout is not None and timeout <= 0:
-        raise ContainerError(f"hook timeout must be positive, got {timeout}")
     pidfd = os.pidfd_open(pid)
     try:
         ready, _, _ = select.select([pidfd], [], [], timeout)

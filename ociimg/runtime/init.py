@@ -21,6 +21,7 @@ from ociimg.runtime import (
     hooks,
     lazylog,
     linux,
+    lsm,
     mounts,
     rootfs,
     seccomp,
@@ -59,6 +60,7 @@ class InitContext:
     seccomp_program: bytes | None = None
     cap_sets: Any = None
     trampoline: int | None = None  # process.open_trampoline
+    apparmor_fd: int | None = None
     warnings: list[str] = field(default_factory=list)
 
 
@@ -110,7 +112,7 @@ def run_init(config: RuntimeConfig, options: InitOptions, sock: socket.socket) -
         change_dir(ctx.process.cwd)
     path = lookup_executable(ctx.process)
     wait_for_start(ctx)
-    hooks.run_hooks(config.hooks, "startContainer", hook_state(ctx, "created"))
+    run_start_hooks(ctx)
     # With no_new_privs the filter goes in as late as possible: after it only the
     # fd clean-up and execve run (runc: "as late as possible").
     load_seccomp(ctx)
@@ -173,16 +175,18 @@ def join_own_keyring(container_id: str) -> None:
 def prepare_rootfs(ctx: InitContext) -> None:
     """Mount propagation, rootfs bind, spec mounts in order, /dev (runc prepareRootfs)."""
     config = ctx.config
-    mount_ns = config.namespace("mount")
-    if mount_ns is None or mount_ns.path:
-        raise ContainerError("a new mount namespace is required",
-                             hint='add {"type": "mount"} to linux.namespaces')
     if ctx.process.oom_score_adj is not None:
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write(str(ctx.process.oom_score_adj))
-    rootfs.set_root_propagation(config.rootfs_propagation)
-    rootfs.make_parent_private(ctx.rootfs)
-    rootfs.bind_rootfs(ctx.rootfs)
+    if rootfs.owns_mount_namespace(config.namespaces):
+        rootfs.set_setup_propagation(config.rootfs_propagation)
+        rootfs.make_parent_private(ctx.rootfs)
+        rootfs.bind_rootfs(ctx.rootfs)
+    else:
+        # The runtime's mount namespace (none listed: inherited, runtime-spec
+        # config-linux.md) or one joined by path: / and its propagation are not ours;
+        # the mounts go under a private bind of the rootfs that delete removes.
+        rootfs.bind_rootfs_shared_ns(ctx.rootfs)
     ops = mounts.plan_mounts(config.mounts, config.bundle)
     if not any(op.destination == "/dev" for op in ops):
         rootfs.mount_dev_tmpfs(ctx.rootfs)
@@ -209,6 +213,7 @@ def prepare_security(ctx: InitContext) -> None:
     fs is still visible: after pivot_root a library or /proc lookup would come from the
     container."""
     ctx.trampoline = open_trampoline(ctx.config.seccomp)
+    ctx.apparmor_fd = lsm.open_apparmor_exec(_apparmor_profile(ctx.config))
     if ctx.process.capabilities is not None:
         ctx.cap_sets = capabilities.capability_sets(ctx.process.capabilities,
                                                     last_cap=capabilities.kernel_last_cap())
@@ -220,12 +225,15 @@ def prepare_security(ctx: InitContext) -> None:
 
 
 def enter_rootfs(ctx: InitContext) -> None:
-    if ctx.options.no_pivot:
+    if not rootfs.owns_mount_namespace(ctx.config.namespaces):
+        rootfs.chroot_root(ctx.rootfs)  # never pivot_root another namespace's processes
+    elif ctx.options.no_pivot:
         rootfs.move_root(ctx.rootfs)
     else:
         rootfs.pivot_root(ctx.rootfs)
-    if ctx.config.rootfs_propagation:
-        rootfs.set_root_propagation(ctx.config.rootfs_propagation)
+    propagation = ctx.config.rootfs_propagation
+    if propagation and not rootfs.is_unbindable(propagation):
+        rootfs.set_root_propagation(propagation)
 
 
 def forget_host_imports() -> None:
@@ -244,19 +252,28 @@ def finalize_rootfs(ctx: InitContext) -> None:
 
 def set_identity(ctx: InitContext) -> None:
     config = ctx.config
-    uts = config.namespace("uts")
-    if (config.hostname or config.domainname) and (uts is None or uts.path):
-        raise ContainerError("hostname/domainname need a new uts namespace",
+    if (config.hostname or config.domainname) and config.namespace("uts") is None:
+        # Inherited, the uts namespace is the runtime's: the host's name would change. A
+        # namespace joined by path was given for this container; its name is set.
+        raise ContainerError("hostname/domainname need a uts namespace of the container "
+                             "(new or joined by path)",
                              hint='add {"type": "uts"} to linux.namespaces')
     if config.hostname:
         linux.sethostname(config.hostname)
     if config.domainname:
         linux.setdomainname(config.domainname)
+    lsm.apply_apparmor(ctx.apparmor_fd, _apparmor_profile(config))
+    ctx.apparmor_fd = None
     rootfs.write_sysctl(config.sysctl)
+
+
+def _apparmor_profile(config: RuntimeConfig) -> str | None:
+    return (config.raw.get("process") or {}).get("apparmorProfile") or None
 
 
 def check_config(config: RuntimeConfig) -> None:
     """Checks that need no privileges, done before anything is created."""
+    lsm.check_labels(config.raw)
     own = {ns.type: ns.path is None for ns in config.namespaces}
     for key in config.sysctl:
         rootfs.check_sysctl(key, own)
@@ -267,6 +284,11 @@ def protect_kernel_interfaces(ctx: InitContext) -> None:
     for path in ctx.config.readonly_paths:
         rootfs.readonly_path(path)
     rootfs.mask_paths(ctx.config.masked_paths)
+    # (r)unbindable only now: the self-binds of readonly paths and the /dev/null binds of
+    # masked paths fail with EINVAL on an unbindable mount.
+    propagation = ctx.config.rootfs_propagation
+    if propagation and rootfs.is_unbindable(propagation):
+        rootfs.set_root_propagation(propagation)
 
 
 def load_seccomp(ctx: InitContext) -> None:
@@ -419,10 +441,23 @@ def wait_for_start(ctx: InitContext) -> None:
     ctx.sock.close()
     fd = os.open(f"/proc/self/fd/{ctx.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
     os.close(ctx.fifo_fd)
+    os.write(fd, b"0")
+    # Kept open, close-on-exec: `start` waits for the EOF our execve (or death) makes,
+    # so poststart hooks run after the program was executed (runtime-spec config.md).
+    ctx.fifo_fd = fd
+
+
+def run_start_hooks(ctx: InitContext) -> None:
+    """startContainer hooks; a failure is an error of `start` (runtime-spec): its text
+    goes to `start` through the fifo, which reads until our execve closes it."""
     try:
-        os.write(fd, b"0")
-    finally:
-        os.close(fd)
+        hooks.run_hooks(ctx.config.hooks, "startContainer", hook_state(ctx, "created"))
+    except ContainerError as exc:
+        try:
+            os.write(ctx.fifo_fd, exc.message.encode(errors="replace")[:4000])
+        except OSError:
+            pass
+        raise
 
 
 def close_fds(preserve: int) -> None:

@@ -36,9 +36,15 @@ def new_namespace_flags(namespaces: tuple[Namespace, ...]) -> int:
 
 
 def join_namespaces(paths: dict[str, str]) -> None:
-    """setns into each namespace by path (opened all first, then joined in order)."""
+    """setns into each namespace by path (opened all first, then joined in order). A
+    "root" entry (process_namespace_paths) is a chrooted init's root: entered last, so
+    that a process joining a container without a mount ns of its own is confined to the
+    container's root as the init is, not left at the namespace's /."""
     fds = {}
+    root_fd = None
     try:
+        if "root" in paths:
+            root_fd = os.open(paths["root"], os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         for ns_type in JOIN_ORDER:
             if ns_type in paths:
                 try:
@@ -48,8 +54,11 @@ def join_namespaces(paths: dict[str, str]) -> None:
                                          f"{exc.strerror}") from exc
         for ns_type, fd in fds.items():
             linux.setns(fd, CLONE_FLAGS[ns_type])
+        if root_fd is not None:
+            os.fchdir(root_fd)
+            os.chroot(".")
     finally:
-        for fd in fds.values():
+        for fd in [*fds.values(), *([root_fd] if root_fd is not None else [])]:
             os.close(fd)
 
 
@@ -105,10 +114,18 @@ def bring_up_loopback() -> None:
 
 
 def process_namespace_paths(pid: int, types: list[str]) -> dict[str, str]:
-    """Paths of a running container's namespaces, for exec."""
+    """Paths of a running container's namespaces, for exec; plus "root" when the init is
+    chrooted (a container without a mount ns of its own, rootfs.chroot_root): /proc/<pid>/
+    root then names a directory below the namespace's /, which setns alone would not
+    enter."""
     own = {t: os.readlink(f"/proc/self/ns/{PROC_NAMES[t]}") for t in types
            if os.path.exists(f"/proc/self/ns/{PROC_NAMES[t]}")}
     out = {}
+    try:
+        if os.readlink(f"/proc/{pid}/root") != "/":
+            out["root"] = f"/proc/{pid}/root"
+    except FileNotFoundError as exc:
+        raise ContainerError(f"container process {pid} is gone") from exc
     for t in types:
         path = f"/proc/{pid}/ns/{PROC_NAMES[t]}"
         try:

@@ -31,9 +31,29 @@ DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
 def set_root_propagation(propagation: str | None) -> None:
     """Make / rslave (default) so nothing we mount leaks to the host, while host
     unmounts still reach us (runc prepareRoot)."""
+    linux.mount(None, "/", None, propagation_flags(propagation))
+
+
+def propagation_flags(propagation: str | None) -> int:
     flags = PROPAGATION.get(propagation or "rslave")
     if flags is None:
         raise ContainerError(f"linux.rootfsPropagation: unknown value {propagation!r}")
+    return flags
+
+
+def is_unbindable(propagation: str) -> bool:
+    return bool(propagation_flags(propagation) & MS.UNBINDABLE)
+
+
+def set_setup_propagation(propagation: str | None) -> None:
+    """The propagation of / while the rootfs is bound and the mounts are made: the
+    configured one, except that (r)unbindable becomes (r)private, since a bind of an
+    unbindable mount fails with EINVAL (runc fails there). Unbindable is private plus
+    "cannot be bound", so nothing propagates either way; the requested flag is set on the
+    container's / after pivot_root (init.enter_rootfs)."""
+    flags = propagation_flags(propagation)
+    if flags & MS.UNBINDABLE:
+        flags = (flags & ~MS.UNBINDABLE) | MS.PRIVATE
     linux.mount(None, "/", None, flags)
 
 
@@ -59,6 +79,17 @@ def _containing_mount(path: str) -> tuple[str, bool]:
 def bind_rootfs(rootfs: str) -> None:
     """Bind the rootfs onto itself so it is a mount point (pivot_root needs one)."""
     linux.mount(rootfs, rootfs, None, MS.BIND | MS.REC)
+
+
+def bind_rootfs_shared_ns(rootfs: str) -> None:
+    """In a mount namespace the container does not own (the runtime's, inherited, or one
+    joined by path), everything the container mounts goes under a bind of the rootfs onto
+    itself, made rprivate at once: the mounts are then not propagated into other
+    namespaces, a readonly root remounts this bind and not the filesystem under it, and
+    delete removes the whole tree with one detach (release_shared_ns_mounts). The host's
+    / keeps its propagation: it is not ours to change."""
+    linux.mount(rootfs, rootfs, None, MS.BIND | MS.REC)
+    linux.mount(None, rootfs, None, MS.PRIVATE | MS.REC)
 
 
 def needs_dev_setup(mounts: list[Any]) -> bool:
@@ -240,6 +271,21 @@ def pivot_root(rootfs: str) -> None:
         os.close(fd)
 
 
+def chroot_root(rootfs: str) -> None:
+    """Enter the rootfs without a mount namespace of the container's own: pivot_root
+    would re-root every process of that namespace (the host's, or the owner's of a joined
+    one), and MS_MOVE over / would move the host's root; chroot changes only this process
+    (runc does the same without CLONE_NEWNS). A chroot is no boundary against a process
+    with CAP_SYS_CHROOT, but such a container shares the runtime's mounts by its config."""
+    fd = os.open(rootfs, os.O_DIRECTORY | os.O_PATH | os.O_CLOEXEC)
+    try:
+        os.fchdir(fd)
+        os.chroot(".")
+        os.chdir("/")
+    finally:
+        os.close(fd)
+
+
 def move_root(rootfs: str) -> None:
     """--no-pivot: MS_MOVE the rootfs over / and chroot (for a rootfs on the initramfs,
     where pivot_root is refused). Weaker: the old root stays reachable to a process that
@@ -341,3 +387,95 @@ def write_sysctl(sysctl: dict[str, str]) -> None:
         except OSError as exc:
             raise ContainerError(f"sysctl {key}={value}: {exc.strerror}",
                                  hint="check the key exists in this kernel") from exc
+
+
+# A mount namespace the container does not own: its mounts are removed by delete.
+def owns_mount_namespace(namespaces: tuple[Any, ...]) -> bool:
+    """Whether the container gets a mount namespace of its own (listed, without a path).
+    Otherwise it inherits the runtime's or joins one by path (runtime-spec config-linux.md
+    "Namespaces")."""
+    return any(ns.type == "mount" and ns.path is None for ns in namespaces)
+
+
+def _escape_mountinfo(path: str) -> str:
+    return "".join(f"\\{ord(c):03o}" if c in " \t\n\\" else c for c in path)
+
+
+def _ns_identity(path: str) -> str:
+    st = os.stat(path)
+    return f"{st.st_dev}:{st.st_ino}"
+
+
+def _mounts_at(path: str) -> list[tuple[int, int]]:
+    """(mount id, parent id) of every mount on ``path`` in this mount namespace."""
+    escaped = _escape_mountinfo(path)
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split(" ", 5)
+            if len(fields) > 4 and fields[4] == escaped:
+                out.append((int(fields[0]), int(fields[1])))
+    return out
+
+
+def shared_ns_record(namespaces: tuple[Any, ...], rootfs: str) -> dict[str, Any]:
+    """Taken before the init is forked: which namespace the container's mounts will live
+    in (the joined path, or None for the runtime's own, with its identity so a recycled
+    /proc/<pid> or another namespace is never touched) and the mounts already on the
+    rootfs, which are not ours to remove."""
+    path = next((ns.path for ns in namespaces if ns.type == "mount"), None)
+    ident = _ns_identity(path or "/proc/self/ns/mnt")
+    before = _in_mount_ns(path, ident, lambda: [m for m, _ in _mounts_at(rootfs)])
+    if before is None:
+        raise ContainerError(f"mount namespace {path}: cannot enter it")
+    return {"ns_path": path, "ns": ident, "rootfs": rootfs, "before": before}
+
+
+def release_shared_ns_mounts(record: dict[str, Any]) -> bool:
+    """Detach the rootfs bind the init made (and every mount under it) in a namespace the
+    container did not own; mounts on the rootfs from before the container stay. False
+    when the namespace is gone (its mounts went with it) or is not reachable from here."""
+    def detach() -> int:
+        done = 0
+        while True:
+            at = _mounts_at(record["rootfs"])
+            # the top mount: no other mount on the same path has it as parent
+            top = [m for m, _ in at if not any(p == m for _, p in at)]
+            if not top or top[0] in record["before"]:
+                return done
+            linux.umount2(record["rootfs"], MNT.DETACH)
+            done += 1
+    return bool(_in_mount_ns(record["ns_path"], record["ns"], detach))
+
+
+def _in_mount_ns(path: str | None, ident: str, func: Any) -> Any:
+    """``func()`` in the mount namespace at ``path`` (None: this process's own), only if
+    it is still the namespace ``ident`` names; None otherwise. A joined namespace is
+    entered by a forked child (setns changes the caller's root and cwd for good)."""
+    if path is None:
+        return func() if _ns_identity("/proc/self/ns/mnt") == ident else None
+    from ociimg.runtime import jsonio
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        code = 1
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            st = os.fstat(fd)
+            if f"{st.st_dev}:{st.st_ino}" == ident:
+                linux.setns(fd, linux.CLONE.NEWNS)
+                os.write(write_fd, jsonio.dumps(func()).encode())
+                code = 0
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    chunks = []
+    try:
+        while chunk := os.read(read_fd, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(read_fd)
+        _, status = os.waitpid(pid, 0)
+    if status != 0 or not chunks:
+        return None
+    return jsonio.loads(b"".join(chunks))

@@ -38,6 +38,8 @@ class ContainerState:
     config_hooks: dict[str, Any] = field(default_factory=dict)
     rootfs: str = ""
     owner: str = "root"
+    # Without a mount ns of its own, where its mounts live (rootfs.shared_ns_record).
+    shared_mounts: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

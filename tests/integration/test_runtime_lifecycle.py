@@ -124,12 +124,12 @@ def test_create_start_state_kill_delete(runtime_env: tuple[Path, Path], tmp_path
         int(open(f"/proc/{st['pid']}/stat").read().split()[21]) != 0
 
 
-def test_delete_created_container_kills_it(runtime_env: tuple[Path, Path]) -> None:
+def test_force_delete_created_container_kills_it(runtime_env: tuple[Path, Path]) -> None:
     bundle, state_root = runtime_env
     set_args(bundle, ["sleep", "100"])
     runtime(state_root, "create", "-b", str(bundle), "c1", check=True)
     pid = state_of(state_root, "c1")["pid"]
-    runtime(state_root, "delete", "c1", check=True)
+    runtime(state_root, "delete", "--force", "c1", check=True)
     wait_for(lambda: _dead(pid))
 
 

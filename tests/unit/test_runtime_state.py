@@ -111,7 +111,21 @@ def test_failing_and_missing_hooks_raise() -> None:
 
 def test_hook_timeout_kills() -> None:
     with pytest.raises(ContainerError, match="killed by SIGKILL"):
-        hooks.run_hooks({"poststop": [{"path": "/bin/sleep", "args": ["sleep", "30"],
-                                       "timeout": 1}]}, "poststop", {})
+        hooks.run_hooks({"prestart": [{"path": "/bin/sleep", "args": ["sleep", "30"],
+                                       "timeout": 1}]}, "prestart", {})
     with pytest.raises(ContainerError, match="timeout must be positive"):
-        hooks.run_hooks({"poststop": [{"path": "/bin/true", "timeout": 0}]}, "poststop", {})
+        hooks.run_hooks({"prestart": [{"path": "/bin/true", "timeout": 0}]}, "prestart", {})
+
+
+@pytest.mark.parametrize("stage", ["poststart", "poststop"])
+def test_poststart_and_poststop_failures_warn_and_the_rest_run(
+        stage: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """runtime-spec 1.2 config.md: "log a warning, but the remaining hooks and lifecycle
+    continue as if the hook had succeeded"."""
+    out = tmp_path / "out"
+    ok = {"path": "/bin/sh", "args": ["sh", "-c", f"echo ran >> {out}"]}
+    hooks.run_hooks({stage: [{"path": "/bin/false"}, ok, {"path": "/nonexistent"},
+                             {"path": "/bin/true", "timeout": 0}, ok]}, stage, {})
+    assert out.read_text() == "ran\nran\n"
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert [m.split(" ")[2].rstrip(":") for m in warned] == ["#0", "#2", "#3"], warned

@@ -136,6 +136,12 @@ class V1Manager(CgroupManager):
                 write_value(d, f"hugetlb.{h['pageSize']}.limit_in_bytes", str(h["limit"]))
         if r.get("blockIO"):
             set_blkio(self.controller_dir("blkio"), r["blockIO"])
+        net = r.get("network") or {}
+        if net.get("classID") is not None:  # controller_dir refuses an unmounted one
+            write_value(self.controller_dir("net_cls"), "net_cls.classid", str(net["classID"]))
+        for prio in net.get("priorities") or ():
+            write_value(self.controller_dir("net_prio"), "net_prio.ifpriomap",
+                        f"{prio['name']} {prio['priority']}")
         if not with_devices:
             return
         if "devices" in self.dirs:

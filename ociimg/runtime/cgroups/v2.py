@@ -107,6 +107,12 @@ class V2Manager(CgroupManager):
         if r is None:
             return
         with_devices = resources is None or "devices" in resources
+        net = r.get("network") or {}
+        if net.get("classID") is not None or net.get("priorities"):
+            # net_cls/net_prio exist only in cgroup v1: never drop the limits silently.
+            raise ContainerError("cgroup: linux.resources.network (classID, priorities) "
+                                 "needs the cgroup v1 net_cls/net_prio controllers",
+                                 hint="this host uses cgroup v2; drop linux.resources.network")
         set_memory(self.path, r.get("memory") or {})
         set_cpu(self.path, r.get("cpu") or {})
         set_pids(self.path, r.get("pids"))
