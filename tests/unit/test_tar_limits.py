@@ -31,7 +31,7 @@ RSS_LIMIT = 200 << 20
 # Runs in a child interpreter: builds the stream named by argv[1] chunk by chunk, applies
 # it, prints {"error": class name, "message": ..., "maxrss": bytes}.
 _CHILD = textwrap.dedent('''
-    import io, json, resource, sys, tarfile
+    import io, json, sys, tarfile
     from ociimg.layers.apply import ApplyOptions, apply_layer
 
     BLOCK = 512
@@ -100,7 +100,11 @@ _CHILD = textwrap.dedent('''
                     ApplyOptions(rootless=True))
     except Exception as exc:
         out = {"error": type(exc).__name__, "message": str(exc)[:300]}
-    out["maxrss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # VmHWM, not ru_maxrss: ru_maxrss survives execve, so a child of a big pytest process
+    # starts with its parent's RSS; VmHWM belongs to this process's own address space.
+    with open("/proc/self/status") as status:
+        hwm = next(line for line in status if line.startswith("VmHWM:"))
+    out["maxrss"] = int(hwm.split()[1]) * 1024
     print(json.dumps(out))
 ''')
 
