@@ -327,6 +327,13 @@ _I32, _I64 = ("i", -2**31, 2**31 - 1), ("i", -2**63, 2**63 - 1)
 _ID = ("i", 0, 2**32 - 2)  # uid_t/gid_t; 2^32-1 is (uid_t)-1: "leave unchanged" to setresuid
 _MAJOR, _MINOR = ("i", 0, 4095), ("i", 0, 2**20 - 1)  # the kernel's 12/20-bit dev_t
 _STRS = ("l", "s")
+
+
+def _is_path(v: str) -> bool:  # a newline in a path would forge lines of its messages
+    return v.isprintable()
+
+
+_PATH = ("f", _is_path, "a path without control characters")
 _MAP = ("m", "s")
 
 
@@ -359,7 +366,7 @@ def _is_cpu_list(v: str) -> bool:
 
 _IDMAP = _obj({"containerID": _U32, "hostID": _U32, "size": _U32},
               "containerID", "hostID", "size")
-_HOOKS = ("l", _obj({"path": "s", "args": _STRS, "env": _STRS,
+_HOOKS = ("l", _obj({"path": _PATH, "args": _STRS, "env": _STRS,
                      # schema: integer >= 1; select() takes at most ~68 years of seconds
                      "timeout": ("i", 1, 2**31 - 1)}, "path"))
 _SECCOMP_ACTION = _enum("SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD",
@@ -398,13 +405,13 @@ _PROCESS = _obj({
 }, "cwd")
 
 _LINUX = _obj({
-    "devices": ("l", _obj({"type": _enum("c", "b", "u", "p"), "path": "s",
+    "devices": ("l", _obj({"type": _enum("c", "b", "u", "p"), "path": _PATH,
                            "fileMode": ("i", 0, 0o777), "major": _MAJOR, "minor": _MINOR,
                            "uid": _ID, "gid": _ID}, "type", "path")),
     "netDevices": ("m", _obj({"name": "s"})),
     "uidMappings": ("l", _IDMAP), "gidMappings": ("l", _IDMAP),
     "namespaces": ("l", _obj({"type": _enum("mount", "pid", "network", "uts", "ipc", "user",
-                                            "cgroup", "time"), "path": "s"}, "type")),
+                                            "cgroup", "time"), "path": _PATH}, "type")),
     "resources": _obj({
         "unified": _MAP,
         "devices": ("l", _obj({"allow": "b", "type": _enum("a", "c", "b"),
@@ -431,7 +438,7 @@ _LINUX = _obj({
                                                   "name", "priority"))}),
         "rdma": ("m", _obj({"hcaHandles": _U32, "hcaObjects": _U32})),
     }),
-    "cgroupsPath": "s",
+    "cgroupsPath": _PATH,
     # The schema's four values, plus the recursive forms runc and podman also pass.
     "rootfsPropagation": _enum("private", "shared", "slave", "unbindable", "rprivate",
                                "rshared", "rslave", "runbindable"),
@@ -449,7 +456,7 @@ _LINUX = _obj({
                                             "SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT",
                                             "SCMP_CMP_MASKED_EQ")},
                                "index", "value", "op"))}, "names", "action"))}, "defaultAction"),
-    "sysctl": _MAP, "maskedPaths": _STRS, "readonlyPaths": _STRS, "mountLabel": "s",
+    "sysctl": _MAP, "maskedPaths": ("l", _PATH), "readonlyPaths": ("l", _PATH), "mountLabel": "s",
     "intelRdt": _obj({"closID": "s", "schemata": _STRS, "l3CacheSchema": "s",
                       "memBwSchema": ("f", lambda v: v.startswith("MB:") and "\n" not in v,
                                       "MB:<schema>"), "enableMonitoring": "b"}),
@@ -469,10 +476,10 @@ _CONFIG = _obj({
     "hooks": _obj({k: _HOOKS for k in ("prestart", "createRuntime", "createContainer",
                                        "startContainer", "poststart", "poststop")}),
     "annotations": _MAP, "hostname": "s", "domainname": "s",
-    "mounts": ("l", _obj({"source": "s", "destination": "s", "options": _STRS, "type": "s",
+    "mounts": ("l", _obj({"source": _PATH, "destination": _PATH, "options": _STRS, "type": "s",
                           "uidMappings": ("l", _IDMAP), "gidMappings": ("l", _IDMAP)},
                          "destination")),
-    "root": _obj({"path": "s", "readonly": "b"}, "path"),
+    "root": _obj({"path": _PATH, "readonly": "b"}, "path"),
     "process": _PROCESS,
     "linux": _LINUX,
 }, "ociVersion")

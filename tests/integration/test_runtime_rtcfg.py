@@ -223,8 +223,10 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], code: int = 1)
     assert proc.returncode == code, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert lines and lines[0].startswith("ociimg-runtime: error: "), proc.stderr
-    assert all(line.startswith("hint: ") for line in lines[1:]), proc.stderr
+    errors = [line for line in lines if line.startswith("ociimg-runtime: error: ")]
+    assert len(errors) == 1, proc.stderr
+    after = lines[lines.index(errors[0]) + 1:]
+    assert all(line.startswith("hint: ") for line in after), proc.stderr
 
 
 REPORTED = [
