@@ -19,6 +19,7 @@ from tests.integration.runtime_helpers import (
     RUNTIME,
     base_config,
     leftover_cgroups,
+    mounts_under,
     runtime,
     write_config,
 )
@@ -310,3 +311,59 @@ def test_accepted_hostile_values_run_or_fail_in_one_line(runtime_env: tuple[Path
                    for line in proc.stderr.splitlines()), proc.stderr
     assert not (state_root / "c1").exists()
     assert leftover_cgroups() == []
+
+
+# ------------------------------------------- the same through `ociimg run -v` (item 7)
+
+def image_with_layer(layout: Path, base_tag: str, tag: str, files: dict) -> str:
+    """Tag ``tag`` in the OCI layout: ``base_tag``'s image plus one layer of ``files``."""
+    import hashlib
+
+    from ociimg import spec
+    from ociimg.digest import Digest
+    from ociimg.store import Store
+    from tests.layerimage import image_from_layout, tar_of
+
+    store = Store(layout)
+    manifest, _ = image_from_layout(store, base_tag)
+    manifest_doc = json.loads(store.read_blob(
+        next(d for t, d in store.refs() if t == base_tag).digest))
+    config_doc = json.loads(store.read_blob(manifest.config.digest))
+    layer = tar_of(files)
+    layer_digest = store.put_blob(layer)
+    config_doc["rootfs"]["diff_ids"].append(f"sha256:{hashlib.sha256(layer).hexdigest()}")
+    config_raw = json.dumps(config_doc).encode()
+    manifest_doc["config"]["digest"] = str(store.put_blob(config_raw))
+    manifest_doc["config"]["size"] = len(config_raw)
+    manifest_doc["layers"].append({"mediaType": spec.OCI_LAYER, "digest": str(layer_digest),
+                                   "size": len(layer)})
+    manifest_raw = json.dumps(manifest_doc).encode()
+    digest = store.put_blob(manifest_raw)
+    store.tag(tag, spec.Descriptor(spec.OCI_MANIFEST, Digest.parse(str(digest)),
+                                   len(manifest_raw)))
+    return f"oci:{layout}:{tag}"
+
+
+def test_ociimg_run_volume_on_an_image_symlink_to_root(root: None, tmp_path: Path,
+                                                      fixture_layout: Path) -> None:
+    """`ociimg run -v HOST:/vol IMAGE` where IMAGE has /vol -> /: refused in one line;
+    HOST is left exactly as it was (runc mounts it over the rootfs and fills HOST/dev)."""
+    import shutil
+    import sys
+
+    layout = tmp_path / "layout"
+    shutil.copytree(fixture_layout, layout)
+    image = image_with_layer(layout, "busybox", "vol-root", {"vol": "->/"})
+    volume, before = host_volume(tmp_path)
+    env = {**os.environ, "OCIIMG_ROOT": str(tmp_path / "ociroot")}
+    proc = subprocess.run([sys.executable, "-m", "ociimg", "run", "--rm", "-v",
+                           f"{volume}:/vol", image, "true"], env=env, text=True,
+                          capture_output=True, timeout=120, cwd=REPO)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "resolves to / through a symlink" in proc.stderr, proc.stderr
+    assert tree_manifest(volume) == before
+    ps = subprocess.run([sys.executable, "-m", "ociimg", "ps", "-a", "-q"], env=env,
+                        text=True, capture_output=True, timeout=60, cwd=REPO)
+    assert ps.stdout.split() == []
+    assert mounts_under(tmp_path) == []
