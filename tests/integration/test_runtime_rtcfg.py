@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.hostileconfig import variants
 from tests.integration.runtime_helpers import (
     REPO,
     RUNTIME,
     base_config,
     leftover_cgroups,
+    mounts_under,
     runtime,
     write_config,
 )
@@ -214,3 +216,154 @@ def test_devices_in_subdirectories_of_dev_still_work(runtime_env: tuple[Path, Pa
     proc = runtime(state_root, "run", "-b", str(bundle), "c1")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["/dev/net/null2", "1:3", "640"]
+
+
+# ------------------------------------------------------ hostile config.json (item 8)
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], code: int = 1) -> None:
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("ociimg-runtime: error: ")]
+    assert len(errors) == 1, proc.stderr
+    after = lines[lines.index(errors[0]) + 1:]
+    assert all(line.startswith("hint: ") for line in after), proc.stderr
+
+
+REPORTED = [
+    ("hooks", {"prestart": [{"path": "/bin/true", "timeout": 10**30}]}),
+    ("process.consoleSize", {"height": "24", "width": 80}),
+    ("linux.resources", {"pids": {"limit": "100"}}),
+    ("linux.devices", [{"type": "c", "path": "/dev/x", "major": "1", "minor": 3}]),
+    ("linux.devices", [{"type": "c", "path": "/dev/x", "major": 2**70, "minor": 3}]),
+    ("linux.resources", "x"),
+    ("process.rlimits", [{"type": "RLIMIT_NOFILE", "soft": -5, "hard": 1024}]),
+    ("process.rlimits", [{"type": "RLIMIT_NOFILE", "soft": 2**63, "hard": 2**64 - 2}]),
+    ("process.user", {"uid": 2**32 - 1, "gid": 0}),
+    ("linux.resources", {"hugepageLimits": [{"pageSize": "../../../cgroup.procs", "limit": 1}]}),
+    ("linux.resources", {"devices": [{"allow": True, "type": "c", "major": 2**40}]}),
+    ("linux.seccomp", {"defaultAction": "SCMP_ACT_ALLOW",
+                       "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ERRNO",
+                                     "errnoRet": -1}]}),
+]
+
+
+@pytest.mark.parametrize(("path", "value"), REPORTED, ids=[p for p, _ in REPORTED])
+@pytest.mark.parametrize("verb", ["create", "run"])
+def test_hostile_config_is_one_line_and_creates_nothing(runtime_env: tuple[Path, Path],
+                                                        verb: str, path: str, value: object
+                                                        ) -> None:
+    bundle, state_root = runtime_env
+    config = base_config(["true"])
+    node = config
+    *parents, last = path.split(".")
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    write_config(bundle, config)
+    proc = runtime(state_root, verb, "-b", str(bundle), "c1")
+    assert_one_line_error(proc)
+    assert f": {path}" in proc.stderr.splitlines()[0]
+    assert not (state_root / "c1").exists()
+    assert leftover_cgroups() == []
+
+
+def test_deeply_nested_config_is_one_line(runtime_env: tuple[Path, Path]) -> None:
+    bundle, state_root = runtime_env
+    (bundle / "config.json").write_text("[" * 100000 + "]" * 100000)
+    proc = runtime(state_root, "run", "-b", str(bundle), "c1")
+    assert_one_line_error(proc)
+    assert not (state_root / "c1").exists()
+
+
+def accepted_variants() -> list[tuple[str, object, dict]]:
+    """The generated hostile variants parse_config accepts (tests/unit checks they are
+    schema-valid), every 8th: the ones that reach the kernel."""
+    from ociimg.errors import InvalidDocument
+    from ociimg.runtime.config import parse_config
+
+    out = []
+    for path, value, doc in variants(base_config(["true"])):
+        try:
+            parse_config(doc, "/bundle")
+        except InvalidDocument:
+            continue
+        out.append((path, value, doc))
+    return out[::8]
+
+
+@pytest.mark.parametrize(("path", "value", "config"), accepted_variants(),
+                         ids=lambda v: repr(v)[:40] if not isinstance(v, dict) else "")
+def test_accepted_hostile_values_run_or_fail_in_one_line(runtime_env: tuple[Path, Path],
+                                                          path: str, value: object,
+                                                          config: dict) -> None:
+    bundle, state_root = runtime_env
+    write_config(bundle, config)
+    proc = runtime(state_root, "run", "-b", str(bundle), "c1")
+    # The container's own exit status (its syscalls may fail under a hostile seccomp
+    # profile) comes without a word on stderr; the runtime's failures come with one line.
+    assert "Traceback" not in proc.stderr, proc.stderr
+    if "ociimg-runtime: error: " in proc.stderr:
+        assert_one_line_error(proc, proc.returncode)
+        assert proc.returncode in (1, 127)
+    else:
+        assert all(line.startswith("ociimg-runtime: warning: ")
+                   for line in proc.stderr.splitlines()), proc.stderr
+    assert not (state_root / "c1").exists()
+    assert leftover_cgroups() == []
+
+
+# ------------------------------------------- the same through `ociimg run -v` (item 7)
+
+def image_with_layer(layout: Path, base_tag: str, tag: str, files: dict) -> str:
+    """Tag ``tag`` in the OCI layout: ``base_tag``'s image plus one layer of ``files``."""
+    import hashlib
+
+    from ociimg import spec
+    from ociimg.digest import Digest
+    from ociimg.store import Store
+    from tests.layerimage import image_from_layout, tar_of
+
+    store = Store(layout)
+    manifest, _ = image_from_layout(store, base_tag)
+    manifest_doc = json.loads(store.read_blob(
+        next(d for t, d in store.refs() if t == base_tag).digest))
+    config_doc = json.loads(store.read_blob(manifest.config.digest))
+    layer = tar_of(files)
+    layer_digest = store.put_blob(layer)
+    config_doc["rootfs"]["diff_ids"].append(f"sha256:{hashlib.sha256(layer).hexdigest()}")
+    config_raw = json.dumps(config_doc).encode()
+    manifest_doc["config"]["digest"] = str(store.put_blob(config_raw))
+    manifest_doc["config"]["size"] = len(config_raw)
+    manifest_doc["layers"].append({"mediaType": spec.OCI_LAYER, "digest": str(layer_digest),
+                                   "size": len(layer)})
+    manifest_raw = json.dumps(manifest_doc).encode()
+    digest = store.put_blob(manifest_raw)
+    store.tag(tag, spec.Descriptor(spec.OCI_MANIFEST, Digest.parse(str(digest)),
+                                   len(manifest_raw)))
+    return f"oci:{layout}:{tag}"
+
+
+def test_ociimg_run_volume_on_an_image_symlink_to_root(root: None, tmp_path: Path,
+                                                      fixture_layout: Path) -> None:
+    """`ociimg run -v HOST:/vol IMAGE` where IMAGE has /vol -> /: refused in one line;
+    HOST is left exactly as it was (runc mounts it over the rootfs and fills HOST/dev)."""
+    import shutil
+    import sys
+
+    layout = tmp_path / "layout"
+    shutil.copytree(fixture_layout, layout)
+    image = image_with_layer(layout, "busybox", "vol-root", {"vol": "->/"})
+    volume, before = host_volume(tmp_path)
+    env = {**os.environ, "OCIIMG_ROOT": str(tmp_path / "ociroot")}
+    proc = subprocess.run([sys.executable, "-m", "ociimg", "run", "--rm", "-v",
+                           f"{volume}:/vol", image, "true"], env=env, text=True,
+                          capture_output=True, timeout=120, cwd=REPO)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "resolves to / through a symlink" in proc.stderr, proc.stderr
+    assert tree_manifest(volume) == before
+    ps = subprocess.run([sys.executable, "-m", "ociimg", "ps", "-a", "-q"], env=env,
+                        text=True, capture_output=True, timeout=60, cwd=REPO)
+    assert ps.stdout.split() == []
+    assert mounts_under(tmp_path) == []

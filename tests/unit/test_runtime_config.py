@@ -55,7 +55,7 @@ def test_absolute_root_path_replaces_bundle() -> None:
     (lambda d: d.update(ociVersion="0.9"), "ociVersion"),
     (lambda d: d.pop("root"), "root.path"),
     (lambda d: d["process"].update(args=[]), "process.args"),
-    (lambda d: d["process"].update(args=["sh", 1]), "process.args"),
+    (lambda d: d["process"].update(args=["sh", 1]), "process.args[1]"),
     (lambda d: d["process"].update(cwd="relative"), "process.cwd"),
     (lambda d: d["process"]["user"].update(uid="0"), "process.user.uid"),
     (lambda d: d["process"].update(rlimits=[{"type": "RLIMIT_BOGUS", "soft": 1, "hard": 1}]),
@@ -66,7 +66,7 @@ def test_absolute_root_path_replaces_bundle() -> None:
      "linux.namespaces[3].path"),
     (lambda d: d.update(mounts=[{"type": "tmpfs"}]), "mounts[0].destination"),
     (lambda d: d.update(hooks={"prestart": [{"path": "relative"}]}), "hooks.prestart[0].path"),
-    (lambda d: d.update(annotations={"a": 1}), "annotations"),
+    (lambda d: d.update(annotations={"a": 1}), "annotations.a"),
     (lambda d: d["linux"].update(timeOffsets={"realtime": {"secs": 1}}),
      "linux.timeOffsets.realtime"),
 ])
