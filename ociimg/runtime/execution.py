@@ -235,11 +235,11 @@ def _exec_inside(spec: ProcessSpec, cap_sets: Any, seccomp_ctx: int | None,
         _attach_pty(console, spec)
     ctx = init.InitContext(config=None, options=None, sock=None, process=spec,  # type: ignore
                            rootfs="/", cap_sets=cap_sets, seccomp_ctx=seccomp_ctx)
+    entered = init.try_chdir(spec.cwd)  # before a filter, as in init.run_init
     if spec.no_new_privileges:
         linux.set_no_new_privs()
     else:
         init.load_seccomp(ctx)
-    entered = init.try_chdir(spec.cwd)
     init.change_user(ctx)
     if not entered:
         init.change_dir(spec.cwd)
