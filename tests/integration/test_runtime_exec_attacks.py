@@ -360,8 +360,9 @@ def test_forged_pid_on_the_init_socket_is_ignored(runtime_env: tuple[Path, Path]
             sys.executable, str(hook), REPO, str(host_victim.pid)]}]}
         write_config(bundle, config)
         runtime(state_root, "create", "-b", str(bundle), "c1", check=True)
-        pid = init_pid(state_root)
-        assert pid != host_victim.pid
+        doc = json.loads(runtime(state_root, "state", "c1", check=True).stdout)
+        pid = doc["pid"]
+        assert doc["status"] == "created" and pid != host_victim.pid
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             assert b"ociimg.runtime" in f.read()  # the init, blocked before its execve
         runtime(state_root, "delete", "-f", "c1", check=True)
