@@ -148,9 +148,9 @@ def _drive(config: RuntimeConfig, cst: ContainerState, sock: socket.socket, pid1
             hooks.run_hooks(config.hooks, "prestart", hook_doc)
             hooks.run_hooks(config.hooks, "createRuntime", hook_doc)
             process.send_msg(sock, {"type": "go"})
-        elif kind == "warnings":
-            for message in msg.get("messages", []):
-                log.warning("container %s: %s", cst.id, message)
+        elif kind == "warnings" and isinstance(msg.get("messages"), list):
+            for message in msg["messages"][:20]:
+                log.warning("container %s: %s", cst.id, str(message)[:500])
         elif kind == "created":
             created = True
 

@@ -166,7 +166,7 @@ def _drive_exec(cst: state.ContainerState, sock: socket.socket, pid1: int,
             if not pid:
                 raise ContainerError(f"exec in {cst.id}: process setup failed")
             return pid
-        kind = msg.get("type") if isinstance(msg, dict) else None
+        kind = msg.get("type")
         if kind == "error":
             process.raise_from_msg(msg, cst.id)
         elif kind == "place" and not pid:
@@ -176,11 +176,11 @@ def _drive_exec(cst: state.ContainerState, sock: socket.socket, pid1: int,
                 manager.add_v2(pid1)
             process.send_msg(sock, {"type": "go"})
         elif kind == "forked" and not pid:
-            # The content of no message is trusted: the pid is the first child's only
-            # child, which it waits with until killed (below, by the caller).
+            # No message's content is trusted: the pid is the first child's only child
+            # (the first child stays stopped until exec_process kills it).
             pid = process.only_child(pid1)
-        elif kind == "warnings":
-            for message in msg.get("messages", [])[:20]:
+        elif kind == "warnings" and isinstance(msg.get("messages"), list):
+            for message in msg["messages"][:20]:
                 log.warning("exec in %s: %s", cst.id, str(message)[:500])
 
 

@@ -62,8 +62,16 @@ def send_msg(sock: socket.socket, msg: dict[str, Any]) -> None:
 
 
 def recv_msg(sock: socket.socket) -> dict[str, Any] | None:
+    """The next message, None at EOF. A packet that is not a JSON object (only a forgery
+    can be: see execution.py) reads as {"type": "invalid"}, which nobody acts on."""
     data = sock.recv(65536)
-    return jsonio.loads(data) if data else None
+    if not data:
+        return None
+    try:
+        msg = jsonio.loads(data)
+    except (ValueError, RecursionError):
+        msg = None
+    return msg if isinstance(msg, dict) else {"type": "invalid"}
 
 
 def error_msg(exc: BaseException) -> dict[str, Any]:

@@ -169,8 +169,11 @@ def test_forged_pid_on_the_exec_socket_is_ignored(runtime_env: tuple[Path, Path]
         assert sock_fds, "the joining process holds no socket"
         for fd in sock_fds:
             with socket.socket(fileno=_pidfd_getfd(joining, fd)) as stolen:
-                for msg in ({"type": "pid", "pid": host_victim.pid}, {"type": "forked"}):
-                    stolen.send(json.dumps(msg).encode())
+                for msg in ({"type": "pid", "pid": host_victim.pid}, {"type": "forked"},
+                            {"type": "warnings", "messages": 5}, [1], "[" * 100000):
+                    stolen.send(msg.encode() if isinstance(msg, str) else
+                                json.dumps(msg).encode())
+                stolen.send(b"\xff not json")
         os.kill(joining, 18)  # SIGCONT
         assert proc.wait(timeout=60) == 0, proc.communicate()
         written = int(pid_file.read_text())
