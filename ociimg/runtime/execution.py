@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import select
 import socket
 
 from ociimg.errors import ContainerError
@@ -161,6 +162,11 @@ def _drive_exec(cst: state.ContainerState, sock: socket.socket, pid1: int,
                 manager: Any) -> int:
     pid = 0
     while True:
+        if pid and not select.select([sock], [], [], 0.05)[0]:
+            if _left_runtime(pid):
+                # A copy of the socket taken from inside keeps it open past the execve.
+                return pid
+            continue
         msg = process.recv_msg(sock)
         if msg is None:  # the sync socket closed on a successful execve
             if not pid:
@@ -182,6 +188,14 @@ def _drive_exec(cst: state.ContainerState, sock: socket.socket, pid1: int,
         elif kind == "warnings" and isinstance(msg.get("messages"), list):
             for message in msg["messages"][:20]:
                 log.warning("exec in %s: %s", cst.id, str(message)[:500])
+
+
+def _left_runtime(pid: int) -> bool:
+    """Whether ``pid`` no longer runs the runtime's binary (it exec'd, or it is gone)."""
+    try:
+        return os.readlink(f"/proc/{pid}/exe") != os.readlink("/proc/self/exe")
+    except OSError:
+        return True
 
 
 def _join_and_exec(config: RuntimeConfig, spec: ProcessSpec, ns_paths: dict[str, str],

@@ -146,6 +146,7 @@ def test_forged_pid_on_the_exec_socket_is_ignored(runtime_env: tuple[Path, Path]
     host_victim = subprocess.Popen(["sleep", "1000"])
     pid_file = tmp_path / "exec.pid"
     marker = "forged-pid-marker"
+    held: list[socket.socket] = []
     proc = subprocess.Popen([*RUNTIME, "--root", str(state_root), "exec", "-d", "--pid-file",
                              str(pid_file), "-e", SLOW_PATH, "-e", f"M={marker}", "c1",
                              "sleep", "77"], cwd=REPO, stdout=subprocess.DEVNULL,
@@ -168,12 +169,14 @@ def test_forged_pid_on_the_exec_socket_is_ignored(runtime_env: tuple[Path, Path]
                     if os.readlink(f"/proc/{joining}/fd/{fd}").startswith("socket:")]
         assert sock_fds, "the joining process holds no socket"
         for fd in sock_fds:
-            with socket.socket(fileno=_pidfd_getfd(joining, fd)) as stolen:
-                for msg in ({"type": "pid", "pid": host_victim.pid}, {"type": "forked"},
-                            {"type": "warnings", "messages": 5}, [1], "[" * 100000):
-                    stolen.send(msg.encode() if isinstance(msg, str) else
-                                json.dumps(msg).encode())
-                stolen.send(b"\xff not json")
+            # Kept open until the end: the runtime must not wait for the container to close
+            # its copy.
+            stolen = socket.socket(fileno=_pidfd_getfd(joining, fd))
+            held.append(stolen)
+            for msg in ({"type": "pid", "pid": host_victim.pid}, {"type": "forked"},
+                        {"type": "warnings", "messages": 5}, [1], "[" * 100000):
+                stolen.send(msg.encode() if isinstance(msg, str) else json.dumps(msg).encode())
+            stolen.send(b"\xff not json")
         os.kill(joining, 18)  # SIGCONT
         assert proc.wait(timeout=60) == 0, proc.communicate()
         written = int(pid_file.read_text())
@@ -182,6 +185,8 @@ def test_forged_pid_on_the_exec_socket_is_ignored(runtime_env: tuple[Path, Path]
             assert f.read().split(b"\0")[:2] == [b"sleep", b"77"]
         assert host_victim.poll() is None
     finally:
+        for stolen in held:
+            stolen.close()
         host_victim.kill()
         host_victim.wait()
         if proc.poll() is None:
