@@ -130,7 +130,7 @@ def _drive(root: str, config: RuntimeConfig, cst: ContainerState, sock: socket.s
     """Parent side of the sync protocol (process.py docstring). The intermediate's "pid"
     and the init's "created" may come in either order; setup is done when both have."""
     from ociimg.runtime import namespaces, process
-    created = False
+    created = reported = False
     while not (created and cst.pid):
         msg = process.recv_msg(sock)
         kind = msg.get("type") if msg else None
@@ -142,13 +142,11 @@ def _drive(root: str, config: RuntimeConfig, cst: ContainerState, sock: socket.s
         elif kind == "idmap":
             namespaces.write_id_maps(pid1, config.uid_mappings, config.gid_mappings)
             process.send_msg(sock, {"type": "go"})
-        elif kind == "pid" and not cst.pid:
-            # The init's pid from the kernel, never from a message: a process sharing a
-            # joined pid ns could take the init's socket (pidfd_getfd) and name any pid.
-            cst.pid = process.only_child(pid1)
-            if not cst.pid:
+        elif kind == "pid" and not reported:
+            _learn_init_pid(cst, pid1)
+            if not cst.pid:  # not from the intermediate: it has forked the init by then
                 continue
-            cst.pid_starttime = state.proc_starttime(cst.pid) or 0
+            reported = True
             # Recorded before any hook runs: a runtime killed from here on leaves a
             # state that `delete -f` can kill the init by.
             state.save_state(root, cst)
@@ -157,16 +155,26 @@ def _drive(root: str, config: RuntimeConfig, cst: ContainerState, sock: socket.s
                     manager.add_v2(cst.pid)
                 process.send_msg(sock, {"type": "placed"})
         elif kind == "hooks":
-            cst.pid = cst.pid or process.only_child(pid1)
+            _learn_init_pid(cst, pid1)
             hook_doc = state.hook_state(cst, "creating")
             hooks.run_hooks(config.hooks, "prestart", hook_doc)
             hooks.run_hooks(config.hooks, "createRuntime", hook_doc)
             process.send_msg(sock, {"type": "go"})
-        elif kind == "warnings":
-            for message in msg.get("messages", []):
-                log.warning("container %s: %s", cst.id, message)
+        elif kind == "warnings" and isinstance(msg.get("messages"), list):
+            for message in msg["messages"][:20]:
+                log.warning("container %s: %s", cst.id, str(message)[:500])
         elif kind == "created":
             created = True
+
+
+def _learn_init_pid(cst: ContainerState, pid1: int) -> None:
+    """The init's pid from the kernel (the intermediate's one child), never from a
+    message: a process sharing a joined pid ns could take the init's socket
+    (pidfd_getfd) and name any pid, which kill and delete would then signal."""
+    from ociimg.runtime import process
+    if not cst.pid:
+        cst.pid = process.only_child(pid1)
+        cst.pid_starttime = (state.proc_starttime(cst.pid) or 0) if cst.pid else 0
 
 
 def _prepare_cgroup(root: str, config: RuntimeConfig, cst: ContainerState) -> Any:

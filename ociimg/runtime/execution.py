@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import select
 import socket
 
 from ociimg.errors import ContainerError
@@ -161,12 +162,17 @@ def _drive_exec(cst: state.ContainerState, sock: socket.socket, pid1: int,
                 manager: Any) -> int:
     pid = 0
     while True:
+        if pid and not select.select([sock], [], [], 0.05)[0]:
+            if _left_runtime(pid):
+                # A copy of the socket taken from inside keeps it open past the execve.
+                return pid
+            continue
         msg = process.recv_msg(sock)
         if msg is None:  # the sync socket closed on a successful execve
             if not pid:
                 raise ContainerError(f"exec in {cst.id}: process setup failed")
             return pid
-        kind = msg.get("type") if isinstance(msg, dict) else None
+        kind = msg.get("type")
         if kind == "error":
             process.raise_from_msg(msg, cst.id)
         elif kind == "place" and not pid:
@@ -176,12 +182,20 @@ def _drive_exec(cst: state.ContainerState, sock: socket.socket, pid1: int,
                 manager.add_v2(pid1)
             process.send_msg(sock, {"type": "go"})
         elif kind == "forked" and not pid:
-            # The content of no message is trusted: the pid is the first child's only
-            # child, which it waits with until killed (below, by the caller).
+            # No message's content is trusted: the pid is the first child's only child
+            # (the first child stays stopped until exec_process kills it).
             pid = process.only_child(pid1)
-        elif kind == "warnings":
-            for message in msg.get("messages", [])[:20]:
+        elif kind == "warnings" and isinstance(msg.get("messages"), list):
+            for message in msg["messages"][:20]:
                 log.warning("exec in %s: %s", cst.id, str(message)[:500])
+
+
+def _left_runtime(pid: int) -> bool:
+    """Whether ``pid`` no longer runs the runtime's binary (it exec'd, or it is gone)."""
+    try:
+        return os.readlink(f"/proc/{pid}/exe") != os.readlink("/proc/self/exe")
+    except OSError:
+        return True
 
 
 def _join_and_exec(config: RuntimeConfig, spec: ProcessSpec, ns_paths: dict[str, str],
@@ -235,11 +249,11 @@ def _exec_inside(spec: ProcessSpec, cap_sets: Any, seccomp_ctx: int | None,
         _attach_pty(console, spec)
     ctx = init.InitContext(config=None, options=None, sock=None, process=spec,  # type: ignore
                            rootfs="/", cap_sets=cap_sets, seccomp_ctx=seccomp_ctx)
+    entered = init.try_chdir(spec.cwd)  # before a filter, as in init.run_init
     if spec.no_new_privileges:
         linux.set_no_new_privs()
     else:
         init.load_seccomp(ctx)
-    entered = init.try_chdir(spec.cwd)
     init.change_user(ctx)
     if not entered:
         init.change_dir(spec.cwd)

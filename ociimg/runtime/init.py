@@ -6,7 +6,10 @@ need is imported and resolved *before* pivot_root: afterwards the host filesyste
 and the container's files must never be loaded into this privileged process, so sys.path
 is emptied (a lazy import would read container-controlled code — CVE-2019-5736's lesson:
 the container must never reach the runtime's interpreter or code). The init never re-execs
-Python; its one execve is the container's program.
+Python: it is non-dumpable from before it exists in any container namespace (its
+/proc/<pid>/{exe,mem,fd,environ} stay closed to the container; process.enter_guarded), and
+its execve goes through a sealed trampoline (process.open_trampoline), so that no
+/proc/self/exe of the container's program ever names the host's interpreter.
 """
 
 from __future__ import annotations
@@ -98,15 +101,16 @@ def run_init(config: RuntimeConfig, options: InitOptions, sock: socket.socket) -
     finalize_rootfs(ctx)
     set_identity(ctx)
     protect_kernel_interfaces(ctx)
+    # chdir before setuid, retried after it when root could not (runc finalizeNamespace):
+    # a cwd on e.g. root-squashed NFS is only enterable as the container user. First try
+    # before a filter is in: it may predate openat2 and kill on unknown syscalls.
+    entered = try_chdir(ctx.process.cwd)
     if ctx.process.no_new_privileges:
         linux.set_no_new_privs()
     else:
         # Without no_new_privs the filter must go in while we still hold CAP_SYS_ADMIN,
         # i.e. before the capabilities are dropped (runc standard_init_linux.go).
         load_seccomp(ctx)
-    # chdir before setuid, retried after it when root could not (runc finalizeNamespace):
-    # a cwd on e.g. root-squashed NFS is only enterable as the container user.
-    entered = try_chdir(ctx.process.cwd)
     change_user(ctx)
     if not entered:
         change_dir(ctx.process.cwd)
@@ -461,8 +465,9 @@ def run_start_hooks(ctx: InitContext) -> None:
 
 
 def close_fds(preserve: int) -> None:
-    """Mark every fd above stdio close-on-exec except the preserved ones (CVE-2024-21626:
-    a leaked host fd is a way out)."""
+    """Mark every fd above stdio close-on-exec except the preserved ones: the program
+    gets stdio and what --preserve-fds names (fds leaked into the runtime were closed
+    before anything was joined: process.enter_guarded)."""
     keep = set(range(3, 3 + preserve))
     try:
         fds = [int(n) for n in os.listdir("/proc/self/fd")]

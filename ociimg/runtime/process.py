@@ -62,8 +62,16 @@ def send_msg(sock: socket.socket, msg: dict[str, Any]) -> None:
 
 
 def recv_msg(sock: socket.socket) -> dict[str, Any] | None:
+    """The next message, None at EOF. A packet that is not a JSON object (only a forgery
+    can be: see execution.py) reads as {"type": "invalid"}, which nobody acts on."""
     data = sock.recv(65536)
-    return jsonio.loads(data) if data else None
+    if not data:
+        return None
+    try:
+        msg = jsonio.loads(data)
+    except (ValueError, RecursionError):
+        msg = None
+    return msg if isinstance(msg, dict) else {"type": "invalid"}
 
 
 def error_msg(exc: BaseException) -> dict[str, Any]:
@@ -358,7 +366,7 @@ def _static_elf(machine: int, code: bytes, base: int = 0x10000000) -> bytes:
 
 _TRAMPOLINES = {"x86_64": _x86_64_trampoline}
 _MFD_EXEC = 0x10  # Linux 6.3: say so, or vm.memfd_noexec=1 makes the memfd non-executable
-_SEALS = 0x1 | 0x2 | 0x4 | 0x8  # F_SEAL_SEAL | SHRINK | GROW | WRITE
+_SEALS = linux.F_SEAL_SEAL | linux.F_SEAL_SHRINK | linux.F_SEAL_GROW | linux.F_SEAL_WRITE
 
 
 def open_trampoline(seccomp: dict[str, Any] | None) -> int | None:
@@ -378,10 +386,9 @@ def open_trampoline(seccomp: dict[str, Any] | None) -> int | None:
             fd = os.memfd_create("ociimg-exec", flags)
     except OSError:
         return None
-    import fcntl
     try:
         os.write(fd, build())
-        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
+        linux.add_seals(fd, _SEALS)
     except BaseException:
         os.close(fd)
         raise

@@ -146,6 +146,7 @@ def test_forged_pid_on_the_exec_socket_is_ignored(runtime_env: tuple[Path, Path]
     host_victim = subprocess.Popen(["sleep", "1000"])
     pid_file = tmp_path / "exec.pid"
     marker = "forged-pid-marker"
+    held: list[socket.socket] = []
     proc = subprocess.Popen([*RUNTIME, "--root", str(state_root), "exec", "-d", "--pid-file",
                              str(pid_file), "-e", SLOW_PATH, "-e", f"M={marker}", "c1",
                              "sleep", "77"], cwd=REPO, stdout=subprocess.DEVNULL,
@@ -168,9 +169,14 @@ def test_forged_pid_on_the_exec_socket_is_ignored(runtime_env: tuple[Path, Path]
                     if os.readlink(f"/proc/{joining}/fd/{fd}").startswith("socket:")]
         assert sock_fds, "the joining process holds no socket"
         for fd in sock_fds:
-            with socket.socket(fileno=_pidfd_getfd(joining, fd)) as stolen:
-                for msg in ({"type": "pid", "pid": host_victim.pid}, {"type": "forked"}):
-                    stolen.send(json.dumps(msg).encode())
+            # Kept open until the end: the runtime must not wait for the container to close
+            # its copy.
+            stolen = socket.socket(fileno=_pidfd_getfd(joining, fd))
+            held.append(stolen)
+            for msg in ({"type": "pid", "pid": host_victim.pid}, {"type": "forked"},
+                        {"type": "warnings", "messages": 5}, [1], "[" * 100000):
+                stolen.send(msg.encode() if isinstance(msg, str) else json.dumps(msg).encode())
+            stolen.send(b"\xff not json")
         os.kill(joining, 18)  # SIGCONT
         assert proc.wait(timeout=60) == 0, proc.communicate()
         written = int(pid_file.read_text())
@@ -179,6 +185,8 @@ def test_forged_pid_on_the_exec_socket_is_ignored(runtime_env: tuple[Path, Path]
             assert f.read().split(b"\0")[:2] == [b"sleep", b"77"]
         assert host_victim.poll() is None
     finally:
+        for stolen in held:
+            stolen.close()
         host_victim.kill()
         host_victim.wait()
         if proc.poll() is None:
@@ -312,3 +320,61 @@ def test_proc_self_exe_interpreter_does_not_reach_the_host_python(
     proc = runtime(state_root, "exec", "c2", "/attack")
     assert host_python not in proc.stdout, proc
     assert proc.returncode == 126, proc
+
+
+# A prestart hook that plays a process sharing the init's pid ns with CAP_SYS_PTRACE: it
+# takes the init's sync socket (pidfd_getfd) once the runtime's intermediate process has
+# reported the init, and names a host process as the container's pid.
+FORGING_HOOK = r"""
+import json, os, socket, sys, time
+sys.path.insert(0, sys.argv[1])
+from tests.integration.test_runtime_exec_attacks import _pidfd_getfd, _status
+victim = int(sys.argv[2])
+runtime = os.getppid()
+with open(f"/proc/{runtime}/task/{runtime}/children") as f:
+    (intermediate,) = [int(p) for p in f.read().split() if int(p) != os.getpid()]
+with open(f"/proc/{runtime}/cmdline", "rb") as f:
+    argv = f.read()
+init = 0
+for p in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        with open(f"/proc/{p}/cmdline", "rb") as f:
+            same = f.read() == argv
+    except OSError:
+        continue
+    if same and len(_status(int(p)).get("NSpid", "").split()) == 2:
+        init = int(p)
+while _status(intermediate).get("State", "Z")[0] not in "TZ":
+    time.sleep(0.005)
+for fd in os.listdir(f"/proc/{init}/fd"):
+    if os.readlink(f"/proc/{init}/fd/{fd}").startswith("socket:"):
+        with socket.socket(fileno=_pidfd_getfd(init, int(fd))) as s:
+            s.send(json.dumps({"type": "pid", "pid": victim, "placed": True}).encode())
+print("forged", init, file=sys.stderr)
+"""
+
+
+def test_forged_pid_on_the_init_socket_is_ignored(runtime_env: tuple[Path, Path],
+                                                  tmp_path: Path) -> None:
+    """create: a "pid" message forged on the init's socket must not become the
+    container's pid (state, kill and delete would then hit a host process)."""
+    bundle, state_root = runtime_env
+    hook = tmp_path / "forge.py"
+    hook.write_text(FORGING_HOOK)
+    host_victim = subprocess.Popen(["sleep", "1000"])
+    try:
+        config = base_config(["sleep", "1000"])
+        config["hooks"] = {"prestart": [{"path": sys.executable, "args": [
+            sys.executable, str(hook), REPO, str(host_victim.pid)]}]}
+        write_config(bundle, config)
+        runtime(state_root, "create", "-b", str(bundle), "c1", check=True)
+        doc = json.loads(runtime(state_root, "state", "c1", check=True).stdout)
+        pid = doc["pid"]
+        assert doc["status"] == "created" and pid != host_victim.pid
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            assert b"ociimg.runtime" in f.read()  # the init, blocked before its execve
+        runtime(state_root, "delete", "-f", "c1", check=True)
+        assert host_victim.poll() is None
+    finally:
+        host_victim.kill()
+        host_victim.wait()

@@ -1,0 +1,77 @@
+"""The exec trampoline (process.open_trampoline): a sealed memfd that execs what it is told
+to, refuses to run for anyone else, and is used only where seccomp surely allows execveat."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ociimg.runtime import process
+from tests.conftest import need
+
+PROFILE = {"defaultAction": "SCMP_ACT_ERRNO",
+           "syscalls": [{"names": ["execve", "execveat"], "action": "SCMP_ACT_ALLOW"}]}
+
+
+@pytest.mark.parametrize(("profile", "allowed"), [
+    (None, True),
+    (PROFILE, True),
+    ({"defaultAction": "SCMP_ACT_ALLOW"}, True),
+    ({"defaultAction": "SCMP_ACT_ERRNO"}, False),
+    ({"defaultAction": "SCMP_ACT_ALLOW",
+      "syscalls": [{"names": ["execveat"], "action": "SCMP_ACT_KILL"}]}, False),
+    ({"defaultAction": "SCMP_ACT_ERRNO",
+      "syscalls": [{"names": ["execveat"], "action": "SCMP_ACT_ALLOW",
+                    "args": [{"index": 4, "value": 0, "op": "SCMP_CMP_EQ"}]}]}, False),
+])
+def test_used_only_where_execveat_is_allowed(profile: dict | None, allowed: bool) -> None:
+    assert process._allows_syscall(profile, "execveat") is allowed
+
+
+def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    need(os.uname().machine in process._TRAMPOLINES, "no trampoline for this architecture")
+    fd = process.open_trampoline(PROFILE)
+    assert fd is not None
+    code = f"import os; os.execve({fd}, {argv!r}, {{'X': 'only-this'}})"
+    try:
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              pass_fds=(fd,), timeout=30)
+    finally:
+        os.close(fd)
+
+
+def test_execs_path_with_argv_and_env() -> None:
+    proc = _run([process.TRAMPOLINE_ARGV0, "/bin/sh", "name0", "-c",
+                 'head -c 5 /proc/$$/cmdline; echo " $X $0 $1"', "zero", "one"])
+    assert proc.returncode == 0 and proc.stdout == "name0 only-this zero one\n", proc
+
+
+def test_failures_exit_like_a_shell(tmp_path: Path) -> None:
+    missing = _run([process.TRAMPOLINE_ARGV0, "/no/such", "x"])
+    assert missing.returncode == 127
+    assert missing.stderr == "ociimg-runtime: exec /no/such: cannot execute\n"
+    plain = tmp_path / "not-executable"
+    plain.write_text("data")
+    assert _run([process.TRAMPOLINE_ARGV0, str(plain), "x"]).returncode == 126
+
+
+def test_refuses_to_run_for_anyone_else() -> None:
+    """What a "#!/proc/self/exe" script in the container gets: nothing exec'd."""
+    proc = _run(["/proc/self/exe", "/bin/true"])
+    assert proc.returncode == 126 and "cannot execute" in proc.stderr
+
+
+def test_memfd_is_sealed() -> None:
+    need(os.uname().machine in process._TRAMPOLINES, "no trampoline for this architecture")
+    fd = process.open_trampoline(None)
+    try:
+        with pytest.raises(PermissionError):
+            os.write(fd, b"x")
+        with pytest.raises(PermissionError):
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)
