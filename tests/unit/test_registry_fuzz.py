@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from ociimg.errors import OciimgError
+from ociimg.reference import parse_image_name
 from ociimg.registry.auth import _parse_token_response, check_realm, parse_www_authenticate
 from ociimg.registry.client import (
     _range_end,
@@ -53,6 +54,9 @@ SEEDS = {
     "int": ["123", "0", " 42 "],
     "content_type": ["application/vnd.oci.image.manifest.v1+json; charset=utf-8", "text/html"],
     "digest": ["sha256:" + "a" * 64, "sha512:" + "b" * 128, "sha256:abc"],
+    "reference": ["busybox", "127.0.0.1:5000/a/b:v1", "[::1]:5000/x@sha256:" + "a" * 64,
+                  "docker://registry.example/ns/app:1.0", "oci:/tmp/l:name",
+                  "oci-archive:img.tar:docker.io/library/busybox:latest"],
     "json": ['{"token": "t", "expires_in": 300}', '{"access_token": "x"}', "[[[[[]]]]]",
              '{"errors": [{"code": "DENIED", "message": "m"}]}', '{"errors": "x"}'],
 }
@@ -125,6 +129,13 @@ def _error_body(text: str) -> object:
     return parse_error_body(text.encode("utf-8", "surrogatepass"))
 
 
+def _reference(text: str) -> object:
+    ref = parse_image_name(text)
+    if hasattr(ref, "api_host"):  # a registry reference: the URL a client would build
+        origin(f"https://{ref.api_host}/v2/")
+    return ref
+
+
 PARSERS: dict[str, tuple[str, Callable[[str], object]]] = {
     "WWW-Authenticate": ("www_authenticate", _www),
     "Location/realm URL": ("url", _location),
@@ -135,6 +146,7 @@ PARSERS: dict[str, tuple[str, Callable[[str], object]]] = {
     "Docker-Content-Digest": ("digest", _digest),
     "token JSON": ("json", _token),
     "error body JSON": ("json", _error_body),
+    "image reference": ("reference", _reference),
 }
 
 

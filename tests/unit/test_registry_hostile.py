@@ -396,3 +396,13 @@ def test_form_body_carries_refresh_token_only_to_the_realm(httpserver: HTTPServe
     form = parse_qs(next(req for req, _ in httpserver.log if req.method == "POST")
                     .get_data(as_text=True))
     assert form["refresh_token"] == [SECRET]
+
+
+@pytest.mark.parametrize("text", ["host:99999/x", "host:0/x", "[::1/x", "[:::::]:5/x",
+                                  "docker://[::1]:99999/x", "h:" + "9" * 5000 + "/x",
+                                  "oci:/tmp/a\0b:x"])
+def test_bad_registry_host_in_reference_is_one_line(text):
+    from ociimg.errors import InvalidReference
+    from ociimg.reference import parse_image_name
+    with pytest.raises(InvalidReference):
+        parse_image_name(text)
