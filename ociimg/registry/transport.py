@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import io
 import ipaddress
 import json
 import os
@@ -503,7 +504,13 @@ class Transport:
 
 
 def _remaining_length(stream: Any) -> int | None:
-    """Bytes left in a file body (Content-Length: registries may refuse chunked PUTs)."""
+    """Bytes left in a file body (Content-Length: registries may refuse chunked PUTs):
+    a file's, an in-memory one's, or a blob read in place from an archive's."""
+    remaining = getattr(stream, "remaining_bytes", None)
+    if isinstance(remaining, int):
+        return remaining
+    if isinstance(stream, io.BytesIO):
+        return stream.getbuffer().nbytes - stream.tell()
     try:
         return os.fstat(stream.fileno()).st_size - stream.tell()
     except (AttributeError, OSError, ValueError):
