@@ -35,9 +35,9 @@ _MIN_WAIT = 0.001  # a zero timeout would make the socket non-blocking
 
 @dataclass(frozen=True)
 class Limits:
-    speed_limit: int = 1024  # bytes/s; 0 turns the low-speed check and size deadline off
+    speed_limit: int = 1024  # bytes/s; 0 turns the low-speed check and overall deadline off
     speed_time: float = 30.0  # seconds below speed_limit before aborting
-    deadline_base: float = 300.0  # seconds for headers, plus the size-scaled part
+    deadline_base: float = 300.0  # seconds for headers, plus the size-scaled part; 0: off
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Limits:
@@ -78,11 +78,11 @@ class Budget:
         now = clock()
         self.deadline: float | None = None
         self.total = 0.0
-        if limits.speed_limit > 0:
+        if limits.speed_limit > 0 and limits.deadline_base > 0:
             self.total = limits.deadline_base + max(0, expected) / limits.speed_limit
             self.deadline = now + self.total
         self._phase = "wait"
-        self._phase_deadline = now + limits.deadline_base
+        self._phase_deadline = self._header_deadline(now)
         self._window_start = now
         self._window_bytes = 0
 
@@ -106,7 +106,10 @@ class Budget:
         self._phase = phase
         self._window_start, self._window_bytes = now, 0
         if phase == "wait":
-            self._phase_deadline = now + self.limits.deadline_base
+            self._phase_deadline = self._header_deadline(now)
+
+    def _header_deadline(self, now: float) -> float | None:
+        return now + self.limits.deadline_base if self.limits.deadline_base > 0 else None
 
     def _speed_checked(self) -> bool:
         return self._phase != "wait" and self.limits.speed_limit > 0
@@ -116,7 +119,8 @@ class Budget:
         now = self.clock()
         if self.deadline is not None and now >= self.deadline:
             raise SlowTransfer(f"no complete answer within the {self.total:.0f}s deadline")
-        if self._phase == "wait" and now >= self._phase_deadline:
+        if self._phase == "wait" and self._phase_deadline is not None and \
+                now >= self._phase_deadline:
             raise SlowTransfer(f"no response headers within {self.limits.deadline_base:g}s")
         if self._speed_checked() and now - self._window_start >= self.limits.speed_time:
             need = self.limits.speed_limit * self.limits.speed_time
@@ -133,7 +137,8 @@ class Budget:
         if self.deadline is not None:
             bounds.append(self.deadline - now)
         if self._phase == "wait":
-            bounds.append(self._phase_deadline - now)
+            if self._phase_deadline is not None:
+                bounds.append(self._phase_deadline - now)
         elif self._speed_checked():
             bounds.append(self._window_start + self.limits.speed_time - now)
         if not bounds:

@@ -269,6 +269,10 @@ def test_deadline_scales_with_the_expected_size():
                     clock=lambda: clock[0])
     assert budget.deadline == pytest.approx(100 + 10 + 50)
     assert Budget(Limits(speed_limit=0), 1 << 40).deadline is None  # limits off
+    off = Budget(Limits(speed_limit=0, deadline_base=0), 0, clock=lambda: clock[0])
+    clock[0] += 1e6
+    off.check()  # nothing to exceed
+    assert off.wait(60.0) == (60.0, False)  # only the socket's own read timeout
 
 
 def test_limits_from_environment_are_checked():
