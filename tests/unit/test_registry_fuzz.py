@@ -34,8 +34,8 @@ from ociimg.registry.transport import (
 )
 
 SEED = int(os.environ.get("OCIIMG_FUZZ_SEED", "20261207"))
-BUDGET_SECONDS = 0.6  # per parser
-MAX_CASES = 4000
+BUDGET_SECONDS = float(os.environ.get("OCIIMG_FUZZ_SECONDS", "0.6"))  # per parser
+MAX_CASES = int(os.environ.get("OCIIMG_FUZZ_CASES", "4000"))
 
 TOKENS = ['"', "\\", ",", "=", " ", "\t", "[", "]", ":", "/", "?", "#", "@", "%", "-1", "99999",
           "0", "-", "*", "bytes ", "bytes=", "\x00", "\ud800", "\udfff", "²", "٣", "\u202e",
