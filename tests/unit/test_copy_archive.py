@@ -291,3 +291,22 @@ def test_garbage_is_one_line(tmp_path):
     path.write_bytes(os.urandom(4096))
     with pytest.raises(InvalidDocument):
         LayoutArchive(path)
+
+
+def test_adding_to_an_archive_does_not_carry_unreferenced_members(layout, tmp_path):
+    """An existing destination archive padded with a 64 MiB unreferenced member (gzip:
+    ~64 KiB): the rewritten archive holds the images, not the padding."""
+    tar = tmp_path / "img.tar"
+    copy(oci(layout, "busybox"), archive(tar, "b"), ALL)
+    padded = tmp_path / "padded.tar.gz"
+    rewrite(tar, padded, [("blobs/sha256/" + "f" * 64, Zeros(64 << 20), None)],
+            opener=lambda p, m: gzip.open(p, m, compresslevel=1))
+    copy(oci(layout, "multilayer"), archive(padded, "m"), ALL)
+    with tarfile.open(padded) as result:
+        names = result.getnames()
+    assert "blobs/sha256/" + "f" * 64 not in names
+    assert padded.stat().st_size < 16 << 20
+    out = tmp_path / "out"
+    copy(archive(padded, "b"), oci(out, "b"), ALL)
+    copy(archive(padded, "m"), oci(out, "m"), ALL)
+    assert Store(out).fsck() == []
