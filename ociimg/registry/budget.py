@@ -151,6 +151,54 @@ class Budget:
     def account(self, count: int) -> None:
         self._window_bytes += count
 
+    def wait_left(self) -> float | None:
+        """Seconds left for the current wait (a connect, a TLS handshake, headers)."""
+        bounds = [b for b in (self.deadline, self._phase_deadline) if b is not None]
+        return max(min(bounds) - self.clock(), _MIN_WAIT) if bounds else None
+
+
+class Watchdog:
+    """Shuts ``sock`` down when ``seconds`` pass: for a blocking step that cannot be
+    sliced like reads are (the TLS handshake, run by the ssl module on the bare
+    socket), so a server trickling its handshake is cut off too."""
+
+    def __init__(self, sock: socket.socket, seconds: float) -> None:
+        self.seconds = seconds
+        self.fired = False
+        # A duplicate: ssl's wrap_socket detaches ``sock`` (and closes its fd when the
+        # handshake fails), and shutdown() acts on the socket behind either fd.
+        self._dup: socket.socket | None = sock.dup()
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._dup is None:
+                return
+            self.fired = True
+            with contextlib.suppress(OSError):
+                self._dup.shutdown(socket.SHUT_RDWR)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+        with self._lock:
+            if self._dup is not None:
+                self._dup.close()
+                self._dup = None
+
+    def error(self, step: str) -> SlowTransfer:
+        return SlowTransfer(f"no {step} within {self.seconds:.3g}s")
+
+
+def watchdog(sock: socket.socket, seconds: float | None = None) -> Watchdog | None:
+    """A Watchdog for the current budget's wait (or ``seconds``); None if unbounded."""
+    if seconds is None:
+        budget = current()
+        seconds = budget.wait_left() if budget is not None else None
+    return Watchdog(sock, seconds) if seconds is not None and seconds > 0 else None
+
 
 _current = threading.local()
 

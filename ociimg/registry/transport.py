@@ -47,7 +47,16 @@ import urllib3.exceptions
 from urllib3.util import Timeout, make_headers
 
 from ociimg.errors import InvalidDocument, OciimgError, RegistryError, RegistryUnreachable
-from ociimg.registry.budget import Budget, BudgetSocket, Limits, SlowTransfer, active, guarded
+from ociimg.registry.budget import (
+    Budget,
+    BudgetSocket,
+    Limits,
+    SlowTransfer,
+    Watchdog,
+    active,
+    guarded,
+    watchdog,
+)
 
 MAX_TOKEN_BYTES = 1 << 20
 MAX_ERROR_BYTES = 1 << 20
@@ -326,8 +335,24 @@ class _HTTPConnection(urllib3.connection.HTTPConnection):
 
 
 class _HTTPSConnection(urllib3.connection.HTTPSConnection):
+    _watchdog: Watchdog | None = None
+
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        self._watchdog = watchdog(sock)  # the handshake runs on the bare socket
+        return sock
+
     def connect(self) -> None:
-        super().connect()  # the TLS handshake runs on the bare socket
+        try:
+            super().connect()
+        except (OSError, urllib3.exceptions.HTTPError) as exc:
+            if self._watchdog is not None and self._watchdog.fired:
+                raise self._watchdog.error("TLS handshake") from exc
+            raise
+        finally:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+                self._watchdog = None
         self.sock = BudgetSocket(self.sock)  # type: ignore[assignment]
 
 
@@ -414,8 +439,14 @@ class Transport:
             with socket.create_connection((name, port or 443),
                                           timeout=self.options.connect_timeout) as sock:
                 sock.settimeout(self.options.read_timeout)
-                with context.wrap_socket(sock, server_hostname=name):
-                    return "https"
+                limit = self.options.limits.deadline_base
+                guard = watchdog(sock, limit) if limit > 0 else None
+                try:
+                    with context.wrap_socket(sock, server_hostname=name):
+                        return "https"
+                finally:
+                    if guard is not None:
+                        guard.cancel()
         except (OSError, ValueError):  # ssl.SSLError is an OSError
             return "http"
 

@@ -263,6 +263,20 @@ def test_slow_reader_upload_is_cut_by_the_speed_limit(raw_server, fast_limits):
     assert time.monotonic() - start < 8
 
 
+def test_trickled_tls_handshake_is_cut_by_the_deadline(raw_server, fast_limits, tmp_path):
+    """The handshake runs in the ssl module on the bare socket: a server that starts a
+    16 KiB TLS record and sends it a byte at a time is cut off by a watchdog."""
+    stop = threading.Event()
+    record = b"\x16\x03\x03\x40\x00"  # handshake record, 16 KiB announced
+    server = raw_server(trickle(b"", record + b"\x02" * 400, 0.05, stop))
+    cert, _key = self_signed(tmp_path, "registry")
+    start = time.monotonic()
+    with pytest.raises(RegistryUnreachable, match="too slow: no TLS handshake within"):
+        make(ca_bundle=cert).request("GET", f"https://127.0.0.1:{server.port}/v2/")
+    stop.set()
+    assert time.monotonic() - start < 5
+
+
 def test_deadline_scales_with_the_expected_size():
     clock = [100.0]
     budget = Budget(Limits(speed_limit=1000, speed_time=30, deadline_base=10), 50_000,
