@@ -33,12 +33,10 @@ from ociimg.registry.transport import (
     MAX_TOKEN_BYTES,
     Transport,
     TransportOptions,
-    check_url,
-    origin,
     parse_json,
     read_capped,
-    split_host,
 )
+from ociimg.registry.urls import check_url, origin, split_host
 
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"
 _DOCKER_HUB_NAMES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})

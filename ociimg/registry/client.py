@@ -40,11 +40,10 @@ from ociimg.registry.transport import (
     backoff_delays,
     discard,
     iter_body,
-    origin,
     parse_json,
     read_capped,
-    resolve_url,
 )
+from ociimg.registry.urls import origin, resolve_url
 
 CHUNK = 1 << 20
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"

@@ -25,13 +25,8 @@ from ociimg.registry.client import (
     parse_error_body,
     verify_manifest_digest,
 )
-from ociimg.registry.transport import (
-    is_loopback,
-    origin,
-    proxies_for,
-    resolve_url,
-    retry_after_delay,
-)
+from ociimg.registry.transport import retry_after_delay
+from ociimg.registry.urls import is_loopback, origin, proxies_for, resolve_url
 
 SEED = int(os.environ.get("OCIIMG_FUZZ_SEED", "20261207"))
 BUDGET_SECONDS = float(os.environ.get("OCIIMG_FUZZ_SECONDS", "0.6"))  # per parser
