@@ -107,7 +107,7 @@ class LayoutArchive:
             if isinstance(exc, OSError) and exc.errno is not None:
                 raise  # an I/O error on our side is reported as such by the CLI
             raise InvalidDocument(f"{self.path}: truncated or corrupt archive "
-                                  f"({str(exc) or type(exc).__name__})") from None
+                                  f"({str(exc) or type(exc).__name__})") from exc
 
     # The read side of a Store ----------------------------------------------------
     def has_blob(self, digest: Digest | str) -> bool:

@@ -123,7 +123,7 @@ def parse_json(body: bytes | str, what: str) -> Any:
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidDocument(f"{what}: not valid JSON ({str(exc)[:100]})") from None
+        raise InvalidDocument(f"{what}: not valid JSON ({str(exc)[:100]})") from exc
     except RecursionError:
         raise InvalidDocument(f"{what}: JSON nested too deeply") from None
 

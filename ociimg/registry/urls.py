@@ -40,7 +40,7 @@ def split_host(host: str) -> tuple[str, int | None]:
         parts = urlsplit(f"//{host}")
         return (parts.hostname or host).lower(), parts.port
     except ValueError as exc:
-        raise RegistryError(f"invalid registry address {host[:100]!r}: {exc}") from None
+        raise RegistryError(f"invalid registry address {host[:100]!r}: {exc}") from exc
 
 
 def scheme_for(host: str, insecure: bool = False) -> str:
@@ -54,7 +54,7 @@ def origin(url: str) -> tuple[str, str, int]:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise RegistryError(f"invalid URL {url[:100]!r}: {exc}") from None
+        raise RegistryError(f"invalid URL {url[:100]!r}: {exc}") from exc
     default = 443 if parts.scheme == "https" else 80
     return parts.scheme, (parts.hostname or "").lower(), port or default
 
@@ -65,7 +65,7 @@ def check_url(url: str, what: str) -> str:
     try:
         scheme, host, _port = origin(url)
     except RegistryError as exc:
-        raise RegistryError(f"{what}: {exc.message}") from None
+        raise RegistryError(f"{what}: {exc.message}") from exc
     if scheme not in ("http", "https") or not host:
         raise RegistryError(f"{what}: unsupported URL {url[:100]!r}")
     return url
@@ -76,7 +76,7 @@ def resolve_url(base: str, reference: str, what: str) -> str:
     try:
         target = urljoin(base, reference)
     except ValueError as exc:
-        raise RegistryError(f"{what}: invalid URL {reference[:100]!r}: {exc}") from None
+        raise RegistryError(f"{what}: invalid URL {reference[:100]!r}: {exc}") from exc
     return check_url(target, what)
 
 
