@@ -13,6 +13,7 @@ Local layouts use the transports skopeo understands: ``oci:PATH[:NAME]`` and
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,15 +187,31 @@ def _split_domain(remainder: str) -> tuple[str, str]:
     if not slash or not (("." in first) or (":" in first) or first == "localhost"):
         domain, path = DOCKER_DOMAIN, remainder
     else:
-        if not _DOMAIN_RE.fullmatch(first):
+        if not _DOMAIN_RE.fullmatch(first) or not _valid_host_port(first):
             raise InvalidReference(f"invalid reference {remainder[:80]!r}: bad registry "
-                                   f"host {first!r}", hint="use host[:port]/repository")
+                                   f"host {first[:100]!r}", hint="use host[:port]/repository")
         domain, path = first, rest
     if domain in _LEGACY_DOCKER_DOMAINS:
         domain = DOCKER_DOMAIN
         if "/" not in path:
             path = f"library/{path}"
     return domain, path
+
+
+def _valid_host_port(domain: str) -> bool:
+    """What the grammar cannot say: a port is 1-65535, a bracketed host an IPv6 address
+    (else every URL built from it fails later, in urllib, as a traceback)."""
+    host, port = domain, ""
+    if domain.startswith("["):
+        host, _, port = domain[1:].partition("]")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return False
+        port = port.removeprefix(":")
+    elif ":" in domain:
+        host, _, port = domain.partition(":")
+    return not port or (len(port) <= 5 and 1 <= int(port) <= 65535)
 
 
 def _check_path(path: str, text: str) -> None:
@@ -224,6 +241,8 @@ def _parse_layout(kind: Literal["oci", "oci-archive"], rest: str,
     if sep and not tag:
         raise InvalidReference(f"invalid reference {text[:80]!r}: empty name after ':'",
                                hint=f"use {kind}:PATH[:NAME]")
+    if "\0" in path:
+        raise InvalidReference(f"invalid reference {text[:80]!r}: NUL in the path")
     if tag:
         check_ref_name(tag)
     return LayoutReference(kind, Path(path), tag or None)

@@ -107,7 +107,7 @@ class LayoutArchive:
             if isinstance(exc, OSError) and exc.errno is not None:
                 raise  # an I/O error on our side is reported as such by the CLI
             raise InvalidDocument(f"{self.path}: truncated or corrupt archive "
-                                  f"({str(exc) or type(exc).__name__})") from None
+                                  f"({str(exc) or type(exc).__name__})") from exc
 
     # The read side of a Store ----------------------------------------------------
     def has_blob(self, digest: Digest | str) -> bool:
@@ -122,8 +122,8 @@ class LayoutArchive:
     def open_member(self, name: str) -> IO[bytes]:
         if name in self._cache:
             return io.BytesIO(self._cache[name])
-        member = self.members[name]
-        return io.BufferedReader(_MemberReader(self, member, name), buffer_size=1 << 20)
+        # Unbuffered: readers ask for large chunks, and an upload reads remaining_bytes.
+        return _MemberReader(self, self.members[name], name)  # type: ignore[return-value]
 
     def read_blob(self, digest: Digest | str, limit: int = spec.MAX_MANIFEST_BYTES) -> bytes:
         d = digest if isinstance(digest, Digest) else Digest.parse(str(digest))

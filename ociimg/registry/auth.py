@@ -33,12 +33,10 @@ from ociimg.registry.transport import (
     MAX_TOKEN_BYTES,
     Transport,
     TransportOptions,
-    check_url,
-    origin,
     parse_json,
     read_capped,
-    split_host,
 )
+from ociimg.registry.urls import check_url, origin, split_host
 
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"
 _DOCKER_HUB_NAMES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
@@ -234,7 +232,7 @@ def _load_auth_file(path: Path) -> dict:
     try:
         doc = parse_json(text, f"auth file {path}") if text.strip() else {}
     except InvalidDocument as exc:
-        raise InvalidDocument(exc.message, hint="fix or remove the file") from None
+        raise InvalidDocument(exc.message, hint="fix or remove the file") from exc
     if not isinstance(doc, dict):
         raise InvalidDocument(f"auth file {path}: expected a JSON object")
     return doc
@@ -437,7 +435,7 @@ def _parse_token_response(body: bytes, host: str) -> tuple[str, float]:
     try:
         doc = parse_json(body, f"{host}: token response")
     except InvalidDocument as exc:
-        raise RegistryError(exc.message) from None
+        raise RegistryError(exc.message) from exc
     token = doc.get("token") or doc.get("access_token") if isinstance(doc, dict) else None
     if not isinstance(token, str) or not token:
         raise RegistryError(f"{host}: token response has no token")

@@ -35,9 +35,9 @@ _MIN_WAIT = 0.001  # a zero timeout would make the socket non-blocking
 
 @dataclass(frozen=True)
 class Limits:
-    speed_limit: int = 1024  # bytes/s; 0 turns the low-speed check and size deadline off
+    speed_limit: int = 1024  # bytes/s; 0 turns the low-speed check and overall deadline off
     speed_time: float = 30.0  # seconds below speed_limit before aborting
-    deadline_base: float = 300.0  # seconds for headers, plus the size-scaled part
+    deadline_base: float = 300.0  # seconds for headers, plus the size-scaled part; 0: off
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Limits:
@@ -78,11 +78,11 @@ class Budget:
         now = clock()
         self.deadline: float | None = None
         self.total = 0.0
-        if limits.speed_limit > 0:
+        if limits.speed_limit > 0 and limits.deadline_base > 0:
             self.total = limits.deadline_base + max(0, expected) / limits.speed_limit
             self.deadline = now + self.total
         self._phase = "wait"
-        self._phase_deadline = now + limits.deadline_base
+        self._phase_deadline = self._header_deadline(now)
         self._window_start = now
         self._window_bytes = 0
 
@@ -106,7 +106,10 @@ class Budget:
         self._phase = phase
         self._window_start, self._window_bytes = now, 0
         if phase == "wait":
-            self._phase_deadline = now + self.limits.deadline_base
+            self._phase_deadline = self._header_deadline(now)
+
+    def _header_deadline(self, now: float) -> float | None:
+        return now + self.limits.deadline_base if self.limits.deadline_base > 0 else None
 
     def _speed_checked(self) -> bool:
         return self._phase != "wait" and self.limits.speed_limit > 0
@@ -116,7 +119,8 @@ class Budget:
         now = self.clock()
         if self.deadline is not None and now >= self.deadline:
             raise SlowTransfer(f"no complete answer within the {self.total:.0f}s deadline")
-        if self._phase == "wait" and now >= self._phase_deadline:
+        if self._phase == "wait" and self._phase_deadline is not None and \
+                now >= self._phase_deadline:
             raise SlowTransfer(f"no response headers within {self.limits.deadline_base:g}s")
         if self._speed_checked() and now - self._window_start >= self.limits.speed_time:
             need = self.limits.speed_limit * self.limits.speed_time
@@ -133,7 +137,8 @@ class Budget:
         if self.deadline is not None:
             bounds.append(self.deadline - now)
         if self._phase == "wait":
-            bounds.append(self._phase_deadline - now)
+            if self._phase_deadline is not None:
+                bounds.append(self._phase_deadline - now)
         elif self._speed_checked():
             bounds.append(self._window_start + self.limits.speed_time - now)
         if not bounds:
@@ -145,6 +150,54 @@ class Budget:
 
     def account(self, count: int) -> None:
         self._window_bytes += count
+
+    def wait_left(self) -> float | None:
+        """Seconds left for the current wait (a connect, a TLS handshake, headers)."""
+        bounds = [b for b in (self.deadline, self._phase_deadline) if b is not None]
+        return max(min(bounds) - self.clock(), _MIN_WAIT) if bounds else None
+
+
+class Watchdog:
+    """Shuts ``sock`` down when ``seconds`` pass: for a blocking step that cannot be
+    sliced like reads are (the TLS handshake, run by the ssl module on the bare
+    socket), so a server trickling its handshake is cut off too."""
+
+    def __init__(self, sock: socket.socket, seconds: float) -> None:
+        self.seconds = seconds
+        self.fired = False
+        # A duplicate: ssl's wrap_socket detaches ``sock`` (and closes its fd when the
+        # handshake fails), and shutdown() acts on the socket behind either fd.
+        self._dup: socket.socket | None = sock.dup()
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._dup is None:
+                return
+            self.fired = True
+            with contextlib.suppress(OSError):
+                self._dup.shutdown(socket.SHUT_RDWR)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+        with self._lock:
+            if self._dup is not None:
+                self._dup.close()
+                self._dup = None
+
+    def error(self, step: str) -> SlowTransfer:
+        return SlowTransfer(f"no {step} within {self.seconds:.3g}s")
+
+
+def watchdog(sock: socket.socket, seconds: float | None = None) -> Watchdog | None:
+    """A Watchdog for the current budget's wait (or ``seconds``); None if unbounded."""
+    if seconds is None:
+        budget = current()
+        seconds = budget.wait_left() if budget is not None else None
+    return Watchdog(sock, seconds) if seconds is not None and seconds > 0 else None
 
 
 _current = threading.local()

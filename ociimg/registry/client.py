@@ -31,6 +31,7 @@ from ociimg.errors import (
 )
 from ociimg.events import NullProgress, Progress
 from ociimg.registry.auth import Authenticator, find_credentials
+from ociimg.registry.budget import Limits
 from ociimg.registry.registries import is_insecure
 from ociimg.registry.transport import (
     MAX_ERROR_BYTES,
@@ -39,11 +40,10 @@ from ociimg.registry.transport import (
     backoff_delays,
     discard,
     iter_body,
-    origin,
     parse_json,
     read_capped,
-    resolve_url,
 )
+from ociimg.registry.urls import origin, resolve_url
 
 CHUNK = 1 << 20
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -73,6 +73,7 @@ class ClientOptions:
     chunk_size: int | None = None  # upload in PATCH chunks of this size; None: monolithic
     chunked_threshold: int = 64 << 20  # with chunk_size set, only blobs above this
     concurrency: int = 4  # sizes the connection pool: one connection per worker
+    limits: Limits | None = None  # time/speed limits; None: from the environment
 
 
 def check_repository(repo: str) -> str:
@@ -138,7 +139,8 @@ class RegistryClient:
         insecure = options.insecure or is_insecure(domain)
         transport = Transport(TransportOptions(
             insecure=insecure, ca_bundle=options.ca_bundle, retries=options.retries,
-            backoff_base=options.backoff_base, pool_size=max(8, options.concurrency + 2)))
+            backoff_base=options.backoff_base, pool_size=max(8, options.concurrency + 2),
+            limits=options.limits or Limits.from_env()))
         creds = find_credentials(domain, repository, auth_file=options.auth_file)
         auth = Authenticator(transport.base_url(api_host), transport, creds, display=domain)
         return cls(api_host, transport, auth, options)

@@ -256,9 +256,25 @@ def _layout_dest(ref: LayoutReference) -> Iterator[tuple[Store, LayoutArchive | 
         write_layout_archive(layout, ref.path, old)
 
 
+def referenced_members(archive: LayoutArchive) -> set[str]:
+    """The blob members reachable from the archive's index.json entries."""
+    keep: set[str] = set()
+    stack = list(archive.entries())
+    while stack:
+        d = stack.pop()
+        name = f"blobs/{d.digest.algorithm}/{d.digest.hex}"
+        if name in keep or name not in archive.members:
+            continue
+        keep.add(name)
+        if d.media_type in spec.MANIFEST_TYPES | spec.INDEX_TYPES:
+            stack.extend(c for c, _role in _children(archive, d))
+    return keep
+
+
 def write_layout_archive(layout: Path, archive: Path, old: LayoutArchive | None = None) -> None:
-    """tar the layout (no ingest/ or lock files), plus the blobs of ``old`` it lacks,
-    to ``archive``, atomically."""
+    """tar the layout (no ingest/ or lock files), plus the blobs of ``old`` it lacks
+    that an image of ``old`` references (unreferenced members are not carried over: an
+    archive padded with junk does not make us write the junk again), atomically."""
     fd, tmp = tempfile.mkstemp(dir=archive.parent, prefix=f".{archive.name}.")
     os.close(fd)
     try:
@@ -269,8 +285,9 @@ def write_layout_archive(layout: Path, archive: Path, old: LayoutArchive | None 
             for blob in sorted((layout / "blobs").glob("*/*")):
                 names.add(f"blobs/{blob.parent.name}/{blob.name}")
                 tar.add(blob, arcname=f"blobs/{blob.parent.name}/{blob.name}")
+            keep = referenced_members(old) if old else set()
             for name, member in sorted(old.members.items()) if old else ():
-                if name.startswith("blobs/") and name not in names:
+                if name in keep and name not in names:
                     info = tarfile.TarInfo(name)
                     info.size, info.mode = member.size, 0o444
                     with old.open_member(name) as stream:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
-import ipaddress
+import io
 import json
 import os
 import socket
@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import urllib3
 import urllib3.connection
@@ -46,7 +46,17 @@ import urllib3.exceptions
 from urllib3.util import Timeout, make_headers
 
 from ociimg.errors import InvalidDocument, OciimgError, RegistryError, RegistryUnreachable
-from ociimg.registry.budget import Budget, BudgetSocket, Limits, SlowTransfer, active, guarded
+from ociimg.registry.budget import (
+    Budget,
+    BudgetSocket,
+    Limits,
+    SlowTransfer,
+    Watchdog,
+    active,
+    guarded,
+    watchdog,
+)
+from ociimg.registry.urls import origin, proxies_for, resolve_url, scheme_for, split_host
 
 MAX_TOKEN_BYTES = 1 << 20
 MAX_ERROR_BYTES = 1 << 20
@@ -56,7 +66,6 @@ CROSS_ORIGIN_HEADERS = frozenset({"accept", "accept-encoding", "range", "if-rang
                                   "user-agent"})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 USER_AGENT = "ociimg/0.1"
 
 # A body is bytes, None, or a zero-argument factory returning bytes or a fresh stream:
@@ -108,100 +117,15 @@ def retry_after_delay(value: str | None, now: datetime | None = None) -> float |
         return None
 
 
-def is_loopback(host: str) -> bool:
-    """``host`` may carry a port and IPv6 brackets: "127.0.0.1:5000", "[::1]:5000"."""
-    try:
-        name = split_host(host)[0]
-    except RegistryError:
-        return False
-    if name in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
-def split_host(host: str) -> tuple[str, int | None]:
-    """"[::1]:5000" → ("::1", 5000); "example.com" → ("example.com", None); a bare
-    IPv6 address ("::1", as origin() gives it) has no port. RegistryError for a port
-    that is not one ("h:99999", "h:-1", "[::1")."""
-    if host.count(":") > 1 and not host.startswith("["):
-        return host.lower(), None
-    try:
-        parts = urlsplit(f"//{host}")
-        return (parts.hostname or host).lower(), parts.port
-    except ValueError as exc:
-        raise RegistryError(f"invalid registry address {host[:100]!r}: {exc}") from None
-
-
-def scheme_for(host: str, insecure: bool = False) -> str:
-    return "http" if insecure or is_loopback(host) else "https"
-
-
-def origin(url: str) -> tuple[str, str, int]:
-    """(scheme, host, port) of an http(s) URL; RegistryError for a URL that names no
-    valid one ("http://[::1/x", "http://h:99999/", "http://h:-1/")."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise RegistryError(f"invalid URL {url[:100]!r}: {exc}") from None
-    default = 443 if parts.scheme == "https" else 80
-    return parts.scheme, (parts.hostname or "").lower(), port or default
-
-
-def check_url(url: str, what: str) -> str:
-    """A server-given URL (a redirect, an upload Location, a token realm) that we may
-    send a request to: http(s), a host, a valid port."""
-    try:
-        scheme, host, _port = origin(url)
-    except RegistryError as exc:
-        raise RegistryError(f"{what}: {exc.message}") from None
-    if scheme not in ("http", "https") or not host:
-        raise RegistryError(f"{what}: unsupported URL {url[:100]!r}")
-    return url
-
-
-def resolve_url(base: str, reference: str, what: str) -> str:
-    """``reference`` (a Location header) resolved against ``base``, then checked."""
-    try:
-        target = urljoin(base, reference)
-    except ValueError as exc:
-        raise RegistryError(f"{what}: invalid URL {reference[:100]!r}: {exc}") from None
-    return check_url(target, what)
-
-
 def parse_json(body: bytes | str, what: str) -> Any:
     """JSON from a server or a file; InvalidDocument for anything json.loads refuses or
     cannot finish (nesting deep enough to exhaust the stack)."""
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidDocument(f"{what}: not valid JSON ({str(exc)[:100]})") from None
+        raise InvalidDocument(f"{what}: not valid JSON ({str(exc)[:100]})") from exc
     except RecursionError:
         raise InvalidDocument(f"{what}: JSON nested too deeply") from None
-
-
-def proxies_for(url: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The proxy for ``url`` from HTTPS_PROXY/HTTP_PROXY/NO_PROXY; never for loopback."""
-    env = os.environ if environ is None else environ
-    scheme, host, port = origin(url)
-    if is_loopback(host):
-        return {}
-    no_proxy = env.get("NO_PROXY", env.get("no_proxy", ""))
-    for entry in (e.strip().lower() for e in no_proxy.split(",")):
-        if not entry:
-            continue
-        if entry == "*":
-            return {}
-        name, _, entry_port = entry.partition(":")
-        name = name.lstrip(".").lstrip("*").lstrip(".")
-        if (host == name or host.endswith("." + name)) and entry_port in ("", str(port)):
-            return {}
-    key = "HTTPS_PROXY" if scheme == "https" else "HTTP_PROXY"
-    proxy = env.get(key) or env.get(key.lower())
-    return {scheme: proxy} if proxy else {}
 
 
 def describe_cause(exc: BaseException) -> str:
@@ -325,8 +249,24 @@ class _HTTPConnection(urllib3.connection.HTTPConnection):
 
 
 class _HTTPSConnection(urllib3.connection.HTTPSConnection):
+    _watchdog: Watchdog | None = None
+
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        self._watchdog = watchdog(sock)  # the handshake runs on the bare socket
+        return sock
+
     def connect(self) -> None:
-        super().connect()  # the TLS handshake runs on the bare socket
+        try:
+            super().connect()
+        except (OSError, urllib3.exceptions.HTTPError) as exc:
+            if self._watchdog is not None and self._watchdog.fired:
+                raise self._watchdog.error("TLS handshake") from exc
+            raise
+        finally:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+                self._watchdog = None
         self.sock = BudgetSocket(self.sock)  # type: ignore[assignment]
 
 
@@ -413,8 +353,14 @@ class Transport:
             with socket.create_connection((name, port or 443),
                                           timeout=self.options.connect_timeout) as sock:
                 sock.settimeout(self.options.read_timeout)
-                with context.wrap_socket(sock, server_hostname=name):
-                    return "https"
+                limit = self.options.limits.deadline_base
+                guard = watchdog(sock, limit) if limit > 0 else None
+                try:
+                    with context.wrap_socket(sock, server_hostname=name):
+                        return "https"
+                finally:
+                    if guard is not None:
+                        guard.cancel()
         except (OSError, ValueError):  # ssl.SSLError is an OSError
             return "http"
 
@@ -503,7 +449,13 @@ class Transport:
 
 
 def _remaining_length(stream: Any) -> int | None:
-    """Bytes left in a file body (Content-Length: registries may refuse chunked PUTs)."""
+    """Bytes left in a file body (Content-Length: registries may refuse chunked PUTs):
+    a file's, an in-memory one's, or a blob read in place from an archive's."""
+    remaining = getattr(stream, "remaining_bytes", None)
+    if isinstance(remaining, int):
+        return remaining
+    if isinstance(stream, io.BytesIO):
+        return stream.getbuffer().nbytes - stream.tell()
     try:
         return os.fstat(stream.fileno()).st_size - stream.tell()
     except (AttributeError, OSError, ValueError):

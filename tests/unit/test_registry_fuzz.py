@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from ociimg.errors import OciimgError
+from ociimg.reference import parse_image_name
 from ociimg.registry.auth import _parse_token_response, check_realm, parse_www_authenticate
 from ociimg.registry.client import (
     _range_end,
@@ -24,17 +25,12 @@ from ociimg.registry.client import (
     parse_error_body,
     verify_manifest_digest,
 )
-from ociimg.registry.transport import (
-    is_loopback,
-    origin,
-    proxies_for,
-    resolve_url,
-    retry_after_delay,
-)
+from ociimg.registry.transport import retry_after_delay
+from ociimg.registry.urls import is_loopback, origin, proxies_for, resolve_url
 
 SEED = int(os.environ.get("OCIIMG_FUZZ_SEED", "20261207"))
-BUDGET_SECONDS = 0.6  # per parser
-MAX_CASES = 4000
+BUDGET_SECONDS = float(os.environ.get("OCIIMG_FUZZ_SECONDS", "0.6"))  # per parser
+MAX_CASES = int(os.environ.get("OCIIMG_FUZZ_CASES", "4000"))
 
 TOKENS = ['"', "\\", ",", "=", " ", "\t", "[", "]", ":", "/", "?", "#", "@", "%", "-1", "99999",
           "0", "-", "*", "bytes ", "bytes=", "\x00", "\ud800", "\udfff", "²", "٣", "\u202e",
@@ -53,6 +49,9 @@ SEEDS = {
     "int": ["123", "0", " 42 "],
     "content_type": ["application/vnd.oci.image.manifest.v1+json; charset=utf-8", "text/html"],
     "digest": ["sha256:" + "a" * 64, "sha512:" + "b" * 128, "sha256:abc"],
+    "reference": ["busybox", "127.0.0.1:5000/a/b:v1", "[::1]:5000/x@sha256:" + "a" * 64,
+                  "docker://registry.example/ns/app:1.0", "oci:/tmp/l:name",
+                  "oci-archive:img.tar:docker.io/library/busybox:latest"],
     "json": ['{"token": "t", "expires_in": 300}', '{"access_token": "x"}', "[[[[[]]]]]",
              '{"errors": [{"code": "DENIED", "message": "m"}]}', '{"errors": "x"}'],
 }
@@ -125,6 +124,13 @@ def _error_body(text: str) -> object:
     return parse_error_body(text.encode("utf-8", "surrogatepass"))
 
 
+def _reference(text: str) -> object:
+    ref = parse_image_name(text)
+    if hasattr(ref, "api_host"):  # a registry reference: the URL a client would build
+        origin(f"https://{ref.api_host}/v2/")
+    return ref
+
+
 PARSERS: dict[str, tuple[str, Callable[[str], object]]] = {
     "WWW-Authenticate": ("www_authenticate", _www),
     "Location/realm URL": ("url", _location),
@@ -135,6 +141,7 @@ PARSERS: dict[str, tuple[str, Callable[[str], object]]] = {
     "Docker-Content-Digest": ("digest", _digest),
     "token JSON": ("json", _token),
     "error body JSON": ("json", _error_body),
+    "image reference": ("reference", _reference),
 }
 
 
@@ -155,3 +162,66 @@ def test_parser_never_raises_anything_but_ociimg_error(name):
         except Exception as exc:  # noqa: BLE001  (what the test is looking for)
             pytest.fail(f"{name}: {type(exc).__name__}: {exc} for {text[:200]!r} "
                         f"(OCIIMG_FUZZ_SEED={SEED})")
+
+
+def _small_archive() -> bytes:
+    """A tiny but complete layout tar: PAX format, so extended headers get mutated too."""
+    import io
+    import json
+    import tarfile
+
+    from ociimg.digest import Digest
+
+    blob = b'{"architecture": "amd64", "os": "linux"}'
+    index = json.dumps({"schemaVersion": 2, "manifests": [
+        {"mediaType": "application/vnd.oci.image.config.v1+json", "size": len(blob),
+         "digest": str(Digest.of(blob)),
+         "annotations": {"org.opencontainers.image.ref.name": "x" * 120}}]}).encode()
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in [("oci-layout", b'{"imageLayoutVersion": "1.0.0"}'),
+                           ("index.json", index),
+                           (f"blobs/sha256/{Digest.of(blob).hex}", blob)]:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(data), 1.5  # a fractional mtime: a PAX header
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def test_archive_reader_never_raises_anything_but_ociimg_error(tmp_path):
+    from ociimg.registry.archive import LayoutArchive
+
+    rng = random.Random(f"{SEED}-archive")
+    good = _small_archive()
+    path = tmp_path / "a.tar"
+    deadline = time.monotonic() + BUDGET_SECONDS * 3
+    count = 0
+    while count < MAX_CASES and (count < 50 or time.monotonic() < deadline):
+        data = bytearray(good)
+        for _ in range(rng.randint(1, 8)):
+            if not data:
+                break
+            pos = rng.randrange(min(len(data), 4096))
+            op = rng.randrange(4)
+            if op == 0:
+                data[pos] = rng.randrange(256)
+            elif op == 1:
+                data[pos:pos + 12] = rng.choice([b"77777777777\0", b"\x80" + b"\xff" * 11,
+                                                 b"\xff" * 12, b"9" * 12, b" " * 12])
+            elif op == 2:
+                del data[pos:]
+            else:
+                data[pos:pos] = rng.choice([b"x", b"L", b"g", b"S", b"5", b"2", b"\0" * 512])
+        count += 1
+        path.write_bytes(bytes(data))
+        try:
+            archive = LayoutArchive(path)
+            for desc in archive.entries():
+                with archive.open_blob(desc.digest) as stream:
+                    stream.read()
+                archive.read_blob(desc.digest)
+        except OciimgError:
+            pass
+        except Exception as exc:  # noqa: BLE001  (what the test is looking for)
+            pytest.fail(f"archive: {type(exc).__name__}: {exc} (case {count}, "
+                        f"OCIIMG_FUZZ_SEED={SEED})")

@@ -263,12 +263,30 @@ def test_slow_reader_upload_is_cut_by_the_speed_limit(raw_server, fast_limits):
     assert time.monotonic() - start < 8
 
 
+def test_trickled_tls_handshake_is_cut_by_the_deadline(raw_server, fast_limits, tmp_path):
+    """The handshake runs in the ssl module on the bare socket: a server that starts a
+    16 KiB TLS record and sends it a byte at a time is cut off by a watchdog."""
+    stop = threading.Event()
+    record = b"\x16\x03\x03\x40\x00"  # handshake record, 16 KiB announced
+    server = raw_server(trickle(b"", record + b"\x02" * 400, 0.05, stop))
+    cert, _key = self_signed(tmp_path, "registry")
+    start = time.monotonic()
+    with pytest.raises(RegistryUnreachable, match="too slow: no TLS handshake within"):
+        make(ca_bundle=cert).request("GET", f"https://127.0.0.1:{server.port}/v2/")
+    stop.set()
+    assert time.monotonic() - start < 5
+
+
 def test_deadline_scales_with_the_expected_size():
     clock = [100.0]
     budget = Budget(Limits(speed_limit=1000, speed_time=30, deadline_base=10), 50_000,
                     clock=lambda: clock[0])
     assert budget.deadline == pytest.approx(100 + 10 + 50)
     assert Budget(Limits(speed_limit=0), 1 << 40).deadline is None  # limits off
+    off = Budget(Limits(speed_limit=0, deadline_base=0), 0, clock=lambda: clock[0])
+    clock[0] += 1e6
+    off.check()  # nothing to exceed
+    assert off.wait(60.0) == (60.0, False)  # only the socket's own read timeout
 
 
 def test_limits_from_environment_are_checked():
@@ -396,3 +414,13 @@ def test_form_body_carries_refresh_token_only_to_the_realm(httpserver: HTTPServe
     form = parse_qs(next(req for req, _ in httpserver.log if req.method == "POST")
                     .get_data(as_text=True))
     assert form["refresh_token"] == [SECRET]
+
+
+@pytest.mark.parametrize("text", ["host:99999/x", "host:0/x", "[::1/x", "[:::::]:5/x",
+                                  "docker://[::1]:99999/x", "h:" + "9" * 5000 + "/x",
+                                  "oci:/tmp/a\0b:x"])
+def test_bad_registry_host_in_reference_is_one_line(text):
+    from ociimg.errors import InvalidReference
+    from ociimg.reference import parse_image_name
+    with pytest.raises(InvalidReference):
+        parse_image_name(text)

@@ -14,13 +14,10 @@ from ociimg.registry.transport import (
     Transport,
     TransportOptions,
     backoff_delays,
-    is_loopback,
-    origin,
-    proxies_for,
     read_capped,
     retry_after_delay,
-    scheme_for,
 )
+from ociimg.registry.urls import is_loopback, origin, proxies_for, scheme_for
 
 
 class Sleeps(list):
