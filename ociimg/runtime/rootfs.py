@@ -8,6 +8,7 @@ import stat
 
 from ociimg.errors import ContainerError
 from ociimg.runtime import linux
+from ociimg.runtime.lazylog import get_logger
 from ociimg.runtime.linux import MNT, MS
 from ociimg.runtime.mounts import (
     PROPAGATION,
@@ -20,6 +21,8 @@ from ociimg.runtime.mounts import (
 TYPE_CHECKING = False  # typing costs ~5 ms of every runtime start
 if TYPE_CHECKING:
     from typing import Any
+
+log = get_logger(__name__)
 
 # runtime-spec config-linux.md "Default Devices": (name, major, minor).
 DEFAULT_DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8),
@@ -445,6 +448,10 @@ def release_shared_ns_mounts(record: dict[str, Any]) -> bool:
                 return done
             linux.umount2(record["rootfs"], MNT.DETACH)
             done += 1
+    if record["ns_path"] is None and _ns_identity("/proc/self/ns/mnt") != record["ns"]:
+        log.warning("mounts under %s stay in the mount namespace `create` ran in: run "
+                    "delete from there to remove them", record["rootfs"])
+        return False
     return bool(_in_mount_ns(record["ns_path"], record["ns"], detach))
 
 

@@ -400,3 +400,50 @@ def test_failing_start_container_hook_fails_start(runtime_env: tuple[Path, Path]
     wait_for(lambda: state_of(state_root, "c1")["status"] == "stopped")
     assert not out.exists()
     runtime(state_root, "delete", "c1", check=True)
+
+
+def test_failed_create_without_mount_namespace_leaves_no_mounts(
+        runtime_env: tuple[Path, Path]) -> None:
+    """The init fails after its mounts (a createContainer hook): create's clean-up
+    detaches them from the namespace the container shared."""
+    bundle, state_root = runtime_env
+    rootfs = bundle / "rootfs"
+    write_config(bundle, config_with(["true"], namespaces(mount=None),
+                                     hooks={"createContainer": [{"path": "/bin/false"}]}))
+
+    def scenario() -> dict[str, Any]:
+        from ociimg.runtime import linux
+        from ociimg.runtime.linux import CLONE, MS
+        linux.unshare(CLONE.NEWNS)
+        linux.mount(None, "/", None, MS.PRIVATE | MS.REC)
+        proc = runtime(state_root, "create", "-b", str(bundle), "c1")
+        return {"rc": proc.returncode, "stderr": proc.stderr, "left": mounts_under(rootfs)}
+
+    status, result = run_in_child(scenario)
+    assert status == 0, result
+    got = result["ok"]
+    assert got["rc"] != 0 and "createContainer hook #0" in got["stderr"], got
+    assert got["left"] == []
+    assert not (state_root / "c1").exists()
+
+
+def test_delete_from_another_mount_namespace_says_the_mounts_stay(
+        runtime_env: tuple[Path, Path]) -> None:
+    """The mounts of a container without its own mount ns live where `create` ran; a
+    delete from elsewhere cannot reach them and says so instead of pretending."""
+    bundle, state_root = runtime_env
+    write_config(bundle, config_with(["sleep", "100"], namespaces(mount=None)))
+
+    def create_elsewhere() -> int:
+        from ociimg.runtime import linux
+        from ociimg.runtime.linux import CLONE, MS
+        linux.unshare(CLONE.NEWNS)
+        linux.mount(None, "/", None, MS.PRIVATE | MS.REC)
+        return runtime(state_root, "create", "-b", str(bundle), "c1").returncode
+
+    status, result = run_in_child(create_elsewhere)
+    assert status == 0 and result == {"ok": 0}, result
+    proc = runtime(state_root, "delete", "--force", "c1")
+    assert proc.returncode == 0, proc.stderr
+    assert "stay in the mount namespace" in proc.stderr
+    assert mounts_under(bundle) == []  # nothing ever reached this namespace
