@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -50,6 +52,24 @@ def blobs_of(store: Store, desc: Descriptor, manifest: bytes | None = None) -> s
     doc = json.loads(raw)
     return {desc.digest.hex, Digest.parse(doc["config"]["digest"]).hex,
             *(Digest.parse(x["digest"]).hex for x in doc["layers"])}
+
+
+class Blocked(Exception):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def no_hang() -> Iterator[None]:
+    """A FIFO opened or read in this process would block forever: fail instead."""
+    def fail(_signum: int, _frame: object) -> None:
+        raise Blocked("blocked for 20 s (a FIFO or device was opened or read)")
+    previous = signal.signal(signal.SIGALRM, fail)
+    signal.alarm(20)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.fixture
