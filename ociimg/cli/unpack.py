@@ -79,4 +79,4 @@ def umount(bundle: Path = typer.Argument(..., help="Bundle made with unpack --ov
     """Release the overlay rootfs of a bundle made with `unpack --overlay`."""
     from ociimg.commands.unpack import umount_bundle
 
-    umount_bundle(bundle)
+    umount_bundle(bundle, STATE.root)
