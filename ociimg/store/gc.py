@@ -192,7 +192,7 @@ def _sweep_ingests(store: Store) -> int:
     if not store.ingest_dir.is_dir():
         return 0
     for entry in store.ingest_dir.iterdir():
-        if entry.is_dir():
+        if entry.is_dir() and not entry.is_symlink():  # never lock or sweep through a link
             fd = locks.try_lock(entry / LOCK)
             if fd is None:
                 continue

@@ -227,3 +227,13 @@ def test_store_lock_and_ingest_files_that_are_not_regular_are_refused(store: Sto
     _plant(partial / "data", kind)
     with pytest.raises(InvalidDocument), store.ingest(d, 4):
         pass
+
+
+def test_gc_does_not_sweep_through_a_symlink_in_ingest(store: Store, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_bytes(b"x")
+    (store.ingest_dir / "sha256-planted").symlink_to(outside)
+    store.gc()
+    assert sorted(p.name for p in outside.iterdir()) == ["keep"]  # no lock file made there
+    assert not os.path.lexists(store.ingest_dir / "sha256-planted")
