@@ -104,6 +104,29 @@ def test_rmi_and_gc_of_other_images_work_beside_a_bad_config(tmp_path: Path,
     assert "example.com/bad:v1" in result.stdout and "config" in result.stdout
 
 
+def test_rmi_images_and_fsck_work_beside_an_unparsable_manifest(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    store = Store.open(root)
+    bad = make_image(store, {"b": b"bad"})
+    manifest = store.blob_path(bad.digest).read_bytes()
+    wrapped = manifest[:-1] + b',"x":' + DEEP + b"}"
+    store.tag("example.com/deep:v1", Descriptor(spec.OCI_MANIFEST, store.put_blob(wrapped),
+                                                len(wrapped)))
+    kept = blobs_of(store, bad, manifest) - {bad.digest.hex}
+    good = make_image(store, {"g": b"good"}, name="example.com/good:v1")
+    good_blobs = blobs_of(store, good)
+
+    result = ociimg(root, "rmi", "example.com/good:v1")
+    assert result.returncode == 0, result.stderr
+    assert "warning: image example.com/deep:v1" in result.stderr
+    assert not good_blobs & blob_files(store) and kept <= blob_files(store)
+    result = ociimg(root, "images")
+    assert result.returncode == 0 and "example.com/deep:v1" in result.stdout, result.stderr
+    result = ociimg(root, "fsck")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "image example.com/deep:v1" in result.stdout and "nested" in result.stdout
+
+
 def test_gc_keeps_what_an_unparsable_manifest_mentions(store: Store) -> None:
     """A manifest that no longer parses (here: nested 100k deep around its real fields)
     keeps every blob its bytes name; the untagged garbage beside it still goes."""
