@@ -233,6 +233,9 @@ def test_store_blob_that_is_not_regular_is_no_blob(store: Store, kind: str) -> N
         store.read_blob(d)
     [problem] = store.fsck()
     assert problem.kind == "stray"
+    result = store.gc()  # unreferenced: removed (a directory is only reported)
+    assert os.path.lexists(store.blob_path(d)) == (kind == "dir")
+    assert bool(result.warnings) == (kind == "dir")
 
 
 @pytest.mark.parametrize("kind", ["fifo", "zero-link", "dir"])
