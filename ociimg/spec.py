@@ -68,7 +68,7 @@ def load_json(raw: bytes, what: str, limit: int) -> Any:
     if len(raw) > limit:
         raise InvalidDocument(f"{what}: {len(raw)} bytes exceeds the {limit}-byte limit")
     try:
-        doc = json.loads(raw, parse_constant=_refuse_constant)
+        doc = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
     except RecursionError:
         raise InvalidDocument(f"{what}: JSON nested deeper than {MAX_JSON_DEPTH} levels"
                               ) from None
@@ -79,6 +79,13 @@ def load_json(raw: bytes, what: str, limit: int) -> Any:
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
 
 
 def _clean_str(text: str) -> str:
@@ -394,6 +401,8 @@ def parse_manifest_or_index(raw: bytes, media_type: str | None = None,
                             where: str = "manifest") -> Manifest | Index:
     """Parse a document fetched by tag: the body (or Content-Type) says which it is."""
     doc = _load(raw, where, MAX_MANIFEST_BYTES)
+    if not isinstance(doc.get("mediaType"), (str, type(None))):
+        raise InvalidDocument(f"{where}.mediaType: not a string")
     body_type = doc.get("mediaType") or (media_type or "").split(";", 1)[0].strip() or None
     if body_type in INDEX_TYPES or (body_type is None and "manifests" in doc):
         return parse_index(raw, media_type, where)
@@ -523,8 +532,16 @@ def match_platform(index: Index, want: Platform) -> Descriptor:
 
 
 def canonical_json(doc: dict[str, Any]) -> bytes:
-    """The bytes we write for documents we create (sorted keys, compact)."""
-    return json.dumps(doc, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
+    """The bytes we write for documents we create (sorted keys, compact). What cannot be
+    written as UTF-8 JSON (a lone surrogate, NaN) is an InvalidDocument, never half a file."""
+    try:
+        return json.dumps(doc, separators=(",", ":"), sort_keys=True, ensure_ascii=False,
+                          allow_nan=False).encode()
+    except UnicodeEncodeError as exc:
+        raise InvalidDocument(f"document: text {exc.object[exc.start:exc.end]!r} is not "
+                              "valid Unicode (a lone surrogate)") from None
+    except (ValueError, RecursionError) as exc:
+        raise InvalidDocument(f"document: cannot be written as JSON ({exc})") from None
 
 
 def chain_ids(diff_ids: tuple[Digest, ...] | list[Digest]) -> list[Digest]:

@@ -227,7 +227,7 @@ def read_in_root(rootfs: Path, path: str, limit: int, *, use_openat2: bool | Non
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise InvalidDocument(f"{what}: cannot open ({exc.strerror})",
+        raise InvalidDocument(f"image rootfs: cannot read {path}: {exc.strerror}",
                               hint="check the unpacked image's file") from exc
     try:
         fd = reopen_regular(path_fd, what)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import typer
+
+from ociimg.store.layout import make_private
 
 app = typer.Typer(
     name="ociimg",
@@ -47,3 +50,7 @@ def main_options(
 ) -> None:
     STATE.root = (root or default_root()).absolute()
     STATE.debug = debug
+    # Every command that writes below the root goes through here first, also those that
+    # never open the store (run of an oci: layout makes containers/ and snapshots/).
+    with contextlib.suppress(OSError):  # a root we cannot create fails where it is used
+        make_private(STATE.root)

@@ -18,7 +18,7 @@ from ociimg.cli.options import (
     WORKDIR,
     parse_platform,
 )
-from ociimg.cli.output import print_json, progress_for
+from ociimg.cli.output import print_json, printable, progress_for
 
 # The stage libraries are imported inside the commands: every ociimg invocation imports
 # this module to register them, and a pull must not pay for layers/bundle/runtime.
@@ -71,7 +71,7 @@ def unpack(
                     "overlay": result.overlay})
     elif not quiet:
         kind = "overlay" if overlay else "flattened"
-        print(f"{result.bundle}: bundle for {image_.name} ({kind} rootfs)")
+        print(printable(f"{result.bundle}: bundle for {image_.name} ({kind} rootfs)"))
 
 
 @app.command(rich_help_panel="Bundles")
@@ -79,4 +79,4 @@ def umount(bundle: Path = typer.Argument(..., help="Bundle made with unpack --ov
     """Release the overlay rootfs of a bundle made with `unpack --overlay`."""
     from ociimg.commands.unpack import umount_bundle
 
-    umount_bundle(bundle)
+    umount_bundle(bundle, STATE.root)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ociimg.commands.leases import active_leases
 from ociimg.digest import Digest
 from ociimg.errors import OciimgError
 from ociimg.fsutil import tree_size
@@ -23,14 +24,21 @@ class GarbageReport:
 
 
 def collect_garbage(root: Path, containers: list[dict]) -> GarbageReport:  # type: ignore[type-arg]
-    """``containers`` are the metas of existing containers: their snapshots stay."""
+    """``containers`` are the metas of existing containers: their snapshots stay, as do
+    those of bundles made by ``unpack --overlay`` until ``umount`` (their leases). Call
+    with the containers' creation lock held (it also covers a bundle being made)."""
     store = Store.open(root)
     blobs = store.gc()
     warnings = list(blobs.warnings)
     keep = image_chain_ids(store, warnings)
-    for meta in containers:
+    leases = active_leases(root)  # mounted `unpack --overlay` bundles
+    for meta in [*containers, *leases]:
         keep.update(Digest.parse(c) for c in meta.get("snapshots", []))
     snapshots = SnapshotStore(root / "snapshots")
+    unreadable = [lease["unreadable"] for lease in leases if "unreadable" in lease]
+    if unreadable:
+        warnings.append(f"lease {unreadable[0]} cannot be read: no snapshot was removed")
+        return GarbageReport(blobs.removed_blobs, blobs.bytes_freed, 0, 0, tuple(warnings))
     sizes = {d.hex: tree_size(snapshots.path / d.hex) for d in _all_chain_ids(snapshots)}
     removed = snapshots.gc(keep)
     return GarbageReport(blobs.removed_blobs, blobs.bytes_freed, len(removed),

@@ -7,6 +7,7 @@ bundle that looks valid.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ociimg.bundle import BundleOptions, to_runtime_config, write_bundle
+from ociimg.commands.leases import MARKER, add_lease, read_marker, release_lease
 from ociimg.commands.resolve import ResolvedImage, warn_unsafe_labels
 from ociimg.errors import AlreadyExists, OciimgError
 from ociimg.events import NullProgress, Progress
@@ -21,8 +23,7 @@ from ociimg.fsutil import remove_tree, temp_dir_beside
 from ociimg.layers import overlay
 from ociimg.layers.snapshots import SnapshotStore
 from ociimg.layers.unpack import unpack_rootfs
-
-OVERLAY_MARKER = ".ociimg-overlay.json"
+from ociimg.spec import chain_ids
 
 
 @dataclass
@@ -45,26 +46,45 @@ def unpack_image(image: ResolvedImage, dest: Path, root: Path, options: UnpackOp
     progress = progress or NullProgress()
     dest = dest.absolute()
     _check_destination(dest, options.force)
-    with temp_dir_beside(dest) as tmp:
+    with _creation_lock(root, options.overlay), temp_dir_beside(dest) as tmp:
         os.chmod(tmp, 0o700)  # setuid files and devices inside must not be reachable (umoci)
-        rootfs = tmp / "rootfs"
-        if options.overlay:
-            _mount_overlay_rootfs(image, root, tmp, progress)
-        else:
-            for warning in unpack_rootfs(image.store, image.manifest, image.config, rootfs,
-                                         progress):
-                progress.log(f"warning: {warning}")
-        try:
-            config = to_runtime_config(image.config, options.bundle, rootfs)
-            warn_unsafe_labels(image, progress)
-            write_bundle(tmp, config)
-            if dest.exists():
-                remove_bundle(dest)
-            os.rename(tmp, dest)
-        except BaseException:
-            if os.path.ismount(rootfs):
-                overlay.umount(rootfs)
-            raise
+        result = _assemble(image, dest, tmp, root, options, progress)
+    return result
+
+
+def _creation_lock(root: Path, overlay: bool) -> contextlib.AbstractContextManager[object]:
+    """Until an overlay bundle's lease is recorded, only the containers' creation lock
+    keeps gc from removing the snapshots being mounted (as for `run`, which it is)."""
+    if not overlay:
+        return contextlib.nullcontext()
+    from ociimg.commands.containers import containers_locked
+
+    return containers_locked(root, shared=True)
+
+
+def _assemble(image: ResolvedImage, dest: Path, tmp: Path, root: Path, options: UnpackOptions,
+              progress: Progress) -> UnpackResult:
+    rootfs = tmp / "rootfs"
+    lease = None
+    if options.overlay:
+        lease = _mount_overlay_rootfs(image, root, tmp, dest, progress)
+    else:
+        for warning in unpack_rootfs(image.store, image.manifest, image.config, rootfs,
+                                     progress):
+            progress.log(f"warning: {warning}")
+    try:
+        config = to_runtime_config(image.config, options.bundle, rootfs)
+        warn_unsafe_labels(image, progress)
+        write_bundle(tmp, config)
+        if dest.exists():
+            remove_bundle(dest, root)
+        os.rename(tmp, dest)
+    except BaseException:
+        if os.path.ismount(rootfs):
+            overlay.umount(rootfs)
+        if lease:
+            release_lease(root, lease)
+        raise
     return UnpackResult(dest, dest / "rootfs", config, options.overlay)
 
 
@@ -74,24 +94,51 @@ def _check_destination(dest: Path, force: bool) -> None:
                             hint="choose a new directory or pass --force to replace it")
 
 
-def _mount_overlay_rootfs(image: ResolvedImage, root: Path, bundle: Path,
-                         progress: Progress) -> None:
+def _mount_overlay_rootfs(image: ResolvedImage, root: Path, bundle: Path, dest: Path,
+                          progress: Progress) -> str | None:
+    """Mount the rootfs in ``bundle`` (renamed to ``dest`` later); returns the lease
+    that keeps its snapshots from gc, None for a flattened copy (overlay unavailable)."""
     snapshots = SnapshotStore(root / "snapshots")
     lowers = snapshots.prepare(image.store, image.manifest, image.config, progress)
-    _, mounted = overlay.mount_rootfs(lowers, bundle, progress, userxattr=snapshots.userxattr)
-    if mounted:
-        (bundle / OVERLAY_MARKER).write_text(json.dumps({"lowers": [str(p) for p in lowers]}))
+    lease = add_lease(root, dest, chain_ids(image.config.diff_ids))
+    try:
+        _, mounted = overlay.mount_rootfs(lowers, bundle, progress,
+                                          userxattr=snapshots.userxattr)
+    except BaseException:
+        release_lease(root, lease)
+        raise
+    if not mounted:
+        release_lease(root, lease)
+        return None
+    (bundle / MARKER).write_text(json.dumps({"lowers": [str(p) for p in lowers],
+                                             "lease": lease, "root": str(root)}))
+    return lease
 
 
-def umount_bundle(bundle: Path) -> None:
-    """Release the overlay rootfs of a bundle made with ``unpack --overlay``."""
+def umount_bundle(bundle: Path, root: Path | None = None) -> None:
+    """Release the overlay rootfs of a bundle made with ``unpack --overlay``, and its
+    lease: gc may remove the snapshots from now on. An already unmounted bundle (after
+    a reboot) just gives up its lease."""
     bundle = bundle.absolute()
-    if not (bundle / OVERLAY_MARKER).exists():
+    marker = read_marker(bundle)
+    if marker is None:
         raise OciimgError(f"{bundle} is not an overlay bundle made by ociimg unpack --overlay")
-    overlay.umount(bundle / "rootfs")
-
-
-def remove_bundle(bundle: Path) -> None:
-    if (bundle / OVERLAY_MARKER).exists():
+    if os.path.ismount(bundle / "rootfs"):
         overlay.umount(bundle / "rootfs")
+    _release_marker_lease(marker, root)
+
+
+def remove_bundle(bundle: Path, root: Path | None = None) -> None:
+    marker = read_marker(bundle)
+    if marker is not None:
+        if os.path.ismount(bundle / "rootfs"):
+            overlay.umount(bundle / "rootfs")
+        _release_marker_lease(marker, root)
     remove_tree(bundle)
+
+
+def _release_marker_lease(marker: dict[str, Any], root: Path | None) -> None:
+    lease = marker.get("lease")
+    lease_root = marker.get("root") if isinstance(marker.get("root"), str) else root
+    if isinstance(lease, str) and lease_root is not None:
+        release_lease(Path(lease_root), lease)

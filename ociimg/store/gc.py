@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -85,8 +86,12 @@ def collect_garbage(store: Store, *, wait: bool = False) -> GCResult:
         for digest, path in _blob_files(store):
             if digest is None or digest in marked or not complete:
                 continue
-            freed += path.lstat().st_size
-            path.unlink()  # a planted symlink is removed, never its target
+            st = path.lstat()
+            if stat.S_ISDIR(st.st_mode):
+                warnings.append(f"{path}: a directory, not a blob; left alone (see fsck)")
+                continue
+            path.unlink()  # a planted symlink, FIFO or device is removed, never its target
+            freed += st.st_size
             removed += 1
         if removed:
             for algo_dir in (store.path / "blobs").iterdir():
@@ -192,7 +197,7 @@ def _sweep_ingests(store: Store) -> int:
     if not store.ingest_dir.is_dir():
         return 0
     for entry in store.ingest_dir.iterdir():
-        if entry.is_dir():
+        if entry.is_dir() and not entry.is_symlink():  # never lock or sweep through a link
             fd = locks.try_lock(entry / LOCK)
             if fd is None:
                 continue

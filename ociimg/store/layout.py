@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -82,6 +83,7 @@ class Store:
     @classmethod
     def open(cls, root: str | os.PathLike[str]) -> Store:
         """The store under an ociimg root directory (ROOT/store), created if needed."""
+        make_private(Path(root))
         store = cls(Path(root) / "store")
         store.init()
         return store
@@ -406,6 +408,17 @@ class Store:
     def fsck(self, remove: bool = False) -> list[FsckProblem]:
         """Re-hash every blob; report corrupt, missing and mis-sized content."""
         return check_store(self, remove=remove)
+
+
+def make_private(root: Path) -> None:
+    """Create the ociimg root directory mode 0700, or tighten an existing one: images
+    pulled with credentials, container rootfs and logs live below it, and blobs are 0444,
+    so only the root directory keeps other users out (containers/storage makes its root
+    0700 too). Tools run by root (skopeo, umoci) still read the layout."""
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = root.stat()
+    if st.st_uid == os.geteuid() and st.st_mode & 0o077:
+        os.chmod(root, stat.S_IMODE(st.st_mode) & 0o700)
 
 
 def _same_repo(stored_name: str, repo_name: str) -> bool:

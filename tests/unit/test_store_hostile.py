@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -52,6 +54,24 @@ def blobs_of(store: Store, desc: Descriptor, manifest: bytes | None = None) -> s
             *(Digest.parse(x["digest"]).hex for x in doc["layers"])}
 
 
+class Blocked(Exception):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def no_hang() -> Iterator[None]:
+    """A FIFO opened or read in this process would block forever: fail instead."""
+    def fail(_signum: int, _frame: object) -> None:
+        raise Blocked("blocked for 20 s (a FIFO or device was opened or read)")
+    previous = signal.signal(signal.SIGALRM, fail)
+    signal.alarm(20)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
     return Store.open(tmp_path / "root")
@@ -82,6 +102,29 @@ def test_rmi_and_gc_of_other_images_work_beside_a_bad_config(tmp_path: Path,
     result = ociimg(root, "fsck")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "example.com/bad:v1" in result.stdout and "config" in result.stdout
+
+
+def test_rmi_images_and_fsck_work_beside_an_unparsable_manifest(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    store = Store.open(root)
+    bad = make_image(store, {"b": b"bad"})
+    manifest = store.blob_path(bad.digest).read_bytes()
+    wrapped = manifest[:-1] + b',"x":' + DEEP + b"}"
+    store.tag("example.com/deep:v1", Descriptor(spec.OCI_MANIFEST, store.put_blob(wrapped),
+                                                len(wrapped)))
+    kept = blobs_of(store, bad, manifest) - {bad.digest.hex}
+    good = make_image(store, {"g": b"good"}, name="example.com/good:v1")
+    good_blobs = blobs_of(store, good)
+
+    result = ociimg(root, "rmi", "example.com/good:v1")
+    assert result.returncode == 0, result.stderr
+    assert "warning: image example.com/deep:v1" in result.stderr
+    assert not good_blobs & blob_files(store) and kept <= blob_files(store)
+    result = ociimg(root, "images")
+    assert result.returncode == 0 and "example.com/deep:v1" in result.stdout, result.stderr
+    result = ociimg(root, "fsck")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "image example.com/deep:v1" in result.stdout and "nested" in result.stdout
 
 
 def test_gc_keeps_what_an_unparsable_manifest_mentions(store: Store) -> None:
@@ -190,6 +233,9 @@ def test_store_blob_that_is_not_regular_is_no_blob(store: Store, kind: str) -> N
         store.read_blob(d)
     [problem] = store.fsck()
     assert problem.kind == "stray"
+    result = store.gc()  # unreferenced: removed (a directory is only reported)
+    assert os.path.lexists(store.blob_path(d)) == (kind == "dir")
+    assert bool(result.warnings) == (kind == "dir")
 
 
 @pytest.mark.parametrize("kind", ["fifo", "zero-link", "dir"])
@@ -207,3 +253,13 @@ def test_store_lock_and_ingest_files_that_are_not_regular_are_refused(store: Sto
     _plant(partial / "data", kind)
     with pytest.raises(InvalidDocument), store.ingest(d, 4):
         pass
+
+
+def test_gc_does_not_sweep_through_a_symlink_in_ingest(store: Store, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_bytes(b"x")
+    (store.ingest_dir / "sha256-planted").symlink_to(outside)
+    store.gc()
+    assert sorted(p.name for p in outside.iterdir()) == ["keep"]  # no lock file made there
+    assert not os.path.lexists(store.ingest_dir / "sha256-planted")
