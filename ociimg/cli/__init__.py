@@ -67,7 +67,13 @@ def run_command(argv: list[str] | None = None) -> int:
     except click_exceptions().ClickException as exc:
         exc.show()
         return exc.exit_code
-    except typer.Abort:
+    except typer.Abort as exc:
+        # click turns an EOFError from anywhere into Abort: truncated input (a gzip stream
+        # that ends early, say) is bad input, not a user's Ctrl-C.
+        if isinstance(exc.__context__, EOFError):
+            _report(f"unexpected end of input: {exc.__context__ or 'no more data'}",
+                    "the file or stream is truncated; fetch or write it again")
+            return 1
         print("ociimg: interrupted", file=sys.stderr)
         return 130
     except KeyboardInterrupt:

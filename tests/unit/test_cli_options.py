@@ -82,3 +82,21 @@ def test_usage_errors_exit_2_with_a_message(argv: list[str], message: str,
     not as a traceback."""
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_end_of_input_inside_a_command_is_a_one_line_error_not_an_interrupt(
+        tmp_path, monkeypatch, capsys) -> None:
+    # click reports any EOFError as Abort; a truncated stream must not read as Ctrl-C (130).
+    import gzip
+
+    from ociimg.cli import run_command
+    from ociimg.commands import maintenance
+
+    def truncated(*_args, **_kwargs):
+        gzip.decompress(gzip.compress(b"x" * 1000)[:-12])
+
+    monkeypatch.setattr(maintenance, "collect_garbage", truncated)
+    assert run_command(["--root", str(tmp_path / "root"), "gc"]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert err[0].startswith("ociimg: error: unexpected end of input: "), err
+    assert "interrupted" not in "\n".join(err)
