@@ -43,6 +43,7 @@ from ociimg.runtime.hooks import exit_code
 from ociimg.runtime.state import DEFAULT_STATE_ROOT
 from ociimg.spec import chain_ids
 from ociimg.store import locks
+from ociimg.store.files import read_regular
 
 RUNTIME_ROOT = os.environ.get("OCIIMG_RUNTIME_ROOT", DEFAULT_STATE_ROOT)
 
@@ -413,8 +414,9 @@ def list_containers(root: Path) -> list[Container]:
         meta_path = d / "meta.json"
         if d.name.startswith(".") or not meta_path.exists():
             continue
-        with contextlib.suppress(OSError, ValueError):
-            out.append(Container(d.name, d, json.loads(meta_path.read_text())))
+        with contextlib.suppress(OciimgError, OSError, ValueError):
+            meta = json.loads(read_regular(meta_path, 1 << 20, f"container {d.name} meta.json"))
+            out.append(Container(d.name, d, meta))
     return sorted(out, key=lambda c: c.meta.get("created", ""))
 
 
