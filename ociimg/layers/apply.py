@@ -131,6 +131,26 @@ def _apply_entries(applier: _Applier) -> None:
                               hint="the layer is not a valid tar archive") from exc
 
 
+MAX_FILE_OFFSET = 2**63 - 1  # off_t
+
+
+def _check_sparse_map(info: tarfile.TarInfo, data_end: int) -> None:
+    """Segments inside the file and, together, inside the entry's stored data (else
+    the write reads the next headers as file data, or pwrite fails with EINVAL)."""
+    assert info.sparse is not None
+    stored = data_end - info.offset_data
+    total = 0
+    for offset, length in info.sparse:
+        total += length
+        if offset < 0 or length < 0 or offset + length > info.size or total > stored:
+            raise InvalidDocument(f"tar entry {info.name[:200]!r}: sparse segment "
+                                  f"({offset}, {length}) outside the file or its data",
+                                  hint="the layer is broken or hostile")
+    if info.size > MAX_FILE_OFFSET:
+        raise InvalidDocument(f"tar entry {info.name[:200]!r}: size {info.size} is too large",
+                              hint="the layer is broken or hostile")
+
+
 class _Applier(UpperDirOps):
     """State of one layer's application: resolver, this layer's paths, deferred work."""
 
@@ -153,6 +173,7 @@ class _Applier(UpperDirOps):
         self._timed: set[str] = set()
         self._euid, self._egid = os.geteuid(), os.getegid()
         self.stream: ForwardReader | None = None
+        self._tf: tarfile.TarFile | None = None
         self._lower_res = [paths.Resolver(os.open(p, DIR_OPEN)) for p in options.lowers]
         self.view = MergedView([self.res, *self._lower_res], self._ovl + "opaque", self._opaque)
 
@@ -178,6 +199,9 @@ class _Applier(UpperDirOps):
         self.entries += 1
         self._check_limits(info)
         self._sweep()
+        if "\0" in info.name or "\0" in info.linkname:  # PAX path/linkpath may hold one
+            raise InvalidDocument(f"tar entry {info.name[:200]!r}: NUL byte in its path or "
+                                  "link target", hint="the layer is broken or hostile")
         parts = paths.split_name(info.name)
         if not parts:
             if not info.isdir():  # anchors §C1 #3 (CVE-2021-29136)
@@ -202,10 +226,14 @@ class _Applier(UpperDirOps):
                 tf: tarfile.TarFile) -> None:
         name = parts[-1]
         if info.isreg():
+            self._tf = tf
             self._create_file(pfd, name, info, tf)
         elif info.isdir():
             self._create_dir(pfd, parts, info)
         elif info.issym():
+            if not info.linkname:  # Linux has no empty symlinks (ENOENT)
+                raise InvalidDocument(f"tar entry {info.name[:200]!r}: symlink without a target",
+                                      hint="the layer is broken or hostile")
             self._replace(pfd, name)
             os.symlink(info.linkname, name, dir_fd=pfd)
             self._set_meta_at(pfd, name, info, symlink=True)
@@ -342,6 +370,7 @@ class _Applier(UpperDirOps):
         but consumers still meet it.
         """
         assert self.stream is not None and info.sparse is not None
+        _check_sparse_map(info, self._tf_offset)
         for offset, length in info.sparse:
             pos = offset
             for piece in self.stream.source.chunks(length):
@@ -349,6 +378,12 @@ class _Applier(UpperDirOps):
                     n = os.pwrite(fd, piece, pos)
                     piece, pos = piece[n:], pos + n
         os.ftruncate(fd, info.size)
+
+    @property
+    def _tf_offset(self) -> int:
+        """Where the next header starts: the end of this entry's stored data."""
+        assert self._tf is not None
+        return self._tf.offset  # type: ignore[no-any-return]
 
     def _create_dir(self, pfd: int, parts: list[str], info: tarfile.TarInfo) -> None:
         name = parts[-1]
@@ -410,7 +445,9 @@ class _Applier(UpperDirOps):
             return
         self._replace(pfd, parts[-1])  # §C1 #7
         tpfd = self._link_target_dir(target)  # the replace may have invalidated fds
-        assert tpfd is not None
+        if tpfd is None or fsops.lstat_at(tpfd, target[-1]) is None:  # it was below the link
+            raise UnsafeArchive(f"hardlink {entry!r}: target {'/'.join(target)!r} was "
+                                "removed by replacing the link's own path")
         os.link(target[-1], parts[-1], src_dir_fd=tpfd, dst_dir_fd=pfd, follow_symlinks=False)
 
     def _link_target_dir(self, target: list[str]) -> int | None:
@@ -463,6 +500,10 @@ class _Applier(UpperDirOps):
             try:
                 os.setxattr(target, key, value, follow_symlinks=isinstance(target, int))
             except OSError as exc:
+                if exc.errno in (errno.EINVAL, errno.ERANGE):  # a malformed value
+                    raise InvalidDocument(f"tar entry {info.name[:200]!r}: xattr {key[:80]!r}: "
+                                          f"{os.strerror(exc.errno)}",
+                                          hint="the layer is broken or hostile") from exc
                 if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EACCES):
                     raise
                 ns = key.split(".", 1)[0]

@@ -243,6 +243,12 @@ class LayerTarInfo(tarfile.TarInfo):
             apply_pax(nxt, pax, self.offset, tf)
         return nxt
 
+    def _apply_pax_info(self, pax_headers, encoding, errors):  # type: ignore[no-untyped-def]
+        try:
+            super()._apply_pax_info(pax_headers, encoding, errors)
+        except ValueError:  # int() of GNU.sparse.size / realsize, global records too
+            raise _bad_sparse(self) from None
+
     # -- sparse maps: tarfile's parsers, bounded (MAX_SPARSE_ENTRIES) and with every
     # malformed number a header error instead of a ValueError from int() --
     def _proc_sparse(self, tf):  # type: ignore[no-untyped-def]
@@ -338,10 +344,7 @@ def apply_pax(member: tarfile.TarInfo, pax: dict[str, str], offset: int,
                tf: tarfile.TarFile) -> None:
     """Give ``member`` its PAX records and the PAX header's offset; a PAX ``size`` also
     decides where the next header starts (not the ustar size field)."""
-    try:
-        member._apply_pax_info(pax, tf.encoding, tf.errors)  # type: ignore[attr-defined]
-    except ValueError:  # int() of GNU.sparse.size / realsize
-        raise _bad_sparse(member) from None
+    member._apply_pax_info(pax, tf.encoding, tf.errors)  # type: ignore[attr-defined]
     member.offset = offset
     if "size" in pax:
         end = member.offset_data
@@ -428,11 +431,23 @@ def mtime_ns(info: tarfile.TarInfo, key: str = "mtime") -> int:
     return ns
 
 
+XATTR_NAME_MAX = 255  # Linux limits.h: longer names, or values, are ERANGE
+XATTR_SIZE_MAX = 65536
+
+
 def xattrs_of(info: tarfile.TarInfo) -> dict[str, bytes]:
-    """The entry's xattrs, from PAX ``SCHILY.xattr.*`` records."""
+    """The entry's xattrs, from PAX ``SCHILY.xattr.*`` records; names and values the
+    kernel would refuse (empty, NUL, too long) are the layer's error, named here."""
     out = {}
     for key, value in info.pax_headers.items():
         if key.startswith("SCHILY.xattr."):
+            name = key[len("SCHILY.xattr."):]
             # tarfile decodes PAX values as UTF-8 with surrogateescape: reversible.
-            out[key[len("SCHILY.xattr."):]] = value.encode("utf-8", "surrogateescape")
+            data = value.encode("utf-8", "surrogateescape")
+            if not name or "\0" in name or len(name.encode("utf-8", "surrogateescape")) > \
+                    XATTR_NAME_MAX or len(data) > XATTR_SIZE_MAX:
+                raise InvalidDocument(f"tar entry {info.name[:200]!r}: invalid xattr "
+                                      f"{name[:80]!r} (empty, NUL, or too long)",
+                                      hint="the layer is broken or hostile")
+            out[name] = data
     return out
