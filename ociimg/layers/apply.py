@@ -258,7 +258,7 @@ class _Applier(UpperDirOps):
         try:
             self._create(pfd, parts, info, tf)
         except OSError as exc:
-            raise OSError(exc.errno, f"unpack entry {info.name}: {exc.strerror}") from exc
+            raise OSError(exc.errno, f"unpack entry {info.name[:300]}: {exc.strerror}") from exc
 
     def _create(self, pfd: int, parts: list[str], info: tarfile.TarInfo,
                 tf: tarfile.TarFile) -> None:
