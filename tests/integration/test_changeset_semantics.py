@@ -339,6 +339,23 @@ def test_generated_stacks_cover_the_semantics(stacks: list) -> None:
     assert implicit
     assert sum(model.umoci_ok for _, model in stacks) >= CASES // 2  # umoci sees most
 
+    def layer_names(data: bytes) -> list[str]:
+        return [m.name for m in tarfile.open(fileobj=io.BytesIO(data))]
+
+    def whited(names: list[str]) -> set[str]:
+        return {os.path.join(os.path.dirname(n), os.path.basename(n)[4:]) for n in names
+                if os.path.basename(n).startswith(".wh.") and "opq" not in n}
+
+    same_layer = later_layer = 0
+    for layers, _ in stacks:
+        per_layer = [layer_names(d) for d in layers]
+        for i, names in enumerate(per_layer):
+            same_layer += bool(whited(names) & set(names))
+            later_layer += any(whited(names) & set(later) for later in per_layer[i + 1:])
+    assert same_layer and later_layer  # re-created after a whiteout, in the same/a later layer
+    assert any(model.umoci_ok and ".wh..wh..opq" in {n for d in layers[1:] for n in layer_names(d)}
+               for layers, model in stacks)  # umoci also judges opaque layer roots
+
 
 @pytest.mark.parametrize("case", range(CASES))
 def test_flattened_overlay_merge_umoci_and_model_agree(
