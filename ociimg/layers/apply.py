@@ -34,10 +34,9 @@ must agree (tests/integration/test_changeset_semantics.py, a property test):
   containers share them); it hides them with what overlayfs honours: a whiteout for
   each name the lower roots show and this layer lacks, and an opaque mark on each
   root-level dir of this layer (:meth:`UpperDirOps._hide_lower_root`).
-* Limit: an inode cannot span snapshots. A hardlink to a lower file copies that file
-  up and links to the copy; other names the inode has in lower layers keep the old
-  inode (same content and attributes; overlayfs's own copy-up without index=on does
-  the same).
+* An inode cannot span snapshots: a hardlink to a lower file copies the file up
+  together with the other names its inode shows in the merged view (as links to the
+  copy), so the names stay one inode as in the flattened tree.
 """
 
 from __future__ import annotations
@@ -191,6 +190,7 @@ class _Applier(UpperDirOps):
         self._warned: set[str] = set()
         self._layer_paths: set[str] = set()  # every path this layer created (and parents)
         self._opaque: set[str] = set()
+        self._inode_index: dict[int, dict[tuple[int, int], list[tuple[str, ...]]]] = {}
         # parts, record number, mode, atime, mtime. The number tells a record from before
         # its dir was pruned (a helper dir of an upper, say) from one of a new dir there.
         self._dirs: list[tuple[list[str], int, int, int, int]] = []

@@ -13,9 +13,10 @@ import os
 import stat
 from typing import TYPE_CHECKING
 
+from ociimg.fsutil import walk_at
 from ociimg.layers import fsops, paths
 from ociimg.layers.fsops import DIR_OPEN
-from ociimg.layers.merged import MergedView
+from ociimg.layers.merged import Found, MergedView
 
 if TYPE_CHECKING:
     from ociimg.layers.apply import ApplyOptions
@@ -30,6 +31,7 @@ class UpperDirOps:
     _ovl: str
     _opaque: set[str]
     _layer_paths: set[str]
+    _inode_index: dict[int, dict[tuple[int, int], list[tuple[str, ...]]]]
     _dirs: list[tuple[list[str], int, int, int, int]]
 
     if TYPE_CHECKING:
@@ -126,7 +128,46 @@ class UpperDirOps:
                          self._upper_xattr)
         # Still the lower layer's file, not this layer's entry (not a layer path): a
         # whiteout or an opaque dir of this layer hides it, the hardlink stays.
+        if found.st.st_nlink > 1:
+            self._copy_up_other_names(found, target)
         return True
+
+    def _copy_up_other_names(self, found: Found, target: list[str]) -> None:
+        """The copy gets the lower inode's other visible names too, as links: an inode
+        cannot span snapshots, and a flattened tree keeps them all one inode."""
+        key = (found.st.st_dev, found.st.st_ino)
+        for other in self._inode_names(found.layer).get(key, ()):
+            parts = list(other)
+            if parts == target:
+                continue
+            shown = self.view.lower_entry(parts)
+            if shown is None or shown.layer != found.layer or \
+                    (shown.st.st_dev, shown.st.st_ino) != key:
+                continue  # hidden or replaced by a layer in between
+            upper = self.res.dir(parts[:-1])
+            if upper is not None and fsops.lstat_at(upper, parts[-1]) is not None:
+                continue  # this layer's own entry (or whiteout) there wins
+            self._ensure_overlay_parents(parts[:-1])
+            pfd = self.res.dir(parts[:-1], create=True)
+            tpfd = self.res.dir(target[:-1])
+            assert pfd is not None and tpfd is not None
+            os.link(target[-1], parts[-1], src_dir_fd=tpfd, dst_dir_fd=pfd,
+                    follow_symlinks=False)
+
+    def _inode_names(self, layer: int) -> dict[tuple[int, int], list[tuple[str, ...]]]:
+        """Paths of the multiply linked files of lower layer ``layer`` (one walk of
+        that snapshot, on the first hardlink into one of its linked files)."""
+        index = self._inode_index.get(layer)
+        if index is None:
+            index = self._inode_index[layer] = {}
+
+            def visit(dirfd: int, name: str, st: os.stat_result, rel: list[str]) -> bool:
+                if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
+                    index.setdefault((st.st_dev, st.st_ino), []).append((*rel, name))
+                return stat.S_ISDIR(st.st_mode)
+
+            walk_at(self.view.layers[layer].rootfd, visit)
+        return index
 
     def _inherit_lower_root(self) -> None:
         """The upper's root starts with the merged lower root's owner, mode, xattrs and
