@@ -137,6 +137,17 @@ def test_chained_meta_headers_are_refused_without_recursion(tmp_path: Path, kind
         apply_layer(tmp_path, io.BytesIO(_chained(kind, 3000)), ApplyOptions(rootless=True))
 
 
+def test_chained_meta_headers_share_one_size_budget(tmp_path: Path) -> None:
+    """Each PAX header is parsed into a dict kept until the entry: 16 chained 1 MiB
+    headers of short records would be hundreds of MB, so they share the 1 MiB."""
+    records = {f"k{i:06d}": "" for i in range(25_000)}  # ~300 KB of records each
+    head = b"".join(tarfile.TarInfo._create_pax_generic_header(  # type: ignore[attr-defined]
+        records, tarfile.XHDTYPE, "utf-8") for _ in range(8))
+    data = head + tarfile.TarInfo("f").tobuf(tarfile.USTAR_FORMAT) + b"\0" * 1024
+    with pytest.raises(UnsafeArchive, match="meta headers before one entry exceed"):
+        apply_layer(tmp_path, io.BytesIO(data), ApplyOptions(rootless=True))
+
+
 @pytest.mark.parametrize("kind", ["pax", "gnu"])
 def test_a_few_chained_meta_headers_still_apply(tmp_path: Path, kind: str) -> None:
     """Below the limit tarfile's semantics hold: the first name in the chain wins."""
