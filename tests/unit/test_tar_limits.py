@@ -118,6 +118,20 @@ def test_header_bombs_are_refused_in_bounded_memory(tmp_path: Path, kind: str) -
     assert out["maxrss"] < RSS_LIMIT, out
 
 
+def test_an_ordinary_global_header_still_applies(tmp_path: Path) -> None:
+    """git archive writes one global header (comment=<commit>): well within the limit,
+    and its records still reach every entry."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT,
+                      pax_headers={"comment": "0123456789abcdef" * 3}) as tf:
+        for name in ("a", "b"):
+            info = tarfile.TarInfo(name)
+            info.size = 1
+            tf.addfile(info, io.BytesIO(b"x"))
+    apply_layer(tmp_path, io.BytesIO(out.getvalue()), ApplyOptions(rootless=True))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
+
+
 def _chained(kind: str, count: int) -> bytes:
     head = b""
     for i in range(count):
