@@ -469,6 +469,12 @@ class _Applier(UpperDirOps):
             self.warn("devices", "device nodes skipped: creating them needs CAP_MKNOD "
                       "(rootless unpack)")
             return
+        if not (0 <= info.devmajor < 1 << 12 and 0 <= info.devminor < 1 << 20):
+            # Linux dev_t: 12-bit major, 20-bit minor (MKDEV); larger ones raised
+            # OverflowError or EINVAL from mknod.
+            raise InvalidDocument(f"tar entry {info.name[:200]!r}: device number "
+                                  f"{info.devmajor}:{info.devminor} is out of range",
+                                  hint="the layer is broken or hostile")
         self._replace(pfd, name)
         kind = stat.S_IFCHR if info.ischr() else stat.S_IFBLK
         os.mknod(name, kind | 0o600, os.makedev(info.devmajor, info.devminor), dir_fd=pfd)

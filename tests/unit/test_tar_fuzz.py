@@ -145,9 +145,22 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
 
 
 def test_mutated_headers_fail_cleanly_or_apply(tmp_path: Path) -> None:
+    run_fuzz(tmp_path, rootless=True)
+
+
+def run_fuzz(tmp_path: Path, *, rootless: bool, budget_s: float = BUDGET_S) -> None:
+    """Apply mutants until the budget runs out; only OciimgError may come out."""
     rng = random.Random(SEED)
     seeds = corpus(tmp_path)
-    deadline = time.monotonic() + BUDGET_S
+    # A lower snapshot to stack on: whiteouts, opaque dirs, copy-ups and implicit
+    # parents then meet real lower entries.
+    lower = tmp_path / "lower"
+    lower.mkdir()
+    apply_layer(lower, io.BytesIO(seeds[0]), ApplyOptions(OnDiskFormat.OVERLAY,
+                                                          rootless=rootless, lowers=()))
+    layouts = [(OnDiskFormat.DIR, None), (OnDiskFormat.OVERLAY, None),
+               (OnDiskFormat.OVERLAY, (lower,))]
+    deadline = time.monotonic() + budget_s
     failures: list[str] = []
     cases = 0
     while time.monotonic() < deadline and cases < MAX_CASES:
@@ -155,15 +168,17 @@ def test_mutated_headers_fail_cleanly_or_apply(tmp_path: Path) -> None:
         data = seeds[base]
         for _ in range(rng.randint(1, 3)):
             data = mutate(data, rng)
-        fmt = rng.choice((OnDiskFormat.DIR, OnDiskFormat.OVERLAY))
+        fmt, lowers = rng.choice(layouts)
         root = tmp_path / f"case{cases}"
         root.mkdir()
         try:
-            apply_layer(root, io.BytesIO(data), ApplyOptions(fmt, rootless=True))
+            apply_layer(root, io.BytesIO(data),
+                        ApplyOptions(fmt, rootless=rootless, lowers=lowers))
         except OciimgError:
             pass
         except Exception as exc:  # noqa: BLE001 - the point of the test
-            failures.append(f"case {cases} (seed corpus #{base}, {fmt.value}): "
+            failures.append(f"case {cases} (seed corpus #{base}, {fmt.value}, "
+                            f"{'on a lower' if lowers else 'alone'}): "
                             f"{type(exc).__name__}: {str(exc)[:200]}")
         remove_tree(root)
         cases += 1
