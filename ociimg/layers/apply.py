@@ -13,6 +13,30 @@ Two on-disk formats (umoci's ``DirRootfs``/``OverlayfsRootfs``):
   0:0 character device, an opaque dir gets ``trusted.overlay.opaque=y``
   (overlayfs.rst "whiteouts and opaque directories"); paths through lower layers and
   hardlinks to lower files are handled in :mod:`ociimg.layers.upperdir`.
+
+The changeset semantics (image-spec layer.md), one definition for both formats; a
+flattened unpack, an overlay mount of the snapshots, their user-space merge and umoci
+must agree (tests/integration/test_changeset_semantics.py, a property test):
+
+* An entry replaces what is at its path; a dir over a dir keeps the dir and its
+  content and takes the entry's attributes.
+* Parent dirs are implicit: a missing one is created (0755), an existing dir is kept as
+  it is, a non-dir in the way is replaced. In an upper, an implicit dir copies the
+  lower dir's attributes, never overlayfs's marks (a copied opaque mark hid the
+  layers below from every later layer that omits the dir entry).
+* ``.wh.NAME`` deletes NAME from the layers below; ``DIR/.wh..wh..opq`` deletes
+  everything the layers below have in DIR, the layer root included. Both hide lower
+  layers only (this layer's entries stay, whatever the tar order) and both only delete:
+  nothing is created for them, and a marked dir does not become this layer's entry.
+* An opaque layer *root* cannot be an xattr in an upper (overlayfs never looks for one
+  on a layer root, so the mark hid nothing when mounted while a flattened unpack
+  deleted everything). The snapshot still stacks on the lower ones (chain IDs and
+  containers share them); it hides them with what overlayfs honours: a whiteout for
+  each name the lower roots show and this layer lacks, and an opaque mark on each
+  root-level dir of this layer (:meth:`UpperDirOps._hide_lower_root`).
+* An inode cannot span snapshots: a hardlink to a lower file copies the file up
+  together with the other names its inode shows in the merged view (as links to the
+  copy), so the names stay one inode as in the flattened tree.
 """
 
 from __future__ import annotations
@@ -62,7 +86,7 @@ class ApplyOptions:
     rootless: bool = field(default_factory=lambda: os.geteuid() != 0)
     # OVERLAY only: the snapshot dirs below this layer, top first; used for
     # hardlinks to lower files and the attributes of implicit parent dirs.
-    lowers: tuple[Path, ...] = ()
+    lowers: tuple[Path, ...] | None = None
     # "auto" (openat2 when the kernel has it), "openat2" or "walk"; tests force each.
     resolver: str = "auto"
     # OVERLAY only: mark opaque dirs with user.overlay.* for a rootless overlay mounted
@@ -131,6 +155,26 @@ def _apply_entries(applier: _Applier) -> None:
                               hint="the layer is not a valid tar archive") from exc
 
 
+MAX_FILE_OFFSET = 2**63 - 1  # off_t
+
+
+def _check_sparse_map(info: tarfile.TarInfo, data_end: int) -> None:
+    """Segments inside the file and, together, inside the entry's stored data (else
+    the write reads the next headers as file data, or pwrite fails with EINVAL)."""
+    assert info.sparse is not None
+    stored = data_end - info.offset_data
+    total = 0
+    for offset, length in info.sparse:
+        total += length
+        if offset < 0 or length < 0 or offset + length > info.size or total > stored:
+            raise InvalidDocument(f"tar entry {info.name[:200]!r}: sparse segment "
+                                  f"({offset}, {length}) outside the file or its data",
+                                  hint="the layer is broken or hostile")
+    if info.size > MAX_FILE_OFFSET:
+        raise InvalidDocument(f"tar entry {info.name[:200]!r}: size {info.size} is too large",
+                              hint="the layer is broken or hostile")
+
+
 class _Applier(UpperDirOps):
     """State of one layer's application: resolver, this layer's paths, deferred work."""
 
@@ -146,15 +190,28 @@ class _Applier(UpperDirOps):
         self._warned: set[str] = set()
         self._layer_paths: set[str] = set()  # every path this layer created (and parents)
         self._opaque: set[str] = set()
-        self._dirs: list[tuple[list[str], int, int, int]] = []  # parts, mode, atime, mtime
+        self._inode_index: dict[int, dict[tuple[int, int], list[tuple[str, ...]]]] = {}
+        # parts, record number, mode, atime, mtime. The number tells a record from before
+        # its dir was pruned (a helper dir of an upper, say) from one of a new dir there.
+        self._dirs: list[tuple[list[str], int, int, int, int]] = []
+        self._pruned: dict[str, int] = {}  # path -> record number when it was removed
+        self._seq = 0  # numbers records and prunes in order
+        self._entry_key = ""  # the path of the entry being applied
         self._links: list[tuple[list[str], list[str], str]] = []  # deferred hardlinks
         # Dirs we changed, by inode: a path may reach one through a symlink.
         self._times: dict[tuple[int, int], tuple[list[str], int, int]] = {}
         self._timed: set[str] = set()
         self._euid, self._egid = os.geteuid(), os.getegid()
         self.stream: ForwardReader | None = None
-        self._lower_res = [paths.Resolver(os.open(p, DIR_OPEN)) for p in options.lowers]
+        self._tf: tarfile.TarFile | None = None
+        # None: what lies below is unknown (a standalone upper): every whiteout and
+        # opaque marker is recorded as given. Else whiteouts are exact (nothing is
+        # written or created for what no lower layer has).
+        self._lowers_known = options.lowers is not None
+        self._lower_res = [paths.Resolver(os.open(p, DIR_OPEN)) for p in options.lowers or ()]
         self.view = MergedView([self.res, *self._lower_res], self._ovl + "opaque", self._opaque)
+        if self.overlay:
+            self._inherit_lower_root()
 
     def close(self) -> None:
         self.res.close()
@@ -178,6 +235,9 @@ class _Applier(UpperDirOps):
         self.entries += 1
         self._check_limits(info)
         self._sweep()
+        if "\0" in info.name or "\0" in info.linkname:  # PAX path/linkpath may hold one
+            raise InvalidDocument(f"tar entry {info.name[:200]!r}: NUL byte in its path or "
+                                  "link target", hint="the layer is broken or hostile")
         parts = paths.split_name(info.name)
         if not parts:
             if not info.isdir():  # anchors §C1 #3 (CVE-2021-29136)
@@ -185,27 +245,33 @@ class _Applier(UpperDirOps):
             self._set_dir_meta(self.res.rootfd, ".", [], info)
             return
         base = parts[-1]
-        if self.overlay:  # the opaque marker's own dir is not followed, as in DIR format
-            at = parts[:-1] if base == OPAQUE_MARKER else parts
-            parts = [*self._overlay_path(at), *parts[len(at):]]
         if base.startswith(WHITEOUT_PREFIX):
+            if self.overlay:  # its dir resolved like any entry's parent, as in DIR format
+                parts = self._overlay_resolve(parts)
             self._apply_whiteout(info.name, parts[:-1], base)
             return
+        if self.overlay:
+            parts = self._overlay_path(parts)
         self._note_layer_path(parts)
+        self._entry_key = "/".join(parts)
         pfd = self._parent_dir(parts[:-1])
         try:
             self._create(pfd, parts, info, tf)
         except OSError as exc:
-            raise OSError(exc.errno, f"unpack entry {info.name}: {exc.strerror}") from exc
+            raise OSError(exc.errno, f"unpack entry {info.name[:300]}: {exc.strerror}") from exc
 
     def _create(self, pfd: int, parts: list[str], info: tarfile.TarInfo,
                 tf: tarfile.TarFile) -> None:
         name = parts[-1]
         if info.isreg():
+            self._tf = tf
             self._create_file(pfd, name, info, tf)
         elif info.isdir():
             self._create_dir(pfd, parts, info)
         elif info.issym():
+            if not info.linkname:  # Linux has no empty symlinks (ENOENT)
+                raise InvalidDocument(f"tar entry {info.name[:200]!r}: symlink without a target",
+                                      hint="the layer is broken or hostile")
             self._replace(pfd, name)
             os.symlink(info.linkname, name, dir_fd=pfd)
             self._set_meta_at(pfd, name, info, symlink=True)
@@ -272,14 +338,26 @@ class _Applier(UpperDirOps):
                 break
             self._layer_paths.add(key)
 
-    def _replace(self, pfd: int, name: str, *, keep_dir: bool = False) -> os.stat_result | None:
-        """Clear the way for a new entry (image-spec layer.md: dir+dir keeps the dir)."""
+    def _replace(self, pfd: int, name: str, *, keep_dir: bool = False,
+                 key: str | None = None) -> os.stat_result | None:
+        """Clear the way for a new entry (image-spec layer.md: dir+dir keeps the dir).
+        ``key``: the path of ``name`` (default: the current entry's)."""
         st = fsops.lstat_at(pfd, name)
         if st is None or (keep_dir and stat.S_ISDIR(st.st_mode)):
             return st
         if paths.remove_at(pfd, name):
             self.res.invalidate()
+            if stat.S_ISDIR(st.st_mode):
+                self._forget_dir(self._entry_key if key is None else key)
         return st
+
+    def _forget_dir(self, path: str) -> None:
+        """A dir (and all below it) went away: its deferred mode/times and opaque mark
+        must not apply to a new dir made at the same path later in the layer."""
+        self._pruned[path] = self._next_seq()
+        if self._opaque:
+            self._opaque.difference_update(
+                [k for k in self._opaque if k == path or k.startswith(path + "/")])
 
     # -- entry types ------------------------------------------------------------
     def _create_file(self, pfd: int, name: str, info: tarfile.TarInfo,
@@ -342,6 +420,7 @@ class _Applier(UpperDirOps):
         but consumers still meet it.
         """
         assert self.stream is not None and info.sparse is not None
+        _check_sparse_map(info, self._tf_offset)
         for offset, length in info.sparse:
             pos = offset
             for piece in self.stream.source.chunks(length):
@@ -349,6 +428,12 @@ class _Applier(UpperDirOps):
                     n = os.pwrite(fd, piece, pos)
                     piece, pos = piece[n:], pos + n
         os.ftruncate(fd, info.size)
+
+    @property
+    def _tf_offset(self) -> int:
+        """Where the next header starts: the end of this entry's stored data."""
+        assert self._tf is not None
+        return self._tf.offset  # type: ignore[no-any-return]
 
     def _create_dir(self, pfd: int, parts: list[str], info: tarfile.TarInfo) -> None:
         name = parts[-1]
@@ -361,9 +446,10 @@ class _Applier(UpperDirOps):
         try:
             if not existed:
                 self.res.remember_depth(fd, depth)
-            if self.overlay and fsops.is_whiteout_dev(st):
-                # Deleted then re-created in one layer: the new dir must hide the lower
-                # one entirely, which in an upperdir means opaque.
+            if self.overlay and st is not None and not existed:
+                # Deleted (a whiteout, or a non-dir of this layer over the lower dir)
+                # then re-created in one layer: the new dir must hide the lower one
+                # entirely, which in an upperdir means opaque.
                 self._mark_opaque_fd(fd, "/".join(parts))
             self._set_dir_meta(fd, None, parts, info, existing=existed)
         finally:
@@ -375,14 +461,20 @@ class _Applier(UpperDirOps):
         self._set_xattrs(fd, info, existing=existing)
         # Mode and times last, deepest first: adding children changes a dir's mtime,
         # and a 0555 dir must stay writable until its children exist (§C1 #11, #14).
-        self._dirs.append((parts, info.mode & 0o7777, mtime_ns(info, "atime"),
-                           mtime_ns(info)))
+        self._dirs.append((parts, self._next_seq(), info.mode & 0o7777,
+                           mtime_ns(info, "atime"), mtime_ns(info)))
 
     def _create_device(self, pfd: int, name: str, info: tarfile.TarInfo) -> None:
         if self.options.rootless:
             self.warn("devices", "device nodes skipped: creating them needs CAP_MKNOD "
                       "(rootless unpack)")
             return
+        if not (0 <= info.devmajor < 1 << 12 and 0 <= info.devminor < 1 << 20):
+            # Linux dev_t: 12-bit major, 20-bit minor (MKDEV); larger ones raised
+            # OverflowError or EINVAL from mknod.
+            raise InvalidDocument(f"tar entry {info.name[:200]!r}: device number "
+                                  f"{info.devmajor}:{info.devminor} is out of range",
+                                  hint="the layer is broken or hostile")
         self._replace(pfd, name)
         kind = stat.S_IFCHR if info.ischr() else stat.S_IFBLK
         os.mknod(name, kind | 0o600, os.makedev(info.devmajor, info.devminor), dir_fd=pfd)
@@ -408,9 +500,11 @@ class _Applier(UpperDirOps):
         cur = fsops.lstat_at(pfd, parts[-1])
         if cur is not None and (cur.st_dev, cur.st_ino) == (tst.st_dev, tst.st_ino):
             return
-        self._replace(pfd, parts[-1])  # §C1 #7
+        self._replace(pfd, parts[-1], key="/".join(parts))  # §C1 #7
         tpfd = self._link_target_dir(target)  # the replace may have invalidated fds
-        assert tpfd is not None
+        if tpfd is None or fsops.lstat_at(tpfd, target[-1]) is None:  # it was below the link
+            raise UnsafeArchive(f"hardlink {entry!r}: target {'/'.join(target)!r} was "
+                                "removed by replacing the link's own path")
         os.link(target[-1], parts[-1], src_dir_fd=tpfd, dst_dir_fd=pfd, follow_symlinks=False)
 
     def _link_target_dir(self, target: list[str]) -> int | None:
@@ -463,6 +557,10 @@ class _Applier(UpperDirOps):
             try:
                 os.setxattr(target, key, value, follow_symlinks=isinstance(target, int))
             except OSError as exc:
+                if exc.errno in (errno.EINVAL, errno.ERANGE):  # a malformed value
+                    raise InvalidDocument(f"tar entry {info.name[:200]!r}: xattr {key[:80]!r}: "
+                                          f"{os.strerror(exc.errno)}",
+                                          hint="the layer is broken or hostile") from exc
                 if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EACCES):
                     raise
                 ns = key.split(".", 1)[0]
@@ -503,46 +601,69 @@ class _Applier(UpperDirOps):
             pfd = self.res.dir(parent)
             if pfd is not None:
                 self._remember_times(parent, pfd)
-                if paths.remove_at(pfd, name):
-                    self.res.invalidate()
+                self._replace(pfd, name, key=path)
             return
         if any(path.startswith(d + "/") or not d for d in self._opaque):
             return  # no plain whiteouts inside an opaque dir (§C1 #9)
+        if self._lowers_known and self.view.lower_entry([*parent, name]) is None:
+            return  # nothing below to hide: no whiteout, and no parent dirs made for one
+        self._ensure_overlay_parents(parent)
         pfd = self.res.dir(parent, create=True)
         assert pfd is not None
-        self._replace(pfd, name)
+        self._replace(pfd, name, key=path)
         os.mknod(name, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=pfd)
 
     def _apply_opaque(self, parent: list[str]) -> None:
-        """``.wh..wh..opq``: hide all lower entries of the dir, whatever its tar position."""
+        """``.wh..wh..opq``: hide all lower entries of the dir, whatever its tar position.
+
+        Like a plain whiteout it only deletes: where no dir of that name exists (in this
+        layer so far or below) there is nothing to hide, and no dir is made for it.
+        """
+        if parent and not self._is_dir(parent) and (self._lowers_known or not self.overlay):
+            return
         key = "/".join(parent)
-        self._note_layer_path(parent)
         if self.overlay:
             self._ensure_overlay_parents(parent)
-        fd = self._open_dir_for_opaque(parent)
+        # The dir exists (through symlinks too, like any parent), or in a standalone
+        # upper is made; the marker's dir is never replaced.
+        pfd = self.res.dir(parent, create=True)
+        assert pfd is not None
+        fd = os.open(".", DIR_OPEN, dir_fd=pfd)
         try:
             self._remember_times(parent, fd)
+            # DIR: the lower layers' entries. OVERLAY: what the upper holds that is not
+            # this layer's (whiteouts, dirs made to hold them, lower files copied up for
+            # hardlinks): the mark hides the rest, as the flattened tree has it.
+            self._prune_lower(fd, key)
             if self.overlay:
                 self._mark_opaque_fd(fd, key)
-            else:
-                self._prune_lower(fd, key)
         finally:
             os.close(fd)
 
-    def _open_dir_for_opaque(self, parent: list[str]) -> int:
-        if not parent:
-            return os.open(".", DIR_OPEN, dir_fd=self.res.rootfd)
-        pfd = self.res.dir(parent[:-1], create=True)
-        assert pfd is not None
-        st = self._replace(pfd, parent[-1], keep_dir=True)
-        if st is None or not stat.S_ISDIR(st.st_mode):
-            self.res.child_depth(pfd, "/".join(parent))
-            os.mkdir(parent[-1], 0o755, dir_fd=pfd)
-            os.chmod(parent[-1], 0o755, dir_fd=pfd)
-        return os.open(parent[-1], DIR_OPEN, dir_fd=pfd)
+    def _is_dir(self, parts: list[str]) -> bool:
+        """Whether the merged tree has a dir at ``parts`` (symlink-free in OVERLAY)."""
+        if self.res.dir(parts) is not None:
+            return True
+        if not self.overlay:
+            return False
+        pfd = self.res.dir(parts[:-1])
+        if pfd is not None and fsops.lstat_at(pfd, parts[-1]) is not None:
+            return False  # this layer's non-dir or whiteout hides the lower entry
+        lower = self.view.lower_entry(parts)
+        return lower is not None and stat.S_ISDIR(lower.st.st_mode)
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _was_pruned(self, parts: list[str], made: int) -> bool:
+        if not self._pruned:
+            return False
+        return any(self._pruned.get("/".join(parts[:i]), -1) > made
+                   for i in range(1, len(parts) + 1))
 
     def _prune_lower(self, fd: int, key: str) -> None:
-        """DIR format: delete what lower layers put under the dir; keep this layer's."""
+        """Delete what is under the dir but is not this layer's entry (nor leads to one)."""
         prefix = key + "/" if key else ""
         layer_paths = self._layer_paths
 
@@ -551,6 +672,8 @@ class _Applier(UpperDirOps):
             if path in layer_paths:
                 return stat.S_ISDIR(st.st_mode)  # keep it, prune below it
             paths.remove_at(dirfd, name)
+            if stat.S_ISDIR(st.st_mode):
+                self._forget_dir(path)
             return False
 
         # Only this layer's paths are descended into, and those are depth-checked.
@@ -559,6 +682,8 @@ class _Applier(UpperDirOps):
 
     # -- end of layer -----------------------------------------------------------
     def finish(self) -> None:
+        if self.overlay and "" in self._opaque:
+            self._hide_lower_root()  # before the times of dirs are put back
         for parts, target, entry in self._links:
             self._sweep()
             tpfd = self._link_target_dir(target)
@@ -574,14 +699,14 @@ class _Applier(UpperDirOps):
             if st is not None and (st.st_dev, st.st_ino) == (dev, ino):
                 os.utime(f"/proc/self/fd/{fd}", ns=(atime, mtime))  # an O_PATH fd
         # Explicit dir entries last: their tar times win over remembered ones.
-        for parts, mode, atime, mtime in sorted(self._dirs, key=lambda d: -len(d[0])):
+        for parts, made, mode, atime, mtime in sorted(self._dirs, key=lambda d: -len(d[0])):
             self._sweep()
             pfd = self.res.dir(parts[:-1])
             if pfd is None:
                 continue  # removed later in the same layer
             name = parts[-1] if parts else "."
             st = fsops.lstat_at(pfd, name)
-            if st is None or not stat.S_ISDIR(st.st_mode):
-                continue
+            if st is None or not stat.S_ISDIR(st.st_mode) or self._was_pruned(parts, made):
+                continue  # removed or replaced later in the same layer
             os.chmod(name, mode, dir_fd=pfd)
             os.utime(name, ns=(atime, mtime), dir_fd=pfd, follow_symlinks=False)

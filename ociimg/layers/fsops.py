@@ -12,8 +12,6 @@ import os
 import stat
 from collections.abc import Callable
 
-from ociimg.fsutil import walk_at
-
 DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 FILE_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -27,17 +25,6 @@ def lstat_at(dirfd: int, name: str) -> os.stat_result | None:
 
 def is_whiteout_dev(st: os.stat_result | None) -> bool:
     return st is not None and stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
-
-
-def remove_whiteout_devices(fd: int) -> None:
-    """Delete the whiteouts anywhere below the open dir ``fd`` (an opaque dir needs none)."""
-
-    def visit(dirfd: int, name: str, st: os.stat_result, rel: list[str]) -> bool:
-        if is_whiteout_dev(st):
-            os.unlink(name, dir_fd=dirfd)
-        return stat.S_ISDIR(st.st_mode)
-
-    walk_at(fd, visit)
 
 
 def _same_name(key: str) -> str | None:
@@ -148,9 +135,9 @@ def _copy_range_plain(src: int, dst: int, offset: int, count: int) -> int:
 
 
 def copy_entry(src_pfd: int, name: str, dst_pfd: int, st: os.stat_result,
-               rootless: bool) -> None:
+               rootless: bool, xattr_name: Callable[[str], str | None] = _same_name) -> None:
     copy_node(src_pfd, name, dst_pfd, st)
-    copy_meta(src_pfd, name, dst_pfd, st, rootless)
+    copy_meta(src_pfd, name, dst_pfd, st, rootless, xattr_name)
 
 
 OVERLAY_XATTR_PREFIX = "trusted.overlay."

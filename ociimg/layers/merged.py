@@ -41,7 +41,7 @@ class MergedView:
         """The symlink-free path ``parts`` names in the merged view; components from
         the first missing or non-dir one on are kept (the caller creates them)."""
         canon: list[str] = []
-        visible = list(range(len(self.layers)))
+        visible = self._root_layers()
         pending = list(reversed(parts))
         links = 0
         while pending:
@@ -60,7 +60,7 @@ class MergedView:
                     raise UnsafeArchive(f"path {'/'.join(parts)!r}: too many symlinks")
                 target = os.readlink(name, dir_fd=found.dirfd)
                 if target.startswith("/"):
-                    canon, visible = [], list(range(len(self.layers)))
+                    canon, visible = [], self._root_layers()
                 pending.extend(reversed(target.split("/")))
                 continue
             visible = self._below(canon, name, found, visible)
@@ -75,9 +75,32 @@ class MergedView:
         visible = [i for i in self._visible(parts[:-1]) if i > 0]
         return self._top(parts[:-1], parts[-1], visible)
 
+    def _root_layers(self) -> list[int]:
+        """The layers merged at the root: only the upper once this layer made its root
+        opaque (the lower layers' entries are then whited out, apply.py)."""
+        return [0] if "" in self._upper_opaque else list(range(len(self.layers)))
+
+    def lower_root_names(self) -> dict[str, Found]:
+        """What the lower layers show at the root, ignoring this layer entirely."""
+        out: dict[str, Found] = {}
+        hidden: set[str] = set()
+        for idx in range(1, len(self.layers)):
+            rootfd = self.layers[idx].rootfd
+            for name in os.listdir(rootfd):
+                if name in out or name in hidden:
+                    continue
+                st = lstat_at(rootfd, name)
+                if st is None:
+                    continue
+                if is_whiteout_dev(st):
+                    hidden.add(name)
+                else:
+                    out[name] = Found(idx, rootfd, st)
+        return out
+
     def _visible(self, canon: list[str]) -> list[int]:
         """The layers whose dir at ``canon`` is part of the merged dir."""
-        visible = list(range(len(self.layers)))
+        visible = self._root_layers()
         for i, name in enumerate(canon):
             visible = self._below(canon[:i], name, self._top(canon[:i], name, visible),
                                   visible)

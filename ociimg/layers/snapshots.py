@@ -34,8 +34,10 @@ from ociimg.store import Store, locks
 META = "snapshot.json"
 # Bumped when the applier's OVERLAY output changes for the same layer stack, so snapshots
 # made by an older ociimg are rebuilt instead of trusted by chain ID. 2: parents resolved
-# through lower layers' symlinks (layers/merged.py).
-FORMAT = 2
+# through lower layers' symlinks (layers/merged.py). 3: an opaque layer root is whiteouts
+# and opaque root dirs; implicit parents no longer copy a lower dir's opaque mark; the
+# root inherits the lower root's attributes.
+FORMAT = 3
 _TMP_PREFIX = ".tmp-"
 
 

@@ -23,7 +23,7 @@ from ociimg.errors import InvalidDocument, UnsafeArchive
 # before it costs memory or stack. Go's archive/tar (CVE-2022-2879) caps every PAX and
 # GNU long-name header, and the GNU sparse 1.0 map, at 1 MiB (maxSpecialFileSize);
 # we do the same per header, and bound what Go leaves to callers:
-MAX_META_HEADER = 1 << 20  # one PAX / GNU long-name header, read into memory whole
+MAX_META_HEADER = 1 << 20  # PAX / GNU long-name headers before one entry, in total
 # Meta headers chained in front of one entry (x, g, L, K ...): tarfile handles each by
 # recursing into the next header, so 3,000 of them were a RecursionError. Real
 # producers chain at most three (GNU tar: L K; PAX: x; git archive: g x).
@@ -156,6 +156,8 @@ class LayerTarInfo(tarfile.TarInfo):
             raise UnsafeArchive(f"tar header at byte {tf.fileobj.tell()}: more than "
                                 f"{MAX_META_CHAIN} PAX/GNU meta headers before one entry",
                                 hint="the layer is hostile or broken")
+        if not chain:
+            tf._meta_bytes = 0  # meta header bytes before this entry
         tf._meta_chain = chain + 1
         try:
             return cls._read_member(tf)
@@ -171,6 +173,7 @@ class LayerTarInfo(tarfile.TarInfo):
                 tf.errors == "surrogateescape":
             size = plain_meta_size(buf)
             if size is not None:
+                _count_meta(tf, size, offset)
                 data = fileobj.read(block_size(size))
                 if b"GNU.sparse" not in data and b"hdrcharset" not in data:
                     return cls._proc_plain_pax(tf, offset, data)
@@ -200,6 +203,8 @@ class LayerTarInfo(tarfile.TarInfo):
     def _proc_member(self, tf):  # type: ignore[no-untyped-def]
         # Refuse huge PAX/GNU meta headers before tarfile reads them into memory
         # (anchors §C1 #21).
+        if self.type in _META_TYPES:
+            _count_meta(tf, self.size, self.offset)
         if self.type in _META_TYPES and self.size > MAX_META_HEADER:
             raise UnsafeArchive(f"tar header for {self.name!r}: {self.size}-byte meta header")
         return super()._proc_member(tf)
@@ -242,6 +247,12 @@ class LayerTarInfo(tarfile.TarInfo):
         if self.type in (tarfile.XHDTYPE, tarfile.SOLARIS_XHDTYPE):
             apply_pax(nxt, pax, self.offset, tf)
         return nxt
+
+    def _apply_pax_info(self, pax_headers, encoding, errors):  # type: ignore[no-untyped-def]
+        try:
+            super()._apply_pax_info(pax_headers, encoding, errors)
+        except ValueError:  # int() of GNU.sparse.size / realsize, global records too
+            raise _bad_sparse(self) from None
 
     # -- sparse maps: tarfile's parsers, bounded (MAX_SPARSE_ENTRIES) and with every
     # malformed number a header error instead of a ValueError from int() --
@@ -314,6 +325,18 @@ class LayerTarInfo(tarfile.TarInfo):
         nxt.sparse = list(zip(numbers[::2], numbers[1::2], strict=False))
 
 
+def _count_meta(tf: tarfile.TarFile, size: int, offset: int) -> None:
+    """All meta headers before one entry together stay within MAX_META_HEADER: each
+    is parsed into a dict that lives until the entry is read (16 chained 1 MiB headers
+    of short records would be hundreds of MB)."""
+    total = getattr(tf, "_meta_bytes", 0) + size
+    if total > MAX_META_HEADER and size <= MAX_META_HEADER:
+        raise UnsafeArchive(f"tar header at byte {offset}: meta headers before one entry "
+                            f"exceed {MAX_META_HEADER} bytes in total",
+                            hint="the layer is hostile or broken")
+    tf._meta_bytes = total  # type: ignore[attr-defined]
+
+
 def _sparse_number(text: str | bytes) -> int:
     """A decimal, non-negative sparse map number (int() alone takes "-1", " 1_0 ")."""
     if not text.isdigit() or not text.isascii() or len(text) > 20:
@@ -338,10 +361,7 @@ def apply_pax(member: tarfile.TarInfo, pax: dict[str, str], offset: int,
                tf: tarfile.TarFile) -> None:
     """Give ``member`` its PAX records and the PAX header's offset; a PAX ``size`` also
     decides where the next header starts (not the ustar size field)."""
-    try:
-        member._apply_pax_info(pax, tf.encoding, tf.errors)  # type: ignore[attr-defined]
-    except ValueError:  # int() of GNU.sparse.size / realsize
-        raise _bad_sparse(member) from None
+    member._apply_pax_info(pax, tf.encoding, tf.errors)  # type: ignore[attr-defined]
     member.offset = offset
     if "size" in pax:
         end = member.offset_data
@@ -428,11 +448,23 @@ def mtime_ns(info: tarfile.TarInfo, key: str = "mtime") -> int:
     return ns
 
 
+XATTR_NAME_MAX = 255  # Linux limits.h: longer names, or values, are ERANGE
+XATTR_SIZE_MAX = 65536
+
+
 def xattrs_of(info: tarfile.TarInfo) -> dict[str, bytes]:
-    """The entry's xattrs, from PAX ``SCHILY.xattr.*`` records."""
+    """The entry's xattrs, from PAX ``SCHILY.xattr.*`` records; names and values the
+    kernel would refuse (empty, NUL, too long) are the layer's error, named here."""
     out = {}
     for key, value in info.pax_headers.items():
         if key.startswith("SCHILY.xattr."):
+            name = key[len("SCHILY.xattr."):]
             # tarfile decodes PAX values as UTF-8 with surrogateescape: reversible.
-            out[key[len("SCHILY.xattr."):]] = value.encode("utf-8", "surrogateescape")
+            data = value.encode("utf-8", "surrogateescape")
+            if not name or "\0" in name or len(name.encode("utf-8", "surrogateescape")) > \
+                    XATTR_NAME_MAX or len(data) > XATTR_SIZE_MAX:
+                raise InvalidDocument(f"tar entry {info.name[:200]!r}: invalid xattr "
+                                      f"{name[:80]!r} (empty, NUL, or too long)",
+                                      hint="the layer is broken or hostile")
+            out[name] = data
     return out

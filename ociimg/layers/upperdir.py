@@ -13,9 +13,10 @@ import os
 import stat
 from typing import TYPE_CHECKING
 
+from ociimg.fsutil import walk_at
 from ociimg.layers import fsops, paths
 from ociimg.layers.fsops import DIR_OPEN
-from ociimg.layers.merged import MergedView
+from ociimg.layers.merged import Found, MergedView
 
 if TYPE_CHECKING:
     from ociimg.layers.apply import ApplyOptions
@@ -29,17 +30,32 @@ class UpperDirOps:
     options: ApplyOptions
     _ovl: str
     _opaque: set[str]
-    _dirs: list[tuple[list[str], int, int, int]]
+    _layer_paths: set[str]
+    _inode_index: dict[int, dict[tuple[int, int], list[tuple[str, ...]]]]
+    _dirs: list[tuple[list[str], int, int, int, int]]
 
     if TYPE_CHECKING:
         def warn(self, key: str, message: str) -> None: ...
-        def _replace(self, pfd: int, name: str, *, keep_dir: bool = False
-                     ) -> os.stat_result | None: ...
+        def _replace(self, pfd: int, name: str, *, keep_dir: bool = False,
+                     key: str | None = None) -> os.stat_result | None: ...
         def _note_layer_path(self, parts: list[str]) -> None: ...
+        def _next_seq(self) -> int: ...
+
+    def _upper_xattr(self, key: str) -> str | None:
+        """A lower entry's xattr as copied into this upper (implicit parent dirs, copy-up):
+        overlayfs's own marks (opaque, redirect, origin ...) describe the lower layer's
+        entry, not this one, and are dropped; a lower dir's opaque mark copied onto an
+        implicit parent hid what lies below it in other layers. Escaped xattrs
+        (<prefix>overlay.X: the image's own) are kept."""
+        if key.startswith(self._ovl) and not key.startswith(self._ovl + "overlay."):
+            return None
+        return key
 
     def _mark_opaque_fd(self, fd: int, key: str) -> None:
+        """Mark the upper dir ``fd`` opaque; it holds only this layer's entries."""
         self._opaque.add(key)
-        fsops.remove_whiteout_devices(fd)
+        if not key:
+            return  # the root: overlayfs ignores the mark there (see _hide_lower_root)
         try:
             os.setxattr(fd, self._ovl + "opaque", b"y")
         except PermissionError:
@@ -55,11 +71,18 @@ class UpperDirOps:
             self._ensure_overlay_parents(parent)
         return [*parent, *parts[-1:]]
 
+    def _overlay_resolve(self, parts: list[str]) -> list[str]:
+        """``_overlay_path`` without creating anything (for whiteouts, which only delete)."""
+        parent = parts[:-1]
+        if self.res.dir(parent) is None:
+            parent = self.view.resolve(parent)
+        return [*parent, *parts[-1:]]
+
     def _ensure_overlay_parents(self, parent: list[str]) -> None:
         """Create missing upper dirs with the lower dir's attributes (§C1 #12).
 
-        A dir created where this layer left a whiteout is marked opaque, so the
-        deleted lower dir does not show through again.
+        A dir created where this layer left a whiteout or a non-dir is new and marked
+        opaque, so the deleted lower dir does not show through again.
         """
         if self.res.dir(parent) is not None:
             return
@@ -71,19 +94,22 @@ class UpperDirOps:
             st = fsops.lstat_at(pfd, name) if pfd is not None else None
             if pfd is None or (st is not None and stat.S_ISLNK(st.st_mode)):
                 return  # a symlink in the upper: the resolver's create walk follows it
-            self._replace(pfd, name)
+            self._replace(pfd, name, key="/".join(parent[:i]))
             self.res.child_depth(pfd, "/".join(parent[:i]))
             os.mkdir(name, 0o700, dir_fd=pfd)
-            lower = self.view.lower_entry(parent[:i])
+            # Over this layer's own whiteout or non-dir the lower dir is deleted: the
+            # parent is a new dir (as in a flattened unpack), not a copy of the deleted one.
+            lower = None if st is not None else self.view.lower_entry(parent[:i])
             if lower is not None and stat.S_ISDIR(lower.st.st_mode):
                 lst = lower.st
-                fsops.copy_meta(lower.dirfd, name, pfd, lst, self.options.rootless)
+                fsops.copy_meta(lower.dirfd, name, pfd, lst, self.options.rootless,
+                                self._upper_xattr)
                 # Children added below change the mtime again: restore it at the end.
-                self._dirs.append((parent[:i], stat.S_IMODE(lst.st_mode), lst.st_atime_ns,
-                                   lst.st_mtime_ns))
+                self._dirs.append((parent[:i], self._next_seq(), stat.S_IMODE(lst.st_mode),
+                                   lst.st_atime_ns, lst.st_mtime_ns))
             else:
                 os.chmod(name, 0o755, dir_fd=pfd)
-            if fsops.is_whiteout_dev(st):
+            if st is not None:  # and it must hide the lower dir's entries
                 fd = os.open(name, DIR_OPEN, dir_fd=pfd)
                 try:
                     self._mark_opaque_fd(fd, "/".join(parent[:i]))
@@ -98,6 +124,79 @@ class UpperDirOps:
         self._ensure_overlay_parents(target[:-1])
         upfd = self.res.dir(target[:-1], create=True)
         assert upfd is not None
-        fsops.copy_entry(found.dirfd, target[-1], upfd, found.st, self.options.rootless)
-        self._note_layer_path(target)
+        fsops.copy_entry(found.dirfd, target[-1], upfd, found.st, self.options.rootless,
+                         self._upper_xattr)
+        # Still the lower layer's file, not this layer's entry (not a layer path): a
+        # whiteout or an opaque dir of this layer hides it, the hardlink stays.
+        if found.st.st_nlink > 1:
+            self._copy_up_other_names(found, target)
         return True
+
+    def _copy_up_other_names(self, found: Found, target: list[str]) -> None:
+        """The copy gets the lower inode's other visible names too, as links: an inode
+        cannot span snapshots, and a flattened tree keeps them all one inode."""
+        key = (found.st.st_dev, found.st.st_ino)
+        for other in self._inode_names(found.layer).get(key, ()):
+            parts = list(other)
+            if parts == target:
+                continue
+            shown = self.view.lower_entry(parts)
+            if shown is None or shown.layer != found.layer or \
+                    (shown.st.st_dev, shown.st.st_ino) != key:
+                continue  # hidden or replaced by a layer in between
+            upper = self.res.dir(parts[:-1])
+            if upper is not None and fsops.lstat_at(upper, parts[-1]) is not None:
+                continue  # this layer's own entry (or whiteout) there wins
+            self._ensure_overlay_parents(parts[:-1])
+            pfd = self.res.dir(parts[:-1], create=True)
+            tpfd = self.res.dir(target[:-1])
+            assert pfd is not None and tpfd is not None
+            os.link(target[-1], parts[-1], src_dir_fd=tpfd, dst_dir_fd=pfd,
+                    follow_symlinks=False)
+
+    def _inode_names(self, layer: int) -> dict[tuple[int, int], list[tuple[str, ...]]]:
+        """Paths of the multiply linked files of lower layer ``layer`` (one walk of
+        that snapshot, on the first hardlink into one of its linked files)."""
+        index = self._inode_index.get(layer)
+        if index is None:
+            index = self._inode_index[layer] = {}
+
+            def visit(dirfd: int, name: str, st: os.stat_result, rel: list[str]) -> bool:
+                if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
+                    index.setdefault((st.st_dev, st.st_ino), []).append((*rel, name))
+                return stat.S_ISDIR(st.st_mode)
+
+            walk_at(self.view.layers[layer].rootfd, visit)
+        return index
+
+    def _inherit_lower_root(self) -> None:
+        """The upper's root starts with the merged lower root's owner, mode, xattrs and
+        times: a layer without a "./" entry leaves the root as it was (a flattened
+        unpack keeps it), while an overlay mount shows the topmost layer's root."""
+        lower = self.view.layers[1] if len(self.view.layers) > 1 else None
+        if lower is not None:
+            fsops.copy_meta(lower.rootfd, None, self.res.rootfd, os.fstat(lower.rootfd),
+                            self.options.rootless, self._upper_xattr)
+
+    def _hide_lower_root(self) -> None:
+        """``.wh..wh..opq`` at the layer root, in an upperdir.
+
+        overlayfs does not look for an opaque mark on the root of a layer (a layer
+        root always merges with the one below), so the mark alone would hide nothing
+        when mounted while a flattened unpack deletes everything below. The snapshot
+        must still stack on the lower ones (containers share them, and chain IDs name
+        the whole stack), so the root is made opaque by what overlayfs does honour:
+        a whiteout for every name the lower layers show that this layer lacks, and an
+        opaque mark on each root-level dir this layer has (the mark works there). A
+        non-dir of this layer already hides the lower entry of its name.
+        """
+        for name, _found in sorted(self.view.lower_root_names().items()):
+            st = fsops.lstat_at(self.res.rootfd, name)
+            if st is None:
+                os.mknod(name, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=self.res.rootfd)
+            elif stat.S_ISDIR(st.st_mode) and name not in self._opaque:
+                fd = os.open(name, DIR_OPEN, dir_fd=self.res.rootfd)
+                try:
+                    self._mark_opaque_fd(fd, name)
+                finally:
+                    os.close(fd)

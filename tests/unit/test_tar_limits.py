@@ -122,6 +122,20 @@ def test_header_bombs_are_refused_in_bounded_memory(tmp_path: Path, kind: str) -
     assert out["maxrss"] < RSS_LIMIT, out
 
 
+def test_an_ordinary_global_header_still_applies(tmp_path: Path) -> None:
+    """git archive writes one global header (comment=<commit>): well within the limit,
+    and its records still reach every entry."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT,
+                      pax_headers={"comment": "0123456789abcdef" * 3}) as tf:
+        for name in ("a", "b"):
+            info = tarfile.TarInfo(name)
+            info.size = 1
+            tf.addfile(info, io.BytesIO(b"x"))
+    apply_layer(tmp_path, io.BytesIO(out.getvalue()), ApplyOptions(rootless=True))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
+
+
 def _chained(kind: str, count: int) -> bytes:
     head = b""
     for i in range(count):
@@ -139,6 +153,17 @@ def _chained(kind: str, count: int) -> bytes:
 def test_chained_meta_headers_are_refused_without_recursion(tmp_path: Path, kind: str) -> None:
     with pytest.raises(UnsafeArchive, match="meta headers before one entry"):
         apply_layer(tmp_path, io.BytesIO(_chained(kind, 3000)), ApplyOptions(rootless=True))
+
+
+def test_chained_meta_headers_share_one_size_budget(tmp_path: Path) -> None:
+    """Each PAX header is parsed into a dict kept until the entry: 16 chained 1 MiB
+    headers of short records would be hundreds of MB, so they share the 1 MiB."""
+    records = {f"k{i:06d}": "" for i in range(25_000)}  # ~300 KB of records each
+    head = b"".join(tarfile.TarInfo._create_pax_generic_header(  # type: ignore[attr-defined]
+        records, tarfile.XHDTYPE, "utf-8") for _ in range(8))
+    data = head + tarfile.TarInfo("f").tobuf(tarfile.USTAR_FORMAT) + b"\0" * 1024
+    with pytest.raises(UnsafeArchive, match="meta headers before one entry exceed"):
+        apply_layer(tmp_path, io.BytesIO(data), ApplyOptions(rootless=True))
 
 
 @pytest.mark.parametrize("kind", ["pax", "gnu"])
