@@ -128,11 +128,17 @@ def clear_dir(fd: int, keep: set[str] | frozenset[str] = frozenset()) -> None:
     fix_modes = _unprivileged()
     if fix_modes:
         _make_writable(fd)
+    top_dev = os.fstat(fd).st_dev
 
     def visit(dirfd: int, name: str, st: os.stat_result, rel: list[str]) -> bool:
         if not rel and name in keep:
             return False
         if stat.S_ISDIR(st.st_mode):
+            if st.st_dev != top_dev:
+                # A filesystem mounted inside (a bundle's rootfs still mounted, a volume):
+                # emptying it would delete what the mount shows, not our tree.
+                raise OSError(errno.EBUSY, "another filesystem is mounted here; unmount "
+                              "it first", "/".join([*rel, name]))
             if fix_modes and stat.S_IMODE(st.st_mode) & 0o700 != 0o700:
                 os.chmod(name, stat.S_IMODE(st.st_mode) | 0o700, dir_fd=dirfd)
             return True
