@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ META = "snapshot.json"
 # root inherits the lower root's attributes.
 FORMAT = 3
 _TMP_PREFIX = ".tmp-"
+_RETIRED = ".retired"  # outdated snapshots that may still be mounted (_retire)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +109,7 @@ class SnapshotStore:
                 return
             final = self.path / chain_id.hex
             if final.exists():
-                self._discard(final)  # no metadata, an old format or the other flavour
+                self._retire(final)  # no metadata, an old format or the other flavour
             progress.start(key, f"unpacking {layer.digest.short}", layer.size)
             tmp = Path(tempfile.mkdtemp(dir=self.path, prefix=f"{_TMP_PREFIX}{chain_id.hex}-"))
             try:
@@ -150,6 +152,15 @@ class SnapshotStore:
             self._discard(final)
             return True
 
+    def _retire(self, final: Path) -> None:
+        """Move an outdated snapshot out of the way without deleting it: containers and
+        `unpack --overlay` bundles made before an upgrade still have it mounted as a
+        lower layer (an overlay keeps its layers across a rename, not across removal).
+        gc removes it once nothing keeps its chain ID."""
+        retired = self.path / _RETIRED
+        retired.mkdir(exist_ok=True)
+        os.rename(final, retired / f"{final.name}-{secrets.token_hex(4)}")
+
     def _discard(self, final: Path) -> None:
         # Rename first so a crash mid-removal leaves a temp, not a half snapshot.
         doomed = Path(tempfile.mkdtemp(dir=self.path, prefix=f"{_TMP_PREFIX}{final.name}-"))
@@ -165,6 +176,10 @@ class SnapshotStore:
             return []
         keep_hex = {d.hex for d in keep}
         removed = []
+        retired = self.path / _RETIRED
+        for entry in sorted(retired.iterdir()) if retired.is_dir() else ():
+            if entry.name.split("-", 1)[0] not in keep_hex:
+                remove_tree(entry)
         for entry in sorted(self.path.iterdir()):
             name = entry.name
             if name.startswith(_TMP_PREFIX):

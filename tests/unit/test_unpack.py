@@ -207,3 +207,24 @@ def test_snapshot_of_an_older_format_is_rebuilt(store: Store, tmp_path: Path) ->
     assert not snaps.has(chain_ids(config.diff_ids)[0])
     assert snaps.prepare(store, manifest, config) == [fs]
     assert not (fs / "stale").exists() and snaps.has(chain_ids(config.diff_ids)[0])
+
+
+def test_an_outdated_snapshot_survives_its_rebuild_while_its_chain_is_kept(
+        store: Store, tmp_path: Path) -> None:
+    # A container started before an upgrade has the old snapshot mounted: rebuilding must
+    # not delete it under the container; gc does once nothing keeps that chain ID.
+    manifest, config = build_image(store, [BASE])
+    chain = chain_ids(config.diff_ids)[0]
+    snaps = SnapshotStore(tmp_path / "snapshots", rootless=True)
+    (fs,) = snaps.prepare(store, manifest, config)
+    in_use = os.open(fs / "bin", os.O_RDONLY | os.O_DIRECTORY)  # what an overlay holds
+    try:
+        meta = fs.parent / "snapshot.json"
+        meta.write_text(json.dumps({**json.loads(meta.read_bytes()), "format": 1}))
+        assert snaps.prepare(store, manifest, config) == [fs] and snaps.has(chain)
+        assert "sh" in os.listdir(in_use)  # the old tree is still whole
+        assert snaps.gc(keep={chain}) == [] and "sh" in os.listdir(in_use)
+        snaps.gc(keep=set())
+        assert not list((snaps.path / ".retired").iterdir())
+    finally:
+        os.close(in_use)
