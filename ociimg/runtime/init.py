@@ -460,8 +460,8 @@ def run_start_hooks(ctx: InitContext) -> None:
         try:
             os.write(ctx.fifo_fd, exc.message.encode(errors="replace")[:4000])
         except OSError:
-            pass
-        raise
+            raise exc from None
+        os._exit(1)  # `start` reports it: the container's stderr would say it twice
 
 
 def close_fds(preserve: int) -> None:

@@ -402,6 +402,18 @@ def test_failing_start_container_hook_fails_start(runtime_env: tuple[Path, Path]
     runtime(state_root, "delete", "c1", check=True)
 
 
+def test_failing_start_container_hook_is_reported_once(runtime_env: tuple[Path, Path]) -> None:
+    # `run`: the init's stderr is the caller's too; only `start` reports the failure.
+    bundle, state_root = runtime_env
+    write_config(bundle, base_config(["true"], hooks={
+        "startContainer": [{"path": "/bin/false"}]}))
+    proc = runtime(state_root, "run", "-b", str(bundle), "c1")
+    assert proc.returncode != 0
+    said = [line for line in proc.stderr.splitlines() if "startContainer hook #0" in line]
+    assert len(said) == 1, proc.stderr
+    assert not (state_root / "c1").exists()
+
+
 def test_failed_create_without_mount_namespace_leaves_no_mounts(
         runtime_env: tuple[Path, Path]) -> None:
     """The init fails after its mounts (a createContainer hook): create's clean-up
