@@ -1,9 +1,10 @@
 """Fuzz the JSON document parsers: whatever bytes arrive, the result is a parsed document
 or an OciimgError (a one-line error for the user), never another exception.
 
-Seeded and bounded (``FUZZ_SECONDS``, default 2 s per parser; ``FUZZ_SEED`` to replay a
-failure): mutated valid documents (every path given every wrong type, removed, nested
-deep), generated ones, and byte-level damage (truncation, flips, NULs, duplicate keys).
+Seeded and bounded (``OCIIMG_FUZZ_SECONDS``, default 2 s per parser;
+``OCIIMG_FUZZ_SEED`` to replay a failure): mutated valid documents (every path given
+every wrong type, removed, nested deep), generated ones, and byte-level damage
+(truncation, flips, NULs, duplicate keys).
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from ociimg.cli.output import printable
 from ociimg.errors import OciimgError
 from ociimg.store import Store
 
-SEED = int(os.environ.get("FUZZ_SEED", "20261207"))
-SECONDS = float(os.environ.get("FUZZ_SECONDS", "2"))
+SEED = int(os.environ.get("OCIIMG_FUZZ_SEED", "20261207"))
+SECONDS = float(os.environ.get("OCIIMG_FUZZ_SECONDS", "2"))
 D1 = "sha256:" + "a" * 64
 D2 = "sha256:" + "b" * 64
 
@@ -202,7 +203,7 @@ def test_parsers_raise_only_ociimg_errors(name: str, tmp_path: Path) -> None:
             return
         except Exception as exc:  # the bug this test exists for
             pytest.fail(f"{name}: {type(exc).__name__}: {str(exc)[:200]} for input "
-                        f"{raw[:300]!r} (FUZZ_SEED={SEED})")
+                        f"{raw[:300]!r} (OCIIMG_FUZZ_SEED={SEED})")
         counts["ok"] += 1
 
     for raw in systematic(base):
