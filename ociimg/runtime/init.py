@@ -455,7 +455,8 @@ def run_start_hooks(ctx: InitContext) -> None:
     """startContainer hooks; a failure is an error of `start` (runtime-spec): its text
     goes to `start` through the fifo, which reads until our execve closes it."""
     try:
-        hooks.run_hooks(ctx.config.hooks, "startContainer", hook_state(ctx, "created"))
+        hooks.run_hooks(ctx.config.hooks, "startContainer", hook_state(ctx, "created"),
+                        ctx.trampoline)
     except ContainerError as exc:
         try:
             os.write(ctx.fifo_fd, exc.message.encode(errors="replace")[:4000])

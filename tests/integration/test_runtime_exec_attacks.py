@@ -322,6 +322,33 @@ def test_proc_self_exe_interpreter_does_not_reach_the_host_python(
     assert proc.returncode == 126, proc
 
 
+def test_proc_self_exe_start_hook_does_not_reach_the_host_python(
+        runtime_env: tuple[Path, Path]) -> None:
+    """The same script as a startContainer hook: its path is resolved in the container
+    (the image's file) and the init execs it, so it must go through the trampoline too."""
+    need(os.uname().machine == "x86_64", "the payload is x86_64 code")
+    from ociimg.runtime.process import _static_elf
+    bundle, state_root = runtime_env
+    host_python = os.path.realpath(sys.executable)
+    rootfs = bundle / "rootfs"
+    ld_so = rootfs / _elf_interpreter(host_python).lstrip("/")
+    ld_so.parent.mkdir(parents=True, exist_ok=True)
+    ld_so.write_bytes(_static_elf(62, _SHOW_EXE))
+    ld_so.chmod(0o755)
+    (rootfs / "attack").write_text("#!/proc/self/exe\n")
+    (rootfs / "attack").chmod(0o755)
+    for nnp in (True, False):  # seccomp loaded after the hook, or before it
+        config = base_config(["echo", "program-ran"])
+        config["process"]["noNewPrivileges"] = nnp
+        config["hooks"] = {"startContainer": [{"path": "/attack"}]}
+        write_config(bundle, config)
+        proc = runtime(state_root, "run", "-b", str(bundle), "c1")
+        assert host_python not in proc.stdout, proc
+        assert proc.returncode != 0 and "program-ran" not in proc.stdout, proc
+        assert "startContainer hook #0 /attack failed" in proc.stderr, proc
+        runtime(state_root, "delete", "-f", "c1")
+
+
 # A prestart hook that plays a process sharing the init's pid ns with CAP_SYS_PTRACE: it
 # takes the init's sync socket (pidfd_getfd) once the runtime's intermediate process has
 # reported the init, and names a host process as the container's pid.
