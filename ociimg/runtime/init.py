@@ -324,12 +324,14 @@ def change_user(ctx: InitContext) -> None:
     if sets is not None:
         capabilities.drop_bounding(sets)
         capabilities.prepare_setuid()
+    # A gid or uid change sets "dumpable" to fs.suid_dumpable, which may be 1: from here on
+    # this process has no more capabilities than the container's, so only non-dumpable
+    # keeps its memory and the host's interpreter (/proc/<pid>/exe) out of the container's
+    # reach. Set again after each change, leaving no window between them.
     os.setgroups(list(user.additional_gids))
     os.setresgid(user.gid, user.gid, user.gid)
+    linux.set_dumpable(False)
     os.setresuid(user.uid, user.uid, user.uid)
-    # A uid change sets "dumpable" to fs.suid_dumpable, which may be 1: from here on this
-    # process has no more capabilities than the container's, so only non-dumpable keeps
-    # its memory and the host's interpreter (/proc/<pid>/exe) out of the container's reach.
     linux.set_dumpable(False)
     if sets is not None:
         capabilities.finish_setuid()

@@ -200,6 +200,11 @@ def _intermediate(config: RuntimeConfig, options: InitOptions, sock: socket.sock
     if config.has_namespace("user"):
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
+        # Root of the user ns is another uid on the host: the kernel set "dumpable" back
+        # to fs.suid_dumpable (1 would open this process and the init it forks to the
+        # container's processes through /proc/<pid>); set it again, as after every
+        # credential change until execve (init.change_user).
+        linux.set_dumpable(False)
     flags = namespaces.new_namespace_flags(config.namespaces)
     linux.unshare(flags & ~CLONE.NEWPID)  # the pid ns comes with the init's fork
     if config.time_offsets:

@@ -8,16 +8,25 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import shutil
 import socket
 import stat
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from tests.conftest import need
-from tests.integration.runtime_helpers import REPO, RUNTIME, base_config, runtime, write_config
+from tests.integration.runtime_helpers import (
+    REPO,
+    RUNTIME,
+    base_config,
+    make_bundle,
+    runtime,
+    write_config,
+)
 
 # A PATH that names a missing directory 40,000 times before /bin (128 KiB, the kernel's
 # limit for one string): looking the program up takes the joining process a while after
@@ -405,3 +414,48 @@ def test_forged_pid_on_the_init_socket_is_ignored(runtime_env: tuple[Path, Path]
     finally:
         host_victim.kill()
         host_victim.wait()
+
+
+# A prestart hook (the init is waiting for it, before its pivot_root): records the owner
+# of the init's /proc/<pid>/environ, its own uid while it is dumpable and root
+# otherwise (proc(5) /proc/pid: "owned by root when ... not dumpable").
+DUMPABLE_HOOK = r"""
+import json, os, sys
+pid = json.load(sys.stdin)["pid"]
+with open(sys.argv[1], "w") as f:
+    f.write(str(os.stat(f"/proc/{pid}/environ").st_uid))
+"""
+
+
+def test_init_in_a_user_namespace_stays_non_dumpable(root: None, tmp_path: Path) -> None:
+    """Becoming root of a new user ns is a uid change, which sets "dumpable" back to
+    fs.suid_dumpable: with suid_dumpable=1 the init (host python, full capabilities in
+    the ns) was dumpable until its setuid, open to a process of the same user ns (a pod
+    sharing its pid ns) through /proc/<pid>/{exe,mem}."""
+    sysctl = Path("/proc/sys/fs/suid_dumpable")
+    before = sysctl.read_text()
+    base = Path(tempfile.mkdtemp(prefix="ociimg-userns-"))
+    state_root = base / "state"
+    try:
+        os.chmod(base, 0o711)
+        bundle = make_bundle(base, ["true"])
+        os.chown(bundle / "rootfs", 100000, 100000)
+        hook = base / "hook.py"
+        hook.write_text(DUMPABLE_HOOK)
+        owner = base / "owner"
+        config = base_config(["true"])
+        config["linux"]["namespaces"].append({"type": "user"})
+        config["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+        config["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+        config["hooks"] = {"prestart": [{"path": sys.executable,
+                                         "args": [sys.executable, str(hook), str(owner)]}]}
+        write_config(bundle, config)
+        sysctl.write_text("1")
+        proc = runtime(state_root, "create", "-b", str(bundle), "c1")
+        sysctl.write_text(before)
+        assert proc.returncode == 0, proc.stderr
+        assert owner.read_text() == "0"
+    finally:
+        sysctl.write_text(before)
+        runtime(state_root, "delete", "-f", "c1")
+        shutil.rmtree(base)
