@@ -459,3 +459,83 @@ def test_init_in_a_user_namespace_stays_non_dumpable(root: None, tmp_path: Path)
         sysctl.write_text(before)
         runtime(state_root, "delete", "-f", "c1")
         shutil.rmtree(base)
+
+
+def _with_ptrace(config: dict) -> dict:
+    caps = config["process"]["capabilities"]
+    for kind in ("bounding", "effective", "permitted"):
+        caps[kind] = [*caps[kind], "CAP_SYS_PTRACE"]
+    return config
+
+
+def _sealed(pid: int) -> bool:
+    """Whether /proc/<pid>/exe is a memfd that can never be written."""
+    fd = os.open(f"/proc/{pid}/exe", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        import fcntl
+        return bool(fcntl.fcntl(fd, 1034) & 0x8)  # F_GET_SEALS & F_SEAL_WRITE
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def test_ptrace_capable_container_cannot_reach_a_created_init(
+        runtime_env: tuple[Path, Path]) -> None:
+    """CAP_SYS_PTRACE (no user ns) opens /proc/<pid>/exe of a non-dumpable process: a
+    process exec'd into a created container reads the init's, which must then be a sealed
+    copy of the interpreter, never the host's python (kept, then written once idle)."""
+    bundle, state_root = runtime_env
+    write_config(bundle, _with_ptrace(base_config(["true"])))
+    runtime(state_root, "create", "-b", str(bundle), "c1", check=True)
+    pid = init_pid(state_root)
+    proc = runtime(state_root, "exec", "c1", "sh", "-c",
+                   "readlink /proc/1/exe; exec 3</proc/1/exe && echo OPENED", check=True)
+    host_python = os.path.realpath(sys.executable)
+    assert "OPENED" in proc.stdout  # the capability does open it
+    assert host_python not in proc.stdout, proc.stdout
+    assert _sealed(pid)
+    runtime(state_root, "start", "c1", check=True)
+
+
+EXE_WATCHER = r"""
+echo ready > /tmp/watcher-ready
+n=0
+while [ $n -lt 100000 ]; do
+  n=$((n+1))
+  for d in /proc/[0-9]*; do
+    e=$(readlink $d/exe 2>/dev/null)
+    case "$e" in ""|/bin/busybox) ;; *) echo "exe $e"; exit 0;; esac
+  done
+done
+echo NOT-CAUGHT
+"""
+
+
+def test_ptrace_capable_container_cannot_reach_a_joining_exec(
+        runtime_env: tuple[Path, Path]) -> None:
+    """The same for a process joining by `exec` (visible from its fork into the pid ns
+    to its execve): a watcher inside reads the exe of the first process it sees that is
+    not busybox."""
+    bundle, state_root = runtime_env
+    write_config(bundle, _with_ptrace(base_config(["sleep", "1000"])))
+    runtime(state_root, "run", "-d", "-b", str(bundle), "c1", check=True)
+    rootfs = bundle / "rootfs"
+    watcher = subprocess.Popen([*RUNTIME, "--root", str(state_root), "exec", "c1", "sh", "-c",
+                                EXE_WATCHER], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, cwd=REPO)
+    try:
+        deadline = time.monotonic() + 30
+        while not (rootfs / "tmp" / "watcher-ready").exists():
+            assert time.monotonic() < deadline and watcher.poll() is None, \
+                watcher.communicate()
+            time.sleep(0.01)
+        victim = runtime(state_root, "exec", "-e", SLOW_PATH, "c1", "true")
+        out, err = watcher.communicate(timeout=60)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait()
+    assert victim.returncode == 0, victim
+    assert out.startswith("exe "), (out, err)  # it saw the joining process
+    assert os.path.realpath(sys.executable) not in out, out
