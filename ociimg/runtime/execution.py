@@ -112,6 +112,12 @@ def exec_process(cst: state.ContainerState, config: RuntimeConfig, spec: Process
     interpreter = None
     if process.may_be_traced(config, spec) or \
             (manager is not None and any(map(process.holds_ptrace, manager.pids()))):
+        if not _left_runtime(cst.pid, _identities(None)):
+            # A created container's init still runs the host's interpreter (create found
+            # no process that could trace it): this one could.
+            raise ContainerError(f"exec in {cst.id}: a process that may hold "
+                                 "CAP_SYS_PTRACE cannot join a container before it is "
+                                 "started", hint="start the container first")
         interpreter = process.sealed_interpreter()
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     keep = {0, 1, 2, child_sock.fileno(), *range(3, 3 + preserve_fds)}

@@ -539,3 +539,20 @@ def test_ptrace_capable_container_cannot_reach_a_joining_exec(
     assert victim.returncode == 0, victim
     assert out.startswith("exe "), (out, err)  # it saw the joining process
     assert os.path.realpath(sys.executable) not in out, out
+
+
+def test_ptrace_capable_exec_into_an_unsealed_created_init_is_refused(
+        runtime_env: tuple[Path, Path], tmp_path: Path) -> None:
+    """A container created without the capability has an init that still runs the host's
+    python until start: an exec given CAP_SYS_PTRACE (process.json) must not join it."""
+    bundle, state_root = runtime_env
+    config = base_config(["true"])
+    write_config(bundle, config)
+    runtime(state_root, "create", "-b", str(bundle), "c1", check=True)
+    process_json = tmp_path / "process.json"
+    process_json.write_text(json.dumps(_with_ptrace(json.loads(json.dumps(config)))["process"]
+                                       | {"args": ["readlink", "/proc/1/exe"]}))
+    proc = runtime(state_root, "exec", "-p", str(process_json), "c1")
+    assert os.path.realpath(sys.executable) not in proc.stdout, proc
+    assert proc.returncode != 0 and "before it is started" in proc.stderr, proc
+    runtime(state_root, "start", "c1", check=True)
