@@ -130,16 +130,19 @@ def _drive(root: str, config: RuntimeConfig, cst: ContainerState, sock: socket.s
     """Parent side of the sync protocol (process.py docstring). The intermediate's "pid"
     and the init's "created" may come in either order; setup is done when both have."""
     from ociimg.runtime import namespaces, process
-    created = reported = False
+    created = reported = hooked = mapped = False
     while not (created and cst.pid):
-        msg = process.recv_msg(sock)
+        msg = _next_msg(sock, cst, pid1)
         kind = msg.get("type") if msg else None
         if kind is None:
             raise ContainerError(f"container {cst.id}: init exited during setup",
                                  hint="run with --debug and check the runtime log")
+        # Each request is acted on once: a process sharing a joined pid ns could take the
+        # init's socket (pidfd_getfd) and ask again (the host's hooks, say).
         if kind == "error":
             process.raise_from_msg(msg, cst.id)
-        elif kind == "idmap":
+        elif kind == "idmap" and not mapped and not reported:
+            mapped = True
             namespaces.write_id_maps(pid1, config.uid_mappings, config.gid_mappings)
             process.send_msg(sock, {"type": "go"})
         elif kind == "pid" and not reported:
@@ -154,7 +157,8 @@ def _drive(root: str, config: RuntimeConfig, cst: ContainerState, sock: socket.s
                 if manager is not None:
                     manager.add_v2(cst.pid)
                 process.send_msg(sock, {"type": "placed"})
-        elif kind == "hooks":
+        elif kind == "hooks" and not hooked:
+            hooked = True
             _learn_init_pid(cst, pid1)
             state.save_state(root, cst)  # a runtime killed in a hook: delete -f finds the init
             hook_doc = state.hook_state(cst, "creating")
@@ -166,6 +170,20 @@ def _drive(root: str, config: RuntimeConfig, cst: ContainerState, sock: socket.s
                 log.warning("container %s: %s", cst.id, str(message)[:500])
         elif kind == "created":
             created = True
+
+
+def _next_msg(sock: socket.socket, cst: ContainerState, pid1: int) -> dict[str, Any] | None:
+    """The next message, or None once the init (before its pid is known: the
+    intermediate) is gone. Not only EOF: a copy of the socket taken from inside would
+    hold that off forever."""
+    from ociimg.runtime import process
+    while not select.select([sock], [], [], 0.1)[0]:
+        if cst.pid:
+            if not state.init_alive(cst):
+                return None
+        elif state.proc_state(pid1) in (None, "Z", "X"):
+            return None
+    return process.recv_msg(sock)
 
 
 def _learn_init_pid(cst: ContainerState, pid1: int) -> None:

@@ -5,6 +5,7 @@ bundle edited after create."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -556,3 +557,49 @@ def test_ptrace_capable_exec_into_an_unsealed_created_init_is_refused(
     assert os.path.realpath(sys.executable) not in proc.stdout, proc
     assert proc.returncode != 0 and "before it is started" in proc.stderr, proc
     runtime(state_root, "start", "c1", check=True)
+
+
+# A prestart hook that plays a process sharing the init's pid ns with CAP_SYS_PTRACE: it
+# takes a copy of the init's sync socket, kills the init and leaves a process behind
+# that holds the copy (so the runtime never reads EOF), then asks for the hooks again.
+HOLDING_HOOK = r"""
+import json, os, signal, socket, sys
+sys.path.insert(0, sys.argv[1])
+from tests.integration.test_runtime_exec_attacks import _pidfd_getfd
+init = json.load(sys.stdin)["pid"]
+stolen = [_pidfd_getfd(init, int(fd)) for fd in os.listdir(f"/proc/{init}/fd")
+          if os.readlink(f"/proc/{init}/fd/{fd}").startswith("socket:")]
+with open(sys.argv[2], "a") as f:
+    f.write("ran\n")
+if os.fork() == 0:
+    os.setsid()
+    with open(sys.argv[3], "w") as f:
+        f.write(str(os.getpid()))
+    os.kill(init, 9)
+    for fd in stolen:
+        socket.socket(fileno=os.dup(fd)).send(json.dumps({"type": "hooks"}).encode())
+    signal.pause()
+"""
+
+
+def test_stolen_init_socket_neither_hangs_create_nor_reruns_hooks(
+        runtime_env: tuple[Path, Path], tmp_path: Path) -> None:
+    """A copy of the init's socket taken from inside: create must notice the init died
+    (not wait for an EOF the copy holds off forever), and a forged "hooks" must not run
+    the host's prestart hooks again."""
+    bundle, state_root = runtime_env
+    hook = tmp_path / "hold.py"
+    hook.write_text(HOLDING_HOOK)
+    runs, holder = tmp_path / "runs", tmp_path / "holder"
+    config = base_config(["true"])
+    config["hooks"] = {"prestart": [{"path": sys.executable, "args": [
+        sys.executable, str(hook), REPO, str(runs), str(holder)]}]}
+    write_config(bundle, config)
+    try:
+        proc = runtime(state_root, "create", "-b", str(bundle), "c1", timeout=30)
+        assert proc.returncode != 0 and "exited during setup" in proc.stderr, proc
+        assert runs.read_text() == "ran\n"
+    finally:
+        if holder.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(holder.read_text()), 9)
