@@ -441,11 +441,15 @@ def wait_for_start(ctx: InitContext) -> None:
     """Report "created", then block opening exec.fifo for writing until `start` opens it
     for reading (runc's create/start split). The fifo is reopened through the O_PATH fd
     taken before pivot_root."""
-    if ctx.warnings:
-        send_msg(ctx.sock, {"type": "warnings", "messages": ctx.warnings[-20:]})
-    send_msg(ctx.sock, {"type": "created"})
-    ctx.sock.close()
-    fd = os.open(f"/proc/self/fd/{ctx.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+    fds = open_proc_self_fd()  # before "created": a failure is create's
+    try:
+        if ctx.warnings:
+            send_msg(ctx.sock, {"type": "warnings", "messages": ctx.warnings[-20:]})
+        send_msg(ctx.sock, {"type": "created"})
+        ctx.sock.close()
+        fd = os.open(str(ctx.fifo_fd), os.O_WRONLY | os.O_CLOEXEC, dir_fd=fds)
+    finally:
+        os.close(fds)
     os.close(ctx.fifo_fd)
     os.write(fd, b"0")
     # Kept open, close-on-exec: `start` waits for the EOF our execve (or death) makes,
@@ -467,15 +471,36 @@ def run_start_hooks(ctx: InitContext) -> None:
         raise
 
 
+def open_proc_self_fd() -> int:
+    """/proc/self/fd, checked to be procfs: after pivot_root the path is the container's,
+    and an image without a proc mount there can plant files named like fds (the fifo's
+    reopening would write to one of them, and the program would run before `start`;
+    runc refuses the same way)."""
+    fd = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if linux.fs_type(fd) != linux.PROC_SUPER_MAGIC:
+            raise ContainerError("/proc/self/fd is not on procfs",
+                                 hint="mount proc on /proc in config.json")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def close_fds(preserve: int) -> None:
     """Mark every fd above stdio close-on-exec except the preserved ones: the program
     gets stdio and what --preserve-fds names (fds leaked into the runtime were closed
     before anything was joined: process.enter_guarded)."""
-    keep = set(range(3, 3 + preserve))
+    keep = range(3, 3 + preserve)
     try:
-        fds = [int(n) for n in os.listdir("/proc/self/fd")]
-    except OSError:
-        fds = list(range(3, 1024))
+        linux.cloexec_from(3)
+        fds = list(keep)
+    except OSError:  # before Linux 5.11, or refused by the filter: list them
+        listing = open_proc_self_fd()
+        try:
+            fds = [int(n) for n in os.listdir(listing)]
+        finally:
+            os.close(listing)
     for fd in fds:
         if fd < 3:
             continue

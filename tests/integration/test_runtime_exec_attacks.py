@@ -603,3 +603,24 @@ def test_stolen_init_socket_neither_hangs_create_nor_reruns_hooks(
         if holder.exists():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(holder.read_text()), 9)
+
+
+def test_planted_proc_self_fd_does_not_skip_start(runtime_env: tuple[Path, Path]) -> None:
+    """Without a proc mount, /proc/self/fd/N after pivot_root is the image's: files
+    planted there took the exec.fifo's reopening, and the program ran at create, before
+    `start` (runc refuses: "/proc/self/fd is not on procfs")."""
+    bundle, state_root = runtime_env
+    rootfs = bundle / "rootfs"
+    planted = rootfs / "proc" / "self" / "fd"
+    planted.mkdir(parents=True)
+    for n in range(3, 64):
+        (planted / str(n)).write_text("")
+    config = base_config(["sh", "-c", "echo ran > /tmp/ran"])
+    config["mounts"] = [m for m in config["mounts"] if m["destination"] != "/proc"]
+    config["linux"]["maskedPaths"] = config["linux"]["readonlyPaths"] = []
+    write_config(bundle, config)
+    proc = runtime(state_root, "create", "-b", str(bundle), "c1")
+    assert proc.returncode != 0 and "/proc/self/fd is not on procfs" in proc.stderr, proc
+    runtime(state_root, "delete", "-f", "c1")
+    assert not (rootfs / "tmp" / "ran").exists()
+    assert all(not (planted / f).read_text() for f in os.listdir(planted))
