@@ -107,10 +107,11 @@ def exec_process(cst: state.ContainerState, config: RuntimeConfig, spec: Process
     manager = _cgroup_manager(cst)
     # The joining process is visible in the container from its fork into the pid ns to
     # its execve: where a process there may hold CAP_SYS_PTRACE (the config's, this
-    # exec's, or one an earlier exec was given), it runs from a sealed copy of the
-    # interpreter (process.run_sealed).
+    # exec's, or one an earlier exec was given), or where its program will be exec'd
+    # without the trampoline, it runs from a sealed copy of the interpreter
+    # (process.needs_sealed, process.run_sealed).
     interpreter = None
-    if process.may_be_traced(config, spec) or \
+    if process.needs_sealed(config, spec) or \
             (manager is not None and any(map(process.holds_ptrace, manager.pids()))):
         if not _left_runtime(cst.pid, _identities(None)):
             # A created container's init still runs the host's interpreter (create found

@@ -98,9 +98,9 @@ def spawn(config: RuntimeConfig, options: InitOptions,
           run_init: Callable[[RuntimeConfig, InitOptions, socket.socket], None]
           ) -> tuple[int, socket.socket]:
     """Fork the intermediate child; returns (its pid, the parent's end of the sync pair).
-    Where a process of the container may trace it (may_be_traced), the child goes on in an
-    interpreter started from a sealed copy of ours (run_sealed) before it joins anything."""
-    interpreter = sealed_interpreter() if may_be_traced(config) else None
+    Where needs_sealed says so, the child goes on in an interpreter started from a sealed
+    copy of ours (run_sealed) before it joins anything."""
+    interpreter = sealed_interpreter() if needs_sealed(config) else None
     parent_sock, child_sock = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
     keep = {0, 1, 2, child_sock.fileno(), options.fifo_fd,
             *range(3, 3 + options.preserve_fds)}
@@ -333,6 +333,13 @@ PTRACE_CAPABILITY = "CAP_SYS_PTRACE"
 _CAP_SYS_PTRACE_BIT = 19
 
 
+def needs_sealed(config: RuntimeConfig, *specs: Any) -> bool:
+    """Whether a process entering this container must run from a sealed interpreter: a
+    process there may trace it, or its program will be exec'd without the trampoline (a
+    "#!/proc/self/exe" program would then run the interpreter it was exec'd from)."""
+    return not trampoline_possible(config.seccomp) or may_be_traced(config, *specs)
+
+
 def may_be_traced(config: RuntimeConfig, *specs: Any) -> bool:
     """Whether a process that can see one entering this container may hold CAP_SYS_PTRACE
     over the host's user ns: the container's pid ns is not its own (processes we know
@@ -548,7 +555,7 @@ def open_trampoline(seccomp: dict[str, Any] | None) -> int | None:
     None where there is none, the kernel refuses executable memfds, or the container's
     seccomp profile might refuse execveat (then the program is exec'd directly)."""
     build = _TRAMPOLINES.get(os.uname().machine)
-    if build is None or not _allows_syscall(seccomp, "execveat"):
+    if build is None or not trampoline_possible(seccomp):
         return None
     try:
         fd = _executable_memfd("ociimg-exec")
@@ -561,6 +568,13 @@ def open_trampoline(seccomp: dict[str, Any] | None) -> int | None:
         os.close(fd)
         raise
     return fd
+
+
+def trampoline_possible(seccomp: dict[str, Any] | None) -> bool:
+    """Whether open_trampoline can give a trampoline here: an architecture with one, and
+    a profile that surely allows execveat. (A kernel that refuses executable memfds,
+    vm.memfd_noexec=2, leaves neither a trampoline nor a sealed interpreter.)"""
+    return os.uname().machine in _TRAMPOLINES and _allows_syscall(seccomp, "execveat")
 
 
 def _allows_syscall(seccomp: dict[str, Any] | None, name: str) -> bool:

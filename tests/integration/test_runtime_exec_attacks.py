@@ -332,6 +332,35 @@ def test_proc_self_exe_interpreter_does_not_reach_the_host_python(
     assert proc.returncode == 126, proc
 
 
+def test_proc_self_exe_without_the_trampoline_does_not_reach_the_host_python(
+        runtime_env: tuple[Path, Path]) -> None:
+    """Where the trampoline cannot be used (a seccomp profile that may refuse execveat,
+    or an architecture without one), the program is exec'd straight from the runtime's
+    process: that process must then run from a sealed copy of the interpreter."""
+    need(os.uname().machine == "x86_64", "the payload is x86_64 code")
+    from ociimg.runtime.process import _static_elf
+    bundle, state_root = runtime_env
+    host_python = os.path.realpath(sys.executable)
+    rootfs = bundle / "rootfs"
+    ld_so = rootfs / _elf_interpreter(host_python).lstrip("/")
+    ld_so.parent.mkdir(parents=True, exist_ok=True)
+    ld_so.write_bytes(_static_elf(62, _SHOW_EXE))
+    ld_so.chmod(0o755)
+    (rootfs / "attack").write_text("#!/proc/self/exe\n")
+    (rootfs / "attack").chmod(0o755)
+    config = base_config(["/attack"])
+    config["linux"]["seccomp"]["syscalls"].append({"names": ["execveat"],
+                                                   "action": "SCMP_ACT_ERRNO"})
+    write_config(bundle, config)
+    proc = runtime(state_root, "run", "-b", str(bundle), "c1")
+    assert "/memfd:ociimg-python" in proc.stdout and host_python not in proc.stdout, proc
+    config["process"]["args"] = ["sleep", "1000"]
+    write_config(bundle, config)
+    runtime(state_root, "run", "-d", "-b", str(bundle), "c2", check=True)
+    proc = runtime(state_root, "exec", "c2", "/attack")
+    assert "/memfd:ociimg-python" in proc.stdout and host_python not in proc.stdout, proc
+
+
 def test_proc_self_exe_start_hook_does_not_reach_the_host_python(
         runtime_env: tuple[Path, Path]) -> None:
     """The same script as a startContainer hook: its path is resolved in the container

@@ -125,3 +125,13 @@ def test_sealed_interpreter_runs_a_job() -> None:
     assert os.waitstatus_to_exitcode(status) == 0, out
     seals, dumpable, inheritable = out.split()
     assert int(seals) & 0x8 and dumpable == "0" and inheritable == "False"
+
+
+def test_sealed_where_the_trampoline_cannot_be_used() -> None:
+    config = _config([{"type": "pid"}, {"type": "user"}], ["CAP_KILL"])
+    has_trampoline = os.uname().machine in process._TRAMPOLINES
+    assert process.needs_sealed(config) is not has_trampoline
+    refusing = {"defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [{"names": ["execveat"], "action": "SCMP_ACT_ERRNO"}]}
+    from ociimg.runtime.records import replace
+    assert process.needs_sealed(replace(config, seccomp=refusing))
