@@ -229,6 +229,8 @@ def start_container(root: str, container_id: str) -> None:
         raise ContainerError(f"container {container_id} is {status}, not created",
                              hint="only a created container can be started")
     fifo = state.fifo_path(root, container_id)
+    # Taken while the init is still blocked on the fifo, i.e. runs the runtime's binary.
+    runtime_exe = _exe_identity(cst.pid)
     fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         data = _read_fifo(fd, cst)
@@ -240,7 +242,7 @@ def start_container(root: str, container_id: str) -> None:
             if state.init_alive(cst):  # a concurrent `start` took the byte
                 raise ContainerError(f"container {container_id} was started by another start")
             raise ContainerError(f"container {container_id}: init exited before start")
-        failure = _wait_for_exec(fd, cst)
+        failure = _wait_for_exec(fd, cst, runtime_exe)
     finally:
         os.close(fd)
     if failure:
@@ -262,20 +264,40 @@ def _read_fifo(fd: int, cst: ContainerState) -> bytes:
             return b""
 
 
-def _wait_for_exec(fd: int, cst: ContainerState) -> str:
+_FAILURE_MAX = 4000  # what init.run_start_hooks writes at most
+
+
+def _wait_for_exec(fd: int, cst: ContainerState, runtime_exe: tuple[int, int] | None) -> str:
     """After its byte the init keeps the fifo open, close-on-exec, until its execve of the
     user's program (init.wait_for_start): EOF says the program runs now. Before that it
-    may write why it failed (a startContainer hook); that text is returned."""
+    may write why it failed (a startContainer hook) and die; that text is returned, ""
+    once the program runs. A process inside that took a copy of the fifo (pidfd_getfd)
+    may hold EOF off and write anything: the init's exec is also seen in its exe, text
+    counts only if the init died (a program that ran and exited wrote none), and only so
+    much of it is kept, printable."""
     message = b""
+    eof = False
     while True:
-        ready, _, _ = select.select([fd], [], [], 0.1)
-        if ready:
+        if eof:
+            time.sleep(0.005)  # closed by the init's execve or its exit: which one, soon
+        elif select.select([fd], [], [], 0.1)[0]:
             chunk = os.read(fd, 4096)
-            if not chunk:
-                return message.decode(errors="replace")
-            message += chunk
-        elif not state.init_alive(cst):
-            return message.decode(errors="replace")
+            message = (message + chunk)[:_FAILURE_MAX]
+            eof = not chunk
+        if not state.init_alive(cst):
+            text = message.decode(errors="replace")
+            return "".join(c if c.isprintable() else "?" for c in text)
+        exe = _exe_identity(cst.pid)
+        if exe is not None and exe != runtime_exe:
+            return ""  # the program runs
+
+
+def _exe_identity(pid: int) -> tuple[int, int] | None:
+    try:
+        st = os.stat(f"/proc/{pid}/exe")
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def container_state(root: str, container_id: str) -> dict[str, Any]:

@@ -653,3 +653,55 @@ def test_planted_proc_self_fd_does_not_skip_start(runtime_env: tuple[Path, Path]
     runtime(state_root, "delete", "-f", "c1")
     assert not (rootfs / "tmp" / "ran").exists()
     assert all(not (planted / f).read_text() for f in os.listdir(planted))
+
+
+def _fifo_writer(pid: int) -> int:
+    """The fd the init holds exec.fifo open for writing with (0 while it has none)."""
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                flags = int(f.read().split("flags:")[1].split()[0], 8)
+        except (OSError, IndexError):
+            continue
+        # "(deleted)" once `start` has read the byte and unlinked it
+        if "/exec.fifo" in target and flags & 3 == os.O_WRONLY:
+            return int(fd)
+    return 0
+
+
+def test_stolen_fifo_neither_hangs_start_nor_forges_its_failure(
+        runtime_env: tuple[Path, Path]) -> None:
+    """A copy of the init's exec.fifo writer, taken from inside while a startContainer
+    hook runs, held open and filled with text: `start` must still return once the program
+    runs, and report no failure (the text had escape sequences for the operator's
+    terminal)."""
+    bundle, state_root = runtime_env
+    config = base_config(["sleep", "1000"])
+    # The hook (the image's sh) waits for the test: the window is held open, not raced.
+    config["hooks"] = {"startContainer": [{"path": "/bin/sh", "args": [
+        "sh", "-c", "while [ ! -e /tmp/go ]; do sleep 0.01; done"]}]}
+    write_config(bundle, config)
+    runtime(state_root, "create", "-b", str(bundle), "c1", check=True)
+    pid = init_pid(state_root)
+    start = subprocess.Popen([*RUNTIME, "--root", str(state_root), "start", "c1"], cwd=REPO,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    stolen = -1
+    try:
+        deadline = time.monotonic() + 30
+        while not (writer := _fifo_writer(pid)):
+            assert time.monotonic() < deadline and start.poll() is None, "no fifo writer"
+            time.sleep(0.01)
+        stolen = _pidfd_getfd(pid, writer)
+        os.write(stolen, b"\x1b]0;pwned\x07forged failure " + b"x" * 60000)
+        (bundle / "rootfs" / "tmp" / "go").touch()
+        assert start.wait(timeout=30) == 0
+        assert "forged" not in start.stderr.read()
+        assert json.loads(runtime(state_root, "state", "c1", check=True).stdout)[
+            "status"] == "running"
+    finally:
+        if stolen >= 0:
+            os.close(stolen)
+        if start.poll() is None:
+            start.kill()
+            start.wait()
