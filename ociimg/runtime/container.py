@@ -58,13 +58,14 @@ def _create(root: str, container_id: str, options: CreateOptions,
     cst = ContainerState(id=container_id, bundle=str(config.bundle),
                          created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                          annotations=dict(config.annotations), rootfs=str(config.root_path),
-                         config_hooks=config.hooks)
+                         config_hooks=config.hooks, creating=True)
     try:
         _record_shared_mounts(config, cst)
         _spawn_init(root, config, cst, options, state_dir)
     except BaseException:
         _destroy(root, cst)
         raise
+    cst.creating = False
     state.save_state(root, cst)
     if options.pid_file:
         state.write_atomic(options.pid_file, f"{cst.pid}".encode())  # conmon passes one

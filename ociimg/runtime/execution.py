@@ -51,8 +51,9 @@ log = get_logger(__name__)
 
 def exec_from_cli(root: str, args: Args) -> int:
     cst = state.load_state(root, args.id)
-    if state.derive_status(root, cst) == "stopped":
-        raise ContainerError(f"cannot exec in a stopped container {args.id}",
+    status = state.derive_status(root, cst)
+    if status in ("stopped", "creating"):
+        raise ContainerError(f"cannot exec in a {status} container {args.id}",
                              hint="start the container first")
     # What create recorded, never the bundle's config.json as it is now (it may have been
     # edited since: other namespaces, no seccomp).

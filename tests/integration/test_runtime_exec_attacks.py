@@ -705,3 +705,38 @@ def test_stolen_fifo_neither_hangs_start_nor_forges_its_failure(
         if start.poll() is None:
             start.kill()
             start.wait()
+
+
+def test_exec_during_create_is_refused(runtime_env: tuple[Path, Path],
+                                       tmp_path: Path) -> None:
+    """While create runs (a prestart hook holds it), the init has not pivoted yet: an
+    exec then joined a mount ns whose root was the host's (runc: "container does not
+    exist"). The state says "creating" and exec is refused."""
+    bundle, state_root = runtime_env
+    go, waiting = tmp_path / "go", tmp_path / "waiting"
+    config = base_config(["true"])
+    config["hooks"] = {"prestart": [{"path": "/bin/sh", "args": [
+        "sh", "-c", f"touch {waiting}; while [ ! -e {go} ]; do sleep 0.01; done"]}]}
+    write_config(bundle, config)
+    create = subprocess.Popen([*RUNTIME, "--root", str(state_root), "create", "-b",
+                               str(bundle), "c1"], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+    try:
+        deadline = time.monotonic() + 30
+        while not waiting.exists():
+            assert time.monotonic() < deadline and create.poll() is None
+            time.sleep(0.01)
+        doc = json.loads(runtime(state_root, "state", "c1", check=True).stdout)
+        assert doc["status"] == "creating"
+        proc = runtime(state_root, "exec", "c1", "sh", "-c", "ls /work /root/.pyenv")
+        assert proc.returncode != 0 and "creating" in proc.stderr, proc
+        assert runtime(state_root, "start", "c1").returncode != 0
+        go.touch()
+        assert create.wait(timeout=30) == 0
+        doc = json.loads(runtime(state_root, "state", "c1", check=True).stdout)
+        assert doc["status"] == "created"
+    finally:
+        go.touch()
+        if create.poll() is None:
+            create.kill()
+            create.wait()
