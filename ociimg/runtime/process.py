@@ -434,8 +434,11 @@ def run_sealed(interpreter: int, func: Callable[..., None], args: tuple[Any, ...
                inherit: list[int]) -> None:
     """Exec the sealed ``interpreter`` (-I -S, no environment) and call ``func(*args)``
     there; ``inherit`` are the fds (close-on-exec here) that it needs, close-on-exec again
-    once it runs. Call it first in a child made by enter_guarded: the new interpreter is
-    dumpable until resume() says otherwise, which nothing of a container can see yet."""
+    once it runs. Call it first in a child made by enter_guarded, before it joins any
+    namespace: the new interpreter is dumpable until resume() says otherwise, which
+    nothing of a container can see yet, and its memory belongs to the user ns it execs
+    in (non-dumpable protects it only from processes without CAP_SYS_PTRACE there: the
+    host's, never the container's)."""
     import pickle
     data = pickle.dumps((func, args, inherit))
     job = os.memfd_create("ociimg-job", 0)
