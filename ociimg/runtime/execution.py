@@ -169,7 +169,7 @@ def exec_process(cst: state.ContainerState, config: RuntimeConfig, spec: Process
         from ociimg.runtime.console import proxy_terminal, receive_master
         master = receive_master(ours)
         ours.close()
-        proxy_terminal(master)
+        proxy_terminal(master, pid)
         os.close(master)
     _, status = os.waitpid(pid, 0)
     return hooks.exit_code(status)

@@ -740,3 +740,31 @@ def test_exec_during_create_is_refused(runtime_env: tuple[Path, Path],
         if create.poll() is None:
             create.kill()
             create.wait()
+
+
+def test_exec_tty_returns_when_its_process_exits(runtime_env: tuple[Path, Path]) -> None:
+    """`exec -t`: a process of the container that keeps the pty's slave open (here one
+    the command left behind, deaf to SIGHUP) held the runtime's terminal proxy, and the
+    operator's exec, for ever; runc returns when the process exits."""
+    import pty
+    bundle, state_root = runtime_env
+    start_sleeper(bundle, state_root)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([*RUNTIME, "--root", str(state_root), "exec", "-t", "c1", "sh",
+                             "-c", "(trap '' HUP; touch /tmp/deaf; exec sleep 1000) & "
+                             "while [ ! -e /tmp/deaf ]; do :; done; echo left; exit 4"],
+                            stdin=slave, stdout=slave, stderr=subprocess.PIPE, cwd=REPO)
+    os.close(slave)
+    try:
+        assert proc.wait(timeout=30) == 4
+        out = b""
+        os.set_blocking(master, False)
+        with contextlib.suppress(OSError):
+            while chunk := os.read(master, 4096):
+                out += chunk
+        assert b"left" in out
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
