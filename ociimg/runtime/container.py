@@ -526,7 +526,7 @@ def _wait_and_delete(root: str, cst: ContainerState, master: int | None) -> int:
     try:
         if master is not None:
             from ociimg.runtime.console import proxy_terminal
-            proxy_terminal(master)
+            proxy_terminal(master, cst.pid)  # no pid ns of its own: others may hold it
             os.close(master)
         _, status = os.waitpid(cst.pid, 0)
         code = hooks.exit_code(status)

@@ -768,3 +768,29 @@ def test_exec_tty_returns_when_its_process_exits(runtime_env: tuple[Path, Path])
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_run_tty_without_a_pid_ns_returns_when_its_init_exits(
+        runtime_env: tuple[Path, Path]) -> None:
+    """The same for `run -t` of a container without a pid ns of its own: the init's exit
+    does not kill what it left behind."""
+    import pty
+    bundle, state_root = runtime_env
+    config = base_config(["sh", "-c", "(trap '' HUP; touch /tmp/deaf; exec sleep 1000) & "
+                                      "while [ ! -e /tmp/deaf ]; do :; done; exit 4"])
+    config["process"]["terminal"] = True
+    config["linux"]["namespaces"] = [ns for ns in config["linux"]["namespaces"]
+                                     if ns["type"] != "pid"]
+    write_config(bundle, config)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([*RUNTIME, "--root", str(state_root), "run", "-b", str(bundle),
+                             "c1"], stdin=slave, stdout=slave, stderr=subprocess.PIPE,
+                            cwd=REPO)
+    os.close(slave)
+    try:
+        assert proc.wait(timeout=30) == 4
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
