@@ -168,7 +168,7 @@ def _drive(root: str, config: RuntimeConfig, cst: ContainerState, sock: socket.s
             process.send_msg(sock, {"type": "go"})
         elif kind == "warnings" and isinstance(msg.get("messages"), list):
             for message in msg["messages"][:20]:
-                log.warning("container %s: %s", cst.id, str(message)[:500])
+                log.warning("container %s: %s", cst.id, process.printable(message, 500))
         elif kind == "created":
             created = True
 
@@ -286,8 +286,8 @@ def _wait_for_exec(fd: int, cst: ContainerState, runtime_exe: tuple[int, int] | 
             message = (message + chunk)[:_FAILURE_MAX]
             eof = not chunk
         if not state.init_alive(cst):
-            text = message.decode(errors="replace")
-            return "".join(c if c.isprintable() else "?" for c in text)
+            from ociimg.runtime.process import printable
+            return printable(message.decode(errors="replace"), _FAILURE_MAX)
         exe = _exe_identity(cst.pid)
         if exe is not None and exe != runtime_exe:
             return ""  # the program runs

@@ -243,7 +243,7 @@ def _drive_exec(cst: state.ContainerState, sock: socket.socket, pid1: int,
             pid = process.only_child(pid1)
         elif kind == "warnings" and isinstance(msg.get("messages"), list):
             for message in msg["messages"][:20]:
-                log.warning("exec in %s: %s", cst.id, str(message)[:500])
+                log.warning("exec in %s: %s", cst.id, process.printable(message, 500))
 
 
 def _left_runtime(pid: int, runtime_exes: set[tuple[int, int]]) -> bool:

@@ -89,9 +89,17 @@ def error_msg(exc: BaseException) -> dict[str, Any]:
             "message": f"{type(exc).__name__}: {exc}", "hint": None}
 
 
+def printable(value: object, limit: int = 2000) -> str:
+    """Text from a child for the operator's terminal: a process inside may have forged it
+    (execution.py), so no control characters (escape sequences) and a bounded length."""
+    return "".join(c if c.isprintable() else "?" for c in str(value)[:limit])
+
+
 def raise_from_msg(msg: dict[str, Any], container_id: str) -> None:
     cls = ExecutableNotFound if msg.get("kind") == "ExecutableNotFound" else ContainerError
-    raise cls(f"container {container_id}: {msg.get('message')}", hint=msg.get("hint"))
+    hint = msg.get("hint")
+    raise cls(f"container {container_id}: {printable(msg.get('message'))}",
+              hint=printable(hint) if hint else None)
 
 
 def spawn(config: RuntimeConfig, options: InitOptions,

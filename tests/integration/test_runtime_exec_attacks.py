@@ -794,3 +794,36 @@ def test_run_tty_without_a_pid_ns_returns_when_its_init_exits(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_forged_error_reaches_the_terminal_without_escapes(
+        runtime_env: tuple[Path, Path]) -> None:
+    """An "error" forged on the exec socket is text from inside: the runtime prints it on
+    the operator's terminal, so without control characters (escape sequences) and short."""
+    bundle, state_root = runtime_env
+    start_sleeper(bundle, state_root)
+    marker = "forged-error-marker"
+    proc = subprocess.Popen([*RUNTIME, "--root", str(state_root), "exec", "-e", SLOW_PATH,
+                             "-e", f"M={marker}", "c1", "true"], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        joining = 0
+        while not joining:
+            assert time.monotonic() < deadline and proc.poll() is None, "no joining process"
+            joining = _joining_process(marker)
+        os.kill(joining, 19)
+        sock_fds = [int(fd) for fd in os.listdir(f"/proc/{joining}/fd")
+                    if os.readlink(f"/proc/{joining}/fd/{fd}").startswith("socket:")]
+        for fd in sock_fds:
+            with socket.socket(fileno=_pidfd_getfd(joining, fd)) as stolen:
+                stolen.send(json.dumps({"type": "error", "message": "\x1b]0;pwned\x07\x1b[2J"
+                                        + "y" * 50000, "hint": "\x1b[31mred"}).encode())
+        os.kill(joining, 18)
+        proc.wait(timeout=60)
+        err = proc.stderr.read()
+        assert "\x1b" not in err and "\x07" not in err and len(err) < 5000, repr(err[:200])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
