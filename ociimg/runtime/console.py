@@ -82,9 +82,11 @@ def receive_master(sock: socket.socket) -> int:
     return fds[0]
 
 
-def proxy_terminal(master: int) -> None:
-    """Copy stdin → master and master → stdout in raw mode until the pty closes,
-    forwarding window size changes (SIGWINCH)."""
+def proxy_terminal(master: int, pid: int | None = None) -> None:
+    """Copy stdin → master and master → stdout in raw mode until the pty closes or, given
+    ``pid``, that process exits (then what it left in the pty is copied): another process
+    of the container may hold the slave open for ever (runc returns then too). Window
+    size changes are forwarded (SIGWINCH)."""
     stdin = sys.stdin.fileno()
     is_tty = os.isatty(stdin)
     saved = termios.tcgetattr(stdin) if is_tty else None
@@ -92,9 +94,12 @@ def proxy_terminal(master: int) -> None:
         _copy_winsize(stdin, master)
         signal.signal(signal.SIGWINCH, lambda *_: _copy_winsize(stdin, master))
         tty.setraw(stdin)
+    pidfd = os.pidfd_open(pid) if pid is not None else None
     try:
-        _pump(master, stdin if not sys.stdin.closed else None)
+        _pump(master, stdin if not sys.stdin.closed else None, pidfd)
     finally:
+        if pidfd is not None:
+            os.close(pidfd)
         if saved is not None:
             termios.tcsetattr(stdin, termios.TCSADRAIN, saved)
 
@@ -106,13 +111,18 @@ def _copy_winsize(src: int, dst: int) -> None:
         pass
 
 
-def _pump(master: int, stdin: int | None) -> None:
+def _pump(master: int, stdin: int | None, pidfd: int | None = None) -> None:
     fds = [master] + ([stdin] if stdin is not None else [])
+    if pidfd is not None:
+        fds.append(pidfd)
     while True:
         try:
             ready, _, _ = select.select(fds, [], [])
         except InterruptedError:
             continue
+        if pidfd is not None and pidfd in ready:
+            _drain(master)
+            return
         if master in ready:
             try:
                 data = os.read(master, 65536)
@@ -128,3 +138,16 @@ def _pump(master: int, stdin: int | None) -> None:
                 stdin = None
                 continue
             os.write(master, data)
+
+
+def _drain(master: int) -> None:
+    """Copy what is in the pty now, without waiting for more."""
+    os.set_blocking(master, False)
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EAGAIN: nothing more now; EIO: the slave side closed
+            return
+        if not data:
+            return
+        os.write(sys.stdout.fileno(), data)

@@ -58,13 +58,14 @@ def _create(root: str, container_id: str, options: CreateOptions,
     cst = ContainerState(id=container_id, bundle=str(config.bundle),
                          created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                          annotations=dict(config.annotations), rootfs=str(config.root_path),
-                         config_hooks=config.hooks)
+                         config_hooks=config.hooks, creating=True)
     try:
         _record_shared_mounts(config, cst)
         _spawn_init(root, config, cst, options, state_dir)
     except BaseException:
         _destroy(root, cst)
         raise
+    cst.creating = False
     state.save_state(root, cst)
     if options.pid_file:
         state.write_atomic(options.pid_file, f"{cst.pid}".encode())  # conmon passes one
@@ -130,16 +131,19 @@ def _drive(root: str, config: RuntimeConfig, cst: ContainerState, sock: socket.s
     """Parent side of the sync protocol (process.py docstring). The intermediate's "pid"
     and the init's "created" may come in either order; setup is done when both have."""
     from ociimg.runtime import namespaces, process
-    created = reported = False
+    created = reported = hooked = mapped = False
     while not (created and cst.pid):
-        msg = process.recv_msg(sock)
+        msg = _next_msg(sock, cst, pid1)
         kind = msg.get("type") if msg else None
         if kind is None:
             raise ContainerError(f"container {cst.id}: init exited during setup",
                                  hint="run with --debug and check the runtime log")
+        # Each request is acted on once: a process sharing a joined pid ns could take the
+        # init's socket (pidfd_getfd) and ask again (the host's hooks, say).
         if kind == "error":
             process.raise_from_msg(msg, cst.id)
-        elif kind == "idmap":
+        elif kind == "idmap" and not mapped and not reported:
+            mapped = True
             namespaces.write_id_maps(pid1, config.uid_mappings, config.gid_mappings)
             process.send_msg(sock, {"type": "go"})
         elif kind == "pid" and not reported:
@@ -154,7 +158,8 @@ def _drive(root: str, config: RuntimeConfig, cst: ContainerState, sock: socket.s
                 if manager is not None:
                     manager.add_v2(cst.pid)
                 process.send_msg(sock, {"type": "placed"})
-        elif kind == "hooks":
+        elif kind == "hooks" and not hooked:
+            hooked = True
             _learn_init_pid(cst, pid1)
             state.save_state(root, cst)  # a runtime killed in a hook: delete -f finds the init
             hook_doc = state.hook_state(cst, "creating")
@@ -163,9 +168,23 @@ def _drive(root: str, config: RuntimeConfig, cst: ContainerState, sock: socket.s
             process.send_msg(sock, {"type": "go"})
         elif kind == "warnings" and isinstance(msg.get("messages"), list):
             for message in msg["messages"][:20]:
-                log.warning("container %s: %s", cst.id, str(message)[:500])
+                log.warning("container %s: %s", cst.id, process.printable(message, 500))
         elif kind == "created":
             created = True
+
+
+def _next_msg(sock: socket.socket, cst: ContainerState, pid1: int) -> dict[str, Any] | None:
+    """The next message, or None once the init (before its pid is known: the
+    intermediate) is gone. Not only EOF: a copy of the socket taken from inside would
+    hold that off forever."""
+    from ociimg.runtime import process
+    while not select.select([sock], [], [], 0.1)[0]:
+        if cst.pid:
+            if not state.init_alive(cst):
+                return None
+        elif state.proc_state(pid1) in (None, "Z", "X"):
+            return None
+    return process.recv_msg(sock)
 
 
 def _learn_init_pid(cst: ContainerState, pid1: int) -> None:
@@ -211,6 +230,8 @@ def start_container(root: str, container_id: str) -> None:
         raise ContainerError(f"container {container_id} is {status}, not created",
                              hint="only a created container can be started")
     fifo = state.fifo_path(root, container_id)
+    # Taken while the init is still blocked on the fifo, i.e. runs the runtime's binary.
+    runtime_exe = _exe_identity(cst.pid)
     fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         data = _read_fifo(fd, cst)
@@ -222,7 +243,7 @@ def start_container(root: str, container_id: str) -> None:
             if state.init_alive(cst):  # a concurrent `start` took the byte
                 raise ContainerError(f"container {container_id} was started by another start")
             raise ContainerError(f"container {container_id}: init exited before start")
-        failure = _wait_for_exec(fd, cst)
+        failure = _wait_for_exec(fd, cst, runtime_exe)
     finally:
         os.close(fd)
     if failure:
@@ -244,20 +265,40 @@ def _read_fifo(fd: int, cst: ContainerState) -> bytes:
             return b""
 
 
-def _wait_for_exec(fd: int, cst: ContainerState) -> str:
+_FAILURE_MAX = 4000  # what init.run_start_hooks writes at most
+
+
+def _wait_for_exec(fd: int, cst: ContainerState, runtime_exe: tuple[int, int] | None) -> str:
     """After its byte the init keeps the fifo open, close-on-exec, until its execve of the
     user's program (init.wait_for_start): EOF says the program runs now. Before that it
-    may write why it failed (a startContainer hook); that text is returned."""
+    may write why it failed (a startContainer hook) and die; that text is returned, ""
+    once the program runs. A process inside that took a copy of the fifo (pidfd_getfd)
+    may hold EOF off and write anything: the init's exec is also seen in its exe, text
+    counts only if the init died (a program that ran and exited wrote none), and only so
+    much of it is kept, printable."""
     message = b""
+    eof = False
     while True:
-        ready, _, _ = select.select([fd], [], [], 0.1)
-        if ready:
+        if eof:
+            time.sleep(0.005)  # closed by the init's execve or its exit: which one, soon
+        elif select.select([fd], [], [], 0.1)[0]:
             chunk = os.read(fd, 4096)
-            if not chunk:
-                return message.decode(errors="replace")
-            message += chunk
-        elif not state.init_alive(cst):
-            return message.decode(errors="replace")
+            message = (message + chunk)[:_FAILURE_MAX]
+            eof = not chunk
+        if not state.init_alive(cst):
+            from ociimg.runtime.process import printable
+            return printable(message.decode(errors="replace"), _FAILURE_MAX)
+        exe = _exe_identity(cst.pid)
+        if exe is not None and exe != runtime_exe:
+            return ""  # the program runs
+
+
+def _exe_identity(pid: int) -> tuple[int, int] | None:
+    try:
+        st = os.stat(f"/proc/{pid}/exe")
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def container_state(root: str, container_id: str) -> dict[str, Any]:
@@ -485,7 +526,7 @@ def _wait_and_delete(root: str, cst: ContainerState, master: int | None) -> int:
     try:
         if master is not None:
             from ociimg.runtime.console import proxy_terminal
-            proxy_terminal(master)
+            proxy_terminal(master, cst.pid)  # no pid ns of its own: others may hold it
             os.close(master)
         _, status = os.waitpid(cst.pid, 0)
         code = hooks.exit_code(status)

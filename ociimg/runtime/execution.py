@@ -51,8 +51,9 @@ log = get_logger(__name__)
 
 def exec_from_cli(root: str, args: Args) -> int:
     cst = state.load_state(root, args.id)
-    if state.derive_status(root, cst) == "stopped":
-        raise ContainerError(f"cannot exec in a stopped container {args.id}",
+    status = state.derive_status(root, cst)
+    if status in ("stopped", "creating"):
+        raise ContainerError(f"cannot exec in a {status} container {args.id}",
                              hint="start the container first")
     # What create recorded, never the bundle's config.json as it is now (it may have been
     # edited since: other namespaces, no seccomp).
@@ -105,27 +106,58 @@ def exec_process(cst: state.ContainerState, config: RuntimeConfig, spec: Process
             ours, console = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     ns_paths = namespaces.process_namespace_paths(cst.pid, [ns.type for ns in config.namespaces])
     manager = _cgroup_manager(cst)
+    # The joining process is visible in the container from its fork into the pid ns to
+    # its execve: where a process there may hold CAP_SYS_PTRACE (the config's, this
+    # exec's, or one an earlier exec was given), or where its program will be exec'd
+    # without the trampoline, it runs from a sealed copy of the interpreter
+    # (process.needs_sealed, process.run_sealed).
+    interpreter = None
+    if process.needs_sealed(config, spec) or \
+            (manager is not None and any(map(process.holds_ptrace, manager.pids()))):
+        if not _left_runtime(cst.pid, _identities(None)):
+            # A created container's init still runs the host's interpreter (create found
+            # no process that could trace it): this one could.
+            raise ContainerError(f"exec in {cst.id}: a process that may hold "
+                                 "CAP_SYS_PTRACE cannot join a container before it is "
+                                 "started", hint="start the container first")
+        interpreter = process.sealed_interpreter()
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     keep = {0, 1, 2, child_sock.fileno(), *range(3, 3 + preserve_fds)}
     if console is not None:
         keep.add(console.fileno())
-    pid1 = os.fork()
+    if interpreter is not None:
+        keep.add(interpreter)
+    join_files = tuple(manager.self_join_files()) if manager is not None else ()
+    v2_dir = manager.v2_dir() if manager is not None else None
+    pid1 = -1
+    try:
+        pid1 = os.fork()
+    finally:
+        if interpreter is not None and pid1 != 0:
+            runtime_exes = _identities(interpreter)
+            os.close(interpreter)
+        else:
+            runtime_exes = _identities(None)
     if pid1 == 0:  # pragma: no cover - child
         try:
             # Before anything of the container can see this process or its children
             # (CVE-2019-5736; runc's nsexec does the same).
             process.enter_guarded(keep)
-            _join_cgroups(manager)
-            _join_and_exec(config, spec, ns_paths, child_sock, console, preserve_fds,
-                           manager.v2_dir() if manager is not None else None)
+            if interpreter is not None:
+                inherit = [child_sock.fileno()] + ([console.fileno()] if console else [])
+                process.run_sealed(interpreter, _child_sealed,
+                                   (join_files, config, spec, ns_paths, child_sock.fileno(),
+                                    console.fileno() if console else None, preserve_fds,
+                                    v2_dir), inherit)
         except BaseException as exc:  # noqa: BLE001
             process.send_msg(child_sock, process.error_msg(exc))
-        os._exit(1)
+            os._exit(1)
+        _child(join_files, config, spec, ns_paths, child_sock, console, preserve_fds, v2_dir)
     child_sock.close()
     if console:
         console.close()
     try:
-        pid = _drive_exec(cst, parent_sock, pid1, manager)
+        pid = _drive_exec(cst, parent_sock, pid1, manager, runtime_exes)
     finally:
         parent_sock.close()
         process.finish(pid1)
@@ -137,7 +169,7 @@ def exec_process(cst: state.ContainerState, config: RuntimeConfig, spec: Process
         from ociimg.runtime.console import proxy_terminal, receive_master
         master = receive_master(ours)
         ours.close()
-        proxy_terminal(master)
+        proxy_terminal(master, pid)
         os.close(master)
     _, status = os.waitpid(pid, 0)
     return hooks.exit_code(status)
@@ -151,19 +183,43 @@ def _cgroup_manager(cst: state.ContainerState) -> Any:
     return cgroups.load_manager(cst.cgroup) if cgroups else None
 
 
-def _join_cgroups(manager: Any) -> None:
-    """v1: the child joins by itself, as the container's intermediate does (no wait for
-    an RCU grace period); its v2 cgroup comes with the fork of the process (clone3)."""
-    if manager is not None:
-        process.join_cgroups_v1(tuple(manager.self_join_files()))
+def _child(join_files: tuple[str, ...], config: RuntimeConfig, spec: ProcessSpec,
+           ns_paths: dict[str, str], sock: socket.socket, console: socket.socket | None,
+           preserve_fds: int, v2_dir: str | None) -> None:
+    """The first child, once guarded: v1 cgroups are joined by the child itself, as the
+    container's intermediate does (no wait for an RCU grace period); its v2 cgroup comes
+    with the fork of the process (clone3)."""
+    try:
+        process.join_cgroups_v1(join_files)
+        _join_and_exec(config, spec, ns_paths, sock, console, preserve_fds, v2_dir)
+    except BaseException as exc:  # noqa: BLE001
+        process.send_msg(sock, process.error_msg(exc))
+    os._exit(1)
+
+
+def _child_sealed(join_files: tuple[str, ...], config: RuntimeConfig, spec: ProcessSpec,
+                  ns_paths: dict[str, str], sock_fd: int, console_fd: int | None,
+                  preserve_fds: int, v2_dir: str | None) -> None:
+    console = socket.socket(fileno=console_fd) if console_fd is not None else None
+    _child(join_files, config, spec, ns_paths, socket.socket(fileno=sock_fd), console,
+           preserve_fds, v2_dir)
+
+
+def _identities(interpreter: int | None) -> set[tuple[int, int]]:
+    """(st_dev, st_ino) of the binaries the runtime's own processes run from."""
+    found = set()
+    for st in (os.stat("/proc/self/exe"),
+               *([os.fstat(interpreter)] if interpreter is not None else [])):
+        found.add((st.st_dev, st.st_ino))
+    return found
 
 
 def _drive_exec(cst: state.ContainerState, sock: socket.socket, pid1: int,
-                manager: Any) -> int:
+                manager: Any, runtime_exes: set[tuple[int, int]]) -> int:
     pid = 0
     while True:
         if pid and not select.select([sock], [], [], 0.05)[0]:
-            if _left_runtime(pid):
+            if _left_runtime(pid, runtime_exes):
                 # A copy of the socket taken from inside keeps it open past the execve.
                 return pid
             continue
@@ -187,15 +243,17 @@ def _drive_exec(cst: state.ContainerState, sock: socket.socket, pid1: int,
             pid = process.only_child(pid1)
         elif kind == "warnings" and isinstance(msg.get("messages"), list):
             for message in msg["messages"][:20]:
-                log.warning("exec in %s: %s", cst.id, str(message)[:500])
+                log.warning("exec in %s: %s", cst.id, process.printable(message, 500))
 
 
-def _left_runtime(pid: int) -> bool:
-    """Whether ``pid`` no longer runs the runtime's binary (it exec'd, or it is gone)."""
+def _left_runtime(pid: int, runtime_exes: set[tuple[int, int]]) -> bool:
+    """Whether ``pid`` no longer runs one of the runtime's binaries (it exec'd, or it is
+    gone)."""
     try:
-        return os.readlink(f"/proc/{pid}/exe") != os.readlink("/proc/self/exe")
+        st = os.stat(f"/proc/{pid}/exe")
     except OSError:
         return True
+    return (st.st_dev, st.st_ino) not in runtime_exes
 
 
 def _join_and_exec(config: RuntimeConfig, spec: ProcessSpec, ns_paths: dict[str, str],

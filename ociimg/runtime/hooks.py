@@ -15,6 +15,7 @@ import select
 from ociimg.errors import ContainerError
 from ociimg.runtime import jsonio
 from ociimg.runtime.lazylog import get_logger
+from ociimg.runtime.process import TRAMPOLINE_ARGV0
 
 TYPE_CHECKING = False  # typing costs ~5 ms of every runtime start
 if TYPE_CHECKING:
@@ -30,14 +31,15 @@ STAGES = ("prestart", "createRuntime", "createContainer", "startContainer", "pos
 WARN_ONLY = frozenset({"poststart", "poststop"})
 
 
-def run_hooks(hooks: dict[str, list[dict[str, Any]]], stage: str, state: dict[str, Any]) -> None:
+def run_hooks(hooks: dict[str, list[dict[str, Any]]], stage: str, state: dict[str, Any],
+              trampoline: int | None = None) -> None:
     """Run every hook of a stage in order. In a fatal stage the first failure raises
     ContainerError; in poststart/poststop each failure is logged as a warning and the
-    remaining hooks still run."""
+    remaining hooks still run. ``trampoline``: see run_hook."""
     payload = jsonio.dumps(state).encode()
     for i, hook in enumerate(hooks.get(stage) or ()):
         try:
-            code = run_hook(hook, payload)
+            code = run_hook(hook, payload, trampoline)
         except (ContainerError, OSError) as exc:
             if stage not in WARN_ONLY:
                 raise
@@ -52,8 +54,11 @@ def run_hooks(hooks: dict[str, list[dict[str, Any]]], stage: str, state: dict[st
         raise ContainerError(message, hint="check the hook program; it gets the state on stdin")
 
 
-def run_hook(hook: dict[str, Any], payload: bytes) -> int:
-    """Run one hook; returns its wait status mapped like a shell (128+N for signal N)."""
+def run_hook(hook: dict[str, Any], payload: bytes, trampoline: int | None = None) -> int:
+    """Run one hook; returns its wait status mapped like a shell (128+N for signal N).
+    A hook whose program is the container's (startContainer) is exec'd through the init's
+    ``trampoline`` (process.open_trampoline), as the container's program is: exec'd
+    straight from the runtime, a "#!/proc/self/exe" script would run the host's python."""
     timeout = hook.get("timeout")
     if timeout is not None and timeout <= 0:
         # Checked before the fork: raising after it would leave the hook running, unwaited.
@@ -65,7 +70,10 @@ def run_hook(hook: dict[str, Any], payload: bytes) -> int:
     if pid == 0:  # pragma: no cover - child
         try:
             os.dup2(read_fd, 0)
-            os.execve(hook["path"], args, dict(e.split("=", 1) for e in env if "=" in e))
+            environ = dict(e.split("=", 1) for e in env if "=" in e)
+            if trampoline is not None:
+                os.execve(trampoline, [TRAMPOLINE_ARGV0, hook["path"], *args], environ)
+            os.execve(hook["path"], args, environ)
         finally:
             os._exit(127)
     os.close(read_fd)

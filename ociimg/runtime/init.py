@@ -324,12 +324,14 @@ def change_user(ctx: InitContext) -> None:
     if sets is not None:
         capabilities.drop_bounding(sets)
         capabilities.prepare_setuid()
+    # A gid or uid change sets "dumpable" to fs.suid_dumpable, which may be 1: from here on
+    # this process has no more capabilities than the container's, so only non-dumpable
+    # keeps its memory and the host's interpreter (/proc/<pid>/exe) out of the container's
+    # reach. Set again after each change, leaving no window between them.
     os.setgroups(list(user.additional_gids))
     os.setresgid(user.gid, user.gid, user.gid)
+    linux.set_dumpable(False)
     os.setresuid(user.uid, user.uid, user.uid)
-    # A uid change sets "dumpable" to fs.suid_dumpable, which may be 1: from here on this
-    # process has no more capabilities than the container's, so only non-dumpable keeps
-    # its memory and the host's interpreter (/proc/<pid>/exe) out of the container's reach.
     linux.set_dumpable(False)
     if sets is not None:
         capabilities.finish_setuid()
@@ -439,11 +441,15 @@ def wait_for_start(ctx: InitContext) -> None:
     """Report "created", then block opening exec.fifo for writing until `start` opens it
     for reading (runc's create/start split). The fifo is reopened through the O_PATH fd
     taken before pivot_root."""
-    if ctx.warnings:
-        send_msg(ctx.sock, {"type": "warnings", "messages": ctx.warnings[-20:]})
-    send_msg(ctx.sock, {"type": "created"})
-    ctx.sock.close()
-    fd = os.open(f"/proc/self/fd/{ctx.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+    fds = open_proc_self_fd()  # before "created": a failure is create's
+    try:
+        if ctx.warnings:
+            send_msg(ctx.sock, {"type": "warnings", "messages": ctx.warnings[-20:]})
+        send_msg(ctx.sock, {"type": "created"})
+        ctx.sock.close()
+        fd = os.open(str(ctx.fifo_fd), os.O_WRONLY | os.O_CLOEXEC, dir_fd=fds)
+    finally:
+        os.close(fds)
     os.close(ctx.fifo_fd)
     os.write(fd, b"0")
     # Kept open, close-on-exec: `start` waits for the EOF our execve (or death) makes,
@@ -455,7 +461,8 @@ def run_start_hooks(ctx: InitContext) -> None:
     """startContainer hooks; a failure is an error of `start` (runtime-spec): its text
     goes to `start` through the fifo, which reads until our execve closes it."""
     try:
-        hooks.run_hooks(ctx.config.hooks, "startContainer", hook_state(ctx, "created"))
+        hooks.run_hooks(ctx.config.hooks, "startContainer", hook_state(ctx, "created"),
+                        ctx.trampoline)
     except ContainerError as exc:
         try:
             os.write(ctx.fifo_fd, exc.message.encode(errors="replace")[:4000])
@@ -464,15 +471,36 @@ def run_start_hooks(ctx: InitContext) -> None:
         os._exit(1)  # `start` reports it: the container's stderr would say it twice
 
 
+def open_proc_self_fd() -> int:
+    """/proc/self/fd, checked to be procfs: after pivot_root the path is the container's,
+    and an image without a proc mount there can plant files named like fds (the fifo's
+    reopening would write to one of them, and the program would run before `start`;
+    runc refuses the same way)."""
+    fd = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if linux.fs_type(fd) != linux.PROC_SUPER_MAGIC:
+            raise ContainerError("/proc/self/fd is not on procfs",
+                                 hint="mount proc on /proc in config.json")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def close_fds(preserve: int) -> None:
     """Mark every fd above stdio close-on-exec except the preserved ones: the program
     gets stdio and what --preserve-fds names (fds leaked into the runtime were closed
     before anything was joined: process.enter_guarded)."""
-    keep = set(range(3, 3 + preserve))
+    keep = range(3, 3 + preserve)
     try:
-        fds = [int(n) for n in os.listdir("/proc/self/fd")]
-    except OSError:
-        fds = list(range(3, 1024))
+        linux.cloexec_from(3)
+        fds = list(keep)
+    except OSError:  # before Linux 5.11, or refused by the filter: list them
+        listing = open_proc_self_fd()
+        try:
+            fds = [int(n) for n in os.listdir(listing)]
+        finally:
+            os.close(listing)
     for fd in fds:
         if fd < 3:
             continue

@@ -576,6 +576,29 @@ def add_seals(fd: int, seals: int) -> None:
     libc.fcntl(_c_int(fd), _c_int(F_ADD_SEALS), _c_int(seals))
 
 
+PROC_SUPER_MAGIC = 0x9FA0
+
+
+def fs_type(fd: int) -> int:
+    """f_type of fstatfs(fd): which filesystem the file is on."""
+    buf = ctypes.create_string_buffer(256)  # struct statfs (120 bytes on 64-bit)
+    if libc.fstatfs(_c_int(fd), buf) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"fstatfs: {os.strerror(err)}")
+    return ctypes.c_long.from_buffer(buf).value
+
+
+SYS_close_range = 436  # the same number on every architecture
+CLOSE_RANGE_CLOEXEC = 4
+
+
+def cloexec_from(first: int) -> None:
+    """Mark every fd from ``first`` up close-on-exec, without /proc (close_range(2),
+    Linux 5.11)."""
+    libc.syscall(_c_long(SYS_close_range), ctypes.c_uint(first), ctypes.c_uint(0xFFFFFFFF),
+                 ctypes.c_uint(CLOSE_RANGE_CLOEXEC))
+
+
 def close_fds_except(keep: set[int]) -> None:
     """Close every fd but ``keep`` (CVE-2024-21626: an fd the caller leaked into the
     runtime is a way back to the host, e.g. a cwd of /proc/self/fd/N)."""

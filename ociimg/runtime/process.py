@@ -26,6 +26,7 @@ import _socket  # socket.py builds its enums at import: ~2 ms of every start
 import gc
 import os
 import resource
+import sys
 
 from ociimg.errors import ContainerError, ExecutableNotFound, OciimgError
 from ociimg.runtime import jsonio, linux, namespaces
@@ -88,33 +89,73 @@ def error_msg(exc: BaseException) -> dict[str, Any]:
             "message": f"{type(exc).__name__}: {exc}", "hint": None}
 
 
+def printable(value: object, limit: int = 2000) -> str:
+    """Text from a child for the operator's terminal: a process inside may have forged it
+    (execution.py), so no control characters (escape sequences) and a bounded length."""
+    return "".join(c if c.isprintable() else "?" for c in str(value)[:limit])
+
+
 def raise_from_msg(msg: dict[str, Any], container_id: str) -> None:
     cls = ExecutableNotFound if msg.get("kind") == "ExecutableNotFound" else ContainerError
-    raise cls(f"container {container_id}: {msg.get('message')}", hint=msg.get("hint"))
+    hint = msg.get("hint")
+    raise cls(f"container {container_id}: {printable(msg.get('message'))}",
+              hint=printable(hint) if hint else None)
 
 
 def spawn(config: RuntimeConfig, options: InitOptions,
           run_init: Callable[[RuntimeConfig, InitOptions, socket.socket], None]
           ) -> tuple[int, socket.socket]:
-    """Fork the intermediate child; returns (its pid, the parent's end of the sync pair)."""
+    """Fork the intermediate child; returns (its pid, the parent's end of the sync pair).
+    Where needs_sealed says so, the child goes on in an interpreter started from a sealed
+    copy of ours (run_sealed) before it joins anything."""
+    interpreter = sealed_interpreter() if needs_sealed(config) else None
     parent_sock, child_sock = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
     keep = {0, 1, 2, child_sock.fileno(), options.fifo_fd,
             *range(3, 3 + options.preserve_fds)}
     if options.console_fd is not None:
         keep.add(options.console_fd)
-    pid = os.fork()
+    if interpreter is not None:
+        keep.add(interpreter)
+    pid = -1
+    try:
+        pid = os.fork()
+    finally:
+        if interpreter is not None and pid != 0:
+            os.close(interpreter)
     if pid == 0:  # pragma: no cover - runs in the child
-        code = 1
         try:
             enter_guarded(keep)
-            _intermediate(config, options, child_sock, run_init)
-            code = 0
+            if interpreter is not None:
+                inherit = [child_sock.fileno(), options.fifo_fd]
+                if options.console_fd is not None:
+                    inherit.append(options.console_fd)
+                run_sealed(interpreter, _intermediate_sealed,
+                           (config, options, child_sock.fileno(), run_init), inherit)
         except BaseException as exc:  # noqa: BLE001 - report everything to the parent
             _report(child_sock, exc)
-        finally:
-            os._exit(code)
+            os._exit(1)
+        _intermediate_main(config, options, child_sock, run_init)
     child_sock.close()
     return pid, parent_sock
+
+
+def _intermediate_main(config: RuntimeConfig, options: InitOptions, sock: socket.socket,
+                       run_init: Callable[[RuntimeConfig, InitOptions, socket.socket], None]
+                       ) -> None:
+    code = 1
+    try:
+        _intermediate(config, options, sock, run_init)
+        code = 0
+    except BaseException as exc:  # noqa: BLE001 - report everything to the parent
+        _report(sock, exc)
+    finally:
+        os._exit(code)
+
+
+def _intermediate_sealed(config: RuntimeConfig, options: InitOptions, sock_fd: int,
+                         run_init: Callable[[RuntimeConfig, InitOptions, socket.socket], None]
+                         ) -> None:
+    _intermediate_main(config, options, _socket.socket(fileno=sock_fd), run_init)
 
 
 def enter_guarded(keep: set[int]) -> None:
@@ -200,6 +241,11 @@ def _intermediate(config: RuntimeConfig, options: InitOptions, sock: socket.sock
     if config.has_namespace("user"):
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
+        # Root of the user ns is another uid on the host: the kernel set "dumpable" back
+        # to fs.suid_dumpable (1 would open this process and the init it forks to the
+        # container's processes through /proc/<pid>); set it again, as after every
+        # credential change until execve (init.change_user).
+        linux.set_dumpable(False)
     flags = namespaces.new_namespace_flags(config.namespaces)
     linux.unshare(flags & ~CLONE.NEWPID)  # the pid ns comes with the init's fork
     if config.time_offsets:
@@ -278,6 +324,153 @@ def set_rlimits(rlimits: tuple[Rlimit, ...]) -> None:
                 f"cannot raise hard limit above {hard} on this host",
                 hint="lower process.rlimits in config.json (raising needs CAP_SYS_RESOURCE)",
             ) from exc
+
+
+# --- the sealed interpreter (CVE-2019-5736 under CAP_SYS_PTRACE) ----------------------
+# Non-dumpable keeps /proc/<pid>/{exe,mem,fd} of a process that enters the container
+# closed to the container's processes, unless one of them holds CAP_SYS_PTRACE in the
+# host's user ns (a container without a user ns of its own, given that capability, as
+# `--cap-add SYS_PTRACE` does; or any process of a pid ns that is shared): it could then
+# open /proc/<pid>/exe, i.e. the host's python, keep the fd and write the binary later.
+# runc runs every init from a sealed memfd copy of itself for this. Here the process that
+# will enter the container execs a sealed copy of the interpreter and goes on there
+# (run_sealed), which costs an interpreter start: only where such a process may exist.
+# (The libraries the interpreter maps stay reachable only through /proc/<pid>/map_files,
+# which takes CAP_SYS_ADMIN in the host's user ns, i.e. a container that is root anyway.)
+PTRACE_CAPABILITY = "CAP_SYS_PTRACE"
+_CAP_SYS_PTRACE_BIT = 19
+
+
+def needs_sealed(config: RuntimeConfig, *specs: Any) -> bool:
+    """Whether a process entering this container must run from a sealed interpreter: a
+    process there may trace it, or its program will be exec'd without the trampoline (a
+    "#!/proc/self/exe" program would then run the interpreter it was exec'd from)."""
+    return not trampoline_possible(config.seccomp) or may_be_traced(config, *specs)
+
+
+def may_be_traced(config: RuntimeConfig, *specs: Any) -> bool:
+    """Whether a process that can see one entering this container may hold CAP_SYS_PTRACE
+    over the host's user ns: the container's pid ns is not its own (processes we know
+    nothing of), or it has no user ns of its own and its process (or one of ``specs``, the
+    ProcessSpecs of an exec) may be given the capability."""
+    pid_ns = config.namespace("pid")
+    if pid_ns is None or pid_ns.path:
+        return True
+    if _own_user_ns(config):
+        return False  # its processes hold capabilities in that user ns only
+    return any(_may_hold_ptrace(spec) for spec in (config.process, *specs) if spec)
+
+
+def _own_user_ns(config: RuntimeConfig) -> bool:
+    ns = config.namespace("user")
+    if ns is None:
+        return False
+    if ns.path is None:
+        return True
+    try:
+        joined, ours = os.stat(ns.path), os.stat("/proc/self/ns/user")
+    except OSError:
+        return False
+    return (joined.st_dev, joined.st_ino) != (ours.st_dev, ours.st_ino)
+
+
+def _may_hold_ptrace(spec: Any) -> bool:
+    caps = spec.capabilities
+    if caps is None:  # capabilities left as they are: root's, all of them
+        return True
+    return any(PTRACE_CAPABILITY in (caps.get(kind) or ())
+               for kind in ("bounding", "effective", "permitted", "inheritable", "ambient"))
+
+
+def holds_ptrace(pid: int) -> bool:
+    """Whether CAP_SYS_PTRACE is in the bounding set of ``pid`` (so it has or may gain it)."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"CapBnd:"):
+                    return bool(int(line.split()[1], 16) >> _CAP_SYS_PTRACE_BIT & 1)
+    except (OSError, ValueError):
+        pass
+    return False
+
+
+def sealed_interpreter() -> int:
+    """A sealed, close-on-exec memfd copy of the running interpreter's binary."""
+    try:
+        src = os.open("/proc/self/exe", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fd = _executable_memfd("ociimg-python")
+            try:
+                size = os.fstat(src).st_size
+                copied = 0
+                while copied < size:
+                    n = os.sendfile(fd, src, None, size - copied)
+                    if n == 0:
+                        break
+                    copied += n
+                linux.add_seals(fd, _SEALS)
+            except BaseException:
+                os.close(fd)
+                raise
+            return fd
+        finally:
+            os.close(src)
+    except OSError as exc:
+        raise ContainerError(f"cannot run from a sealed copy of the interpreter: "
+                             f"{exc.strerror}", hint="a process of this container may hold "
+                             "CAP_SYS_PTRACE; the runtime needs an executable memfd "
+                             "(vm.memfd_noexec 0 or 1)") from exc
+
+
+def _executable_memfd(name: str) -> int:
+    flags = os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING
+    try:
+        return os.memfd_create(name, flags | _MFD_EXEC)
+    except OSError as exc:
+        if exc.errno != 22:  # EINVAL: a kernel before 6.3
+            raise
+    return os.memfd_create(name, flags)
+
+
+# gc off as in bin/ociimg-runtime: collections during the imports cost ~4 ms.
+_BOOT = ("import gc,sys;gc.disable();sys.path[:0]=[sys.argv[1]];"
+         "from ociimg.runtime.process import resume;resume(int(sys.argv[2]))")
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def run_sealed(interpreter: int, func: Callable[..., None], args: tuple[Any, ...],
+               inherit: list[int]) -> None:
+    """Exec the sealed ``interpreter`` (-I -S, no environment) and call ``func(*args)``
+    there; ``inherit`` are the fds (close-on-exec here) that it needs, close-on-exec again
+    once it runs. Call it first in a child made by enter_guarded, before it joins any
+    namespace: the new interpreter is dumpable until resume() says otherwise, which
+    nothing of a container can see yet, and its memory belongs to the user ns it execs
+    in (non-dumpable protects it only from processes without CAP_SYS_PTRACE there: the
+    host's, never the container's)."""
+    import pickle
+    data = pickle.dumps((func, args, inherit))
+    job = os.memfd_create("ociimg-job", 0)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(job, view):]
+    os.lseek(job, 0, os.SEEK_SET)
+    for fd in (job, *inherit):
+        os.set_inheritable(fd, True)
+    os.execve(interpreter, [sys.executable or "python3", "-I", "-S", "-c", _BOOT,
+                            _PACKAGE_ROOT, str(job)], {})
+
+
+def resume(job: int) -> None:
+    """The sealed interpreter's entry point (run_sealed)."""
+    linux.set_dumpable(False)  # execve made this process dumpable again
+    linux.set_pdeathsig(9)
+    import pickle
+    with os.fdopen(job, "rb") as f:
+        func, args, inherit = pickle.loads(f.read())
+    for fd in inherit:
+        os.set_inheritable(fd, False)
+    func(*args)
+    os._exit(1)
 
 
 # --- the exec trampoline (CVE-2019-5736 through "#!/proc/self/exe") -------------------
@@ -374,16 +567,10 @@ def open_trampoline(seccomp: dict[str, Any] | None) -> int | None:
     None where there is none, the kernel refuses executable memfds, or the container's
     seccomp profile might refuse execveat (then the program is exec'd directly)."""
     build = _TRAMPOLINES.get(os.uname().machine)
-    if build is None or not _allows_syscall(seccomp, "execveat"):
+    if build is None or not trampoline_possible(seccomp):
         return None
-    flags = os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING
     try:
-        try:
-            fd = os.memfd_create("ociimg-exec", flags | _MFD_EXEC)
-        except OSError as exc:
-            if exc.errno != 22:  # EINVAL: a kernel before 6.3
-                raise
-            fd = os.memfd_create("ociimg-exec", flags)
+        fd = _executable_memfd("ociimg-exec")
     except OSError:
         return None
     try:
@@ -393,6 +580,13 @@ def open_trampoline(seccomp: dict[str, Any] | None) -> int | None:
         os.close(fd)
         raise
     return fd
+
+
+def trampoline_possible(seccomp: dict[str, Any] | None) -> bool:
+    """Whether open_trampoline can give a trampoline here: an architecture with one, and
+    a profile that surely allows execveat. (A kernel that refuses executable memfds,
+    vm.memfd_noexec=2, leaves neither a trampoline nor a sealed interpreter.)"""
+    return os.uname().machine in _TRAMPOLINES and _allows_syscall(seccomp, "execveat")
 
 
 def _allows_syscall(seccomp: dict[str, Any] | None, name: str) -> bool:

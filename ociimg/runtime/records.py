@@ -53,6 +53,12 @@ def _hash(self: object) -> int:
     return hash(_values(self))
 
 
+def _reduce(self: object) -> tuple:
+    # Pickled by value through __init__ (process.run_sealed sends records to a new
+    # interpreter): the default protocol would set slots one by one, which frozen refuses.
+    return (type(self), _values(self))
+
+
 def _frozen_setattr(self: object, name: str, value: object) -> None:
     raise FrozenInstanceError(f"cannot assign to field {name!r}")
 
@@ -86,7 +92,7 @@ def _build(cls: type, frozen: bool, slots: bool) -> type:
     if slots:
         attrs["__slots__"] = tuple(names)
     init = _make_init(cls.__qualname__, tuple(names), defaults, factories)
-    attrs.update(__init__=init, __repr__=_repr, __eq__=_eq,
+    attrs.update(__init__=init, __repr__=_repr, __eq__=_eq, __reduce__=_reduce,
                  __record_fields__=tuple(names), __match_args__=tuple(names))
     if frozen:
         attrs.update(__setattr__=_frozen_setattr, __delattr__=_frozen_delattr,

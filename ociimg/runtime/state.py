@@ -40,6 +40,10 @@ class ContainerState:
     owner: str = "root"
     # Without a mount ns of its own, where its mounts live (rootfs.shared_ns_record).
     shared_mounts: dict[str, Any] | None = None
+    # Saved early (a runtime killed mid-way leaves what delete -f needs) and cleared when
+    # create is done: until then the init is not past pivot_root, and `exec` would join
+    # a mount ns whose root is still the host's.
+    creating: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -221,6 +225,8 @@ def init_alive(state: ContainerState) -> bool:
 def derive_status(root: str | os.PathLike[str], state: ContainerState) -> str:
     if not init_alive(state):
         return "stopped"
+    if state.creating:
+        return "creating"
     if os.path.exists(fifo_path(root, state.id)):
         return "created"
     return "running"

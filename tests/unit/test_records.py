@@ -81,3 +81,12 @@ def test_init_argument_errors_are_type_errors() -> None:
         Point(1, z=2)  # type: ignore[call-arg]
     with pytest.raises(TypeError, match="multiple values for argument 'x'"):
         Point(1, x=2)  # type: ignore[misc]
+
+
+def test_frozen_slotted_records_pickle() -> None:
+    """process.run_sealed sends the runtime's records to another interpreter."""
+    import pickle
+
+    from ociimg.runtime.config import User
+    user = User(uid=1, gid=2, additional_gids=(3,))
+    assert pickle.loads(pickle.dumps(user)) == user

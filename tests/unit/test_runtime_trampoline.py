@@ -75,3 +75,63 @@ def test_memfd_is_sealed() -> None:
             os.ftruncate(fd, 0)
     finally:
         os.close(fd)
+
+
+def _config(namespaces: list[dict], caps: list[str] | None = None) -> object:
+    from ociimg.runtime.config import parse_config
+    process_doc: dict = {"args": ["true"], "cwd": "/", "user": {"uid": 0, "gid": 0}}
+    if caps is not None:
+        process_doc["capabilities"] = {"bounding": caps, "effective": caps, "permitted": caps}
+    return parse_config({"ociVersion": "1.2.0", "root": {"path": "rootfs"},
+                         "process": process_doc, "linux": {"namespaces": namespaces}}, "/b")
+
+
+@pytest.mark.parametrize(("namespaces", "caps", "traced"), [
+    ([{"type": "pid"}, {"type": "mount"}], ["CAP_KILL"], False),
+    ([{"type": "pid"}, {"type": "mount"}], ["CAP_KILL", "CAP_SYS_PTRACE"], True),
+    ([{"type": "pid"}, {"type": "mount"}], None, True),  # root's capabilities, all of them
+    ([{"type": "pid"}, {"type": "user"}], ["CAP_SYS_PTRACE"], False),  # only in its user ns
+    ([{"type": "pid"}, {"type": "user", "path": "/proc/self/ns/user"}], ["CAP_SYS_PTRACE"],
+     True),  # "joined" the host's own user ns
+    ([{"type": "mount"}], ["CAP_KILL"], True),  # the host's pid ns
+    ([{"type": "pid", "path": "/proc/self/ns/pid"}], ["CAP_KILL"], True),  # someone else's
+])
+def test_may_be_traced(namespaces: list[dict], caps: list[str] | None, traced: bool) -> None:
+    assert process.may_be_traced(_config(namespaces, caps)) is traced
+
+
+def test_sealed_interpreter_runs_a_job() -> None:
+    """run_sealed: the job runs in an interpreter whose /proc/self/exe is the sealed copy,
+    non-dumpable, with the inherited fd back to close-on-exec."""
+    interpreter = process.sealed_interpreter()
+    r, w = os.pipe()
+    code = ("import fcntl, os, ctypes\n"
+            "fd = os.open('/proc/self/exe', os.O_RDONLY)\n"
+            "seals = fcntl.fcntl(fd, 1034)\n"
+            "dumpable = ctypes.CDLL(None).prctl(3, 0, 0, 0, 0)\n"
+            f"os.write({w}, f'{{seals}} {{dumpable}} {{os.get_inheritable({w})}}'.encode())\n"
+            "os._exit(0)\n")
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            process.run_sealed(interpreter, exec, (code,), [w])
+        finally:
+            os._exit(3)
+    os.close(w)
+    os.close(interpreter)
+    with os.fdopen(r, "rb") as f:
+        out = f.read().decode()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, out
+    seals, dumpable, inheritable = out.split()
+    assert int(seals) & 0x8 and dumpable == "0" and inheritable == "False"
+
+
+def test_sealed_where_the_trampoline_cannot_be_used() -> None:
+    config = _config([{"type": "pid"}, {"type": "user"}], ["CAP_KILL"])
+    has_trampoline = os.uname().machine in process._TRAMPOLINES
+    assert process.needs_sealed(config) is not has_trampoline
+    refusing = {"defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [{"names": ["execveat"], "action": "SCMP_ACT_ERRNO"}]}
+    from ociimg.runtime.records import replace
+    assert process.needs_sealed(replace(config, seccomp=refusing))
