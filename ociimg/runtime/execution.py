@@ -112,8 +112,9 @@ def exec_process(cst: state.ContainerState, config: RuntimeConfig, spec: Process
     # without the trampoline, it runs from a sealed copy of the interpreter
     # (process.needs_sealed, process.run_sealed).
     interpreter = None
-    if process.needs_sealed(config, spec) or \
-            (manager is not None and any(map(process.holds_ptrace, manager.pids()))):
+    if process.needs_sealed(config, spec) or (
+            not process.owns_user_ns(config) and manager is not None
+            and any(map(process.holds_ptrace, manager.pids()))):
         if not _left_runtime(cst.pid, _identities(None)):
             # A created container's init still runs the host's interpreter (create found
             # no process that could trace it): this one could.

@@ -861,3 +861,25 @@ def test_forged_error_does_not_fail_an_exec_that_ran(runtime_env: tuple[Path, Pa
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_exec_into_a_created_user_ns_container_with_ptrace(root: None) -> None:
+    """CAP_SYS_PTRACE held inside a user ns of the container's own reaches nothing of
+    the host: an exec into it while created is not refused (nor run sealed)."""
+    base = Path(tempfile.mkdtemp(prefix="ociimg-userns-"))
+    state_root = base / "state"
+    try:
+        os.chmod(base, 0o711)
+        bundle = make_bundle(base, ["true"])
+        os.chown(bundle / "rootfs", 100000, 100000)
+        config = _with_ptrace(base_config(["true"]))
+        config["linux"]["namespaces"].append({"type": "user"})
+        config["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+        config["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+        write_config(bundle, config)
+        runtime(state_root, "create", "-b", str(bundle), "c1", check=True)
+        proc = runtime(state_root, "exec", "c1", "true")
+        assert proc.returncode == 0, proc.stderr
+    finally:
+        runtime(state_root, "delete", "-f", "c1")
+        shutil.rmtree(base)
