@@ -102,7 +102,7 @@ def ps(
     rows = []
     for c in containers.list_containers(STATE.root):
         st = containers.status_of(c)
-        if not all_ and st["status"] not in ("running", "created"):
+        if not all_ and st["status"] not in ("running", "created", "creating"):
             continue
         rows.append({"id": c.id, "name": c.name, "image": c.meta.get("image"),
                      "command": c.meta.get("command"), "created": c.meta.get("created"), **st})

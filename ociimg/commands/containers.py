@@ -451,7 +451,7 @@ def status_of(c: Container) -> dict[str, Any]:
 
 def stop_container(c: Container, timeout: float = 10.0) -> None:
     """StopSignal, then SIGKILL to every process after ``timeout`` seconds (docker stop)."""
-    if status_of(c)["status"] not in ("running", "created"):
+    if status_of(c)["status"] not in ("running", "created", "creating"):
         return
     sig = signal.Signals[_signal_name(c.meta.get("stopSignal", "SIGTERM"))]
     with contextlib.suppress(OciimgError):
@@ -476,7 +476,7 @@ def _wait_stopped(c: Container, timeout: float) -> bool:
     recorded the exit code (a moment later)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if status_of(c)["status"] not in ("running", "created"):
+        if status_of(c)["status"] not in ("running", "created", "creating"):
             _wait_for_exit_record(c)
             return True
         time.sleep(0.05)
@@ -492,7 +492,7 @@ def _wait_for_exit_record(c: Container, timeout: float = 5.0) -> None:
 
 def remove_container(c: Container, force: bool = False) -> None:
     status = status_of(c)["status"]
-    if status in ("running", "created"):
+    if status in ("running", "created", "creating"):
         if not force:
             raise ContainerError(f"container {c.name} is {status}",
                                  hint=f"stop it first (ociimg stop {c.name}) or use rm -f")
@@ -516,7 +516,7 @@ def read_logs(c: Container, follow: bool = False) -> None:
                              hint="only detached containers (run -d) keep logs")
     with open(log, "rb") as f:
         while True:
-            running = follow and status_of(c)["status"] in ("running", "created")
+            running = follow and status_of(c)["status"] in ("running", "created", "creating")
             # Read after the status check: what the program wrote before it exited is shown.
             while chunk := f.read(1 << 16):
                 sys.stdout.buffer.write(chunk)

@@ -112,8 +112,9 @@ def exec_process(cst: state.ContainerState, config: RuntimeConfig, spec: Process
     # without the trampoline, it runs from a sealed copy of the interpreter
     # (process.needs_sealed, process.run_sealed).
     interpreter = None
-    if process.needs_sealed(config, spec) or \
-            (manager is not None and any(map(process.holds_ptrace, manager.pids()))):
+    if process.needs_sealed(config, spec) or (
+            not process.owns_user_ns(config) and manager is not None
+            and any(map(process.holds_ptrace, manager.pids()))):
         if not _left_runtime(cst.pid, _identities(None)):
             # A created container's init still runs the host's interpreter (create found
             # no process that could trace it): this one could.
@@ -230,6 +231,8 @@ def _drive_exec(cst: state.ContainerState, sock: socket.socket, pid1: int,
             return pid
         kind = msg.get("type")
         if kind == "error":
+            if pid and _runs_program(pid, runtime_exes):
+                continue  # forged on a stolen socket: the process went on to its execve
             process.raise_from_msg(msg, cst.id)
         elif kind == "place" and not pid:
             # Sent before the grandchild exists (only the first child holds the socket
@@ -244,6 +247,20 @@ def _drive_exec(cst: state.ContainerState, sock: socket.socket, pid1: int,
         elif kind == "warnings" and isinstance(msg.get("messages"), list):
             for message in msg["messages"][:20]:
                 log.warning("exec in %s: %s", cst.id, process.printable(message, 500))
+
+
+def _runs_program(pid: int, runtime_exes: set[tuple[int, int]]) -> bool:
+    """After an error from the process: wait until it is gone (the error was its own: it
+    exits right after sending one) or runs another binary (it exec'd: the error was not
+    its own)."""
+    while True:
+        try:
+            st = os.stat(f"/proc/{pid}/exe")
+        except OSError:
+            return False
+        if (st.st_dev, st.st_ino) not in runtime_exes:
+            return True
+        select.select([], [], [], 0.005)
 
 
 def _left_runtime(pid: int, runtime_exes: set[tuple[int, int]]) -> bool:

@@ -356,12 +356,13 @@ def may_be_traced(config: RuntimeConfig, *specs: Any) -> bool:
     pid_ns = config.namespace("pid")
     if pid_ns is None or pid_ns.path:
         return True
-    if _own_user_ns(config):
+    if owns_user_ns(config):
         return False  # its processes hold capabilities in that user ns only
     return any(_may_hold_ptrace(spec) for spec in (config.process, *specs) if spec)
 
 
-def _own_user_ns(config: RuntimeConfig) -> bool:
+def owns_user_ns(config: RuntimeConfig) -> bool:
+    """Whether the container has a user ns that is not the host's (new, or joined)."""
     ns = config.namespace("user")
     if ns is None:
         return False

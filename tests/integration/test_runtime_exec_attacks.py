@@ -819,11 +819,67 @@ def test_forged_error_reaches_the_terminal_without_escapes(
             with socket.socket(fileno=_pidfd_getfd(joining, fd)) as stolen:
                 stolen.send(json.dumps({"type": "error", "message": "\x1b]0;pwned\x07\x1b[2J"
                                         + "y" * 50000, "hint": "\x1b[31mred"}).encode())
-        os.kill(joining, 18)
+        os.kill(joining, 9)  # and the process dies: the error is taken as its own
         proc.wait(timeout=60)
         err = proc.stderr.read()
+        assert proc.returncode != 0 and "pwned" in err
         assert "\x1b" not in err and "\x07" not in err and len(err) < 5000, repr(err[:200])
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_forged_error_does_not_fail_an_exec_that_ran(runtime_env: tuple[Path, Path],
+                                                     tmp_path: Path) -> None:
+    """A forged "error" while the process goes on to exec its program: `exec -d` must
+    still succeed and write its pid (the program runs; a caller would lose track of it)."""
+    bundle, state_root = runtime_env
+    start_sleeper(bundle, state_root)
+    marker = "forged-error-ran-marker"
+    pid_file = tmp_path / "exec.pid"
+    proc = subprocess.Popen([*RUNTIME, "--root", str(state_root), "exec", "-d", "--pid-file",
+                             str(pid_file), "-e", SLOW_PATH, "-e", f"M={marker}", "c1",
+                             "sleep", "78"], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        joining = 0
+        while not joining:
+            assert time.monotonic() < deadline and proc.poll() is None, "no joining process"
+            joining = _joining_process(marker)
+        os.kill(joining, 19)
+        for fd in [int(fd) for fd in os.listdir(f"/proc/{joining}/fd")
+                   if os.readlink(f"/proc/{joining}/fd/{fd}").startswith("socket:")]:
+            with socket.socket(fileno=_pidfd_getfd(joining, fd)) as stolen:
+                stolen.send(json.dumps({"type": "error", "message": "forged"}).encode())
+        os.kill(joining, 18)
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()
+        with open(f"/proc/{int(pid_file.read_text())}/cmdline", "rb") as f:
+            assert f.read().split(b"\0")[:2] == [b"sleep", b"78"]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_exec_into_a_created_user_ns_container_with_ptrace(root: None) -> None:
+    """CAP_SYS_PTRACE held inside a user ns of the container's own reaches nothing of
+    the host: an exec into it while created is not refused (nor run sealed)."""
+    base = Path(tempfile.mkdtemp(prefix="ociimg-userns-"))
+    state_root = base / "state"
+    try:
+        os.chmod(base, 0o711)
+        bundle = make_bundle(base, ["true"])
+        os.chown(bundle / "rootfs", 100000, 100000)
+        config = _with_ptrace(base_config(["true"]))
+        config["linux"]["namespaces"].append({"type": "user"})
+        config["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+        config["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+        write_config(bundle, config)
+        runtime(state_root, "create", "-b", str(bundle), "c1", check=True)
+        proc = runtime(state_root, "exec", "c1", "true")
+        assert proc.returncode == 0, proc.stderr
+    finally:
+        runtime(state_root, "delete", "-f", "c1")
+        shutil.rmtree(base)
