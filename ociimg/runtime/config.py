@@ -142,7 +142,7 @@ def parse_config(doc: Any, bundle: str | os.PathLike[str]) -> RuntimeConfig:
         # An absolute path replaces the bundle (os.path.join, as pathlib's "/").
         root_path=os.path.normpath(os.path.join(bundle, root["path"])),
         root_readonly=bool(root.get("readonly", False)),
-        process=parse_process(doc["process"], "process") if doc.get("process") else None,
+        process=_parse_process(doc["process"], "process") if doc.get("process") else None,
         hostname=_opt_str(doc, "hostname"),
         domainname=_opt_str(doc, "domainname"),
         mounts=tuple(_parse_mounts(doc.get("mounts") or [])),
@@ -167,6 +167,11 @@ def parse_config(doc: Any, bundle: str | os.PathLike[str]) -> RuntimeConfig:
 def parse_process(proc: Any, where: str = "process") -> ProcessSpec:
     _require(isinstance(proc, dict), where, "must be an object")
     check_types(proc, ("o", _PROCESS[1], ()), where)  # exec's process.json may omit cwd
+    return _parse_process(proc, where)
+
+
+def _parse_process(proc: dict[str, Any], where: str) -> ProcessSpec:
+    """parse_process of a section check_types has already been through."""
     args = proc.get("args")
     _require(isinstance(args, list) and args and all(isinstance(a, str) for a in args),
              f"{where}.args", "must be a non-empty list of strings")
@@ -490,35 +495,63 @@ _KINDS = {"s": (str, "a string"), "b": (bool, "a boolean"), "l": (list, "a list"
 
 def check_types(value: Any, spec: Any, where: str) -> None:
     """Raise InvalidDocument naming the first value in ``value`` that does not have the
-    type (and range) ``spec`` gives; fields the table does not name are not checked."""
+    type (and range) ``spec`` gives; fields the table does not name are not checked.
+    Every create walks the whole config: paths and messages are formatted for a value
+    that fails only."""
     kind = spec if isinstance(spec, str) else spec[0]
-    if kind == "i":
-        _require(type(value) is int and spec[1] <= value <= spec[2], where,
-                 f"must be an integer from {spec[1]} to {spec[2]}")
-        return
-    if kind == "e":
-        _require(type(value) is str and value in spec[1], where,
-                 f"must be one of {', '.join(sorted(spec[1]))}")
-        return
-    if kind == "f":
-        _require(type(value) is str and "\0" not in value and spec[1](value), where,
-                 f"must be {spec[2]}")
+    if kind in _LEAVES:
+        if not _leaf_ok(value, spec):
+            _require(False, where, _leaf_problem(value, spec))
         return
     pytype, what = _KINDS[kind]
-    _require(type(value) is pytype, where, f"must be {what}")
-    if kind == "s":  # paths, names and arguments all end at a NUL in the kernel
-        _require("\0" not in value, where, "must not contain a NUL character")
-    if kind in ("l", "l1"):
-        _require(kind == "l" or len(value) > 0, where, f"must be {what}")
-        for i, item in enumerate(value):
-            check_types(item, spec[1], f"{where}[{i}]")
-    elif kind == "m":
-        for key, item in value.items():
-            _require("\0" not in key, where, "keys must not contain a NUL character")
-            check_types(item, spec[1], f"{where}.{key}")
-    elif kind == "o":
+    if type(value) is not pytype or (kind == "l1" and not value):
+        _require(False, where, f"must be {what}")
+    if kind == "o":
         for key in spec[2]:
-            _require(key in value, f"{where}.{key}".lstrip("."), "is required")
+            if key not in value:
+                _require(False, f"{where}.{key}".lstrip("."), "is required")
         for key, sub in spec[1].items():
             if key in value:
                 check_types(value[key], sub, f"{where}.{key}".lstrip("."))
+        return
+    sub = spec[1]
+    leaf = (sub if isinstance(sub, str) else sub[0]) in _LEAVES
+    if kind == "m":
+        for key, item in value.items():
+            if "\0" in key:
+                _require(False, where, "keys must not contain a NUL character")
+            if not (leaf and _leaf_ok(item, sub)):
+                check_types(item, sub, f"{where}.{key}")
+        return
+    for i, item in enumerate(value):
+        if not (leaf and _leaf_ok(item, sub)):
+            check_types(item, sub, f"{where}[{i}]")
+
+
+_LEAVES = frozenset(("s", "b", "i", "e", "f"))
+
+
+def _leaf_ok(value: Any, spec: Any) -> bool:
+    if spec == "s":  # paths, names and arguments all end at a NUL in the kernel
+        return type(value) is str and "\0" not in value
+    if spec == "b":
+        return type(value) is bool
+    kind = spec[0]
+    if kind == "i":
+        return type(value) is int and spec[1] <= value <= spec[2]
+    if kind == "e":
+        return type(value) is str and value in spec[1]
+    return type(value) is str and "\0" not in value and spec[1](value)  # "f"
+
+
+def _leaf_problem(value: Any, spec: Any) -> str:
+    kind = spec if isinstance(spec, str) else spec[0]
+    if kind == "i":
+        return f"must be an integer from {spec[1]} to {spec[2]}"
+    if kind == "e":
+        return f"must be one of {', '.join(sorted(spec[1]))}"
+    if kind == "f":
+        return f"must be {spec[2]}"
+    pytype, what = _KINDS[kind]
+    return f"must be {what}" if type(value) is not pytype else \
+        "must not contain a NUL character"

@@ -11,10 +11,10 @@ import time
 
 from ociimg.errors import ContainerError, OciimgError
 
-# process and namespaces (ctypes, sockets: ~4 ms) are imported by create only, so that
-# state/start/kill/delete, which podman calls again and again, start faster.
+# process and namespaces (ctypes, sockets: ~4 ms) and config (its type table: ~0.5 ms)
+# are imported by create only, so that state/start/kill/delete, which podman calls again
+# and again, start faster.
 from ociimg.runtime import hooks, state
-from ociimg.runtime.config import RuntimeConfig, load_config
 from ociimg.runtime.lazylog import get_logger
 from ociimg.runtime.records import record
 from ociimg.runtime.state import ContainerState
@@ -23,6 +23,8 @@ TYPE_CHECKING = False  # typing costs ~5 ms of every runtime start
 if TYPE_CHECKING:
     import socket
     from typing import Any
+
+    from ociimg.runtime.config import RuntimeConfig
 
 log = get_logger(__name__)
 
@@ -45,6 +47,7 @@ def _cgroups() -> Any:
 
 
 def create_container(root: str, container_id: str, options: CreateOptions) -> ContainerState:
+    from ociimg.runtime.config import load_config
     return _create(root, container_id, options, load_config(options.bundle))
 
 
@@ -151,6 +154,9 @@ def _drive(root: str, config: RuntimeConfig, cst: ContainerState, sock: socket.s
             if not cst.pid:  # not from the intermediate: it has forked the init by then
                 continue
             reported = True
+            # Its child list read, the intermediate has nothing left to do: killed now,
+            # its exit (the teardown of a forked interpreter) overlaps the init's setup.
+            process.kill_quietly(pid1)
             # Recorded before any hook runs: a runtime killed from here on leaves a
             # state that `delete -f` can kill the init by.
             state.save_state(root, cst)
@@ -483,6 +489,7 @@ def run_container(root: str, container_id: str, options: CreateOptions,
     from ociimg.runtime import linux
     if not detach:
         linux.set_child_subreaper()
+    from ociimg.runtime.config import load_config
     config = load_config(options.bundle)
     ours = None
     if config.process and config.process.terminal and options.console_socket is None \

@@ -181,12 +181,17 @@ def wait_to_be_killed(sock: socket.socket) -> None:
     os._exit(0)
 
 
-def finish(pid: int) -> None:
-    """Kill and reap a child of ours that may be stopped in wait_to_be_killed."""
+def kill_quietly(pid: int) -> None:
+    """SIGKILL a child of ours (not yet reaped: the pid cannot have been reused)."""
     try:
         os.kill(pid, 9)
     except ProcessLookupError:
         pass
+
+
+def finish(pid: int) -> None:
+    """Kill and reap a child of ours that may be stopped in wait_to_be_killed."""
+    kill_quietly(pid)
     try:
         os.waitpid(pid, 0)
     except ChildProcessError:
@@ -588,6 +593,11 @@ def trampoline_possible(seccomp: dict[str, Any] | None) -> bool:
     a profile that surely allows execveat. (A kernel that refuses executable memfds,
     vm.memfd_noexec=2, leaves neither a trampoline nor a sealed interpreter.)"""
     return os.uname().machine in _TRAMPOLINES and _allows_syscall(seccomp, "execveat")
+
+
+def allows_syscalls(seccomp: dict[str, Any] | None, *names: str) -> bool:
+    """Whether the profile surely allows each of ``names`` whatever their arguments."""
+    return all(_allows_syscall(seccomp, name) for name in names)
 
 
 def _allows_syscall(seccomp: dict[str, Any] | None, name: str) -> bool:
