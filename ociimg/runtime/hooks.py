@@ -15,7 +15,6 @@ import select
 from ociimg.errors import ContainerError
 from ociimg.runtime import jsonio
 from ociimg.runtime.lazylog import get_logger
-from ociimg.runtime.process import TRAMPOLINE_ARGV0
 
 TYPE_CHECKING = False  # typing costs ~5 ms of every runtime start
 if TYPE_CHECKING:
@@ -63,6 +62,11 @@ def run_hook(hook: dict[str, Any], payload: bytes, trampoline: int | None = None
     if timeout is not None and timeout <= 0:
         # Checked before the fork: raising after it would leave the hook running, unwaited.
         raise ContainerError(f"hook {hook['path']}: timeout must be positive, got {timeout}")
+    if trampoline is not None:
+        # Only the init passes one, and it imported process long before (this is a
+        # sys.modules lookup, no file is read after pivot_root). Not at the top: state,
+        # start, kill and delete import hooks, and process brings ctypes (~4 ms).
+        from ociimg.runtime.process import TRAMPOLINE_ARGV0
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     args = hook.get("args") or [hook["path"]]
     env = hook.get("env") or []
