@@ -271,7 +271,7 @@ def _read_fifo(fd: int, cst: ContainerState) -> bytes:
             return b""
 
 
-_FAILURE_MAX = 4000  # what init.run_start_hooks writes at most
+_FAILURE_MAX = 4000  # what init.fail_start writes at most
 
 
 def _wait_for_exec(fd: int, cst: ContainerState, runtime_exe: tuple[int, int] | None) -> str:

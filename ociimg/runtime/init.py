@@ -18,7 +18,7 @@ import errno
 import os
 import sys
 
-from ociimg.errors import ContainerError, ExecutableNotFound
+from ociimg.errors import ContainerError, ExecutableNotFound, OciimgError
 from ociimg.runtime import (
     capabilities,
     hooks,
@@ -117,12 +117,15 @@ def run_init(config: RuntimeConfig, options: InitOptions, sock: socket.socket) -
         change_dir(ctx.process.cwd)
     path = lookup_executable(ctx.process)
     wait_for_start(ctx)
-    run_start_hooks(ctx)
-    # With no_new_privs the filter goes in as late as possible: after it only the
-    # fd clean-up and execve run (runc: "as late as possible"); unless wait_for_start
-    # could load it earlier.
-    load_seccomp(ctx)
-    close_fds(ctx.options.preserve_fds)
+    try:
+        run_start_hooks(ctx)
+        # With no_new_privs the filter goes in as late as possible: after it only the
+        # fd clean-up and execve run (runc: "as late as possible"); unless
+        # wait_for_start could load it earlier.
+        load_seccomp(ctx)
+        close_fds(ctx.options.preserve_fds)
+    except (OciimgError, OSError) as exc:
+        fail_start(ctx, exc)
     execute(path, ctx.process, ctx.trampoline)
 
 
@@ -474,17 +477,21 @@ def _filter_before_start(ctx: InitContext) -> bool:
 
 
 def run_start_hooks(ctx: InitContext) -> None:
-    """startContainer hooks; a failure is an error of `start` (runtime-spec): its text
-    goes to `start` through the fifo, which reads until our execve closes it."""
+    """startContainer hooks; a failure is an error of `start` (runtime-spec)."""
+    hooks.run_hooks(ctx.config.hooks, "startContainer", hook_state(ctx, "created"),
+                    ctx.trampoline)
+
+
+def fail_start(ctx: InitContext, exc: BaseException) -> None:
+    """What failed between start and the execve is `start`'s error: its text goes to
+    `start` through the fifo (which reads until our execve closes it), and we die without
+    saying it again on the container's stderr. Without the fifo, the error is raised."""
+    text = exc.message if isinstance(exc, OciimgError) else str(exc)
     try:
-        hooks.run_hooks(ctx.config.hooks, "startContainer", hook_state(ctx, "created"),
-                        ctx.trampoline)
-    except ContainerError as exc:
-        try:
-            os.write(ctx.fifo_fd, exc.message.encode(errors="replace")[:4000])
-        except OSError:
-            raise exc from None
-        os._exit(1)  # `start` reports it: the container's stderr would say it twice
+        os.write(ctx.fifo_fd, (text or type(exc).__name__).encode(errors="replace")[:4000])
+    except OSError:
+        raise exc from None
+    os._exit(1)
 
 
 def open_proc_self_fd() -> int:

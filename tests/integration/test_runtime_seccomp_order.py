@@ -55,3 +55,22 @@ def test_filter_before_start_only_where_nothing_notices(tmp_path: Path, case: st
             time.sleep(0.02)
     finally:
         runtime(root, "delete", "--force", "c1", check=True)
+
+
+def test_a_filter_that_fails_to_load_after_start_fails_start(tmp_path: Path) -> None:
+    # Loaded late (write restricted by args), a filter over the kernel's 4096-instruction
+    # limit fails after `start` released the init: `start` must say so, not succeed.
+    config = base_config(["/bin/true"])
+    _write_only_to_stdout(config)
+    config["linux"]["seccomp"]["syscalls"] += [
+        {"names": ["write"], "action": "SCMP_ACT_ALLOW",
+         "args": [{"index": 0, "value": 1000 + i, "op": "SCMP_CMP_EQ"}]} for i in range(3000)]
+    bundle = make_bundle(tmp_path, [], config)
+    root = tmp_path / "state"
+    runtime(root, "create", "--bundle", str(bundle), "c1", check=True)
+    try:
+        proc = runtime(root, "start", "c1")
+        assert proc.returncode == 1 and "seccomp" in proc.stderr, proc.stderr
+        assert state_of(root, "c1")["status"] == "stopped"
+    finally:
+        runtime(root, "delete", "--force", "c1", check=True)
