@@ -185,11 +185,14 @@ def map_exceptions(host: str) -> Iterator[None]:
     try:
         yield
     except (urllib3.exceptions.HTTPError, OSError) as exc:
-        raise RegistryUnreachable(
-            f"cannot reach {host}: {describe_cause(exc)}",
-            hint="check the registry address and your network; for TLS problems see --ca-bundle "
-                 "and --insecure",
-        ) from exc
+        if _find_in_chain(exc, SlowTransfer) is not None:
+            hint = ("the registry answers too slowly; OCIIMG_SPEED_LIMIT, OCIIMG_SPEED_TIME "
+                    "and OCIIMG_DEADLINE set the limits (0 turns one off)")
+        else:
+            hint = ("check the registry address and your network; for TLS problems see "
+                    "--ca-bundle and --insecure")
+        raise RegistryUnreachable(f"cannot reach {host}: {describe_cause(exc)}",
+                                  hint=hint) from exc
 
 
 class Response:
@@ -377,8 +380,10 @@ class Transport:
             try:
                 resp = self._follow_redirects(method, url, headers or {}, body, stream,
                                               expected)
-            except RegistryUnreachable:
-                if last:
+            except RegistryUnreachable as exc:
+                # A transfer cut for being too slow already waited out its limits
+                # (OCIIMG_SPEED_TIME, OCIIMG_DEADLINE): retrying would multiply that wait.
+                if last or _find_in_chain(exc, SlowTransfer) is not None:
                     raise
                 self.sleep(next(delays))
                 continue

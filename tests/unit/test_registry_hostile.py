@@ -250,6 +250,23 @@ def test_trickled_headers_are_cut_by_the_deadline(raw_server, fast_limits):
     assert time.monotonic() - start < 5
 
 
+def test_a_transfer_cut_for_slowness_is_not_retried(raw_server, fast_limits):
+    # Retries are for failures that end fast; one that waited out the deadline would make
+    # a silent registry take (retries + 1) deadlines.
+    stop = threading.Event()
+    connections = []
+
+    def silent(conn: socket.socket) -> None:
+        connections.append(conn)
+        stop.wait(10)
+    server = raw_server(silent)
+    start = time.monotonic()
+    with pytest.raises(RegistryUnreachable, match="no response headers within 1.5s"):
+        make(retries=3).request("GET", server.url("/v2/"))
+    stop.set()
+    assert len(connections) == 1 and time.monotonic() - start < 4
+
+
 def test_slow_reader_upload_is_cut_by_the_speed_limit(raw_server, fast_limits):
     def slow_reader(conn: socket.socket) -> None:
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
