@@ -399,12 +399,13 @@ class Transport:
                           body: Any, stream: bool, expected: int | None) -> Response:
         headers = dict(headers)
         first = origin(url)
+        where = urlsplit(url).netloc[:100]  # host and port, as the user wrote them
         for _hop in range(self.options.max_redirects + 1):
             resp = self._send_once(method, url, headers, body, stream, expected)
             if resp.status_code not in REDIRECT_STATUSES or "Location" not in resp.headers:
                 return resp
             discard(resp)
-            target = resolve_url(url, resp.headers["Location"], f"{first[1]}: redirect")
+            target = resolve_url(url, resp.headers["Location"], f"{where}: redirect")
             if resp.status_code == 303 or (resp.status_code in (301, 302)
                                            and method not in ("GET", "HEAD")):
                 method, body = "GET", None
@@ -414,7 +415,7 @@ class Transport:
                 # neither. Once off the registry's origin, nothing is restored.
                 if body is not None and body != b"":
                     raise RegistryError(
-                        f"{first[1]}: {method} redirected to another origin "
+                        f"{where}: {method} redirected to another origin "
                         f"({urlsplit(target).netloc[:100]}); refusing to send the request "
                         "body there", hint="the registry or its token service is "
                         "misconfigured or hostile")
@@ -422,7 +423,7 @@ class Transport:
                            if k.lower() in CROSS_ORIGIN_HEADERS}
             url = target
         raise RegistryUnreachable(
-            f"{first[1]}: more than {self.options.max_redirects} redirects "
+            f"{where}: more than {self.options.max_redirects} redirects "
             f"for {method} {url[:100]}")
 
     def _send_once(self, method: str, url: str, headers: Mapping[str, str], body: Any,
