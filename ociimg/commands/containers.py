@@ -26,6 +26,7 @@ from typing import Any
 
 from ociimg.bundle import BundleOptions, to_runtime_config, write_bundle
 from ociimg.commands.resolve import ResolvedImage, warn_unsafe_labels
+from ociimg.commands.stdio import copy_output, relayed_stdio, release_stdio
 from ociimg.errors import (
     AlreadyExists,
     ContainerError,
@@ -39,7 +40,6 @@ from ociimg.layers import overlay
 from ociimg.layers.snapshots import SnapshotStore
 from ociimg.runtime import container as runtime
 from ociimg.runtime import linux
-from ociimg.runtime.hooks import exit_code
 from ociimg.runtime.state import DEFAULT_STATE_ROOT
 from ociimg.spec import chain_ids
 from ociimg.store import locks
@@ -229,55 +229,6 @@ def exec_in(c: Container, command: list[str], *, env: list[str], cwd: str | None
         return execution.exec_process(cst, config, spec)
 
 
-@contextlib.contextmanager
-def relayed_stdio(relay: bool) -> Iterator[None]:
-    """While the body runs, fds 0-2 are pipes that threads copy to and from the real ones.
-
-    A container process must never hold the caller's own stdio: a redirected file is a host
-    inode it could chmod/chown/truncate through /proc/self/fd, and a terminal takes TIOCSTI,
-    which types commands into the caller's shell (conmon and containerd's shim give
-    containers pipes for the same reason). With a pty (``relay`` False) the container gets
-    the pty and the runtime proxies it."""
-    if not relay:
-        yield
-        return
-    import threading
-    saved = [os.dup(fd) for fd in (0, 1, 2)]
-    ends = []
-    for fd in (0, 1, 2):
-        r, w = os.pipe2(os.O_CLOEXEC)
-        os.dup2(r if fd == 0 else w, fd)
-        ends.append(w if fd == 0 else r)
-        os.close(r if fd == 0 else w)
-    stdin = threading.Thread(target=_pump, args=(os.dup(saved[0]), ends[0]), daemon=True)
-    outputs = [threading.Thread(target=_pump, args=(ends[i], os.dup(saved[i])), daemon=True)
-               for i in (1, 2)]
-    for t in (stdin, *outputs):
-        t.start()
-    try:
-        yield
-    finally:
-        for fd in (0, 1, 2):  # our copies of the write ends go: EOF once the container's do
-            os.dup2(saved[fd], fd)
-            os.close(saved[fd])
-        # A process left behind in the container may hold the pipes open (an exec'd
-        # command's background child): its output after this point is not waited for.
-        # stdin's pump may be blocked reading a terminal: it dies with the process.
-        for t in outputs:
-            t.join(timeout=2.0)
-
-
-def _pump(src: int, dst: int) -> None:
-    """Copy until EOF, then close both ends (the reader of ``dst`` sees EOF)."""
-    with contextlib.suppress(OSError):
-        while _copy_chunk(src, dst):
-            pass
-    with contextlib.suppress(OSError):
-        os.close(src)
-    with contextlib.suppress(OSError):
-        os.close(dst)
-
-
 def _stdin_from_devnull() -> None:
     fd = os.open(os.devnull, os.O_RDONLY)
     os.dup2(fd, 0)
@@ -310,9 +261,8 @@ def _monitor(c: Container, options: RunOptions, report_fd: int) -> int:
     os.setsid()
     if os.fork() != 0:  # double fork: the monitor is not a child of the CLI
         return 0
-    # The container gets the write end of a pipe, never the log file: a host fd is a handle
-    # on a host inode, and through /proc/self/fd/1 the container could chmod, chown or
-    # truncate the log (make it a setuid-root binary). Only the monitor writes the file.
+    # The container gets the write end of a pipe, never the log file (commands/stdio.py):
+    # only the monitor writes the file.
     log = os.open(c.path / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
                   | os.O_CLOEXEC, 0o600)
     output, into_pipe = os.pipe2(os.O_CLOEXEC)
@@ -327,69 +277,19 @@ def _monitor(c: Container, options: RunOptions, report_fd: int) -> int:
     except OciimgError as exc:
         os.write(report_fd, f"{exc.message}\n{exc.hint or ''}".encode())
         os.close(report_fd)
-        _release_stdio()
+        release_stdio()
         copy_output(output, log, None)
         _finish(c, None, options.remove)
         return 1
     os.write(report_fd, b"started")
     os.close(report_fd)
-    _release_stdio()
+    release_stdio()
     code = copy_output(output, log, cst.pid)
     # Record the exit before the runtime state goes, so `ps` never sees neither.
     _finish(c, code, options.remove)
     with contextlib.suppress(OciimgError):
         runtime.delete_container(RUNTIME_ROOT, c.id, force=True)
     return 0
-
-
-def _release_stdio() -> None:
-    """Drop the monitor's own copies of the pipe's write end, so the copy sees EOF once
-    every process of the container has closed its copies."""
-    null = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(null, 1)
-    os.dup2(null, 2)
-    os.close(null)
-
-
-def copy_output(output: int, log: int, pid: int | None) -> int | None:
-    """Copy the container's output pipe into the log until ``pid`` exits, then keep what
-    is already in the pipe (a background process that holds the pipe open does not keep
-    the monitor alive); without a pid, only what is in the pipe now. Returns the exit
-    code of ``pid``."""
-    import select
-    try:
-        if pid is not None:
-            pidfd = os.pidfd_open(pid)
-            poller = select.poll()
-            poller.register(output, select.POLLIN)
-            poller.register(pidfd, select.POLLIN)
-            while pidfd not in {fd for fd, _ in poller.poll()}:
-                if not _copy_chunk(output, log):  # EOF: every writer is gone
-                    break
-            os.close(pidfd)
-        os.set_blocking(output, False)
-        while _copy_chunk(output, log):
-            pass
-    finally:
-        os.close(output)
-        os.close(log)
-    if pid is None:
-        return None
-    _, status = os.waitpid(pid, 0)
-    return exit_code(status)
-
-
-def _copy_chunk(src: int, dst: int) -> bool:
-    """One read from ``src`` written whole to ``dst``; False at EOF or when nothing is
-    left to read without blocking."""
-    try:
-        chunk = os.read(src, 1 << 16)
-    except BlockingIOError:
-        return False
-    view = memoryview(chunk)
-    while view:
-        view = view[os.write(dst, view):]
-    return bool(chunk)
 
 
 def _finish(c: Container, code: int | None, remove: bool) -> None:
