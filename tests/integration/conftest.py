@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,3 +75,14 @@ def runtime_env(root: None, tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     assert mounts_under(tmp_path) == []
     assert leftover_cgroups() == []
     assert not state_root.exists() or os.listdir(state_root) == []
+
+
+@pytest.fixture
+def ociroot(tmp_path: Path) -> Iterator[Path]:
+    """An ociimg root for a CLI test; nothing may stay mounted under tmp_path after it."""
+    root = tmp_path / "root"
+    yield root
+    leftover = mounts_under(tmp_path)
+    for m in reversed(leftover):
+        subprocess.run(["umount", "-l", m], check=False)
+    assert not leftover, f"mounts left behind: {leftover}"

@@ -13,43 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.cli_helpers import assert_one_line_error, ociimg
+from tests.integration.runtime_helpers import mounts_under
+
 pytestmark = pytest.mark.usefixtures("root")
-
-
-def ociimg(root: Path, *args: str, check: bool = True, timeout: float = 120,
-           input: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OCIIMG_ROOT": str(root)}
-    proc = subprocess.run([sys.executable, "-m", "ociimg", *args], env=env, text=True,
-                          capture_output=True, timeout=timeout, input=input)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"ociimg {' '.join(args)} exited {proc.returncode}\n"
-                             f"stdout: {proc.stdout}\nstderr: {proc.stderr}")
-    return proc
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert lines and lines[0].startswith("ociimg: error: "), proc.stderr
-    assert len([line for line in lines if line.startswith("ociimg: error")]) == 1
-    for needle in needles:
-        assert needle in proc.stderr, proc.stderr
-
-
-def mounts_under(path: Path) -> list[str]:
-    with open("/proc/self/mountinfo") as f:
-        return [line.split()[4] for line in f if line.split()[4].startswith(str(path))]
-
-
-@pytest.fixture
-def ociroot(tmp_path: Path):
-    root = tmp_path / "root"
-    yield root
-    leftover = mounts_under(tmp_path)
-    for m in reversed(leftover):
-        subprocess.run(["umount", "-l", m], check=False)
-    assert not leftover, f"mounts left behind: {leftover}"
 
 
 @pytest.fixture

@@ -6,30 +6,16 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from ociimg.commands.leases import active_leases, add_lease, leases_dir
 from ociimg.digest import Digest
+from tests.integration.cli_helpers import ociimg
+from tests.integration.runtime_helpers import mounts_under
 
 pytestmark = pytest.mark.usefixtures("root")
-WORKTREE = Path(__file__).resolve().parents[2]
-
-
-def ociimg(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OCIIMG_ROOT": str(root), "PYTHONPATH": str(WORKTREE)}
-    proc = subprocess.run([sys.executable, "-m", "ociimg", *args], env=env, text=True,
-                          capture_output=True, timeout=180)
-    assert proc.returncode == 0, f"ociimg {args}: {proc.stderr}"
-    assert "Traceback" not in proc.stderr
-    return proc
-
-
-def mounts_under(path: Path) -> list[str]:
-    with open("/proc/self/mountinfo") as f:
-        return [line.split()[4] for line in f if line.split()[4].startswith(str(path))]
 
 
 def tree(path: Path) -> dict[str, int]:
@@ -46,16 +32,6 @@ def tree(path: Path) -> dict[str, int]:
 def snapshot_dirs(root: Path) -> list[Path]:
     base = root / "snapshots"
     return [p for p in base.iterdir() if not p.name.startswith(".")] if base.is_dir() else []
-
-
-@pytest.fixture
-def ociroot(tmp_path: Path):
-    root = tmp_path / "root"
-    yield root
-    leftover = mounts_under(tmp_path)
-    for m in reversed(leftover):
-        subprocess.run(["umount", "-l", m], check=False)
-    assert not leftover, f"mounts left behind: {leftover}"
 
 
 def _check_lease_protects(root: Path, bundle: Path, drop_image: list[str]) -> None:
