@@ -304,6 +304,21 @@ _SHOW_EXE = bytes.fromhex(
 ) + b"/proc/self/exe\0"
 
 
+def plant_self_exe_attack(rootfs: Path) -> str:
+    """An image whose /attack is a `#!/proc/self/exe` script and whose ELF interpreter (at
+    the host python's interpreter path) prints what /proc/self/exe names; returns the
+    host python's path, which must never be printed."""
+    need(os.uname().machine == "x86_64", "the payload is x86_64 code")
+    from ociimg.runtime.process import _static_elf
+    host_python = os.path.realpath(sys.executable)
+    ld_so = rootfs / _elf_interpreter(host_python).lstrip("/")
+    ld_so.parent.mkdir(parents=True, exist_ok=True)
+    ld_so.write_bytes(_static_elf(62, _SHOW_EXE))
+    ld_so.chmod(0o755)
+    (rootfs / "attack").write_text("#!/proc/self/exe\n")
+    (rootfs / "attack").chmod(0o755)
+    return host_python
+
 def test_proc_self_exe_interpreter_does_not_reach_the_host_python(
         runtime_env: tuple[Path, Path]) -> None:
     """CVE-2019-5736 by the entrypoint itself: a script whose interpreter line is
@@ -311,17 +326,8 @@ def test_proc_self_exe_interpreter_does_not_reach_the_host_python(
     it, with the image's ELF interpreter (here a program that prints what /proc/self/exe
     names): it must never be the host's python, which the program could then keep and
     write."""
-    need(os.uname().machine == "x86_64", "the payload is x86_64 code")
-    from ociimg.runtime.process import _static_elf
     bundle, state_root = runtime_env
-    host_python = os.path.realpath(sys.executable)
-    rootfs = bundle / "rootfs"
-    ld_so = rootfs / _elf_interpreter(host_python).lstrip("/")
-    ld_so.parent.mkdir(parents=True, exist_ok=True)
-    ld_so.write_bytes(_static_elf(62, _SHOW_EXE))
-    ld_so.chmod(0o755)
-    (rootfs / "attack").write_text("#!/proc/self/exe\n")
-    (rootfs / "attack").chmod(0o755)
+    host_python = plant_self_exe_attack(bundle / "rootfs")
     write_config(bundle, base_config(["/attack"]))
     proc = runtime(state_root, "run", "-b", str(bundle), "c1")
     assert host_python not in proc.stdout, proc
@@ -337,17 +343,8 @@ def test_proc_self_exe_without_the_trampoline_does_not_reach_the_host_python(
     """Where the trampoline cannot be used (a seccomp profile that may refuse execveat,
     or an architecture without one), the program is exec'd straight from the runtime's
     process: that process must then run from a sealed copy of the interpreter."""
-    need(os.uname().machine == "x86_64", "the payload is x86_64 code")
-    from ociimg.runtime.process import _static_elf
     bundle, state_root = runtime_env
-    host_python = os.path.realpath(sys.executable)
-    rootfs = bundle / "rootfs"
-    ld_so = rootfs / _elf_interpreter(host_python).lstrip("/")
-    ld_so.parent.mkdir(parents=True, exist_ok=True)
-    ld_so.write_bytes(_static_elf(62, _SHOW_EXE))
-    ld_so.chmod(0o755)
-    (rootfs / "attack").write_text("#!/proc/self/exe\n")
-    (rootfs / "attack").chmod(0o755)
+    host_python = plant_self_exe_attack(bundle / "rootfs")
     config = base_config(["/attack"])
     config["linux"]["seccomp"]["syscalls"].append({"names": ["execveat"],
                                                    "action": "SCMP_ACT_ERRNO"})
@@ -365,17 +362,8 @@ def test_proc_self_exe_start_hook_does_not_reach_the_host_python(
         runtime_env: tuple[Path, Path]) -> None:
     """The same script as a startContainer hook: its path is resolved in the container
     (the image's file) and the init execs it, so it must go through the trampoline too."""
-    need(os.uname().machine == "x86_64", "the payload is x86_64 code")
-    from ociimg.runtime.process import _static_elf
     bundle, state_root = runtime_env
-    host_python = os.path.realpath(sys.executable)
-    rootfs = bundle / "rootfs"
-    ld_so = rootfs / _elf_interpreter(host_python).lstrip("/")
-    ld_so.parent.mkdir(parents=True, exist_ok=True)
-    ld_so.write_bytes(_static_elf(62, _SHOW_EXE))
-    ld_so.chmod(0o755)
-    (rootfs / "attack").write_text("#!/proc/self/exe\n")
-    (rootfs / "attack").chmod(0o755)
+    host_python = plant_self_exe_attack(bundle / "rootfs")
     for nnp in (True, False):  # seccomp loaded after the hook, or before it
         config = base_config(["echo", "program-ran"])
         config["process"]["noNewPrivileges"] = nnp
