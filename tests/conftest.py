@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,16 @@ def need(condition: bool, reason: str) -> None:
         if STRICT:
             pytest.fail(f"strict mode: required capability missing: {reason}")
         pytest.skip(reason)
+
+
+def can_make_whiteout(tmp: Path) -> bool:
+    """Probe: may this process mknod an overlayfs whiteout (a 0:0 char device) in tmp?"""
+    try:
+        os.mknod(tmp / "probe", stat.S_IFCHR, os.makedev(0, 0))
+    except PermissionError:
+        return False
+    os.unlink(tmp / "probe")
+    return True
 
 
 @pytest.fixture

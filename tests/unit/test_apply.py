@@ -22,7 +22,7 @@ from ociimg.errors import InvalidDocument, UnsafeArchive
 from ociimg.layers import paths
 from ociimg.layers.apply import ApplyOptions, OnDiskFormat, apply_layer
 from ociimg.layers.flatten import merge_snapshots
-from tests.conftest import need
+from tests.conftest import can_make_whiteout, need
 from tests.layerimage import apply_snapshots
 from tests.treewalk import diff_manifests, make_canary, tree_manifest
 
@@ -335,7 +335,7 @@ def test_dir_whited_out_and_recreated_in_same_layer(rootfs: Path, whiteout_first
 ], ids=["wh-first", "wh-last", "wh-last-implicit", "opq-first", "opq-last", "opq-nested-wh"])
 def test_snapshots_of_whiteout_orders_merge_like_a_flattened_unpack(
         tmp_path: Path, members: list) -> None:
-    need(_can_make_whiteout(tmp_path), "kernel refuses 0:0 whiteout mknod here")
+    need(can_make_whiteout(tmp_path), "kernel refuses 0:0 whiteout mknod here")
     flat = tmp_path / "flat"
     flat.mkdir()
     _lower(flat)
@@ -422,7 +422,7 @@ def _apply_snapshots(base: Path, layers: list[bytes], resolver: str = "auto") ->
 def test_hostile_snapshots_never_escape(tmp_path: Path, resolver: str, case: str) -> None:
     # OVERLAY format: layer N+1 sees layer N's symlinks only through the merged view,
     # which must clamp them at the image root like the DIR format's resolver.
-    need(_can_make_whiteout(tmp_path), "kernel refuses 0:0 whiteout mknod here")
+    need(can_make_whiteout(tmp_path), "kernel refuses 0:0 whiteout mknod here")
     canary = make_canary(tmp_path)
     before = tree_manifest(canary, mtimes=True)
     root = tmp_path / "root"
@@ -462,7 +462,7 @@ THROUGH_LOWER_SYMLINK = {
 @pytest.mark.parametrize("case", sorted(THROUGH_LOWER_SYMLINK))
 def test_snapshots_follow_lower_symlinks_like_a_flattened_unpack(tmp_path: Path,
                                                                   case: str) -> None:
-    need(_can_make_whiteout(tmp_path), "kernel refuses 0:0 whiteout mknod here")
+    need(can_make_whiteout(tmp_path), "kernel refuses 0:0 whiteout mknod here")
     layers = THROUGH_LOWER_SYMLINK[case]
     flat = tmp_path / "flat"
     flat.mkdir()
@@ -497,7 +497,7 @@ def test_absurdly_deep_trees_are_refused(rootfs: Path, resolver: str, members: l
 
 
 def test_absurdly_deep_trees_through_lower_symlinks_are_refused(tmp_path: Path) -> None:
-    need(_can_make_whiteout(tmp_path), "kernel refuses 0:0 whiteout mknod here")
+    need(can_make_whiteout(tmp_path), "kernel refuses 0:0 whiteout mknod here")
     lower = tar(L("l", "/".join(["a"] * 200)))
     with pytest.raises(UnsafeArchive, match="nested deeper than 256"):
         _apply_snapshots(tmp_path, [lower, tar(F("l/" + "b/" * 100 + "f", b"x"))])
@@ -538,17 +538,10 @@ def test_truncated_tar_is_one_clear_error(rootfs: Path) -> None:
 
 
 # -- OVERLAY format, as far as it works without privileges ------------------------
-def _can_make_whiteout(tmp: Path) -> bool:
-    try:
-        os.mknod(tmp / "probe", stat.S_IFCHR, os.makedev(0, 0))
-    except PermissionError:
-        return False
-    os.unlink(tmp / "probe")
-    return True
 
 
 def test_overlay_format_whiteouts_are_char_devices(rootfs: Path, tmp_path: Path) -> None:
-    need(_can_make_whiteout(tmp_path), "kernel refuses 0:0 whiteout mknod here")
+    need(can_make_whiteout(tmp_path), "kernel refuses 0:0 whiteout mknod here")
     apply(rootfs, tar(F("etc/.wh.passwd"), F(".wh.var"), F("a", b"a"), F(".wh.a")),
           format=OnDiskFormat.OVERLAY)
     for path in ("etc/passwd", "var"):

@@ -24,6 +24,7 @@ from ociimg.layers import paths
 from ociimg.layers.apply import ApplyOptions, OnDiskFormat, apply_layer
 from ociimg.layers.flatten import merge_snapshots
 from ociimg.layers.snapshots import SnapshotStore
+from tests.conftest import can_make_whiteout
 from tests.unit.test_apply import RESOLVERS, D, F, L, tar
 
 DEPTH = 5000
@@ -70,13 +71,6 @@ def count_levels(top: Path) -> tuple[int, int]:
         os.close(fd)
 
 
-def can_mknod_whiteout(tmp: Path) -> bool:
-    try:
-        os.mknod(tmp / "probe", stat.S_IFCHR, os.makedev(0, 0))
-    except PermissionError:
-        return False
-    os.unlink(tmp / "probe")
-    return True
 
 
 # -- the layer cannot build one -------------------------------------------------------
@@ -138,7 +132,7 @@ def test_remove_of_a_5000_deep_tree(tmp_path: Path) -> None:
 def test_whiteout_clearing_in_a_5000_deep_tree(tmp_path: Path) -> None:
     """OVERLAY format: an opaque marker clears what the upper holds below the dir that
     is not this layer's (whiteouts, helper dirs): here a hand-made deep tree."""
-    mknod = can_mknod_whiteout(tmp_path)
+    mknod = can_make_whiteout(tmp_path)
     root = tmp_path / "upper"
     root.mkdir()
     make_deep(root, whiteouts=mknod)

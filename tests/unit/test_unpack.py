@@ -167,9 +167,8 @@ def test_merged_snapshots_equal_flattened_unpack(store: Store, tmp_path: Path) -
 def test_userxattr_snapshots_merge_like_a_flattened_unpack(store: Store, tmp_path: Path) -> None:
     # Rootless overlay snapshots: opaque dirs marked with user.overlay.opaque, which an
     # unprivileged owner may set; whiteouts are 0:0 devices (unprivileged since 5.8).
-    from tests.conftest import need
-    from tests.unit.test_apply import _can_make_whiteout
-    need(_can_make_whiteout(tmp_path), "kernel refuses 0:0 whiteout mknod here")
+    from tests.conftest import can_make_whiteout, need
+    need(can_make_whiteout(tmp_path), "kernel refuses 0:0 whiteout mknod here")
     layers = [BASE, TOP, tar_of({"etc": None, "etc/.wh..wh..opq": b"", "etc/only": b"o"})]
     manifest, config = build_image(store, layers)
     unpack_rootfs(store, manifest, config, tmp_path / "flat", rootless=True)
