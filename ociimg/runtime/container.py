@@ -166,8 +166,9 @@ def _drive(root: str, config: RuntimeConfig, cst: ContainerState, sock: socket.s
                 process.send_msg(sock, {"type": "placed"})
         elif kind == "hooks" and not hooked:
             hooked = True
-            _learn_init_pid(cst, pid1)
-            state.save_state(root, cst)  # a runtime killed in a hook: delete -f finds the init
+            if not reported:  # else saved with the pid already
+                _learn_init_pid(cst, pid1)
+                state.save_state(root, cst)  # a runtime killed in a hook: delete -f finds it
             hook_doc = state.hook_state(cst, "creating")
             hooks.run_hooks(config.hooks, "prestart", hook_doc)
             hooks.run_hooks(config.hooks, "createRuntime", hook_doc)
