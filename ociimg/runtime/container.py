@@ -238,7 +238,7 @@ def start_container(root: str, container_id: str) -> None:
                              hint="only a created container can be started")
     fifo = state.fifo_path(root, container_id)
     # Taken while the init is still blocked on the fifo, i.e. runs the runtime's binary.
-    runtime_exe = _exe_identity(cst.pid)
+    runtime_exe = state.proc_exe_identity(cst.pid)
     fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         data = _read_fifo(fd, cst)
@@ -295,17 +295,11 @@ def _wait_for_exec(fd: int, cst: ContainerState, runtime_exe: tuple[int, int] | 
         if not state.init_alive(cst):
             from ociimg.runtime.process import printable
             return printable(message.decode(errors="replace"), _FAILURE_MAX)
-        exe = _exe_identity(cst.pid)
+        exe = state.proc_exe_identity(cst.pid)
         if exe is not None and exe != runtime_exe:
             return ""  # the program runs
 
 
-def _exe_identity(pid: int) -> tuple[int, int] | None:
-    try:
-        st = os.stat(f"/proc/{pid}/exe")
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
 
 
 def container_state(root: str, container_id: str) -> dict[str, Any]:

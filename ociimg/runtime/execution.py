@@ -253,24 +253,15 @@ def _runs_program(pid: int, runtime_exes: set[tuple[int, int]]) -> bool:
     """After an error from the process: wait until it is gone (the error was its own: it
     exits right after sending one) or runs another binary (it exec'd: the error was not
     its own)."""
-    while True:
-        try:
-            st = os.stat(f"/proc/{pid}/exe")
-        except OSError:
-            return False
-        if (st.st_dev, st.st_ino) not in runtime_exes:
-            return True
+    while (exe := state.proc_exe_identity(pid)) in runtime_exes:
         select.select([], [], [], 0.005)
+    return exe is not None
 
 
 def _left_runtime(pid: int, runtime_exes: set[tuple[int, int]]) -> bool:
     """Whether ``pid`` no longer runs one of the runtime's binaries (it exec'd, or it is
     gone)."""
-    try:
-        st = os.stat(f"/proc/{pid}/exe")
-    except OSError:
-        return True
-    return (st.st_dev, st.st_ino) not in runtime_exes
+    return state.proc_exe_identity(pid) not in runtime_exes
 
 
 def _join_and_exec(config: RuntimeConfig, spec: ProcessSpec, ns_paths: dict[str, str],

@@ -204,6 +204,16 @@ def proc_state(pid: int) -> str | None:
     return None if stat is None else stat[0]
 
 
+def proc_exe_identity(pid: int) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of the binary ``pid`` runs, None when gone: an execve shows as a
+    change of it, whatever a process inside says."""
+    try:
+        st = os.stat(f"/proc/{pid}/exe")
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def _read_stat(pid: int) -> list[str] | None:
     if pid <= 0:
         return None
