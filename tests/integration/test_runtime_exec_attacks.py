@@ -76,22 +76,29 @@ kill -CONT $found
 """
 
 
+def exec_until_ready(bundle: Path, state_root: Path, script: str,
+                     ready: str) -> subprocess.Popen[str]:
+    """`exec c1 sh -c script` in the background, returned once the script made
+    /tmp/<ready> in the container (or failed: then the test fails with its output)."""
+    proc = subprocess.Popen([*RUNTIME, "--root", str(state_root), "exec", "c1", "sh", "-c",
+                             script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=REPO)
+    deadline = time.monotonic() + 30
+    while not (bundle / "rootfs" / "tmp" / ready).exists():
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise AssertionError(f"{ready} never appeared: {proc.communicate()}")
+        time.sleep(0.01)
+    return proc
+
 def test_container_cannot_reach_a_joining_exec(runtime_env: tuple[Path, Path]) -> None:
     """A process inside catches `exec` between its drop to the container's credentials and
     its execve: the host interpreter (/proc/<pid>/exe), the runtime's environment, its
     memory (read-write: patch seccomp_load) and its fds must all be refused."""
     bundle, state_root = runtime_env
     start_sleeper(bundle, state_root)
-    rootfs = bundle / "rootfs"
-    attacker = subprocess.Popen([*RUNTIME, "--root", str(state_root), "exec", "c1", "sh", "-c",
-                                 ATTACKER], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, cwd=REPO)
+    attacker = exec_until_ready(bundle, state_root, ATTACKER, "attacker-ready")
     try:
-        deadline = time.monotonic() + 30
-        while not (rootfs / "tmp" / "attacker-ready").exists():
-            assert time.monotonic() < deadline and attacker.poll() is None, \
-                attacker.communicate()
-            time.sleep(0.01)
         env = dict(os.environ, OCIIMG_SECRET=SECRET)
         victim = runtime(state_root, "exec", "-e", SLOW_PATH, "c1", "sh", "-c",
                          "env | grep -c OCIIMG_SECRET; true", env=env)
@@ -538,16 +545,8 @@ def test_ptrace_capable_container_cannot_reach_a_joining_exec(
     bundle, state_root = runtime_env
     write_config(bundle, _with_ptrace(base_config(["sleep", "1000"])))
     runtime(state_root, "run", "-d", "-b", str(bundle), "c1", check=True)
-    rootfs = bundle / "rootfs"
-    watcher = subprocess.Popen([*RUNTIME, "--root", str(state_root), "exec", "c1", "sh", "-c",
-                                EXE_WATCHER], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, cwd=REPO)
+    watcher = exec_until_ready(bundle, state_root, EXE_WATCHER, "watcher-ready")
     try:
-        deadline = time.monotonic() + 30
-        while not (rootfs / "tmp" / "watcher-ready").exists():
-            assert time.monotonic() < deadline and watcher.poll() is None, \
-                watcher.communicate()
-            time.sleep(0.01)
         victim = runtime(state_root, "exec", "-e", SLOW_PATH, "c1", "true")
         out, err = watcher.communicate(timeout=60)
     finally:
