@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ociimg.errors import InvalidDocument
 from ociimg.layers import paths
-from ociimg.runtime import linux
+from ociimg.oskit import linux
 from ociimg.store.files import open_path_fd, reopen_regular
 
 # uid_t/gid_t are unsigned 32-bit; (uid_t)-1 = 4294967295 means "unchanged" to setresuid(2)

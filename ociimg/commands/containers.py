@@ -38,8 +38,8 @@ from ociimg.events import NullProgress, Progress
 from ociimg.fsutil import atomic_write, remove_tree
 from ociimg.layers import overlay
 from ociimg.layers.snapshots import SnapshotStore
+from ociimg.oskit import linux
 from ociimg.runtime import container as runtime
-from ociimg.runtime import linux
 from ociimg.runtime.state import DEFAULT_STATE_ROOT
 from ociimg.spec import chain_ids
 from ociimg.store import locks

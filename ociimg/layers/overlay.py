@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ociimg.events import NullProgress, Progress
 from ociimg.layers.flatten import merge_snapshots
-from ociimg.runtime import linux
+from ociimg.oskit import linux
 
 MAX_MOUNT_DATA = os.sysconf("SC_PAGESIZE") - 1  # plus the NUL
 _warned_no_overlay = False

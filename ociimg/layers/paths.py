@@ -23,7 +23,7 @@ from ociimg import fsutil
 from ociimg.errors import UnsafeArchive
 from ociimg.fsutil import ident
 from ociimg.layers.fsops import lstat_at
-from ociimg.runtime import linux
+from ociimg.oskit import linux
 
 MAX_SYMLINKS = 40  # Linux's MAXSYMLINKS
 # Dirs nested deeper than this are refused: real images nest < 100, and deeper trees

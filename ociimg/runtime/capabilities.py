@@ -21,7 +21,7 @@ from __future__ import annotations
 import errno
 
 from ociimg.errors import ContainerError
-from ociimg.runtime import linux
+from ociimg.oskit import linux
 from ociimg.runtime.lazylog import get_logger
 from ociimg.runtime.records import record
 

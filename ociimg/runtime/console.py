@@ -19,8 +19,8 @@ import termios
 import tty
 
 from ociimg.errors import ContainerError
-from ociimg.runtime import linux
-from ociimg.runtime.linux import MS
+from ociimg.oskit import linux
+from ociimg.oskit.linux import MS
 
 _TIOCGPTN = 0x80045430
 _TIOCSPTLCK = 0x40045431

@@ -481,7 +481,7 @@ def run_container(root: str, container_id: str, options: CreateOptions,
     """create + start; attached, wait for the init and return its exit code (128+N when
     killed by signal N), then delete. The CLI becomes a child subreaper so the init, whose
     parent (the intermediate child) exits early, is reparented to it and can be waited."""
-    from ociimg.runtime import linux
+    from ociimg.oskit import linux
     if not detach:
         linux.set_child_subreaper()
     from ociimg.runtime.config import load_config

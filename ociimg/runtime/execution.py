@@ -23,12 +23,12 @@ import select
 import socket
 
 from ociimg.errors import ContainerError
+from ociimg.oskit import linux
 from ociimg.runtime import (
     capabilities,
     hooks,
     init,
     jsonio,
-    linux,
     namespaces,
     process,
     seccomp,

@@ -19,11 +19,11 @@ import os
 import sys
 
 from ociimg.errors import ContainerError, ExecutableNotFound, OciimgError
+from ociimg.oskit import linux
 from ociimg.runtime import (
     capabilities,
     hooks,
     lazylog,
-    linux,
     lsm,
     mounts,
     rootfs,

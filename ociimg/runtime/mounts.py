@@ -14,8 +14,8 @@ import os
 import posixpath
 
 from ociimg.errors import ContainerError
-from ociimg.runtime import linux
-from ociimg.runtime.linux import MS
+from ociimg.oskit import linux
+from ociimg.oskit.linux import MS
 from ociimg.runtime.records import record
 
 TYPE_CHECKING = False  # typing costs ~5 ms of every runtime start

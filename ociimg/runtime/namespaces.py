@@ -8,9 +8,9 @@ import os
 import struct
 
 from ociimg.errors import ContainerError
-from ociimg.runtime import linux
+from ociimg.oskit import linux
+from ociimg.oskit.linux import CLONE
 from ociimg.runtime.config import IDMapping, Namespace, RuntimeConfig
-from ociimg.runtime.linux import CLONE
 
 CLONE_FLAGS = {"mount": CLONE.NEWNS, "uts": CLONE.NEWUTS, "ipc": CLONE.NEWIPC,
                "network": CLONE.NEWNET, "pid": CLONE.NEWPID, "user": CLONE.NEWUSER,

@@ -29,9 +29,10 @@ import resource
 import sys
 
 from ociimg.errors import ContainerError, ExecutableNotFound, OciimgError
-from ociimg.runtime import jsonio, linux, namespaces
+from ociimg.oskit import linux
+from ociimg.oskit.linux import CLONE
+from ociimg.runtime import jsonio, namespaces
 from ociimg.runtime.config import Rlimit, RuntimeConfig
-from ociimg.runtime.linux import CLONE
 from ociimg.runtime.records import field, record
 
 TYPE_CHECKING = False  # typing costs ~5 ms of every runtime start

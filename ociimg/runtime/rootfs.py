@@ -7,9 +7,9 @@ import os
 import stat
 
 from ociimg.errors import ContainerError
-from ociimg.runtime import linux
+from ociimg.oskit import linux
+from ociimg.oskit.linux import MNT, MS
 from ociimg.runtime.lazylog import get_logger
-from ociimg.runtime.linux import MNT, MS
 from ociimg.runtime.mounts import (
     PROPAGATION,
     make_mountpoint,

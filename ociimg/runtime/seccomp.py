@@ -23,7 +23,8 @@ import os
 import stat
 
 from ociimg.errors import ContainerError
-from ociimg.runtime import jsonio, linux
+from ociimg.oskit import linux
+from ociimg.runtime import jsonio
 from ociimg.runtime.lazylog import get_logger
 from ociimg.runtime.records import record
 

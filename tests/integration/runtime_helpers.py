@@ -37,8 +37,8 @@ def make_rootfs(path: Path) -> Path:
 
 
 def base_config(args: list[str], **overrides: Any) -> dict[str, Any]:
-    """A runc-like default config using ociimg.runtime.profiles' defaults."""
-    from ociimg.runtime import profiles
+    """A runc-like default config using ociimg.bundle.profiles' defaults."""
+    from ociimg.bundle import profiles
     caps = list(profiles.DEFAULT_CAPABILITIES)
     config: dict[str, Any] = {
         "ociVersion": "1.2.0",

@@ -27,7 +27,7 @@ from ociimg.layers.overlay import (
 )
 from ociimg.layers.snapshots import SnapshotStore
 from ociimg.layers.unpack import unpack_rootfs
-from ociimg.runtime import linux
+from ociimg.oskit import linux
 from ociimg.store import Store
 from tests.conftest import need
 from tests.layerimage import apply_snapshots, build_image, image_from_layout, tar_of

@@ -21,8 +21,7 @@ from typing import Any
 
 import pytest
 
-from ociimg.bundle import BundleOptions, to_runtime_config, write_bundle
-from ociimg.runtime import profiles
+from ociimg.bundle import BundleOptions, profiles, to_runtime_config, write_bundle
 from ociimg.spec import parse_config
 from tests.conftest import need
 

@@ -378,7 +378,7 @@ def test_v2_pids_and_memory_limits_when_available(unified: tuple[Tracker, Path])
 
 def reshape_cgroup_mounts(keep: str) -> None:
     """In a private mount ns: leave only a pure v2 ("v2") or pure v1 ("v1") layout."""
-    from ociimg.runtime import linux
+    from ociimg.oskit import linux
 
     linux.unshare(linux.CLONE.NEWNS)
     linux.mount(None, "/", None, linux.MS.REC | linux.MS.PRIVATE)
@@ -479,10 +479,10 @@ def test_default_device_rules_without_device_resources(track: Tracker, tmp_path:
         if mode == "v2":
             reshape_cgroup_mounts("v2")
         else:
-            from ociimg.runtime import linux
+            from ociimg.oskit import linux
             linux.unshare(linux.CLONE.NEWNS)
             linux.mount(None, "/", None, linux.MS.REC | linux.MS.PRIVATE)
-        from ociimg.runtime import linux
+        from ociimg.oskit import linux
         linux.mount("tmpfs", str(nodes), "tmpfs", 0, "mode=755")
         node = nodes / "fuse"
         os.mknod(node, 0o666 | 0o020000, os.makedev(10, 229))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from ociimg.runtime import linux
+from ociimg.oskit import linux
 from ociimg.runtime.cgroups import detect
 from ociimg.runtime.seccomp import ACTIONS
 from tests.conftest import need
@@ -74,7 +74,7 @@ def test_init_is_in_every_hierarchy_and_its_cgroup_ns_starts_there(
     preexec = block_clone3 if clone3 == "blocked" else None
     if preexec is not None:  # the filter really makes clone3 fail, so the fallback runs
         probe = subprocess.run(
-            [sys.executable, "-c", "import os\nfrom ociimg.runtime import linux\n"
+            [sys.executable, "-c", "import os\nfrom ociimg.oskit import linux\n"
              "try:\n    linux.fork_into_cgroup(os.open('/', os.O_RDONLY))\n"
              "except OSError as e:\n    print(e.errno)"],
             capture_output=True, text=True, preexec_fn=preexec, cwd=Path(__file__).parents[2])

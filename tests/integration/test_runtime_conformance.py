@@ -91,8 +91,8 @@ def test_no_mount_namespace_is_inherited_and_its_mounts_removed(
         namespaces(mount=None)))
 
     def scenario() -> dict[str, Any]:
-        from ociimg.runtime import linux
-        from ociimg.runtime.linux import CLONE, MS
+        from ociimg.oskit import linux
+        from ociimg.oskit.linux import CLONE, MS
         # A mount ns of this test's own stands in for the host's: / private (nothing
         # reaches pytest's), then shared again, a peer group of its own to watch.
         linux.unshare(CLONE.NEWNS)
@@ -140,8 +140,8 @@ def test_joined_mount_namespace_is_used_not_re_rooted(runtime_env: tuple[Path, P
     rootfs = bundle / "rootfs"
 
     def scenario() -> dict[str, Any]:
-        from ociimg.runtime import linux
-        from ociimg.runtime.linux import CLONE, MS
+        from ociimg.oskit import linux
+        from ociimg.oskit.linux import CLONE, MS
         linux.unshare(CLONE.NEWNS)
         linux.mount(None, "/", None, MS.PRIVATE | MS.REC)
         holder = start_holder("--mount")
@@ -424,8 +424,8 @@ def test_failed_create_without_mount_namespace_leaves_no_mounts(
                                      hooks={"createContainer": [{"path": "/bin/false"}]}))
 
     def scenario() -> dict[str, Any]:
-        from ociimg.runtime import linux
-        from ociimg.runtime.linux import CLONE, MS
+        from ociimg.oskit import linux
+        from ociimg.oskit.linux import CLONE, MS
         linux.unshare(CLONE.NEWNS)
         linux.mount(None, "/", None, MS.PRIVATE | MS.REC)
         proc = runtime(state_root, "create", "-b", str(bundle), "c1")
@@ -447,8 +447,8 @@ def test_delete_from_another_mount_namespace_says_the_mounts_stay(
     write_config(bundle, config_with(["sleep", "100"], namespaces(mount=None)))
 
     def create_elsewhere() -> int:
-        from ociimg.runtime import linux
-        from ociimg.runtime.linux import CLONE, MS
+        from ociimg.oskit import linux
+        from ociimg.oskit.linux import CLONE, MS
         linux.unshare(CLONE.NEWNS)
         linux.mount(None, "/", None, MS.PRIVATE | MS.REC)
         return runtime(state_root, "create", "-b", str(bundle), "c1").returncode

@@ -7,7 +7,9 @@ import errno
 import os
 from pathlib import Path
 
-from ociimg.runtime import linux, profiles, seccomp
+from ociimg.bundle import profiles
+from ociimg.oskit import linux
+from ociimg.runtime import seccomp
 from tests.integration.runtime_helpers import base_config, make_bundle, runtime, write_config
 from tests.integration.test_seccomp_real import _needs, _probe_forbidden, run_in_child
 

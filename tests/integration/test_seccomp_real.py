@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from ociimg.errors import ContainerError
-from ociimg.runtime import capabilities, linux, seccomp
+from ociimg.oskit import linux
+from ociimg.runtime import capabilities, seccomp
 from tests.conftest import need
 from tests.integration.forked import run_in_child
 
@@ -155,7 +156,7 @@ def _probe_forbidden(tmp_path: Path) -> dict:
 
 
 def test_default_profile_blocks_namespace_mount_and_keyring_calls(tmp_path: Path) -> None:
-    profiles = pytest.importorskip("ociimg.runtime.profiles")
+    profiles = pytest.importorskip("ociimg.bundle.profiles")
     need(BUSYBOX.is_file(), "busybox-static missing: apt-get install busybox-static")
     work = tmp_path / "work.txt"
 

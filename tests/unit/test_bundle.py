@@ -15,10 +15,9 @@ from typing import Any
 import pytest
 
 from ociimg import bundle, users
-from ociimg.bundle import BindMount, BundleOptions, to_runtime_config, write_bundle
+from ociimg.bundle import BindMount, BundleOptions, profiles, to_runtime_config, write_bundle
 from ociimg.errors import InvalidDocument
 from ociimg.layers import paths
-from ociimg.runtime import profiles
 from ociimg.spec import parse_config
 from ociimg.users import resolve_user
 from tests import ocischema

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from ociimg.bundle.profiles import default_mounts
 from ociimg.errors import ContainerError
-from ociimg.runtime.linux import MS
+from ociimg.oskit.linux import MS
 from ociimg.runtime.mounts import (
     MountOp,
     normalize_destination,
@@ -18,7 +19,6 @@ from ociimg.runtime.mounts import (
     plan_mounts,
     resolve_in_root,
 )
-from ociimg.runtime.profiles import default_mounts
 
 BUNDLE = Path("/bundles/b1")
 

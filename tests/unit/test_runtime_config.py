@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from ociimg.errors import ContainerError, InvalidDocument
+from ociimg.oskit.linux import CLONE
 from ociimg.runtime.config import load_config, parse_config
-from ociimg.runtime.linux import CLONE
 from ociimg.runtime.namespaces import format_id_map, new_namespace_flags
 
 BUNDLE = Path("/b")

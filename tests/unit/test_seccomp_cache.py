@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from ociimg.runtime import linux, profiles, seccomp
+from ociimg.bundle import profiles
+from ociimg.oskit import linux
+from ociimg.runtime import seccomp
 
 PROFILE = profiles.default_seccomp_profile()
 

@@ -184,7 +184,7 @@ def test_rendered_filter_holds_the_rules() -> None:
 
 
 def test_default_profile_translates() -> None:
-    profiles = pytest.importorskip("ociimg.runtime.profiles")
+    profiles = pytest.importorskip("ociimg.bundle.profiles")
     need(libseccomp_available(), "libseccomp.so.2 is not installed")
     profile = profiles.default_seccomp_profile()
     filt = seccomp.build_filter(profile)

@@ -17,7 +17,7 @@ import os
 import struct
 
 from ociimg.errors import ContainerError
-from ociimg.runtime import linux
+from ociimg.oskit import linux
 from ociimg.runtime.cgroups.common import DeviceRule
 
 # struct bpf_cgroup_dev_ctx { u32 access_type; u32 major; u32 minor; };

@@ -1,8 +1,9 @@
 """Default security profile data for containers: capabilities, masked paths, mounts, seccomp.
 
-Pure data (stdlib only) so both ``ociimg.bundle`` (which writes it into config.json) and the
-runtime can import it. The values follow what runc's ``specconv/example.go``, Docker/moby and
-podman/containers-common hand a container by default, so an image behaves here as it does there.
+Data that ``ociimg.bundle`` writes into config.json; the runtime never reads it (it takes
+whatever a bundle says, as runc does). The values follow what runc's ``specconv/example.go``,
+Docker/moby and podman/containers-common hand a container by default, so an image behaves here
+as it does there.
 """
 
 from __future__ import annotations

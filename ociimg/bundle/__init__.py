@@ -4,7 +4,7 @@ The conversion follows image-spec ``conversion.md``: WorkingDir, Env, Entrypoint
 copied verbatim; ``Config.User`` is resolved against the image's own /etc/passwd and
 /etc/group (never the host's NSS); os/architecture/… become ``org.opencontainers.image.*``
 annotations, and explicit ``Config.Labels`` win over those generated values. Everything else
-(mounts, namespaces, capabilities, masked paths, seccomp) comes from ``runtime.profiles``, the
+(mounts, namespaces, capabilities, masked paths, seccomp) comes from ``bundle.profiles``, the
 same defaults runc's ``spec`` and Docker hand a container.
 
 ``to_runtime_config`` is pure except for reading the rootfs's /etc/passwd and /etc/group.
@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ociimg.bundle import profiles
 from ociimg.errors import InvalidDocument
 from ociimg.fsutil import atomic_write
-from ociimg.runtime import profiles
 from ociimg.spec import ImageConfig
 from ociimg.users import ExecUser, resolve_user
 
