@@ -10,3 +10,9 @@ then execs the program; it never re-execs Python. Library entry points are in
 container.py (create/start/state/kill/delete/run/pause/resume/update) and execution.py
 (exec); cli.py is the runc-compatible ``ociimg-runtime``.
 """
+
+# The runtime-spec version this runtime implements: its state and hook documents,
+# `features` and `--version` say it.
+SPEC_VERSION = "1.2.0"
+# Where container state lives unless --root (or OCIIMG_RUNTIME_ROOT) says otherwise.
+DEFAULT_STATE_ROOT = "/run/ociimg"

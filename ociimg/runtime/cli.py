@@ -8,15 +8,12 @@ import os
 import sys
 import time
 
-from ociimg.runtime import jsonio
+from ociimg import __version__
+from ociimg.runtime import DEFAULT_STATE_ROOT, SPEC_VERSION, jsonio
 
-TYPE_CHECKING = False  # typing costs ~5 ms of every runtime start
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
-
-VERSION = "0.1.0"
-SPEC_VERSION = "1.2.0"
-DEFAULT_ROOT = "/run/ociimg"
 
 
 class _Log:
@@ -90,7 +87,7 @@ class Args:
 # locale cost ~10 ms of every runtime start (bench/run --profile).
 _Option = tuple
 _GLOBAL: tuple[_Option, ...] = (
-    (("--root",), "root", "value", None, f"state directory (default {DEFAULT_ROOT})"),
+    (("--root",), "root", "value", None, f"state directory (default {DEFAULT_STATE_ROOT})"),
     (("--log",), "log", "value", None, "log file (default: stderr)"),
     (("--log-format",), "log_format", ("text", "json"), "text", "log format"),
     (("--debug",), "debug", "flag", False, "debug logging"),
@@ -270,22 +267,22 @@ def usage(verb: str | None = None) -> str:
 
 def parse_signal(text: str) -> int:
     """TERM, SIGTERM, 15, RTMIN+3 (systemd's stop signal), RTMAX-1."""
-    import signal
+    import _signal
     if text.isdigit():
         return int(text)
     name = text.upper().removeprefix("SIG")
     for base, sign in (("RTMIN+", 1), ("RTMAX-", -1)):
         if name.startswith(base) and name[len(base):].isdigit():
-            anchor = signal.SIGRTMIN if sign > 0 else signal.SIGRTMAX
-            number = int(anchor) + sign * int(name[len(base):])
-            if signal.SIGRTMIN <= number <= signal.SIGRTMAX:
+            anchor = _signal.SIGRTMIN if sign > 0 else _signal.SIGRTMAX
+            number = anchor + sign * int(name[len(base):])
+            if _signal.SIGRTMIN <= number <= _signal.SIGRTMAX:
                 return number
-    try:
-        return int(signal.Signals["SIG" + name])
-    except KeyError:
+    number = getattr(_signal, "SIG" + name, None) if name.isalnum() else None
+    if not isinstance(number, int):
         from ociimg.errors import ContainerError
         raise ContainerError(f"unknown signal {text!r}", hint="use a name like TERM or KILL "
-                             "or a number") from None
+                             "or a number")
+    return number
 
 
 def _cmd_create(args: Args, root: str) -> int:
@@ -398,7 +395,32 @@ def _cmd_ps(args: Args, root: str) -> int:
 
 def _cmd_exec(args: Args, root: str) -> int:
     from ociimg.runtime import execution
-    return execution.exec_from_cli(root, args)
+    return execution.exec_in_container(root, args.id, exec_request(args))
+
+
+def exec_request(args: Args) -> Any:
+    """runc exec's options as an execution.ExecRequest."""
+    from ociimg.runtime.execution import ExecRequest
+    process = None
+    if args.process:
+        from ociimg.runtime.config import parse_process
+        with open(args.process, "rb") as f:
+            process = parse_process(jsonio.loads(f.read()), "process.json")
+    return ExecRequest(args=tuple(args.command), env=tuple(args.env), cwd=args.cwd,
+                       user=_numeric_user(args.user) if args.user else None,
+                       terminal=args.tty, no_new_privileges=args.no_new_privs,
+                       process=process, detach=args.detach, pid_file=args.pid_file,
+                       console_socket=args.console_socket, preserve_fds=args.preserve_fds)
+
+
+def _numeric_user(text: str) -> Any:
+    from ociimg.errors import ContainerError
+    from ociimg.runtime.config import User
+    uid, sep, gid = text.partition(":")
+    if not uid.isdigit() or (sep and not gid.isdigit()):
+        raise ContainerError(f"exec: --user {text!r} is not UID[:GID]",
+                             hint="give numeric ids (ociimg exec also takes names)")
+    return User(uid=int(uid), gid=int(gid) if gid else 0)
 
 
 def _cmd_features(args: Args, root: str) -> int:
@@ -425,14 +447,14 @@ def main(argv: list[str] | None = None) -> int:
         print(usage(args.verb))
         return 0
     if args.version:
-        print(f"ociimg-runtime version {VERSION}\nspec: {SPEC_VERSION}")
+        print(f"ociimg-runtime version {__version__}\nspec: {SPEC_VERSION}")
         return 0
     if not args.verb:
         print(usage(), file=sys.stderr)
         return 2
     log = _Log(args.log, args.log_format, args.debug)
     route_logging(log)
-    root = args.root or os.environ.get("OCIIMG_RUNTIME_ROOT") or DEFAULT_ROOT
+    root = args.root or os.environ.get("OCIIMG_RUNTIME_ROOT") or DEFAULT_STATE_ROOT
     from ociimg.errors import OciimgError
     try:
         if args.systemd_cgroup:

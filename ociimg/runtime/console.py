@@ -58,21 +58,27 @@ def set_winsize(fd: int, rows: int, cols: int) -> None:
 
 
 def setup_console(console_fd: int, size: tuple[int, int] | None) -> None:
-    """In the init after pivot_root: pty → send master → slave becomes stdio and ctty."""
-    master, slave, path = open_pty(size)
-    sock = socket.socket(fileno=console_fd)
-    try:
-        socket.send_fds(sock, [path.encode()], [master])
-    finally:
-        sock.close()
-        os.close(master)
+    """In the init after pivot_root: the pty is its stdio and ctty, and /dev/console."""
+    path = attach_pty(socket.socket(fileno=console_fd), size)
     if not os.path.lexists("/dev/console"):
         os.close(os.open("/dev/console", os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
     linux.mount(path, "/dev/console", None, MS.BIND)
+
+
+def attach_pty(console: socket.socket, size: tuple[int, int] | None) -> str:
+    """A pty from this mount ns's /dev/ptmx: its master sent over ``console`` (closed
+    then), its slave this process's stdio and controlling terminal; returns its path."""
+    master, slave, path = open_pty(size)
+    try:
+        socket.send_fds(console, [path.encode()], [master])
+    finally:
+        console.close()
+        os.close(master)
     for fd in (0, 1, 2):
         os.dup2(slave, fd)
     os.close(slave)
     fcntl.ioctl(0, _TIOCSCTTY, 0)
+    return path
 
 
 def receive_master(sock: socket.socket) -> int:

@@ -4,26 +4,26 @@ in init.py, the fork protocol in process.py."""
 
 from __future__ import annotations
 
-import _signal as signal  # signal.py builds IntEnums at import (enum: ~2 ms per start)
+import _signal as signal
 import os
 import select
 import time
 
 from ociimg.errors import ContainerError, OciimgError
 
-# process and namespaces (ctypes, sockets: ~4 ms) and config (its type table: ~0.5 ms)
-# are imported by create only, so that state/start/kill/delete, which podman calls again
-# and again, start faster.
+# process, namespaces, config and cgroups are imported by the verbs that use them: state,
+# start, kill and delete load no ctypes (ociimg/runtime/startup.py).
 from ociimg.runtime import hooks, state
 from ociimg.runtime.lazylog import get_logger
 from ociimg.runtime.records import record
 from ociimg.runtime.state import ContainerState
 
-TYPE_CHECKING = False  # typing costs ~5 ms of every runtime start
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
     from typing import Any
 
+    from ociimg.runtime.cgroups import CgroupManager
     from ociimg.runtime.config import RuntimeConfig
 
 log = get_logger(__name__)
@@ -40,10 +40,13 @@ class CreateOptions:
     console: socket.socket | None = None  # an already connected console socket (run)
 
 
-def _cgroups() -> Any:
-    """The cgroups package when its manager API is present (it is optional for the core)."""
+def cgroup_manager(cst: ContainerState) -> CgroupManager | None:
+    """The manager of the container's cgroup; None when create recorded none (a runtime
+    killed before it got that far)."""
+    if not cst.cgroup:
+        return None
     from ociimg.runtime import cgroups
-    return cgroups if hasattr(cgroups, "create_manager") else None
+    return cgroups.load_manager(cst.cgroup)
 
 
 def create_container(root: str, container_id: str, options: CreateOptions) -> ContainerState:
@@ -102,7 +105,7 @@ def _spawn_init(root: str, config: RuntimeConfig, cst: ContainerState,
         from ociimg.runtime import seccomp
         program = seccomp.filter_program(config.seccomp, seccomp.default_cache_dir())
     manager = _prepare_cgroup(root, config, cst)
-    v2_dir = manager.v2_dir() if manager is not None else None
+    v2_dir = manager.v2_dir()
     fifo_fd = os.open(os.path.join(state_dir, "exec.fifo"), os.O_PATH | os.O_CLOEXEC)
     init_opts = process.InitOptions(
         container_id=cst.id, fifo_fd=fifo_fd, no_pivot=options.no_pivot,
@@ -110,7 +113,7 @@ def _spawn_init(root: str, config: RuntimeConfig, cst: ContainerState,
         preserve_fds=options.preserve_fds + int(os.environ.get("LISTEN_FDS", "0") or 0),
         console_fd=console.fileno() if console else None, annotations=cst.annotations,
         seccomp_program=program,
-        cgroup_tasks=tuple(manager.self_join_files()) if manager is not None else (),
+        cgroup_tasks=tuple(manager.self_join_files()),
         cgroup_v2_dir=None if v2_dir is None else str(v2_dir))
     from ociimg.runtime.init import run_init
     pid1, sock = process.spawn(config, init_opts, run_init)
@@ -130,7 +133,7 @@ def _connect_console(path: str) -> socket.socket:
 
 
 def _drive(root: str, config: RuntimeConfig, cst: ContainerState, sock: socket.socket,
-           pid1: int, manager: Any) -> None:
+           pid1: int, manager: CgroupManager) -> None:
     """Parent side of the sync protocol (process.py docstring). The intermediate's "pid"
     and the init's "created" may come in either order; setup is done when both have."""
     from ociimg.runtime import namespaces, process
@@ -161,8 +164,7 @@ def _drive(root: str, config: RuntimeConfig, cst: ContainerState, sock: socket.s
             # state that `delete -f` can kill the init by.
             state.save_state(root, cst)
             if not msg.get("placed", True):
-                if manager is not None:
-                    manager.add_v2(cst.pid)
+                manager.add_v2(cst.pid)
                 process.send_msg(sock, {"type": "placed"})
         elif kind == "hooks" and not hooked:
             hooked = True
@@ -204,7 +206,7 @@ def _learn_init_pid(cst: ContainerState, pid1: int) -> None:
         cst.pid_starttime = (state.proc_starttime(cst.pid) or 0) if cst.pid else 0
 
 
-def _prepare_cgroup(root: str, config: RuntimeConfig, cst: ContainerState) -> Any:
+def _prepare_cgroup(root: str, config: RuntimeConfig, cst: ContainerState) -> CgroupManager:
     """Create the container's cgroup and write its limits, before the fork: the parent's
     work between fork and the children's exit copies every page it touches (Python's
     refcounts write all over the heap). The processes join it themselves: the
@@ -214,9 +216,7 @@ def _prepare_cgroup(root: str, config: RuntimeConfig, cst: ContainerState) -> An
     The cgroup is recorded in state.json before its first mkdir: a runtime killed at any
     later point (in a hook, say) leaves a state from which `delete -f` removes every
     directory create may have made."""
-    cgroups = _cgroups()
-    if cgroups is None:
-        return None
+    from ociimg.runtime import cgroups
     manager = cgroups.create_manager(config.cgroups_path, cst.id, config.resources)
     if manager.pids():
         # Another container lives there; joining would let our delete kill it (runc
@@ -300,8 +300,6 @@ def _wait_for_exec(fd: int, cst: ContainerState, runtime_exe: tuple[int, int] | 
             return ""  # the program runs
 
 
-
-
 def container_state(root: str, container_id: str) -> dict[str, Any]:
     cst = state.load_state(root, container_id)
     return state.oci_state(root, cst, container_status(root, cst))
@@ -311,14 +309,10 @@ def container_status(root: str, cst: ContainerState) -> str:
     """created/running/stopped from the process and fifo; "paused" when its cgroup is
     frozen (runc)."""
     status = state.derive_status(root, cst)
-    if status == "running" and _manager(cst) is not None and _manager(cst).is_frozen():
+    if status == "running" and (manager := cgroup_manager(cst)) is not None \
+            and manager.is_frozen():
         return "paused"
     return status
-
-
-def _manager(cst: ContainerState) -> Any:
-    cgroups = _cgroups() if cst.cgroup else None
-    return cgroups.load_manager(cst.cgroup) if cgroups else None
 
 
 def pause_container(root: str, container_id: str) -> None:
@@ -344,8 +338,8 @@ def update_container(root: str, container_id: str, resources: dict[str, Any]) ->
     _require_manager(cst).set(resources)
 
 
-def _require_manager(cst: ContainerState) -> Any:
-    manager = _manager(cst)
+def _require_manager(cst: ContainerState) -> CgroupManager:
+    manager = cgroup_manager(cst)
     if manager is None:
         raise ContainerError(f"container {cst.id} has no cgroup",
                              hint="pause, resume and update need the cgroup manager")
@@ -357,8 +351,9 @@ def kill_container(root: str, container_id: str, sig: int, all_processes: bool =
     if state.derive_status(root, cst) == "stopped":
         raise ContainerError(f"container {container_id} is not running",
                              hint="delete it with: ociimg-runtime delete " + container_id)
-    if all_processes and cst.cgroup and _cgroups():
-        _cgroups().load_manager(cst.cgroup).kill(sig)
+    manager = cgroup_manager(cst) if all_processes else None
+    if manager is not None:
+        manager.kill(sig)
     else:
         os.kill(cst.pid, sig)
     if sig == signal.SIGKILL:
@@ -387,7 +382,7 @@ def _destroy(root: str, cst: ContainerState) -> None:
     """Kill what is left, free the cgroup, remove the state dir. Mounts live in the
     container's mount ns and go with it; in a namespace it did not own they are
     detached here."""
-    manager = _manager(cst)
+    manager = cgroup_manager(cst)
     if cst.pid and state.init_alive(cst):
         os.kill(cst.pid, signal.SIGKILL)
         if manager is not None and manager.is_frozen():
@@ -449,8 +444,9 @@ def list_containers(root: str) -> list[dict[str, Any]]:
 
 def container_pids(root: str, container_id: str) -> list[int]:
     cst = state.load_state(root, container_id)
-    if cst.cgroup and _cgroups():
-        return sorted(_cgroups().load_manager(cst.cgroup).pids())
+    manager = cgroup_manager(cst)
+    if manager is not None:
+        return sorted(manager.pids())
     if not state.init_alive(cst):
         return []
     return sorted(_descendants(cst.pid))

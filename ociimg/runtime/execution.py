@@ -17,10 +17,9 @@ carries errors, warnings and, by closing on execve (CLOEXEC), "done".
 
 from __future__ import annotations
 
-import fcntl
+import _socket
 import os
 import select
-import socket
 
 from ociimg.errors import ContainerError
 from ociimg.oskit import linux
@@ -28,55 +27,60 @@ from ociimg.runtime import (
     capabilities,
     hooks,
     init,
-    jsonio,
     namespaces,
     process,
     seccomp,
     state,
 )
-from ociimg.runtime.config import ProcessSpec, RuntimeConfig, User, parse_process
-from ociimg.runtime.console import open_pty
+from ociimg.runtime.config import ProcessSpec, RuntimeConfig, User
+from ociimg.runtime.container import cgroup_manager
 from ociimg.runtime.lazylog import get_logger
-from ociimg.runtime.records import replace
+from ociimg.runtime.records import record, replace
 
-TYPE_CHECKING = False  # typing costs ~5 ms of every runtime start
+TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    import socket
+    from collections.abc import Callable, Sequence
     from typing import Any
-
-    from ociimg.runtime.cli import Args
 
 log = get_logger(__name__)
 
 
-def exec_from_cli(root: str, args: Args) -> int:
-    cst = state.load_state(root, args.id)
+@record(slots=True)
+class ExecRequest:
+    """One exec: the container's process with ``args`` and whatever else is given here
+    (``env`` is added to its env), or ``process`` as a whole (runc exec --process); then
+    how it is attached."""
+    args: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
+    cwd: str | None = None
+    user: User | None = None
+    terminal: bool = False
+    no_new_privileges: bool = False
+    process: ProcessSpec | None = None
+    detach: bool = False  # return once it runs, without waiting for its exit
+    pid_file: str | None = None
+    console_socket: str | None = None  # with terminal: where the pty master goes
+    preserve_fds: int = 0  # fds 3..3+N-1 of the caller go to the process
+
+
+def exec_in_container(root: str, container_id: str, request: ExecRequest) -> int:
+    """Run ``request`` in the running container ``container_id`` of the state root
+    ``root``; its exit code (0 when detached)."""
+    cst = state.load_state(root, container_id)
     status = state.derive_status(root, cst)
     if status in ("stopped", "creating"):
-        raise ContainerError(f"cannot exec in a {status} container {args.id}",
+        raise ContainerError(f"cannot exec in a {status} container {container_id}",
                              hint="start the container first")
     # What create recorded, never the bundle's config.json as it is now (it may have been
     # edited since: other namespaces, no seccomp).
     config = state.load_config(root, cst)
-    spec = process_from_args(config, args)
-    return exec_process(cst, config, spec, detach=args.detach,
-                        pid_file=args.pid_file,
-                        console_socket=args.console_socket, preserve_fds=args.preserve_fds)
-
-
-def process_from_args(config: RuntimeConfig, args: Args) -> ProcessSpec:
-    if args.process:
-        with open(args.process, "rb") as f:
-            return parse_process(jsonio.loads(f.read()), "process.json")
-    user = None
-    if args.user:
-        uid, sep, gid = args.user.partition(":")
-        if not uid.isdigit() or (sep and not gid.isdigit()):
-            raise ContainerError(f"exec: --user {args.user!r} is not UID[:GID]",
-                                 hint="give numeric ids (ociimg exec also takes names)")
-        user = User(uid=int(uid), gid=int(gid) if gid else 0)
-    return process_spec(config, args.command, env=args.env, cwd=args.cwd, user=user,
-                        terminal=args.tty, no_new_privileges=args.no_new_privs)
+    spec = request.process or process_spec(
+        config, request.args, env=request.env, cwd=request.cwd, user=request.user,
+        terminal=request.terminal, no_new_privileges=request.no_new_privileges)
+    return exec_process(cst, config, spec, detach=request.detach, pid_file=request.pid_file,
+                        console_socket=request.console_socket,
+                        preserve_fds=request.preserve_fds)
 
 
 def process_spec(config: RuntimeConfig, command: Sequence[str], *, env: Sequence[str] = (),
@@ -99,13 +103,15 @@ def exec_process(cst: state.ContainerState, config: RuntimeConfig, spec: Process
         linux.set_child_subreaper()
     console = ours = None
     if spec.terminal:
+        # Imported here, before the fork: the process joins the container's mount ns
+        # before it opens its pty, and no import may read the container's files.
+        from ociimg.runtime import console as terminals
         if console_socket:
-            from ociimg.runtime.console import connect_console_socket
-            console = connect_console_socket(console_socket)
+            console = terminals.connect_console_socket(console_socket)
         else:
-            ours, console = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            ours, console = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
     ns_paths = namespaces.process_namespace_paths(cst.pid, [ns.type for ns in config.namespaces])
-    manager = _cgroup_manager(cst)
+    manager = cgroup_manager(cst)
     # The joining process is visible in the container from its fork into the pid ns to
     # its execve: where a process there may hold CAP_SYS_PTRACE (the config's, this
     # exec's, or one an earlier exec was given), or where its program will be exec'd
@@ -122,7 +128,7 @@ def exec_process(cst: state.ContainerState, config: RuntimeConfig, spec: Process
                                  "CAP_SYS_PTRACE cannot join a container before it is "
                                  "started", hint="start the container first")
         interpreter = process.sealed_interpreter()
-    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    parent_sock, child_sock = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
     keep = {0, 1, 2, child_sock.fileno(), *range(3, 3 + preserve_fds)}
     if console is not None:
         keep.add(console.fileno())
@@ -167,21 +173,12 @@ def exec_process(cst: state.ContainerState, config: RuntimeConfig, spec: Process
     if detach:
         return 0
     if ours is not None:
-        from ociimg.runtime.console import proxy_terminal, receive_master
-        master = receive_master(ours)
+        master = terminals.receive_master(ours)
         ours.close()
-        proxy_terminal(master, pid)
+        terminals.proxy_terminal(master, pid)
         os.close(master)
     _, status = os.waitpid(pid, 0)
     return hooks.exit_code(status)
-
-
-def _cgroup_manager(cst: state.ContainerState) -> Any:
-    if not cst.cgroup:
-        return None
-    from ociimg.runtime.container import _cgroups
-    cgroups = _cgroups()
-    return cgroups.load_manager(cst.cgroup) if cgroups else None
 
 
 def _child(join_files: tuple[str, ...], config: RuntimeConfig, spec: ProcessSpec,
@@ -201,8 +198,8 @@ def _child(join_files: tuple[str, ...], config: RuntimeConfig, spec: ProcessSpec
 def _child_sealed(join_files: tuple[str, ...], config: RuntimeConfig, spec: ProcessSpec,
                   ns_paths: dict[str, str], sock_fd: int, console_fd: int | None,
                   preserve_fds: int, v2_dir: str | None) -> None:
-    console = socket.socket(fileno=console_fd) if console_fd is not None else None
-    _child(join_files, config, spec, ns_paths, socket.socket(fileno=sock_fd), console,
+    console = _socket.socket(fileno=console_fd) if console_fd is not None else None
+    _child(join_files, config, spec, ns_paths, _socket.socket(fileno=sock_fd), console,
            preserve_fds, v2_dir)
 
 
@@ -276,6 +273,11 @@ def _join_and_exec(config: RuntimeConfig, spec: ProcessSpec, ns_paths: dict[str,
     seccomp_ctx = (seccomp.new_context(seccomp.build_filter(config.seccomp))
                    if config.seccomp is not None else None)
     trampoline = process.open_trampoline(config.seccomp)
+    attach_pty = None
+    if spec.terminal and console is not None:
+        # Imported before the container's namespaces are joined: no import may read the
+        # container's files (a sealed interpreter has not imported it yet).
+        from ociimg.runtime.console import attach_pty
     namespaces.join_namespaces(ns_paths)
     init.forget_host_imports()
     pid = _fork_in_cgroup(v2_fd, sock)
@@ -283,7 +285,8 @@ def _join_and_exec(config: RuntimeConfig, spec: ProcessSpec, ns_paths: dict[str,
         process.send_msg(sock, {"type": "forked"})
         process.wait_to_be_killed(sock)
     try:
-        _exec_inside(spec, cap_sets, seccomp_ctx, console, sock, preserve_fds, trampoline)
+        _exec_inside(spec, cap_sets, seccomp_ctx, console, sock, preserve_fds, trampoline,
+                     attach_pty)
     except BaseException as exc:  # noqa: BLE001
         process.send_msg(sock, process.error_msg(exc))
         os._exit(127 if isinstance(exc, ContainerError) and exc.exit_code == 127 else 1)
@@ -306,37 +309,27 @@ def _fork_in_cgroup(v2_fd: int | None, sock: socket.socket) -> int:
 
 def _exec_inside(spec: ProcessSpec, cap_sets: Any, seccomp_ctx: int | None,
                  console: socket.socket | None, sock: socket.socket,
-                 preserve_fds: int, trampoline: int | None) -> None:
+                 preserve_fds: int, trampoline: int | None,
+                 attach_pty: Callable[[socket.socket, tuple[int, int] | None], None] | None
+                 ) -> None:
     warnings: list[str] = []
     init.capture_warnings(warnings)
     linux.set_dumpable(False)  # inherited from the first child; said again, as it matters
     os.setsid()
-    if spec.terminal and console is not None:
-        _attach_pty(console, spec)
-    ctx = init.InitContext(config=None, options=None, sock=None, process=spec,  # type: ignore
-                           rootfs="/", cap_sets=cap_sets, seccomp_ctx=seccomp_ctx)
+    if attach_pty is not None and console is not None:
+        attach_pty(console, spec.console_size)
+    pending = init.SeccompFilter(context=seccomp_ctx)
     entered = init.try_chdir(spec.cwd)  # before a filter, as in init.run_init
     if spec.no_new_privileges:
         linux.set_no_new_privs()
     else:
-        init.load_seccomp(ctx)
-    init.change_user(ctx)
+        init.load_seccomp(pending)
+    init.change_user(spec.user, cap_sets)
     if not entered:
         init.change_dir(spec.cwd)
     path = init.lookup_executable(spec)
     if warnings:
         process.send_msg(sock, {"type": "warnings", "messages": warnings[-20:]})
-    init.load_seccomp(ctx)
+    init.load_seccomp(pending)
     init.close_fds(preserve_fds)
     init.execute(path, spec, trampoline)
-
-
-def _attach_pty(console: socket.socket, spec: ProcessSpec) -> None:
-    master, slave, path = open_pty(spec.console_size)
-    socket.send_fds(console, [path.encode()], [master])
-    os.close(master)
-    console.close()
-    for fd in (0, 1, 2):
-        os.dup2(slave, fd)
-    os.close(slave)
-    fcntl.ioctl(0, 0x540E, 0)  # TIOCSCTTY

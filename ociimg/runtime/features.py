@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ociimg.runtime import SPEC_VERSION
 from ociimg.runtime.config import NAMESPACE_TYPES
 from ociimg.runtime.mounts import _FLAGS, PROPAGATION
 
@@ -17,7 +18,7 @@ def features() -> dict[str, Any]:
     from ociimg.runtime import capabilities
     doc: dict[str, Any] = {
         "ociVersionMin": "1.0.0",
-        "ociVersionMax": "1.2.0",
+        "ociVersionMax": SPEC_VERSION,
         "hooks": HOOKS,
         "mountOptions": sorted(set(_FLAGS) | set(PROPAGATION)),
         "linux": {

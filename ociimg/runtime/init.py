@@ -1,5 +1,5 @@
 """The container init: every step between fork and execve, in runc's order
-(libcontainer/standard_init_linux.go and rootfs_linux.go; anchors.md §C3).
+(runc's libcontainer/standard_init_linux.go and rootfs_linux.go).
 
 It runs in the forked init process (PID 1 of the container's pid ns). Everything it will
 need is imported and resolved *before* pivot_root: afterwards the host filesystem is gone
@@ -21,6 +21,7 @@ import sys
 from ociimg.errors import ContainerError, ExecutableNotFound, OciimgError
 from ociimg.oskit import linux
 from ociimg.runtime import (
+    SPEC_VERSION,
     capabilities,
     hooks,
     lazylog,
@@ -29,7 +30,7 @@ from ociimg.runtime import (
     rootfs,
     seccomp,
 )
-from ociimg.runtime.config import ProcessSpec, RuntimeConfig
+from ociimg.runtime.config import ProcessSpec, RuntimeConfig, User
 from ociimg.runtime.lazylog import get_logger
 from ociimg.runtime.process import (
     TRAMPOLINE_ARGV0,
@@ -41,7 +42,7 @@ from ociimg.runtime.process import (
 )
 from ociimg.runtime.records import field, record
 
-TYPE_CHECKING = False  # typing costs ~5 ms of every runtime start
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
     from typing import Any
@@ -49,6 +50,14 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@record(slots=True)
+class SeccompFilter:
+    """The process's seccomp filter until load_seccomp installs it (once): BPF compiled
+    by the parent (seccomp.filter_program) or a libseccomp context."""
+    program: bytes | None = None
+    context: int | None = None
 
 
 @record(slots=True)
@@ -60,8 +69,7 @@ class InitContext:
     rootfs: str
     host_pid: int = 0
     fifo_fd: int = -1
-    seccomp_ctx: int | None = None
-    seccomp_program: bytes | None = None
+    seccomp: SeccompFilter = field(default_factory=SeccompFilter)
     cap_sets: Any = None
     trampoline: int | None = None  # process.open_trampoline
     apparmor_fd: int | None = None
@@ -111,8 +119,8 @@ def run_init(config: RuntimeConfig, options: InitOptions, sock: socket.socket) -
     else:
         # Without no_new_privs the filter must go in while we still hold CAP_SYS_ADMIN,
         # i.e. before the capabilities are dropped (runc standard_init_linux.go).
-        load_seccomp(ctx)
-    change_user(ctx)
+        load_seccomp(ctx.seccomp)
+    change_user(ctx.process.user, ctx.cap_sets)
     if not entered:
         change_dir(ctx.process.cwd)
     path = lookup_executable(ctx.process)
@@ -122,7 +130,7 @@ def run_init(config: RuntimeConfig, options: InitOptions, sock: socket.socket) -
         # With no_new_privs the filter goes in as late as possible: after it only the
         # fd clean-up and execve run (runc: "as late as possible"); unless
         # wait_for_start could load it earlier.
-        load_seccomp(ctx)
+        load_seccomp(ctx.seccomp)
         close_fds(ctx.options.preserve_fds)
     except (OciimgError, OSError) as exc:
         fail_start(ctx, exc)
@@ -162,7 +170,7 @@ def execute(path: str, process: ProcessSpec, trampoline: int | None = None) -> N
 
 
 def hook_state(ctx: InitContext, status: str) -> dict[str, Any]:
-    doc = {"ociVersion": "1.2.0", "id": ctx.options.container_id, "status": status,
+    doc = {"ociVersion": SPEC_VERSION, "id": ctx.options.container_id, "status": status,
            "pid": ctx.host_pid, "bundle": str(ctx.config.bundle)}
     if ctx.options.annotations:
         doc["annotations"] = ctx.options.annotations
@@ -228,9 +236,9 @@ def prepare_security(ctx: InitContext) -> None:
                                                     last_cap=capabilities.kernel_last_cap())
     if ctx.config.seccomp is not None:
         if ctx.options.seccomp_program is not None:
-            ctx.seccomp_program = ctx.options.seccomp_program
+            ctx.seccomp.program = ctx.options.seccomp_program
         else:
-            ctx.seccomp_ctx = seccomp.new_context(seccomp.build_filter(ctx.config.seccomp))
+            ctx.seccomp.context = seccomp.new_context(seccomp.build_filter(ctx.config.seccomp))
 
 
 def enter_rootfs(ctx: InitContext) -> None:
@@ -300,8 +308,8 @@ def protect_kernel_interfaces(ctx: InitContext) -> None:
         rootfs.set_root_propagation(propagation)
 
 
-def load_seccomp(ctx: InitContext) -> None:
-    program, ctx.seccomp_program = ctx.seccomp_program, None
+def load_seccomp(pending: SeccompFilter) -> None:
+    program, pending.program = pending.program, None
     if program is not None:
         try:
             linux.seccomp_load_bpf(program)
@@ -309,9 +317,9 @@ def load_seccomp(ctx: InitContext) -> None:
             raise ContainerError(f"seccomp: load filter: {exc.strerror}",
                                  hint="set process.noNewPrivileges") from exc
         return
-    if ctx.seccomp_ctx is None:
+    if pending.context is None:
         return
-    seccomp_ctx, ctx.seccomp_ctx = ctx.seccomp_ctx, None
+    seccomp_ctx, pending.context = pending.context, None
     try:
         linux.seccomp_load(seccomp_ctx)
     except OSError as exc:
@@ -321,11 +329,10 @@ def load_seccomp(ctx: InitContext) -> None:
         linux.seccomp_release(seccomp_ctx)
 
 
-def change_user(ctx: InitContext) -> None:
+def change_user(user: User, sets: Any) -> None:
     """runc finalizeNamespace: bounding → keepcaps → setgroups/setgid/setuid → clear
-    keepcaps → capset. Inheritable stays as the config says (CVE-2022-29162)."""
-    user = ctx.process.user
-    sets = ctx.cap_sets
+    keepcaps → capset (``sets``: capabilities.capability_sets, None to leave them).
+    Inheritable stays as the config says (CVE-2022-29162)."""
     if sets is not None:
         capabilities.drop_bounding(sets)
         capabilities.prepare_setuid()
@@ -456,7 +463,7 @@ def wait_for_start(ctx: InitContext) -> None:
             # Installing a filter costs the kernel ~0.5-1.5 ms (it evaluates the filter
             # for every syscall number): done now, while the container waits for
             # `start`, not inside `start`'s wait for our execve.
-            load_seccomp(ctx)
+            load_seccomp(ctx.seccomp)
         fd = os.open(str(ctx.fifo_fd), os.O_WRONLY | os.O_CLOEXEC, dir_fd=fds)
     finally:
         os.close(fds)

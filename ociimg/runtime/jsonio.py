@@ -1,14 +1,13 @@
-"""JSON for the runtime, through the C scanner and encoder the ``json`` package itself uses.
-
-``import json`` compiles regular expressions at import, which loads ``re`` and with it
-enum, functools and collections: ~2.3 ms of every ``ociimg-runtime`` start, and the
-runtime only needs compact loads/dumps. Indented output (``state``, ``features``) and
-interpreters without ``_json`` go through ``json`` itself, so the bytes are the same.
+"""JSON for the runtime, through the C scanner and encoder the ``json`` package itself uses
+(``json`` is outside the start-up budget: ociimg/runtime/startup.py). Output is the bytes
+``json.dumps`` writes with the same options; indented output (``state``) lays out
+containers here and encodes every scalar and key with the C encoder. Interpreters
+without ``_json``, and dict keys that are not strings, go through ``json`` itself.
 """
 
 from __future__ import annotations
 
-TYPE_CHECKING = False  # typing costs ~5 ms of every runtime start
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
@@ -58,10 +57,57 @@ def _not_serializable(obj: object) -> None:
 def dumps(obj: Any, *, indent: int | None = None, sort_keys: bool = False,
           separators: tuple[str, str] | None = None) -> str:
     """Like json.dumps with those options (same output)."""
-    if indent is not None or _json is None:
-        import json
-        return json.dumps(obj, indent=indent, sort_keys=sort_keys, separators=separators)
-    item_separator, key_separator = separators or (", ", ": ")
-    encode = _json.make_encoder({}, _not_serializable, _json.encode_basestring_ascii, None,
-                                key_separator, item_separator, sort_keys, False, True)
-    return "".join(encode(obj, 0))
+    if _json is not None:
+        if indent is None:
+            return "".join(_encoder(separators or (", ", ": "), sort_keys)(obj, 0))
+        try:
+            return _dumps_indented(obj, indent, sort_keys, separators or (",", ": "))
+        except _NotStringKey:
+            pass
+    import json
+    return json.dumps(obj, indent=indent, sort_keys=sort_keys, separators=separators)
+
+
+def _encoder(separators: tuple[str, str], sort_keys: bool) -> Any:
+    item_separator, key_separator = separators
+    return _json.make_encoder({}, _not_serializable, _json.encode_basestring_ascii, None,
+                              key_separator, item_separator, sort_keys, False, True)
+
+
+class _NotStringKey(Exception):
+    pass
+
+
+def _dumps_indented(obj: Any, indent: int | str, sort_keys: bool,
+                    separators: tuple[str, str]) -> str:
+    item_separator, key_separator = separators
+    encode = _encoder((", ", ": "), False)
+    pad = " " * indent if isinstance(indent, int) else indent
+    out: list[str] = []
+
+    def scalar(value: Any) -> str:
+        return "".join(encode(value, 0))
+
+    def walk(value: Any, depth: int) -> None:
+        if isinstance(value, str) or not isinstance(value, (dict, list, tuple)):
+            out.append(scalar(value))
+            return
+        is_dict = isinstance(value, dict)
+        if not value:
+            out.append("{}" if is_dict else "[]")
+            return
+        newline = "\n" + pad * (depth + 1)
+        out.append("{" if is_dict else "[")
+        items = (sorted(value.items()) if sort_keys else value.items()) if is_dict else value
+        for i, item in enumerate(items):
+            out.append((item_separator if i else "") + newline)
+            if is_dict:
+                key, item = item
+                if not isinstance(key, str):
+                    raise _NotStringKey
+                out.append(scalar(key) + key_separator)
+            walk(item, depth + 1)
+        out.append("\n" + pad * depth + ("}" if is_dict else "]"))
+
+    walk(obj, 0)
+    return "".join(out)

@@ -12,17 +12,15 @@ from __future__ import annotations
 import os
 
 from ociimg.errors import AlreadyExists, ContainerError, ContainerNotFound
-from ociimg.runtime import jsonio
+from ociimg.runtime import DEFAULT_STATE_ROOT, SPEC_VERSION, jsonio  # noqa: F401 (a name of state)
 from ociimg.runtime.records import asdict, field, record
 
-TYPE_CHECKING = False  # typing costs ~5 ms of every runtime start
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
     from ociimg.runtime.config import RuntimeConfig
 
-OCI_VERSION = "1.2.0"
-DEFAULT_STATE_ROOT = "/run/ociimg"
 _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.+-")
 
 
@@ -142,8 +140,8 @@ def remove_state(root: str | os.PathLike[str], container_id: str) -> None:
     _remove_dir(state_dir(root, container_id))
 
 
-# fsutil.atomic_write/remove_tree import tempfile and shutil (~9 ms of every runtime
-# start). A state dir is small, flat and written only by the runtime: these are enough.
+# Not fsutil's atomic_write/remove_tree (tempfile, shutil: ociimg/runtime/startup.py): a
+# state dir is small, flat and written only by the runtime, and these are enough.
 def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> None:
     """Write a temp file beside ``path`` and rename it over: readers never see a torn
     state. No fsync (runc's saveState doesn't either): runtime state lives in /run and
@@ -246,7 +244,7 @@ def oci_state(root: str | os.PathLike[str], state: ContainerState,
               status: str | None = None) -> dict[str, Any]:
     """The runtime-spec state object (runtime.md "State"), as `state` prints it."""
     status = status or derive_status(root, state)
-    doc: dict[str, Any] = {"ociVersion": OCI_VERSION, "id": state.id, "status": status,
+    doc: dict[str, Any] = {"ociVersion": SPEC_VERSION, "id": state.id, "status": status,
                            "bundle": state.bundle}
     if status != "stopped":
         doc["pid"] = state.pid
@@ -261,7 +259,7 @@ def oci_state(root: str | os.PathLike[str], state: ContainerState,
 
 
 def hook_state(state: ContainerState, status: str) -> dict[str, Any]:
-    doc: dict[str, Any] = {"ociVersion": OCI_VERSION, "id": state.id, "status": status,
+    doc: dict[str, Any] = {"ociVersion": SPEC_VERSION, "id": state.id, "status": status,
                            "pid": state.pid, "bundle": state.bundle}
     if state.annotations:
         doc["annotations"] = state.annotations

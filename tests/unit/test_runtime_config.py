@@ -104,7 +104,7 @@ def test_parse_signal(text: str, number: int) -> None:
     assert parse_signal(text) == number
 
 
-@pytest.mark.parametrize("text", ["NOPE", "RTMIN+99", "SIG"])
+@pytest.mark.parametrize("text", ["NOPE", "RTMIN+99", "SIG", "SIG_IGN", "_DFL", "SIG_BLOCK"])
 def test_parse_signal_rejects_unknown(text: str) -> None:
     from ociimg.errors import ContainerError
     from ociimg.runtime.cli import parse_signal
@@ -121,15 +121,16 @@ def test_intermediate_creates_neither_the_user_nor_the_cgroup_namespace() -> Non
 
 
 def test_exec_user_is_numeric_uid_gid() -> None:
-    from ociimg.runtime.cli import Args
-    from ociimg.runtime.execution import process_from_args
+    from ociimg.runtime.cli import exec_request, parse_args
+    from ociimg.runtime.execution import process_spec
 
-    def args(user: str) -> Args:
-        return Args(process=None, command=["true"], env=["E=1"], cwd=None, user=user,
-                    tty=False, no_new_privs=False)
+    def request(user: str):
+        return exec_request(parse_args(["exec", "-e", "E=1", "-u", user, "c1", "true"]))
     cfg = parse_config(doc(), BUNDLE)
-    spec = process_from_args(cfg, args("5:6"))
+    req = request("5:6")
+    spec = process_spec(cfg, req.args, env=req.env, user=req.user)
     assert (spec.user.uid, spec.user.gid, spec.args) == (5, 6, ("true",))
+    assert spec.env[-1] == "E=1"
     for bad in ("bob", "1:staff", "-1", "1:"):
         with pytest.raises(ContainerError, match="is not UID"):
-            process_from_args(cfg, args(bad))
+            request(bad)

@@ -15,6 +15,7 @@ DOCS = [
                                        "env": ["A=1"], "rlimits": [{"soft": 1 << 40}]},
      "linux": {"resources": {"cpu": {"shares": 1024, "quota": -1}}, "b": [1, [2, [3]]]},
      "z": 0.1, "a": [None, False, 1e-7]},
+    {"e": {}, "l": [[], [{}], ["t", 1]], "n": {"d": {"e": [math.inf]}}},
 ]
 
 
@@ -23,6 +24,13 @@ def test_dumps_matches_json(doc: object) -> None:
     assert jsonio.dumps(doc) == json.dumps(doc)
     assert jsonio.dumps(doc, sort_keys=True, separators=(",", ":")) == \
         json.dumps(doc, sort_keys=True, separators=(",", ":"))
+    for options in ({"indent": 2}, {"indent": 0, "sort_keys": True}, {"indent": "\t"},
+                    {"indent": 1, "separators": (",", ":")}):
+        assert jsonio.dumps(doc, **options) == json.dumps(doc, **options), options
+
+
+def test_indented_tuples_and_keys_that_are_not_strings_like_json() -> None:
+    doc = {1: {True: None}, "a": (1.5, ("t",))}
     assert jsonio.dumps(doc, indent=2) == json.dumps(doc, indent=2)
 
 
@@ -48,3 +56,5 @@ def test_malformed_input_is_a_value_error(text: str | bytes) -> None:
 def test_unserializable_is_a_type_error() -> None:
     with pytest.raises(TypeError, match="set is not JSON serializable"):
         jsonio.dumps({"a": {1}})
+    with pytest.raises(TypeError, match="set is not JSON serializable"):
+        jsonio.dumps({"a": [{1}]}, indent=2)
