@@ -39,8 +39,8 @@ class _Log:
 
 def route_logging(log: _Log) -> None:
     """Library warnings go where runc's go: --log or stderr. The runtime's own modules log
-    through lazylog (no logging import: ~10 ms of every start); anything else under
-    "ociimg" that already loaded logging gets a handler too."""
+    through lazylog (no logging import); anything else under "ociimg" that already
+    loaded logging gets a handler too."""
     from ociimg.runtime import lazylog
 
     def sink(level: str, text: str) -> None:
@@ -83,8 +83,7 @@ class Args:
 
 
 # One option: (flags, dest, kind, default, help). kind: "flag", "value", "int", "append",
-# or a tuple of choices. A hand-rolled parser instead of argparse: argparse, gettext and
-# locale cost ~10 ms of every runtime start (bench/run --profile).
+# or a tuple of choices. A hand-rolled parser: argparse brings gettext and locale.
 _Option = tuple
 _GLOBAL: tuple[_Option, ...] = (
     (("--root",), "root", "value", None, f"state directory (default {DEFAULT_STATE_ROOT})"),

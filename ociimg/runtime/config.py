@@ -13,7 +13,7 @@ from ociimg.errors import InvalidDocument
 from ociimg.runtime import jsonio
 from ociimg.runtime.records import field, record
 
-TYPE_CHECKING = False  # typing costs ~5 ms of every runtime start
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 

@@ -6,7 +6,7 @@ from ociimg.runtime import SPEC_VERSION
 from ociimg.runtime.config import NAMESPACE_TYPES
 from ociimg.runtime.mounts import _FLAGS, PROPAGATION
 
-TYPE_CHECKING = False  # typing costs ~5 ms of every runtime start
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 

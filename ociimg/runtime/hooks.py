@@ -8,7 +8,7 @@ after its ``timeout``.
 
 from __future__ import annotations
 
-import _signal as signal  # signal.py builds IntEnums at import (enum: ~2 ms per start)
+import _signal as signal
 import os
 import select
 
@@ -16,7 +16,7 @@ from ociimg.errors import ContainerError
 from ociimg.runtime import jsonio
 from ociimg.runtime.lazylog import get_logger
 
-TYPE_CHECKING = False  # typing costs ~5 ms of every runtime start
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
@@ -65,7 +65,7 @@ def run_hook(hook: dict[str, Any], payload: bytes, trampoline: int | None = None
     if trampoline is not None:
         # Only the init passes one, and it imported process long before (this is a
         # sys.modules lookup, no file is read after pivot_root). Not at the top: state,
-        # start, kill and delete import hooks, and process brings ctypes (~4 ms).
+        # start, kill and delete import hooks, and process brings ctypes.
         from ociimg.runtime.process import TRAMPOLINE_ARGV0
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     args = hook.get("args") or [hook["path"]]

@@ -1,8 +1,7 @@
 """``logging.getLogger(name)`` for the runtime, without importing :mod:`logging`.
 
-Importing logging costs ~10 ms (it pulls in traceback, linecache, tokenize, threading,
-string, weakref), paid by every ``ociimg-runtime`` start although a normal run logs
-nothing. Whoever owns the output redirects the runtime's messages with :func:`redirect`:
+Importing logging pulls in traceback, linecache, tokenize, threading, string and
+weakref, at every ``ociimg-runtime`` start, although a normal run logs nothing. Whoever owns the output redirects the runtime's messages with :func:`redirect`:
 the CLI to ``--log``/stderr, the container init to the list it sends to the parent. The
 init must not import anything after pivot_root (init.py), so a redirected message never
 touches logging. Without a redirect (library use, tests) messages go to
@@ -10,7 +9,7 @@ touches logging. Without a redirect (library use, tests) messages go to
 
 from __future__ import annotations
 
-TYPE_CHECKING = False  # collections.abc imports collections: ~1 ms of every start
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 

@@ -15,7 +15,7 @@ import os
 
 from ociimg.errors import ContainerError
 
-TYPE_CHECKING = False  # typing costs ~5 ms of every runtime start
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 

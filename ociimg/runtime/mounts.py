@@ -18,7 +18,7 @@ from ociimg.oskit import linux
 from ociimg.oskit.linux import MS
 from ociimg.runtime.records import record
 
-TYPE_CHECKING = False  # typing costs ~5 ms of every runtime start
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import _socket  # not socket: its enums cost ~2 ms of every start
+import _socket
 import fcntl
 import os
 import struct

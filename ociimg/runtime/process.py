@@ -22,7 +22,7 @@ environment (CVE-2019-5736, CVE-2024-21626: see init.py).
 
 from __future__ import annotations
 
-import _socket  # socket.py builds its enums at import: ~2 ms of every start
+import _socket
 import gc
 import os
 import resource
@@ -35,7 +35,7 @@ from ociimg.runtime import jsonio, namespaces
 from ociimg.runtime.config import Rlimit, RuntimeConfig
 from ociimg.runtime.records import field, record
 
-TYPE_CHECKING = False  # typing costs ~5 ms of every runtime start
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
     from collections.abc import Callable

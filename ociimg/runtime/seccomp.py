@@ -28,7 +28,7 @@ from ociimg.runtime import jsonio
 from ociimg.runtime.lazylog import get_logger
 from ociimg.runtime.records import record
 
-TYPE_CHECKING = False  # collections.abc imports collections: ~1 ms of every start
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -352,7 +352,7 @@ def cache_key(seccomp: dict) -> str:
 
 def _sha256(data: bytes) -> object:
     try:
-        from _sha256 import sha256  # no OpenSSL load: hashlib costs ~2 ms more
+        from _sha256 import sha256  # not hashlib: it loads OpenSSL
     except ImportError:  # pragma: no cover - Python 3.12 renamed it
         from hashlib import sha256
     return sha256(data)

@@ -8,7 +8,7 @@ would expose.
 
 from __future__ import annotations
 
-import _signal as signal  # signal.py builds IntEnums at import (enum: ~2 ms per start)
+import _signal as signal
 import errno
 import math
 import os
