@@ -271,10 +271,10 @@ def fsck(
     """Re-hash every blob in the store; report (and optionally remove) corrupt ones."""
     problems = open_store().fsck(remove=remove)
     if json_out:
-        print_json([{"digest": str(p.digest), "problem": p.problem} for p in problems])
+        print_json([{"digest": str(p.digest), "problem": p.message} for p in problems])
     else:
         for p in problems:
-            print(f"{p.digest}: {printable(p.problem)}")
+            print(f"{p.digest}: {printable(p.message)}")
         print("store is clean" if not problems else f"{len(problems)} problem(s) found")
     if problems:
         raise typer.Exit(1)

@@ -1,10 +1,11 @@
 """``logging.getLogger(name)`` for the runtime, without importing :mod:`logging`.
 
 Importing logging pulls in traceback, linecache, tokenize, threading, string and
-weakref, at every ``ociimg-runtime`` start, although a normal run logs nothing. Whoever owns the output redirects the runtime's messages with :func:`redirect`:
-the CLI to ``--log``/stderr, the container init to the list it sends to the parent. The
-init must not import anything after pivot_root (init.py), so a redirected message never
-touches logging. Without a redirect (library use, tests) messages go to
+weakref, at every ``ociimg-runtime`` start, although a normal run logs nothing. Whoever
+owns the output redirects the runtime's messages with :func:`redirect`: the CLI to
+``--log``/stderr, the container init to the list it sends to the parent. The init must
+not import anything after pivot_root (init.py), so a redirected message never touches
+logging. Without a redirect (library use, tests) messages go to
 ``logging.getLogger(name)`` as before."""
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 ``build_filter()`` validates and translates the object into plain data (actions as
 libseccomp values, syscall names resolved to numbers, argument comparators), so the
-translation is unit-testable without loading anything; ``apply_seccomp()`` feeds it
-to libseccomp and loads it. Behaviour follows runc (``libcontainer/seccomp``):
+translation is unit-testable without loading anything; ``new_context()`` feeds it to
+libseccomp, and ``filter_program()`` compiles it to BPF through a root-only cache (the
+init loads either: init.load_seccomp). Behaviour follows runc (``libcontainer/seccomp``):
 
 * a syscall name libseccomp does not know for this architecture is skipped;
 * a rule whose action equals the default action is dropped (libseccomp refuses it);
@@ -12,8 +13,8 @@ to libseccomp and loads it. Behaviour follows runc (``libcontainer/seccomp``):
 * libseccomp must not set no_new_privs by itself (SCMP_FLTATR_CTL_NNP=0): whether it
   is set is the spec's ``process.noNewPrivileges``. Without it, loading needs
   CAP_SYS_ADMIN, which is why the init loads seccomp *before* dropping capabilities
-  when noNewPrivileges is false, and as late as possible otherwise (anchors.md §C3
-  rows 13 and 17).
+  when noNewPrivileges is false, and as late as possible otherwise (runc
+  ``libcontainer/standard_init_linux.go``).
 """
 
 from __future__ import annotations
@@ -283,19 +284,6 @@ def new_context(filt: SeccompFilter) -> int:
     return ctx
 
 
-def render_filter(filt: SeccompFilter) -> str:
-    """libseccomp's pseudo-filter-code text of the filter (for tests and debugging)."""
-    import tempfile
-    ctx = new_context(filt)
-    try:
-        with tempfile.TemporaryFile() as out:
-            linux.seccomp_export_pfc(ctx, out.fileno())
-            out.seek(0)
-            return out.read().decode()
-    finally:
-        linux.seccomp_release(ctx)
-
-
 # The compiled filter cache: building the default profile through libseccomp costs ~5-11
 # ms of every start, and the exported BPF of the same JSON on the same libseccomp and arch
 # is the same program. One root-only dir for every state root (--root is per caller; the
@@ -442,25 +430,9 @@ def store_cached(cache_dir: str, key: str, program: bytes) -> None:
         os.close(dfd)
 
 
-def apply_seccomp(seccomp: dict | None) -> None:
-    """Load ``linux.seccomp`` into this process; every later syscall is filtered."""
-    if seccomp is None:
-        return
-    filt = build_filter(seccomp)
-    ctx = new_context(filt)
-    try:
-        linux.seccomp_load(ctx)
-    except OSError as exc:
-        hint = ("set process.noNewPrivileges or load seccomp while CAP_SYS_ADMIN is held"
-                if exc.errno == errno.EACCES else "check the kernel supports seccomp filters")
-        raise ContainerError(f"seccomp: load filter: {exc}", hint=hint) from exc
-    finally:
-        linux.seccomp_release(ctx)
-
-
 def no_new_privs_set() -> bool:
     return bool(linux.prctl(linux.PR_GET_NO_NEW_PRIVS))
 
 
 __all__ = ["ACTIONS", "ARCHITECTURES", "OPERATORS", "ArgCmp", "Rule", "SeccompFilter",
-           "apply_seccomp", "build_filter", "new_context", "render_filter"]
+           "build_filter", "filter_program", "new_context"]

@@ -70,11 +70,6 @@ class FsckProblem:
     def __str__(self) -> str:
         return self.message
 
-    @property
-    def problem(self) -> str:
-        """The one-line description (alias of ``message``; the CLI prints it)."""
-        return self.message
-
 
 def collect_garbage(store: Store, *, wait: bool = False) -> GCResult:
     if not store.path.is_dir():

@@ -14,7 +14,7 @@ import pytest
 
 from ociimg.errors import ContainerError
 from ociimg.oskit import linux
-from ociimg.runtime import capabilities, seccomp
+from ociimg.runtime import capabilities, init, seccomp
 from tests.conftest import need
 from tests.integration.forked import run_in_child
 
@@ -46,6 +46,12 @@ def _needs(root: None) -> None:
     need("Seccomp:" in Path("/proc/self/status").read_text(), "kernel without seccomp")
 
 
+def load(profile: dict) -> None:
+    """Build and load ``profile`` into this process as ``ociimg-runtime exec`` does."""
+    init.load_seccomp(init.SeccompFilter(
+        context=seccomp.new_context(seccomp.build_filter(profile))))
+
+
 def allow_but(*rules: dict) -> dict:
     return {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": list(rules)}
 
@@ -54,7 +60,7 @@ def test_errno_rule_blocks_mkdir(tmp_path: Path) -> None:
     target = tmp_path / "blocked"
 
     def child() -> dict:
-        seccomp.apply_seccomp(allow_but(
+        load(allow_but(
             {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}))
         return {"mkdir": errno_of(lambda: os.mkdir(target)), "pid": os.getpid()}
 
@@ -67,7 +73,7 @@ def test_errno_rule_blocks_mkdir(tmp_path: Path) -> None:
 
 def test_errno_ret_is_honoured(tmp_path: Path) -> None:
     def child() -> int:
-        seccomp.apply_seccomp(allow_but(
+        load(allow_but(
             {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
              "errnoRet": errno.ENOSPC}))
         return errno_of(lambda: os.mkdir(tmp_path / "x"))
@@ -79,7 +85,7 @@ def test_errno_ret_is_honoured(tmp_path: Path) -> None:
 @pytest.mark.parametrize("action", ["SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS"])
 def test_kill_actions_kill_with_sigsys(action: str) -> None:
     def child() -> str:
-        seccomp.apply_seccomp(allow_but({"names": ["getppid"], "action": action}))
+        load(allow_but({"names": ["getppid"], "action": action}))
         os.getppid()
         return "survived"
 
@@ -94,7 +100,7 @@ def test_argument_comparators(tmp_path: Path) -> None:
     created = tmp_path / "created"
 
     def child() -> dict:
-        seccomp.apply_seccomp(allow_but(
+        load(allow_but(
             {"names": ["kill"], "action": "SCMP_ACT_ERRNO",
              "args": [{"index": 1, "value": signal.SIGUSR1, "op": "SCMP_CMP_EQ"}]},
             {"names": ["openat"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EACCES,
@@ -116,7 +122,7 @@ def test_argument_comparators(tmp_path: Path) -> None:
 
 def test_load_without_no_new_privs_leaves_it_unset_and_needs_cap_sys_admin() -> None:
     def with_cap() -> bool:
-        seccomp.apply_seccomp(allow_but({"names": ["getppid"], "action": "SCMP_ACT_LOG"}))
+        load(allow_but({"names": ["getppid"], "action": "SCMP_ACT_LOG"}))
         return seccomp.no_new_privs_set()
 
     status, result = run_in_child(with_cap)
@@ -127,7 +133,7 @@ def test_load_without_no_new_privs_leaves_it_unset_and_needs_cap_sys_admin() -> 
         sys_admin = capabilities.CAPABILITIES["CAP_SYS_ADMIN"]
         linux.capset(eff & ~(1 << sys_admin), prm, inh)
         try:
-            seccomp.apply_seccomp(allow_but({"names": ["getppid"], "action": "SCMP_ACT_LOG"}))
+            load(allow_but({"names": ["getppid"], "action": "SCMP_ACT_LOG"}))
         except ContainerError as exc:
             return f"{exc} | {exc.hint}"
         return "loaded"
@@ -175,7 +181,7 @@ def test_default_profile_blocks_namespace_mount_and_keyring_calls(tmp_path: Path
 
     def child() -> dict:
         linux.set_no_new_privs()
-        seccomp.apply_seccomp(profiles.default_seccomp_profile())
+        load(profiles.default_seccomp_profile())
         forbidden = _probe_forbidden(tmp_path / "m2")
         work.write_text("hello")
         text = work.read_text()
