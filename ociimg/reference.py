@@ -31,8 +31,10 @@ _LEGACY_DOCKER_DOMAINS = frozenset({"docker.io", "index.docker.io"})
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _DOMAIN_RE = re.compile(
     rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?")
-_PATH_COMPONENT_RE = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
-_TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_PATH_COMPONENT_RE = re.compile(_PATH_COMPONENT)
+REPOSITORY_RE = re.compile(rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*")  # <name>, no domain
+TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 _HEX64_RE = re.compile(r"[a-f0-9]{64}")
 # image-spec annotations.md: org.opencontainers.image.ref.name grammar.
 _REF_NAME_RE = re.compile(
@@ -177,7 +179,7 @@ def _split_tag(remainder: str, text: str) -> tuple[str, str | None]:
 
 
 def _check_tag(tag: str, text: str) -> None:
-    if not _TAG_RE.fullmatch(tag):
+    if not TAG_RE.fullmatch(tag):
         raise InvalidReference(f"invalid reference {text[:80]!r}: bad tag {tag[:140]!r}",
                                hint="a tag is [A-Za-z0-9_] then up to 127 of [A-Za-z0-9_.-]")
 

@@ -2,7 +2,7 @@
 
 Headers are only *parsed* (:mod:`ociimg.layers.members`, with tarfile's parser for
 anything unusual); nothing goes through ``tarfile.extract*`` (its filters drop setuid
-bits and ownership and have had many escapes: anchors §C1 #23). Every write is a
+bits and ownership and have had many escapes: python/cpython#135034). Every write is a
 dir-fd-relative syscall under a parent resolved by :mod:`ociimg.layers.paths`, so no
 entry, symlink or hardlink leads out of the root.
 
@@ -92,7 +92,7 @@ class ApplyOptions:
     # OVERLAY only: mark opaque dirs with user.overlay.* for a rootless overlay mounted
     # with "userxattr" (Linux >= 5.11) instead of trusted.overlay.* (CAP_SYS_ADMIN).
     userxattr: bool = False
-    # Decompression-bomb caps (anchors §C1 #21): entries per layer, and the sum of the
+    # Decompression-bomb caps (containerd CVE-2023-25153): entries per layer, and the sum of the
     # file sizes a layer declares (None: no cap; the disk is the limit).
     max_entries: int = 10_000_000
     max_file_bytes: int | None = None
@@ -111,7 +111,7 @@ def apply_layer(root: Path, stream: BinaryIO, options: ApplyOptions = ApplyOptio
     """Apply the uncompressed tar ``stream`` onto ``root``; returns its diff ID.
 
     The diff ID covers the *whole* stream, including bytes after the tar's end
-    blocks (image-spec config.md; anchors §C1 #20): the stream is drained to EOF.
+    blocks (image-spec config.md, ``rootfs.diff_ids``): the stream is drained to EOF.
     """
     hashing = HashingReader(stream)
     rootfd = os.open(root, DIR_OPEN)
@@ -240,7 +240,7 @@ class _Applier(UpperDirOps):
                                   "link target", hint="the layer is broken or hostile")
         parts = paths.split_name(info.name)
         if not parts:
-            if not info.isdir():  # anchors §C1 #3 (CVE-2021-29136)
+            if not info.isdir():  # umoci CVE-2021-29136
                 raise UnsafeArchive(f"tar entry {info.name!r}: the root must stay a directory")
             self._set_dir_meta(self.res.rootfd, ".", [], info)
             return

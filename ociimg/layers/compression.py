@@ -116,7 +116,7 @@ class _ZstdReader(io.RawIOBase):
     ``zstandard``'s stream_reader returns a short read, not an error, when the input
     ends inside a frame; a decompressobj per frame knows whether the frame ended.
     Input is fed in small pieces so one call's output stays bounded even for a
-    decompression bomb (a zstd block expands at most ~32768x; anchors §C1 #21).
+    decompression bomb (a zstd block expands at most ~32768x).
     """
 
     _IN_CHUNK = 4096

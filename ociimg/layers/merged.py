@@ -8,7 +8,7 @@ the same-named dirs below until one is opaque; a non-dir hides everything below.
 Symlinks are followed through the merged view and clamped at the root like
 RESOLVE_IN_ROOT, so a symlink planted in a lower layer (``lib -> usr/lib``) redirects a
 later layer's write inside the image, as a flattened unpack does, and never out of it
-(anchors §C1 #2). Every fd comes from a :class:`paths.Resolver` of one layer dir.
+(CVE-2025-45582). Every fd comes from a :class:`paths.Resolver` of one layer dir.
 """
 
 from __future__ import annotations

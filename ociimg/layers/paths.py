@@ -1,6 +1,7 @@
 """Resolve paths inside a root as if the root were "/": nothing ever leads out of it.
 
-Two implementations with one behaviour (anchors §C1 #1, #2, #4):
+Two implementations with one behaviour (umoci ``security.md``; CVE-2020-27833,
+CVE-2025-45582, CVE-2014-6407):
 
 * ``openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`` — the kernel clamps ".." and
   absolute symlinks to the root (Linux >= 5.6);

@@ -202,7 +202,7 @@ class LayerTarInfo(tarfile.TarInfo):
 
     def _proc_member(self, tf):  # type: ignore[no-untyped-def]
         # Refuse huge PAX/GNU meta headers before tarfile reads them into memory
-        # (anchors §C1 #21).
+        # (containerd CVE-2023-25153).
         if self.type in _META_TYPES:
             _count_meta(tf, self.size, self.offset)
         if self.type in _META_TYPES and self.size > MAX_META_HEADER:

@@ -20,7 +20,7 @@ def apply_blob(store: Store, layer: Descriptor, root: Path, options: ApplyOption
     """Apply one layer blob from ``store`` onto ``root``.
 
     The compressed bytes are hashed up to EOF (trailing bytes after the last gzip
-    member count, anchors §C1 #19) and checked against the descriptor; the
+    member count, umoci 0.4.7 CHANGELOG) and checked against the descriptor; the
     uncompressed stream against ``diff_id`` (config.rootfs.diff_ids).
     """
     what = f"layer {layer.digest}"

@@ -30,6 +30,7 @@ from ociimg.errors import (
     Unauthorized,
 )
 from ociimg.events import NullProgress, Progress
+from ociimg.reference import REPOSITORY_RE, TAG_RE
 from ociimg.registry.auth import Authenticator, find_credentials
 from ociimg.registry.budget import Limits
 from ociimg.registry.registries import is_insecure
@@ -46,9 +47,6 @@ from ociimg.registry.transport import (
 from ociimg.registry.urls import origin, resolve_url
 
 CHUNK = 1 << 20
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_REPO_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
-_TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 _CONTENT_RANGE_RE = re.compile(r"bytes ([0-9]{1,19})-([0-9]{1,19})/([0-9]{1,19}|\*)")
 _MAX_CHUNK = 256 << 20  # a PATCH chunk is read into memory: a registry's minimum is capped
 
@@ -77,7 +75,7 @@ class ClientOptions:
 
 
 def check_repository(repo: str) -> str:
-    if not isinstance(repo, str) or not _REPO_RE.fullmatch(repo) or len(repo) > 255:
+    if not isinstance(repo, str) or not REPOSITORY_RE.fullmatch(repo) or len(repo) > 255:
         raise InvalidReference(f"invalid repository name {str(repo)[:80]!r}")
     return repo
 
@@ -87,7 +85,7 @@ def check_manifest_reference(reference: str) -> str:
     if isinstance(reference, str) and ":" in reference:
         Digest.parse(reference, where="manifest reference")
         return reference
-    if not isinstance(reference, str) or not _TAG_RE.fullmatch(reference):
+    if not isinstance(reference, str) or not TAG_RE.fullmatch(reference):
         raise InvalidReference(f"invalid tag {str(reference)[:140]!r}")
     return reference
 

@@ -5,7 +5,7 @@ idna, its own modules) to every pull for features a registry client must not use
 anyway (cookies, ``~/.netrc``, automatic redirects). What it owns:
 
 * No ``~/.netrc``: requests' ``rebuild_auth`` re-applies netrc credentials to the *new*
-  host after a redirect (anchors C2 #9); urllib3 never reads it. Proxies are honoured
+  host after a redirect (requests ``sessions.py``); urllib3 never reads it. Proxies are honoured
   explicitly, from HTTPS_PROXY/HTTP_PROXY/NO_PROXY (:func:`proxies_for`).
 * Redirects are followed here (``redirect=False``): when scheme, host or port change,
   only harmless headers (Accept, Range …) follow, never Authorization or a request

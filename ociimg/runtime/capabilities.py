@@ -2,7 +2,7 @@
 
 ``capability_sets()`` is pure; the ``apply``/``drop`` functions make the syscalls.
 The container init must call them in runc's order (``finalizeNamespace`` in
-runc's ``libcontainer/init_linux.go``; anchors.md §C3 row 14)::
+runc's ``libcontainer/init_linux.go``)::
 
     sets = capability_sets(spec["process"].get("capabilities"))
     drop_bounding(sets)          # needs CAP_SETPCAP, which setuid may take away

@@ -91,9 +91,9 @@ _GLOBAL: tuple[_Option, ...] = (
     (("--log-format",), "log_format", ("text", "json"), "text", "log format"),
     (("--debug",), "debug", "flag", False, "debug logging"),
     (("--systemd-cgroup",), "systemd_cgroup", "flag", False,
-     "accepted for compatibility; the systemd driver is not supported"),
-    (("--rootless",), "rootless", "value", None, "accepted for compatibility"),
-    (("--criu",), "criu", "value", None, "accepted for compatibility"),
+     "use systemd's cgroup manager: not supported, refused with an error"),
+    (("--rootless",), "rootless", "value", None, "ignored (runc's true|false|auto)"),
+    (("--criu",), "criu", "value", None, "ignored (no checkpoint/restore)"),
     (("-v", "--version"), "version", "flag", False, "print the version"),
 )
 _CREATE: tuple[_Option, ...] = (
@@ -112,7 +112,7 @@ _COMMANDS: dict[str, tuple] = {
     "create": (("id",), (), _CREATE, False, "create a container (its init waits for start)"),
     "run": (("id",), (), _CREATE + (
         (("-d", "--detach"), "detach", "flag", False, "do not wait for the container"),
-        (("--keep",), "keep", "flag", False, "accepted for compatibility")),
+        (("--keep",), "keep", "flag", False, "do not delete the container after it exits")),
         False, "create and start a container"),
     "start": (("id",), (), (), False, "start a created container"),
     "state": (("id",), (), (), False, "print the runtime-spec state JSON"),
@@ -300,7 +300,8 @@ def _create_options(args: Args) -> Any:
 
 def _cmd_run(args: Args, root: str) -> int:
     from ociimg.runtime import container
-    return container.run_container(root, args.id, _create_options(args), detach=args.detach)
+    return container.run_container(root, args.id, _create_options(args), detach=args.detach,
+                                   keep=args.keep)
 
 
 def _cmd_start(args: Args, root: str) -> int:
@@ -457,7 +458,8 @@ def main(argv: list[str] | None = None) -> int:
     from ociimg.errors import OciimgError
     try:
         if args.systemd_cgroup:
-            raise OciimgError("--systemd-cgroup: the systemd cgroup driver is not supported",
+            raise OciimgError("--systemd-cgroup: the systemd cgroup manager is not supported "
+                              "(ociimg-runtime manages cgroupfs directly)",
                               hint="use the cgroupfs manager (podman --cgroup-manager cgroupfs)")
         return COMMANDS[args.verb](args, root)
     except OciimgError as exc:

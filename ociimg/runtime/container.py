@@ -473,10 +473,11 @@ def _descendants(pid: int) -> set[int]:
 
 
 def run_container(root: str, container_id: str, options: CreateOptions,
-                  detach: bool = False) -> int:
+                  detach: bool = False, keep: bool = False) -> int:
     """create + start; attached, wait for the init and return its exit code (128+N when
-    killed by signal N), then delete. The CLI becomes a child subreaper so the init, whose
-    parent (the intermediate child) exits early, is reparented to it and can be waited."""
+    killed by signal N), then delete it unless ``keep`` (runc run --keep). The CLI
+    becomes a child subreaper so the init, whose parent (the intermediate child) exits
+    early, is reparented to it and can be waited."""
     from ociimg.oskit import linux
     if not detach:
         linux.set_child_subreaper()
@@ -506,14 +507,15 @@ def run_container(root: str, container_id: str, options: CreateOptions,
         raise
     if detach:
         return 0
-    return _wait_and_delete(root, cst, master)
+    return _wait_and_delete(root, cst, master, keep)
 
 
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
               signal.SIGUSR2)
 
 
-def _wait_and_delete(root: str, cst: ContainerState, master: int | None) -> int:
+def _wait_and_delete(root: str, cst: ContainerState, master: int | None,
+                     keep: bool) -> int:
     def forward(signum: int, _frame: Any) -> None:
         try:
             os.kill(cst.pid, signum)
@@ -531,5 +533,6 @@ def _wait_and_delete(root: str, cst: ContainerState, master: int | None) -> int:
     finally:
         for sig in _FORWARDED:
             signal.signal(sig, signal.SIG_DFL)
-        delete_container(root, cst.id, force=True)
+        if not keep:
+            delete_container(root, cst.id, force=True)
     return code

@@ -92,7 +92,7 @@ def test_devices_ownership_and_capabilities(root: None, tmp_path: Path) -> None:
     m = tree_manifest(tmp_path)
     assert m["dev/null"]["type"] == "char" and m["dev/null"]["rdev"] == [1, 3]
     assert m["dev/sda"]["type"] == "block" and m["dev/sda"]["rdev"] == [8, 0]
-    # chown first, then chmod: setuid/setgid survive (anchors §C1 #13)
+    # chown first, then chmod: setuid/setgid survive (umoci oci/layer/tar_extract.go)
     assert m["home/app/file"]["mode"] == oct(0o6750) and m["home/app/file"]["uid"] == 1000
     assert m["home/app"]["mode"] == oct(0o2770) and m["home/app"]["gid"] == 1000
     assert (m["home/app/link"]["uid"], m["home/app/link"]["gid"]) == (1000, 7)

@@ -588,3 +588,14 @@ def test_program_that_cannot_be_executed(runtime_env: tuple[Path, Path]) -> None
     proc = runtime(state_root, "run", "-b", str(bundle), "c1")
     assert proc.returncode == 126
     assert "exec /bin/notreally" in proc.stderr
+
+
+def test_run_keep_leaves_the_stopped_container_for_delete(
+        runtime_env: tuple[Path, Path]) -> None:
+    bundle, state_root = runtime_env
+    set_args(bundle, ["sh", "-c", "exit 3"])
+    proc = runtime(state_root, "run", "--keep", "--bundle", str(bundle), "c1")
+    assert proc.returncode == 3, proc.stderr
+    assert state_of(state_root, "c1")["status"] == "stopped"
+    runtime(state_root, "delete", "c1", check=True)
+    assert not (state_root / "c1").exists()

@@ -1,4 +1,5 @@
-"""Reference grammar and normalisation (anchors §C2 rows 13, 14; distribution-spec names)."""
+"""Reference grammar and normalisation (distribution-spec spec.md names and tags;
+containers/image docker/reference/normalize.go)."""
 
 from __future__ import annotations
 
@@ -253,3 +254,15 @@ def test_random_input_is_either_refused_cleanly_or_round_trips() -> None:
         assert parse_reference(str(ref)) == ref
         assert len(ref.name) <= 255 and ref.path == ref.path.lower()
     assert accepted > 50  # the generator does reach valid references
+
+
+def test_registry_client_checks_tags_and_names_with_this_grammar() -> None:
+    from ociimg.registry.client import check_manifest_reference, check_repository
+    assert check_manifest_reference("v1.2_x-" + "a" * 120) == "v1.2_x-" + "a" * 120
+    for bad in (".x", "-x", "a" * 129, "a/b", "x y", "", "é"):
+        with pytest.raises(InvalidReference):
+            check_manifest_reference(bad)
+    assert check_repository("library/busy_box.x--y") == "library/busy_box.x--y"
+    for bad in ("Library/x", "a//b", "a/", "-a", "a_", "a" * 256):
+        with pytest.raises(InvalidReference):
+            check_repository(bad)

@@ -84,3 +84,19 @@ def test_every_command_has_help() -> None:
     from ociimg.runtime.cli import COMMANDS
     for verb in COMMANDS:
         assert usage(verb).startswith(f"usage: ociimg-runtime {verb}")
+
+
+def test_systemd_cgroup_is_refused_as_its_help_says(capsys: pytest.CaptureFixture[str],
+                                                    tmp_path: object) -> None:
+    assert "not supported, refused" in usage()
+    assert main(["--root", str(tmp_path), "--systemd-cgroup", "state", "c1"]) == 1
+    err = capsys.readouterr().err
+    assert "systemd cgroup manager is not supported" in err and "hint: " in err
+
+
+def test_version_names_the_package_and_spec(capsys: pytest.CaptureFixture[str]) -> None:
+    from ociimg import __version__
+    from ociimg.runtime import SPEC_VERSION
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.split() == ["ociimg-runtime", "version", __version__,
+                                               "spec:", SPEC_VERSION]

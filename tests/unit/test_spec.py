@@ -1,4 +1,5 @@
-"""OCI/Docker document parsing (anchors §C2 rows 2, 3, 5, 6, 16, 17) and schema validity
+"""OCI/Docker document parsing (distribution-spec spec.md, image-spec descriptor.md,
+containers/image internal/iolimits) and schema validity
 of what we write (image-spec JSON schemas)."""
 
 from __future__ import annotations

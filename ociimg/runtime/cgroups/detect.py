@@ -4,7 +4,7 @@
   normally cgroup2 at /sys/fs/cgroup).
 * ``hybrid``: v1 controller hierarchies plus a cgroup2 mount (systemd puts it at
   /sys/fs/cgroup/unified). Resources go through the v1 driver, as runc does; runc
-  and crun do not support hybrid beyond that (anchors.md §E4).
+  and crun do not support hybrid beyond that (opencontainers/runc#2087).
 * ``v1``: only v1 hierarchies.
 """
 

@@ -3,7 +3,7 @@
 The no-internal-process rule means controllers are enabled in the
 ``cgroup.subtree_control`` of every ancestor, never of the container's own cgroup
 (which holds its processes). v1-style spec values are converted the way runc does
-(runc ``docs/cgroup-v2.md``; anchors.md §C3 "Other runtime musts").
+(runc ``docs/cgroup-v2.md``; opencontainers/cgroups ``utils.go``).
 
 Device rules (the spec's, then runc's default allow list) are enforced with a
 BPF_PROG_TYPE_CGROUP_DEVICE program attached to the cgroup (``ebpf.py``, runc#2167).
