@@ -94,7 +94,7 @@ def test_systemd_cgroup_is_refused_as_its_help_says(capsys: pytest.CaptureFixtur
     assert "systemd cgroup manager is not supported" in err and "hint: " in err
 
 
-def test_version_names_the_package_and_spec(capsys: pytest.CaptureFixture[str]) -> None:
+def test_version_is_the_package_version_and_the_spec(capsys: pytest.CaptureFixture[str]) -> None:
     from ociimg import __version__
     from ociimg.runtime import SPEC_VERSION
     assert main(["--version"]) == 0
