@@ -108,6 +108,9 @@ _CREATE: tuple[_Option, ...] = (
     (("--no-new-keyring",), "no_new_keyring", "flag", False, "keep the session keyring"),
     (("--preserve-fds",), "preserve_fds", "int", 0, "pass N extra fds (from fd 3)"),
 )
+# The global options that take a value (_log_from_argv skips theirs).
+_GLOBAL_VALUES = frozenset(flag for flags, _, kind, _, _ in _GLOBAL if kind != "flag"
+                           for flag in flags)
 _FORMAT: _Option = (("-f", "--format"), "format", ("table", "json"), "table", "output format")
 # command: (positionals, optional positionals with defaults, options, takes a command
 # after the positionals (exec), summary)
@@ -501,7 +504,7 @@ def _log_from_argv(argv: list[str]) -> _Log:
     rest = list(argv)
     while rest and rest[0].startswith("-"):
         name, eq, value = rest.pop(0).partition("=")
-        if name in ("--log", "--log-format", "--root", "--rootless", "--criu"):
+        if name in _GLOBAL_VALUES:
             if not eq:
                 if not rest:
                     break

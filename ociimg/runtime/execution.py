@@ -96,6 +96,18 @@ def process_spec(config: RuntimeConfig, command: Sequence[str], *, env: Sequence
                    no_new_privileges=base.no_new_privileges or no_new_privileges)
 
 
+@record(slots=True)
+class _JoinPlan:
+    """What the joining child needs, prepared by the parent before the fork."""
+    config: RuntimeConfig
+    spec: ProcessSpec
+    ns_paths: dict[str, str]  # namespace type → /proc/<init>/ns/<type>
+    join_files: tuple[str, ...]  # CgroupManager.self_join_files (v1)
+    v2_dir: str | None  # CgroupManager.v2_dir
+    preserve_fds: int
+    seccomp_program: bytes | None  # seccomp.filter_program of config.seccomp
+
+
 def exec_process(cst: state.ContainerState, config: RuntimeConfig, spec: ProcessSpec, *,
                  detach: bool = False, pid_file: str | None = None,
                  console_socket: str | None = None, preserve_fds: int = 0) -> int:
@@ -134,8 +146,14 @@ def exec_process(cst: state.ContainerState, config: RuntimeConfig, spec: Process
         keep.add(console.fileno())
     if interpreter is not None:
         keep.add(interpreter)
-    join_files = tuple(manager.self_join_files()) if manager is not None else ()
-    v2_dir = manager.v2_dir() if manager is not None else None
+    # Compiled here, through create's root-only cache (seccomp.py): the child only loads
+    # it, and libseccomp builds it only on a cache miss.
+    program = (seccomp.filter_program(config.seccomp, seccomp.default_cache_dir())
+               if config.seccomp is not None else None)
+    plan = _JoinPlan(config=config, spec=spec, ns_paths=ns_paths,
+                     join_files=tuple(manager.self_join_files()) if manager is not None else (),
+                     v2_dir=manager.v2_dir() if manager is not None else None,
+                     preserve_fds=preserve_fds, seccomp_program=program)
     pid1 = -1
     try:
         pid1 = os.fork()
@@ -153,13 +171,12 @@ def exec_process(cst: state.ContainerState, config: RuntimeConfig, spec: Process
             if interpreter is not None:
                 inherit = [child_sock.fileno()] + ([console.fileno()] if console else [])
                 process.run_sealed(interpreter, _child_sealed,
-                                   (join_files, config, spec, ns_paths, child_sock.fileno(),
-                                    console.fileno() if console else None, preserve_fds,
-                                    v2_dir), inherit)
+                                   (plan, child_sock.fileno(),
+                                    console.fileno() if console else None), inherit)
         except BaseException as exc:  # noqa: BLE001
             process.send_msg(child_sock, process.error_msg(exc))
             os._exit(1)
-        _child(join_files, config, spec, ns_paths, child_sock, console, preserve_fds, v2_dir)
+        _child(plan, child_sock, console)
     child_sock.close()
     if console:
         console.close()
@@ -181,26 +198,21 @@ def exec_process(cst: state.ContainerState, config: RuntimeConfig, spec: Process
     return hooks.exit_code(status)
 
 
-def _child(join_files: tuple[str, ...], config: RuntimeConfig, spec: ProcessSpec,
-           ns_paths: dict[str, str], sock: socket.socket, console: socket.socket | None,
-           preserve_fds: int, v2_dir: str | None) -> None:
+def _child(plan: _JoinPlan, sock: socket.socket, console: socket.socket | None) -> None:
     """The first child, once guarded: v1 cgroups are joined by the child itself, as the
     container's intermediate does (no wait for an RCU grace period); its v2 cgroup comes
     with the fork of the process (clone3)."""
     try:
-        process.join_cgroups_v1(join_files)
-        _join_and_exec(config, spec, ns_paths, sock, console, preserve_fds, v2_dir)
+        process.join_cgroups_v1(plan.join_files)
+        _join_and_exec(plan, sock, console)
     except BaseException as exc:  # noqa: BLE001
         process.send_msg(sock, process.error_msg(exc))
     os._exit(1)
 
 
-def _child_sealed(join_files: tuple[str, ...], config: RuntimeConfig, spec: ProcessSpec,
-                  ns_paths: dict[str, str], sock_fd: int, console_fd: int | None,
-                  preserve_fds: int, v2_dir: str | None) -> None:
+def _child_sealed(plan: _JoinPlan, sock_fd: int, console_fd: int | None) -> None:
     console = _socket.socket(fileno=console_fd) if console_fd is not None else None
-    _child(join_files, config, spec, ns_paths, _socket.socket(fileno=sock_fd), console,
-           preserve_fds, v2_dir)
+    _child(plan, _socket.socket(fileno=sock_fd), console)
 
 
 def _identities(interpreter: int | None) -> set[tuple[int, int]]:
@@ -261,31 +273,34 @@ def _left_runtime(pid: int, runtime_exes: set[tuple[int, int]]) -> bool:
     return state.proc_exe_identity(pid) not in runtime_exes
 
 
-def _join_and_exec(config: RuntimeConfig, spec: ProcessSpec, ns_paths: dict[str, str],
-                   sock: socket.socket, console: socket.socket | None,
-                   preserve_fds: int, v2_dir: str | None) -> None:
+def _join_and_exec(plan: _JoinPlan, sock: socket.socket,
+                   console: socket.socket | None) -> None:
+    config, spec = plan.config, plan.spec
     # Opened now: after joining the mount ns the host's cgroup tree is out of reach.
-    v2_fd = os.open(v2_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) \
-        if v2_dir is not None else None
+    v2_fd = os.open(plan.v2_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) \
+        if plan.v2_dir is not None else None
     cap_sets = (capabilities.capability_sets(spec.capabilities,
                                              last_cap=capabilities.kernel_last_cap())
                 if spec.capabilities is not None else None)
-    seccomp_ctx = (seccomp.new_context(seccomp.build_filter(config.seccomp))
-                   if config.seccomp is not None else None)
+    pending = init.SeccompFilter(program=plan.seccomp_program)
+    if plan.seccomp_program is None and config.seccomp is not None:
+        # Flags only libseccomp's load sets (seccomp.filter_program): its context, built
+        # while libseccomp is still the host's.
+        pending.context = seccomp.new_context(seccomp.build_filter(config.seccomp))
     trampoline = process.open_trampoline(config.seccomp)
     attach_pty = None
     if spec.terminal and console is not None:
         # Imported before the container's namespaces are joined: no import may read the
         # container's files (a sealed interpreter has not imported it yet).
         from ociimg.runtime.console import attach_pty
-    namespaces.join_namespaces(ns_paths)
+    namespaces.join_namespaces(plan.ns_paths)
     init.forget_host_imports()
     pid = _fork_in_cgroup(v2_fd, sock)
     if pid:
         process.send_msg(sock, {"type": "forked"})
         process.wait_to_be_killed(sock)
     try:
-        _exec_inside(spec, cap_sets, seccomp_ctx, console, sock, preserve_fds, trampoline,
+        _exec_inside(spec, cap_sets, pending, console, sock, plan.preserve_fds, trampoline,
                      attach_pty)
     except BaseException as exc:  # noqa: BLE001
         process.send_msg(sock, process.error_msg(exc))
@@ -307,7 +322,7 @@ def _fork_in_cgroup(v2_fd: int | None, sock: socket.socket) -> int:
     return os.fork()
 
 
-def _exec_inside(spec: ProcessSpec, cap_sets: Any, seccomp_ctx: int | None,
+def _exec_inside(spec: ProcessSpec, cap_sets: Any, pending: init.SeccompFilter,
                  console: socket.socket | None, sock: socket.socket,
                  preserve_fds: int, trampoline: int | None,
                  attach_pty: Callable[[socket.socket, tuple[int, int] | None], None] | None
@@ -318,7 +333,6 @@ def _exec_inside(spec: ProcessSpec, cap_sets: Any, seccomp_ctx: int | None,
     os.setsid()
     if attach_pty is not None and console is not None:
         attach_pty(console, spec.console_size)
-    pending = init.SeccompFilter(context=seccomp_ctx)
     entered = init.try_chdir(spec.cwd)  # before a filter, as in init.run_init
     if spec.no_new_privileges:
         linux.set_no_new_privs()

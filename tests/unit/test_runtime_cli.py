@@ -4,6 +4,9 @@ order, ``--opt=value``, ``--`` ends options, exec's command taken verbatim)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from ociimg.runtime.cli import UsageError, main, parse_args, usage
@@ -87,7 +90,11 @@ def test_every_command_has_help() -> None:
 
 
 def test_systemd_cgroup_is_refused_as_its_help_says(capsys: pytest.CaptureFixture[str],
-                                                    tmp_path: object) -> None:
+                                                    tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from ociimg.runtime import cli
+    # main would route every later test's log records to this test's stderr
+    monkeypatch.setattr(cli, "route_logging", lambda log: None)
     assert "not supported, refused" in usage()
     assert main(["--root", str(tmp_path), "--systemd-cgroup", "state", "c1"]) == 1
     err = capsys.readouterr().err
@@ -100,3 +107,11 @@ def test_version_is_the_package_version_and_the_spec(capsys: pytest.CaptureFixtu
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.split() == ["ociimg-runtime", "version", __version__,
                                                "spec:", SPEC_VERSION]
+
+
+def test_usage_error_reaches_the_log_past_every_global_value(tmp_path: Path) -> None:
+    log = tmp_path / "log.json"
+    assert main(["--root", str(tmp_path), "--rootless", "auto", "--criu", "x", "--log",
+                 str(log), "--log-format", "json", "start"]) == 2
+    entry = json.loads(log.read_text())
+    assert entry["level"] == "error" and "missing ID" in entry["msg"]
