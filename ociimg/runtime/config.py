@@ -11,6 +11,7 @@ import os
 
 from ociimg.errors import InvalidDocument
 from ociimg.runtime import jsonio
+from ociimg.runtime.hooks import STAGES
 from ociimg.runtime.records import field, record
 
 TYPE_CHECKING = False
@@ -478,8 +479,7 @@ _LINUX = _obj({
 
 _CONFIG = _obj({
     "ociVersion": "s",
-    "hooks": _obj({k: _HOOKS for k in ("prestart", "createRuntime", "createContainer",
-                                       "startContainer", "poststart", "poststop")}),
+    "hooks": _obj({stage: _HOOKS for stage in STAGES}),
     "annotations": _MAP, "hostname": "s", "domainname": "s",
     "mounts": ("l", _obj({"source": _PATH, "destination": _PATH, "options": _STRS, "type": "s",
                           "uidMappings": ("l", _IDMAP), "gidMappings": ("l", _IDMAP)},

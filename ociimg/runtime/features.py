@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from ociimg.runtime import SPEC_VERSION
 from ociimg.runtime.config import NAMESPACE_TYPES
+from ociimg.runtime.hooks import STAGES
 from ociimg.runtime.mounts import _FLAGS, PROPAGATION
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
-
-HOOKS = ["prestart", "createRuntime", "createContainer", "startContainer", "poststart",
-         "poststop"]
 
 
 def features() -> dict[str, Any]:
@@ -19,7 +17,7 @@ def features() -> dict[str, Any]:
     doc: dict[str, Any] = {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": SPEC_VERSION,
-        "hooks": HOOKS,
+        "hooks": list(STAGES),
         "mountOptions": sorted(set(_FLAGS) | set(PROPAGATION)),
         "linux": {
             "namespaces": list(NAMESPACE_TYPES),
