@@ -8,7 +8,8 @@ init survives the short-lived CLI (``create`` then ``start`` from another proces
 init (init.py) does runc's steps in runc's order, blocks on ``exec.fifo`` until ``start``,
 then execs the program; it never re-execs Python. Library entry points are in
 container.py (create/start/state/kill/delete/run/pause/resume/update) and execution.py
-(exec); cli.py is the runc-compatible ``ociimg-runtime``.
+(exec_in_container with an ExecRequest); cli.py is the runc-compatible ``ociimg-runtime``.
+Every command is a new process: startup.py is the budget of what their start may import.
 """
 
 # The runtime-spec version this runtime implements: its state and hook documents,

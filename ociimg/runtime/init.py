@@ -21,7 +21,6 @@ import sys
 from ociimg.errors import ContainerError, ExecutableNotFound, OciimgError
 from ociimg.oskit import linux
 from ociimg.runtime import (
-    SPEC_VERSION,
     capabilities,
     hooks,
     lazylog,
@@ -29,6 +28,7 @@ from ociimg.runtime import (
     mounts,
     rootfs,
     seccomp,
+    state,
 )
 from ociimg.runtime.config import ProcessSpec, RuntimeConfig, User
 from ociimg.runtime.lazylog import get_logger
@@ -170,11 +170,8 @@ def execute(path: str, process: ProcessSpec, trampoline: int | None = None) -> N
 
 
 def hook_state(ctx: InitContext, status: str) -> dict[str, Any]:
-    doc = {"ociVersion": SPEC_VERSION, "id": ctx.options.container_id, "status": status,
-           "pid": ctx.host_pid, "bundle": str(ctx.config.bundle)}
-    if ctx.options.annotations:
-        doc["annotations"] = ctx.options.annotations
-    return doc
+    return state.hook_doc(ctx.options.container_id, status, ctx.host_pid,
+                          str(ctx.config.bundle), ctx.options.annotations)
 
 
 def join_own_keyring(container_id: str) -> None:

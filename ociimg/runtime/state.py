@@ -53,7 +53,7 @@ class ContainerState:
 
 
 def check_id(container_id: str) -> None:
-    # [A-Za-z0-9][A-Za-z0-9_.+-]* without re (and its enum/functools imports).
+    # [A-Za-z0-9][A-Za-z0-9_.+-]*, without re.
     if not container_id or not set(container_id) <= _ID_CHARS or container_id[0] in "_.+-" \
             or len(container_id) > 1024:
         raise ContainerError(f"invalid container id {container_id!r}",
@@ -140,8 +140,8 @@ def remove_state(root: str | os.PathLike[str], container_id: str) -> None:
     _remove_dir(state_dir(root, container_id))
 
 
-# Not fsutil's atomic_write/remove_tree (tempfile, shutil: ociimg/runtime/startup.py): a
-# state dir is small, flat and written only by the runtime, and these are enough.
+# Not fsutil's atomic_write/remove_tree, which import tempfile and shutil: a state dir is
+# small, flat and written only by the runtime, and these are enough.
 def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> None:
     """Write a temp file beside ``path`` and rename it over: readers never see a torn
     state. No fsync (runc's saveState doesn't either): runtime state lives in /run and
@@ -259,8 +259,14 @@ def oci_state(root: str | os.PathLike[str], state: ContainerState,
 
 
 def hook_state(state: ContainerState, status: str) -> dict[str, Any]:
-    doc: dict[str, Any] = {"ociVersion": SPEC_VERSION, "id": state.id, "status": status,
-                           "pid": state.pid, "bundle": state.bundle}
-    if state.annotations:
-        doc["annotations"] = state.annotations
+    return hook_doc(state.id, status, state.pid, state.bundle, state.annotations)
+
+
+def hook_doc(container_id: str, status: str, pid: int, bundle: str,
+             annotations: dict[str, str]) -> dict[str, Any]:
+    """The state a hook reads on its stdin (runtime-spec config.md "Hooks")."""
+    doc: dict[str, Any] = {"ociVersion": SPEC_VERSION, "id": container_id, "status": status,
+                           "pid": pid, "bundle": bundle}
+    if annotations:
+        doc["annotations"] = annotations
     return doc

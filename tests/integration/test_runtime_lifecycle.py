@@ -599,3 +599,18 @@ def test_run_keep_leaves_the_stopped_container_for_delete(
     assert state_of(state_root, "c1")["status"] == "stopped"
     runtime(state_root, "delete", "c1", check=True)
     assert not (state_root / "c1").exists()
+
+
+def test_exec_in_container_is_a_library_call(runtime_env: tuple[Path, Path]) -> None:
+    """The exec of `ociimg-runtime exec`, from Python with an ExecRequest (no CLI args)."""
+    from ociimg.runtime.config import User
+    from ociimg.runtime.execution import ExecRequest, exec_in_container
+    from tests.integration.forked import run_in_child
+    bundle, state_root = runtime_env
+    set_args(bundle, ["sleep", "1000"])
+    runtime(state_root, "run", "-d", "--bundle", str(bundle), "c1", check=True)
+    request = ExecRequest(args=("sh", "-c", 'echo "$X $(id -u):$(id -g) $PWD" > out; exit 7'),
+                          env=("X=lib",), cwd="/root", user=User(uid=0, gid=5))
+    status, result = run_in_child(lambda: exec_in_container(str(state_root), "c1", request))
+    assert result == {"ok": 7}, result
+    assert (bundle / "rootfs" / "root" / "out").read_text() == "lib 0:5 /root\n"
