@@ -14,6 +14,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from ociimg.runtime.config import User
+    from ociimg.runtime.container import CreateOptions
+    from ociimg.runtime.execution import ExecRequest
+
 # ociimg.__version__, which the runtime cannot import (the package's __init__ reaches the
 # image stages); a unit test keeps the two equal.
 VERSION = "0.1.0"
@@ -296,7 +300,7 @@ def _cmd_create(args: Args, root: str) -> int:
     return 0
 
 
-def _create_options(args: Args) -> Any:
+def _create_options(args: Args) -> CreateOptions:
     from ociimg.runtime.container import CreateOptions
     return CreateOptions(bundle=args.bundle, pid_file=args.pid_file,
                          console_socket=args.console_socket,
@@ -404,7 +408,7 @@ def _cmd_exec(args: Args, root: str) -> int:
     return execution.exec_in_container(root, args.id, exec_request(args))
 
 
-def exec_request(args: Args) -> Any:
+def exec_request(args: Args) -> ExecRequest:
     """runc exec's options as an execution.ExecRequest."""
     from ociimg.runtime.execution import ExecRequest
     process = None
@@ -419,7 +423,7 @@ def exec_request(args: Args) -> Any:
                        console_socket=args.console_socket, preserve_fds=args.preserve_fds)
 
 
-def _numeric_user(text: str) -> Any:
+def _numeric_user(text: str) -> User:
     from ociimg.errors import ContainerError
     from ociimg.runtime.config import User
     uid, sep, gid = text.partition(":")

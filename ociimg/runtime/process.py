@@ -439,7 +439,7 @@ def _executable_memfd(name: str) -> int:
     return os.memfd_create(name, flags)
 
 
-# gc off as in bin/ociimg-runtime: collections during the imports cost ~4 ms.
+# gc off as in bin/ociimg-runtime: a short-lived process, and no collections during imports.
 _BOOT = ("import gc,sys;gc.disable();sys.path[:0]=[sys.argv[1]];"
          "from ociimg.runtime.process import resume;resume(int(sys.argv[2]))")
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
