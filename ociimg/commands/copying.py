@@ -22,7 +22,7 @@ import os
 import secrets
 import stat
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -406,13 +406,19 @@ def export_container(root: Path, name_or_id: str, out: BinaryIO) -> None:
 def export_to_file(root: Path, name_or_id: str, dest: Path) -> None:
     """Export into ``dest`` through a temp file beside it, renamed only when complete:
     never a half tar under ``dest``."""
+    write_atomically(dest, lambda f: export_container(root, name_or_id, f))
+
+
+def write_atomically(dest: Path, fill: Callable[[BinaryIO], object]) -> None:
+    """``fill`` writes a temp file beside ``dest``; fsynced and renamed over ``dest`` only
+    when it returns (an exception removes the temp and leaves ``dest`` as it was)."""
     dest = dest.absolute()
     tmp = dest.with_name(f".{dest.name}.tmp-{secrets.token_hex(4)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                  0o644)
     try:
         with os.fdopen(fd, "wb") as f:
-            export_container(root, name_or_id, f)  # type: ignore[arg-type]
+            fill(f)  # type: ignore[arg-type]
             f.flush()
             os.fsync(f.fileno())
         os.rename(tmp, dest)
