@@ -65,10 +65,11 @@ def reopen(pfd: int, flags: int) -> int:
 
 
 def _not_found(what: str, exc: OSError) -> OciimgError:
+    hint = "symlinks in a container resolve inside it; look with ociimg diff or export"
     if exc.errno == errno.ENOENT:
-        return NotFound(f"{what}: no such file or directory")
+        return NotFound(f"{what}: no such file or directory", hint=hint)
     if exc.errno == errno.ENOTDIR:
-        return NotFound(f"{what}: not a directory (or a parent is not)")
+        return NotFound(f"{what}: not a directory (or a parent is not)", hint=hint)
     if exc.errno == errno.ELOOP:
         return CopyError(f"{what}: too many levels of symbolic links")
     return CopyError(f"{what}: {exc.strerror}")
