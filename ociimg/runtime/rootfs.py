@@ -9,14 +9,9 @@ import stat
 from ociimg.errors import ContainerError
 from ociimg.oskit import linux
 from ociimg.oskit.linux import MNT, MS
+from ociimg.oskit.paths import resolve_in_root
 from ociimg.runtime.lazylog import get_logger
-from ociimg.runtime.mounts import (
-    PROPAGATION,
-    make_mountpoint,
-    open_checked,
-    resolve_in_root,
-    statvfs_flags,
-)
+from ociimg.runtime.mounts import PROPAGATION, open_mountpoint, open_root, statvfs_flags
 
 TYPE_CHECKING = False  # typing costs ~5 ms of every runtime start
 if TYPE_CHECKING:
@@ -103,8 +98,7 @@ def needs_dev_setup(mounts: list[Any]) -> bool:
 def mount_dev_tmpfs(rootfs: str) -> None:
     """No /dev mount in the config: give the container a tmpfs /dev rather than writing
     device nodes into the image's rootfs."""
-    target = make_mountpoint(rootfs, "/dev", as_file=False)
-    fd = open_checked(rootfs, target, os.O_DIRECTORY)
+    fd, _target = open_mountpoint(rootfs, "/dev", as_file=False)
     try:
         linux.mount("tmpfs", f"/proc/self/fd/{fd}", "tmpfs", MS.NOSUID | MS.STRICTATIME,
                     "mode=755,size=65536k")
@@ -119,8 +113,11 @@ def open_dev_dir(rootfs: str) -> int:
     the rootfs: a fresh tmpfs. A host directory that a volume or an image symlink put
     there (``/dev -> /vol`` with ``-v HOST:/vol``) is mounted on the host as well, and
     the runtime must never write device nodes into it."""
-    fd = os.open(resolve_in_root(rootfs, "/dev"),
-                 os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    rootfd = open_root(rootfs)
+    try:
+        fd = resolve_in_root(rootfd, "/dev", flags=os.O_PATH | os.O_DIRECTORY)
+    finally:
+        os.close(rootfd)
     try:
         real = os.readlink(f"/proc/self/fd/{fd}")
         root = os.path.abspath(rootfs).rstrip("/")
