@@ -15,6 +15,7 @@ import posixpath
 from ociimg.errors import ContainerError
 from ociimg.oskit import linux
 from ociimg.oskit.linux import MS
+from ociimg.oskit.mountinfo import read_mountinfo
 from ociimg.oskit.paths import resolve_in_root
 from ociimg.runtime.records import record
 
@@ -313,20 +314,17 @@ def _is_cgroup2_root() -> bool:
 def cgroup_hierarchies() -> list[tuple[str, str, str, str]]:
     """(name, mount options, host mount point, our path) per mounted hierarchy."""
     mounts: dict[str, tuple[str, str]] = {}
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            pre, _, post = line.partition(" - ")
-            fields, post_fields = pre.split(), post.split()
-            if post_fields[0] == "cgroup2":
-                mounts["unified"] = (fields[4], "")
-            elif post_fields[0] == "cgroup":
-                opts = [o for o in post_fields[2].split(",")
-                        if o not in ("rw", "ro", "nosuid", "nodev", "noexec", "relatime")]
-                ctrls = [o for o in opts if not o.startswith("name=") and "=" not in o]
-                named = [o[5:] for o in opts if o.startswith("name=")]
-                key = ",".join(ctrls) if ctrls else (named[0] if named else "")
-                if key:
-                    mounts[key] = (fields[4], ",".join(opts))
+    for m in read_mountinfo():
+        if m.fstype == "cgroup2":
+            mounts["unified"] = (m.mount_point, "")
+        elif m.fstype == "cgroup":
+            opts = [o for o in m.super_options.split(",")
+                    if o not in ("rw", "ro", "nosuid", "nodev", "noexec", "relatime")]
+            ctrls = [o for o in opts if not o.startswith("name=") and "=" not in o]
+            named = [o[5:] for o in opts if o.startswith("name=")]
+            key = ",".join(ctrls) if ctrls else (named[0] if named else "")
+            if key:
+                mounts[key] = (m.mount_point, ",".join(opts))
     out = []
     with open("/proc/self/cgroup") as f:
         for line in f:
