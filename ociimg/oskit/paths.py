@@ -16,6 +16,11 @@ one behaviour:
 
 Errors are OSError with the kernel's errno (ELOOP past 40 symlinks, like MAXSYMLINKS;
 ENOENT, ENOTDIR, EXDEV, ENAMETOOLONG), so each caller maps them to its own error kind.
+
+Reading a file of an untrusted tree: ``resolve_in_root(rootfd, path)`` (O_PATH), fstat,
+then reopen ``/proc/self/fd/N`` only if it is a regular file (a FIFO or device is never
+opened). Writing one: ``open_parent_in_root(rootfd, path)``, then a temp file and a
+rename relative to that dir fd.
 """
 
 from __future__ import annotations
@@ -92,6 +97,18 @@ def split_parent(path: str) -> tuple[str, str]:
     if not parts or parts[-1] == "..":
         raise OSError(errno.EISDIR, "path names a directory, not an entry in one", path[:200])
     return "/".join(parts[:-1]) or "/", parts[-1]
+
+
+def open_parent_in_root(rootfd: int, path: str, *, create_parents: bool = False,
+                        use_openat2: bool | None = None) -> tuple[int, str]:
+    """(O_PATH fd of the dir that holds ``path``, the last name) inside ``rootfd``: for
+    a caller that creates or replaces ``path`` by name relative to that fd (a temp file
+    then rename, as ``ociimg cp`` writes), so a final symlink is replaced, never
+    followed out. The caller closes the fd."""
+    parent, name = split_parent(path)
+    fd = resolve_in_root(rootfd, parent, flags=os.O_PATH | os.O_DIRECTORY,
+                         create_parents=create_parents, use_openat2=use_openat2)
+    return fd, name
 
 
 def _openat2_retrying(rootfd: int, path: str, flags: int, mode: int, resolve: int) -> int:

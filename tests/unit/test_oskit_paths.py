@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ociimg.oskit import paths
-from ociimg.oskit.paths import MAX_SYMLINKS, resolve_in_root, split_parent
+from ociimg.oskit.paths import MAX_SYMLINKS, open_parent_in_root, resolve_in_root, split_parent
 from tests.conftest import need
 
 
@@ -214,6 +214,33 @@ def test_split_parent() -> None:
     for bad in ("/", "", "/a/..", "."):
         with pytest.raises(OSError):
             split_parent(bad)
+
+
+def test_open_parent_replaces_a_final_symlink_inside(rt: Path, use_openat2: bool) -> None:
+    """cp's write: the parent is resolved (links clamped), the last name is replaced by a
+    rename relative to it, so a planted final link is replaced, never written through."""
+    (rt / "etc" / "shadow").symlink_to("../../outside/passwd")
+    (rt / "up").symlink_to("/../etc")
+    rootfd = os.open(rt, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        pfd, name = open_parent_in_root(rootfd, "/up/shadow", use_openat2=use_openat2)
+    finally:
+        os.close(rootfd)
+    try:
+        assert (_where(os.dup(pfd)), name) == (str(rt / "etc"), "shadow")
+        dfd = os.open(".", os.O_RDONLY | os.O_DIRECTORY, dir_fd=pfd)  # a real dir fd
+        try:
+            fd = os.open(".shadow.tmp", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600,
+                         dir_fd=dfd)
+            os.write(fd, b"new\n")
+            os.close(fd)
+            os.rename(".shadow.tmp", name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        finally:
+            os.close(dfd)
+    finally:
+        os.close(pfd)
+    assert (rt / "etc" / "shadow").read_text() == "new\n"
+    assert (rt.parent / "outside" / "passwd").read_text() == "outside\n"
 
 
 def test_race_swapping_a_dir_for_a_symlink_never_escapes(rt: Path, use_openat2: bool
