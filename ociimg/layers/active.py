@@ -99,7 +99,7 @@ class ActiveSnapshots:
         return self.root / check_key(key)
 
     def _lock(self, key: str) -> Path:
-        return self.store.path / ".locks" / f"active-{key}.lock"
+        return self.store.path / ".locks" / f"active-{check_key(key)}.lock"
 
     def info(self, key: str) -> ActiveInfo:
         try:

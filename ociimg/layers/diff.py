@@ -90,6 +90,12 @@ def write_diff(snaps: SnapshotStore, key: str, out: BinaryIO, *,
 def _write_locked(snaps: SnapshotStore, info: ActiveInfo, out: BinaryIO,
                   source_date_epoch: int | None) -> Digest:
     changes, root = _changeset(snaps, info)
+    return write_changes(changes, root, out, source_date_epoch)
+
+
+def write_changes(changes: ChangeSet, root: Path, out: BinaryIO,
+                  source_date_epoch: int | None = None) -> Digest:
+    """The tar of ``changes``, the data read from the tree at ``root``; its digest."""
     sink = HashingWriter(out)
     rootfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
