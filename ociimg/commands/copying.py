@@ -514,7 +514,7 @@ def copy_into_root(rootfd: int, label: str, src: str | BinaryIO, dest: str,
 
 def _copy_into_container(rootfd: int, src_pfd: int, st: os.stat_result, spec: SourceSpec,
                          dest: str, what: str, options: CopyOptions) -> None:
-    from ociimg.oskit.paths import split_parent
+    from ociimg.oskit.paths import open_parent_in_root
     try:
         dirfd = open_in_container(rootfd, dest, follow_last=True,
                                   flags=os.O_RDONLY | os.O_DIRECTORY)
@@ -531,9 +531,7 @@ def _copy_into_container(rootfd: int, src_pfd: int, st: os.stat_result, spec: So
                         f"{what}: no such directory",
                         hint="create the directory first, or drop the trailing /")
     try:
-        parent, name = split_parent(dest)
-        pfd = open_in_container(rootfd, parent, follow_last=True,
-                                flags=os.O_RDONLY | os.O_DIRECTORY)
+        pfd, name = open_parent_in_root(rootfd, dest)
     except OSError as exc:
         raise _not_found(f"{what} (its parent)", exc) from exc
     with opened(pfd):
