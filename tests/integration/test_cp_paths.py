@@ -299,3 +299,33 @@ def test_out_drops_devices_and_setid_bits_unless_archive(world, tmp_path: Path) 
     st = (out2 / "suid").stat()
     assert stat.S_IMODE(st.st_mode) == 0o4755 and st.st_uid == 1234
     assert not (out2 / "disk").exists()
+
+
+def test_deep_trees_cost_no_recursion_and_no_fds(world, tmp_path: Path) -> None:
+    root, fd, _ = world
+    depth = 1500  # deeper than Python's recursion limit; more dirs than fds we may hold
+    cur = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(depth):
+        os.mkdir("d", dir_fd=cur)
+        nxt = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=cur)
+        os.close(cur)
+        cur = nxt
+    with open(os.open("leaf", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=cur), "w") as f:
+        f.write("deep\n")
+    os.close(cur)
+    fds_before = len(os.listdir("/proc/self/fd"))
+    out = tmp_path / "out"
+    copy_out_of_root(fd, "c", "/d", str(out), CopyOptions())
+    buf = io.BytesIO()
+    copy_out_of_root(fd, "c", "/d", buf, CopyOptions())
+    assert len(os.listdir("/proc/self/fd")) == fds_before
+    leaf = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(depth - 1):
+        nxt = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=leaf)
+        os.close(leaf)
+        leaf = nxt
+    try:
+        assert os.stat("leaf", dir_fd=leaf).st_size == 5
+    finally:
+        os.close(leaf)
+    assert len(tarfile.open(fileobj=io.BytesIO(buf.getvalue())).getnames()) == depth + 1
