@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def commit(
 
     result = commit_container(STATE.root, name, CommitOptions(
         name=image, message=message, author=author, changes=tuple(change), pause=pause,
-        compression=compression))
+        compression=compression, source_date_epoch=source_date_epoch()))
     if json_out:
         print_json(result.as_dict())
         return
@@ -111,6 +112,17 @@ def cp(
     assert dest_ctr is not None
     source = sys.stdin.buffer if src == "-" else src
     copy_to_container(STATE.root, dest_ctr, source, dest_path, options)  # type: ignore[arg-type]
+
+
+def source_date_epoch() -> int | None:
+    """$SOURCE_DATE_EPOCH (reproducible-builds.org), when set."""
+    text = os.environ.get("SOURCE_DATE_EPOCH")
+    if not text:
+        return None
+    if not text.isdigit() or int(text) > 253402300799:  # 9999-12-31
+        raise InvalidArgument(f"SOURCE_DATE_EPOCH={printable(text[:40])}: not a Unix time",
+                              hint="seconds since 1970-01-01 UTC, e.g. $(git log -1 --format=%ct)")
+    return int(text)
 
 
 def split_container_path(text: str) -> tuple[str | None, str]:

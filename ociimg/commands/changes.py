@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,9 @@ class CommitOptions:
     changes: tuple[str, ...] = ()     # -c: Dockerfile instructions (ociimg.image.changes)
     pause: bool = True                # freeze a running container while its layer is read
     compression: str = "gzip"
+    # Reproducible output (reproducible-builds.org): the image's and history's time, and
+    # file mtimes in the layer clamped to it.
+    source_date_epoch: int | None = None
 
 
 @dataclass(frozen=True)
@@ -121,13 +125,16 @@ def commit_container(root: Path, name_or_id: str,
     key = c.snapshot_key
     with _paused(manager, c, options.pause):
         changed = bool(snapshots.changes(key))
-        layers = [NewLayer(lambda out: snapshots.diff(key, out))] if changed else []
+        epoch = options.source_date_epoch
+        layers = [NewLayer(lambda out: snapshots.diff(key, out, source_date_epoch=epoch))
+                  ] if changed else []
         history = [HistoryEntry(created_by=created_by(c), comment=options.message,
                                 author=options.author, empty_layer=not changed)]
         desc = write_image(store, base_config=config, base_layers=list(manifest.layers),
                            new_layers=layers, history=history, config_changes=changes,
                            tag=tag, author=options.author or None,
-                           compression=options.compression)
+                           compression=options.compression,
+                           created=None if epoch is None else datetime.fromtimestamp(epoch, UTC))
     top = store.read_manifest(desc)
     layer = top.layers[-1] if changed and isinstance(top, Manifest) else None
     return CommitResult(tag, desc, layer, container=c.id)

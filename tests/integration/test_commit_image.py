@@ -183,3 +183,18 @@ def test_commit_from_an_oci_layout(ociroot: Path, fixture_layout: Path, tmp_path
     assert_one_line_error(ociimg(ociroot, "commit", "later", "layout/commit:2", check=False),
                           "not in the store", "ociimg copy")
     assert "layout/commit:2" not in ociimg(ociroot, "images").stdout
+
+
+def test_source_date_epoch_makes_commits_reproducible(ociroot: Path, busybox: str,
+                                                      monkeypatch) -> None:
+    ociimg(ociroot, "pull", busybox)
+    ociimg(ociroot, "run", "--name", "r", busybox, "sh", "-c", "echo x > /x; mkdir /d")
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    first = json.loads(ociimg(ociroot, "commit", "--json", "r", "repro:1").stdout)
+    second = json.loads(ociimg(ociroot, "commit", "--json", "r", "repro:2").stdout)
+    assert first["digest"] == second["digest"]
+    _, config = stored_image(ociroot, "docker.io/library/repro:1")
+    assert config["created"] == config["history"][-1]["created"] == "2023-11-14T22:13:20Z"
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
+    assert_one_line_error(ociimg(ociroot, "commit", "r", "repro:3", check=False),
+                          "SOURCE_DATE_EPOCH")
