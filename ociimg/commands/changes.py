@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ociimg.digest import Digest
-from ociimg.errors import ContainerError, ImageNotFound, InvalidArgument, InvalidDocument
+from ociimg.errors import (
+    ContainerError,
+    ImageNotFound,
+    InvalidArgument,
+    InvalidDocument,
+    OciimgError,
+)
 from ociimg.image import HistoryEntry, NewLayer, copy_blobs, parse_changes, write_image
 from ociimg.reference import parse_reference
 from ociimg.spec import (
@@ -167,8 +173,8 @@ def _paused(manager: ContainerManager, c: Container, pause: bool) -> Iterator[No
         return
     try:
         manager.pause(c)
-    except OSError as exc:
-        raise ContainerError(f"commit {c.name}: cannot pause it ({exc.strerror})",
+    except (OSError, OciimgError) as exc:
+        raise ContainerError(f"commit {c.name}: cannot pause it ({exc})",
                              hint="commit with --no-pause to read it while it runs") from exc
     try:
         yield
