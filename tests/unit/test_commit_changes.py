@@ -152,3 +152,36 @@ def test_port_ranges_are_capped_and_unbalanced_input_is_linear() -> None:
         parse_change(hostile)
     deep = "CMD " + "[" * 50_000
     assert parse_change(deep).exec_form is None  # not JSON (too deep): the shell form
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("web:/etc/hosts", ("web", "/etc/hosts")),
+    ("web:", ("web", "/")),
+    ("/abs/path", (None, "/abs/path")),
+    ("./rel:with:colons", (None, "./rel:with:colons")),
+    ("dir/file:x", (None, "dir/file:x")),  # a slash before the colon: a host path
+    ("-", (None, "-")),
+    ("plain", (None, "plain")),
+])
+def test_cp_tells_container_paths_from_host_paths(text: str, expected: tuple) -> None:
+    from ociimg.cli.changes import split_container_path
+    assert split_container_path(text) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    (None, "localhost/mybox:latest"),
+    ("busybox", "docker.io/library/busybox:latest"),
+    ("example.com/a/b:v1", "example.com/a/b:v1"),
+    ("127.0.0.1:5000/x", "127.0.0.1:5000/x:latest"),
+])
+def test_commit_names(text: str | None, expected: str) -> None:
+    from ociimg.commands.changes import image_name
+    assert image_name(text, "MyBox") == expected
+
+
+@pytest.mark.parametrize("text", ["Bad:Name:x", "x@sha256:" + "0" * 64, "", "a b"])
+def test_bad_commit_names(text: str) -> None:
+    from ociimg.commands.changes import image_name
+    from ociimg.errors import OciimgError
+    with pytest.raises(OciimgError):
+        image_name(text, "c")
