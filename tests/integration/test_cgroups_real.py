@@ -29,6 +29,7 @@ from ociimg.runtime import cgroups
 from ociimg.runtime.cgroups import detect
 from ociimg.runtime.cgroups.common import CgroupManager
 from tests.conftest import need
+from tests.integration.cgroupns import reshape_cgroup_mounts
 from tests.integration.forked import run_in_child
 
 PREFIX = "ociimg-test-"
@@ -373,24 +374,6 @@ def test_v2_pids_and_memory_limits_when_available(unified: tuple[Tracker, Path])
 
 
 # ------------------------------------------- other layouts in a private mount ns
-
-
-
-def reshape_cgroup_mounts(keep: str) -> None:
-    """In a private mount ns: leave only a pure v2 ("v2") or pure v1 ("v1") layout."""
-    from ociimg.oskit import linux
-
-    linux.unshare(linux.CLONE.NEWNS)
-    linux.mount(None, "/", None, linux.MS.REC | linux.MS.PRIVATE)
-    mounts = detect.parse_mountinfo(Path("/proc/self/mountinfo").read_text())
-    for m in sorted(mounts, key=lambda m: len(str(m.mountpoint)), reverse=True):
-        if keep == "v1" and m.version == 1:
-            continue
-        linux.umount2(m.mountpoint, linux.MNT.DETACH)
-    if keep == "v2":
-        if os.path.ismount(detect.CGROUP_ROOT):
-            linux.umount2(detect.CGROUP_ROOT, linux.MNT.DETACH)
-        linux.mount("cgroup2", detect.CGROUP_ROOT, "cgroup2")
 
 
 def test_pure_v2_layout_detected_and_driven(track: Tracker) -> None:

@@ -8,7 +8,6 @@ import os
 import signal
 import stat
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,16 +18,10 @@ from ociimg.digest import Digest
 from ociimg.errors import BlobUnknown, InvalidDocument
 from ociimg.spec import Descriptor
 from ociimg.store import Store
-from tests.unit.test_store import blob_files, make_image, tar_layer
+from tests.clirun import ociimg
+from tests.storeimage import blob_files, make_image, tar_layer
 
-WORKTREE = Path(__file__).resolve().parents[2]
 DEEP = b'{"a":' * 100_000 + b"1" + b"}" * 100_000
-
-
-def ociimg(root: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(WORKTREE)}
-    return subprocess.run([sys.executable, "-m", "ociimg", "--root", str(root), *args],
-                          capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def bad_config_image(store: Store, config: bytes, name: str) -> Descriptor:

@@ -149,7 +149,7 @@ def test_parallel_prepare_builds_each_snapshot_once(store: Store, tmp_path: Path
 
 def test_merged_snapshots_equal_flattened_unpack(store: Store, tmp_path: Path) -> None:
     # Without whiteouts (those need mknod/trusted xattrs: see the integration tests).
-    from tests.unit.test_apply import F, H, tar
+    from tests.tarbuild import F, H, tar
     layers = [BASE, tar_of({"etc": None, "etc/hostname": b"box\n", "bin/sh": b"newer"}),
               tar(F("a/f", b"linked"), H("b/g", "a/f"), H("c/d/e", "a/f"))]
     manifest, config = build_image(store, layers)
