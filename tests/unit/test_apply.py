@@ -236,8 +236,8 @@ def test_thousands_of_dirs_do_not_exhaust_fds(tmp_path: Path, fmt: OnDiskFormat)
     lower = tar(*[F(f"d{i}/sub/f", b"x") for i in range(n)])
     upper = tar(*[m for i in range(n) for m in (D(f"d{i}/sub"), F(f"d{i}/sub/g", b"y"))])
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
-    resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 1 + 350, hard))
+    before = open_fds()
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(before) + 1 + 350, hard))
     try:
         if fmt is OnDiskFormat.DIR:
             root = tmp_path / "root"
@@ -248,6 +248,16 @@ def test_thousands_of_dirs_do_not_exhaust_fds(tmp_path: Path, fmt: OnDiskFormat)
             apply_snapshots(tmp_path, [lower, upper], rootless=True, userxattr=True)
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    # Under the limit is not enough: every fd the layers opened is closed again.
+    after = open_fds()
+    assert len(after) == len(before), f"fds left open: {sorted(after.items() - before.items())}"
+
+
+def open_fds() -> dict[int, str]:
+    """This process's open fds and what they name, but the listing's own."""
+    with os.scandir("/proc/self/fd") as listing:
+        fds = {int(entry.name): os.readlink(entry.path) for entry in listing}
+    return {fd: target for fd, target in fds.items() if target != f"/proc/{os.getpid()}/fd"}
 
 
 # -- whiteouts in DIR format -------------------------------------------------------
