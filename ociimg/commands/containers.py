@@ -178,7 +178,7 @@ def _exists_or_creating(root: Path, cid: str) -> bool:
 def _prepare_rootfs(image: ResolvedImage, root: Path, bundle: Path, progress: Progress) -> None:
     """Overlay of the shared snapshots; a flattened copy where overlayfs is unavailable."""
     snapshots = SnapshotStore(root / "snapshots")
-    lowers = snapshots.prepare(image.store, image.manifest, image.config, progress)
+    lowers = snapshots.unpack_image(image.store, image.manifest, image.config, progress)
     overlay.mount_rootfs(lowers, bundle, progress, userxattr=snapshots.userxattr)
 
 

@@ -14,7 +14,7 @@ def reshape_cgroup_mounts(keep: str) -> None:
     """In a private mount ns: leave only a pure v2 ("v2") or pure v1 ("v1") layout."""
     linux.unshare(linux.CLONE.NEWNS)
     linux.mount(None, "/", None, linux.MS.REC | linux.MS.PRIVATE)
-    mounts = detect.parse_mountinfo(Path("/proc/self/mountinfo").read_text())
+    mounts = detect.cgroup_mounts(Path("/proc/self/mountinfo").read_text())
     for m in sorted(mounts, key=lambda m: len(str(m.mountpoint)), reverse=True):
         if keep == "v1" and m.version == 1:
             continue

@@ -175,7 +175,7 @@ def test_overlay_mount_of_snapshots_equals_flattened_unpack(
     manifest, config = image_from_layout(store, "multilayer")
     unpack_rootfs(store, manifest, config, tmp_path / "flat", rootless=False)
     snaps = SnapshotStore(tmp_path / "snapshots", rootless=False)
-    lowers = snaps.prepare(store, manifest, config)
+    lowers = snaps.unpack_image(store, manifest, config)
     expected = _flat_manifest(tmp_path / "flat")
     expected.pop(".")
     got = _mounted_manifest(lowers, tmp_path / "c1")
@@ -195,9 +195,9 @@ def test_second_container_reuses_snapshots(overlay: None, fixture_layout: Path,
     store = Store(fixture_layout)
     manifest, config = image_from_layout(store, "busybox")
     snaps = SnapshotStore(tmp_path / "snapshots", rootless=False)
-    first = snaps.prepare(store, manifest, config)
+    first = snaps.unpack_image(store, manifest, config)
     stamp = [os.stat(p / "..").st_mtime_ns for p in first]
-    assert snaps.prepare(store, manifest, config) == first
+    assert snaps.unpack_image(store, manifest, config) == first
     assert [os.stat(p / "..").st_mtime_ns for p in first] == stamp
     a = _mounted_manifest(first, tmp_path / "c1")
     b = _mounted_manifest(first, tmp_path / "c2")
@@ -213,7 +213,7 @@ def test_image_with_150_layers_mounts(overlay: None, tmp_path: Path) -> None:
     layers = [tar_of({f"layer{i:03d}": f"{i}".encode(), "shared": f"top={i}".encode()})
               for i in range(150)]
     manifest, config = build_image(store, layers, how="none")
-    lowers = SnapshotStore(tmp_path / "snapshots", rootless=False).prepare(
+    lowers = SnapshotStore(tmp_path / "snapshots", rootless=False).unpack_image(
         store, manifest, config)
     # Absolute lowerdirs cannot fit one page: the short-name path is what's tested.
     assert len(overlay_options([str(p) for p in lowers], None, None)) > MAX_MOUNT_DATA
@@ -236,7 +236,7 @@ def test_fallback_without_overlay_is_a_flattened_copy(root: None, fixture_layout
                                                       tmp_path: Path) -> None:
     store = Store(fixture_layout)
     manifest, config = image_from_layout(store, "multilayer")
-    lowers = SnapshotStore(tmp_path / "snapshots", rootless=False).prepare(
+    lowers = SnapshotStore(tmp_path / "snapshots", rootless=False).unpack_image(
         store, manifest, config)
     rootfs, mounted = mount_rootfs(lowers, tmp_path / "c", use_overlay=False)
     assert not mounted
