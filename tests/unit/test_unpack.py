@@ -154,7 +154,8 @@ def test_merged_snapshots_equal_flattened_unpack(store: Store, tmp_path: Path) -
               tar(F("a/f", b"linked"), H("b/g", "a/f"), H("c/d/e", "a/f"))]
     manifest, config = build_image(store, layers)
     unpack_rootfs(store, manifest, config, tmp_path / "flat", rootless=True)
-    dirs = SnapshotStore(tmp_path / "snapshots", rootless=True).unpack_image(store, manifest, config)
+    snapshots = SnapshotStore(tmp_path / "snapshots", rootless=True)
+    dirs = snapshots.unpack_image(store, manifest, config)
     merge_snapshots(dirs, tmp_path / "merged", rootless=True)
     merged, flat = tree_manifest(tmp_path / "merged"), tree_manifest(tmp_path / "flat")
     for implicit in (".", "a", "b", "c", "c/d"):  # no tar entry: dated when created
