@@ -134,10 +134,11 @@ class _Walk:
 
     def _entry(self, dirfd: int, name: str, st: os.stat_result, parts: tuple[str, ...],
                old: Old | None) -> Entry:
-        self.new.check_self_contained(dirfd, name, "/" + "/".join(parts))
+        path = f"/proc/self/fd/{dirfd}/{name}"
+        names = _xattr_names(path)
+        self.new.check_self_contained(names, "/" + "/".join(parts))
         link = os.readlink(name, dir_fd=dirfd) if stat.S_ISLNK(st.st_mode) else None
-        return Entry(parts, "A" if old is None else "C", st,
-                     read_xattrs(f"/proc/self/fd/{dirfd}/{name}"), link)
+        return Entry(parts, "A" if old is None else "C", st, read_xattrs(path, names), link)
 
     def _differs(self, dirfd: int, name: str, new: Entry, old: Old,
                  parts: tuple[str, ...]) -> bool:
@@ -167,12 +168,19 @@ class _Walk:
         return False
 
 
-def read_xattrs(path: str) -> dict[str, bytes]:
-    """The xattrs an image gets from the entry at ``path`` (never followed)."""
+def _xattr_names(path: str) -> list[str]:
     try:
-        keys = os.listxattr(path, follow_symlinks=False)
+        return os.listxattr(path, follow_symlinks=False)
+    except FileNotFoundError:
+        raise
     except OSError:
-        return {}
+        return []
+
+
+def read_xattrs(path: str, keys: list[str] | None = None) -> dict[str, bytes]:
+    """The xattrs an image gets from the entry at ``path`` (never followed)."""
+    if keys is None:
+        keys = _xattr_names(path)
     out = {}
     for key in sorted(keys):
         name = OnDisk.image_xattr(key)
