@@ -57,7 +57,7 @@ def overlay_options(lowers_top_first: Sequence[str], upper: Path | None,
 
 def mount_overlay(lowers: Sequence[Path], upper: Path | None, work: Path | None,
                   target: Path, flags: int = 0, *, userxattr: bool = False) -> None:
-    """Mount ``lowers`` (bottom → top, as SnapshotStore.prepare returns them) on
+    """Mount ``lowers`` (bottom → top, as SnapshotStore.unpack_image returns them) on
     ``target``; without upper/work the mount is read-only."""
     if not lowers:
         raise ValueError("mount_overlay: no lower dirs")
