@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import typer
 
-from ociimg.store.layout import make_private
+from ociimg.store.layout import default_root, make_private
 
 app = typer.Typer(
     name="ociimg",
@@ -29,17 +28,6 @@ class Globals:
 
 
 STATE = Globals(root=Path("/var/lib/ociimg"))
-
-
-def default_root() -> Path:
-    """--root > $OCIIMG_ROOT > /var/lib/ociimg (root) > $XDG_DATA_HOME/ociimg."""
-    env = os.environ.get("OCIIMG_ROOT")
-    if env:
-        return Path(env)
-    if os.geteuid() == 0:
-        return Path("/var/lib/ociimg")
-    xdg = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
-    return Path(xdg) / "ociimg"
 
 
 @app.callback()

@@ -23,7 +23,6 @@ from ociimg.cli.options import (
 from ociimg.cli.output import print_json, printable, progress_for
 from ociimg.errors import InvalidReference
 from ociimg.reference import LayoutReference, Reference, parse_image_name
-from ociimg.spec import INDEX_TYPES, Platform
 from ociimg.store import Store
 
 
@@ -184,7 +183,9 @@ def inspect(
     json_out: bool = JSON_OUT,
 ) -> None:
     """Show an image's manifest, config and layers."""
-    doc = inspect_image(image, parse_platform(platform))
+    from ociimg.commands.inspect import inspect_image
+
+    doc = inspect_image(image, STATE.root, parse_platform(platform))
     if json_out:
         print_json(doc)
         return
@@ -223,35 +224,6 @@ def print_inspect(doc: dict[str, Any]) -> None:
     for layer in doc["layers"]:
         print(printable(f"  {layer['digest']}  {human_size(layer['size']):>10}  "
                         f"{layer['mediaType']}"))
-
-
-def inspect_image(image: str, platform: Platform | None) -> dict[str, Any]:
-    ref = parse_image_name(image) if image.startswith(("oci:", "oci-archive:")) else None
-    if isinstance(ref, LayoutReference):
-        if ref.kind != "oci":
-            raise InvalidReference(f"{image}: inspect reads oci: layouts and the store",
-                                   hint="copy it into a layout first: ociimg copy "
-                                   f"{image} oci:DIR:TAG")
-        store, name = Store(ref.path), (ref.tag or "latest")
-    else:
-        store = open_store()
-        name = store_name(store, image)
-    top = store.resolve(name)
-    desc, manifest, config = store.image_for(name, platform or Platform.host())
-    doc: dict[str, Any] = {
-        "name": name,
-        "digest": str(desc.digest),
-        "mediaType": manifest.media_type,
-        "platform": str(config.platform),
-        "manifest": manifest.to_json(),
-        "config": config.to_json(),
-        "layers": [layer.to_json() for layer in manifest.layers],
-    }
-    if top.media_type in INDEX_TYPES:
-        index = store.read_manifest(top)
-        doc["index"] = str(top.digest)
-        doc["platforms"] = [str(p) for p in index.platforms()]  # type: ignore[union-attr]
-    return doc
 
 
 @app.command(rich_help_panel="Images")

@@ -410,6 +410,17 @@ class Store:
         return check_store(self, remove=remove)
 
 
+def default_root() -> Path:
+    """$OCIIMG_ROOT > /var/lib/ociimg (root) > $XDG_DATA_HOME/ociimg."""
+    env = os.environ.get("OCIIMG_ROOT")
+    if env:
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/lib/ociimg")
+    xdg = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+    return Path(xdg) / "ociimg"
+
+
 def make_private(root: Path) -> None:
     """Create the ociimg root directory mode 0700, or tighten an existing one: images
     pulled with credentials, container rootfs and logs live below it, and blobs are 0444,

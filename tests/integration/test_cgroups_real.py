@@ -121,7 +121,8 @@ def test_v1_limits_are_visible_and_destroy_kills_and_removes(v1: Tracker) -> Non
                     "cpu": {"shares": 512, "quota": 50000, "period": 100000},
                     "pids": {"limit": 64}})
     proc = v1.python("import time\ntime.sleep(60)")
-    m.apply(proc.pid)  # creates, writes the limits and joins
+    m.apply(proc.pid)  # runc's Apply: creates and joins
+    m.set()  # runc's Set: the limits
     assert isinstance(m, cgroups.V1Manager)
     assert (Path(m.dirs["memory"]) / "memory.limit_in_bytes").read_text().strip() == str(256 << 20)
     assert (Path(m.dirs["memory"]) / "memory.soft_limit_in_bytes").read_text().strip() == \
@@ -320,7 +321,8 @@ def test_v2_device_rules_enforced_by_the_bpf_program(unified: tuple[Tracker, Pat
     need_openable_kmsg()
     m = v2_manager(track, root, {"devices": [{"allow": False, "access": "rwm"}]})
     probe = track.python(DEVICE_PROBE)
-    m.apply(probe.pid)  # loads and attaches the program, then joins
+    m.apply(probe.pid)
+    m.set()  # loads and attaches the program
     start(probe)
     out, _ = probe.communicate(timeout=30)
     assert json.loads(out) == [0, 0, 1]  # default devices allowed; kmsg: EPERM
@@ -365,6 +367,7 @@ def test_v2_pids_and_memory_limits_when_available(unified: tuple[Tracker, Path])
     m = v2_manager(track, root, {"pids": {"limit": 10}, "memory": {"limit": 32 << 20}})
     bomb = track.python(FORK_BOMB)
     m.apply(bomb.pid)
+    m.set()
     assert (Path(m.path) / "memory.max").read_text().strip() == str(32 << 20)
     start(bomb)
     out, _ = bomb.communicate(timeout=60)
@@ -382,7 +385,7 @@ def reshape_cgroup_mounts(keep: str) -> None:
 
     linux.unshare(linux.CLONE.NEWNS)
     linux.mount(None, "/", None, linux.MS.REC | linux.MS.PRIVATE)
-    mounts = detect.parse_mountinfo(Path("/proc/self/mountinfo").read_text())
+    mounts = detect.cgroup_mounts(Path("/proc/self/mountinfo").read_text())
     for m in sorted(mounts, key=lambda m: len(str(m.mountpoint)), reverse=True):
         if keep == "v1" and m.version == 1:
             continue
@@ -500,6 +503,7 @@ def test_default_device_rules_without_device_resources(track: Tracker, tmp_path:
                     [sys.executable, "-c", "import sys\nsys.stdin.readline()\n" + OPEN_PROBE,
                      str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
                 m.apply(probe.pid)
+                m.set()
                 out, _ = probe.communicate("go\n", timeout=30)
                 results[path.name] = out.strip()
         finally:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ociimg.errors import InvalidDocument
-from ociimg.layers import paths
+from ociimg.oskit import paths
 from ociimg.users import ExecUser, read_in_root, resolve_user
 
 IN_OPEN = 0x20
