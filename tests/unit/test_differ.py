@@ -26,7 +26,8 @@ from tests.layerimage import build_image, tar_of
 from tests.treewalk import diff_manifests, tree_manifest
 
 BASE = tar_of({"bin": None, "bin/sh": b"#!sh\n", "bin/ls": b"ls", "etc": None,
-               "etc/passwd": b"root:x:0:0\n", "etc/skel": None, "etc/skel/.profile": b"x", "lib": "->usr/lib"})
+               "etc/passwd": b"root:x:0:0\n", "etc/skel": None, "etc/skel/.profile": b"x",
+               "lib": "->usr/lib"})
 
 
 # --- headers -------------------------------------------------------------------------
