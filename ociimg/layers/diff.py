@@ -78,7 +78,7 @@ def list_changes(snaps: SnapshotStore, key: str) -> list[Change]:
     out = [Change(e.kind, "/" + "/".join(e.parts)) for e in changes.entries
            if e.kind in ("A", "C")]
     out.extend(Change("D", "/" + "/".join(p)) for p in changes.deleted)
-    return sorted(out, key=lambda c: c.path.split("/"))
+    return sorted(out, key=lambda c: c.path.replace("/", "\0"))
 
 
 def write_diff(snaps: SnapshotStore, key: str, out: BinaryIO, *,

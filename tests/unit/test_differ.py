@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ociimg.errors import InvalidReference
+from ociimg.errors import InvalidReference, UnsafeArchive
 from ociimg.layers import tarwriter
 from ociimg.layers.apply import ApplyOptions, apply_layer
 from ociimg.layers.changes import collect_changes
@@ -281,3 +281,28 @@ def test_commit_gives_the_chain_id_of_the_same_layer_unpacked(copies, tmp_path: 
     assert snaps.commit("k") == chain  # again: the same snapshot, nothing rebuilt
     snaps.prepare("next", chain)
     assert (snaps.active_dir("next") / "fs/etc/hostname").read_text() == "box\n"
+
+
+def test_a_tree_deeper_than_path_max_and_the_recursion_limit(copies) -> None:
+    snaps, store = copies
+    fs, _, _ = _prepared(snaps, store)
+    fd = os.open(fs, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(1500):  # 4500 bytes of path: past PATH_MAX and Python's recursion limit
+        os.mkdir("dd", dir_fd=fd)
+        child = os.open("dd", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = child
+    leaf = os.open("leaf", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+    os.write(leaf, b"deep")
+    os.close(leaf)
+    os.close(fd)
+    out = io.BytesIO()
+    snaps.diff("k", out)
+    members = _members(out.getvalue())
+    assert len(members) == 1501 and members[-1].name == "dd/" * 1500 + "leaf"
+    assert members[-1].size == 4
+    # The applier refuses trees that deep (paths.MAX_DEPTH): commit says so, leaves nothing.
+    with pytest.raises(UnsafeArchive):
+        snaps.commit("k")
+    assert not [p for p in snaps.path.iterdir() if p.name.startswith(".tmp-")]
+    snaps.remove("k")
