@@ -73,15 +73,18 @@ def _check_labels(labels: dict[str, str] | None) -> dict[str, str]:
 
 
 def overlay_hardening_options() -> tuple[str, ...]:
-    """``redirect_dir=off`` and ``metacopy=off`` where the kernel knows them.
+    """``index=off``, ``redirect_dir=off`` and ``metacopy=off`` where the kernel knows them.
 
     A renamed lower dir (redirect_dir=on) and a metadata-only copy-up (metacopy=on)
     leave upper entries that are not self-contained: the differ would have to follow
-    them into the lower layers. Turning both off keeps every upper entry a full copy,
-    whatever the host's module defaults; the differ still refuses one if it finds it.
+    them into the lower layers. With index=on, a copied-up lower hardlink changes every
+    name of the inode while the other names get no upper entry until they are looked up,
+    so a diff of the upper would miss them. Turning all three off keeps every change an
+    entry of the upper, whatever the host's module defaults; the differ still refuses a
+    redirect or metacopy entry if it finds one.
     """
     params = Path("/sys/module/overlay/parameters")
-    return tuple(f"{name}=off" for name in ("redirect_dir", "metacopy")
+    return tuple(f"{name}=off" for name in ("index", "redirect_dir", "metacopy")
                  if (params / name).exists())
 
 

@@ -306,3 +306,21 @@ def test_a_tree_deeper_than_path_max_and_the_recursion_limit(copies) -> None:
         snaps.commit("k")
     assert not [p for p in snaps.path.iterdir() if p.name.startswith(".tmp-")]
     snaps.remove("k")
+
+
+def test_files_removed_between_walk_and_write_are_left_out(copies) -> None:
+    """A running container keeps changing its tree: what went away since the walk is
+    not in the tar, and the tar is still whole."""
+    snaps, store = copies
+    fs, _, _ = _prepared(snaps, store)
+    (fs / "gone").mkdir()
+    (fs / "gone/f").write_text("x")
+    (fs / "stays").write_text("y")
+    lowers = [snaps.fs_dir(d) for d in reversed(snaps.active_info("k").lowers)]
+    with LowerTree(lowers, userxattr=snaps.userxattr) as lower:
+        changes = collect_changes(fs, OnDisk(), lower, complete=True)
+    import shutil
+    shutil.rmtree(fs / "gone")
+    out = io.BytesIO()
+    write_changes(changes, fs, out)
+    assert [m.name for m in _members(out.getvalue())] == ["gone", "stays"]
