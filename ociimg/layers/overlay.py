@@ -12,6 +12,7 @@ keeps references to the resolved dirs).
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -210,7 +211,7 @@ def unmount(target: Path) -> None:
         try:
             linux.umount2(target, 0)
         except OSError as exc:
-            if exc.errno in (22, 2):  # EINVAL: not a mount point (any more); ENOENT
+            if exc.errno in (errno.EINVAL, errno.ENOENT):  # not (any more) a mount point
                 return
             raise
 
