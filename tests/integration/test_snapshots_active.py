@@ -202,3 +202,15 @@ def test_150_layer_parent_mounts_through_short_lowers(overlay: None, tmp_path: P
     assert (snaps.active_dir("big") / "upper/new").read_text() == "n"
     snaps.remove("big")
     assert _our_mounts(tmp_path) == []
+
+
+def test_remove_refuses_a_mounted_snapshot(snaps: SnapshotStore, tmp_path: Path) -> None:
+    from ociimg.layers.active import SnapshotInUse
+    snaps.prepare("live", None)
+    with snaps.mounted("live") as v:
+        (v / "keep").write_text("mine")
+        with pytest.raises(SnapshotInUse):
+            snaps.remove("live")
+        assert (v / "keep").read_text() == "mine"
+    snaps.remove("live")
+    assert snaps.active() == []
