@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ociimg.digest import Digest
-from ociimg.errors import AlreadyExists, InvalidReference, NotFound
+from ociimg.errors import AlreadyExists, InvalidReference, NotFound, OciimgError
 from ociimg.fsutil import atomic_write, fsync_dir, remove_tree
 from ociimg.layers import overlay
 from ociimg.layers.overlay import Mount
+from ociimg.oskit.mountinfo import read_mountinfo
 from ociimg.spec import canonical_json
 from ociimg.store import locks
 
@@ -42,6 +43,10 @@ KIND_ACTIVE = "active"
 KIND_VIEW = "view"
 BACKEND_OVERLAY = "overlay"
 BACKEND_COPY = "copy"  # a flattened copy, where overlayfs cannot be mounted
+
+
+class SnapshotInUse(OciimgError):
+    """An active snapshot cannot be removed while something has it mounted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,15 +78,18 @@ def _check_labels(labels: dict[str, str] | None) -> dict[str, str]:
 
 
 def overlay_hardening_options() -> tuple[str, ...]:
-    """``redirect_dir=off`` and ``metacopy=off`` where the kernel knows them.
+    """``index=off``, ``redirect_dir=off`` and ``metacopy=off`` where the kernel knows them.
 
     A renamed lower dir (redirect_dir=on) and a metadata-only copy-up (metacopy=on)
     leave upper entries that are not self-contained: the differ would have to follow
-    them into the lower layers. Turning both off keeps every upper entry a full copy,
-    whatever the host's module defaults; the differ still refuses one if it finds it.
+    them into the lower layers. With index=on, a copied-up lower hardlink changes every
+    name of the inode while the other names get no upper entry until they are looked up,
+    so a diff of the upper would miss them. Turning all three off keeps every change an
+    entry of the upper, whatever the host's module defaults; the differ still refuses a
+    redirect or metacopy entry if it finds one.
     """
     params = Path("/sys/module/overlay/parameters")
-    return tuple(f"{name}=off" for name in ("redirect_dir", "metacopy")
+    return tuple(f"{name}=off" for name in ("index", "redirect_dir", "metacopy")
                  if (params / name).exists())
 
 
@@ -197,13 +205,39 @@ class ActiveSnapshots:
     def remove(self, key: str) -> None:
         final = self.dir(key)
         with locks.locked(self._lock(key)):
-            if not (final / ACTIVE_META).exists() and not final.exists():
+            if not final.exists():
                 raise NotFound(f"snapshot {key}: no such active snapshot")
+            where = self._mounted_at(final)
+            if where is not None:
+                raise SnapshotInUse(f"snapshot {key}: still mounted on {where}",
+                                    hint="unmount it first (its container must be stopped)")
             # Rename first so a crash mid-removal leaves a temp gc removes, not a
             # half snapshot that still looks active.
             doomed = Path(tempfile.mkdtemp(dir=self.root, prefix=f"{TMP_PREFIX}{key}-"))
             os.rename(final, doomed / "old")
             remove_tree(doomed)
+
+    @staticmethod
+    def _mounted_at(final: Path) -> str | None:
+        """A mount in this namespace that shows the snapshot's upper (an overlay) or its
+        flattened copy (a bind): removing the tree under it would empty a live rootfs."""
+        upper = f"upperdir={overlay._escape(str(final / 'upper'))}"
+        try:
+            fs = os.stat(final / "fs")
+        except FileNotFoundError:
+            fs = None
+        for m in read_mountinfo():
+            if m.fstype == "overlay" and upper in m.super_options.split(","):
+                return m.mount_point
+            if fs is not None and m.dev == f"{os.major(fs.st_dev)}:{os.minor(fs.st_dev)}" \
+                    and m.root != "/":
+                try:
+                    st = os.stat(m.mount_point)
+                except OSError:
+                    continue
+                if (st.st_dev, st.st_ino) == (fs.st_dev, fs.st_ino):
+                    return m.mount_point
+        return None
 
     # --- gc -----------------------------------------------------------------------
 

@@ -205,7 +205,8 @@ class _Applier(UpperDirOps):
         # written or created for what no lower layer has).
         self._lowers_known = options.lowers is not None
         self._lower_res = [paths.Resolver(os.open(p, DIR_OPEN)) for p in options.lowers or ()]
-        self.view = MergedView([self.res, *self._lower_res], self._ovl + "opaque", self._opaque)
+        self.view = MergedView([self.res, *self._lower_res], self.ondisk.opaque_xattr,
+                               self._opaque)
         if self.overlay:
             self._inherit_lower_root()
 

@@ -110,12 +110,13 @@ class _Walk:
                 for e in names:
                     self.emitted.setdefault(e.parts, e)
         for parts in list(self.emitted):
-            for i in range(1, len(parts)):
+            for i in range(len(parts) - 1, 0, -1):  # deepest first: stop at one that is in
                 up = parts[:i]
-                if up not in self.emitted and up in self.dirs:
-                    self.emitted[up] = self.dirs[up]
-        entries = sorted(self.emitted.values(), key=lambda e: e.parts)
-        return ChangeSet(entries, sorted(self.deleted))
+                if up in self.emitted:
+                    break
+                self.emitted[up] = self.dirs[up]
+        entries = sorted(self.emitted.values(), key=lambda e: path_order(e.parts))
+        return ChangeSet(entries, sorted(self.deleted, key=path_order))
 
     def _close_dir(self, ctx: _Dir, parts: tuple[str, ...]) -> None:
         if ctx.complete:
@@ -134,10 +135,11 @@ class _Walk:
 
     def _entry(self, dirfd: int, name: str, st: os.stat_result, parts: tuple[str, ...],
                old: Old | None) -> Entry:
-        self.new.check_self_contained(dirfd, name, "/" + "/".join(parts))
+        path = f"/proc/self/fd/{dirfd}/{name}"
+        names = _xattr_names(path)
+        self.new.check_self_contained(names, "/" + "/".join(parts))
         link = os.readlink(name, dir_fd=dirfd) if stat.S_ISLNK(st.st_mode) else None
-        return Entry(parts, "A" if old is None else "C", st,
-                     read_xattrs(f"/proc/self/fd/{dirfd}/{name}"), link)
+        return Entry(parts, "A" if old is None else "C", st, read_xattrs(path, names), link)
 
     def _differs(self, dirfd: int, name: str, new: Entry, old: Old,
                  parts: tuple[str, ...]) -> bool:
@@ -167,12 +169,26 @@ class _Walk:
         return False
 
 
-def read_xattrs(path: str) -> dict[str, bytes]:
-    """The xattrs an image gets from the entry at ``path`` (never followed)."""
+def path_order(parts: tuple[str, ...]) -> str:
+    """Sort key: by path, component by component (parents first, "a/b" before "a.b").
+    NUL never occurs in a name and sorts below every character; one string compares
+    far faster than a tuple of thousands of components."""
+    return "\0".join(parts)
+
+
+def _xattr_names(path: str) -> list[str]:
     try:
-        keys = os.listxattr(path, follow_symlinks=False)
+        return os.listxattr(path, follow_symlinks=False)
+    except FileNotFoundError:
+        raise
     except OSError:
-        return {}
+        return []
+
+
+def read_xattrs(path: str, keys: list[str] | None = None) -> dict[str, bytes]:
+    """The xattrs an image gets from the entry at ``path`` (never followed)."""
+    if keys is None:
+        keys = _xattr_names(path)
     out = {}
     for key in sorted(keys):
         name = OnDisk.image_xattr(key)

@@ -78,7 +78,7 @@ def list_changes(snaps: SnapshotStore, key: str) -> list[Change]:
     out = [Change(e.kind, "/" + "/".join(e.parts)) for e in changes.entries
            if e.kind in ("A", "C")]
     out.extend(Change("D", "/" + "/".join(p)) for p in changes.deleted)
-    return sorted(out, key=lambda c: c.path.split("/"))
+    return sorted(out, key=lambda c: c.path.replace("/", "\0"))
 
 
 def write_diff(snaps: SnapshotStore, key: str, out: BinaryIO, *,
@@ -97,13 +97,13 @@ def write_changes(changes: ChangeSet, root: Path, out: BinaryIO,
                   source_date_epoch: int | None = None) -> Digest:
     """The tar of ``changes``, the data read from the tree at ``root``; its digest."""
     sink = HashingWriter(out)
-    rootfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    dirs = _DirCache(os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
     try:
         written: dict[tuple[int, int], bytes] = {}  # inode -> its first name in the tar
         for entry in changes.entries:
-            _write_entry(sink, rootfd, entry, written, source_date_epoch)
+            _write_entry(sink, dirs, entry, written, source_date_epoch)
     finally:
-        os.close(rootfd)
+        dirs.close()
     sink.write(tarwriter.end_of_archive())
     return sink.digest()
 
@@ -113,7 +113,33 @@ def _mtime(st: os.stat_result, epoch: int | None) -> int:
     return min(seconds, epoch) if epoch is not None else seconds
 
 
-def _write_entry(sink: HashingWriter, rootfd: int, entry: Entry,
+class _DirCache:
+    """The dir of the last file written, kept open: entries come sorted, so a dir's
+    files follow one another."""
+
+    def __init__(self, rootfd: int) -> None:
+        self.rootfd = rootfd
+        self._parts: tuple[str, ...] | None = None
+        self._fd: int | None = None
+
+    def get(self, parts: tuple[str, ...]) -> int | None:
+        if parts != self._parts:
+            self._drop()
+            self._fd = open_dir_beneath(self.rootfd, parts)
+            self._parts = parts
+        return self._fd
+
+    def _drop(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd, self._parts = None, None
+
+    def close(self) -> None:
+        self._drop()
+        os.close(self.rootfd)
+
+
+def _write_entry(sink: HashingWriter, dirs: _DirCache, entry: Entry,
                  written: dict[tuple[int, int], bytes], epoch: int | None) -> None:
     name = "/".join(entry.parts).encode("utf-8", "surrogateescape")
     if entry.kind in ("D", "O"):
@@ -133,7 +159,7 @@ def _write_entry(sink: HashingWriter, rootfd: int, entry: Entry,
                                     **common))
         return
     if kind == stat.S_IFREG:
-        if not _write_file(sink, rootfd, entry, name, common):
+        if not _write_file(sink, dirs, entry, name, common):
             return
     elif kind == stat.S_IFLNK:
         link = (entry.link or "").encode("utf-8", "surrogateescape")
@@ -148,11 +174,11 @@ def _write_entry(sink: HashingWriter, rootfd: int, entry: Entry,
         written[inode] = name
 
 
-def _write_file(sink: HashingWriter, rootfd: int, entry: Entry, name: bytes,
+def _write_file(sink: HashingWriter, dirs: _DirCache, entry: Entry, name: bytes,
                 common: dict) -> bool:
     """A regular file's header and data, from an fd opened without following any
     symlink; False when it is gone or was replaced since the walk (left out)."""
-    pfd = open_dir_beneath(rootfd, entry.parts[:-1])
+    pfd = dirs.get(entry.parts[:-1])
     if pfd is None:
         return False
     try:
@@ -162,8 +188,6 @@ def _write_file(sink: HashingWriter, rootfd: int, entry: Entry, name: bytes,
         if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
             return False
         raise
-    finally:
-        os.close(pfd)
     try:
         st = os.fstat(fd)
         assert entry.st is not None

@@ -101,17 +101,14 @@ class OnDisk:
             return None
         return key
 
-    def check_self_contained(self, dirfd: int, name: str, shown: str) -> None:
-        """Refuse an upper entry that needs the lower layers to be read."""
+    def check_self_contained(self, xattr_names: list[str], shown: str) -> None:
+        """Refuse an upper entry (its xattr names given) that needs the lower layers."""
         if not self.overlay:
             return
-        path = f"/proc/self/fd/{dirfd}/{name}"
         for mark in _NOT_SELF_CONTAINED:
-            try:
-                os.getxattr(path, self.overlay_prefix + mark, follow_symlinks=False)
-            except OSError:
-                continue
-            raise UpperNotSelfContained(
-                f"snapshot diff: {shown}: overlayfs {mark} entry (its data or name lives in "
-                "a lower layer)", hint="active snapshots are mounted with redirect_dir=off "
-                "and metacopy=off; this upper was written by a mount with them on")
+            if self.overlay_prefix + mark in xattr_names:
+                raise UpperNotSelfContained(
+                    f"snapshot diff: {shown}: overlayfs {mark} entry (its data or name "
+                    "lives in a lower layer)", hint="active snapshots are mounted with "
+                    "redirect_dir=off and metacopy=off; this upper was written by a mount "
+                    "with them on")

@@ -12,6 +12,7 @@ keeps references to the resolved dirs).
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -57,7 +58,7 @@ def overlay_options(lowers_top_first: Sequence[str], upper: Path | None,
 
 def mount_overlay(lowers: Sequence[Path], upper: Path | None, work: Path | None,
                   target: Path, flags: int = 0, *, userxattr: bool = False) -> None:
-    """Mount ``lowers`` (bottom → top, as SnapshotStore.prepare returns them) on
+    """Mount ``lowers`` (bottom → top, as SnapshotStore.unpack_image returns them) on
     ``target``; without upper/work the mount is read-only."""
     if not lowers:
         raise ValueError("mount_overlay: no lower dirs")
@@ -210,7 +211,7 @@ def unmount(target: Path) -> None:
         try:
             linux.umount2(target, 0)
         except OSError as exc:
-            if exc.errno in (22, 2):  # EINVAL: not a mount point (any more); ENOENT
+            if exc.errno in (errno.EINVAL, errno.ENOENT):  # not (any more) a mount point
                 return
             raise
 

@@ -6,7 +6,9 @@ beside it says what it is. A snapshot is built under ``snapshots/.tmp-<hex>-…`
 checked against its diff ID and renamed into place, under a per-chain-ID lock, so a
 crash or a concurrent process never leaves one that looks whole (containerd's
 ``pkg/rootfs/apply.go``: prepare under a temp key, apply, check diff ID, commit).
-Images that share a layer stack share its snapshots.
+Images that share a layer stack share its snapshots. Each records its parent's chain
+ID, so active snapshots (:mod:`ociimg.layers.active`: ``prepare``/``view`` by key,
+``diff``, ``commit``) can stand on any committed chain and gc keeps those chains.
 """
 
 from __future__ import annotations

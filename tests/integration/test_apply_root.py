@@ -9,7 +9,6 @@ import json
 import os
 import stat
 import tarfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +26,12 @@ from ociimg.layers.overlay import (
 )
 from ociimg.layers.snapshots import SnapshotStore
 from ociimg.layers.unpack import unpack_rootfs
-from ociimg.oskit import linux
 from ociimg.store import Store
 from tests.conftest import need
+from tests.integration.forked import in_mount_ns
 from tests.layerimage import apply_snapshots, build_image, image_from_layout, tar_of
+from tests.tarbuild import DEV, D, F, H, L, tar
 from tests.treewalk import diff_manifests, tree_manifest
-from tests.unit.test_apply import DEV, D, F, H, L, tar
 
 # VFS_CAP_REVISION_2 with CAP_NET_BIND_SERVICE (bit 10) permitted+effective.
 CAP_NET_BIND = bytes([0x01, 0x00, 0x00, 0x02, 0x00, 0x04, 0, 0] + [0] * 12)
@@ -40,30 +39,6 @@ CAP_NET_BIND = bytes([0x01, 0x00, 0x00, 0x02, 0x00, 0x04, 0, 0] + [0] * 12)
 
 def apply(root: Path, data: bytes, **kw: Any):
     return apply_layer(root, io.BytesIO(data), ApplyOptions(rootless=False, **kw))
-
-
-def in_mount_ns(fn: Callable[[], Any]) -> Any:
-    """Run ``fn`` in a forked child with a private mount namespace; return its JSON result."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        os.close(r)
-        try:
-            linux.unshare(linux.CLONE.NEWNS)
-            linux.mount(None, "/", None, linux.MS.REC | linux.MS.PRIVATE)
-            out = {"ok": fn()}
-        except BaseException as exc:  # noqa: BLE001 - reported to the parent
-            out = {"error": repr(exc)}
-        with os.fdopen(w, "w") as f:
-            json.dump(out, f)
-        os._exit(0)
-    os.close(w)
-    with os.fdopen(r) as f:
-        data = f.read()
-    os.waitpid(pid, 0)
-    result = json.loads(data)
-    assert "error" not in result, result.get("error")
-    return result["ok"]
 
 
 def _is_whiteout(path: Path) -> bool:
@@ -272,10 +247,13 @@ def test_fallback_without_overlay_is_a_flattened_copy(root: None, fixture_layout
     assert diff_manifests(a, b) == []
 
 
-def test_no_overlay_mounts_left_behind(root: None) -> None:
-    # Every mount above happened in a child's namespace and died with it.
+def test_no_overlay_mounts_left_behind(root: None,
+                                       tmp_path_factory: pytest.TempPathFactory) -> None:
+    # Every mount above happened in a child's namespace and died with it. Only this
+    # session's temp dirs count: other pytest sessions on the machine may mount meanwhile.
+    ours = f" {tmp_path_factory.getbasetemp()}/"
     with open("/proc/self/mountinfo") as f:
-        assert not [line for line in f if " - overlay " in line and "pytest-of" in line]
+        assert not [line for line in f if " - overlay " in line and ours in line]
 
 
 def test_userxattr_snapshots_mount_with_userxattr(overlay: None, tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from ociimg.layers.snapshots import SnapshotStore
 from ociimg.spec import chain_ids
 from ociimg.store import Store
 from tests.conftest import need
-from tests.integration.test_apply_root import in_mount_ns
+from tests.integration.forked import in_mount_ns
 from tests.layerimage import build_image, image_from_layout, tar_of
 from tests.treewalk import diff_manifests, tree_manifest
 
@@ -202,3 +202,15 @@ def test_150_layer_parent_mounts_through_short_lowers(overlay: None, tmp_path: P
     assert (snaps.active_dir("big") / "upper/new").read_text() == "n"
     snaps.remove("big")
     assert _our_mounts(tmp_path) == []
+
+
+def test_remove_refuses_a_mounted_snapshot(snaps: SnapshotStore, tmp_path: Path) -> None:
+    from ociimg.layers.active import SnapshotInUse
+    snaps.prepare("live", None)
+    with snaps.mounted("live") as v:
+        (v / "keep").write_text("mine")
+        with pytest.raises(SnapshotInUse):
+            snaps.remove("live")
+        assert (v / "keep").read_text() == "mine"
+    snaps.remove("live")
+    assert snaps.active() == []

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ociimg.errors import InvalidReference
+from ociimg.errors import InvalidReference, UnsafeArchive
 from ociimg.layers import tarwriter
 from ociimg.layers.apply import ApplyOptions, apply_layer
 from ociimg.layers.changes import collect_changes
@@ -25,8 +25,9 @@ from ociimg.store import Store
 from tests.layerimage import build_image, tar_of
 from tests.treewalk import diff_manifests, tree_manifest
 
-BASE = tar_of({"bin": None, "bin/sh": b"#!sh\n", "bin/ls": b"ls", "etc": None, "etc/passwd": b"root:x:0:0\n",
-               "etc/skel": None, "etc/skel/.profile": b"x", "lib": "->usr/lib"})
+BASE = tar_of({"bin": None, "bin/sh": b"#!sh\n", "bin/ls": b"ls", "etc": None,
+               "etc/passwd": b"root:x:0:0\n", "etc/skel": None, "etc/skel/.profile": b"x",
+               "lib": "->usr/lib"})
 
 
 # --- headers -------------------------------------------------------------------------
@@ -280,3 +281,46 @@ def test_commit_gives_the_chain_id_of_the_same_layer_unpacked(copies, tmp_path: 
     assert snaps.commit("k") == chain  # again: the same snapshot, nothing rebuilt
     snaps.prepare("next", chain)
     assert (snaps.active_dir("next") / "fs/etc/hostname").read_text() == "box\n"
+
+
+def test_a_tree_deeper_than_path_max_and_the_recursion_limit(copies) -> None:
+    snaps, store = copies
+    fs, _, _ = _prepared(snaps, store)
+    fd = os.open(fs, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(1500):  # 4500 bytes of path: past PATH_MAX and Python's recursion limit
+        os.mkdir("dd", dir_fd=fd)
+        child = os.open("dd", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = child
+    leaf = os.open("leaf", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+    os.write(leaf, b"deep")
+    os.close(leaf)
+    os.close(fd)
+    out = io.BytesIO()
+    snaps.diff("k", out)
+    members = _members(out.getvalue())
+    assert len(members) == 1501 and members[-1].name == "dd/" * 1500 + "leaf"
+    assert members[-1].size == 4
+    # The applier refuses trees that deep (paths.MAX_DEPTH): commit says so, leaves nothing.
+    with pytest.raises(UnsafeArchive):
+        snaps.commit("k")
+    assert not [p for p in snaps.path.iterdir() if p.name.startswith(".tmp-")]
+    snaps.remove("k")
+
+
+def test_files_removed_between_walk_and_write_are_left_out(copies) -> None:
+    """A running container keeps changing its tree: what went away since the walk is
+    not in the tar, and the tar is still whole."""
+    snaps, store = copies
+    fs, _, _ = _prepared(snaps, store)
+    (fs / "gone").mkdir()
+    (fs / "gone/f").write_text("x")
+    (fs / "stays").write_text("y")
+    lowers = [snaps.fs_dir(d) for d in reversed(snaps.active_info("k").lowers)]
+    with LowerTree(lowers, userxattr=snaps.userxattr) as lower:
+        changes = collect_changes(fs, OnDisk(), lower, complete=True)
+    import shutil
+    shutil.rmtree(fs / "gone")
+    out = io.BytesIO()
+    write_changes(changes, fs, out)
+    assert [m.name for m in _members(out.getvalue())] == ["gone", "stays"]

@@ -149,12 +149,13 @@ def test_parallel_prepare_builds_each_snapshot_once(store: Store, tmp_path: Path
 
 def test_merged_snapshots_equal_flattened_unpack(store: Store, tmp_path: Path) -> None:
     # Without whiteouts (those need mknod/trusted xattrs: see the integration tests).
-    from tests.unit.test_apply import F, H, tar
+    from tests.tarbuild import F, H, tar
     layers = [BASE, tar_of({"etc": None, "etc/hostname": b"box\n", "bin/sh": b"newer"}),
               tar(F("a/f", b"linked"), H("b/g", "a/f"), H("c/d/e", "a/f"))]
     manifest, config = build_image(store, layers)
     unpack_rootfs(store, manifest, config, tmp_path / "flat", rootless=True)
-    dirs = SnapshotStore(tmp_path / "snapshots", rootless=True).unpack_image(store, manifest, config)
+    snapshots = SnapshotStore(tmp_path / "snapshots", rootless=True)
+    dirs = snapshots.unpack_image(store, manifest, config)
     merge_snapshots(dirs, tmp_path / "merged", rootless=True)
     merged, flat = tree_manifest(tmp_path / "merged"), tree_manifest(tmp_path / "flat")
     for implicit in (".", "a", "b", "c", "c/d"):  # no tar entry: dated when created
