@@ -301,7 +301,7 @@ def test_gc_does_not_run_while_a_container_is_being_created(ociroot: Path,
                                                             fixture_layout: Path) -> None:
     # An oci: image is not in the store: until the new container's meta.json exists, only
     # the creation lock keeps gc from deleting the snapshots under its rootfs.
-    from ociimg.commands.containers import containers_locked
+    from ociimg.containers.store import containers_locked
     ociimg(ociroot, "run", "--rm", f"oci:{fixture_layout}:busybox", "true")
     snapshots = [p for p in (ociroot / "snapshots").iterdir() if not p.name.startswith(".")]
     assert snapshots
