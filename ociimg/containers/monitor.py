@@ -201,7 +201,7 @@ def _terminal_attach(caller: tuple[int, int, int], master: int, interactive: boo
         saved = termios.tcgetattr(stdin)
         _copy_winsize(stdin, master)
         signal.signal(signal.SIGWINCH, lambda *_: _copy_winsize(stdin, master))
-        tty.setraw(stdin)
+        tty.setraw(stdin, termios.TCSANOW)  # TCSAFLUSH would drop what was typed ahead
     if interactive:
         stdio.feed(stdin, master, close_dst=False)
 
