@@ -110,7 +110,7 @@ def _start_or_remove(manager: Any, c: Any, stdio: tuple[int, int, int] | None,
                      remove: bool) -> None:
     """Start; a container whose monitor could not even be spawned is removed (--rm)."""
     try:
-        manager.start(c, stdio=stdio)
+        manager.start(c, stdio=stdio, fork=True)  # the CLI has one thread: no new interpreter
     except OciimgError:
         if remove and c.path.exists():
             with contextlib.suppress(OciimgError, OSError):

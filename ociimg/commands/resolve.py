@@ -7,7 +7,7 @@ import dataclasses
 from pathlib import Path
 
 # The resolved image is the containers stage's input: defined there, re-exported here.
-from ociimg.containers.rootfs import ResolvedImage, warn_unsafe_labels
+from ociimg.containers.resolved import ResolvedImage, warn_unsafe_labels
 from ociimg.errors import ImageNotFound, InvalidReference
 from ociimg.events import NullProgress, Progress
 from ociimg.reference import LayoutReference, Reference, parse_image_name, parse_reference

@@ -10,8 +10,8 @@ from __future__ import annotations
 _EXPORTS = {
     "ContainerManager": "manager", "CreateOptions": "manager", "ContainerStatus": "manager",
     "Container": "store", "containers_locked": "store", "list_containers": "store",
-    "find_container": "store", "OciRuntime": "runtimes", "BuiltinRuntime": "runtimes",
-    "RuncRuntime": "runtimes", "ResolvedImage": "rootfs",
+    "find_container": "store", "OciRuntime": "protocol", "BuiltinRuntime": "runtimes",
+    "RuncRuntime": "runtimes", "ResolvedImage": "resolved",
 }
 __all__ = sorted(_EXPORTS)
 
@@ -22,8 +22,9 @@ if TYPE_CHECKING:
         ContainerStatus,
         CreateOptions,
     )
-    from ociimg.containers.rootfs import ResolvedImage  # noqa: F401
-    from ociimg.containers.runtimes import BuiltinRuntime, OciRuntime, RuncRuntime  # noqa: F401
+    from ociimg.containers.protocol import OciRuntime  # noqa: F401
+    from ociimg.containers.resolved import ResolvedImage  # noqa: F401
+    from ociimg.containers.runtimes import BuiltinRuntime, RuncRuntime  # noqa: F401
     from ociimg.containers.store import (  # noqa: F401
         Container,
         containers_locked,

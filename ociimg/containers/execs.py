@@ -11,9 +11,12 @@ import threading
 from typing import Any
 
 from ociimg.containers import stdio as pipes
-from ociimg.containers.runtimes import OciRuntime
-from ociimg.containers.store import Container
 from ociimg.errors import InvalidDocument
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ociimg.containers.protocol import OciRuntime
+    from ociimg.containers.store import Container
 
 
 def run_exec(c: Container, runtime: OciRuntime, argv: list[str], *, env: list[str],

@@ -18,40 +18,42 @@ imports little: its start is part of every ``ociimg run``.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from pathlib import Path
-from typing import Any
 
 from ociimg.containers import stdio
-from ociimg.containers.runtimes import OciRuntime, runtime_from_record
+from ociimg.containers.runtimes import runtime_from_record
 from ociimg.errors import ExecutableNotFound, OciimgError
+from ociimg.runtime import jsonio
+
+TYPE_CHECKING = False  # typing, pathlib and json cost ~15 ms of every `ociimg run`
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ociimg.containers.protocol import OciRuntime
 
 MONITOR_RECORD = "monitor.json"
 
 
 class Monitor:
-    def __init__(self, path: Path, report: int, caller: tuple[int, int, int] | None) -> None:
+    def __init__(self, path: str, report: int, caller: tuple[int, int, int] | None) -> None:
         self.path = path
         self.report = report
         self.caller = caller
-        with open(path / "meta.json", "rb") as f:
-            self.meta: dict[str, Any] = json.load(f)
-        with open(path / "config.json", "rb") as f:
-            process = json.load(f).get("process") or {}
+        self.meta: dict[str, Any] = _read_json(os.path.join(path, "meta.json"))
+        process = _read_json(os.path.join(path, "config.json")).get("process") or {}
         self.terminal = bool(process.get("terminal"))
         self.cid = self.meta["id"]
         self.runtime: OciRuntime = runtime_from_record(self.meta["runtime"])
 
     def send(self, doc: dict[str, Any]) -> None:
         try:
-            os.write(self.report, json.dumps(doc).encode() + b"\n")
+            os.write(self.report, jsonio.dumps(doc).encode() + b"\n")
         except OSError:  # the caller is gone: the container runs on
             pass
 
     def run(self) -> int:
-        _write_json(self.path / MONITOR_RECORD, {"pid": os.getpid(),
+        _write_json(os.path.join(self.path, MONITOR_RECORD), {"pid": os.getpid(),
                                                   "starttime": _starttime(os.getpid())})
         ends = self._container_stdio()
         try:
@@ -90,7 +92,7 @@ class Monitor:
         try:
             pid = self.runtime.create(self.cid, self.path, stdio=(ends["in"], ends["out"],
                                                                   ends["err"]),
-                                      pid_file=self.path / "init.pid",
+                                      pid_file=os.path.join(self.path, "init.pid"),
                                       console_socket=sock_path)
             _release_own_stdio()  # the container holds the pipes' write ends now
             for fd in {ends["in"], ends["out"], ends["err"]} - {ends.get("null")}:
@@ -112,7 +114,7 @@ class Monitor:
         pidfd = os.pidfd_open(pid)
         log = None
         if self.caller is None:
-            log = os.open(self.path / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND
+            log = os.open(os.path.join(self.path, "log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND
                           | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         out = self.caller[1] if self.caller else log
         if master is not None:
@@ -141,8 +143,10 @@ class Monitor:
         """Exit record first (``ps`` never sees neither it nor the runtime's state), then
         the runtime's state, the rootfs, and the container itself if it is auto-removed."""
         if code is not None:
-            from ociimg.containers.store import write_exit_record
-            write_exit_record(self.path, code)
+            import time
+            _write_json(os.path.join(self.path, "exit.json"), {
+                "exitCode": code,
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         try:
             self.runtime.delete(self.cid, force=True)
         except OciimgError:
@@ -150,10 +154,8 @@ class Monitor:
         from ociimg.containers.rootfs import release_rootfs
         release_rootfs(self.path)
         if self.meta.get("autoRemove"):
-            from ociimg.containers.store import load, remove_dir
-            c = load(self.path)
-            if c is not None:
-                remove_dir(c)
+            from ociimg.containers.names import remove_container_files
+            remove_container_files(self.path, self.meta)
 
 
 def _console_listener() -> tuple[Any, str]:
@@ -227,10 +229,22 @@ def _close(fd: int) -> None:
         pass
 
 
-def _write_json(path: Path, doc: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(doc, f)
+def _read_json(path: str) -> dict[str, Any]:
+    with open(path, "rb") as f:
+        doc = jsonio.loads(f.read())
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: not a JSON object")
+    return doc
+
+
+def _write_json(path: str, doc: dict[str, Any]) -> None:
+    """Whole or not at all (the same file format as store.write_json)."""
+    head, name = os.path.split(path)
+    tmp = os.path.join(head, f".{name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(jsonio.dumps(doc))
     os.replace(tmp, path)
 
 
@@ -240,7 +254,7 @@ def _starttime(pid: int) -> int:
 
 
 def main(argv: list[str]) -> int:
-    path, report = Path(argv[0]), int(argv[1])
+    path, report = argv[0], int(argv[1])
     caller = tuple(int(x) for x in argv[2:5]) if len(argv) >= 5 else None
     os.setsid()
     if os.fork() != 0:  # the spawner reaps this one at once; the monitor is nobody's child
@@ -250,7 +264,7 @@ def main(argv: list[str]) -> int:
     try:
         monitor = Monitor(path, report, caller)  # type: ignore[arg-type]
     except (OSError, ValueError, KeyError) as exc:
-        os.write(report, json.dumps({"error": f"monitor: {exc}"}).encode() + b"\n")
+        os.write(report, jsonio.dumps({"error": f"monitor: {exc}"}).encode() + b"\n")
         return 1
     return monitor.run()
 

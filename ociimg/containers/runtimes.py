@@ -12,36 +12,22 @@ then costs one interpreter start for the monitor instead of one more for a runti
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from pathlib import Path
-from typing import Any, Protocol
 
 from ociimg.errors import ContainerError, ContainerNotFound, InvalidArgument
 
+TYPE_CHECKING = False  # the monitor imports this module: no typing, pathlib or json
+if TYPE_CHECKING:
+    from typing import Any
 
-class OciRuntime(Protocol):
-    """runtime-spec's operations (runtime.md), as runc's command line has them."""
-
-    name: str
-    root: Path
-
-    def create(self, cid: str, bundle: Path, *, stdio: tuple[int, int, int],
-               pid_file: Path, console_socket: str | None = None) -> int: ...
-    def start(self, cid: str) -> None: ...
-    def state(self, cid: str) -> dict[str, Any] | None: ...
-    def kill(self, cid: str, sig: int, *, all_processes: bool = False) -> None: ...
-    def delete(self, cid: str, *, force: bool = False) -> None: ...
-    def pause(self, cid: str) -> None: ...
-    def resume(self, cid: str) -> None: ...
-    def exec(self, cid: str, process: Path, *, stdio: tuple[int, int, int]) -> int: ...
-    def describe(self) -> dict[str, str]: ...
+    from ociimg.containers.protocol import OciRuntime
+    StrPath = str | os.PathLike[str]
 
 
 def package_env() -> dict[str, str]:
     """The environment for a child interpreter that must import this same ociimg tree."""
-    here = str(Path(__file__).resolve().parent.parent.parent)
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
     path = os.environ.get("PYTHONPATH")
     return {**os.environ, "PYTHONPATH": here if not path else f"{here}{os.pathsep}{path}"}
 
@@ -49,14 +35,14 @@ def package_env() -> dict[str, str]:
 class BuiltinRuntime:
     name = "builtin"
 
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
+    def __init__(self, root: StrPath) -> None:
+        self.root = os.fspath(root)
 
     def describe(self) -> dict[str, str]:
-        return {"name": self.name, "root": str(self.root)}
+        return {"name": self.name, "root": self.root}
 
-    def create(self, cid: str, bundle: Path, *, stdio: tuple[int, int, int],
-               pid_file: Path, console_socket: str | None = None) -> int:
+    def create(self, cid: str, bundle: StrPath, *, stdio: tuple[int, int, int],
+               pid_file: StrPath, console_socket: str | None = None) -> int:
         """The init inherits fds 0-2: they are set to ``stdio`` for good (the monitor's
         own stdio is the container's)."""
         import threading
@@ -67,42 +53,42 @@ class BuiltinRuntime:
         for target, fd in enumerate(stdio):
             if fd != target:
                 os.dup2(fd, target)
-        cst = container.create_container(str(self.root), cid, container.CreateOptions(
+        cst = container.create_container(self.root, cid, container.CreateOptions(
             bundle=bundle, pid_file=pid_file, console_socket=console_socket))
         return cst.pid
 
     def start(self, cid: str) -> None:
         from ociimg.runtime import container
-        container.start_container(str(self.root), cid)
+        container.start_container(self.root, cid)
 
     def state(self, cid: str) -> dict[str, Any] | None:
         from ociimg.runtime import container
         try:
-            return container.container_state(str(self.root), cid)
+            return container.container_state(self.root, cid)
         except ContainerNotFound:
             return None
 
     def kill(self, cid: str, sig: int, *, all_processes: bool = False) -> None:
         from ociimg.runtime import container
-        container.kill_container(str(self.root), cid, sig, all_processes=all_processes)
+        container.kill_container(self.root, cid, sig, all_processes=all_processes)
 
     def delete(self, cid: str, *, force: bool = False) -> None:
         from ociimg.runtime import container
         try:
-            container.delete_container(str(self.root), cid, force=force)
+            container.delete_container(self.root, cid, force=force)
         except ContainerNotFound:
             pass
 
     def pause(self, cid: str) -> None:
         from ociimg.runtime import container
-        container.pause_container(str(self.root), cid)
+        container.pause_container(self.root, cid)
 
     def resume(self, cid: str) -> None:
         from ociimg.runtime import container
-        container.resume_container(str(self.root), cid)
+        container.resume_container(self.root, cid)
 
-    def exec(self, cid: str, process: Path, *, stdio: tuple[int, int, int]) -> int:
-        argv = [sys.executable, "-m", "ociimg.runtime", "--root", str(self.root),
+    def exec(self, cid: str, process: StrPath, *, stdio: tuple[int, int, int]) -> int:
+        argv = [sys.executable, "-m", "ociimg.runtime", "--root", self.root,
                 "exec", "--process", str(process), cid]
         return _run_attached(argv, stdio, package_env())
 
@@ -110,16 +96,16 @@ class BuiltinRuntime:
 class RuncRuntime:
     """Any binary with runc's command line (runc, crun, youki, ociimg-runtime)."""
 
-    def __init__(self, binary: str | os.PathLike[str], root: Path) -> None:
-        self.binary = str(binary)
+    def __init__(self, binary: StrPath, root: StrPath) -> None:
+        self.binary = os.fspath(binary)
         self.name = os.path.basename(self.binary)
-        self.root = Path(root)
+        self.root = os.fspath(root)
 
     def describe(self) -> dict[str, str]:
-        return {"name": "oci", "path": self.binary, "root": str(self.root)}
+        return {"name": "oci", "path": self.binary, "root": self.root}
 
     def _argv(self, *args: str) -> list[str]:
-        return [self.binary, "--root", str(self.root), *args]
+        return [self.binary, "--root", self.root, *args]
 
     def _call(self, verb: str, cid: str, *args: str) -> str:
         import subprocess
@@ -136,27 +122,29 @@ class RuncRuntime:
             raise ContainerError(f"{self.name} {verb} {cid[:12]}: {message}")
         return proc.stdout.decode(errors="replace")
 
-    def create(self, cid: str, bundle: Path, *, stdio: tuple[int, int, int],
-               pid_file: Path, console_socket: str | None = None) -> int:
+    def create(self, cid: str, bundle: StrPath, *, stdio: tuple[int, int, int],
+               pid_file: StrPath, console_socket: str | None = None) -> int:
         import subprocess
-        log = bundle / f"{self.name}.log"
+        log = os.path.join(bundle, f"{self.name}.log")
         args = ["--log", str(log), "--log-format", "json", "create", "--bundle", str(bundle),
                 "--pid-file", str(pid_file)]
         if console_socket:
             args += ["--console-socket", console_socket]
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
         code = _run_attached(self._argv(*args, cid), stdio, None, cwd=bundle,
                              run=subprocess.run)
         if code != 0:
             raise ContainerError(f"{self.name} create {cid[:12]}: {_runc_error(log)}")
-        return int(pid_file.read_text().strip())
+        with open(pid_file, "rb") as f:
+            return int(f.read().strip())
 
     def start(self, cid: str) -> None:
         self._call("start", cid)
 
     def state(self, cid: str) -> dict[str, Any] | None:
         try:
-            return json.loads(self._call("state", cid))
+            from ociimg.runtime import jsonio
+            return jsonio.loads(self._call("state", cid))
         except (ContainerNotFound, ValueError):
             return None
 
@@ -181,12 +169,12 @@ class RuncRuntime:
     def resume(self, cid: str) -> None:
         self._call("resume", cid)
 
-    def exec(self, cid: str, process: Path, *, stdio: tuple[int, int, int]) -> int:
+    def exec(self, cid: str, process: StrPath, *, stdio: tuple[int, int, int]) -> int:
         return _run_attached(self._argv("exec", "--process", str(process), cid), stdio, None)
 
 
 def _run_attached(argv: list[str], stdio: tuple[int, int, int], env: dict[str, str] | None,
-                  *, cwd: Path | None = None, run: Any = None) -> int:
+                  *, cwd: StrPath | None = None, run: Any = None) -> int:
     import subprocess
     try:
         proc = (run or subprocess.run)(argv, stdin=stdio[0], stdout=stdio[1], stderr=stdio[2],
@@ -202,15 +190,17 @@ def _last_line(text: str) -> str:
     return lines[-1][:500] if lines else "failed"
 
 
-def _runc_error(log: Path) -> str:
+def _runc_error(log: StrPath) -> str:
     """The last error runc logged (``--log-format json``: one object per line)."""
+    from ociimg.runtime import jsonio
     try:
-        lines = log.read_text(errors="replace").splitlines()[-50:]
+        with open(log, "rb") as f:
+            lines = f.read().decode(errors="replace").splitlines()[-50:]
     except OSError:
         return "failed"
     for line in reversed(lines):
         try:
-            doc = json.loads(line)
+            doc = jsonio.loads(line)
         except ValueError:
             continue
         if isinstance(doc, dict) and doc.get("level") in ("error", "fatal"):
@@ -218,7 +208,7 @@ def _runc_error(log: Path) -> str:
     return "failed"
 
 
-def select_runtime(spec: str | None, runtime_root: Path) -> OciRuntime:
+def select_runtime(spec: str | None, runtime_root: StrPath) -> OciRuntime:
     """``--runtime``: none/"builtin"/"ociimg" for the built-in one, else a runc-compatible
     binary by name (looked up in PATH, then /usr/sbin and /usr/bin) or path."""
     if spec in (None, "", "builtin", "ociimg"):
@@ -226,7 +216,8 @@ def select_runtime(spec: str | None, runtime_root: Path) -> OciRuntime:
     binary = _find_binary(spec)
     import hashlib
     tag = hashlib.sha256(os.path.realpath(binary).encode()).hexdigest()[:12]
-    return RuncRuntime(binary, runtime_root / "oci" / f"{os.path.basename(binary)}-{tag}")
+    return RuncRuntime(binary, os.path.join(runtime_root, "oci",
+                                            f"{os.path.basename(binary)}-{tag}"))
 
 
 def _find_binary(spec: str) -> str:
@@ -245,7 +236,7 @@ def _find_binary(spec: str) -> str:
 
 def runtime_from_record(doc: dict[str, Any]) -> OciRuntime:
     """The runtime a container was created with (its meta.json "runtime")."""
-    root = Path(doc["root"])
+    root = doc["root"]
     if doc.get("name") == "builtin":
         return BuiltinRuntime(root)
     return RuncRuntime(doc["path"], root)

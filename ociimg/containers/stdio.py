@@ -6,12 +6,11 @@ setuid-root binary), and a terminal takes TIOCSTI, which types commands into the
 shell. conmon and containerd's shim give containers pipes for the same reason.
 
 Everything here works on fds it is given; nothing touches fds 0-2 or signal handlers, so
-it may run in any thread of any process.
+it may run in any thread of any process. The monitor imports it: no contextlib, typing.
 """
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import select
@@ -46,8 +45,7 @@ def copy_until_exit(pairs: list[tuple[int, int]], pidfd: int | None) -> None:
             drain(src, dst)
     finally:
         for src in live:
-            with contextlib.suppress(OSError):
-                os.close(src)
+            _close(src)
 
 
 def drain(src: int, dst: int) -> None:
@@ -100,13 +98,21 @@ def feed(src: int, dst: int, *, close_dst: bool = True) -> threading.Thread:
     closing ``dst`` so the container sees EOF. It may stay blocked on ``src`` (a
     terminal) after the container has gone: it dies with the process."""
     def run() -> None:
-        with contextlib.suppress(OSError):
+        try:
             while copy_chunk(src, dst):
                 pass
+        except OSError:
+            pass
         if close_dst:
-            with contextlib.suppress(OSError):
-                os.close(dst)
+            _close(dst)
 
     t = threading.Thread(target=run, daemon=True, name="ociimg-stdin")
     t.start()
     return t
+
+
+def _close(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass

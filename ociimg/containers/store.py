@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import secrets
 import time
 from collections.abc import Iterator
@@ -19,11 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ociimg.digest import Digest
-from ociimg.errors import AlreadyExists, ContainerNotFound, InvalidArgument, OciimgError
-from ociimg.fsutil import atomic_write, remove_tree
-from ociimg.store import locks
-from ociimg.store.files import read_regular
+from ociimg.containers.names import (
+    check_name,
+    release_name,
+    remove_container_files,
+    reserve_name,
+)
+from ociimg.errors import ContainerNotFound, OciimgError
+
+TYPE_CHECKING = False  # the monitor removes auto-removed containers: the store loads lazily
+if TYPE_CHECKING:
+    from ociimg.digest import Digest
 
 _META_MAX = 1 << 20
 
@@ -52,12 +57,14 @@ class Container:
 
     @property
     def image_digest(self) -> Digest | None:
+        from ociimg.digest import Digest
         digest = self.meta.get("digest")
         return Digest.parse(digest) if digest else None
 
     @property
     def parent(self) -> Digest | None:
         """The top chain id of the image's layers (the snapshot the rootfs is over)."""
+        from ociimg.digest import Digest
         parent = self.meta.get("parent")
         return Digest.parse(parent) if parent else None
 
@@ -79,61 +86,15 @@ def containers_locked(root: Path, *, shared: bool = False) -> Iterator[None]:
     """Creating a container holds this shared, ``gc`` exclusive (without waiting): until
     its meta.json is in place, nothing but this lock tells gc that the snapshots under the
     new rootfs are in use (an ``oci:`` image is not in the store to keep them)."""
+    from ociimg.store import locks
     with locks.locked(containers_dir(root) / ".lock", shared=shared, blocking=shared):
         yield
-
-
-# Names -----------------------------------------------------------------------------
-_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
-
-
-def check_name(name: str) -> None:
-    """Docker's container name grammar, [a-zA-Z0-9][a-zA-Z0-9_.-]*: a name is also a
-    file name under containers/.names."""
-    if not name or not name[0].isascii() or not name[0].isalnum() \
-            or not set(name) <= _NAME_CHARS or len(name) > 255:
-        raise InvalidArgument(f"invalid container name {name!r}",
-                              hint="use letters, digits, '_', '.' and '-', starting with a "
-                                   "letter or digit")
-
-
-def reserve_name(root: Path, name: str, cid: str) -> None:
-    """Take ``name`` for container ``cid``: a symlink containers/.names/NAME -> ID, made
-    under a lock, so two concurrent ``run --name X`` cannot both get it. A link whose
-    container no longer exists (removed, or its create crashed) is taken over."""
-    check_name(name)
-    names = containers_dir(root) / ".names"
-    names.mkdir(parents=True, exist_ok=True, mode=0o700)
-    link = names / name
-    with locks.locked(names / ".lock"):  # names cannot start with '.'
-        with contextlib.suppress(FileNotFoundError):
-            owner = os.readlink(link)
-            if _exists_or_creating(root, owner) or owner == cid:
-                raise AlreadyExists(f"container name {name} is already in use by "
-                                    f"{owner[:12]}", hint=f"remove it first: ociimg rm {name}")
-            os.unlink(link)
-        for c in list_containers(root):  # named before names were links
-            if c.meta.get("name") == name:
-                raise AlreadyExists(f"container name {name} is already in use by "
-                                    f"{c.id[:12]}", hint=f"remove it first: ociimg rm {name}")
-        os.symlink(cid, link)
-
-
-def release_name(root: Path, name: str, cid: str) -> None:
-    link = containers_dir(root) / ".names" / name
-    with contextlib.suppress(OSError):
-        if os.readlink(link) == cid:
-            os.unlink(link)
-
-
-def _exists_or_creating(root: Path, cid: str) -> bool:
-    base = containers_dir(root)
-    return (base / cid).is_dir() or (base / f".tmp-{cid}").is_dir()
 
 
 # Records ---------------------------------------------------------------------------
 def read_json(path: Path, what: str) -> dict[str, Any] | None:
     """A small JSON record of ours, None if absent (never follows a symlink)."""
+    from ociimg.store.files import read_regular
     try:
         doc = json.loads(read_regular(path, _META_MAX, what))
     except FileNotFoundError:
@@ -144,6 +105,7 @@ def read_json(path: Path, what: str) -> dict[str, Any] | None:
 
 
 def write_json(path: Path, doc: dict[str, Any]) -> None:
+    from ociimg.fsutil import atomic_write
     atomic_write(path, json.dumps(doc, indent=2).encode())
 
 
@@ -179,12 +141,11 @@ def exit_record(c: Container) -> dict[str, Any] | None:
     return read_json(c.path / "exit.json", f"container {c.id} exit.json")
 
 
-def write_exit_record(path: Path, code: int) -> None:
-    write_json(path / "exit.json", {"exitCode": code, "finished": now()})
-
-
 def remove_dir(c: Container) -> None:
     """The directory and the name; the rootfs must be unmounted already."""
-    remove_tree(c.path)
-    if c.meta.get("name"):
-        release_name(c.path.parent.parent, c.meta["name"], c.id)
+    remove_container_files(c.path, c.meta)
+
+
+__all__ = ["Container", "check_name", "containers_dir", "containers_locked",
+           "exit_record", "find_container", "list_containers", "load", "new_id", "now",
+           "read_json", "release_name", "remove_dir", "reserve_name", "write_json"]
