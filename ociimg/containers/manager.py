@@ -25,7 +25,7 @@ from ociimg.containers import store
 from ociimg.containers.monitor import MONITOR_RECORD, error_from_report
 from ociimg.containers.protocol import OciRuntime
 from ociimg.containers.resolved import ResolvedImage, warn_unsafe_labels
-from ociimg.containers.rootfs import mount_rootfs, release_rootfs
+from ociimg.containers.rootfs import mount_rootfs, release_rootfs, remove_rootfs
 from ociimg.containers.runtimes import runtime_from_record, select_runtime
 from ociimg.containers.store import Container
 from ociimg.errors import ContainerError, ContainerNotFound, OciimgError
@@ -85,7 +85,7 @@ class ContainerManager:
         try:
             if options.name:
                 store.reserve_name(self.root, options.name, cid)
-            mount_rootfs(image, self.root, tmp, progress)
+            mount_rootfs(image, self.root, tmp, cid, progress)
             bundle_options = options.bundle
             if bundle_options.hostname is None:
                 bundle_options = dataclasses.replace(bundle_options, hostname=cid[:12])
@@ -104,6 +104,7 @@ class ContainerManager:
             os.rename(tmp, final)
         except BaseException:
             release_rootfs(tmp)
+            remove_rootfs(self.root, cid)
             remove_tree(tmp)
             if options.name:
                 store.release_name(self.root, options.name, cid)
@@ -265,6 +266,7 @@ class ContainerManager:
         with contextlib.suppress(OciimgError):
             self.runtime(c).delete(c.id, force=True)
         release_rootfs(c.path)
+        remove_rootfs(self.root, c.snapshot_key)
         with contextlib.suppress(FileNotFoundError):
             store.remove_dir(c)
         report = self._reports.pop(c.id, None)

@@ -151,10 +151,11 @@ class Monitor:
             self.runtime.delete(self.cid, force=True)
         except OciimgError:
             pass
-        from ociimg.containers.rootfs import release_rootfs
+        from ociimg.containers.rootfs import release_rootfs, remove_rootfs
         release_rootfs(self.path)
         if self.meta.get("autoRemove"):
             from ociimg.containers.names import remove_container_files
+            remove_rootfs(os.path.dirname(os.path.dirname(self.path)), self.cid)
             remove_container_files(self.path, self.meta)
 
 

@@ -1,11 +1,12 @@
 """A container's root filesystem.
 
-The rootfs is an overlay of the image's committed snapshots with the container's own
-upper/ and work/ beside it (a flattened copy where overlayfs is unavailable). It is
-mounted by ``mount_rootfs`` and unmounted by ``release_rootfs`` when the program exits;
-the upper stays until the container is removed, so a stopped container's changes are
-still there. These two functions are the only place that knows how. The monitor imports
-this module after every container's exit: it stays light.
+The rootfs is the active snapshot ``key`` (the container's id) over the image's top
+committed snapshot (containerd's Prepare): its upper/work live under
+``snapshots/active/<id>/``, mounted on ``<container>/rootfs`` by ``mount_rootfs`` and
+unmounted by ``release_rootfs`` when the program exits. The snapshot stays until
+``remove_rootfs`` (``rm``), so diff, commit and export work on a stopped container, as
+docker's do. These functions are the only place that knows how. The monitor imports this
+module after every container's exit: it stays light.
 """
 
 from __future__ import annotations
@@ -20,18 +21,40 @@ if TYPE_CHECKING:
     from ociimg.events import Progress
 
 
-def mount_rootfs(image: ResolvedImage, root: Path, bundle: Path, progress: Progress) -> None:
-    """``bundle``/rootfs over the image's snapshots (made first if missing)."""
-    from ociimg.layers import overlay
+def mount_rootfs(image: ResolvedImage, root: Path, bundle: Path, key: str,
+                 progress: Progress) -> None:
+    """``bundle``/rootfs: a new active snapshot ``key`` over the image's layers (their
+    committed snapshots made first if missing)."""
+    from ociimg.layers.overlay import mount_all
     from ociimg.layers.snapshots import SnapshotStore
     snapshots = SnapshotStore(root / "snapshots")
-    lowers = snapshots.prepare(image.store, image.manifest, image.config, progress)
-    overlay.mount_rootfs(lowers, bundle, progress, userxattr=snapshots.userxattr)
+    snapshots.unpack_image(image.store, image.manifest, image.config, progress)
+    chain = image.chain()
+    mounts = snapshots.prepare(key, chain[-1] if chain else None,
+                               labels={"ociimg.container": key})
+    target = bundle / "rootfs"
+    try:
+        target.mkdir(mode=0o755, exist_ok=True)
+        mount_all(mounts, target)
+    except BaseException:
+        snapshots.remove(key)
+        raise
 
 
 def release_rootfs(bundle: str | os.PathLike[str]) -> None:
     """Unmount ``bundle``/rootfs if mounted; its upper dir stays."""
     rootfs = os.path.join(bundle, "rootfs")
-    if os.path.ismount(rootfs):
+    while os.path.ismount(rootfs):  # mount_all may have stacked several
         from ociimg.oskit import linux
         linux.umount2(rootfs, 0)
+
+
+def remove_rootfs(root: str | os.PathLike[str], key: str) -> None:
+    """Drop the active snapshot ``key`` (unmounted first by release_rootfs). A container
+    made before rootfs were active snapshots has none: its upper went with its dir."""
+    from ociimg.errors import NotFound
+    from ociimg.layers.snapshots import SnapshotStore
+    try:
+        SnapshotStore(os.path.join(root, "snapshots")).remove(key)
+    except NotFound:
+        pass

@@ -167,3 +167,23 @@ def test_hostile_output_never_hangs_wait_nor_grows_the_log(manager: Any, ociroot
     assert size > 0 and manager.status(writer).status == "exited"
     time.sleep(0.3)  # nothing may write the log once the wait returned
     assert (writer.path / "log").stat().st_size == size
+
+
+def test_rootfs_is_an_active_snapshot_kept_until_rm(manager: Any, ociroot: Path,
+                                                    fixture_layout: Path) -> None:
+    from ociimg.layers.snapshots import SnapshotStore
+    image = _image(ociroot, fixture_layout)
+    c = manager.create(image, _options("sh", "-c", "echo x > /new; rm /bin/true"))
+    assert os.path.ismount(c.rootfs)
+    assert c.meta["parent"] == str(image.chain()[-1]) == str(c.parent)
+    manager.start(c)
+    assert manager.wait(c, timeout=60) == 0
+    assert not os.path.ismount(c.rootfs)  # released at exit ...
+    snapshots = SnapshotStore(ociroot / "snapshots")
+    (info,) = [a for a in snapshots.active() if a.key == c.snapshot_key]
+    assert info.parent == c.parent
+    changes = {(ch.kind, ch.path) for ch in snapshots.changes(c.snapshot_key)}
+    assert {("A", "/new"), ("D", "/bin/true")} <= changes  # ... its changes kept
+    manager.remove(c)
+    assert c.snapshot_key not in [a.key for a in snapshots.active()]
+    assert not c.path.exists()

@@ -6,6 +6,7 @@ import errno
 
 import pytest
 
+from ociimg.bundle import profiles
 from ociimg.errors import ContainerError
 from ociimg.runtime import seccomp
 from ociimg.runtime.seccomp import ArgCmp, Rule
@@ -184,7 +185,6 @@ def test_rendered_filter_holds_the_rules() -> None:
 
 
 def test_default_profile_translates() -> None:
-    profiles = pytest.importorskip("ociimg.bundle.profiles")
     need(libseccomp_available(), "libseccomp.so.2 is not installed")
     profile = profiles.default_seccomp_profile()
     filt = seccomp.build_filter(profile)
