@@ -110,7 +110,10 @@ def _start_or_remove(manager: Any, c: Any, stdio: tuple[int, int, int] | None,
                      remove: bool) -> None:
     """Start; a container whose monitor could not even be spawned is removed (--rm)."""
     try:
-        manager.start(c, stdio=stdio, fork=True)  # the CLI has one thread: no new interpreter
+        # Attached, the CLI (one thread) forks the monitor: no interpreter start (~60 ms of
+        # `run --rm`). Detached, a lean spawned monitor: it lives as long as the container
+        # (~13 MB RSS against ~22 MB for a fork of the CLI).
+        manager.start(c, stdio=stdio, fork=stdio is not None)
     except OciimgError:
         if remove and c.path.exists():
             with contextlib.suppress(OciimgError, OSError):

@@ -324,6 +324,9 @@ def _fork_monitor(c: Container, passed: list[int]) -> None:
             _become_monitor_process(log, passed)
             from ociimg.containers import monitor
             code = monitor.main([str(c.path), *map(str, passed)])
+        except BaseException:
+            import traceback
+            traceback.print_exc()  # into monitor.log
         finally:
             os._exit(code)
     os.close(log)

@@ -88,7 +88,7 @@ class BuiltinRuntime:
         container.resume_container(self.root, cid)
 
     def exec(self, cid: str, process: StrPath, *, stdio: tuple[int, int, int]) -> int:
-        argv = [sys.executable, "-m", "ociimg.runtime", "--root", self.root,
+        argv = [sys.executable, "-S", "-m", "ociimg.runtime", "--root", self.root,
                 "exec", "--process", str(process), cid]
         return _run_attached(argv, stdio, package_env())
 
