@@ -66,8 +66,9 @@ def _exec_relayed(c: Container, runtime: OciRuntime, process: os.PathLike[str],
         in_r, in_w = os.pipe2(os.O_CLOEXEC)
         theirs.append(in_r)
         pipes.feed(stdio[0], in_w)
-    else:
-        in_r = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    else:  # at EOF at once; never the host's /dev/null, which root inside could chmod
+        in_r, in_w = os.pipe2(os.O_CLOEXEC)
+        os.close(in_w)
         theirs.append(in_r)
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)

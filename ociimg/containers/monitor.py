@@ -74,10 +74,11 @@ class Monitor:
         if self.terminal:
             return {"in": null, "out": null, "err": null}
         ends = {"null": null}
+        ends["in"], stdin_w = os.pipe2(os.O_CLOEXEC)
         if self.caller is not None and self.meta.get("interactive"):
-            ends["in"], ends["stdin_w"] = os.pipe2(os.O_CLOEXEC)
-        else:
-            ends["in"] = null
+            ends["stdin_w"] = stdin_w
+        else:  # at EOF at once; never the host's /dev/null, which root inside could chmod
+            os.close(stdin_w)
         ends["out_r"], ends["out"] = os.pipe2(os.O_CLOEXEC)
         if self.caller is not None:
             ends["err_r"], ends["err"] = os.pipe2(os.O_CLOEXEC)
