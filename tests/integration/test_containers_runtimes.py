@@ -47,9 +47,11 @@ def test_run_exec_stop_rm_through_each_runtime(ociroot: Path, fixture_layout: Pa
     # /proc/self/fd (the host's /dev/null, for every process of the host).
     kinds = "stat -L -c %F /proc/self/fd/0 /proc/self/fd/1 /proc/self/fd/2"
     assert ociimg(ociroot, *run, "--rm", image, "sh", "-c", kinds).stdout == "fifo\n" * 3
-    cid = ociimg(ociroot, *run, "-d", image, "sh", "-c", "sleep 300").stdout.strip()
+    cid = ociimg(ociroot, *run, "-d", image, "sh", "-c", f"{kinds}; sleep 300").stdout.strip()
     assert ociimg(ociroot, "exec", cid, "sh", "-c", kinds).stdout == "fifo\n" * 3
-    ociimg(ociroot, "rm", "-f", cid)
+    ociimg(ociroot, "stop", "--time", "0", cid)
+    assert ociimg(ociroot, "logs", cid).stdout == "fifo\n" * 3  # detached: its log
+    ociimg(ociroot, "rm", cid)
     missing = ociimg(ociroot, *run, "--rm", image, "/no/such/program", check=False)
     assert missing.returncode == 127 and "/no/such/program" in missing.stderr
     cid = ociimg(ociroot, *run, "-d", "--name", "web", image, "sh", "-c",
