@@ -121,3 +121,30 @@ def _read_pty(master: int, deadline: float) -> bytes:
         out += data
     os.close(master)
     return out
+
+
+@pytest.mark.parametrize("runtime", [None, "runc"])
+def test_pause_resume_kill_through_the_library(ociroot: Path, fixture_layout: Path,
+                                               runtime_root: Path, runtime: str | None) -> None:
+    if runtime is not None:
+        need(os.access(RUNC, os.X_OK), "runc missing: apt-get install runc")
+    from ociimg.bundle import BundleOptions
+    from ociimg.commands.resolve import resolve_image
+    from ociimg.containers import ContainerManager, CreateOptions
+    manager = ContainerManager(ociroot, runtime_root=runtime_root)
+    image = resolve_image(f"oci:{fixture_layout}:busybox", ociroot)
+    c = manager.create(image, CreateOptions(bundle=BundleOptions(args=["sleep", "300"]),
+                                            runtime=runtime))
+    try:
+        assert manager.status(c).status == "configured"
+        pid = manager.start(c)
+        assert manager.status(c).status == "running" and manager.status(c).pid == pid
+        manager.pause(c)
+        assert manager.status(c).status == "paused"
+        assert manager.wait(c, timeout=0.2) is None
+        manager.resume(c)
+        assert manager.status(c).status == "running"
+        manager.kill(c, 9)
+        assert manager.wait(c, timeout=30) == 128 + 9
+    finally:
+        manager.remove(c, force=True)
