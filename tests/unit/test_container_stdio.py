@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 
 from ociimg.containers.stdio import copy_until_exit
 
@@ -17,8 +18,12 @@ def test_copy_stops_at_exit_even_while_a_writer_floods(tmp_path) -> None:
     pidfd = os.pidfd_open(done.pid)
     done.wait()
     sink = os.open(tmp_path / "log", os.O_WRONLY | os.O_CREAT, 0o600)
+    copier = threading.Thread(target=copy_until_exit, args=([(src_r, sink)], pidfd),
+                              daemon=True)  # it closes src_r
     try:
-        copy_until_exit([(src_r, sink)], pidfd)  # src_r is closed by it
+        copier.start()
+        copier.join(timeout=30)
+        assert not copier.is_alive(), "the copy kept going after the exit"
     finally:
         flooder.kill()
         flooder.wait()
