@@ -171,7 +171,11 @@ class ContainerManager:
                 return int(record["exitCode"])
             if not c.path.exists():
                 raise ContainerNotFound(f"container {c.name} was removed when it exited")
-            if self.status(c).status not in ACTIVE:
+            st = self.status(c).status
+            if st == "configured":
+                raise ContainerError(f"container {c.name} was never started",
+                                     hint="start it first (ContainerManager.start)")
+            if st not in ACTIVE:
                 raise ContainerError(f"container {c.name} exited without an exit record",
                                      hint=f"its monitor was killed; see "
                                           f"{c.path / 'monitor.log'}")

@@ -69,7 +69,8 @@ class Monitor:
         return 0
 
     def _container_stdio(self) -> dict[str, int]:
-        """The fds the container gets (``inner``) and the monitor keeps (``outer``)."""
+        """in/out/err: what the container gets; out_r/err_r: what the monitor copies
+        from; stdin_w: where it feeds the caller's stdin (interactive only)."""
         null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         if self.terminal:
             return {"in": null, "out": null, "err": null}
@@ -90,12 +91,13 @@ class Monitor:
         console = master = sock_path = None
         if self.terminal:
             console, sock_path = _console_listener()
+        own_stderr = os.dup(2)  # monitor.log, back on fd 2 once create has passed fds 0-2
         try:
             pid = self.runtime.create(self.cid, self.path, stdio=(ends["in"], ends["out"],
                                                                   ends["err"]),
                                       pid_file=os.path.join(self.path, "init.pid"),
                                       console_socket=sock_path)
-            _release_own_stdio()  # the container holds the pipes' write ends now
+            _release_own_stdio(own_stderr)  # the container holds the pipes' ends now
             for fd in {ends["in"], ends["out"], ends["err"]} - {ends.get("null")}:
                 _close(fd)
             if console is not None:
@@ -106,6 +108,7 @@ class Monitor:
                 os.close(master)
             raise
         finally:
+            os.close(own_stderr)
             if console is not None:
                 console.close()
                 _remove_listener(sock_path)
@@ -215,12 +218,13 @@ def _terminal_attach(caller: tuple[int, int, int], master: int, interactive: boo
     return restore
 
 
-def _release_own_stdio() -> None:
+def _release_own_stdio(stderr: int) -> None:
     """The built-in runtime's create put the container's ends on fds 0-2: the monitor's
     copies go, so the output pipes reach EOF once the container's processes are gone."""
     null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(null, fd)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.dup2(stderr, 2)
     os.close(null)
 
 
