@@ -390,6 +390,12 @@ def _wait_monitor(c: Container, deadline: float | None) -> bool:
         pidfd = os.pidfd_open(int(doc["pid"]))
     except ProcessLookupError:
         return True
+    except OSError:  # no pidfds (Linux < 5.3): look now and then
+        while _same_process(doc):
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
     try:
         if not _same_process(doc):  # its pid was reused: that monitor is gone
             return True

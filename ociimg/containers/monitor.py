@@ -115,7 +115,10 @@ class Monitor:
         return pid, master
 
     def _hold(self, pid: int, master: int | None, ends: dict[str, int]) -> int:
-        pidfd = os.pidfd_open(pid)
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:  # no pidfds (Linux < 5.3): copy until EOF, then waitpid
+            pidfd = None
         log = None
         if self.caller is None:
             log = os.open(os.path.join(self.path, "log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND
@@ -137,7 +140,8 @@ class Monitor:
         finally:
             if restore is not None:
                 restore()
-            os.close(pidfd)
+            if pidfd is not None:
+                os.close(pidfd)
             if log is not None:
                 os.close(log)
         _, status = os.waitpid(pid, 0)
