@@ -42,9 +42,9 @@ if TYPE_CHECKING:
     from ociimg.containers import Container, ContainerManager
     from ociimg.layers.snapshots import SnapshotStore
 
-# Meta key under which a container made from an ``oci:`` layout records the layout's path
-# (the image is not in the store then; commit copies its layers in from there).
-LAYOUT_META = "imageLayout"
+# Meta key under which a container records the store or ``oci:`` layout its image came
+# from (from a layout, commit copies the base layers into the store).
+IMAGE_STORE_META = "imageStore"
 
 
 @dataclass(frozen=True)
@@ -192,7 +192,7 @@ def base_image(store: Store, c: Container) -> tuple[Manifest, ImageConfig]:
                              hint="it was made by an older ociimg; commit needs its image")
     source = store
     if not store.has_blob(digest):
-        source = _layout_with(c, digest)
+        source = _layout_with(c, digest, store)
     manifest = _read_manifest(source, digest)
     config = parse_config(source.read_blob(manifest.config.digest, limit=MAX_CONFIG_BYTES),
                           where=f"config {manifest.config.digest}")
@@ -209,8 +209,10 @@ def base_image(store: Store, c: Container) -> tuple[Manifest, ImageConfig]:
     return manifest, config
 
 
-def _layout_with(c: Container, digest: Digest) -> Store:
-    layout = c.meta.get(LAYOUT_META)
+def _layout_with(c: Container, digest: Digest, store: Store) -> Store:
+    layout = c.meta.get(IMAGE_STORE_META)
+    if layout and Path(layout) == store.path.absolute():
+        layout = None  # it was in this store: there is nowhere else to look
     where = f" (it ran from oci:{layout})" if layout else ""
     refusal = ImageNotFound(
         f"commit {c.name}: its image {digest.short} is not in the store{where}",
