@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from ociimg.commands import copying
-from ociimg.commands.copying import write_atomically, write_tar
+from ociimg.commands import archive
+from ociimg.commands.archive import write_atomically, write_tar
 from tests.treewalk import tree_manifest
 
 MARKER = b"HOST-SECRET-export"
@@ -83,7 +83,7 @@ def test_a_failed_export_leaves_nothing_under_the_name(tmp_path: Path, monkeypat
     dest = tmp_path / "out.tar"
     dest.write_bytes(b"previous export")
     seen = []
-    real_add = copying._TarWriter.add
+    real_add = archive._TarWriter.add
 
     def failing_add(self, pfd, arcname, st):  # the disk fills after a few entries
         seen.append(arcname)
@@ -91,7 +91,7 @@ def test_a_failed_export_leaves_nothing_under_the_name(tmp_path: Path, monkeypat
             raise OSError(28, "No space left on device")
         return real_add(self, pfd, arcname, st)
 
-    monkeypatch.setattr(copying._TarWriter, "add", failing_add)
+    monkeypatch.setattr(archive._TarWriter, "add", failing_add)
     fd = os.open(root, os.O_PATH | os.O_DIRECTORY)
     try:
         with pytest.raises(OSError, match="No space"):
