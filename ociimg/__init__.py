@@ -1,19 +1,33 @@
 """ociimg: container images from registry to running process.
 
-``import ociimg`` is the documented Python API (ociimg/library.py): ``ociimg.pull``,
-``ociimg.push``, ``ociimg.open_image``, ``ociimg.inspect``, ``ociimg.unpack``, ``ociimg.umount``.
+``import ociimg`` is the documented Python API (ociimg/library.py): ``pull``, ``push``,
+``open_image``, ``inspect``, ``unpack``, ``umount``, ``container_manager`` (with
+``CreateOptions`` and ``BundleOptions``), ``diff`` and ``commit``.
 They load on first use: the runtime's start path imports this package and must not pay for
 the registry client or the layer stages.
 """
 
 __version__ = "0.1.0"
 
-_API = ("pull", "push", "open_image", "inspect", "unpack", "umount")
+_API = ("pull", "push", "open_image", "inspect", "unpack", "umount", "container_manager",
+        "CreateOptions", "BundleOptions", "diff", "commit")
 __all__ = list(_API)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ociimg.library import inspect, open_image, pull, push, umount, unpack  # noqa: F401
+    from ociimg.library import (  # noqa: F401
+        BundleOptions,
+        CreateOptions,
+        commit,
+        container_manager,
+        diff,
+        inspect,
+        open_image,
+        pull,
+        push,
+        umount,
+        unpack,
+    )
 
 
 def __getattr__(name: str) -> object:

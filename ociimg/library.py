@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from ociimg.bundle import BundleOptions
+from ociimg.commands.changes import CommitOptions, CommitResult
 from ociimg.commands.resolve import ResolvedImage, resolve_image
 from ociimg.commands.unpack import UnpackOptions, UnpackResult, unpack_image
+from ociimg.containers import ContainerManager, CreateOptions  # noqa: F401  (re-exported)
 from ociimg.errors import InvalidReference
 from ociimg.events import NullProgress, Progress
 from ociimg.reference import LayoutReference, parse_image_name
@@ -93,3 +95,32 @@ def umount(bundle: str | Path, *, root: str | Path | None = None) -> None:
     from ociimg.commands.unpack import umount_bundle
 
     umount_bundle(Path(bundle), _root(root))
+
+
+def container_manager(*, root: str | Path | None = None,
+                      runtime_root: str | Path | None = None) -> ContainerManager:
+    """The container manager (create, start, wait, logs, exec, stop, kill, remove, list)
+    over the ociimg root; ``runtime_root`` holds the runtime's state (default /run/ociimg).
+    Containers are run by a monitor process of their own: they outlive the caller."""
+    return ContainerManager(_root(root),
+                            runtime_root=Path(runtime_root) if runtime_root else None)
+
+
+def diff(container: str, *, root: str | Path | None = None) -> list[tuple[str, str]]:
+    """What changed in a container's filesystem, as ``docker diff``: (kind, path) pairs,
+    kind ``A`` added, ``C`` changed, ``D`` deleted, sorted by path."""
+    from ociimg.commands.changes import container_changes
+
+    return container_changes(_root(root), container)
+
+
+def commit(container: str, name: str | None = None, *, root: str | Path | None = None,
+           message: str = "", author: str = "", changes: list[str] | None = None,
+           pause: bool = True) -> CommitResult:
+    """A new image in the store whose top layer is the container's changes (``docker
+    commit``); ``changes`` are Dockerfile instructions (``CMD ["x"]``, ``ENV K=V``, ...)."""
+    from ociimg.commands.changes import commit_container
+
+    options = CommitOptions(name=name, message=message, author=author,
+                            changes=tuple(changes or ()), pause=pause)
+    return commit_container(_root(root), container, options)

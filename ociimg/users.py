@@ -10,24 +10,19 @@ host file.
 
 from __future__ import annotations
 
-import errno
 import os
 import re
-import stat
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
 from ociimg.errors import InvalidDocument
-from ociimg.layers import paths
-from ociimg.oskit import linux
-from ociimg.store.files import open_path_fd, reopen_regular
+from ociimg.oskit.paths import resolve_in_root
+from ociimg.store.files import reopen_regular
 
 # uid_t/gid_t are unsigned 32-bit; (uid_t)-1 = 4294967295 means "unchanged" to setresuid(2)
 # and is the kernel's invalid id, so the largest usable id is one less.
 MAX_ID = 2**32 - 2
 _USERDB_LIMIT = 16 * 1024 * 1024
-_MAX_SYMLINKS = 40
 _DECIMAL = re.compile(r"[0-9]+")
 
 
@@ -160,67 +155,25 @@ def _read_userdb(rootfs: Path, path: str) -> list[list[str]]:
 # --- reading a file inside the rootfs ---------------------------------------------------
 
 
-def resolve_in_rootfs(rootfs: Path, path: str) -> Path:
-    """Resolve ``path`` as if ``rootfs`` were ``/``: symlinks are followed but clamped to the
-    root (absolute targets restart at the root, ``..`` stops there), like openat2's
-    RESOLVE_IN_ROOT. A link in an image must never make us read a host file."""
-    root = Path(rootfs)
-    pending = deque(p for p in path.split("/") if p)
-    resolved: list[str] = []
-    hops = 0
-    while pending:
-        part = pending.popleft()
-        if part == ".":
-            continue
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = root.joinpath(*resolved, part)
-        try:
-            st = os.lstat(candidate)
-        except FileNotFoundError:
-            resolved.append(part)
-            continue
-        if not stat.S_ISLNK(st.st_mode):
-            resolved.append(part)
-            continue
-        hops += 1
-        if hops > _MAX_SYMLINKS:
-            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(candidate))
-        target = os.readlink(candidate)
-        if target.startswith("/"):
-            resolved = []
-        pending.extendleft(reversed([p for p in target.split("/") if p]))
-    return root.joinpath(*resolved)
-
-
-def _open_in_root(rootfs: Path, path: str, use_openat2: bool) -> int:
+def _open_in_root(rootfs: Path, path: str, use_openat2: bool | None) -> int:
     """An O_PATH fd for ``path`` inside ``rootfs``: nothing is opened for I/O yet (no
     device driver's open, no FIFO wait) and a symlink never leads out of the root."""
-    if use_openat2:
-        # The kernel does the clamping, and no rename inside the rootfs can race it.
-        rootfd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            return linux.openat2(rootfd, path.lstrip("/") or ".", os.O_PATH | os.O_CLOEXEC, 0,
-                                 linux.RESOLVE.IN_ROOT | linux.RESOLVE.NO_MAGICLINKS)
-        finally:
-            os.close(rootfd)
-    return open_path_fd(resolve_in_rootfs(rootfs, path))
+    rootfd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return resolve_in_root(rootfd, path, use_openat2=use_openat2)
+    finally:
+        os.close(rootfd)
 
 
 def read_in_root(rootfs: Path, path: str, limit: int, *, use_openat2: bool | None = None,
                  ) -> bytes | None:
     """The bytes of regular file ``path`` inside ``rootfs``; None if it does not exist.
 
-    Resolved with openat2(RESOLVE_IN_ROOT) where the kernel has it (Linux >= 5.6), else
-    with ``resolve_in_rootfs``; both clamp every symlink to the rootfs. The file is
-    opened O_PATH and fstat'ed first, and read only if it is a regular file: a device
-    node or FIFO in the image (or made by a running container before ``exec -u``) is
-    never opened, and at most ``limit`` bytes are read.
+    Resolved by ``oskit.paths.resolve_in_root``, which clamps every symlink and ".."
+    to the rootfs. The file is opened O_PATH and fstat'ed first, and read only if it is
+    a regular file: a device node or FIFO in the image (or made by a running container
+    before ``exec -u``) is never opened, and at most ``limit`` bytes are read.
     """
-    if use_openat2 is None:
-        use_openat2 = paths.HAVE_OPENAT2
     what = f"image rootfs: {path}"
     try:
         path_fd = _open_in_root(Path(rootfs), path, use_openat2)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job, end to end, on a fresh Debian machine (as root):
 # install what ociimg needs, start a Distribution registry on 127.0.0.1, build a real
-# busybox image offline, push it with ociimg, then pull, inspect, unpack and run it.
+# busybox image offline, push it with ociimg, then pull, inspect, unpack and run it, and
+# run, diff and commit a container from Python (examples/pull_run_commit.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,4 +45,5 @@ step ociimg inspect "$image"
 step ociimg unpack "$image" "$work/bundle"
 step ls "$work/bundle"
 step ociimg run --rm "$image" sh -c 'echo "hello from $(hostname), pid $$"; id'
+step python3 examples/pull_run_commit.py "$image"
 step ociimg fsck

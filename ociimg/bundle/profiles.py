@@ -13,7 +13,7 @@ import platform
 
 from ociimg.runtime.capabilities import CAPABILITY_NAMES
 
-TYPE_CHECKING = False  # typing costs ~5 ms of every runtime start
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 

@@ -4,28 +4,19 @@ reference (pulled into the store first when it is not there)."""
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
 
-from ociimg.bundle import unsafe_labels
+# The resolved image is the containers stage's input: defined there, re-exported here.
+from ociimg.containers.resolved import ResolvedImage, warn_unsafe_labels
 from ociimg.errors import ImageNotFound, InvalidReference
 from ociimg.events import NullProgress, Progress
 from ociimg.reference import LayoutReference, Reference, parse_image_name, parse_reference
-from ociimg.spec import Descriptor, ImageConfig, Manifest, Platform
+from ociimg.spec import Platform
 from ociimg.store import Store
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ociimg.registry import PullOptions
-
-
-@dataclass(frozen=True)
-class ResolvedImage:
-    store: Store
-    name: str
-    descriptor: Descriptor
-    manifest: Manifest
-    config: ImageConfig
 
 
 def find_store_name(store: Store, text: str) -> str | None:
@@ -100,9 +91,5 @@ def _pull_missing(text: str, store: Store, platform: Platform,
     return str(result.reference)
 
 
-def warn_unsafe_labels(image: ResolvedImage, progress: Progress) -> None:
-    """Labels a runtime would act on are dropped from the annotations; say so."""
-    dropped = unsafe_labels(image.config)
-    if dropped:
-        progress.log(f"warning: image labels not copied to annotations (reserved for "
-                     f"runtimes): {', '.join(dropped)}")
+__all__ = ["ResolvedImage", "find_store_name", "resolve_image", "store_name",
+           "warn_unsafe_labels"]

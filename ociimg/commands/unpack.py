@@ -99,7 +99,7 @@ def _mount_overlay_rootfs(image: ResolvedImage, root: Path, bundle: Path, dest: 
     """Mount the rootfs in ``bundle`` (renamed to ``dest`` later); returns the lease
     that keeps its snapshots from gc, None for a flattened copy (overlay unavailable)."""
     snapshots = SnapshotStore(root / "snapshots")
-    lowers = snapshots.prepare(image.store, image.manifest, image.config, progress)
+    lowers = snapshots.unpack_image(image.store, image.manifest, image.config, progress)
     lease = add_lease(root, dest, chain_ids(image.config.diff_ids))
     try:
         _, mounted = overlay.mount_rootfs(lowers, bundle, progress,

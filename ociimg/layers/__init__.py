@@ -1,9 +1,12 @@
 """Layers: streams (compression), the safe tar applier, snapshots, overlay mounts.
 
 Modules: ``compression`` (media type + magic → stream), ``paths`` (resolve inside a
-root), ``apply`` (one tar → a tree, DIR or OVERLAY format), ``unpack`` (blobs →
-verified trees, flattened rootfs), ``snapshots`` (chain-ID keyed overlay-format
-layers), ``overlay`` (mounts), ``flatten`` (snapshots → one tree without overlayfs).
+root), ``ondisk`` (the on-disk format: plain dir or overlay upper), ``apply`` (one tar →
+a tree, DIR or OVERLAY format), ``unpack`` (blobs → verified trees, flattened rootfs),
+``snapshots`` (chain-ID keyed overlay-format layers; ``active``: writable snapshots by
+key), ``overlay`` (Mount values, mounts), ``flatten`` (snapshots → one tree without
+overlayfs), ``diff`` (active snapshot → changeset tar: ``changes``, ``lowertree``,
+``tarwriter``).
 """
 
 __all__ = ["ApplyOptions", "ApplyResult", "OnDiskFormat", "apply_layer"]

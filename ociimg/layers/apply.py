@@ -41,7 +41,6 @@ must agree (tests/integration/test_changeset_semantics.py, a property test):
 
 from __future__ import annotations
 
-import enum
 import errno
 import gc
 import io
@@ -59,11 +58,10 @@ from ociimg.layers import fsops, paths
 from ociimg.layers.fsops import (
     DIR_OPEN,
     FILE_CREATE,
-    OVERLAY_XATTR_PREFIX,
-    overlay_xattr_prefix,
 )
 from ociimg.layers.members import MemberReader
 from ociimg.layers.merged import MergedView
+from ociimg.layers.ondisk import OnDisk, OnDiskFormat
 from ociimg.layers.stream import ForwardReader, Prefetcher
 from ociimg.layers.tarinfo import LayerTarInfo, mtime_ns, xattrs_of
 from ociimg.layers.upperdir import UpperDirOps
@@ -75,9 +73,6 @@ MAX_ID = 2**32 - 2
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque"
-class OnDiskFormat(enum.Enum):
-    DIR = "dir"
-    OVERLAY = "overlay"
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,8 +175,9 @@ class _Applier(UpperDirOps):
 
     def __init__(self, rootfd: int, options: ApplyOptions) -> None:
         self.options = options
-        self.overlay = options.format is OnDiskFormat.OVERLAY
-        self._ovl = overlay_xattr_prefix(options.userxattr)
+        self.ondisk = OnDisk(options.format, options.userxattr)
+        self.overlay = self.ondisk.overlay
+        self._ovl = self.ondisk.overlay_prefix
         use = {"auto": None, "openat2": True, "walk": False}[options.resolver]
         self.res = paths.Resolver(rootfd, use_openat2=use)
         self.entries = 0
@@ -209,7 +205,8 @@ class _Applier(UpperDirOps):
         # written or created for what no lower layer has).
         self._lowers_known = options.lowers is not None
         self._lower_res = [paths.Resolver(os.open(p, DIR_OPEN)) for p in options.lowers or ()]
-        self.view = MergedView([self.res, *self._lower_res], self._ovl + "opaque", self._opaque)
+        self.view = MergedView([self.res, *self._lower_res], self.ondisk.opaque_xattr,
+                               self._opaque)
         if self.overlay:
             self._inherit_lower_root()
 
@@ -542,15 +539,12 @@ class _Applier(UpperDirOps):
         for key, value in xattrs_of(info).items():
             if key == "security.selinux":
                 continue  # host-specific label (§C1 #15)
-            if not self.overlay and key.startswith(OVERLAY_XATTR_PREFIX):
+            stored = self.ondisk.stored_xattr(key)
+            if stored is None:
                 self.warn("xattr-overlay", f"skipped overlayfs xattr {key} in a "
                           "flattened rootfs")
                 continue
-            if self.overlay and key.startswith(self._ovl):
-                # Kernel >= 6.7 escaping: <prefix>overlay.X reads back as <prefix>X
-                # through the mount instead of steering overlayfs.
-                key = self._ovl + "overlay." + key[len(self._ovl):]
-            wanted[key] = value
+            wanted[stored] = value
         if existing:
             self._clear_xattrs(target, wanted)
         for key, value in wanted.items():
@@ -611,7 +605,7 @@ class _Applier(UpperDirOps):
         pfd = self.res.dir(parent, create=True)
         assert pfd is not None
         self._replace(pfd, name, key=path)
-        os.mknod(name, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=pfd)
+        self.ondisk.make_whiteout(pfd, name)
 
     def _apply_opaque(self, parent: list[str]) -> None:
         """``.wh..wh..opq``: hide all lower entries of the dir, whatever its tar position.

@@ -12,10 +12,13 @@ keeps references to the resolved dirs).
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from ociimg.events import NullProgress, Progress
@@ -55,7 +58,7 @@ def overlay_options(lowers_top_first: Sequence[str], upper: Path | None,
 
 def mount_overlay(lowers: Sequence[Path], upper: Path | None, work: Path | None,
                   target: Path, flags: int = 0, *, userxattr: bool = False) -> None:
-    """Mount ``lowers`` (bottom → top, as SnapshotStore.prepare returns them) on
+    """Mount ``lowers`` (bottom → top, as SnapshotStore.unpack_image returns them) on
     ``target``; without upper/work the mount is read-only."""
     if not lowers:
         raise ValueError("mount_overlay: no lower dirs")
@@ -70,7 +73,8 @@ def mount_overlay(lowers: Sequence[Path], upper: Path | None, work: Path | None,
 
 
 def _mount_with_short_lowers(top_first: list[str], upper: Path | None, work: Path | None,
-                             target: Path, flags: int, userxattr: bool) -> None:
+                             target: Path, flags: int, userxattr: bool,
+                             extra: tuple[str, ...] = ()) -> None:
     base = (work or target).parent
     links = Path(tempfile.mkdtemp(dir=base, prefix=".lowers-"))
     try:
@@ -79,6 +83,7 @@ def _mount_with_short_lowers(top_first: list[str], upper: Path | None, work: Pat
         data = overlay_options([str(i) for i in range(len(top_first))],
                                upper and upper.absolute(), work and work.absolute(),
                                userxattr=userxattr)
+        data = ",".join((data, *extra))
         if len(data.encode()) > MAX_MOUNT_DATA:
             raise OSError(7, f"mount overlay on {target}: {len(top_first)} layers do not fit "
                           "the mount options even with short names")  # E2BIG
@@ -107,6 +112,108 @@ def _mount_in_child(cwd: Path, data: str, target: Path, flags: int) -> None:
 
 def umount(target: Path) -> None:
     linux.umount2(target, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Mount:
+    """containerd's ``mount.Mount``: what to mount for a snapshot, as data.
+
+    ``type`` is "overlay" or "bind"; ``options`` are mount(8)-style words ("ro",
+    "rbind", "lowerdir=…"), the flag words applied as flags and the rest passed as
+    the mount data. Overlay lowerdirs are listed top first, escaped (``\\:``).
+    """
+
+    type: str
+    source: str
+    options: tuple[str, ...]
+
+    def mount(self, target: Path) -> None:
+        readonly = "ro" in self.options
+        if self.type == "bind":
+            _mount_bind(Path(self.source), target, readonly,
+                        recursive="rbind" in self.options)
+        elif self.type == "overlay":
+            _mount_overlay_options(self.options, target, readonly)
+        else:
+            raise ValueError(f"mount {self.source} on {target}: unsupported type {self.type!r}")
+
+
+_FLAG_WORDS = {"ro", "rw", "bind", "rbind"}
+
+
+def _mount_bind(source: Path, target: Path, readonly: bool, *, recursive: bool) -> None:
+    flags = linux.MS.BIND | (linux.MS.REC if recursive else 0)
+    linux.mount(str(source), target, None, flags, None)
+    if readonly:  # MS_RDONLY is ignored on the first bind mount (mount(2))
+        try:
+            linux.mount(None, target, None,
+                        linux.MS.BIND | linux.MS.REMOUNT | linux.MS.RDONLY, None)
+        except BaseException:
+            linux.umount2(target, linux.MNT.DETACH)
+            raise
+
+
+def _mount_overlay_options(options: Sequence[str], target: Path, readonly: bool) -> None:
+    flags = linux.MS.RDONLY if readonly else 0
+    data = ",".join(o for o in options if o not in _FLAG_WORDS)
+    if len(data.encode()) <= MAX_MOUNT_DATA:
+        linux.mount("overlay", target, "overlay", flags, data)
+        return
+    fields = dict(o.split("=", 1) for o in options if "=" in o)
+    lowers = [_unescape(p) for p in _split_lowers(fields.get("lowerdir", ""))]
+    upper = Path(_unescape(fields["upperdir"])) if "upperdir" in fields else None
+    work = Path(_unescape(fields["workdir"])) if "workdir" in fields else None
+    extra = [o for o in options if o not in _FLAG_WORDS and not
+             o.startswith(("lowerdir=", "upperdir=", "workdir="))]
+    _mount_with_short_lowers(lowers, upper, work, target, flags, "userxattr" in extra,
+                             tuple(o for o in extra if o != "userxattr"))
+
+
+def _split_lowers(value: str) -> list[str]:
+    """``lowerdir=`` split at its unescaped ':'."""
+    out, cur, i = [], "", 0
+    while i < len(value):
+        ch = value[i]
+        if ch == "\\" and i + 1 < len(value):
+            cur += value[i:i + 2]
+            i += 2
+            continue
+        if ch == ":":
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+        i += 1
+    out.append(cur)
+    return out
+
+
+def _unescape(path: str) -> str:
+    return re.sub(r"\\(.)", r"\1", path)
+
+
+def mount_all(mounts: Sequence[Mount], target: Path) -> None:
+    """Mount each of ``mounts`` on ``target`` in order (containerd's ``mount.All``)."""
+    done = 0
+    try:
+        for m in mounts:
+            m.mount(target)
+            done += 1
+    except BaseException:
+        for _ in range(done):
+            linux.umount2(target, linux.MNT.DETACH)
+        raise
+
+
+def unmount(target: Path) -> None:
+    """Unmount everything stacked on ``target``; a path with nothing mounted is fine."""
+    while True:
+        try:
+            linux.umount2(target, 0)
+        except OSError as exc:
+            if exc.errno in (errno.EINVAL, errno.ENOENT):  # not (any more) a mount point
+                return
+            raise
 
 
 def mount_rootfs(lowers: Sequence[Path], container_dir: Path,

@@ -1,13 +1,9 @@
-"""Resolve paths inside a root as if the root were "/": nothing ever leads out of it.
+"""Dir fds for tar paths inside the unpack root: nothing ever leads out of it.
 
-Two implementations with one behaviour (umoci ``security.md``; CVE-2020-27833,
-CVE-2025-45582, CVE-2014-6407):
-
-* ``openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`` — the kernel clamps ".." and
-  absolute symlinks to the root (Linux >= 5.6);
-* a per-component walk with ``O_NOFOLLOW`` dir fds that reads each symlink and
-  re-walks its target from the root (or the current dir), clamped the same way — the
-  fallback, and the only one that can create missing parents.
+Resolution is ``oskit.paths.resolve_in_root`` (openat2 RESOLVE_IN_ROOT, else its
+component walk; CVE-2025-45582, CVE-2014-6407); this module adds what the applier needs
+on top: a cache of recent dir fds, the depth limit, and parents made in place of
+whatever non-directory is in the way (umoci#546).
 
 Tar names are never joined onto a host path and prefix-checked (umoci security.md;
 CVE-2020-27833); every write is relative to a dir fd handed out here.
@@ -23,10 +19,11 @@ from collections import OrderedDict
 from ociimg import fsutil
 from ociimg.errors import UnsafeArchive
 from ociimg.fsutil import ident
-from ociimg.layers.fsops import lstat_at
-from ociimg.oskit import linux
+from ociimg.oskit import paths as oskit_paths
+from ociimg.oskit.paths import HAVE_OPENAT2, MAX_SYMLINKS
 
-MAX_SYMLINKS = 40  # Linux's MAXSYMLINKS
+__all__ = ["HAVE_OPENAT2", "MAX_SYMLINKS", "MAX_DEPTH", "Resolver", "split_name",
+           "make_dir_replacing", "remove_at", "clear_dir"]
 # Dirs nested deeper than this are refused: real images nest < 100, and deeper trees
 # only slow every later walk (rm, gc, merges; these are iterative and fd-based, so they
 # cope, fsutil.walk_at). The depth that counts is the real one: a name of a few
@@ -56,20 +53,6 @@ def split_name(name: str) -> list[str]:
 def _too_deep(name: str) -> UnsafeArchive:
     return UnsafeArchive(f"tar entry {name[:200]!r}: nested deeper than {MAX_DEPTH} dirs",
                          hint="the layer is hostile or broken; do not use this image")
-
-
-def _probe_openat2() -> bool:
-    fd = os.open("/", _DIR_FLAGS)
-    try:
-        os.close(linux.openat2(fd, ".", _DIR_FLAGS, 0, linux.RESOLVE.IN_ROOT))
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-
-
-HAVE_OPENAT2 = _probe_openat2()
 
 
 class Resolver:
@@ -157,9 +140,7 @@ class Resolver:
         if fd is not None:
             self._cache.move_to_end(key)
             return fd
-        fd = self._lookup(key) if self.use_openat2 else self._walk(key, create=False)
-        if fd is None and create:
-            fd = self._walk(key, create=True)
+        fd = self._open(key, create)
         if fd is None:
             return None
         self._cache[key] = fd
@@ -167,55 +148,29 @@ class Resolver:
             self._retired.append(self._cache.popitem(last=False)[1])
         return fd
 
-    def _lookup(self, parts: tuple[str, ...]) -> int | None:
-        resolve = linux.RESOLVE.IN_ROOT | linux.RESOLVE.NO_MAGICLINKS
+    def _open(self, parts: tuple[str, ...], create: bool) -> int | None:
+        name = "/".join(parts)
         try:
-            return linux.openat2(self.rootfd, "/".join(parts), _DIR_FLAGS, 0, resolve)
+            return oskit_paths.resolve_in_root(
+                self.rootfd, name, flags=_DIR_FLAGS,
+                create_parents=self._make_parent if create else False,
+                use_openat2=self.use_openat2)
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise UnsafeArchive(f"path {'/'.join(parts)!r}: too many symlinks") from exc
+            if exc.errno in (errno.ELOOP, errno.ENAMETOOLONG, errno.EINVAL):
+                raise UnsafeArchive(f"path {name[:200]!r}: {exc.strerror}",
+                                    hint="the layer is hostile or broken; do not use "
+                                         "this image") from exc
             raise
 
-    def _walk(self, parts: tuple[str, ...], *, create: bool) -> int | None:
-        stack: list[int] = []  # fds below the root, innermost last
-        pending = list(reversed(parts))
-        links = 0
-        try:
-            while pending:
-                part = pending.pop()
-                if part in ("", "."):
-                    continue
-                if part == "..":  # clamped at the root, like RESOLVE_IN_ROOT
-                    if stack:
-                        os.close(stack.pop())
-                    continue
-                cur = stack[-1] if stack else self.rootfd
-                st = lstat_at(cur, part)
-                if st is not None and stat.S_ISLNK(st.st_mode):
-                    links += 1
-                    if links > MAX_SYMLINKS:
-                        raise UnsafeArchive(f"path {'/'.join(parts)!r}: too many symlinks")
-                    target = os.readlink(part, dir_fd=cur)
-                    if target.startswith("/"):
-                        while stack:
-                            os.close(stack.pop())
-                    pending.extend(reversed(target.split("/")))
-                    continue
-                if st is None or not stat.S_ISDIR(st.st_mode):
-                    if not create:
-                        return None
-                    if len(stack) >= MAX_DEPTH:  # symlinks can lead deeper than the name
-                        raise _too_deep("/".join(parts))
-                    make_dir_replacing(cur, part, st)
-                stack.append(os.open(part, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=cur))
-            if not stack:
-                return os.dup(self.rootfd)
-            return stack.pop()
-        finally:
-            for fd in stack:
-                os.close(fd)
+    def _make_parent(self, dirfd: int, name: str, st: os.stat_result | None) -> None:
+        """A parent dir of an entry: made where missing, replacing a non-dir; its real
+        depth counts (symlinks can lead deeper than the name)."""
+        depth = self.child_depth(dirfd, name)
+        make_dir_replacing(dirfd, name, st)
+        if len(self._depths) < _DEPTH_CACHE:
+            self._depths[ident(os.stat(name, dir_fd=dirfd, follow_symlinks=False))] = depth
 
 
 def make_dir_replacing(dirfd: int, name: str, st: os.stat_result | None) -> None:

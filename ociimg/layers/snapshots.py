@@ -6,7 +6,9 @@ beside it says what it is. A snapshot is built under ``snapshots/.tmp-<hex>-…`
 checked against its diff ID and renamed into place, under a per-chain-ID lock, so a
 crash or a concurrent process never leaves one that looks whole (containerd's
 ``pkg/rootfs/apply.go``: prepare under a temp key, apply, check diff ID, commit).
-Images that share a layer stack share its snapshots.
+Images that share a layer stack share its snapshots. Each records its parent's chain
+ID, so active snapshots (:mod:`ociimg.layers.active`: ``prepare``/``view`` by key,
+``diff``, ``commit``) can stand on any committed chain and gc keeps those chains.
 """
 
 from __future__ import annotations
@@ -16,12 +18,17 @@ import json
 import os
 import secrets
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
 
 from ociimg.digest import Digest
+from ociimg.errors import InvalidDocument, NotFound
 from ociimg.events import NullProgress, Progress
 from ociimg.fsutil import atomic_write, fsync_dir, remove_tree
+from ociimg.layers.active import MOUNTS_DIR, ActiveInfo, ActiveSnapshots
+from ociimg.layers.overlay import Mount
 from ociimg.spec import (
     Descriptor,
     ImageConfig,
@@ -32,6 +39,10 @@ from ociimg.spec import (
 )
 from ociimg.store import Store, locks
 
+if TYPE_CHECKING:
+    from ociimg.layers.apply import ApplyOptions as ApplyOptionsT
+    from ociimg.layers.diff import Change
+
 META = "snapshot.json"
 # Bumped when the applier's OVERLAY output changes for the same layer stack, so snapshots
 # made by an older ociimg are rebuilt instead of trusted by chain ID. 2: parents resolved
@@ -41,6 +52,7 @@ META = "snapshot.json"
 FORMAT = 3
 _TMP_PREFIX = ".tmp-"
 _RETIRED = ".retired"  # outdated snapshots that may still be mounted (_retire)
+MAX_CHAIN = 4096  # layers in one chain; far above any real image (docker caps at 127)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,12 +65,15 @@ class SnapshotInfo:
 
 class SnapshotStore:
     def __init__(self, path: str | os.PathLike[str], *, rootless: bool | None = None,
-                 userxattr: bool | None = None) -> None:
+                 userxattr: bool | None = None, use_overlay: bool | None = None) -> None:
         self.path = Path(path)
         self.rootless = os.geteuid() != 0 if rootless is None else rootless
         # Rootless snapshots mark opaque dirs with user.overlay.*: mount them with
         # mount_overlay(..., userxattr=store.userxattr).
         self.userxattr = self.rootless if userxattr is None else userxattr
+        # Active snapshots: overlay upper/work dirs, or flattened copies where overlayfs
+        # is unavailable (None: probe the kernel; False forces copies, for tests).
+        self._active = ActiveSnapshots(self, use_overlay=use_overlay)
 
     def _init(self) -> None:
         # 0700: snapshots hold setuid files and device nodes (umoci#181).
@@ -85,66 +100,111 @@ class SnapshotStore:
                                     Digest.parse(doc["layer"]), doc["mediaType"]))
         return out
 
-    def prepare(self, store: Store, manifest: Manifest, config: ImageConfig,
-                progress: Progress = NullProgress()) -> list[Path]:
+    def unpack_image(self, store: Store, manifest: Manifest, config: ImageConfig,
+                     progress: Progress = NullProgress()) -> list[Path]:
         """Make sure every layer of the image has a snapshot; fs dirs bottom → top."""
         check_layers(manifest, config)
         self._init()
         dirs: list[Path] = []
+        parent: Digest | None = None
         for layer, diff_id, chain_id in zip(manifest.layers, config.diff_ids,
                                             chain_ids(config.diff_ids), strict=True):
-            self._ensure(store, layer, diff_id, chain_id, tuple(reversed(dirs)), progress)
+            self._ensure(store, layer, diff_id, chain_id, parent, tuple(reversed(dirs)),
+                         progress)
             dirs.append(self.fs_dir(chain_id))
+            parent = chain_id
         return dirs
 
     def _ensure(self, store: Store, layer: Descriptor, diff_id: Digest, chain_id: Digest,
-                lowers: tuple[Path, ...], progress: Progress) -> None:
+                parent: Digest | None, lowers: tuple[Path, ...], progress: Progress) -> None:
         key = f"snapshot {chain_id.short}"
-        if self.has(chain_id):
+        if self._has_with_parent(chain_id, parent):
             progress.done(key, "already unpacked")
             return
         with locks.locked(self._lock_path(chain_id)):
-            if self.has(chain_id):  # another process made it while we waited
+            if self._has_with_parent(chain_id, parent):  # made while we waited
                 progress.done(key, "already unpacked")
                 return
-            final = self.path / chain_id.hex
-            if final.exists():
-                self._retire(final)  # no metadata, an old format or the other flavour
             progress.start(key, f"unpacking {layer.digest.short}", layer.size)
-            tmp = Path(tempfile.mkdtemp(dir=self.path, prefix=f"{_TMP_PREFIX}{chain_id.hex}-"))
-            try:
-                self._build(tmp, store, layer, diff_id, chain_id, lowers, progress)
-                os.rename(tmp, final)
-            except BaseException:
-                remove_tree(tmp)
-                raise
-            fsync_dir(self.path)
+
+            def fill(fs: Path, options: ApplyOptionsT) -> tuple[int, int, list[str]]:
+                from ociimg.layers.unpack import apply_blob
+                result = apply_blob(store, layer, fs, options, diff_id)
+                return result.size, result.entries, result.warnings
+
+            for warning in self._make(chain_id, parent, diff_id, layer.digest,
+                                      layer.media_type, lowers, fill):
+                progress.log(f"layer {layer.digest.short}: {warning}")
             progress.done(key)
 
-    def _build(self, tmp: Path, store: Store, layer: Descriptor, diff_id: Digest,
-               chain_id: Digest, lowers: tuple[Path, ...], progress: Progress) -> None:
+    def _has_with_parent(self, chain_id: Digest, parent: Digest | None) -> bool:
+        """has(), and the snapshot names its parent (active snapshots follow the chain
+        through it); a snapshot made before parents were recorded gets it added."""
+        if not self.has(chain_id):
+            return False
+        meta = self.path / chain_id.hex / META
+        doc = json.loads(meta.read_bytes())
+        if "parent" not in doc:  # racing writers write the same bytes
+            doc["parent"] = None if parent is None else str(parent)
+            atomic_write(meta, canonical_json(doc))
+        return True
+
+    def chain_of(self, chain_id: Digest) -> list[Digest]:
+        """The committed chain ending in ``chain_id``, bottom → top (each one present)."""
+        out: list[Digest] = []
+        cur: Digest | None = chain_id
+        while cur is not None:
+            try:
+                doc = json.loads((self.path / cur.hex / META).read_bytes())
+            except (FileNotFoundError, ValueError):
+                doc = None
+            if doc is None or not self.has(cur) or "parent" not in doc:
+                raise NotFound(f"snapshot {cur}: no committed snapshot of that chain ID",
+                               hint="unpack the image first (SnapshotStore.unpack_image)")
+            out.append(cur)
+            if len(out) > MAX_CHAIN:
+                raise InvalidDocument(f"snapshot {chain_id}: a chain of over {MAX_CHAIN} "
+                                      "snapshots (a loop?)")
+            cur = Digest.parse(doc["parent"]) if doc["parent"] else None
+        out.reverse()
+        return out
+
+    def _make(self, chain_id: Digest, parent: Digest | None, diff_id: Digest,
+              layer: Digest, media_type: str, lowers: tuple[Path, ...],
+              fill: Callable[[Path, ApplyOptionsT], tuple[int, int, list[str]]]) -> list[str]:
+        """Build snapshot ``chain_id`` in a temp dir with ``fill`` (which applies the layer
+        and checks its diff ID) and rename it into place; the caller holds its lock."""
         # Imported here: with every snapshot present (a container of a pulled image) the
         # applier, tarfile and the decompressors are never needed (~10 ms of `ociimg run`).
         from ociimg.layers.apply import ApplyOptions, OnDiskFormat
-        from ociimg.layers.unpack import apply_blob
-        fs = tmp / "fs"
-        fs.mkdir()
-        os.chmod(fs, 0o755)
-        options = ApplyOptions(OnDiskFormat.OVERLAY, rootless=self.rootless, lowers=lowers,
-                               userxattr=self.userxattr)
-        result = apply_blob(store, layer, fs, options, diff_id)
-        for warning in result.warnings:
-            progress.log(f"layer {layer.digest.short}: {warning}")
-        atomic_write(tmp / META, canonical_json({
-            "chainID": str(chain_id), "diffID": str(diff_id), "layer": str(layer.digest),
-            "mediaType": layer.media_type, "size": result.size, "entries": result.entries,
-            "userxattr": self.userxattr, "format": FORMAT,
-        }))
+        final = self.path / chain_id.hex
+        if final.exists():
+            self._retire(final)  # no metadata, an old format or the other flavour
+        tmp = Path(tempfile.mkdtemp(dir=self.path, prefix=f"{_TMP_PREFIX}{chain_id.hex}-"))
+        try:
+            fs = tmp / "fs"
+            fs.mkdir()
+            os.chmod(fs, 0o755)
+            options = ApplyOptions(OnDiskFormat.OVERLAY, rootless=self.rootless,
+                                   lowers=lowers, userxattr=self.userxattr)
+            size, entries, warnings = fill(fs, options)
+            atomic_write(tmp / META, canonical_json({
+                "chainID": str(chain_id), "diffID": str(diff_id), "layer": str(layer),
+                "mediaType": media_type, "size": size, "entries": entries,
+                "userxattr": self.userxattr, "format": FORMAT,
+                "parent": None if parent is None else str(parent),
+            }))
+            os.rename(tmp, final)
+        except BaseException:
+            remove_tree(tmp)
+            raise
+        fsync_dir(self.path)
+        return warnings
 
     def _lock_path(self, chain_id: Digest) -> Path:
         return self.path / ".locks" / f"{chain_id.hex}.lock"
 
-    def remove(self, chain_id: Digest) -> bool:
+    def remove_committed(self, chain_id: Digest) -> bool:
         with locks.locked(self._lock_path(chain_id)):
             final = self.path / chain_id.hex
             if not final.exists():
@@ -167,14 +227,85 @@ class SnapshotStore:
         os.rename(final, doomed / "old")
         remove_tree(doomed)
 
+    # --- active snapshots (containerd's Prepare/View/Mounts/Commit/Remove) -------------
+
+    def prepare(self, key: str, parent: Digest | None, *,
+                labels: dict[str, str] | None = None) -> list[Mount]:
+        """A writable active snapshot ``key`` over the committed chain ``parent`` (None:
+        an empty tree); returns its mounts. The chain must be unpacked already."""
+        return self._active.create(key, parent, "active", labels)
+
+    def view(self, key: str, parent: Digest, *,
+             labels: dict[str, str] | None = None) -> list[Mount]:
+        """A read-only active snapshot of the committed chain ``parent``."""
+        return self._active.create(key, parent, "view", labels)
+
+    def mounts(self, key: str) -> list[Mount]:
+        return self._active.mounts(key)
+
+    def active(self) -> list[ActiveInfo]:
+        return self._active.active()
+
+    def active_info(self, key: str) -> ActiveInfo:
+        return self._active.info(key)
+
+    def active_dir(self, key: str) -> Path:
+        """Where active snapshot ``key`` keeps its upper/work (or flattened fs)."""
+        return self._active.dir(key)
+
+    def remove(self, key: str) -> None:
+        """Remove active snapshot ``key`` (its upper/work or copy); unmount it first."""
+        self._active.remove(key)
+
+    @contextlib.contextmanager
+    def mounted(self, key: str) -> Iterator[Path]:
+        """The merged view of active snapshot ``key`` on a temp mount point (read-only
+        for a view), unmounted and removed afterwards."""
+        from ociimg.layers.overlay import mount_all, unmount
+        mounts = self.mounts(key)
+        base = self.path / MOUNTS_DIR
+        base.mkdir(mode=0o700, exist_ok=True)
+        target = Path(tempfile.mkdtemp(dir=base, prefix=f"{key}-"))
+        try:
+            mount_all(mounts, target)
+            try:
+                yield target
+            finally:
+                unmount(target)
+        finally:
+            os.rmdir(target)
+
+    def diff(self, key: str, out: BinaryIO, *, source_date_epoch: int | None = None) -> Digest:
+        """Write the OCI changeset tar of active snapshot ``key`` against its parent to
+        ``out`` (uncompressed); returns its diff ID."""
+        from ociimg.layers.diff import write_diff
+        return write_diff(self, key, out, source_date_epoch=source_date_epoch)
+
+    def changes(self, key: str) -> list[Change]:
+        """``docker diff``: what ``key`` added (A), changed (C) and deleted (D)."""
+        from ociimg.layers.diff import list_changes
+        return list_changes(self, key)
+
+    def commit(self, key: str, *, source_date_epoch: int | None = None) -> Digest:
+        """Commit active snapshot ``key`` as a committed snapshot; returns its chain ID.
+
+        The active snapshot stays (``docker commit`` leaves the container; a builder
+        removes its step's key itself). The committed tree is the diff applied by the
+        applier, so it is exactly what unpacking that layer over the parent makes, and
+        shares its chain ID with it."""
+        from ociimg.layers.diff import commit_active
+        return commit_active(self, key, source_date_epoch=source_date_epoch)
+
     def gc(self, keep: set[Digest]) -> list[Digest]:
         """Remove snapshots not in ``keep`` and temps nobody is writing; returns removed.
 
-        ``keep`` must include the chain IDs of every image that running containers use.
+        ``keep`` must include the chain IDs of every image that running containers use;
+        the parent chains of active snapshots are kept without being named.
         """
         if not self.path.is_dir():
             return []
-        keep_hex = {d.hex for d in keep}
+        self._active.remove_stale_temps()
+        keep_hex = {d.hex for d in keep | self._active.kept_chain_ids()}
         removed = []
         retired = self.path / _RETIRED
         for entry in sorted(retired.iterdir()) if retired.is_dir() else ():
@@ -184,7 +315,7 @@ class SnapshotStore:
             name = entry.name
             if name.startswith(_TMP_PREFIX):
                 self._remove_stale_temp(entry)
-            elif not name.startswith(".") and name not in keep_hex:
+            elif _is_chain_hex(name) and name not in keep_hex:
                 fd = locks.try_lock(self.path / ".locks" / f"{name}.lock")
                 if fd is None:
                     continue  # being built right now
@@ -205,3 +336,7 @@ class SnapshotStore:
             remove_tree(entry)
         finally:
             locks.release_lock(fd)
+
+
+def _is_chain_hex(name: str) -> bool:
+    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)

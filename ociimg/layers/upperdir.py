@@ -17,6 +17,7 @@ from ociimg.fsutil import walk_at
 from ociimg.layers import fsops, paths
 from ociimg.layers.fsops import DIR_OPEN
 from ociimg.layers.merged import Found, MergedView
+from ociimg.layers.ondisk import OnDisk
 
 if TYPE_CHECKING:
     from ociimg.layers.apply import ApplyOptions
@@ -26,6 +27,7 @@ class UpperDirOps:
     """Mixed into the applier; the attributes below are the applier's."""
 
     res: paths.Resolver
+    ondisk: OnDisk
     view: MergedView
     options: ApplyOptions
     _ovl: str
@@ -57,7 +59,7 @@ class UpperDirOps:
         if not key:
             return  # the root: overlayfs ignores the mark there (see _hide_lower_root)
         try:
-            os.setxattr(fd, self._ovl + "opaque", b"y")
+            self.ondisk.mark_opaque(fd)
         except PermissionError:
             self.warn("opaque", "opaque dirs not marked: trusted.overlay.* needs "
                       "CAP_SYS_ADMIN; use userxattr for rootless overlay snapshots")
@@ -193,7 +195,7 @@ class UpperDirOps:
         for name, _found in sorted(self.view.lower_root_names().items()):
             st = fsops.lstat_at(self.res.rootfd, name)
             if st is None:
-                os.mknod(name, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=self.res.rootfd)
+                self.ondisk.make_whiteout(self.res.rootfd, name)
             elif stat.S_ISDIR(st.st_mode) and name not in self._opaque:
                 fd = os.open(name, DIR_OPEN, dir_fd=self.res.rootfd)
                 try:

@@ -225,8 +225,8 @@ def _prepare_cgroup(root: str, config: RuntimeConfig, cst: ContainerState) -> Cg
                              "processes", hint="set a unique linux.cgroupsPath")
     cst.cgroup = manager.to_state()
     state.save_state(root, cst)
-    manager.create()
-    manager.set()
+    manager.apply()  # runc's order: Apply (the cgroup; the children place themselves),
+    manager.set()    # then Set (the limits), both before the fork
     return manager
 
 

@@ -9,13 +9,14 @@ cannot redirect the mount onto the host (CVE-2021-30465).
 
 from __future__ import annotations
 
-import errno
 import os
 import posixpath
 
 from ociimg.errors import ContainerError
 from ociimg.oskit import linux
 from ociimg.oskit.linux import MS
+from ociimg.oskit.mountinfo import read_mountinfo
+from ociimg.oskit.paths import resolve_in_root
 from ociimg.runtime.records import record
 
 TYPE_CHECKING = False
@@ -150,95 +151,82 @@ def check_destination(dest: str, kind: str, where: str = "mount") -> None:
 
 # ---- applying (in the container's mount namespace, before pivot_root) ----
 
-def resolve_in_root(root: str, path: str) -> str:
-    """Host path of container ``path`` under ``root``; symlinks are resolved as if
-    ``root`` were ``/`` so nothing resolves outside it (securejoin). Past the first
-    missing component the rest is resolved lexically: those directories are made by us,
-    and a ``..`` from a symlink's target must not climb out once they exist."""
-    root = os.path.abspath(root)
-    parts = [p for p in path.split("/") if p]
-    current = root
-    links = 0
-    missing = False
-    while parts:
-        part = parts.pop(0)
-        if part == ".":
-            continue
-        if part == "..":
-            current = os.path.dirname(current) if current != root else root
-            continue
-        candidate = os.path.join(current, part)
-        if missing:
-            current = candidate
-            continue
-        try:
-            st = os.lstat(candidate)
-        except (FileNotFoundError, NotADirectoryError):
-            missing = True
-            current = candidate
-            continue
-        if not _is_link(st.st_mode):
-            current = candidate
-            continue
-        links += 1
-        if links > 255:
-            raise OSError(errno.ELOOP, f"resolve {path}: too many symlinks", candidate)
-        target = os.readlink(candidate)
-        if target.startswith("/"):
-            current = root
-        parts = [p for p in target.split("/") if p] + parts
-    return current
+def open_root(root: str) -> int:
+    return os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
 
 
-def container_path(root: str, host_path: str) -> str:
-    """The container path of ``host_path`` (which is ``root`` or below it)."""
-    rel = os.path.relpath(host_path, os.path.abspath(root))
-    return "/" if rel == "." else "/" + rel
+def fd_path(fd: int) -> str:
+    """Where ``fd`` really is (in this mount namespace): what a check must look at."""
+    return os.readlink(f"/proc/self/fd/{fd}")
 
 
-def resolve_destination(root: str, dest: str, kind: str, where: str = "mount") -> str:
-    """Host path a mount on ``dest`` lands on, checked as resolved rather than as
-    written: an image symlink (``/vol -> /``) must not turn a volume into a mount over
-    the whole rootfs, nor ``/x -> /proc/sys`` slip past the /proc check."""
-    target = resolve_in_root(root, dest)
-    resolved = container_path(root, target)
-    if resolved != dest:
-        try:
-            check_destination(resolved, kind, where)
-        except ContainerError as exc:
-            raise ContainerError(f"{exc.message} ({dest} resolves to {resolved} through a "
-                                 "symlink in the rootfs)",
-                                 hint="mount on a path that is not a symlink in the image"
-                                 ) from exc
-    return target
+def container_path(root: str, host_path: str) -> str | None:
+    """The container path of ``host_path``: "/" for ``root``, None when outside it."""
+    if host_path == root:
+        return "/"
+    if not host_path.startswith(root.rstrip("/") + "/"):
+        return None
+    return host_path[len(root.rstrip("/")):]
 
 
-def _is_link(mode: int) -> bool:
-    return (mode & 0o170000) == 0o120000
-
-
-def make_mountpoint(root: str, dest: str, as_file: bool, kind: str = "fs") -> str:
-    """Create the mount point inside root (dirs 0755, or an empty file) and return it."""
-    target = resolve_destination(root, dest, kind)
-    parent = target if not as_file else os.path.dirname(target)
-    os.makedirs(parent, mode=0o755, exist_ok=True)
-    if as_file and not os.path.lexists(target):
-        os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644))
-    return target
-
-
-def open_checked(root: str, target: str, flags: int = 0) -> int:
-    """O_PATH fd of target after checking its real path is under root and not root
-    itself (nothing is ever mounted over the container's whole root)."""
-    fd = os.open(target, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC | flags)
-    real = os.readlink(f"/proc/self/fd/{fd}")
-    root = os.path.abspath(root)
-    if not real.startswith(root.rstrip("/") + "/"):
+def open_mountpoint(root: str, dest: str, as_file: bool, kind: str = "fs",
+                    where: str = "mount") -> tuple[int, str]:
+    """O_PATH fd and host path of the mount point for ``dest``, made where missing (dirs
+    0755, or an empty file). ``dest`` is resolved inside ``root`` by oskit's
+    resolve_in_root, so no symlink or ".." leads out (runc's securejoin /
+    MkdirAllInRoot), and checked as resolved rather than as written: an image symlink
+    (``/vol -> /``) must not turn a volume into a mount over the whole rootfs, nor
+    ``/x -> /proc/sys`` slip past the /proc check. The mount then targets
+    ``/proc/self/fd/N`` of this fd, so nothing swapped in later redirects it onto the
+    host (CVE-2021-30465)."""
+    rootfd = open_root(root)
+    try:
+        fd = _open_dest(rootfd, dest, as_file)
+        real_root = fd_path(rootfd)
+    except OSError as exc:
+        raise ContainerError(f"{where}: mount point {dest}: {exc.strerror}",
+                             hint="check the destination inside the rootfs") from exc
+    finally:
+        os.close(rootfd)
+    try:
+        target = fd_path(fd)
+        _check_resolved(dest, container_path(real_root, target), target, kind, where)
+    except BaseException:
         os.close(fd)
-        where = "is the rootfs itself" if real == root else f"resolves outside the rootfs ({real})"
-        raise ContainerError(f"mount target {target} {where}",
+        raise
+    return fd, target
+
+
+def _open_dest(rootfd: int, dest: str, as_file: bool) -> int:
+    if not as_file:
+        return resolve_in_root(rootfd, dest, flags=os.O_PATH | os.O_DIRECTORY,
+                               create_parents=True)
+    try:
+        return resolve_in_root(rootfd, dest)
+    except FileNotFoundError:
+        pass
+    # O_RDONLY|O_NONBLOCK: what may have appeared meanwhile is never written or waited on.
+    os.close(resolve_in_root(rootfd, dest, mode=0o644, create_parents=True,
+                             flags=os.O_RDONLY | os.O_CREAT | os.O_NONBLOCK | os.O_NOCTTY))
+    return resolve_in_root(rootfd, dest)
+
+
+def _check_resolved(dest: str, resolved: str | None, target: str, kind: str,
+                    where: str) -> None:
+    if resolved is None:
+        raise ContainerError(f"{where}: mount point {dest} resolves outside the rootfs "
+                             f"({target})",
                              hint="a symlink in the image redirects a mount destination")
-    return fd
+    if resolved == dest:
+        check_destination(dest, kind, where)
+        return
+    try:
+        check_destination(resolved, kind, where)
+    except ContainerError as exc:
+        raise ContainerError(f"{exc.message} ({dest} resolves to {resolved} through a "
+                             "symlink in the rootfs)",
+                             hint="mount on a path that is not a symlink in the image"
+                             ) from exc
 
 
 def apply_mount(op: MountOp, root: str, *, cgroupns: bool = False) -> None:
@@ -247,8 +235,7 @@ def apply_mount(op: MountOp, root: str, *, cgroupns: bool = False) -> None:
     if op.kind == "bind" and not os.path.exists(op.source or ""):
         raise ContainerError(f"bind mount source {op.source} does not exist",
                              hint=f"create it or remove the mount of {op.destination}")
-    target = make_mountpoint(root, op.destination, as_file, op.kind)
-    fd = open_checked(root, target)
+    fd, target = open_mountpoint(root, op.destination, as_file, op.kind)
     try:
         _mount_one(op, f"/proc/self/fd/{fd}", target, root, cgroupns)
     finally:
@@ -327,20 +314,17 @@ def _is_cgroup2_root() -> bool:
 def cgroup_hierarchies() -> list[tuple[str, str, str, str]]:
     """(name, mount options, host mount point, our path) per mounted hierarchy."""
     mounts: dict[str, tuple[str, str]] = {}
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            pre, _, post = line.partition(" - ")
-            fields, post_fields = pre.split(), post.split()
-            if post_fields[0] == "cgroup2":
-                mounts["unified"] = (fields[4], "")
-            elif post_fields[0] == "cgroup":
-                opts = [o for o in post_fields[2].split(",")
-                        if o not in ("rw", "ro", "nosuid", "nodev", "noexec", "relatime")]
-                ctrls = [o for o in opts if not o.startswith("name=") and "=" not in o]
-                named = [o[5:] for o in opts if o.startswith("name=")]
-                key = ",".join(ctrls) if ctrls else (named[0] if named else "")
-                if key:
-                    mounts[key] = (fields[4], ",".join(opts))
+    for m in read_mountinfo():
+        if m.fstype == "cgroup2":
+            mounts["unified"] = (m.mount_point, "")
+        elif m.fstype == "cgroup":
+            opts = [o for o in m.super_options.split(",")
+                    if o not in ("rw", "ro", "nosuid", "nodev", "noexec", "relatime")]
+            ctrls = [o for o in opts if not o.startswith("name=") and "=" not in o]
+            named = [o[5:] for o in opts if o.startswith("name=")]
+            key = ",".join(ctrls) if ctrls else (named[0] if named else "")
+            if key:
+                mounts[key] = (m.mount_point, ",".join(opts))
     out = []
     with open("/proc/self/cgroup") as f:
         for line in f:

@@ -9,14 +9,10 @@ import stat
 from ociimg.errors import ContainerError
 from ociimg.oskit import linux
 from ociimg.oskit.linux import MNT, MS
+from ociimg.oskit.mountinfo import containing_mount, read_mountinfo
+from ociimg.oskit.paths import resolve_in_root
 from ociimg.runtime.lazylog import get_logger
-from ociimg.runtime.mounts import (
-    PROPAGATION,
-    make_mountpoint,
-    open_checked,
-    resolve_in_root,
-    statvfs_flags,
-)
+from ociimg.runtime.mounts import PROPAGATION, open_mountpoint, open_root, statvfs_flags
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -63,20 +59,9 @@ def set_setup_propagation(propagation: str | None) -> None:
 def make_parent_private(path: str) -> None:
     """pivot_root fails when the rootfs's parent mount is shared; make that mount private
     (runc rootfsParentMountPrivate)."""
-    mount_point, shared = _containing_mount(os.path.dirname(os.path.abspath(path)))
-    if shared:
-        linux.mount(None, mount_point, None, MS.PRIVATE)
-
-
-def _containing_mount(path: str) -> tuple[str, bool]:
-    best, shared = "/", False
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split(" - ")[0].split()
-            mp = fields[4]
-            if (path == mp or path.startswith(mp.rstrip("/") + "/")) and len(mp) >= len(best):
-                best, shared = mp, any(t.startswith("shared:") for t in fields[6:])
-    return best, shared
+    parent = containing_mount(read_mountinfo(), os.path.dirname(os.path.abspath(path)))
+    if parent is not None and parent.shared:
+        linux.mount(None, parent.mount_point, None, MS.PRIVATE)
 
 
 def bind_rootfs(rootfs: str) -> None:
@@ -103,8 +88,7 @@ def needs_dev_setup(mounts: list[Any]) -> bool:
 def mount_dev_tmpfs(rootfs: str) -> None:
     """No /dev mount in the config: give the container a tmpfs /dev rather than writing
     device nodes into the image's rootfs."""
-    target = make_mountpoint(rootfs, "/dev", as_file=False)
-    fd = open_checked(rootfs, target, os.O_DIRECTORY)
+    fd, _target = open_mountpoint(rootfs, "/dev", as_file=False)
     try:
         linux.mount("tmpfs", f"/proc/self/fd/{fd}", "tmpfs", MS.NOSUID | MS.STRICTATIME,
                     "mode=755,size=65536k")
@@ -119,8 +103,11 @@ def open_dev_dir(rootfs: str) -> int:
     the rootfs: a fresh tmpfs. A host directory that a volume or an image symlink put
     there (``/dev -> /vol`` with ``-v HOST:/vol``) is mounted on the host as well, and
     the runtime must never write device nodes into it."""
-    fd = os.open(resolve_in_root(rootfs, "/dev"),
-                 os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    rootfd = open_root(rootfs)
+    try:
+        fd = resolve_in_root(rootfd, "/dev", flags=os.O_PATH | os.O_DIRECTORY)
+    finally:
+        os.close(rootfd)
     try:
         real = os.readlink(f"/proc/self/fd/{fd}")
         root = os.path.abspath(rootfs).rstrip("/")
@@ -145,12 +132,8 @@ def open_dev_dir(rootfs: str) -> int:
 
 def _mount_points_of(st_dev: int) -> list[str]:
     """Every mount point of the filesystem ``st_dev`` in this mount namespace."""
-    # Loaded already: create made the cgroup before it forked the init.
-    from ociimg.runtime.cgroups.detect import unescape_mountinfo
     key = f"{os.major(st_dev)}:{os.minor(st_dev)}"
-    with open("/proc/self/mountinfo") as f:
-        return [unescape_mountinfo(fields[4]) for line in f
-                if (fields := line.split(" ", 5))[2] == key]
+    return [m.mount_point for m in read_mountinfo() if m.dev == key]
 
 
 def create_devices(rootfs: str, devices: tuple[dict[str, Any], ...]) -> None:
@@ -400,10 +383,6 @@ def owns_mount_namespace(namespaces: tuple[Any, ...]) -> bool:
     return any(ns.type == "mount" and ns.path is None for ns in namespaces)
 
 
-def _escape_mountinfo(path: str) -> str:
-    return "".join(f"\\{ord(c):03o}" if c in " \t\n\\" else c for c in path)
-
-
 def _ns_identity(path: str) -> str:
     st = os.stat(path)
     return f"{st.st_dev}:{st.st_ino}"
@@ -411,14 +390,7 @@ def _ns_identity(path: str) -> str:
 
 def _mounts_at(path: str) -> list[tuple[int, int]]:
     """(mount id, parent id) of every mount on ``path`` in this mount namespace."""
-    escaped = _escape_mountinfo(path)
-    out = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split(" ", 5)
-            if len(fields) > 4 and fields[4] == escaped:
-                out.append((int(fields[0]), int(fields[1])))
-    return out
+    return [(m.mount_id, m.parent_id) for m in read_mountinfo() if m.mount_point == path]
 
 
 def shared_ns_record(namespaces: tuple[Any, ...], rootfs: str) -> dict[str, Any]:

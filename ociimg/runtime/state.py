@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from ociimg.errors import AlreadyExists, ContainerError, ContainerNotFound
-from ociimg.runtime import DEFAULT_STATE_ROOT, SPEC_VERSION, jsonio  # noqa: F401 (a name of state)
+from ociimg.runtime import SPEC_VERSION, jsonio
 from ociimg.runtime.records import asdict, field, record
 
 TYPE_CHECKING = False

@@ -22,6 +22,14 @@ def ociimg(root: os.PathLike[str] | str, *args: str, check: bool = True, timeout
     return proc
 
 
+def ociimg_background(root: os.PathLike[str] | str, *args: str) -> subprocess.Popen[bytes]:
+    """`python3 -m ociimg ARGS` like ``ociimg`` but running on: stdout and stderr are pipes
+    (read them, e.g. with tests.waiting.wait_for_line); the caller waits for it."""
+    env = {**os.environ, "OCIIMG_ROOT": str(root), "PYTHONPATH": REPO}
+    return subprocess.Popen([sys.executable, "-m", "ociimg", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
 def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr, proc.stderr

@@ -21,7 +21,8 @@ def run_in_child(fn: Callable[[], Any]) -> tuple[int, Any]:
             out = json.dumps({"error": f"{type(exc).__name__}: {exc}"})
             code = 1
         try:
-            os.write(w, out.encode())
+            with os.fdopen(w, "wb") as pipe:  # a buffered write: the whole result, however big
+                pipe.write(out.encode())
         finally:
             os._exit(code)
     os.close(w)
@@ -29,3 +30,17 @@ def run_in_child(fn: Callable[[], Any]) -> tuple[int, Any]:
         data = f.read()
     _, status = os.waitpid(pid, 0)
     return status, json.loads(data) if data else None
+
+
+def in_mount_ns(fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` in a forked child with a private mount namespace; return its result."""
+    from ociimg.oskit import linux
+
+    def body() -> Any:
+        linux.unshare(linux.CLONE.NEWNS)
+        linux.mount(None, "/", None, linux.MS.REC | linux.MS.PRIVATE)
+        return fn()
+
+    status, result = run_in_child(body)
+    assert result is not None and "error" not in result, (status, result)
+    return result["ok"]

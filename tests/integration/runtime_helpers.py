@@ -123,9 +123,9 @@ def runtime(state_root: Path, *args: str, timeout: float = 60,
 
 def mounts_under(path: Path) -> list[str]:
     """Host mount points at or below path (must be empty after a test)."""
+    from ociimg.oskit.mountinfo import read_mountinfo
     prefix = str(path)
-    with open("/proc/self/mountinfo") as f:
-        return [line.split()[4] for line in f if line.split()[4].startswith(prefix)]
+    return [m.mount_point for m in read_mountinfo() if m.mount_point.startswith(prefix)]
 
 
 def state_of(state_root: Path, cid: str) -> dict[str, Any]:

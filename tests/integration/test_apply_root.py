@@ -9,7 +9,6 @@ import json
 import os
 import stat
 import tarfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +26,12 @@ from ociimg.layers.overlay import (
 )
 from ociimg.layers.snapshots import SnapshotStore
 from ociimg.layers.unpack import unpack_rootfs
-from ociimg.oskit import linux
 from ociimg.store import Store
 from tests.conftest import need
+from tests.integration.forked import in_mount_ns
 from tests.layerimage import apply_snapshots, build_image, image_from_layout, tar_of
+from tests.tarbuild import DEV, D, F, H, L, tar
 from tests.treewalk import diff_manifests, tree_manifest
-from tests.unit.test_apply import DEV, D, F, H, L, tar
 
 # VFS_CAP_REVISION_2 with CAP_NET_BIND_SERVICE (bit 10) permitted+effective.
 CAP_NET_BIND = bytes([0x01, 0x00, 0x00, 0x02, 0x00, 0x04, 0, 0] + [0] * 12)
@@ -40,30 +39,6 @@ CAP_NET_BIND = bytes([0x01, 0x00, 0x00, 0x02, 0x00, 0x04, 0, 0] + [0] * 12)
 
 def apply(root: Path, data: bytes, **kw: Any):
     return apply_layer(root, io.BytesIO(data), ApplyOptions(rootless=False, **kw))
-
-
-def in_mount_ns(fn: Callable[[], Any]) -> Any:
-    """Run ``fn`` in a forked child with a private mount namespace; return its JSON result."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        os.close(r)
-        try:
-            linux.unshare(linux.CLONE.NEWNS)
-            linux.mount(None, "/", None, linux.MS.REC | linux.MS.PRIVATE)
-            out = {"ok": fn()}
-        except BaseException as exc:  # noqa: BLE001 - reported to the parent
-            out = {"error": repr(exc)}
-        with os.fdopen(w, "w") as f:
-            json.dump(out, f)
-        os._exit(0)
-    os.close(w)
-    with os.fdopen(r) as f:
-        data = f.read()
-    os.waitpid(pid, 0)
-    result = json.loads(data)
-    assert "error" not in result, result.get("error")
-    return result["ok"]
 
 
 def _is_whiteout(path: Path) -> bool:
@@ -200,7 +175,7 @@ def test_overlay_mount_of_snapshots_equals_flattened_unpack(
     manifest, config = image_from_layout(store, "multilayer")
     unpack_rootfs(store, manifest, config, tmp_path / "flat", rootless=False)
     snaps = SnapshotStore(tmp_path / "snapshots", rootless=False)
-    lowers = snaps.prepare(store, manifest, config)
+    lowers = snaps.unpack_image(store, manifest, config)
     expected = _flat_manifest(tmp_path / "flat")
     expected.pop(".")
     got = _mounted_manifest(lowers, tmp_path / "c1")
@@ -220,9 +195,9 @@ def test_second_container_reuses_snapshots(overlay: None, fixture_layout: Path,
     store = Store(fixture_layout)
     manifest, config = image_from_layout(store, "busybox")
     snaps = SnapshotStore(tmp_path / "snapshots", rootless=False)
-    first = snaps.prepare(store, manifest, config)
+    first = snaps.unpack_image(store, manifest, config)
     stamp = [os.stat(p / "..").st_mtime_ns for p in first]
-    assert snaps.prepare(store, manifest, config) == first
+    assert snaps.unpack_image(store, manifest, config) == first
     assert [os.stat(p / "..").st_mtime_ns for p in first] == stamp
     a = _mounted_manifest(first, tmp_path / "c1")
     b = _mounted_manifest(first, tmp_path / "c2")
@@ -238,7 +213,7 @@ def test_image_with_150_layers_mounts(overlay: None, tmp_path: Path) -> None:
     layers = [tar_of({f"layer{i:03d}": f"{i}".encode(), "shared": f"top={i}".encode()})
               for i in range(150)]
     manifest, config = build_image(store, layers, how="none")
-    lowers = SnapshotStore(tmp_path / "snapshots", rootless=False).prepare(
+    lowers = SnapshotStore(tmp_path / "snapshots", rootless=False).unpack_image(
         store, manifest, config)
     # Absolute lowerdirs cannot fit one page: the short-name path is what's tested.
     assert len(overlay_options([str(p) for p in lowers], None, None)) > MAX_MOUNT_DATA
@@ -261,7 +236,7 @@ def test_fallback_without_overlay_is_a_flattened_copy(root: None, fixture_layout
                                                       tmp_path: Path) -> None:
     store = Store(fixture_layout)
     manifest, config = image_from_layout(store, "multilayer")
-    lowers = SnapshotStore(tmp_path / "snapshots", rootless=False).prepare(
+    lowers = SnapshotStore(tmp_path / "snapshots", rootless=False).unpack_image(
         store, manifest, config)
     rootfs, mounted = mount_rootfs(lowers, tmp_path / "c", use_overlay=False)
     assert not mounted
@@ -272,10 +247,13 @@ def test_fallback_without_overlay_is_a_flattened_copy(root: None, fixture_layout
     assert diff_manifests(a, b) == []
 
 
-def test_no_overlay_mounts_left_behind(root: None) -> None:
-    # Every mount above happened in a child's namespace and died with it.
+def test_no_overlay_mounts_left_behind(root: None,
+                                       tmp_path_factory: pytest.TempPathFactory) -> None:
+    # Every mount above happened in a child's namespace and died with it. Only this
+    # session's temp dirs count: other pytest sessions on the machine may mount meanwhile.
+    ours = f" {tmp_path_factory.getbasetemp()}/"
     with open("/proc/self/mountinfo") as f:
-        assert not [line for line in f if " - overlay " in line and "pytest-of" in line]
+        assert not [line for line in f if " - overlay " in line and ours in line]
 
 
 def test_userxattr_snapshots_mount_with_userxattr(overlay: None, tmp_path: Path) -> None:

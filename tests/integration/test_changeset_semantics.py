@@ -35,7 +35,7 @@ from ociimg.layers.apply import ApplyOptions, OnDiskFormat, apply_layer
 from ociimg.layers.flatten import merge_snapshots
 from ociimg.layers.overlay import mount_overlay, overlay_supported, umount
 from tests.conftest import need
-from tests.integration.test_apply_root import in_mount_ns
+from tests.integration.forked import in_mount_ns
 from tests.layerimage import apply_snapshots
 from tests.treewalk import diff_manifests, tree_manifest
 

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.cli_helpers import assert_one_line_error, ociimg
+from tests.integration.cli_helpers import assert_one_line_error, ociimg, ociimg_background
 from tests.integration.runtime_helpers import mounts_under
+from tests.waiting import wait_for_line
 
 pytestmark = pytest.mark.usefixtures("root")
 
@@ -153,9 +154,15 @@ def test_rmi_and_gc_free_space(ociroot: Path, busybox: str) -> None:
 def test_init_reaps_zombies_and_forwards_signals(ociroot: Path, busybox: str) -> None:
     # Without --init, an orphan zombie stays (the shell as PID 1 never waits for it);
     # catatonit as PID 1 reaps it. The orphan: a subshell whose child exits at once.
-    script = "(sleep 0.1 &) ; sleep 0.5; ps -o stat,comm | grep -c '^Z' || true"
+    # The orphan says its pid; the script then waits (bounded) for /proc/PID to go,
+    # which only reaping does (a zombie keeps it): its stat line is the failure.
+    script = ("(sh -c 'echo $$ > /tmp/orphan' &); "
+              "n=0; until [ -s /tmp/orphan ] || [ $n = 1000 ]; do sleep 0.01; n=$((n+1)); done; "
+              "pid=$(cat /tmp/orphan); "
+              "n=0; while [ -e /proc/$pid ] && [ $n -lt 1000 ]; do sleep 0.01; n=$((n+1)); done; "
+              "cat /proc/$pid/stat 2>/dev/null || echo reaped")
     proc = ociimg(ociroot, "run", "--rm", "--init", busybox, "sh", "-c", script)
-    assert proc.stdout.strip() == "0"
+    assert proc.stdout.strip() == "reaped", proc.stdout
     proc = ociimg(ociroot, "run", "--rm", "--init", busybox, "sh", "-c",
                   "echo $$; cat /proc/1/cmdline")
     pid, cmdline = proc.stdout.split("\n", 1)
@@ -288,10 +295,20 @@ def test_attached_run_and_exec_never_hand_the_callers_files_to_the_container(
 
 
 def test_logs_follow_until_the_container_exits(ociroot: Path, busybox: str) -> None:
+    # "two" comes only once the test saw "one" through --follow: it follows a running
+    # container, then ends when the container exits.
     ociimg(ociroot, "run", "-d", "--name", "chatty", busybox, "sh", "-c",
-           "echo one; sleep 1; echo two; exit 4")
-    proc = ociimg(ociroot, "logs", "--follow", "chatty", timeout=30)
-    assert proc.stdout == "one\ntwo\n"
+           "echo one; until [ -e /tmp/go ]; do sleep 0.01; done; echo two; exit 4")
+    follow = ociimg_background(ociroot, "logs", "--follow", "chatty")
+    try:
+        seen = wait_for_line(follow, "one")
+        ociimg(ociroot, "exec", "chatty", "touch", "/tmp/go")
+        rest, err = follow.communicate(timeout=30)
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+            follow.communicate()
+    assert (seen + rest.decode(), follow.returncode) == ("one\ntwo\n", 0), err
     row = json.loads(ociimg(ociroot, "ps", "-a", "--json").stdout)[0]
     assert (row["status"], row["exitCode"]) == ("exited", 4)
     ociimg(ociroot, "rm", "chatty")
@@ -301,9 +318,10 @@ def test_gc_does_not_run_while_a_container_is_being_created(ociroot: Path,
                                                             fixture_layout: Path) -> None:
     # An oci: image is not in the store: until the new container's meta.json exists, only
     # the creation lock keeps gc from deleting the snapshots under its rootfs.
-    from ociimg.commands.containers import containers_locked
+    from ociimg.containers.store import containers_locked
     ociimg(ociroot, "run", "--rm", f"oci:{fixture_layout}:busybox", "true")
-    snapshots = [p for p in (ociroot / "snapshots").iterdir() if not p.name.startswith(".")]
+    snapshots = [p for p in (ociroot / "snapshots").iterdir()
+                 if not p.name.startswith(".") and p.name != "active"]  # committed ones
     assert snapshots
     with containers_locked(ociroot, shared=True):  # a `run` between prepare and rename
         assert_one_line_error(ociimg(ociroot, "gc", check=False), "held by another process")

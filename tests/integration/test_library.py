@@ -75,3 +75,17 @@ def test_bad_input_raises_the_project_error_not_a_traceback(tmp_path: Path) -> N
     with pytest.raises(OciimgError) as info:
         ociimg.inspect("never-pulled:1", root=tmp_path / "root")
     assert info.value.hint
+
+
+def test_the_readme_example_pulls_runs_and_commits(tmp_path: Path, ociroot: Path,
+                                                    pushed_fixtures: dict[str, str]) -> None:
+    tree = Path(ociimg.__file__).parent.parent
+    done = subprocess.run(
+        [sys.executable, str(tree / "examples" / "pull_run_commit.py"), pushed_fixtures["busybox"]],
+        capture_output=True, text=True, timeout=180,
+        env={"PYTHONPATH": str(tree), "OCIIMG_ROOT": str(ociroot), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[1] == "changes: [('A', '/greeting')]"
+    assert lines[-1] == "the new image says: hello from a commit"
+    assert not list((ociroot / "containers").glob("[0-9a-f]*"))  # both removed

@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -29,6 +28,7 @@ from ociimg.registry import (
 )
 from ociimg.store import Store
 from tests.conftest import need
+from tests.waiting import wait_for_line
 
 FIXTURE_TAGS = ["busybox", "busybox-zstd", "busybox-plain", "multilayer", "multiarch",
                 "docker-v2"]
@@ -168,20 +168,26 @@ def test_auth_registry_login_then_push_and_pull(auth_registry, fixture_layout, t
         pull(ref, Store(tmp_path / "third"), PullOptions(auth_file=auth_file))
 
 
-SLOW_PULL = """
-import sys, time
+STALLED_PULL = """
+import signal, sys
 from ociimg.reference import parse_reference
 from ociimg.registry import PullOptions, pull
 from ociimg.store import Store
 
-class Throttled:
-    # A slow link: the test kills this process mid-download.
+class StallMidway:
+    # Once 2 MiB are written (advance comes after the write), say so and stop there:
+    # the test kills this process mid-download.
+    received = 0
     def start(self, key, description, total): pass
-    def advance(self, key, amount): time.sleep(0.2)
+    def advance(self, key, amount):
+        self.received += amount
+        if self.received >= 2 << 20:
+            print("midway", flush=True)
+            signal.pause()
     def done(self, key, message=None): pass
     def log(self, message): print(message, flush=True)
 
-pull(parse_reference(sys.argv[1]), Store(sys.argv[2]), PullOptions(), Throttled())
+pull(parse_reference(sys.argv[1]), Store(sys.argv[2]), PullOptions(), StallMidway())
 print("finished", flush=True)
 """
 
@@ -214,19 +220,18 @@ def test_killed_pull_resumes_from_partial(registry, tmp_path):
     ref = parse_reference(f"{registry.host}/big/image:v1")
     push(src, "big", ref, PushOptions())
     store_path = tmp_path / "store"
-    script = tmp_path / "slow_pull.py"
-    script.write_text(SLOW_PULL)
+    script = tmp_path / "stalled_pull.py"
+    script.write_text(STALLED_PULL)
     proc = subprocess.Popen([sys.executable, str(script), str(ref), str(store_path)],
                             cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 120
-        while not store_path.exists() or partial_size(store_path) < (2 << 20):
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "the pull never started writing"
-            time.sleep(0.05)
+        wait_for_line(proc, "midway", timeout=120)
         proc.send_signal(signal.SIGKILL)
     finally:
+        proc.kill()
         proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
     kept = partial_size(store_path)
     store = Store(store_path)

@@ -24,9 +24,9 @@ from ociimg.oskit import linux
 from ociimg.runtime.cgroups import detect
 from ociimg.runtime.seccomp import ACTIONS
 from tests.conftest import need
+from tests.integration.cgroupns import reshape_cgroup_mounts
 from tests.integration.forked import run_in_child
 from tests.integration.runtime_helpers import base_config, runtime, write_config
-from tests.integration.test_cgroups_real import reshape_cgroup_mounts
 
 ENOSYS_ACTION = ACTIONS["SCMP_ACT_ERRNO"] | errno.ENOSYS
 

@@ -6,7 +6,6 @@ bundle edited after create."""
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import shutil
@@ -20,6 +19,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import need
+from tests.integration.intruder import pidfd_getfd, proc_status
 from tests.integration.runtime_helpers import (
     REPO,
     RUNTIME,
@@ -114,28 +114,6 @@ def test_container_cannot_reach_a_joining_exec(runtime_env: tuple[Path, Path]) -
     assert victim.returncode == 0 and victim.stdout.split() == ["0"], victim
 
 
-def _pidfd_getfd(pid: int, fd: int) -> int:
-    """What a process with CAP_SYS_PTRACE inside the container does to the joining
-    process (pidfd_getfd(2); the test, as host root, plays that process)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    pidfd = os.pidfd_open(pid)
-    try:
-        got = libc.syscall(438, pidfd, fd, 0)  # SYS_pidfd_getfd (every architecture)
-        if got < 0:
-            raise OSError(ctypes.get_errno(), "pidfd_getfd")
-        return got
-    finally:
-        os.close(pidfd)
-
-
-def _status(pid: int) -> dict[str, str]:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
-    except (FileNotFoundError, ProcessLookupError):
-        return {}
-
-
 def _joining_process(marker: str) -> int:
     """The exec's process inside the container's pid ns (two NSpid levels) while it still
     runs the runtime (its cmdline carries ``marker``)."""
@@ -148,7 +126,7 @@ def _joining_process(marker: str) -> int:
                     continue
         except OSError:
             continue
-        if len(_status(int(name)).get("NSpid", "").split()) == 2:
+        if len(proc_status(int(name)).get("NSpid", "").split()) == 2:
             return int(name)
     return 0
 
@@ -179,7 +157,7 @@ def test_forged_pid_on_the_exec_socket_is_ignored(runtime_env: tuple[Path, Path]
             (first,) = (int(p) for p in f.read().split())
         # Wait until the runtime's first child has reported (old protocol: sent "pid" and
         # exited; now: said "forked" and stopped), so the forgery comes after it.
-        while _status(first).get("State", "Z")[0] not in "TZ":
+        while proc_status(first).get("State", "Z")[0] not in "TZ":
             assert time.monotonic() < deadline
             time.sleep(0.005)
         sock_fds = [int(fd) for fd in os.listdir(f"/proc/{joining}/fd")
@@ -188,7 +166,7 @@ def test_forged_pid_on_the_exec_socket_is_ignored(runtime_env: tuple[Path, Path]
         for fd in sock_fds:
             # Kept open until the end: the runtime must not wait for the container to close
             # its copy.
-            stolen = socket.socket(fileno=_pidfd_getfd(joining, fd))
+            stolen = socket.socket(fileno=pidfd_getfd(joining, fd))
             held.append(stolen)
             for msg in ({"type": "pid", "pid": host_victim.pid}, {"type": "forked"},
                         {"type": "warnings", "messages": 5}, [1], "[" * 100000):
@@ -389,7 +367,7 @@ def test_proc_self_exe_start_hook_does_not_reach_the_host_python(
 FORGING_HOOK = r"""
 import json, os, socket, sys, time
 sys.path.insert(0, sys.argv[1])
-from tests.integration.test_runtime_exec_attacks import _pidfd_getfd, _status
+from tests.integration.intruder import pidfd_getfd, proc_status
 victim = int(sys.argv[2])
 runtime = os.getppid()
 with open(f"/proc/{runtime}/task/{runtime}/children") as f:
@@ -403,13 +381,13 @@ for p in filter(str.isdigit, os.listdir("/proc")):
             same = f.read() == argv
     except OSError:
         continue
-    if same and len(_status(int(p)).get("NSpid", "").split()) == 2:
+    if same and len(proc_status(int(p)).get("NSpid", "").split()) == 2:
         init = int(p)
-while _status(intermediate).get("State", "Z")[0] not in "TZ":
+while proc_status(intermediate).get("State", "Z")[0] not in "TZ":
     time.sleep(0.005)
 for fd in os.listdir(f"/proc/{init}/fd"):
     if os.readlink(f"/proc/{init}/fd/{fd}").startswith("socket:"):
-        with socket.socket(fileno=_pidfd_getfd(init, int(fd))) as s:
+        with socket.socket(fileno=pidfd_getfd(init, int(fd))) as s:
             s.send(json.dumps({"type": "pid", "pid": victim, "placed": True}).encode())
 print("forged", init, file=sys.stderr)
 """
@@ -581,9 +559,9 @@ def test_ptrace_capable_exec_into_an_unsealed_created_init_is_refused(
 HOLDING_HOOK = r"""
 import json, os, signal, socket, sys
 sys.path.insert(0, sys.argv[1])
-from tests.integration.test_runtime_exec_attacks import _pidfd_getfd
+from tests.integration.intruder import pidfd_getfd
 init = json.load(sys.stdin)["pid"]
-stolen = [_pidfd_getfd(init, int(fd)) for fd in os.listdir(f"/proc/{init}/fd")
+stolen = [pidfd_getfd(init, int(fd)) for fd in os.listdir(f"/proc/{init}/fd")
           if os.readlink(f"/proc/{init}/fd/{fd}").startswith("socket:")]
 with open(sys.argv[2], "a") as f:
     f.write("ran\n")
@@ -679,7 +657,7 @@ def test_stolen_fifo_neither_hangs_start_nor_forges_its_failure(
         while not (writer := _fifo_writer(pid)):
             assert time.monotonic() < deadline and start.poll() is None, "no fifo writer"
             time.sleep(0.01)
-        stolen = _pidfd_getfd(pid, writer)
+        stolen = pidfd_getfd(pid, writer)
         os.write(stolen, b"\x1b]0;pwned\x07forged failure " + b"x" * 60000)
         (bundle / "rootfs" / "tmp" / "go").touch()
         assert start.wait(timeout=30) == 0
@@ -803,7 +781,7 @@ def test_forged_error_reaches_the_terminal_without_escapes(
         sock_fds = [int(fd) for fd in os.listdir(f"/proc/{joining}/fd")
                     if os.readlink(f"/proc/{joining}/fd/{fd}").startswith("socket:")]
         for fd in sock_fds:
-            with socket.socket(fileno=_pidfd_getfd(joining, fd)) as stolen:
+            with socket.socket(fileno=pidfd_getfd(joining, fd)) as stolen:
                 stolen.send(json.dumps({"type": "error", "message": "\x1b]0;pwned\x07\x1b[2J"
                                         + "y" * 50000, "hint": "\x1b[31mred"}).encode())
         os.kill(joining, 9)  # and the process dies: the error is taken as its own
@@ -838,7 +816,7 @@ def test_forged_error_does_not_fail_an_exec_that_ran(runtime_env: tuple[Path, Pa
         os.kill(joining, 19)
         for fd in [int(fd) for fd in os.listdir(f"/proc/{joining}/fd")
                    if os.readlink(f"/proc/{joining}/fd/{fd}").startswith("socket:")]:
-            with socket.socket(fileno=_pidfd_getfd(joining, fd)) as stolen:
+            with socket.socket(fileno=pidfd_getfd(joining, fd)) as stolen:
                 stolen.send(json.dumps({"type": "error", "message": "forged"}).encode())
         os.kill(joining, 18)
         assert proc.wait(timeout=60) == 0, proc.stderr.read()

@@ -24,6 +24,7 @@ from tests.integration.runtime_helpers import (
     state_of,
     write_config,
 )
+from tests.waiting import wait_for_line
 
 
 def set_args(bundle: Path, args: list[str], **overrides: object) -> dict:
@@ -427,18 +428,19 @@ def test_run_with_terminal_proxies_a_pty(runtime_env: tuple[Path, Path]) -> None
 
 def test_run_forwards_sigterm(runtime_env: tuple[Path, Path]) -> None:
     bundle, state_root = runtime_env
-    set_args(bundle, ["sh", "-c", "trap 'exit 9' TERM; while true; do sleep 0.1; done"])
+    # "trapped" once sh's handler is in: the signal must not come before it.
+    set_args(bundle, ["sh", "-c", "trap 'exit 9' TERM; echo trapped; "
+                      "while true; do sleep 0.1; done"])
     proc = subprocess.Popen([*RUNTIME, "--root", str(state_root), "run", "-b", str(bundle),
-                             "c1"], cwd=REPO)
+                             "c1"], cwd=REPO, stdout=subprocess.PIPE)
     try:
-        wait_for(lambda: (state_root / "c1" / "state.json").exists()
-                 and state_of(state_root, "c1")["status"] == "running")
-        time.sleep(0.3)  # let sh install its trap; not a timing assertion
+        wait_for_line(proc, "trapped")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 9
     finally:
         proc.kill()
         proc.wait()
+        proc.stdout.close()
 
 
 def test_no_pivot_runs_with_move_and_chroot(runtime_env: tuple[Path, Path]) -> None:

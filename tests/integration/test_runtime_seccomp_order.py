@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.integration.runtime_helpers import base_config, make_bundle, runtime, state_of
+from tests.waiting import blocked_opening_fifo, wait_until
 
 
 def _seccomp_mode(pid: int) -> int:
@@ -44,9 +45,8 @@ def test_filter_before_start_only_where_nothing_notices(tmp_path: Path, case: st
     runtime(root, "create", "--bundle", str(bundle), "c1", check=True)
     try:
         pid = state_of(root, "c1")["pid"]
-        deadline = time.monotonic() + 3
-        while _seccomp_mode(pid) == 0 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        # Blocked in exec.fifo's open: past any filter it loads before `start`.
+        wait_until(lambda: blocked_opening_fifo(pid), "the init never waited for start")
         assert _seccomp_mode(pid) == (2 if case == "plain" else 0)
         runtime(root, "start", "c1", check=True)
         deadline = time.monotonic() + 20

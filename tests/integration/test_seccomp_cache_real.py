@@ -7,16 +7,22 @@ import errno
 import os
 from pathlib import Path
 
+import pytest
+
 from ociimg.bundle import profiles
 from ociimg.oskit import linux
 from ociimg.runtime import seccomp
+from tests.integration.forked import run_in_child
 from tests.integration.runtime_helpers import base_config, make_bundle, runtime, write_config
-from tests.integration.test_seccomp_real import _needs, _probe_forbidden, run_in_child
-
-__all__ = ["_needs"]  # the root/libseccomp/kernel probe, autouse
+from tests.integration.seccomp_helpers import need_seccomp, probe_forbidden
 
 BLOCKED = {"unshare": errno.EPERM, "mount": errno.EPERM, "keyctl": errno.EPERM,
            "add_key": errno.EPERM}
+
+
+@pytest.fixture(autouse=True)
+def _needs(root: None) -> None:
+    need_seccomp()
 
 
 def test_program_from_miss_and_hit_blocks_like_libseccomp(tmp_path: Path) -> None:
@@ -31,7 +37,7 @@ def test_program_from_miss_and_hit_blocks_like_libseccomp(tmp_path: Path) -> Non
         def child(program: bytes = program, where: Path = tmp_path / attempt) -> dict:
             linux.set_no_new_privs()
             linux.seccomp_load_bpf(program)
-            return _probe_forbidden(where)
+            return probe_forbidden(where)
 
         status, result = run_in_child(child)
         assert os.waitstatus_to_exitcode(status) == 0, result

@@ -2,48 +2,27 @@
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import signal
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from ociimg.bundle import profiles
 from ociimg.errors import ContainerError
 from ociimg.oskit import linux
 from ociimg.runtime import capabilities, init, seccomp
 from tests.conftest import need
 from tests.integration.forked import run_in_child
+from tests.integration.seccomp_helpers import errno_of, need_seccomp, probe_forbidden
 
 BUSYBOX = Path("/usr/bin/busybox")
 
 
-
-
-def errno_of(call: Callable[[], Any]) -> int:
-    """0 when ``call`` succeeds, else the errno it failed with."""
-    try:
-        call()
-        return 0
-    except OSError as exc:
-        return exc.errno or -1
-
-
-def libseccomp_ok() -> bool:
-    try:
-        linux.libseccomp()
-        return True
-    except OSError:
-        return False
-
-
 @pytest.fixture(autouse=True)
 def _needs(root: None) -> None:
-    need(libseccomp_ok(), "libseccomp.so.2 missing: apt-get install libseccomp2")
-    need("Seccomp:" in Path("/proc/self/status").read_text(), "kernel without seccomp")
+    need_seccomp()
 
 
 def load(profile: dict) -> None:
@@ -143,31 +122,12 @@ def test_load_without_no_new_privs_leaves_it_unset_and_needs_cap_sys_admin() -> 
     assert "noNewPrivileges" in result["ok"]
 
 
-def _syscall(name: str, *args: int) -> int:
-    nr = linux.seccomp_syscall_resolve_name(name)
-    return int(linux.libc.syscall(ctypes.c_long(nr), *(ctypes.c_long(a) for a in args)))
-
-
-KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING = 0, -3
-
-
-def _probe_forbidden(tmp_path: Path) -> dict:
-    return {
-        "unshare": errno_of(lambda: linux.unshare(linux.CLONE.NEWNS)),
-        "mount": errno_of(lambda: linux.mount("none", tmp_path, "tmpfs")),
-        "keyctl": errno_of(lambda: _syscall("keyctl", KEYCTL_GET_KEYRING_ID,
-                                            KEY_SPEC_SESSION_KEYRING, 0)),
-        "add_key": errno_of(lambda: _syscall("add_key", 0, 0, 0, 0, 0)),
-    }
-
-
 def test_default_profile_blocks_namespace_mount_and_keyring_calls(tmp_path: Path) -> None:
-    profiles = pytest.importorskip("ociimg.bundle.profiles")
     need(BUSYBOX.is_file(), "busybox-static missing: apt-get install busybox-static")
     work = tmp_path / "work.txt"
 
     def control() -> dict:
-        result = _probe_forbidden(tmp_path / "m1")
+        result = probe_forbidden(tmp_path / "m1")
         return result
 
     (tmp_path / "m1").mkdir()
@@ -182,7 +142,7 @@ def test_default_profile_blocks_namespace_mount_and_keyring_calls(tmp_path: Path
     def child() -> dict:
         linux.set_no_new_privs()
         load(profiles.default_seccomp_profile())
-        forbidden = _probe_forbidden(tmp_path / "m2")
+        forbidden = probe_forbidden(tmp_path / "m2")
         work.write_text("hello")
         text = work.read_text()
         pid = os.fork()

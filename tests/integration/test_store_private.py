@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ociimg.store import Store
-from tests.unit.test_store import make_image
+from tests.storeimage import make_image
 
 WORKTREE = Path(__file__).resolve().parents[2]
 NOBODY = 65534

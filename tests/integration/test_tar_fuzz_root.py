@@ -11,8 +11,8 @@ import pytest
 
 from ociimg.errors import InvalidDocument
 from ociimg.layers.apply import ApplyOptions, apply_layer
-from tests.unit.test_apply import DEV, tar
-from tests.unit.test_tar_fuzz import run_fuzz
+from tests.tarbuild import DEV, tar
+from tests.tarfuzz import run_fuzz
 
 
 def test_mutated_headers_fail_cleanly_or_apply_as_root(root: None, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from ociimg.digest import Digest
 from ociimg.spec import Platform
 from ociimg.store import Store
 from tests.conftest import need
-from tests.unit.test_store import make_image, make_index
+from tests.storeimage import make_image, make_index
 
 NAME = "docker.io/library/tiny:latest"
 PINNED = "127.0.0.1:5000/ns/app@sha256:" + "a" * 64

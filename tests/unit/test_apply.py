@@ -19,66 +19,34 @@ from pathlib import Path
 import pytest
 
 from ociimg.errors import InvalidDocument, UnsafeArchive
-from ociimg.layers import paths
 from ociimg.layers.apply import ApplyOptions, OnDiskFormat, apply_layer
 from ociimg.layers.flatten import merge_snapshots
 from tests.conftest import can_make_whiteout, need
 from tests.layerimage import apply_snapshots
+from tests.tarbuild import (
+    DEV,
+    GID,
+    HOSTILE,
+    MTIME,
+    RESOLVERS,
+    UID,
+    D,
+    F,
+    H,
+    L,
+    layer_tars,
+    make_info,
+    need_resolver,
+    pax_archives,
+    pax_size_archive,
+    tar,
+)
 from tests.treewalk import diff_manifests, make_canary, tree_manifest
-
-MTIME = 1_600_000_000
-UID, GID = os.geteuid(), os.getegid()
-RESOLVERS = ["walk"] + (["openat2"] if paths.HAVE_OPENAT2 else [])
-
-
-# -- building tars in code --------------------------------------------------------
-def _info(name: str, kind: bytes, mode: int, **kw) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.mode = mode
-    info.mtime = kw.pop("mtime", MTIME)
-    info.uid = kw.pop("uid", UID)
-    info.gid = kw.pop("gid", GID)
-    xattrs = kw.pop("xattrs", None)
-    if xattrs:
-        info.pax_headers = {f"SCHILY.xattr.{k}": v for k, v in xattrs.items()}
-    for key, value in kw.items():
-        setattr(info, key, value)
-    return info
-
-
-def F(name: str, data: bytes = b"", mode: int = 0o644, **kw):
-    info = _info(name, tarfile.REGTYPE, mode, **kw)
-    info.size = len(data)
-    return info, data
-
-
-def D(name: str, mode: int = 0o755, **kw):
-    return _info(name, tarfile.DIRTYPE, mode, **kw), None
-
-
-def L(name: str, target: str, **kw):
-    return _info(name, tarfile.SYMTYPE, 0o777, linkname=target, **kw), None
-
-
-def H(name: str, target: str, **kw):
-    return _info(name, tarfile.LNKTYPE, 0o644, linkname=target, **kw), None
-
-
-def DEV(name: str, kind: bytes = tarfile.CHRTYPE, major: int = 1, minor: int = 3, **kw):
-    return _info(name, kind, 0o666, devmajor=major, devminor=minor, **kw), None
-
-
-def tar(*members, fmt: int = tarfile.PAX_FORMAT) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tf:
-        for info, data in members:
-            tf.addfile(info, io.BytesIO(data) if data is not None else None)
-    return buf.getvalue()
 
 
 @pytest.fixture(params=RESOLVERS)
 def resolver(request: pytest.FixtureRequest) -> str:
+    need_resolver(request.param)
     return request.param
 
 
@@ -124,7 +92,7 @@ def test_entry_types_and_attributes(rootfs: Path, resolver: str) -> None:
 
 
 def _fifo(name: str):
-    return _info(name, tarfile.FIFOTYPE, 0o600), None
+    return make_info(name, tarfile.FIFOTYPE, 0o600), None
 
 
 def test_gnu_long_names(rootfs: Path) -> None:
@@ -268,8 +236,8 @@ def test_thousands_of_dirs_do_not_exhaust_fds(tmp_path: Path, fmt: OnDiskFormat)
     lower = tar(*[F(f"d{i}/sub/f", b"x") for i in range(n)])
     upper = tar(*[m for i in range(n) for m in (D(f"d{i}/sub"), F(f"d{i}/sub/g", b"y"))])
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
-    resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 1 + 350, hard))
+    before = open_fds()
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(before) + 1 + 350, hard))
     try:
         if fmt is OnDiskFormat.DIR:
             root = tmp_path / "root"
@@ -280,6 +248,16 @@ def test_thousands_of_dirs_do_not_exhaust_fds(tmp_path: Path, fmt: OnDiskFormat)
             apply_snapshots(tmp_path, [lower, upper], rootless=True, userxattr=True)
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    # Under the limit is not enough: every fd the layers opened is closed again.
+    after = open_fds()
+    assert len(after) == len(before), f"fds left open: {sorted(after.items() - before.items())}"
+
+
+def open_fds() -> dict[int, str]:
+    """This process's open fds and what they name, but the listing's own."""
+    with os.scandir("/proc/self/fd") as listing:
+        fds = {int(entry.name): os.readlink(entry.path) for entry in listing}
+    return {fd: target for fd, target in fds.items() if target != f"/proc/{os.getpid()}/fd"}
 
 
 # -- whiteouts in DIR format -------------------------------------------------------
@@ -353,32 +331,6 @@ def test_snapshots_of_whiteout_orders_merge_like_a_flattened_unpack(
 def test_whiteout_does_not_hide_same_layer_entry(rootfs: Path) -> None:
     apply(rootfs, tar(F("x", b"same layer"), F(".wh.x")))
     assert (rootfs / "x").read_bytes() == b"same layer"
-
-
-# -- hostile tars: nothing escapes the root -----------------------------------------
-HOSTILE = {
-    "dotdot": [tar(F("../canary/secret", b"pwned"))],
-    "dotdot-nested": [tar(F("a/../../canary/secret", b"pwned"))],
-    "absolute-name": [tar(F("/canary/secret", b"pwned"))],
-    "abs-symlink-parent": [tar(L("evil", "CANARY"), F("evil/secret", b"pwned"))],
-    "rel-symlink-parent": [tar(L("evil", "../../canary"), F("evil/secret", b"pwned"))],
-    "symlink-next-layer": [tar(L("evil", "CANARY")), tar(F("evil/secret", b"pwned"))],
-    "symlink-chain": [tar(D("sub"), L("sub/parent", ".."),
-                          F("sub/parent/parent/parent/canary/secret", b"pwned"))],
-    "symlink-chain-layers": [tar(D("a"), L("a/up", "../..")),
-                             tar(L("b", "a/up/a/up/canary"), F("b/sub/file", b"pwned"))],
-    "final-symlink-overwritten": [tar(L("f", "CANARY/secret")), tar(F("f", b"pwned"))],
-    "hardlink-dotdot": [tar(H("l", "../canary/secret"))],
-    "hardlink-through-symlink": [tar(L("evil", "CANARY"), H("l", "evil/secret"),
-                                     F("l", b"pwned"))],
-    "hardlink-abs": [tar(H("l", "CANARY/secret"))],
-    "whiteout-through-symlink": [tar(L("evil", "CANARY")), tar(F("evil/.wh.secret"))],
-    "opaque-through-symlink": [tar(L("evil", "CANARY")), tar(F("evil/.wh..wh..opq"))],
-    "whiteout-dotdot": [tar(F("../canary/.wh.secret"))],
-    "root-symlink": [tar(L(".", "CANARY"), F("secret", b"pwned"))],
-    "symlink-loop": [tar(L("a", "b"), L("b", "a"), F("a/x", b"x"))],
-    "dir-over-abs-symlink": [tar(L("d", "CANARY/sub")), tar(D("d"), F("d/file", b"pwned"))],
-}
 
 
 def _subst(data: bytes, canary: Path) -> bytes:
@@ -650,39 +602,6 @@ def test_bomb_caps(rootfs: Path) -> None:
     apply(rootfs, big, max_file_bytes=8000)
 
 
-def _pax_archives() -> list[bytes]:
-    """Tars whose PAX records exercise the layer reader's record splitter."""
-    def build(*members: tuple[tarfile.TarInfo, bytes], **kw) -> bytes:  # type: ignore[no-untyped-def]
-        out = io.BytesIO()
-        with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT, **kw) as tf:
-            for info, data in members:
-                info.size = len(data) if info.isreg() else 0
-                tf.addfile(info, io.BytesIO(data))
-        return out.getvalue()
-
-    def member(name: str, **pax: str) -> tarfile.TarInfo:
-        info = tarfile.TarInfo(name)
-        info.mtime = 1_700_000_000.25
-        info.pax_headers = pax
-        return info
-
-    link = member("l", **{"SCHILY.xattr.user.a": "x=y\nz"})
-    link.type, link.linkname = tarfile.SYMTYPE, "t/" + "ä" * 80
-    archives = [
-        build((member("é/" + "n" * 150), b"data"), (link, b""),
-              (member("s", comment="", **{"SCHILY.xattr.security.capability": "\x01\x02"}), b"")),
-        build((member("g"), b"1"), pax_headers={"comment": "global", "uname": "u"}),
-    ]
-    raw = build((member("size", size="3"), b"abc"))
-    records = b"20 hdrcharset=BINARY\n" + b"14 path=\xff\xfe\n" + b"\0" * 10
-    header = tarfile.TarInfo("././@PaxHeader")
-    header.type, header.size = tarfile.XHDTYPE, len(records)
-    body = header.tobuf(tarfile.USTAR_FORMAT) + records.ljust(512, b"\0")
-    archives += [raw, body + tarfile.TarInfo("x").tobuf(tarfile.USTAR_FORMAT) + b"\0" * 1024,
-                 body.replace(b"14 path", b"0 path=") + b"\0" * 1024]
-    return archives
-
-
 def _members(archive: bytes, tarinfo: type[tarfile.TarInfo]) -> list[object]:
     out: list[object] = []
     try:
@@ -698,7 +617,7 @@ def _members(archive: bytes, tarinfo: type[tarfile.TarInfo]) -> list[object]:
 
 def test_pax_record_splitter_matches_tarfile() -> None:
     from ociimg.layers.tarinfo import LayerTarInfo
-    for archive in _pax_archives():
+    for archive in pax_archives():
         assert _members(archive, LayerTarInfo) == _members(archive, tarfile.TarInfo)
 
 
@@ -726,43 +645,14 @@ def _members_with_sparse(archive: bytes, tarinfo: type[tarfile.TarInfo]) -> list
     return out
 
 
-def _layer_tars(layout: Path) -> list[bytes]:
-    import gzip
-
-    import zstandard
-    out = []
-    for blob in sorted((layout / "blobs" / "sha256").iterdir()):
-        data = blob.read_bytes()
-        if data[:2] == b"\x1f\x8b":
-            data = gzip.decompress(data)
-        elif data[:4] == b"\x28\xb5\x2f\xfd":
-            data = zstandard.ZstdDecompressor().decompressobj().decompress(data)
-        if len(data) >= 1024 and data[257:262] == b"ustar":
-            out.append(data)
-    return out
-
-
-def _pax_size_archive() -> bytes:
-    """A PAX ``size`` record that differs from the ustar size field (as for files over
-    8 GiB): the next header is found after the PAX size."""
-    info = tarfile.TarInfo("big")
-    info.size, info.pax_headers = 700, {"size": "700"}
-    data = bytearray(tar((info, b"z" * 700), F("after", b"ok")))
-    assert data[1024 + 156:1024 + 157] == tarfile.REGTYPE
-    data[1024 + 124:1024 + 136] = b"%011o\0" % 0
-    data[1024 + 148:1024 + 156] = b"        "
-    data[1024 + 148:1024 + 156] = b"%06o\0 " % sum(data[1024:1536])
-    return bytes(data)
-
-
 def test_layer_reader_matches_tarfile_on_fixture_and_hostile_tars(fixture_layout: Path) -> None:
     from ociimg.layers.tarinfo import LayerTarInfo
-    layers = _layer_tars(fixture_layout)
+    layers = layer_tars(fixture_layout)
     assert len(layers) >= 3
     archives = layers + [data for case in HOSTILE.values() for data in case]
-    archives += _pax_archives()
+    archives += pax_archives()
     archives.append(tar(*[F(f"d/{i}", b"x" * i) for i in range(50)]))
-    archives.append(_pax_size_archive())
+    archives.append(pax_size_archive())
     assert [m.name for m in tarfile.open(fileobj=io.BytesIO(archives[-1]))] == ["big", "after"]
     for archive in archives:
         assert _members_with_sparse(archive, LayerTarInfo) == \
@@ -776,7 +666,7 @@ def test_layer_reader_matches_tarfile_on_mutated_pax_headers() -> None:
     rng = random.Random(4321)
     bases = [tar(F("a/" + "n" * 120, b"data", 0o755, uid=70000), L("l", "t" * 120),
                  D("dir/"), F("big", b"z" * 700)),
-             tar((tarfile.TarInfo("x"), b""), fmt=tarfile.PAX_FORMAT), _pax_size_archive()]
+             tar((tarfile.TarInfo("x"), b""), fmt=tarfile.PAX_FORMAT), pax_size_archive()]
     for base in bases:
         for _ in range(1500):
             buf = bytearray(base)

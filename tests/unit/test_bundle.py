@@ -17,7 +17,7 @@ import pytest
 from ociimg import bundle, users
 from ociimg.bundle import BindMount, BundleOptions, profiles, to_runtime_config, write_bundle
 from ociimg.errors import InvalidDocument
-from ociimg.layers import paths
+from ociimg.oskit import paths
 from ociimg.spec import parse_config
 from ociimg.users import resolve_user
 from tests import ocischema
@@ -403,13 +403,16 @@ def test_passwd_that_is_a_fifo_or_dir_is_refused(tmp_path: Path, resolver: bool)
         resolve_user("app", root)
 
 
-def test_resolve_in_rootfs_clamps_dotdot(tmp_path: Path) -> None:
+def test_user_database_dotdot_is_clamped(tmp_path: Path, resolver: bool) -> None:
     root = tmp_path / "r"
-    root.mkdir()
-    assert users.resolve_in_rootfs(root, "/../../etc/passwd") == root / "etc" / "passwd"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "passwd").write_text("inside\n")
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "passwd").write_text("outside\n")
+    assert users.read_in_root(root, "/../../etc/passwd", 100) == b"inside\n"
     (root / "a").mkdir()
     os.symlink("../../..", root / "a" / "up")
-    assert users.resolve_in_rootfs(root, "/a/up/etc/passwd") == root / "etc" / "passwd"
+    assert users.read_in_root(root, "/a/up/etc/passwd", 100) == b"inside\n"
 
 
 # --- annotations --------------------------------------------------------------------------

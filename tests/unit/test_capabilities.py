@@ -6,6 +6,7 @@ import logging
 
 import pytest
 
+from ociimg.bundle import profiles
 from ociimg.errors import ContainerError
 from ociimg.runtime import capabilities as caps
 
@@ -119,7 +120,6 @@ def test_cap_name_of_unknown_number() -> None:
 
 
 def test_default_profile_capabilities_are_all_known() -> None:
-    profiles = pytest.importorskip("ociimg.bundle.profiles")
     sets = caps.capability_sets({"bounding": list(profiles.DEFAULT_CAPABILITIES)})
     assert sets.ignored == ()
     assert len(sets.bounding) == len(profiles.DEFAULT_CAPABILITIES)

@@ -253,7 +253,24 @@ def test_v2_create_enables_controllers_up_the_tree_but_not_in_the_leaf(
     # No-internal-process rule: the leaf holds the processes, so nothing is enabled there.
     assert read(Path(manager.path) / "cgroup.subtree_control") == ""
     assert read(Path(manager.path) / "cgroup.procs") == "4194305"
-    assert read(Path(manager.path) / "pids.max") == "32"  # apply also wrote the resources
+    assert read(Path(manager.path) / "pids.max") == "max"  # placing writes no limit
+
+
+@pytest.mark.parametrize("tree", ["v1", "v2"])
+def test_placing_and_limiting_are_separate_steps(tmp_path: Path, tree: str) -> None:
+    """runc's Apply(pid) then Set(resources): apply places and writes no limit, set
+    writes the limits and places nothing (a systemd driver must place first)."""
+    root = v2_tree(tmp_path, "ociimg", "c1") if tree == "v2" else v1_tree(tmp_path, "ociimg", "c1")
+    manager = cgroups.create_manager(None, "c1", {"pids": {"limit": 32}}, root_override=root)
+    pids_dir = Path(manager.path if tree == "v2" else manager.dirs["pids"])
+    manager.apply()
+    assert read(pids_dir / "pids.max") == "max"
+    assert read(pids_dir / "cgroup.procs") == ""
+    manager.set()
+    assert read(pids_dir / "pids.max") == "32"
+    assert read(pids_dir / "cgroup.procs") == ""
+    manager.apply(4194305)  # above any pid_max: never a real process
+    assert read(pids_dir / "cgroup.procs") == "4194305"
 
 
 def test_v2_set_writes_converted_values(tmp_path: Path) -> None:

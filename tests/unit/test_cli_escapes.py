@@ -11,8 +11,8 @@ from ociimg.cli.output import printable
 from ociimg.digest import Digest
 from ociimg.spec import Descriptor
 from ociimg.store import Store
-from tests.unit.test_store import make_image, tar_layer
-from tests.unit.test_store_hostile import ociimg
+from tests.clirun import ociimg
+from tests.storeimage import make_image, tar_layer
 
 ESC = "\x1b]0;owned\x07\x1b[2J\x1b[31m"
 HOSTILE = {

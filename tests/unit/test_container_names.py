@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ociimg.commands.containers import check_name, release_name, reserve_name
+from ociimg.containers.store import check_name, release_name, reserve_name
 from ociimg.errors import AlreadyExists, InvalidArgument
 
 

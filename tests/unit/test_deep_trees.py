@@ -25,7 +25,7 @@ from ociimg.layers.apply import ApplyOptions, OnDiskFormat, apply_layer
 from ociimg.layers.flatten import merge_snapshots
 from ociimg.layers.snapshots import SnapshotStore
 from tests.conftest import can_make_whiteout
-from tests.unit.test_apply import RESOLVERS, D, F, L, tar
+from tests.tarbuild import RESOLVERS, D, F, L, need_resolver, tar
 
 DEPTH = 5000
 NAME = "d" * 10  # 5,000 levels of "dddddddddd/": a 55,000-byte path
@@ -99,6 +99,7 @@ def _symlinked_deep_layer(target_depth: int = 1100) -> bytes:
 @pytest.mark.parametrize("fmt", [OnDiskFormat.DIR, OnDiskFormat.OVERLAY])
 def test_layer_cannot_nest_deeper_through_symlinked_parents(tmp_path: Path, resolver: str,
                                                            fmt: OnDiskFormat) -> None:
+    need_resolver(resolver)
     root = tmp_path / "root"
     root.mkdir()
     with pytest.raises(UnsafeArchive, match="nested deeper than 256"):

@@ -1,5 +1,5 @@
-"""plan_mounts is pure: option parsing, bind handling, destination checks; resolve_in_root
-on a tmp tree (no root needed)."""
+"""plan_mounts is pure: option parsing, bind handling, destination checks; mount points
+opened inside a tmp tree (no root needed)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,17 @@ from ociimg.runtime.mounts import (
     parse_options,
     plan_mount,
     plan_mounts,
-    resolve_in_root,
 )
+from ociimg.runtime.mounts import open_mountpoint as _open_mountpoint
+
+
+def open_mountpoint(root: str, dest: str, as_file: bool = False, kind: str = "fs") -> str:
+    fd, target = _open_mountpoint(root, dest, as_file, kind)
+    try:
+        assert os.readlink(f"/proc/self/fd/{fd}") == target
+    finally:
+        os.close(fd)
+    return target
 
 BUNDLE = Path("/bundles/b1")
 
@@ -113,7 +122,7 @@ def test_mountop_is_frozen() -> None:
         op.flags = 1  # type: ignore[misc]
 
 
-def test_resolve_in_root_keeps_symlinks_inside(tmp_path: Path) -> None:
+def test_mountpoints_keep_symlinks_inside(tmp_path: Path) -> None:
     root = tmp_path / "root"
     (root / "real" / "dir").mkdir(parents=True)
     os.symlink("/etc", root / "abs")                 # absolute → root/etc
@@ -122,48 +131,60 @@ def test_resolve_in_root_keeps_symlinks_inside(tmp_path: Path) -> None:
     os.symlink("loop2", root / "loop1")
     os.symlink("loop1", root / "loop2")
     r = str(root)
-    assert resolve_in_root(r, "/abs/passwd") == f"{r}/etc/passwd"
-    assert resolve_in_root(r, "/real/up/etc") == f"{r}/etc"
-    assert resolve_in_root(r, "/rel/x") == f"{r}/real/dir/x"
-    assert resolve_in_root(r, "/../../..") == r
-    assert resolve_in_root(r, "/missing/a/b") == f"{r}/missing/a/b"
-    with pytest.raises(OSError, match="too many symlinks"):
-        resolve_in_root(r, "/loop1/x")
+    assert open_mountpoint(r, "/abs/passwd", as_file=True) == f"{r}/etc/passwd"
+    assert (root / "etc" / "passwd").is_file()
+    assert open_mountpoint(r, "/real/up/etc") == f"{r}/etc"
+    assert open_mountpoint(r, "/rel/x") == f"{r}/real/dir/x"
+    assert open_mountpoint(r, "/missing/a/b") == f"{r}/missing/a/b"
+    with pytest.raises(ContainerError, match="symbolic links"):
+        open_mountpoint(r, "/loop1/x")
+    assert not (tmp_path / "etc").exists()
 
 
-def test_resolve_in_root_dotdot_after_a_missing_component_stays_inside(tmp_path: Path
-                                                                      ) -> None:
-    """``link -> missing/../../../..``: once "missing" is absent the rest used to be
-    joined as written, so makedirs of the result climbed out of the root."""
+def test_mountpoint_dotdot_after_a_missing_component_stays_inside(tmp_path: Path) -> None:
+    """``link -> missing/../../../..``: once "missing" is absent the rest must not be
+    joined as written, or makedirs of the result climbs out of the root."""
     root = tmp_path / "a" / "b" / "root"
     root.mkdir(parents=True)
     os.symlink("missing/../../../../escape", root / "link")
     os.symlink("/nodir/../../..", root / "abs")
     r = str(root)
-    assert resolve_in_root(r, "/link") == f"{r}/escape"
-    assert resolve_in_root(r, "/link/x/../y") == f"{r}/escape/y"
-    assert resolve_in_root(r, "/abs/dev") == f"{r}/dev"
+    assert open_mountpoint(r, "/link") == f"{r}/escape"
+    assert open_mountpoint(r, "/link/x/../y") == f"{r}/escape/y"
+    assert open_mountpoint(r, "/abs/dev") == f"{r}/dev"
     (root / "file").write_text("")
-    assert resolve_in_root(r, "/file/../../up") == f"{r}/up"
+    with pytest.raises(ContainerError, match="Not a directory"):
+        open_mountpoint(r, "/file/../../up")
+    assert not (tmp_path / "a" / "escape").exists()
+    assert sorted(os.listdir(tmp_path / "a" / "b")) == ["root"]
+
+
+def test_mountpoint_file_through_a_dangling_link_is_made_inside(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    os.symlink("/run/resolv.conf", root / "etc" / "resolv.conf")
+    r = str(root)
+    assert open_mountpoint(r, "/etc/resolv.conf", as_file=True) == f"{r}/run/resolv.conf"
+    assert (root / "run" / "resolv.conf").is_file()
+    os.mkfifo(root / "fifo")  # an existing FIFO is opened O_PATH only: no hang
+    assert open_mountpoint(r, "/fifo", as_file=True) == f"{r}/fifo"
 
 
 @pytest.mark.parametrize(("link", "dest"), [("/", "/vol"), (".", "/vol"), ("../..", "/vol"),
                                             ("/vol2/..", "/vol"), ("/", "/vol/")])
 def test_destination_resolving_to_the_root_is_refused(tmp_path: Path, link: str,
                                                       dest: str) -> None:
-    from ociimg.runtime.mounts import make_mountpoint
     root = tmp_path / "root"
     (root / "vol2").mkdir(parents=True)
     os.symlink(link, root / "vol")
     with pytest.raises(ContainerError, match="over the container's root"):
-        make_mountpoint(str(root), normalize_destination(dest), as_file=False, kind="bind")
+        open_mountpoint(str(root), normalize_destination(dest), as_file=False, kind="bind")
 
 
 def test_destination_resolving_into_proc_is_refused(tmp_path: Path) -> None:
-    from ociimg.runtime.mounts import make_mountpoint
     root = tmp_path / "root"
     (root / "proc" / "sys").mkdir(parents=True)
     os.symlink("/proc/sys", root / "x")
     with pytest.raises(ContainerError, match="/x resolves to /proc/sys"):
-        make_mountpoint(str(root), "/x", as_file=False, kind="bind")
-    assert make_mountpoint(str(root), "/proc/meminfo", as_file=True, kind="bind")
+        open_mountpoint(str(root), "/x", as_file=False, kind="bind")
+    assert open_mountpoint(str(root), "/proc/meminfo", as_file=True, kind="bind")

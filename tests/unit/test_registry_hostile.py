@@ -21,7 +21,7 @@ from ociimg.registry.auth import Authenticator, Credentials, check_realm, login,
 from ociimg.registry.budget import Budget, Limits
 from ociimg.registry.client import ClientOptions, RegistryClient
 from ociimg.registry.transport import Transport, TransportOptions
-from tests.unit.test_transport import self_signed, tls_server
+from tests.tlsserver import self_signed, tls_server
 
 SECRET = "refresh-SECRET-7f3a"
 PASSWORD = "hunter2-PASSWORD"

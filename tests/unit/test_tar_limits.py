@@ -24,7 +24,7 @@ from ociimg.layers import tarinfo
 from ociimg.layers.apply import ApplyOptions, OnDiskFormat, apply_layer
 from ociimg.layers.flatten import merge_snapshots
 from tests.layerimage import apply_snapshots
-from tests.unit.test_apply import H, tar
+from tests.tarbuild import H, tar
 
 RSS_LIMIT = 200 << 20
 

@@ -23,16 +23,16 @@ from ociimg.errors import InvalidDocument, UnsafeArchive
 from ociimg.layers.members import MemberReader
 from ociimg.layers.stream import ForwardReader, Prefetcher
 from ociimg.layers.tarinfo import MAX_META_HEADER, LayerTarInfo
-from tests.unit.test_apply import (
+from tests.tarbuild import (
     DEV,
     HOSTILE,
     D,
     F,
     H,
     L,
-    _layer_tars,
-    _pax_archives,
-    _pax_size_archive,
+    layer_tars,
+    pax_archives,
+    pax_size_archive,
     tar,
 )
 
@@ -137,10 +137,10 @@ def _header_offsets(archive: bytes) -> list[int]:
 
 def test_member_reader_matches_tarfile_on_fixture_hostile_and_odd_tars(
         fixture_layout: Path, tmp_path: Path) -> None:
-    archives = _layer_tars(fixture_layout)
+    archives = layer_tars(fixture_layout)
     assert len(archives) >= 3
     archives += [data for case in HOSTILE.values() for data in case]
-    archives += _pax_archives() + [_pax_size_archive()] + _odd_archives()
+    archives += pax_archives() + [pax_size_archive()] + _odd_archives()
     archives += _gnu_sparse_tars(tmp_path)
     for archive in archives:
         _assert_same(archive)
@@ -152,7 +152,7 @@ def test_member_reader_matches_tarfile_on_mutated_headers() -> None:
                  D("dir/"), F("big", b"z" * 700), F("s", b"", mtime=1.5)),
              tar(F("u", b"q"), DEV("c"), fmt=tarfile.USTAR_FORMAT),
              tar(F("g" * 120, b"q"), fmt=tarfile.GNU_FORMAT),
-             _pax_size_archive()]
+             pax_size_archive()]
     for base in bases:
         for _ in range(600):
             buf = bytearray(base)

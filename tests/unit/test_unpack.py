@@ -94,9 +94,9 @@ def test_snapshots_are_keyed_by_chain_id_and_shared(store: Store, tmp_path: Path
     snaps = SnapshotStore(tmp_path / "snapshots", rootless=True)
     m1, c1 = build_image(store, [BASE])
     m2, c2 = build_image(store, [BASE, tar_of({"extra": b"x"})])
-    dirs1 = snaps.prepare(store, m1, c1)
+    dirs1 = snaps.unpack_image(store, m1, c1)
     inode = os.stat(dirs1[0] / "bin/sh").st_ino
-    dirs2 = snaps.prepare(store, m2, c2)
+    dirs2 = snaps.unpack_image(store, m2, c2)
     assert dirs2[0] == dirs1[0] and os.stat(dirs2[0] / "bin/sh").st_ino == inode
     assert [p.parent.name for p in dirs2] == [c.hex for c in chain_ids(c2.diff_ids)]
     assert (dirs2[1] / "extra").read_bytes() == b"x"
@@ -107,7 +107,7 @@ def test_snapshot_diff_id_mismatch_commits_nothing(store: Store, tmp_path: Path)
     snaps = SnapshotStore(tmp_path / "snapshots", rootless=True)
     manifest, config = build_image(store, [BASE], diff_ids=[Digest.of(b"wrong")])
     with pytest.raises(DiffIDMismatch):
-        snaps.prepare(store, manifest, config)
+        snaps.unpack_image(store, manifest, config)
     assert [p.name for p in snaps.path.iterdir()] == [".locks"]
 
 
@@ -115,8 +115,8 @@ def test_gc_keeps_what_is_asked_and_removes_stale_temps(store: Store, tmp_path: 
     snaps = SnapshotStore(tmp_path / "snapshots", rootless=True)
     m1, c1 = build_image(store, [BASE])
     m2, c2 = build_image(store, [TOP])
-    snaps.prepare(store, m1, c1)
-    snaps.prepare(store, m2, c2)
+    snaps.unpack_image(store, m1, c1)
+    snaps.unpack_image(store, m2, c2)
     crashed = snaps.path / f".tmp-{'ab' * 32}-xyz"
     (crashed / "fs").mkdir(parents=True)  # what a killed builder leaves
     removed = snaps.gc(keep=set(chain_ids(c1.diff_ids)))
@@ -129,7 +129,7 @@ def _prepare_in_child(args: tuple[str, str, bytes, bytes]) -> list[str]:
     from ociimg.spec import parse_config, parse_manifest
 
     store_path, snap_path, mraw, craw = args
-    dirs = SnapshotStore(snap_path, rootless=True).prepare(
+    dirs = SnapshotStore(snap_path, rootless=True).unpack_image(
         Store(store_path), parse_manifest(mraw), parse_config(craw))
     return [str(d) for d in dirs]
 
@@ -149,12 +149,13 @@ def test_parallel_prepare_builds_each_snapshot_once(store: Store, tmp_path: Path
 
 def test_merged_snapshots_equal_flattened_unpack(store: Store, tmp_path: Path) -> None:
     # Without whiteouts (those need mknod/trusted xattrs: see the integration tests).
-    from tests.unit.test_apply import F, H, tar
+    from tests.tarbuild import F, H, tar
     layers = [BASE, tar_of({"etc": None, "etc/hostname": b"box\n", "bin/sh": b"newer"}),
               tar(F("a/f", b"linked"), H("b/g", "a/f"), H("c/d/e", "a/f"))]
     manifest, config = build_image(store, layers)
     unpack_rootfs(store, manifest, config, tmp_path / "flat", rootless=True)
-    dirs = SnapshotStore(tmp_path / "snapshots", rootless=True).prepare(store, manifest, config)
+    snapshots = SnapshotStore(tmp_path / "snapshots", rootless=True)
+    dirs = snapshots.unpack_image(store, manifest, config)
     merge_snapshots(dirs, tmp_path / "merged", rootless=True)
     merged, flat = tree_manifest(tmp_path / "merged"), tree_manifest(tmp_path / "flat")
     for implicit in (".", "a", "b", "c", "c/d"):  # no tar entry: dated when created
@@ -185,10 +186,10 @@ def test_userxattr_snapshots_merge_like_a_flattened_unpack(store: Store, tmp_pat
 def test_snapshot_of_the_other_xattr_flavour_is_rebuilt(store: Store, tmp_path: Path) -> None:
     manifest, config = build_image(store, [BASE])
     user = SnapshotStore(tmp_path / "snapshots", rootless=True, userxattr=True)
-    (first,) = user.prepare(store, manifest, config)
+    (first,) = user.unpack_image(store, manifest, config)
     trusted = SnapshotStore(tmp_path / "snapshots", rootless=True, userxattr=False)
     assert not trusted.has(chain_ids(config.diff_ids)[0])
-    (again,) = trusted.prepare(store, manifest, config)
+    (again,) = trusted.unpack_image(store, manifest, config)
     assert again == first and trusted.has(chain_ids(config.diff_ids)[0])
     assert not user.has(chain_ids(config.diff_ids)[0])
     assert not list(trusted.path.glob(".tmp-*"))
@@ -197,14 +198,14 @@ def test_snapshot_of_the_other_xattr_flavour_is_rebuilt(store: Store, tmp_path: 
 def test_snapshot_of_an_older_format_is_rebuilt(store: Store, tmp_path: Path) -> None:
     manifest, config = build_image(store, [BASE])
     snaps = SnapshotStore(tmp_path / "snapshots", rootless=True)
-    (fs,) = snaps.prepare(store, manifest, config)
+    (fs,) = snaps.unpack_image(store, manifest, config)
     meta = fs.parent / "snapshot.json"
     doc = json.loads(meta.read_bytes())
     doc.pop("format")  # as written before the format field existed
     meta.write_text(json.dumps(doc))
     (fs / "stale").write_text("from the old snapshot")
     assert not snaps.has(chain_ids(config.diff_ids)[0])
-    assert snaps.prepare(store, manifest, config) == [fs]
+    assert snaps.unpack_image(store, manifest, config) == [fs]
     assert not (fs / "stale").exists() and snaps.has(chain_ids(config.diff_ids)[0])
 
 
@@ -215,12 +216,12 @@ def test_an_outdated_snapshot_survives_its_rebuild_while_its_chain_is_kept(
     manifest, config = build_image(store, [BASE])
     chain = chain_ids(config.diff_ids)[0]
     snaps = SnapshotStore(tmp_path / "snapshots", rootless=True)
-    (fs,) = snaps.prepare(store, manifest, config)
+    (fs,) = snaps.unpack_image(store, manifest, config)
     in_use = os.open(fs / "bin", os.O_RDONLY | os.O_DIRECTORY)  # what an overlay holds
     try:
         meta = fs.parent / "snapshot.json"
         meta.write_text(json.dumps({**json.loads(meta.read_bytes()), "format": 1}))
-        assert snaps.prepare(store, manifest, config) == [fs] and snaps.has(chain)
+        assert snaps.unpack_image(store, manifest, config) == [fs] and snaps.has(chain)
         assert "sh" in os.listdir(in_use)  # the old tree is still whole
         assert snaps.gc(keep={chain}) == [] and "sh" in os.listdir(in_use)
         snaps.gc(keep=set())

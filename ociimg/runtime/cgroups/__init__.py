@@ -6,7 +6,8 @@ period — container.py, process.py)::
 
     manager = create_manager(spec["linux"].get("cgroupsPath"), container_id,
                              spec["linux"].get("resources"))
-    manager.create(); manager.set()        # mkdir (+ controllers / cpusets), limits
+    manager.apply()                        # runc's Apply: mkdir (+ controllers / cpusets)
+    manager.set()                          # runc's Set: the limits, and nothing else
     manager.self_join_files()              # v1: the child writes "0" to these itself
     manager.v2_dir()                       # v2/hybrid: the init is forked into it
     manager.add_v2(pid)                    # ... or moved there where clone3 is refused
@@ -15,7 +16,8 @@ period — container.py, process.py)::
     ...
     load_manager(state["cgroup"]).destroy()
 
-``apply(pid)`` (create + set + add) places a process that already runs.
+``apply(pid)`` makes the cgroup and places a process that already runs; its limits
+are a separate ``set()`` (placing never writes a limit, setting never places).
 
 ``cgroupsPath`` (runc's cgroupfs driver semantics): absent → ``/ociimg/<id>``;
 absolute → below each hierarchy's root; relative → below this process's own cgroup

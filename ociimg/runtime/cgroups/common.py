@@ -278,11 +278,12 @@ class CgroupManager(ABC):
 
     @abstractmethod
     def create(self) -> None:
-        """Make the directories (idempotent)."""
+        """Make the directories, enable controllers, seed cpusets (idempotent)."""
 
     @abstractmethod
     def set(self, resources: dict | None = None) -> None:
-        """Write ``linux.resources`` (default: the ones given at creation)."""
+        """runc's Set: write ``linux.resources`` (default: the ones given at creation)
+        to a cgroup made by ``apply``; places nothing."""
 
     @abstractmethod
     def add(self, pid: int) -> None:
@@ -307,18 +308,17 @@ class CgroupManager(ABC):
         if target is not None:
             add_pid(target, pid)
 
-    def apply(self, pid: int) -> None:
-        """Create the cgroup, write the resources given at creation, move ``pid`` in.
+    def apply(self, pid: int | None = None) -> None:
+        """runc's Apply: make the cgroup and place ``pid`` in it; no limit is written.
 
-        For a process that already runs (runc's Apply + Set on its child; the runtime's
-        own children join by themselves instead, see ``self_join_files``/``v2_dir``).
-        Doing both here means a bad limit fails before the process joins, and a caller
-        cannot forget the limits. A manager from ``create_manager`` always writes its
-        device rules; one from ``load_manager`` without resources only joins.
+        Placing and limiting are separate steps, in runc's order (Apply, then Set): a
+        systemd driver can only place (its unit is the cgroup) before limits exist. With
+        no ``pid`` the cgroup is only made: the runtime's own children then join by
+        themselves (``self_join_files``/``v2_dir``), after ``set()``.
         """
         self.create()
-        self.set()
-        self.add(pid)
+        if pid is not None:
+            self.add(pid)
 
     @abstractmethod
     def pids(self) -> list[int]: ...

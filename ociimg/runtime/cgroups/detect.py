@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 from ociimg.errors import ContainerError
+from ociimg.oskit.mountinfo import parse_mountinfo
 from ociimg.runtime.records import field, record
 
 TYPE_CHECKING = False
@@ -41,43 +42,20 @@ class CgroupLayout:
     unified: CgroupMount | None = None
 
 
-def unescape_mountinfo(field_text: str) -> str:
-    """A path field of /proc/self/mountinfo: space, tab, newline and backslash come
-    escaped as \\ooo octal."""
-    out, i = [], 0
-    while i < len(field_text):
-        if field_text[i] == "\\" and field_text[i + 1:i + 4].isdigit():
-            out.append(chr(int(field_text[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(field_text[i])
-            i += 1
-    return "".join(out)
-
-
-def parse_mountinfo(text: str) -> list[CgroupMount]:
+def cgroup_mounts(text: str) -> list[CgroupMount]:
     """The cgroup and cgroup2 mounts in /proc/self/mountinfo text, in order."""
     mounts = []
-    for line in text.splitlines():
-        left, sep, right = line.partition(" - ")
-        if not sep:
+    for m in parse_mountinfo(text):
+        if m.fstype not in ("cgroup", "cgroup2"):
             continue
-        fields, tail = left.split(), right.split()
-        if len(fields) < 5 or len(tail) < 1:
+        mountpoint = os.path.normpath(m.mount_point)
+        if m.fstype == "cgroup2":
+            mounts.append(CgroupMount(mountpoint, m.root, 2))
             continue
-        fstype = tail[0]
-        if fstype not in ("cgroup", "cgroup2"):
-            continue
-        root = unescape_mountinfo(fields[3])
-        mountpoint = os.path.normpath(unescape_mountinfo(fields[4]))
-        if fstype == "cgroup2":
-            mounts.append(CgroupMount(mountpoint, root, 2))
-            continue
-        options = tail[2].split(",") if len(tail) > 2 else []
-        controllers = frozenset(o for o in options
+        controllers = frozenset(o for o in m.super_options.split(",")
                                 if (o not in _NOT_CONTROLLERS and "=" not in o)
                                 or o.startswith("name="))
-        mounts.append(CgroupMount(mountpoint, root, 1, controllers))
+        mounts.append(CgroupMount(mountpoint, m.root, 1, controllers))
     return mounts
 
 
@@ -91,7 +69,7 @@ def _preferred(mounts: list[CgroupMount]) -> CgroupMount:
 
 def detect_layout(mountinfo: str) -> CgroupLayout:
     """Decide v1/v2/hybrid from mountinfo text; ContainerError when none is mounted."""
-    mounts = parse_mountinfo(mountinfo)
+    mounts = cgroup_mounts(mountinfo)
     by_controller: dict[str, list[CgroupMount]] = {}
     for m in mounts:
         if m.version == 1:
@@ -133,8 +111,8 @@ def parse_proc_cgroup(text: str) -> dict[str, str]:
 
 
 def read_host_layout() -> CgroupLayout:
-    with open("/proc/self/mountinfo") as f:
-        return detect_layout(f.read())
+    with open("/proc/self/mountinfo", "rb") as f:
+        return detect_layout(os.fsdecode(f.read()))
 
 
 def read_own_cgroups() -> dict[str, str]:

@@ -1,0 +1,416 @@
+"""ContainerManager: create, start, wait, logs, exec, stop, kill, pause, resume, remove.
+
+Library code, callable from any thread of any process (a CLI, a server): it installs no
+signal handler, never touches fds 0-2, never forks. The container's process is started and
+held by its monitor (monitor.py), a process of its own, so it outlives its caller; stdio
+is passed in as fds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import select
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ociimg.bundle import BundleOptions, to_runtime_config, write_bundle
+from ociimg.containers import store
+from ociimg.containers.monitor import MONITOR_RECORD, error_from_report
+from ociimg.containers.protocol import OciRuntime
+from ociimg.containers.resolved import ResolvedImage, warn_unsafe_labels
+from ociimg.containers.rootfs import mount_rootfs, release_rootfs, remove_rootfs
+from ociimg.containers.runtimes import runtime_from_record, select_runtime
+from ociimg.containers.store import Container
+from ociimg.errors import ContainerError, ContainerNotFound, OciimgError
+from ociimg.events import NullProgress, Progress
+from ociimg.fsutil import remove_tree
+from ociimg.runtime import DEFAULT_STATE_ROOT
+
+DEFAULT_RUNTIME_ROOT = Path(DEFAULT_STATE_ROOT)
+ACTIVE = ("creating", "created", "running", "paused")
+
+
+@dataclass
+class CreateOptions:
+    name: str | None = None
+    bundle: BundleOptions = field(default_factory=BundleOptions)
+    remove: bool = False           # removed by its monitor once it exits (run --rm)
+    interactive: bool = False      # an attached start feeds the caller's stdin to it
+    runtime: str | None = None     # None: the built-in runtime; else a runc-compatible binary
+
+
+@dataclass(frozen=True)
+class ContainerStatus:
+    status: str                    # configured|creating|created|running|paused|stopped|exited
+    pid: int | None = None
+    exit_code: int | None = None
+    finished: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"status": self.status}
+        if self.pid is not None:
+            out["pid"] = self.pid
+        if self.exit_code is not None:
+            out.update(exitCode=self.exit_code, finished=self.finished)
+        return out
+
+
+class ContainerManager:
+    def __init__(self, root: Path, *, runtime_root: Path | None = None) -> None:
+        self.root = Path(root)
+        self.runtime_root = Path(runtime_root or DEFAULT_RUNTIME_ROOT)
+        self._reports: dict[str, int] = {}  # attached starts: the monitor's report pipe
+
+    # Creating ------------------------------------------------------------------------
+    def create(self, image: ResolvedImage, options: CreateOptions,
+               progress: Progress | None = None) -> Container:
+        """The container's bundle with its rootfs mounted; in place only when whole."""
+        progress = progress or NullProgress()
+        runtime = select_runtime(options.runtime, self.runtime_root)
+        with store.containers_locked(self.root, shared=True):
+            return self._create(image, options, runtime, progress)
+
+    def _create(self, image: ResolvedImage, options: CreateOptions, runtime: OciRuntime,
+                progress: Progress) -> Container:
+        cid = store.new_id()
+        final = store.containers_dir(self.root) / cid
+        tmp = final.with_name(f".tmp-{cid}")
+        tmp.mkdir(parents=True, mode=0o700)
+        try:
+            if options.name:
+                store.reserve_name(self.root, options.name, cid)
+            mount_rootfs(image, self.root, tmp, cid, progress)
+            bundle_options = options.bundle
+            if bundle_options.hostname is None:
+                bundle_options = dataclasses.replace(bundle_options, hostname=cid[:12])
+            config = to_runtime_config(image.config, bundle_options, tmp / "rootfs")
+            warn_unsafe_labels(image, progress)
+            write_bundle(tmp, config)
+            chain = image.chain()
+            meta = {"id": cid, "name": options.name, "image": image.name,
+                    "digest": str(image.descriptor.digest), "command": config["process"]["args"],
+                    "imageStore": str(image.store.path.absolute()),  # commit's base layers
+                    "created": store.now(), "snapshots": [str(d) for d in chain],
+                    "parent": str(chain[-1]) if chain else None,
+                    "stopSignal": image.config.stop_signal or "SIGTERM",
+                    "autoRemove": options.remove, "interactive": options.interactive,
+                    "runtime": runtime.describe()}
+            store.write_json(tmp / "meta.json", meta)
+            os.rename(tmp, final)
+        except BaseException:
+            release_rootfs(tmp)
+            remove_rootfs(self.root, cid)
+            remove_tree(tmp)
+            if options.name:
+                store.release_name(self.root, options.name, cid)
+            raise
+        return Container(cid, final, meta)
+
+    # Running -------------------------------------------------------------------------
+    def start(self, c: Container, *, stdio: tuple[int, int, int] | None = None,
+              fork: bool = False) -> int:
+        """Start ``c`` under a new monitor; returns the container's pid. Detached (no
+        ``stdio``) its output goes to its log; attached, the monitor copies it to these fds
+        (and the caller's stdin in, for an interactive container): ``wait`` then.
+
+        The monitor is a new interpreter (``python -S -m ociimg.containers.monitor``);
+        with ``fork``, a single-threaded caller (the CLI) forks it instead, which saves
+        that interpreter's start (~40 ms of every ``ociimg run``). A caller with threads
+        always spawns: forking a threaded interpreter can deadlock the child."""
+        import threading
+        report_r, report_w = os.pipe2(os.O_CLOEXEC)
+        passed = [report_w] + [_dup_above_stdio(fd) for fd in stdio or ()]
+        try:
+            if fork and threading.active_count() == 1:
+                _fork_monitor(c, passed)
+            else:
+                _spawn_monitor(c, passed)
+        finally:
+            for fd in passed:
+                os.close(fd)
+        try:
+            doc = _read_report(report_r, None)
+        except BaseException:
+            os.close(report_r)
+            raise
+        if "started" not in doc:
+            os.close(report_r)
+            if not doc:
+                raise ContainerError(f"container {c.name}: its monitor died",
+                                     hint=f"see {c.path / 'monitor.log'}")
+            raise error_from_report(doc, c.id)
+        if stdio is None:
+            os.close(report_r)
+        else:
+            self._reports[c.id] = report_r
+        return int(doc["started"])
+
+    def wait(self, c: Container, timeout: float | None = None) -> int | None:
+        """The exit code once the program has exited and its monitor is done (exit record
+        written, rootfs released); None if ``timeout`` seconds pass first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        report = self._reports.pop(c.id, None)
+        if report is not None:
+            doc = _read_report(report, deadline, until="exited")
+            if doc is None:
+                self._reports[c.id] = report
+                return None
+            os.close(report)
+            if "exited" in doc:
+                return int(doc["exited"])
+        elif not _wait_monitor(c, deadline):
+            return None
+        while True:
+            record = store.exit_record(c)
+            if record is not None:
+                return int(record["exitCode"])
+            if not c.path.exists():
+                raise ContainerNotFound(f"container {c.name} was removed when it exited")
+            st = self.status(c).status
+            if st == "configured":
+                raise ContainerError(f"container {c.name} was never started",
+                                     hint="start it first (ContainerManager.start)")
+            if st not in ACTIVE:
+                raise ContainerError(f"container {c.name} exited without an exit record",
+                                     hint=f"its monitor was killed; see "
+                                          f"{c.path / 'monitor.log'}")
+            # No monitor (it was killed): the program may still run; look again soon.
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            time.sleep(0.05)
+
+    def monitor_pid(self, c: Container) -> int | None:
+        doc = store.read_json(c.path / MONITOR_RECORD, "monitor.json")
+        return int(doc["pid"]) if doc and _same_process(doc) else None
+
+    def exec(self, c: Container, argv: list[str], *, env: list[str] | None = None,
+             cwd: str | None = None, user: str | None = None, tty: bool = False,
+             interactive: bool = False, stdio: tuple[int, int, int] = (0, 1, 2)) -> int:
+        """Run ``argv`` in the running container; its exit code. Without a tty it gets
+        pipes copied to and from ``stdio`` (stdin only when ``interactive``); with one,
+        the runtime gives it a pty and copies that to ``stdio``."""
+        from ociimg.containers.execs import run_exec
+        st = self.status(c).status
+        if st != "running":
+            raise ContainerError(f"container {c.name} is {st}, not running",
+                                 hint="exec needs a running container (ociimg run -d ...)")
+        return run_exec(c, self.runtime(c), argv, env=env or [], cwd=cwd, user=user, tty=tty,
+                        interactive=interactive, stdio=stdio)
+
+    # Managing ------------------------------------------------------------------------
+    def runtime(self, c: Container) -> OciRuntime:
+        doc = c.meta.get("runtime") or {"name": "builtin", "root": str(self.runtime_root)}
+        return runtime_from_record(doc)
+
+    def get(self, name_or_id: str) -> Container:
+        return store.find_container(self.root, name_or_id)
+
+    def list(self) -> list[Container]:
+        return store.list_containers(self.root)
+
+    def status(self, c: Container) -> ContainerStatus:
+        st = self.runtime(c).state(c.id)
+        if st and st.get("status") != "stopped":
+            return ContainerStatus(st["status"], pid=st.get("pid"))
+        record = store.exit_record(c)
+        if record is not None:
+            return ContainerStatus("exited", exit_code=record.get("exitCode"),
+                                   finished=record.get("finished"))
+        if st:
+            return ContainerStatus("stopped")
+        return ContainerStatus("configured" if not (c.path / MONITOR_RECORD).exists()
+                               else "unknown")
+
+    def kill(self, c: Container, sig: int = signal.SIGKILL, *,
+             all_processes: bool = False) -> None:
+        self.runtime(c).kill(c.id, sig, all_processes=all_processes)
+
+    def pause(self, c: Container) -> None:
+        self.runtime(c).pause(c.id)
+
+    def resume(self, c: Container) -> None:
+        self.runtime(c).resume(c.id)
+
+    def stop(self, c: Container, timeout: float = 10.0) -> None:
+        """StopSignal, then SIGKILL to every process after ``timeout`` seconds (docker
+        stop); returns once its monitor has recorded the exit."""
+        st = self.status(c).status
+        if st not in ACTIVE:
+            return
+        if st == "paused":
+            with contextlib.suppress(OciimgError):
+                self.resume(c)
+        with contextlib.suppress(OciimgError):
+            self.kill(c, signal.Signals[_signal_name(c.meta.get("stopSignal", "SIGTERM"))])
+        if self._wait_quietly(c, timeout):
+            return
+        with contextlib.suppress(OciimgError):
+            self.kill(c, signal.SIGKILL, all_processes=True)
+        if not self._wait_quietly(c, 10.0):
+            raise ContainerError(f"container {c.name} did not stop after SIGKILL")
+
+    def _wait_quietly(self, c: Container, timeout: float) -> bool:
+        try:
+            return self.wait(c, timeout) is not None
+        except OciimgError:
+            return self.status(c).status not in ACTIVE
+
+    def remove(self, c: Container, force: bool = False) -> None:
+        st = self.status(c).status
+        if st in ACTIVE:
+            if not force:
+                raise ContainerError(f"container {c.name} is {st}",
+                                     hint=f"stop it first (ociimg stop {c.name}) or use rm -f")
+            self.stop(c, timeout=0)
+        with contextlib.suppress(OciimgError):
+            self.runtime(c).delete(c.id, force=True)
+        release_rootfs(c.path)
+        remove_rootfs(self.root, c.snapshot_key)
+        with contextlib.suppress(FileNotFoundError):
+            store.remove_dir(c)
+        report = self._reports.pop(c.id, None)
+        if report is not None:
+            os.close(report)
+
+    def logs(self, c: Container, *, follow: bool = False) -> Iterator[bytes]:
+        """What a detached container wrote; with ``follow``, until it exits."""
+        log = c.path / "log"
+        try:
+            f = open(log, "rb")  # noqa: SIM115 - closed by the generator
+        except FileNotFoundError:
+            raise ContainerError(f"container {c.name} has no logs",
+                                 hint="only detached containers (run -d) keep logs") from None
+        with f:
+            while True:
+                running = follow and self.status(c).status in ACTIVE
+                # Read after the status check: what it wrote before it exited is shown.
+                while chunk := f.read(1 << 16):
+                    yield chunk
+                if not running:
+                    return
+                time.sleep(0.2)
+
+
+def _signal_name(text: str) -> str:
+    text = text.upper()
+    if text.isdigit():
+        return signal.Signals(int(text)).name
+    return text if text.startswith("SIG") else f"SIG{text}"
+
+
+def _spawn_monitor(c: Container, passed: list[int]) -> None:
+    import subprocess
+    import sys
+
+    from ociimg.containers.runtimes import package_env
+    argv = [sys.executable, "-S", "-m", "ociimg.containers.monitor", str(c.path),
+            *map(str, passed)]
+    with open(c.path / "monitor.log", "ab") as err:
+        subprocess.run(argv, pass_fds=passed, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=err, env=package_env(),
+                       check=False)  # it forks the monitor and exits at once
+
+
+def _fork_monitor(c: Container, passed: list[int]) -> None:
+    """The monitor as a fork of this (single-threaded) process: only ``passed`` and
+    fresh 0-2 kept, default signal dispositions, then monitor.main as if spawned."""
+    log = os.open(c.path / "monitor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND
+                  | os.O_CLOEXEC, 0o600)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            _become_monitor_process(log, passed)
+            from ociimg.containers import monitor
+            code = monitor.main([str(c.path), *map(str, passed)])
+        except BaseException:
+            import traceback
+            traceback.print_exc()  # into monitor.log
+        finally:
+            os._exit(code)
+    os.close(log)
+    os.waitpid(pid, 0)  # main() forks the monitor and this child exits at once
+
+
+def _become_monitor_process(log: int, passed: list[int]) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+                signal.SIGUSR2, signal.SIGWINCH, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.dup2(log, 2)
+    keep = sorted({0, 1, 2, *passed})
+    for low, high in zip(keep, [*keep[1:], 1 << 20], strict=True):
+        os.closerange(low + 1, high)
+    for fd in passed:
+        os.set_inheritable(fd, True)
+
+
+def _dup_above_stdio(fd: int) -> int:
+    """A copy numbered 3 or more: the spawned monitor's own 0-2 are /dev/null."""
+    import fcntl
+    return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+
+
+def _read_report(fd: int, deadline: float | None, until: str = "") -> dict[str, Any] | None:
+    """The monitor's next report line ({} at EOF); with ``until``, lines until one has
+    that key (or EOF). None when ``deadline`` passes first."""
+    buf = b""
+    while True:
+        while b"\n" in buf:
+            line, _, buf = buf.partition(b"\n")
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                continue
+            if not until or until in doc:
+                return doc
+        wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not select.select([fd], [], [], wait)[0]:
+            return None
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            return {}
+        buf += chunk
+
+
+def _wait_monitor(c: Container, deadline: float | None) -> bool:
+    """Until the container's monitor has exited, through a pidfd (it is nobody's child
+    we could waitpid for); False when ``deadline`` passes first."""
+    doc = store.read_json(c.path / MONITOR_RECORD, "monitor.json")
+    if not doc:
+        return True
+    try:
+        pidfd = os.pidfd_open(int(doc["pid"]))
+    except ProcessLookupError:
+        return True
+    except OSError:  # no pidfds (Linux < 5.3): look now and then
+        while _same_process(doc):
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
+    try:
+        if not _same_process(doc):  # its pid was reused: that monitor is gone
+            return True
+        wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return bool(select.select([pidfd], [], [], wait)[0])
+    finally:
+        os.close(pidfd)
+
+
+def _same_process(doc: dict[str, Any]) -> bool:
+    try:
+        with open(f"/proc/{int(doc['pid'])}/stat", "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()
+    except (OSError, ValueError, KeyError):
+        return False
+    return fields[0] not in (b"Z", b"X") and int(fields[19]) == doc.get("starttime")

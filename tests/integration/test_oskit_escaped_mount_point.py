@@ -1,0 +1,49 @@
+"""A bundle whose rootfs lives under a mount point with a space, a newline and a
+backslash in its path: mountinfo escapes those (\\040, \\012, \\134), and the runtime must
+still find that mount and make it private before pivot_root (runc
+rootfsParentMountPrivate). Left shared, the rootfs bind joins its peer group and
+pivot_root fails with EINVAL."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ociimg.oskit import linux
+from ociimg.oskit.linux import MS
+from ociimg.oskit.mountinfo import containing_mount, read_mountinfo
+from tests.integration.forked import run_in_child
+from tests.integration.runtime_helpers import base_config, make_bundle, runtime
+
+ODD = "odd dir\nwith\\back\tslash"
+
+
+def _run_under_shared_odd_mount(tmp_path: Path, state_root: Path) -> dict:
+    # A mount namespace of our own, rslave first: nothing mounted here reaches the host.
+    linux.unshare(linux.CLONE.NEWNS)
+    linux.mount(None, "/", None, MS.SLAVE | MS.REC)
+    mnt = tmp_path / ODD
+    mnt.mkdir()
+    linux.mount("tmpfs", str(mnt), "tmpfs", 0, "mode=755")
+    linux.mount(None, str(mnt), None, MS.SHARED)
+    parent = containing_mount(read_mountinfo(), str(mnt / "bundle"))
+    assert parent is not None and parent.mount_point == str(mnt) and parent.shared
+    config = base_config(["sh", "-c", "echo ok; cat /proc/self/mountinfo | wc -l"])
+    config["linux"]["rootfsPropagation"] = "rshared"
+    bundle = make_bundle(mnt, [], config)
+    proc = runtime(state_root, "run", "--bundle", str(bundle), "odd1")
+    return {"rc": proc.returncode, "out": proc.stdout, "err": proc.stderr}
+
+
+def test_rootfs_under_an_escaped_mount_point_runs_with_rshared(
+        runtime_env: tuple[Path, Path], tmp_path: Path) -> None:
+    _bundle, state_root = runtime_env
+    status, result = run_in_child(lambda: _run_under_shared_odd_mount(tmp_path, state_root))
+    assert result is not None and "ok" in result, result
+    res = result["ok"]
+    assert res["rc"] == 0, res["err"]
+    assert res["out"].splitlines()[0] == "ok"
+    assert status == 0
+    # the mount lived only in the child's namespace
+    assert not any(m.mount_point.startswith(str(tmp_path)) for m in read_mountinfo())
+    assert os.listdir(tmp_path / ODD) == []
