@@ -38,9 +38,11 @@ from __future__ import annotations
 
 # Loaded by no command (create, start, state, kill, delete, run, exec).
 NEVER = frozenset({
-    "argparse", "collections", "dataclasses", "datetime", "enum", "functools", "json",
-    "logging", "pathlib", "re", "selectors", "shutil", "signal", "socket", "subprocess",
-    "tempfile", "threading", "traceback", "typing", "warnings",
+    "argparse", "ast", "collections", "contextlib", "copy", "dataclasses", "datetime",
+    "dis", "enum", "functools", "gettext", "inspect", "json", "linecache", "locale",
+    "logging", "pathlib", "random", "re", "selectors", "shutil", "signal", "socket",
+    "string", "subprocess", "tarfile", "tempfile", "textwrap", "threading", "tokenize",
+    "traceback", "typing", "uuid", "warnings", "weakref",
 })
 
 # Also loaded by none of state, start, kill and delete: the commands a container manager
