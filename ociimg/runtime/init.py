@@ -158,6 +158,7 @@ def execute(path: str, process: ProcessSpec, trampoline: int | None = None) -> N
     why on the container's stderr and exit like a shell (126 not executable, 127 not
     found): nobody else is listening any more."""
     env = env_dict(process.env)
+    reset_signals()
     via = ""
     try:
         if trampoline is not None:
@@ -167,6 +168,25 @@ def execute(path: str, process: ProcessSpec, trampoline: int | None = None) -> N
     except OSError as exc:
         os.write(2, f"ociimg-runtime: exec {path}{via}: {exc.strerror}\n".encode())
         os._exit(127 if exc.errno == errno.ENOENT else 126)
+
+
+def reset_signals() -> None:
+    """The program starts with every signal at its default and none blocked, as under
+    runc: an ignored signal stays ignored across execve, and this interpreter ignores
+    SIGPIPE and SIGXFSZ (``yes | head`` in the container would get EPIPE instead of
+    dying), as a caller may ignore SIGHUP (nohup) or block others. A seccomp profile that
+    refuses rt_sigaction leaves them as they are rather than failing the start."""
+    import _signal
+    for sig in range(1, _signal.NSIG):
+        try:
+            if _signal.getsignal(sig) is _signal.SIG_IGN:
+                _signal.signal(sig, _signal.SIG_DFL)
+        except (OSError, ValueError):  # SIGKILL/SIGSTOP, glibc's reserved RT signals
+            pass
+    try:
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
+    except OSError:
+        pass
 
 
 def hook_state(ctx: InitContext, status: str) -> dict[str, Any]:
