@@ -14,8 +14,6 @@ threads), so the same tar gives the same blob with the same zlib/zstd build.
 
 from __future__ import annotations
 
-import queue
-import threading
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +24,7 @@ from ociimg import spec
 from ociimg.digest import Digest
 from ociimg.errors import BlobUnknown, InvalidArgument, InvalidDocument
 from ociimg.image.changes import ConfigChange, apply_changes
+from ociimg.layers.stream import QueueThread
 from ociimg.reference import check_ref_name
 from ociimg.spec import Descriptor, ImageConfig, Platform, canonical_json
 from ociimg.store import Store
@@ -258,50 +257,27 @@ class _Stopped(Exception):
     """The consumer gave up: the producer thread stops writing."""
 
 
-class _ProducerPipe:
+class _ProducerPipe(QueueThread):
     """Runs ``produce(sink)`` in a thread; ``read`` returns what it writes. The producer's
     exception is re-raised by ``read`` (never a clean EOF: a truncated layer must not be
     stored as if whole); leaving the context stops and joins the thread."""
 
     def __init__(self, produce: LayerProducer) -> None:
+        super().__init__("layer-producer", _PIPE_DEPTH)
         self._produce = produce
-        self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(_PIPE_DEPTH)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="layer-producer", daemon=True)
         self._done = False
 
-    def __enter__(self) -> _ProducerPipe:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        while self._thread.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                self._queue.get(timeout=0.05)
-            except queue.Empty:
-                pass
-        self._thread.join()
-
     def _run(self) -> None:
-        sink = _QueueSink(self._queue, self._stop)
+        sink = _QueueSink(self)
         try:
             self._produce(sink)
             sink.flush()
         except _Stopped:
             return
         except BaseException as exc:  # handed to the reading thread, which raises it
-            self._put(exc)
+            self.put(exc)
             return
-        self._put(None)
-
-    def _put(self, item: bytes | BaseException | None) -> None:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.05)
-                return
-            except queue.Full:
-                continue
+        self.put(None)
 
     def read(self, n: int = -1) -> bytes:
         if self._done:
@@ -319,10 +295,8 @@ class _ProducerPipe:
 class _QueueSink:
     """The file-like sink a producer writes to; buffers to ~1 MiB chunks."""
 
-    def __init__(self, q: queue.Queue[bytes | BaseException | None],
-                 stop: threading.Event) -> None:
-        self._queue = q
-        self._stop = stop
+    def __init__(self, pipe: _ProducerPipe) -> None:
+        self._pipe = pipe
         self._buf = bytearray()
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
@@ -335,14 +309,8 @@ class _QueueSink:
         if not self._buf:
             return
         chunk, self._buf = bytes(self._buf), bytearray()
-        while True:
-            if self._stop.is_set():
-                raise _Stopped
-            try:
-                self._queue.put(chunk, timeout=0.05)
-                return
-            except queue.Full:
-                continue
+        if not self._pipe.put(chunk):
+            raise _Stopped
 
     def writable(self) -> bool:
         return True

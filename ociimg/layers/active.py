@@ -261,13 +261,7 @@ class ActiveSnapshots:
             if not entry.name.startswith(TMP_PREFIX):
                 continue
             key = entry.name[len(TMP_PREFIX):].rsplit("-", 1)[0]
-            fd = locks.try_lock(self._lock(key))
-            if fd is None:
-                continue
-            try:
-                remove_tree(entry)
-            finally:
-                locks.release_lock(fd)
+            locks.remove_unless_locked(entry, self._lock(key))
         mnt = self.store.path / MOUNTS_DIR
         for entry in sorted(mnt.iterdir()) if mnt.is_dir() else ():
             try:

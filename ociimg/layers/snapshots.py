@@ -316,26 +316,15 @@ class SnapshotStore:
             if name.startswith(_TMP_PREFIX):
                 self._remove_stale_temp(entry)
             elif _is_chain_hex(name) and name not in keep_hex:
-                fd = locks.try_lock(self.path / ".locks" / f"{name}.lock")
-                if fd is None:
+                if not locks.remove_unless_locked(entry, self.path / ".locks" / f"{name}.lock"):
                     continue  # being built right now
-                try:
-                    remove_tree(entry)
-                finally:
-                    locks.release_lock(fd)
                 with contextlib.suppress(ValueError):
                     removed.append(Digest.parse(f"sha256:{name}"))
         return removed
 
     def _remove_stale_temp(self, entry: Path) -> None:
         chain_hex = entry.name[len(_TMP_PREFIX):].split("-", 1)[0]
-        fd = locks.try_lock(self.path / ".locks" / f"{chain_hex}.lock")
-        if fd is None:
-            return  # its builder still holds the lock
-        try:
-            remove_tree(entry)
-        finally:
-            locks.release_lock(fd)
+        locks.remove_unless_locked(entry, self.path / ".locks" / f"{chain_hex}.lock")
 
 
 def _is_chain_hex(name: str) -> bool:

@@ -14,7 +14,7 @@ import io
 import queue
 import threading
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import Any, BinaryIO, Self
 
 from ociimg.errors import InvalidDocument
 
@@ -23,26 +23,23 @@ DEPTH = 8  # chunks in flight: bounds memory at ~8 MiB per layer
 _ZERO_BLOCK = bytes(512)
 
 
-class Prefetcher:
-    """Reads ``source`` to EOF in a background thread; use as a context manager."""
+class QueueThread:
+    """A worker thread (``_run``) handing items to its consumer through a bounded queue;
+    use as a context manager. Leaving it stops the worker, unblocking one that waits on
+    a full queue, and joins it."""
 
-    def __init__(self, source: BinaryIO, chunk: int = CHUNK, depth: int = DEPTH) -> None:
-        self._source = source
-        self._chunk = chunk
-        self._queue: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=depth)
+    def __init__(self, name: str, depth: int) -> None:
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="layer-prefetch", daemon=True)
-        self._buf = memoryview(b"")
-        self._eof = False
-        self.position = 0
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
-    def __enter__(self) -> Prefetcher:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        while self._thread.is_alive():  # unblock a producer waiting on a full queue
+        while self._thread.is_alive():
             try:
                 self._queue.get(timeout=0.05)
             except queue.Empty:
@@ -50,22 +47,39 @@ class Prefetcher:
         self._thread.join()
 
     def _run(self) -> None:
+        raise NotImplementedError
+
+    def put(self, item: object) -> bool:
+        """Queue ``item`` for the consumer; False once the consumer has left."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+
+class Prefetcher(QueueThread):
+    """Reads ``source`` to EOF in a background thread; use as a context manager."""
+
+    def __init__(self, source: BinaryIO, chunk: int = CHUNK, depth: int = DEPTH) -> None:
+        super().__init__("layer-prefetch", depth)
+        self._source = source
+        self._chunk = chunk
+        self._buf = memoryview(b"")
+        self._eof = False
+        self.position = 0
+
+    def _run(self) -> None:
         try:
             while not self._stop.is_set():
                 data = self._source.read(self._chunk)
-                self._put(data)
+                self.put(data)
                 if not data:
                     return
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            self._put(exc)
-
-    def _put(self, item: bytes | BaseException) -> None:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+            self.put(exc)
 
     def _next(self) -> bool:
         if self._eof:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Literal
 
 from ociimg.digest import Digest
 from ociimg.errors import OciimgError
-from ociimg.fsutil import fsync_dir, remove_tree
+from ociimg.fsutil import fsync_dir
 from ociimg.spec import (
     ANNOTATION_REF_NAME,
     DOCKER_CONFIG,
@@ -193,13 +193,8 @@ def _sweep_ingests(store: Store) -> int:
         return 0
     for entry in store.ingest_dir.iterdir():
         if entry.is_dir() and not entry.is_symlink():  # never lock or sweep through a link
-            fd = locks.try_lock(entry / LOCK)
-            if fd is None:
+            if not locks.remove_unless_locked(entry, entry / LOCK):
                 continue
-            try:
-                remove_tree(entry)
-            finally:
-                locks.release_lock(fd)
         else:
             with contextlib.suppress(FileNotFoundError):
                 entry.unlink()  # a put_blob temp file: writers hold a lease, so none runs

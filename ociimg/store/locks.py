@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ociimg.errors import LockTimeout
+from ociimg.fsutil import remove_tree
 from ociimg.store.files import open_own_file
 
 
@@ -61,6 +62,19 @@ def locked(path: Path, *, shared: bool = False, blocking: bool = True) -> Iterat
         yield fd
     finally:
         release_lock(fd)
+
+
+def remove_unless_locked(tree: Path, lock: Path) -> bool:
+    """Remove ``tree`` unless someone holds ``lock`` (then its writer is still at work and
+    False is returned): how gc-like sweeps remove the temps of crashed writers."""
+    fd = try_lock(lock)
+    if fd is None:
+        return False
+    try:
+        remove_tree(tree)
+    finally:
+        release_lock(fd)
+    return True
 
 
 def try_lock(path: Path) -> int | None:
