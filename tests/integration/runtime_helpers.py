@@ -5,10 +5,12 @@ from __future__ import annotations
 import copy
 import json
 import os
+import select
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -132,10 +134,13 @@ def state_of(state_root: Path, cid: str) -> dict[str, Any]:
     return json.loads(runtime(state_root, "state", cid, check=True).stdout)
 
 
-def read_until_hangup(master: int) -> bytes:
-    """Everything a pty's master yields until the other side closes (EIO), then close it."""
+def read_until_hangup(master: int, deadline: float | None = None) -> bytes:
+    """Everything a pty's master yields until the other side closes (EIO) or the
+    time.monotonic() ``deadline`` passes, then close it."""
     out = b""
-    while True:
+    while deadline is None or time.monotonic() < deadline:
+        if deadline is not None and not select.select([master], [], [], 0.5)[0]:
+            continue
         try:
             data = os.read(master, 4096)
         except OSError:  # EIO: the last slave fd is gone

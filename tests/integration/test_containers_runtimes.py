@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import pty
-import select
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ import pytest
 
 from tests.conftest import need
 from tests.integration.cli_helpers import assert_one_line_error, ociimg
-from tests.integration.runtime_helpers import REPO
+from tests.integration.runtime_helpers import REPO, read_until_hangup
 
 pytestmark = pytest.mark.usefixtures("root")
 
@@ -99,28 +98,11 @@ def test_run_it_on_a_terminal(ociroot: Path, fixture_layout: Path, runtime_root:
     os.close(slave)
     os.write(master, b"hello\n")  # typed ahead, before the terminal is raw: kept
     try:
-        out = _read_pty(master, time.monotonic() + 60)
+        out = read_until_hangup(master, time.monotonic() + 60)
         assert cli.wait(timeout=60) == 4
     finally:
         cli.kill()
     assert b"/dev/pts/" in out and b"got hello" in out, out
-
-
-def _read_pty(master: int, deadline: float) -> bytes:
-    """What the master yields until the other side hangs up (or the deadline passes)."""
-    out = b""
-    while time.monotonic() < deadline:
-        if not select.select([master], [], [], 0.5)[0]:
-            continue
-        try:
-            data = os.read(master, 4096)
-        except OSError:  # EIO: the last slave fd is gone
-            break
-        if not data:
-            break
-        out += data
-    os.close(master)
-    return out
 
 
 @pytest.mark.parametrize("runtime", [None, "runc"])
