@@ -26,6 +26,7 @@ from ociimg.layers.overlay import (
 )
 from ociimg.layers.snapshots import SnapshotStore
 from ociimg.layers.unpack import unpack_rootfs
+from ociimg.oskit.mountinfo import read_mountinfo
 from ociimg.store import Store
 from tests.conftest import need
 from tests.integration.forked import in_mount_ns
@@ -251,9 +252,9 @@ def test_no_overlay_mounts_left_behind(root: None,
                                        tmp_path_factory: pytest.TempPathFactory) -> None:
     # Every mount above happened in a child's namespace and died with it. Only this
     # session's temp dirs count: other pytest sessions on the machine may mount meanwhile.
-    ours = f" {tmp_path_factory.getbasetemp()}/"
-    with open("/proc/self/mountinfo") as f:
-        assert not [line for line in f if " - overlay " in line and ours in line]
+    ours = f"{tmp_path_factory.getbasetemp()}/"
+    assert not [m for m in read_mountinfo()
+                if m.fstype == "overlay" and m.mount_point.startswith(ours)]
 
 
 def test_userxattr_snapshots_mount_with_userxattr(overlay: None, tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ import pytest
 from ociimg.bundle import BundleOptions, profiles, to_runtime_config, write_bundle
 from ociimg.spec import parse_config
 from tests.conftest import need
+from tests.integration.runtime_helpers import mounts_under
 
 BUSYBOX = Path("/usr/bin/busybox")
 APPLETS = ("sh", "echo", "true", "cat", "hostname", "id", "touch", "grep", "unshare", "wc")
@@ -66,11 +67,6 @@ def image_config(config: dict[str, Any]) -> Any:
     return parse_config(json.dumps(doc).encode())
 
 
-def _our_mounts(marker: str) -> list[str]:
-    with open("/proc/self/mountinfo") as f:
-        return [line for line in f if marker in line]
-
-
 def _cgroup_dirs(cgroups_path: str) -> list[Path]:
     rel = cgroups_path.lstrip("/")
     return [d / rel for d in CGROUP_V1_ROOT.iterdir() if (d / rel).exists()]
@@ -83,7 +79,7 @@ def run_in_runc(runc: list[str], bundle: Path, config: dict[str, Any],
     config.setdefault("linux", {})["cgroupsPath"] = f"/{cid}"
     write_bundle(bundle, config)
     state = bundle.parent / "runc-state"
-    before = _our_mounts(str(bundle.parent))
+    before = mounts_under(bundle.parent)
     result = subprocess.run(
         [*runc, "--root", str(state), "run", "--bundle", str(bundle), cid],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120, check=False)
@@ -92,7 +88,7 @@ def run_in_runc(runc: list[str], bundle: Path, config: dict[str, Any],
     if cid in leftover:
         subprocess.run([*runc, "--root", str(state), "delete", "--force", cid], check=False)
     assert cid not in leftover, "runc run left the container behind"
-    assert _our_mounts(str(bundle.parent)) == before, "host mount table changed"
+    assert mounts_under(bundle.parent) == before, "host mount table changed"
     assert _cgroup_dirs(f"/{cid}") == [], "container cgroup left behind"
     return result
 

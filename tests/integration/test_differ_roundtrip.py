@@ -29,6 +29,7 @@ from ociimg.layers.unpack import unpack_rootfs
 from ociimg.spec import chain_ids
 from ociimg.store import Store
 from tests.conftest import need
+from tests.integration.runtime_helpers import mounts_under
 from tests.layerimage import build_image, image_from_layout
 from tests.treewalk import diff_manifests, tree_manifest
 
@@ -36,15 +37,10 @@ EPOCH = 1_700_000_000  # later than the bases, earlier than anything a test writ
 BACKENDS = ["overlay", "copy"]
 
 
-def _no_mounts_under(path: Path) -> bool:
-    with open("/proc/self/mountinfo") as f:
-        return not [line for line in f if str(path) in line]
-
-
 @pytest.fixture
 def work(root: None, tmp_path: Path) -> Iterator[Path]:
     yield tmp_path
-    assert _no_mounts_under(tmp_path)
+    assert mounts_under(tmp_path) == []
 
 
 def _store(base: Path, backend: str) -> SnapshotStore:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ociimg.oskit.mountinfo import parse_mountinfo, read_mountinfo
 from tests.conftest import need
 from tests.integration.forked import run_in_child
 from tests.integration.runtime_helpers import (
@@ -54,12 +55,8 @@ def config_with(args: list[str], ns: list[dict[str, str]], **overrides: Any) -> 
 
 def root_propagation() -> str:
     """The optional fields (shared:N, master:N, unbindable) of this namespace's / mount."""
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split(" - ")[0].split()
-            if fields[4] == "/":
-                found = " ".join(fields[6:])
-    return found
+    root = [m for m in read_mountinfo() if m.mount_point == "/"][-1]
+    return " ".join(root.optional)
 
 
 def start_holder(flag: str) -> subprocess.Popen[bytes]:
@@ -72,8 +69,8 @@ def start_holder(flag: str) -> subprocess.Popen[bytes]:
 
 
 def holder_mounts_under(pid: int, path: Path) -> list[str]:
-    with open(f"/proc/{pid}/mountinfo") as f:
-        return [line.split()[4] for line in f if line.split()[4].startswith(str(path))]
+    return [m.mount_point for m in read_mountinfo(pid)
+            if m.mount_point.startswith(str(path))]
 
 
 def test_no_mount_namespace_is_inherited_and_its_mounts_removed(
@@ -292,14 +289,13 @@ def test_unbindable_root_propagation(runtime_env: tuple[Path, Path]) -> None:
         write_config(bundle, config)
         proc = runtime(state_root, "run", "-b", str(bundle), "c1")
         assert proc.returncode == 0, proc.stderr
-        root = next(line for line in proc.stdout.splitlines() if line.split()[4] == "/")
-        assert "unbindable" in root.split(" - ")[0], root
+        root = next(m for m in parse_mountinfo(proc.stdout) if m.mount_point == "/")
+        assert "unbindable" in root.optional, root
 
 
 def _mounted_v1(controller: str) -> bool:
-    with open("/proc/self/mountinfo") as f:
-        return any(" - cgroup " in line and controller in line.split()[-1].split(",")
-                   for line in f)
+    return any(m.fstype == "cgroup" and controller in m.super_options.split(",")
+               for m in read_mountinfo())
 
 
 def test_network_resources_applied_or_refused(runtime_env: tuple[Path, Path]) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from ociimg.oskit.mountinfo import parse_mountinfo, read_mountinfo
 from tests import ocischema
 from tests.conftest import need
 from tests.integration.runtime_helpers import (
@@ -64,11 +65,11 @@ def test_own_mount_table_and_nothing_leaks_to_host(runtime_env: tuple[Path, Path
     set_args(bundle, ["cat", "/proc/self/mountinfo"])
     proc = runtime(state_root, "run", "-b", str(bundle), "c1")
     assert proc.returncode == 0, proc.stderr
-    points = [line.split()[4] for line in proc.stdout.splitlines()]
+    points = [m.mount_point for m in parse_mountinfo(proc.stdout)]
     assert points[0] == "/"
     assert {"/proc", "/dev", "/dev/pts", "/sys"} <= set(points)
     # None of the host's other mounts (e.g. /work) is visible inside.
-    host_points = {line.split()[4] for line in open("/proc/self/mountinfo")}
+    host_points = {m.mount_point for m in read_mountinfo()}
     extra = {p for p in host_points
              if p != "/" and not p.startswith(("/proc", "/dev", "/sys", "/tmp", "/run"))}
     assert extra and not extra & set(points)

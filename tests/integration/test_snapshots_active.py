@@ -19,13 +19,9 @@ from ociimg.spec import chain_ids
 from ociimg.store import Store
 from tests.conftest import need
 from tests.integration.forked import in_mount_ns
+from tests.integration.runtime_helpers import mounts_under
 from tests.layerimage import build_image, image_from_layout, tar_of
 from tests.treewalk import diff_manifests, tree_manifest
-
-
-def _our_mounts(tmp_path: Path) -> list[str]:
-    with open("/proc/self/mountinfo") as f:
-        return [line for line in f if str(tmp_path) in line]
 
 
 @pytest.fixture
@@ -40,7 +36,7 @@ def snaps(request: pytest.FixtureRequest, root: None, tmp_path: Path
     if use_overlay:
         need(overlay_supported(), "overlayfs is not available in this kernel")
     yield SnapshotStore(tmp_path / "snapshots", rootless=False, use_overlay=use_overlay)
-    assert _our_mounts(tmp_path) == []
+    assert mounts_under(tmp_path) == []
 
 
 def _busybox(snaps: SnapshotStore, fixture_layout: Path, tag: str = "busybox"):
@@ -201,7 +197,7 @@ def test_150_layer_parent_mounts_through_short_lowers(overlay: None, tmp_path: P
     assert in_mount_ns(body) == {"n": 152, "shared": "top=149"}
     assert (snaps.active_dir("big") / "upper/new").read_text() == "n"
     snaps.remove("big")
-    assert _our_mounts(tmp_path) == []
+    assert mounts_under(tmp_path) == []
 
 
 def test_remove_refuses_a_mounted_snapshot(snaps: SnapshotStore, tmp_path: Path) -> None:
