@@ -39,9 +39,31 @@ class _Log:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         # runc's logrus format, byte for byte: conmon and containerd's shim parse it.
         line = (jsonio.dumps({"level": level, "msg": msg, "time": stamp}, separators=(",", ":"))
-                if self.fmt == "json" else f'time="{stamp}" level={level} msg="{msg}"')
+                if self.fmt == "json" else f'time="{stamp}" level={level} msg={_logfmt(msg)}')
         with open(self.path, "a") as f:
             f.write(line + "\n")
+
+
+_BARE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._/@^+")
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _logfmt(value: str) -> str:
+    """A value as logrus's text formatter writes it: bare when it is one word of safe
+    characters, else quoted like Go's %q (a quote in a message cannot end the field)."""
+    if value and set(value) <= _BARE:
+        return value
+    out = []
+    for ch in value:
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif ch.isprintable():
+            out.append(ch)
+        else:
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x80 else
+                       f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
+    return '"' + "".join(out) + '"'
 
 
 def route_logging(log: _Log) -> None:

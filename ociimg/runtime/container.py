@@ -241,8 +241,8 @@ def start_container(root: str, container_id: str) -> None:
     status = container_status(root, cst)
     if status != "created":
         raise ContainerError(_START_REFUSED.get(status, f"cannot start a {status} container"),
-                             hint=f"container {container_id} is {status}: only a created "
-                                  "container can be started")
+                             hint=f"container {container_id} is {status}, not created: "
+                                  "only a created container can be started")
     fifo = state.fifo_path(root, container_id)
     # Taken while the init is still blocked on the fifo, i.e. runs the runtime's binary.
     runtime_exe = state.proc_exe_identity(cst.pid)
@@ -537,9 +537,14 @@ def run_container(root: str, container_id: str, options: CreateOptions,
         options.console.close()
         master = receive_master(ours)
         ours.close()
+    # Caught from before the start, as runc does: the program may be told to stop (and
+    # its caller may act on its output) before start returns.
+    forwarder = None if detach else _Forwarder(cst.pid)
     try:
         start_container(root, container_id)
     except BaseException:
+        if forwarder is not None:
+            forwarder.restore()
         try:
             delete_container(root, container_id, force=True)
         finally:
@@ -547,24 +552,52 @@ def run_container(root: str, container_id: str, options: CreateOptions,
             if cst.pid and state.init_alive(cst):
                 _kill_quietly(cst.pid)
         raise
-    if detach:
+    if forwarder is None:
         return 0
-    return _wait_and_delete(root, cst, master, keep)
+    forwarder.release()
+    return _wait_and_delete(root, cst, master, keep, forwarder)
 
 
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
               signal.SIGUSR2)
 
 
+class _Forwarder:
+    """run's signals to the container's init: held while it starts (a signal to the
+    init before its execve would kill the runtime's code, not reach the program), sent
+    on once it runs."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.pending, self.started = pid, [], False
+        for sig in _FORWARDED:
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.started:
+            _signal_quietly(self.pid, signum)
+        else:
+            self.pending.append(signum)
+
+    def release(self) -> None:
+        self.started = True
+        for signum in self.pending:
+            _signal_quietly(self.pid, signum)
+        self.pending.clear()
+
+    def restore(self) -> None:
+        for sig in _FORWARDED:
+            signal.signal(sig, signal.SIG_DFL)
+
+
+def _signal_quietly(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
 def _wait_and_delete(root: str, cst: ContainerState, master: int | None,
-                     keep: bool) -> int:
-    def forward(signum: int, _frame: Any) -> None:
-        try:
-            os.kill(cst.pid, signum)
-        except ProcessLookupError:
-            pass
-    for sig in _FORWARDED:
-        signal.signal(sig, forward)
+                     keep: bool, forwarder: _Forwarder) -> int:
     try:
         if master is not None:
             from ociimg.runtime.console import proxy_terminal
@@ -573,8 +606,7 @@ def _wait_and_delete(root: str, cst: ContainerState, master: int | None,
         _, status = os.waitpid(cst.pid, 0)
         code = hooks.exit_code(status)
     finally:
-        for sig in _FORWARDED:
-            signal.signal(sig, signal.SIG_DFL)
+        forwarder.restore()
         if not keep:
             delete_container(root, cst.id, force=True)
     return code

@@ -27,7 +27,8 @@ RUNC = shutil.which("runc") or "/usr/sbin/runc"
 PHRASES = ("container not running", "no such process", "does not exist",
            "process already finished", "already exists", "container with id exists",
            "not paused", "is paused", "is not running", "not stopped", "not created",
-           "is not created", "cannot exec", "paused", "stopped", "running")
+           "is not created", "cannot exec", "paused", "stopped", "running",
+           "executable file not found", "no such file or directory")
 
 STATES = ("created", "running", "paused", "stopped", "nonexistent")
 
@@ -136,7 +137,7 @@ def sides(tmp: Path) -> tuple[Side, Side]:
     return runc, ours
 
 
-_TEXT = re.compile(r'level=(\w+) msg="((?:[^"\\]|\\.)*)"')
+_TEXT = re.compile(r'level=(\w+) msg=("(?:[^"\\]|\\.)*"|\S*)')
 
 
 def last_error(path: Path, fmt: str) -> str | None:
@@ -156,7 +157,9 @@ def last_error(path: Path, fmt: str) -> str | None:
         else:
             match = _TEXT.search(line)
             assert match, line
-            level, msg = match.group(1), match.group(2).replace('\\"', '"')
+            level, msg = match.group(1), match.group(2)
+            if msg.startswith('"'):
+                msg = json.loads(msg)  # Go's %q, as far as runc's messages go
         if level == "error":
             found = msg.strip()
     return found

@@ -98,6 +98,10 @@ def _rows() -> Iterator[Row]:
                     ours={"code": 1, "after": "created", "phrase": "not stopped: created"})
                 continue
             yield Row(args, state, same, read)
+    yield Row(("exec", "{id}", "nope"), "running", ("words", "after"), note=(
+        "a program that is not there: runc exits 255 (any exec failure), ociimg-runtime "
+        "127 as a shell does (dockerd and podman map the words to 127 either way)"),
+        ours={"code": 127})
 
 
 ROWS = list(_rows())
