@@ -49,6 +49,14 @@ def _statuses(out: str) -> Any:
     return items if not isinstance(items, list) else [item["status"] for item in items]
 
 
+def _state_shape(out: str) -> Any:
+    """The fields go-runc's State reads, and a pid exactly while the init lives."""
+    if not out.strip():
+        return None
+    doc = json.loads(out)
+    return sorted(doc), doc["status"], doc["pid"] == 0
+
+
 def _pid_count(out: str) -> int | None:
     return len(json.loads(out) or []) if out.strip() else None
 
@@ -78,7 +86,7 @@ class Row:
 def _rows() -> Iterator[Row]:
     plain = {
         ("create", "--bundle", "{bundle}", "{id}"): None,
-        ("start", "{id}"): None, ("state", "{id}"): None,
+        ("start", "{id}"): None, ("state", "{id}"): _state_shape,
         ("kill", "{id}", "KILL"): None, ("kill", "--all", "{id}", "KILL"): None,
         ("kill", "{id}", "0"): None,
         ("delete", "{id}"): None, ("delete", "--force", "{id}"): None,
