@@ -241,7 +241,7 @@ def start_container(root: str, container_id: str) -> None:
     status = container_status(root, cst)
     if status != "created":
         raise ContainerError(_START_REFUSED.get(status, f"cannot start a {status} container"),
-                             hint=f"container {container_id} is {status}, not created: "
+                             hint=f"container {container_id} has status {status}, not created: "
                                   "only a created container can be started")
     fifo = state.fifo_path(root, container_id)
     # Taken while the init is still blocked on the fifo, i.e. runs the runtime's binary.
@@ -332,8 +332,9 @@ def pause_container(root: str, container_id: str) -> None:
     cst = state.load_state(root, container_id)
     status = container_status(root, cst)
     if status not in ("running", "created"):
-        raise ContainerError(NOT_RUNNING, hint=f"container {container_id} is {status}: only "
-                                               "a running or created one can be paused")
+        raise ContainerError(NOT_RUNNING, hint=f"container {container_id} has status "
+                                               f"{status}: only a running or created one "
+                                               "can be paused")
     _require_manager(cst).freeze()
 
 
@@ -341,7 +342,7 @@ def resume_container(root: str, container_id: str) -> None:
     cst = state.load_state(root, container_id)
     status = container_status(root, cst)
     if status != "paused":
-        raise ContainerError(NOT_PAUSED, hint=f"container {container_id} is {status}")
+        raise ContainerError(NOT_PAUSED, hint=f"container {container_id} has status {status}")
     _require_manager(cst).thaw()
 
 

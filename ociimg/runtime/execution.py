@@ -72,7 +72,7 @@ def exec_in_container(root: str, container_id: str, request: ExecRequest) -> int
     status = state.derive_status(root, cst)
     if status in ("stopped", "creating"):
         raise ContainerError(f"cannot exec in a {status} container",
-                             hint=f"container {container_id} is {status}")
+                             hint=f"container {container_id} has status {status}")
     if not request.ignore_paused and (manager := cgroup_manager(cst)) is not None \
             and manager.is_frozen():
         # runc's words; the process would hang in the frozen cgroup until a resume.

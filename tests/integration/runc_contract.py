@@ -30,6 +30,10 @@ PHRASES = ("container not running", "no such process", "does not exist",
            "is not created", "cannot exec", "paused", "stopped", "running",
            "executable file not found", "no such file or directory")
 
+# Those that change what a caller does (containerd's checkKillError: "not found" instead
+# of a failed kill): never in a hint, where they would mean nothing to runc's callers.
+DECISIVE = PHRASES[:8]
+
 STATES = ("created", "running", "paused", "stopped", "nonexistent")
 
 
