@@ -78,10 +78,12 @@ class Row:
     same: tuple[str, ...] = ALL
     read: Callable[[str], Any] | None = None  # compares stdout through it ("out")
     note: str = ""
+    bundle: str = "sleep"  # which of the bundles fixture's
     ours: dict[str, Any] = field(default_factory=dict)  # where "same" leaves a field out
 
     def __str__(self) -> str:
-        return f"{' '.join(a for a in self.args if not a.startswith('{'))}-{self.state}"
+        words = " ".join(a for a in self.args if not a.startswith("{"))
+        return f"{words}-{self.state}" + ("" if self.bundle == "sleep" else f"-{self.bundle}")
 
 
 def _rows() -> Iterator[Row]:
@@ -112,20 +114,34 @@ def _rows() -> Iterator[Row]:
         "a program that is not there: runc exits 255 (any exec failure), ociimg-runtime "
         "127 as a shell does (dockerd and podman map the words to 127 either way)"),
         ours={"code": 127})
+    missing = ("a program that is not there: runc's create and run exit 1, ociimg-runtime's "
+               "127 as a shell does")
+    for args in (("create", "--bundle", "{bundle}", "{id}"), ("run", "--bundle", "{bundle}",
+                                                              "{id}")):
+        yield Row(args, "nonexistent", ("words", "after"), note=missing, bundle="missing",
+                  ours={"code": 127})
 
 
 ROWS = list(_rows())
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One bundle for both runtimes: without a cgroupsPath each names its cgroup after
-    its container id (runc below its own cgroup, ociimg-runtime below /ociimg)."""
-    config = base_config(["sleep", "1000"])
-    del config["linux"]["cgroupsPath"]
-    tmp = tmp_path_factory.mktemp("contract")
-    bundle = make_bundle(tmp, [], config)
-    (tmp / "resources.json").write_text(json.dumps({"pids": {"limit": 1000}}))
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The bundles both runtimes share, one each (name: its program). Without a
+    cgroupsPath each runtime names its cgroup after its container id (runc below its own
+    cgroup, ociimg-runtime below /ociimg)."""
+    made = {}
+    for name, args in (("sleep", ["sleep", "1000"]), ("missing", ["no-such-program"])):
+        config = base_config(args)
+        del config["linux"]["cgroupsPath"]
+        made[name] = make_bundle(tmp_path_factory.mktemp(f"contract-{name}"), [], config)
+    return made
+
+
+@pytest.fixture
+def bundle(bundles: dict[str, Path], row: Row) -> Path:
+    bundle = bundles[row.bundle]
+    (bundle.parent / "resources.json").write_text(json.dumps({"pids": {"limit": 1000}}))
     return bundle
 
 
