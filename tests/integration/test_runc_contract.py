@@ -112,7 +112,7 @@ def _rows() -> Iterator[Row]:
             yield Row(args, state, same, read)
     yield Row(("exec", "{id}", "nope"), "running", ("words", "after"), note=(
         "a program that is not there: runc exits 255 (any exec failure), ociimg-runtime "
-        "127 as a shell does (dockerd and podman map the words to 127 either way)"),
+        "127 as a shell does (callers such as dockerd go by the words)"),
         ours={"code": 127})
     missing = ("a program that is not there: runc's create and run exit 1, ociimg-runtime's "
                "127 as a shell does")
