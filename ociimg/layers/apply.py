@@ -55,16 +55,15 @@ from ociimg.digest import Digest, HashingReader
 from ociimg.errors import InvalidDocument, UnsafeArchive
 from ociimg.fsutil import walk_at
 from ociimg.layers import fsops, paths
+from ociimg.layers.formats import apply_format
 from ociimg.layers.fsops import (
     DIR_OPEN,
     FILE_CREATE,
 )
 from ociimg.layers.members import MemberReader
-from ociimg.layers.merged import MergedView
 from ociimg.layers.ondisk import OnDisk, OnDiskFormat
 from ociimg.layers.stream import ForwardReader, Prefetcher
 from ociimg.layers.tarinfo import LayerTarInfo, mtime_ns, xattrs_of
-from ociimg.layers.upperdir import UpperDirOps
 
 # uid_t is unsigned 32-bit and chown(2) takes (uid_t)-1 as "leave unchanged": a tar uid
 # of 2^32-1 would leave a setuid file owned by root, and larger ones wrap (containerd
@@ -170,14 +169,12 @@ def _check_sparse_map(info: tarfile.TarInfo, data_end: int) -> None:
                               hint="the layer is broken or hostile")
 
 
-class _Applier(UpperDirOps):
+class _Applier:
     """State of one layer's application: resolver, this layer's paths, deferred work."""
 
     def __init__(self, rootfd: int, options: ApplyOptions) -> None:
         self.options = options
         self.ondisk = OnDisk(options.format, options.userxattr)
-        self.overlay = self.ondisk.overlay
-        self._ovl = self.ondisk.overlay_prefix
         use = {"auto": None, "openat2": True, "walk": False}[options.resolver]
         self.res = paths.Resolver(rootfd, use_openat2=use)
         self.entries = 0
@@ -185,8 +182,6 @@ class _Applier(UpperDirOps):
         self.warnings: list[str] = []
         self._warned: set[str] = set()
         self._layer_paths: set[str] = set()  # every path this layer created (and parents)
-        self._opaque: set[str] = set()
-        self._inode_index: dict[int, dict[tuple[int, int], list[tuple[str, ...]]]] = {}
         # parts, record number, mode, atime, mtime. The number tells a record from before
         # its dir was pruned (a helper dir of an upper, say) from one of a new dir there.
         self._dirs: list[tuple[list[str], int, int, int, int]] = []
@@ -200,27 +195,17 @@ class _Applier(UpperDirOps):
         self._euid, self._egid = os.geteuid(), os.getegid()
         self.stream: ForwardReader | None = None
         self._tf: tarfile.TarFile | None = None
-        # None: what lies below is unknown (a standalone upper): every whiteout and
-        # opaque marker is recorded as given. Else whiteouts are exact (nothing is
-        # written or created for what no lower layer has).
-        self._lowers_known = options.lowers is not None
-        self._lower_res = [paths.Resolver(os.open(p, DIR_OPEN)) for p in options.lowers or ()]
-        self.view = MergedView([self.res, *self._lower_res], self.ondisk.opaque_xattr,
-                               self._opaque)
-        if self.overlay:
-            self._inherit_lower_root()
+        # Last: an upper's root starts as a copy of the lower one.
+        self.fmt = apply_format(self, options)
 
     def close(self) -> None:
         self.res.close()
-        for r in self._lower_res:
-            r.close()
-            os.close(r.rootfd)
+        self.fmt.close()
 
     def _sweep(self) -> None:
         """Close the fds the resolvers retired; between entries, when none is in use."""
         self.res.sweep()
-        for r in self._lower_res:
-            r.sweep()
+        self.fmt.sweep()
 
     def warn(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -243,12 +228,10 @@ class _Applier(UpperDirOps):
             return
         base = parts[-1]
         if base.startswith(WHITEOUT_PREFIX):
-            if self.overlay:  # its dir resolved like any entry's parent, as in DIR format
-                parts = self._overlay_resolve(parts)
+            parts = self.fmt.whiteout_path(parts)
             self._apply_whiteout(info.name, parts[:-1], base)
             return
-        if self.overlay:
-            parts = self._overlay_path(parts)
+        parts = self.fmt.entry_path(parts)
         self._note_layer_path(parts)
         self._entry_key = "/".join(parts)
         pfd = self._parent_dir(parts[:-1])
@@ -269,7 +252,7 @@ class _Applier(UpperDirOps):
             if not info.linkname:  # Linux has no empty symlinks (ENOENT)
                 raise InvalidDocument(f"tar entry {info.name[:200]!r}: symlink without a target",
                                       hint="the layer is broken or hostile")
-            self._replace(pfd, name)
+            self.replace(pfd, name)
             os.symlink(info.linkname, name, dir_fd=pfd)
             self._set_meta_at(pfd, name, info, symlink=True)
         elif info.islnk():
@@ -277,7 +260,7 @@ class _Applier(UpperDirOps):
         elif info.ischr() or info.isblk():
             self._create_device(pfd, name, info)
         elif info.isfifo():
-            self._replace(pfd, name)
+            self.replace(pfd, name)
             os.mkfifo(name, 0o600, dir_fd=pfd)
             self._set_meta_at(pfd, name, info)
         else:
@@ -311,14 +294,14 @@ class _Applier(UpperDirOps):
             for i in range(len(parent) - 1, -1, -1):  # the deepest ancestor that exists
                 afd = self.res.dir(parent[:i])
                 if afd is not None:
-                    self._remember_times(parent[:i], afd)
+                    self.remember_times(parent[:i], afd)
                     break
             pfd = self.res.dir(parent, create=True)
             assert pfd is not None
-        self._remember_times(parent, pfd)
+        self.remember_times(parent, pfd)
         return pfd
 
-    def _remember_times(self, parts: list[str], fd: int) -> None:
+    def remember_times(self, parts: list[str], fd: int) -> None:
         """Adding or removing a child changes a dir's mtime; put it back at the end,
         like umoci restoring the parent's metadata after each entry (§C1 #11)."""
         key = "/".join(parts)
@@ -335,7 +318,7 @@ class _Applier(UpperDirOps):
                 break
             self._layer_paths.add(key)
 
-    def _replace(self, pfd: int, name: str, *, keep_dir: bool = False,
+    def replace(self, pfd: int, name: str, *, keep_dir: bool = False,
                  key: str | None = None) -> os.stat_result | None:
         """Clear the way for a new entry (image-spec layer.md: dir+dir keeps the dir).
         ``key``: the path of ``name`` (default: the current entry's)."""
@@ -352,9 +335,7 @@ class _Applier(UpperDirOps):
         """A dir (and all below it) went away: its deferred mode/times and opaque mark
         must not apply to a new dir made at the same path later in the layer."""
         self._pruned[path] = self._next_seq()
-        if self._opaque:
-            self._opaque.difference_update(
-                [k for k in self._opaque if k == path or k.startswith(path + "/")])
+        self.fmt.forget_dir(path)
 
     # -- entry types ------------------------------------------------------------
     def _create_file(self, pfd: int, name: str, info: tarfile.TarInfo,
@@ -367,7 +348,7 @@ class _Applier(UpperDirOps):
         try:
             fd = os.open(name, FILE_CREATE, create_mode, dir_fd=pfd)
         except FileExistsError:
-            self._replace(pfd, name)
+            self.replace(pfd, name)
             fd = os.open(name, FILE_CREATE, create_mode, dir_fd=pfd)
         try:
             assert self.stream is not None
@@ -434,7 +415,7 @@ class _Applier(UpperDirOps):
 
     def _create_dir(self, pfd: int, parts: list[str], info: tarfile.TarInfo) -> None:
         name = parts[-1]
-        st = self._replace(pfd, name, keep_dir=True)
+        st = self.replace(pfd, name, keep_dir=True)
         existed = st is not None and stat.S_ISDIR(st.st_mode)
         if not existed:
             depth = self.res.child_depth(pfd, "/".join(parts))
@@ -443,11 +424,11 @@ class _Applier(UpperDirOps):
         try:
             if not existed:
                 self.res.remember_depth(fd, depth)
-            if self.overlay and st is not None and not existed:
+            if st is not None and not existed:
                 # Deleted (a whiteout, or a non-dir of this layer over the lower dir)
                 # then re-created in one layer: the new dir must hide the lower one
-                # entirely, which in an upperdir means opaque.
-                self._mark_opaque_fd(fd, "/".join(parts))
+                # entirely (in an upperdir: opaque).
+                self.fmt.mark_opaque(fd, "/".join(parts))
             self._set_dir_meta(fd, None, parts, info, existing=existed)
         finally:
             os.close(fd)
@@ -458,8 +439,11 @@ class _Applier(UpperDirOps):
         self._set_xattrs(fd, info, existing=existing)
         # Mode and times last, deepest first: adding children changes a dir's mtime,
         # and a 0555 dir must stay writable until its children exist (§C1 #11, #14).
-        self._dirs.append((parts, self._next_seq(), info.mode & 0o7777,
-                           mtime_ns(info, "atime"), mtime_ns(info)))
+        self.defer_dir(parts, info.mode & 0o7777, mtime_ns(info, "atime"), mtime_ns(info))
+
+    def defer_dir(self, parts: list[str], mode: int, atime: int, mtime: int) -> None:
+        """Set the dir's mode and times at the end of the layer."""
+        self._dirs.append((parts, self._next_seq(), mode, atime, mtime))
 
     def _create_device(self, pfd: int, name: str, info: tarfile.TarInfo) -> None:
         if self.options.rootless:
@@ -472,7 +456,7 @@ class _Applier(UpperDirOps):
             raise InvalidDocument(f"tar entry {info.name[:200]!r}: device number "
                                   f"{info.devmajor}:{info.devminor} is out of range",
                                   hint="the layer is broken or hostile")
-        self._replace(pfd, name)
+        self.replace(pfd, name)
         kind = stat.S_IFCHR if info.ischr() else stat.S_IFBLK
         os.mknod(name, kind | 0o600, os.makedev(info.devmajor, info.devminor), dir_fd=pfd)
         self._set_meta_at(pfd, name, info)
@@ -480,11 +464,8 @@ class _Applier(UpperDirOps):
     def _create_hardlink(self, parts: list[str], target: list[str], entry: str) -> None:
         if not target:
             raise UnsafeArchive(f"hardlink {entry!r}: target is the root")
-        if self.overlay:  # a lower target may lie behind a lower layer's symlink
-            tpfd = self.res.dir(target[:-1])
-            if tpfd is None or fsops.lstat_at(tpfd, target[-1]) is None:
-                target = [*self.view.resolve(target[:-1]), target[-1]]
-        tpfd = self._link_target_dir(target)
+        target = self.fmt.link_target(target)
+        tpfd = self.fmt.link_target_dir(target)
         if tpfd is None or fsops.lstat_at(tpfd, target[-1]) is None:
             self._links.append((parts, target, entry))  # target may come later (§C1 #6)
             return
@@ -497,20 +478,12 @@ class _Applier(UpperDirOps):
         cur = fsops.lstat_at(pfd, parts[-1])
         if cur is not None and (cur.st_dev, cur.st_ino) == (tst.st_dev, tst.st_ino):
             return
-        self._replace(pfd, parts[-1], key="/".join(parts))  # §C1 #7
-        tpfd = self._link_target_dir(target)  # the replace may have invalidated fds
+        self.replace(pfd, parts[-1], key="/".join(parts))  # §C1 #7
+        tpfd = self.fmt.link_target_dir(target)  # the replace may have invalidated fds
         if tpfd is None or fsops.lstat_at(tpfd, target[-1]) is None:  # it was below the link
             raise UnsafeArchive(f"hardlink {entry!r}: target {'/'.join(target)!r} was "
                                 "removed by replacing the link's own path")
         os.link(target[-1], parts[-1], src_dir_fd=tpfd, dst_dir_fd=pfd, follow_symlinks=False)
-
-    def _link_target_dir(self, target: list[str]) -> int | None:
-        """The dir holding the link target; OVERLAY: a lower target is copied up."""
-        tpfd = self.res.dir(target[:-1])
-        if self.overlay and (tpfd is None or fsops.lstat_at(tpfd, target[-1]) is None):
-            if self._copy_up(target):
-                tpfd = self.res.dir(target[:-1])
-        return tpfd
 
     # -- metadata -----------------------------------------------------------------
     def _chown(self, fd: int, name: str | None, info: tarfile.TarInfo, *, symlink: bool) -> None:
@@ -567,7 +540,7 @@ class _Applier(UpperDirOps):
         except OSError:
             return
         for key in names:
-            if key in keep or (self.overlay and key.startswith(self._ovl)):
+            if key in keep or self.ondisk.is_format_xattr(key):
                 continue
             try:
                 os.removexattr(target, key, follow_symlinks=isinstance(target, int))
@@ -591,21 +564,7 @@ class _Applier(UpperDirOps):
             if st is not None and stat.S_ISDIR(st.st_mode):
                 self._apply_opaque([*parent, name])
             return
-        if not self.overlay:
-            pfd = self.res.dir(parent)
-            if pfd is not None:
-                self._remember_times(parent, pfd)
-                self._replace(pfd, name, key=path)
-            return
-        if any(path.startswith(d + "/") or not d for d in self._opaque):
-            return  # no plain whiteouts inside an opaque dir (§C1 #9)
-        if self._lowers_known and self.view.lower_entry([*parent, name]) is None:
-            return  # nothing below to hide: no whiteout, and no parent dirs made for one
-        self._ensure_overlay_parents(parent)
-        pfd = self.res.dir(parent, create=True)
-        assert pfd is not None
-        self._replace(pfd, name, key=path)
-        self.ondisk.make_whiteout(pfd, name)
+        self.fmt.whiteout(parent, name, path)
 
     def _apply_opaque(self, parent: list[str]) -> None:
         """``.wh..wh..opq``: hide all lower entries of the dir, whatever its tar position.
@@ -613,38 +572,24 @@ class _Applier(UpperDirOps):
         Like a plain whiteout it only deletes: where no dir of that name exists (in this
         layer so far or below) there is nothing to hide, and no dir is made for it.
         """
-        if parent and not self._is_dir(parent) and (self._lowers_known or not self.overlay):
+        if not self.fmt.opaque_applies(parent):
             return
         key = "/".join(parent)
-        if self.overlay:
-            self._ensure_overlay_parents(parent)
+        self.fmt.prepare_parents(parent)
         # The dir exists (through symlinks too, like any parent), or in a standalone
         # upper is made; the marker's dir is never replaced.
         pfd = self.res.dir(parent, create=True)
         assert pfd is not None
         fd = os.open(".", DIR_OPEN, dir_fd=pfd)
         try:
-            self._remember_times(parent, fd)
+            self.remember_times(parent, fd)
             # DIR: the lower layers' entries. OVERLAY: what the upper holds that is not
             # this layer's (whiteouts, dirs made to hold them, lower files copied up for
             # hardlinks): the mark hides the rest, as the flattened tree has it.
             self._prune_lower(fd, key)
-            if self.overlay:
-                self._mark_opaque_fd(fd, key)
+            self.fmt.mark_opaque(fd, key)
         finally:
             os.close(fd)
-
-    def _is_dir(self, parts: list[str]) -> bool:
-        """Whether the merged tree has a dir at ``parts`` (symlink-free in OVERLAY)."""
-        if self.res.dir(parts) is not None:
-            return True
-        if not self.overlay:
-            return False
-        pfd = self.res.dir(parts[:-1])
-        if pfd is not None and fsops.lstat_at(pfd, parts[-1]) is not None:
-            return False  # this layer's non-dir or whiteout hides the lower entry
-        lower = self.view.lower_entry(parts)
-        return lower is not None and stat.S_ISDIR(lower.st.st_mode)
 
     def _next_seq(self) -> int:
         self._seq += 1
@@ -676,11 +621,10 @@ class _Applier(UpperDirOps):
 
     # -- end of layer -----------------------------------------------------------
     def finish(self) -> None:
-        if self.overlay and "" in self._opaque:
-            self._hide_lower_root()  # before the times of dirs are put back
+        self.fmt.finish()  # before the times of dirs are put back
         for parts, target, entry in self._links:
             self._sweep()
-            tpfd = self._link_target_dir(target)
+            tpfd = self.fmt.link_target_dir(target)
             if tpfd is None or fsops.lstat_at(tpfd, target[-1]) is None:
                 raise UnsafeArchive(f"hardlink {entry!r}: target {'/'.join(target)!r} does "
                                     "not exist in this layer or below")
