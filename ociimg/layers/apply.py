@@ -6,13 +6,11 @@ bits and ownership and have had many escapes: python/cpython#135034). Every writ
 dir-fd-relative syscall under a parent resolved by :mod:`ociimg.layers.paths`, so no
 entry, symlink or hardlink leads out of the root.
 
-Two on-disk formats (umoci's ``DirRootfs``/``OverlayfsRootfs``):
-
-* ``DIR`` — a flattened tree: whiteouts delete from the tree below.
-* ``OVERLAY`` — an overlayfs upperdir holding only this layer: a whiteout becomes a
-  0:0 character device, an opaque dir gets ``trusted.overlay.opaque=y``
-  (overlayfs.rst "whiteouts and opaque directories"); paths through lower layers and
-  hardlinks to lower files are handled in :mod:`ociimg.layers.upperdir`.
+This module is the format-independent algorithm. The on-disk format (umoci's
+``DirRootfs``/``OverlayfsRootfs``: a flattened tree, or an overlayfs upperdir holding
+only this layer) is the object it holds as ``fmt`` (:mod:`ociimg.layers.formats`):
+where an entry and a hardlink target go, how a whiteout and an opaque dir hide the
+layers below.
 
 The changeset semantics (image-spec layer.md), one definition for both formats; a
 flattened unpack, an overlay mount of the snapshots, their user-space merge and umoci
@@ -33,7 +31,7 @@ must agree (tests/integration/test_changeset_semantics.py, a property test):
   deleted everything). The snapshot still stacks on the lower ones (chain IDs and
   containers share them); it hides them with what overlayfs honours: a whiteout for
   each name the lower roots show and this layer lacks, and an opaque mark on each
-  root-level dir of this layer (:meth:`UpperDirOps._hide_lower_root`).
+  root-level dir of this layer (:meth:`OverlayFormat._hide_lower_root`).
 * An inode cannot span snapshots: a hardlink to a lower file copies the file up
   together with the other names its inode shows in the merged view (as links to the
   copy), so the names stay one inode as in the flattened tree.
@@ -41,7 +39,6 @@ must agree (tests/integration/test_changeset_semantics.py, a property test):
 
 from __future__ import annotations
 
-import errno
 import gc
 import io
 import os
@@ -55,6 +52,8 @@ from ociimg.digest import Digest, HashingReader
 from ociimg.errors import InvalidDocument, UnsafeArchive
 from ociimg.fsutil import walk_at
 from ociimg.layers import fsops, paths
+from ociimg.layers.entrymeta import EntryMeta
+from ociimg.layers.filedata import write_data, write_sparse
 from ociimg.layers.formats import apply_format
 from ociimg.layers.fsops import (
     DIR_OPEN,
@@ -63,7 +62,7 @@ from ociimg.layers.fsops import (
 from ociimg.layers.members import MemberReader
 from ociimg.layers.ondisk import OnDisk, OnDiskFormat
 from ociimg.layers.stream import ForwardReader, Prefetcher
-from ociimg.layers.tarinfo import LayerTarInfo, mtime_ns, xattrs_of
+from ociimg.layers.tarinfo import LayerTarInfo, mtime_ns
 
 # uid_t is unsigned 32-bit and chown(2) takes (uid_t)-1 as "leave unchanged": a tar uid
 # of 2^32-1 would leave a setuid file owned by root, and larger ones wrap (containerd
@@ -71,7 +70,6 @@ from ociimg.layers.tarinfo import LayerTarInfo, mtime_ns, xattrs_of
 MAX_ID = 2**32 - 2
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
-OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque"
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,32 +147,13 @@ def _apply_entries(applier: _Applier) -> None:
                               hint="the layer is not a valid tar archive") from exc
 
 
-MAX_FILE_OFFSET = 2**63 - 1  # off_t
-
-
-def _check_sparse_map(info: tarfile.TarInfo, data_end: int) -> None:
-    """Segments inside the file and, together, inside the entry's stored data (else
-    the write reads the next headers as file data, or pwrite fails with EINVAL)."""
-    assert info.sparse is not None
-    stored = data_end - info.offset_data
-    total = 0
-    for offset, length in info.sparse:
-        total += length
-        if offset < 0 or length < 0 or offset + length > info.size or total > stored:
-            raise InvalidDocument(f"tar entry {info.name[:200]!r}: sparse segment "
-                                  f"({offset}, {length}) outside the file or its data",
-                                  hint="the layer is broken or hostile")
-    if info.size > MAX_FILE_OFFSET:
-        raise InvalidDocument(f"tar entry {info.name[:200]!r}: size {info.size} is too large",
-                              hint="the layer is broken or hostile")
-
-
 class _Applier:
     """State of one layer's application: resolver, this layer's paths, deferred work."""
 
     def __init__(self, rootfd: int, options: ApplyOptions) -> None:
         self.options = options
         self.ondisk = OnDisk(options.format, options.userxattr)
+        self.meta = EntryMeta(self.ondisk, options.rootless, self.warn)
         use = {"auto": None, "openat2": True, "walk": False}[options.resolver]
         self.res = paths.Resolver(rootfd, use_openat2=use)
         self.entries = 0
@@ -192,11 +171,9 @@ class _Applier:
         # Dirs we changed, by inode: a path may reach one through a symlink.
         self._times: dict[tuple[int, int], tuple[list[str], int, int]] = {}
         self._timed: set[str] = set()
-        self._euid, self._egid = os.geteuid(), os.getegid()
         self.stream: ForwardReader | None = None
-        self._tf: tarfile.TarFile | None = None
         # Last: an upper's root starts as a copy of the lower one.
-        self.fmt = apply_format(self, options)
+        self.fmt = apply_format(self, self.ondisk, options)
 
     def close(self) -> None:
         self.res.close()
@@ -244,7 +221,6 @@ class _Applier:
                 tf: tarfile.TarFile) -> None:
         name = parts[-1]
         if info.isreg():
-            self._tf = tf
             self._create_file(pfd, name, info, tf)
         elif info.isdir():
             self._create_dir(pfd, parts, info)
@@ -254,7 +230,7 @@ class _Applier:
                                       hint="the layer is broken or hostile")
             self.replace(pfd, name)
             os.symlink(info.linkname, name, dir_fd=pfd)
-            self._set_meta_at(pfd, name, info, symlink=True)
+            self.meta.set_at(pfd, name, info, symlink=True)
         elif info.islnk():
             self._create_hardlink(parts, paths.split_name(info.linkname), info.name)
         elif info.ischr() or info.isblk():
@@ -262,7 +238,7 @@ class _Applier:
         elif info.isfifo():
             self.replace(pfd, name)
             os.mkfifo(name, 0o600, dir_fd=pfd)
-            self._set_meta_at(pfd, name, info)
+            self.meta.set_at(pfd, name, info)
         else:
             self.warn(f"type-{info.type!r}", f"skipped tar entry {info.name!r} of "
                       f"unsupported type {info.type!r}")
@@ -354,64 +330,18 @@ class _Applier:
             assert self.stream is not None
             self.stream.seek(info.offset_data)
             if info.sparse is None:
-                self._write_data(fd, info.size)
-            else:
-                self._write_sparse(fd, info)
+                write_data(self.stream.source, fd, info.size)
+            else:  # the entry's stored data ends where tarfile reads the next header
+                write_sparse(self.stream.source, fd, info, tf.offset)
             if plain:
-                self._settle_owner_mode(fd, info, mode)
+                self.meta.settle_owner_mode(fd, info, mode)
             else:
-                self._chown(fd, None, info, symlink=False)
+                self.meta.chown(fd, None, info, symlink=False)
                 os.chmod(fd, mode)
-            self._set_xattrs(fd, info, existing=False)
+            self.meta.set_xattrs(fd, info, existing=False)
             os.utime(fd, ns=(mtime_ns(info, "atime"), mtime_ns(info)))
         finally:
             os.close(fd)
-
-    def _write_data(self, fd: int, size: int) -> None:
-        source = self.stream.source  # type: ignore[union-attr]
-        ahead = source.buffered()
-        if size <= len(ahead):  # most files: one piece of the current chunk, no generator
-            source.skip(size)
-            pieces = [ahead[:size]] if size else []
-        else:
-            pieces = source.chunks(size)  # type: ignore[assignment]
-        for piece in pieces:
-            while piece:
-                piece = piece[os.write(fd, piece):]
-
-    def _settle_owner_mode(self, fd: int, info: tarfile.TarInfo, mode: int) -> None:
-        """chown/chmod a new file only where it differs: a root unpack of root-owned
-        files with umask-compatible modes needs neither. One fstat instead of two
-        inode updates per file (bench/unpack: ~58k files); the fstat also sees what
-        creation really gave (umask, a setgid parent's group)."""
-        st = os.fstat(fd)
-        if (st.st_uid, st.st_gid) != (info.uid, info.gid):
-            self._chown(fd, None, info, symlink=False)
-        if stat.S_IMODE(st.st_mode) != mode:
-            os.chmod(fd, mode)
-
-    def _write_sparse(self, fd: int, info: tarfile.TarInfo) -> None:
-        """GNU/PAX sparse file: data segments at their offsets, holes stay holes.
-
-        Writing the holes as zeros would let a tiny layer fill the disk (a 1 TiB
-        sparse file is a few bytes of tar); image-spec says sparse SHOULD NOT be used
-        but consumers still meet it.
-        """
-        assert self.stream is not None and info.sparse is not None
-        _check_sparse_map(info, self._tf_offset)
-        for offset, length in info.sparse:
-            pos = offset
-            for piece in self.stream.source.chunks(length):
-                while piece:
-                    n = os.pwrite(fd, piece, pos)
-                    piece, pos = piece[n:], pos + n
-        os.ftruncate(fd, info.size)
-
-    @property
-    def _tf_offset(self) -> int:
-        """Where the next header starts: the end of this entry's stored data."""
-        assert self._tf is not None
-        return self._tf.offset  # type: ignore[no-any-return]
 
     def _create_dir(self, pfd: int, parts: list[str], info: tarfile.TarInfo) -> None:
         name = parts[-1]
@@ -435,8 +365,8 @@ class _Applier:
 
     def _set_dir_meta(self, fd: int, name: str | None, parts: list[str],
                       info: tarfile.TarInfo, existing: bool = True) -> None:
-        self._chown(fd, None, info, symlink=False)
-        self._set_xattrs(fd, info, existing=existing)
+        self.meta.chown(fd, None, info, symlink=False)
+        self.meta.set_xattrs(fd, info, existing=existing)
         # Mode and times last, deepest first: adding children changes a dir's mtime,
         # and a 0555 dir must stay writable until its children exist (§C1 #11, #14).
         self.defer_dir(parts, info.mode & 0o7777, mtime_ns(info, "atime"), mtime_ns(info))
@@ -459,7 +389,7 @@ class _Applier:
         self.replace(pfd, name)
         kind = stat.S_IFCHR if info.ischr() else stat.S_IFBLK
         os.mknod(name, kind | 0o600, os.makedev(info.devmajor, info.devminor), dir_fd=pfd)
-        self._set_meta_at(pfd, name, info)
+        self.meta.set_at(pfd, name, info)
 
     def _create_hardlink(self, parts: list[str], target: list[str], entry: str) -> None:
         if not target:
@@ -484,68 +414,6 @@ class _Applier:
             raise UnsafeArchive(f"hardlink {entry!r}: target {'/'.join(target)!r} was "
                                 "removed by replacing the link's own path")
         os.link(target[-1], parts[-1], src_dir_fd=tpfd, dst_dir_fd=pfd, follow_symlinks=False)
-
-    # -- metadata -----------------------------------------------------------------
-    def _chown(self, fd: int, name: str | None, info: tarfile.TarInfo, *, symlink: bool) -> None:
-        if self.options.rootless:
-            if (info.uid, info.gid) != (self._euid, self._egid):
-                self.warn("chown", "file ownership not applied: changing owners needs "
-                          "CAP_CHOWN (rootless unpack)")
-            return
-        if name is None:
-            os.chown(fd, info.uid, info.gid)
-        else:
-            os.chown(name, info.uid, info.gid, dir_fd=fd, follow_symlinks=False)
-
-    def _set_meta_at(self, pfd: int, name: str, info: tarfile.TarInfo, *,
-                     symlink: bool = False) -> None:
-        self._chown(pfd, name, info, symlink=symlink)
-        if not symlink:  # Linux has no lchmod; a symlink's mode is always 0777
-            os.chmod(name, info.mode & 0o7777, dir_fd=pfd)
-        if xattrs_of(info):
-            self._set_xattrs(f"/proc/self/fd/{pfd}/{name}", info, existing=False)
-        os.utime(name, ns=(mtime_ns(info, "atime"), mtime_ns(info)), dir_fd=pfd,
-                 follow_symlinks=False)
-
-    def _set_xattrs(self, target: int | str, info: tarfile.TarInfo, *, existing: bool) -> None:
-        wanted = {}
-        for key, value in xattrs_of(info).items():
-            if key == "security.selinux":
-                continue  # host-specific label (§C1 #15)
-            stored = self.ondisk.stored_xattr(key)
-            if stored is None:
-                self.warn("xattr-overlay", f"skipped overlayfs xattr {key} in a "
-                          "flattened rootfs")
-                continue
-            wanted[stored] = value
-        if existing:
-            self._clear_xattrs(target, wanted)
-        for key, value in wanted.items():
-            try:
-                os.setxattr(target, key, value, follow_symlinks=isinstance(target, int))
-            except OSError as exc:
-                if exc.errno in (errno.EINVAL, errno.ERANGE):  # a malformed value
-                    raise InvalidDocument(f"tar entry {info.name[:200]!r}: xattr {key[:80]!r}: "
-                                          f"{os.strerror(exc.errno)}",
-                                          hint="the layer is broken or hostile") from exc
-                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EACCES):
-                    raise
-                ns = key.split(".", 1)[0]
-                self.warn(f"xattr-{ns}-{exc.errno}", f"xattrs in namespace {ns}.* not "
-                          f"applied ({os.strerror(exc.errno)})")
-
-    def _clear_xattrs(self, target: int | str, keep: dict[str, bytes]) -> None:
-        try:
-            names = os.listxattr(target, follow_symlinks=isinstance(target, int))
-        except OSError:
-            return
-        for key in names:
-            if key in keep or self.ondisk.is_format_xattr(key):
-                continue
-            try:
-                os.removexattr(target, key, follow_symlinks=isinstance(target, int))
-            except OSError:
-                self.warn(f"xattr-rm-{key}", f"could not remove xattr {key}")
 
     # -- whiteouts ----------------------------------------------------------------
     def _apply_whiteout(self, entry: str, parent: list[str], base: str) -> None:

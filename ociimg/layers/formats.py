@@ -106,8 +106,7 @@ class DirFormat:
         pass
 
 
-def apply_format(host: Host, options: ApplyOptions) -> ApplyFormat:
-    ondisk = OnDisk(options.format, options.userxattr)
+def apply_format(host: Host, ondisk: OnDisk, options: ApplyOptions) -> ApplyFormat:
     if ondisk.overlay:
         return OverlayFormat(host, ondisk, options.lowers, options.rootless)
     return DirFormat(host)
