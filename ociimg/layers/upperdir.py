@@ -108,7 +108,8 @@ class OverlayFormat:
                 [k for k in self.opaque if k == path or k.startswith(path + "/")])
 
     def finish(self) -> None:
-        """Before the times of dirs are put back."""
+        """End of the layer (before the dirs' times are put back): an opaque layer root
+        is hidden the way overlayfs honours."""
         if "" in self.opaque:
             self._hide_lower_root()
 
