@@ -57,9 +57,11 @@ def set_setup_propagation(propagation: str | None) -> None:
 
 
 def make_parent_private(path: str) -> None:
-    """pivot_root fails when the rootfs's parent mount is shared; make that mount private
-    (runc rootfsParentMountPrivate)."""
-    parent = containing_mount(read_mountinfo(), os.path.dirname(os.path.abspath(path)))
+    """pivot_root fails when the mount the rootfs lives on is shared; make that mount
+    private (runc rootfsParentMountPrivate). It is the rootfs itself when the rootfs is a
+    mount point, as containerd's snapshot mounts are: its parent's mount would be the wrong
+    one (the rootfs bind then joins the rootfs's peer group and pivot_root says EINVAL)."""
+    parent = containing_mount(read_mountinfo(), os.path.abspath(path))
     if parent is not None and parent.shared:
         linux.mount(None, parent.mount_point, None, MS.PRIVATE)
 
