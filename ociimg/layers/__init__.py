@@ -2,7 +2,8 @@
 
 Modules: ``compression`` (media type + magic → stream), ``paths`` (resolve inside a
 root), ``ondisk`` (the on-disk format: plain dir or overlay upper), ``apply`` (one tar →
-a tree, DIR or OVERLAY format), ``unpack`` (blobs → verified trees, flattened rootfs),
+a tree; what differs by format is a ``formats``/``upperdir`` strategy object, the entry's
+metadata ``entrymeta``, file contents ``filedata``), ``unpack`` (blobs → verified trees, flattened rootfs),
 ``snapshots`` (chain-ID keyed overlay-format layers; ``active``: writable snapshots by
 key), ``overlay`` (Mount values, mounts), ``flatten`` (snapshots → one tree without
 overlayfs), ``diff`` (active snapshot → changeset tar: ``changes``, ``lowertree``,

@@ -6,13 +6,11 @@ bits and ownership and have had many escapes: python/cpython#135034). Every writ
 dir-fd-relative syscall under a parent resolved by :mod:`ociimg.layers.paths`, so no
 entry, symlink or hardlink leads out of the root.
 
-Two on-disk formats (umoci's ``DirRootfs``/``OverlayfsRootfs``):
-
-* ``DIR`` — a flattened tree: whiteouts delete from the tree below.
-* ``OVERLAY`` — an overlayfs upperdir holding only this layer: a whiteout becomes a
-  0:0 character device, an opaque dir gets ``trusted.overlay.opaque=y``
-  (overlayfs.rst "whiteouts and opaque directories"); paths through lower layers and
-  hardlinks to lower files are handled in :mod:`ociimg.layers.upperdir`.
+This module is the format-independent algorithm. The on-disk format (umoci's
+``DirRootfs``/``OverlayfsRootfs``: a flattened tree, or an overlayfs upperdir holding
+only this layer) is the object it holds as ``fmt`` (:mod:`ociimg.layers.formats`):
+where an entry and a hardlink target go, how a whiteout and an opaque dir hide the
+layers below.
 
 The changeset semantics (image-spec layer.md), one definition for both formats; a
 flattened unpack, an overlay mount of the snapshots, their user-space merge and umoci
@@ -33,7 +31,7 @@ must agree (tests/integration/test_changeset_semantics.py, a property test):
   deleted everything). The snapshot still stacks on the lower ones (chain IDs and
   containers share them); it hides them with what overlayfs honours: a whiteout for
   each name the lower roots show and this layer lacks, and an opaque mark on each
-  root-level dir of this layer (:meth:`UpperDirOps._hide_lower_root`).
+  root-level dir of this layer (:meth:`OverlayFormat._hide_lower_root`).
 * An inode cannot span snapshots: a hardlink to a lower file copies the file up
   together with the other names its inode shows in the merged view (as links to the
   copy), so the names stay one inode as in the flattened tree.
@@ -41,7 +39,6 @@ must agree (tests/integration/test_changeset_semantics.py, a property test):
 
 from __future__ import annotations
 
-import errno
 import gc
 import io
 import os
@@ -55,16 +52,17 @@ from ociimg.digest import Digest, HashingReader
 from ociimg.errors import InvalidDocument, UnsafeArchive
 from ociimg.fsutil import walk_at
 from ociimg.layers import fsops, paths
+from ociimg.layers.entrymeta import EntryMeta
+from ociimg.layers.filedata import write_data, write_sparse
+from ociimg.layers.formats import apply_format
 from ociimg.layers.fsops import (
     DIR_OPEN,
     FILE_CREATE,
 )
 from ociimg.layers.members import MemberReader
-from ociimg.layers.merged import MergedView
 from ociimg.layers.ondisk import OnDisk, OnDiskFormat
 from ociimg.layers.stream import ForwardReader, Prefetcher
-from ociimg.layers.tarinfo import LayerTarInfo, mtime_ns, xattrs_of
-from ociimg.layers.upperdir import UpperDirOps
+from ociimg.layers.tarinfo import LayerTarInfo, mtime_ns
 
 # uid_t is unsigned 32-bit and chown(2) takes (uid_t)-1 as "leave unchanged": a tar uid
 # of 2^32-1 would leave a setuid file owned by root, and larger ones wrap (containerd
@@ -72,7 +70,6 @@ from ociimg.layers.upperdir import UpperDirOps
 MAX_ID = 2**32 - 2
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
-OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque"
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,34 +147,13 @@ def _apply_entries(applier: _Applier) -> None:
                               hint="the layer is not a valid tar archive") from exc
 
 
-MAX_FILE_OFFSET = 2**63 - 1  # off_t
-
-
-def _check_sparse_map(info: tarfile.TarInfo, data_end: int) -> None:
-    """Segments inside the file and, together, inside the entry's stored data (else
-    the write reads the next headers as file data, or pwrite fails with EINVAL)."""
-    assert info.sparse is not None
-    stored = data_end - info.offset_data
-    total = 0
-    for offset, length in info.sparse:
-        total += length
-        if offset < 0 or length < 0 or offset + length > info.size or total > stored:
-            raise InvalidDocument(f"tar entry {info.name[:200]!r}: sparse segment "
-                                  f"({offset}, {length}) outside the file or its data",
-                                  hint="the layer is broken or hostile")
-    if info.size > MAX_FILE_OFFSET:
-        raise InvalidDocument(f"tar entry {info.name[:200]!r}: size {info.size} is too large",
-                              hint="the layer is broken or hostile")
-
-
-class _Applier(UpperDirOps):
+class _Applier:
     """State of one layer's application: resolver, this layer's paths, deferred work."""
 
     def __init__(self, rootfd: int, options: ApplyOptions) -> None:
         self.options = options
         self.ondisk = OnDisk(options.format, options.userxattr)
-        self.overlay = self.ondisk.overlay
-        self._ovl = self.ondisk.overlay_prefix
+        self.meta = EntryMeta(self.ondisk, options.rootless, self.warn)
         use = {"auto": None, "openat2": True, "walk": False}[options.resolver]
         self.res = paths.Resolver(rootfd, use_openat2=use)
         self.entries = 0
@@ -185,8 +161,6 @@ class _Applier(UpperDirOps):
         self.warnings: list[str] = []
         self._warned: set[str] = set()
         self._layer_paths: set[str] = set()  # every path this layer created (and parents)
-        self._opaque: set[str] = set()
-        self._inode_index: dict[int, dict[tuple[int, int], list[tuple[str, ...]]]] = {}
         # parts, record number, mode, atime, mtime. The number tells a record from before
         # its dir was pruned (a helper dir of an upper, say) from one of a new dir there.
         self._dirs: list[tuple[list[str], int, int, int, int]] = []
@@ -197,30 +171,18 @@ class _Applier(UpperDirOps):
         # Dirs we changed, by inode: a path may reach one through a symlink.
         self._times: dict[tuple[int, int], tuple[list[str], int, int]] = {}
         self._timed: set[str] = set()
-        self._euid, self._egid = os.geteuid(), os.getegid()
         self.stream: ForwardReader | None = None
-        self._tf: tarfile.TarFile | None = None
-        # None: what lies below is unknown (a standalone upper): every whiteout and
-        # opaque marker is recorded as given. Else whiteouts are exact (nothing is
-        # written or created for what no lower layer has).
-        self._lowers_known = options.lowers is not None
-        self._lower_res = [paths.Resolver(os.open(p, DIR_OPEN)) for p in options.lowers or ()]
-        self.view = MergedView([self.res, *self._lower_res], self.ondisk.opaque_xattr,
-                               self._opaque)
-        if self.overlay:
-            self._inherit_lower_root()
+        # Last: an upper's root starts as a copy of the lower one.
+        self.fmt = apply_format(self, self.ondisk, options)
 
     def close(self) -> None:
         self.res.close()
-        for r in self._lower_res:
-            r.close()
-            os.close(r.rootfd)
+        self.fmt.close()
 
     def _sweep(self) -> None:
         """Close the fds the resolvers retired; between entries, when none is in use."""
         self.res.sweep()
-        for r in self._lower_res:
-            r.sweep()
+        self.fmt.sweep()
 
     def warn(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -243,12 +205,10 @@ class _Applier(UpperDirOps):
             return
         base = parts[-1]
         if base.startswith(WHITEOUT_PREFIX):
-            if self.overlay:  # its dir resolved like any entry's parent, as in DIR format
-                parts = self._overlay_resolve(parts)
+            parts = self.fmt.whiteout_path(parts)
             self._apply_whiteout(info.name, parts[:-1], base)
             return
-        if self.overlay:
-            parts = self._overlay_path(parts)
+        parts = self.fmt.entry_path(parts)
         self._note_layer_path(parts)
         self._entry_key = "/".join(parts)
         pfd = self._parent_dir(parts[:-1])
@@ -261,7 +221,6 @@ class _Applier(UpperDirOps):
                 tf: tarfile.TarFile) -> None:
         name = parts[-1]
         if info.isreg():
-            self._tf = tf
             self._create_file(pfd, name, info, tf)
         elif info.isdir():
             self._create_dir(pfd, parts, info)
@@ -269,17 +228,17 @@ class _Applier(UpperDirOps):
             if not info.linkname:  # Linux has no empty symlinks (ENOENT)
                 raise InvalidDocument(f"tar entry {info.name[:200]!r}: symlink without a target",
                                       hint="the layer is broken or hostile")
-            self._replace(pfd, name)
+            self.replace(pfd, name)
             os.symlink(info.linkname, name, dir_fd=pfd)
-            self._set_meta_at(pfd, name, info, symlink=True)
+            self.meta.set_at(pfd, name, info, symlink=True)
         elif info.islnk():
             self._create_hardlink(parts, paths.split_name(info.linkname), info.name)
         elif info.ischr() or info.isblk():
             self._create_device(pfd, name, info)
         elif info.isfifo():
-            self._replace(pfd, name)
+            self.replace(pfd, name)
             os.mkfifo(name, 0o600, dir_fd=pfd)
-            self._set_meta_at(pfd, name, info)
+            self.meta.set_at(pfd, name, info)
         else:
             self.warn(f"type-{info.type!r}", f"skipped tar entry {info.name!r} of "
                       f"unsupported type {info.type!r}")
@@ -311,14 +270,14 @@ class _Applier(UpperDirOps):
             for i in range(len(parent) - 1, -1, -1):  # the deepest ancestor that exists
                 afd = self.res.dir(parent[:i])
                 if afd is not None:
-                    self._remember_times(parent[:i], afd)
+                    self.remember_times(parent[:i], afd)
                     break
             pfd = self.res.dir(parent, create=True)
             assert pfd is not None
-        self._remember_times(parent, pfd)
+        self.remember_times(parent, pfd)
         return pfd
 
-    def _remember_times(self, parts: list[str], fd: int) -> None:
+    def remember_times(self, parts: list[str], fd: int) -> None:
         """Adding or removing a child changes a dir's mtime; put it back at the end,
         like umoci restoring the parent's metadata after each entry (§C1 #11)."""
         key = "/".join(parts)
@@ -335,7 +294,7 @@ class _Applier(UpperDirOps):
                 break
             self._layer_paths.add(key)
 
-    def _replace(self, pfd: int, name: str, *, keep_dir: bool = False,
+    def replace(self, pfd: int, name: str, *, keep_dir: bool = False,
                  key: str | None = None) -> os.stat_result | None:
         """Clear the way for a new entry (image-spec layer.md: dir+dir keeps the dir).
         ``key``: the path of ``name`` (default: the current entry's)."""
@@ -352,9 +311,7 @@ class _Applier(UpperDirOps):
         """A dir (and all below it) went away: its deferred mode/times and opaque mark
         must not apply to a new dir made at the same path later in the layer."""
         self._pruned[path] = self._next_seq()
-        if self._opaque:
-            self._opaque.difference_update(
-                [k for k in self._opaque if k == path or k.startswith(path + "/")])
+        self.fmt.forget_dir(path)
 
     # -- entry types ------------------------------------------------------------
     def _create_file(self, pfd: int, name: str, info: tarfile.TarInfo,
@@ -367,74 +324,28 @@ class _Applier(UpperDirOps):
         try:
             fd = os.open(name, FILE_CREATE, create_mode, dir_fd=pfd)
         except FileExistsError:
-            self._replace(pfd, name)
+            self.replace(pfd, name)
             fd = os.open(name, FILE_CREATE, create_mode, dir_fd=pfd)
         try:
             assert self.stream is not None
             self.stream.seek(info.offset_data)
             if info.sparse is None:
-                self._write_data(fd, info.size)
-            else:
-                self._write_sparse(fd, info)
+                write_data(self.stream.source, fd, info.size)
+            else:  # the entry's stored data ends where tarfile reads the next header
+                write_sparse(self.stream.source, fd, info, tf.offset)
             if plain:
-                self._settle_owner_mode(fd, info, mode)
+                self.meta.settle_owner_mode(fd, info, mode)
             else:
-                self._chown(fd, None, info, symlink=False)
+                self.meta.chown(fd, None, info, symlink=False)
                 os.chmod(fd, mode)
-            self._set_xattrs(fd, info, existing=False)
+            self.meta.set_xattrs(fd, info, existing=False)
             os.utime(fd, ns=(mtime_ns(info, "atime"), mtime_ns(info)))
         finally:
             os.close(fd)
 
-    def _write_data(self, fd: int, size: int) -> None:
-        source = self.stream.source  # type: ignore[union-attr]
-        ahead = source.buffered()
-        if size <= len(ahead):  # most files: one piece of the current chunk, no generator
-            source.skip(size)
-            pieces = [ahead[:size]] if size else []
-        else:
-            pieces = source.chunks(size)  # type: ignore[assignment]
-        for piece in pieces:
-            while piece:
-                piece = piece[os.write(fd, piece):]
-
-    def _settle_owner_mode(self, fd: int, info: tarfile.TarInfo, mode: int) -> None:
-        """chown/chmod a new file only where it differs: a root unpack of root-owned
-        files with umask-compatible modes needs neither. One fstat instead of two
-        inode updates per file (bench/unpack: ~58k files); the fstat also sees what
-        creation really gave (umask, a setgid parent's group)."""
-        st = os.fstat(fd)
-        if (st.st_uid, st.st_gid) != (info.uid, info.gid):
-            self._chown(fd, None, info, symlink=False)
-        if stat.S_IMODE(st.st_mode) != mode:
-            os.chmod(fd, mode)
-
-    def _write_sparse(self, fd: int, info: tarfile.TarInfo) -> None:
-        """GNU/PAX sparse file: data segments at their offsets, holes stay holes.
-
-        Writing the holes as zeros would let a tiny layer fill the disk (a 1 TiB
-        sparse file is a few bytes of tar); image-spec says sparse SHOULD NOT be used
-        but consumers still meet it.
-        """
-        assert self.stream is not None and info.sparse is not None
-        _check_sparse_map(info, self._tf_offset)
-        for offset, length in info.sparse:
-            pos = offset
-            for piece in self.stream.source.chunks(length):
-                while piece:
-                    n = os.pwrite(fd, piece, pos)
-                    piece, pos = piece[n:], pos + n
-        os.ftruncate(fd, info.size)
-
-    @property
-    def _tf_offset(self) -> int:
-        """Where the next header starts: the end of this entry's stored data."""
-        assert self._tf is not None
-        return self._tf.offset  # type: ignore[no-any-return]
-
     def _create_dir(self, pfd: int, parts: list[str], info: tarfile.TarInfo) -> None:
         name = parts[-1]
-        st = self._replace(pfd, name, keep_dir=True)
+        st = self.replace(pfd, name, keep_dir=True)
         existed = st is not None and stat.S_ISDIR(st.st_mode)
         if not existed:
             depth = self.res.child_depth(pfd, "/".join(parts))
@@ -443,23 +354,26 @@ class _Applier(UpperDirOps):
         try:
             if not existed:
                 self.res.remember_depth(fd, depth)
-            if self.overlay and st is not None and not existed:
+            if st is not None and not existed:
                 # Deleted (a whiteout, or a non-dir of this layer over the lower dir)
                 # then re-created in one layer: the new dir must hide the lower one
-                # entirely, which in an upperdir means opaque.
-                self._mark_opaque_fd(fd, "/".join(parts))
+                # entirely (in an upperdir: opaque).
+                self.fmt.mark_opaque(fd, "/".join(parts))
             self._set_dir_meta(fd, None, parts, info, existing=existed)
         finally:
             os.close(fd)
 
     def _set_dir_meta(self, fd: int, name: str | None, parts: list[str],
                       info: tarfile.TarInfo, existing: bool = True) -> None:
-        self._chown(fd, None, info, symlink=False)
-        self._set_xattrs(fd, info, existing=existing)
+        self.meta.chown(fd, None, info, symlink=False)
+        self.meta.set_xattrs(fd, info, existing=existing)
         # Mode and times last, deepest first: adding children changes a dir's mtime,
         # and a 0555 dir must stay writable until its children exist (§C1 #11, #14).
-        self._dirs.append((parts, self._next_seq(), info.mode & 0o7777,
-                           mtime_ns(info, "atime"), mtime_ns(info)))
+        self.defer_dir(parts, info.mode & 0o7777, mtime_ns(info, "atime"), mtime_ns(info))
+
+    def defer_dir(self, parts: list[str], mode: int, atime: int, mtime: int) -> None:
+        """Set the dir's mode and times at the end of the layer."""
+        self._dirs.append((parts, self._next_seq(), mode, atime, mtime))
 
     def _create_device(self, pfd: int, name: str, info: tarfile.TarInfo) -> None:
         if self.options.rootless:
@@ -472,19 +386,16 @@ class _Applier(UpperDirOps):
             raise InvalidDocument(f"tar entry {info.name[:200]!r}: device number "
                                   f"{info.devmajor}:{info.devminor} is out of range",
                                   hint="the layer is broken or hostile")
-        self._replace(pfd, name)
+        self.replace(pfd, name)
         kind = stat.S_IFCHR if info.ischr() else stat.S_IFBLK
         os.mknod(name, kind | 0o600, os.makedev(info.devmajor, info.devminor), dir_fd=pfd)
-        self._set_meta_at(pfd, name, info)
+        self.meta.set_at(pfd, name, info)
 
     def _create_hardlink(self, parts: list[str], target: list[str], entry: str) -> None:
         if not target:
             raise UnsafeArchive(f"hardlink {entry!r}: target is the root")
-        if self.overlay:  # a lower target may lie behind a lower layer's symlink
-            tpfd = self.res.dir(target[:-1])
-            if tpfd is None or fsops.lstat_at(tpfd, target[-1]) is None:
-                target = [*self.view.resolve(target[:-1]), target[-1]]
-        tpfd = self._link_target_dir(target)
+        target = self.fmt.link_target(target)
+        tpfd = self.fmt.link_target_dir(target)
         if tpfd is None or fsops.lstat_at(tpfd, target[-1]) is None:
             self._links.append((parts, target, entry))  # target may come later (§C1 #6)
             return
@@ -497,82 +408,12 @@ class _Applier(UpperDirOps):
         cur = fsops.lstat_at(pfd, parts[-1])
         if cur is not None and (cur.st_dev, cur.st_ino) == (tst.st_dev, tst.st_ino):
             return
-        self._replace(pfd, parts[-1], key="/".join(parts))  # §C1 #7
-        tpfd = self._link_target_dir(target)  # the replace may have invalidated fds
+        self.replace(pfd, parts[-1], key="/".join(parts))  # §C1 #7
+        tpfd = self.fmt.link_target_dir(target)  # the replace may have invalidated fds
         if tpfd is None or fsops.lstat_at(tpfd, target[-1]) is None:  # it was below the link
             raise UnsafeArchive(f"hardlink {entry!r}: target {'/'.join(target)!r} was "
                                 "removed by replacing the link's own path")
         os.link(target[-1], parts[-1], src_dir_fd=tpfd, dst_dir_fd=pfd, follow_symlinks=False)
-
-    def _link_target_dir(self, target: list[str]) -> int | None:
-        """The dir holding the link target; OVERLAY: a lower target is copied up."""
-        tpfd = self.res.dir(target[:-1])
-        if self.overlay and (tpfd is None or fsops.lstat_at(tpfd, target[-1]) is None):
-            if self._copy_up(target):
-                tpfd = self.res.dir(target[:-1])
-        return tpfd
-
-    # -- metadata -----------------------------------------------------------------
-    def _chown(self, fd: int, name: str | None, info: tarfile.TarInfo, *, symlink: bool) -> None:
-        if self.options.rootless:
-            if (info.uid, info.gid) != (self._euid, self._egid):
-                self.warn("chown", "file ownership not applied: changing owners needs "
-                          "CAP_CHOWN (rootless unpack)")
-            return
-        if name is None:
-            os.chown(fd, info.uid, info.gid)
-        else:
-            os.chown(name, info.uid, info.gid, dir_fd=fd, follow_symlinks=False)
-
-    def _set_meta_at(self, pfd: int, name: str, info: tarfile.TarInfo, *,
-                     symlink: bool = False) -> None:
-        self._chown(pfd, name, info, symlink=symlink)
-        if not symlink:  # Linux has no lchmod; a symlink's mode is always 0777
-            os.chmod(name, info.mode & 0o7777, dir_fd=pfd)
-        if xattrs_of(info):
-            self._set_xattrs(f"/proc/self/fd/{pfd}/{name}", info, existing=False)
-        os.utime(name, ns=(mtime_ns(info, "atime"), mtime_ns(info)), dir_fd=pfd,
-                 follow_symlinks=False)
-
-    def _set_xattrs(self, target: int | str, info: tarfile.TarInfo, *, existing: bool) -> None:
-        wanted = {}
-        for key, value in xattrs_of(info).items():
-            if key == "security.selinux":
-                continue  # host-specific label (§C1 #15)
-            stored = self.ondisk.stored_xattr(key)
-            if stored is None:
-                self.warn("xattr-overlay", f"skipped overlayfs xattr {key} in a "
-                          "flattened rootfs")
-                continue
-            wanted[stored] = value
-        if existing:
-            self._clear_xattrs(target, wanted)
-        for key, value in wanted.items():
-            try:
-                os.setxattr(target, key, value, follow_symlinks=isinstance(target, int))
-            except OSError as exc:
-                if exc.errno in (errno.EINVAL, errno.ERANGE):  # a malformed value
-                    raise InvalidDocument(f"tar entry {info.name[:200]!r}: xattr {key[:80]!r}: "
-                                          f"{os.strerror(exc.errno)}",
-                                          hint="the layer is broken or hostile") from exc
-                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EACCES):
-                    raise
-                ns = key.split(".", 1)[0]
-                self.warn(f"xattr-{ns}-{exc.errno}", f"xattrs in namespace {ns}.* not "
-                          f"applied ({os.strerror(exc.errno)})")
-
-    def _clear_xattrs(self, target: int | str, keep: dict[str, bytes]) -> None:
-        try:
-            names = os.listxattr(target, follow_symlinks=isinstance(target, int))
-        except OSError:
-            return
-        for key in names:
-            if key in keep or (self.overlay and key.startswith(self._ovl)):
-                continue
-            try:
-                os.removexattr(target, key, follow_symlinks=isinstance(target, int))
-            except OSError:
-                self.warn(f"xattr-rm-{key}", f"could not remove xattr {key}")
 
     # -- whiteouts ----------------------------------------------------------------
     def _apply_whiteout(self, entry: str, parent: list[str], base: str) -> None:
@@ -591,21 +432,7 @@ class _Applier(UpperDirOps):
             if st is not None and stat.S_ISDIR(st.st_mode):
                 self._apply_opaque([*parent, name])
             return
-        if not self.overlay:
-            pfd = self.res.dir(parent)
-            if pfd is not None:
-                self._remember_times(parent, pfd)
-                self._replace(pfd, name, key=path)
-            return
-        if any(path.startswith(d + "/") or not d for d in self._opaque):
-            return  # no plain whiteouts inside an opaque dir (§C1 #9)
-        if self._lowers_known and self.view.lower_entry([*parent, name]) is None:
-            return  # nothing below to hide: no whiteout, and no parent dirs made for one
-        self._ensure_overlay_parents(parent)
-        pfd = self.res.dir(parent, create=True)
-        assert pfd is not None
-        self._replace(pfd, name, key=path)
-        self.ondisk.make_whiteout(pfd, name)
+        self.fmt.whiteout(parent, name, path)
 
     def _apply_opaque(self, parent: list[str]) -> None:
         """``.wh..wh..opq``: hide all lower entries of the dir, whatever its tar position.
@@ -613,38 +440,24 @@ class _Applier(UpperDirOps):
         Like a plain whiteout it only deletes: where no dir of that name exists (in this
         layer so far or below) there is nothing to hide, and no dir is made for it.
         """
-        if parent and not self._is_dir(parent) and (self._lowers_known or not self.overlay):
+        if not self.fmt.opaque_applies(parent):
             return
         key = "/".join(parent)
-        if self.overlay:
-            self._ensure_overlay_parents(parent)
+        self.fmt.prepare_parents(parent)
         # The dir exists (through symlinks too, like any parent), or in a standalone
         # upper is made; the marker's dir is never replaced.
         pfd = self.res.dir(parent, create=True)
         assert pfd is not None
         fd = os.open(".", DIR_OPEN, dir_fd=pfd)
         try:
-            self._remember_times(parent, fd)
+            self.remember_times(parent, fd)
             # DIR: the lower layers' entries. OVERLAY: what the upper holds that is not
             # this layer's (whiteouts, dirs made to hold them, lower files copied up for
             # hardlinks): the mark hides the rest, as the flattened tree has it.
             self._prune_lower(fd, key)
-            if self.overlay:
-                self._mark_opaque_fd(fd, key)
+            self.fmt.mark_opaque(fd, key)
         finally:
             os.close(fd)
-
-    def _is_dir(self, parts: list[str]) -> bool:
-        """Whether the merged tree has a dir at ``parts`` (symlink-free in OVERLAY)."""
-        if self.res.dir(parts) is not None:
-            return True
-        if not self.overlay:
-            return False
-        pfd = self.res.dir(parts[:-1])
-        if pfd is not None and fsops.lstat_at(pfd, parts[-1]) is not None:
-            return False  # this layer's non-dir or whiteout hides the lower entry
-        lower = self.view.lower_entry(parts)
-        return lower is not None and stat.S_ISDIR(lower.st.st_mode)
 
     def _next_seq(self) -> int:
         self._seq += 1
@@ -676,11 +489,10 @@ class _Applier(UpperDirOps):
 
     # -- end of layer -----------------------------------------------------------
     def finish(self) -> None:
-        if self.overlay and "" in self._opaque:
-            self._hide_lower_root()  # before the times of dirs are put back
+        self.fmt.finish()  # before the times of dirs are put back
         for parts, target, entry in self._links:
             self._sweep()
-            tpfd = self._link_target_dir(target)
+            tpfd = self.fmt.link_target_dir(target)
             if tpfd is None or fsops.lstat_at(tpfd, target[-1]) is None:
                 raise UnsafeArchive(f"hardlink {entry!r}: target {'/'.join(target)!r} does "
                                     "not exist in this layer or below")

@@ -91,6 +91,11 @@ class OnDisk:
             return prefix + "overlay." + key[len(prefix):] if key.startswith(prefix) else key
         return None if key.startswith(OVERLAY_XATTR_PREFIX) else key
 
+    def is_format_xattr(self, key: str) -> bool:
+        """An on-disk xattr of the format itself (an upper's marks and escaped image
+        xattrs), kept when an entry's own xattrs replace an existing dir's."""
+        return self.overlay and key.startswith(self.overlay_prefix)
+
     @staticmethod
     def image_xattr(key: str) -> str | None:
         """The tar name of an on-disk xattr; None drops it: overlayfs's own marks and

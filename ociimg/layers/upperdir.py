@@ -1,10 +1,13 @@
-"""The OVERLAY on-disk format's part of the layer applier: writing into an upperdir.
+"""The OVERLAY on-disk format's side of the layer applier: writing into an upperdir.
 
 The upper holds only this layer, so the lower layers are consulted through a
-:class:`MergedView`: missing parent dirs are created with the attributes of the lower
-dir they cover (§C1 #12), a lower file a hardlink names is copied up first (a link
-cannot cross snapshot dirs; overlayfs's own copy-up does the same), and opaque dirs get
-``<prefix>overlay.opaque=y`` (overlayfs.rst "whiteouts and opaque directories").
+:class:`MergedView`: an entry's parent path is resolved as the mounted image shows it
+(through lower layers' symlinks too), missing parent dirs are created with the
+attributes of the lower dir they cover (§C1 #12), a lower file a hardlink names is
+copied up first (a link cannot cross snapshot dirs; overlayfs's own copy-up does the
+same), a whiteout is a 0:0 char device and opaque dirs get ``<prefix>overlay.opaque=y``
+(overlayfs.rst "whiteouts and opaque directories"). The plain-dir counterpart is
+:class:`ociimg.layers.formats.DirFormat`.
 """
 
 from __future__ import annotations
@@ -20,28 +23,95 @@ from ociimg.layers.merged import Found, MergedView
 from ociimg.layers.ondisk import OnDisk
 
 if TYPE_CHECKING:
-    from ociimg.layers.apply import ApplyOptions
+    from ociimg.layers.formats import Host
 
 
-class UpperDirOps:
-    """Mixed into the applier; the attributes below are the applier's."""
+class OverlayFormat:
+    """How one layer is written into its own overlayfs upperdir over ``lowers``."""
 
-    res: paths.Resolver
-    ondisk: OnDisk
-    view: MergedView
-    options: ApplyOptions
-    _ovl: str
-    _opaque: set[str]
-    _layer_paths: set[str]
-    _inode_index: dict[int, dict[tuple[int, int], list[tuple[str, ...]]]]
-    _dirs: list[tuple[list[str], int, int, int, int]]
+    def __init__(self, host: Host, ondisk: OnDisk, lowers: tuple[os.PathLike[str], ...] | None,
+                 rootless: bool) -> None:
+        self.host = host
+        self.res = host.res
+        self.ondisk = ondisk
+        self.rootless = rootless
+        self._ovl = ondisk.overlay_prefix
+        self.opaque: set[str] = set()  # keys of the dirs this layer marked opaque
+        self._inode_index: dict[int, dict[tuple[int, int], list[tuple[str, ...]]]] = {}
+        # None: what lies below is unknown (a standalone upper): every whiteout and
+        # opaque marker is recorded as given. Else whiteouts are exact (nothing is
+        # written or created for what no lower layer has).
+        self.lowers_known = lowers is not None
+        self._lower_res = [paths.Resolver(os.open(p, DIR_OPEN)) for p in lowers or ()]
+        self.view = MergedView([self.res, *self._lower_res], ondisk.opaque_xattr, self.opaque)
+        self._inherit_lower_root()
 
-    if TYPE_CHECKING:
-        def warn(self, key: str, message: str) -> None: ...
-        def _replace(self, pfd: int, name: str, *, keep_dir: bool = False,
-                     key: str | None = None) -> os.stat_result | None: ...
-        def _note_layer_path(self, parts: list[str]) -> None: ...
-        def _next_seq(self) -> int: ...
+    def close(self) -> None:
+        for r in self._lower_res:
+            r.close()
+            os.close(r.rootfd)
+
+    def sweep(self) -> None:
+        for r in self._lower_res:
+            r.sweep()
+
+    # -- paths --------------------------------------------------------------------
+    def entry_path(self, parts: list[str]) -> list[str]:
+        """``parts`` with its parent dirs as the merged view resolves them (through
+        lower layers' symlinks too), created in this upper."""
+        parent = parts[:-1]
+        if self.res.dir(parent) is None:
+            parent = self.view.resolve(parent)
+            self.prepare_parents(parent)
+        return [*parent, *parts[-1:]]
+
+    def whiteout_path(self, parts: list[str]) -> list[str]:
+        """``entry_path`` without creating anything: a whiteout's dir is resolved like
+        any entry's parent, as in a flattened tree, but a whiteout only deletes."""
+        parent = parts[:-1]
+        if self.res.dir(parent) is None:
+            parent = self.view.resolve(parent)
+        return [*parent, *parts[-1:]]
+
+    def is_dir(self, parts: list[str]) -> bool:
+        """Whether the merged tree has a dir at the symlink-free ``parts``."""
+        if self.res.dir(parts) is not None:
+            return True
+        pfd = self.res.dir(parts[:-1])
+        if pfd is not None and fsops.lstat_at(pfd, parts[-1]) is not None:
+            return False  # this layer's non-dir or whiteout hides the lower entry
+        lower = self.view.lower_entry(parts)
+        return lower is not None and stat.S_ISDIR(lower.st.st_mode)
+
+    # -- whiteouts and opaque dirs ------------------------------------------------
+    def whiteout(self, parent: list[str], name: str, path: str) -> None:
+        """Hide the lower layers' ``path``: a whiteout device where something lies below."""
+        if any(path.startswith(d + "/") or not d for d in self.opaque):
+            return  # no plain whiteouts inside an opaque dir (§C1 #9)
+        if self.lowers_known and self.view.lower_entry([*parent, name]) is None:
+            return  # nothing below to hide: no whiteout, and no parent dirs made for one
+        self.prepare_parents(parent)
+        pfd = self.res.dir(parent, create=True)
+        assert pfd is not None
+        self.host.replace(pfd, name, key=path)
+        self.ondisk.make_whiteout(pfd, name)
+
+    def opaque_applies(self, parent: list[str]) -> bool:
+        """Whether ``parent/.wh..wh..opq`` has a dir to act on; in a standalone upper
+        (lowers unknown) it is recorded as given."""
+        return not parent or self.is_dir(parent) or not self.lowers_known
+
+    def forget_dir(self, path: str) -> None:
+        """The dir at ``path`` went away: a new dir there is not marked opaque."""
+        if self.opaque:
+            self.opaque.difference_update(
+                [k for k in self.opaque if k == path or k.startswith(path + "/")])
+
+    def finish(self) -> None:
+        """End of the layer (before the dirs' times are put back): an opaque layer root
+        is hidden the way overlayfs honours."""
+        if "" in self.opaque:
+            self._hide_lower_root()
 
     def _upper_xattr(self, key: str) -> str | None:
         """A lower entry's xattr as copied into this upper (implicit parent dirs, copy-up):
@@ -53,34 +123,18 @@ class UpperDirOps:
             return None
         return key
 
-    def _mark_opaque_fd(self, fd: int, key: str) -> None:
+    def mark_opaque(self, fd: int, key: str) -> None:
         """Mark the upper dir ``fd`` opaque; it holds only this layer's entries."""
-        self._opaque.add(key)
+        self.opaque.add(key)
         if not key:
             return  # the root: overlayfs ignores the mark there (see _hide_lower_root)
         try:
             self.ondisk.mark_opaque(fd)
         except PermissionError:
-            self.warn("opaque", "opaque dirs not marked: trusted.overlay.* needs "
-                      "CAP_SYS_ADMIN; use userxattr for rootless overlay snapshots")
+            self.host.warn("opaque", "opaque dirs not marked: trusted.overlay.* needs "
+                           "CAP_SYS_ADMIN; use userxattr for rootless overlay snapshots")
 
-    def _overlay_path(self, parts: list[str]) -> list[str]:
-        """``parts`` with its parent dirs as the merged view resolves them (through
-        lower layers' symlinks too), created in this upper."""
-        parent = parts[:-1]
-        if self.res.dir(parent) is None:
-            parent = self.view.resolve(parent)
-            self._ensure_overlay_parents(parent)
-        return [*parent, *parts[-1:]]
-
-    def _overlay_resolve(self, parts: list[str]) -> list[str]:
-        """``_overlay_path`` without creating anything (for whiteouts, which only delete)."""
-        parent = parts[:-1]
-        if self.res.dir(parent) is None:
-            parent = self.view.resolve(parent)
-        return [*parent, *parts[-1:]]
-
-    def _ensure_overlay_parents(self, parent: list[str]) -> None:
+    def prepare_parents(self, parent: list[str]) -> None:
         """Create missing upper dirs with the lower dir's attributes (§C1 #12).
 
         A dir created where this layer left a whiteout or a non-dir is new and marked
@@ -96,7 +150,7 @@ class UpperDirOps:
             st = fsops.lstat_at(pfd, name) if pfd is not None else None
             if pfd is None or (st is not None and stat.S_ISLNK(st.st_mode)):
                 return  # a symlink in the upper: the resolver's create walk follows it
-            self._replace(pfd, name, key="/".join(parent[:i]))
+            self.host.replace(pfd, name, key="/".join(parent[:i]))
             self.res.child_depth(pfd, "/".join(parent[:i]))
             os.mkdir(name, 0o700, dir_fd=pfd)
             # Over this layer's own whiteout or non-dir the lower dir is deleted: the
@@ -104,29 +158,46 @@ class UpperDirOps:
             lower = None if st is not None else self.view.lower_entry(parent[:i])
             if lower is not None and stat.S_ISDIR(lower.st.st_mode):
                 lst = lower.st
-                fsops.copy_meta(lower.dirfd, name, pfd, lst, self.options.rootless,
+                fsops.copy_meta(lower.dirfd, name, pfd, lst, self.rootless,
                                 self._upper_xattr)
                 # Children added below change the mtime again: restore it at the end.
-                self._dirs.append((parent[:i], self._next_seq(), stat.S_IMODE(lst.st_mode),
-                                   lst.st_atime_ns, lst.st_mtime_ns))
+                self.host.defer_dir(parent[:i], stat.S_IMODE(lst.st_mode), lst.st_atime_ns,
+                                    lst.st_mtime_ns)
             else:
                 os.chmod(name, 0o755, dir_fd=pfd)
             if st is not None:  # and it must hide the lower dir's entries
                 fd = os.open(name, DIR_OPEN, dir_fd=pfd)
                 try:
-                    self._mark_opaque_fd(fd, "/".join(parent[:i]))
+                    self.mark_opaque(fd, "/".join(parent[:i]))
                 finally:
                     os.close(fd)
+
+    # -- hardlinks ------------------------------------------------------------------
+    def link_target(self, target: list[str]) -> list[str]:
+        """A target this upper lacks is named as the merged view resolves it: it may
+        lie behind a lower layer's symlink."""
+        tpfd = self.res.dir(target[:-1])
+        if tpfd is None or fsops.lstat_at(tpfd, target[-1]) is None:
+            return [*self.view.resolve(target[:-1]), target[-1]]
+        return target
+
+    def link_target_dir(self, target: list[str]) -> int | None:
+        """The upper dir holding the link target; a lower target is copied up first."""
+        tpfd = self.res.dir(target[:-1])
+        if tpfd is None or fsops.lstat_at(tpfd, target[-1]) is None:
+            if self._copy_up(target):
+                tpfd = self.res.dir(target[:-1])
+        return tpfd
 
     def _copy_up(self, target: list[str]) -> bool:
         """Copy a lower layer's file into this upper so a hardlink can point at it."""
         found = self.view.lower_entry(target)
         if found is None or stat.S_ISDIR(found.st.st_mode):
             return False
-        self._ensure_overlay_parents(target[:-1])
+        self.prepare_parents(target[:-1])
         upfd = self.res.dir(target[:-1], create=True)
         assert upfd is not None
-        fsops.copy_entry(found.dirfd, target[-1], upfd, found.st, self.options.rootless,
+        fsops.copy_entry(found.dirfd, target[-1], upfd, found.st, self.rootless,
                          self._upper_xattr)
         # Still the lower layer's file, not this layer's entry (not a layer path): a
         # whiteout or an opaque dir of this layer hides it, the hardlink stays.
@@ -149,7 +220,7 @@ class UpperDirOps:
             upper = self.res.dir(parts[:-1])
             if upper is not None and fsops.lstat_at(upper, parts[-1]) is not None:
                 continue  # this layer's own entry (or whiteout) there wins
-            self._ensure_overlay_parents(parts[:-1])
+            self.prepare_parents(parts[:-1])
             pfd = self.res.dir(parts[:-1], create=True)
             tpfd = self.res.dir(target[:-1])
             assert pfd is not None and tpfd is not None
@@ -178,7 +249,7 @@ class UpperDirOps:
         lower = self.view.layers[1] if len(self.view.layers) > 1 else None
         if lower is not None:
             fsops.copy_meta(lower.rootfd, None, self.res.rootfd, os.fstat(lower.rootfd),
-                            self.options.rootless, self._upper_xattr)
+                            self.rootless, self._upper_xattr)
 
     def _hide_lower_root(self) -> None:
         """``.wh..wh..opq`` at the layer root, in an upperdir.
@@ -196,9 +267,9 @@ class UpperDirOps:
             st = fsops.lstat_at(self.res.rootfd, name)
             if st is None:
                 self.ondisk.make_whiteout(self.res.rootfd, name)
-            elif stat.S_ISDIR(st.st_mode) and name not in self._opaque:
+            elif stat.S_ISDIR(st.st_mode) and name not in self.opaque:
                 fd = os.open(name, DIR_OPEN, dir_fd=self.res.rootfd)
                 try:
-                    self._mark_opaque_fd(fd, name)
+                    self.mark_opaque(fd, name)
                 finally:
                     os.close(fd)

@@ -39,9 +39,31 @@ class _Log:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         # runc's logrus format, byte for byte: conmon and containerd's shim parse it.
         line = (jsonio.dumps({"level": level, "msg": msg, "time": stamp}, separators=(",", ":"))
-                if self.fmt == "json" else f'time="{stamp}" level={level} msg="{msg}"')
+                if self.fmt == "json" else f'time="{stamp}" level={level} msg={_logfmt(msg)}')
         with open(self.path, "a") as f:
             f.write(line + "\n")
+
+
+_BARE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._/@^+")
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _logfmt(value: str) -> str:
+    """A value as logrus's text formatter writes it: bare when it is one word of safe
+    characters, else quoted like Go's %q (a quote in a message cannot end the field)."""
+    if value and set(value) <= _BARE:
+        return value
+    out = []
+    for ch in value:
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif ch.isprintable():
+            out.append(ch)
+        else:
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x80 else
+                       f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
+    return '"' + "".join(out) + '"'
 
 
 def route_logging(log: _Log) -> None:
@@ -145,8 +167,14 @@ _COMMANDS: dict[str, tuple] = {
         (("--pid-file",), "pid_file", "value", None, "write the process's pid here"),
         (("--console-socket",), "console_socket", "value", None, "pty master socket"),
         (("--preserve-fds",), "preserve_fds", "int", 0, "pass N extra fds (from fd 3)"),
-        (("--no-new-privs",), "no_new_privs", "flag", False, "set no_new_privileges")),
+        (("--no-new-privs",), "no_new_privs", "flag", False, "set no_new_privileges"),
+        (("--ignore-paused",), "ignore_paused", "flag", False,
+         "exec in a paused container (the process runs once it is resumed)")),
         True, "run a process in a running container"),
+    "events": (("id",), (), (
+        (("--stats",), "stats", "flag", False, "print the statistics once and exit"),
+        (("--interval",), "interval", "value", "5s", "time between statistics (5s)")),
+        False, "print the container's cgroup statistics"),
     "features": ((), (), (), False, "print the features JSON"),
     "pause": (("id",), (), (), False, "freeze the container's processes"),
     "resume": (("id",), (), (), False, "thaw the container's processes"),
@@ -377,7 +405,7 @@ def _cmd_list(args: Args, root: str) -> int:
         for it in items:
             print(it["id"])
     elif args.format == "json":
-        print(jsonio.dumps(items))
+        print(jsonio.dumps(items or None))  # runc (Go's nil slice): null when empty
     else:
         print(f"{'ID':<20} {'PID':<8} {'STATUS':<10} {'BUNDLE':<40} CREATED")
         for it in items:
@@ -404,8 +432,17 @@ def _cmd_ps(args: Args, root: str) -> int:
 
 
 def _cmd_exec(args: Args, root: str) -> int:
+    from ociimg.errors import OciimgError
     from ociimg.runtime import execution
-    return execution.exec_in_container(root, args.id, exec_request(args))
+    try:
+        return execution.exec_in_container(root, args.id, exec_request(args))
+    except OciimgError as exc:
+        # runc: a process that could not be started is "exec failed: ..." and exit 255.
+        # A program not found keeps the shell's 127 (ExecutableNotFound).
+        exc.message = f"exec failed: {exc.message}"
+        if exc.exit_code == 1:
+            exc.exit_code = 255
+        raise
 
 
 def exec_request(args: Args) -> ExecRequest:
@@ -420,7 +457,8 @@ def exec_request(args: Args) -> ExecRequest:
                        user=_numeric_user(args.user) if args.user else None,
                        terminal=args.tty, no_new_privileges=args.no_new_privs,
                        process=process, detach=args.detach, pid_file=args.pid_file,
-                       console_socket=args.console_socket, preserve_fds=args.preserve_fds)
+                       console_socket=args.console_socket, preserve_fds=args.preserve_fds,
+                       ignore_paused=args.ignore_paused)
 
 
 def _numeric_user(text: str) -> User:
@@ -433,6 +471,32 @@ def _numeric_user(text: str) -> User:
     return User(uid=int(uid), gid=int(gid) if gid else 0)
 
 
+def _cmd_events(args: Args, root: str) -> int:
+    from ociimg.runtime import container
+
+    def emit(event: dict[str, Any]) -> None:
+        print(jsonio.dumps(event, separators=(",", ":")), flush=True)
+    container.container_events(root, args.id, args.stats, parse_interval(args.interval), emit)
+    return 0
+
+
+def parse_interval(text: str) -> float:
+    """Go's durations as runc takes them: 5s, 500ms, 1m, 1.5s."""
+    from ociimg.errors import InvalidArgument
+    for unit, scale in (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
+        number = text.removesuffix(unit)
+        if number != text:
+            try:
+                value = float(number) * scale
+            except ValueError:
+                break
+            if value > 0:
+                return value
+            break
+    raise InvalidArgument(f"events: --interval {text!r} is not a positive duration",
+                          hint="give one like 5s or 500ms")
+
+
 def _cmd_features(args: Args, root: str) -> int:
     from ociimg.runtime import features
     print(jsonio.dumps(features.features(), indent=2))
@@ -441,8 +505,8 @@ def _cmd_features(args: Args, root: str) -> int:
 
 COMMANDS = {"create": _cmd_create, "run": _cmd_run, "start": _cmd_start, "state": _cmd_state,
             "kill": _cmd_kill, "delete": _cmd_delete, "list": _cmd_list, "ps": _cmd_ps,
-            "exec": _cmd_exec, "features": _cmd_features, "pause": _cmd_pause,
-            "resume": _cmd_resume, "update": _cmd_update}
+            "exec": _cmd_exec, "events": _cmd_events, "features": _cmd_features,
+            "pause": _cmd_pause, "resume": _cmd_resume, "update": _cmd_update}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,12 +21,18 @@ from ociimg.runtime.state import ContainerState
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
+    from collections.abc import Callable
     from typing import Any
 
     from ociimg.runtime.cgroups import CgroupManager
     from ociimg.runtime.config import RuntimeConfig
 
 log = get_logger(__name__)
+
+# libcontainer's errors, word for word: containerd's shim and go-runc's users match them
+# (checkKillError: "container not running" is a kill of a finished process, not a failure).
+NOT_RUNNING = "container not running"
+NOT_PAUSED = "container not paused"
 
 
 @record(slots=True)
@@ -232,10 +238,11 @@ def _prepare_cgroup(root: str, config: RuntimeConfig, cst: ContainerState) -> Cg
 
 def start_container(root: str, container_id: str) -> None:
     cst = state.load_state(root, container_id)
-    status = state.derive_status(root, cst)
+    status = container_status(root, cst)
     if status != "created":
-        raise ContainerError(f"container {container_id} is {status}, not created",
-                             hint="only a created container can be started")
+        raise ContainerError(_START_REFUSED.get(status, f"cannot start a {status} container"),
+                             hint=f"container {container_id} has status {status}, not created: "
+                                  "only a created container can be started")
     fifo = state.fifo_path(root, container_id)
     # Taken while the init is still blocked on the fifo, i.e. runs the runtime's binary.
     runtime_exe = state.proc_exe_identity(cst.pid)
@@ -259,6 +266,12 @@ def start_container(root: str, container_id: str) -> None:
     # runtime-spec: poststart hooks run after the user's program was executed; a failing
     # one is a warning and start still succeeds.
     hooks.run_hooks(cst.config_hooks, "poststart", state.hook_state(cst, "running"))
+
+
+# runc's words (libcontainer's Start), which callers match.
+_START_REFUSED = {"running": "cannot start an already running container",
+                  "paused": "cannot start a container in the paused state",
+                  "stopped": "cannot start a container that has stopped"}
 
 
 def _read_fifo(fd: int, cst: ContainerState) -> bytes:
@@ -307,9 +320,9 @@ def container_state(root: str, container_id: str) -> dict[str, Any]:
 
 def container_status(root: str, cst: ContainerState) -> str:
     """created/running/stopped from the process and fifo; "paused" when its cgroup is
-    frozen (runc)."""
+    frozen, a created container's too (runc pauses both)."""
     status = state.derive_status(root, cst)
-    if status == "running" and (manager := cgroup_manager(cst)) is not None \
+    if status in ("running", "created") and (manager := cgroup_manager(cst)) is not None \
             and manager.is_frozen():
         return "paused"
     return status
@@ -317,16 +330,19 @@ def container_status(root: str, cst: ContainerState) -> str:
 
 def pause_container(root: str, container_id: str) -> None:
     cst = state.load_state(root, container_id)
-    if container_status(root, cst) != "running":
-        raise ContainerError(f"container {container_id} is not running",
-                             hint="only a running container can be paused")
+    status = container_status(root, cst)
+    if status not in ("running", "created"):
+        raise ContainerError(NOT_RUNNING, hint=f"container {container_id} has status "
+                                               f"{status}: only a running or created one "
+                                               "can be paused")
     _require_manager(cst).freeze()
 
 
 def resume_container(root: str, container_id: str) -> None:
     cst = state.load_state(root, container_id)
-    if container_status(root, cst) != "paused":
-        raise ContainerError(f"container {container_id} is not paused")
+    status = container_status(root, cst)
+    if status != "paused":
+        raise ContainerError(NOT_PAUSED, hint=f"container {container_id} has status {status}")
     _require_manager(cst).thaw()
 
 
@@ -334,8 +350,27 @@ def update_container(root: str, container_id: str, resources: dict[str, Any]) ->
     """runc update: apply linux.resources to the running container's cgroup."""
     cst = state.load_state(root, container_id)
     if container_status(root, cst) == "stopped":
-        raise ContainerError(f"container {container_id} is not running")
+        raise ContainerError(NOT_RUNNING, hint=f"container {container_id} has stopped")
     _require_manager(cst).set(resources)
+
+
+def container_events(root: str, container_id: str, stats_only: bool, interval: float,
+                     emit: Callable[[dict[str, Any]], None]) -> None:
+    """runc events: {"type": "stats", "id", "data"} once (``stats_only``) or every
+    ``interval`` seconds until the container stops. (runc also reports OOM kills, from
+    the memory controller's eventfd: not here.)"""
+    cst = state.load_state(root, container_id)
+    while True:
+        if container_status(root, cst) == "stopped":
+            if stats_only:  # runc's words
+                raise ContainerError(f"container with id {container_id} is not running")
+            return
+        from ociimg.runtime import stats
+        emit({"type": "stats", "id": container_id,
+              "data": stats.collect(_require_manager(cst))})
+        if stats_only:
+            return
+        time.sleep(interval)
 
 
 def _require_manager(cst: ContainerState) -> CgroupManager:
@@ -347,16 +382,24 @@ def _require_manager(cst: ContainerState) -> CgroupManager:
 
 
 def kill_container(root: str, container_id: str, sig: int, all_processes: bool = False) -> None:
+    """runc's kill: the init (created, running or paused: a paused one is thawed after
+    SIGKILL, which a frozen task cannot receive), or with ``all_processes`` whatever is
+    in the container's cgroup, none once it stopped (not an error)."""
     cst = state.load_state(root, container_id)
-    if state.derive_status(root, cst) == "stopped":
-        raise ContainerError(f"container {container_id} is not running",
-                             hint="delete it with: ociimg-runtime delete " + container_id)
-    manager = cgroup_manager(cst) if all_processes else None
-    if manager is not None:
+    status = container_status(root, cst)
+    manager = cgroup_manager(cst)
+    if all_processes and manager is not None:
         manager.kill(sig)
+    elif status == "stopped":
+        if all_processes:
+            return
+        raise ContainerError(NOT_RUNNING, hint=f"container {container_id} has stopped; "
+                                               f"delete it: ociimg-runtime delete {container_id}")
     else:
         os.kill(cst.pid, sig)
-    if sig == signal.SIGKILL:
+    if sig == signal.SIGKILL and status == "paused" and manager is not None:
+        manager.thaw()
+    if sig == signal.SIGKILL and status != "stopped":
         # SIGKILL cannot be caught; waiting (briefly) for it to land makes `kill KILL`
         # then `delete` work without a race, now that delete refuses a container that is
         # not stopped yet (containerd and podman call them back to back).
@@ -368,7 +411,7 @@ def delete_container(root: str, container_id: str, force: bool = False) -> None:
     fail and have no effect, a *created* one included (runc kills and deletes it); with
     ``force`` it is killed first."""
     cst = state.load_state(root, container_id)
-    status = state.derive_status(root, cst)
+    status = container_status(root, cst)
     if status != "stopped" and not force:
         raise ContainerError(f"cannot delete container {container_id} that is not stopped: "
                              f"{status}", hint=f"kill it first or use: ociimg-runtime delete "
@@ -495,9 +538,14 @@ def run_container(root: str, container_id: str, options: CreateOptions,
         options.console.close()
         master = receive_master(ours)
         ours.close()
+    # Caught from before the start, as runc does: the program may be told to stop (and
+    # its caller may act on its output) before start returns.
+    forwarder = None if detach else _Forwarder(cst.pid)
     try:
         start_container(root, container_id)
     except BaseException:
+        if forwarder is not None:
+            forwarder.restore()
         try:
             delete_container(root, container_id, force=True)
         finally:
@@ -505,24 +553,52 @@ def run_container(root: str, container_id: str, options: CreateOptions,
             if cst.pid and state.init_alive(cst):
                 _kill_quietly(cst.pid)
         raise
-    if detach:
+    if forwarder is None:
         return 0
-    return _wait_and_delete(root, cst, master, keep)
+    forwarder.release()
+    return _wait_and_delete(root, cst, master, keep, forwarder)
 
 
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
               signal.SIGUSR2)
 
 
+class _Forwarder:
+    """run's signals to the container's init: held while it starts (a signal to the
+    init before its execve would kill the runtime's code, not reach the program), sent
+    on once it runs."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.pending, self.started = pid, [], False
+        for sig in _FORWARDED:
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.started:
+            _signal_quietly(self.pid, signum)
+        else:
+            self.pending.append(signum)
+
+    def release(self) -> None:
+        self.started = True
+        for signum in self.pending:
+            _signal_quietly(self.pid, signum)
+        self.pending.clear()
+
+    def restore(self) -> None:
+        for sig in _FORWARDED:
+            signal.signal(sig, signal.SIG_DFL)
+
+
+def _signal_quietly(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
 def _wait_and_delete(root: str, cst: ContainerState, master: int | None,
-                     keep: bool) -> int:
-    def forward(signum: int, _frame: Any) -> None:
-        try:
-            os.kill(cst.pid, signum)
-        except ProcessLookupError:
-            pass
-    for sig in _FORWARDED:
-        signal.signal(sig, forward)
+                     keep: bool, forwarder: _Forwarder) -> int:
     try:
         if master is not None:
             from ociimg.runtime.console import proxy_terminal
@@ -531,8 +607,7 @@ def _wait_and_delete(root: str, cst: ContainerState, master: int | None,
         _, status = os.waitpid(cst.pid, 0)
         code = hooks.exit_code(status)
     finally:
-        for sig in _FORWARDED:
-            signal.signal(sig, signal.SIG_DFL)
+        forwarder.restore()
         if not keep:
             delete_container(root, cst.id, force=True)
     return code

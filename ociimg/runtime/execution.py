@@ -62,6 +62,7 @@ class ExecRequest:
     pid_file: str | None = None
     console_socket: str | None = None  # with terminal: where the pty master goes
     preserve_fds: int = 0  # fds 3..3+N-1 of the caller go to the process
+    ignore_paused: bool = False  # join a frozen container (runs once it is resumed)
 
 
 def exec_in_container(root: str, container_id: str, request: ExecRequest) -> int:
@@ -70,8 +71,13 @@ def exec_in_container(root: str, container_id: str, request: ExecRequest) -> int
     cst = state.load_state(root, container_id)
     status = state.derive_status(root, cst)
     if status in ("stopped", "creating"):
-        raise ContainerError(f"cannot exec in a {status} container {container_id}",
-                             hint="start the container first")
+        raise ContainerError(f"cannot exec in a {status} container",
+                             hint=f"container {container_id} has status {status}")
+    if not request.ignore_paused and (manager := cgroup_manager(cst)) is not None \
+            and manager.is_frozen():
+        # runc's words; the process would hang in the frozen cgroup until a resume.
+        raise ContainerError("cannot exec in a paused container (use --ignore-paused to "
+                             "override)", hint=f"resume it: ociimg-runtime resume {container_id}")
     # What create recorded, never the bundle's config.json as it is now (it may have been
     # edited since: other namespaces, no seccomp).
     config = state.load_config(root, cst)

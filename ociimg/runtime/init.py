@@ -462,7 +462,7 @@ def lookup_executable(process: ProcessSpec) -> str:
     for cand in candidates:
         if os.path.isfile(cand) and os.access(cand, os.X_OK):
             return cand
-    raise ExecutableNotFound(f"exec: {name!r}: executable file not found in $PATH",
+    raise ExecutableNotFound(f'exec: "{name}": executable file not found in $PATH',  # runc
                              hint="check process.args[0] and PATH in the container")
 
 

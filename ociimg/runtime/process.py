@@ -99,8 +99,10 @@ def printable(value: object, limit: int = 2000) -> str:
 def raise_from_msg(msg: dict[str, Any], container_id: str) -> None:
     cls = ExecutableNotFound if msg.get("kind") == "ExecutableNotFound" else ContainerError
     hint = msg.get("hint")
-    raise cls(f"container {container_id}: {printable(msg.get('message'))}",
-              hint=printable(hint) if hint else None)
+    # runc's words before the init's reason (callers match the reason, e.g. "executable
+    # file not found"); the container's id goes to the hint.
+    raise cls(f"unable to start container process: {printable(msg.get('message'))}",
+              hint=f"container {container_id}" + (f": {printable(hint)}" if hint else ""))
 
 
 def spawn(config: RuntimeConfig, options: InitOptions,

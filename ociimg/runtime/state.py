@@ -52,6 +52,12 @@ class ContainerState:
         return cls(**known)
 
 
+# libcontainer's errors, word for word: callers match them ("does not exist" is
+# containerd's "no such container"); the id goes to the hint.
+NOT_EXIST = "container does not exist"
+EXISTS = "container with given ID already exists"
+
+
 def check_id(container_id: str) -> None:
     # [A-Za-z0-9][A-Za-z0-9_.+-]*, without re.
     if not container_id or not set(container_id) <= _ID_CHARS or container_id[0] in "_.+-" \
@@ -77,8 +83,8 @@ def make_state_dir(root: str | os.PathLike[str], container_id: str) -> str:
         # exec.fifo through an O_PATH fd, never through this directory.
         os.mkdir(path, 0o700)
     except FileExistsError as exc:
-        raise AlreadyExists(f"container {container_id} already exists",
-                            hint=f"delete it first: ociimg-runtime delete {container_id}") from exc
+        raise AlreadyExists(EXISTS, hint=f"container {container_id} exists; delete it first: "
+                                         f"ociimg-runtime delete {container_id}") from exc
     # runc: 0622 so an init that already dropped to a non-root user can still open it
     # for writing through its O_PATH fd.
     fifo = os.path.join(path, "exec.fifo")
@@ -121,8 +127,8 @@ def load_state(root: str | os.PathLike[str], container_id: str) -> ContainerStat
         with open(path, "rb") as f:
             return ContainerState.from_json(jsonio.loads(f.read()))
     except FileNotFoundError as exc:
-        raise ContainerNotFound(f"container {container_id} does not exist",
-                                hint="list containers with: ociimg-runtime list") from exc
+        raise ContainerNotFound(NOT_EXIST, hint=f"no container {container_id} in {root}; "
+                                                "list them with: ociimg-runtime list") from exc
     except ValueError as exc:
         raise ContainerError(f"container {container_id}: corrupt state file {path}",
                              hint=f"remove it: ociimg-runtime delete -f {container_id}") from exc

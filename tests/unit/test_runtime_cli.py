@@ -115,3 +115,27 @@ def test_usage_error_reaches_the_log_past_every_global_value(tmp_path: Path) -> 
                  str(log), "--log-format", "json", "start"]) == 2
     entry = json.loads(log.read_text())
     assert entry["level"] == "error" and "missing ID" in entry["msg"]
+
+
+@pytest.mark.parametrize(("msg", "field"), [
+    ("nope", "nope"),                                  # one safe word: bare, as logrus
+    ("container not running", '"container not running"'),
+    ('exec: "x": not found', '"exec: \\"x\\": not found"'),  # a quote cannot end the field
+    ("a\\b\nc\x01\u2028", '"a\\\\b\\nc\\x01\\u2028"'),       # Go's %q escapes
+])
+def test_text_log_quotes_msg_as_logrus(tmp_path: Path, msg: str, field: str) -> None:
+    from ociimg.runtime.cli import _Log
+    log = tmp_path / "log"
+    _Log(str(log), "text", False).write("error", msg)
+    assert log.read_text().split(" level=error msg=", 1)[1] == field + "\n"
+
+
+def test_events_interval_takes_go_durations() -> None:
+    from ociimg.errors import InvalidArgument
+    from ociimg.runtime.cli import parse_interval
+    assert [parse_interval(t) for t in ("5s", "500ms", "1m", "1.5s")] == [5, 0.5, 60, 1.5]
+    for bad in ("5", "0s", "-1s", "xs", "5ns"):
+        with pytest.raises(InvalidArgument):
+            parse_interval(bad)
+    args = parse_args(["events", "--stats", "--interval", "1s", "c1"])
+    assert (args.verb, args.stats, args.interval, args.id) == ("events", True, "1s", "c1")
