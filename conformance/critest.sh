@@ -15,8 +15,8 @@
 #   HANDLERS          handlers to run, in order, the first being the reference ("runc ociimg")
 #   CRITEST_ARGS      extra critest arguments (e.g. "-ginkgo.focus=Container")
 #   CRITEST_OUT       where reports and logs are kept (default /tmp/ociimg-critest-out)
-#   CRITEST_CACHE     where the built critest/crictl and the Go build cache live
-#                     (default /var/cache/ociimg-critest; rebuilt when the source commit changes)
+#   CRITEST_CACHE     where the built critest/crictl and the Go build cache live (default
+#                     /var/cache/ociimg-critest; rebuilt when the source commit or standin changes)
 #   CRICTL_DEMO=0     skip the crictl demo
 #   CRITEST_STRICT=1  exit 1 when a spec passes with the first handler only (CI)
 # Needs Debian's containerd, containernetworking-plugins, docker-registry, skopeo, runc,
@@ -145,7 +145,7 @@ trap 'exit 143' TERM
 build_tools() {
     local rev
     rev="$(git -C "$CRI_TOOLS_SRC" rev-parse HEAD 2>/dev/null || echo unknown)"
-    local bin="$CACHE/bin-$rev"
+    local bin="$CACHE/bin-$rev-$(sha256sum "$here/standin/main.go" | cut -c1-12)"
     mkdir -p "$WORK/bin"
     if [[ "$rev" == unknown || ! -x "$bin/critest" || ! -x "$bin/crictl" || ! -x "$bin/standin" ]]; then
         log "building critest and crictl from $CRI_TOOLS_SRC ($rev) with $(go version)"
@@ -169,8 +169,10 @@ build_tools() {
 resolve_runtime() {
     if [[ -n "${OCIIMG_TREE:-}" ]]; then
         OCIIMG_RUNTIME="$WORK/bin/ociimg-runtime"
-        printf '#!/bin/sh\nPYTHONPATH=%q exec %q -m ociimg.runtime "$@"\n' \
-            "$OCIIMG_TREE" "$(command -v python3)" >"$OCIIMG_RUNTIME"
+        # -I -S as the installed launcher does (a fast start, no PYTHON* variables).
+        printf '#!/bin/sh\nexec %q -I -S -c %q %q "$@"\n' "$(python3 -c 'import sys; print(sys.executable)')" \
+            'import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); runpy.run_module("ociimg.runtime", run_name="__main__", alter_sys=True)' \
+            "$(cd "$OCIIMG_TREE" && pwd)" >"$OCIIMG_RUNTIME"
         chmod 755 "$OCIIMG_RUNTIME"
     fi
     if [[ -z "${OCIIMG_RUNTIME:-}" ]]; then
