@@ -77,7 +77,7 @@ shim_pids() { # shims serving our socket, by their -address argument
     local dir pid
     for dir in /proc/[0-9]*; do
         pid="${dir#/proc/}"
-        if tr '\0' '\n' <"$dir/cmdline" 2>/dev/null | grep -qxF -- "$SOCK"; then
+        if tr '\0' '\n' 2>/dev/null <"$dir/cmdline" | grep -qxF -- "$SOCK"; then
             [[ "$pid" != "$containerd_pid" ]] && echo "$pid"
         fi
     done
@@ -310,6 +310,14 @@ start_containerd() {
     die "containerd did not answer within 60 s: $OUT/containerd.log"
 }
 
+preflight_pull() { # a setup fault (registry, mirrors, images) stops here, not in 80 failures
+    local image
+    for image in registry.k8s.io/pause:3.6 registry.k8s.io/e2e-test-images/busybox:1.29-2; do
+        "$WORK/bin/crictl" --runtime-endpoint "unix://$SOCK" --image-endpoint "unix://$SOCK" \
+            --timeout 60s pull "$image" >/dev/null || die "cannot pull $image through the mirror"
+    done
+}
+
 # ---------------------------------------------------------------------------- demo, runs
 crictl_demo() {
     local c=("$WORK/bin/crictl" --runtime-endpoint "unix://$SOCK" --image-endpoint "unix://$SOCK" --timeout 60s)
@@ -373,6 +381,7 @@ build_tools
 resolve_runtime
 start_registry
 start_containerd
+preflight_pull
 if [[ "${CRICTL_DEMO:-1}" != 0 ]]; then crictl_demo || log "crictl demo failed"; fi
 reports=()
 for handler in $HANDLERS; do

@@ -57,7 +57,8 @@ def base_entries(standin: bytes) -> list[bi.Entry]:
     out += [bi.file_("etc/passwd", PASSWD), bi.file_("etc/group", GROUP),
             bi.dir_("usr/sbin"), bi.dir_("usr/local"), bi.dir_("usr/local/bin"),
             bi.dir_("var/run"), bi.dir_("var/www")]
-    return sorted(out, key=lambda e: e.path)
+    # A hard link's target must come first in the tar ("bin/[" sorts before bin/busybox).
+    return sorted(out, key=lambda e: (e.kind == tarfile.LNKTYPE, e.path))
 
 
 def config(arch: str, layers: list[bi.Layer], title: str, **cfg: Any) -> dict[str, Any]:
