@@ -54,7 +54,7 @@ fi
 WORK="$(mktemp -d /tmp/ociimg-critest.XXXXXX)"
 SOCK="$WORK/containerd.sock"
 mkdir -p "$OUT" "$WORK/logs"
-containerd_pid="" registry_pid=""
+containerd_pid="" registry_pid="" critest_pid=""
 ipt_before="$WORK/iptables.before"
 for table in nat filter; do iptables -t "$table" -S >"$ipt_before.$table"; done
 # critest's HostIpc specs make 1 MiB System V segments on the host (ipcmk) and leave them.
@@ -107,6 +107,7 @@ cleanup() {
     trap - EXIT INT TERM
     set +e
     log "cleaning up $WORK"
+    [[ -n "$critest_pid" ]] && kill_wait "$critest_pid"
     if [[ -n "$containerd_pid" ]] && kill -0 "$containerd_pid" 2>/dev/null && [[ -x "$WORK/bin/crictl" ]]; then
         # Removing the pods through the CRI runs CNI DEL (veths, NAT rules, IPs).
         timeout 120 "$WORK/bin/crictl" --runtime-endpoint "unix://$SOCK" --timeout 60s rmp -fa >/dev/null 2>&1
@@ -368,10 +369,15 @@ run_critest() { # HANDLER: writes logs/critest-HANDLER.{txt,json,seconds}
     log "critest with handler $handler"
     start="$(date +%s.%N)"
     # shellcheck disable=SC2086  # CRITEST_ARGS is a word list
+    # In the background so that a TERM to this script runs the cleanup at once (bash runs
+    # traps only between foreground commands; `wait` is interruptible).
     "$WORK/bin/critest" --runtime-endpoint "unix://$SOCK" --image-endpoint "unix://$SOCK" \
         --runtime-handler "$handler" -ginkgo.v -ginkgo.no-color \
         -ginkgo.json-report "$WORK/logs/critest-$handler.json" ${CRITEST_ARGS:-} \
-        >"$WORK/logs/critest-$handler.txt" 2>&1 || rc=$?
+        >"$WORK/logs/critest-$handler.txt" 2>&1 &
+    critest_pid=$!
+    wait "$critest_pid" || rc=$?
+    critest_pid=""
     end="$(date +%s.%N)"
     python3 -c "print(round($end - $start, 1))" >"$WORK/logs/critest-$handler.seconds"
     log "critest $handler: exit $rc in $(cat "$WORK/logs/critest-$handler.seconds") s"

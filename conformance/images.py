@@ -49,7 +49,8 @@ def base_entries(standin: bytes) -> list[bi.Entry]:
         if entry.path in ("etc/passwd", "etc/group"):
             continue
         if entry.kind == tarfile.SYMTYPE and entry.link == "busybox":
-            entry = bi.hardlink(entry.path, "bin/busybox")
+            # containerd chmods a hard link to its header's mode: keep busybox's 0755.
+            entry = bi.Entry(entry.path, tarfile.LNKTYPE, mode=0o755, link="bin/busybox")
         out.append(entry)
     out += [bi.file_("usr/local/bin/standin", standin, mode=0o755),
             bi.symlink("bin/ipcs", "/usr/local/bin/standin"),
