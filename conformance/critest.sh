@@ -5,7 +5,7 @@
 # and the specs that pass only with runc, after a crictl demo with the ociimg handler.
 #
 #   git clone --branch v1.26.1 https://github.com/kubernetes-sigs/cri-tools /src/cri-tools
-#   CRI_TOOLS_SRC=/src/cri-tools bash conformance/critest.sh          # as root, ~20 min
+#   CRI_TOOLS_SRC=/src/cri-tools bash conformance/critest.sh   # as root; ~4 min + a first build
 #
 # Environment (all optional but CRI_TOOLS_SRC):
 #   CRI_TOOLS_SRC     a cri-tools v1.26.x checkout (it is copied, never built in place)
