@@ -246,17 +246,25 @@ def _replace_symlink(dir_fd: int, name: str, target: str) -> None:
 def pivot_root(rootfs: str) -> None:
     """pivot_root(".", ".") then detach the old root (crun do_pivot, runc pivotRoot): no
     temporary directory inside the rootfs, and the host tree is gone afterwards."""
-    fd = os.open(rootfs, os.O_DIRECTORY | os.O_PATH | os.O_CLOEXEC)
+    old = os.open("/", os.O_DIRECTORY | os.O_PATH | os.O_CLOEXEC)
     try:
-        os.fchdir(fd)
-        linux.pivot_root(".", ".")
-        # The old root sits on top now; make it rslave first so the unmount does not
-        # propagate to the host's mounts.
+        new = os.open(rootfs, os.O_DIRECTORY | os.O_PATH | os.O_CLOEXEC)
+        try:
+            os.fchdir(new)
+            linux.pivot_root(".", ".")
+        finally:
+            os.close(new)
+        # The old root sits on top of the new one now. Make it, and only it, rslave so
+        # the unmount does not propagate to the host: "." must name the old root, so go
+        # there by its fd; from the new root's cwd, mount(2) would resolve "." to the
+        # new root and slave the container's own mounts (an rshared volume then no longer
+        # propagates to the host).
+        os.fchdir(old)
         linux.mount(None, ".", None, MS.SLAVE | MS.REC)
         linux.umount2(".", MNT.DETACH)
         os.chdir("/")
     finally:
-        os.close(fd)
+        os.close(old)
 
 
 def chroot_root(rootfs: str) -> None:
