@@ -361,7 +361,30 @@ EOF
         show rm "$ctr"
         show stopp "$pod"
         show rmp "$pod"
+        hostile_pod_demo
     } 2>&1 | tee "$WORK/logs/crictl-demo.txt"
+}
+
+hostile_pod_demo() { # a host-wide sysctl through the CRI: refused in one line, nothing left
+    local c=("$WORK/bin/crictl" --runtime-endpoint "unix://$SOCK" --image-endpoint "unix://$SOCK" --timeout 60s)
+    local handler core_before mounts_before out line
+    sed 's/"name": "demo"/"name": "hostile"/; s/"uid": "demo-uid"/"uid": "hostile-uid"/; s/"linux": {}/"linux": {"sysctls": {"kernel.core_pattern": "|\/tmp\/pwned %p"}}/' \
+        "$WORK/pod.json" >"$WORK/pod-hostile.json"
+    core_before="$(cat /proc/sys/kernel/core_pattern)"
+    for handler in runc ociimg; do
+        mounts_before="$(grep -c "$WORK" /proc/self/mountinfo || true)"
+        echo "# a pod asking for the host-wide sysctl kernel.core_pattern, handler $handler"
+        printf '$ crictl runp --runtime %s pod-hostile.json\n' "$handler"
+        out="$("${c[@]}" runp --runtime "$handler" "$WORK/pod-hostile.json" 2>&1 || true)"
+        line="$(grep -o 'OCI runtime create failed: .*' <<<"$out" | head -1 || true)"
+        echo "${line:-"(not refused: $out)"}"
+        printf '$ crictl pods --name hostile -q | wc -l\n%s\n' \
+            "$("${c[@]}" pods --name hostile -q | wc -l)"
+        [[ "$(cat /proc/sys/kernel/core_pattern)" == "$core_before" ]] \
+            && echo "host kernel.core_pattern unchanged" || echo "HOST kernel.core_pattern CHANGED"
+        [[ "$(grep -c "$WORK" /proc/self/mountinfo || true)" == "$mounts_before" ]] \
+            && echo "no mount left behind" || echo "MOUNTS LEFT BEHIND"
+    done
 }
 
 run_critest() { # HANDLER: writes logs/critest-HANDLER.{txt,json,seconds}

@@ -551,18 +551,27 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _report(log: _Log, message: str, hint: str | None) -> None:
-    """One error line on stderr (and its hint), and an entry in --log when there is one."""
-    print(f"ociimg-runtime: error: {message}", file=sys.stderr)
-    if hint:
-        print(f"hint: {hint}", file=sys.stderr)
+    """An entry in --log when there is one, then one error line on stderr (and its hint).
+    The log comes first and stderr is best effort: containerd's shim reads the error from
+    the log, and may have closed the pipe it gave us as stderr (a write there then fails
+    with EPIPE, which must not cost the log entry or end in a traceback)."""
     _write_log(log, "error", message)
+    _to_stderr(f"ociimg-runtime: error: {message}\n" + (f"hint: {hint}\n" if hint else ""))
 
 
 def _write_log(log: _Log, level: str, message: str) -> None:
     try:
         log.write(level, message)
     except OSError as exc:  # an unwritable --log must not hide the error itself
-        print(f"ociimg-runtime: error: --log {log.path}: {exc.strerror}", file=sys.stderr)
+        _to_stderr(f"ociimg-runtime: error: --log {log.path}: {exc.strerror}\n")
+
+
+def _to_stderr(text: str) -> None:
+    try:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+    except (OSError, ValueError):  # closed or broken: the log has the message
+        pass
 
 
 def _log_from_argv(argv: list[str]) -> _Log:
