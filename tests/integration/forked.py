@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 
@@ -44,3 +45,17 @@ def in_mount_ns(fn: Callable[[], Any]) -> Any:
     status, result = run_in_child(body)
     assert result is not None and "error" not in result, (status, result)
     return result["ok"]
+
+
+def shared_tmpfs_in_own_mount_ns(path: Path) -> Path:
+    """In a forked child: a mount namespace of its own, rslave first (nothing mounted in it
+    reaches the host's), and a fresh shared tmpfs at ``path`` for a test's bundles."""
+    from ociimg.oskit import linux
+    from ociimg.oskit.linux import MS
+
+    linux.unshare(linux.CLONE.NEWNS)
+    linux.mount(None, "/", None, MS.SLAVE | MS.REC)
+    path.mkdir()
+    linux.mount("tmpfs", str(path), "tmpfs", 0, "mode=755")
+    linux.mount(None, str(path), None, MS.SHARED)
+    return path

@@ -15,20 +15,14 @@ from ociimg.oskit import linux
 from ociimg.oskit.linux import MS
 from ociimg.oskit.mountinfo import containing_mount, read_mountinfo
 from tests.conftest import need
-from tests.integration.forked import run_in_child
+from tests.integration.forked import run_in_child, shared_tmpfs_in_own_mount_ns
 from tests.integration.runtime_helpers import base_config, make_bundle, runtime
 
 ODD = "odd dir\nwith\\back\tslash"
 
 
 def _run_under_shared_odd_mount(tmp_path: Path, state_root: Path) -> dict:
-    # A mount namespace of our own, rslave first: nothing mounted here reaches the host.
-    linux.unshare(linux.CLONE.NEWNS)
-    linux.mount(None, "/", None, MS.SLAVE | MS.REC)
-    mnt = tmp_path / ODD
-    mnt.mkdir()
-    linux.mount("tmpfs", str(mnt), "tmpfs", 0, "mode=755")
-    linux.mount(None, str(mnt), None, MS.SHARED)
+    mnt = shared_tmpfs_in_own_mount_ns(tmp_path / ODD)
     parent = containing_mount(read_mountinfo(), str(mnt / "bundle"))
     assert parent is not None and parent.mount_point == str(mnt) and parent.shared
     config = base_config(["sh", "-c", "echo ok; cat /proc/self/mountinfo | wc -l"])
@@ -56,12 +50,7 @@ def _run_with_shared_rootfs_mount(tmp_path: Path, state_root: Path) -> dict:
     """containerd's layout: the rootfs is a mount point of its own (the snapshot's
     overlay), shared, and the config asks for rshared propagation (critest's "mount with
     'rshared' should support propagation from host to container")."""
-    linux.unshare(linux.CLONE.NEWNS)
-    linux.mount(None, "/", None, MS.SLAVE | MS.REC)
-    base = tmp_path / "shared"
-    base.mkdir()
-    linux.mount("tmpfs", str(base), "tmpfs", 0, "mode=755")
-    linux.mount(None, str(base), None, MS.SHARED)
+    base = shared_tmpfs_in_own_mount_ns(tmp_path / "shared")
     config = base_config(["echo", "ok"])
     config["linux"]["rootfsPropagation"] = "rshared"
     bundle = make_bundle(base, [], config)

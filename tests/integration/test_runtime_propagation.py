@@ -16,7 +16,7 @@ from ociimg.oskit import linux
 from ociimg.oskit.linux import MS
 from ociimg.oskit.mountinfo import read_mountinfo
 from tests.conftest import need
-from tests.integration.forked import run_in_child
+from tests.integration.forked import run_in_child, shared_tmpfs_in_own_mount_ns
 from tests.integration.runtime_helpers import base_config, make_bundle, runtime
 
 pytestmark = pytest.mark.usefixtures("root")
@@ -37,13 +37,7 @@ def _config(volume: Path) -> dict:
 
 
 def _propagates(tmp_path: Path, state_root: Path, runtime_name: str) -> dict:
-    # A mount namespace of our own, rslave: nothing mounted here reaches the host's.
-    linux.unshare(linux.CLONE.NEWNS)
-    linux.mount(None, "/", None, MS.SLAVE | MS.REC)
-    base = tmp_path / runtime_name
-    base.mkdir()
-    linux.mount("tmpfs", str(base), "tmpfs", 0, "mode=755")
-    linux.mount(None, str(base), None, MS.SHARED)
+    base = shared_tmpfs_in_own_mount_ns(tmp_path / runtime_name)
     volume = base / "volume"
     volume.mkdir()
     linux.mount(str(volume), str(volume), None, MS.BIND)
