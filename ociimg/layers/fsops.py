@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 FILE_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -82,31 +82,42 @@ def copy_node(src_pfd: int, name: str, dst_pfd: int, st: os.stat_result) -> None
         os.mknod(name, st.st_mode, st.st_rdev, dir_fd=dst_pfd)
 
 
+def data_segments(fd: int, size: int) -> Iterator[tuple[int, int]]:
+    """The [start, end) ranges of data in the first ``size`` bytes of ``fd``, by
+    SEEK_DATA/SEEK_HOLE; the rest are holes. A filesystem without them: all data. A file
+    that shrinks meanwhile just ends early."""
+    pos = 0
+    while pos < size:
+        try:
+            start = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                return  # only a hole is left
+            if exc.errno != errno.EINVAL:
+                raise
+            start = pos
+        if start >= size:
+            return
+        try:
+            end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.ENXIO):  # ENXIO: cut under us
+                raise
+            end = size
+        if end > start:
+            yield start, end
+        pos = end
+
+
 def copy_sparse(src: int, dst: int) -> None:
-    """Copy a regular file's data segments only (SEEK_DATA/SEEK_HOLE); holes stay holes.
+    """Copy a regular file's data segments only; holes stay holes.
 
     A sparse file in a lower layer (1 GiB of holes from a few hundred bytes of tar)
     was written out in full when a hardlink in a later layer copied it up.
     """
     size = os.fstat(src).st_size
-    pos = 0
-    while pos < size:
-        try:
-            start = os.lseek(src, pos, os.SEEK_DATA)
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:
-                break  # only a hole is left
-            if exc.errno != errno.EINVAL:  # a filesystem without SEEK_DATA: all data
-                raise
-            start = pos
-        try:
-            end = os.lseek(src, start, os.SEEK_HOLE)
-        except OSError as exc:
-            if exc.errno != errno.EINVAL:
-                raise
-            end = size
-        _copy_range(src, dst, start, min(end, size) - start)
-        pos = end
+    for start, end in data_segments(src, size):
+        _copy_range(src, dst, start, end - start)
     os.ftruncate(dst, size)
 
 

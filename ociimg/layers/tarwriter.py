@@ -11,10 +11,11 @@ File data is streamed from an fd in chunks, holes written as zeros without readi
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 from typing import BinaryIO
+
+from ociimg.layers.fsops import data_segments
 
 BLOCK = 512
 _ZEROS = bytes(1 << 20)
@@ -118,33 +119,18 @@ def stream_file(fd: int, size: int, out: BinaryIO) -> None:
     segments are read, holes written as zeros; a file that shrank meanwhile is padded
     with zeros, one that grew is cut at ``size`` (the header is already written)."""
     pos = 0
-    while pos < size:
-        try:
-            data_at = os.lseek(fd, pos, os.SEEK_DATA)
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:
-                data_at = size  # only a hole (or EOF) is left
-            elif exc.errno == errno.EINVAL:
-                data_at = pos  # no SEEK_DATA here: read everything
-            else:
-                raise
-        data_at = min(data_at, size)
-        _write_zeros(out, data_at - pos)
-        pos = data_at
-        if pos >= size:
-            break
-        try:
-            hole_at = min(os.lseek(fd, pos, os.SEEK_HOLE), size)
-        except OSError:
-            hole_at = size
-        while pos < hole_at:
-            chunk = os.pread(fd, min(_CHUNK, hole_at - pos), pos)
-            if not chunk:  # shrank under us
-                _write_zeros(out, size - pos)
-                pos = size
+    for start, end in data_segments(fd, size):
+        _write_zeros(out, start - pos)
+        pos = start
+        while pos < end:
+            chunk = os.pread(fd, min(_CHUNK, end - pos), pos)
+            if not chunk:  # shrank under us: zeros from here on
                 break
             out.write(chunk)
             pos += len(chunk)
+        if pos < end:
+            break
+    _write_zeros(out, size - pos)
     out.write(bytes(-size % BLOCK))
 
 
