@@ -131,6 +131,33 @@ def _joining_process(marker: str) -> int:
     return 0
 
 
+def _slow_exec(state_root: Path, marker: str, options: list[str],
+               command: list[str]) -> subprocess.Popen[str]:
+    """`exec` into c1 whose joining process runs slowly (SLOW_PATH) and carries ``marker``
+    in its cmdline, so an attack can find it."""
+    return subprocess.Popen([*RUNTIME, "--root", str(state_root), "exec", *options,
+                             "-e", SLOW_PATH, "-e", f"M={marker}", "c1", *command],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _stop_joining(proc: subprocess.Popen[str], marker: str) -> int:
+    """The joining process of ``proc`` (found by ``marker``), stopped with SIGSTOP so an
+    attack runs inside its window; fails if ``proc`` ends or 30 s pass first."""
+    deadline = time.monotonic() + 30
+    joining = 0
+    while not joining:
+        assert time.monotonic() < deadline and proc.poll() is None, "no joining process"
+        joining = _joining_process(marker)
+    os.kill(joining, 19)  # SIGSTOP
+    return joining
+
+
+def _socket_fds(pid: int) -> list[int]:
+    return [int(fd) for fd in os.listdir(f"/proc/{pid}/fd")
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")]
+
+
 def test_forged_pid_on_the_exec_socket_is_ignored(runtime_env: tuple[Path, Path],
                                                   tmp_path: Path) -> None:
     """The joining process's sync socket, taken with pidfd_getfd once the runtime's first
@@ -142,17 +169,10 @@ def test_forged_pid_on_the_exec_socket_is_ignored(runtime_env: tuple[Path, Path]
     pid_file = tmp_path / "exec.pid"
     marker = "forged-pid-marker"
     held: list[socket.socket] = []
-    proc = subprocess.Popen([*RUNTIME, "--root", str(state_root), "exec", "-d", "--pid-file",
-                             str(pid_file), "-e", SLOW_PATH, "-e", f"M={marker}", "c1",
-                             "sleep", "77"], cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = _slow_exec(state_root, marker, ["-d", "--pid-file", str(pid_file)], ["sleep", "77"])
     try:
+        joining = _stop_joining(proc, marker)  # held inside the window while we attack
         deadline = time.monotonic() + 30
-        joining = 0
-        while not joining:
-            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
-            joining = _joining_process(marker)
-        os.kill(joining, 19)  # SIGSTOP: hold it inside the window while we attack
         with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
             (first,) = (int(p) for p in f.read().split())
         # Wait until the runtime's first child has reported (old protocol: sent "pid" and
@@ -160,8 +180,7 @@ def test_forged_pid_on_the_exec_socket_is_ignored(runtime_env: tuple[Path, Path]
         while proc_status(first).get("State", "Z")[0] not in "TZ":
             assert time.monotonic() < deadline
             time.sleep(0.005)
-        sock_fds = [int(fd) for fd in os.listdir(f"/proc/{joining}/fd")
-                    if os.readlink(f"/proc/{joining}/fd/{fd}").startswith("socket:")]
+        sock_fds = _socket_fds(joining)
         assert sock_fds, "the joining process holds no socket"
         for fd in sock_fds:
             # Kept open until the end: the runtime must not wait for the container to close
@@ -768,19 +787,10 @@ def test_forged_error_reaches_the_terminal_without_escapes(
     bundle, state_root = runtime_env
     start_sleeper(bundle, state_root)
     marker = "forged-error-marker"
-    proc = subprocess.Popen([*RUNTIME, "--root", str(state_root), "exec", "-e", SLOW_PATH,
-                             "-e", f"M={marker}", "c1", "true"], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = _slow_exec(state_root, marker, [], ["true"])
     try:
-        deadline = time.monotonic() + 30
-        joining = 0
-        while not joining:
-            assert time.monotonic() < deadline and proc.poll() is None, "no joining process"
-            joining = _joining_process(marker)
-        os.kill(joining, 19)
-        sock_fds = [int(fd) for fd in os.listdir(f"/proc/{joining}/fd")
-                    if os.readlink(f"/proc/{joining}/fd/{fd}").startswith("socket:")]
-        for fd in sock_fds:
+        joining = _stop_joining(proc, marker)
+        for fd in _socket_fds(joining):
             with socket.socket(fileno=pidfd_getfd(joining, fd)) as stolen:
                 stolen.send(json.dumps({"type": "error", "message": "\x1b]0;pwned\x07\x1b[2J"
                                         + "y" * 50000, "hint": "\x1b[31mred"}).encode())
@@ -803,19 +813,10 @@ def test_forged_error_does_not_fail_an_exec_that_ran(runtime_env: tuple[Path, Pa
     start_sleeper(bundle, state_root)
     marker = "forged-error-ran-marker"
     pid_file = tmp_path / "exec.pid"
-    proc = subprocess.Popen([*RUNTIME, "--root", str(state_root), "exec", "-d", "--pid-file",
-                             str(pid_file), "-e", SLOW_PATH, "-e", f"M={marker}", "c1",
-                             "sleep", "78"], cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = _slow_exec(state_root, marker, ["-d", "--pid-file", str(pid_file)], ["sleep", "78"])
     try:
-        deadline = time.monotonic() + 30
-        joining = 0
-        while not joining:
-            assert time.monotonic() < deadline and proc.poll() is None, "no joining process"
-            joining = _joining_process(marker)
-        os.kill(joining, 19)
-        for fd in [int(fd) for fd in os.listdir(f"/proc/{joining}/fd")
-                   if os.readlink(f"/proc/{joining}/fd/{fd}").startswith("socket:")]:
+        joining = _stop_joining(proc, marker)
+        for fd in _socket_fds(joining):
             with socket.socket(fileno=pidfd_getfd(joining, fd)) as stolen:
                 stolen.send(json.dumps({"type": "error", "message": "forged"}).encode())
         os.kill(joining, 18)
