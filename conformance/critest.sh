@@ -53,6 +53,7 @@ fi
 
 WORK="$(mktemp -d /tmp/ociimg-critest.XXXXXX)"
 SOCK="$WORK/containerd.sock"
+CRICTL=("$WORK/bin/crictl" --runtime-endpoint "unix://$SOCK" --image-endpoint "unix://$SOCK" --timeout 60s)
 mkdir -p "$OUT" "$WORK/logs"
 containerd_pid="" registry_pid="" critest_pid=""
 ipt_before="$WORK/iptables.before"
@@ -314,14 +315,13 @@ start_containerd() {
 preflight_pull() { # a setup fault (registry, mirrors, images) stops here, not in 80 failures
     local image
     for image in registry.k8s.io/pause:3.6 registry.k8s.io/e2e-test-images/busybox:1.29-2; do
-        "$WORK/bin/crictl" --runtime-endpoint "unix://$SOCK" --image-endpoint "unix://$SOCK" \
-            --timeout 60s pull "$image" >/dev/null || die "cannot pull $image through the mirror"
+        "${CRICTL[@]}" pull "$image" >/dev/null || die "cannot pull $image through the mirror"
     done
 }
 
 # ---------------------------------------------------------------------------- demo, runs
 crictl_demo() {
-    local c=("$WORK/bin/crictl" --runtime-endpoint "unix://$SOCK" --image-endpoint "unix://$SOCK" --timeout 60s)
+    local c=("${CRICTL[@]}")
     cat >"$WORK/pod.json" <<'EOF'
 {"metadata": {"name": "demo", "namespace": "default", "uid": "demo-uid", "attempt": 0},
  "hostname": "demo-pod", "log_directory": "/tmp/ociimg-critest-demo-logs", "linux": {}}
@@ -366,7 +366,7 @@ EOF
 }
 
 hostile_pod_demo() { # a host-wide sysctl through the CRI: refused in one line, nothing left
-    local c=("$WORK/bin/crictl" --runtime-endpoint "unix://$SOCK" --image-endpoint "unix://$SOCK" --timeout 60s)
+    local c=("${CRICTL[@]}")
     local handler core_before mounts_before out line
     sed 's/"name": "demo"/"name": "hostile"/; s/"uid": "demo-uid"/"uid": "hostile-uid"/; s/"linux": {}/"linux": {"sysctls": {"kernel.core_pattern": "|\/tmp\/pwned %p"}}/' \
         "$WORK/pod.json" >"$WORK/pod-hostile.json"
