@@ -34,7 +34,7 @@ class _Log:
             return
         if self.path is None:
             if level != "error":
-                print(f"ociimg-runtime: {level}: {msg}", file=sys.stderr)
+                _to_stderr(f"ociimg-runtime: {level}: {msg}\n")
             return
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         # runc's logrus format, byte for byte: conmon and containerd's shim parse it.
