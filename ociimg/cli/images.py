@@ -245,8 +245,8 @@ def rmi(
 @app.command(rich_help_panel="Images")
 def gc(json_out: bool = JSON_OUT) -> None:
     """Remove blobs and snapshots no image references; report the space freed."""
-    from ociimg.commands.containers import containers_locked, list_containers
     from ociimg.commands.maintenance import collect_garbage
+    from ociimg.containers.store import containers_locked, list_containers
 
     with containers_locked(STATE.root):
         report = collect_garbage(STATE.root, [c.meta for c in list_containers(STATE.root)])

@@ -57,7 +57,7 @@ def _creation_lock(root: Path, overlay: bool) -> contextlib.AbstractContextManag
     keeps gc from removing the snapshots being mounted (as for `run`, which it is)."""
     if not overlay:
         return contextlib.nullcontext()
-    from ociimg.commands.containers import containers_locked
+    from ociimg.containers.store import containers_locked
 
     return containers_locked(root, shared=True)
 
