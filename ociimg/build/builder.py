@@ -61,7 +61,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ociimg.build.context import BuildContext
     from ociimg.build.dockerfile import Dockerfile, Instruction, Stage
-
     from ociimg.layers.snapshots import SnapshotStore
 
 # (image text, platform, pull) → the image, pulled into the store if needed (the caller's
@@ -573,10 +572,14 @@ class Builder:
             matches = _match_in_root(src_root, plain)
             owner_keep = True
             excluded = None
+        elif add and plain and all(_is_url(p) for p in plain):
+            src_root, matches, src_digest = self._downloads(plain)
+            owner_keep, excluded = False, None
         else:
             src_root, src_digest, matches, excluded = self._context_sources(plain, add)
             owner_keep = False
-        archives = self._archives(src_root, matches) if add and ref is None else set()
+        archives = self._archives(src_root, matches) \
+            if add and ref is None and not any(_is_url(p) for p in plain) else set()
         created_by = f"{ins.keyword} " + " ".join(sources) + f" {dest} # buildkit"
         key = {"op": ins.keyword, "sources": matches, "dest": dest, "chmod": chmod,
                "chown": chown, "from": ref, "content": src_digest,
@@ -616,30 +619,23 @@ class Builder:
 
     def _archives(self, root: Path, matches: list[str]) -> set[str]:
         """The local sources ADD extracts: tars, plain or compressed."""
-        import tarfile
-        out = set()
-        for rel in matches:
-            path = root / rel
-            if path.is_file() and not path.is_symlink():
-                with contextlib.suppress(tarfile.TarError, OSError, EOFError):
-                    with tarfile.open(path, "r:*") as tar:
-                        tar.next()
-                    out.add(rel)
-        return out
+        from ociimg.build.fetch import is_archive
+        return {rel for rel in matches
+                if (root / rel).is_file() and not (root / rel).is_symlink()
+                and is_archive(root / rel)}
 
     def _extract(self, src_root: Path, rel: str, rootfd: int, dest: str,
                  options: copying.CopyOptions) -> None:
-        """A local archive: unpacked in a private temp dir, then copied like a dir (so
-        its entries are resolved inside the image like any COPY)."""
-        import tarfile
+        """A local archive: unpacked by the layer applier into a private temp dir, then
+        copied like a dir (its entries resolved inside the image like any COPY's); the
+        archive's owners are kept unless --chown."""
+        from ociimg.build.fetch import extract_archive
         work = Path(tempfile.mkdtemp(dir=self._workdir(), prefix="extract-"))
         try:
-            with tarfile.open(src_root / rel, "r:*") as tar:
-                tar.extractall(work, filter=_tar_filter)
-            keep = copying.CopyOptions(owner=options.owner, chmod=options.chmod,
-                                       parents_owner=options.parents_owner, xattrs=False)
-            if options.owner == (0, 0) and not options.chmod:
-                keep.owner = None  # ADD keeps the archive's owners unless --chown
+            extract_archive(src_root / rel, work)
+            keep = copying.CopyOptions(owner=options.owner if options.owner != (0, 0)
+                                       else None, chmod=options.chmod,
+                                       parents_owner=options.parents_owner)
             workfd = os.open(work, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
                 copying.copy_sources(workfd, ["."], rootfd, dest.rstrip("/") + "/", keep,
@@ -650,14 +646,32 @@ class Builder:
         finally:
             _remove_tree(work)
 
+    def _downloads(self, urls: list[str]) -> tuple[Path, list[str], str]:
+        """ADD URL: each downloaded (mode 0600, mtime from Last-Modified) into a temp dir
+        named as the URL's last path component; never extracted."""
+        from urllib.parse import urlparse
+
+        from ociimg.build.fetch import download
+        work = Path(tempfile.mkdtemp(dir=self._workdir(), prefix="download-"))
+        names = []
+        for i, url in enumerate(urls):
+            name = posixpath.basename(urlparse(url).path) or f"download-{i}"
+            sub = work / str(i)
+            sub.mkdir()
+            path, _mtime = download(url, sub / name)
+            os.chmod(path, 0o600)
+            names.append(f"{i}/{name}")
+        digest = Digest.of(b"".join((work / n).read_bytes() for n in names)).hex
+        return work, names, digest
+
     def _context_sources(self, sources: list[str], add: bool
                          ) -> tuple[Path, str, list[str], Callable[[str, bool], bool] | None]:
         context = self._need_context()
         matches: list[str] = []
         for src in sources:
-            if add and src.startswith(("http://", "https://")):
-                raise BuildError(f"ADD {src}: URLs are not supported yet",
-                                 hint="download the file into the context and COPY it")
+            if add and _is_url(src):
+                raise BuildError(f"ADD {src}: URLs and context files in one ADD",
+                                 hint="ADD the URLs in an ADD of their own")
             rel = src.lstrip("/")
             if rel in ("", "."):
                 found = ["."]
@@ -819,6 +833,10 @@ def _arg_decls(ins: Instruction, env: Mapping[str, str], escape: str
                ) -> list[tuple[str, str | None]]:
     from ociimg.build.expand import parse_arg_decls
     return parse_arg_decls(ins.args[0], env, escape)
+
+
+def _is_url(text: str) -> bool:
+    return text.startswith(("http://", "https://"))
 
 
 def _is_glob(text: str) -> bool:

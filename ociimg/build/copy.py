@@ -33,6 +33,7 @@ from ociimg.oskit.paths import resolve_in_root
 
 WHITEOUT_PREFIX = ".wh."
 _TMP = ".ociimg-copy-"
+_REOPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC  # an O_PATH fd's magic link
 _OVERLAY_XATTRS = ("trusted.overlay.", "user.overlay.")
 
 
@@ -82,7 +83,7 @@ def copy_sources(src_rootfd: int, relpaths: list[str], dst_rootfd: int, dest: st
             st = os.fstat(fd)
             if stat.S_ISDIR(st.st_mode):
                 with _dest_dir(dst_rootfd, dest, options) as dst:
-                    sfd = os.open(f"/proc/self/fd/{fd}", DIR_OPEN)
+                    sfd = os.open(f"/proc/self/fd/{fd}", _REOPEN_DIR)
                     try:
                         _copy_children(sfd, dst, rel.strip("/"), options)
                     finally:

@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from ociimg.containers.resolved import ResolvedImage
 
 DEFAULT_FILES = ("Containerfile", "Dockerfile", "dockerfile")
-IGNORE_FILES = (".containerignore", ".dockerignore")
 MAX_CONTAINERFILE = 4 << 20
 
 
@@ -60,7 +59,7 @@ def build_image(root: Path, request: BuildRequest, options: BuildOptions, *,
 @contextlib.contextmanager
 def _context(root: Path, request: BuildRequest, stdin: BinaryIO | None
              ) -> Iterator[tuple[BuildContext, Path | None]]:
-    from ociimg.build.context import BuildContext
+    from ociimg.build.context import BuildContext, load_ignore_rules
     from ociimg.build.ignore import IgnoreRules
     if request.context == "-":
         if stdin is None:
@@ -69,7 +68,7 @@ def _context(root: Path, request: BuildRequest, stdin: BinaryIO | None
         base.mkdir(parents=True, exist_ok=True, mode=0o700)
         work = Path(tempfile.mkdtemp(dir=base, prefix=".context-"))
         try:
-            yield BuildContext.from_tar(stdin, work), None
+            yield BuildContext.from_tar(stdin, work / "context"), None
         finally:
             remove_tree(work)
         return
@@ -77,21 +76,22 @@ def _context(root: Path, request: BuildRequest, stdin: BinaryIO | None
     if not path.is_dir():
         raise NotFound(f"build context {request.context}: not a directory",
                        hint="give the directory holding the files COPY reads (or -)")
-    yield BuildContext.from_dir(path, IgnoreRules.parse(_ignore_text(path, request))), path
+    context = BuildContext.from_dir(path, IgnoreRules([]))
+    context.ignore = load_ignore_rules(context, _in_context(path, request.file))
+    yield context, path
 
 
-def _ignore_text(context_dir: Path, request: BuildRequest) -> str:
-    """``<file>.dockerignore`` beside the Containerfile wins over the context's."""
-    candidates = []
-    if request.file and request.file != "-":
-        f = Path(request.file)
-        candidates += [f.with_name(f.name + ".containerignore"),
-                       f.with_name(f.name + ".dockerignore")]
-    candidates += [context_dir / n for n in IGNORE_FILES]
-    for c in candidates:
-        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-            return c.read_text(errors="surrogateescape")
-    return ""
+def _in_context(context_dir: Path, file: str | None) -> str | None:
+    """The Containerfile's context-relative name (its own ignore file is looked up
+    beside it), or None when it is elsewhere."""
+    if file is None:
+        return next((n for n in DEFAULT_FILES if (context_dir / n).is_file()), None)
+    if file == "-":
+        return None
+    try:
+        return str(Path(file).absolute().relative_to(context_dir.absolute()))
+    except ValueError:
+        return None
 
 
 def _containerfile(request: BuildRequest, context: BuildContext, context_dir: Path | None,
