@@ -162,7 +162,8 @@ def _copy_children(src_dir: int, dst_dir: int, rel: str, options: CopyOptions) -
             try:
                 if (os.fstat(fd).st_dev, os.fstat(fd).st_ino) != (st.st_dev, st.st_ino):
                     raise BuildError(f"COPY {child_rel}: changed while being copied")
-                _copy_file_fd(fd, st, dst_dir, name, options)
+                link = os.readlink(name, dir_fd=src_dir) if stat.S_ISLNK(st.st_mode) else None
+                _copy_file_fd(fd, st, dst_dir, name, options, link)
             finally:
                 os.close(fd)
 
@@ -190,8 +191,10 @@ def _copy_dir(src_parent: int, name: str, st: os.stat_result, dst_parent: int, r
 
 
 def _copy_file_fd(fd: int, st: os.stat_result, dst_dir: int, name: str,
-                  options: CopyOptions) -> None:
-    """Copy the non-directory opened (O_PATH, not followed) as ``fd`` to ``name``."""
+                  options: CopyOptions, link: str | None = None) -> None:
+    """Copy the non-directory opened (O_PATH, not followed) as ``fd`` to ``name``; a
+    symlink's target is ``link`` (read by its parent's fd: the fd's own magic link
+    names the symlink, not its target)."""
     _check_name(name, name)
     inode = (st.st_dev, st.st_ino)
     if st.st_nlink > 1 and inode in options.links:
@@ -220,7 +223,9 @@ def _copy_file_fd(fd: int, st: os.stat_result, dst_dir: int, name: str,
                 os.close(src)
             return
         if stat.S_ISLNK(mode):
-            os.symlink(os.readlink(f"/proc/self/fd/{fd}"), tmp, dir_fd=dst_dir)
+            if link is None:
+                return  # a source path is resolved, so never a link itself
+            os.symlink(link, tmp, dir_fd=dst_dir)
         elif stat.S_ISFIFO(mode):
             os.mkfifo(tmp, 0o600, dir_fd=dst_dir)
         elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):

@@ -93,6 +93,7 @@ def test_build_runs_copies_deletes_and_the_image_runs(ociroot: Path, base: str,
                                                       tmp_path: Path) -> None:
     ctx = write_context(tmp_path / "ctx", CONTAINERFILE,
                         {"src/a.txt": "a\n", "src/sub/b.txt": "b\n", "top.txt": "top\n"})
+    (ctx / "src" / "link").symlink_to("a.txt")
     out = build(ociroot, ctx, "--build-arg", f"BASE={base}", "-t", "built:1")
     image_id = out.stdout.strip()
     assert image_id.startswith("sha256:")
@@ -117,8 +118,8 @@ def test_build_runs_copies_deletes_and_the_image_runs(ociroot: Path, base: str,
     assert ociimg(ociroot, "run", "--rm", "built:1").stdout == "hello world\n"
     check = ociimg(ociroot, "run", "--rm", "built:1", "sh", "-c",
                    "test -e /etc/group && echo group-back; cat a.txt sub/b.txt; "
-                   "stat -c '%u:%g %a' /owned.txt /app/a.txt").stdout
-    assert check == "a\nb\n1234:99 640\n0:0 644\n"
+                   "stat -c '%u:%g %a' /owned.txt /app/a.txt; readlink link").stdout
+    assert check == "a\nb\n1234:99 640\n0:0 644\na.txt\n"
     assert_clean(ociroot)
 
 
