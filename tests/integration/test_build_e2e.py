@@ -283,3 +283,16 @@ def test_containerfile_and_context_from_stdin(ociroot: Path, base: str,
                    input=buf.getvalue(), env=env, check=True, capture_output=True)
     assert ociimg(ociroot, "run", "--rm", "stdin-tar", "cat", "/g.txt").stdout == "from-tar\n"
     assert_clean(ociroot)
+
+
+def test_library_build_matches_the_cli(ociroot: Path, base: str, tmp_path: Path) -> None:
+    import ociimg as library
+
+    ctx = write_context(tmp_path / "ctx", f"FROM {base}\nCOPY f.txt /f\nRUN cat /f > /g\n",
+                        {"f.txt": "lib\n"})
+    result = library.build(ctx, root=ociroot, tags=["lib:1"], timestamp=1700000000)
+    assert result.tags == ("docker.io/library/lib:1",)
+    cli = build(ociroot, ctx, "-q", "--no-cache", "--timestamp", "1700000000")
+    assert cli.stdout.strip() == str(result.image_id)
+    assert ociimg(ociroot, "run", "--rm", "lib:1", "cat", "/g").stdout == "lib\n"
+    assert_clean(ociroot)
