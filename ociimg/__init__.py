@@ -10,7 +10,7 @@ the registry client or the layer stages.
 __version__ = "0.1.0"
 
 _API = ("pull", "push", "open_image", "inspect", "unpack", "umount", "container_manager",
-        "CreateOptions", "BundleOptions", "diff", "commit", "build")
+        "CreateOptions", "BundleOptions", "diff", "commit")
 __all__ = list(_API)
 
 TYPE_CHECKING = False
@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from ociimg.library import (  # noqa: F401
         BundleOptions,
         CreateOptions,
-        build,
         commit,
         container_manager,
         diff,

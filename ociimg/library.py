@@ -131,7 +131,8 @@ def build(context: str | Path, *, root: str | Path | None = None, file: str | No
           target: str | None = None, no_cache: bool = False, timestamp: int | None = None,
           network: str = "private", progress: Progress | None = None) -> Any:
     """Build the Containerfile in the ``context`` directory (or ``file``) into the store
-    (``ociimg build``); returns a BuildResult (``image_id``, ``descriptor``, ``tags``).
+    (``ociimg build``; call it as ``ociimg.library.build``: ``ociimg.build`` is the
+    builder's package); returns a BuildResult (``image_id``, ``descriptor``, ``tags``).
     RUN steps run as containers; nothing is tagged unless the whole build succeeds."""
     from ociimg.build.builder import BuildOptions
     from ociimg.commands.building import BuildRequest, build_image

@@ -67,7 +67,6 @@ if TYPE_CHECKING:
 # resolver: commands know registries, the builder does not).
 ResolveImage = Callable[[str, "Platform | None", bool], ResolvedImage]
 
-EMPTY_TAR_SIZE = 1024  # a layer tar with no entry: just the end-of-archive blocks
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|ms|s|m|h)")
 _DURATION_NS = {"ns": 1, "us": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9,
                 "h": 3600 * 10**9}
@@ -755,16 +754,18 @@ class Builder:
         self.snapshots.prepare(key, r.chain, labels={"ociimg.build": "step"})
         try:
             work(key)
-            epoch = self.options.timestamp
-            with tempfile.TemporaryFile(dir=self.snapshots.path) as tar:
-                self.snapshots.diff(key, tar, source_date_epoch=epoch)  # type: ignore[arg-type]
-                created = format_time(self._time())
-                if tar.tell() <= EMPTY_TAR_SIZE:
-                    return CachedStep(r.chain, None, None, created)
-                tar.seek(0)
-                written = write_layer(self.store, NewLayer(tar), self.options.compression)  # type: ignore[arg-type]
-            chain = self.snapshots.commit(key, source_date_epoch=epoch)
-            return CachedStep(chain, written.descriptor, written.diff_id, created)
+            created = format_time(self._time())
+            if not self.snapshots.changes(key):
+                return CachedStep(r.chain, None, None, created)
+            written: list[Any] = []
+
+            def store_blob(tar: Any) -> None:  # the same diff the commit applies
+                written.append(write_layer(self.store, NewLayer(tar),
+                                           self.options.compression))
+
+            chain = self.snapshots.commit(key, source_date_epoch=self.options.timestamp,
+                                          on_tar=store_blob)
+            return CachedStep(chain, written[0].descriptor, written[0].diff_id, created)
         finally:
             self.snapshots.remove(key)
 

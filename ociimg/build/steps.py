@@ -54,8 +54,6 @@ def run_step(root: Path, snapshots: SnapshotStore, key: str, image: ResolvedImag
     from ociimg.containers import ContainerManager, CreateOptions
     targets = list(RUNTIME_MOUNT_POINTS) + [m.destination for m in request.mounts] + \
         list(request.tmpfs)
-    with snapshots.mounted(key) as view:
-        missing = [t for t in targets if not _exists(view, t)]
     options = CreateOptions(snapshot=key, bundle=BundleOptions(
         args=request.argv, entrypoint=[], env=request.env, cwd=request.cwd or "/",
         user=request.user, network=request.network, mounts=list(request.mounts),
@@ -64,12 +62,16 @@ def run_step(root: Path, snapshots: SnapshotStore, key: str, image: ResolvedImag
     container = manager.create(image, options, progress)
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     try:
+        # The rootfs is mounted from create to exit: what is missing now, the runtime
+        # will make as a mount point.
+        missing = [t for t in targets if not _exists(container.path / "rootfs", t)]
         code = _run_attached(manager, container, progress, tail)
     finally:
         with contextlib.suppress(Exception):
             manager.remove(container, force=True)
-        with snapshots.mounted(key) as view:
-            _remove_mount_points(view, missing)
+    # Missing before the run means in no lower layer: the new mount points are in the
+    # snapshot's own tree only (the upper dir, or the flattened copy), cleaned there.
+    _remove_mount_points(_own_tree(snapshots, key), missing)
     if code != 0:
         last = " | ".join(line for line in list(tail)[-TAIL_SHOWN:] if line.strip())
         raise StepFailed(f"{label}: exited with code {code}" +
@@ -106,6 +108,12 @@ def _emit(line: bytes, progress: Progress, tail: deque[str]) -> None:
     text = line.decode("utf-8", "replace").rstrip("\r")
     tail.append(text)
     progress.log(text)
+
+
+def _own_tree(snapshots: SnapshotStore, key: str) -> Path:
+    from ociimg.layers.active import BACKEND_COPY
+    info = snapshots.active_info(key)
+    return snapshots.active_dir(key) / ("fs" if info.backend == BACKEND_COPY else "upper")
 
 
 def _exists(view: Path, path: str) -> bool:

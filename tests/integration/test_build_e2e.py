@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.cli_helpers import assert_one_line_error, ociimg, ociimg_background
-from tests.waiting import wait_for_line
+from tests.waiting import wait_for_line, wait_until
 
 
 @pytest.fixture
@@ -244,7 +244,7 @@ def test_unknown_target_is_an_error(ociroot: Path, base: str, tmp_path: Path) ->
 
 def test_ctrl_c_leaves_no_container_mount_or_snapshot(ociroot: Path, base: str,
                                                       tmp_path: Path) -> None:
-    ctx = write_context(tmp_path / "ctx", f"FROM {base}\nRUN echo started; sleep 600\n")
+    ctx = write_context(tmp_path / "ctx", f"FROM {base}\nRUN echo started; sleep 6007\n")
     proc = ociimg_background(ociroot, "build", "--json", "-t", "interrupted", str(ctx))
     try:
         wait_for_line(proc, "started")
@@ -258,8 +258,9 @@ def test_ctrl_c_leaves_no_container_mount_or_snapshot(ociroot: Path, base: str,
     assert b"Traceback" not in proc.stderr.read()
     assert "interrupted" not in ociimg(ociroot, "images").stdout
     assert_clean(ociroot)
-    assert "sleep 600" not in subprocess.run(["ps", "-eo", "args"], capture_output=True,
-                                             text=True).stdout
+    wait_until(lambda: "sleep 6007" not in subprocess.run(
+        ["ps", "-eo", "args"], capture_output=True, text=True).stdout,
+        "the interrupted step's process to be gone", timeout=10)
 
 
 def test_containerfile_and_context_from_stdin(ociroot: Path, base: str,
@@ -286,7 +287,8 @@ def test_containerfile_and_context_from_stdin(ociroot: Path, base: str,
 
 
 def test_library_build_matches_the_cli(ociroot: Path, base: str, tmp_path: Path) -> None:
-    import ociimg as library
+    # ociimg.build is the build package: the function is ociimg.library.build.
+    from ociimg import library
 
     ctx = write_context(tmp_path / "ctx", f"FROM {base}\nCOPY f.txt /f\nRUN cat /f > /g\n",
                         {"f.txt": "lib\n"})
