@@ -34,7 +34,7 @@ class StepLog:
         pass
 
     def done(self, key: str, message: str | None = None) -> None:
-        if message:
+        if message and key.startswith("step-"):  # not the base's "already unpacked"
             self._write(f"--> {printable(message)}")
 
     def log(self, message: str) -> None:
@@ -57,7 +57,8 @@ class JsonEvents:
         pass
 
     def done(self, key: str, message: str | None = None) -> None:
-        self._emit({"event": message or "done", "step": key})
+        if key.startswith("step-"):
+            self._emit({"event": message or "done", "step": key})
 
     def log(self, message: str) -> None:
         self._emit({"event": "output", "text": message})
