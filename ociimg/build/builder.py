@@ -54,7 +54,7 @@ from ociimg.digest import Digest
 from ociimg.errors import BuildError, OciimgError, StepFailed
 from ociimg.events import NullProgress, Progress
 from ociimg.image.writer import NewLayer, copy_blobs, format_time, write_image, write_layer
-from ociimg.spec import Descriptor, Platform, canonical_json, parse_config
+from ociimg.spec import Descriptor, Platform, canonical_json, chain_ids, parse_config
 from ociimg.store import Store
 
 TYPE_CHECKING = False
@@ -116,6 +116,7 @@ class _StageResult:
     author: str | None = None
     created: list[datetime] = field(default_factory=list)  # of the layers this build added
     new_layers: int = 0
+    base_history: int = 0  # history entries from before this stage's own steps
 
     def copy(self) -> _StageResult:
         import copy
@@ -182,6 +183,7 @@ class Builder:
         if parent is not None:
             result = self.results[parent].copy()
             result.created, result.new_layers = [], 0
+            result.base_history = len(result.history)
             result.state.sets_cmd = False
             return result
         platform = self._stage_platform(stage)
@@ -193,7 +195,8 @@ class Builder:
                             list(image.config.diff_ids), [dict(h) for h in image.config.history],
                             image.chain()[-1] if image.config.diff_ids else None,
                             StageState.from_base(image.config.config, {}),
-                            image.config.created, image.config.author)
+                            image.config.created, image.config.author,
+                            base_history=len(image.config.history))
 
     def _stage_platform(self, stage: Stage) -> Platform:
         from ociimg.build.expand import expand
@@ -816,7 +819,37 @@ class Builder:
         return datetime.fromtimestamp(0, UTC)
 
     def _squash(self, r: _StageResult) -> None:
-        raise BuildError("--squash is not supported yet", hint="build without --squash")
+        """--squash: the layers the final stage added, as one. They are applied in order
+        onto an active snapshot of the stage's base (deletions become the snapshot's
+        whiteouts), whose diff is the one layer; their history entries stay, marked
+        empty_layer, and one entry for the squashed layer follows them."""
+        from ociimg.layers.apply import ApplyOptions, apply_layer
+        from ociimg.layers.compression import open_decompressed
+        base_count = len(r.layers) - r.new_layers
+        base_chain = chain_ids(r.diff_ids[:base_count])[-1] if base_count else None
+        key = f"build-squash-{secrets.token_hex(8)}"
+        self.snapshots.prepare(key, base_chain, labels={"ociimg.build": "squash"})
+        try:
+            with self._mounted(key) as (view, _rootfd):
+                for desc in r.layers[base_count:]:
+                    with self.store.open_blob(desc.digest) as raw:
+                        apply_layer(view, open_decompressed(raw, desc.media_type),  # type: ignore[arg-type]
+                                    ApplyOptions())
+            with tempfile.TemporaryFile(dir=self.snapshots.path) as tar:
+                self.snapshots.diff(key, tar, source_date_epoch=self.options.timestamp)  # type: ignore[arg-type]
+                tar.seek(0)
+                written = write_layer(self.store, NewLayer(tar), self.options.compression)  # type: ignore[arg-type]
+        finally:
+            self.snapshots.remove(key)
+        del r.layers[base_count:]
+        del r.diff_ids[base_count:]
+        r.layers.append(written.descriptor)
+        r.diff_ids.append(written.diff_id)
+        for h in r.history[r.base_history:]:
+            h["empty_layer"] = True
+        r.history.append({"created_by": f"squashed {r.new_layers} layers # ociimg",
+                          "created": format_time(max(r.created))})
+        r.new_layers = 1
 
     def _view_of(self, chain: Digest | None) -> tuple[Path, str]:
         name = str(chain)

@@ -52,8 +52,8 @@ def run_step(root: Path, snapshots: SnapshotStore, key: str, image: ResolvedImag
     """Run ``request`` in a container over active snapshot ``key``; StepFailed (with the
     exit code and the last lines of output) when it fails."""
     from ociimg.containers import ContainerManager, CreateOptions
-    targets = list(RUNTIME_MOUNT_POINTS) + [m.destination for m in request.mounts] + \
-        list(request.tmpfs)
+    targets = _with_parents(list(RUNTIME_MOUNT_POINTS) + list(request.tmpfs) +
+                            [m.destination for m in request.mounts])
     options = CreateOptions(snapshot=key, bundle=BundleOptions(
         args=request.argv, entrypoint=[], env=request.env, cwd=request.cwd or "/",
         user=request.user, network=request.network, mounts=list(request.mounts),
@@ -108,6 +108,15 @@ def _emit(line: bytes, progress: Progress, tail: deque[str]) -> None:
     text = line.decode("utf-8", "replace").rstrip("\r")
     tail.append(text)
     progress.log(text)
+
+
+def _with_parents(paths: list[str]) -> list[str]:
+    """Each path and its parents (the runtime makes missing parents of a mount point)."""
+    out: set[str] = set()
+    for path in paths:
+        parts = [p for p in path.split("/") if p]
+        out.update("/" + "/".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return sorted(out)
 
 
 def _own_tree(snapshots: SnapshotStore, key: str) -> Path:
