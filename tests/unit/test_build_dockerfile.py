@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ociimg.build.dockerfile import Instruction, parse
+from ociimg.build.expand import expand, expand_words, parse_key_values
 from ociimg.errors import BuildSyntaxError
 
 
@@ -279,3 +280,46 @@ def test_run_is_not_expanded_at_parse_time() -> None:
     # Reference "Environment replacement": RUN/CMD/ENTRYPOINT are left to the shell, so an
     # unterminated quote there is the shell's business, not a parse error.
     assert only("RUN echo \"unterminated").args == ['echo "unterminated']
+
+
+# Cross-checked for real with `buildah bud` 1.28.2 (Debian) on FROM scratch: the Env,
+# Labels, WorkingDir, User and ExposedPorts it wrote are the expected values below.
+# (buildah 1.28 lacks ${V-w} and ignores `# escape=` in expansion; those rows follow
+# the Dockerfile reference instead and live in the tables above.)
+BUILDAH_CHECKED = """\
+FROM scratch
+ENV a=1 b="x y" c=$a
+ENV a=2 d=$a e=${UNSET:-def} f='$a' g=\\$a h="${a}x" i=${a:+set}
+ENV legacy v   w
+ENV k="q\\"uote" l=a\\ b m=${c:-no}${a}
+LABEL l1="a b" l2=$d "l 3"=x
+WORKDIR /w/$a
+USER ${UNSET:-1000}:${a}
+EXPOSE $a/udp 80
+"""
+
+
+def test_env_chain_as_buildah_built_it() -> None:
+    env: dict[str, str] = {}
+    labels: dict[str, str] = {}
+    seen: dict[str, object] = {}
+    for instruction in parse(BUILDAH_CHECKED).stages[0].instructions:
+        text = instruction.args[0]
+        if instruction.keyword == "ENV":
+            env.update(parse_key_values(text, dict(env)))
+        elif instruction.keyword == "LABEL":
+            labels.update(parse_key_values(text, env, keyword="LABEL"))
+        else:
+            seen[instruction.keyword] = (expand_words(text, env) if instruction.keyword == "EXPOSE"
+                                         else expand(text, env))
+    assert env == {"a": "2", "b": "x y", "c": "", "d": "1", "e": "def", "f": "$a", "g": "$a",
+                   "h": "1x", "i": "set", "legacy": "v   w", "k": 'q"uote', "l": "a b", "m": "no2"}
+    assert labels == {"l1": "a b", "l2": "1", "l 3": "x"}
+    assert seen == {"WORKDIR": "/w/2", "USER": "1000:2", "EXPOSE": ["2/udp", "80"]}
+
+
+def test_directive_after_comment_as_buildah_built_it() -> None:
+    # buildah bud gave Env p=1 q=C:dir: the escape directive after a comment is ignored.
+    df = parse("# comment first\n# escape=`\nFROM scratch\nENV p=1 \\\n  q=C:\\dir\n")
+    assert df.escape == "\\"
+    assert df.stages[0].instructions[0].args == ["p=1   q=C:\\dir"]
