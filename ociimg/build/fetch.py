@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ociimg import spec
-from ociimg.errors import BuildError, DownloadFailed, UnsafeArchive
+from ociimg.errors import BuildError, DownloadFailed, InvalidDocument, UnsafeArchive
 from ociimg.layers.apply import ApplyOptions, apply_layer
 from ociimg.layers.compression import DECOMPRESSION_ERRORS, open_decompressed
 
@@ -34,7 +34,9 @@ BZIP2_MAGIC = b"BZh"
 XZ_MAGIC = b"\xfd7zXZ\x00"
 MAX_DOWNLOAD_BYTES = 8 << 30
 MAX_REDIRECTS = 10
-_ARCHIVE_ERRORS = (*DECOMPRESSION_ERRORS, lzma.LZMAError, OSError, tarfile.TarError)
+# InvalidDocument: the layer reader's "corrupt or truncated stream".
+_ARCHIVE_ERRORS = (*DECOMPRESSION_ERRORS, lzma.LZMAError, OSError, tarfile.TarError,
+                   InvalidDocument)
 
 
 def open_archive(stream: BinaryIO) -> BinaryIO:

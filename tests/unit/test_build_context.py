@@ -7,7 +7,6 @@ import gzip
 import io
 import lzma
 import os
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ import zstandard
 from ociimg.build.context import BuildContext, load_ignore_rules
 from ociimg.build.ignore import IgnoreRules
 from ociimg.errors import BuildError, ContextEscape, ContextNotFound, UnsafeArchive
-from tests.tarbuild import HOSTILE, D, F, L, tar
+from tests.tarbuild import HOSTILE, D, F, L, tar, with_canary
 from tests.treewalk import make_canary, tree_manifest
 
 
@@ -217,22 +216,12 @@ def test_from_tar_any_compression(tmp_path: Path, kind: str) -> None:
     assert (ctx.root / "app/link").is_symlink()
 
 
-def _subst(data: bytes, canary: Path) -> bytes:
-    src = tarfile.open(fileobj=io.BytesIO(data))
-    members = []
-    for info in src.getmembers():
-        info.name = info.name.replace("CANARY", str(canary))
-        info.linkname = info.linkname.replace("CANARY", str(canary))
-        members.append((info, src.extractfile(info).read() if info.isreg() else None))  # type: ignore[union-attr]
-    return tar(*members)
-
-
 @pytest.mark.parametrize("case", sorted(k for k, layers in HOSTILE.items() if len(layers) == 1))
 def test_hostile_context_tar_never_escapes(tmp_path: Path, case: str) -> None:
     canary = make_canary(tmp_path)
     before = tree_manifest(canary)
     try:
-        BuildContext.from_tar(io.BytesIO(_subst(HOSTILE[case][0], canary)), tmp_path / "work")
+        BuildContext.from_tar(io.BytesIO(with_canary(HOSTILE[case][0], canary)), tmp_path / "work")
     except (UnsafeArchive, BuildError):
         assert not (tmp_path / "work").exists()  # nothing half-extracted is left
     assert tree_manifest(canary) == before
