@@ -290,7 +290,7 @@ def test_library_build_matches_the_cli(ociroot: Path, base: str, tmp_path: Path)
 
     ctx = write_context(tmp_path / "ctx", f"FROM {base}\nCOPY f.txt /f\nRUN cat /f > /g\n",
                         {"f.txt": "lib\n"})
-    result = library.build(ctx, root=ociroot, tags=["lib:1"], timestamp=1700000000)
+    result = library.build_image(ctx, root=ociroot, tags=["lib:1"], timestamp=1700000000)
     assert result.tags == ("docker.io/library/lib:1",)
     cli = build(ociroot, ctx, "-q", "--no-cache", "--timestamp", "1700000000")
     assert cli.stdout.strip() == str(result.image_id)
