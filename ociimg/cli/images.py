@@ -123,8 +123,9 @@ def push(
 
 @app.command(rich_help_panel="Images")
 def copy(
-    source: str = typer.Argument(..., help="docker://REF, REF, oci:PATH[:TAG] or "
-                                 "oci-archive:FILE[:TAG]."),
+    source: str = typer.Argument(..., help="docker://REF, a store name, oci:PATH[:TAG], "
+                                 "oci-archive:FILE[:TAG], docker-archive:FILE[:TAG] or "
+                                 "dir:PATH."),
     destination: str = typer.Argument(..., help="Same forms as SOURCE."),
     platform: str = PLATFORM,
     all_platforms: bool = typer.Option(True, "--all-platforms/--single-platform",
@@ -140,14 +141,13 @@ def copy(
 ) -> None:
     """Copy an image between registries and OCI layouts, keeping its digest."""
     from ociimg.registry import CopyOptions
-    from ociimg.registry import copy as do_copy
+    from ociimg.transports import copy_image
 
-    src, dst = parse_image_name(source), parse_image_name(destination)
     options = CopyOptions(platform=parse_platform(platform), all_platforms=all_platforms,
                           src_insecure=insecure, dest_insecure=insecure, ca_bundle=ca_bundle,
                           auth_file=auth_file, concurrency=jobs, retries=retries)
     with progress_for(quiet, json_out) as progress:
-        digest = do_copy(src, dst, options, progress)
+        digest = copy_image(source, destination, options, progress, STATE.root)
     if json_out:
         print_json({"source": source, "destination": destination, "digest": str(digest)})
     elif not quiet:
