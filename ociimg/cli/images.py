@@ -154,19 +154,6 @@ def copy(
         print(f"{destination}\n  digest: {digest}")
 
 
-@app.command(rich_help_panel="Images")
-def images(json_out: bool = JSON_OUT) -> None:
-    """List the images in the local store."""
-    rows = open_store().images()
-    if json_out:
-        print_json([{"name": r.name, "digest": str(r.digest), "mediaType": r.media_type,
-                     "size": r.size} for r in rows])
-        return
-    print(f"{'NAME':60} {'DIGEST':19} {'SIZE':>10}")
-    for r in rows:
-        print(f"{printable(r.name):60} {r.digest.short:19} {human_size(r.size):>10}")
-
-
 def human_size(n: int) -> str:
     size = float(n)
     for unit in ("B", "kB", "MB", "GB"):
