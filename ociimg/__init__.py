@@ -10,7 +10,7 @@ the registry client or the layer stages.
 __version__ = "0.1.0"
 
 _API = ("pull", "push", "open_image", "inspect", "unpack", "umount", "container_manager",
-        "CreateOptions", "BundleOptions", "diff", "commit")
+        "CreateOptions", "BundleOptions", "diff", "commit", "build")
 __all__ = list(_API)
 
 TYPE_CHECKING = False
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from ociimg.library import (  # noqa: F401
         BundleOptions,
         CreateOptions,
+        build,
         commit,
         container_manager,
         diff,
