@@ -126,13 +126,13 @@ def commit(container: str, name: str | None = None, *, root: str | Path | None =
     return commit_container(_root(root), container, options)
 
 
-def build(context: str | Path, *, root: str | Path | None = None, file: str | None = None,
-          tags: list[str] | None = None, build_args: dict[str, str] | None = None,
-          target: str | None = None, no_cache: bool = False, timestamp: int | None = None,
-          network: str = "private", progress: Progress | None = None) -> Any:
+def build_image(context: str | Path, *, root: str | Path | None = None,
+                file: str | None = None, tags: list[str] | None = None,
+                build_args: dict[str, str] | None = None, target: str | None = None,
+                no_cache: bool = False, timestamp: int | None = None,
+                network: str = "private", progress: Progress | None = None) -> Any:
     """Build the Containerfile in the ``context`` directory (or ``file``) into the store
-    (``ociimg build``; call it as ``ociimg.library.build``: ``ociimg.build`` is the
-    builder's package); returns a BuildResult (``image_id``, ``descriptor``, ``tags``).
+    (``ociimg build``); returns a BuildResult (``image_id``, ``descriptor``, ``tags``).
     RUN steps run as containers; nothing is tagged unless the whole build succeeds."""
     from ociimg.build.builder import BuildOptions
     from ociimg.commands.building import BuildRequest, build_image
