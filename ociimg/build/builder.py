@@ -165,7 +165,21 @@ class Builder:
             for index in order:
                 self.results[index] = self._run_stage(self.df.stages[index], bases[index])
             final = self.results[order[-1]]
+            self._warn_unused_args()
             return self._write(final)
+
+    def _warn_unused_args(self) -> None:
+        """The classic builder's warning: a --build-arg no ARG declared (proxy ARGs are
+        predefined, and so never unused)."""
+        declared = set(self.meta)
+        for r in self.results.values():
+            declared.update(r.state.args)
+        for ins in [*self.df.meta_args, *(i for s in self.df.stages for i in s.instructions)]:
+            if ins.keyword == "ARG":
+                declared.update(n for n, _ in _arg_decls(ins, {}, self.df.escape))
+        unused = sorted(set(self.options.build_args) - declared - PROXY_ARGS)
+        if unused:
+            self.progress.log(f"warning: build args not consumed: {', '.join(unused)}")
 
     # Stages ------------------------------------------------------------------------------
     def _run_stage(self, stage: Stage, base: str) -> _StageResult:
@@ -382,7 +396,7 @@ class Builder:
         env = r.state.run_env(self.options.build_args)
         mounts, tmpfs, mount_keys = self._run_mounts(stage, r, ins)
         request = RunRequest(argv, env, r.state.workdir(), r.state.config.get("User") or "",
-                             network, mounts + pipes, tmpfs)
+                             network, mounts + pipes + _host_network_files(network), tmpfs)
         shown_args = {k: v for k, v in r.state.args.items()}
         created_by = "RUN " + (f"|{len(shown_args)} " + " ".join(
             f"{k}={v}" for k, v in shown_args.items()) + " " if shown_args else "") + \
@@ -867,6 +881,15 @@ def _arg_decls(ins: Instruction, env: Mapping[str, str], escape: str
                ) -> list[tuple[str, str | None]]:
     from ociimg.build.expand import parse_arg_decls
     return parse_arg_decls(ins.args[0], env, escape)
+
+
+def _host_network_files(network: str) -> list[BindMount]:
+    """With the host's network, its resolver config too (BuildKit does the same), read-only;
+    a mount point RUN had to create is removed again, so the image keeps its own."""
+    if network != "host":
+        return []
+    return [BindMount(path, path, readonly=True) for path in ("/etc/resolv.conf", "/etc/hosts")
+            if os.path.isfile(path)]
 
 
 def _is_url(text: str) -> bool:

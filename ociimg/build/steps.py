@@ -64,14 +64,19 @@ def run_step(root: Path, snapshots: SnapshotStore, key: str, image: ResolvedImag
     try:
         # The rootfs is mounted from create to exit: what is missing now, the runtime
         # will make as a mount point.
-        missing = [t for t in targets if not _exists(container.path / "rootfs", t)]
+        view = container.path / "rootfs"
+        missing = [t for t in targets if _stat(view, t) is None]
+        # The dirs that get a new mount point inside: their times, put back afterwards
+        # so that creating and removing it leaves them unchanged for the differ.
+        stamps = {p: st for p in {t.rpartition("/")[0] or "/" for t in missing}
+                  if p not in missing and (st := _stat(view, p)) is not None}
         code = _run_attached(manager, container, progress, tail)
     finally:
         with contextlib.suppress(Exception):
             manager.remove(container, force=True)
     # Missing before the run means in no lower layer: the new mount points are in the
     # snapshot's own tree only (the upper dir, or the flattened copy), cleaned there.
-    _remove_mount_points(_own_tree(snapshots, key), missing)
+    _remove_mount_points(_own_tree(snapshots, key), missing, stamps)
     if code != 0:
         last = " | ".join(line for line in list(tail)[-TAIL_SHOWN:] if line.strip())
         raise StepFailed(f"{label}: exited with code {code}" +
@@ -125,40 +130,59 @@ def _own_tree(snapshots: SnapshotStore, key: str) -> Path:
     return snapshots.active_dir(key) / ("fs" if info.backend == BACKEND_COPY else "upper")
 
 
-def _exists(view: Path, path: str) -> bool:
+def _stat(view: Path, path: str) -> os.stat_result | None:
     rootfd = os.open(view, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        os.close(resolve_in_root(rootfd, path, flags=os.O_PATH, follow_last=False))
-        return True
+        fd = resolve_in_root(rootfd, path, flags=os.O_PATH, follow_last=False)
     except OSError:
-        return False
+        return None
     finally:
         os.close(rootfd)
+    try:
+        return os.fstat(fd)
+    finally:
+        os.close(fd)
 
 
-def _remove_mount_points(view: Path, paths: list[str]) -> None:
-    """Remove what the runtime created for mounts, deepest first, if still empty."""
-    rootfd = os.open(view, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+def _remove_mount_points(tree: Path, paths: list[str],
+                         stamps: dict[str, os.stat_result]) -> None:
+    """Remove what the runtime created for mounts, deepest first, if still empty; then
+    give the dirs that held them their times back."""
+    rootfd = os.open(tree, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for path in sorted(paths, key=lambda p: p.count("/"), reverse=True):
             parent, _, name = path.rstrip("/").rpartition("/")
-            try:
-                pfd = resolve_in_root(rootfd, parent or "/", flags=os.O_PATH | os.O_DIRECTORY,
-                                      follow_last=False)
-            except OSError:
-                continue
-            try:
-                st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
-                if stat.S_ISDIR(st.st_mode):
-                    os.rmdir(name, dir_fd=pfd)
-                elif stat.S_ISREG(st.st_mode) and st.st_size == 0:
-                    os.unlink(name, dir_fd=pfd)
-            except OSError:
-                pass  # not there, or the step put something in it: it stays
-            finally:
-                os.close(pfd)
+            with _opened_dir(rootfd, parent or "/") as pfd:
+                if pfd is None:
+                    continue
+                try:
+                    st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+                    if stat.S_ISDIR(st.st_mode):
+                        os.rmdir(name, dir_fd=pfd)
+                    elif stat.S_ISREG(st.st_mode) and st.st_size == 0:
+                        os.unlink(name, dir_fd=pfd)
+                except OSError:
+                    pass  # not there, or the step put something in it: it stays
+        for path, old in stamps.items():
+            with _opened_dir(rootfd, path) as fd:
+                if fd is not None:
+                    os.utime(f"/proc/self/fd/{fd}", ns=(old.st_atime_ns, old.st_mtime_ns))
     finally:
         os.close(rootfd)
+
+
+@contextlib.contextmanager
+def _opened_dir(rootfd: int, path: str):  # type: ignore[no-untyped-def]
+    try:
+        fd = resolve_in_root(rootfd, path, flags=os.O_PATH | os.O_DIRECTORY,
+                             follow_last=False)
+    except OSError:
+        yield None
+        return
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def check_network(mode: str) -> str:

@@ -190,3 +190,15 @@ def test_output_archive_iidfile_and_zstd(ociroot: Path, base: str, tmp_path: Pat
     ociimg(clean, "run", "--rm", f"oci-archive:{archive}:7", "cat", "/z", check=False)
     copied = ociimg(clean, "copy", f"oci-archive:{archive}:7", f"oci:{tmp_path / 'lay'}:7")
     assert copied.returncode == 0
+
+
+def test_host_network_gets_the_resolver_config_and_unused_args_warn(
+        ociroot: Path, base: str, tmp_path: Path) -> None:
+    ctx = write_context(tmp_path / "ctx", f"FROM {base}\nRUN cat /etc/resolv.conf > /r\n")
+    out = build(ociroot, ctx, "--network", "host", "--build-arg", "NOBODY=1", "-t", "net")
+    assert "warning: build args not consumed: NOBODY" in out.stderr
+    manifest, _ = stored(ociroot, "docker.io/library/net:latest")
+    names = layer_names(ociroot, manifest["layers"][-1])
+    assert names == ["r"]  # the bind-mounted resolv.conf's mount point did not stay
+    got = ociimg(ociroot, "run", "--rm", "net", "cat", "/r").stdout
+    assert got == Path("/etc/resolv.conf").read_text()
