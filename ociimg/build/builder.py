@@ -496,10 +496,15 @@ class Builder:
         ident = fields.get("id") or target
         path = self.root / "build-cache" / "mounts" / Digest.of(ident.encode()).hex
         if not path.is_dir():
+            try:
+                mode, uid, gid = (int(fields.get("mode", "755"), 8), int(fields.get("uid", "0")),
+                                  int(fields.get("gid", "0")))
+            except ValueError:
+                raise BuildError(f"--mount type=cache: bad mode, uid or gid in {dict(fields)}") \
+                    from None
             path.mkdir(parents=True, mode=0o755)
-            mode = fields.get("mode")
-            os.chmod(path, int(mode, 8) if mode else 0o755)
-            os.chown(path, int(fields.get("uid", "0")), int(fields.get("gid", "0")))
+            os.chmod(path, mode)
+            os.chown(path, uid, gid)
         return path
 
     def _secret_mount(self, fields: Mapping[str, str], target: str) -> BindMount | None:
@@ -529,8 +534,13 @@ class Builder:
             raise BuildError(f"--mount from={ref},source={source}: {exc.strerror}") from None
         finally:
             os.close(rootfd)
-        self._stack.callback(os.close, fd)
-        return Path(f"/proc/self/fd/{fd}"), f"{digest}:{source}"
+        try:
+            # The runtime is another process: it gets the host path the resolution ended
+            # at (inside the read-only view, which nothing changes during the build).
+            resolved = os.readlink(f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)
+        return Path(resolved), f"{digest}:{source}"
 
     def _need_context(self) -> BuildContext:
         if self.context is None:

@@ -202,3 +202,16 @@ def test_host_network_gets_the_resolver_config_and_unused_args_warn(
     assert names == ["r"]  # the bind-mounted resolv.conf's mount point did not stay
     got = ociimg(ociroot, "run", "--rm", "net", "cat", "/r").stdout
     assert got == Path("/etc/resolv.conf").read_text()
+
+
+def test_bind_mount_from_a_stage_resolves_inside_it(ociroot: Path, base: str,
+                                                    tmp_path: Path) -> None:
+    ctx = write_context(tmp_path / "ctx", f"""\
+FROM {base} AS src
+RUN mkdir /d && echo staged > /d/f && ln -s /etc /d/up
+FROM {base}
+RUN --mount=type=bind,from=src,source=/d,target=/m cat /m/f > /got && ls /m/up/ > /up
+""")
+    build(ociroot, ctx, "-t", "bindfrom")
+    out = ociimg(ociroot, "run", "--rm", "bindfrom", "sh", "-c", "cat /got; grep -c passwd /up")
+    assert out.stdout == "staged\n1\n"
