@@ -588,10 +588,10 @@ class Builder:
                 files.append((h.name, body.encode()))
             else:
                 plain.append(src)
-        as_dir = len(sources) > 1 or any(_is_glob(s) for s in plain)
+        many_error = BuildError(f"When using {ins.keyword} with more than one source file, "
+                                "the destination must be a directory and end with a /")
         if len(sources) > 1 and not dest.endswith("/"):
-            raise BuildError(f"When using {ins.keyword} with more than one source file, the "
-                             "destination must be a directory and end with a /")
+            raise many_error
         if ref is not None:
             src_root, src_digest = self._source_root(stage, expand(ref, env,
                                                                    escape=self.df.escape))
@@ -604,6 +604,9 @@ class Builder:
         else:
             src_root, src_digest, matches, excluded = self._context_sources(plain, add)
             owner_keep = False
+        as_dir = len(matches) + len(files) > 1  # a wildcard can make one source many
+        if as_dir and not dest.endswith("/"):
+            raise many_error
         archives = self._archives(src_root, matches) \
             if add and ref is None and not any(_is_url(p) for p in plain) else set()
         created_by = f"{ins.keyword} " + " ".join(sources) + f" {dest} # buildkit"
@@ -633,8 +636,7 @@ class Builder:
         srcfd = os.open(src_root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             plain = [m for m in matches if m not in archives]
-            copying.copy_sources(srcfd, plain, rootfd, dest, options,
-                                 as_dir=as_dir or len(matches) + len(files) > 1)
+            copying.copy_sources(srcfd, plain, rootfd, dest, options, as_dir=as_dir)
             for rel in sorted(archives):
                 self._extract(src_root, rel, rootfd, dest, options)
         finally:

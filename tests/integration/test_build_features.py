@@ -215,3 +215,17 @@ RUN --mount=type=bind,from=src,source=/d,target=/m cat /m/f > /got && ls /m/up/ 
     build(ociroot, ctx, "-t", "bindfrom")
     out = ociimg(ociroot, "run", "--rm", "bindfrom", "sh", "-c", "cat /got; grep -c passwd /up")
     assert out.stdout == "staged\n1\n"
+
+
+def test_wildcards_one_match_is_a_file_many_need_a_dir(ociroot: Path, base: str,
+                                                       tmp_path: Path) -> None:
+    files = {"a.txt": "a\n", "b.txt": "b\n", "only.conf": "c\n"}
+    ctx = write_context(tmp_path / "ctx", f"FROM {base}\nCOPY *.conf /etc/the.conf\n"
+                        "COPY *.txt nomatch* /txt/\n", files)
+    build(ociroot, ctx, "-t", "wild")
+    out = ociimg(ociroot, "run", "--rm", "wild", "cat", "/etc/the.conf", "/txt/a.txt",
+                 "/txt/b.txt").stdout
+    assert out == "c\na\nb\n"
+    bad = write_context(tmp_path / "bad", f"FROM {base}\nCOPY *.txt /txt\n", files)
+    proc = build(ociroot, bad, "-q", check=False)
+    assert proc.returncode != 0 and "must be a directory and end with a /" in proc.stderr
