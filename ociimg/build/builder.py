@@ -604,7 +604,11 @@ class Builder:
         else:
             src_root, src_digest, matches, excluded = self._context_sources(plain, add)
             owner_keep = False
-        as_dir = len(matches) + len(files) > 1  # a wildcard can make one source many
+        excludes = [expand(p, env, escape=self.df.escape) for p in ins.flags.get("exclude", [])]
+        if excludes:
+            matches, excluded = _apply_excludes(matches, excluded, excludes)
+        parents = ins.flags.get("parents", ["false"])[-1] == "true"
+        as_dir = parents or len(matches) + len(files) > 1  # a wildcard: one source, many
         if as_dir and not dest.endswith("/"):
             raise many_error
         archives = self._archives(src_root, matches) \
@@ -613,7 +617,7 @@ class Builder:
         key = {"op": ins.keyword, "sources": matches, "dest": dest, "chmod": chmod,
                "chown": chown, "from": ref, "content": src_digest,
                "files": [[n, Digest.of(d).hex] for n, d in files],
-               "archives": sorted(archives)}
+               "archives": sorted(archives), "exclude": excludes, "parents": parents}
 
         def work(step_key_: str) -> None:
             with self._mounted(step_key_) as (view, rootfd):
@@ -623,8 +627,11 @@ class Builder:
                     chmod=chmod, xattrs=owner_keep, excluded=excluded,
                     parents_owner=owner or (0, 0))
                 try:
-                    self._copy_into(src_root, matches, archives, files, rootfd, dest,
-                                    options, as_dir)
+                    if parents:
+                        self._copy_with_parents(src_root, matches, rootfd, dest, options)
+                    else:
+                        self._copy_into(src_root, matches, archives, files, rootfd, dest,
+                                        options, as_dir)
                 finally:
                     copying.close_links(options)
 
@@ -644,6 +651,19 @@ class Builder:
         for name, data in files:
             target = dest if not dest.endswith("/") else dest + name
             copying.write_file(rootfd, target, data, options)
+
+    def _copy_with_parents(self, src_root: Path, matches: list[str], rootfd: int, dest: str,
+                           options: copying.CopyOptions) -> None:
+        """COPY --parents: each source keeps its path below the source root (a dir its
+        own name too) under the destination."""
+        srcfd = os.open(src_root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for rel in matches:
+                keep = rel if (src_root / rel).is_dir() else posixpath.dirname(rel)
+                target = dest.rstrip("/") + "/" + (f"{keep}/" if keep not in ("", ".") else "")
+                copying.copy_sources(srcfd, [rel], rootfd, target, options, as_dir=True)
+        finally:
+            os.close(srcfd)
 
     def _archives(self, root: Path, matches: list[str]) -> set[str]:
         """The local sources ADD extracts: tars, plain or compressed."""
@@ -902,6 +922,19 @@ def _host_network_files(network: str) -> list[BindMount]:
         return []
     return [BindMount(path, path, readonly=True) for path in ("/etc/resolv.conf", "/etc/hosts")
             if os.path.isfile(path)]
+
+
+def _apply_excludes(matches: list[str], excluded: Callable[[str, bool], bool] | None,
+                    patterns: list[str]) -> tuple[list[str], Callable[[str, bool], bool]]:
+    """COPY --exclude: the patterns (.containerignore's rules) drop matches and, in the
+    walk below them, entries; on top of the ignore file's exclusions."""
+    from ociimg.build.ignore import IgnoreRules
+    rules = IgnoreRules.parse("\n".join(patterns), "--exclude")
+
+    def both(rel: str, is_dir: bool) -> bool:
+        return rules.excluded(rel, is_dir) or (excluded is not None and excluded(rel, is_dir))
+
+    return [m for m in matches if not rules.excluded(m)], both
 
 
 def _is_url(text: str) -> bool:

@@ -229,3 +229,18 @@ def test_wildcards_one_match_is_a_file_many_need_a_dir(ociroot: Path, base: str,
     bad = write_context(tmp_path / "bad", f"FROM {base}\nCOPY *.txt /txt\n", files)
     proc = build(ociroot, bad, "-q", check=False)
     assert proc.returncode != 0 and "must be a directory and end with a /" in proc.stderr
+
+
+def test_copy_parents_and_exclude(ociroot: Path, base: str, tmp_path: Path) -> None:
+    files = {"app/x/one.txt": "1\n", "app/y/two.txt": "2\n", "app/y/skip.log": "no\n",
+             "app/z/three.txt": "3\n"}
+    ctx = write_context(tmp_path / "ctx", f"""\
+FROM {base}
+COPY --parents app/*/*.txt /p/
+COPY --exclude=**/*.log --exclude=app/z app /e/
+""", files)
+    build(ociroot, ctx, "-t", "parents")
+    out = ociimg(ociroot, "run", "--rm", "parents", "sh", "-c",
+                 "cd /p && find . -type f | sort; cd /e && find . | sort").stdout
+    assert out == ("./app/x/one.txt\n./app/y/two.txt\n./app/z/three.txt\n"
+                   ".\n./x\n./x/one.txt\n./y\n./y/two.txt\n")
