@@ -109,3 +109,11 @@ class StepFailed(BuildError):
 
 class InvalidArgument(OciimgError):
     """A command-line value is malformed (e.g. a container name)."""
+
+
+class SignatureInvalid(IntegrityError):
+    """No signature verifies: missing, wrong key, tampered payload, another digest."""
+
+
+class PolicyDenied(IntegrityError):
+    """The signature policy (containers-policy.json) rejects the image."""

@@ -21,6 +21,7 @@ from ociimg.cli.options import (
     parse_size,
 )
 from ociimg.cli.output import print_json, printable, progress_for
+from ociimg.cli.signing import POLICY, policy_verifier
 from ociimg.errors import InvalidReference
 from ociimg.reference import LayoutReference, Reference, parse_image_name
 from ociimg.store import Store
@@ -57,6 +58,7 @@ def pull(
     auth_file: Path = AUTH_FILE,
     jobs: int = typer.Option(4, "--jobs", "-j", min=1, max=32, help="Parallel blob downloads."),
     retries: int = RETRIES,
+    policy: Path = POLICY,
     quiet: bool = QUIET,
     json_out: bool = JSON_OUT,
 ) -> None:
@@ -67,7 +69,8 @@ def pull(
     ref = registry_reference(image)
     options = PullOptions(platform=parse_platform(platform), all_platforms=all_platforms,
                           insecure=insecure, ca_bundle=ca_bundle, auth_file=auth_file,
-                          concurrency=jobs, retries=retries)
+                          concurrency=jobs, retries=retries,
+                          verifier=policy_verifier(policy, "pull", insecure, ca_bundle, auth_file))
     store = open_store()
     with progress_for(quiet, json_out) as progress:
         result = do_pull(ref, store, options, progress)
@@ -135,6 +138,7 @@ def copy(
     auth_file: Path = AUTH_FILE,
     jobs: int = typer.Option(4, "--jobs", "-j", min=1, max=32, help="Parallel blob transfers."),
     retries: int = RETRIES,
+    policy: Path = POLICY,
     quiet: bool = QUIET,
     json_out: bool = JSON_OUT,
 ) -> None:
@@ -145,7 +149,8 @@ def copy(
     src, dst = parse_image_name(source), parse_image_name(destination)
     options = CopyOptions(platform=parse_platform(platform), all_platforms=all_platforms,
                           src_insecure=insecure, dest_insecure=insecure, ca_bundle=ca_bundle,
-                          auth_file=auth_file, concurrency=jobs, retries=retries)
+                          auth_file=auth_file, concurrency=jobs, retries=retries,
+                          verifier=policy_verifier(policy, "copy", insecure, ca_bundle, auth_file))
     with progress_for(quiet, json_out) as progress:
         digest = do_copy(src, dst, options, progress)
     if json_out:

@@ -1,0 +1,106 @@
+"""Signing and verifying images in a registry, and the policy hook for pull/copy/run."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from ociimg import spec
+from ociimg.digest import Digest
+from ociimg.errors import SignatureInvalid
+from ociimg.reference import LayoutReference, Reference
+from ociimg.registry.client import ClientOptions, RegistryClient
+from ociimg.signing.attachments import attach_signature, read_signatures
+from ociimg.signing.keys import PrivateKey, PublicKey, sign_bytes
+from ociimg.signing.payload import Payload, make_payload
+from ociimg.signing.policy import Policy
+from ociimg.signing.verify import Verdict, check_signatures, enforce
+
+
+@dataclass(frozen=True, slots=True)
+class Signed:
+    digest: Digest
+    identity: str
+    added: bool  # False: this exact signature was already attached
+    platform: str | None = None
+
+
+@contextlib.contextmanager
+def open_client(ref: Reference, options: ClientOptions | None) -> Iterator[RegistryClient]:
+    client = RegistryClient.open(ref.domain, ref.api_host, options, ref.repository)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def signing_identity(ref: Reference) -> str:
+    """repo:tag when a tag was named (what matchRepoDigestOrExact accepts for a pull by
+    tag), else the repository alone, as cosign writes for a digest."""
+    return f"{ref.name}:{ref.tag}" if ref.tag and ref.digest is None else ref.name
+
+
+def sign_image(ref: Reference, key: PrivateKey,
+               options: ClientOptions | None = None) -> list[Signed]:
+    """Sign what ``ref`` names; an index and each manifest it lists (podman verifies
+    the platform manifest it pulls, not the index)."""
+    identity = signing_identity(ref)
+    with open_client(ref, options) as client:
+        raw, media_type, digest = client.get_manifest(ref.repository, ref.manifest_reference)
+        targets: list[tuple[Digest, str | None]] = [(digest, None)]
+        if media_type in spec.INDEX_TYPES:
+            index = spec.parse_index(raw, media_type, f"index {ref}")
+            targets += [(d.digest, str(d.platform) if d.platform else None)
+                        for d in index.manifests if d.media_type in spec.MANIFEST_TYPES]
+        out = []
+        for target, platform in targets:
+            payload = make_payload(identity, target)
+            added = attach_signature(client, ref.repository, target, payload,
+                                     sign_bytes(key, payload))
+            out.append(Signed(target, identity, added, platform))
+    return out
+
+
+def verify_image(ref: Reference, keys: list[PublicKey],
+                 options: ClientOptions | None = None) -> tuple[Digest, Verdict]:
+    """The digest ``ref`` resolves to and what its signatures say about it."""
+    with open_client(ref, options) as client:
+        _raw, _media_type, digest = client.get_manifest(ref.repository, ref.manifest_reference)
+        verdict = check_signatures(read_signatures(client, ref.repository, digest), keys,
+                                   digest)
+    if not verdict.accepted:
+        raise SignatureInvalid(f"verify {ref}: {verdict.summary(digest)}",
+                               hint="sign it with `ociimg sign --key cosign.key REF`, or "
+                                    "check that the public key matches")
+    return digest, verdict
+
+
+@dataclass
+class PolicyVerifier:
+    """The pull/copy hook (``PullOptions.verifier``): enforce ``policy`` on each
+    manifest an image name will stand for. Signatures come from the image's registry;
+    ``verified`` remembers what passed, so a later check of the same image is free."""
+
+    policy: Policy
+    options: ClientOptions | None = None
+    action: str = "pull"
+    verified: set[tuple[str, Digest]] = field(default_factory=set)
+    accepted: list[Payload] = field(default_factory=list)
+
+    def __call__(self, name: Reference | LayoutReference, desc: spec.Descriptor,
+                 client: RegistryClient | None) -> None:
+        key = (str(name), desc.digest)
+        if key in self.verified:
+            return
+
+        def fetch() -> list:  # type: ignore[type-arg]
+            if not isinstance(name, Reference):
+                return []
+            if client is not None:
+                return read_signatures(client, name.repository, desc.digest)
+            with open_client(name, self.options) as own:
+                return read_signatures(own, name.repository, desc.digest)
+
+        self.accepted += enforce(self.policy, name, desc.digest, fetch, self.action)
+        self.verified.add(key)
