@@ -67,10 +67,10 @@ def pull(
     from ociimg.registry import pull as do_pull
 
     ref = registry_reference(image)
+    verifier = policy_verifier(policy, "pull", insecure, ca_bundle, auth_file, ref)
     options = PullOptions(platform=parse_platform(platform), all_platforms=all_platforms,
                           insecure=insecure, ca_bundle=ca_bundle, auth_file=auth_file,
-                          concurrency=jobs, retries=retries,
-                          verifier=policy_verifier(policy, "pull", insecure, ca_bundle, auth_file))
+                          concurrency=jobs, retries=retries, verifier=verifier)
     store = open_store()
     with progress_for(quiet, json_out) as progress:
         result = do_pull(ref, store, options, progress)
@@ -150,7 +150,8 @@ def copy(
     options = CopyOptions(platform=parse_platform(platform), all_platforms=all_platforms,
                           src_insecure=insecure, dest_insecure=insecure, ca_bundle=ca_bundle,
                           auth_file=auth_file, concurrency=jobs, retries=retries,
-                          verifier=policy_verifier(policy, "copy", insecure, ca_bundle, auth_file))
+                          verifier=policy_verifier(policy, "copy", insecure, ca_bundle, auth_file,
+                                                   src))
     with progress_for(quiet, json_out) as progress:
         digest = do_copy(src, dst, options, progress)
     if json_out:

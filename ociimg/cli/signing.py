@@ -142,9 +142,10 @@ def _read(path: Path) -> bytes:
 
 
 def policy_verifier(policy_file: Path | None, action: str, insecure: bool = False,
-                    ca_bundle: Path | None = None, auth_file: Path | None = None) -> Any:
+                    ca_bundle: Path | None = None, auth_file: Path | None = None,
+                    name: Any = None) -> Any:
     """The pull hook for ``--policy`` (or the default policy when it demands anything);
-    None when nothing is to be checked."""
+    None when nothing is to be checked. ``name``: refused at once if its scope rejects."""
     from ociimg.signing.policy import load_policy
 
     policy = load_policy(policy_file)
@@ -152,7 +153,10 @@ def policy_verifier(policy_file: Path | None, action: str, insecure: bool = Fals
         return None
     from ociimg.signing.images import PolicyVerifier
 
-    return PolicyVerifier(policy, client_options(insecure, ca_bundle, auth_file), action)
+    verifier = PolicyVerifier(policy, client_options(insecure, ca_bundle, auth_file), action)
+    if name is not None:
+        verifier.precheck(name)
+    return verifier
 
 
 def policy_name(text: str, stored_name: str) -> Any:

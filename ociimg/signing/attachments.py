@@ -17,6 +17,7 @@ import base64
 import binascii
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ociimg import spec
@@ -125,8 +126,10 @@ def fetch_small_blob(client: RegistryClient, repo: str, desc: spec.Descriptor) -
 
 # Writing ---------------------------------------------------------------------
 def attach_signature(client: RegistryClient, repo: str, digest: Digest, payload: bytes,
-                     signature: bytes) -> bool:
-    """Add one signature to ``digest``'s .sig manifest; False if it was already there."""
+                     signature: bytes, ours: Callable[[bytes], bool]) -> bool:
+    """Add one signature to ``digest``'s .sig manifest; False if the same payload is
+    there already with a signature ``ours`` accepts (ECDSA signatures differ on every
+    run: cosign's DupeDetector verifies instead of comparing)."""
     tag = signature_tag(digest)
     layer = spec.Descriptor(MEDIA_TYPE, Digest.of(payload), len(payload),
                             {SIGNATURE_ANNOTATION: base64.b64encode(signature).decode()})
@@ -134,7 +137,7 @@ def attach_signature(client: RegistryClient, repo: str, digest: Digest, payload:
     for _attempt in range(WRITE_ATTEMPTS):
         before = _signature_manifest(client, repo, digest)
         layers = list(before.layers) if before else []
-        if any(_same_layer(old, layer) for old in layers):
+        if any(old.digest == layer.digest and ours(_decoded(old)) for old in layers):
             return False
         raw = signature_manifest(client, repo, [*layers, layer], before)
         if _moved(client, repo, digest, before):
@@ -166,6 +169,13 @@ def signature_manifest(client: RegistryClient, repo: str, layers: list[spec.Desc
     if before is not None and before.annotations:
         doc["annotations"] = dict(before.annotations)
     return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def _decoded(layer: spec.Descriptor) -> bytes:
+    try:
+        return base64.b64decode(layer.annotations.get(SIGNATURE_ANNOTATION, ""), validate=True)
+    except (binascii.Error, ValueError):
+        return b""
 
 
 def _same_layer(a: spec.Descriptor, b: spec.Descriptor) -> bool:

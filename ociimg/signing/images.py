@@ -12,10 +12,10 @@ from ociimg.errors import SignatureInvalid
 from ociimg.reference import LayoutReference, Reference
 from ociimg.registry.client import ClientOptions, RegistryClient
 from ociimg.signing.attachments import attach_signature, read_signatures
-from ociimg.signing.keys import PrivateKey, PublicKey, sign_bytes
+from ociimg.signing.keys import PrivateKey, PublicKey, sign_bytes, verify_bytes
 from ociimg.signing.payload import Payload, make_payload
 from ociimg.signing.policy import Policy
-from ociimg.signing.verify import Verdict, check_signatures, enforce
+from ociimg.signing.verify import Verdict, check_signatures, enforce, refuse_early
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +56,9 @@ def sign_image(ref: Reference, key: PrivateKey,
         out = []
         for target, platform in targets:
             payload = make_payload(identity, target)
-            added = attach_signature(client, ref.repository, target, payload,
-                                     sign_bytes(key, payload))
+            added = attach_signature(
+                client, ref.repository, target, payload, sign_bytes(key, payload),
+                lambda old, p=payload: verify_bytes(key.public_key(), p, old))
             out.append(Signed(target, identity, added, platform))
     return out
 
@@ -87,6 +88,10 @@ class PolicyVerifier:
     action: str = "pull"
     verified: set[tuple[str, Digest]] = field(default_factory=set)
     accepted: list[Payload] = field(default_factory=list)
+
+    def precheck(self, name: Reference | LayoutReference) -> None:
+        """Refuse before any download when the policy rejects ``name`` outright."""
+        refuse_early(self.policy, name, self.action)
 
     def __call__(self, name: Reference | LayoutReference, desc: spec.Descriptor,
                  client: RegistryClient | None) -> None:

@@ -126,12 +126,29 @@ def enforce(policy: Policy, image: Reference | LayoutReference, digest: Digest,
     for i, req in enumerate(requirements):
         problem, payloads = _requirement_problem(req, image, digest, signatures)
         if problem:
-            raise PolicyDenied(
-                f"{action} {image}: rejected by policy {policy.source}: {scope}[{i}] "
-                f"({req.describe()}): {problem}",
-                hint="sign the image (ociimg sign --key cosign.key REF) or adjust the policy")
+            raise _denied(policy, image, f"{scope}[{i}]", req, problem, action)
         accepted.extend(payloads)
     return accepted
+
+
+def refuse_early(policy: Policy, image: Reference | LayoutReference, action: str) -> None:
+    """Before any download: a scope that rejects, or asks what ociimg cannot check,
+    refuses whatever the registry would serve."""
+    scope, requirements = policy.requirements_for(image)
+    for i, req in enumerate(requirements):
+        if req.type == "reject" or req.unsupported:
+            problem = "the policy rejects this image" if req.type == "reject" else \
+                f"{req.unsupported} by ociimg"
+            raise _denied(policy, image, f"{scope}[{i}]", req, problem, action)
+
+
+def _denied(policy: Policy, image: Reference | LayoutReference, where: str, req: Requirement,
+            problem: str, action: str) -> PolicyDenied:
+    hint = ("sign it (ociimg sign --key cosign.key REF) with a key the policy names"
+            if req.type == "sigstoreSigned" and not req.unsupported else
+            "the policy refuses images from here; pass another with --policy if that is wrong")
+    return PolicyDenied(f"{action} {image}: rejected by policy {policy.source}: {where} "
+                        f"({req.describe()}): {problem}", hint=hint)
 
 
 def _requirement_problem(req: Requirement, image: Reference | LayoutReference, digest: Digest,
