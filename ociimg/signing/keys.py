@@ -71,11 +71,9 @@ def encrypt_private_key(key: PrivateKey, password: bytes) -> bytes:
 
 def load_private_key(data: bytes, password: bytes, where: str = "private key") -> PrivateKey:
     """Decrypt a cosign private key file; a wrong password is SignatureInvalid."""
-    pem_type, body = pem_decode(data, where)
-    if pem_type not in PRIVATE_PEM_TYPES:
-        raise InvalidDocument(f"{where}: PEM type {pem_type!r} is not a cosign private key",
-                              hint="cosign keys are ENCRYPTED COSIGN/SIGSTORE PRIVATE KEY; "
-                                   "create one with `ociimg key generate`")
+    body = pem_decode(data, where, PRIVATE_PEM_TYPES,
+                      hint="cosign keys are ENCRYPTED COSIGN/SIGSTORE PRIVATE KEY; create one "
+                           "with `ociimg key generate`")
     envelope = _parse_envelope(body, where)
     salt, (n, r, p), nonce, sealed = envelope
     from nacl.exceptions import CryptoError
@@ -98,10 +96,8 @@ def load_private_key(data: bytes, password: bytes, where: str = "private key") -
 
 
 def load_public_key(data: bytes, where: str = "public key") -> PublicKey:
-    pem_type, body = pem_decode(data, where)
-    if pem_type != "PUBLIC KEY":
-        raise InvalidDocument(f"{where}: PEM type {pem_type!r}, expected PUBLIC KEY",
-                              hint="give the cosign.pub file, not the private key")
+    body = pem_decode(data, where, ("PUBLIC KEY",),
+                      hint="give the cosign.pub file, not the private key")
     try:
         key = serialization.load_der_public_key(body)
     except (ValueError, TypeError) as exc:
@@ -136,8 +132,9 @@ def pem_encode(pem_type: str, body: bytes) -> bytes:
                       ""]).encode()
 
 
-def pem_decode(data: bytes, where: str) -> tuple[str, bytes]:
-    """The first PEM block: (type, body). Headers are not part of cosign's files."""
+def pem_decode(data: bytes, where: str, types: tuple[str, ...], hint: str) -> bytes:
+    """The body of the first PEM block, which must be one of ``types`` (checked first:
+    an openssl-encrypted key has headers no cosign file has)."""
     if len(data) > MAX_KEY_FILE:
         raise InvalidDocument(f"{where}: {len(data)} bytes; a key file is at most "
                               f"{MAX_KEY_FILE}")
@@ -150,11 +147,14 @@ def pem_decode(data: bytes, where: str) -> tuple[str, bytes]:
     if begin is None or not lines[begin].endswith("-----"):
         raise InvalidDocument(f"{where}: no PEM block found")
     pem_type = lines[begin][len("-----BEGIN "):-len("-----")]
+    if pem_type not in types:
+        raise InvalidDocument(f"{where}: PEM type {pem_type[:60]!r} is not "
+                              f"{' or '.join(types)}", hint=hint)
     end = f"-----END {pem_type}-----"
     if end not in lines[begin + 1:]:
         raise InvalidDocument(f"{where}: PEM block {pem_type!r} has no END line")
     body = "".join(lines[begin + 1:lines.index(end, begin + 1)])
-    return pem_type, _unb64(body, f"{where}: PEM body")
+    return _unb64(body, f"{where}: PEM body")
 
 
 def _parse_envelope(body: bytes, where: str) -> tuple[bytes, tuple[int, int, int], bytes, bytes]:
