@@ -115,7 +115,8 @@ def verify(
     auth_file: Path = AUTH_FILE,
     json_out: bool = typer.Option(False, "--json", help="Print the verified payloads."),
 ) -> None:
-    """Exit 0 only if a signature by KEY covers the digest REF names now."""
+    """Check an image's cosign signatures: exit 0 only if one by KEY covers the digest
+    REF names now."""
     from ociimg.signing.images import verify_image
     from ociimg.signing.keys import load_public_key
 
