@@ -5,7 +5,9 @@ is refused, as containers/image does: ``docker_client.go``) whose every layer is
 simple-signing payload, with the base64 DER signature in the layer annotation
 ``dev.cosignproject.cosign/signature``; its config lists the layers as diff_ids.
 Adding a signature is a read-modify-write of that manifest (identical layers are not
-added twice); it is retried when another signer moved the tag meanwhile.
+added twice). The distribution API has no conditional PUT, so two signers can still
+overwrite each other: each merges again when the tag moved before its PUT, and checks
+once more after a settling pause that its signatures are still there (:func:`settle`).
 
 Everything read is bounded: the manifest by the client's 4 MiB cap, the number of
 signatures, each payload by its size (4 MiB at most) and digest.
@@ -17,6 +19,7 @@ import base64
 import binascii
 import io
 import json
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,6 +32,7 @@ from ociimg.signing.payload import MAX_PAYLOAD_BYTES, MEDIA_TYPE
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
 MAX_SIGNATURES = 256
 WRITE_ATTEMPTS = 5
+SETTLE_SECONDS = 0.5  # longer than a racing signer's check-then-PUT takes
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +154,38 @@ def attach_signature(client: RegistryClient, repo: str, digest: Digest, payload:
             return True
     raise SignatureInvalid(f"sign {client.display}/{repo}:{tag}: the signature manifest kept "
                            "changing under us", hint="another signer is busy; try again")
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """A signature this process attached (for :func:`settle`)."""
+
+    digest: Digest
+    payload: bytes
+    signature: bytes
+    ours: Callable[[bytes], bool]
+
+
+def settle(client: RegistryClient, repo: str, attached: list[Attachment]) -> None:
+    """After a pause, attach again whatever a racing signer's PUT overwrote; repeat
+    until a check finds all of ours (or give up after WRITE_ATTEMPTS rounds)."""
+    pending = list(attached)
+    for round_ in range(WRITE_ATTEMPTS):
+        client.transport.sleep(SETTLE_SECONDS * (1 + random.random()) * (round_ + 1))
+        pending = [a for a in pending if not _present(client, repo, a)]
+        if not pending:
+            return
+        for a in pending:
+            attach_signature(client, repo, a.digest, a.payload, a.signature, a.ours)
+    raise SignatureInvalid(f"sign {client.display}/{repo}: signatures kept being overwritten "
+                           "by other signers", hint="try again when they are done")
+
+
+def _present(client: RegistryClient, repo: str, a: Attachment) -> bool:
+    manifest = _signature_manifest(client, repo, a.digest)
+    return manifest is not None and any(
+        layer.digest == Digest.of(a.payload) and a.ours(_decoded(layer))
+        for layer in manifest.layers)
 
 
 def signature_manifest(client: RegistryClient, repo: str, layers: list[spec.Descriptor],

@@ -11,7 +11,7 @@ from ociimg.digest import Digest
 from ociimg.errors import SignatureInvalid
 from ociimg.reference import LayoutReference, Reference
 from ociimg.registry.client import ClientOptions, RegistryClient
-from ociimg.signing.attachments import attach_signature, read_signatures
+from ociimg.signing.attachments import Attachment, attach_signature, read_signatures, settle
 from ociimg.signing.keys import PrivateKey, PublicKey, sign_bytes, verify_bytes
 from ociimg.signing.payload import Payload, make_payload
 from ociimg.signing.policy import Policy
@@ -53,13 +53,17 @@ def sign_image(ref: Reference, key: PrivateKey,
             index = spec.parse_index(raw, media_type, f"index {ref}")
             targets += [(d.digest, str(d.platform) if d.platform else None)
                         for d in index.manifests if d.media_type in spec.MANIFEST_TYPES]
-        out = []
+        out, attached = [], []
         for target, platform in targets:
             payload = make_payload(identity, target)
-            added = attach_signature(
-                client, ref.repository, target, payload, sign_bytes(key, payload),
-                lambda old, p=payload: verify_bytes(key.public_key(), p, old))
+            a = Attachment(target, payload, sign_bytes(key, payload),
+                           lambda old, p=payload: verify_bytes(key.public_key(), p, old))
+            added = attach_signature(client, ref.repository, a.digest, a.payload, a.signature,
+                                     a.ours)
             out.append(Signed(target, identity, added, platform))
+            attached += [a] if added else []
+        if attached:
+            settle(client, ref.repository, attached)
     return out
 
 

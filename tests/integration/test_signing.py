@@ -13,6 +13,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -174,6 +175,7 @@ def test_sign_writes_what_cosign_and_containers_image_read(keys: Path, push) -> 
     raw, _ = get_manifest(ref)
     digest = digest_of(raw)
     assert f"signed {digest} as {ref}" in proc.stdout
+    assert "no transparency log entry (offline signature)" in proc.stderr
     sig_raw, media_type = get_manifest(host, repo, sig_tag(digest))
     assert media_type == OCI_MANIFEST
     sig = json.loads(sig_raw)
@@ -211,6 +213,30 @@ def test_signing_again_adds_nothing_and_another_key_appends(keys: Path, push) ->
     assert len(sig["layers"]) == 2
     for name in ("cosign", "other"):
         ociimg(keys / "root", "verify", "--key", str(keys / f"{name}.pub"), ref)
+
+
+def test_concurrent_signers_lose_no_signature(keys: Path, push, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Each signer rewrites the .sig manifest: one that races another must merge again
+    rather than drop the other's signature (read-modify-write, checked after the PUT)."""
+    ref = push("busybox", "app")
+    signers = 6
+    for i in range(signers):
+        ociimg(tmp_path, "key", "generate", "--output-key-prefix", f"k{i}", cwd=tmp_path,
+               env=PASSWORD)
+    env = {**os.environ, **PASSWORD, "OCIIMG_ROOT": str(tmp_path / "root"),
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    procs = [subprocess.Popen([sys.executable, "-m", "ociimg", "sign", "--key",
+                               str(tmp_path / f"k{i}.key"), ref], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for i in range(signers)]
+    for proc in procs:
+        _out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    host, repo, _ = split(ref)
+    sig = json.loads(get_manifest(host, repo, sig_tag(digest_of(get_manifest(ref)[0])))[0])
+    assert len(sig["layers"]) == signers
+    for i in range(signers):
+        ociimg(tmp_path, "verify", "--key", str(tmp_path / f"k{i}.pub"), ref)
 
 
 def test_signing_an_index_signs_every_platform_manifest(keys: Path, push) -> None:  # type: ignore[no-untyped-def]

@@ -16,7 +16,7 @@ from ociimg.signing import keys
 from ociimg.signing.attachments import Signature
 from ociimg.signing.payload import make_payload
 from ociimg.signing.policy import Identity, load_policy, parse_policy, scope_candidates
-from ociimg.signing.verify import enforce, identity_problem, refuse_early
+from ociimg.signing.verify import check_signatures, enforce, identity_problem, refuse_early
 
 DIGEST = Digest.of(b"the manifest")
 OTHER = Digest.of(b"another manifest")
@@ -263,3 +263,26 @@ def test_refuse_early_for_reject_and_unsupported() -> None:
         refuse_early(p, parse_reference("busybox"), "pull")
     with pytest.raises(PolicyDenied, match="Rekor"):
         refuse_early(p, parse_reference("k.example.com/x"), "pull")
+
+
+def test_signature_is_checked_before_the_payload_is_parsed(signer) -> None:  # type: ignore[no-untyped-def]
+    """A payload that does not verify is never parsed: garbage under a bad signature is
+    reported as a bad signature, not as a parse error an attacker could steer."""
+    key, _pub = signer
+    garbage = b'{"critical": "not even the right shape"'
+    verdict = check_signatures([Signature(1, garbage, b"\x30\x00")], [key.public_key()], DIGEST)
+    assert verdict.rejections == ["signature 1: invalid signature (made with another key, "
+                                  "or the payload was changed)"]
+
+
+def test_raw_r_s_signatures_are_refused_like_sigstore_does(signer) -> None:  # type: ignore[no-untyped-def]
+    """sigstore's verifier wants ASN.1 DER; a 64-byte r||s signature (HSMs) is invalid."""
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    key, _pub = signer
+    good = signature(key, "r.example.com/app:1", DIGEST)
+    r, s = decode_dss_signature(good.signature)
+    raw = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    assert check_signatures([good], [key.public_key()], DIGEST).accepted
+    verdict = check_signatures([Signature(1, good.payload, raw)], [key.public_key()], DIGEST)
+    assert not verdict.accepted and "invalid signature" in verdict.rejections[0]
