@@ -9,7 +9,14 @@ from types import ModuleType
 
 import typer
 
-from ociimg.cli import changes, containers, images, signing, unpack  # noqa: F401  (registers commands)
+from ociimg.cli import (  # noqa: F401  (registers commands)
+    build,
+    changes,
+    containers,
+    images,
+    signing,
+    unpack,
+)
 from ociimg.cli.app import STATE, app
 from ociimg.cli.output import printable
 from ociimg.errors import OciimgError
