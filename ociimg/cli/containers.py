@@ -25,7 +25,7 @@ from ociimg.cli.options import (
     parse_volume,
 )
 from ociimg.cli.output import print_json, printable, progress_for
-from ociimg.cli.signing import POLICY, policy_name, policy_verifier
+from ociimg.cli.signing import POLICY, policy_name, policy_verifier, precheck_source
 from ociimg.errors import OciimgError
 
 
@@ -88,6 +88,7 @@ def run(
                             runtime=runtime_)
     manager = _manager()
     verifier = policy_verifier(policy, "run", insecure)
+    precheck_source(verifier, image)  # a layout or archive: judged before it is imported
     with progress_for(quiet) as progress:
         resolved = resolve_image(image, STATE.root, platform=parse_platform(platform),
                                  pull_options=_pull_options(insecure, verifier),

@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from ociimg.cli.app import app
+from ociimg.cli.app import STATE, app
 from ociimg.cli.options import AUTH_FILE, CA_BUNDLE, INSECURE, JSON_OUT
 from ociimg.cli.output import print_json, printable
 from ociimg.errors import AlreadyExists, InvalidArgument
@@ -146,7 +146,8 @@ def policy_verifier(policy_file: Path | None, action: str, insecure: bool = Fals
                     ca_bundle: Path | None = None, auth_file: Path | None = None,
                     name: Any = None) -> Any:
     """The pull hook for ``--policy`` (or the default policy when it demands anything);
-    None when nothing is to be checked. ``name``: refused at once if its scope rejects."""
+    None when nothing is to be checked. ``name``: refused at once if its scope rejects
+    (a layout or archive is judged in full)."""
     from ociimg.signing.policy import load_policy
 
     policy = load_policy(policy_file)
@@ -154,18 +155,30 @@ def policy_verifier(policy_file: Path | None, action: str, insecure: bool = Fals
         return None
     from ociimg.signing.images import PolicyVerifier
 
-    verifier = PolicyVerifier(policy, client_options(insecure, ca_bundle, auth_file), action)
+    verifier = PolicyVerifier(policy, client_options(insecure, ca_bundle, auth_file), action,
+                              STATE.root / "store")
     if name is not None:
         verifier.precheck(name)
     return verifier
 
 
+def precheck_source(verifier: Any, text: str) -> None:
+    """Judge a source before anything is read: a layout or archive in full (they carry
+    no signatures), a docker:// reference if its scope rejects. A bare name may be in the
+    store: it is judged by its stored name when read."""
+    from ociimg.reference import LAYOUT_KINDS, parse_image_name
+
+    if verifier is not None and text.startswith(
+            ("docker://", *(f"{kind}:" for kind in LAYOUT_KINDS))):
+        verifier.precheck(parse_image_name(text))
+
+
 def policy_name(text: str, stored_name: str) -> Any:
     """The name a policy judges for ``run TEXT``: the layout for oci:, else the store
     name as a registry reference (its signatures live in that registry)."""
-    from ociimg.reference import LayoutReference, parse_image_name, parse_reference
+    from ociimg.reference import LAYOUT_KINDS, LayoutReference, parse_image_name, parse_reference
 
-    if text.startswith(("oci:", "oci-archive:")):
+    if text.startswith(tuple(f"{kind}:" for kind in LAYOUT_KINDS)):
         ref = parse_image_name(text)
         if isinstance(ref, LayoutReference):
             return ref

@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ociimg import spec
 from ociimg.digest import Digest
-from ociimg.errors import SignatureInvalid
-from ociimg.reference import LayoutReference, Reference
+from ociimg.errors import InvalidReference, SignatureInvalid
+from ociimg.reference import LayoutReference, Reference, parse_reference
 from ociimg.registry.client import ClientOptions, RegistryClient
 from ociimg.signing.attachments import Attachment, attach_signature, read_signatures, settle
 from ociimg.signing.keys import PrivateKey, PublicKey, sign_bytes, verify_bytes
@@ -85,20 +86,37 @@ def verify_image(ref: Reference, keys: list[PublicKey],
 class PolicyVerifier:
     """The pull/copy hook (``PullOptions.verifier``): enforce ``policy`` on each
     manifest an image name will stand for. Signatures come from the image's registry;
-    ``verified`` remembers what passed, so a later check of the same image is free."""
+    an image of the local store (``store``) is judged by its name, like one being
+    pulled. ``verified`` remembers what passed, so a later check of the same image is
+    free."""
 
     policy: Policy
     options: ClientOptions | None = None
     action: str = "pull"
+    store: Path | None = None
     verified: set[tuple[str, Digest]] = field(default_factory=set)
     accepted: list[Payload] = field(default_factory=list)
 
     def precheck(self, name: Reference | LayoutReference) -> None:
-        """Refuse before any download when the policy rejects ``name`` outright."""
-        refuse_early(self.policy, name, self.action)
+        """Refuse before anything is read or downloaded when the policy rejects ``name``
+        outright. Layouts and archives carry no signatures, so their verdict does not
+        depend on the manifest: it is given here in full."""
+        name = self._judged(name)
+        if isinstance(name, LayoutReference):
+            enforce(self.policy, name, Digest.of(b""), list, self.action)
+        else:
+            refuse_early(self.policy, name, self.action)
+
+    def _judged(self, name: Reference | LayoutReference) -> Reference | LayoutReference:
+        if isinstance(name, LayoutReference) and name.kind == "oci" and name.tag and \
+                self.store is not None and name.path.absolute() == self.store.absolute():
+            with contextlib.suppress(InvalidReference):
+                return parse_reference(name.tag)
+        return name
 
     def __call__(self, name: Reference | LayoutReference, desc: spec.Descriptor,
                  client: RegistryClient | None) -> None:
+        name = self._judged(name)
         key = (str(name), desc.digest)
         if key in self.verified:
             return

@@ -244,7 +244,9 @@ def test_unknown_target_is_an_error(ociroot: Path, base: str, tmp_path: Path) ->
 
 def test_ctrl_c_leaves_no_container_mount_or_snapshot(ociroot: Path, base: str,
                                                       tmp_path: Path) -> None:
-    ctx = write_context(tmp_path / "ctx", f"FROM {base}\nRUN echo started; sleep 600\n")
+    # A token of this run's own: another build may be sleeping on this machine.
+    token = f"interrupted-{os.getpid()}-{tmp_path.name}"
+    ctx = write_context(tmp_path / "ctx", f"FROM {base}\nRUN echo started; sleep 600 # {token}\n")
     proc = ociimg_background(ociroot, "build", "--json", "-t", "interrupted", str(ctx))
     try:
         wait_for_line(proc, "started")
@@ -258,8 +260,8 @@ def test_ctrl_c_leaves_no_container_mount_or_snapshot(ociroot: Path, base: str,
     assert b"Traceback" not in proc.stderr.read()
     assert "interrupted" not in ociimg(ociroot, "images").stdout
     assert_clean(ociroot)
-    assert "sleep 600" not in subprocess.run(["ps", "-eo", "args"], capture_output=True,
-                                             text=True).stdout
+    assert token not in subprocess.run(["ps", "-eo", "args"], capture_output=True,
+                                       text=True).stdout
 
 
 def test_containerfile_and_context_from_stdin(ociroot: Path, base: str,
