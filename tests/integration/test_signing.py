@@ -530,3 +530,46 @@ def test_peers_find_our_signatures_and_enforce_reject(tool: str, keys: Path, pus
     reject.write_text(json.dumps({"default": [{"type": "reject"}]}))
     refused = peer(tool, reject, signed, tmp_path)
     assert refused.returncode != 0 and "rejected" in refused.stderr, refused.stderr
+
+
+def test_store_images_are_judged_by_their_registry_name(keys: Path, push, ociroot: Path,  # type: ignore[no-untyped-def]
+                                                        tmp_path: Path) -> None:
+    """copy and save from the store (a bare name) check the image's signatures in the
+    registry its name points to, as run does; nothing is written when refused."""
+    signed, unsigned = push("busybox", "signed"), push("multilayer", "unsigned")
+    policy = write_policy(tmp_path / "policy.json", signed.split("/", 1)[0], keys)
+    ociimg(keys / "root", "sign", "--key", str(keys / "cosign.key"), signed, env=PASSWORD)
+    for ref in (signed, unsigned):
+        ociimg(ociroot, "pull", "-q", ref)  # no policy: both in the store
+    for dest in (f"oci:{tmp_path / 'layout'}:x", f"docker-archive:{tmp_path / 'x.tar'}"):
+        proc = ociimg(ociroot, "copy", "-q", "--policy", str(policy), unsigned, dest,
+                      check=False)
+        assert_one_line_error(proc, f"copy {unsigned}", "no signature exists")
+    assert not (tmp_path / "layout").exists() and not (tmp_path / "x.tar").exists()
+    ociimg(ociroot, "copy", "-q", "--policy", str(policy), signed,
+           f"docker-archive:{tmp_path / 'x.tar'}")
+    assert (tmp_path / "x.tar").is_file()
+
+
+def test_archives_are_judged_before_they_are_imported(keys: Path, push, ociroot: Path,  # type: ignore[no-untyped-def]
+                                                      tmp_path: Path) -> None:
+    """run of a docker-archive/oci-archive/dir: under a policy that wants signatures:
+    refused before the archive is read into the store (archives carry no signatures)."""
+    ref = push("busybox", "app")
+    ociimg(ociroot, "pull", "-q", ref)
+    archive = tmp_path / "app.tar"
+    ociimg(ociroot, "save", "-o", str(archive), ref)
+    ociimg(ociroot, "rmi", ref)
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"default": [{"type": "insecureAcceptAnything"}],
+                                  "transports": {"docker-archive": {"": [
+                                      {"type": "sigstoreSigned",
+                                       "keyPath": str(keys / "cosign.pub")}]}}}))
+    proc = ociimg(ociroot, "run", "--rm", "--policy", str(policy), f"docker-archive:{archive}",
+                  "echo", "ran", check=False)
+    assert_one_line_error(proc, 'transports.docker-archive[""][0]', "no cosign signatures")
+    assert "ran" not in proc.stdout and image_names(ociroot) == []
+    proc = ociimg(ociroot, "copy", "-q", "--policy", str(policy), f"docker-archive:{archive}",
+                  f"oci:{tmp_path / 'out'}:x", check=False)
+    assert_one_line_error(proc, "no cosign signatures")
+    assert not (tmp_path / "out").exists()
