@@ -286,3 +286,19 @@ def test_raw_r_s_signatures_are_refused_like_sigstore_does(signer) -> None:  # t
     assert check_signatures([good], [key.public_key()], DIGEST).accepted
     verdict = check_signatures([Signature(1, good.payload, raw)], [key.public_key()], DIGEST)
     assert not verdict.accepted and "invalid signature" in verdict.rejections[0]
+
+
+def test_a_distribution_default_policy_with_gpg_rules() -> None:
+    """The shape RHEL/Fedora ship (signedBy GPG for Red Hat's registries, docker-daemon
+    accepted): parsed, enforced only where it asks for signatures, and the GPG rule is
+    refused with its reason rather than silently passed."""
+    gpg = [{"type": "signedBy", "keyType": "GPGKeys",
+            "keyPaths": ["/etc/pki/rpm-gpg/RPM-GPG-KEY-redhat-release",
+                         "/etc/pki/rpm-gpg/RPM-GPG-KEY-redhat-beta"]}]
+    p = parse_policy(policy({"default": ACCEPT, "transports": {
+        "docker": {"registry.access.redhat.com": gpg, "registry.redhat.io": gpg},
+        "docker-daemon": {"": ACCEPT}}}))
+    assert p.demands_anything()
+    enforce(p, parse_reference("docker.io/library/busybox"), DIGEST, list)
+    with pytest.raises(PolicyDenied, match="signedBy .GPG simple signing. is not supported"):
+        refuse_early(p, parse_reference("registry.redhat.io/ubi9/ubi:latest"), "pull")
