@@ -12,7 +12,13 @@ from ociimg.digest import Digest
 from ociimg.errors import InvalidReference, SignatureInvalid
 from ociimg.reference import LayoutReference, Reference, parse_reference
 from ociimg.registry.client import ClientOptions, RegistryClient
-from ociimg.signing.attachments import Attachment, attach_signature, read_signatures, settle
+from ociimg.signing.attachments import (
+    Attachment,
+    Signature,
+    attach_signature,
+    read_signatures,
+    settle,
+)
 from ociimg.signing.keys import PrivateKey, PublicKey, sign_bytes, verify_bytes
 from ociimg.signing.payload import Payload, make_payload
 from ociimg.signing.policy import Policy
@@ -121,7 +127,7 @@ class PolicyVerifier:
         if key in self.verified:
             return
 
-        def fetch() -> list:  # type: ignore[type-arg]
+        def fetch() -> list[Signature]:
             if not isinstance(name, Reference):
                 return []
             if client is not None:
