@@ -26,6 +26,7 @@ from ociimg.bundle.runflags import (
     Device,
     TmpfsMount,
     Ulimit,
+    bounding_capabilities,
     check_sysctls,
     host_devices,
     parse_tmpfs,
@@ -115,8 +116,8 @@ def to_runtime_config(image_config: ImageConfig, options: BundleOptions, rootfs:
             hint="ociimg runs linux images only; pick one with --platform linux/<arch>")
     user = resolve_user(options.user if options.user is not None else image_config.user,
                         Path(rootfs))
-    caps = capability_set(["ALL"] if options.privileged else options.cap_add,
-                          [] if options.privileged else options.cap_drop)
+    caps = bounding_capabilities(profiles.ALL_CAPABILITIES) if options.privileged \
+        else capability_set(options.cap_add, options.cap_drop)
     if options.group_add:
         user = _with_groups(user, options.group_add, Path(rootfs))
     config: dict[str, Any] = {

@@ -169,6 +169,18 @@ def host_devices(root: str = "/dev") -> list[Device]:
     return sorted(out, key=lambda d: d.path)
 
 
+def bounding_capabilities(names: tuple[str, ...] | list[str]) -> list[str]:
+    """Of ``names`` (in kernel bit order), those in this process's bounding set: what
+    ``--privileged`` can hand out (podman's rule; a host without CAP_SYS_RESOURCE cannot
+    give it, and asking would fail the start)."""
+    try:
+        with open("/proc/self/status") as f:
+            bnd = next(int(line.split()[1], 16) for line in f if line.startswith("CapBnd:"))
+    except (OSError, StopIteration, ValueError):
+        return list(names)
+    return [n for bit, n in enumerate(names) if bnd >> bit & 1]
+
+
 # --- ulimits ----------------------------------------------------------------------------
 
 # docker's go-units ulimit names → RLIMIT_*.
