@@ -146,3 +146,28 @@ def test_cidfile_stop_signal_and_timeout(ociroot: Path, image: str, tmp_path: Pa
     row = next(r for r in _containers(ociroot) if r["id"] == cid)
     assert row["exitCode"] == 9
     ociimg(ociroot, "rm", cid)
+
+
+def test_pull_policy_and_authfile(ociroot: Path, auth_pushed_busybox: str, auth_registry,
+                                  tmp_path: Path) -> None:
+    import base64
+    ref = auth_pushed_busybox
+    good, bad = tmp_path / "auth.json", tmp_path / "bad.json"
+    for path, password in ((good, auth_registry.password), (bad, "stale")):
+        token = base64.b64encode(f"{auth_registry.username}:{password}".encode()).decode()
+        path.write_text(json.dumps({"auths": {auth_registry.host: {"auth": token}}}))
+    never = ociimg(ociroot, "run", "--rm", "--pull", "never", ref, "true", check=False)
+    assert never.returncode == 125 and "not found in the store" in never.stderr
+    anonymous = ociimg(ociroot, "run", "--rm", "-q", ref, "true", check=False)
+    assert anonymous.returncode == 125 and "Traceback" not in anonymous.stderr
+    out = ociimg(ociroot, "run", "--rm", "-q", "--authfile", str(good), ref, "echo", "hi")
+    assert out.stdout == "hi\n"
+    assert ociimg(ociroot, "run", "--rm", "--pull", "never", ref, "true").returncode == 0
+    # present now, but "always" asks the registry again: stale credentials fail it
+    stale = ociimg(ociroot, "run", "--rm", "-q", "--pull", "always", "--authfile", str(bad),
+                   ref, "true", check=False)
+    assert stale.returncode == 125 and "wrong username or password" in stale.stderr
+    ociimg(ociroot, "run", "--rm", "-q", "--pull", "always", "--authfile", str(good), ref,
+           "true")
+    bogus = ociimg(ociroot, "run", "--rm", "--pull", "sometimes", ref, "true", check=False)
+    assert bogus.returncode == 125
