@@ -312,7 +312,7 @@ def plan_mounts(volumes: VolumeStore, rootfs: Path, *, explicit: list[VolumeMoun
         taken.add(key)
         return True
 
-    users = volumes.users()
+    users: dict[str, list[str]] | None = None  # read only when a copy-up may happen
     for b in binds:
         if claim(b.destination):
             plan.binds.append(b)
@@ -335,8 +335,10 @@ def plan_mounts(volumes: VolumeStore, rootfs: Path, *, explicit: list[VolumeMoun
             v = volumes.create(vm.name, exist_ok=True)
             if made:
                 plan.created.append(v.name)
-            if not vm.nocopy and not users.get(v.name):
-                copy_up(rootfs, vm.destination, v)
+            if not vm.nocopy:
+                users = volumes.users() if users is None else users
+                if not users.get(v.name):
+                    copy_up(rootfs, vm.destination, v)
             plan.binds.append(BindMount(str(v.data), vm.destination, vm.readonly,
                                         vm.propagation))
             plan.records.append({"type": "volume", "name": v.name, "destination":
