@@ -229,7 +229,8 @@ def stop(
 def rm_(
     names: list[str] = typer.Argument(..., help="Container names or ids."),
     force: bool = typer.Option(False, "--force", "-f", help="Kill running containers first."),
-    volumes: bool = typer.Option(False, "--volumes", "-v", help="Also its anonymous volumes."),
+    volumes: bool = typer.Option(False, "--volumes", "-v", help="Also remove its anonymous "
+                                 "volumes."),
 ) -> None:
     """Remove containers (their rootfs, logs and state)."""
     manager = _manager()
