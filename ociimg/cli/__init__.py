@@ -9,7 +9,16 @@ from types import ModuleType
 
 import typer
 
-from ociimg.cli import changes, containers, images, unpack, volumes  # noqa: F401  (registers commands)
+from ociimg.cli import (  # noqa: F401  (registers commands)
+    archive_cmds,
+    build,
+    changes,
+    containers,
+    imagelist,
+    images,
+    unpack,
+    volumes,
+)
 from ociimg.cli.app import STATE, app
 from ociimg.cli.output import printable
 from ociimg.errors import OciimgError

@@ -25,7 +25,12 @@ from ociimg.containers import store
 from ociimg.containers.monitor import MONITOR_RECORD, error_from_report
 from ociimg.containers.protocol import OciRuntime
 from ociimg.containers.resolved import ResolvedImage, warn_unsafe_labels
-from ociimg.containers.rootfs import mount_rootfs, release_rootfs, remove_rootfs
+from ociimg.containers.rootfs import (
+    mount_rootfs,
+    mount_snapshot,
+    release_rootfs,
+    remove_rootfs,
+)
 from ociimg.containers.runtimes import runtime_from_record, select_runtime
 from ociimg.containers.store import Container
 from ociimg.containers.volumes import (
@@ -50,6 +55,9 @@ class CreateOptions:
     remove: bool = False           # removed by its monitor once it exits (run --rm)
     interactive: bool = False      # an attached start feeds the caller's stdin to it
     runtime: str | None = None     # None: the built-in runtime; else a runc-compatible binary
+    # An active snapshot someone else prepared (a build step's) to mount as the rootfs;
+    # it is not the container's: rm leaves it to its owner.
+    snapshot: str | None = None
     # h-vol: named/anonymous volumes (containers/volumes.py) and run flags
     volumes: list[VolumeMount] = field(default_factory=list)
     volumes_from: list[tuple[str, bool | None]] = field(default_factory=list)  # (name, ro)
@@ -99,7 +107,10 @@ class ContainerManager:
         try:
             if options.name:
                 store.reserve_name(self.root, options.name, cid)
-            mount_rootfs(image, self.root, tmp, cid, progress)
+            if options.snapshot is None:
+                mount_rootfs(image, self.root, tmp, cid, progress)
+            else:
+                mount_snapshot(self.root, tmp, options.snapshot)
             plan = self._plan_mounts(image, options, tmp / "rootfs")
             created_volumes = plan.created
             bundle_options = dataclasses.replace(options.bundle, mounts=plan.binds)
@@ -118,11 +129,14 @@ class ContainerManager:
                     "stopTimeout": options.stop_timeout, "mounts": plan.records,
                     "autoRemove": options.remove, "interactive": options.interactive,
                     "runtime": runtime.describe()}
+            if options.snapshot is not None:
+                meta["snapshotKey"] = options.snapshot
             store.write_json(tmp / "meta.json", meta)
             os.rename(tmp, final)
         except BaseException:
             release_rootfs(tmp)
-            remove_rootfs(self.root, cid)
+            if options.snapshot is None:
+                remove_rootfs(self.root, cid)
             remove_tree(tmp)
             if options.name:
                 store.release_name(self.root, options.name, cid)
@@ -137,7 +151,9 @@ class ContainerManager:
                 if isinstance(rec, dict) and rec.get("type") in ("volume", "bind"):
                     inherited.append({**rec, "rw": rec.get("rw", True) if readonly is None
                                       else not readonly})
-        image_volumes = image.config.config.get("Volumes") or {}
+        # A build step's container keeps what RUN writes under a VOLUME (BuildKit: VOLUME
+        # is metadata during a build): no anonymous volumes for it.
+        image_volumes = {} if options.snapshot else image.config.config.get("Volumes") or {}
         return plan_mounts(
             VolumeStore(self.root), rootfs, explicit=options.volumes,
             binds=list(options.bundle.mounts), inherited=inherited,
@@ -308,7 +324,8 @@ class ContainerManager:
         with contextlib.suppress(OciimgError):
             self.runtime(c).delete(c.id, force=True)
         release_rootfs(c.path)
-        remove_rootfs(self.root, c.snapshot_key)
+        if "snapshotKey" not in c.meta:
+            remove_rootfs(self.root, c.snapshot_key)
         with contextlib.suppress(FileNotFoundError):
             store.remove_dir(c)
         report = self._reports.pop(c.id, None)
