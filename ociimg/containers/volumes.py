@@ -314,6 +314,7 @@ def plan_mounts(volumes: VolumeStore, rootfs: Path, *, explicit: list[VolumeMoun
 
     users: dict[str, list[str]] | None = None  # read only when a copy-up may happen
     for b in binds:
+        b = b if isinstance(b, BindMount) else BindMount(*b)  # BundleOptions takes tuples too
         if claim(b.destination):
             plan.binds.append(b)
             plan.records.append({"type": "bind", "source": b.source,
