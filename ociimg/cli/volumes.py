@@ -69,8 +69,9 @@ def rm(
 
 @volume_app.command("prune")
 def prune(
+    all_: bool = typer.Option(False, "--all", "-a", help="Named volumes too."),
     force: bool = typer.Option(False, "--force", "-f", help="Accepted for docker scripts."),
 ) -> None:
-    """Remove every volume no container uses."""
-    for n in _store().prune():
+    """Remove the anonymous volumes no container uses (with --all, named ones too)."""
+    for n in _store().prune(named=all_):
         print(n)

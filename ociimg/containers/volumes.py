@@ -166,11 +166,13 @@ class VolumeStore:
                                   hint="remove that container first (ociimg rm)")
             self._delete(v)
 
-    def prune(self) -> list[str]:
-        """Remove every volume no container uses; their names."""
+    def prune(self, *, named: bool = False) -> list[str]:
+        """Remove the anonymous volumes no container uses (docker >= 23), with ``named``
+        the named ones too; their names."""
         with self.locked():
             used = self.users()
-            gone = [v.name for v in self.list() if v.name not in used]
+            gone = [v.name for v in self.list() if v.name not in used
+                    and (named or v.anonymous)]
             for name in gone:
                 self._delete(self.get(name))
         return gone
@@ -327,7 +329,8 @@ def plan_mounts(volumes: VolumeStore, rootfs: Path, *, explicit: list[VolumeMoun
         elif rec.get("type") == "bind" and claim(rec["destination"]):
             plan.binds.append(BindMount(rec["source"], rec["destination"], ro))
             plan.records.append(dict(rec))
-    wanted += [VolumeMount(dest) for dest in image_volumes]
+    # The image's VOLUMEs are its data: "/" (or "/..") would hide the whole rootfs.
+    wanted += [VolumeMount(dest) for dest in image_volumes if os.path.normpath(dest).strip("/")]
     try:
         for vm in wanted:
             if not claim(vm.destination):

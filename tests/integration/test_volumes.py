@@ -69,10 +69,31 @@ def test_named_volume_copy_up_persistence_and_in_use(ociroot: Path,
     ociimg(ociroot, "run", "--name", "user", "--mount", "type=volume,src=v1,dst=/m",
            image, "true")
     assert_one_line_error(ociimg(ociroot, "volume", "rm", "v1", check=False), "in use")
-    assert ociimg(ociroot, "volume", "prune").stdout.strip() == ""
-    ociimg(ociroot, "rm", "user")
+    assert ociimg(ociroot, "volume", "prune", "--all").stdout.strip() == ""
+    ociimg(ociroot, "rm", "user")  # without -v: its anonymous /data and /vol stay
+    ociimg(ociroot, "volume", "create", "--label", "k=v", "v2")
+    anonymous = sorted(v["Name"] for v in _volumes(ociroot) if v["Anonymous"])
+    assert len(anonymous) == 2
+    assert sorted(ociimg(ociroot, "volume", "prune").stdout.split()) == anonymous  # named stay
+    assert json.loads(ociimg(ociroot, "volume", "inspect", "v2").stdout)[0]["Labels"] == \
+        {"k": "v"}
     ociimg(ociroot, "volume", "rm", "v1")
     assert not (ociroot / "volumes" / "v1").exists()
+    assert ociimg(ociroot, "volume", "prune", "-a").stdout.split() == ["v2"]
+    assert _volumes(ociroot) == []
+
+
+def test_image_volumes_never_cover_the_root(tmp_path: Path) -> None:
+    from ociimg.containers.volumes import VolumeStore, plan_mounts
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "data").mkdir(parents=True)
+    (rootfs / "data" / "f").write_text("image\n")
+    store = VolumeStore(tmp_path / "root")
+    with store.locked():
+        plan = plan_mounts(store, rootfs, explicit=[], binds=[], inherited=[],
+                           image_volumes=["/", "//", "/..", "/data", "/data/", "/./data"])
+    assert [b.destination for b in plan.binds] == ["/data"]
+    assert (Path(plan.binds[0].source) / "f").read_text() == "image\n"
 
 
 def test_anonymous_volumes_for_image_volumes(ociroot: Path, hostile: tuple[str, Path]) -> None:
