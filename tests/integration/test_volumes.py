@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import load_build_images
 from tests.integration.cli_helpers import assert_one_line_error, ociimg
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -100,6 +101,9 @@ def test_anonymous_volumes_for_image_volumes(ociroot: Path, hostile: tuple[str, 
     image, _ = hostile
     ociimg(ociroot, "run", "--rm", image, "sh", "-c", "cat /data/a.txt")
     assert _volumes(ociroot) == []  # --rm removes its anonymous volumes
+    ociimg(ociroot, "run", "-d", "--rm", image, "true")  # detached: its monitor does
+    wait_until(lambda: _volumes(ociroot) == [] and not json.loads(
+        ociimg(ociroot, "ps", "-a", "--json").stdout), "the detached --rm container to go")
     ociimg(ociroot, "run", "--name", "keep", "-v", "/extra", image, "true")
     assert len(_volumes(ociroot)) == 3 and all(v["Anonymous"] for v in _volumes(ociroot))
     # --volumes-from sees the same data; rm -v of the first leaves what the second uses
