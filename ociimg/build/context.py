@@ -10,7 +10,9 @@ hands out leads outside the context root:
   the Containerfile and the ignore file stay readable by the builder (``read_file``;
   moby#13874);
 * only regular files are ever opened for their content: a FIFO or a device node (a
-  context tar may carry one) is hashed by its numbers, never read.
+  context tar may carry one) is hashed by its numbers, never read;
+* a ``.wh.*`` name is refused where a walk meets it: a layer would read it as a whiteout
+  (Docker turned ``ADD .wh.foo`` into a deletion; imagebuilder#75).
 
 A context tar is unpacked by the layer applier (``ociimg.layers.apply``), so the
 hostile-tar rules of image layers hold: no entry, symlink or hardlink writes outside
@@ -204,6 +206,7 @@ class BuildContext:
         st = os.lstat(host)
         if rel != "." and not self._present(rel):
             raise ContextNotFound(f"{relpath}: excluded from the build context by the ignore file")
+        _check_name(rel)
         yield rel, st
         if stat.S_ISDIR(st.st_mode):
             yield from self._walk_dir(rel, host, [])
@@ -215,6 +218,7 @@ class BuildContext:
             st = os.lstat(host / name)
             keep = not self.ignore.excluded(path)
             if keep:
+                _check_name(path)
                 yield from pending
                 pending.clear()
                 yield path, st
@@ -252,6 +256,13 @@ class BuildContext:
         if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
             return head + f"{os.major(st.st_rdev)},{os.minor(st.st_rdev)}\n".encode()
         return head + b"\n"
+
+
+def _check_name(rel: str) -> None:
+    """A ``.wh.`` name would turn into a deletion in the layer (anchors-next trap 16)."""
+    if rel.rsplit("/", 1)[-1].startswith(".wh."):
+        raise BuildError(f"{rel}: a name starting with .wh. cannot be stored in an image layer "
+                         "(it marks a deletion)", hint="rename it or list it in .containerignore")
 
 
 def _components(path: str, what: str) -> list[str]:

@@ -239,3 +239,11 @@ def test_context_tar_size_is_bounded(tmp_path: Path) -> None:
     big = tar(F("a", b"x" * 5000), F("b", b"y" * 5000))
     with pytest.raises(UnsafeArchive, match="exceed"):
         BuildContext.from_tar(io.BytesIO(gzip.compress(big)), tmp_path / "work", max_bytes=8000)
+
+
+def test_whiteout_names_are_refused(ctx_dir: Path) -> None:
+    # anchors-next trap 16: a context file named .wh.* would become a deletion.
+    (ctx_dir / "src" / ".wh.x.py").write_text("")
+    with pytest.raises(BuildError, match=r"src/\.wh\.x\.py: a name starting with \.wh\."):
+        context(ctx_dir).digest(["src"])
+    assert context(ctx_dir, "**/.wh.*").digest(["src"])  # unless ignored

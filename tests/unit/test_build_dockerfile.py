@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ociimg.build.dockerfile import Instruction, parse
+from ociimg.build.dockerfile import EXPANDED, Instruction, parse
 from ociimg.build.expand import expand, expand_words, parse_key_values
 from ociimg.errors import BuildSyntaxError
 
@@ -124,6 +124,7 @@ HEREDOC_ROWS = [
     ("RUN echo a<<b", []),                                             # not a word of its own
     ("CMD <<EOF", []),                                                  # CMD takes no heredoc
     ("RUN <<EOF \\\n  && true\nbody\nEOF", [("EOF", "body\n", True, False)]),  # with continuation
+    ("RUN <<eof\nx\neof", [("eof", "x\n", True, False)]),          # buildah#3474: any case
 ]
 
 
@@ -323,3 +324,11 @@ def test_directive_after_comment_as_buildah_built_it() -> None:
     df = parse("# comment first\n# escape=`\nFROM scratch\nENV p=1 \\\n  q=C:\\dir\n")
     assert df.escape == "\\"
     assert df.stages[0].instructions[0].args == ["p=1   q=C:\\dir"]
+
+
+def test_expanded_instructions() -> None:
+    # Reference "Environment replacement": the list of instructions the builder expands;
+    # RUN, CMD, ENTRYPOINT (the shell's job), ONBUILD (expanded when triggered),
+    # SHELL, HEALTHCHECK and MAINTAINER are not.
+    assert EXPANDED == {"ADD", "COPY", "ENV", "EXPOSE", "FROM", "LABEL", "STOPSIGNAL", "USER",
+                        "VOLUME", "WORKDIR", "ARG"}
