@@ -36,6 +36,7 @@ from ociimg.fsutil import atomic_write, climb, fsync_dir, ident, remove_tree, wa
 _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{1,127}")
 _DIR_READ = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _META = "volume.json"
+MAX_IMAGE_VOLUMES = 256
 DATA = "_data"
 
 
@@ -329,6 +330,10 @@ def plan_mounts(volumes: VolumeStore, rootfs: Path, *, explicit: list[VolumeMoun
         elif rec.get("type") == "bind" and claim(rec["destination"]):
             plan.binds.append(BindMount(rec["source"], rec["destination"], ro))
             plan.records.append(dict(rec))
+    if len(image_volumes) > MAX_IMAGE_VOLUMES:  # each one a new directory on the host
+        from ociimg.errors import InvalidDocument
+        raise InvalidDocument(f"image config: {len(image_volumes)} VOLUMEs (at most "
+                              f"{MAX_IMAGE_VOLUMES})", hint="the image is malformed or hostile")
     # The image's VOLUMEs are its data: "/" (or "/..") would hide the whole rootfs.
     wanted += [VolumeMount(dest) for dest in image_volumes if os.path.normpath(dest).strip("/")]
     try:

@@ -157,3 +157,13 @@ def test_volume_names_cannot_traverse(ociroot: Path, name: str, tmp_path: Path) 
     assert not (ociroot / "escape").exists() and not (tmp_path / "escape").exists()
     assert not (ociroot / "volumes").exists() or os.listdir(ociroot / "volumes") in ([],
                                                                                     [".lock"])
+
+
+def test_an_image_cannot_make_thousands_of_volumes(tmp_path: Path) -> None:
+    from ociimg.containers.volumes import VolumeStore, plan_mounts
+    from ociimg.errors import InvalidDocument
+    store = VolumeStore(tmp_path / "root")
+    with store.locked(), pytest.raises(InvalidDocument, match="VOLUMEs"):
+        plan_mounts(store, tmp_path, explicit=[], binds=[], inherited=[],
+                    image_volumes=[f"/v{i}" for i in range(10_000)])
+    assert store.list() == []
