@@ -26,9 +26,11 @@ def create(
     label: list[str] = typer.Option([], "--label", help="KEY=VALUE metadata."),
 ) -> None:
     """Create a volume (an existing one of that name is kept, as docker does)."""
+    import secrets
     store = _store()
-    with store.locked():
-        v = store.create(name, labels=parse_pairs(label), exist_ok=name is not None)
+    with store.locked():  # no name: a random one, still a named volume (docker)
+        v = store.create(name or secrets.token_hex(32), labels=parse_pairs(label),
+                         exist_ok=name is not None)
     print(v.name)
 
 
