@@ -93,8 +93,7 @@ class ContainerManager:
         """The container's bundle with its rootfs mounted; in place only when whole."""
         progress = progress or NullProgress()
         runtime = select_runtime(options.runtime, self.runtime_root)
-        with store.containers_locked(self.root, shared=True), \
-                VolumeStore(self.root).locked():
+        with store.containers_locked(self.root, shared=True):
             return self._create(image, options, runtime, progress)
 
     def _create(self, image: ResolvedImage, options: CreateOptions, runtime: OciRuntime,
@@ -104,6 +103,9 @@ class ContainerManager:
         final = store.containers_dir(self.root) / cid
         tmp = final.with_name(f".tmp-{cid}")
         tmp.mkdir(parents=True, mode=0o700)
+        # Held from the volumes' planning until meta.json records them (volume rm and
+        # prune look there), not while the rootfs is unpacked.
+        volumes_lock = contextlib.ExitStack()
         try:
             if options.name:
                 store.reserve_name(self.root, options.name, cid)
@@ -111,6 +113,7 @@ class ContainerManager:
                 mount_rootfs(image, self.root, tmp, cid, progress)
             else:
                 mount_snapshot(self.root, tmp, options.snapshot)
+            volumes_lock.enter_context(VolumeStore(self.root).locked())
             plan = self._plan_mounts(image, options, tmp / "rootfs")
             created_volumes = plan.created
             bundle_options = dataclasses.replace(options.bundle, mounts=plan.binds)
@@ -142,6 +145,8 @@ class ContainerManager:
                 store.release_name(self.root, options.name, cid)
             VolumeStore(self.root).drop_unused(created_volumes)
             raise
+        finally:
+            volumes_lock.close()
         return Container(cid, final, meta)
 
     def _plan_mounts(self, image: ResolvedImage, options: CreateOptions, rootfs: Path) -> Any:
