@@ -169,3 +169,17 @@ def test_an_image_cannot_make_thousands_of_volumes(tmp_path: Path) -> None:
         plan_mounts(store, tmp_path, explicit=[], binds=[], inherited=[],
                     image_volumes=[f"/v{i}" for i in range(10_000)])
     assert store.list() == []
+
+
+def test_concurrent_first_uses_make_one_volume(ociroot: Path, hostile: tuple[str, Path]) -> None:
+    from tests.integration.cli_helpers import ociimg_background
+    image, _ = hostile
+    procs = [ociimg_background(ociroot, "run", "--rm", "-v", "race:/data", image, "sh", "-c",
+                               f"echo {i} >> /data/log") for i in range(4)]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    assert [v["Name"] for v in _volumes(ociroot)] == ["race"]
+    data = _data(ociroot, "race")
+    assert sorted((data / "log").read_text().split()) == ["0", "1", "2", "3"]
+    assert (data / "a.txt").read_text() == "image data\n"  # copied up once, by the first
