@@ -124,8 +124,8 @@ def parse_volume_flag(text: str) -> BindMount | VolumeMount:
             raise InvalidArgument(f"invalid volume option {opt!r} in {text!r}",
                                   hint="options: ro, rw, z, Z, nocopy, [r]private, [r]shared, "
                                        "[r]slave")
-    if source.startswith(("/", ".")):
-        return BindMount(_host_path(source), dest, readonly, propagation)
+    if source.startswith(("/", "./", "../")) or source in (".", ".."):  # docker CLI's rule
+        return BindMount(_host_path(source, create=True), dest, readonly, propagation)
     return VolumeMount(dest, check_volume_name(source), readonly, nocopy)
 
 
@@ -138,8 +138,15 @@ def _destination(path: str, text: str) -> str:
     return path
 
 
-def _host_path(source: str) -> str:
+def _host_path(source: str, *, create: bool = False) -> str:
+    """An absolute host path; ``-v`` makes a missing one a directory (docker), ``--mount``
+    refuses it (docker too)."""
     host = Path(source).absolute()
+    if create and not os.path.lexists(host):
+        try:
+            host.mkdir(mode=0o755, parents=True)
+        except OSError as exc:
+            raise InvalidArgument(f"bind source {host}: {exc.strerror}") from None
     if not host.exists():
         raise InvalidArgument(f"bind source {host} does not exist",
                               hint="create it first, or give a volume name instead")
