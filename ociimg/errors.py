@@ -97,6 +97,12 @@ class ExecutableNotFound(ContainerError):
     exit_code = 127
 
 
+class NotExecutable(ContainerError):
+    """The program exists but cannot be run (a directory, no x bit): docker's 126."""
+
+    exit_code = 126
+
+
 class BuildError(OciimgError):
     pass
 
