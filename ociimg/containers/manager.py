@@ -31,6 +31,7 @@ from ociimg.containers.store import Container
 from ociimg.errors import ContainerError, ContainerNotFound, OciimgError
 from ociimg.events import NullProgress, Progress
 from ociimg.fsutil import remove_tree
+from ociimg.network import NetworkOptions
 from ociimg.runtime import DEFAULT_STATE_ROOT
 
 DEFAULT_RUNTIME_ROOT = Path(DEFAULT_STATE_ROOT)
@@ -44,6 +45,9 @@ class CreateOptions:
     remove: bool = False           # removed by its monitor once it exits (run --rm)
     interactive: bool = False      # an attached start feeds the caller's stdin to it
     runtime: str | None = None     # None: the built-in runtime; else a runc-compatible binary
+    # h-net: None keeps the bundle's mode (none/host) for library callers; the CLI
+    # passes NetworkOptions() (bridge, docker's default).
+    network: NetworkOptions | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,7 @@ class ContainerManager:
             bundle_options = options.bundle
             if bundle_options.hostname is None:
                 bundle_options = dataclasses.replace(bundle_options, hostname=cid[:12])
+            bundle_options = self._prepare_network(image, options, bundle_options, cid, tmp)
             config = to_runtime_config(image.config, bundle_options, tmp / "rootfs")
             warn_unsafe_labels(image, progress)
             write_bundle(tmp, config)
@@ -113,6 +118,34 @@ class ContainerManager:
             raise
         return Container(cid, final, meta)
 
+    def _prepare_network(self, image: ResolvedImage, options: CreateOptions,
+                         bundle: BundleOptions, cid: str, tmp: Path) -> BundleOptions:
+        """The container's network record and /etc files; the bundle joins its netns."""
+        import ociimg.network as network
+        net = options.network or NetworkOptions(
+            mode="host" if bundle.network == "host" else "none")
+        joined = self._joined_netns(net.container) if net.mode == "container" else None
+        exposed = sorted(image.config.config.get("ExposedPorts") or {})
+        prepared = network.prepare(self.root, tmp, cid, options.name, bundle.hostname or cid,
+                                   net, exposed, joined,
+                                   mount_dir=store.containers_dir(self.root) / cid)
+        return dataclasses.replace(
+            bundle, network=prepared.bundle_network, netns_path=prepared.netns_path,
+            mounts=[*bundle.mounts, *prepared.mounts], env=[*prepared.env, *bundle.env])
+
+    def _joined_netns(self, key: str | None) -> tuple[str, Path]:
+        """``--network container:NAME``: the running container's netns and directory."""
+        import ociimg.network as network
+        other = self.get(key or "")
+        st = self.status(other)
+        if st.status != "running" or st.pid is None:
+            raise ContainerError(f"container {other.name} is {st.status}, not running",
+                                 hint="--network container:NAME joins a running container")
+        record = network.read_record(other.path) or {}
+        path = record.get("netns") if record.get("mode") in ("bridge", "container") \
+            else None
+        return path or f"/proc/{st.pid}/ns/net", other.path
+
     # Running -------------------------------------------------------------------------
     def start(self, c: Container, *, stdio: tuple[int, int, int] | None = None,
               fork: bool = False) -> int:
@@ -125,8 +158,13 @@ class ContainerManager:
         that interpreter's start (~40 ms of every ``ociimg run``). A caller with threads
         always spawns: forking a threaded interpreter can deadlock the child."""
         import threading
+
+        import ociimg.network as network
+        net_lock = network.setup(c.path, c.id, self.root)  # the monitor holds it from now
         report_r, report_w = os.pipe2(os.O_CLOEXEC)
         passed = [report_w] + [_dup_above_stdio(fd) for fd in stdio or ()]
+        if net_lock is not None:
+            passed.append(net_lock)  # after the stdio fds: the monitor's argv keeps its shape
         try:
             if fork and threading.active_count() == 1:
                 _fork_monitor(c, passed)
@@ -142,6 +180,7 @@ class ContainerManager:
             raise
         if "started" not in doc:
             os.close(report_r)
+            network.teardown(c.id)  # a monitor that died before its own teardown
             if not doc:
                 raise ContainerError(f"container {c.name}: its monitor died",
                                      hint=f"see {c.path / 'monitor.log'}")
@@ -242,8 +281,11 @@ class ContainerManager:
         """StopSignal, then SIGKILL to every process after ``timeout`` seconds (docker
         stop); returns once its monitor has recorded the exit."""
         st = self.status(c).status
-        if st not in ACTIVE:
-            return
+        if st in ACTIVE:
+            self._stop(c, st, timeout)
+        self._teardown_network(c)
+
+    def _stop(self, c: Container, st: str, timeout: float) -> None:
         if st == "paused":
             with contextlib.suppress(OciimgError):
                 self.resume(c)
@@ -255,6 +297,13 @@ class ContainerManager:
             self.kill(c, signal.SIGKILL, all_processes=True)
         if not self._wait_quietly(c, 10.0):
             raise ContainerError(f"container {c.name} did not stop after SIGKILL")
+
+    def _teardown_network(self, c: Container) -> None:
+        """Its monitor tears the network down when the program exits; this covers a
+        monitor that was killed first. Never while the container still runs."""
+        import ociimg.network as network
+        if self.status(c).status not in ACTIVE:
+            network.teardown(c.id)
 
     def _wait_quietly(self, c: Container, timeout: float) -> bool:
         try:
@@ -271,6 +320,7 @@ class ContainerManager:
             self.stop(c, timeout=0)
         with contextlib.suppress(OciimgError):
             self.runtime(c).delete(c.id, force=True)
+        self._teardown_network(c)
         release_rootfs(c.path)
         remove_rootfs(self.root, c.snapshot_key)
         with contextlib.suppress(FileNotFoundError):
