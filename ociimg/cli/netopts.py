@@ -35,7 +35,7 @@ _DNS_NAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,252})$")
 def parse_port(text: str) -> Any:
     """One -p value: [IP:][HOSTPORT:]CTRPORT[/tcp|udp] (IPv4; no ranges)."""
     from ociimg.network import PortMapping
-    m = _PORT_RE.match(text)
+    m = _PORT_RE.fullmatch(text)
     if not m:
         raise InvalidArgument(f"invalid -p {text!r}",
                               hint="write [IP:][HOSTPORT:]CTRPORT[/tcp|udp], e.g. "
@@ -69,7 +69,7 @@ def _address(text: str, where: str) -> str:
 
 
 def _dns_name(text: str, where: str) -> str:
-    if not _DNS_NAME_RE.match(text):
+    if not _DNS_NAME_RE.fullmatch(text):
         raise InvalidArgument(f"{where}: invalid name {text!r}",
                               hint="use letters, digits, '.', '_' and '-'")
     return text
@@ -104,7 +104,7 @@ def network_options(network: str, publish: list[str], publish_all: bool, dns: li
             check_name(n)
     if ip is not None:
         ip = _address(ip, "--ip")
-    if mac_address is not None and not _MAC_RE.match(mac_address):
+    if mac_address is not None and not _MAC_RE.fullmatch(mac_address):
         raise InvalidArgument(f"--mac-address {mac_address!r} is not a MAC address",
                               hint="e.g. 02:42:ac:11:00:02")
     for option in dns_option:

@@ -236,7 +236,7 @@ def _plan(cid: str, record: dict[str, Any], nets: list[config.Network]) -> dict[
         opts: dict[str, Any] = {"interface_name": f"eth{i}", "static_ips": [ip]}
         if net.dns:
             opts["aliases"] = list(dict.fromkeys(
-                [a for a in (record.get("name"), cid[:12], *record["aliases"]) if a]))
+                [cid[:12], *record["aliases"]]))
         if record.get("mac") and i == 0:
             opts["static_mac"] = record["mac"]
         per_net[net.name] = opts

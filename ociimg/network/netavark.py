@@ -53,10 +53,16 @@ class NetavarkBackend:
         os.makedirs(self.config_dir, mode=0o700, exist_ok=True)
         env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                "NETAVARK_FW": "iptables", "RUST_LOG": "warn"}
-        proc = subprocess.run(
-            [self.binary, "--config", self.config_dir, "--rootless", "false",
-             "--aardvark-binary", self.aardvark, command, netns],
-            input=json.dumps(plan).encode(), capture_output=True, env=env, check=False)
+        from pathlib import Path
+
+        from ociimg.store import locks
+        # One netavark at a time on the host (podman holds its network lock the same way):
+        # concurrent runs race on the shared bridge, iptables chains and aardvark files.
+        with locks.locked(Path(self.config_dir) / ".netavark.lock"):
+            proc = subprocess.run(
+                [self.binary, "--config", self.config_dir, "--rootless", "false",
+                 "--aardvark-binary", self.aardvark, command, netns],
+                input=json.dumps(plan).encode(), capture_output=True, env=env, check=False)
         stdout = proc.stdout.decode(errors="replace")
         if proc.returncode != 0:
             raise ContainerError(f"netavark {command}: {_error_text(stdout, proc.stderr)}",
