@@ -303,7 +303,7 @@ class ContainerManager:
         monitor that was killed first. Never while the container still runs."""
         import ociimg.network as network
         if self.status(c).status not in ACTIVE:
-            network.teardown(c.id)
+            network.teardown(c.id, cdir=c.path)
 
     def _wait_quietly(self, c: Container, timeout: float) -> bool:
         try:

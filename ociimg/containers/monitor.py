@@ -161,7 +161,7 @@ class Monitor:
             pass
         from ociimg.network import teardown
         try:
-            teardown(self.cid, locked=True)  # this monitor holds the attachment's lock
+            teardown(self.cid, locked=True, cdir=self.path)  # it holds the lock
         except (OciimgError, OSError) as exc:
             print(f"network teardown: {exc}", file=sys.stderr)  # monitor.log
         from ociimg.containers.rootfs import release_rootfs, remove_rootfs

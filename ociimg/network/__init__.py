@@ -111,6 +111,8 @@ def prepare(root: Path, cdir: Path, cid: str, name: str | None, hostname: str,
         record["ports"] = [asdict(p) for p in _resolve_ports(options, exposed)]
         netns_path = netns.path_for(cid)
         record["netns"] = netns_path
+    record["mountpoints"] = _missing_in_image(cdir / "rootfs")
+    record["etcTimes"] = _etc_times(cdir / "rootfs") if record["mountpoints"] else None
     mounts = _write_etc_files(cdir, record, joined, Path(mount_dir or cdir))
     if mode == "container":
         assert joined is not None
@@ -131,6 +133,75 @@ def _write_etc_files(cdir: Path, record: dict[str, Any], joined: tuple[str, Path
     _write(cdir / "hosts", _hosts_text(record, []))
     _write(cdir / "resolv.conf", _resolv_text(record, []))
     return [(str(mount_dir / f), f"/etc/{f}", False) for f in ETC_FILES]
+
+
+def _missing_in_image(rootfs: Path) -> list[str]:
+    """Which of /etc, /etc/hosts, ... the runtime will have to create as mountpoints:
+    removed again when the container exits (docker keeps them in an init layer), so
+    diff, commit and export never show them."""
+    from ociimg.oskit.paths import resolve_in_root
+    try:
+        rootfd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return []
+    missing = []
+    try:
+        for name in ("", *ETC_FILES):
+            try:
+                os.close(resolve_in_root(rootfd, f"/etc/{name}", follow_last=False))
+            except FileNotFoundError:
+                missing.append(name)
+            except OSError:
+                pass  # there, in some shape: never ours to remove
+    finally:
+        os.close(rootfd)
+    return missing
+
+
+def _etc_times(rootfs: Path) -> list[int] | None:
+    try:
+        st = os.stat(Path(rootfs) / "etc", follow_symlinks=False)
+    except OSError:
+        return None
+    return [st.st_atime_ns, st.st_mtime_ns]
+
+
+def remove_mountpoints(cdir: Path) -> None:
+    """Unlink the empty mountpoint files (and /etc) the runtime made for the /etc files,
+    resolved inside the rootfs: the container may have swapped /etc for a symlink."""
+    import stat
+
+    from ociimg.oskit.paths import resolve_in_root
+    record = read_record(cdir) or {}
+    names = record.get("mountpoints") or []
+    if not names:
+        return
+    try:
+        rootfd = os.open(Path(cdir) / "rootfs", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        etc = resolve_in_root(rootfd, "/etc", flags=os.O_PATH | os.O_DIRECTORY,
+                              follow_last=False)
+    except OSError:
+        os.close(rootfd)
+        return
+    try:
+        for name in (n for n in names if n in ETC_FILES):
+            with contextlib.suppress(OSError):
+                st = os.stat(name, dir_fd=etc, follow_symlinks=False)
+                if stat.S_ISREG(st.st_mode) and st.st_size == 0:
+                    os.unlink(name, dir_fd=etc)
+        if "" in names:
+            with contextlib.suppress(OSError):  # not empty: the program put files there
+                os.rmdir("etc", dir_fd=rootfd)
+        elif record.get("etcTimes"):  # the entries came and went: /etc as it was
+            with contextlib.suppress(OSError):
+                os.utime("etc", ns=tuple(record["etcTimes"]), dir_fd=rootfd,
+                         follow_symlinks=False)
+    finally:
+        os.close(etc)
+        os.close(rootfd)
 
 
 def _hosts_text(record: dict[str, Any], attached: list[Attachment]) -> str:
@@ -253,10 +324,13 @@ def _plan(cid: str, record: dict[str, Any], nets: list[config.Network]) -> dict[
     return plan
 
 
-def teardown(cid: str, *, locked: bool = False) -> None:
+def teardown(cid: str, *, locked: bool = False, cdir: Path | None = None) -> None:
     """Detach ``cid`` if it is attached: backend teardown from the recorded plan, address
-    leases, netns. ``locked``: the caller (the container's monitor) holds the lock."""
+    leases, netns. ``locked``: the caller (the container's monitor) holds the lock.
+    ``cdir`` (the program has exited): also remove the /etc mountpoints it needed."""
     from ociimg.network import netns
+    if cdir is not None:
+        remove_mountpoints(cdir)
     if not (_attached_dir() / f"{cid}.json").exists() and not os.path.exists(
             netns.path_for(cid)):
         return
@@ -377,4 +451,4 @@ def _write_in_place(path: Path, text: str) -> None:
 
 
 __all__ = ["MODES", "NetworkOptions", "PortMapping", "Prepared", "attached_ids", "prepare",
-           "published", "read_record", "reap", "setup", "teardown"]
+           "published", "read_record", "reap", "remove_mountpoints", "setup", "teardown"]
