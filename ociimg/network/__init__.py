@@ -365,11 +365,12 @@ def _detach(cid: str) -> None:
 def reap() -> list[str]:
     """Tear down every attachment whose monitor is gone (killed, crashed, host state
     left behind); the ids torn down."""
-    from ociimg.network import netns
     done = []
     base = _attached_dir()
     ids = {p.stem for p in base.glob("*.json")} if base.is_dir() else set()
-    for cid in sorted(ids | set(netns.live_ids())):
+    # Only recorded ids: the record is written before the netns is made and removed
+    # after it is gone, so every netns of ours has one.
+    for cid in sorted(ids):
         lock = _lock(cid, blocking=False)
         if lock is None:
             continue  # its monitor (or a setup) holds it: alive

@@ -67,14 +67,6 @@ def remove(cid: str) -> None:
         os.unlink(path)
 
 
-def live_ids() -> list[str]:
-    """Ids of the netns files there are (mounted or half-made)."""
-    try:
-        return sorted(n for n in os.listdir(NETNS_DIR) if not n.startswith("."))
-    except FileNotFoundError:
-        return []
-
-
 def _make_shared_dir() -> None:
     os.makedirs(NETNS_DIR, mode=0o755, exist_ok=True)
     from pathlib import Path
