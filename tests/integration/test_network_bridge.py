@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -297,3 +298,20 @@ def test_no_leaks_on_any_path_out(ociroot: Path, image: str) -> None:
     assert netns_mounts() == mounts_before
     assert subprocess.run(["pgrep", "-f", f"aardvark-dns.*{bridge}"], check=False,
                           capture_output=True).returncode != 0
+
+
+def test_runc_joins_the_same_netns_and_port(ociroot: Path, image: str) -> None:
+    need(shutil.which("runc") is not None, "runc missing: apt-get install runc")
+    port = _free_port()
+    ociimg(ociroot, "run", "-d", "--runtime", "runc", "--name", "web", "-p",
+           f"127.0.0.1:{port}:80", image, "sh", "-c", HTTPD)
+    cid = _cid(ociroot, "web")
+    try:
+        assert _wait_http(f"http://127.0.0.1:{port}/index.html").startswith("hello-")
+        config = json.loads((ociroot / "containers" / cid / "config.json").read_text())
+        (ns,) = [n for n in config["linux"]["namespaces"] if n["type"] == "network"]
+        assert ns["path"] == f"/run/ociimg/netns/{cid}"
+    finally:
+        ociimg(ociroot, "rm", "-f", "web")
+    assert host_state([cid]) == {"netns": [], "attached": [], "locks": [], "leases": [],
+                                 "rules": []}
