@@ -136,3 +136,28 @@ def _users() -> dict[str, list[Any]]:
         for name in record.get("networks") or []:
             out.setdefault(name, []).append(c)
     return out
+
+
+@network_app.command("connect")
+def connect(network: str = typer.Argument(..., help="Network name."),
+            container: str = typer.Argument(..., help="Container name or id."),
+            alias: list[str] = typer.Option([], "--alias", help="Another DNS name there.")
+            ) -> None:
+    """Attach a container to another network (at once if it runs)."""
+    import ociimg.network as net
+    from ociimg.cli.netopts import network_options
+    manager = _manager()
+    c = manager.get(container)
+    aliases = network_options("bridge", [], False, [], [], [], [], alias, None, None,
+                              None).aliases  # the same checks as run --network-alias
+    net.connect(STATE.root, c.path, c.id, network, aliases,
+                running=manager.status(c).status in ("running", "paused"))
+
+
+@network_app.command("disconnect")
+def disconnect(network: str = typer.Argument(..., help="Network name."),
+               container: str = typer.Argument(..., help="Container name or id.")) -> None:
+    """Detach a container from one of its networks."""
+    import ociimg.network as net
+    c = _manager().get(container)
+    net.disconnect(STATE.root, c.path, c.id, network)

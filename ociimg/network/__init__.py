@@ -293,15 +293,14 @@ def _attach(cdir: Path, cid: str, root: Path, record: dict[str, Any]) -> None:
                                                   "netns": path, "plan": plan})
     attached = default_backend().setup(path, plan)
     record["attached"] = [asdict(a) for a in attached]
-    _write_json(cdir / RECORD, record)
-    _write_in_place(cdir / "hosts", _hosts_text(record, attached))
-    _write_in_place(cdir / "resolv.conf", _resolv_text(record, attached))
+    _rewrite(cdir, record)
 
 
-def _plan(cid: str, record: dict[str, Any], nets: list[config.Network]) -> dict[str, Any]:
+def _plan(cid: str, record: dict[str, Any], nets: list[config.Network],
+          first_index: int = 0) -> dict[str, Any]:
     from ociimg.network import ipam
     per_net = {}
-    for i, net in enumerate(nets):
+    for i, net in enumerate(nets, start=first_index):
         ip = ipam.allocate(net.bridge, str(net.subnet), net.gateway, cid,
                            wanted=record.get("ip"))
         opts: dict[str, Any] = {"interface_name": f"eth{i}", "static_ips": [ip]}
@@ -322,6 +321,100 @@ def _plan(cid: str, record: dict[str, Any], nets: list[config.Network]) -> dict[
     if record.get("dns"):
         plan["dns_servers"] = list(record["dns"])
     return plan
+
+
+def connect(root: Path, cdir: Path, cid: str, name: str, aliases: list[str],
+            running: bool) -> None:
+    """Attach another network (``network connect``): at once when ``running``, else
+    from the next start."""
+    from ociimg.network import config
+    record = _bridge_record(cdir, name)
+    net = config.load(root, name)
+    if net.name in record["networks"]:
+        raise InvalidArgument(f"container is already on network {net.name}",
+                              hint="see ociimg network inspect " + net.name)
+    with _editing(cid):
+        record["aliases"] = list(dict.fromkeys([*record["aliases"], *aliases]))
+        if running:
+            doc = _read_json(_attached_dir() / f"{cid}.json") or {}
+            if not doc.get("plan"):
+                raise ContainerError("the container has no network attachment to extend",
+                                     hint="start it first")
+            used = {o["interface_name"] for o in doc["plan"]["networks"].values()}
+            free = next(i for i in range(len(used) + 1) if f"eth{i}" not in used)
+            one = _plan(cid, {**record, "ip": None, "ports": []}, [net], first_index=free)
+            try:
+                attached = default_backend().setup(doc["netns"], one)
+            except BaseException:
+                from ociimg.network import ipam
+                ipam.release(cid, net.bridge)
+                raise
+            doc["plan"]["networks"].update(one["networks"])
+            doc["plan"]["network_info"].update(one["network_info"])
+            _write_json(_attached_dir() / f"{cid}.json", doc)
+            record["attached"] = [*record.get("attached", []), *map(asdict, attached)]
+        record["networks"].append(net.name)
+        _rewrite(cdir, record)
+
+
+def disconnect(root: Path, cdir: Path, cid: str, name: str) -> None:
+    """Detach one network (``network disconnect``); the last one and one that carries
+    published ports stay (docker refuses those too, in effect)."""
+    from ociimg.network import config, ipam
+    record = _bridge_record(cdir, name)
+    net = config.load(root, name)
+    if net.name not in record["networks"]:
+        raise InvalidArgument(f"container is not on network {net.name}",
+                              hint="see ociimg network inspect " + net.name)
+    if len(record["networks"]) == 1 or (record.get("ports") and
+                                        record["networks"][0] == net.name):
+        raise InvalidArgument(f"network {net.name} is the container's last network or "
+                              "carries its published ports", hint="remove the container "
+                              "instead, or connect another network first")
+    with _editing(cid):
+        doc = _read_json(_attached_dir() / f"{cid}.json") or {}
+        if doc.get("plan") and net.name in doc["plan"]["networks"]:
+            plan = doc["plan"]
+            one = {"container_id": cid, "container_name": plan["container_name"],
+                   "networks": {net.name: plan["networks"].pop(net.name)},
+                   "network_info": {net.name: plan["network_info"].pop(net.name)}}
+            default_backend().teardown(doc["netns"], one)
+            ipam.release(cid, net.bridge)
+            _write_json(_attached_dir() / f"{cid}.json", doc)
+        record["networks"].remove(net.name)
+        record["attached"] = [a for a in record.get("attached", [])
+                              if a["network"] != net.name]
+        _rewrite(cdir, record)
+
+
+def _bridge_record(cdir: Path, name: str) -> dict[str, Any]:
+    from ociimg.network import config
+    if name != "bridge":
+        config.check_name(name)
+    record = read_record(cdir)
+    if not record or record.get("mode") != "bridge":
+        raise InvalidArgument("only containers on bridge networks can connect or disconnect",
+                              hint="the container runs with --network none, host or "
+                                   "container:")
+    return record
+
+
+@contextlib.contextmanager
+def _editing(cid: str) -> Any:
+    from ociimg.store import locks
+    _attached_dir().mkdir(parents=True, exist_ok=True, mode=0o700)
+    with locks.locked(_attached_dir() / f".{cid}.edit.lock"):
+        yield
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(_attached_dir() / f".{cid}.edit.lock")
+
+
+def _rewrite(cdir: Path, record: dict[str, Any]) -> None:
+    from ociimg.network.backend import Attachment
+    _write_json(cdir / RECORD, record)
+    attached = [Attachment(**a) for a in record.get("attached") or []]
+    _write_in_place(cdir / "hosts", _hosts_text(record, attached))
+    _write_in_place(cdir / "resolv.conf", _resolv_text(record, attached))
 
 
 def teardown(cid: str, *, locked: bool = False, cdir: Path | None = None) -> None:
@@ -451,5 +544,6 @@ def _write_in_place(path: Path, text: str) -> None:
         f.write(text)
 
 
-__all__ = ["MODES", "NetworkOptions", "PortMapping", "Prepared", "attached_ids", "prepare",
+__all__ = ["MODES", "NetworkOptions", "PortMapping", "Prepared", "attached_ids", "connect",
+           "disconnect", "prepare",
            "published", "read_record", "reap", "remove_mountpoints", "setup", "teardown"]

@@ -72,12 +72,12 @@ def allocate(bridge: str, subnet: str, gateway: str, cid: str,
                          hint="remove stopped containers, or use another network")
 
 
-def release(cid: str) -> None:
-    """Every lease ``cid`` holds, on every bridge."""
+def release(cid: str, bridge: str | None = None) -> None:
+    """Every lease ``cid`` holds, on every bridge (or on ``bridge``)."""
     base = _dir()
     if not base.is_dir():
         return
-    for path in base.glob("*.json"):
+    for path in base.glob(f"{bridge}.json" if bridge else "*.json"):
         with _leases(path.stem) as leases:
             for ip in [ip for ip, owner in leases.items() if owner == cid]:
                 del leases[ip]

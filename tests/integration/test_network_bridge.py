@@ -315,3 +315,31 @@ def test_runc_joins_the_same_netns_and_port(ociroot: Path, image: str) -> None:
         ociimg(ociroot, "rm", "-f", "web")
     assert host_state([cid]) == {"netns": [], "attached": [], "locks": [], "leases": [],
                                  "rules": []}
+
+
+def test_connect_and_disconnect_a_running_container(ociroot: Path, image: str) -> None:
+    for name in ("front", "back"):
+        ociimg(ociroot, "network", "create", name)
+    docs = {n: network_doc(ociroot, n) for n in ("front", "back")}
+    ociimg(ociroot, "run", "-d", "--name", "db", "--network", "back", image, "sleep", "300")
+    ociimg(ociroot, "run", "-d", "--name", "app", "--network", "front", image, "sleep", "300")
+    cids = [_cid(ociroot, "db"), _cid(ociroot, "app")]
+    try:
+        probe = "ping -c1 -W2 db >/dev/null && echo reached-db; true"
+        assert "reached-db" not in ociimg(ociroot, "exec", "app", "sh", "-c", probe).stdout
+        ociimg(ociroot, "network", "connect", "--alias", "api", "back", "app")
+        assert "reached-db" in ociimg(ociroot, "exec", "app", "sh", "-c", probe).stdout
+        assert "reached-app" in ociimg(ociroot, "exec", "db", "sh", "-c",
+                                       "ping -c1 -W2 api >/dev/null && echo reached-app"
+                                       ).stdout
+        ociimg(ociroot, "network", "disconnect", "back", "app")
+        assert "reached-db" not in ociimg(ociroot, "exec", "app", "sh", "-c", probe).stdout
+        assert "10.86." in ociimg(ociroot, "exec", "app", "cat", "/etc/hosts").stdout
+        assert_one_line_error(ociimg(ociroot, "network", "disconnect", "front", "app",
+                                     check=False), "last network")
+    finally:
+        ociimg(ociroot, "rm", "-f", "db", "app")
+    for doc in docs.values():
+        assert host_state(cids, doc["network_interface"], doc["subnets"][0]["subnet"]) == {
+            "netns": [], "attached": [], "locks": [], "leases": [], "rules": [],
+            "bridge": False, "veths": 0}
