@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Any
 
@@ -61,6 +60,7 @@ def _port(value: str, text: str, allow_zero: bool = True) -> int:
 
 
 def _address(text: str, where: str) -> str:
+    import ipaddress
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:

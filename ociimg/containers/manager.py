@@ -31,8 +31,11 @@ from ociimg.containers.store import Container
 from ociimg.errors import ContainerError, ContainerNotFound, OciimgError
 from ociimg.events import NullProgress, Progress
 from ociimg.fsutil import remove_tree
-from ociimg.network import NetworkOptions
 from ociimg.runtime import DEFAULT_STATE_ROOT
+
+TYPE_CHECKING = False  # `ps` and `inspect` never need the network package
+if TYPE_CHECKING:
+    from ociimg.network import NetworkOptions
 
 DEFAULT_RUNTIME_ROOT = Path(DEFAULT_STATE_ROOT)
 ACTIVE = ("creating", "created", "running", "paused")
@@ -122,7 +125,7 @@ class ContainerManager:
                          bundle: BundleOptions, cid: str, tmp: Path) -> BundleOptions:
         """The container's network record and /etc files; the bundle joins its netns."""
         import ociimg.network as network
-        net = options.network or NetworkOptions(
+        net = options.network or network.NetworkOptions(
             mode="host" if bundle.network == "host" else "none")
         joined = self._joined_netns(net.container) if net.mode == "container" else None
         exposed = sorted(image.config.config.get("ExposedPorts") or {})
