@@ -88,7 +88,8 @@ def prepare(root: Path, cdir: Path, cid: str, name: str | None, hostname: str,
     """Write the container's network record and /etc files into ``cdir`` (bind-mounted
     from ``mount_dir``, where ``cdir`` is renamed to once whole). ``joined``: for
     container mode, the other container's netns path and directory."""
-    from ociimg.network import config, netns
+    from ociimg.network import config, etcfiles, netns
+    etcfiles.check_hostname(hostname)
     mode = options.mode
     if mode not in MODES:
         raise InvalidArgument(f"unknown network mode {mode!r}",

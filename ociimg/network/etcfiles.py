@@ -19,6 +19,17 @@ LOCALHOST_LINES = (
     "::1\tlocalhost localhost.localdomain localhost6 localhost6.localdomain6\n")
 
 
+def check_hostname(name: str) -> None:
+    """A hostname goes into /etc/hosts and /etc/hostname verbatim: letters, digits, '-',
+    '_' and '.' only (no line or field break can sneak an entry in), at most 64 bytes
+    (the kernel's HOST_NAME_MAX)."""
+    from ociimg.errors import InvalidArgument
+    ok = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+    if not name or len(name) > 64 or not set(name) <= ok or name[0] in "-.":
+        raise InvalidArgument(f"invalid hostname {name!r}",
+                              hint="use letters, digits, '-', '_' and '.', at most 64")
+
+
 def hosts(hostname: str, name: str | None, ips: list[str],
           add_hosts: list[tuple[str, str]], gateway: str | None = None) -> str:
     """localhost, ``--add-host`` entries, then the container itself on each of its

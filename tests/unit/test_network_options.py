@@ -123,3 +123,15 @@ def test_hosts_file_shape() -> None:
     assert "10.1.1.1\tdb" in lines and "10.87.0.2\th1 web" in lines
     assert lines[-1] == "10.87.0.1\thost.containers.internal"
     assert "127.0.1.1\th1" in etcfiles.hosts("h1", "h1", [], [], None)
+
+
+@pytest.mark.parametrize("name", ["x\n6.6.6.6 evil", "a b", "a\tb", "", "x" * 65, "-x",
+                                  "a#b", "é"])
+def test_hostnames_that_could_forge_hosts_entries_are_refused(name: str,
+                                                               tmp_path: Path) -> None:
+    from ociimg.network import NetworkOptions, prepare
+    with pytest.raises(InvalidArgument):
+        prepare(tmp_path, tmp_path, "c" * 64, None, name, NetworkOptions(mode="none"), [],
+                None)
+    assert list(tmp_path.iterdir()) == []
+    etcfiles.check_hostname("web-1.example_x")
