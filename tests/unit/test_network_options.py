@@ -135,3 +135,19 @@ def test_hostnames_that_could_forge_hosts_entries_are_refused(name: str,
                 None)
     assert list(tmp_path.iterdir()) == []
     etcfiles.check_hostname("web-1.example_x")
+
+
+def test_the_bundle_joins_a_netns_by_path_except_on_the_host(tmp_path: Path) -> None:
+    from ociimg.bundle import BundleOptions, to_runtime_config
+    from ociimg.spec import parse_config
+    (tmp_path / "etc").mkdir()
+    image = parse_config(b'{"architecture": "amd64", "os": "linux", "config": '
+                         b'{"Cmd": ["x"]}, "rootfs": {"type": "layers", "diff_ids": []}}')
+
+    def netns(**kw: object) -> list[dict[str, str]]:
+        cfg = to_runtime_config(image, BundleOptions(**kw), tmp_path)  # type: ignore[arg-type]
+        return [n for n in cfg["linux"]["namespaces"] if n["type"] == "network"]
+    assert netns(netns_path="/run/ociimg/netns/abc") == [
+        {"type": "network", "path": "/run/ociimg/netns/abc"}]
+    assert netns() == [{"type": "network"}]
+    assert netns(network="host", netns_path="/run/ociimg/netns/abc") == []
