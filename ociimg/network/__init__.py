@@ -289,12 +289,35 @@ def _attach(cdir: Path, cid: str, root: Path, record: dict[str, Any]) -> None:
     netns.remove(cid)  # a leftover of an earlier start that was never torn down
     path = netns.create(cid)
     nets = [config.load(root, n) for n in record["networks"]]
+    _check_ports_free(cid, record.get("ports") or [])
     plan = _plan(cid, record, nets)
     _write_json(_attached_dir() / f"{cid}.json", {"id": cid, "dir": str(cdir),
                                                   "netns": path, "plan": plan})
     attached = default_backend().setup(path, plan)
     record["attached"] = [asdict(a) for a in attached]
     _rewrite(cdir, record)
+
+
+def _check_ports_free(cid: str, ports: list[dict[str, Any]]) -> None:
+    """A host port another running container publishes is refused (docker: "port is
+    already allocated"): two DNAT rules for one port would shadow each other silently."""
+    if not ports:
+        return
+    base = _attached_dir()
+    for path in base.glob("*.json"):
+        if path.stem == cid:
+            continue
+        plan = (_read_json(path) or {}).get("plan") or {}
+        for theirs in plan.get("port_mappings") or []:
+            for p in ports:
+                same_port = (p["host_port"], p["protocol"]) == (theirs["host_port"],
+                                                                theirs["protocol"])
+                ips = {p["host_ip"], theirs["host_ip"]}
+                if same_port and ("" in ips or len(ips) == 1):
+                    raise ContainerError(
+                        f"host port {p['host_port']}/{p['protocol']} is already published by "
+                        f"container {path.stem[:12]}",
+                        hint="pick another host port, or stop that container")
 
 
 def _plan(cid: str, record: dict[str, Any], nets: list[config.Network],

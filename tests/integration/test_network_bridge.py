@@ -109,6 +109,10 @@ def test_published_tcp_and_udp_ports_reach_the_container_from_loopback(
                     continue
         assert answer == b"echo:ping"
         assert_one_line_error(ociimg(ociroot, "port", "web", "81", check=False), "81")
+        # A second DNAT for the same port would shadow the first: refused, nothing kept.
+        assert_one_line_error(ociimg(ociroot, "run", "--rm", "-p", f"{tcp}:80", image, "true",
+                                     check=False), "already published")
+        assert _get(f"http://127.0.0.1:{tcp}/index.html") == "hello-webhost\n"
     finally:
         ociimg(ociroot, "rm", "-f", "web")
     assert host_state([cid]) == {"netns": [], "attached": [], "locks": [], "leases": [],
