@@ -347,3 +347,24 @@ def test_connect_and_disconnect_a_running_container(ociroot: Path, image: str) -
         assert host_state(cids, doc["network_interface"], doc["subnets"][0]["subnet"]) == {
             "netns": [], "attached": [], "locks": [], "leases": [], "rules": [],
             "bridge": False, "veths": 0}
+
+
+def test_internal_network_with_subnet_static_ip_and_mac(ociroot: Path, image: str) -> None:
+    ociimg(ociroot, "network", "create", "--internal", "--subnet", "10.86.213.0/24", "inner")
+    ociimg(ociroot, "run", "-d", "--name", "peer", "--network", "inner", image, "sleep", "300")
+    cids = [_cid(ociroot, "peer")]
+    try:
+        out = ociimg(ociroot, "run", "--name", "probe", "--network", "inner", "--ip",
+                     "10.86.213.77", "--mac-address", "02:42:0a:56:d5:4d", image, "sh", "-c",
+                     "ip -4 -o addr show eth0; ip link show eth0; ip route; "
+                     "ping -c1 -W2 peer >/dev/null && echo peer-ok").stdout
+        cids.append(_cid(ociroot, "probe"))
+        assert "inet 10.86.213.77/24" in out and "02:42:0a:56:d5:4d" in out
+        assert "peer-ok" in out  # names resolve inside an internal network
+        assert "default" not in out  # but there is no way out of it
+        assert_one_line_error(ociimg(ociroot, "run", "--rm", "--network", "inner", "--ip",
+                                     "10.86.214.5", image, "true", check=False), "10.86.214.5")
+    finally:
+        ociimg(ociroot, "rm", "-f", "peer", "probe")
+    assert host_state(cids, subnet="10.86.213.0/24") == {
+        "netns": [], "attached": [], "locks": [], "leases": [], "rules": []}
