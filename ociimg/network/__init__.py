@@ -216,10 +216,11 @@ def _resolv_text(record: dict[str, Any], attached: list[Attachment]) -> str:
     from ociimg.network import etcfiles
     servers, search, options = etcfiles.host_resolver(keep_loopback=record["mode"] == "host")
     aardvark = [s for a in attached for s in a.dns_servers]
-    if aardvark:  # it forwards other names to the host's upstreams itself
+    if aardvark:  # it forwards other names to --dns, else to the host's upstreams (podman)
         servers = aardvark
         search = [d for a in attached for d in a.dns_search] + search
-    servers = record.get("dns") or servers
+    else:
+        servers = record.get("dns") or servers
     search = record.get("dnsSearch") or search
     options = record.get("dnsOptions") or options
     return etcfiles.resolv_conf(list(dict.fromkeys(servers)), list(dict.fromkeys(search)),

@@ -140,13 +140,15 @@ def test_containers_on_a_user_network_find_each_other_by_name_and_alias(
            "--network-alias", "db", image, "sh", "-c", HTTPD)
     cids = [_cid(ociroot, "srv")]
     try:
-        out = ociimg(ociroot, "run", "--rm", "--network", "appnet", image, "sh", "-c",
+        out = ociimg(ociroot, "run", "--rm", "--network", "appnet", "--dns", "192.0.2.53",
+                     image, "sh", "-c",
                      "for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://srv/index.html "
                      "&& break; sleep 0.2; done; ping -c1 -W2 db >/dev/null && echo ping-ok;"
                      " wget -qO- http://db/index.html; cat /etc/resolv.conf").stdout
         gateway = doc["subnets"][0]["gateway"]
         assert out.count("hello-") == 2 and "ping-ok" in out
         assert f"nameserver {gateway}" in out and "dns.podman" in out
+        assert "192.0.2.53" not in out  # --dns is aardvark's upstream here, as in podman
         # The default network has no DNS: names of other containers do not resolve there.
         alone = ociimg(ociroot, "run", "--rm", image, "sh", "-c",
                        "wget -qO- -T 2 http://srv/index.html; echo rc=$?").stdout
