@@ -324,6 +324,10 @@ def _check_ports_free(cid: str, ports: list[dict[str, Any]]) -> None:
 def _plan(cid: str, record: dict[str, Any], nets: list[config.Network],
           first_index: int = 0) -> dict[str, Any]:
     from ociimg.network import ipam
+    loops = set(record.get("dns") or []) & {n.gateway for n in nets if n.dns}
+    if loops:  # aardvark would forward to itself (netavark's check_for_dns_loop)
+        raise InvalidArgument(f"--dns {sorted(loops)[0]} is the network's own DNS server",
+                              hint="give an upstream resolver, or leave --dns out")
     per_net = {}
     for i, net in enumerate(nets, start=first_index):
         ip = ipam.allocate(net.bridge, str(net.subnet), net.gateway, cid,

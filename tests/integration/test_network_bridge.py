@@ -366,6 +366,8 @@ def test_internal_network_with_subnet_static_ip_and_mac(ociroot: Path, image: st
         assert "default" not in out  # but there is no way out of it
         assert_one_line_error(ociimg(ociroot, "run", "--rm", "--network", "inner", "--ip",
                                      "10.86.214.5", image, "true", check=False), "10.86.214.5")
+        assert_one_line_error(ociimg(ociroot, "run", "--rm", "--network", "inner", "--dns",
+                                     "10.86.213.1", image, "true", check=False), "own DNS")
     finally:
         ociimg(ociroot, "rm", "-f", "peer", "probe")
     assert host_state(cids, subnet="10.86.213.0/24") == {
