@@ -372,3 +372,30 @@ def test_internal_network_with_subnet_static_ip_and_mac(ociroot: Path, image: st
         ociimg(ociroot, "rm", "-f", "peer", "probe")
     assert host_state(cids, subnet="10.86.213.0/24") == {
         "netns": [], "attached": [], "locks": [], "leases": [], "rules": []}
+
+
+def test_kill_9_of_the_cli_in_the_middle_of_network_setup_leaks_nothing(
+        ociroot: Path, image: str) -> None:
+    ociimg(ociroot, "network", "create", "killnet")
+    doc = network_doc(ociroot, "killnet")
+    bridge, subnet = doc["network_interface"], doc["subnets"][0]["subnet"]
+    attached = Path("/run/ociimg/net/attached")
+    before = set(attached.glob("*.json")) if attached.is_dir() else set()
+    proc = ociimg_background(ociroot, "run", "-d", "--name", "k", "--network", "killnet",
+                             "-p", f"127.0.0.1:{_free_port()}:80", image, "sleep", "300")
+    # The record appears first, before the netns, the lease and netavark: kill from there.
+    wait_until(lambda: set(attached.glob("*.json")) - before, "no attachment record",
+               proc=proc)
+    proc.kill()
+    proc.wait(timeout=10)
+    cid = _cid(ociroot, "k")
+    status = next(r["status"] for r in json.loads(ociimg(ociroot, "ps", "-a",
+                                                         "--json").stdout))
+    ociimg(ociroot, "network", "prune", "-f")  # reaps whatever the dead CLI held
+    if status == "configured":  # killed before its monitor took over: prune alone cleans
+        assert host_state([cid], bridge, subnet)["attached"] == []
+        assert host_state([cid], bridge, subnet)["leases"] == []
+    ociimg(ociroot, "rm", "-f", "k")
+    assert host_state([cid], bridge, subnet) == {
+        "netns": [], "attached": [], "locks": [], "leases": [], "rules": [],
+        "bridge": False, "veths": 0}
