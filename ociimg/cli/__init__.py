@@ -9,7 +9,17 @@ from types import ModuleType
 
 import typer
 
-from ociimg.cli import changes, containers, images, network, unpack  # noqa: F401  (registers commands)
+from ociimg.cli import (  # noqa: F401  (registers commands)
+    archive_cmds,
+    build,
+    changes,
+    containers,
+    imagelist,
+    images,
+    network,
+    signing,
+    unpack,
+)
 from ociimg.cli.app import STATE, app
 from ociimg.cli.output import printable
 from ociimg.errors import OciimgError

@@ -26,6 +26,7 @@ from ociimg.cli.options import (
     parse_volume,
 )
 from ociimg.cli.output import print_json, printable, progress_for
+from ociimg.cli.signing import POLICY, policy_name, policy_verifier, precheck_source
 from ociimg.errors import OciimgError
 
 
@@ -70,6 +71,7 @@ def run(
     annotation: list[str] = typer.Option([], "--annotation", help="Add KEY=VALUE to config."),
     platform: str = PLATFORM,
     insecure: bool = INSECURE,
+    policy: Path = POLICY,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No pull/unpack progress."),
     runtime_: str = typer.Option(None, "--runtime", help="A runc-compatible OCI runtime "
                                  "(name or path, e.g. runc) instead of the built-in one."),
@@ -95,9 +97,14 @@ def run(
     options = CreateOptions(name=name, remove=rm, interactive=interactive, bundle=bundle,
                             runtime=runtime_, network=net)
     manager = _manager()
+    verifier = policy_verifier(policy, "run", insecure)
+    precheck_source(verifier, image)  # a layout or archive: judged before it is imported
     with progress_for(quiet) as progress:
         resolved = resolve_image(image, STATE.root, platform=parse_platform(platform),
-                                 pull_options=_pull_options(insecure), progress=progress)
+                                 pull_options=_pull_options(insecure, verifier),
+                                 progress=progress)
+        if verifier is not None:  # an image already in the store is checked too
+            verifier(policy_name(image, resolved.name), resolved.descriptor, None)
         c = manager.create(resolved, options, progress)
     if detach:
         _start_or_remove(manager, c, None, rm)
@@ -257,11 +264,11 @@ def runtime(ctx: typer.Context) -> None:
     raise typer.Exit(runtime_main(list(ctx.args)))
 
 
-def _pull_options(insecure: bool) -> object:
+def _pull_options(insecure: bool, verifier: object = None) -> object:
     """PullOptions only when they differ from the default: importing the registry client
     costs ~25 ms of every `run` of an image that is already present (resolve_image
     imports it itself when it must pull)."""
-    if not insecure:
+    if not insecure and verifier is None:
         return None
     from ociimg.registry import PullOptions
-    return PullOptions(insecure=True)
+    return PullOptions(insecure=insecure, verifier=verifier)  # type: ignore[arg-type]
