@@ -130,9 +130,14 @@ def remove(root: Path, name: str) -> None:
 
 
 def _default_network() -> Network:
+    """Also what ``network ls`` shows before first use (it writes nothing): its id is
+    fixed, like podman's default network's."""
+    import hashlib
     net = ipaddress.ip_network(DEFAULT_SUBNET)
-    return Network(_doc(DEFAULT_NAME, DEFAULT_BRIDGE, net, str(next(net.hosts())),
-                        internal=False, dns=False))
+    doc = _doc(DEFAULT_NAME, DEFAULT_BRIDGE, net, str(next(net.hosts())), internal=False,
+               dns=False)
+    doc["id"] = hashlib.sha256(DEFAULT_NAME.encode()).hexdigest()
+    return Network(doc)
 
 
 def _default(root: Path) -> Network:

@@ -151,3 +151,11 @@ def test_the_bundle_joins_a_netns_by_path_except_on_the_host(tmp_path: Path) -> 
         {"type": "network", "path": "/run/ociimg/netns/abc"}]
     assert netns() == [{"type": "network"}]
     assert netns(network="host", netns_path="/run/ociimg/netns/abc") == []
+
+
+def test_listing_before_first_use_writes_nothing_and_is_stable(tmp_path: Path) -> None:
+    first = [n.doc["id"] for n in config.list_networks(tmp_path)]
+    assert first == [n.doc["id"] for n in config.list_networks(tmp_path)]
+    assert list(tmp_path.iterdir()) == []
+    assert config.load(tmp_path, "bridge").doc["id"] == first[0]  # now written
+    assert (tmp_path / "networks" / "ociimg.json").exists()
