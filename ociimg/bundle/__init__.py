@@ -84,6 +84,7 @@ class BundleOptions:
     mounts: list[BindMount | tuple[str, str, bool]] = field(default_factory=list)
     tmpfs: list[TmpfsMount | str] = field(default_factory=list)  # str: "DEST[:OPTIONS]"
     network: str = "private"               # "private" | "none" (both: empty netns) | "host"
+    netns_path: str | None = None          # private: join this netns instead of a new one
     memory: int | None = None              # bytes
     cpus: float | None = None
     pids_limit: int | None = None
@@ -379,7 +380,7 @@ def _mounts(options: BundleOptions) -> list[dict[str, Any]]:
 # --- linux ------------------------------------------------------------------------------
 
 
-def _namespaces(network: str) -> list[dict[str, str]]:
+def _namespaces(network: str, netns_path: str | None = None) -> list[dict[str, str]]:
     if network not in _NETWORK_MODES:
         raise InvalidDocument(f"run options: network {network!r} is not one of "
                               f"{', '.join(_NETWORK_MODES)}",
@@ -389,7 +390,10 @@ def _namespaces(network: str) -> list[dict[str, str]]:
         kinds.append("network")
     # A cgroup namespace hides the host's cgroup paths (umoci 0.5.0 adds it too).
     kinds.append("cgroup")
-    return [{"type": kind} for kind in kinds]
+    out = [{"type": kind} for kind in kinds]
+    if netns_path and network != "host":
+        out[kinds.index("network")]["path"] = netns_path
+    return out
 
 
 # Character devices every container may use (runtime-spec config-linux.md "Default Devices";
@@ -439,7 +443,7 @@ def _resources(options: BundleOptions) -> dict[str, Any]:
 
 def _linux(image_config: ImageConfig, options: BundleOptions, caps: list[str],
            ) -> dict[str, Any]:
-    namespaces = _namespaces(options.network)
+    namespaces = _namespaces(options.network, options.netns_path)
     linux: dict[str, Any] = {
         "namespaces": namespaces,
         # --privileged lifts the masks (docker: "masked and read-only paths")

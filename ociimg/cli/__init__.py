@@ -16,6 +16,7 @@ from ociimg.cli import (  # noqa: F401  (registers commands)
     containers,
     imagelist,
     images,
+    network,
     signing,
     unpack,
     volumes,

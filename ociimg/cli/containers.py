@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 
+from ociimg.cli import netopts
 from ociimg.cli.app import STATE, app
 from ociimg.cli.options import (
     ENV,
@@ -50,8 +51,16 @@ def run(
     memory: str = typer.Option(None, "--memory", "-m", help="Memory limit, e.g. 256m."),
     cpus: float = typer.Option(None, "--cpus", help="CPU quota in CPUs, e.g. 0.5."),
     pids_limit: int = typer.Option(None, "--pids-limit", help="Maximum number of processes."),
-    network: str = typer.Option("none", "--network", "--net",
-                                help="none (own namespace, loopback only) or host."),
+    network: str = netopts.NETWORK,  # h-net: network flags, parsed in cli/netopts.py
+    publish: list[str] = netopts.PUBLISH,
+    publish_all: bool = netopts.PUBLISH_ALL,
+    dns: list[str] = netopts.DNS,
+    dns_search: list[str] = netopts.DNS_SEARCH,
+    dns_option: list[str] = netopts.DNS_OPTION,
+    add_host: list[str] = netopts.ADD_HOST,
+    network_alias: list[str] = netopts.NETWORK_ALIAS,
+    ip: str = netopts.IP,
+    mac_address: str = netopts.MAC_ADDRESS,
     init: bool = typer.Option(False, "--init", help="Run a tiny init as PID 1 that reaps "
                               "zombies and forwards signals (catatonit or tini)."),
     init_path: Path = typer.Option(None, "--init-path", help="Static init binary to use."),
@@ -92,8 +101,9 @@ def run(
     from ociimg.containers.manager import CreateOptions
 
     with runopts.docker_exit_codes():
-        if network not in ("none", "host"):
-            raise OciimgError(f"unsupported network mode {network!r}", hint="use none or host")
+        net = netopts.network_options(network, publish, publish_all, dns, dns_search,
+                                      dns_option, add_host, network_alias, ip, mac_address,
+                                      hostname)
         runopts.check_userns(userns)
         runopts.check_cidfile(cidfile)
         mounts = runopts.mount_flags(volume, mount, tmpfs)
@@ -102,7 +112,7 @@ def run(
             entrypoint=None if entrypoint is None else ([entrypoint] if entrypoint else []),
             env=runopts.environment(list(env), list(env_file)), cwd=workdir, user=user,
             hostname=hostname, terminal=tty, readonly_rootfs=read_only, mounts=mounts.binds,
-            tmpfs=mounts.tmpfs, network=network,
+            tmpfs=mounts.tmpfs,
             memory=parse_size(memory) if memory else None, cpus=cpus, pids_limit=pids_limit,
             cap_add=list(cap_add), cap_drop=list(cap_drop), annotations=parse_pairs(annotation),
             init=str(init_path or find_init()) if init or init_path else None,
@@ -112,7 +122,7 @@ def run(
             privileged=privileged, **parse_security_opts(security_opt))
         options = CreateOptions(
             name=name, remove=rm, interactive=interactive, bundle=bundle, runtime=runtime_,
-            volumes=mounts.volumes,
+            network=net, volumes=mounts.volumes,
             volumes_from=[runopts.parse_volumes_from(v) for v in volumes_from],
             stop_signal=runopts.check_stop_signal(stop_signal), stop_timeout=stop_timeout)
         manager = _manager()

@@ -44,6 +44,10 @@ from ociimg.events import NullProgress, Progress
 from ociimg.fsutil import remove_tree
 from ociimg.runtime import DEFAULT_STATE_ROOT
 
+TYPE_CHECKING = False  # `ps` and `inspect` never need the network package
+if TYPE_CHECKING:
+    from ociimg.network import NetworkOptions
+
 DEFAULT_RUNTIME_ROOT = Path(DEFAULT_STATE_ROOT)
 ACTIVE = ("creating", "created", "running", "paused")
 
@@ -58,11 +62,14 @@ class CreateOptions:
     # An active snapshot someone else prepared (a build step's) to mount as the rootfs;
     # it is not the container's: rm leaves it to its owner.
     snapshot: str | None = None
-    # h-vol: named/anonymous volumes (containers/volumes.py) and run flags
+    # Named/anonymous volumes (containers/volumes.py) and docker's stop settings.
     volumes: list[VolumeMount] = field(default_factory=list)
     volumes_from: list[tuple[str, bool | None]] = field(default_factory=list)  # (name, ro)
     stop_signal: str | None = None  # overrides the image's StopSignal
     stop_timeout: float | None = None  # default of `stop` for this container
+    # None keeps the bundle's mode (none/host) for library callers; the CLI
+    # passes NetworkOptions() (bridge, docker's default).
+    network: NetworkOptions | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +126,7 @@ class ContainerManager:
             bundle_options = dataclasses.replace(options.bundle, mounts=plan.binds)
             if bundle_options.hostname is None:
                 bundle_options = dataclasses.replace(bundle_options, hostname=cid[:12])
+            bundle_options = self._prepare_network(image, options, bundle_options, cid, tmp)
             config = to_runtime_config(image.config, bundle_options, tmp / "rootfs")
             warn_unsafe_labels(image, progress)
             write_bundle(tmp, config)
@@ -166,6 +174,34 @@ class ContainerManager:
                                  and v.startswith("/")) if isinstance(image_volumes, dict)
             else [])
 
+    def _prepare_network(self, image: ResolvedImage, options: CreateOptions,
+                         bundle: BundleOptions, cid: str, tmp: Path) -> BundleOptions:
+        """The container's network record and /etc files; the bundle joins its netns."""
+        import ociimg.network as network
+        net = options.network or network.NetworkOptions(
+            mode="host" if bundle.network == "host" else "none")
+        joined = self._joined_netns(net.container) if net.mode == "container" else None
+        exposed = sorted(image.config.config.get("ExposedPorts") or {})
+        prepared = network.prepare(self.root, tmp, cid, options.name, bundle.hostname or cid,
+                                   net, exposed, joined,
+                                   mount_dir=store.containers_dir(self.root) / cid)
+        return dataclasses.replace(
+            bundle, network=prepared.bundle_network, netns_path=prepared.netns_path,
+            mounts=[*bundle.mounts, *prepared.mounts], env=[*prepared.env, *bundle.env])
+
+    def _joined_netns(self, key: str | None) -> tuple[str, Path]:
+        """``--network container:NAME``: the running container's netns and directory."""
+        import ociimg.network as network
+        other = self.get(key or "")
+        st = self.status(other)
+        if st.status != "running" or st.pid is None:
+            raise ContainerError(f"container {other.name} is {st.status}, not running",
+                                 hint="--network container:NAME joins a running container")
+        record = network.read_record(other.path) or {}
+        path = record.get("netns") if record.get("mode") in ("bridge", "container") \
+            else None
+        return path or f"/proc/{st.pid}/ns/net", other.path
+
     # Running -------------------------------------------------------------------------
     def start(self, c: Container, *, stdio: tuple[int, int, int] | None = None,
               fork: bool = False) -> int:
@@ -178,8 +214,13 @@ class ContainerManager:
         that interpreter's start (~40 ms of every ``ociimg run``). A caller with threads
         always spawns: forking a threaded interpreter can deadlock the child."""
         import threading
+
+        import ociimg.network as network
+        net_lock = network.setup(c.path, c.id, self.root)  # the monitor holds it from now
         report_r, report_w = os.pipe2(os.O_CLOEXEC)
         passed = [report_w] + [_dup_above_stdio(fd) for fd in stdio or ()]
+        if net_lock is not None:
+            passed.append(net_lock)  # after the stdio fds: the monitor's argv keeps its shape
         try:
             if fork and threading.active_count() == 1:
                 _fork_monitor(c, passed)
@@ -195,6 +236,7 @@ class ContainerManager:
             raise
         if "started" not in doc:
             os.close(report_r)
+            network.teardown(c.id)  # a monitor that died before its own teardown
             if not doc:
                 raise ContainerError(f"container {c.name}: its monitor died",
                                      hint=f"see {c.path / 'monitor.log'}")
@@ -298,8 +340,11 @@ class ContainerManager:
         if timeout is None:
             timeout = float(c.meta.get("stopTimeout") or 10.0)
         st = self.status(c).status
-        if st not in ACTIVE:
-            return
+        if st in ACTIVE:
+            self._stop(c, st, timeout)
+        self._teardown_network(c)
+
+    def _stop(self, c: Container, st: str, timeout: float) -> None:
         if st == "paused":
             with contextlib.suppress(OciimgError):
                 self.resume(c)
@@ -311,6 +356,13 @@ class ContainerManager:
             self.kill(c, signal.SIGKILL, all_processes=True)
         if not self._wait_quietly(c, 10.0):
             raise ContainerError(f"container {c.name} did not stop after SIGKILL")
+
+    def _teardown_network(self, c: Container) -> None:
+        """Its monitor tears the network down when the program exits; this covers a
+        monitor that was killed first. Never while the container still runs."""
+        import ociimg.network as network
+        if self.status(c).status not in ACTIVE:
+            network.teardown(c.id, cdir=c.path)
 
     def _wait_quietly(self, c: Container, timeout: float) -> bool:
         try:
@@ -328,6 +380,7 @@ class ContainerManager:
             self.stop(c, timeout=0)
         with contextlib.suppress(OciimgError):
             self.runtime(c).delete(c.id, force=True)
+        self._teardown_network(c)
         release_rootfs(c.path)
         if "snapshotKey" not in c.meta:
             remove_rootfs(self.root, c.snapshot_key)

@@ -159,6 +159,11 @@ class Monitor:
             self.runtime.delete(self.cid, force=True)
         except OciimgError:
             pass
+        from ociimg.network import teardown
+        try:
+            teardown(self.cid, locked=True, cdir=self.path)  # it holds the lock
+        except (OciimgError, OSError) as exc:
+            print(f"network teardown: {exc}", file=sys.stderr)  # monitor.log
         from ociimg.containers.rootfs import release_rootfs, remove_rootfs
         release_rootfs(self.path)
         if self.meta.get("autoRemove"):
