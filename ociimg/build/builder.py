@@ -37,6 +37,7 @@ from typing import Any
 
 from ociimg import spec
 from ociimg.build import copy as copying
+from ociimg.build import metadata
 from ociimg.build.cache import CachedStep, StepCache, step_key
 from ociimg.build.stages import (
     PROXY_ARGS,
@@ -67,10 +68,6 @@ if TYPE_CHECKING:
 # resolver: commands know registries, the builder does not).
 ResolveImage = Callable[[str, "Platform | None", bool], ResolvedImage]
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|ms|s|m|h)")
-_DURATION_NS = {"ns": 1, "us": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9,
-                "h": 3600 * 10**9}
-_PORT = re.compile(r"(\d{1,5})(?:-(\d{1,5}))?(?:/(tcp|udp|sctp))?", re.IGNORECASE)
 
 
 @dataclass
@@ -143,17 +140,19 @@ class Builder:
         self._step_no = 0
         self._total = 0
         self._stack = contextlib.ExitStack()
-        self._views: dict[str, Path] = {}
+        self._views: dict[str, Path] = {}  # --from roots by chain, mounted until the end
+        self._work: Path | None = None      # temp files of this build (secrets, downloads)
         build_platform = Platform.host()
         target = options.platform or build_platform
         self.meta = platform_args(target, build_platform)
+        self._meta_context = metadata.Context(df.escape, options.build_args, self.meta)
         self.now = datetime.now(UTC).replace(microsecond=0)
 
     # Entry -------------------------------------------------------------------------------
     def build(self) -> BuildResult:
         from ociimg.build.expand import expand
         for ins in self.df.meta_args:
-            for name, default in _arg_decls(ins, self.meta, self.df.escape):
+            for name, default in metadata.arg_decls(ins, self.meta, self.df.escape):
                 value = self.options.build_args.get(name, default)
                 if value is not None:
                     self.meta[name] = value
@@ -176,7 +175,7 @@ class Builder:
             declared.update(r.state.args)
         for ins in [*self.df.meta_args, *(i for s in self.df.stages for i in s.instructions)]:
             if ins.keyword == "ARG":
-                declared.update(n for n, _ in _arg_decls(ins, {}, self.df.escape))
+                declared.update(n for n, _ in metadata.arg_decls(ins, {}, self.df.escape))
         unused = sorted(set(self.options.build_args) - declared - PROXY_ARGS)
         if unused:
             self.progress.log(f"warning: build args not consumed: {', '.join(unused)}")
@@ -245,11 +244,15 @@ class Builder:
     def _dispatch(self, stage: Stage, r: _StageResult, ins: Instruction,
                   trigger: bool = False) -> None:
         handler = getattr(self, f"_do_{ins.keyword.lower()}", None)
-        if handler is None:
+        if handler is None and ins.keyword not in metadata.HANDLERS:
             raise BuildError(f"{self.df.filename}:{ins.line}: unknown instruction "
                              f"{ins.keyword}")
         try:
-            handler(stage, r, ins)
+            if handler is not None:
+                handler(stage, r, ins)
+            else:
+                created_by = metadata.apply(r.state, ins, self._meta_context)
+                r.history.append({"created_by": created_by, "empty_layer": True})
         except StepFailed:
             raise
         except OciimgError as exc:
@@ -261,118 +264,6 @@ class Builder:
 
     def _env(self, r: _StageResult) -> dict[str, str]:
         return r.state.expansion_env()
-
-    def _words(self, r: _StageResult, ins: Instruction) -> list[str]:
-        from ociimg.build.expand import expand, expand_words
-        env = self._env(r)
-        if ins.json_form:
-            return [expand(a, env, escape=self.df.escape) for a in ins.args]
-        return expand_words(ins.args[0], env, escape=self.df.escape)
-
-    def _metadata(self, r: _StageResult, created_by: str) -> None:
-        r.history.append({"created_by": created_by, "empty_layer": True})
-
-    # Metadata instructions -----------------------------------------------------------------
-    def _do_env(self, stage: Stage, r: _StageResult, ins: Instruction) -> None:
-        from ociimg.build.expand import parse_key_values
-        pairs = parse_key_values(ins.args[0], self._env(r), self.df.escape, "ENV")
-        for key, value in pairs:
-            r.state.set_env(key, value)
-        self._metadata(r, "ENV " + " ".join(f"{k}={v}" for k, v in pairs))
-
-    def _do_arg(self, stage: Stage, r: _StageResult, ins: Instruction) -> None:
-        decls = _arg_decls(ins, self._env(r), self.df.escape)
-        for name, default in decls:
-            r.state.declare_arg(name, default, self.options.build_args, self.meta)
-        self._metadata(r, "ARG " + " ".join(
-            f"{n}={r.state.args[n]}" if n in r.state.args else n for n, _ in decls))
-
-    def _do_label(self, stage: Stage, r: _StageResult, ins: Instruction) -> None:
-        from ociimg.build.expand import parse_key_values
-        pairs = parse_key_values(ins.args[0], self._env(r), self.df.escape, "LABEL")
-        labels = dict(r.state.config.get("Labels") or {})
-        labels.update(pairs)
-        r.state.config["Labels"] = labels
-        self._metadata(r, "LABEL " + " ".join(f"{k}={v}" for k, v in pairs))
-
-    def _do_maintainer(self, stage: Stage, r: _StageResult, ins: Instruction) -> None:
-        r.author = ins.args[0]
-        self._metadata(r, f"MAINTAINER {ins.args[0]}")
-
-    def _do_expose(self, stage: Stage, r: _StageResult, ins: Instruction) -> None:
-        ports = dict(r.state.config.get("ExposedPorts") or {})
-        added = []
-        for word in self._words(r, ins):
-            for port in _ports(word):
-                ports[port] = {}
-                added.append(port)
-        r.state.config["ExposedPorts"] = ports
-        self._metadata(r, "EXPOSE " + " ".join(added))
-
-    def _do_volume(self, stage: Stage, r: _StageResult, ins: Instruction) -> None:
-        volumes = dict(r.state.config.get("Volumes") or {})
-        words = self._words(r, ins)
-        for word in words:
-            if not word.strip():
-                raise BuildError("VOLUME specified can not be an empty string")
-            volumes[word] = {}
-        r.state.config["Volumes"] = volumes
-        self._metadata(r, "VOLUME " + json.dumps(words))
-
-    def _do_user(self, stage: Stage, r: _StageResult, ins: Instruction) -> None:
-        r.state.config["User"] = self._words(r, ins)[0]
-        self._metadata(r, f"USER {r.state.config['User']}")
-
-    def _do_stopsignal(self, stage: Stage, r: _StageResult, ins: Instruction) -> None:
-        from ociimg.image.changes import stop_signal
-        r.state.config["StopSignal"] = stop_signal(self._words(r, ins)[0])
-        self._metadata(r, f"STOPSIGNAL {r.state.config['StopSignal']}")
-
-    def _command(self, r: _StageResult, ins: Instruction) -> list[str]:
-        return list(ins.args) if ins.json_form else [*r.state.shell, ins.args[0]]
-
-    def _do_cmd(self, stage: Stage, r: _StageResult, ins: Instruction) -> None:
-        r.state.config["Cmd"] = self._command(r, ins)
-        r.state.sets_cmd = True
-        self._metadata(r, f"CMD {_go_quoted(r.state.config['Cmd'])}")
-
-    def _do_entrypoint(self, stage: Stage, r: _StageResult, ins: Instruction) -> None:
-        r.state.config["Entrypoint"] = self._command(r, ins)
-        if not r.state.sets_cmd:
-            r.state.config.pop("Cmd", None)  # an inherited CMD does not fit a new ENTRYPOINT
-        self._metadata(r, f"ENTRYPOINT {_go_quoted(r.state.config['Entrypoint'])}")
-
-    def _do_shell(self, stage: Stage, r: _StageResult, ins: Instruction) -> None:
-        if not ins.json_form:
-            raise BuildError("SHELL requires the arguments to be in JSON form",
-                             hint='write it as SHELL ["/bin/bash", "-c"]')
-        r.state.shell = list(ins.args)
-        r.state.config["Shell"] = list(ins.args)
-        self._metadata(r, f"SHELL {_go_quoted(ins.args)}")
-
-    def _do_healthcheck(self, stage: Stage, r: _StageResult, ins: Instruction) -> None:
-        test = list(ins.args)
-        check: dict[str, Any] = {"Test": test}
-        for flag, key in (("interval", "Interval"), ("timeout", "Timeout"),
-                          ("start-period", "StartPeriod"), ("start-interval", "StartInterval")):
-            if ins.flags.get(flag):
-                check[key] = _duration(ins.flags[flag][-1], flag)
-        if ins.flags.get("retries"):
-            try:
-                check["Retries"] = int(ins.flags["retries"][-1])
-            except ValueError:
-                raise BuildError(f"--retries={ins.flags['retries'][-1]}: not a number") \
-                    from None
-        r.state.config["Healthcheck"] = check
-        self._metadata(r, f"HEALTHCHECK {_go_quoted(test)}")
-
-    def _do_onbuild(self, stage: Stage, r: _StageResult, ins: Instruction) -> None:
-        text = ins.args[0]
-        r.state.config["OnBuild"] = [*(r.state.config.get("OnBuild") or []), text]
-        self._metadata(r, f"ONBUILD {text}")
-
-    def _do_from(self, stage: Stage, r: _StageResult, ins: Instruction) -> None:
-        raise BuildError("FROM inside a stage")
 
     # Filesystem steps ----------------------------------------------------------------------
     def _do_workdir(self, stage: Stage, r: _StageResult, ins: Instruction) -> None:
@@ -443,13 +334,12 @@ class Builder:
         return path
 
     def _workdir(self) -> Path:
-        if "work" not in self._views:
+        if self._work is None:
             base = self.root / "build-cache"
             base.mkdir(parents=True, exist_ok=True, mode=0o700)
-            work = Path(tempfile.mkdtemp(dir=base, prefix=".work-"))
-            self._stack.callback(_remove_tree, work)
-            self._views["work"] = work
-        return self._views["work"]
+            self._work = Path(tempfile.mkdtemp(dir=base, prefix=".work-"))
+            self._stack.callback(_remove_tree, self._work)
+        return self._work
 
     def _run_mounts(self, stage: Stage, r: _StageResult, ins: Instruction
                     ) -> tuple[list[BindMount], list[str], list[Any]]:
@@ -565,7 +455,7 @@ class Builder:
 
     def _copy(self, stage: Stage, r: _StageResult, ins: Instruction, *, add: bool) -> None:
         from ociimg.build.expand import expand, expand_heredoc
-        words = self._words(r, ins)
+        words = self._meta_context.words(r.state, ins)
         if len(words) < 2:
             raise BuildError(f"{ins.keyword} requires at least two arguments")
         *sources, dest = words
@@ -840,13 +730,14 @@ class Builder:
                                "rootfs": {"type": "layers",
                                           "diff_ids": [str(d) for d in r.diff_ids]},
                                "history": history, "created": format_time(created)}
-        if r.author:
-            doc["author"] = r.author
+        author = r.state.author or r.author
+        if author:
+            doc["author"] = author
         base = parse_config(canonical_json(doc), "built config")
         tags = [_normalize_tag(t) for t in self.options.tags]
         desc = write_image(self.store, base_config=base, base_layers=r.layers, new_layers=[],
                            history=[], tag=tags[0] if tags else None, created=created,
-                           author=r.author, compression=self.options.compression,
+                           author=author, compression=self.options.compression,
                            platform=r.platform)
         for tag in tags[1:]:
             self.store.tag(tag, desc)
@@ -897,24 +788,9 @@ class Builder:
                           "created": format_time(max(r.created))})
         r.new_layers = 1
 
-    def _view_of(self, chain: Digest | None) -> tuple[Path, str]:
-        name = str(chain)
-        if name not in self._views:
-            key = f"build-view-{secrets.token_hex(8)}"
-            assert chain is not None
-            self.snapshots.view(key, chain, labels={"ociimg.build": "view"})
-            self._stack.callback(self.snapshots.remove, key)
-            self._views[name] = self._stack.enter_context(self.snapshots.mounted(key))
-        return self._views[name], name
 
 
 # Helpers ----------------------------------------------------------------------------------
-def _arg_decls(ins: Instruction, env: Mapping[str, str], escape: str
-               ) -> list[tuple[str, str | None]]:
-    from ociimg.build.expand import parse_arg_decls
-    return parse_arg_decls(ins.args[0], env, escape)
-
-
 def _host_network_files(network: str) -> list[BindMount]:
     """With the host's network, its resolver config too (BuildKit does the same), read-only;
     a mount point RUN had to create is removed again, so the image keeps its own."""
@@ -990,35 +866,6 @@ def _match_in_root(root: Path, patterns: list[str]) -> list[str]:
             raise BuildError(f"{pattern}: no match in the --from source")
         out.extend(found)
     return out
-
-
-def _ports(word: str) -> list[str]:
-    m = _PORT.fullmatch(word)
-    if not m:
-        raise BuildError(f"EXPOSE {word}: invalid port", hint="write PORT[-PORT][/tcp|udp|sctp]")
-    low = int(m.group(1))
-    high = int(m.group(2) or low)
-    proto = (m.group(3) or "tcp").lower()
-    if not 0 < low <= high <= 65535:
-        raise BuildError(f"EXPOSE {word}: invalid port range")
-    return [f"{p}/{proto}" for p in range(low, high + 1)]
-
-
-def _duration(text: str, flag: str) -> int:
-    total, pos = 0, 0
-    for m in _DURATION.finditer(text):
-        if m.start() != pos:
-            break
-        total += int(float(m.group(1)) * _DURATION_NS[m.group(2)])
-        pos = m.end()
-    if pos != len(text) or not text:
-        raise BuildError(f"--{flag}={text}: not a duration", hint="write e.g. 30s, 1m30s")
-    return total
-
-
-def _go_quoted(items: list[str]) -> str:
-    """Go's ``%q`` of a []string, as BuildKit writes CMD/ENTRYPOINT history."""
-    return "[" + " ".join(json.dumps(i) for i in items) + "]"
 
 
 def _owner_of(spec_text: str, rootfs: Path) -> tuple[int, int]:
