@@ -504,7 +504,7 @@ class Builder:
         archives = self._archives(src_root, matches) \
             if add and ref is None and not any(_is_url(p) for p in plain) else set()
         created_by = f"{ins.keyword} " + " ".join(sources) + f" {dest} # buildkit"
-        key = {"op": ins.keyword, "sources": matches, "dest": dest, "chmod": chmod,
+        key = {"op": ins.keyword, "sources": matches, "dest": dest, "chmod": chmod_text,
                "chown": chown, "from": ref, "content": src_digest,
                "files": [[n, Digest.of(d).hex] for n, d in files],
                "archives": sorted(archives), "exclude": excludes, "parents": parents}

@@ -68,7 +68,7 @@ def test_copy_semantics(trees: tuple[Path, Path], rels: list[str], dest: str, as
 def test_chown_goes_to_created_parents_not_existing_dirs(trees: tuple[Path, Path]) -> None:
     src, dst = trees
     run_copy(src, dst, ["one.txt"], "/existing/new/deeper/", owner=(7, 8),
-             parents_owner=(7, 8), chmod=0o600)
+             parents_owner=(7, 8), chmod=copying.parse_chmod("0600"))
     assert (dst / "existing").stat().st_uid == 555
     for rel in ("existing/new", "existing/new/deeper"):
         st = (dst / rel).stat()
@@ -137,8 +137,13 @@ def test_dest_path_and_chmod() -> None:
     assert copying.dest_path("x", "/app") == "/app/x"
     assert copying.dest_path(".", "/app") == "/app/"
     assert copying.dest_path("/abs/", "/app") == "/abs/"
-    assert copying.parse_chmod("0755") == 0o755
-    with pytest.raises(BuildError):
-        copying.parse_chmod("u+x")
-    with pytest.raises(BuildError):
-        copying.parse_chmod("17777")
+    assert copying.parse_chmod("0755")(0o600, False) == 0o755
+    assert copying.parse_chmod("u+x,go-w")(0o666, False) == 0o744
+    assert copying.parse_chmod("a+X")(0o644, True) == 0o755      # dirs get x
+    assert copying.parse_chmod("a+X")(0o644, False) == 0o644     # files only if some x
+    assert copying.parse_chmod("a+X")(0o744, False) == 0o755
+    assert copying.parse_chmod("o=r,u=rwx")(0o666, False) == 0o764
+    assert copying.parse_chmod("u+s")(0o755, False) == 0o4755
+    for bad in ("17777", "u+q", "", "u+x,", "755x"):
+        with pytest.raises(BuildError):
+            copying.parse_chmod(bad)

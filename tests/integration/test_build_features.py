@@ -244,3 +244,11 @@ COPY --exclude=**/*.log --exclude=app/z app /e/
                  "cd /p && find . -type f | sort; cd /e && find . | sort").stdout
     assert out == ("./app/x/one.txt\n./app/y/two.txt\n./app/z/three.txt\n"
                    ".\n./x\n./x/one.txt\n./y\n./y/two.txt\n")
+
+
+def test_symbolic_chmod(ociroot: Path, base: str, tmp_path: Path) -> None:
+    ctx = write_context(tmp_path / "ctx", f"FROM {base}\nCOPY --chmod=u+x,go-r d /d/\n",
+                        {"d/f": "f\n"})
+    build(ociroot, ctx, "-t", "symchmod")
+    out = ociimg(ociroot, "run", "--rm", "symchmod", "stat", "-c", "%a", "/d/f").stdout
+    assert out == "700\n"  # 644 → u+x → 744 → go-r → 700
