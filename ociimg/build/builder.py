@@ -490,8 +490,11 @@ class Builder:
             excluded = None
         elif add and plain and all(_is_url(p) for p in plain):
             src_root, matches, src_digest = self._downloads(plain)
+            _check_checksum(ins.flags.get("checksum", [None])[-1], src_root, matches)
             owner_keep, excluded = False, None
         else:
+            if ins.flags.get("checksum"):
+                raise BuildError("ADD --checksum is for URL sources only")
             src_root, src_digest, matches, excluded = self._context_sources(plain, add)
             owner_keep = False
         excludes = [expand(p, env, escape=self.df.escape) for p in ins.flags.get("exclude", [])]
@@ -811,6 +814,23 @@ def _apply_excludes(matches: list[str], excluded: Callable[[str, bool], bool] | 
         return rules.excluded(rel, is_dir) or (excluded is not None and excluded(rel, is_dir))
 
     return [m for m in matches if not rules.excluded(m)], both
+
+
+def _check_checksum(expected: str | None, root: Path, names: list[str]) -> None:
+    """ADD --checksum=sha256:HEX: the one downloaded file must hash to it."""
+    if expected is None:
+        return
+    if len(names) != 1:
+        raise BuildError("ADD --checksum takes one URL")
+    try:
+        want = Digest.parse(expected)
+    except OciimgError:
+        raise BuildError(f"--checksum={expected}: expected sha256:HEX") from None
+    with open(root / names[0], "rb") as f:
+        got = Digest.of(f.read(), want.algorithm)
+    if got != want:
+        raise BuildError(f"ADD: the download hashed to {got}, not {want}",
+                         hint="the file changed at its source, or --checksum is wrong")
 
 
 def _is_url(text: str) -> bool:

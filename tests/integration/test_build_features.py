@@ -252,3 +252,18 @@ def test_symbolic_chmod(ociroot: Path, base: str, tmp_path: Path) -> None:
     build(ociroot, ctx, "-t", "symchmod")
     out = ociimg(ociroot, "run", "--rm", "symchmod", "stat", "-c", "%a", "/d/f").stdout
     assert out == "700\n"  # 644 → u+x → 744 → go-r → 700
+
+
+def test_add_checksum_is_checked(ociroot: Path, base: str, tmp_path: Path,
+                                 http_files: str) -> None:
+    import hashlib
+    good = "sha256:" + hashlib.sha256(b"remote\n").hexdigest()
+    bad = "sha256:" + "0" * 64
+    ok = write_context(tmp_path / "ok", f"FROM {base}\nADD --checksum={good} "
+                       f"{http_files}/remote.txt /r\n")
+    build(ociroot, ok, "-q", "-t", "checked")
+    wrong = write_context(tmp_path / "wrong", f"FROM {base}\nADD --checksum={bad} "
+                          f"{http_files}/remote.txt /r\n")
+    proc = build(ociroot, wrong, "-q", check=False)
+    assert proc.returncode != 0 and "hashed to sha256:" in proc.stderr
+    assert "Traceback" not in proc.stderr
