@@ -267,3 +267,21 @@ def test_add_checksum_is_checked(ociroot: Path, base: str, tmp_path: Path,
     proc = build(ociroot, wrong, "-q", check=False)
     assert proc.returncode != 0 and "hashed to sha256:" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_base_pulled_on_demand_and_platform_args(ociroot: Path,
+                                                 pushed_fixtures: dict[str, str],
+                                                 tmp_path: Path) -> None:
+    import platform as host
+    ref = pushed_fixtures["busybox"]  # not pulled first: FROM pulls it (--pull: again)
+    ctx = write_context(tmp_path / "ctx", f"""\
+ARG BASE={ref}
+FROM --platform=$BUILDPLATFORM $BASE
+ARG TARGETARCH
+ARG BUILDPLATFORM
+RUN echo "$TARGETARCH $BUILDPLATFORM" > /arch
+""")
+    build(ociroot, ctx, "--pull", "-t", "plat")
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(host.machine(), host.machine())
+    out = ociimg(ociroot, "run", "--rm", "plat", "cat", "/arch").stdout
+    assert out == f"{arch} linux/{arch}\n"
