@@ -310,3 +310,24 @@ def test_library_build_matches_the_cli(ociroot: Path, base: str, tmp_path: Path)
     assert cli.stdout.strip() == str(result.image_id)
     assert ociimg(ociroot, "run", "--rm", "lib:1", "cat", "/g").stdout == "lib\n"
     assert_clean(ociroot)
+
+
+def test_gc_waits_for_a_running_build(ociroot: Path, base: str, tmp_path: Path) -> None:
+    """The build holds a store lease from its first blob to its tag: gc is refused
+    meanwhile, so nothing the build wrote but has not tagged yet is swept."""
+    ctx = write_context(tmp_path / "ctx", f"""\
+FROM {base} AS first
+RUN echo kept > /kept
+FROM {base}
+RUN echo waiting; sleep 2
+COPY --from=first /kept /kept
+""")
+    proc = ociimg_background(ociroot, "build", "--json", "-t", "during-gc", str(ctx))
+    try:
+        wait_for_line(proc, "waiting")
+        refused = ociimg(ociroot, "gc", check=False)
+        assert refused.returncode != 0 and "held by another process" in refused.stderr
+    finally:
+        assert proc.wait(timeout=120) == 0
+    assert ociimg(ociroot, "run", "--rm", "during-gc", "cat", "/kept").stdout == "kept\n"
+    assert_clean(ociroot)
