@@ -22,19 +22,65 @@ from typing import Any
 
 from ociimg.bundle import BundleOptions, to_runtime_config, write_bundle
 from ociimg.containers import store
-from ociimg.containers.monitor import MONITOR_RECORD, error_from_report
+from ociimg.containers.attach import DETACH_KEYS
+from ociimg.containers.eventlog import append_event
+from ociimg.containers.monitor import (
+    HEALTH_RECORD,
+    MONITOR_RECORD,
+    RUN_RECORD,
+    STOP_MARK,
+    error_from_report,
+)
 from ociimg.containers.protocol import OciRuntime
 from ociimg.containers.resolved import ResolvedImage, warn_unsafe_labels
 from ociimg.containers.rootfs import mount_rootfs, release_rootfs, remove_rootfs
 from ociimg.containers.runtimes import runtime_from_record, select_runtime
 from ociimg.containers.store import Container
-from ociimg.errors import ContainerError, ContainerNotFound, OciimgError
+from ociimg.errors import ContainerError, ContainerNotFound, InvalidArgument, OciimgError
 from ociimg.events import NullProgress, Progress
 from ociimg.fsutil import remove_tree
 from ociimg.runtime import DEFAULT_STATE_ROOT
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ociimg.containers.logfile import Record
+
 DEFAULT_RUNTIME_ROOT = Path(DEFAULT_STATE_ROOT)
-ACTIVE = ("creating", "created", "running", "paused")
+ACTIVE = ("creating", "created", "running", "paused", "restarting")
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """docker's --restart: no, on-failure[:N], always, unless-stopped."""
+    name: str = "no"
+    maximum_retry_count: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> RestartPolicy:
+        name, _, count = text.partition(":")
+        if name not in ("no", "on-failure", "always", "unless-stopped") or \
+                (count and (name != "on-failure" or not count.isdigit())):
+            raise InvalidArgument(f"invalid restart policy {text!r}",
+                                  hint="use no, on-failure[:N], always or unless-stopped")
+        return cls(name, int(count or 0))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "maximumRetryCount": self.maximum_retry_count}
+
+
+@dataclass(frozen=True)
+class Healthcheck:
+    """docker's HealthConfig: test (["CMD", ...], ["CMD-SHELL", "..."] or ["NONE"]);
+    durations in seconds."""
+    test: list[str]
+    interval: float = 30.0
+    timeout: float = 30.0
+    start_period: float = 0.0
+    retries: int = 3
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"test": list(self.test), "interval": self.interval, "timeout": self.timeout,
+                "startPeriod": self.start_period, "retries": self.retries}
 
 
 @dataclass
@@ -44,6 +90,10 @@ class CreateOptions:
     remove: bool = False           # removed by its monitor once it exits (run --rm)
     interactive: bool = False      # an attached start feeds the caller's stdin to it
     runtime: str | None = None     # None: the built-in runtime; else a runc-compatible binary
+    # lifecycle (h-life)
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
+    healthcheck: Healthcheck | None = None   # None: the image's HEALTHCHECK, if any
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -101,7 +151,10 @@ class ContainerManager:
                     "parent": str(chain[-1]) if chain else None,
                     "stopSignal": image.config.stop_signal or "SIGTERM",
                     "autoRemove": options.remove, "interactive": options.interactive,
-                    "runtime": runtime.describe()}
+                    "tty": bool(bundle_options.terminal),
+                    "runtime": runtime.describe(), "restart": options.restart.as_dict(),
+                    "labels": dict(options.labels),
+                    "healthcheck": _healthcheck(options.healthcheck, image)}
             store.write_json(tmp / "meta.json", meta)
             os.rename(tmp, final)
         except BaseException:
@@ -111,6 +164,7 @@ class ContainerManager:
             if options.name:
                 store.release_name(self.root, options.name, cid)
             raise
+        append_event(self.root, "create", meta)
         return Container(cid, final, meta)
 
     # Running -------------------------------------------------------------------------
@@ -221,6 +275,9 @@ class ContainerManager:
             return ContainerStatus(st["status"], pid=st.get("pid"))
         record = store.exit_record(c)
         if record is not None:
+            if record.get("restarting") and self.monitor_pid(c):
+                return ContainerStatus("restarting", exit_code=record.get("exitCode"),
+                                       finished=record.get("finished"))
             return ContainerStatus("exited", exit_code=record.get("exitCode"),
                                    finished=record.get("finished"))
         if st:
@@ -232,17 +289,102 @@ class ContainerManager:
              all_processes: bool = False) -> None:
         self.runtime(c).kill(c.id, sig, all_processes=all_processes)
 
+    def kill_by_user(self, c: Container, sig: int = signal.SIGKILL) -> None:
+        """``ociimg kill``: like kill, and its restart policy no longer applies (docker)."""
+        st = self.status(c).status
+        if st not in ("running", "paused", "restarting"):
+            raise ContainerError(f"container {c.name} is {st}, not running",
+                                 hint=f"start it first: ociimg start {c.name}")
+        self._mark_stopped(c)
+        if st != "restarting":
+            self.kill(c, sig)
+        append_event(self.root, "kill", c.meta, signal=str(int(sig)))
+
     def pause(self, c: Container) -> None:
         self.runtime(c).pause(c.id)
+        append_event(self.root, "pause", c.meta)
 
     def resume(self, c: Container) -> None:
         self.runtime(c).resume(c.id)
+        append_event(self.root, "unpause", c.meta)
+
+    def _mark_stopped(self, c: Container) -> None:
+        with contextlib.suppress(OSError):
+            (c.path / STOP_MARK).touch()
+
+    def run_record(self, c: Container) -> dict[str, Any]:
+        """The current (or last) run: startedAt (Unix seconds), restartCount, pid."""
+        return store.read_json(c.path / RUN_RECORD, "run.json") or {}
+
+    def health(self, c: Container) -> dict[str, Any] | None:
+        """The health check's state (docker's State.Health), None without a check."""
+        if not c.meta.get("healthcheck"):
+            return None
+        return store.read_json(c.path / HEALTH_RECORD, "health.json") or \
+            {"Status": "starting", "FailingStreak": 0, "Log": []}
+
+    def rename(self, c: Container, new: str) -> Container:
+        """A new name (docker rename): taken first, then the meta, then the old one freed."""
+        store.reserve_name(self.root, new, c.id)
+        meta = dict(c.meta, name=new)
+        try:
+            store.write_json(c.path / "meta.json", meta)
+        except BaseException:
+            store.release_name(self.root, new, c.id)
+            raise
+        if c.meta.get("name"):
+            store.release_name(self.root, c.meta["name"], c.id)
+        append_event(self.root, "rename", meta, oldName=c.name)
+        return Container(c.id, c.path, meta)
+
+    def attach(self, c: Container, stdio: tuple[int, int, int], *, stdin: bool = True,
+               detach_keys: bytes = DETACH_KEYS,
+               size: tuple[int, int] | None = None) -> int | None:
+        """Copy the running container's output to ``stdio`` (its input from stdio[0] when
+        ``stdin`` and it was created interactive) until it exits: its exit code; None if
+        the detach keys were typed."""
+        from ociimg.containers.attach import attach_client
+        st = self.status(c).status
+        if st not in ("running", "paused"):
+            raise ContainerError(f"container {c.name} is {st}, not running",
+                                 hint=f"start it first: ociimg start {c.name}")
+        try:
+            done = attach_client(str(c.path), stdio, detach_keys=detach_keys, size=size,
+                                 stdin=stdin and bool(c.meta.get("interactive")))
+        except OSError as exc:
+            raise ContainerError(f"container {c.name}: cannot attach ({exc.strerror})",
+                                 hint="its monitor is gone or predates attach; "
+                                      f"restart it: ociimg restart {c.name}") from exc
+        if not done:
+            return None
+        return self.wait(c)
+
+    def top(self, c: Container) -> list[int]:
+        """The pids (host's view) of every process in the container's cgroup."""
+        from ociimg.containers.cgroupstats import cgroup_pids
+        return cgroup_pids(self._running_pid(c))
+
+    def usage(self, c: Container) -> Any:
+        """CPU time, memory and pids from the container's cgroup (cgroupstats.Usage)."""
+        from ociimg.containers.cgroupstats import usage
+        return usage(self._running_pid(c))
+
+    def _running_pid(self, c: Container) -> int:
+        st = self.status(c)
+        if st.status not in ("running", "paused") or not st.pid:
+            raise ContainerError(f"container {c.name} is {st.status}, not running",
+                                 hint=f"start it first: ociimg start {c.name}")
+        return int(st.pid)
 
     def stop(self, c: Container, timeout: float = 10.0) -> None:
         """StopSignal, then SIGKILL to every process after ``timeout`` seconds (docker
         stop); returns once its monitor has recorded the exit."""
+        self._mark_stopped(c)
         st = self.status(c).status
         if st not in ACTIVE:
+            return
+        if st == "restarting":  # the monitor sees the mark after its back-off
+            self._wait_quietly(c, timeout + 10.0)
             return
         if st == "paused":
             with contextlib.suppress(OciimgError):
@@ -255,6 +397,7 @@ class ContainerManager:
             self.kill(c, signal.SIGKILL, all_processes=True)
         if not self._wait_quietly(c, 10.0):
             raise ContainerError(f"container {c.name} did not stop after SIGKILL")
+        append_event(self.root, "stop", c.meta)
 
     def _wait_quietly(self, c: Container, timeout: float) -> bool:
         try:
@@ -262,7 +405,9 @@ class ContainerManager:
         except OciimgError:
             return self.status(c).status not in ACTIVE
 
-    def remove(self, c: Container, force: bool = False) -> None:
+    def remove(self, c: Container, force: bool = False, *, volumes: bool = False) -> None:
+        """With ``volumes`` (rm -v), its anonymous volumes go too (it has none unless
+        created with volumes)."""
         st = self.status(c).status
         if st in ACTIVE:
             if not force:
@@ -278,24 +423,31 @@ class ContainerManager:
         report = self._reports.pop(c.id, None)
         if report is not None:
             os.close(report)
+        append_event(self.root, "destroy", c.meta)
 
     def logs(self, c: Container, *, follow: bool = False) -> Iterator[bytes]:
-        """What a detached container wrote; with ``follow``, until it exits."""
-        log = c.path / "log"
+        """What the container wrote, stdout and stderr together, in order."""
+        for rec in self.log_records(c, follow=follow):
+            yield rec.data
+
+    def log_records(self, c: Container, *, follow: bool = False, since: float | None = None,
+                    until: float | None = None, tail: int | None = None) -> Iterator[Record]:
+        """The container's output records (logfile.Record: stamp, stream, data) — of
+        every run, attached or not; with ``follow``, until it stops."""
+        from ociimg.containers.logfile import LOG_NAME, read_records, select
         try:
-            f = open(log, "rb")  # noqa: SIM115 - closed by the generator
+            f = open(c.path / LOG_NAME, "rb")  # noqa: SIM115 - closed by the generator
         except FileNotFoundError:
-            raise ContainerError(f"container {c.name} has no logs",
-                                 hint="only detached containers (run -d) keep logs") from None
+            return
         with f:
-            while True:
-                running = follow and self.status(c).status in ACTIVE
+            yield from select(list(read_records(f)), since=since, until=until, tail=tail)
+            while follow:
+                running = self.status(c).status in ACTIVE
                 # Read after the status check: what it wrote before it exited is shown.
-                while chunk := f.read(1 << 16):
-                    yield chunk
+                yield from select(list(read_records(f)), since=since, until=until)
                 if not running:
                     return
-                time.sleep(0.2)
+                time.sleep(0.1)
 
 
 def _signal_name(text: str) -> str:
@@ -414,3 +566,20 @@ def _same_process(doc: dict[str, Any]) -> bool:
     except (OSError, ValueError, KeyError):
         return False
     return fields[0] not in (b"Z", b"X") and int(fields[19]) == doc.get("starttime")
+
+
+def _healthcheck(option: Healthcheck | None, image: ResolvedImage) -> dict[str, Any] | None:
+    """The check the monitor runs: --health-* options, else the image's HEALTHCHECK;
+    None for none (or test ["NONE"], --no-healthcheck)."""
+    if option is not None:
+        doc = option.as_dict()
+    else:
+        hc = image.config.config.get("Healthcheck")
+        if not isinstance(hc, dict) or not isinstance(hc.get("Test"), list) or not hc["Test"]:
+            return None
+        ns = 1e9
+        doc = {"test": list(hc["Test"]), "interval": (hc.get("Interval") or 30 * ns) / ns,
+               "timeout": (hc.get("Timeout") or 30 * ns) / ns,
+               "startPeriod": (hc.get("StartPeriod") or 0) / ns,
+               "retries": hc.get("Retries") or 3}
+    return None if not doc["test"] or doc["test"][0] == "NONE" else doc

@@ -41,6 +41,17 @@ def mount_rootfs(image: ResolvedImage, root: Path, bundle: Path, key: str,
         raise
 
 
+def remount_rootfs(root: str | os.PathLike[str], bundle: str | os.PathLike[str],
+                   key: str) -> None:
+    """``bundle``/rootfs again from the existing active snapshot ``key`` (a container
+    started after it exited: the snapshot kept its changes)."""
+    from ociimg.layers.overlay import mount_all
+    from ociimg.layers.snapshots import SnapshotStore
+    mounts = SnapshotStore(os.path.join(root, "snapshots")).mounts(key)
+    from pathlib import Path
+    mount_all(mounts, Path(bundle) / "rootfs")
+
+
 def release_rootfs(bundle: str | os.PathLike[str]) -> None:
     """Unmount ``bundle``/rootfs if mounted; its upper dir stays."""
     rootfs = os.path.join(bundle, "rootfs")
