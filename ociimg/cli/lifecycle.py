@@ -384,3 +384,130 @@ def stats(
         sys.stdout.flush()
         if no_stream:
             return
+
+
+container_app = typer.Typer(help="Manage containers (inspect, prune).", no_args_is_help=True,
+                            rich_markup_mode=None)
+app.add_typer(container_app, name="container", rich_help_panel="Containers")
+
+
+@container_app.command("prune")
+def container_prune(
+    force: bool = typer.Option(False, "--force", "-f", help="Do not ask (kept for docker's "
+                               "command lines; ociimg never asks)."),
+) -> None:
+    """Remove every stopped container."""
+    manager = _manager()
+    for c in manager.list():
+        if manager.status(c).status in ("exited", "stopped", "configured", "unknown"):
+            manager.remove(c)
+            print(c.id)
+
+
+@container_app.command("inspect")
+def container_inspect(names: list[str] = NAMES) -> None:
+    """Containers' state and settings as JSON (docker's shape for State, RestartCount,
+    HostConfig.RestartPolicy, Config.Labels and Config.Healthcheck)."""
+    manager = _manager()
+    print_json([container_document(manager, manager.get(key)) for key in names])
+
+
+def container_document(manager: Any, c: Any) -> dict[str, Any]:
+    import datetime
+    st = manager.status(c)
+    run_record = manager.run_record(c)
+    started = run_record.get("startedAt")
+    state: dict[str, Any] = {
+        "Status": {"configured": "created", "creating": "created", "stopped": "exited",
+                   "unknown": "dead"}.get(st.status, st.status),
+        "Running": st.status in ("running", "paused"), "Paused": st.status == "paused",
+        "Restarting": st.status == "restarting", "Pid": st.pid or 0,
+        "ExitCode": st.exit_code or 0,
+        "StartedAt": datetime.datetime.fromtimestamp(started, datetime.UTC)
+        .strftime("%Y-%m-%dT%H:%M:%S.%fZ") if started else "0001-01-01T00:00:00Z",
+        "FinishedAt": st.finished or "0001-01-01T00:00:00Z"}
+    health = manager.health(c)
+    if health is not None:
+        state["Health"] = health
+    meta = c.meta
+    hc = meta.get("healthcheck")
+    return {"Id": c.id, "Name": c.name, "Created": meta.get("created"), "Path":
+            (meta.get("command") or [""])[0], "Args": (meta.get("command") or [])[1:],
+            "State": state, "Image": meta.get("digest"), "ImageName": meta.get("image"),
+            "RestartCount": run_record.get("restartCount", 0),
+            "Config": {"Labels": meta.get("labels") or {}, "Tty": bool(meta.get("tty")),
+                       "OpenStdin": bool(meta.get("interactive")),
+                       "StopSignal": meta.get("stopSignal"),
+                       "Healthcheck": None if not hc else {
+                           "Test": hc["test"], "Interval": int(hc["interval"] * 1e9),
+                           "Timeout": int(hc["timeout"] * 1e9),
+                           "StartPeriod": int(hc["startPeriod"] * 1e9),
+                           "Retries": hc["retries"]}},
+            "HostConfig": {"RestartPolicy": {
+                "Name": (meta.get("restart") or {}).get("name", "no"),
+                "MaximumRetryCount": (meta.get("restart") or {}).get("maximumRetryCount", 0)},
+                "AutoRemove": bool(meta.get("autoRemove"))}}
+
+
+@app.command(rich_help_panel="Containers")
+def events(
+    since: str = typer.Option(None, "--since", help="Events since a time or duration ago."),
+    until: str = typer.Option(None, "--until", help="Events until a time or duration ago; "
+                              "without it, new events are followed."),
+    filter_: list[str] = typer.Option([], "--filter", "-f", help="container=, event=, "
+                                      "image=, label=KEY[=VALUE] (repeatable)."),
+    json_out: bool = typer.Option(False, "--json", help="One JSON document a line."),
+) -> None:
+    """Container events (create, start, die, stop, kill, pause, unpause, rename, destroy):
+    the past ones from --since, then new ones as they come until --until or ctrl-c."""
+    import datetime
+    import json
+
+    from ociimg.cli.app import STATE
+    from ociimg.containers.eventlog import read_events
+    start, end = parse_since(since), parse_since(until)
+    filters = _event_filters(filter_)
+    if start is None and end is None:  # docker: only what happens from now on
+        start = time.time()
+    for ev in read_events(STATE.root, follow=end is None):
+        t = ev.get("timeNano", 0) / 1e9
+        if end is not None and t > end:
+            return
+        if (start is not None and t < start) or not _event_matches(filters, ev):
+            continue
+        if json_out:
+            print(json.dumps(ev), flush=True)
+            continue
+        attrs = ev.get("Actor", {}).get("Attributes", {})
+        stamp = datetime.datetime.fromtimestamp(t, datetime.UTC).isoformat()
+        extra = ", ".join(f"{k}={v}" for k, v in sorted(attrs.items()))
+        print(printable(f"{stamp} container {ev.get('Action')} {ev.get('id')} ({extra})"),
+              flush=True)
+
+
+def _event_filters(items: list[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or key not in ("container", "event", "image", "label", "type"):
+            raise InvalidArgument(f"invalid filter {item!r}",
+                                  hint="use container=, event=, image=, label= or type=")
+        out.setdefault(key, []).append(value)
+    return out
+
+
+def _event_matches(filters: dict[str, list[str]], ev: dict[str, Any]) -> bool:
+    attrs = ev.get("Actor", {}).get("Attributes", {})
+
+    def one(key: str, value: str) -> bool:
+        if key == "container":
+            return value == attrs.get("name") or str(ev.get("id", "")).startswith(value)
+        if key == "event":
+            return ev.get("Action") == value
+        if key == "image":
+            return attrs.get("image") == value or attrs.get("image", "").split(":")[0] == value
+        if key == "type":
+            return value == "container"
+        k, _, v = value.partition("=")
+        return attrs.get(k) == v if v else k in attrs
+    return all(any(one(k, v) for v in vs) for k, vs in filters.items())

@@ -384,7 +384,8 @@ class ContainerManager:
         if st not in ACTIVE:
             return
         if st == "restarting":  # the monitor sees the mark after its back-off
-            self._wait_quietly(c, timeout + 10.0)
+            self._wait_quietly(c, timeout + 60.0)
+            append_event(self.root, "stop", c.meta)
             return
         if st == "paused":
             with contextlib.suppress(OciimgError):

@@ -188,9 +188,16 @@ class Monitor:
             sources = {ends["out_r"]: "stdout", ends["err_r"]: "stderr"}
             if self.caller and "stdin_w" in ends:
                 stdio.feed(self.caller[0], ends["stdin_w"])
+        checker = None
+        if self.meta.get("healthcheck"):
+            from ociimg.containers.health import HealthChecker
+            checker = HealthChecker(self.path, self.meta, self.runtime)
+            checker.start()
         try:
             hub.pump(sources, pidfd)
         finally:
+            if checker is not None:
+                checker.stop()
             if restore is not None:
                 restore()
             if pidfd is not None:
