@@ -222,12 +222,16 @@ def start(
         raise InvalidArgument("start -a/-i takes one container", hint="start them one by one")
     for key in names:
         c = manager.get(key)
-        st = manager.status(c).status
-        if st not in ("running", "paused", "restarting"):
-            manager.start(c)
+        running = manager.status(c).status in ("running", "paused", "restarting")
         if attach_ or interactive:
-            raise typer.Exit(attach_to(manager, manager.get(key), stdin=interactive,
-                                       detach_keys=detach_keys))
+            if running:
+                raise typer.Exit(attach_to(manager, c, stdin=interactive,
+                                           detach_keys=detach_keys))
+            # Attached from its first byte: the monitor copies to our fds, as run does.
+            from ociimg.cli.containers import _run_attached
+            raise typer.Exit(_run_attached(manager, c))
+        if not running:
+            manager.start(c)
         print(key)
 
 

@@ -119,7 +119,9 @@ def list_containers(root: Path) -> list[Container]:
     if not base.is_dir():
         return []
     out = [c for d in base.iterdir() if not d.name.startswith(".") and (c := load(d))]
-    return sorted(out, key=lambda c: (c.meta.get("created", ""), c.id))
+    # createdNs orders containers made within the same second (docker's ps: newest first)
+    return sorted(out, key=lambda c: (c.meta.get("created", ""), c.meta.get("createdNs", 0),
+                                      c.id))
 
 
 def find_container(root: Path, key: str) -> Container:
