@@ -147,7 +147,8 @@ class ContainerManager:
             meta = {"id": cid, "name": options.name, "image": image.name,
                     "digest": str(image.descriptor.digest), "command": config["process"]["args"],
                     "imageStore": str(image.store.path.absolute()),  # commit's base layers
-                    "created": store.now(), "createdNs": time.time_ns(), "snapshots": [str(d) for d in chain],
+                    "created": store.now(), "createdNs": time.time_ns(),
+                    "snapshots": [str(d) for d in chain],
                     "parent": str(chain[-1]) if chain else None,
                     "stopSignal": image.config.stop_signal or "SIGTERM",
                     "autoRemove": options.remove, "interactive": options.interactive,
