@@ -92,7 +92,7 @@ def parse_labels(items: list[str]) -> dict[str, str]:
 def health_options(cmd: str | None, interval: str | None, timeout: str | None,
                    start_period: str | None, retries: int | None, none: bool) -> Any:
     """The run flags → a Healthcheck, or None for the image's own."""
-    from ociimg.containers.manager import Healthcheck
+    from ociimg.containers.policies import Healthcheck
     if none:
         return Healthcheck(["NONE"])
     if cmd is None:
@@ -108,7 +108,7 @@ def health_options(cmd: str | None, interval: str | None, timeout: str | None,
 
 
 def restart_policy(text: str | None) -> Any:
-    from ociimg.containers.manager import RestartPolicy
+    from ociimg.containers.policies import RestartPolicy
     return RestartPolicy.parse(text) if text else RestartPolicy()
 
 

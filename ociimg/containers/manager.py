@@ -31,12 +31,13 @@ from ociimg.containers.monitor import (
     STOP_MARK,
     error_from_report,
 )
+from ociimg.containers.policies import Healthcheck, RestartPolicy, healthcheck_record
 from ociimg.containers.protocol import OciRuntime
 from ociimg.containers.resolved import ResolvedImage, warn_unsafe_labels
 from ociimg.containers.rootfs import mount_rootfs, release_rootfs, remove_rootfs
 from ociimg.containers.runtimes import runtime_from_record, select_runtime
 from ociimg.containers.store import Container
-from ociimg.errors import ContainerError, ContainerNotFound, InvalidArgument, OciimgError
+from ociimg.errors import ContainerError, ContainerNotFound, OciimgError
 from ociimg.events import NullProgress, Progress
 from ociimg.fsutil import remove_tree
 from ociimg.runtime import DEFAULT_STATE_ROOT
@@ -47,40 +48,6 @@ if TYPE_CHECKING:
 
 DEFAULT_RUNTIME_ROOT = Path(DEFAULT_STATE_ROOT)
 ACTIVE = ("creating", "created", "running", "paused", "restarting")
-
-
-@dataclass(frozen=True)
-class RestartPolicy:
-    """docker's --restart: no, on-failure[:N], always, unless-stopped."""
-    name: str = "no"
-    maximum_retry_count: int = 0
-
-    @classmethod
-    def parse(cls, text: str) -> RestartPolicy:
-        name, _, count = text.partition(":")
-        if name not in ("no", "on-failure", "always", "unless-stopped") or \
-                (count and (name != "on-failure" or not count.isdigit())):
-            raise InvalidArgument(f"invalid restart policy {text!r}",
-                                  hint="use no, on-failure[:N], always or unless-stopped")
-        return cls(name, int(count or 0))
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "maximumRetryCount": self.maximum_retry_count}
-
-
-@dataclass(frozen=True)
-class Healthcheck:
-    """docker's HealthConfig: test (["CMD", ...], ["CMD-SHELL", "..."] or ["NONE"]);
-    durations in seconds."""
-    test: list[str]
-    interval: float = 30.0
-    timeout: float = 30.0
-    start_period: float = 0.0
-    retries: int = 3
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"test": list(self.test), "interval": self.interval, "timeout": self.timeout,
-                "startPeriod": self.start_period, "retries": self.retries}
 
 
 @dataclass
@@ -155,7 +122,7 @@ class ContainerManager:
                     "tty": bool(bundle_options.terminal),
                     "runtime": runtime.describe(), "restart": options.restart.as_dict(),
                     "labels": dict(options.labels),
-                    "healthcheck": _healthcheck(options.healthcheck, image)}
+                    "healthcheck": healthcheck_record(options.healthcheck, image)}
             store.write_json(tmp / "meta.json", meta)
             os.rename(tmp, final)
         except BaseException:
@@ -569,19 +536,3 @@ def _same_process(doc: dict[str, Any]) -> bool:
         return False
     return fields[0] not in (b"Z", b"X") and int(fields[19]) == doc.get("starttime")
 
-
-def _healthcheck(option: Healthcheck | None, image: ResolvedImage) -> dict[str, Any] | None:
-    """The check the monitor runs: --health-* options, else the image's HEALTHCHECK;
-    None for none (or test ["NONE"], --no-healthcheck)."""
-    if option is not None:
-        doc = option.as_dict()
-    else:
-        hc = image.config.config.get("Healthcheck")
-        if not isinstance(hc, dict) or not isinstance(hc.get("Test"), list) or not hc["Test"]:
-            return None
-        ns = 1e9
-        doc = {"test": list(hc["Test"]), "interval": (hc.get("Interval") or 30 * ns) / ns,
-               "timeout": (hc.get("Timeout") or 30 * ns) / ns,
-               "startPeriod": (hc.get("StartPeriod") or 0) / ns,
-               "retries": hc.get("Retries") or 3}
-    return None if not doc["test"] or doc["test"][0] == "NONE" else doc

@@ -13,8 +13,8 @@ from ociimg.cli.lifecycle import _detach_keys, parse_duration, parse_signal, par
 from ociimg.containers import logfile
 from ociimg.containers.attach import DetachScanner
 from ociimg.containers.health import check_argv, next_state
-from ociimg.containers.manager import RestartPolicy
 from ociimg.containers.monitor import _restart_delay
+from ociimg.containers.policies import RestartPolicy
 from ociimg.errors import InvalidArgument
 
 
