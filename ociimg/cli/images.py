@@ -157,7 +157,8 @@ def copy(
 @app.command(rich_help_panel="Images")
 def images(json_out: bool = JSON_OUT) -> None:
     """List the images in the local store."""
-    rows = open_store().images()
+    # A root without a store lists nothing and stays without one (a read-only command).
+    rows = open_store().images() if (STATE.root / "store" / "index.json").exists() else []
     if json_out:
         print_json([{"name": r.name, "digest": str(r.digest), "mediaType": r.media_type,
                      "size": r.size} for r in rows])
