@@ -70,7 +70,8 @@ def run_command(argv: list[str] | None = None) -> int:
     except OSError as exc:
         if STATE.debug:
             raise
-        _report(str(exc), None)
+        from ociimg.cli.oserrors import describe
+        _report(*describe(exc))
         return 1
     except typer.Exit as exc:
         return exc.exit_code

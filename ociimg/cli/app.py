@@ -55,11 +55,17 @@ def main_options(
 ) -> None:
     STATE.root = (root or default_root()).absolute()
     STATE.debug = debug
-    if ctx.invoked_subcommand in READ_ONLY or (
-            ctx.invoked_subcommand == "container" and "inspect" in ctx.args[:1]):
-        return
-    # Every command that writes below the root goes through here first, also those that
-    # never open the store (run of an oci: layout makes containers/ and snapshots/).
+    if ctx.invoked_subcommand not in READ_ONLY and ctx.invoked_subcommand not in GROUPS:
+        ensure_root()
+
+
+# Command groups decide in their own callback (``container inspect`` only reads).
+GROUPS = frozenset({"container"})
+
+
+def ensure_root() -> None:
+    """Every command that writes below the root goes through here first, also those that
+    never open the store (run of an oci: layout makes containers/ and snapshots/)."""
     with contextlib.suppress(OSError):  # a root we cannot create fails where it is used
         make_private(STATE.root)
 

@@ -395,6 +395,13 @@ container_app = typer.Typer(help="Manage containers (inspect, prune).", no_args_
 app.add_typer(container_app, name="container", rich_help_panel="Containers")
 
 
+@container_app.callback()
+def container_options(ctx: typer.Context) -> None:
+    from ociimg.cli.app import READ_ONLY, ensure_root
+    if ctx.invoked_subcommand not in READ_ONLY:
+        ensure_root()
+
+
 @container_app.command("prune")
 def container_prune(
     force: bool = typer.Option(False, "--force", "-f", help="Do not ask (kept for docker's "
