@@ -403,10 +403,14 @@ class ContainerManager:
                     until: float | None = None, tail: int | None = None) -> Iterator[Record]:
         """The container's output records (logfile.Record: stamp, stream, data) — of
         every run, attached or not; with ``follow``, until it stops."""
-        from ociimg.containers.logfile import LOG_NAME, read_records, select
+        from ociimg.containers.logfile import LOG_NAME, Record, read_records, select
         try:
             f = open(c.path / LOG_NAME, "rb")  # noqa: SIM115 - closed by the generator
         except FileNotFoundError:
+            # A container made before logs had records: its raw "log", as stdout.
+            with contextlib.suppress(FileNotFoundError), open(c.path / "log", "rb") as raw:
+                while chunk := raw.read(1 << 16):
+                    yield Record("", "stdout", chunk)
             return
         with f:
             yield from select(list(read_records(f)), since=since, until=until, tail=tail)
