@@ -181,10 +181,26 @@ def _detach_keys(text: str) -> bytes:
 
 
 def attach_to(manager: Any, c: Any, *, stdin: bool, detach_keys: str) -> int:
+    import signal
     tty = bool(c.meta.get("tty"))
-    with _raw_terminal(tty and stdin):
-        code = manager.attach(c, (0, 1, 2), stdin=stdin, detach_keys=_detach_keys(detach_keys),
-                              size=_terminal_size() if tty else None)
+
+    def on_connect(sock: Any) -> None:  # our terminal's new size to the container's pty
+        def resize(_signum: int, _frame: object) -> None:
+            size = _terminal_size()
+            if size is not None:
+                with contextlib.suppress(OSError):
+                    sock.send(b"w%d %d" % size)
+        signal.signal(signal.SIGWINCH, resize)
+
+    saved = signal.getsignal(signal.SIGWINCH)
+    try:
+        with _raw_terminal(tty and stdin):
+            code = manager.attach(c, (0, 1, 2), stdin=stdin,
+                                  detach_keys=_detach_keys(detach_keys),
+                                  size=_terminal_size() if tty else None,
+                                  on_connect=on_connect if tty else None)
+    finally:
+        signal.signal(signal.SIGWINCH, saved)
     if code is None:
         if tty:
             print("\r\nread escape sequence", file=sys.stderr)

@@ -15,7 +15,7 @@ import os
 import select
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -306,8 +306,8 @@ class ContainerManager:
         return Container(c.id, c.path, meta)
 
     def attach(self, c: Container, stdio: tuple[int, int, int], *, stdin: bool = True,
-               detach_keys: bytes = DETACH_KEYS,
-               size: tuple[int, int] | None = None) -> int | None:
+               detach_keys: bytes = DETACH_KEYS, size: tuple[int, int] | None = None,
+               on_connect: Callable[[Any], None] | None = None) -> int | None:
         """Copy the running container's output to ``stdio`` (its input from stdio[0] when
         ``stdin`` and it was created interactive) until it exits: its exit code; None if
         the detach keys were typed."""
@@ -318,7 +318,8 @@ class ContainerManager:
                                  hint=f"start it first: ociimg start {c.name}")
         try:
             done = attach_client(str(c.path), stdio, detach_keys=detach_keys, size=size,
-                                 stdin=stdin and bool(c.meta.get("interactive")))
+                                 stdin=stdin and bool(c.meta.get("interactive")),
+                                 on_connect=on_connect)
         except OSError as exc:
             raise ContainerError(f"container {c.name}: cannot attach ({exc.strerror})",
                                  hint="its monitor is gone or predates attach; "

@@ -5,12 +5,16 @@ rootfs) from the busybox fixture; nothing may stay mounted afterwards."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pty
 import select
+import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -94,8 +98,13 @@ def _read_until(fd: int, needle: bytes, timeout: float = 30.0) -> bytes:
     return seen
 
 
+def _set_size(fd: int, rows: int, cols: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
 def _attach_on_pty(root: Path, name: str) -> tuple[subprocess.Popen[bytes], int]:
     master, slave = pty.openpty()
+    _set_size(master, 30, 100)
     proc = subprocess.Popen(_cli(root, "attach", name), stdin=slave, stdout=slave,
                             stderr=slave, env=_env(), start_new_session=True)
     os.close(slave)
@@ -115,6 +124,12 @@ def test_dit_attach_detach_keys_then_attach_again(ociroot: Path, image: str) -> 
     assert _status(ociroot, "shell").startswith("Up")
     proc, master = _attach_on_pty(ociroot, "shell")
     try:
+        os.write(master, b"stty size\r")
+        _read_until(master, b"30 100")  # our terminal's size, given on attach
+        _set_size(master, 40, 120)
+        proc.send_signal(signal.SIGWINCH)  # what the kernel sends a terminal's foreground
+        os.write(master, b"stty size\r")
+        _read_until(master, b"40 120")
         os.write(master, b"echo two; exit 4\r")
         _read_until(master, b"two")
         assert proc.wait(timeout=30) == 4
