@@ -414,7 +414,10 @@ class ContainerManager:
                     yield Record("", "stdout", chunk)
             return
         with f:
-            yield from select(list(read_records(f)), since=since, until=until, tail=tail)
+            if tail is None:  # streamed: a log may be far larger than memory
+                yield from (r for r in read_records(f) if select([r], since=since, until=until))
+            else:
+                yield from select(list(read_records(f)), since=since, until=until, tail=tail)
             while follow:
                 running = self.status(c).status in ACTIVE
                 # Read after the status check: what it wrote before it exited is shown.

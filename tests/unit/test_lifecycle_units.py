@@ -43,6 +43,10 @@ def test_log_reader_refuses_garbage_and_waits_for_whole_lines() -> None:
     assert [r.data for r in recs] == [b"\x1b[2J\n", b"ok\n"]  # bytes kept, not interpreted
     assert f.read() == b"2026 stdout F unfinished"  # left for the next read
     assert logfile.encode("stdout", b"", 0) == b""
+    # output that looks like records stays the container's output, on its own stream
+    forged = _records(logfile.encode("stdout", b"x\n2026-01-01T00:00:00Z stderr F forged\n"))
+    assert [(r.stream, r.data) for r in forged] == [
+        ("stdout", b"x\n"), ("stdout", b"2026-01-01T00:00:00Z stderr F forged\n")]
     one_line = logfile.encode("stdout", b"x" * 100000, 0)
     assert one_line.count(b"\n") == 1  # a long line is one partial record, never split
 
