@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 
 _HINTS = {
     errno.ENOENT: ("no such file or directory", "check the path"),
@@ -38,14 +39,18 @@ def describe(exc: OSError) -> tuple[str, str | None]:
 
 
 def _shown_path(exc: OSError) -> str:
-    """The path a user gave, never a temp file of ours beside it (``.tmp-...``):
-    then the directory it was made in."""
+    """The path a user gave, never a temp file of ours beside it (``.x.tar.k3j9a0qz``,
+    ``.ociimg-archive-...``, ``.tmp-...``): then the directory it was made in. An fd
+    number (an ``*at`` call's) is no path to show."""
     for name in (exc.filename, exc.filename2):
-        if name is None:
+        if not isinstance(name, str | bytes | os.PathLike):
             continue
-        path = os.fsdecode(name) if isinstance(name, bytes | str) else str(name)
-        base = os.path.basename(path)
-        if base.startswith((".tmp", "tmp")) or ".tmp-" in base or base.endswith(".tmp"):
-            return os.path.dirname(path)
+        path = os.fsdecode(name)
+        if _TEMP.match(os.path.basename(path)):
+            return os.path.dirname(path) or "."
         return path
     return ""
+
+
+# Our temp files: hidden, named by tempfile (8 random characters) or with a tmp marker.
+_TEMP = re.compile(r"^\.(ociimg-|tmp|.*\.[a-z0-9_]{8}$|.*\.tmp$)")

@@ -86,6 +86,11 @@ def test_completion_scripts_and_answers(shell: str) -> None:
     (OSError(errno.EEXIST, "File exists", "/d/.tmp-1234abcd", "/d/out"), "/d: already exists",
      "remove"),
     (OSError(errno.ENOSPC, "mkdir: No space left on device"), "mkdir: no space", "free space"),
+    (OSError(errno.ENOTDIR, "Not a directory", "/f/.ociimg-archive-unscwwur"),
+     "/f: a part of the path", "each part"),
+    (OSError(errno.ENOENT, "No such file or directory", "/nonexist/.x.tar.yt748rvx"),
+     "/nonexist: no such file", "check the path"),
+    (OSError(errno.EISDIR, "Is a directory", 3), "is a directory", "give a file"),
     (OSError(errno.EIO, "Input/output error", "/y"), "/y: input/output error", None),
 ])
 def test_os_errors_read_as_messages(exc: OSError, message: str, hint: str | None) -> None:
