@@ -10,8 +10,11 @@ from types import ModuleType
 import typer
 
 from ociimg.cli import (  # noqa: F401  (registers commands)
+    archive_cmds,
+    build,
     changes,
     containers,
+    imagelist,
     images,
     lifecycle,
     shellcomp,

@@ -39,8 +39,12 @@ READ_ONLY = frozenset({"images", "ps", "inspect", "logs", "events", "top", "stat
 
 def _version(value: bool) -> None:
     if value:
-        from ociimg import __version__
-        print(f"ociimg version {__version__}")
+        from importlib.metadata import PackageNotFoundError, version
+        try:
+            text = version("ociimg")
+        except PackageNotFoundError:  # a checkout run without installing it
+            text = "unknown"
+        print(f"ociimg version {text}")
         raise typer.Exit(0)
 
 

@@ -300,8 +300,10 @@ def _mount_rootfs(path: str, meta: dict[str, Any]) -> None:
     rootfs = os.path.join(path, "rootfs")
     if os.path.ismount(rootfs):
         return
-    from ociimg.containers.rootfs import remount_rootfs
-    remount_rootfs(os.path.dirname(os.path.dirname(path)), path, meta["id"])
+    from pathlib import Path
+
+    from ociimg.containers.rootfs import mount_snapshot
+    mount_snapshot(Path(path).parent.parent, Path(path), meta.get("snapshotKey") or meta["id"])
 
 
 def _restart_delay(path: str, meta: dict[str, Any], code: int, restarts: int,

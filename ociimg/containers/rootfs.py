@@ -41,15 +41,13 @@ def mount_rootfs(image: ResolvedImage, root: Path, bundle: Path, key: str,
         raise
 
 
-def remount_rootfs(root: str | os.PathLike[str], bundle: str | os.PathLike[str],
-                   key: str) -> None:
-    """``bundle``/rootfs again from the existing active snapshot ``key`` (a container
-    started after it exited: the snapshot kept its changes)."""
+def mount_snapshot(root: Path, bundle: Path, key: str) -> None:
+    """``bundle``/rootfs: the active snapshot ``key`` its owner prepared (a build step)."""
     from ociimg.layers.overlay import mount_all
     from ociimg.layers.snapshots import SnapshotStore
-    mounts = SnapshotStore(os.path.join(root, "snapshots")).mounts(key)
-    from pathlib import Path
-    mount_all(mounts, Path(bundle) / "rootfs")
+    target = bundle / "rootfs"
+    target.mkdir(mode=0o755, exist_ok=True)
+    mount_all(SnapshotStore(root / "snapshots").mounts(key), target)
 
 
 def release_rootfs(bundle: str | os.PathLike[str]) -> None:
