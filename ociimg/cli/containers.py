@@ -141,6 +141,7 @@ def _run_attached(manager: Any, c: Any) -> int:
     are forwarded to the container (SIGWINCH to the monitor, which resizes the pty)."""
     import os
     import signal
+    import sys
 
     def forward(signum: int, _frame: object) -> None:
         with contextlib.suppress(OciimgError, OSError):
@@ -161,7 +162,9 @@ def _run_attached(manager: Any, c: Any) -> int:
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
-    assert code is not None
+    if code is None:  # detached with ctrl-p ctrl-q: it runs on, as docker's
+        print(f"\r\ndetached from {c.name}", file=sys.stderr)
+        return 0
     return code
 
 

@@ -163,7 +163,8 @@ def _raw_terminal(enabled: bool) -> Any:
     try:
         yield
     finally:
-        termios.tcsetattr(0, termios.TCSADRAIN, saved)
+        with contextlib.suppress(OSError, termios.error):  # the terminal may be gone
+            termios.tcsetattr(0, termios.TCSADRAIN, saved)
 
 
 def _detach_keys(text: str) -> bytes:

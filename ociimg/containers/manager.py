@@ -190,17 +190,20 @@ class ContainerManager:
 
     def wait(self, c: Container, timeout: float | None = None) -> int | None:
         """The exit code once the program has exited and its monitor is done (exit record
-        written, rootfs released); None if ``timeout`` seconds pass first."""
+        written, rootfs released); None if ``timeout`` seconds pass first, or, for an
+        attached start, when the caller detached (ctrl-p ctrl-q on its terminal)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         report = self._reports.pop(c.id, None)
         if report is not None:
-            doc = _read_report(report, deadline, until="exited")
+            doc = _read_report(report, deadline, until=("exited", "detached"))
             if doc is None:
                 self._reports[c.id] = report
                 return None
             os.close(report)
             if "exited" in doc:
                 return int(doc["exited"])
+            if "detached" in doc:  # the caller typed the detach keys; it runs on
+                return None
         elif not _wait_monitor(c, deadline):
             return None
         while True:
@@ -504,9 +507,10 @@ def _dup_above_stdio(fd: int) -> int:
     return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
 
 
-def _read_report(fd: int, deadline: float | None, until: str = "") -> dict[str, Any] | None:
+def _read_report(fd: int, deadline: float | None,
+                 until: tuple[str, ...] = ()) -> dict[str, Any] | None:
     """The monitor's next report line ({} at EOF); with ``until``, lines until one has
-    that key (or EOF). None when ``deadline`` passes first."""
+    one of those keys (or EOF). None when ``deadline`` passes first."""
     buf = b""
     while True:
         while b"\n" in buf:
@@ -515,7 +519,7 @@ def _read_report(fd: int, deadline: float | None, until: str = "") -> dict[str, 
                 doc = json.loads(line)
             except ValueError:
                 continue
-            if not until or until in doc:
+            if not until or any(key in doc for key in until):
                 return doc
         wait = None if deadline is None else max(0.0, deadline - time.monotonic())
         if not select.select([fd], [], [], wait)[0]:

@@ -183,7 +183,8 @@ class Monitor:
         if master is not None:
             sources = {master: "stdout"}
             if self.caller:
-                restore = _terminal_attach(self.caller, master, interactive)
+                restore = _terminal_attach(self.caller, master, interactive,
+                                           lambda: self._detach_caller(hub, restore))
         else:
             sources = {ends["out_r"]: "stdout", ends["err_r"]: "stderr"}
             if self.caller and "stdin_w" in ends:
@@ -206,6 +207,18 @@ class Monitor:
                 _close(ends["stdin_w"])
         _, status = os.waitpid(pid, 0)
         return 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+
+    def _detach_caller(self, hub: attach.Hub, restore: Any) -> None:
+        """The caller typed the detach keys (ctrl-p ctrl-q): its terminal back, no more
+        output to it (the log still gets it), and told so; the container runs on. Its fds
+        stay open until the monitor ends: closing them here, while the main thread may
+        be writing, could hand their numbers to another file."""
+        if restore is not None:
+            restore()
+        hub.caller = None
+        hub.stdin = hub.master  # attach clients type into the pty from now on
+        self.caller = None
+        self.send({"detached": True})
 
     def _finish(self, code: int | None) -> None:
         """Exit record first (``ps`` never sees neither it nor the runtime's state), then
@@ -261,9 +274,11 @@ def _accept_master(listener: Any) -> int:
         conn.close()
 
 
-def _terminal_attach(caller: tuple[int, int, int], master: int, interactive: bool) -> Any:
+def _terminal_attach(caller: tuple[int, int, int], master: int, interactive: bool,
+                     detach: Any) -> Any:
     """Raw mode on the caller's terminal, its size on the pty (now and on SIGWINCH,
-    which the CLI forwards here), stdin fed to the pty; returns the undo."""
+    which the CLI forwards here), stdin fed to the pty until the detach keys, which call
+    ``detach``; returns the undo."""
     import signal
     import termios
     import tty
@@ -277,12 +292,34 @@ def _terminal_attach(caller: tuple[int, int, int], master: int, interactive: boo
         signal.signal(signal.SIGWINCH, lambda *_: _copy_winsize(stdin, master))
         tty.setraw(stdin, termios.TCSANOW)  # TCSAFLUSH would drop what was typed ahead
     if interactive:
-        stdio.feed(stdin, master, close_dst=False)
+        import threading
+        threading.Thread(target=_feed_until_detach, args=(stdin, master, detach),
+                         daemon=True, name="ociimg-stdin").start()
 
     def restore() -> None:
         if saved is not None:
-            termios.tcsetattr(stdin, termios.TCSADRAIN, saved)
+            try:
+                termios.tcsetattr(stdin, termios.TCSADRAIN, saved)
+            except (OSError, termios.error):  # its terminal is gone (detached, then closed)
+                pass
     return restore
+
+
+def _feed_until_detach(src: int, master: int, detach: Any) -> None:
+    scanner = attach.DetachScanner()
+    while True:
+        try:
+            chunk = os.read(src, 1 << 16)
+        except OSError:
+            return
+        if not chunk:
+            return
+        data, detached = scanner.feed(chunk)
+        if data:
+            stdio.write_all(master, data)
+        if detached:
+            detach()
+            return
 
 
 def _release_own_stdio(stderr: int) -> None:

@@ -139,6 +139,26 @@ def test_dit_attach_detach_keys_then_attach_again(ociroot: Path, image: str) -> 
     assert b"one-42" in ociimg(ociroot, "logs", "shell").stdout.encode()
 
 
+def test_run_it_detaches_with_ctrl_p_ctrl_q(ociroot: Path, image: str) -> None:
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(_cli(ociroot, "run", "-it", "--name", "fg", image, "sh"),
+                            stdin=slave, stdout=slave, stderr=slave, env=_env(),
+                            start_new_session=True)
+    os.close(slave)
+    try:
+        os.write(master, b"echo in-$((6*7))\r")
+        _read_until(master, b"in-42")
+        os.write(master, b"\x10\x11")
+        _read_until(master, b"detached from fg")
+        assert proc.wait(timeout=30) == 0
+    finally:
+        os.close(master)
+    assert _status(ociroot, "fg").startswith("Up")  # it runs on, its output in the log
+    assert "in-42" in ociimg(ociroot, "logs", "fg").stdout
+    attached = ociimg(ociroot, "attach", "fg", input="exit 6\n", check=False)
+    assert attached.returncode == 6
+
+
 def test_start_restart_wait_kill_pause_rename(ociroot: Path, image: str) -> None:
     ociimg(ociroot, "run", "--name", "once", image, "sh", "-c", "echo ran; exit 5",
            check=False)
