@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.cli_helpers import assert_one_line_error, ociimg
+from tests.integration.cli_helpers import assert_one_line_error, ociimg, ociimg_background
 from tests.integration.runtime_helpers import REPO
-from tests.waiting import wait_until
+from tests.waiting import wait_for_line, wait_until
 
 pytestmark = pytest.mark.usefixtures("root")
 
@@ -251,3 +251,17 @@ def test_ps_logs_events_and_bulk_removal(ociroot: Path, image: str) -> None:
         ociroot, "events", "--since", "1h", "--until", "0s", "--json",
         "--filter", "container=new").stdout.splitlines()]
     assert actions[-2:] == ["stop", "destroy"]
+
+
+def test_events_follow_new_events(ociroot: Path, image: str) -> None:
+    ociimg(ociroot, "run", "--name", "before", image, "true")
+    follower = ociimg_background(ociroot, "events", "--json", "--filter", "event=die")
+    try:
+        ociimg(ociroot, "run", "--name", "after", image, "sh", "-c", "exit 9", check=False)
+        line = wait_for_line(follower, '"die"')
+    finally:
+        follower.kill()
+        follower.wait()
+    event = json.loads(line)
+    attrs = event["Actor"]["Attributes"]
+    assert (attrs["name"], attrs["exitCode"]) == ("after", "9")  # "before" is the past
