@@ -4,13 +4,16 @@
 Spawned by ContainerManager.start, it detaches (setsid, fork: it is nobody's child, so it
 outlives the CLI or server that started it), becomes the child subreaper, creates and
 starts the container through its OCI runtime, and then holds the container's stdio: pipes
-(or a pty) it copies to the caller's fds when attached, into ``DIR/log`` when detached.
-When the program exits it records ``exit.json``, deletes the runtime's state, unmounts the
-rootfs (and removes the container if it was created with remove), and says so on REPORT.
+(or a pty) it copies into ``DIR/ctr.log`` (logfile.py), to the caller's fds when attached,
+and to attach clients on ``DIR/attach`` (attach.py). It runs the health check
+(health.py) and applies the restart policy. When the program exits for good it records
+``exit.json``, deletes the runtime's state, unmounts the rootfs (and removes the container
+if it was created with remove), and says so on REPORT.
 
 REPORT is a pipe: one JSON line ``{"started": PID}`` or ``{"error": ..., "hint": ...}``,
-then ``{"exited": CODE}`` at the end. ``DIR/monitor.json`` has the monitor's pid, which
-``wait`` watches through a pidfd.
+then ``{"detached": true}`` if the caller typed the detach keys, and ``{"exited": CODE}``
+at the end. ``DIR/monitor.json`` has the monitor's pid, which ``wait`` watches through a
+pidfd; ``DIR/run.json`` the current run (start time, restart count).
 
 This process may do what library code must not: signal handlers, fds 0-2, forks. It
 imports little: its start is part of every ``ociimg run``.

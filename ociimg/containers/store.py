@@ -1,10 +1,14 @@
 """The container store: ``ROOT/containers/<id>/`` directories and their records.
 
 A container directory holds a runtime-spec bundle (config.json, rootfs/), ``meta.json``
-(name, image, manifest digest, parent chain id, runtime), and, written by its monitor,
-``monitor.json`` (the monitor's pid), ``log`` (detached output) and ``exit.json`` once
-the program has exited. A directory appears under its id only whole (made as ``.tmp-<id>``
-and renamed). Names are symlinks ``containers/.names/NAME -> ID`` taken under a lock.
+(name, image, manifest digest, parent chain id, runtime, restart policy, health check,
+labels, tty), and, written by its monitor, ``monitor.json`` (the monitor's pid),
+``run.json`` (the current run's start and restart count), ``ctr.log`` (every run's
+output), ``health.json``, the ``attach`` socket and ``exit.json`` once the program has
+exited; ``stopped`` marks a stop the restart policy must respect. A directory appears
+under its id only whole (made as ``.tmp-<id>`` and renamed). Names are symlinks
+``containers/.names/NAME -> ID`` taken under a lock; ``containers/.events`` is the
+event log (eventlog.py).
 """
 
 from __future__ import annotations
