@@ -35,8 +35,10 @@ def images(
     from ociimg.commands.listing import filter_rows, image_rows
     from ociimg.store import Store
 
-    store = Store.open(STATE.root)
-    rows = filter_rows(image_rows(store), filters, store)
+    rows = []
+    if (STATE.root / "store" / "index.json").exists():  # a read-only command makes no store
+        store = Store.open(STATE.root)
+        rows = filter_rows(image_rows(store), filters, store)
     if json_out:
         print_json([{"name": r.name, "digest": str(r.digest), "id": str(r.image_id or ""),
                      "size": r.size, "created": r.fields()["CreatedAt"]} for r in rows])

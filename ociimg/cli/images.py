@@ -262,10 +262,15 @@ def rmi(
                                help="Also delete blobs no other image uses (runs gc)."),
 ) -> None:
     """Remove images (their names) from the store; unused blobs go with --prune."""
+    from ociimg.errors import ImageNotFound
     store = open_store()
     for text in names:
-        name = store_name(store, text)
-        store.untag(name)
+        try:
+            name = store_name(store, text)
+            store.untag(name)
+        except ImageNotFound as exc:  # the store's hint says "pull it first": not for rmi
+            raise ImageNotFound(exc.message, hint="nothing to remove; list the images with "
+                                "`ociimg images`") from exc
         print(f"Untagged: {printable(name)}")
     if prune:
         gc(json_out=False)
