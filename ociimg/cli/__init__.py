@@ -9,7 +9,7 @@ from types import ModuleType
 
 import typer
 
-from ociimg.cli import changes, containers, images, unpack  # noqa: F401  (registers commands)
+from ociimg.cli import changes, containers, images, inspection, unpack  # noqa: F401  (registers commands)
 from ociimg.cli.app import STATE, app
 from ociimg.cli.output import printable
 from ociimg.errors import OciimgError

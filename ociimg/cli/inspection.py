@@ -1,0 +1,194 @@
+"""Inspection commands: history, ls, cat, du, and the registry reads (manifest, digest,
+list-tags, delete, sync, referrers). IMAGE is a store name, oci:DIR[:REF] or
+docker://REF everywhere."""
+
+from __future__ import annotations
+
+import json
+import stat
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from ociimg.cli.app import STATE, app
+from ociimg.cli.images import human_size
+from ociimg.cli.options import INSECURE, JSON_OUT, PLATFORM, parse_platform
+from ociimg.cli.output import print_json, printable
+
+if TYPE_CHECKING:
+    from ociimg.commands.imagefs import Entry
+    from ociimg.commands.imagesource import OpenedImage
+    from ociimg.registry.client import ClientOptions
+
+IMAGE_HELP = "Image: a store name, oci:DIR[:REF] or docker://REF."
+
+
+def client_options(insecure: bool, ca_bundle: Path | None,
+                   auth_file: Path | None) -> ClientOptions:
+    from ociimg.registry.client import ClientOptions
+
+    return ClientOptions(insecure=insecure, ca_bundle=ca_bundle, auth_file=auth_file)
+
+
+def open_image(text: str, platform: str | None, insecure: bool = False,
+               ca_bundle: Path | None = None, auth_file: Path | None = None) -> OpenedImage:
+    from ociimg.commands.imagesource import open_image as do_open
+
+    return do_open(text, STATE.root, parse_platform(platform),
+                   client_options(insecure, ca_bundle, auth_file))
+
+
+@app.command(rich_help_panel="Inspection")
+def history(
+    image: str = typer.Argument(..., help=IMAGE_HELP),
+    no_trunc: bool = typer.Option(False, "--no-trunc", help="Do not shorten CREATED BY."),
+    platform: str = PLATFORM,
+    insecure: bool = INSECURE,
+    json_out: bool = JSON_OUT,
+) -> None:
+    """Show the steps that made an image, newest first (like `docker history`)."""
+    from ociimg.commands.history import history_rows, short_created_by
+
+    img = open_image(image, platform, insecure)
+    rows = history_rows(img.manifest, img.config)
+    if json_out:
+        print_json(rows)
+        return
+    print(f"{'LAYER':14} {'CREATED':20} {'CREATED BY':46} {'SIZE':>10}  COMMENT")
+    for row in rows:
+        created_by = short_created_by(row["createdBy"])
+        if not no_trunc and len(created_by) > 45:
+            created_by = created_by[:44] + "…"
+        layer = row["layer"][7:19] if row["layer"] else "<missing>"
+        print(f"{layer:14} {printable(row['created'][:19].replace('T', ' ')):20} "
+              f"{printable(created_by):46} {human_size(row['size']):>10}  "
+              f"{printable(row['comment'])}")
+
+
+def mode_string(entry: Entry) -> str:
+    from ociimg.commands.imagefs import TYPE_BITS
+
+    if entry.kind in ("whiteout", "opaque"):
+        return entry.kind.ljust(10)
+    return stat.filemode(TYPE_BITS.get(entry.kind, 0) | entry.mode)
+
+
+def entry_line(path: str, entry: Entry | None, layer: int, long: bool) -> str:
+    if entry is None:
+        return f"/{path}" if not long else f"{'d?????????':10} {'-':>9} {'-':>10} " \
+            f"{'-':16} {'-':>4} /{path}"
+    shown = "/" + path
+    if entry.kind == "whiteout":
+        shown += " (deleted)"
+    elif entry.kind == "opaque":
+        shown += "/ (opaque: lower contents hidden)"
+    elif entry.kind == "symlink":
+        shown += f" -> {entry.linkname}"
+    elif entry.kind == "hardlink":
+        shown += f" link to /{entry.linkname}"
+    if not long:
+        return printable(shown)
+    when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(max(0, min(entry.mtime, 2**33))))
+    owner = f"{entry.uid}/{entry.gid}"
+    return printable(f"{mode_string(entry)} {owner:>9} {entry.size:>10} {when} "
+                     f"L{layer:<3} {shown}")
+
+
+def entry_json(path: str, entry: Entry | None, layer: int) -> dict[str, Any]:
+    if entry is None:
+        return {"path": "/" + path, "type": "dir", "layer": layer, "implicit": True}
+    doc = {"path": "/" + path, "type": entry.kind, "mode": f"{entry.mode:04o}",
+           "uid": entry.uid, "gid": entry.gid, "size": entry.size, "mtime": entry.mtime,
+           "layer": layer}
+    if entry.linkname:
+        doc["linkTarget"] = entry.linkname
+    return doc
+
+
+class _Printer:
+    """Lines (or a streamed JSON array) to stdout, written in blocks."""
+
+    def __init__(self, json_out: bool) -> None:
+        self.json_out = json_out
+        self.first = True
+        self.out: list[str] = []
+
+    def add(self, path: str, entry: Entry | None, layer: int, long: bool) -> None:
+        if self.json_out:
+            text = json.dumps(entry_json(path, entry, layer))
+            self.out.append(("[" if self.first else ",") + text)
+        else:
+            self.out.append(entry_line(path, entry, layer, long))
+        self.first = False
+        if len(self.out) >= 4096:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.out:
+            sys.stdout.write("\n".join(self.out) + "\n")
+            self.out.clear()
+
+    def close(self) -> None:
+        if self.json_out and self.first:
+            self.out.append("[")
+        if self.json_out:
+            self.out.append("]")
+        self.flush()
+
+
+def _under(path: str, prefix: str) -> bool:
+    return not prefix or path == prefix or path.startswith(prefix + "/")
+
+
+@app.command("ls", rich_help_panel="Inspection")
+def ls(
+    image: str = typer.Argument(..., help=IMAGE_HELP),
+    path: str = typer.Argument("/", help="Directory or file inside the image."),
+    long: bool = typer.Option(False, "-l", "--long", help="Mode, owner, size, mtime, layer."),
+    layer: str = typer.Option(None, "--layer", help="Only this layer's entries (number from "
+                              "0 at the bottom, or a layer digest), whiteouts included."),
+    platform: str = PLATFORM,
+    insecure: bool = INSECURE,
+    json_out: bool = JSON_OUT,
+) -> None:
+    """List an image's files (the merged tree, or one layer), read from the compressed
+    layers without unpacking them."""
+    from ociimg.commands.imagefs import find_layer, layer_entries, merged_tree
+
+    img = open_image(image, platform, insecure)
+    out = _Printer(json_out)
+    prefix = "/".join(p for p in path.split("/") if p not in ("", "."))
+    if layer is not None:
+        index = find_layer(img, layer)
+        for entry, _reader in layer_entries(img, index):
+            if _under(entry.path, prefix):
+                out.add(entry.path, entry, index, long)
+        out.close()
+        return
+    tree = merged_tree(img)
+    resolved, node = tree.resolve(prefix, follow_last=True)
+    for sub, n in tree.walk(node, resolved):
+        if n is not node or node.children is None:  # a dir's entries, or the file
+            out.add(sub, n.entry, n.layer, long)
+    out.close()
+
+
+@app.command(rich_help_panel="Inspection")
+def cat(
+    image: str = typer.Argument(..., help=IMAGE_HELP),
+    path: str = typer.Argument(..., help="File inside the image (links resolved in the "
+                               "image)."),
+    platform: str = PLATFORM,
+    insecure: bool = INSECURE,
+) -> None:
+    """Write a file of an image to stdout, read from the compressed layers."""
+    from ociimg.commands.imagefs import cat_file
+
+    img = open_image(image, platform, insecure)
+    sys.stdout.flush()
+    cat_file(img, path, sys.stdout.buffer)
+    sys.stdout.buffer.flush()
+
