@@ -192,3 +192,82 @@ def cat(
     cat_file(img, path, sys.stdout.buffer)
     sys.stdout.buffer.flush()
 
+
+
+def diff_images(first: str, second: str, json_out: bool) -> None:
+    """``ociimg diff IMAGE1 IMAGE2`` (the one-argument form is a container's diff)."""
+    from ociimg.commands.imagediff import image_diff
+
+    changes = image_diff(open_image(first, None), open_image(second, None))
+    if json_out:
+        print_json(changes)
+        return
+    for change in changes:
+        print(printable(f"{change['kind']} {change['path']}"))
+
+
+def parse_threshold(text: str) -> tuple[str, float]:
+    """``10%`` → ("percent", 10.0); ``20m``/``1048576`` → ("bytes", n)."""
+    from ociimg.cli.options import parse_size
+    from ociimg.errors import InvalidArgument
+
+    t = text.strip()
+    if t.endswith("%"):
+        try:
+            value = float(t[:-1])
+        except ValueError:
+            value = -1
+        if not 0 <= value <= 100:
+            raise InvalidArgument(f"--max-wasted {text!r}: a percentage is 0% to 100%")
+        return "percent", value
+    return "bytes", float(parse_size(t.removesuffix("B").removesuffix("b")))
+
+
+@app.command(rich_help_panel="Inspection")
+def du(
+    image: str = typer.Argument(..., help=IMAGE_HELP),
+    efficiency: bool = typer.Option(False, "--efficiency", help="Also show wasted bytes "
+                                    "and the worst offenders (as dive reports them)."),
+    max_wasted: str = typer.Option(None, "--max-wasted", help="Exit 1 when the wasted "
+                                   "bytes exceed this share of the image (10%) or size "
+                                   "(20m): a CI gate."),
+    top: int = typer.Option(10, "--top", min=0, help="How many worst offenders to show."),
+    platform: str = PLATFORM,
+    insecure: bool = INSECURE,
+    json_out: bool = JSON_OUT,
+) -> None:
+    """Per-layer sizes and the space wasted on files later layers overwrite or delete."""
+    from ociimg.commands.efficiency import image_usage
+
+    threshold = parse_threshold(max_wasted) if max_wasted else None
+    usage = image_usage(open_image(image, platform, insecure))
+    over = threshold is not None and (
+        100 * usage.wasted_fraction > threshold[1] if threshold[0] == "percent"
+        else usage.wasted > threshold[1])
+    if json_out:
+        print_json({**usage.to_json(top), "overThreshold": over})
+    else:
+        _print_usage(usage, efficiency or threshold is not None, top)
+    if over:
+        print(f"ociimg: wasted space {human_size(usage.wasted)} "
+              f"({100 * usage.wasted_fraction:.1f}%) is above --max-wasted {max_wasted}",
+              file=sys.stderr)
+        raise typer.Exit(1)
+
+
+def _print_usage(usage: Any, efficiency: bool, top: int) -> None:
+    print(f"{'LAYER':6} {'DIGEST':14} {'COMPRESSED':>10} {'SIZE':>10} {'FILES':>8}  CREATED BY")
+    for u in usage.layers:
+        made = u.created_by if len(u.created_by) <= 60 else u.created_by[:59] + "…"
+        print(f"{u.index:<6} {u.digest[7:19]:14} {human_size(u.compressed):>10} "
+              f"{human_size(u.size):>10} {u.entries:>8}  {printable(made)}")
+    print(f"Total: {human_size(usage.total)} in {len(usage.layers)} layers")
+    if not efficiency:
+        return
+    print(f"Wasted: {human_size(usage.wasted)} ({100 * usage.wasted_fraction:.1f}% of the "
+          f"image), efficiency {100 * usage.score:.1f}%")
+    worst = usage.offenders(top)
+    if worst:
+        print(f"{'COUNT':>5} {'TOTAL':>10}  PATH")
+        for path, u in worst:
+            print(f"{u.count:>5} {human_size(u.cumulative):>10}  {printable('/' + path)}")

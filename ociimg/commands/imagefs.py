@@ -173,7 +173,7 @@ class Node:
         self.source: tuple[int, int] | None = None  # (layer, entry number) with the content
 
 
-Deleted = Callable[[str, Node, int], None]  # path, node removed, the layer removing it
+Deleted = Callable[[str, Node, int, bool], None]  # path, node, layer removing it, replaced?
 
 
 class MergedTree:
@@ -229,8 +229,8 @@ class MergedTree:
         parent.children[name] = node
 
     def _deleted(self, path: str, node: Node, layer: int, replaced: bool = False) -> None:
-        if self._on_delete is not None and not (replaced and node.layer == layer):
-            self._on_delete(path, node, layer)
+        if self._on_delete is not None:
+            self._on_delete(path, node, layer, replaced)
 
     def _hide_lower(self, path: str, node: Node, layer: int) -> None:
         if node.children is None:
@@ -250,7 +250,7 @@ class MergedTree:
             child = node.children.get(name)
             if child is None or child.children is None:
                 if child is not None:  # a file in the way: the layer's dir replaces it
-                    self._deleted("/".join(parts[:i + 1]), child, layer)
+                    self._deleted("/".join(parts[:i + 1]), child, layer, replaced=True)
                 child = Node(None, layer)
                 node.children[name] = child
             node = child

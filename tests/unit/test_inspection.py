@@ -157,3 +157,47 @@ def test_huge_entry_count_streams_one_layer(tmp_path: Path) -> None:
     proc = ociimg(root, "ls", "--layer", "0", "many", timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("\n") == 200_000
+
+
+def test_diff_two_images_by_content_digest(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    tag_image(root, "one", [tar(F("same", b"s", mtime=1), F("changed", b"old"),
+                               F("gone", b"g"), F("chmod", b"m"), L("link", "a"))])
+    tag_image(root, "two", [tar(F("same", b"s", mtime=2), F("changed", b"new"),
+                               F("new", b"n"), F("chmod", b"m", mode=0o600), L("link", "b"))])
+    proc = ociimg(root, "diff", "one", "two")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["C /changed", "C /chmod", "D /gone", "C /link",
+                                        "A /new"]
+    doc = json.loads(ociimg(root, "diff", "--json", "one", "two").stdout)
+    assert {d["path"]: d.get("changed") for d in doc if d["kind"] == "C"} == {
+        "/changed": ["content"], "/chmod": ["mode"], "/link": ["link target"]}
+
+
+def test_diff_hostile_layer_refused(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    tag_image(root, "ok", [tar(F("a", b"1"))])
+    tag_image(root, "bad", [HOSTILE["dotdot"]])
+    proc = ociimg(root, "diff", "ok", "bad")
+    assert proc.returncode == 1 and "'..'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_du_wasted_bytes_as_dive_counts_them(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    tag_image(root, "w", [tar(D("d"), F("d/blob", b"x" * 6000), F("keep", b"k" * 1000),
+                              F("over", b"o" * 500)),
+                          tar(F(".wh.d"), F("over", b"O" * 1500)),
+                          tar(F("new", b"n" * 2000))])
+    doc = json.loads(ociimg(root, "du", "--json", "w").stdout)
+    assert [layer["size"] for layer in doc["layers"]] == [7500, 1500, 2000]
+    # dive: the dir d (its entry: 0 bytes, its deletion: the 6000 it held) and over
+    # (500 + 1500); paths touched once (keep, new, d/blob) waste nothing
+    assert doc["wastedBytes"] == 6000 + 2000
+    assert {w["path"]: w["totalSize"] for w in doc["worst"]} == {"/d": 6000, "/over": 2000}
+    ok = ociimg(root, "du", "--max-wasted", "200%", "w")
+    assert ok.returncode == 1 and "0% to 100%" in ok.stderr
+    assert ociimg(root, "du", "--max-wasted", "100%", "w").returncode == 0
+    gate = ociimg(root, "du", "--max-wasted", "10%", "w")
+    assert gate.returncode == 1 and "above --max-wasted 10%" in gate.stderr
+    assert "Wasted:" in gate.stdout and "/d" in gate.stdout
+    assert ociimg(root, "du", "--max-wasted", "20k", "w").returncode == 0
