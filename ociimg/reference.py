@@ -41,8 +41,9 @@ _REF_NAME_RE = re.compile(
     r"[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*(?:/[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*)*")
 
 NAME_MAX = 255
-_OTHER_TRANSPORTS = ("docker-daemon:", "docker-archive:", "containers-storage:", "dir:",
-                     "ostree:", "sif:")
+_OTHER_TRANSPORTS = ("docker-daemon:", "containers-storage:", "ostree:", "sif:")
+LayoutKind = Literal["oci", "oci-archive", "docker-archive", "dir"]
+LAYOUT_KINDS: tuple[LayoutKind, ...] = ("oci-archive", "oci", "docker-archive", "dir")
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,9 +100,10 @@ class Reference:
 
 @dataclass(frozen=True, slots=True)
 class LayoutReference:
-    """An image in a local OCI layout directory (``oci:``) or tar archive (``oci-archive:``)."""
+    """An image in a local OCI layout directory (``oci:``), an OCI or ``docker save`` tar
+    archive (``oci-archive:``, ``docker-archive:``) or skopeo's ``dir:`` directory."""
 
-    kind: Literal["oci", "oci-archive"]
+    kind: LayoutKind
     path: Path
     tag: str | None = None
 
@@ -128,16 +130,20 @@ def parse_reference(text: str) -> Reference:
 
 
 def parse_image_name(text: str) -> Reference | LayoutReference:
-    """A reference as the CLI takes it: ``docker://…``, ``oci:PATH[:NAME]``, ``oci-archive:…``
-    or a bare registry reference."""
-    for kind in ("oci-archive", "oci"):
+    """A reference as the CLI takes it: ``docker://…``, ``oci:PATH[:NAME]``, ``oci-archive:…``,
+    ``docker-archive:FILE[:NAME]``, ``dir:PATH`` or a bare registry reference."""
+    if text.startswith("dir:"):
+        # containers/image dir transport: everything after "dir:" is the path.
+        return _parse_layout("dir", text[4:], text, named=False)
+    for kind in LAYOUT_KINDS:
         if text.startswith(f"{kind}:"):
-            return _parse_layout(kind, text[len(kind) + 1:], text)  # type: ignore[arg-type]
+            return _parse_layout(kind, text[len(kind) + 1:], text)
     if text.startswith(_OTHER_TRANSPORTS):
         transport = text.split(":", 1)[0]
         raise InvalidReference(f"invalid reference {text[:80]!r}: transport {transport!r} is "
                                "not supported",
-                               hint="use docker://, oci:PATH[:NAME] or oci-archive:FILE[:NAME]")
+                               hint="use docker://, oci:PATH[:NAME], oci-archive:FILE[:NAME], "
+                                    "docker-archive:FILE[:NAME] or dir:PATH")
     return parse_reference(text)
 
 
@@ -232,11 +238,11 @@ def _check_path(path: str, text: str) -> None:
             hint="components are [a-z0-9] joined by '.', '_', '__' or dashes, separated by '/'")
 
 
-def _parse_layout(kind: Literal["oci", "oci-archive"], rest: str,
-                  text: str) -> LayoutReference:
+def _parse_layout(kind: LayoutKind, rest: str, text: str, *, named: bool = True
+                  ) -> LayoutReference:
     # containers/image splits PATH and NAME at the first ':' (oci_transport.go), so a
     # NAME may itself hold colons: oci:/tmp/l:docker.io/library/busybox:latest.
-    path, sep, tag = rest.partition(":")
+    path, sep, tag = rest.partition(":") if named else (rest, "", "")
     if not path:
         raise InvalidReference(f"invalid reference {text[:80]!r}: missing path",
                                hint=f"use {kind}:PATH[:NAME]")

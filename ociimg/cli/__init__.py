@@ -9,7 +9,15 @@ from types import ModuleType
 
 import typer
 
-from ociimg.cli import changes, containers, images, inspection, unpack  # noqa: F401  (registers commands)
+from ociimg.cli import (  # noqa: F401  (registers commands)
+    archive_cmds,
+    changes,
+    containers,
+    imagelist,
+    images,
+    inspection,
+    unpack,
+)
 from ociimg.cli.app import STATE, app
 from ociimg.cli.output import printable
 from ociimg.errors import OciimgError

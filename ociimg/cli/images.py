@@ -122,8 +122,9 @@ def push(
 
 @app.command(rich_help_panel="Images")
 def copy(
-    source: str = typer.Argument(..., help="docker://REF, REF, oci:PATH[:TAG] or "
-                                 "oci-archive:FILE[:TAG]."),
+    source: str = typer.Argument(..., help="docker://REF, a store name, oci:PATH[:TAG], "
+                                 "oci-archive:FILE[:TAG], docker-archive:FILE[:TAG] or "
+                                 "dir:PATH."),
     destination: str = typer.Argument(..., help="Same forms as SOURCE."),
     platform: str = PLATFORM,
     all_platforms: bool = typer.Option(True, "--all-platforms/--single-platform",
@@ -139,31 +140,17 @@ def copy(
 ) -> None:
     """Copy an image between registries and OCI layouts, keeping its digest."""
     from ociimg.registry import CopyOptions
-    from ociimg.registry import copy as do_copy
+    from ociimg.transports import copy_image
 
-    src, dst = parse_image_name(source), parse_image_name(destination)
     options = CopyOptions(platform=parse_platform(platform), all_platforms=all_platforms,
                           src_insecure=insecure, dest_insecure=insecure, ca_bundle=ca_bundle,
                           auth_file=auth_file, concurrency=jobs, retries=retries)
     with progress_for(quiet, json_out) as progress:
-        digest = do_copy(src, dst, options, progress)
+        digest = copy_image(source, destination, options, progress, STATE.root)
     if json_out:
         print_json({"source": source, "destination": destination, "digest": str(digest)})
     elif not quiet:
         print(f"{destination}\n  digest: {digest}")
-
-
-@app.command(rich_help_panel="Images")
-def images(json_out: bool = JSON_OUT) -> None:
-    """List the images in the local store."""
-    rows = open_store().images()
-    if json_out:
-        print_json([{"name": r.name, "digest": str(r.digest), "mediaType": r.media_type,
-                     "size": r.size} for r in rows])
-        return
-    print(f"{'NAME':60} {'DIGEST':19} {'SIZE':>10}")
-    for r in rows:
-        print(f"{printable(r.name):60} {r.digest.short:19} {human_size(r.size):>10}")
 
 
 def human_size(n: int) -> str:

@@ -366,7 +366,7 @@ def inspect_fields(doc: dict[str, Any]) -> dict[str, Any]:
 def _document(ref_text: str, insecure: bool, ca_bundle: Path | None,
               auth_file: Path | None) -> tuple[bytes, str]:
     """The top-level manifest or index of ``ref_text`` as stored, and its digest."""
-    from ociimg.commands.imagesource import RemoteImage, is_remote, local_store
+    from ociimg.commands.imagesource import RemoteImage, is_remote
     from ociimg.reference import Reference, parse_image_name
 
     if is_remote(ref_text):
@@ -378,9 +378,10 @@ def _document(ref_text: str, insecure: bool, ca_bundle: Path | None,
         finally:
             remote.close()
         return raw, str(desc.digest)
-    store, name = local_store(ref_text, STATE.root)
-    desc = store.resolve(name)
-    return store.read_blob(desc.digest), str(desc.digest)
+    from ociimg.transports import parse_transport
+
+    with parse_transport(ref_text, STATE.root) as source:
+        return source.raw_manifest(), str(source.top.digest)
 
 
 @app.command(rich_help_panel="Inspection")

@@ -1,9 +1,7 @@
-"""The image the inspection commands read: a store name, an ``oci:`` layout, or a
-``docker://`` reference read from the registry without a pull.
-
-A bridge until the transport module (INTERFACES.md "Image sources") is merged: it
-offers the same read side (manifest, config, verified blob streams, raw manifest) over
-the sources the existing code already reads.
+"""The image the inspection commands read: any transport (a store name, ``oci:``,
+``oci-archive:``, ``docker-archive:``, ``dir:``: ociimg.transports) or ``docker://REF``
+read from the registry in place: manifests and the config fetched into memory, layers
+only when a command reads files (streamed, never spooled or stored).
 """
 
 from __future__ import annotations
@@ -17,13 +15,14 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from ociimg import spec
 from ociimg.digest import Digest
-from ociimg.errors import InvalidDocument, InvalidReference
-from ociimg.reference import LayoutReference, Reference, parse_image_name
+from ociimg.errors import InvalidDocument
+from ociimg.reference import Reference, parse_image_name
 from ociimg.spec import Descriptor, ImageConfig, Index, Manifest, Platform
 from ociimg.store import Store
 
 if TYPE_CHECKING:
     from ociimg.registry.client import ClientOptions, RegistryClient
+    from ociimg.transports import ImageSource
 
 
 @dataclass
@@ -37,21 +36,43 @@ class OpenedImage:
     manifest: Manifest
     config: ImageConfig
     index: Index | None
-    store: Store | None = None  # local sources
+    source: ImageSource | None = None  # local transports
     remote: RemoteImage | None = None  # docker:// sources
     platforms: list[str] = field(default_factory=list)
 
+    @property
+    def store(self) -> Store | None:
+        """The store or ``oci:`` layout holding the blobs, if that is the source."""
+        blobs = self.source.blobs if self.source is not None else None
+        return blobs if isinstance(blobs, Store) else None
+
+    def local_refs(self) -> list[tuple[str, Descriptor]]:
+        """The named images beside this one (a store's or a layout's refs)."""
+        refs = getattr(self.source.blobs, "refs", None) if self.source else None
+        return list(refs()) if refs is not None else []
+
+    def read_manifest(self, desc: Descriptor) -> Manifest | Index:
+        if self.remote is not None:
+            return self.remote.get_document(str(desc.digest))[2]
+        assert self.source is not None
+        return self.source.blobs.read_manifest(desc)  # type: ignore[no-any-return]
+
     @contextlib.contextmanager
     def open_blob(self, desc: Descriptor) -> Iterator[BinaryIO]:
-        """A layer's compressed bytes: local blobs are verified when written to the
-        store; a registry's are streamed (the tar reader is the consumer)."""
-        if self.store is not None:
-            with self.store.open_blob(desc.digest) as f:
+        """A blob's bytes, verified against its digest as they are read."""
+        if self.source is not None:
+            with self.source.open_blob(desc.digest, desc.size) as f:
                 yield f
             return
         assert self.remote is not None
         with self.remote.stream_blob(desc) as f:
             yield f
+
+    def close(self) -> None:
+        if self.source is not None:
+            self.source.close()
+        if self.remote is not None:
+            self.remote.close()
 
 
 def is_remote(text: str) -> bool:
@@ -60,53 +81,24 @@ def is_remote(text: str) -> bool:
 
 def open_image(text: str, root: Path, platform: Platform | None = None,
                client_options: ClientOptions | None = None) -> OpenedImage:
-    """``text`` as a store name, ``oci:DIR[:REF]`` or ``docker://REF``."""
+    """``text`` as any transport; ``docker://REF`` read from the registry in place."""
     if is_remote(text):
         ref = parse_image_name(text)
         assert isinstance(ref, Reference)
         return RemoteImage(ref, client_options).open(platform)
-    store, name = local_store(text, root)
-    return _open_local(store, name, platform)
+    from ociimg.transports import parse_transport
 
-
-def local_store(text: str, root: Path) -> tuple[Store, str]:
-    """The store and the name in it that ``text`` means (a layout or the store)."""
-    if text.startswith(("oci:", "oci-archive:")):
-        ref = parse_image_name(text)
-        assert isinstance(ref, LayoutReference)
-        if ref.kind != "oci":
-            raise InvalidReference(f"{text}: read oci: layouts, docker:// or the store here",
-                                   hint=f"copy it into a layout first: ociimg copy {text} "
-                                   "oci:DIR:TAG")
-        if not (ref.path / "oci-layout").is_file():
-            raise InvalidReference(f"{text}: {ref.path} is not an OCI layout (no oci-layout)")
-        store = Store(ref.path)
-        return store, _layout_name(store, ref)
-    from ociimg.commands.resolve import store_name
-
-    store = Store.open(root)
-    return store, store_name(store, text)
-
-
-def _layout_name(store: Store, ref: LayoutReference) -> str:
-    if ref.tag:
-        return ref.tag
-    names = [n for n, _ in store.refs()]
-    if len(names) == 1:
-        return names[0]
-    raise InvalidReference(f"{ref}: the layout holds {len(names)} images; name one",
-                           hint=f"use oci:{ref.path}:NAME, one of: {', '.join(names[:20])}")
-
-
-def _open_local(store: Store, name: str, platform: Platform | None) -> OpenedImage:
-    top = store.resolve(name)
-    desc, manifest, config = store.image_for(name, platform)
-    index = None
-    if top.media_type in spec.INDEX_TYPES:
-        doc = store.read_manifest(top)
-        index = doc if isinstance(doc, Index) else None
-    return OpenedImage(name, top, store.read_blob(top.digest), desc, manifest, config, index,
-                       store=store, platforms=_platforms(index))
+    source = parse_transport(text, root)
+    try:
+        desc, manifest = source.manifest(platform)
+        config = source.config()
+        index = source.index()
+        return OpenedImage(source.name or text, source.top, source.raw_manifest(), desc,
+                           manifest, config, index, source=source,
+                           platforms=_platforms(index))
+    except BaseException:
+        source.close()
+        raise
 
 
 def _platforms(index: Index | None) -> list[str]:

@@ -32,8 +32,7 @@ def inspect_image(image: str, root: Path, platform: Platform | None = None,
     try:
         return describe(img)
     finally:
-        if img.remote is not None:
-            img.remote.close()
+        img.close()
 
 
 def describe(img: OpenedImage) -> dict[str, Any]:

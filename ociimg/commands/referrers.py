@@ -47,12 +47,11 @@ def list_attachments(image: OpenedImage) -> list[dict[str, Any]]:
 def _referrers(image: OpenedImage, subject: Digest) -> list[Descriptor]:
     if image.remote is not None:
         return image.remote.client.referrers(image.remote.ref.repository, subject)
-    assert image.store is not None
     found = []
-    for _name, desc in image.store.refs():
-        if desc.media_type not in spec.MANIFEST_TYPES or not image.store.has_blob(desc.digest):
+    for _name, desc in image.local_refs():
+        if desc.media_type not in spec.MANIFEST_TYPES:
             continue
-        doc = image.store.read_manifest(desc)
+        doc = image.read_manifest(desc)
         if isinstance(doc, Manifest) and doc.subject and doc.subject.digest == subject:
             found.append(Descriptor(desc.media_type, desc.digest, desc.size,
                                     dict(doc.annotations), artifact_type=doc.artifact_type
@@ -70,11 +69,7 @@ def _find(image: OpenedImage, digest: str) -> Descriptor:
 
 
 def _read_doc(image: OpenedImage, desc: Descriptor) -> Manifest:
-    if image.remote is not None:
-        _raw, _d, doc = image.remote.get_document(str(desc.digest))
-    else:
-        assert image.store is not None
-        doc = image.store.read_manifest(desc)
+    doc = image.read_manifest(desc)
     if not isinstance(doc, Manifest):
         raise InvalidDocument(f"artifact {desc.digest}: an index, not a manifest")
     return doc

@@ -10,7 +10,13 @@ from pathlib import Path
 from ociimg.containers.resolved import ResolvedImage, warn_unsafe_labels
 from ociimg.errors import ImageNotFound, InvalidReference
 from ociimg.events import NullProgress, Progress
-from ociimg.reference import LayoutReference, Reference, parse_image_name, parse_reference
+from ociimg.reference import (
+    LAYOUT_KINDS,
+    LayoutReference,
+    Reference,
+    parse_image_name,
+    parse_reference,
+)
 from ociimg.spec import Platform
 from ociimg.store import Store
 
@@ -48,11 +54,19 @@ def store_name(store: Store, text: str) -> str:
 def resolve_image(text: str, root: Path, *, platform: Platform | None = None,
                   pull_options: PullOptions | None = None,
                   progress: Progress | None = None) -> ResolvedImage:
+    """The image ``text`` names, in a store, for run and unpack: an ``oci:`` layout is
+    used in place; an archive or ``dir:`` image is copied into the store first (as a
+    registry image is pulled), so its layers become snapshots like any other."""
     progress = progress or NullProgress()
     want = platform or Platform.host()
-    ref = _layout_or_none(text)
-    if ref is not None:
-        store, name = Store(ref.path), ref.tag or "latest"
+    ref = _local_or_none(text)
+    if ref is not None and ref.kind == "oci":
+        store, name = Store(ref.path), ref.tag or _only_name(ref)
+    elif ref is not None:
+        from ociimg.transports import import_image
+
+        store = Store.open(root)
+        name = import_image(ref, store, want)
     else:
         store = Store.open(root)
         name = find_store_name(store, text)
@@ -62,15 +76,24 @@ def resolve_image(text: str, root: Path, *, platform: Platform | None = None,
     return ResolvedImage(store, name, desc, manifest, config)
 
 
-def _layout_or_none(text: str) -> LayoutReference | None:
-    if not text.startswith(("oci:", "oci-archive:")):
+def _local_or_none(text: str) -> LayoutReference | None:
+    if not text.startswith(tuple(f"{kind}:" for kind in LAYOUT_KINDS)):
         return None
     ref = parse_image_name(text)
     assert isinstance(ref, LayoutReference)
-    if ref.kind != "oci":
-        raise InvalidReference(f"{text}: unpack and run read oci: layouts and the store",
-                               hint=f"copy it into a layout first: ociimg copy {text} oci:DIR:TAG")
     return ref
+
+
+def _only_name(ref: LayoutReference) -> str:
+    """An oci: layout without a name: its one image's name (the error lists them)."""
+    from ociimg.registry.copy import open_local, resolve_layout
+
+    store = open_local(ref)
+    desc = resolve_layout(store, ref)
+    for name, d in store.refs():
+        if d.digest == desc.digest:
+            return name
+    return str(desc.digest)
 
 
 def _pull_missing(text: str, store: Store, platform: Platform,

@@ -24,6 +24,7 @@ import gzip
 import io
 import lzma
 import os
+import posixpath
 import stat
 import zlib
 from collections.abc import Callable, Iterator
@@ -57,35 +58,55 @@ Opener = Callable[[], IO[bytes]]
 class Member:
     offset: int  # of the data, in the (decompressed) tar stream
     size: int
+    link: str | None = None  # a link's target, as a name from the archive's top
 
 
-class LayoutArchive:
-    """The read side of a Store (has_blob, open_blob, read_blob, read_manifest,
-    entries, resolve) over an OCI layout tar."""
+def _names_hint(refs: list[tuple[str, spec.Descriptor]]) -> str:
+    names = sorted(name for name, _ in refs)
+    if not names:
+        return "the layout names no image; give its digest"
+    shown = ", ".join(names[:20]) + (f" (and {len(names) - 20} more)" if len(names) > 20 else "")
+    return f"it holds: {shown}"
+
+
+class MemberArchive:
+    """A tar indexed once and read in place: regular members by name (``members``), and,
+    where the format has them, link members (``links``: name → target as written).
+    Subclasses say which names their format has (``accepts``)."""
+
+    kind = "OCI"
+    allow_links = False
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._open, self._compressed = _opener(self.path)
         self._cache: dict[str, bytes] = {}
+        self.links: dict[str, str] = {}
         self.members = self._index()
-        if "oci-layout" not in self.members or "index.json" not in self.members:
-            raise InvalidReference(f"{self.path}: not an OCI layout archive "
-                                   "(no oci-layout or index.json)")
-        self._index_raw = self._read_member("index.json", spec.MAX_MANIFEST_BYTES)
 
     def __repr__(self) -> str:
-        return f"LayoutArchive({str(self.path)!r})"
+        return f"{type(self).__name__}({str(self.path)!r})"
+
+    @staticmethod
+    def accepts(name: str) -> bool:
+        return _is_layout_member(name)
 
     # Indexing -----------------------------------------------------------------
     def _index(self) -> dict[str, Member]:
         members: dict[str, Member] = {}
         cached = 0
         with self._reading(), self._open() as stream:
-            for name, member in _scan(stream, str(self.path)):
-                if name in members:
+            for name, member in _scan(stream, str(self.path), self.accepts, self.kind):
+                if name in members or name in self.links:
                     raise UnsafeArchive(f"{self.path}: {name} appears twice in the archive")
-                if len(members) >= MAX_MEMBERS:
+                if len(members) + len(self.links) >= MAX_MEMBERS:
                     raise UnsafeArchive(f"{self.path}: more than {MAX_MEMBERS} entries")
+                if member.link is not None:
+                    if not self.allow_links:
+                        raise UnsafeArchive(f"{self.path}: unexpected entry {name[:100]!r} "
+                                            f"(a link) in an {self.kind} archive")
+                    self.links[name] = member.link
+                    continue
                 members[name] = member
                 if self._compressed and member.size <= spec.MAX_MANIFEST_BYTES and \
                         cached + member.size <= MAX_CACHED_BYTES:
@@ -109,6 +130,41 @@ class LayoutArchive:
             raise InvalidDocument(f"{self.path}: truncated or corrupt archive "
                                   f"({str(exc) or type(exc).__name__})") from exc
 
+    def open_member(self, name: str) -> IO[bytes]:
+        if name in self._cache:
+            return io.BytesIO(self._cache[name])
+        # Unbuffered: readers ask for large chunks, and an upload reads remaining_bytes.
+        return _MemberReader(self, self.members[name], name)  # type: ignore[return-value]
+
+    def read_member(self, name: str, limit: int) -> bytes:
+        if name in self._cache:
+            data = self._cache[name]
+        else:
+            member = self.members.get(name)
+            if member is None:
+                raise BlobUnknown(f"{name} not in the archive {self.path}")
+            if member.size > limit:
+                raise InvalidDocument(f"{self.path}: {name} is larger than the {limit}-byte "
+                                      "limit")
+            with self._reading(), self._open() as stream:
+                stream.seek(member.offset)
+                data = _read_exact(stream, member.size, name, self.path)
+        if len(data) > limit:
+            raise InvalidDocument(f"{self.path}: {name} is larger than the {limit}-byte limit")
+        return data
+
+
+class LayoutArchive(MemberArchive):
+    """The read side of a Store (has_blob, open_blob, read_blob, read_manifest,
+    entries, resolve) over an OCI layout tar."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        if "oci-layout" not in self.members or "index.json" not in self.members:
+            raise InvalidReference(f"{self.path}: not an OCI layout archive "
+                                   "(no oci-layout or index.json)")
+        self._index_raw = self.read_member("index.json", spec.MAX_MANIFEST_BYTES)
+
     # The read side of a Store ----------------------------------------------------
     def has_blob(self, digest: Digest | str) -> bool:
         return _blob_name(digest) in self.members
@@ -119,15 +175,9 @@ class LayoutArchive:
             raise BlobUnknown(f"blob {digest} not in the archive {self.path}")
         return self.open_member(name)
 
-    def open_member(self, name: str) -> IO[bytes]:
-        if name in self._cache:
-            return io.BytesIO(self._cache[name])
-        # Unbuffered: readers ask for large chunks, and an upload reads remaining_bytes.
-        return _MemberReader(self, self.members[name], name)  # type: ignore[return-value]
-
     def read_blob(self, digest: Digest | str, limit: int = spec.MAX_MANIFEST_BYTES) -> bytes:
         d = digest if isinstance(digest, Digest) else Digest.parse(str(digest))
-        data = self._read_member(_blob_name(d), limit)
+        data = self.read_member(_blob_name(d), limit)
         actual = Digest.of(data, d.algorithm)
         if actual != d:
             raise DigestMismatch(f"blob {d} in {self.path}: content hashes to {actual}")
@@ -159,32 +209,15 @@ class LayoutArchive:
         for desc in self.entries():
             if str(desc.digest) == name:
                 return desc
-        raise ImageNotFound(f"image {name} not found in the archive {self.path}")
-
-    # Reading members -----------------------------------------------------------------
-    def _read_member(self, name: str, limit: int) -> bytes:
-        if name in self._cache:
-            data = self._cache[name]
-        else:
-            member = self.members.get(name)
-            if member is None:
-                raise BlobUnknown(f"{name} not in the archive {self.path}")
-            if member.size > limit:
-                raise InvalidDocument(f"{self.path}: {name} is larger than the {limit}-byte "
-                                      "limit")
-            with self._reading(), self._open() as stream:
-                stream.seek(member.offset)
-                data = _read_exact(stream, member.size, name, self.path)
-        if len(data) > limit:
-            raise InvalidDocument(f"{self.path}: {name} is larger than the {limit}-byte limit")
-        return data
+        raise ImageNotFound(f"image {name} not found in the archive {self.path}",
+                            hint=_names_hint(self.refs()))
 
 
 class _MemberReader(io.RawIOBase):
     """One member's bytes, read (and seekable) in place; ``remaining_bytes`` lets an
     upload send a Content-Length."""
 
-    def __init__(self, archive: LayoutArchive, member: Member, name: str) -> None:
+    def __init__(self, archive: MemberArchive, member: Member, name: str) -> None:
         super().__init__()
         self._archive, self._member, self._name = archive, member, name
         self._stream: IO[bytes] | None = None
@@ -266,11 +299,21 @@ def _opener(path: Path) -> tuple[Opener, bool]:
 
 
 # The tar reader ----------------------------------------------------------------------
-def _scan(stream: IO[bytes], where: str) -> Iterator[tuple[str, Member]]:
-    """(name, member) for each layout file, in archive order; refuses anything else."""
+def _is_layout_member(name: str) -> bool:
+    if name in ("oci-layout", "index.json"):
+        return True
+    parts = name.split("/")
+    return len(parts) == 3 and parts[0] == "blobs" and is_digest(f"{parts[1]}:{parts[2]}")
+
+
+def _scan(stream: IO[bytes], where: str, accepts: Callable[[str], bool] = _is_layout_member,
+          kind_name: str = "OCI") -> Iterator[tuple[str, Member]]:
+    """(name, member) for each regular or link member the format ``accepts``, in archive
+    order; refuses anything else (devices, FIFOs, sparse files, unknown names)."""
     pos = 0
     pax: dict[str, str] = {}
     long_name: str | None = None
+    long_link: str | None = None
     while True:
         header = stream.read(BLOCK)
         if len(header) == 0 or header == b"\0" * BLOCK:
@@ -282,8 +325,8 @@ def _scan(stream: IO[bytes], where: str) -> Iterator[tuple[str, Member]]:
         kind = header[156:157]
         size = _number(header[124:136], where)
         padded = -(-size // BLOCK) * BLOCK
-        if kind in (b"x", b"g", b"L"):
-            limit = MAX_LONG_NAME if kind == b"L" else MAX_PAX_BYTES
+        if kind in (b"x", b"g", b"L", b"K"):
+            limit = MAX_LONG_NAME if kind in (b"L", b"K") else MAX_PAX_BYTES
             if size > limit:
                 raise UnsafeArchive(f"{where}: an extended header of {size} bytes "
                                     f"(limit {limit})")
@@ -293,20 +336,29 @@ def _scan(stream: IO[bytes], where: str) -> Iterator[tuple[str, Member]]:
                 pax = _parse_pax(data, where)
             elif kind == b"L":
                 long_name = data.split(b"\0", 1)[0].decode("utf-8", "replace")
+            elif kind == b"K":
+                long_link = data.split(b"\0", 1)[0].decode("utf-8", "replace")
             continue  # global headers: nothing in them matters to a layout
         name = pax.get("path") or long_name or _header_name(header)
+        link_target = pax.get("linkpath") or long_link
         if "size" in pax:
             size = _pax_size(pax["size"], where)
             padded = -(-size // BLOCK) * BLOCK
-        pax, long_name = {}, None
+        pax, long_name, long_link = {}, None, None
         name = name.removeprefix("./")
         if kind == b"5":  # directories are implied by the blobs' names: nothing to keep
             stream.seek(pos + padded)
             pos += padded
             continue
-        if kind not in _REGULAR or not _is_layout_member(name):
-            raise UnsafeArchive(f"{where}: unexpected entry {name[:100]!r} in an OCI archive",
-                                hint="only OCI image layouts are accepted")
+        if kind in (b"1", b"2") and accepts(name):
+            yield name, Member(pos, 0, _link_name(name, kind, link_target or
+                                                  _header_field(header, 157, 257)))
+            stream.seek(pos + padded)
+            pos += padded
+            continue
+        if kind not in _REGULAR or not accepts(name):
+            raise UnsafeArchive(f"{where}: unexpected entry {name[:100]!r} in an {kind_name} "
+                                "archive", hint=f"only {kind_name} image archives are accepted")
         yield name, Member(pos, size)
         stream.seek(pos + padded)  # the caller may have read some of the data
         pos += padded
@@ -319,6 +371,18 @@ def _header_name(header: bytes) -> str:
         if prefix:
             name = prefix + b"/" + name
     return name.decode("utf-8", "replace")
+
+
+def _link_name(name: str, kind: bytes, target: str) -> str:
+    """A link's target as a member name: a hard link names a member, a relative symlink
+    is relative to its own directory (an absolute one stays absolute: outside)."""
+    if kind == b"1" or target.startswith("/"):
+        return target
+    return posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
+
+
+def _header_field(header: bytes, start: int, end: int) -> str:
+    return header[start:end].split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
 def _check_checksum(header: bytes, where: str) -> None:
@@ -380,10 +444,3 @@ def _read_exact(stream: IO[bytes], size: int, name: str, where: str | Path) -> b
         raise InvalidDocument(f"{where}: truncated archive ({name} ends after {len(data)} of "
                               f"{size} bytes)")
     return data
-
-
-def _is_layout_member(name: str) -> bool:
-    if name in ("oci-layout", "index.json"):
-        return True
-    parts = name.split("/")
-    return len(parts) == 3 and parts[0] == "blobs" and is_digest(f"{parts[1]}:{parts[2]}")

@@ -30,11 +30,14 @@ from ociimg.events import NullProgress, Progress
 from ociimg.reference import LayoutReference, Reference
 from ociimg.registry.archive import LayoutArchive
 from ociimg.registry.client import RegistryClient
+from ociimg.registry.dirlayout import DirImage, write_dir
+from ociimg.registry.dockerarchive import DockerArchive
 from ociimg.registry.pull import FOREIGN_LAYER_TYPES, PullOptions, fetch_image, serialized
 from ociimg.registry.push import PushOptions, push_descriptor
 from ociimg.store import Store
 
 ImageName = Reference | LayoutReference
+LocalSource = Store | LayoutArchive | DockerArchive | DirImage
 
 
 class BlobSource(Protocol):
@@ -88,6 +91,13 @@ def copy(src: ImageName, dst: ImageName, options: CopyOptions | None = None,
             push_options.platform = None  # already narrowed
             return push_descriptor(store, desc, dst, push_options,  # type: ignore[arg-type]
                                    progress, str(src))
+        if dst.kind == "dir":
+            order = plan_copy(store, None, desc, str(src))
+            write_dir(dst.path, desc, _streams(store, order))
+            return desc.digest
+        if dst.kind == "docker-archive":
+            raise InvalidReference(f"{dst}: docker-archive destinations are written by "
+                                   "ociimg.transports.copy_image (layers are decompressed)")
         with _layout_dest(dst) as (dest_store, also_present):
             copy_between_stores(store, dest_store, desc, str(src), also_present)
             dest_store.tag(layout_name(dst, src), desc)
@@ -179,7 +189,7 @@ def _children(reader: BlobSource, desc: spec.Descriptor
 
 @contextlib.contextmanager
 def _source(src: ImageName, options: CopyOptions, progress: Progress,
-            cache: Store | None) -> Iterator[tuple[Store | LayoutArchive, spec.Descriptor]]:
+            cache: Store | None) -> Iterator[tuple[LocalSource, spec.Descriptor]]:
     if isinstance(src, LayoutReference):
         with _layout_source(src) as store:
             yield store, resolve_layout(store, src)
@@ -195,7 +205,7 @@ def _source(src: ImageName, options: CopyOptions, progress: Progress,
             client.close()
 
 
-def resolve_layout(store: Store | LayoutArchive, ref: LayoutReference) -> spec.Descriptor:
+def resolve_layout(store: LocalSource, ref: LayoutReference) -> spec.Descriptor:
     """The image named ``ref.tag`` in a layout, or its only image when no tag is given."""
     if ref.tag:
         if is_digest(ref.tag):
@@ -205,9 +215,19 @@ def resolve_layout(store: Store | LayoutArchive, ref: LayoutReference) -> spec.D
         return store.resolve(ref.tag)
     entries = store.entries()
     if len(entries) != 1:
-        raise InvalidReference(f"{ref}: the layout holds {len(entries)} images; name one",
+        names = sorted(name for name, _ in store.refs())
+        listed = ", ".join(names[:20]) + (" …" if len(names) > 20 else "")
+        raise InvalidReference(f"{ref}: the layout holds {len(entries)} images; name one"
+                               + (f" of: {listed}" if names else ""),
                                hint=f"use {ref.kind}:{ref.path}:NAME")
     return entries[0]
+
+
+def _streams(src: BlobSource, order: list[spec.Descriptor]
+             ) -> Iterator[tuple[spec.Descriptor, IO[bytes]]]:
+    for d in order:
+        with src.open_blob(d.digest) as stream:
+            yield d, stream
 
 
 @contextlib.contextmanager
@@ -223,13 +243,21 @@ def _scratch_store(cache: Store | None) -> Iterator[Store]:
 
 
 @contextlib.contextmanager
-def _layout_source(ref: LayoutReference) -> Iterator[Store | LayoutArchive]:
+def _layout_source(ref: LayoutReference) -> Iterator[LocalSource]:
+    yield open_local(ref)
+
+
+def open_local(ref: LayoutReference) -> LocalSource:
+    """The blob source behind a local transport: a layout, an archive, a dir: image."""
     if ref.kind == "oci":
         if not (ref.path / "oci-layout").is_file():
             raise InvalidReference(f"{ref}: {ref.path} is not an OCI layout (no oci-layout)")
-        yield Store(ref.path)
-        return
-    yield LayoutArchive(ref.path)
+        return Store(ref.path)
+    if ref.kind == "dir":
+        return DirImage(ref.path)
+    if ref.kind == "docker-archive":
+        return DockerArchive(ref.path)
+    return LayoutArchive(ref.path)
 
 
 @contextlib.contextmanager

@@ -193,7 +193,7 @@ def test_layout_names(text: str, kind: str, path: str, tag: str | None) -> None:
 @pytest.mark.parametrize("text", [
     "oci:", "oci::tag", "oci:/tmp/l:", "oci:/tmp/l:bad name", "oci:/tmp/l:[::1]:5000/x",
     "oci-archive:", "oci:/tmp/l:-x", "docker-daemon:busybox", "containers-storage:x",
-    "docker-archive:/tmp/x.tar", "dir:/tmp/x",
+    "docker-archive:", "dir:",
 ])
 def test_invalid_image_names(text: str) -> None:
     with pytest.raises(InvalidReference):

@@ -1,0 +1,498 @@
+"""One transport grammar for every command that reads or writes an image.
+
+``docker://REF`` (a registry), a bare name (the local store), ``oci:DIR[:REF]``,
+``oci-archive:FILE[:REF]``, ``docker-archive:FILE[:REF]`` and ``dir:DIR`` (skopeo's).
+:func:`parse_transport` gives an :class:`ImageSource` — the read side that inspect,
+history, ls, cat, diff, du and verification share: the image's manifest (narrowed to a
+platform), config, exact manifest bytes and verified blob streams, from whichever
+transport, without copying anything into the store. :func:`copy_image` writes any
+transport from any other (``docker-archive`` destinations need the layers
+decompressed, hence this module sits above ``layers`` and ``registry``), and
+:func:`import_image` brings a non-store image into the store for run and unpack.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tarfile
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+from ociimg import spec
+from ociimg.digest import Digest, HashingReader
+from ociimg.errors import BlobUnknown, DigestMismatch, InvalidDocument, InvalidReference
+from ociimg.fsutil import fsync_dir, temp_dir_beside
+from ociimg.reference import LayoutReference, Reference, parse_image_name, parse_reference
+from ociimg.store import Store
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ociimg.registry.client import RegistryClient
+    from ociimg.registry.copy import CopyOptions, LocalSource
+
+
+@dataclass
+class ImageSource:
+    """An image at one transport, read in place. ``blobs`` is its blob source (a Store,
+    an archive, a ``dir:`` image or the registry); ``top`` what the name resolved to
+    (a manifest or an index)."""
+
+    text: str
+    blobs: Any
+    top: spec.Descriptor
+    name: str | None = None  # the name the image has there (a store or layout ref name)
+    _chosen: tuple[spec.Descriptor, spec.Manifest] | None = field(default=None, repr=False)
+    _closer: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, repr=False)
+
+    def __enter__(self) -> ImageSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._closer.close()
+
+    def raw_manifest(self) -> bytes:
+        """The top document's exact bytes (what its digest and a signature are over)."""
+        return self.blobs.read_blob(self.top.digest)
+
+    def index(self) -> spec.Index | None:
+        if self.top.media_type not in spec.INDEX_TYPES:
+            return None
+        doc = self.blobs.read_manifest(self.top)
+        return doc if isinstance(doc, spec.Index) else None
+
+    def manifest(self, platform: spec.Platform | None = None
+                 ) -> tuple[spec.Descriptor, spec.Manifest]:
+        """The image manifest: the top one, or an index narrowed to ``platform``
+        (default: this host)."""
+        desc = self.top
+        doc = self.blobs.read_manifest(desc)
+        if isinstance(doc, spec.Index):
+            desc = spec.match_platform(doc, platform or spec.Platform.host())
+            doc = self.blobs.read_manifest(desc)
+            if isinstance(doc, spec.Index):
+                raise InvalidDocument(f"{self.text}: nested index {desc.digest} not supported")
+        self._chosen = (desc, doc)
+        return desc, doc
+
+    def config(self, platform: spec.Platform | None = None) -> spec.ImageConfig:
+        desc, manifest = self._chosen if self._chosen and platform is None \
+            else self.manifest(platform)
+        if manifest.config.media_type not in (spec.OCI_CONFIG, spec.DOCKER_CONFIG):
+            raise InvalidDocument(f"{self.text}: config type {manifest.config.media_type} is "
+                                  "not a container image", hint="this is an artifact")
+        raw = self.blobs.read_blob(manifest.config.digest, limit=spec.MAX_CONFIG_BYTES)
+        return spec.parse_config(raw, where=f"config {manifest.config.digest}")
+
+    @contextlib.contextmanager
+    def open_blob(self, digest: Digest | str, size: int | None = None) -> Iterator[BinaryIO]:
+        """A blob's stream; reading it to the end checks its digest (and ``size``):
+        a mismatch raises DigestMismatch at EOF, never returns wrong bytes silently."""
+        d = digest if isinstance(digest, Digest) else Digest.parse(str(digest))
+        with self.blobs.open_blob(d) as raw:
+            yield _Verified(raw, d, size, self.text)  # type: ignore[misc]
+
+
+class _Verified:
+    def __init__(self, raw: IO[bytes], digest: Digest, size: int | None, where: str) -> None:
+        self._reader = HashingReader(raw, digest.algorithm)  # type: ignore[arg-type]
+        self._digest, self._size, self._where = digest, size, where
+        self._checked = False
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._reader.read(n)
+        if not data or n < 0:
+            self._check()
+        return data
+
+    def readinto(self, buf: bytearray | memoryview) -> int:
+        n = self._reader.readinto(buf)
+        if not n:
+            self._check()
+        return n
+
+    def readable(self) -> bool:
+        return True
+
+    def finish(self) -> None:
+        """Read what is left (a longer blob is a mismatch too) and check."""
+        self._reader.drain()
+        self._check()
+
+    def _check(self) -> None:
+        if self._checked:
+            return
+        self._checked = True
+        actual = self._reader.digest()
+        if actual != self._digest or (self._size is not None and
+                                      self._reader.count != self._size):
+            raise DigestMismatch(f"{self._where}: blob {self._digest} hashes to {actual} "
+                                 f"({self._reader.count} bytes)",
+                                 hint="the source is corrupt or was altered")
+
+
+# Opening ------------------------------------------------------------------------------
+def parse_transport(text: str, root: Path | None = None, *,
+                    pull_options: Any = None) -> ImageSource:
+    """An image by what a user typed. A bare name is the local store under ``root``
+    (default: the default root); ``docker://`` reads the registry without pulling."""
+    ref = parse_image_name(text)
+    if isinstance(ref, LayoutReference):
+        return open_local_source(ref, text)
+    if text.startswith("docker://"):
+        return _open_registry(ref, text, pull_options)
+    from ociimg.store.layout import default_root
+
+    store = Store.open(root or default_root())
+    name = _store_name(store, text)
+    return ImageSource(text, store, store.resolve(name), name)
+
+
+def open_local_source(ref: LayoutReference, text: str | None = None) -> ImageSource:
+    from ociimg.registry.copy import open_local, resolve_layout
+
+    blobs = open_local(ref)
+    top = resolve_layout(blobs, ref)
+    names = [n for n, d in blobs.refs() if d.digest == top.digest]
+    return ImageSource(text or str(ref), blobs, top, ref.tag or (names[0] if names else None))
+
+
+def _store_name(store: Store, text: str) -> str:
+    from ociimg.errors import ImageNotFound
+
+    try:
+        store.resolve(text)
+    except ImageNotFound:
+        raise ImageNotFound(f"image {text} not found in the store {store.path}",
+                            hint=f"pull it first, or read the registry: docker://{text}"
+                            ) from None
+    names = [n for n, d in store.refs() if d.digest == store.resolve(text).digest]
+    with contextlib.suppress(InvalidReference):
+        normalized = str(parse_reference(text))
+        if normalized in names:
+            return normalized
+    return text if text in names else names[0]
+
+
+def _open_registry(ref: Reference, text: str, pull_options: Any) -> ImageSource:
+    from ociimg.registry import PullOptions, RegistryClient
+
+    options = pull_options or PullOptions()
+    client = RegistryClient.open(ref.domain, ref.api_host, options.client_options(),
+                                 ref.repository)
+    blobs = _RegistryBlobs(client, ref)
+    source = ImageSource(text, blobs, blobs.top(), str(ref))
+    source._closer.callback(client.close)
+    return source
+
+
+class _RegistryBlobs:
+    """A registry repository as a blob source: documents fetched (and cached) by
+    digest, blobs streamed through a spooled temp file (verified by the reader)."""
+
+    def __init__(self, client: RegistryClient, ref: Reference) -> None:
+        self.client, self.ref = client, ref
+        self.path = Path(str(ref))
+        self._docs: dict[Digest, bytes] = {}
+        self._sizes: dict[Digest, int] = {}
+
+    def top(self) -> spec.Descriptor:
+        raw, media_type, digest = self.client.get_manifest(self.ref.repository,
+                                                           self.ref.manifest_reference)
+        self._docs[digest] = raw
+        return spec.Descriptor(media_type, digest, len(raw))
+
+    def has_blob(self, digest: Digest | str) -> bool:
+        return True  # asked for by digest; a missing one is BlobUnknown when opened
+
+    def read_blob(self, digest: Digest | str, limit: int = spec.MAX_MANIFEST_BYTES) -> bytes:
+        d = digest if isinstance(digest, Digest) else Digest.parse(str(digest))
+        if d not in self._docs:
+            with self.open_blob(d, limit) as f:
+                data = f.read(limit + 1)
+            if len(data) > limit:
+                raise InvalidDocument(f"blob {d}: larger than the {limit}-byte limit")
+            if Digest.of(data, d.algorithm) != d:
+                raise DigestMismatch(f"blob {d} from {self.ref.domain}: content hashes to "
+                                     f"{Digest.of(data, d.algorithm)}")
+            self._docs[d] = data
+        return self._docs[d]
+
+    def read_manifest(self, desc: spec.Descriptor) -> spec.Manifest | spec.Index:
+        if desc.digest not in self._docs:
+            raw, _mt, digest = self.client.get_manifest(self.ref.repository, str(desc.digest))
+            self._docs[digest] = raw
+        doc = spec.parse_manifest_or_index(self._docs[desc.digest], desc.media_type,
+                                           where=f"manifest {desc.digest}")
+        children = doc.manifests if isinstance(doc, spec.Index) else (doc.config, *doc.layers)
+        self._sizes.update((c.digest, c.size) for c in children)
+        return doc
+
+    def open_blob(self, digest: Digest, limit: int | None = None) -> IO[bytes]:
+        if digest in self._docs:
+            return io.BytesIO(self._docs[digest])
+        if digest not in self._sizes:
+            raise BlobUnknown(f"blob {digest}: not referenced by {self.ref}'s manifests")
+        if limit is not None and self._sizes[digest] > limit:
+            raise InvalidDocument(f"blob {digest}: larger than the {limit}-byte limit")
+        spool = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115
+        sink = _Sink(spool)
+        desc = spec.Descriptor("application/octet-stream", digest, self._sizes[digest])
+        try:
+            self.client.fetch_blob(self.ref.repository, desc, sink)
+        except BlobUnknown:
+            spool.close()
+            raise
+        spool.seek(0)
+        return spool  # type: ignore[return-value]
+
+
+class _Sink:
+    def __init__(self, f: IO[bytes]) -> None:
+        self.f, self.offset = f, 0
+
+    def write(self, data: bytes) -> int:
+        self.f.write(data)
+        self.offset += len(data)
+        return len(data)
+
+    def restart(self) -> None:
+        self.f.seek(0)
+        self.f.truncate()
+        self.offset = 0
+
+
+# Writing ------------------------------------------------------------------------------
+def copy_image(src: str, dst: str, options: CopyOptions | None = None,
+               progress: Any = None, root: Path | None = None) -> Digest:
+    """``ociimg copy``: every transport to every transport. A bare name on either side
+    is the store under ``root``."""
+    from ociimg.registry import CopyOptions
+    from ociimg.registry import copy as registry_copy
+
+    options = options or CopyOptions()
+    src_ref, dst_ref = _copy_name(src, root), _copy_name(dst, root)
+    if isinstance(dst_ref, LayoutReference) and dst_ref.kind == "docker-archive":
+        with _source_for_save(src, src_ref, options, root) as (blobs, desc, names):
+            names = (dst_ref.tag,) if dst_ref.tag else names
+            save_images(dst_ref.path, [(blobs, desc, _full_names(names))],
+                        "docker-archive", options.platform)
+            return desc.digest
+    return registry_copy(src_ref, dst_ref, options, progress)
+
+
+def _full_names(names: Sequence[str]) -> tuple[str, ...]:
+    out = []
+    for name in names:
+        with contextlib.suppress(InvalidReference):
+            ref = parse_reference(name)
+            if ref.digest is None:
+                out.append(str(ref))
+    return tuple(out)
+
+
+def _copy_name(text: str, root: Path | None) -> Reference | LayoutReference:
+    """docker:// and layouts as parse_image_name; a bare name that is in the store is the
+    store (an oci: layout under the root), else a registry reference (skopeo's default)."""
+    ref = parse_image_name(text)
+    if isinstance(ref, LayoutReference) or text.startswith("docker://") or root is None:
+        return ref
+    store = Store.open(root)
+    try:
+        name = _store_name(store, text)
+    except InvalidReference:
+        return ref
+    except Exception:  # noqa: BLE001  (not in the store: the registry)
+        return ref
+    return LayoutReference("oci", store.path, name)
+
+
+@contextlib.contextmanager
+def _source_for_save(text: str, ref: Reference | LayoutReference, options: CopyOptions,
+                     root: Path | None
+                     ) -> Iterator[tuple[LocalSource, spec.Descriptor, tuple[str, ...]]]:
+    if isinstance(ref, LayoutReference):
+        source = open_local_source(ref, text)
+        names = tuple(n for n, d in source.blobs.refs() if d.digest == source.top.digest)
+        yield source.blobs, source.top, names
+        return
+    with tempfile.TemporaryDirectory(prefix="ociimg-save-") as tmp:
+        from ociimg.registry import copy as registry_copy
+
+        scratch = LayoutReference("oci", Path(tmp) / "layout", "image")
+        registry_copy(ref, scratch, options)
+        store = Store(scratch.path)
+        yield store, store.resolve("image"), (str(ref),)
+
+
+def save_images(path: Path | None, images: Sequence[tuple[Any, spec.Descriptor,
+                                                          tuple[str, ...]]],
+                fmt: str, platform: spec.Platform | None = None,
+                out: BinaryIO | None = None) -> None:
+    """Write ``images`` ((blob source, descriptor, names)) as a docker-archive or an
+    oci-archive to ``path`` (complete or not at all: written beside it, renamed over
+    it) or to the stream ``out``."""
+    if fmt not in ("docker-archive", "oci-archive"):
+        raise InvalidReference(f"unknown archive format {fmt!r}",
+                               hint="use docker-archive or oci-archive")
+    if path is None:
+        assert out is not None
+        _write_archive(out, images, fmt, platform, None)
+        return
+    with temp_dir_beside(path) as tmp:
+        with open(tmp / "archive", "xb") as f:
+            _write_archive(f, images, fmt, platform, tmp)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp / "archive", path)
+        fsync_dir(path.parent)
+
+
+def _write_archive(out: BinaryIO, images: Sequence[tuple[Any, spec.Descriptor,
+                                                         tuple[str, ...]]],
+                   fmt: str, platform: spec.Platform | None, scratch: Path | None) -> None:
+    if fmt == "docker-archive":
+        write_docker(out, images, platform, scratch)
+    else:
+        write_oci(out, images)
+
+
+def write_docker(out: BinaryIO, images: Sequence[tuple[Any, spec.Descriptor, tuple[str, ...]]],
+                 platform: spec.Platform | None, scratch: Path | None) -> None:
+    from ociimg.layers.compression import open_decompressed
+    from ociimg.registry.dockerarchive import SavedImage, write_docker_archive
+
+    def layer_opener(blobs: Any, layer: spec.Descriptor) -> Any:
+        @contextlib.contextmanager
+        def opener() -> Iterator[BinaryIO]:
+            with blobs.open_blob(layer.digest) as raw:
+                yield open_decompressed(raw, layer.media_type, f"layer {layer.digest}")
+        return opener
+
+    saved = []
+    for blobs, desc, names in images:
+        source = ImageSource(str(desc.digest), blobs, desc)
+        _mdesc, manifest = source.manifest(platform)
+        config_raw = blobs.read_blob(manifest.config.digest, limit=spec.MAX_CONFIG_BYTES)
+        config = spec.parse_config(config_raw, where=f"config {manifest.config.digest}")
+        spec.check_layers(manifest, config)
+        layers = tuple((diff_id, layer_opener(blobs, layer))
+                       for diff_id, layer in zip(config.diff_ids, manifest.layers, strict=True))
+        saved.append(SavedImage(names, config_raw, layers))
+    write_docker_archive(out, saved, scratch)
+
+
+def write_oci(out: BinaryIO, images: Sequence[tuple[Any, spec.Descriptor, tuple[str, ...]]]
+              ) -> None:
+    """An OCI layout as a tar stream, straight from the sources' blobs: every blob each
+    image needs (all platforms it holds), index.json naming each image by each name."""
+    from ociimg.registry.copy import plan_copy
+
+    entries, order, seen = [], [], set()
+    for blobs, desc, names in images:
+        for d in plan_copy(blobs, None, desc, str(desc.digest)):
+            if d.digest not in seen:
+                seen.add(d.digest)
+                order.append((blobs, d))
+        for name in names or (None,):
+            annotations = dict(desc.annotations)
+            annotations.pop(spec.ANNOTATION_REF_NAME, None)
+            if name:
+                annotations[spec.ANNOTATION_REF_NAME] = name
+                annotations["io.containerd.image.name"] = name
+            entries.append(desc.with_annotations(annotations).to_json())
+    index = spec.canonical_json({"schemaVersion": 2, "mediaType": spec.OCI_INDEX,
+                                 "manifests": entries})
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        _add(tar, "oci-layout", spec.canonical_json({"imageLayoutVersion": "1.0.0"}))
+        _add(tar, "index.json", index)
+        for blobs, d in order:
+            info = tarfile.TarInfo(f"blobs/{d.digest.algorithm}/{d.digest.hex}")
+            info.size, info.mode = d.size, 0o444
+            with blobs.open_blob(d.digest) as stream:
+                verified = _Verified(stream, d.digest, d.size, f"save {d.digest}")
+                tar.addfile(info, verified)
+                verified.finish()
+
+
+def _add(tar: Any, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode = len(data), 0o444
+    tar.addfile(info, io.BytesIO(data))
+
+
+# Into the store ---------------------------------------------------------------------
+def import_image(ref: LayoutReference, store: Store, platform: spec.Platform | None = None
+                 ) -> str:
+    """Copy the image ``ref`` names (narrowed to ``platform``) into ``store`` for run and
+    unpack; returns the name it is tagged with there."""
+    from ociimg.registry.copy import copy_between_stores
+
+    with open_local_source(ref) as source:
+        desc, _manifest = source.manifest(platform)
+        names = store_names(source.name, desc)
+        with store.lease():
+            copy_between_stores(source.blobs, store, desc, str(ref))
+            for name in names:
+                store.tag(name, desc)
+    return names[0]
+
+
+def load_archive(path: Path, store: Store) -> list[tuple[str, spec.Descriptor]]:
+    """``ociimg load``: every image of a docker-archive or oci-archive into ``store``.
+    All blobs are copied (and verified) before any name is tagged: a bad archive leaves
+    no name pointing at half an image."""
+    from ociimg.registry.archive import LayoutArchive
+    from ociimg.registry.copy import copy_between_stores, plan_copy
+    from ociimg.registry.dockerarchive import DockerArchive
+
+    try:
+        archive: Any = DockerArchive(path)
+    except InvalidReference as exc:
+        if "no manifest.json" not in exc.message:
+            raise
+        archive = LayoutArchive(path)
+    tags: list[tuple[str, spec.Descriptor]] = []
+    with store.lease():
+        for desc in archive.entries():
+            try:
+                plan_copy(archive, None, desc, str(path))
+            except BlobUnknown:  # an index saved with one platform's image: that one
+                if desc.media_type not in spec.INDEX_TYPES:
+                    raise
+                desc = ImageSource(str(path), archive, desc).manifest()[0]
+            copy_between_stores(archive, store, desc, str(path))
+            names = [n for n, d in archive.refs() if d.digest == desc.digest] or \
+                [_annotated_name(desc)]
+            tags += [(n, desc) for n in store_names(names[0], desc, names)]
+        for name, desc in tags:
+            store.tag(name, desc)
+    return tags
+
+
+def _annotated_name(desc: spec.Descriptor) -> str | None:
+    return desc.annotations.get("io.containerd.image.name") or \
+        desc.annotations.get(spec.ANNOTATION_REF_NAME)
+
+
+def store_names(name: str | None, desc: spec.Descriptor,
+                all_names: Sequence[str | None] = ()) -> list[str]:
+    """The store names for an image from outside: each name that is a full image
+    reference (``busybox:1``, ``example.com/a/b:t``), normalised; a bare tag
+    (skopeo's ``oci:DIR:latest``) or no name gives the digest as its name (listed as
+    <none> by ``ociimg images``, as docker and podman show unnamed images)."""
+    out = []
+    for candidate in all_names or (name,):
+        if candidate and ("/" in candidate or ":" in candidate):
+            with contextlib.suppress(InvalidReference):
+                parsed = parse_reference(candidate)
+                if parsed.digest is None:
+                    out.append(str(parsed))
+    return out or [str(desc.digest)]
