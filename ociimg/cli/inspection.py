@@ -340,26 +340,44 @@ def print_template(template: str, doc: dict[str, Any]) -> None:
     (``{{.Config.Env}}``, ``{{.Digest}}``, ``{{json .Config}}``)."""
     from ociimg.cli.template import render
 
-    print(render(template, inspect_fields(doc)), end="" if template.endswith("\n") else "\n")
+    text = render(template, _escaped(inspect_fields(doc)))
+    print(text, end="" if text.endswith("\n") else "\n")
+
+
+def _escaped(value: Any) -> Any:
+    """Every string from the image through ``printable`` before it is rendered: a
+    value cannot add lines or drive the terminal, the template's own newlines stay."""
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {printable(k): _escaped(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_escaped(v) for v in value]
+    return value
+
+
+_CONFIG_KEYS = ("User", "ExposedPorts", "Env", "Entrypoint", "Cmd", "Volumes",
+                "WorkingDir", "Labels", "StopSignal")
 
 
 def inspect_fields(doc: dict[str, Any]) -> dict[str, Any]:
     """The inspect document under the field names users know from `docker inspect` and
-    `skopeo inspect` (the config's fields at the top, as docker; the JSON keys too)."""
+    `skopeo inspect`; the config's usual keys are always there (unset: null, as
+    docker prints them)."""
     cfg = doc["config"]
-    fields = dict(doc)
-    fields.update({"Name": doc["name"], "Digest": doc["digest"], "MediaType": doc["mediaType"],
-                   "Platform": doc["platform"], "Config": cfg.get("config", {}),
-                   "Created": cfg.get("created", ""), "Author": cfg.get("author", ""),
-                   "Architecture": cfg.get("architecture", ""), "Os": cfg.get("os", ""),
-                   "Variant": cfg.get("variant", ""),
-                   "Labels": cfg.get("config", {}).get("Labels") or {},
-                   "Env": cfg.get("config", {}).get("Env") or [],
-                   "Layers": [x["digest"] for x in doc["layers"]],
-                   "Size": doc["size"], "RootFS": cfg.get("rootfs", {}),
-                   "History": doc["history"], "Manifest": doc["manifest"],
-                   "Annotations": doc["manifest"].get("annotations") or {}})
-    return fields
+    runtime = {key: None for key in _CONFIG_KEYS} | dict(cfg.get("config") or {})
+    return {"Name": doc["name"], "Digest": doc["digest"], "MediaType": doc["mediaType"],
+            "Platform": doc["platform"], "Config": runtime,
+            "Created": cfg.get("created"), "Author": cfg.get("author"),
+            "Architecture": cfg.get("architecture"), "Os": cfg.get("os"),
+            "Variant": cfg.get("variant"), "Labels": runtime["Labels"] or {},
+            "Env": runtime["Env"] or [], "Layers": [x["digest"] for x in doc["layers"]],
+            "LayersData": doc["layers"], "Size": doc["size"],
+            "UncompressedSize": doc["uncompressedSize"], "RootFS": cfg.get("rootfs", {}),
+            "History": doc["history"], "Manifest": doc["manifest"],
+            "Annotations": doc["manifest"].get("annotations") or {},
+            "Attachments": doc["attachments"], "Index": doc.get("index"),
+            "Platforms": doc.get("platforms", [])}
 
 
 # Registry reads -------------------------------------------------------------------
