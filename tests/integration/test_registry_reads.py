@@ -6,6 +6,7 @@ removes a manifest, sync copies what is missing and then skips everything."""
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import re
 import threading
@@ -165,3 +166,61 @@ def test_sync_copies_missing_then_skips_everything(pushed: str, registry: Regist
     assert sorted(names) == [f"{pushed.rsplit('/', 1)[1]}:t1", f"{pushed.rsplit('/', 1)[1]}:t2"]
     skip = ociimg(tmp_path, "sync", f"docker://{pushed}:t1", f"oci:{layout}")
     assert skip.stdout.startswith("present")
+
+
+def test_cat_and_ls_stream_docker_layers_without_storing(pushed: str, tmp_path: Path,
+                                                         fixture_layout: Path) -> None:
+    local = ociimg(tmp_path, "cat", f"oci:{fixture_layout}:multilayer", "/app/run.sh")
+    remote = ociimg(tmp_path, "cat", f"docker://{pushed}:t1", "/app/run.sh")
+    assert remote.returncode == 0, remote.stderr
+    assert remote.stdout == local.stdout and remote.stdout
+    listing = ociimg(tmp_path, "ls", f"docker://{pushed}:t1", "/app")
+    assert listing.stdout.splitlines() == ["/app/run.sh"]
+    assert not (tmp_path / "store" / "blobs").exists()
+
+
+def _put_artifact(registry: RegistryServer, repo: str, subject_digest: str) -> str:
+    """An SBOM manifest whose subject is the image, and the referrers fallback tag
+    (distribution-spec: an index tagged ``sha256-<hex>``) that a pusher maintains
+    for a registry without the referrers API (docker-registry 2.8)."""
+    from ociimg import spec
+    from ociimg.registry.client import RegistryClient
+
+    host, path = repo.split("/", 1)
+    client = RegistryClient.open(host, host, None, path)
+    try:
+        empty = b"{}"
+        client.upload_blob(path, spec.Descriptor(spec.OCI_EMPTY, Digest.of(empty), 2),
+                           lambda: io.BytesIO(empty))
+        raw = spec.canonical_json({
+            "schemaVersion": 2, "mediaType": spec.OCI_MANIFEST,
+            "artifactType": "application/spdx+json",
+            "config": {"mediaType": spec.OCI_EMPTY, "digest": str(Digest.of(empty)),
+                       "size": 2}, "layers": [],
+            "subject": {"mediaType": spec.OCI_MANIFEST, "digest": subject_digest,
+                        "size": 1}})
+        digest = client.put_manifest(path, str(Digest.of(raw)), raw, spec.OCI_MANIFEST)
+        index = spec.canonical_json({"schemaVersion": 2, "mediaType": spec.OCI_INDEX,
+                                     "manifests": [{"mediaType": spec.OCI_MANIFEST,
+                                                    "digest": str(digest), "size": len(raw),
+                                                    "artifactType": "application/spdx+json"}]})
+        client.put_manifest(path, subject_digest.replace(":", "-"), index, spec.OCI_INDEX)
+    finally:
+        client.close()
+    return str(digest)
+
+
+def test_referrers_of_a_registry_image_through_the_fallback_tag(
+        pushed: str, registry: RegistryServer, tmp_path: Path) -> None:
+    subject = ociimg(tmp_path, "digest", f"docker://{pushed}:t4").stdout.strip()
+    artifact = _put_artifact(registry, pushed, subject)
+    doc = json.loads(ociimg(tmp_path, "referrers", "--json", f"docker://{pushed}:t4").stdout)
+    assert [(d["digest"], d["artifactType"], d["source"]) for d in doc] == [
+        (artifact, "application/spdx+json", "referrers")]
+    shown = ociimg(tmp_path, "inspect", f"docker://{pushed}:t4").stdout
+    assert f"Attachment:   {artifact} application/spdx+json" in shown
+    out = tmp_path / "sbom"
+    got = ociimg(tmp_path, "referrers", f"docker://{pushed}:t4", "--extract", artifact,
+                 "-o", str(out))
+    assert got.returncode == 0, got.stderr
+    assert json.loads((out / "manifest.json").read_text())["subject"]["digest"] == subject
