@@ -179,7 +179,7 @@ def inspect(
     from ociimg.commands.inspect import inspect_image
 
     doc = inspect_image(image, STATE.root, parse_platform(platform),
-                        client_options(insecure, ca_bundle, auth_file))
+                        client_options(insecure, ca_bundle, auth_file, image))
     if format_ is not None:
         print_template(format_, doc)
     elif json_out:

@@ -26,8 +26,12 @@ if TYPE_CHECKING:
 IMAGE_HELP = "Image: a store name, oci:DIR[:REF] or docker://REF."
 
 
-def client_options(insecure: bool, ca_bundle: Path | None,
-                   auth_file: Path | None) -> ClientOptions:
+def client_options(insecure: bool, ca_bundle: Path | None, auth_file: Path | None,
+                   image: str = "docker://") -> ClientOptions | None:
+    """Options for reading a registry; None for a local image (importing the registry
+    client costs ~100 ms of start-up that a store image never needs)."""
+    if not image.startswith("docker://"):
+        return None
     from ociimg.registry.client import ClientOptions
 
     return ClientOptions(insecure=insecure, ca_bundle=ca_bundle, auth_file=auth_file)
@@ -38,7 +42,7 @@ def open_image(text: str, platform: str | None, insecure: bool = False,
     from ociimg.commands.imagesource import open_image as do_open
 
     return do_open(text, STATE.root, parse_platform(platform),
-                   client_options(insecure, ca_bundle, auth_file))
+                   client_options(insecure, ca_bundle, auth_file, text))
 
 
 @app.command(rich_help_panel="Inspection")
