@@ -16,6 +16,7 @@ from ociimg.cli import (  # noqa: F401  (registers commands)
     imagelist,
     images,
     inspection,
+    registryreads,
     unpack,
 )
 from ociimg.cli.app import STATE, app

@@ -14,7 +14,9 @@ from __future__ import annotations
 import gc
 import hashlib
 import io
+import shutil
 import tarfile
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
@@ -392,9 +394,19 @@ def cat_file(image: OpenedImage, path: str, out: BinaryIO) -> None:
         kind = entry.kind if entry else "?"
         raise InvalidArgument(f"/{resolved}: a {kind} in the image, not a regular file")
     layer, ordinal = node.source
-    for n, (_entry, reader) in enumerate(layer_entries(image, layer)):
-        if n == ordinal:
-            for piece in reader.pieces():
-                out.write(piece)
-            return
-    raise InvalidDocument(f"layer {layer}: entry {ordinal} vanished on a second read")
+    # A registry could serve other bytes the second time: the file is held until the
+    # whole blob has been read and its digest checked, only then written.
+    remote = image.remote is not None
+    with tempfile.SpooledTemporaryFile(8 << 20) as spool:
+        found = False
+        for n, (_entry, reader) in enumerate(layer_entries(image, layer)):
+            if n == ordinal:
+                found = True
+                for piece in reader.pieces():
+                    (spool if remote else out).write(piece)
+                if not remote:
+                    return
+        if not found:
+            raise InvalidDocument(f"layer {layer}: entry {ordinal} vanished on a second read")
+        spool.seek(0)
+        shutil.copyfileobj(spool, out, 1 << 20)

@@ -117,7 +117,8 @@ def _store_source(text: str, root: Path) -> ImageSource | None:
             raise InvalidReference(f"{text}: {ref.path} is not an OCI layout (no oci-layout)")
         store = Store(ref.path)
         name = ref.tag or _only_name(store, text)
-        return _Trusted(text, store, store.resolve(name), name)
+        # A layout is whatever someone put in that directory: blobs hashed as read.
+        return ImageSource(text, store, store.resolve(name), name)
     from ociimg.commands.resolve import store_name
 
     store = Store.open(root)
