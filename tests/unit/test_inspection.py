@@ -211,3 +211,15 @@ def test_du_wasted_bytes_as_dive_counts_them(tmp_path: Path) -> None:
     assert gate.returncode == 1 and "above --max-wasted 10%" in gate.stderr
     assert "Wasted:" in gate.stdout and "/d" in gate.stdout
     assert ociimg(root, "du", "--max-wasted", "20k", "w").returncode == 0
+
+
+def test_ls_of_one_file_and_layer_by_digest(store_root: Path) -> None:
+    assert ociimg(store_root, "ls", "img", "/etc/passwd").stdout == "/etc/passwd\n"
+    store = Store.open(store_root)
+    manifest = store.image_for("img")[1]
+    digest = str(manifest.layers[1].digest)[:19]
+    by_digest = ociimg(store_root, "ls", "--layer", digest, "img")
+    assert by_digest.stdout == ociimg(store_root, "ls", "--layer", "1", "img").stdout
+    assert "/etc/big (deleted)" in by_digest.stdout
+    missing = ociimg(store_root, "ls", "img", "/nope")
+    assert missing.returncode == 1 and "no such file" in missing.stderr

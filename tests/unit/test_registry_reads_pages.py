@@ -78,3 +78,18 @@ def test_bad_tags_field_is_an_error(httpserver: HTTPServer) -> None:
             client.list_tags("app")
     finally:
         client.close()
+
+
+def test_delete_on_a_registry_without_deletes_says_how(httpserver: HTTPServer) -> None:
+    digest = "sha256:" + "ab" * 32
+    httpserver.expect_request(f"/v2/app/manifests/{digest}", method="DELETE").respond_with_json(
+        {"errors": [{"code": "UNSUPPORTED", "message": "The operation is unsupported."}]},
+        status=405)
+    client = client_for(httpserver)
+    try:
+        with pytest.raises(RegistryError, match="does not allow deletes") as info:
+            from ociimg.digest import Digest
+            client.delete_manifest("app", Digest.parse(digest))
+    finally:
+        client.close()
+    assert "storage.delete.enabled" in (info.value.hint or "")
