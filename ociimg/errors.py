@@ -107,5 +107,29 @@ class StepFailed(BuildError):
         self.exit_code = exit_code
 
 
+class BuildSyntaxError(BuildError):
+    """A Containerfile (or ignore file) does not parse: names file, line and instruction."""
+
+    def __init__(self, message: str, *, filename: str, line: int, instruction: str | None = None,
+                 hint: str | None = None) -> None:
+        where = f"{filename}:{line}: {instruction}: " if instruction else f"{filename}:{line}: "
+        super().__init__(where + message, hint=hint)
+        self.filename = filename
+        self.line = line
+        self.instruction = instruction
+
+
+class ContextEscape(BuildError):
+    """A build-context path leads out of the context (``..``, a symlink out)."""
+
+
+class ContextNotFound(BuildError):
+    """A path is not in the build context (missing, or excluded by the ignore file)."""
+
+
+class DownloadFailed(BuildError):
+    """ADD of a URL failed (HTTP status, size limit, too many redirects)."""
+
+
 class InvalidArgument(OciimgError):
     """A command-line value is malformed (e.g. a container name)."""

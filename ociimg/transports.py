@@ -429,14 +429,14 @@ def _add(tar: Any, name: str, data: bytes) -> None:
 
 
 # Into the store ---------------------------------------------------------------------
-def import_image(ref: LayoutReference, store: Store, platform: spec.Platform | None = None
-                 ) -> str:
-    """Copy the image ``ref`` names (narrowed to ``platform``) into ``store`` for run and
-    unpack; returns the name it is tagged with there."""
+def import_image(ref: LayoutReference, store: Store, platform: spec.Platform | None = None,
+                 *, all_platforms: bool = False) -> str:
+    """Copy the image ``ref`` names (narrowed to ``platform`` unless ``all_platforms``)
+    into ``store`` for run, unpack and pull; returns the name it is tagged with there."""
     from ociimg.registry.copy import copy_between_stores
 
     with open_local_source(ref) as source:
-        desc, _manifest = source.manifest(platform)
+        desc = source.top if all_platforms else source.manifest(platform)[0]
         names = store_names(source.name, desc)
         with store.lease():
             copy_between_stores(source.blobs, store, desc, str(ref))

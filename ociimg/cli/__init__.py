@@ -11,6 +11,7 @@ import typer
 
 from ociimg.cli import (  # noqa: F401  (registers commands)
     archive_cmds,
+    build,
     changes,
     containers,
     imagelist,

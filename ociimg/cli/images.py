@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -21,8 +22,10 @@ from ociimg.cli.options import (
 )
 from ociimg.cli.output import print_json, printable, progress_for
 from ociimg.errors import InvalidReference
-from ociimg.reference import LayoutReference, Reference, parse_image_name
+from ociimg.reference import LAYOUT_KINDS, LayoutReference, Reference, parse_image_name
 from ociimg.store import Store
+
+LOCAL_PREFIXES = tuple(f"{kind}:" for kind in LAYOUT_KINDS)
 
 
 def store_name(store: Store, text: str) -> str:
@@ -63,6 +66,14 @@ def pull(
     from ociimg.registry import PullOptions
     from ociimg.registry import pull as do_pull
 
+    if image.startswith(LOCAL_PREFIXES):  # podman pulls from archives too: a load of one
+        from ociimg.transports import import_image
+
+        name = import_image(parse_image_name(image), open_store(),  # type: ignore[arg-type]
+                            parse_platform(platform), all_platforms=all_platforms)
+        if not quiet:
+            print(name)
+        return
     ref = registry_reference(image)
     options = PullOptions(platform=parse_platform(platform), all_platforms=all_platforms,
                           insecure=insecure, ca_bundle=ca_bundle, auth_file=auth_file,
@@ -84,7 +95,8 @@ def pull(
 
 @app.command(rich_help_panel="Images")
 def push(
-    source: str = typer.Argument(..., help="Image name in the local store."),
+    source: str = typer.Argument(..., help="Image name in the local store, or "
+                                 "oci:/oci-archive:/docker-archive:/dir: transports."),
     destination: str = typer.Argument(None, help="Registry reference to push to "
                                       "(default: the source name)."),
     insecure: bool = INSECURE,
@@ -105,6 +117,10 @@ def push(
     from ociimg.registry import PushOptions
     from ociimg.registry import push as do_push
 
+    if source.startswith(LOCAL_PREFIXES):
+        _push_local(source, destination, insecure, ca_bundle, auth_file, jobs, retries,
+                    parse_platform(platform), quiet, json_out)
+        return
     store = open_store()
     name = store_name(store, source)
     dest = registry_reference(destination or name)
@@ -114,6 +130,27 @@ def push(
                           mount_from=tuple(mount_from))
     with progress_for(quiet, json_out) as progress:
         digest = do_push(store, name, dest, options, progress)
+    if json_out:
+        print_json({"reference": str(dest), "digest": str(digest)})
+    elif not quiet:
+        print(f"{dest}\n  digest: {digest}")
+
+
+def _push_local(source: str, destination: str | None, insecure: bool, ca_bundle: Path,
+                auth_file: Path, jobs: int, retries: int, platform: Any, quiet: bool,
+                json_out: bool) -> None:
+    """push from an archive, layout or dir: image: a copy to the registry."""
+    from ociimg.registry import CopyOptions
+    from ociimg.transports import copy_image
+
+    if not destination:
+        raise InvalidReference(f"push {source}: give the registry reference to push to")
+    dest = registry_reference(destination)
+    options = CopyOptions(platform=platform, all_platforms=platform is None,
+                          dest_insecure=insecure, ca_bundle=ca_bundle, auth_file=auth_file,
+                          concurrency=jobs, retries=retries)
+    with progress_for(quiet, json_out) as progress:
+        digest = copy_image(source, f"docker://{dest}", options, progress, STATE.root)
     if json_out:
         print_json({"reference": str(dest), "digest": str(digest)})
     elif not quiet:

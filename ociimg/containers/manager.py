@@ -25,7 +25,12 @@ from ociimg.containers import store
 from ociimg.containers.monitor import MONITOR_RECORD, error_from_report
 from ociimg.containers.protocol import OciRuntime
 from ociimg.containers.resolved import ResolvedImage, warn_unsafe_labels
-from ociimg.containers.rootfs import mount_rootfs, release_rootfs, remove_rootfs
+from ociimg.containers.rootfs import (
+    mount_rootfs,
+    mount_snapshot,
+    release_rootfs,
+    remove_rootfs,
+)
 from ociimg.containers.runtimes import runtime_from_record, select_runtime
 from ociimg.containers.store import Container
 from ociimg.errors import ContainerError, ContainerNotFound, OciimgError
@@ -44,6 +49,9 @@ class CreateOptions:
     remove: bool = False           # removed by its monitor once it exits (run --rm)
     interactive: bool = False      # an attached start feeds the caller's stdin to it
     runtime: str | None = None     # None: the built-in runtime; else a runc-compatible binary
+    # An active snapshot someone else prepared (a build step's) to mount as the rootfs;
+    # it is not the container's: rm leaves it to its owner.
+    snapshot: str | None = None
 
 
 @dataclass(frozen=True)
@@ -86,7 +94,10 @@ class ContainerManager:
         try:
             if options.name:
                 store.reserve_name(self.root, options.name, cid)
-            mount_rootfs(image, self.root, tmp, cid, progress)
+            if options.snapshot is None:
+                mount_rootfs(image, self.root, tmp, cid, progress)
+            else:
+                mount_snapshot(self.root, tmp, options.snapshot)
             bundle_options = options.bundle
             if bundle_options.hostname is None:
                 bundle_options = dataclasses.replace(bundle_options, hostname=cid[:12])
@@ -102,11 +113,14 @@ class ContainerManager:
                     "stopSignal": image.config.stop_signal or "SIGTERM",
                     "autoRemove": options.remove, "interactive": options.interactive,
                     "runtime": runtime.describe()}
+            if options.snapshot is not None:
+                meta["snapshotKey"] = options.snapshot
             store.write_json(tmp / "meta.json", meta)
             os.rename(tmp, final)
         except BaseException:
             release_rootfs(tmp)
-            remove_rootfs(self.root, cid)
+            if options.snapshot is None:
+                remove_rootfs(self.root, cid)
             remove_tree(tmp)
             if options.name:
                 store.release_name(self.root, options.name, cid)
@@ -272,7 +286,8 @@ class ContainerManager:
         with contextlib.suppress(OciimgError):
             self.runtime(c).delete(c.id, force=True)
         release_rootfs(c.path)
-        remove_rootfs(self.root, c.snapshot_key)
+        if "snapshotKey" not in c.meta:
+            remove_rootfs(self.root, c.snapshot_key)
         with contextlib.suppress(FileNotFoundError):
             store.remove_dir(c)
         report = self._reports.pop(c.id, None)

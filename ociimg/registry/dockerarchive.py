@@ -231,18 +231,26 @@ def write_docker_archive(out: BinaryIO, images: Iterable[SavedImage],
     decompressed: on a seekable ``out`` its header is patched afterwards, otherwise the
     layer is spooled to a temp file in ``scratch`` first."""
     writer = _TarWriter(out, scratch)
-    manifest = []
+    # One entry per image ID (config digest), as docker save: two names of one image
+    # (or the same image stored with differently compressed layers) share it.
+    entries: dict[Digest, dict[str, Any]] = {}
     written: set[Digest] = set()
     for image in images:
         config_digest = Digest.of(image.config)
+        if config_digest in entries:
+            tags = entries[config_digest]["RepoTags"]
+            tags += [n for n in image.names if n not in tags]
+            continue
         writer.add_bytes(f"{config_digest.hex}.json", image.config)
         for diff_id, opener in image.layers:
             if diff_id not in written:
                 writer.add_layer(f"{diff_id.hex}.tar", diff_id, opener)
                 written.add(diff_id)
-        manifest.append({"Config": f"{config_digest.hex}.json", "RepoTags": list(image.names),
-                         "Layers": [f"{d.hex}.tar" for d, _ in image.layers]})
-    writer.add_bytes("manifest.json", spec.canonical_json(manifest))  # type: ignore[arg-type]
+        entries[config_digest] = {"Config": f"{config_digest.hex}.json",
+                                  "RepoTags": list(image.names),
+                                  "Layers": [f"{d.hex}.tar" for d, _ in image.layers]}
+    writer.add_bytes("manifest.json",
+                     spec.canonical_json(list(entries.values())))  # type: ignore[arg-type]
     writer.close()
 
 
