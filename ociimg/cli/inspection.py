@@ -325,6 +325,8 @@ def print_inspect(doc: dict[str, Any]) -> None:
                         f"{human_size(size) if size is not None else '?':>10}  "
                         f"{layer['mediaType']}"))
     _print_history_summary(doc["history"])
+    if doc.get("attachmentsError"):
+        line("Attachments", f"? ({doc['attachmentsError']})")
     for att in doc.get("attachments", []):
         kind = att["artifactType"] or att["mediaType"]
         line("Attachment", f"{att['digest']} {kind} ({att['source']}, for {att['subject']})")

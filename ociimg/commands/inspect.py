@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from ociimg import spec
 from ociimg.commands.history import history_rows
 from ociimg.commands.imagesource import OpenedImage, open_image
+from ociimg.errors import OciimgError
 from ociimg.spec import Descriptor, Platform
 from ociimg.store import Store
 
@@ -57,8 +58,12 @@ def describe(img: OpenedImage) -> dict[str, Any]:
         "size": sum(x.size for x in img.manifest.layers),
         "uncompressedSize": sum(sizes) if sizes and None not in sizes else None,  # type: ignore[arg-type]
         "history": history_rows(img.manifest, img.config),
-        "attachments": list_attachments(img),
+        "attachments": [],
     }
+    try:  # a registry's referrers listing failing must not hide the image itself
+        doc["attachments"] = list_attachments(img)
+    except OciimgError as exc:
+        doc["attachmentsError"] = exc.message
     if img.index is not None:
         doc["index"] = str(img.top.digest)
         doc["platforms"] = img.platforms

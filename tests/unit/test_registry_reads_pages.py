@@ -93,3 +93,33 @@ def test_delete_on_a_registry_without_deletes_says_how(httpserver: HTTPServer) -
     finally:
         client.close()
     assert "storage.delete.enabled" in (info.value.hint or "")
+
+
+def test_inspect_survives_a_referrers_error_and_fetches_no_layer(
+        httpserver: HTTPServer, tmp_path) -> None:  # noqa: ANN001
+    from ociimg import spec
+    from ociimg.digest import Digest
+    from tests.clirun import ociimg
+
+    config = spec.canonical_json({"architecture": "amd64", "os": "linux",
+                                  "config": {"Cmd": ["sh"]},
+                                  "rootfs": {"type": "layers", "diff_ids": ["sha256:" + "0" * 64]}})
+    manifest = spec.canonical_json({
+        "schemaVersion": 2, "mediaType": spec.OCI_MANIFEST,
+        "config": {"mediaType": spec.OCI_CONFIG, "digest": str(Digest.of(config)),
+                   "size": len(config)},
+        "layers": [{"mediaType": spec.OCI_LAYER_GZIP, "digest": "sha256:" + "1" * 64,
+                    "size": 5 << 30}]})
+    digest = Digest.of(manifest)
+    for ref in ("v1", str(digest)):
+        httpserver.expect_request(f"/v2/app/manifests/{ref}").respond_with_data(
+            manifest, content_type=spec.OCI_MANIFEST,
+            headers={"Docker-Content-Digest": str(digest)})
+    httpserver.expect_request(f"/v2/app/blobs/{Digest.of(config)}").respond_with_data(config)
+    httpserver.expect_request(f"/v2/app/referrers/{digest}").respond_with_json(
+        {"errors": [{"code": "DENIED", "message": "no"}]}, status=403)
+    proc = ociimg(tmp_path, "inspect", f"docker://127.0.0.1:{httpserver.port}/app:v1")
+    assert proc.returncode == 0, proc.stderr
+    assert "Attachments:  ? (" in proc.stdout and "access denied" in proc.stdout
+    blobs = [r.path for r, _ in httpserver.log if "/blobs/" in r.path]
+    assert blobs == [f"/v2/app/blobs/{Digest.of(config)}"]  # the 5 GiB layer: never asked
