@@ -69,7 +69,10 @@ def entry_of(info: tarfile.TarInfo) -> Entry:
     if base == OPAQUE_MARKER:
         return Entry("/".join(parts[:-1]), "opaque")
     if base.startswith(WHITEOUT_PREFIX):
-        return Entry("/".join([*parts[:-1], base[len(WHITEOUT_PREFIX):]]), "whiteout")
+        name = base[len(WHITEOUT_PREFIX):]
+        if name in ("", ".", ".."):  # image-spec layer.md: a bare .wh. SHOULD error
+            raise UnsafeArchive(f"tar entry {info.name[:200]!r}: whiteout without a name")
+        return Entry("/".join([*parts[:-1], name]), "whiteout")
     kind = _KINDS.get(info.type, "other")
     if not parts and kind != "dir":  # umoci CVE-2021-29136, as the applier
         raise UnsafeArchive(f"tar entry {info.name!r}: the root must stay a directory")

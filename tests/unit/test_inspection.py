@@ -125,6 +125,8 @@ HOSTILE = {
     "root-file": tar(F("/", b"x")),
     "truncated": tar(F("a", b"x" * 4096))[:1500],
     "hardlink-missing": tar(H("a", "nowhere")),
+    "bare-whiteout": tar(F("a", b"x"), F(".wh.")),
+    "dotdot-whiteout": tar(F("a", b"x"), F("d/.wh...")),
     "hardlink-dotdot": tar(F("a", b"x"), H("b", "../a")),
 }
 
