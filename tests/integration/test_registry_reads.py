@@ -130,7 +130,7 @@ def test_list_tags_follows_every_page(pushed: str, proxy: RecordingProxy,
     assert sorted(json.loads(proc.stdout)["tags"]) == TAGS
     # Debian's docker-registry (distribution 2.8) answers every tag on one page,
     # ignoring n: the Link walk is tested against a paginating server in
-    # tests/unit/test_registry_reads_pages.py; here, that n= is asked for.
+    # tests/unit/test_inspection_registry.py; here, that n= is asked for.
     pages = [p for m, p in proxy.requests if m == "GET" and "/tags/list" in p]
     assert pages and (page_size is None or pages[0].endswith(f"?n={page_size}"))
 
