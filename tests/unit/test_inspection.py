@@ -225,3 +225,16 @@ def test_ls_of_one_file_and_layer_by_digest(store_root: Path) -> None:
     assert "/etc/big (deleted)" in by_digest.stdout
     missing = ociimg(store_root, "ls", "img", "/nope")
     assert missing.returncode == 1 and "no such file" in missing.stderr
+
+
+@pytest.mark.parametrize("fmt", ["docker-archive", "oci-archive"])
+def test_every_transport_reads_the_same_files(store_root: Path, tmp_path: Path,
+                                              fmt: str) -> None:
+    archive = tmp_path / "img.tar"
+    saved = ociimg(store_root, "save", "img", "-o", str(archive), "--format", fmt)
+    assert saved.returncode == 0, saved.stderr
+    source = f"{fmt}:{archive}"
+    assert ociimg(store_root, "ls", "-l", source).stdout == \
+        ociimg(store_root, "ls", "-l", "img").stdout
+    assert ociimg(store_root, "cat", source, "/bin/tool").stdout == "TOOL"
+    assert ociimg(store_root, "diff", "img", source).stdout == ""
