@@ -123,6 +123,8 @@ class LayerReader:
                 if count > self._max:
                     raise UnsafeArchive(f"{self._what}: more than {self._max} entries",
                                         hint="the layer is hostile or broken")
+                if info.sparse is not None:  # refused here as the applier refuses it
+                    check_sparse(info, tf.offset)
                 self._info = info
                 yield entry_of(info)
                 self._info = None
@@ -141,9 +143,10 @@ class LayerReader:
         if info.sparse is None:
             yield from ahead.chunks(info.size)
             return
-        check_sparse_map(info, self._tf.offset)
         pos = 0
         for offset, length in info.sparse:
+            if not length:  # old GNU maps end in empty (0, 0) slots
+                continue
             yield from _zeros(offset - pos)
             yield from ahead.chunks(length)
             pos = offset + length
@@ -154,6 +157,18 @@ class LayerReader:
         for piece in self.pieces():
             h.update(piece)
         return f"sha256:{h.hexdigest()}"
+
+
+def check_sparse(info: tarfile.TarInfo, data_end: int) -> None:
+    """The applier's sparse-map check, and segments in order: the content is written
+    as a stream here, not with pwrite at each offset."""
+    check_sparse_map(info, data_end)
+    pos = 0
+    for offset, length in info.sparse or ():
+        if length and offset < pos:
+            raise InvalidDocument(f"tar entry {info.name[:200]!r}: sparse segments overlap "
+                                  "or are out of order", hint="the layer is broken or hostile")
+        pos = offset + length if length else pos
 
 
 def _zeros(n: int) -> Iterator[bytes]:

@@ -17,6 +17,7 @@ from ociimg.store import Store
 from tests.clirun import ociimg
 from tests.layerimage import build_image
 from tests.tarbuild import D, F, H, L, tar
+from tests.tarfuzz import pax_file
 from tests.treewalk import tree_manifest
 
 
@@ -127,6 +128,10 @@ HOSTILE = {
     "hardlink-missing": tar(H("a", "nowhere")),
     "bare-whiteout": tar(F("a", b"x"), F(".wh.")),
     "dotdot-whiteout": tar(F("a", b"x"), F("d/.wh...")),
+    "sparse-backwards": tar(pax_file("a", b"helloworld", **{
+        "GNU.sparse.map": "4096,5,0,5", "GNU.sparse.size": "8192"})),
+    "sparse-outside": tar(pax_file("a", b"hello", **{
+        "GNU.sparse.map": "9000,5", "GNU.sparse.size": "8192"})),
     "hardlink-dotdot": tar(F("a", b"x"), H("b", "../a")),
 }
 
@@ -263,3 +268,29 @@ def test_every_transport_reads_the_same_files(store_root: Path, tmp_path: Path,
         ociimg(store_root, "ls", "-l", "img").stdout
     assert ociimg(store_root, "cat", source, "/bin/tool").stdout == "TOOL"
     assert ociimg(store_root, "diff", "img", source).stdout == ""
+
+
+@pytest.mark.parametrize("fmt", ["oldgnu", "pax"])
+def test_cat_of_a_sparse_file_fills_the_holes(tmp_path: Path, fmt: str) -> None:
+    """GNU tar's sparse members (both encodings): cat writes the holes as zeros, diff
+    sees the same content digest as the same file stored plainly."""
+    import subprocess
+    src = tmp_path / "src"
+    src.mkdir()
+    with open(src / "sparse", "wb") as f:
+        f.write(b"head")
+        f.seek(1 << 16)
+        f.write(b"tail")
+    archive = tmp_path / "s.tar"
+    subprocess.run(["tar", f"--format={fmt}", "--sparse", "-cf", archive, "-C", src,
+                    "sparse"], check=True)
+    root = tmp_path / "root"
+    tag_image(root, "sparse", [archive.read_bytes()])
+    tag_image(root, "plain", [tar(F("sparse", (src / "sparse").read_bytes(),
+                                    mode=(src / "sparse").stat().st_mode & 0o7777,
+                                    uid=0, gid=0))])
+    out = ociimg(root, "cat", "sparse", "/sparse")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.encode() == (src / "sparse").read_bytes()
+    changes = json.loads(ociimg(root, "diff", "--json", "plain", "sparse").stdout)
+    assert all("content" not in c.get("changed", []) for c in changes), changes
