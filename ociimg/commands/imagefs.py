@@ -27,7 +27,7 @@ from ociimg.layers.compression import open_decompressed
 from ociimg.layers.filedata import check_sparse_map
 from ociimg.layers.members import MemberReader
 from ociimg.layers.stream import ForwardReader, Prefetcher
-from ociimg.layers.tarinfo import LayerTarInfo
+from ociimg.layers.tarinfo import LayerTarInfo, mtime_ns
 
 if TYPE_CHECKING:
     from ociimg.commands.imagesource import OpenedImage
@@ -80,7 +80,7 @@ def entry_of(info: tarfile.TarInfo) -> Entry:
     if kind == "hardlink":
         link = "/".join(paths.split_name(link))
     return Entry("/".join(parts), kind, info.mode & 0o7777, info.uid, info.gid,
-                 info.size if kind == "file" else 0, int(info.mtime), link)
+                 info.size if kind == "file" else 0, mtime_ns(info) // 1_000_000_000, link)
 
 
 class LayerReader:

@@ -128,6 +128,8 @@ HOSTILE = {
     "hardlink-missing": tar(H("a", "nowhere")),
     "bare-whiteout": tar(F("a", b"x"), F(".wh.")),
     "dotdot-whiteout": tar(F("a", b"x"), F("d/.wh...")),
+    "mtime-nan": tar(pax_file("a", b"x", mtime="nan")),
+    "mtime-huge": tar(pax_file("a", b"x", mtime="1e30")),
     "sparse-backwards": tar(pax_file("a", b"helloworld", **{
         "GNU.sparse.map": "4096,5,0,5", "GNU.sparse.size": "8192"})),
     "sparse-outside": tar(pax_file("a", b"hello", **{
