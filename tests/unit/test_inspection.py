@@ -296,3 +296,30 @@ def test_cat_of_a_sparse_file_fills_the_holes(tmp_path: Path, fmt: str) -> None:
     assert out.stdout.encode() == (src / "sparse").read_bytes()
     changes = json.loads(ociimg(root, "diff", "--json", "plain", "sparse").stdout)
     assert all("content" not in c.get("changed", []) for c in changes), changes
+
+
+def test_mutated_tars_list_or_fail_cleanly(tmp_path: Path) -> None:
+    """The tar fuzz corpus and mutations of it (tests/tarfuzz.py) through the listing and
+    the merged tree with content hashing: an OciimgError or a listing, never another
+    exception (which the CLI would show as a traceback)."""
+    import io
+    import random
+
+    from ociimg.commands.imagefs import LayerReader, MergedTree
+    from ociimg.errors import OciimgError
+    from tests.tarfuzz import corpus, mutate
+
+    seeds = corpus(tmp_path)
+    rng = random.Random(11)
+    for i in range(1500):
+        data = seeds[i] if i < len(seeds) else mutate(rng.choice(seeds), rng)
+        tree = MergedTree()
+        try:
+            reader = LayerReader(io.BytesIO(data), spec.OCI_LAYER)
+            for n, entry in enumerate(reader.entries()):
+                if entry.kind == "file":
+                    entry.digest = reader.digest()
+                tree.apply(entry, n % 2, n)
+            list(tree.walk())
+        except OciimgError:
+            pass
