@@ -55,21 +55,25 @@ def history(
 ) -> None:
     """Show the steps that made an image, newest first (like `docker history`)."""
     from ociimg.commands.history import history_rows, short_created_by
+    from ociimg.commands.inspect import layer_sizes
 
     img = open_image(image, platform, insecure)
-    rows = history_rows(img.manifest, img.config)
+    rows = history_rows(img.manifest, img.config, layer_sizes(img))
     if json_out:
         print_json(rows)
         return
-    print(f"{'LAYER':14} {'CREATED':20} {'CREATED BY':46} {'SIZE':>10}  COMMENT")
+    print(f"{'LAYER':14} {'CREATED':20} {'CREATED BY':46} {'SIZE':>10} {'COMPRESSED':>10}  "
+          "COMMENT")
     for row in rows:
         created_by = short_created_by(row["createdBy"])
         if not no_trunc and len(created_by) > 45:
             created_by = created_by[:44] + "…"
         layer = row["layer"][7:19] if row["layer"] else "<missing>"
+        unpacked = row["uncompressedSize"]
         print(f"{layer:14} {printable(row['created'][:19].replace('T', ' ')):20} "
-              f"{printable(created_by):46} {human_size(row['size']):>10}  "
-              f"{printable(row['comment'])}")
+              f"{printable(created_by):46} "
+              f"{human_size(unpacked) if unpacked is not None else '?':>10} "
+              f"{human_size(row['size']):>10}  {printable(row['comment'])}")
 
 
 def mode_string(entry: Entry) -> str:

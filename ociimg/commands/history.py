@@ -3,6 +3,7 @@ first, each non-empty step matched with the layer it made."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ociimg.spec import ImageConfig, Manifest
@@ -10,10 +11,13 @@ from ociimg.spec import ImageConfig, Manifest
 _NOP = "/bin/sh -c #(nop) "
 
 
-def history_rows(manifest: Manifest, config: ImageConfig) -> list[dict[str, Any]]:
+def history_rows(manifest: Manifest, config: ImageConfig,
+                 unpacked: Mapping[str, int | None] | None = None) -> list[dict[str, Any]]:
     """``created``, ``createdBy``, ``size`` (the layer blob's compressed size; 0 for an
-    empty layer), ``comment``, ``layer`` (digest or None), newest first. Steps beyond
-    the layers, or layers beyond the steps (images without history), still get a row."""
+    empty layer), ``uncompressedSize`` (from ``unpacked`` by layer digest: None when not
+    known), ``comment``, ``layer`` (digest or None), newest first. Steps beyond the
+    layers, or layers beyond the steps (images without history), still get a row."""
+    unpacked = unpacked or {}
     rows: list[dict[str, Any]] = []
     layers = list(manifest.layers)
     li = 0
@@ -25,11 +29,13 @@ def history_rows(manifest: Manifest, config: ImageConfig) -> list[dict[str, Any]
         rows.append({"created": _text(step.get("created")),
                      "createdBy": _text(step.get("created_by")),
                      "size": layer.size if layer else 0,
+                     "uncompressedSize": unpacked.get(str(layer.digest)) if layer else 0,
                      "comment": _text(step.get("comment")),
                      "emptyLayer": empty,
                      "layer": str(layer.digest) if layer else None})
     for layer in layers[li:]:  # no history entries for these
-        rows.append({"created": "", "createdBy": "", "size": layer.size, "comment": "",
+        rows.append({"created": "", "createdBy": "", "size": layer.size,
+                     "uncompressedSize": unpacked.get(str(layer.digest)), "comment": "",
                      "emptyLayer": False, "layer": str(layer.digest)})
     rows.reverse()
     return rows

@@ -40,9 +40,10 @@ def describe(img: OpenedImage) -> dict[str, Any]:
     from ociimg.commands.referrers import list_attachments
 
     layers = []
+    sizes_by_digest = layer_sizes(img)
     for layer in img.manifest.layers:
         doc = layer.to_json()
-        size = uncompressed_size(img.store, layer) if img.store is not None else None
+        size = sizes_by_digest[str(layer.digest)]
         if size is not None:
             doc["uncompressedSize"] = size
         layers.append(doc)
@@ -57,7 +58,8 @@ def describe(img: OpenedImage) -> dict[str, Any]:
         "layers": layers,
         "size": sum(x.size for x in img.manifest.layers),
         "uncompressedSize": sum(sizes) if sizes and None not in sizes else None,  # type: ignore[arg-type]
-        "history": history_rows(img.manifest, img.config),
+        "history": history_rows(img.manifest, img.config,
+                                {x["digest"]: x.get("uncompressedSize") for x in layers}),
         "attachments": [],
     }
     try:  # a registry's referrers listing failing must not hide the image itself
@@ -68,6 +70,12 @@ def describe(img: OpenedImage) -> dict[str, Any]:
         doc["index"] = str(img.top.digest)
         doc["platforms"] = img.platforms
     return doc
+
+
+def layer_sizes(img: OpenedImage) -> dict[str, int | None]:
+    """Uncompressed sizes by layer digest, where the blob tells them cheaply."""
+    return {str(d.digest): uncompressed_size(img.store, d) if img.store is not None else None
+            for d in img.manifest.layers}
 
 
 def uncompressed_size(store: Store, desc: Descriptor) -> int | None:

@@ -118,6 +118,8 @@ def test_history_newest_first_truncated_and_json(store_root: Path) -> None:
     rows = json.loads(ociimg(store_root, "history", "--json", "--no-trunc", "img").stdout)
     assert [r["emptyLayer"] for r in rows] == [False, True, False]
     assert rows[0]["createdBy"].endswith("x" * 80) and rows[0]["size"] > 0
+    # docker's SIZE is the layer's uncompressed size: here from the gzip trailer
+    assert [r["uncompressedSize"] for r in rows] == [len(TOP), 0, len(BASE)]
 
 
 HOSTILE = {
