@@ -33,6 +33,12 @@ from ociimg.containers.rootfs import (
 )
 from ociimg.containers.runtimes import runtime_from_record, select_runtime
 from ociimg.containers.store import Container
+from ociimg.containers.volumes import (
+    VolumeMount,
+    VolumeStore,
+    anonymous_volumes,
+    plan_mounts,
+)
 from ociimg.errors import ContainerError, ContainerNotFound, OciimgError
 from ociimg.events import NullProgress, Progress
 from ociimg.fsutil import remove_tree
@@ -52,6 +58,11 @@ class CreateOptions:
     # An active snapshot someone else prepared (a build step's) to mount as the rootfs;
     # it is not the container's: rm leaves it to its owner.
     snapshot: str | None = None
+    # h-vol: named/anonymous volumes (containers/volumes.py) and run flags
+    volumes: list[VolumeMount] = field(default_factory=list)
+    volumes_from: list[tuple[str, bool | None]] = field(default_factory=list)  # (name, ro)
+    stop_signal: str | None = None  # overrides the image's StopSignal
+    stop_timeout: float | None = None  # default of `stop` for this container
 
 
 @dataclass(frozen=True)
@@ -88,9 +99,13 @@ class ContainerManager:
     def _create(self, image: ResolvedImage, options: CreateOptions, runtime: OciRuntime,
                 progress: Progress) -> Container:
         cid = store.new_id()
+        created_volumes: list[str] = []
         final = store.containers_dir(self.root) / cid
         tmp = final.with_name(f".tmp-{cid}")
         tmp.mkdir(parents=True, mode=0o700)
+        # Held from the volumes' planning until meta.json records them (volume rm and
+        # prune look there), not while the rootfs is unpacked.
+        volumes_lock = contextlib.ExitStack()
         try:
             if options.name:
                 store.reserve_name(self.root, options.name, cid)
@@ -98,7 +113,10 @@ class ContainerManager:
                 mount_rootfs(image, self.root, tmp, cid, progress)
             else:
                 mount_snapshot(self.root, tmp, options.snapshot)
-            bundle_options = options.bundle
+            volumes_lock.enter_context(VolumeStore(self.root).locked())
+            plan = self._plan_mounts(image, options, tmp / "rootfs")
+            created_volumes = plan.created
+            bundle_options = dataclasses.replace(options.bundle, mounts=plan.binds)
             if bundle_options.hostname is None:
                 bundle_options = dataclasses.replace(bundle_options, hostname=cid[:12])
             config = to_runtime_config(image.config, bundle_options, tmp / "rootfs")
@@ -110,7 +128,8 @@ class ContainerManager:
                     "imageStore": str(image.store.path.absolute()),  # commit's base layers
                     "created": store.now(), "snapshots": [str(d) for d in chain],
                     "parent": str(chain[-1]) if chain else None,
-                    "stopSignal": image.config.stop_signal or "SIGTERM",
+                    "stopSignal": options.stop_signal or image.config.stop_signal or "SIGTERM",
+                    "stopTimeout": options.stop_timeout, "mounts": plan.records,
                     "autoRemove": options.remove, "interactive": options.interactive,
                     "runtime": runtime.describe()}
             if options.snapshot is not None:
@@ -124,8 +143,28 @@ class ContainerManager:
             remove_tree(tmp)
             if options.name:
                 store.release_name(self.root, options.name, cid)
+            VolumeStore(self.root).drop_unused(created_volumes)
             raise
+        finally:
+            volumes_lock.close()
         return Container(cid, final, meta)
+
+    def _plan_mounts(self, image: ResolvedImage, options: CreateOptions, rootfs: Path) -> Any:
+        inherited = []
+        for key, readonly in options.volumes_from:
+            for rec in self.get(key).meta.get("mounts") or []:
+                if isinstance(rec, dict) and rec.get("type") in ("volume", "bind"):
+                    inherited.append({**rec, "rw": rec.get("rw", True) if readonly is None
+                                      else not readonly})
+        # A build step's container keeps what RUN writes under a VOLUME (BuildKit: VOLUME
+        # is metadata during a build): no anonymous volumes for it.
+        image_volumes = {} if options.snapshot else image.config.config.get("Volumes") or {}
+        return plan_mounts(
+            VolumeStore(self.root), rootfs, explicit=options.volumes,
+            binds=list(options.bundle.mounts), inherited=inherited,
+            image_volumes=sorted(v for v in image_volumes if isinstance(v, str)
+                                 and v.startswith("/")) if isinstance(image_volumes, dict)
+            else [])
 
     # Running -------------------------------------------------------------------------
     def start(self, c: Container, *, stdio: tuple[int, int, int] | None = None,
@@ -252,9 +291,12 @@ class ContainerManager:
     def resume(self, c: Container) -> None:
         self.runtime(c).resume(c.id)
 
-    def stop(self, c: Container, timeout: float = 10.0) -> None:
+    def stop(self, c: Container, timeout: float | None = None) -> None:
         """StopSignal, then SIGKILL to every process after ``timeout`` seconds (docker
-        stop); returns once its monitor has recorded the exit."""
+        stop; None: its --stop-timeout, else 10); returns once its monitor has recorded
+        the exit."""
+        if timeout is None:
+            timeout = float(c.meta.get("stopTimeout") or 10.0)
         st = self.status(c).status
         if st not in ACTIVE:
             return
@@ -276,7 +318,8 @@ class ContainerManager:
         except OciimgError:
             return self.status(c).status not in ACTIVE
 
-    def remove(self, c: Container, force: bool = False) -> None:
+    def remove(self, c: Container, force: bool = False, *, volumes: bool = False) -> None:
+        """With ``volumes`` (rm -v), its anonymous volumes go too."""
         st = self.status(c).status
         if st in ACTIVE:
             if not force:
@@ -293,6 +336,8 @@ class ContainerManager:
         report = self._reports.pop(c.id, None)
         if report is not None:
             os.close(report)
+        if volumes:
+            VolumeStore(self.root).remove_anonymous(anonymous_volumes(c.meta))
 
     def logs(self, c: Container, *, follow: bool = False) -> Iterator[bytes]:
         """What a detached container wrote; with ``follow``, until it exits."""
