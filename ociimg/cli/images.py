@@ -207,52 +207,28 @@ def human_size(n: int) -> str:
 
 @app.command(rich_help_panel="Images")
 def inspect(
-    image: str = typer.Argument(..., help="Image name in the store, or oci:PATH[:TAG]."),
+    image: str = typer.Argument(..., help="Image: a store name, oci:PATH[:TAG] or "
+                                "docker://REF (read from the registry, no layers fetched)."),
     platform: str = PLATFORM,
+    format_: str = typer.Option(None, "--format", "-f", help="Print one field with a Go "
+                                "template, e.g. '{{.Digest}}' or '{{json .Config.Env}}'."),
+    insecure: bool = INSECURE,
+    ca_bundle: Path = CA_BUNDLE,
+    auth_file: Path = AUTH_FILE,
     json_out: bool = JSON_OUT,
 ) -> None:
-    """Show an image's manifest, config and layers."""
+    """Show an image's manifest, config, layers, history and attached artifacts."""
+    from ociimg.cli.inspection import client_options, print_inspect, print_template
     from ociimg.commands.inspect import inspect_image
 
-    doc = inspect_image(image, STATE.root, parse_platform(platform))
-    if json_out:
+    doc = inspect_image(image, STATE.root, parse_platform(platform),
+                        client_options(insecure, ca_bundle, auth_file, image))
+    if format_ is not None:
+        print_template(format_, doc)
+    elif json_out:
         print_json(doc)
-        return
-    print_inspect(doc)
-
-
-def print_inspect(doc: dict[str, Any]) -> None:
-    """The human form of ``inspect``: every value comes from the image, so each goes
-    through ``printable`` (an escape sequence in a label must not reach the terminal)."""
-    cfg = doc["config"].get("config", {})
-
-    def line(label: str, value: object) -> None:
-        print(f"{label + ':':14}{printable(value)}")
-
-    line("Name", doc["name"])
-    line("Digest", doc["digest"])
-    if doc.get("index"):
-        line("Index", f"{doc['index']} ({len(doc['platforms'])} platforms: "
-                      f"{', '.join(doc['platforms'])})")
-    line("Platform", doc["platform"])
-    line("Created", doc["config"].get("created", "-"))
-    if doc["config"].get("author"):
-        line("Author", doc["config"]["author"])
-    line("Entrypoint", cfg.get("Entrypoint"))
-    line("Cmd", cfg.get("Cmd"))
-    line("User", cfg.get("User") or "-")
-    line("WorkingDir", cfg.get("WorkingDir") or "-")
-    for env in cfg.get("Env") or []:
-        line("Env", env)
-    for k, v in (cfg.get("Labels") or {}).items():
-        line("Label", f"{k}={v}")
-    for k, v in (doc["manifest"].get("annotations") or {}).items():
-        line("Annotation", f"{k}={v}")
-    total = sum(x["size"] for x in doc["layers"])
-    line("Layers", f"{len(doc['layers'])} ({human_size(total)})")
-    for layer in doc["layers"]:
-        print(printable(f"  {layer['digest']}  {human_size(layer['size']):>10}  "
-                        f"{layer['mediaType']}"))
+    else:
+        print_inspect(doc)
 
 
 @app.command(rich_help_panel="Images")
