@@ -15,6 +15,7 @@ An ``oci-archive:`` is read in place (:mod:`ociimg.registry.archive`), never ext
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tarfile
 import tempfile
@@ -32,12 +33,19 @@ from ociimg.registry.archive import LayoutArchive
 from ociimg.registry.client import RegistryClient
 from ociimg.registry.dirlayout import DirImage, write_dir
 from ociimg.registry.dockerarchive import DockerArchive
-from ociimg.registry.pull import FOREIGN_LAYER_TYPES, PullOptions, fetch_image, serialized
+from ociimg.registry.pull import (
+    FOREIGN_LAYER_TYPES,
+    PullOptions,
+    fetch_image,
+    run_bounded,
+    serialized,
+)
 from ociimg.registry.push import PushOptions, push_descriptor
 from ociimg.store import Store
 
 ImageName = Reference | LayoutReference
 LocalSource = Store | LayoutArchive | DockerArchive | DirImage
+COPY_CONCURRENCY = 2
 
 
 class BlobSource(Protocol):
@@ -134,10 +142,21 @@ def copy_between_stores(src: BlobSource, dst: Store, desc: spec.Descriptor,
     order = plan_copy(src, dst, desc, name or str(desc.digest), also_present)
     if not dst.has_blob(desc.digest) and desc not in order:
         order.append(desc)  # in the old archive only: tag() wants it in the layout too
-    for d in order:
+
+    def put(d: spec.Descriptor) -> None:
         reader = src if src.has_blob(d.digest) else also_present
         with reader.open_blob(d.digest) as stream:  # type: ignore[union-attr]
             dst.put_stream(stream, expected=d.digest, size=d.size)  # type: ignore[arg-type]
+
+    # Blobs on several threads: each put ends in an fsync, and one blob's wait for the
+    # disk overlaps the next one's copy (a 500 MB load: ~1.3x faster on this VM).
+    # Documents after them, parents last, as before.
+    docs = spec.MANIFEST_TYPES | spec.INDEX_TYPES
+    run_bounded([functools.partial(put, d) for d in order if d.media_type not in docs],
+                COPY_CONCURRENCY, "ociimg-copy")
+    for d in order:
+        if d.media_type in docs:
+            put(d)
 
 
 def plan_copy(src: BlobSource, dst: Store | None, desc: spec.Descriptor, name: str,
