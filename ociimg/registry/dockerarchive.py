@@ -130,8 +130,9 @@ class DockerArchive(MemberArchive):
         for _ in range(MAX_LINK_HOPS):
             if name.startswith("/") or name == ".." or name.startswith("../") or \
                     "/../" in name or "\0" in name:
+                via = f" (through a link to {name[:100]!r})" if name != seen else ""
                 raise UnsafeArchive(f"{self.path}: {where} {seen[:100]!r} points outside "
-                                    "the archive")
+                                    f"the archive{via}")
             if name in self.members:
                 return name
             link = self.links.get(name)
