@@ -16,8 +16,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import tarfile
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +23,13 @@ from typing import IO, Any, BinaryIO
 
 from ociimg import spec
 from ociimg.digest import Digest, HashingReader
-from ociimg.errors import BlobUnknown, DigestMismatch, InvalidDocument, InvalidReference
+from ociimg.errors import (
+    BlobUnknown,
+    DigestMismatch,
+    ImageNotFound,
+    InvalidDocument,
+    InvalidReference,
+)
 from ociimg.fsutil import fsync_dir, temp_dir_beside
 from ociimg.reference import LayoutReference, Reference, parse_image_name, parse_reference
 from ociimg.store import Store
@@ -164,21 +168,30 @@ def open_local_source(ref: LayoutReference, text: str | None = None) -> ImageSou
     return ImageSource(text or str(ref), blobs, top, ref.tag or (names[0] if names else None))
 
 
-def _store_name(store: Store, text: str) -> str:
-    from ociimg.errors import ImageNotFound
-
+def find_store_name(store: Store, text: str) -> str | None:
+    """The stored name for what a user typed: ``busybox`` → docker.io/library/busybox:latest,
+    a digest (prefix) or ``repo@digest`` → a name of that image; None if absent."""
     try:
-        store.resolve(text)
+        desc = store.resolve(text)
     except ImageNotFound:
-        raise ImageNotFound(f"image {text} not found in the store {store.path}",
-                            hint=f"pull it first, or read the registry: docker://{text}"
-                            ) from None
-    names = [n for n, d in store.refs() if d.digest == store.resolve(text).digest]
-    with contextlib.suppress(InvalidReference):
+        return None
+    names = [name for name, d in store.refs() if d.digest == desc.digest]
+    try:
         normalized = str(parse_reference(text))
-        if normalized in names:
-            return normalized
-    return text if text in names else names[0]
+    except InvalidReference:
+        normalized = text
+    for candidate in (text, normalized):
+        if candidate in names:
+            return candidate
+    return names[0]
+
+
+def _store_name(store: Store, text: str) -> str:
+    name = find_store_name(store, text)
+    if name is None:
+        raise ImageNotFound(f"image {text} not found in the store {store.path}",
+                            hint=f"pull it first, or read the registry: docker://{text}")
+    return name
 
 
 def _open_registry(ref: Reference, text: str, pull_options: Any) -> ImageSource:
@@ -242,6 +255,8 @@ class _RegistryBlobs:
             raise BlobUnknown(f"blob {digest}: not referenced by {self.ref}'s manifests")
         if limit is not None and self._sizes[digest] > limit:
             raise InvalidDocument(f"blob {digest}: larger than the {limit}-byte limit")
+        import tempfile
+
         spool = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115
         sink = _Sink(spool)
         desc = spec.Descriptor("application/octet-stream", digest, self._sizes[digest])
@@ -307,9 +322,7 @@ def _copy_name(text: str, root: Path | None) -> Reference | LayoutReference:
     store = Store.open(root)
     try:
         name = _store_name(store, text)
-    except InvalidReference:
-        return ref
-    except Exception:  # noqa: BLE001  (not in the store: the registry)
+    except ImageNotFound:  # not in the store: the registry
         return ref
     return LayoutReference("oci", store.path, name)
 
@@ -323,6 +336,8 @@ def _source_for_save(text: str, ref: Reference | LayoutReference, options: CopyO
         names = tuple(n for n, d in source.blobs.refs() if d.digest == source.top.digest)
         yield source.blobs, source.top, names
         return
+    import tempfile
+
     with tempfile.TemporaryDirectory(prefix="ociimg-save-") as tmp:
         from ociimg.registry import copy as registry_copy
 
@@ -393,6 +408,8 @@ def write_oci(out: BinaryIO, images: Sequence[tuple[Any, spec.Descriptor, tuple[
               ) -> None:
     """An OCI layout as a tar stream, straight from the sources' blobs: every blob each
     image needs (all platforms it holds), index.json naming each image by each name."""
+    import tarfile
+
     from ociimg.registry.copy import plan_copy
 
     entries, order, seen = [], [], set()
@@ -423,6 +440,8 @@ def write_oci(out: BinaryIO, images: Sequence[tuple[Any, spec.Descriptor, tuple[
 
 
 def _add(tar: Any, name: str, data: bytes) -> None:
+    import tarfile
+
     info = tarfile.TarInfo(name)
     info.size, info.mode = len(data), 0o444
     tar.addfile(info, io.BytesIO(data))
