@@ -46,6 +46,7 @@ from ociimg.store import Store
 ImageName = Reference | LayoutReference
 LocalSource = Store | LayoutArchive | DockerArchive | DirImage
 COPY_CONCURRENCY = 2
+_CHUNK = 1 << 20
 
 
 class BlobSource(Protocol):
@@ -145,10 +146,19 @@ def copy_between_stores(src: BlobSource, dst: Store, desc: spec.Descriptor,
 
     def put(d: spec.Descriptor) -> None:
         reader = src if src.has_blob(d.digest) else also_present
-        with reader.open_blob(d.digest) as stream:  # type: ignore[union-attr]
-            dst.put_stream(stream, expected=d.digest, size=d.size)  # type: ignore[arg-type]
+        # Through the store's ingest, as a pull: verified, written in slices with early
+        # writeback, so the fsync at commit waits for the tail only.
+        with dst.ingest(d.digest, d.size) as ingest:
+            if ingest.done:
+                return
+            if ingest.offset:
+                ingest.restart()  # a partial of an earlier copy: not worth lining up
+            with reader.open_blob(d.digest) as stream:  # type: ignore[union-attr]
+                while chunk := stream.read(_CHUNK):
+                    ingest.write(chunk)
+            ingest.commit()
 
-    # Blobs on several threads: each put ends in an fsync, and one blob's wait for the
+    # Blobs on several threads: each commit ends in an fsync, and one blob's wait for the
     # disk overlaps the next one's copy (a 500 MB load: ~1.3x faster on this VM).
     # Documents after them, parents last, as before.
     docs = spec.MANIFEST_TYPES | spec.INDEX_TYPES
