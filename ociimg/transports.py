@@ -286,50 +286,25 @@ class _Sink:
 
 # Writing ------------------------------------------------------------------------------
 def copy_image(src: str, dst: str, options: CopyOptions | None = None,
-               progress: Any = None, root: Path | None = None) -> Digest:
-    """``ociimg copy``: every transport to every transport. A bare name on either side
-    is the store under ``root``."""
+               progress: Any = None) -> Digest:
+    """``ociimg copy``: every transport to every transport (a bare name is a registry
+    reference, as for skopeo; the store is ``oci:ROOT/store:NAME``)."""
     from ociimg.registry import CopyOptions
     from ociimg.registry import copy as registry_copy
 
     options = options or CopyOptions()
-    src_ref, dst_ref = _copy_name(src, root), _copy_name(dst, root)
+    src_ref, dst_ref = parse_image_name(src), parse_image_name(dst)
     if isinstance(dst_ref, LayoutReference) and dst_ref.kind == "docker-archive":
-        with _source_for_save(src, src_ref, options, root) as (blobs, desc, names):
+        with _source_for_save(src, src_ref, options) as (blobs, desc, names):
             names = (dst_ref.tag,) if dst_ref.tag else names
-            save_images(dst_ref.path, [(blobs, desc, _full_names(names))],
+            save_images(dst_ref.path, [(blobs, desc, tuple(reference_names(names)))],
                         "docker-archive", options.platform)
             return desc.digest
     return registry_copy(src_ref, dst_ref, options, progress)
 
 
-def _full_names(names: Sequence[str]) -> tuple[str, ...]:
-    out = []
-    for name in names:
-        with contextlib.suppress(InvalidReference):
-            ref = parse_reference(name)
-            if ref.digest is None:
-                out.append(str(ref))
-    return tuple(out)
-
-
-def _copy_name(text: str, root: Path | None) -> Reference | LayoutReference:
-    """docker:// and layouts as parse_image_name; a bare name that is in the store is the
-    store (an oci: layout under the root), else a registry reference (skopeo's default)."""
-    ref = parse_image_name(text)
-    if isinstance(ref, LayoutReference) or text.startswith("docker://") or root is None:
-        return ref
-    store = Store.open(root)
-    try:
-        name = _store_name(store, text)
-    except ImageNotFound:  # not in the store: the registry
-        return ref
-    return LayoutReference("oci", store.path, name)
-
-
 @contextlib.contextmanager
-def _source_for_save(text: str, ref: Reference | LayoutReference, options: CopyOptions,
-                     root: Path | None
+def _source_for_save(text: str, ref: Reference | LayoutReference, options: CopyOptions
                      ) -> Iterator[tuple[LocalSource, spec.Descriptor, tuple[str, ...]]]:
     if isinstance(ref, LayoutReference):
         source = open_local_source(ref, text)
@@ -503,15 +478,20 @@ def _annotated_name(desc: spec.Descriptor) -> str | None:
 
 def store_names(name: str | None, desc: spec.Descriptor,
                 all_names: Sequence[str | None] = ()) -> list[str]:
-    """The store names for an image from outside: each name that is a full image
-    reference (``busybox:1``, ``example.com/a/b:t``), normalised; a bare tag
-    (skopeo's ``oci:DIR:latest``) or no name gives the digest as its name (listed as
-    <none> by ``ociimg images``, as docker and podman show unnamed images)."""
+    """The store names for an image from outside (see :func:`reference_names`); without
+    one, the digest is its name (listed as <none> by ``ociimg images``, as docker and
+    podman show unnamed images)."""
+    return reference_names(all_names or (name,)) or [str(desc.digest)]
+
+
+def reference_names(names: Sequence[str | None]) -> list[str]:
+    """Each name that is a full image reference (``busybox:1``, ``example.com/a/b:t``),
+    normalised; a bare tag (skopeo's ``oci:DIR:latest``) names no image."""
     out = []
-    for candidate in all_names or (name,):
+    for candidate in names:
         if candidate and ("/" in candidate or ":" in candidate):
             with contextlib.suppress(InvalidReference):
                 parsed = parse_reference(candidate)
                 if parsed.digest is None:
                     out.append(str(parsed))
-    return out or [str(desc.digest)]
+    return out
