@@ -2,7 +2,8 @@
 
 ``import ociimg`` is the documented Python API (ociimg/library.py): ``pull``, ``push``,
 ``open_image``, ``inspect``, ``unpack``, ``umount``, ``container_manager`` (with
-``CreateOptions`` and ``BundleOptions``), ``diff`` and ``commit``.
+``CreateOptions`` and ``BundleOptions``), ``diff``, ``commit`` and ``build_image``
+(not ``build``: that name is the ociimg.build package).
 They load on first use: the runtime's start path imports this package and must not pay for
 the registry client or the layer stages.
 """
@@ -10,7 +11,7 @@ the registry client or the layer stages.
 __version__ = "0.1.0"
 
 _API = ("pull", "push", "open_image", "inspect", "unpack", "umount", "container_manager",
-        "CreateOptions", "BundleOptions", "diff", "commit")
+        "CreateOptions", "BundleOptions", "diff", "commit", "build_image")
 __all__ = list(_API)
 
 TYPE_CHECKING = False
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from ociimg.library import (  # noqa: F401
         BundleOptions,
         CreateOptions,
+        build_image,
         commit,
         container_manager,
         diff,

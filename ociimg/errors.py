@@ -97,6 +97,12 @@ class ExecutableNotFound(ContainerError):
     exit_code = 127
 
 
+class NotExecutable(ContainerError):
+    """The program exists but cannot be run (a directory, no x bit): docker's 126."""
+
+    exit_code = 126
+
+
 class BuildError(OciimgError):
     pass
 
@@ -107,5 +113,37 @@ class StepFailed(BuildError):
         self.exit_code = exit_code
 
 
+class BuildSyntaxError(BuildError):
+    """A Containerfile (or ignore file) does not parse: names file, line and instruction."""
+
+    def __init__(self, message: str, *, filename: str, line: int, instruction: str | None = None,
+                 hint: str | None = None) -> None:
+        where = f"{filename}:{line}: {instruction}: " if instruction else f"{filename}:{line}: "
+        super().__init__(where + message, hint=hint)
+        self.filename = filename
+        self.line = line
+        self.instruction = instruction
+
+
+class ContextEscape(BuildError):
+    """A build-context path leads out of the context (``..``, a symlink out)."""
+
+
+class ContextNotFound(BuildError):
+    """A path is not in the build context (missing, or excluded by the ignore file)."""
+
+
+class DownloadFailed(BuildError):
+    """ADD of a URL failed (HTTP status, size limit, too many redirects)."""
+
+
 class InvalidArgument(OciimgError):
     """A command-line value is malformed (e.g. a container name)."""
+
+
+class SignatureInvalid(IntegrityError):
+    """No signature verifies: missing, wrong key, tampered payload, another digest."""
+
+
+class PolicyDenied(IntegrityError):
+    """The signature policy (containers-policy.json) rejects the image."""

@@ -124,3 +124,21 @@ def commit(container: str, name: str | None = None, *, root: str | Path | None =
     options = CommitOptions(name=name, message=message, author=author,
                             changes=tuple(changes or ()), pause=pause)
     return commit_container(_root(root), container, options)
+
+
+def build_image(context: str | Path, *, root: str | Path | None = None,
+                file: str | None = None, tags: list[str] | None = None,
+                build_args: dict[str, str] | None = None, target: str | None = None,
+                no_cache: bool = False, timestamp: int | None = None,
+                network: str = "private", progress: Progress | None = None) -> Any:
+    """Build the Containerfile in the ``context`` directory (or ``file``) into the store
+    (``ociimg build``); returns a BuildResult (``image_id``, ``descriptor``, ``tags``).
+    RUN steps run as containers; nothing is tagged unless the whole build succeeds."""
+    from ociimg.build.builder import BuildOptions
+    from ociimg.commands.building import BuildRequest, build_image
+
+    options = BuildOptions(tags=list(tags or ()), build_args=dict(build_args or {}),
+                           target=target, no_cache=no_cache, timestamp=timestamp,
+                           network=network)
+    return build_image(_root(root), BuildRequest(str(context), file), options,
+                       progress=progress)

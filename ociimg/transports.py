@@ -296,6 +296,9 @@ def copy_image(src: str, dst: str, options: CopyOptions | None = None,
     src_ref, dst_ref = parse_image_name(src), parse_image_name(dst)
     if isinstance(dst_ref, LayoutReference) and dst_ref.kind == "docker-archive":
         with _source_for_save(src, src_ref, options) as (blobs, desc, names):
+            if isinstance(src_ref, LayoutReference):  # a registry source: checked by the pull
+                from ociimg.registry.copy import verify_layout_image
+                verify_layout_image(blobs, src_ref, desc, options.verifier)
             names = (dst_ref.tag,) if dst_ref.tag else names
             save_images(dst_ref.path, [(blobs, desc, tuple(reference_names(names)))],
                         "docker-archive", options.platform)

@@ -14,7 +14,7 @@ log() { printf '==> %s\n' "$*"; }
 # Debian packages the tests use as payloads, reference tools or servers.
 APT_PACKAGES=(
     docker-registry busybox-static skopeo umoci runc crun podman buildah conmon uidmap
-    pigz zstd libseccomp2 iproute2 time catatonit curl
+    pigz zstd libseccomp2 iproute2 time catatonit curl debootstrap
 )
 
 missing_packages() {

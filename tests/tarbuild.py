@@ -94,6 +94,18 @@ HOSTILE = {
 }
 
 
+def with_canary(data: bytes, canary: Path) -> bytes:
+    """A HOSTILE tar rebuilt with CANARY replaced by the canary dir's absolute path."""
+    src = tarfile.open(fileobj=io.BytesIO(data))
+    members = []
+    for info in src.getmembers():
+        info.name = info.name.replace("CANARY", str(canary))
+        info.linkname = info.linkname.replace("CANARY", str(canary))
+        content = src.extractfile(info).read() if info.isreg() else None  # type: ignore[union-attr]
+        members.append((info, content))
+    return tar(*members)
+
+
 def pax_archives() -> list[bytes]:
     """Tars whose PAX records exercise the layer reader's record splitter."""
     def build(*members: tuple[tarfile.TarInfo, bytes], **kw) -> bytes:  # type: ignore[no-untyped-def]

@@ -11,11 +11,15 @@ import typer
 
 from ociimg.cli import (  # noqa: F401  (registers commands)
     archive_cmds,
+    build,
     changes,
     containers,
     imagelist,
     images,
+    network,
+    signing,
     unpack,
+    volumes,
 )
 from ociimg.cli.app import STATE, app
 from ociimg.cli.output import printable
@@ -73,7 +77,9 @@ def run_command(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except click_exceptions().ClickException as exc:
         exc.show()
-        return exc.exit_code
+        # docker's CLI: a bad flag or value is the tool's own error, 125 (not click's 2),
+        # so scripts tell it from a container's exit code.
+        return 125 if isinstance(exc, click_exceptions().UsageError) else exc.exit_code
     except typer.Abort as exc:
         # click turns an EOFError from anywhere into Abort: truncated input (a gzip stream
         # that ends early, say) is bad input, not a user's Ctrl-C.

@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 
+from ociimg.cli import netopts
 from ociimg.cli.app import STATE, app
 from ociimg.cli.options import (
     ENV,
@@ -22,9 +23,9 @@ from ociimg.cli.options import (
     parse_platform,
     parse_security_opts,
     parse_size,
-    parse_volume,
 )
 from ociimg.cli.output import print_json, printable, progress_for
+from ociimg.cli.signing import POLICY, policy_name, policy_verifier, precheck_source
 from ociimg.errors import OciimgError
 
 
@@ -43,14 +44,23 @@ def run(
     user: str = USER,
     entrypoint: str = typer.Option(None, "--entrypoint", help="Replace the Entrypoint."),
     hostname: str = HOSTNAME,
-    volume: list[str] = typer.Option([], "--volume", "-v", help="Bind HOST:CTR[:ro]."),
-    tmpfs: list[str] = typer.Option([], "--tmpfs", help="Mount a tmpfs at this path."),
+    volume: list[str] = typer.Option([], "--volume", "-v", help="[NAME|/HOST:]/CTR[:OPTS]: "
+                                     "a named, anonymous or bind mount; OPTS ro, rw, z, nocopy."),
+    tmpfs: list[str] = typer.Option([], "--tmpfs", help="/CTR[:size=10m,mode=1777,...]."),
     read_only: bool = typer.Option(False, "--read-only", help="Read-only root filesystem."),
     memory: str = typer.Option(None, "--memory", "-m", help="Memory limit, e.g. 256m."),
     cpus: float = typer.Option(None, "--cpus", help="CPU quota in CPUs, e.g. 0.5."),
     pids_limit: int = typer.Option(None, "--pids-limit", help="Maximum number of processes."),
-    network: str = typer.Option("none", "--network", "--net",
-                                help="none (own namespace, loopback only) or host."),
+    network: str = netopts.NETWORK,  # h-net: network flags, parsed in cli/netopts.py
+    publish: list[str] = netopts.PUBLISH,
+    publish_all: bool = netopts.PUBLISH_ALL,
+    dns: list[str] = netopts.DNS,
+    dns_search: list[str] = netopts.DNS_SEARCH,
+    dns_option: list[str] = netopts.DNS_OPTION,
+    add_host: list[str] = netopts.ADD_HOST,
+    network_alias: list[str] = netopts.NETWORK_ALIAS,
+    ip: str = netopts.IP,
+    mac_address: str = netopts.MAC_ADDRESS,
     init: bool = typer.Option(False, "--init", help="Run a tiny init as PID 1 that reaps "
                               "zombies and forwards signals (catatonit or tini)."),
     init_path: Path = typer.Option(None, "--init-path", help="Static init binary to use."),
@@ -61,39 +71,77 @@ def run(
     annotation: list[str] = typer.Option([], "--annotation", help="Add KEY=VALUE to config."),
     platform: str = PLATFORM,
     insecure: bool = INSECURE,
+    policy: Path = POLICY,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No pull/unpack progress."),
     runtime_: str = typer.Option(None, "--runtime", help="A runc-compatible OCI runtime "
                                  "(name or path, e.g. runc) instead of the built-in one."),
+    # h-vol: volumes and docker's run flags (parsed in cli/runopts.py)
+    mount: list[str] = typer.Option([], "--mount", help="type=bind|volume|tmpfs,source=,"
+                                    "target=[,readonly,tmpfs-size=,...]."),
+    volumes_from: list[str] = typer.Option([], "--volumes-from", help="CONTAINER[:ro|rw]."),
+    env_file: list[Path] = typer.Option([], "--env-file", help="Read NAME=VALUE lines."),
+    device: list[str] = typer.Option([], "--device", help="/dev/HOST[:/dev/CTR][:rwm]."),
+    ulimit: list[str] = typer.Option([], "--ulimit", help="NAME=SOFT[:HARD], e.g. nofile=512."),
+    sysctl: list[str] = typer.Option([], "--sysctl", help="A namespaced sysctl NAME=VALUE."),
+    privileged: bool = typer.Option(False, "--privileged", help="All capabilities and host "
+                                    "devices, no seccomp, no masked paths."),
+    pull: str = typer.Option("missing", "--pull", help="always, missing or never."),
+    authfile: Path = typer.Option(None, "--authfile", help="Credentials file (docker format)."),
+    cidfile: Path = typer.Option(None, "--cidfile", help="Write the container id here."),
+    stop_signal: str = typer.Option(None, "--stop-signal", help="Signal `stop` sends first."),
+    stop_timeout: float = typer.Option(None, "--stop-timeout", help="Seconds `stop` waits."),
+    shm_size: str = typer.Option(None, "--shm-size", help="Size of /dev/shm, e.g. 64m."),
+    group_add: list[str] = typer.Option([], "--group-add", help="An extra group (name or gid)."),
+    userns: str = typer.Option(None, "--userns", help="host (the only mode)."),
 ) -> None:
     """Run a command in a new container (like `docker run` / `podman run`)."""
     from ociimg.bundle import BundleOptions
-    from ociimg.commands.resolve import resolve_image
+    from ociimg.bundle.runflags import parse_ulimit
+    from ociimg.cli import runopts
     from ociimg.containers.manager import CreateOptions
 
-    if network not in ("none", "host"):
-        raise OciimgError(f"unsupported network mode {network!r}", hint="use none or host")
-    bundle = BundleOptions(
-        args=list(command) if command else None,
-        entrypoint=None if entrypoint is None else ([entrypoint] if entrypoint else []),
-        env=list(env), cwd=workdir, user=user, hostname=hostname, terminal=tty,
-        readonly_rootfs=read_only, mounts=[parse_volume(v) for v in volume],
-        tmpfs=list(tmpfs), network=network,
-        memory=parse_size(memory) if memory else None, cpus=cpus, pids_limit=pids_limit,
-        cap_add=list(cap_add), cap_drop=list(cap_drop), annotations=parse_pairs(annotation),
-        init=str(init_path or find_init()) if init or init_path else None,
-        **parse_security_opts(security_opt))
-    options = CreateOptions(name=name, remove=rm, interactive=interactive, bundle=bundle,
-                            runtime=runtime_)
-    manager = _manager()
-    with progress_for(quiet) as progress:
-        resolved = resolve_image(image, STATE.root, platform=parse_platform(platform),
-                                 pull_options=_pull_options(insecure), progress=progress)
-        c = manager.create(resolved, options, progress)
-    if detach:
-        _start_or_remove(manager, c, None, rm)
-        print(c.id)
-        return
-    raise typer.Exit(_run_attached(manager, c, rm))
+    with runopts.docker_exit_codes():
+        net = netopts.network_options(network, publish, publish_all, dns, dns_search,
+                                      dns_option, add_host, network_alias, ip, mac_address,
+                                      hostname)
+        runopts.check_userns(userns)
+        runopts.check_cidfile(cidfile)
+        mounts = runopts.mount_flags(volume, mount, tmpfs)
+        bundle = BundleOptions(
+            args=list(command) if command else None,
+            entrypoint=None if entrypoint is None else ([entrypoint] if entrypoint else []),
+            env=runopts.environment(list(env), list(env_file)), cwd=workdir, user=user,
+            hostname=hostname, terminal=tty, readonly_rootfs=read_only, mounts=mounts.binds,
+            tmpfs=mounts.tmpfs,
+            memory=parse_size(memory) if memory else None, cpus=cpus, pids_limit=pids_limit,
+            cap_add=list(cap_add), cap_drop=list(cap_drop), annotations=parse_pairs(annotation),
+            init=str(init_path or find_init()) if init or init_path else None,
+            devices=[runopts.parse_device(d) for d in device],
+            ulimits=[parse_ulimit(u) for u in ulimit], sysctls=runopts.parse_sysctls(sysctl),
+            group_add=list(group_add), shm_size=parse_size(shm_size) if shm_size else None,
+            privileged=privileged, **parse_security_opts(security_opt))
+        options = CreateOptions(
+            name=name, remove=rm, interactive=interactive, bundle=bundle, runtime=runtime_,
+            network=net, volumes=mounts.volumes,
+            volumes_from=[runopts.parse_volumes_from(v) for v in volumes_from],
+            stop_signal=runopts.check_stop_signal(stop_signal), stop_timeout=stop_timeout)
+        manager = _manager()
+        verifier = policy_verifier(policy, "run", insecure)
+        precheck_source(verifier, image)  # a layout or archive: judged before it is imported
+        with progress_for(quiet) as progress:
+            resolved = runopts.resolve_for_run(
+                image, STATE.root, policy=pull, platform=parse_platform(platform),
+                pull_options=_pull_options(insecure, authfile, verifier), progress=progress)
+            if verifier is not None:  # an image already in the store is checked too
+                verifier(policy_name(image, resolved.name), resolved.descriptor, None)
+            c = manager.create(resolved, options, progress)
+        runopts.write_cidfile(cidfile, c.id)
+        if detach:
+            _start_or_remove(manager, c, None, rm)
+            print(c.id)
+            return
+        code = _run_attached(manager, c, rm)
+    raise typer.Exit(code)
 
 
 def _manager() -> Any:
@@ -183,7 +231,8 @@ def ps(
 @app.command(rich_help_panel="Containers")
 def stop(
     names: list[str] = typer.Argument(..., help="Container names or ids."),
-    time_: float = typer.Option(10.0, "--time", "-t", help="Seconds to wait before SIGKILL."),
+    time_: float = typer.Option(None, "--time", "-t", help="Seconds to wait before SIGKILL "
+                                "(default: the container's --stop-timeout, else 10)."),
 ) -> None:
     """Stop containers: their StopSignal, then SIGKILL after --time seconds."""
     manager = _manager()
@@ -196,11 +245,13 @@ def stop(
 def rm_(
     names: list[str] = typer.Argument(..., help="Container names or ids."),
     force: bool = typer.Option(False, "--force", "-f", help="Kill running containers first."),
+    volumes: bool = typer.Option(False, "--volumes", "-v", help="Also remove its anonymous "
+                                 "volumes."),
 ) -> None:
     """Remove containers (their rootfs, logs and state)."""
     manager = _manager()
     for key in names:
-        manager.remove(manager.get(key), force)
+        manager.remove(manager.get(key), force, volumes=volumes)
         print(key)
 
 
@@ -247,11 +298,13 @@ def runtime(ctx: typer.Context) -> None:
     raise typer.Exit(runtime_main(list(ctx.args)))
 
 
-def _pull_options(insecure: bool) -> object:
+def _pull_options(insecure: bool, auth_file: Path | None = None,
+                  verifier: object = None) -> object:
     """PullOptions only when they differ from the default: importing the registry client
     costs ~25 ms of every `run` of an image that is already present (resolve_image
     imports it itself when it must pull)."""
-    if not insecure:
+    if not insecure and auth_file is None and verifier is None:
         return None
     from ociimg.registry import PullOptions
-    return PullOptions(insecure=True)
+    return PullOptions(insecure=insecure, auth_file=auth_file,
+                       verifier=verifier)  # type: ignore[arg-type]

@@ -25,13 +25,28 @@ from ociimg.containers import store
 from ociimg.containers.monitor import MONITOR_RECORD, error_from_report
 from ociimg.containers.protocol import OciRuntime
 from ociimg.containers.resolved import ResolvedImage, warn_unsafe_labels
-from ociimg.containers.rootfs import mount_rootfs, release_rootfs, remove_rootfs
+from ociimg.containers.rootfs import (
+    mount_rootfs,
+    mount_snapshot,
+    release_rootfs,
+    remove_rootfs,
+)
 from ociimg.containers.runtimes import runtime_from_record, select_runtime
 from ociimg.containers.store import Container
+from ociimg.containers.volumes import (
+    VolumeMount,
+    VolumeStore,
+    anonymous_volumes,
+    plan_mounts,
+)
 from ociimg.errors import ContainerError, ContainerNotFound, OciimgError
 from ociimg.events import NullProgress, Progress
 from ociimg.fsutil import remove_tree
 from ociimg.runtime import DEFAULT_STATE_ROOT
+
+TYPE_CHECKING = False  # `ps` and `inspect` never need the network package
+if TYPE_CHECKING:
+    from ociimg.network import NetworkOptions
 
 DEFAULT_RUNTIME_ROOT = Path(DEFAULT_STATE_ROOT)
 ACTIVE = ("creating", "created", "running", "paused")
@@ -44,6 +59,17 @@ class CreateOptions:
     remove: bool = False           # removed by its monitor once it exits (run --rm)
     interactive: bool = False      # an attached start feeds the caller's stdin to it
     runtime: str | None = None     # None: the built-in runtime; else a runc-compatible binary
+    # An active snapshot someone else prepared (a build step's) to mount as the rootfs;
+    # it is not the container's: rm leaves it to its owner.
+    snapshot: str | None = None
+    # Named/anonymous volumes (containers/volumes.py) and docker's stop settings.
+    volumes: list[VolumeMount] = field(default_factory=list)
+    volumes_from: list[tuple[str, bool | None]] = field(default_factory=list)  # (name, ro)
+    stop_signal: str | None = None  # overrides the image's StopSignal
+    stop_timeout: float | None = None  # default of `stop` for this container
+    # None keeps the bundle's mode (none/host) for library callers; the CLI
+    # passes NetworkOptions() (bridge, docker's default).
+    network: NetworkOptions | None = None
 
 
 @dataclass(frozen=True)
@@ -80,16 +106,27 @@ class ContainerManager:
     def _create(self, image: ResolvedImage, options: CreateOptions, runtime: OciRuntime,
                 progress: Progress) -> Container:
         cid = store.new_id()
+        created_volumes: list[str] = []
         final = store.containers_dir(self.root) / cid
         tmp = final.with_name(f".tmp-{cid}")
         tmp.mkdir(parents=True, mode=0o700)
+        # Held from the volumes' planning until meta.json records them (volume rm and
+        # prune look there), not while the rootfs is unpacked.
+        volumes_lock = contextlib.ExitStack()
         try:
             if options.name:
                 store.reserve_name(self.root, options.name, cid)
-            mount_rootfs(image, self.root, tmp, cid, progress)
-            bundle_options = options.bundle
+            if options.snapshot is None:
+                mount_rootfs(image, self.root, tmp, cid, progress)
+            else:
+                mount_snapshot(self.root, tmp, options.snapshot)
+            volumes_lock.enter_context(VolumeStore(self.root).locked())
+            plan = self._plan_mounts(image, options, tmp / "rootfs")
+            created_volumes = plan.created
+            bundle_options = dataclasses.replace(options.bundle, mounts=plan.binds)
             if bundle_options.hostname is None:
                 bundle_options = dataclasses.replace(bundle_options, hostname=cid[:12])
+            bundle_options = self._prepare_network(image, options, bundle_options, cid, tmp)
             config = to_runtime_config(image.config, bundle_options, tmp / "rootfs")
             warn_unsafe_labels(image, progress)
             write_bundle(tmp, config)
@@ -99,19 +136,71 @@ class ContainerManager:
                     "imageStore": str(image.store.path.absolute()),  # commit's base layers
                     "created": store.now(), "snapshots": [str(d) for d in chain],
                     "parent": str(chain[-1]) if chain else None,
-                    "stopSignal": image.config.stop_signal or "SIGTERM",
+                    "stopSignal": options.stop_signal or image.config.stop_signal or "SIGTERM",
+                    "stopTimeout": options.stop_timeout, "mounts": plan.records,
                     "autoRemove": options.remove, "interactive": options.interactive,
                     "runtime": runtime.describe()}
+            if options.snapshot is not None:
+                meta["snapshotKey"] = options.snapshot
             store.write_json(tmp / "meta.json", meta)
             os.rename(tmp, final)
         except BaseException:
             release_rootfs(tmp)
-            remove_rootfs(self.root, cid)
+            if options.snapshot is None:
+                remove_rootfs(self.root, cid)
             remove_tree(tmp)
             if options.name:
                 store.release_name(self.root, options.name, cid)
+            VolumeStore(self.root).drop_unused(created_volumes)
             raise
+        finally:
+            volumes_lock.close()
         return Container(cid, final, meta)
+
+    def _plan_mounts(self, image: ResolvedImage, options: CreateOptions, rootfs: Path) -> Any:
+        inherited = []
+        for key, readonly in options.volumes_from:
+            for rec in self.get(key).meta.get("mounts") or []:
+                if isinstance(rec, dict) and rec.get("type") in ("volume", "bind"):
+                    inherited.append({**rec, "rw": rec.get("rw", True) if readonly is None
+                                      else not readonly})
+        # A build step's container keeps what RUN writes under a VOLUME (BuildKit: VOLUME
+        # is metadata during a build): no anonymous volumes for it.
+        image_volumes = {} if options.snapshot else image.config.config.get("Volumes") or {}
+        return plan_mounts(
+            VolumeStore(self.root), rootfs, explicit=options.volumes,
+            binds=list(options.bundle.mounts), inherited=inherited,
+            image_volumes=sorted(v for v in image_volumes if isinstance(v, str)
+                                 and v.startswith("/")) if isinstance(image_volumes, dict)
+            else [])
+
+    def _prepare_network(self, image: ResolvedImage, options: CreateOptions,
+                         bundle: BundleOptions, cid: str, tmp: Path) -> BundleOptions:
+        """The container's network record and /etc files; the bundle joins its netns."""
+        import ociimg.network as network
+        net = options.network or network.NetworkOptions(
+            mode="host" if bundle.network == "host" else "none")
+        joined = self._joined_netns(net.container) if net.mode == "container" else None
+        exposed = sorted(image.config.config.get("ExposedPorts") or {})
+        prepared = network.prepare(self.root, tmp, cid, options.name, bundle.hostname or cid,
+                                   net, exposed, joined,
+                                   mount_dir=store.containers_dir(self.root) / cid)
+        return dataclasses.replace(
+            bundle, network=prepared.bundle_network, netns_path=prepared.netns_path,
+            mounts=[*bundle.mounts, *prepared.mounts], env=[*prepared.env, *bundle.env])
+
+    def _joined_netns(self, key: str | None) -> tuple[str, Path]:
+        """``--network container:NAME``: the running container's netns and directory."""
+        import ociimg.network as network
+        other = self.get(key or "")
+        st = self.status(other)
+        if st.status != "running" or st.pid is None:
+            raise ContainerError(f"container {other.name} is {st.status}, not running",
+                                 hint="--network container:NAME joins a running container")
+        record = network.read_record(other.path) or {}
+        path = record.get("netns") if record.get("mode") in ("bridge", "container") \
+            else None
+        return path or f"/proc/{st.pid}/ns/net", other.path
 
     # Running -------------------------------------------------------------------------
     def start(self, c: Container, *, stdio: tuple[int, int, int] | None = None,
@@ -125,8 +214,13 @@ class ContainerManager:
         that interpreter's start (~40 ms of every ``ociimg run``). A caller with threads
         always spawns: forking a threaded interpreter can deadlock the child."""
         import threading
+
+        import ociimg.network as network
+        net_lock = network.setup(c.path, c.id, self.root)  # the monitor holds it from now
         report_r, report_w = os.pipe2(os.O_CLOEXEC)
         passed = [report_w] + [_dup_above_stdio(fd) for fd in stdio or ()]
+        if net_lock is not None:
+            passed.append(net_lock)  # after the stdio fds: the monitor's argv keeps its shape
         try:
             if fork and threading.active_count() == 1:
                 _fork_monitor(c, passed)
@@ -142,6 +236,7 @@ class ContainerManager:
             raise
         if "started" not in doc:
             os.close(report_r)
+            network.teardown(c.id)  # a monitor that died before its own teardown
             if not doc:
                 raise ContainerError(f"container {c.name}: its monitor died",
                                      hint=f"see {c.path / 'monitor.log'}")
@@ -238,12 +333,18 @@ class ContainerManager:
     def resume(self, c: Container) -> None:
         self.runtime(c).resume(c.id)
 
-    def stop(self, c: Container, timeout: float = 10.0) -> None:
+    def stop(self, c: Container, timeout: float | None = None) -> None:
         """StopSignal, then SIGKILL to every process after ``timeout`` seconds (docker
-        stop); returns once its monitor has recorded the exit."""
+        stop; None: its --stop-timeout, else 10); returns once its monitor has recorded
+        the exit."""
+        if timeout is None:
+            timeout = float(c.meta.get("stopTimeout") or 10.0)
         st = self.status(c).status
-        if st not in ACTIVE:
-            return
+        if st in ACTIVE:
+            self._stop(c, st, timeout)
+        self._teardown_network(c)
+
+    def _stop(self, c: Container, st: str, timeout: float) -> None:
         if st == "paused":
             with contextlib.suppress(OciimgError):
                 self.resume(c)
@@ -256,13 +357,21 @@ class ContainerManager:
         if not self._wait_quietly(c, 10.0):
             raise ContainerError(f"container {c.name} did not stop after SIGKILL")
 
+    def _teardown_network(self, c: Container) -> None:
+        """Its monitor tears the network down when the program exits; this covers a
+        monitor that was killed first. Never while the container still runs."""
+        import ociimg.network as network
+        if self.status(c).status not in ACTIVE:
+            network.teardown(c.id, cdir=c.path)
+
     def _wait_quietly(self, c: Container, timeout: float) -> bool:
         try:
             return self.wait(c, timeout) is not None
         except OciimgError:
             return self.status(c).status not in ACTIVE
 
-    def remove(self, c: Container, force: bool = False) -> None:
+    def remove(self, c: Container, force: bool = False, *, volumes: bool = False) -> None:
+        """With ``volumes`` (rm -v), its anonymous volumes go too."""
         st = self.status(c).status
         if st in ACTIVE:
             if not force:
@@ -271,13 +380,17 @@ class ContainerManager:
             self.stop(c, timeout=0)
         with contextlib.suppress(OciimgError):
             self.runtime(c).delete(c.id, force=True)
+        self._teardown_network(c)
         release_rootfs(c.path)
-        remove_rootfs(self.root, c.snapshot_key)
+        if "snapshotKey" not in c.meta:
+            remove_rootfs(self.root, c.snapshot_key)
         with contextlib.suppress(FileNotFoundError):
             store.remove_dir(c)
         report = self._reports.pop(c.id, None)
         if report is not None:
             os.close(report)
+        if volumes:
+            VolumeStore(self.root).remove_anonymous(anonymous_volumes(c.meta))
 
     def logs(self, c: Container, *, follow: bool = False) -> Iterator[bytes]:
         """What a detached container wrote; with ``follow``, until it exits."""

@@ -159,12 +159,22 @@ class Monitor:
             self.runtime.delete(self.cid, force=True)
         except OciimgError:
             pass
+        from ociimg.network import teardown
+        try:
+            teardown(self.cid, locked=True, cdir=self.path)  # it holds the lock
+        except (OciimgError, OSError) as exc:
+            print(f"network teardown: {exc}", file=sys.stderr)  # monitor.log
         from ociimg.containers.rootfs import release_rootfs, remove_rootfs
         release_rootfs(self.path)
         if self.meta.get("autoRemove"):
             from ociimg.containers.names import remove_container_files
-            remove_rootfs(os.path.dirname(os.path.dirname(self.path)), self.cid)
+            root = os.path.dirname(os.path.dirname(self.path))
+            remove_rootfs(root, self.cid)
             remove_container_files(self.path, self.meta)
+            from ociimg.containers.volumes import VolumeStore, anonymous_volumes
+            if anonymous_volumes(self.meta):  # docker run --rm removes them too
+                from pathlib import Path
+                VolumeStore(Path(root)).remove_anonymous(anonymous_volumes(self.meta))
 
 
 def _console_listener() -> tuple[Any, str]:
@@ -280,11 +290,17 @@ def main(argv: list[str]) -> int:
 
 
 def error_from_report(doc: dict[str, Any], cid: str) -> OciimgError:
-    from ociimg.errors import ContainerError
+    """The monitor's start error as the kind docker's CLI picks from a runtime's words
+    (cli/command/container/run.go): not found → 127, not executable → 126."""
+    from ociimg.errors import ContainerError, NotExecutable
     message = doc.get("error") or f"container {cid[:12]}: the monitor failed to start it"
-    missing = doc.get("exitCode") == 127 or "executable file not found" in message or (
-        "exec:" in message and "no such file or directory" in message)  # runc's words
-    cls = ExecutableNotFound if missing else ContainerError
+    cls: type[ContainerError] = ContainerError
+    if doc.get("exitCode") == 127 or "executable file not found" in message or (
+            "exec:" in message and "no such file or directory" in message):
+        cls = ExecutableNotFound
+    elif doc.get("exitCode") == 126 or ("exec:" in message and (
+            "permission denied" in message or "is a directory" in message)):
+        cls = NotExecutable
     return cls(message, hint=doc.get("hint"))
 
 

@@ -41,6 +41,15 @@ def mount_rootfs(image: ResolvedImage, root: Path, bundle: Path, key: str,
         raise
 
 
+def mount_snapshot(root: Path, bundle: Path, key: str) -> None:
+    """``bundle``/rootfs: the active snapshot ``key`` its owner prepared (a build step)."""
+    from ociimg.layers.overlay import mount_all
+    from ociimg.layers.snapshots import SnapshotStore
+    target = bundle / "rootfs"
+    target.mkdir(mode=0o755, exist_ok=True)
+    mount_all(SnapshotStore(root / "snapshots").mounts(key), target)
+
+
 def release_rootfs(bundle: str | os.PathLike[str]) -> None:
     """Unmount ``bundle``/rootfs if mounted; its upper dir stays."""
     rootfs = os.path.join(bundle, "rootfs")

@@ -49,7 +49,7 @@ class Container:
 
     @property
     def snapshot_key(self) -> str:
-        return self.id
+        return self.meta.get("snapshotKey") or self.id
 
     @property
     def image(self) -> str | None:

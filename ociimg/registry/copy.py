@@ -36,9 +36,11 @@ from ociimg.registry.dockerarchive import DockerArchive
 from ociimg.registry.pull import (
     FOREIGN_LAYER_TYPES,
     PullOptions,
+    Verifier,
     fetch_image,
     run_bounded,
     serialized,
+    verify_images,
 )
 from ociimg.registry.push import PushOptions, push_descriptor
 from ociimg.store import Store
@@ -71,13 +73,15 @@ class CopyOptions:
     chunk_size: int | None = None
     retries: int = 5
     backoff_base: float = 0.5
+    verifier: Verifier | None = None  # a registry source is checked by the pull
 
     def pull_options(self) -> PullOptions:
         return PullOptions(platform=self.platform, all_platforms=self.all_platforms,
                            include_attestations=self.all_platforms,
                            insecure=self.src_insecure, ca_bundle=self.ca_bundle,
                            auth_file=self.auth_file, concurrency=self.concurrency,
-                           retries=self.retries, backoff_base=self.backoff_base)
+                           retries=self.retries, backoff_base=self.backoff_base,
+                           verifier=self.verifier)
 
     def push_options(self) -> PushOptions:
         return PushOptions(insecure=self.dest_insecure, ca_bundle=self.ca_bundle,
@@ -94,6 +98,8 @@ def copy(src: ImageName, dst: ImageName, options: CopyOptions | None = None,
     progress = serialized(progress or NullProgress())
     with _source(src, options, progress, cache) as (store, desc):
         desc = narrow(store, desc, options)
+        if isinstance(src, LayoutReference):
+            verify_layout_image(store, src, desc, options.verifier)
         if isinstance(dst, Reference):
             plan_copy(store, None, desc, str(src))  # a registry may refuse an incomplete image
             push_options = options.push_options()
@@ -121,6 +127,18 @@ def narrow(store: BlobSource, desc: spec.Descriptor, options: CopyOptions) -> sp
     if isinstance(doc, spec.Index):
         return spec.match_platform(doc, options.platform or spec.Platform.host())
     return desc
+
+
+def verify_layout_image(store: BlobSource, src: LayoutReference, desc: spec.Descriptor,
+                        verifier: Verifier | None) -> None:
+    if verifier is None:
+        return
+    doc = store.read_manifest(desc)
+    if isinstance(doc, spec.Index):
+        chosen = [d for d in doc.manifests if d.media_type in spec.MANIFEST_TYPES]
+        verify_images(verifier, src, None, desc, chosen, whole_index=True)
+    else:
+        verify_images(verifier, src, None, desc, [desc], whole_index=False)
 
 
 def layout_name(dst: LayoutReference, src: ImageName) -> str:

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import sys
 
-from ociimg.errors import ContainerError, ExecutableNotFound, OciimgError
+from ociimg.errors import ContainerError, ExecutableNotFound, NotExecutable, OciimgError
 from ociimg.oskit import linux
 from ociimg.runtime import (
     capabilities,
@@ -452,18 +453,36 @@ def check_cwd_inside_root(cwd: str) -> None:
 
 def lookup_executable(process: ProcessSpec) -> str:
     """LookPath before blocking so a missing program fails `create` (runc
-    standard_init_linux.go), searching the container's PATH."""
+    standard_init_linux.go), searching the container's PATH. Go's exec.LookPath texts:
+    docker and podman map "not found"/"no such file" to 127, "permission denied" and
+    "is a directory" to 126, from these words."""
     name = process.args[0]
     if "/" in name:
-        candidates = [name]
-    else:
-        search = process.env_value("PATH") or DEFAULT_PATH
-        candidates = [os.path.join(d or ".", name) for d in search.split(":")]
-    for cand in candidates:
-        if os.path.isfile(cand) and os.access(cand, os.X_OK):
+        problem = _not_executable(name)
+        if problem is None:
+            return name
+        cls = ExecutableNotFound if problem.startswith("stat ") else NotExecutable
+        raise cls(f'exec: "{name}": {problem}', hint="check process.args[0] in the container")
+    search = process.env_value("PATH") or DEFAULT_PATH
+    for d in search.split(":"):
+        cand = os.path.join(d or ".", name)
+        if _not_executable(cand) is None:
             return cand
     raise ExecutableNotFound(f'exec: "{name}": executable file not found in $PATH',  # runc
                              hint="check process.args[0] and PATH in the container")
+
+
+def _not_executable(path: str) -> str | None:
+    """Why ``path`` cannot be exec'ed, in Go's words (findExecutable), or None."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return f"stat {path}: {os.strerror(exc.errno or 2).lower()}"
+    if stat.S_ISDIR(st.st_mode):
+        return "is a directory"
+    if not os.access(path, os.X_OK):
+        return "permission denied"
+    return None
 
 
 def wait_for_start(ctx: InitContext) -> None:

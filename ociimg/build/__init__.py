@@ -1,0 +1,1 @@
+"""``ociimg build``: Containerfile parsing (pure), the build context, ADD helpers, the builder."""

@@ -1,0 +1,153 @@
+"""RUN: a container from :mod:`ociimg.containers` over the step's active snapshot.
+
+The builder prepares the active snapshot; the container mounts it as its rootfs
+(``CreateOptions.snapshot``) and leaves it when removed, so the step's change is the
+snapshot's diff. The output (stdout and stderr together) goes to the progress log line
+by line and the last lines are kept for the error of a failing step. Mount points the
+runtime had to create (``/proc``, ``/dev``, ``--mount`` targets) are removed again when
+they are still empty, so they never end up in the layer (BuildKit does the same).
+
+Whatever happens (an error, Ctrl-C), the container is removed before this returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ociimg.bundle import BindMount, BundleOptions
+from ociimg.errors import BuildError, StepFailed
+from ociimg.events import Progress
+from ociimg.oskit.paths import resolve_in_root
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ociimg.containers import ResolvedImage
+    from ociimg.layers.snapshots import SnapshotStore
+
+TAIL_LINES = 20
+TAIL_SHOWN = 5  # in the error's one line
+# What the bundle's default mounts need as mount points.
+RUNTIME_MOUNT_POINTS = ("/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys",
+                        "/sys/fs/cgroup")
+
+
+@dataclass
+class RunRequest:
+    argv: list[str]
+    env: list[str]
+    cwd: str
+    user: str
+    network: str = "private"
+    mounts: list[BindMount] = field(default_factory=list)
+    tmpfs: list[str] = field(default_factory=list)
+
+
+def run_step(root: Path, snapshots: SnapshotStore, key: str, image: ResolvedImage,
+             request: RunRequest, progress: Progress, label: str) -> None:
+    """Run ``request`` in a container over active snapshot ``key``; StepFailed (with the
+    exit code and the last lines of output) when it fails."""
+    from ociimg.containers import ContainerManager, CreateOptions
+    targets = list(RUNTIME_MOUNT_POINTS) + [m.destination for m in request.mounts] + \
+        list(request.tmpfs)
+    with snapshots.mounted(key) as view:
+        missing = [t for t in targets if not _exists(view, t)]
+    options = CreateOptions(snapshot=key, bundle=BundleOptions(
+        args=request.argv, entrypoint=[], env=request.env, cwd=request.cwd or "/",
+        user=request.user, network=request.network, mounts=list(request.mounts),
+        tmpfs=list(request.tmpfs)))
+    manager = ContainerManager(root)
+    container = manager.create(image, options, progress)
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
+    try:
+        code = _run_attached(manager, container, progress, tail)
+    finally:
+        with contextlib.suppress(Exception):
+            manager.remove(container, force=True)
+        with snapshots.mounted(key) as view:
+            _remove_mount_points(view, missing)
+    if code != 0:
+        last = " | ".join(line for line in list(tail)[-TAIL_SHOWN:] if line.strip())
+        raise StepFailed(f"{label}: exited with code {code}" +
+                         (f" (last output: {last})" if last else ""), exit_code=code or 1,
+                         hint="fix the command (its whole output is above), then build again")
+
+
+def _run_attached(manager, container, progress: Progress, tail: deque[str]) -> int:  # type: ignore[no-untyped-def]
+    import threading
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        try:
+            manager.start(container, stdio=(null, write_fd, write_fd),
+                          fork=threading.active_count() == 1)
+        finally:
+            os.close(write_fd)
+            os.close(null)
+        buf = b""
+        while chunk := os.read(read_fd, 65536):
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                _emit(line, progress, tail)
+        if buf:
+            _emit(buf, progress, tail)
+    finally:
+        os.close(read_fd)
+    code = manager.wait(container)
+    return 1 if code is None else code
+
+
+def _emit(line: bytes, progress: Progress, tail: deque[str]) -> None:
+    text = line.decode("utf-8", "replace").rstrip("\r")
+    tail.append(text)
+    progress.log(text)
+
+
+def _exists(view: Path, path: str) -> bool:
+    rootfd = os.open(view, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.close(resolve_in_root(rootfd, path, flags=os.O_PATH, follow_last=False))
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(rootfd)
+
+
+def _remove_mount_points(view: Path, paths: list[str]) -> None:
+    """Remove what the runtime created for mounts, deepest first, if still empty."""
+    rootfd = os.open(view, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for path in sorted(paths, key=lambda p: p.count("/"), reverse=True):
+            parent, _, name = path.rstrip("/").rpartition("/")
+            try:
+                pfd = resolve_in_root(rootfd, parent or "/", flags=os.O_PATH | os.O_DIRECTORY,
+                                      follow_last=False)
+            except OSError:
+                continue
+            try:
+                st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    os.rmdir(name, dir_fd=pfd)
+                elif stat.S_ISREG(st.st_mode) and st.st_size == 0:
+                    os.unlink(name, dir_fd=pfd)
+            except OSError:
+                pass  # not there, or the step put something in it: it stays
+            finally:
+                os.close(pfd)
+    finally:
+        os.close(rootfd)
+
+
+def check_network(mode: str) -> str:
+    if mode in ("default", "private", ""):
+        return "private"
+    if mode not in ("host", "none"):
+        raise BuildError(f"--network={mode}: not supported by builds",
+                         hint="use --network host (the host's network) or none")
+    return mode
