@@ -354,7 +354,7 @@ def _write_archive(out: BinaryIO, images: Sequence[tuple[Any, spec.Descriptor,
     if fmt == "docker-archive":
         write_docker(out, images, platform, scratch)
     else:
-        write_oci(out, images)
+        write_oci(out, images, platform)
 
 
 def write_docker(out: BinaryIO, images: Sequence[tuple[Any, spec.Descriptor, tuple[str, ...]]],
@@ -382,16 +382,18 @@ def write_docker(out: BinaryIO, images: Sequence[tuple[Any, spec.Descriptor, tup
     write_docker_archive(out, saved, scratch)
 
 
-def write_oci(out: BinaryIO, images: Sequence[tuple[Any, spec.Descriptor, tuple[str, ...]]]
-              ) -> None:
+def write_oci(out: BinaryIO, images: Sequence[tuple[Any, spec.Descriptor, tuple[str, ...]]],
+              platform: spec.Platform | None = None) -> None:
     """An OCI layout as a tar stream, straight from the sources' blobs: every blob each
-    image needs (all platforms it holds), index.json naming each image by each name."""
+    image needs (all its platforms, or ``platform``'s if the others are not there),
+    index.json naming each image by each name."""
     import tarfile
 
     from ociimg.registry.copy import plan_copy
 
     entries, order, seen = [], [], set()
-    for blobs, desc, names in images:
+    for blobs, top, names in images:
+        desc = whole_or_narrowed(blobs, top, platform)
         for d in plan_copy(blobs, None, desc, str(desc.digest)):
             if d.digest not in seen:
                 seen.add(d.digest)
@@ -447,7 +449,7 @@ def load_archive(path: Path, store: Store) -> list[tuple[str, spec.Descriptor]]:
     All blobs are copied (and verified) before any name is tagged: a bad archive leaves
     no name pointing at half an image."""
     from ociimg.registry.archive import LayoutArchive
-    from ociimg.registry.copy import copy_between_stores, plan_copy
+    from ociimg.registry.copy import copy_between_stores
     from ociimg.registry.dockerarchive import DockerArchive
 
     try:
@@ -459,12 +461,7 @@ def load_archive(path: Path, store: Store) -> list[tuple[str, spec.Descriptor]]:
     tags: list[tuple[str, spec.Descriptor]] = []
     with store.lease():
         for desc in archive.entries():
-            try:
-                plan_copy(archive, None, desc, str(path))
-            except BlobUnknown:  # an index saved with one platform's image: that one
-                if desc.media_type not in spec.INDEX_TYPES:
-                    raise
-                desc = ImageSource(str(path), archive, desc).manifest()[0]
+            desc = whole_or_narrowed(archive, desc)
             copy_between_stores(archive, store, desc, str(path))
             names = [n for n, d in archive.refs() if d.digest == desc.digest] or \
                 [_annotated_name(desc)]
@@ -472,6 +469,23 @@ def load_archive(path: Path, store: Store) -> list[tuple[str, spec.Descriptor]]:
         for name, desc in tags:
             store.tag(name, desc)
     return tags
+
+
+def whole_or_narrowed(blobs: Any, desc: spec.Descriptor,
+                      platform: spec.Platform | None = None) -> spec.Descriptor:
+    """``desc`` if every blob it needs is in ``blobs``; an index that was pulled or saved
+    for one platform gives that platform's manifest (else BlobUnknown names what is
+    missing)."""
+    from ociimg.registry.copy import plan_copy
+
+    try:
+        plan_copy(blobs, None, desc, str(desc.digest))
+    except BlobUnknown:
+        if desc.media_type not in spec.INDEX_TYPES:
+            raise
+        desc = ImageSource(str(desc.digest), blobs, desc).manifest(platform)[0]
+        plan_copy(blobs, None, desc, str(desc.digest))
+    return desc
 
 
 def _annotated_name(desc: spec.Descriptor) -> str | None:
