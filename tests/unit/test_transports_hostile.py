@@ -230,3 +230,20 @@ def test_dir_destination_never_replaces_a_foreign_directory(tmp_path: Path) -> N
     assert (home / "precious").read_text() == "keep me"
     copy(LayoutReference("oci", store.path, "x:1"), LayoutReference("dir", tmp_path / "img"))
     copy(LayoutReference("oci", store.path, "x:1"), LayoutReference("dir", tmp_path / "img"))
+
+
+def test_one_big_config_named_by_many_entries_is_bounded(guarded) -> None:  # type: ignore[no-untyped-def]
+    store, tmp = guarded
+    config = json.loads(config_for(LAYER))
+    config["padding"] = "x" * (3 << 20)
+    raw = spec.canonical_json(config)
+    name = f"{Digest.of(raw).hex}.json"
+    entry = {"Config": name, "RepoTags": [], "Layers": ["aaaa" * 16 + "/layer.tar"]}
+    write_archive(tmp / "a.tar", [("aaaa" * 16 + "/layer.tar", LAYER), (name, raw)],
+                  [entry] * 100)
+    with pytest.raises(UnsafeArchive, match="exceed"):
+        load_archive(tmp / "a.tar", store)
+    write_archive(tmp / "a.tar", [("aaaa" * 16 + "/layer.tar", LAYER)], [entry] * 5000)
+    with pytest.raises(UnsafeArchive, match="5000 images"):
+        load_archive(tmp / "a.tar", store)
+    assert store.refs() == []
