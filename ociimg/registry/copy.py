@@ -1,4 +1,4 @@
-"""Copy an image between registries and OCI layouts, keeping digests (skopeo copy).
+"""Copy an image between registries, OCI layouts and archives, keeping digests (skopeo copy).
 
 Every source is first made available as a store (a registry source is fetched into a
 store: the caller's, else a temporary one); every destination is then written from that
@@ -9,7 +9,10 @@ so its digest stays the same.
 
 Nothing is tagged (or pushed) unless every blob the image references is there: a
 layout missing a layer is refused with the blob's name, before anything is written.
-An ``oci-archive:`` is read in place (:mod:`ociimg.registry.archive`), never extracted.
+An ``oci-archive:`` or ``docker-archive:`` is read in place (:mod:`ociimg.registry.archive`,
+:mod:`ociimg.registry.dockerarchive`), never extracted; ``dir:`` is skopeo's directory
+(:mod:`ociimg.registry.dirlayout`). docker-archive destinations need layers decompressed:
+:func:`ociimg.transports.copy_image` writes them.
 """
 
 from __future__ import annotations
