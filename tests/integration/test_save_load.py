@@ -91,8 +91,7 @@ def test_tag_and_names_of_any_length(root: Path) -> None:
                           "cannot hold a digest")
 
 
-def test_save_keeps_an_old_file_on_error(root: Path,
-                                                                tmp_path: Path) -> None:
+def test_save_keeps_an_old_file_on_error(root: Path, tmp_path: Path) -> None:
     target = tmp_path / "keep.tar"
     target.write_bytes(b"old")
     proc = ociimg(root, "save", "-o", str(target), NAME, "no/such:image", check=False)
