@@ -153,7 +153,7 @@ def _push_local(source: str, destination: str | None, insecure: bool, ca_bundle:
                           dest_insecure=insecure, ca_bundle=ca_bundle, auth_file=auth_file,
                           concurrency=jobs, retries=retries)
     with progress_for(quiet, json_out) as progress:
-        digest = copy_image(source, f"docker://{dest}", options, progress, STATE.root)
+        digest = copy_image(source, f"docker://{dest}", options, progress)
     if json_out:
         print_json({"reference": str(dest), "digest": str(digest)})
     elif not quiet:
@@ -189,7 +189,7 @@ def copy(
                           verifier=policy_verifier(policy, "copy", insecure, ca_bundle, auth_file))
     precheck_source(options.verifier, source)
     with progress_for(quiet, json_out) as progress:
-        digest = copy_image(source, destination, options, progress, STATE.root)
+        digest = copy_image(source, destination, options, progress)
     if json_out:
         print_json({"source": source, "destination": destination, "digest": str(digest)})
     elif not quiet:
