@@ -16,12 +16,16 @@ from ociimg.cli import (  # noqa: F401  (registers commands)
     containers,
     imagelist,
     images,
+    inspection,
+    lifecycle,
     network,
+    registryreads,
+    shellcomp,
     signing,
     unpack,
     volumes,
 )
-from ociimg.cli.app import STATE, app
+from ociimg.cli.app import STATE, app, hoist_global_options
 from ociimg.cli.output import printable
 from ociimg.errors import OciimgError
 
@@ -59,10 +63,13 @@ def exit_now(code: int) -> None:
 
 def run_command(argv: list[str] | None = None) -> int:
     command = typer_main()
+    if "_OCIIMG_COMPLETE" in os.environ:  # a shell asks for completions (shellcomp.py)
+        from ociimg.cli.shellcomp import register_shells
+        register_shells()
     try:
         # With standalone_mode=False, click returns typer.Exit's code instead of raising.
-        result = command.main(args=argv if argv is not None else sys.argv[1:],
-                              prog_name="ociimg", standalone_mode=False)
+        args = hoist_global_options(command, argv if argv is not None else sys.argv[1:])
+        result = command.main(args=args, prog_name="ociimg", standalone_mode=False)
     except OciimgError as exc:
         if STATE.debug:
             raise
@@ -71,7 +78,8 @@ def run_command(argv: list[str] | None = None) -> int:
     except OSError as exc:
         if STATE.debug:
             raise
-        _report(str(exc), None)
+        from ociimg.cli.oserrors import describe
+        _report(*describe(exc))
         return 1
     except typer.Exit as exc:
         return exc.exit_code

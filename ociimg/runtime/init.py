@@ -309,9 +309,23 @@ def _apparmor_profile(config: RuntimeConfig) -> str | None:
 def check_config(config: RuntimeConfig) -> None:
     """Checks that need no privileges, done before anything is created."""
     lsm.check_labels(config.raw)
-    own = {ns.type: ns.path is None for ns in config.namespaces}
+
+
+def check_sysctls(config: RuntimeConfig) -> None:
+    """In the runtime's own process, before the init joins anything: as runc, a joined
+    namespace scopes sysctls too, except the runtime's own (the host's) network one."""
+    own = {ns.type: ns.path is None or (ns.type == "network" and not _same_netns(ns.path))
+           for ns in config.namespaces}
     for key in config.sysctl:
         rootfs.check_sysctl(key, own)
+
+
+def _same_netns(path: str) -> bool:
+    try:
+        joined, ours = os.stat(path), os.stat("/proc/self/ns/net")
+    except OSError:
+        return True  # cannot tell: refuse, as for the host's
+    return (joined.st_dev, joined.st_ino) == (ours.st_dev, ours.st_ino)
 
 
 def protect_kernel_interfaces(ctx: InitContext) -> None:
