@@ -386,12 +386,7 @@ class Builder:
         ident = fields.get("id") or target
         path = self.root / "build-cache" / "mounts" / Digest.of(ident.encode()).hex
         if not path.is_dir():
-            try:
-                mode, uid, gid = (int(fields.get("mode", "755"), 8), int(fields.get("uid", "0")),
-                                  int(fields.get("gid", "0")))
-            except ValueError:
-                raise BuildError(f"--mount type=cache: bad mode, uid or gid in {dict(fields)}") \
-                    from None
+            mode, uid, gid = _mount_ids(fields, "755", "cache")
             path.mkdir(parents=True, mode=0o755)
             os.chmod(path, mode)
             os.chown(path, uid, gid)
@@ -405,8 +400,9 @@ class Builder:
                 raise BuildError(f"secret {ident!r} is required but was not given",
                                  hint=f"pass it: --secret id={ident},src=PATH")
             return None
-        copy = self._temp_file(Path(source).read_bytes(), int(fields.get("mode", "0400"), 8))
-        os.chown(copy, int(fields.get("uid", "0")), int(fields.get("gid", "0")))
+        mode, uid, gid = _mount_ids(fields, "0400", "secret")
+        copy = self._temp_file(Path(source).read_bytes(), mode)
+        os.chown(copy, uid, gid)
         return BindMount(str(copy), target, readonly=True)
 
     def _bind_source(self, stage: Stage, fields: Mapping[str, str]) -> tuple[Path, str]:
@@ -794,6 +790,21 @@ class Builder:
 
 
 # Helpers ----------------------------------------------------------------------------------
+def _mount_ids(fields: Mapping[str, str], default_mode: str, kind: str
+               ) -> tuple[int, int, int]:
+    """A cache or secret mount's mode (octal), uid and gid, checked: a bad value is the
+    Containerfile's error, never a traceback, and -1 (chown's "leave it") is no owner."""
+    try:
+        mode = int(fields.get("mode", default_mode), 8)
+        uid, gid = int(fields.get("uid", "0")), int(fields.get("gid", "0"))
+    except ValueError:
+        mode = uid = gid = -1
+    if not 0 <= mode <= 0o7777 or not 0 <= uid < 2**32 - 1 or not 0 <= gid < 2**32 - 1:
+        raise BuildError(f"--mount type={kind}: bad mode, uid or gid in {dict(fields)}",
+                         hint="mode is octal (0755), uid and gid are numbers")
+    return mode, uid, gid
+
+
 def _host_network_files(network: str) -> list[BindMount]:
     """With the host's network, its resolver config too (BuildKit does the same), read-only;
     a mount point RUN had to create is removed again, so the image keeps its own."""

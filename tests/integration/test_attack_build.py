@@ -1,0 +1,88 @@
+"""Attacks on ``ociimg build`` by its Containerfile and context: symlinks in the image
+(made by an earlier RUN) pointing at host paths must keep COPY, ADD and RUN mounts inside
+the image; RUN mount points made through such a symlink must not stay in the layer; bad
+mount options are one-line errors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.integration.cli_helpers import assert_one_line_error, ociimg
+from tests.integration.test_build_e2e import assert_clean, build, layer_names, stored, write_context
+
+
+@pytest.fixture
+def base(ociroot: Path, pushed_fixtures: dict[str, str]) -> str:
+    ref = pushed_fixtures["busybox"]
+    ociimg(ociroot, "pull", ref)
+    return ref
+
+
+def test_image_symlinks_to_host_paths_keep_copy_and_mounts_inside(
+        ociroot: Path, base: str, tmp_path: Path) -> None:
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "keep").write_text("host\n")
+    ctx = write_context(tmp_path / "ctx", f"""\
+FROM {base} AS s1
+RUN ln -s {host} /abs && ln -s / /top && mkdir -p /d && ln -s ../../../../../../{host} /d/up
+COPY f /abs/copied
+COPY f /top/{host}/via-top
+COPY f /d/up/via-up
+ADD t.tar /abs/
+RUN --mount=type=bind,source=f,target=/abs/bound --mount=type=tmpfs,target=/abs/tmp \\
+    --mount=type=cache,target=/abs/cache true
+RUN ls {host} | sort | tr '\\n' ' ' > /seen
+FROM {base}
+COPY --from=s1 /abs/ /out/
+COPY --from=s1 /top/../../{host}/copied /seen /
+""", {"f": "pwned\n"})
+    import tarfile
+    with tarfile.open(ctx / "t.tar", "w") as tar:
+        info = tarfile.TarInfo("from-tar")
+        tar.addfile(info)
+    build(ociroot, ctx, "-t", "sym")
+    assert sorted(os.listdir(host)) == ["keep"]
+    out = ociimg(ociroot, "run", "--rm", "sym", "sh", "-c",
+                 "cat /seen /copied; echo; ls /out | tr '\\n' ' '").stdout
+    # Inside the image everything landed under the image's own copy of the host path
+    # (the --from side resolved in the stage, never on the host: no "keep"), and the
+    # mount points made for the RUN's mounts were removed again.
+    assert out == "copied from-tar via-top via-up pwned\n\ncopied from-tar via-top via-up ", out
+    assert_clean(ociroot)
+
+
+def test_mount_points_made_through_an_image_symlink_leave_the_layer(
+        ociroot: Path, base: str, tmp_path: Path) -> None:
+    """/var/run -> /run (Debian) or merged /usr: a mount target through a symlinked dir
+    is made at the resolved place; it goes again after the RUN (BuildKit's stub cleaner)."""
+    ctx = write_context(tmp_path / "ctx", f"""\
+FROM {base}
+RUN mkdir /real && ln -s /real /link
+RUN --mount=type=bind,source=f,target=/link/bound --mount=type=tmpfs,target=/link/tmp \\
+    --mount=type=cache,target=/link/deep/cache true
+""", {"f": "x\n"})
+    build(ociroot, ctx, "-t", "stubs")
+    manifest, _ = stored(ociroot, "docker.io/library/stubs:latest")
+    names = [n for layer in manifest["layers"][1:] for n in layer_names(ociroot, layer)]
+    assert sorted(n.strip("./") for n in names) == ["link", "real"], names
+    assert ociimg(ociroot, "run", "--rm", "stubs", "ls", "-A", "/real").stdout == ""
+
+
+@pytest.mark.parametrize("mount", [
+    "type=secret,id=s,mode=zz", "type=secret,id=s,uid=99999999999", "type=secret,id=s,uid=-1",
+    "type=cache,target=/c,uid=99999999999", "type=cache,target=/c,gid=-5",
+    "type=cache,target=/c,mode=77777"])
+def test_bad_mount_modes_and_ids_are_one_line_errors(ociroot: Path, base: str, tmp_path: Path,
+                                                     mount: str) -> None:
+    secret = tmp_path / "s.txt"
+    secret.write_text("s\n")
+    ctx = write_context(tmp_path / "ctx", f"FROM {base}\nRUN --mount={mount} true\n")
+    proc = build(ociroot, ctx, "-q", "--secret", f"id=s,src={secret}", check=False)
+    assert_one_line_error(proc, "bad mode, uid or gid")
+    assert not list((ociroot / "build-cache" / "mounts").glob("*")) \
+        if (ociroot / "build-cache" / "mounts").is_dir() else True
+    assert_clean(ociroot)
