@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import posixpath
 import stat
 from collections import deque
 from dataclasses import dataclass, field
@@ -65,7 +66,9 @@ def run_step(root: Path, snapshots: SnapshotStore, key: str, image: ResolvedImag
         # The rootfs is mounted from create to exit: what is missing now, the runtime
         # will make as a mount point.
         view = container.path / "rootfs"
-        missing = [t for t in targets if _stat(view, t) is None]
+        # Where each will be made: a symlinked parent (/var/run -> /run) is followed inside
+        # the root, so the cleanup must look there, not under the link's name.
+        missing = sorted({_in_root(view, t) for t in targets if _stat(view, t) is None})
         # The dirs that get a new mount point inside: their times, put back afterwards
         # so that creating and removing it leaves them unchanged for the differ.
         stamps = {p: st for p in {t.rpartition("/")[0] or "/" for t in missing}
@@ -128,6 +131,31 @@ def _own_tree(snapshots: SnapshotStore, key: str) -> Path:
     from ociimg.layers.active import BACKEND_COPY
     info = snapshots.active_info(key)
     return snapshots.active_dir(key) / ("fs" if info.backend == BACKEND_COPY else "upper")
+
+
+def _in_root(view: Path, path: str) -> str:
+    """``path`` (absolute, in the root) with the symlinks of its existing part resolved
+    inside the root; the missing rest appended as written."""
+    parts = [p for p in posixpath.normpath(path).split("/") if p]
+    rootfd = os.open(view, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        top = os.readlink(f"/proc/self/fd/{rootfd}")
+        for i in range(len(parts), 0, -1):
+            try:
+                fd = resolve_in_root(rootfd, "/".join(parts[:i]), flags=os.O_PATH)
+            except OSError:
+                continue
+            try:
+                real = os.readlink(f"/proc/self/fd/{fd}")
+            finally:
+                os.close(fd)
+            rel = posixpath.relpath(real, top)
+            if rel == ".." or rel.startswith("../"):  # not under the root: leave it as is
+                return "/" + "/".join(parts)
+            return posixpath.normpath("/" + posixpath.join(rel, *parts[i:]))
+    finally:
+        os.close(rootfd)
+    return "/" + "/".join(parts)
 
 
 def _stat(view: Path, path: str) -> os.stat_result | None:
