@@ -62,6 +62,9 @@ class _Words:
         return self.words
 
 
+MAX_NESTING = 64
+
+
 class _Lexer:
     def __init__(self, text: str, env: Mapping[str, str], escape: str, *,
                  quotes: bool = True) -> None:
@@ -70,6 +73,7 @@ class _Lexer:
         self.env = env
         self.escape = escape
         self.quotes = quotes  # False: heredoc bodies, where quotes are plain chars
+        self.depth = 0
 
     def peek(self) -> str:
         return self.text[self.pos] if self.pos < len(self.text) else ""
@@ -81,6 +85,19 @@ class _Lexer:
 
     def word(self, stop: str = "", raw_escapes: bool = False) -> tuple[str, list[str]]:
         """Process up to ``stop`` (consumed) or the end: (text, split words)."""
+        if not stop:
+            return self._word(stop, raw_escapes)
+        # ${a:-${b:-...}} recurses once a level: a hostile Containerfile's depth is
+        # bounded here, as a one-line error, never Python's RecursionError.
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise ExpandError(f"substitutions nested more than {MAX_NESTING} deep")
+        try:
+            return self._word(stop, raw_escapes)
+        finally:
+            self.depth -= 1
+
+    def _word(self, stop: str, raw_escapes: bool) -> tuple[str, list[str]]:
         out: list[str] = []
         words = _Words()
         while (ch := self.peek()):
