@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ociimg.build.fetch import open_archive
-from ociimg.build.ignore import IgnoreRules, clean_path
+from ociimg.build.ignore import IgnoreRules, clean_path, fullmatch_regex
 from ociimg.errors import BuildError, ContextEscape, ContextNotFound
 from ociimg.fsutil import remove_tree
 from ociimg.layers.apply import ApplyOptions, apply_layer
@@ -322,7 +322,7 @@ def _component_regex(pattern: str) -> re.Pattern[str]:
             i = end
         else:
             out.append(re.escape(ch))
-    return re.compile("".join(out), re.DOTALL)
+    return re.compile(fullmatch_regex(out, "[^/]*"), re.DOTALL)  # COPY *a*a*a*...: bounded
 
 
 def _char_class(pattern: str, i: int) -> tuple[int, str]:

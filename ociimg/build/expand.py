@@ -252,13 +252,17 @@ class _Lexer:
 
 
 def _shell_pattern(pattern: str, *, greedy: bool) -> re.Pattern[str]:
-    """A ``${V#pattern}`` pattern: ``*`` any string, ``?`` one char, ``\\`` escapes."""
+    """A ``${V/pattern/...}`` pattern: ``*`` any string, ``?`` one char, ``\\`` escapes."""
+    return re.compile("".join(_shell_tokens(pattern, ".*" if greedy else ".*?")), re.DOTALL)
+
+
+def _shell_tokens(pattern: str, star: str) -> list[str]:
     out: list[str] = []
     chars = iter(range(len(pattern)))
     for i in chars:
         ch = pattern[i]
         if ch == "*":
-            out.append(".*" if greedy else ".*?")
+            out.append(star)
         elif ch == "?":
             out.append(".")
         elif ch == "\\" and i + 1 < len(pattern):
@@ -270,12 +274,13 @@ def _shell_pattern(pattern: str, *, greedy: bool) -> re.Pattern[str]:
             out.append(re.escape(nxt))
         else:
             out.append(re.escape(ch))
-    return re.compile("".join(out), re.DOTALL)
+    return out
 
 
 def _trim(value: str, pattern: str, *, suffix: bool, greedy: bool) -> str:
     """POSIX ``#``/``##`` (prefix) and ``%``/``%%`` (suffix): shortest or longest match."""
-    regex = _shell_pattern(pattern, greedy=True)
+    from ociimg.build.ignore import fullmatch_regex
+    regex = re.compile(fullmatch_regex(_shell_tokens(pattern, ".*"), ".*"), re.DOTALL)
     cuts = range(len(value) + 1)
     if suffix:
         order = cuts if greedy else reversed(cuts)

@@ -53,3 +53,18 @@ def test_same_answers_as_the_plain_translation() -> None:
                                              for _ in range(rnd.randint(1, 12))).strip("/"))
             expected = bool(want.match(path))
             assert bool(got.match(path)) == expected == nfa.match(path), (pattern, path)
+
+
+def test_copy_wildcards_and_trims_answer_in_bounded_time() -> None:
+    """``COPY *a*a*a...b`` against a long name in the context, ``${V##*a*a...b}`` against
+    a long value (a base image's ENV)."""
+    from ociimg.build.context import _component_regex
+    from ociimg.build.expand import expand
+    started = time.process_time()
+    assert _component_regex("*a" * 12 + "b").fullmatch("a" * 250) is None
+    assert _component_regex("*a" * 12 + "b").fullmatch("a" * 250 + "b")
+    env = {"V": "a" * 300}
+    assert expand("${V##" + "*a" * 10 + "b}", env) == env["V"]
+    assert expand("${V%%" + "*a" * 10 + "b}", env) == env["V"]
+    assert expand("${V#*a*a}", env) == "a" * 298 and expand("${V##*a*a}", env) == ""
+    assert time.process_time() - started < 2
