@@ -410,7 +410,8 @@ class Builder:
         ref = fields.get("from")
         if ref is None:
             context = self._need_context()
-            return context.resolve(source), context.digest([source])
+            context.resolve(source)  # the one-line errors: ../x, links out, excluded
+            return self._pinned(context.root, source), context.digest([source])
         root, digest = self._source_root(stage, ref)
         rootfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
@@ -427,6 +428,35 @@ class Builder:
         finally:
             os.close(fd)
         return Path(resolved), f"{digest}:{source}"
+
+    def _pinned(self, root: Path, source: str) -> Path:
+        """``source`` resolved inside ``root`` and bind-mounted (read-only) at a private
+        path of this build, which the runtime mounts then. Handing it the context path
+        itself let whoever can write the context swap a dir for a symlink to any host
+        dir between the check and the runtime's mount (a race; 5 builds in 30 won)."""
+        from ociimg.oskit import linux
+        from ociimg.oskit.paths import resolve_in_root
+        rootfd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fd = resolve_in_root(rootfd, source, flags=os.O_PATH)
+        except OSError as exc:
+            raise BuildError(f"--mount source={source}: {exc.strerror}") from None
+        finally:
+            os.close(rootfd)
+        try:
+            target = self._workdir() / f"bind-{secrets.token_hex(6)}"
+            if os.path.isdir(f"/proc/self/fd/{fd}"):
+                target.mkdir(mode=0o700)
+            else:
+                target.touch(mode=0o600)
+            linux.mount(f"/proc/self/fd/{fd}", target, None, linux.MS.BIND)
+            self._stack.callback(linux.umount2, target, linux.MNT.DETACH)
+            # Read-only on the host side too: nothing below it can be removed with the
+            # work dir, even if the unmount failed.
+            linux.mount(None, target, None, linux.MS.BIND | linux.MS.REMOUNT | linux.MS.RDONLY)
+        finally:
+            os.close(fd)
+        return target
 
     def _need_context(self) -> BuildContext:
         if self.context is None:

@@ -86,3 +86,34 @@ def test_bad_mount_modes_and_ids_are_one_line_errors(ociroot: Path, base: str, t
     assert not list((ociroot / "build-cache" / "mounts").glob("*")) \
         if (ociroot / "build-cache" / "mounts").is_dir() else True
     assert_clean(ociroot)
+
+
+def test_a_context_bind_source_is_pinned_before_the_runtime_mounts_it(
+        tmp_path: Path, root: None) -> None:
+    """Whoever can write the context could swap ``sub`` for a symlink to any host dir
+    between the check and the runtime's mount (5 builds in 30 read the host dir). The
+    runtime gets a private read-only bind of what the check resolved: swapping the
+    context afterwards changes nothing it sees."""
+    from ociimg.build.builder import Builder, BuildOptions
+    from ociimg.build.context import BuildContext
+    from ociimg.build.dockerfile import parse
+    from ociimg.build.ignore import IgnoreRules
+    ctx, host = tmp_path / "ctx", tmp_path / "host"
+    (ctx / "sub").mkdir(parents=True)
+    (ctx / "sub" / "secret.txt").write_text("ctx\n")
+    host.mkdir()
+    (host / "secret.txt").write_text("HOST\n")
+    context = BuildContext.from_dir(ctx, IgnoreRules([]))
+    builder = Builder(tmp_path / "root", parse("FROM scratch\n"), context, BuildOptions(),
+                      lambda *_a, **_k: None)  # type: ignore[arg-type,return-value]
+    with builder._stack:
+        pinned, _ = builder._bind_source(None, {"source": "sub"})  # type: ignore[arg-type]
+        assert not str(pinned).startswith(str(ctx))
+        os.rename(ctx / "sub", ctx / "sub.real")
+        (ctx / "sub").symlink_to(host)
+        assert (pinned / "secret.txt").read_text() == "ctx\n"
+        with pytest.raises(OSError):
+            (pinned / "new").write_text("x")  # read-only on the host side too
+        work = builder._work
+    assert work is not None and not work.exists()  # unmounted, then removed
+    assert (ctx / "sub.real" / "secret.txt").read_text() == "ctx\n"
