@@ -597,9 +597,22 @@ class Builder:
         copied like a dir (its entries resolved inside the image like any COPY's); the
         archive's owners are kept unless --chown."""
         from ociimg.build.fetch import extract_archive
+        from ociimg.oskit.paths import resolve_in_root
         work = Path(tempfile.mkdtemp(dir=self._workdir(), prefix="extract-"))
         try:
-            extract_archive(src_root / rel, work)
+            # Opened inside the context root (a parent swapped for a link to the host
+            # since the check cannot lead out), then read through that fd.
+            srcfd = os.open(src_root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                fd = resolve_in_root(srcfd, rel, flags=os.O_RDONLY)
+            except OSError as exc:
+                raise BuildError(f"ADD {rel}: {exc.strerror}") from None
+            finally:
+                os.close(srcfd)
+            try:
+                extract_archive(Path(f"/proc/self/fd/{fd}"), work, label=rel)
+            finally:
+                os.close(fd)
             keep = copying.CopyOptions(owner=options.owner if options.owner != (0, 0)
                                        else None, chmod=options.chmod,
                                        parents_owner=options.parents_owner)

@@ -78,7 +78,7 @@ def _read_exactly(stream: BinaryIO, n: int) -> bytes:
 
 
 def extract_archive(path: Path, dest_dir: Path, *, max_entries: int = 1_000_000,
-                    max_bytes: int | None = None) -> int:
+                    max_bytes: int | None = None, label: str | None = None) -> int:
     """Unpack the local archive ``path`` into the existing dir ``dest_dir``; entry count.
 
     Entries merge with what is there (a file replaces a file, dirs are kept), as ``tar
@@ -89,9 +89,10 @@ def extract_archive(path: Path, dest_dir: Path, *, max_entries: int = 1_000_000,
         with open(path, "rb") as raw:
             return apply_layer(dest_dir, open_archive(raw), options).entries
     except UnsafeArchive as exc:
-        raise UnsafeArchive(f"ADD {path.name}: {exc.message}", hint=exc.hint) from exc
+        raise UnsafeArchive(f"ADD {label or path.name}: {exc.message}", hint=exc.hint) from exc
     except _ARCHIVE_ERRORS as exc:
-        raise BuildError(f"ADD {path.name}: cannot extract the archive: {exc}") from exc
+        raise BuildError(f"ADD {label or path.name}: cannot extract the archive: {exc}") \
+            from exc
 
 
 def http_date_to_epoch(value: str | None) -> int | None:

@@ -117,3 +117,48 @@ def test_a_context_bind_source_is_pinned_before_the_runtime_mounts_it(
         work = builder._work
     assert work is not None and not work.exists()  # unmounted, then removed
     assert (ctx / "sub.real" / "secret.txt").read_text() == "ctx\n"
+
+
+def test_swapping_context_dirs_for_host_links_during_builds_reads_nothing_outside(
+        ociroot: Path, base: str, tmp_path: Path) -> None:
+    """A writer of the context flips ``sub`` between a dir and a link to a host dir
+    while builds run: each build fails cleanly or reads the context, never the host
+    (ADD of a local archive and RUN --mount=type=bind; before the fixes about 1 build
+    in 6 read the host's)."""
+    import tarfile
+    import threading
+    ctx, host = tmp_path / "ctx", tmp_path / "host"
+    for d, word in ((ctx / "sub", "ctx"), (host, "HOST")):
+        d.mkdir(parents=True)
+        (d / "secret.txt").write_text(f"{word}\n")
+        with tarfile.open(d / "a.tar", "w") as tar:
+            tar.add(d / "secret.txt", arcname=f"from-{word}")
+    (ctx / "Containerfile").write_text(f"""\
+FROM {base}
+ADD sub/a.tar /x/
+RUN --mount=type=bind,source=sub,target=/m cat /m/secret.txt; ls /x
+""")
+    stop = threading.Event()
+
+    def swap() -> None:
+        while not stop.is_set():
+            os.rename(ctx / "sub", ctx / "sub.real")
+            (ctx / "sub.lnk").symlink_to(host)
+            os.rename(ctx / "sub.lnk", ctx / "sub")
+            stop.wait(0.002)  # a dwell in each state, not a wait for anything
+            os.rename(ctx / "sub", ctx / "sub.lnk")
+            (ctx / "sub.lnk").unlink()
+            os.rename(ctx / "sub.real", ctx / "sub")
+            stop.wait(0.002)
+
+    swapper = threading.Thread(target=swap)
+    swapper.start()
+    try:
+        outputs = [build(ociroot, ctx, "--no-cache", check=False) for _ in range(12)]
+    finally:
+        stop.set()
+        swapper.join()
+    for proc in outputs:
+        assert "HOST" not in proc.stderr + proc.stdout, proc.stderr
+        assert "Traceback" not in proc.stderr, proc.stderr
+    assert_clean(ociroot)
