@@ -199,7 +199,9 @@ class ContainerManager:
         net = options.network or network.NetworkOptions(
             mode="host" if bundle.network == "host" else "none")
         joined = self._joined_netns(net.container) if net.mode == "container" else None
-        exposed = sorted(image.config.config.get("ExposedPorts") or {})
+        ports = image.config.config.get("ExposedPorts") or {}
+        exposed = sorted(p for p in ports if isinstance(p, str)) if isinstance(ports, dict) \
+            else []
         prepared = network.prepare(self.root, tmp, cid, options.name, bundle.hostname or cid,
                                    net, exposed, joined,
                                    mount_dir=store.containers_dir(self.root) / cid)

@@ -235,7 +235,8 @@ def _resolve_ports(options: NetworkOptions, exposed: list[str]) -> list[PortMapp
             port, _, proto = spec.partition("/")
             with contextlib.suppress(ValueError):
                 key = (int(port), proto or "tcp")
-                if key not in have and key[1] in ("tcp", "udp"):
+                # The image's list: a port out of range is skipped, as a bad -p is refused.
+                if key not in have and key[1] in ("tcp", "udp") and 0 < key[0] <= 65535:
                     ports.append(PortMapping(key[0], 0, key[1]))
                     have.add(key)
     out = []

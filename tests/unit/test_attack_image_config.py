@@ -43,3 +43,12 @@ def test_valid_ones_and_the_option_still_work() -> None:
     assert healthcheck_record(None, _image("junk")) is None
     # --no-healthcheck and --health-cmd never read the image's.
     assert healthcheck_record(Healthcheck(test=("NONE",)), _image({"Test": [1]})) is None
+
+
+def test_publish_all_skips_exposed_ports_out_of_range() -> None:
+    """-P publishes the image's ExposedPorts: 99999 or -1 there must not reach netavark."""
+    from ociimg.network import NetworkOptions, _resolve_ports
+    ports = _resolve_ports(NetworkOptions(mode="bridge", publish_all=True),
+                           ["-1/tcp", "0/udp", "99999/tcp", "80/tcp", "x/tcp", "53/sctp"])
+    assert [(p.container_port, p.protocol) for p in ports] == [(80, "tcp")]
+    assert 0 < ports[0].host_port <= 65535
