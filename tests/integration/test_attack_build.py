@@ -162,3 +162,75 @@ RUN --mount=type=bind,source=sub,target=/m cat /m/secret.txt; ls /x
         assert "HOST" not in proc.stderr + proc.stdout, proc.stderr
         assert "Traceback" not in proc.stderr, proc.stderr
     assert_clean(ociroot)
+
+
+@pytest.fixture
+def hostile_http(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Serves /t.tar (a tar), /to-file (a redirect to file:///etc/passwd) and
+    /to-self-loop (redirects forever)."""
+    import http.server
+    import io
+    import tarfile
+    import threading
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("inside.txt")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"in\n"))
+    body = buf.getvalue()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802
+            if self.path == "/t.tar":
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
+            self.send_response(302)
+            self.send_header("Location", "file:///etc/passwd" if self.path == "/to-file"
+                             else self.path)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    thread.join()
+
+
+def test_traps_global_arg_url_tar_opaque_dir_and_workdir_owner(
+        ociroot: Path, base: str, tmp_path: Path, hostile_http: str) -> None:
+    """anchors-next §1.3: a global ARG is empty in a stage until re-declared (1), a
+    downloaded tar is never extracted (13), ``rm -rf d && mkdir d`` hides the old
+    content (15), a WORKDIR made under USER belongs to that user (8)."""
+    ctx = write_context(tmp_path / "ctx", f"""\
+ARG G=global
+FROM {base}
+RUN echo "g=[$G]" > /g
+ADD {hostile_http}/t.tar /dl/
+RUN mkdir -p /d && echo old > /d/old
+RUN rm -rf /d && mkdir /d && echo new > /d/new
+USER 1234
+WORKDIR /wd
+""")
+    build(ociroot, ctx, "-t", "traps")
+    out = ociimg(ociroot, "run", "--rm", "--user", "0", "traps", "sh", "-c",
+                 "cat /g; ls /dl /d; stat -c %u /wd").stdout
+    assert out == "g=[]\n/d:\nnew\n\n/dl:\nt.tar\n1234\n", out
+
+
+@pytest.mark.parametrize(("path", "needle"), [("/to-file", "file:///etc/passwd"),
+                                               ("/loop", "redirects")])
+def test_add_url_redirects_out_of_http_or_forever_are_refused(
+        ociroot: Path, base: str, tmp_path: Path, hostile_http: str, path: str,
+        needle: str) -> None:
+    ctx = write_context(tmp_path / "ctx", f"FROM {base}\nADD {hostile_http}{path} /x\n")
+    proc = build(ociroot, ctx, "-q", check=False)
+    assert_one_line_error(proc, needle)
+    assert_clean(ociroot)
