@@ -11,6 +11,7 @@ import typer
 
 from ociimg.cli.app import STATE, app
 from ociimg.cli.output import printable, progress_for
+from ociimg.cli.signing import POLICY
 from ociimg.errors import InvalidArgument
 
 
@@ -119,6 +120,7 @@ def build(
                                "type=oci-archive,dest=FILE."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the image ID."),
     json_out: bool = typer.Option(False, "--json", help="JSON events, one per line."),
+    policy: Path = POLICY,
 ) -> None:
     """Build an image from a Containerfile (like `docker build` / `buildah bud`)."""
     from ociimg.build.builder import BuildOptions
@@ -138,7 +140,8 @@ def build(
     with progress_for(quiet=quiet, json_mode=json_out) as inner:
         progress = JsonEvents() if json_out else StepLog(inner)
         result = build_image(STATE.root, BuildRequest(context, file, output), options,
-                             stdin=stdin, progress=progress)  # type: ignore[arg-type]
+                             stdin=stdin, progress=progress,  # type: ignore[arg-type]
+                             policy=_base_policy(policy))
     if iidfile:
         Path(iidfile).write_text(str(result.image_id))
     if json_out:
@@ -148,3 +151,18 @@ def build(
         for t in result.tags:
             sys.stderr.write(f"Successfully tagged {printable(t)}\n")
     print(str(result.image_id))
+
+
+def _base_policy(policy_file: Path | None) -> Any:
+    """Base images are judged by the signature policy as `run` judges its image (buildah
+    applies policy.json to every pull); None when the policy demands nothing."""
+    from ociimg.cli.signing import policy_name, policy_verifier, precheck_source
+    from ociimg.commands.building import BasePolicy
+
+    verifier = policy_verifier(policy_file, "build")
+    if verifier is None:
+        return None
+    return BasePolicy(
+        verifier, lambda text: precheck_source(verifier, text),
+        lambda text, resolved: verifier(policy_name(text, resolved.name),
+                                        resolved.descriptor, None))

@@ -12,10 +12,10 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from ociimg.build.builder import BuildOptions, BuildResult, build
 from ociimg.errors import BuildError, InvalidArgument, NotFound
@@ -39,9 +39,19 @@ class BuildRequest:
     output: str | None = None         # --output type=oci-archive,dest=FILE
 
 
+@dataclass(frozen=True)
+class BasePolicy:
+    """The signature policy for base images, as `run` applies it: ``verifier`` is the
+    pull hook (PullOptions.verifier), ``before(text)`` judges a layout or archive before
+    it is imported, ``after(text, resolved)`` judges the image found (a stored one too)."""
+    verifier: Any
+    before: Callable[[str], None]
+    after: Callable[[str, ResolvedImage], None]
+
+
 def build_image(root: Path, request: BuildRequest, options: BuildOptions, *,
-                stdin: BinaryIO | None = None, progress: Progress | None = None
-                ) -> BuildResult:
+                stdin: BinaryIO | None = None, progress: Progress | None = None,
+                policy: BasePolicy | None = None) -> BuildResult:
     from ociimg.build.dockerfile import parse
     progress = progress or NullProgress()
     if request.context == "-" and request.file == "-":
@@ -50,7 +60,8 @@ def build_image(root: Path, request: BuildRequest, options: BuildOptions, *,
     with _context(root, request, stdin) as (context, context_dir):
         name, text = _containerfile(request, context, context_dir, stdin)
         df = parse(text, name)
-        result = build(root, df, context, options, _resolver(root, progress), progress)
+        result = build(root, df, context, options, _resolver(root, progress, policy),
+                       progress)
     if request.output:
         write_output(root, result, request.output)
     return result
@@ -118,17 +129,25 @@ def _decode(data: bytes, where: str) -> str:
     return data.decode("utf-8", "surrogateescape")
 
 
-def _resolver(root: Path, progress: Progress):  # type: ignore[no-untyped-def]
+def _resolver(root: Path, progress: Progress,  # type: ignore[no-untyped-def]
+              policy: BasePolicy | None):
     def resolve(text: str, platform: Platform | None, pull: bool) -> ResolvedImage:
         from ociimg.commands.resolve import resolve_image
+        from ociimg.registry import PullOptions
+        options = PullOptions(platform=platform or Platform.host(),
+                              verifier=policy.verifier if policy else None)
+        if policy is not None:
+            policy.before(text)
         if pull and not text.startswith(("oci:", "oci-archive:")):
             from ociimg.reference import parse_reference
-            from ociimg.registry import PullOptions
             from ociimg.registry import pull as pull_image
             from ociimg.store import Store
-            pull_image(parse_reference(text), Store.open(root),
-                       PullOptions(platform=platform or Platform.host()), progress)
-        return resolve_image(text, root, platform=platform, progress=progress)
+            pull_image(parse_reference(text), Store.open(root), options, progress)
+        resolved = resolve_image(text, root, platform=platform, progress=progress,
+                                 pull_options=options)
+        if policy is not None:  # a base image already in the store is judged too
+            policy.after(text, resolved)
+        return resolved
     return resolve
 
 
