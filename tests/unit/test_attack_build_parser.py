@@ -41,3 +41,15 @@ def test_a_long_continuation_parses_in_linear_time() -> None:
     df = dockerfile.parse(text)
     assert time.process_time() - started < 15
     assert df.stages[0].instructions[0].args[0].count("b") == 1_000_000
+
+
+def test_mount_fields_without_a_value_are_only_the_flags() -> None:
+    """``--mount=target`` bound the whole context at WORKDIR/true; BuildKit refuses it."""
+    from ociimg.build.stages import parse_mount_fields
+    from ociimg.errors import BuildError
+    assert parse_mount_fields("type=bind,source=a,target=/t,ro,rw,required") == {
+        "type": "bind", "source": "a", "target": "/t", "ro": "true", "rw": "true",
+        "required": "true"}
+    for bad in ("target", "type=bind,source", "type=cache,target=/c,id"):
+        with pytest.raises(BuildError, match="key=value"):
+            parse_mount_fields(bad)
