@@ -311,8 +311,12 @@ class Builder:
                 and len(text.split()) == 1:
             body = ins.heredocs[0].content
             if body.startswith("#!"):  # a script with its own interpreter: run as a file
+                name = ins.heredocs[0].name
+                if "/" in name or name in (".", ".."):  # its file's name in /dev/pipes
+                    raise BuildError(f"RUN <<{name}: a heredoc run as a script needs a "
+                                     "plain name", hint="use e.g. RUN <<EOF")
                 path = self._temp_file(body.encode(), 0o755)
-                target = f"/dev/pipes/{ins.heredocs[0].name}"
+                target = f"/dev/pipes/{name}"
                 return [target], [BindMount(str(path), target, readonly=True)]
             return [*r.state.shell, body], []
         if ins.heredocs:  # anything else: the heredocs handed back to the shell as written

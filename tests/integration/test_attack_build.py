@@ -234,3 +234,13 @@ def test_add_url_redirects_out_of_http_or_forever_are_refused(
     proc = build(ociroot, ctx, "-q", check=False)
     assert_one_line_error(proc, needle)
     assert_clean(ociroot)
+
+
+def test_a_script_heredoc_with_a_path_for_a_name_is_refused(ociroot: Path, base: str,
+                                                            tmp_path: Path) -> None:
+    """``RUN <<../../tmp/x`` with a ``#!`` body: its name became the script's mount point
+    (/dev/pipes/../../tmp/x, a mount point left in the image's /tmp)."""
+    ctx = write_context(tmp_path / "ctx",
+                        f"FROM {base}\nRUN <<../../tmp/x\n#!/bin/sh\necho hi\n../../tmp/x\n")
+    assert_one_line_error(build(ociroot, ctx, "-q", check=False), "plain name")
+    assert_clean(ociroot)
