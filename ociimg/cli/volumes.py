@@ -20,6 +20,13 @@ def _store() -> Any:
     return VolumeStore(STATE.root)
 
 
+@volume_app.callback()
+def _volume_options(ctx: typer.Context) -> None:
+    from ociimg.cli.app import ensure_root
+    if ctx.invoked_subcommand not in ("ls", "inspect"):  # those only read
+        ensure_root()
+
+
 @volume_app.command("create")
 def create(
     name: str = typer.Argument(None, help="Volume name (default: a random id)."),

@@ -502,6 +502,30 @@ def reap() -> list[str]:
             done.append(cid)
         finally:
             _unlock(cid, lock)
+    return done + _reap_orphan_netns(ids)
+
+
+def _reap_orphan_netns(recorded: set[str]) -> list[str]:
+    """A netns file with no record is a leftover (the record is written first and
+    removed last, both under the lock): removed, once the lock shows nobody is making
+    it right now."""
+    from ociimg.network import netns
+    try:
+        names = set(os.listdir(netns.NETNS_DIR)) - recorded
+    except OSError:
+        return []
+    done = []
+    for cid in sorted(n for n in names if len(n) == 64 and n.isalnum() and n.islower()):
+        lock = _lock(cid, blocking=False)
+        if lock is None:
+            continue
+        try:
+            if not (_attached_dir() / f"{cid}.json").exists():
+                with contextlib.suppress(ContainerError, OSError):
+                    netns.remove(cid)
+                    done.append(cid)
+        finally:
+            _unlock(cid, lock)
     return done
 
 
