@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 import typer
 
@@ -44,20 +43,6 @@ def parse_size(text: str) -> int:
     if not m:
         raise OciimgError(f"invalid size {text!r}", hint="use a number with b, k, m or g")
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
-
-
-def parse_volume(text: str) -> tuple[str, str, bool]:
-    """``HOST:CTR[:ro|rw]`` → (absolute host path, container path, readonly)."""
-    parts = text.split(":")
-    if len(parts) not in (2, 3) or not parts[0] or not parts[1] or \
-            (len(parts) == 3 and parts[2] not in ("ro", "rw")):
-        raise OciimgError(f"invalid volume {text!r}", hint="use HOST:CONTAINER[:ro]")
-    host = Path(parts[0]).absolute()
-    if not host.exists():
-        raise OciimgError(f"volume source {host} does not exist")
-    if not parts[1].startswith("/"):
-        raise OciimgError(f"volume destination {parts[1]!r} must be an absolute path")
-    return str(host), parts[1], len(parts) == 3 and parts[2] == "ro"
 
 
 INIT_CANDIDATES = ("/usr/bin/catatonit", "/usr/libexec/podman/catatonit", "/usr/bin/tini-static",
