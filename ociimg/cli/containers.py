@@ -127,7 +127,7 @@ def run(
             cap_add=list(cap_add), cap_drop=list(cap_drop), annotations=parse_pairs(annotation),
             init=str(init_path or find_init()) if init or init_path else None,
             devices=[runopts.parse_device(d) for d in device],
-            ulimits=[parse_ulimit(u) for u in ulimit], sysctls=runopts.parse_sysctls(sysctl),
+            ulimits=[parse_ulimit(u) for u in ulimit], sysctls=parse_pairs(sysctl, "--sysctl"),
             group_add=list(group_add), shm_size=parse_size(shm_size) if shm_size else None,
             privileged=privileged, **parse_security_opts(security_opt))
         options = CreateOptions(

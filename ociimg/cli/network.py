@@ -35,7 +35,7 @@ def create(
     from ociimg.cli.options import parse_pairs
     from ociimg.network import config
     net = config.create(STATE.root, name, subnet=subnet, gateway=gateway, internal=internal,
-                        labels=parse_pairs(label))
+                        labels=parse_pairs(label, "--label"))
     print(net.name)
 
 

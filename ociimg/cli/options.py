@@ -57,12 +57,14 @@ def find_init() -> str:
                       hint="apt-get install catatonit, or give one with --init-path")
 
 
-def parse_pairs(items: list[str]) -> dict[str, str]:
+def parse_pairs(items: list[str], flag: str = "--annotation") -> dict[str, str]:
+    """``KEY=VALUE`` values of ``flag`` (annotations, labels, sysctls), the last wins."""
+    from ociimg.errors import InvalidArgument
     out = {}
     for item in items:
         key, eq, value = item.partition("=")
         if not eq or not key:
-            raise OciimgError(f"invalid annotation {item!r}", hint="use KEY=VALUE")
+            raise InvalidArgument(f"invalid {flag} {item!r}", hint="use KEY=VALUE")
         out[key] = value
     return out
 

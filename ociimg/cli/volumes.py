@@ -36,7 +36,7 @@ def create(
     import secrets
     store = _store()
     with store.locked():  # no name: a random one, still a named volume (docker)
-        v = store.create(name or secrets.token_hex(32), labels=parse_pairs(label),
+        v = store.create(name or secrets.token_hex(32), labels=parse_pairs(label, "--label"),
                          exist_ok=name is not None)
     print(v.name)
 
