@@ -19,7 +19,7 @@ from ociimg.build.cache import CACHE_DIR
 from ociimg.containers.manager import ACTIVE, ContainerManager
 from ociimg.containers.store import Container, containers_dir, containers_locked, list_containers
 from ociimg.containers.volumes import VolumeStore
-from ociimg.errors import OciimgError
+from ociimg.errors import InvalidArgument, OciimgError
 from ociimg.fsutil import remove_tree, tree_size
 from ociimg.layers.snapshots import SnapshotStore
 from ociimg.oskit import linux
@@ -211,6 +211,7 @@ def reset(root: Path) -> ResetReport:
     import ociimg.network as network
     report = ResetReport()
     root = Path(os.path.abspath(root))
+    check_root(root)
     _remove_containers(root, report)
     # Their monitors tore their attachments down; what killed monitors left has a free
     # lock and goes here (host-wide: a dead monitor's record is nobody's). A record of
@@ -230,6 +231,27 @@ def reset(root: Path) -> ResetReport:
         except OSError as exc:
             report.warnings.append(f"remove {root}: {exc.strerror}")
     return report
+
+
+# What ociimg makes at the top of its root; anything else means --root names a directory
+# that is not one (a typo, $HOME, /): reset removes nothing there.
+ROOT_ENTRIES = frozenset({"store", "containers", "snapshots", "volumes", "networks",
+                          CACHE_DIR, "leases"})
+
+
+def check_root(root: Path) -> None:
+    try:
+        entries = os.listdir(root)
+    except FileNotFoundError:
+        return
+    except NotADirectoryError:
+        entries = [""]
+    foreign = sorted(e for e in entries if e not in ROOT_ENTRIES
+                     and not e.startswith(f".{CACHE_DIR}-rm-"))
+    if foreign:
+        raise InvalidArgument(f"{root} holds {foreign[0]!r}, which ociimg did not make: "
+                              "not an ociimg root, nothing removed",
+                              hint="check --root / $OCIIMG_ROOT")
 
 
 def _remove_containers(root: Path, report: ResetReport) -> None:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from ociimg.commands.system import check_root
+from ociimg.errors import InvalidArgument
 from ociimg.network import netns
 from tests.conftest import need
 from tests.integration.cli_helpers import assert_one_line_error, ociimg
@@ -104,6 +106,20 @@ def _reset_and_count(ociroot: Path, image: str, orphan: str) -> None:
     # Again: nothing left to do, still fine; and it made no root.
     ociimg(ociroot, "system", "reset", "-f")
     assert not ociroot.exists()
+
+
+@pytest.mark.parametrize("planted", ["notes.txt", ".bashrc", "etc"])
+def test_reset_refuses_a_directory_that_is_not_an_ociimg_root(tmp_path: Path,
+                                                               planted: str) -> None:
+    root = tmp_path / "home"
+    (root / "store").mkdir(parents=True)
+    (root / planted).write_text("mine")
+    assert_one_line_error(ociimg(root, "system", "reset", "-f", check=False),
+                          "not an ociimg root", repr(planted))
+    assert (root / planted).read_text() == "mine" and (root / "store").is_dir()
+    # "/" itself is refused by the same check (called alone: never a real reset of "/").
+    with pytest.raises(InvalidArgument, match="not an ociimg root"):
+        check_root(Path("/"))
 
 
 def test_reset_leaves_other_roots_running(tmp_path: Path, image: str) -> None:
