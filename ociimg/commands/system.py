@@ -293,13 +293,13 @@ def _attachments_under(root: Path) -> set[str]:
 
 
 def _unmount_below(root: Path, report: ResetReport) -> None:
-    """Every mount at or below ``root``, deepest first, stacked ones too (MNT_DETACH: a
-    busy one goes when its last user does)."""
+    """Every mount below ``root``, deepest first, stacked ones too (MNT_DETACH: a busy
+    one goes when its last user does). The root itself, if mounted, is the user's."""
     prefix = str(root) + os.sep
     failed: set[str] = set()
     while True:
         points = [m.mount_point for m in read_mountinfo()
-                  if (m.mount_point + os.sep).startswith(prefix) and m.mount_point not in failed]
+                  if m.mount_point.startswith(prefix) and m.mount_point not in failed]
         if not points:
             return
         point = max(points, key=lambda p: p.count("/"))
