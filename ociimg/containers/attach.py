@@ -80,8 +80,13 @@ class Hub:
         self.clients: dict[int, socket.socket] = {}
         self.held = bytearray()         # client input waiting for the container to read
         self.poller: select.poll | None = None
-        if stdin is not None:
-            os.set_blocking(stdin, False)
+        self.set_input(stdin)
+
+    def set_input(self, fd: int | None) -> None:
+        """Where client input goes from now on; written without blocking (_write_held)."""
+        if fd is not None:
+            os.set_blocking(fd, False)
+        self.stdin = fd
 
     def output(self, stream: str, data: bytes) -> None:
         stdio.write_all(self.log, logfile.encode(stream, data))

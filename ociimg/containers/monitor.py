@@ -222,7 +222,7 @@ class Monitor:
         if restore is not None:
             restore()
         hub.caller = None
-        hub.stdin = hub.master  # attach clients type into the pty from now on
+        hub.set_input(hub.master)  # attach clients type into the pty from now on
         self.caller = None
         self.send({"detached": True})
 
