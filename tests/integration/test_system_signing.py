@@ -54,6 +54,22 @@ def test_copy_with_signatures_carries_sig_att_and_sbom(keys: Path, push,  # type
     assert not layout.exists()
 
 
+def test_copy_with_signatures_of_an_index_carries_every_platform_signature(  # type: ignore[no-untyped-def]
+        keys: Path, push) -> None:  # noqa: F811
+    ref = push("multiarch", "multi")
+    host, rest = ref.split("/", 1)
+    repo = rest.rsplit(":", 1)[0]
+    root = keys / "root"
+    ociimg(root, "sign", "--key", str(keys / "cosign.key"), ref, env=PASSWORD)
+    index = json.loads(get_manifest(ref)[0])
+    out = ociimg(root, "copy", "--with-signatures", f"docker://{ref}",
+                 f"docker://{host}/{repo}-copy:1").stdout
+    for desc in index["manifests"]:
+        tag = desc["digest"].replace(":", "-") + ".sig"
+        assert f"attached: {tag}" in out
+        assert get_manifest(f"{host}/{repo}-copy:{tag}")[0] == get_manifest(f"{ref[:-2]}:{tag}")[0]
+
+
 def test_build_policy_judges_from_images(keys: Path, push, ociroot: Path,  # type: ignore[no-untyped-def]  # noqa: F811
                                          tmp_path: Path, fixture_layout: Path) -> None:
     signed, unsigned = push("busybox", "base"), push("multilayer", "other")
