@@ -150,7 +150,7 @@ class Builder:
 
     # Entry -------------------------------------------------------------------------------
     def build(self) -> BuildResult:
-        from ociimg.build.expand import expand
+        from ociimg.expand import expand
         for ins in self.df.meta_args:
             for name, default in metadata.arg_decls(ins, self.meta, self.df.escape):
                 value = self.options.build_args.get(name, default)
@@ -212,7 +212,7 @@ class Builder:
                             base_history=len(image.config.history))
 
     def _stage_platform(self, stage: Stage) -> Platform:
-        from ociimg.build.expand import expand
+        from ociimg.expand import expand
         if stage.platform:
             return Platform.parse(expand(stage.platform, self.meta, escape=self.df.escape))
         return self.options.platform or Platform.host()
@@ -267,7 +267,7 @@ class Builder:
 
     # Filesystem steps ----------------------------------------------------------------------
     def _do_workdir(self, stage: Stage, r: _StageResult, ins: Instruction) -> None:
-        from ociimg.build.expand import expand
+        from ociimg.expand import expand
         path = expand(ins.args[0], self._env(r), escape=self.df.escape)
         path = posixpath.normpath(posixpath.join(r.state.workdir(), path))
         r.state.config["WorkingDir"] = path
@@ -347,7 +347,7 @@ class Builder:
 
     def _run_mounts(self, stage: Stage, r: _StageResult, ins: Instruction
                     ) -> tuple[list[BindMount], list[str], list[Any]]:
-        from ociimg.build.expand import expand
+        from ociimg.expand import expand
         mounts: list[BindMount] = []
         tmpfs: list[str] = []
         keys: list[Any] = []
@@ -484,7 +484,7 @@ class Builder:
         self._copy(stage, r, ins, add=True)
 
     def _copy(self, stage: Stage, r: _StageResult, ins: Instruction, *, add: bool) -> None:
-        from ociimg.build.expand import expand, expand_heredoc
+        from ociimg.expand import expand, expand_heredoc
         words = self._meta_context.words(r.state, ins)
         if len(words) < 2:
             raise BuildError(f"{ins.keyword} requires at least two arguments")

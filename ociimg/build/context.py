@@ -31,8 +31,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ociimg.build.fetch import open_archive
-from ociimg.build.ignore import IgnoreRules, clean_path, fullmatch_regex
+from ociimg.build.ignore import IgnoreRules, clean_path
 from ociimg.errors import BuildError, ContextEscape, ContextNotFound
+from ociimg.expand import fullmatch_regex
 from ociimg.fsutil import remove_tree
 from ociimg.layers.apply import ApplyOptions, apply_layer
 

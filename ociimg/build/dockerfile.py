@@ -26,14 +26,14 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
-from ociimg.build.expand import (
+from ociimg.errors import BuildSyntaxError
+from ociimg.expand import (
     ExpandError,
     expand_words,
     parse_arg_decls,
     parse_words,
     split_key_values,
 )
-from ociimg.errors import BuildSyntaxError
 
 __all__ = ["Heredoc", "Instruction", "Stage", "Dockerfile", "parse", "KEYWORDS", "EXPANDED"]
 

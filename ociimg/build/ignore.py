@@ -122,21 +122,6 @@ def _compile(pattern: str) -> _Matcher:
     return re.compile("".join(out), re.DOTALL)
 
 
-def fullmatch_regex(tokens: list[str], star: str) -> str:
-    """Tokens (``star`` for a star, one-char regexes else) joined for a fullmatch where
-    a star takes any char of the string: a star run followed by another star is atomic
-    and lazy (its leftmost match is the right one, fnmatch's rule), so k stars cost a
-    linear scan each instead of len(string)**k backtracking."""
-    out: list[str] = []
-    stars = [i for i, t in enumerate(tokens) if t == star]
-    out.extend(tokens[:stars[0]] if stars else tokens)
-    for n, i in enumerate(stars):
-        end = stars[n + 1] if n + 1 < len(stars) else len(tokens)
-        seg = "".join(tokens[i + 1:end])
-        out.append(f"(?>{star}?{seg})" if end < len(tokens) and seg else star + seg)
-    return "".join(out)
-
-
 class _Nfa:
     """The tokens as a Thompson NFA: time linear in the path for any pattern."""
 

@@ -22,6 +22,7 @@ from ociimg.cli import (  # noqa: F401  (registers commands)
     registryreads,
     shellcomp,
     signing,
+    system,
     unpack,
     volumes,
 )

@@ -11,7 +11,7 @@ import typer
 
 from ociimg.cli.app import STATE, app
 from ociimg.cli.output import printable, progress_for
-from ociimg.cli.signing import POLICY
+from ociimg.cli.signing import POLICY, policy_verifier
 from ociimg.errors import InvalidArgument
 
 
@@ -139,9 +139,9 @@ def build(
     stdin = sys.stdin.buffer if "-" in (context, file) else None
     with progress_for(quiet=quiet, json_mode=json_out) as inner:
         progress = JsonEvents() if json_out else StepLog(inner)
-        result = build_image(STATE.root, BuildRequest(context, file, output), options,
-                             stdin=stdin, progress=progress,  # type: ignore[arg-type]
-                             policy=_base_policy(policy))
+        request = BuildRequest(context, file, output, policy_verifier(policy, "build"))
+        result = build_image(STATE.root, request, options,
+                             stdin=stdin, progress=progress)  # type: ignore[arg-type]
     if iidfile:
         Path(iidfile).write_text(str(result.image_id))
     if json_out:
@@ -151,18 +151,3 @@ def build(
         for t in result.tags:
             sys.stderr.write(f"Successfully tagged {printable(t)}\n")
     print(str(result.image_id))
-
-
-def _base_policy(policy_file: Path | None) -> Any:
-    """Base images are judged by the signature policy as `run` judges its image (buildah
-    applies policy.json to every pull); None when the policy demands nothing."""
-    from ociimg.cli.signing import policy_name, policy_verifier, precheck_source
-    from ociimg.commands.building import BasePolicy
-
-    verifier = policy_verifier(policy_file, "build")
-    if verifier is None:
-        return None
-    return BasePolicy(
-        verifier, lambda text: precheck_source(verifier, text),
-        lambda text, resolved: verifier(policy_name(text, resolved.name),
-                                        resolved.descriptor, None))

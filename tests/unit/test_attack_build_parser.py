@@ -9,8 +9,8 @@ import time
 import pytest
 
 from ociimg.build import dockerfile
-from ociimg.build.expand import ExpandError, expand
 from ociimg.errors import BuildSyntaxError
+from ociimg.expand import ExpandError, expand
 
 
 def test_deeply_nested_substitutions_are_an_error() -> None:

@@ -277,9 +277,23 @@ def _shell_tokens(pattern: str, star: str) -> list[str]:
     return out
 
 
+def fullmatch_regex(tokens: list[str], star: str) -> str:
+    """Tokens (``star`` for a star, one-char regexes else) joined for a fullmatch where
+    a star takes any char of the string: a star run followed by another star is atomic
+    and lazy (its leftmost match is the right one, fnmatch's rule), so k stars cost a
+    linear scan each instead of len(string)**k backtracking."""
+    out: list[str] = []
+    stars = [i for i, t in enumerate(tokens) if t == star]
+    out.extend(tokens[:stars[0]] if stars else tokens)
+    for n, i in enumerate(stars):
+        end = stars[n + 1] if n + 1 < len(stars) else len(tokens)
+        seg = "".join(tokens[i + 1:end])
+        out.append(f"(?>{star}?{seg})" if end < len(tokens) and seg else star + seg)
+    return "".join(out)
+
+
 def _trim(value: str, pattern: str, *, suffix: bool, greedy: bool) -> str:
     """POSIX ``#``/``##`` (prefix) and ``%``/``%%`` (suffix): shortest or longest match."""
-    from ociimg.build.ignore import fullmatch_regex
     regex = re.compile(fullmatch_regex(_shell_tokens(pattern, ".*"), ".*"), re.DOTALL)
     cuts = range(len(value) + 1)
     if suffix:
