@@ -454,7 +454,7 @@ class Builder:
             else:
                 target.touch(mode=0o600)
             linux.mount(f"/proc/self/fd/{fd}", target, None, linux.MS.BIND)
-            self._stack.callback(linux.umount2, target, linux.MNT.DETACH)
+            self._stack.callback(_unmount, target)
             # Read-only on the host side too: nothing below it can be removed with the
             # work dir, even if the unmount failed.
             linux.mount(None, target, None, linux.MS.BIND | linux.MS.REMOUNT | linux.MS.RDONLY)
@@ -979,6 +979,14 @@ def _copy_tree(src: Path, dest: Path) -> None:
         shutil.copytree(src, dest, symlinks=True)
     else:
         shutil.copy2(src, dest)
+
+
+def _unmount(path: Path) -> None:
+    """A private bind of this build, detached; the read-only bind keeps the work dir's
+    removal from reaching into it even if this failed."""
+    from ociimg.oskit import linux
+    with contextlib.suppress(OSError):
+        linux.umount2(path, linux.MNT.DETACH)
 
 
 def _remove_tree(path: Path) -> None:
