@@ -56,8 +56,8 @@ def test_same_answers_as_the_plain_translation() -> None:
 
 
 def test_copy_wildcards_and_trims_answer_in_bounded_time() -> None:
-    """``COPY *a*a*a...b`` against a long name in the context, ``${V##*a*a...b}`` against
-    a long value (a base image's ENV)."""
+    """``COPY *a*a*a...b`` against a long name in the context, ``${V##*a*a...b}`` and
+    ``${V/*a*a...b/x}`` against a long value (a base image's ENV)."""
     from ociimg.build.context import _component_regex
     from ociimg.expand import expand
     started = time.process_time()
@@ -67,4 +67,7 @@ def test_copy_wildcards_and_trims_answer_in_bounded_time() -> None:
     assert expand("${V##" + "*a" * 10 + "b}", env) == env["V"]
     assert expand("${V%%" + "*a" * 10 + "b}", env) == env["V"]
     assert expand("${V#*a*a}", env) == "a" * 298 and expand("${V##*a*a}", env) == ""
+    assert expand("${V/" + "*a" * 10 + "b/x}", env) == env["V"]
+    assert expand("${V//a*a/x}", {"V": "baab-ab"}) == "bxb"  # the longest: aab-a
+    assert expand("${V/a?/x}", {"V": "baab"}) == "bxb"
     assert time.process_time() - started < 2
