@@ -6,21 +6,59 @@ import importlib
 import os
 import sys
 from types import ModuleType
+from typing import TYPE_CHECKING
 
-import typer
-
-from ociimg.cli import (  # noqa: F401  (registers commands)
-    archive_cmds,
-    build,
-    changes,
-    containers,
-    imagelist,
-    images,
-    unpack,
-)
-from ociimg.cli.app import STATE, app
 from ociimg.cli.output import printable
 from ociimg.errors import OciimgError
+
+if TYPE_CHECKING:
+    import typer
+
+# The modules of ociimg/cli that define commands (importing one registers them on `app`).
+COMMAND_MODULES = (
+    "archive_cmds",
+    "build",
+    "changes",
+    "containers",
+    "imagelist",
+    "images",
+    "unpack",
+)
+# Where a command is defined, so that `ociimg NAME` imports typer, the app and that one
+# module, not every command's options and imports (tests/integration/test_cli_startup.py
+# holds the budgeted commands to it). A command missing here still works: an unknown
+# name imports every module, as do `--help` and a bare `ociimg`.
+COMMAND_HOMES = {
+    "images": "imagelist",
+    "ps": "containers",
+    "inspect": "images",
+    "run": "containers",
+    "stop": "containers",
+    "rm": "containers",
+    "exec": "containers",
+    "logs": "containers",
+    "runtime": "containers",
+    "pull": "images",
+    "push": "images",
+    "copy": "images",
+    "rmi": "images",
+    "gc": "images",
+    "fsck": "images",
+    "login": "images",
+    "logout": "images",
+    "unpack": "unpack",
+    "umount": "unpack",
+    "build": "build",
+    "diff": "changes",
+    "commit": "changes",
+    "export": "changes",
+    "cp": "changes",
+    "save": "archive_cmds",
+    "load": "archive_cmds",
+    "tag": "archive_cmds",
+}
+# Global options that take a value (app.main_options): skipped to find the command.
+_VALUE_OPTIONS = ("--root",)
 
 
 def _report(message: str, hint: str | None) -> None:
@@ -33,10 +71,41 @@ def _report(message: str, hint: str | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run one command. As the process entry point (``argv`` None: the console script,
     ``python -m ociimg``) it ends the process itself, see :func:`exit_now`."""
-    code = run_command(argv)
+    args = sys.argv[1:] if argv is None else argv
+    if args == ["--version"]:  # no typer, no app: the cheapest answer
+        code = print_version()
+    else:
+        code = run_command(args)
     if argv is None:
         exit_now(code)
     return code
+
+
+def print_version() -> int:
+    # The package is loaded (this module is in it); naming it in an import would make the
+    # layers contract see ociimg -> ociimg.library, which the package loads lazily.
+    print(f"ociimg version {sys.modules['ociimg'].__version__}")
+    return 0
+
+
+def command_name(args: list[str]) -> str | None:
+    """The subcommand ``args`` names, after the global options; None for none (help)."""
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            return args[i + 1] if i + 1 < len(args) else None
+        if not arg.startswith("-"):
+            return arg
+        i += 2 if arg in _VALUE_OPTIONS else 1
+    return None
+
+
+def register_commands(args: list[str]) -> None:
+    """Import the module defining the command ``args`` names, or every command module."""
+    home = COMMAND_HOMES.get(command_name(args) or "")
+    for module in (home,) if home else COMMAND_MODULES:
+        importlib.import_module(f"ociimg.cli.{module}")
 
 
 def exit_now(code: int) -> None:
@@ -55,11 +124,16 @@ def exit_now(code: int) -> None:
 
 
 def run_command(argv: list[str] | None = None) -> int:
+    import typer
+
+    from ociimg.cli.app import STATE
+
+    args = argv if argv is not None else sys.argv[1:]
+    register_commands(args)
     command = typer_main()
     try:
         # With standalone_mode=False, click returns typer.Exit's code instead of raising.
-        result = command.main(args=argv if argv is not None else sys.argv[1:],
-                              prog_name="ociimg", standalone_mode=False)
+        result = command.main(args=args, prog_name="ociimg", standalone_mode=False)
     except OciimgError as exc:
         if STATE.debug:
             raise
@@ -102,6 +176,8 @@ def click_exceptions() -> ModuleType:
 
 def typer_main() -> typer.core.TyperGroup:
     import typer.main
+
+    from ociimg.cli.app import app
 
     return typer.main.get_command(app)
 

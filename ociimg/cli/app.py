@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from ociimg.store.layout import default_root, make_private
+from ociimg.rootdir import default_root, make_private
 
 app = typer.Typer(
     name="ociimg",
@@ -30,11 +30,21 @@ class Globals:
 STATE = Globals(root=Path("/var/lib/ociimg"))
 
 
+def _version(value: bool) -> None:
+    if value:
+        from ociimg.cli import print_version
+
+        print_version()
+        raise typer.Exit(0)
+
+
 @app.callback()
 def main_options(
     root: Path = typer.Option(None, "--root", help="Where ociimg keeps everything "
                               "(default $OCIIMG_ROOT, else /var/lib/ociimg as root)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_version,
+                                 help="Print ociimg's version and exit."),
 ) -> None:
     STATE.root = (root or default_root()).absolute()
     STATE.debug = debug
