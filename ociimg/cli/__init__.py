@@ -6,28 +6,61 @@ import importlib
 import os
 import sys
 from types import ModuleType
+from typing import TYPE_CHECKING
 
-import typer
-
-from ociimg.cli import (  # noqa: F401  (registers commands)
-    archive_cmds,
-    build,
-    changes,
-    containers,
-    imagelist,
-    images,
-    inspection,
-    lifecycle,
-    network,
-    registryreads,
-    shellcomp,
-    signing,
-    unpack,
-    volumes,
-)
-from ociimg.cli.app import STATE, app, hoist_global_options
 from ociimg.cli.output import printable
 from ociimg.errors import OciimgError
+
+if TYPE_CHECKING:
+    import typer
+
+# The modules of ociimg/cli that define commands (importing one registers them on `app`).
+COMMAND_MODULES = (
+    "archive_cmds",
+    "build",
+    "changes",
+    "containers",
+    "imagelist",
+    "images",
+    "inspection",
+    "lifecycle",
+    "network",
+    "registryreads",
+    "shellcomp",
+    "signing",
+    "unpack",
+    "volumes",
+)
+# Where a command (or command group) is defined, so that `ociimg NAME` imports typer, the
+# app and that one module, not every command's options and imports
+# (tests/integration/test_cli_startup.py holds the budgeted commands to it). A command
+# missing here still works: an unknown name imports every module, as do `--help` and a
+# bare `ociimg`.
+COMMAND_HOMES = {
+    "save": "archive_cmds", "load": "archive_cmds", "tag": "archive_cmds",
+    "build": "build",
+    "diff": "changes", "commit": "changes", "export": "changes", "cp": "changes",
+    "run": "containers", "ps": "containers", "stop": "containers", "rm": "containers",
+    "exec": "containers", "logs": "containers", "runtime": "containers",
+    "images": "imagelist",
+    "pull": "images", "push": "images", "copy": "images", "inspect": "images",
+    "rmi": "images", "gc": "images", "fsck": "images", "login": "images",
+    "logout": "images",
+    "history": "inspection", "ls": "inspection", "cat": "inspection", "du": "inspection",
+    "attach": "lifecycle", "start": "lifecycle", "restart": "lifecycle",
+    "wait": "lifecycle", "kill": "lifecycle", "pause": "lifecycle", "unpause": "lifecycle",
+    "rename": "lifecycle", "top": "lifecycle", "stats": "lifecycle", "events": "lifecycle",
+    "container": "lifecycle",
+    "port": "network", "network": "network",
+    "manifest": "registryreads", "digest": "registryreads", "list-tags": "registryreads",
+    "delete": "registryreads", "sync": "registryreads", "referrers": "registryreads",
+    "completion": "shellcomp",
+    "sign": "signing", "verify": "signing", "key": "signing",
+    "unpack": "unpack", "umount": "unpack",
+    "volume": "volumes",
+}
+# Global options that take a value (app.main_options): skipped to find the command.
+_VALUE_OPTIONS = ("--root",)
 
 
 def _report(message: str, hint: str | None) -> None:
@@ -40,10 +73,44 @@ def _report(message: str, hint: str | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run one command. As the process entry point (``argv`` None: the console script,
     ``python -m ociimg``) it ends the process itself, see :func:`exit_now`."""
-    code = run_command(argv)
+    args = sys.argv[1:] if argv is None else argv
+    if args in (["--version"], ["-v"]):  # no typer, no app: the cheapest answer
+        code = print_version()
+    else:
+        code = run_command(args)
     if argv is None:
         exit_now(code)
     return code
+
+
+def print_version() -> int:
+    # The package is loaded (this module is in it); naming it in an import would make the
+    # layers contract see ociimg -> ociimg.library, which the package loads lazily.
+    print(f"ociimg version {sys.modules['ociimg'].__version__}")
+    return 0
+
+
+def command_name(args: list[str]) -> str | None:
+    """The subcommand ``args`` names, after the global options; None for none (help)."""
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            return args[i + 1] if i + 1 < len(args) else None
+        if not arg.startswith("-"):
+            return arg
+        i += 2 if arg in _VALUE_OPTIONS else 1
+    return None
+
+
+def register_commands(args: list[str]) -> str | None:
+    """Import the module defining the command ``args`` names, or every command module;
+    returns the name when it is a known command (None: help, or a name click rejects)."""
+    name = command_name(args) or ""
+    home = COMMAND_HOMES.get(name)
+    for module in (home,) if home else COMMAND_MODULES:
+        importlib.import_module(f"ociimg.cli.{module}")
+    return name if home else None
 
 
 def exit_now(code: int) -> None:
@@ -62,13 +129,18 @@ def exit_now(code: int) -> None:
 
 
 def run_command(argv: list[str] | None = None) -> int:
-    command = typer_main()
+    import typer
+
+    from ociimg.cli.app import STATE, hoist_global_options
+
+    args = argv if argv is not None else sys.argv[1:]
+    command = typer_main(only=register_commands(args))
     if "_OCIIMG_COMPLETE" in os.environ:  # a shell asks for completions (shellcomp.py)
         from ociimg.cli.shellcomp import register_shells
         register_shells()
     try:
         # With standalone_mode=False, click returns typer.Exit's code instead of raising.
-        args = hoist_global_options(command, argv if argv is not None else sys.argv[1:])
+        args = hoist_global_options(command, args)
         result = command.main(args=args, prog_name="ociimg", standalone_mode=False)
     except OciimgError as exc:
         if STATE.debug:
@@ -113,10 +185,29 @@ def click_exceptions() -> ModuleType:
         return importlib.import_module("click.exceptions")
 
 
-def typer_main() -> typer.core.TyperGroup:
+def typer_main(only: str | None = None) -> typer.core.TyperGroup:
+    """The click group of the app; with ``only``, of that one command or group: typer
+    builds a click command from each function's signature (inspect, every option), 1 ms
+    a command, and a module registers several (`ps` comes with `run`'s 60 options)."""
+    import copy
+
     import typer.main
 
-    return typer.main.get_command(app)
+    from ociimg.cli.app import app
+
+    if only is None:
+        return typer.main.get_command(app)
+    view = copy.copy(app)  # the app itself keeps every command (tests call main() again)
+    view.registered_commands = [c for c in app.registered_commands
+                                if typer_command_name(c) == only]
+    view.registered_groups = [g for g in app.registered_groups if g.name == only]
+    return typer.main.get_command(view)
+
+
+def typer_command_name(info: typer.models.CommandInfo) -> str:
+    from typer.main import get_command_name
+
+    return info.name or get_command_name(info.callback.__name__)  # type: ignore[union-attr]
 
 
 if __name__ == "__main__":

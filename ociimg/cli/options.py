@@ -9,7 +9,10 @@ from pathlib import Path
 import typer
 
 from ociimg.errors import OciimgError
-from ociimg.spec import Platform
+
+TYPE_CHECKING = False  # `ps` never parses a document: the spec module loads with a platform
+if TYPE_CHECKING:
+    from ociimg.spec import Platform
 
 PLATFORM_HELP = "OS/ARCH[/VARIANT] to select from a multi-platform image (default: this host)."
 INSECURE_HELP = "Allow plain HTTP and unverified TLS for this registry."
@@ -31,7 +34,10 @@ ENV = typer.Option([], "--env", "-e", help="Set KEY=VALUE in the environment.")
 
 
 def parse_platform(text: str | None) -> Platform | None:
-    return Platform.parse(text) if text else None
+    if not text:
+        return None
+    from ociimg.spec import Platform
+    return Platform.parse(text)
 
 
 _SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)([bkmg]?)b?$", re.IGNORECASE)

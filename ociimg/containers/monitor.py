@@ -25,6 +25,7 @@ import os
 import sys
 
 from ociimg.containers import attach, logfile, stdio
+from ociimg.containers.records import MONITOR_RECORD, RUN_RECORD, STOP_MARK
 from ociimg.containers.runtimes import runtime_from_record
 from ociimg.errors import ExecutableNotFound, OciimgError
 from ociimg.runtime import jsonio
@@ -35,10 +36,6 @@ if TYPE_CHECKING:
 
     from ociimg.containers.protocol import OciRuntime
 
-MONITOR_RECORD = "monitor.json"
-HEALTH_RECORD = "health.json"  # docker's State.Health, written by the health checker
-RUN_RECORD = "run.json"  # the current run: startedAt (Unix seconds), restartCount, pid
-STOP_MARK = "stopped"  # written by stop/kill: the restart policy does not apply
 
 
 class Monitor:
