@@ -97,6 +97,12 @@ class ExecutableNotFound(ContainerError):
     exit_code = 127
 
 
+class NotExecutable(ContainerError):
+    """The program exists but cannot be run (a directory, no x bit): docker's 126."""
+
+    exit_code = 126
+
+
 class BuildError(OciimgError):
     pass
 
@@ -133,3 +139,11 @@ class DownloadFailed(BuildError):
 
 class InvalidArgument(OciimgError):
     """A command-line value is malformed (e.g. a container name)."""
+
+
+class SignatureInvalid(IntegrityError):
+    """No signature verifies: missing, wrong key, tampered payload, another digest."""
+
+
+class PolicyDenied(IntegrityError):
+    """The signature policy (containers-policy.json) rejects the image."""

@@ -6,8 +6,9 @@ registry domain only if it contains ``.`` or ``:`` or is ``localhost``
 ``index.docker.io`` talk to ``registry-1.docker.io`` and keep their credentials under
 ``https://index.docker.io/v1/`` in auth files (containers/image ``pkg/docker/config``).
 
-Local layouts use the transports skopeo understands: ``oci:PATH[:NAME]`` and
-``oci-archive:FILE[:NAME]``; ``docker://`` prefixes a registry reference.
+Local images use the transports skopeo understands: ``oci:PATH[:NAME]``,
+``oci-archive:FILE[:NAME]``, ``docker-archive:FILE[:NAME]`` and ``dir:PATH``;
+``docker://`` prefixes a registry reference (see ociimg.transports).
 """
 
 from __future__ import annotations

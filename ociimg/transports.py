@@ -16,8 +16,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import tarfile
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,14 +23,19 @@ from typing import IO, Any, BinaryIO
 
 from ociimg import spec
 from ociimg.digest import Digest, HashingReader
-from ociimg.errors import BlobUnknown, DigestMismatch, InvalidDocument, InvalidReference
+from ociimg.errors import (
+    BlobUnknown,
+    DigestMismatch,
+    ImageNotFound,
+    InvalidDocument,
+    InvalidReference,
+)
 from ociimg.fsutil import fsync_dir, temp_dir_beside
 from ociimg.reference import LayoutReference, Reference, parse_image_name, parse_reference
 from ociimg.store import Store
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ociimg.registry.client import RegistryClient
     from ociimg.registry.copy import CopyOptions, LocalSource
 
 
@@ -164,165 +167,77 @@ def open_local_source(ref: LayoutReference, text: str | None = None) -> ImageSou
     return ImageSource(text or str(ref), blobs, top, ref.tag or (names[0] if names else None))
 
 
-def _store_name(store: Store, text: str) -> str:
-    from ociimg.errors import ImageNotFound
-
+def find_store_name(store: Store, text: str) -> str | None:
+    """The stored name for what a user typed: ``busybox`` → docker.io/library/busybox:latest,
+    a digest (prefix) or ``repo@digest`` → a name of that image; None if absent."""
     try:
-        store.resolve(text)
+        desc = store.resolve(text)
     except ImageNotFound:
-        raise ImageNotFound(f"image {text} not found in the store {store.path}",
-                            hint=f"pull it first, or read the registry: docker://{text}"
-                            ) from None
-    names = [n for n, d in store.refs() if d.digest == store.resolve(text).digest]
-    with contextlib.suppress(InvalidReference):
+        return None
+    names = [name for name, d in store.refs() if d.digest == desc.digest]
+    try:
         normalized = str(parse_reference(text))
-        if normalized in names:
-            return normalized
-    return text if text in names else names[0]
+    except InvalidReference:
+        normalized = text
+    for candidate in (text, normalized):
+        if candidate in names:
+            return candidate
+    return names[0]
+
+
+def _store_name(store: Store, text: str) -> str:
+    name = find_store_name(store, text)
+    if name is None:
+        raise ImageNotFound(f"image {text} not found in the store {store.path}",
+                            hint=f"pull it first, or read the registry: docker://{text}")
+    return name
 
 
 def _open_registry(ref: Reference, text: str, pull_options: Any) -> ImageSource:
     from ociimg.registry import PullOptions, RegistryClient
+    from ociimg.registry.remote import RegistryBlobs
 
     options = pull_options or PullOptions()
     client = RegistryClient.open(ref.domain, ref.api_host, options.client_options(),
                                  ref.repository)
-    blobs = _RegistryBlobs(client, ref)
+    blobs = RegistryBlobs(client, ref)
     source = ImageSource(text, blobs, blobs.top(), str(ref))
     source._closer.callback(client.close)
     return source
 
 
-class _RegistryBlobs:
-    """A registry repository as a blob source: documents fetched (and cached) by
-    digest, blobs streamed through a spooled temp file (verified by the reader)."""
-
-    def __init__(self, client: RegistryClient, ref: Reference) -> None:
-        self.client, self.ref = client, ref
-        self.path = Path(str(ref))
-        self._docs: dict[Digest, bytes] = {}
-        self._sizes: dict[Digest, int] = {}
-
-    def top(self) -> spec.Descriptor:
-        raw, media_type, digest = self.client.get_manifest(self.ref.repository,
-                                                           self.ref.manifest_reference)
-        self._docs[digest] = raw
-        return spec.Descriptor(media_type, digest, len(raw))
-
-    def has_blob(self, digest: Digest | str) -> bool:
-        return True  # asked for by digest; a missing one is BlobUnknown when opened
-
-    def read_blob(self, digest: Digest | str, limit: int = spec.MAX_MANIFEST_BYTES) -> bytes:
-        d = digest if isinstance(digest, Digest) else Digest.parse(str(digest))
-        if d not in self._docs:
-            with self.open_blob(d, limit) as f:
-                data = f.read(limit + 1)
-            if len(data) > limit:
-                raise InvalidDocument(f"blob {d}: larger than the {limit}-byte limit")
-            if Digest.of(data, d.algorithm) != d:
-                raise DigestMismatch(f"blob {d} from {self.ref.domain}: content hashes to "
-                                     f"{Digest.of(data, d.algorithm)}")
-            self._docs[d] = data
-        return self._docs[d]
-
-    def read_manifest(self, desc: spec.Descriptor) -> spec.Manifest | spec.Index:
-        if desc.digest not in self._docs:
-            raw, _mt, digest = self.client.get_manifest(self.ref.repository, str(desc.digest))
-            self._docs[digest] = raw
-        doc = spec.parse_manifest_or_index(self._docs[desc.digest], desc.media_type,
-                                           where=f"manifest {desc.digest}")
-        children = doc.manifests if isinstance(doc, spec.Index) else (doc.config, *doc.layers)
-        self._sizes.update((c.digest, c.size) for c in children)
-        return doc
-
-    def open_blob(self, digest: Digest, limit: int | None = None) -> IO[bytes]:
-        if digest in self._docs:
-            return io.BytesIO(self._docs[digest])
-        if digest not in self._sizes:
-            raise BlobUnknown(f"blob {digest}: not referenced by {self.ref}'s manifests")
-        if limit is not None and self._sizes[digest] > limit:
-            raise InvalidDocument(f"blob {digest}: larger than the {limit}-byte limit")
-        spool = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115
-        sink = _Sink(spool)
-        desc = spec.Descriptor("application/octet-stream", digest, self._sizes[digest])
-        try:
-            self.client.fetch_blob(self.ref.repository, desc, sink)
-        except BlobUnknown:
-            spool.close()
-            raise
-        spool.seek(0)
-        return spool  # type: ignore[return-value]
-
-
-class _Sink:
-    def __init__(self, f: IO[bytes]) -> None:
-        self.f, self.offset = f, 0
-
-    def write(self, data: bytes) -> int:
-        self.f.write(data)
-        self.offset += len(data)
-        return len(data)
-
-    def restart(self) -> None:
-        self.f.seek(0)
-        self.f.truncate()
-        self.offset = 0
-
-
 # Writing ------------------------------------------------------------------------------
 def copy_image(src: str, dst: str, options: CopyOptions | None = None,
-               progress: Any = None, root: Path | None = None) -> Digest:
-    """``ociimg copy``: every transport to every transport. A bare name on either side
-    is the store under ``root``."""
+               progress: Any = None) -> Digest:
+    """``ociimg copy``: every transport to every transport (a bare name is a registry
+    reference, as for skopeo; the store is ``oci:ROOT/store:NAME``)."""
     from ociimg.registry import CopyOptions
     from ociimg.registry import copy as registry_copy
 
     options = options or CopyOptions()
-    src_ref, dst_ref = _copy_name(src, root), _copy_name(dst, root)
+    src_ref, dst_ref = parse_image_name(src), parse_image_name(dst)
     if isinstance(dst_ref, LayoutReference) and dst_ref.kind == "docker-archive":
-        with _source_for_save(src, src_ref, options, root) as (blobs, desc, names):
+        with _source_for_save(src, src_ref, options) as (blobs, desc, names):
+            if isinstance(src_ref, LayoutReference):  # a registry source: checked by the pull
+                from ociimg.registry.copy import verify_layout_image
+                verify_layout_image(blobs, src_ref, desc, options.verifier)
             names = (dst_ref.tag,) if dst_ref.tag else names
-            save_images(dst_ref.path, [(blobs, desc, _full_names(names))],
+            save_images(dst_ref.path, [(blobs, desc, tuple(reference_names(names)))],
                         "docker-archive", options.platform)
             return desc.digest
     return registry_copy(src_ref, dst_ref, options, progress)
 
 
-def _full_names(names: Sequence[str]) -> tuple[str, ...]:
-    out = []
-    for name in names:
-        with contextlib.suppress(InvalidReference):
-            ref = parse_reference(name)
-            if ref.digest is None:
-                out.append(str(ref))
-    return tuple(out)
-
-
-def _copy_name(text: str, root: Path | None) -> Reference | LayoutReference:
-    """docker:// and layouts as parse_image_name; a bare name that is in the store is the
-    store (an oci: layout under the root), else a registry reference (skopeo's default)."""
-    ref = parse_image_name(text)
-    if isinstance(ref, LayoutReference) or text.startswith("docker://") or root is None:
-        return ref
-    store = Store.open(root)
-    try:
-        name = _store_name(store, text)
-    except InvalidReference:
-        return ref
-    except Exception:  # noqa: BLE001  (not in the store: the registry)
-        return ref
-    return LayoutReference("oci", store.path, name)
-
-
 @contextlib.contextmanager
-def _source_for_save(text: str, ref: Reference | LayoutReference, options: CopyOptions,
-                     root: Path | None
+def _source_for_save(text: str, ref: Reference | LayoutReference, options: CopyOptions
                      ) -> Iterator[tuple[LocalSource, spec.Descriptor, tuple[str, ...]]]:
     if isinstance(ref, LayoutReference):
         source = open_local_source(ref, text)
         names = tuple(n for n, d in source.blobs.refs() if d.digest == source.top.digest)
         yield source.blobs, source.top, names
         return
+    import tempfile
+
     with tempfile.TemporaryDirectory(prefix="ociimg-save-") as tmp:
         from ociimg.registry import copy as registry_copy
 
@@ -361,7 +276,7 @@ def _write_archive(out: BinaryIO, images: Sequence[tuple[Any, spec.Descriptor,
     if fmt == "docker-archive":
         write_docker(out, images, platform, scratch)
     else:
-        write_oci(out, images)
+        write_oci(out, images, platform)
 
 
 def write_docker(out: BinaryIO, images: Sequence[tuple[Any, spec.Descriptor, tuple[str, ...]]],
@@ -389,14 +304,18 @@ def write_docker(out: BinaryIO, images: Sequence[tuple[Any, spec.Descriptor, tup
     write_docker_archive(out, saved, scratch)
 
 
-def write_oci(out: BinaryIO, images: Sequence[tuple[Any, spec.Descriptor, tuple[str, ...]]]
-              ) -> None:
+def write_oci(out: BinaryIO, images: Sequence[tuple[Any, spec.Descriptor, tuple[str, ...]]],
+              platform: spec.Platform | None = None) -> None:
     """An OCI layout as a tar stream, straight from the sources' blobs: every blob each
-    image needs (all platforms it holds), index.json naming each image by each name."""
+    image needs (all its platforms, or ``platform``'s if the others are not there),
+    index.json naming each image by each name."""
+    import tarfile
+
     from ociimg.registry.copy import plan_copy
 
     entries, order, seen = [], [], set()
-    for blobs, desc, names in images:
+    for blobs, top, names in images:
+        desc = whole_or_narrowed(blobs, top, platform)
         for d in plan_copy(blobs, None, desc, str(desc.digest)):
             if d.digest not in seen:
                 seen.add(d.digest)
@@ -423,6 +342,8 @@ def write_oci(out: BinaryIO, images: Sequence[tuple[Any, spec.Descriptor, tuple[
 
 
 def _add(tar: Any, name: str, data: bytes) -> None:
+    import tarfile
+
     info = tarfile.TarInfo(name)
     info.size, info.mode = len(data), 0o444
     tar.addfile(info, io.BytesIO(data))
@@ -450,7 +371,7 @@ def load_archive(path: Path, store: Store) -> list[tuple[str, spec.Descriptor]]:
     All blobs are copied (and verified) before any name is tagged: a bad archive leaves
     no name pointing at half an image."""
     from ociimg.registry.archive import LayoutArchive
-    from ociimg.registry.copy import copy_between_stores, plan_copy
+    from ociimg.registry.copy import copy_between_stores
     from ociimg.registry.dockerarchive import DockerArchive
 
     try:
@@ -462,12 +383,7 @@ def load_archive(path: Path, store: Store) -> list[tuple[str, spec.Descriptor]]:
     tags: list[tuple[str, spec.Descriptor]] = []
     with store.lease():
         for desc in archive.entries():
-            try:
-                plan_copy(archive, None, desc, str(path))
-            except BlobUnknown:  # an index saved with one platform's image: that one
-                if desc.media_type not in spec.INDEX_TYPES:
-                    raise
-                desc = ImageSource(str(path), archive, desc).manifest()[0]
+            desc = whole_or_narrowed(archive, desc)
             copy_between_stores(archive, store, desc, str(path))
             names = [n for n, d in archive.refs() if d.digest == desc.digest] or \
                 [_annotated_name(desc)]
@@ -477,6 +393,23 @@ def load_archive(path: Path, store: Store) -> list[tuple[str, spec.Descriptor]]:
     return tags
 
 
+def whole_or_narrowed(blobs: Any, desc: spec.Descriptor,
+                      platform: spec.Platform | None = None) -> spec.Descriptor:
+    """``desc`` if every blob it needs is in ``blobs``; an index that was pulled or saved
+    for one platform gives that platform's manifest (else BlobUnknown names what is
+    missing)."""
+    from ociimg.registry.copy import plan_copy
+
+    try:
+        plan_copy(blobs, None, desc, str(desc.digest))
+    except BlobUnknown:
+        if desc.media_type not in spec.INDEX_TYPES:
+            raise
+        desc = ImageSource(str(desc.digest), blobs, desc).manifest(platform)[0]
+        plan_copy(blobs, None, desc, str(desc.digest))
+    return desc
+
+
 def _annotated_name(desc: spec.Descriptor) -> str | None:
     return desc.annotations.get("io.containerd.image.name") or \
         desc.annotations.get(spec.ANNOTATION_REF_NAME)
@@ -484,15 +417,20 @@ def _annotated_name(desc: spec.Descriptor) -> str | None:
 
 def store_names(name: str | None, desc: spec.Descriptor,
                 all_names: Sequence[str | None] = ()) -> list[str]:
-    """The store names for an image from outside: each name that is a full image
-    reference (``busybox:1``, ``example.com/a/b:t``), normalised; a bare tag
-    (skopeo's ``oci:DIR:latest``) or no name gives the digest as its name (listed as
-    <none> by ``ociimg images``, as docker and podman show unnamed images)."""
+    """The store names for an image from outside (see :func:`reference_names`); without
+    one, the digest is its name (listed as <none> by ``ociimg images``, as docker and
+    podman show unnamed images)."""
+    return reference_names(all_names or (name,)) or [str(desc.digest)]
+
+
+def reference_names(names: Sequence[str | None]) -> list[str]:
+    """Each name that is a full image reference (``busybox:1``, ``example.com/a/b:t``),
+    normalised; a bare tag (skopeo's ``oci:DIR:latest``) names no image."""
     out = []
-    for candidate in all_names or (name,):
+    for candidate in names:
         if candidate and ("/" in candidate or ":" in candidate):
             with contextlib.suppress(InvalidReference):
                 parsed = parse_reference(candidate)
                 if parsed.digest is None:
                     out.append(str(parsed))
-    return out or [str(desc.digest)]
+    return out

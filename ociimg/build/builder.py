@@ -37,6 +37,7 @@ from typing import Any
 
 from ociimg import spec
 from ociimg.build import copy as copying
+from ociimg.build import metadata
 from ociimg.build.cache import CachedStep, StepCache, step_key
 from ociimg.build.stages import (
     PROXY_ARGS,
@@ -54,7 +55,7 @@ from ociimg.digest import Digest
 from ociimg.errors import BuildError, OciimgError, StepFailed
 from ociimg.events import NullProgress, Progress
 from ociimg.image.writer import NewLayer, copy_blobs, format_time, write_image, write_layer
-from ociimg.spec import Descriptor, Platform, canonical_json, parse_config
+from ociimg.spec import Descriptor, Platform, canonical_json, chain_ids, parse_config
 from ociimg.store import Store
 
 TYPE_CHECKING = False
@@ -67,11 +68,6 @@ if TYPE_CHECKING:
 # resolver: commands know registries, the builder does not).
 ResolveImage = Callable[[str, "Platform | None", bool], ResolvedImage]
 
-EMPTY_TAR_SIZE = 1024  # a layer tar with no entry: just the end-of-archive blocks
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|ms|s|m|h)")
-_DURATION_NS = {"ns": 1, "us": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9,
-                "h": 3600 * 10**9}
-_PORT = re.compile(r"(\d{1,5})(?:-(\d{1,5}))?(?:/(tcp|udp|sctp))?", re.IGNORECASE)
 
 
 @dataclass
@@ -117,6 +113,7 @@ class _StageResult:
     author: str | None = None
     created: list[datetime] = field(default_factory=list)  # of the layers this build added
     new_layers: int = 0
+    base_history: int = 0  # history entries from before this stage's own steps
 
     def copy(self) -> _StageResult:
         import copy
@@ -143,17 +140,19 @@ class Builder:
         self._step_no = 0
         self._total = 0
         self._stack = contextlib.ExitStack()
-        self._views: dict[str, Path] = {}
+        self._views: dict[str, Path] = {}  # --from roots by chain, mounted until the end
+        self._work: Path | None = None      # temp files of this build (secrets, downloads)
         build_platform = Platform.host()
         target = options.platform or build_platform
         self.meta = platform_args(target, build_platform)
+        self._meta_context = metadata.Context(df.escape, options.build_args, self.meta)
         self.now = datetime.now(UTC).replace(microsecond=0)
 
     # Entry -------------------------------------------------------------------------------
     def build(self) -> BuildResult:
         from ociimg.build.expand import expand
         for ins in self.df.meta_args:
-            for name, default in _arg_decls(ins, self.meta, self.df.escape):
+            for name, default in metadata.arg_decls(ins, self.meta, self.df.escape):
                 value = self.options.build_args.get(name, default)
                 if value is not None:
                     self.meta[name] = value
@@ -165,7 +164,21 @@ class Builder:
             for index in order:
                 self.results[index] = self._run_stage(self.df.stages[index], bases[index])
             final = self.results[order[-1]]
+            self._warn_unused_args()
             return self._write(final)
+
+    def _warn_unused_args(self) -> None:
+        """The classic builder's warning: a --build-arg no ARG declared (proxy ARGs are
+        predefined, and so never unused)."""
+        declared = set(self.meta)
+        for r in self.results.values():
+            declared.update(r.state.args)
+        for ins in [*self.df.meta_args, *(i for s in self.df.stages for i in s.instructions)]:
+            if ins.keyword == "ARG":
+                declared.update(n for n, _ in metadata.arg_decls(ins, {}, self.df.escape))
+        unused = sorted(set(self.options.build_args) - declared - PROXY_ARGS)
+        if unused:
+            self.progress.log(f"warning: build args not consumed: {', '.join(unused)}")
 
     # Stages ------------------------------------------------------------------------------
     def _run_stage(self, stage: Stage, base: str) -> _StageResult:
@@ -183,6 +196,7 @@ class Builder:
         if parent is not None:
             result = self.results[parent].copy()
             result.created, result.new_layers = [], 0
+            result.base_history = len(result.history)
             result.state.sets_cmd = False
             return result
         platform = self._stage_platform(stage)
@@ -194,7 +208,8 @@ class Builder:
                             list(image.config.diff_ids), [dict(h) for h in image.config.history],
                             image.chain()[-1] if image.config.diff_ids else None,
                             StageState.from_base(image.config.config, {}),
-                            image.config.created, image.config.author)
+                            image.config.created, image.config.author,
+                            base_history=len(image.config.history))
 
     def _stage_platform(self, stage: Stage) -> Platform:
         from ociimg.build.expand import expand
@@ -229,11 +244,15 @@ class Builder:
     def _dispatch(self, stage: Stage, r: _StageResult, ins: Instruction,
                   trigger: bool = False) -> None:
         handler = getattr(self, f"_do_{ins.keyword.lower()}", None)
-        if handler is None:
+        if handler is None and ins.keyword not in metadata.HANDLERS:
             raise BuildError(f"{self.df.filename}:{ins.line}: unknown instruction "
                              f"{ins.keyword}")
         try:
-            handler(stage, r, ins)
+            if handler is not None:
+                handler(stage, r, ins)
+            else:
+                created_by = metadata.apply(r.state, ins, self._meta_context)
+                r.history.append({"created_by": created_by, "empty_layer": True})
         except StepFailed:
             raise
         except OciimgError as exc:
@@ -245,118 +264,6 @@ class Builder:
 
     def _env(self, r: _StageResult) -> dict[str, str]:
         return r.state.expansion_env()
-
-    def _words(self, r: _StageResult, ins: Instruction) -> list[str]:
-        from ociimg.build.expand import expand, expand_words
-        env = self._env(r)
-        if ins.json_form:
-            return [expand(a, env, escape=self.df.escape) for a in ins.args]
-        return expand_words(ins.args[0], env, escape=self.df.escape)
-
-    def _metadata(self, r: _StageResult, created_by: str) -> None:
-        r.history.append({"created_by": created_by, "empty_layer": True})
-
-    # Metadata instructions -----------------------------------------------------------------
-    def _do_env(self, stage: Stage, r: _StageResult, ins: Instruction) -> None:
-        from ociimg.build.expand import parse_key_values
-        pairs = parse_key_values(ins.args[0], self._env(r), self.df.escape, "ENV")
-        for key, value in pairs:
-            r.state.set_env(key, value)
-        self._metadata(r, "ENV " + " ".join(f"{k}={v}" for k, v in pairs))
-
-    def _do_arg(self, stage: Stage, r: _StageResult, ins: Instruction) -> None:
-        decls = _arg_decls(ins, self._env(r), self.df.escape)
-        for name, default in decls:
-            r.state.declare_arg(name, default, self.options.build_args, self.meta)
-        self._metadata(r, "ARG " + " ".join(
-            f"{n}={r.state.args[n]}" if n in r.state.args else n for n, _ in decls))
-
-    def _do_label(self, stage: Stage, r: _StageResult, ins: Instruction) -> None:
-        from ociimg.build.expand import parse_key_values
-        pairs = parse_key_values(ins.args[0], self._env(r), self.df.escape, "LABEL")
-        labels = dict(r.state.config.get("Labels") or {})
-        labels.update(pairs)
-        r.state.config["Labels"] = labels
-        self._metadata(r, "LABEL " + " ".join(f"{k}={v}" for k, v in pairs))
-
-    def _do_maintainer(self, stage: Stage, r: _StageResult, ins: Instruction) -> None:
-        r.author = ins.args[0]
-        self._metadata(r, f"MAINTAINER {ins.args[0]}")
-
-    def _do_expose(self, stage: Stage, r: _StageResult, ins: Instruction) -> None:
-        ports = dict(r.state.config.get("ExposedPorts") or {})
-        added = []
-        for word in self._words(r, ins):
-            for port in _ports(word):
-                ports[port] = {}
-                added.append(port)
-        r.state.config["ExposedPorts"] = ports
-        self._metadata(r, "EXPOSE " + " ".join(added))
-
-    def _do_volume(self, stage: Stage, r: _StageResult, ins: Instruction) -> None:
-        volumes = dict(r.state.config.get("Volumes") or {})
-        words = self._words(r, ins)
-        for word in words:
-            if not word.strip():
-                raise BuildError("VOLUME specified can not be an empty string")
-            volumes[word] = {}
-        r.state.config["Volumes"] = volumes
-        self._metadata(r, "VOLUME " + json.dumps(words))
-
-    def _do_user(self, stage: Stage, r: _StageResult, ins: Instruction) -> None:
-        r.state.config["User"] = self._words(r, ins)[0]
-        self._metadata(r, f"USER {r.state.config['User']}")
-
-    def _do_stopsignal(self, stage: Stage, r: _StageResult, ins: Instruction) -> None:
-        from ociimg.image.changes import stop_signal
-        r.state.config["StopSignal"] = stop_signal(self._words(r, ins)[0])
-        self._metadata(r, f"STOPSIGNAL {r.state.config['StopSignal']}")
-
-    def _command(self, r: _StageResult, ins: Instruction) -> list[str]:
-        return list(ins.args) if ins.json_form else [*r.state.shell, ins.args[0]]
-
-    def _do_cmd(self, stage: Stage, r: _StageResult, ins: Instruction) -> None:
-        r.state.config["Cmd"] = self._command(r, ins)
-        r.state.sets_cmd = True
-        self._metadata(r, f"CMD {_go_quoted(r.state.config['Cmd'])}")
-
-    def _do_entrypoint(self, stage: Stage, r: _StageResult, ins: Instruction) -> None:
-        r.state.config["Entrypoint"] = self._command(r, ins)
-        if not r.state.sets_cmd:
-            r.state.config.pop("Cmd", None)  # an inherited CMD does not fit a new ENTRYPOINT
-        self._metadata(r, f"ENTRYPOINT {_go_quoted(r.state.config['Entrypoint'])}")
-
-    def _do_shell(self, stage: Stage, r: _StageResult, ins: Instruction) -> None:
-        if not ins.json_form:
-            raise BuildError("SHELL requires the arguments to be in JSON form",
-                             hint='write it as SHELL ["/bin/bash", "-c"]')
-        r.state.shell = list(ins.args)
-        r.state.config["Shell"] = list(ins.args)
-        self._metadata(r, f"SHELL {_go_quoted(ins.args)}")
-
-    def _do_healthcheck(self, stage: Stage, r: _StageResult, ins: Instruction) -> None:
-        test = list(ins.args)
-        check: dict[str, Any] = {"Test": test}
-        for flag, key in (("interval", "Interval"), ("timeout", "Timeout"),
-                          ("start-period", "StartPeriod"), ("start-interval", "StartInterval")):
-            if ins.flags.get(flag):
-                check[key] = _duration(ins.flags[flag][-1], flag)
-        if ins.flags.get("retries"):
-            try:
-                check["Retries"] = int(ins.flags["retries"][-1])
-            except ValueError:
-                raise BuildError(f"--retries={ins.flags['retries'][-1]}: not a number") \
-                    from None
-        r.state.config["Healthcheck"] = check
-        self._metadata(r, f"HEALTHCHECK {_go_quoted(test)}")
-
-    def _do_onbuild(self, stage: Stage, r: _StageResult, ins: Instruction) -> None:
-        text = ins.args[0]
-        r.state.config["OnBuild"] = [*(r.state.config.get("OnBuild") or []), text]
-        self._metadata(r, f"ONBUILD {text}")
-
-    def _do_from(self, stage: Stage, r: _StageResult, ins: Instruction) -> None:
-        raise BuildError("FROM inside a stage")
 
     # Filesystem steps ----------------------------------------------------------------------
     def _do_workdir(self, stage: Stage, r: _StageResult, ins: Instruction) -> None:
@@ -380,7 +287,7 @@ class Builder:
         env = r.state.run_env(self.options.build_args)
         mounts, tmpfs, mount_keys = self._run_mounts(stage, r, ins)
         request = RunRequest(argv, env, r.state.workdir(), r.state.config.get("User") or "",
-                             network, mounts + pipes, tmpfs)
+                             network, mounts + pipes + _host_network_files(network), tmpfs)
         shown_args = {k: v for k, v in r.state.args.items()}
         created_by = "RUN " + (f"|{len(shown_args)} " + " ".join(
             f"{k}={v}" for k, v in shown_args.items()) + " " if shown_args else "") + \
@@ -427,13 +334,12 @@ class Builder:
         return path
 
     def _workdir(self) -> Path:
-        if "work" not in self._views:
+        if self._work is None:
             base = self.root / "build-cache"
             base.mkdir(parents=True, exist_ok=True, mode=0o700)
-            work = Path(tempfile.mkdtemp(dir=base, prefix=".work-"))
-            self._stack.callback(_remove_tree, work)
-            self._views["work"] = work
-        return self._views["work"]
+            self._work = Path(tempfile.mkdtemp(dir=base, prefix=".work-"))
+            self._stack.callback(_remove_tree, self._work)
+        return self._work
 
     def _run_mounts(self, stage: Stage, r: _StageResult, ins: Instruction
                     ) -> tuple[list[BindMount], list[str], list[Any]]:
@@ -480,10 +386,15 @@ class Builder:
         ident = fields.get("id") or target
         path = self.root / "build-cache" / "mounts" / Digest.of(ident.encode()).hex
         if not path.is_dir():
+            try:
+                mode, uid, gid = (int(fields.get("mode", "755"), 8), int(fields.get("uid", "0")),
+                                  int(fields.get("gid", "0")))
+            except ValueError:
+                raise BuildError(f"--mount type=cache: bad mode, uid or gid in {dict(fields)}") \
+                    from None
             path.mkdir(parents=True, mode=0o755)
-            mode = fields.get("mode")
-            os.chmod(path, int(mode, 8) if mode else 0o755)
-            os.chown(path, int(fields.get("uid", "0")), int(fields.get("gid", "0")))
+            os.chmod(path, mode)
+            os.chown(path, uid, gid)
         return path
 
     def _secret_mount(self, fields: Mapping[str, str], target: str) -> BindMount | None:
@@ -513,8 +424,13 @@ class Builder:
             raise BuildError(f"--mount from={ref},source={source}: {exc.strerror}") from None
         finally:
             os.close(rootfd)
-        self._stack.callback(os.close, fd)
-        return Path(f"/proc/self/fd/{fd}"), f"{digest}:{source}"
+        try:
+            # The runtime is another process: it gets the host path the resolution ended
+            # at (inside the read-only view, which nothing changes during the build).
+            resolved = os.readlink(f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)
+        return Path(resolved), f"{digest}:{source}"
 
     def _need_context(self) -> BuildContext:
         if self.context is None:
@@ -539,7 +455,7 @@ class Builder:
 
     def _copy(self, stage: Stage, r: _StageResult, ins: Instruction, *, add: bool) -> None:
         from ociimg.build.expand import expand, expand_heredoc
-        words = self._words(r, ins)
+        words = self._meta_context.words(r.state, ins)
         if len(words) < 2:
             raise BuildError(f"{ins.keyword} requires at least two arguments")
         *sources, dest = words
@@ -562,10 +478,10 @@ class Builder:
                 files.append((h.name, body.encode()))
             else:
                 plain.append(src)
-        as_dir = len(sources) > 1 or any(_is_glob(s) for s in plain)
+        many_error = BuildError(f"When using {ins.keyword} with more than one source file, "
+                                "the destination must be a directory and end with a /")
         if len(sources) > 1 and not dest.endswith("/"):
-            raise BuildError(f"When using {ins.keyword} with more than one source file, the "
-                             "destination must be a directory and end with a /")
+            raise many_error
         if ref is not None:
             src_root, src_digest = self._source_root(stage, expand(ref, env,
                                                                    escape=self.df.escape))
@@ -574,17 +490,27 @@ class Builder:
             excluded = None
         elif add and plain and all(_is_url(p) for p in plain):
             src_root, matches, src_digest = self._downloads(plain)
+            _check_checksum(ins.flags.get("checksum", [None])[-1], src_root, matches)
             owner_keep, excluded = False, None
         else:
+            if ins.flags.get("checksum"):
+                raise BuildError("ADD --checksum is for URL sources only")
             src_root, src_digest, matches, excluded = self._context_sources(plain, add)
             owner_keep = False
+        excludes = [expand(p, env, escape=self.df.escape) for p in ins.flags.get("exclude", [])]
+        if excludes:
+            matches, excluded = _apply_excludes(matches, excluded, excludes)
+        parents = ins.flags.get("parents", ["false"])[-1] == "true"
+        as_dir = parents or len(matches) + len(files) > 1  # a wildcard: one source, many
+        if as_dir and not dest.endswith("/"):
+            raise many_error
         archives = self._archives(src_root, matches) \
             if add and ref is None and not any(_is_url(p) for p in plain) else set()
         created_by = f"{ins.keyword} " + " ".join(sources) + f" {dest} # buildkit"
-        key = {"op": ins.keyword, "sources": matches, "dest": dest, "chmod": chmod,
+        key = {"op": ins.keyword, "sources": matches, "dest": dest, "chmod": chmod_text,
                "chown": chown, "from": ref, "content": src_digest,
                "files": [[n, Digest.of(d).hex] for n, d in files],
-               "archives": sorted(archives)}
+               "archives": sorted(archives), "exclude": excludes, "parents": parents}
 
         def work(step_key_: str) -> None:
             with self._mounted(step_key_) as (view, rootfd):
@@ -594,8 +520,11 @@ class Builder:
                     chmod=chmod, xattrs=owner_keep, excluded=excluded,
                     parents_owner=owner or (0, 0))
                 try:
-                    self._copy_into(src_root, matches, archives, files, rootfd, dest,
-                                    options, as_dir)
+                    if parents:
+                        self._copy_with_parents(src_root, matches, rootfd, dest, options)
+                    else:
+                        self._copy_into(src_root, matches, archives, files, rootfd, dest,
+                                        options, as_dir)
                 finally:
                     copying.close_links(options)
 
@@ -607,8 +536,7 @@ class Builder:
         srcfd = os.open(src_root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             plain = [m for m in matches if m not in archives]
-            copying.copy_sources(srcfd, plain, rootfd, dest, options,
-                                 as_dir=as_dir or len(matches) + len(files) > 1)
+            copying.copy_sources(srcfd, plain, rootfd, dest, options, as_dir=as_dir)
             for rel in sorted(archives):
                 self._extract(src_root, rel, rootfd, dest, options)
         finally:
@@ -616,6 +544,19 @@ class Builder:
         for name, data in files:
             target = dest if not dest.endswith("/") else dest + name
             copying.write_file(rootfd, target, data, options)
+
+    def _copy_with_parents(self, src_root: Path, matches: list[str], rootfd: int, dest: str,
+                           options: copying.CopyOptions) -> None:
+        """COPY --parents: each source keeps its path below the source root (a dir its
+        own name too) under the destination."""
+        srcfd = os.open(src_root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for rel in matches:
+                keep = rel if (src_root / rel).is_dir() else posixpath.dirname(rel)
+                target = dest.rstrip("/") + "/" + (f"{keep}/" if keep not in ("", ".") else "")
+                copying.copy_sources(srcfd, [rel], rootfd, target, options, as_dir=True)
+        finally:
+            os.close(srcfd)
 
     def _archives(self, root: Path, matches: list[str]) -> set[str]:
         """The local sources ADD extracts: tars, plain or compressed."""
@@ -755,16 +696,18 @@ class Builder:
         self.snapshots.prepare(key, r.chain, labels={"ociimg.build": "step"})
         try:
             work(key)
-            epoch = self.options.timestamp
-            with tempfile.TemporaryFile(dir=self.snapshots.path) as tar:
-                self.snapshots.diff(key, tar, source_date_epoch=epoch)  # type: ignore[arg-type]
-                created = format_time(self._time())
-                if tar.tell() <= EMPTY_TAR_SIZE:
-                    return CachedStep(r.chain, None, None, created)
-                tar.seek(0)
-                written = write_layer(self.store, NewLayer(tar), self.options.compression)  # type: ignore[arg-type]
-            chain = self.snapshots.commit(key, source_date_epoch=epoch)
-            return CachedStep(chain, written.descriptor, written.diff_id, created)
+            created = format_time(self._time())
+            if not self.snapshots.changes(key):
+                return CachedStep(r.chain, None, None, created)
+            written: list[Any] = []
+
+            def store_blob(tar: Any) -> None:  # the same diff the commit applies
+                written.append(write_layer(self.store, NewLayer(tar),
+                                           self.options.compression))
+
+            chain = self.snapshots.commit(key, source_date_epoch=self.options.timestamp,
+                                          on_tar=store_blob)
+            return CachedStep(chain, written[0].descriptor, written[0].diff_id, created)
         finally:
             self.snapshots.remove(key)
 
@@ -790,13 +733,14 @@ class Builder:
                                "rootfs": {"type": "layers",
                                           "diff_ids": [str(d) for d in r.diff_ids]},
                                "history": history, "created": format_time(created)}
-        if r.author:
-            doc["author"] = r.author
+        author = r.state.author or r.author
+        if author:
+            doc["author"] = author
         base = parse_config(canonical_json(doc), "built config")
         tags = [_normalize_tag(t) for t in self.options.tags]
         desc = write_image(self.store, base_config=base, base_layers=r.layers, new_layers=[],
                            history=[], tag=tags[0] if tags else None, created=created,
-                           author=r.author, compression=self.options.compression,
+                           author=author, compression=self.options.compression,
                            platform=r.platform)
         for tag in tags[1:]:
             self.store.tag(tag, desc)
@@ -815,24 +759,78 @@ class Builder:
         return datetime.fromtimestamp(0, UTC)
 
     def _squash(self, r: _StageResult) -> None:
-        raise BuildError("--squash is not supported yet", hint="build without --squash")
+        """--squash: the layers the final stage added, as one. They are applied in order
+        onto an active snapshot of the stage's base (deletions become the snapshot's
+        whiteouts), whose diff is the one layer; their history entries stay, marked
+        empty_layer, and one entry for the squashed layer follows them."""
+        from ociimg.layers.apply import ApplyOptions, apply_layer
+        from ociimg.layers.compression import open_decompressed
+        base_count = len(r.layers) - r.new_layers
+        base_chain = chain_ids(r.diff_ids[:base_count])[-1] if base_count else None
+        key = f"build-squash-{secrets.token_hex(8)}"
+        self.snapshots.prepare(key, base_chain, labels={"ociimg.build": "squash"})
+        try:
+            with self._mounted(key) as (view, _rootfd):
+                for desc in r.layers[base_count:]:
+                    with self.store.open_blob(desc.digest) as raw:
+                        apply_layer(view, open_decompressed(raw, desc.media_type),  # type: ignore[arg-type]
+                                    ApplyOptions())
+            with tempfile.TemporaryFile(dir=self.snapshots.path) as tar:
+                self.snapshots.diff(key, tar, source_date_epoch=self.options.timestamp)  # type: ignore[arg-type]
+                tar.seek(0)
+                written = write_layer(self.store, NewLayer(tar), self.options.compression)  # type: ignore[arg-type]
+        finally:
+            self.snapshots.remove(key)
+        del r.layers[base_count:]
+        del r.diff_ids[base_count:]
+        r.layers.append(written.descriptor)
+        r.diff_ids.append(written.diff_id)
+        for h in r.history[r.base_history:]:
+            h["empty_layer"] = True
+        r.history.append({"created_by": f"squashed {r.new_layers} layers # ociimg",
+                          "created": format_time(max(r.created))})
+        r.new_layers = 1
 
-    def _view_of(self, chain: Digest | None) -> tuple[Path, str]:
-        name = str(chain)
-        if name not in self._views:
-            key = f"build-view-{secrets.token_hex(8)}"
-            assert chain is not None
-            self.snapshots.view(key, chain, labels={"ociimg.build": "view"})
-            self._stack.callback(self.snapshots.remove, key)
-            self._views[name] = self._stack.enter_context(self.snapshots.mounted(key))
-        return self._views[name], name
 
 
 # Helpers ----------------------------------------------------------------------------------
-def _arg_decls(ins: Instruction, env: Mapping[str, str], escape: str
-               ) -> list[tuple[str, str | None]]:
-    from ociimg.build.expand import parse_arg_decls
-    return parse_arg_decls(ins.args[0], env, escape)
+def _host_network_files(network: str) -> list[BindMount]:
+    """With the host's network, its resolver config too (BuildKit does the same), read-only;
+    a mount point RUN had to create is removed again, so the image keeps its own."""
+    if network != "host":
+        return []
+    return [BindMount(path, path, readonly=True) for path in ("/etc/resolv.conf", "/etc/hosts")
+            if os.path.isfile(path)]
+
+
+def _apply_excludes(matches: list[str], excluded: Callable[[str, bool], bool] | None,
+                    patterns: list[str]) -> tuple[list[str], Callable[[str, bool], bool]]:
+    """COPY --exclude: the patterns (.containerignore's rules) drop matches and, in the
+    walk below them, entries; on top of the ignore file's exclusions."""
+    from ociimg.build.ignore import IgnoreRules
+    rules = IgnoreRules.parse("\n".join(patterns), "--exclude")
+
+    def both(rel: str, is_dir: bool) -> bool:
+        return rules.excluded(rel, is_dir) or (excluded is not None and excluded(rel, is_dir))
+
+    return [m for m in matches if not rules.excluded(m)], both
+
+
+def _check_checksum(expected: str | None, root: Path, names: list[str]) -> None:
+    """ADD --checksum=sha256:HEX: the one downloaded file must hash to it."""
+    if expected is None:
+        return
+    if len(names) != 1:
+        raise BuildError("ADD --checksum takes one URL")
+    try:
+        want = Digest.parse(expected)
+    except OciimgError:
+        raise BuildError(f"--checksum={expected}: expected sha256:HEX") from None
+    with open(root / names[0], "rb") as f:
+        got = Digest.of(f.read(), want.algorithm)
+    if got != want:
+        raise BuildError(f"ADD: the download hashed to {got}, not {want}",
+                         hint="the file changed at its source, or --checksum is wrong")
 
 
 def _is_url(text: str) -> bool:
@@ -888,35 +886,6 @@ def _match_in_root(root: Path, patterns: list[str]) -> list[str]:
             raise BuildError(f"{pattern}: no match in the --from source")
         out.extend(found)
     return out
-
-
-def _ports(word: str) -> list[str]:
-    m = _PORT.fullmatch(word)
-    if not m:
-        raise BuildError(f"EXPOSE {word}: invalid port", hint="write PORT[-PORT][/tcp|udp|sctp]")
-    low = int(m.group(1))
-    high = int(m.group(2) or low)
-    proto = (m.group(3) or "tcp").lower()
-    if not 0 < low <= high <= 65535:
-        raise BuildError(f"EXPOSE {word}: invalid port range")
-    return [f"{p}/{proto}" for p in range(low, high + 1)]
-
-
-def _duration(text: str, flag: str) -> int:
-    total, pos = 0, 0
-    for m in _DURATION.finditer(text):
-        if m.start() != pos:
-            break
-        total += int(float(m.group(1)) * _DURATION_NS[m.group(2)])
-        pos = m.end()
-    if pos != len(text) or not text:
-        raise BuildError(f"--{flag}={text}: not a duration", hint="write e.g. 30s, 1m30s")
-    return total
-
-
-def _go_quoted(items: list[str]) -> str:
-    """Go's ``%q`` of a []string, as BuildKit writes CMD/ENTRYPOINT history."""
-    return "[" + " ".join(json.dumps(i) for i in items) + "]"
 
 
 def _owner_of(spec_text: str, rootfs: Path) -> tuple[int, int]:

@@ -16,12 +16,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ociimg.digest import Digest
-from ociimg.fsutil import atomic_write
 from ociimg.spec import Descriptor, canonical_json
 
 TYPE_CHECKING = False
@@ -82,8 +82,17 @@ class StepCache:
         return entry
 
     def put(self, key: str, entry: CachedStep) -> None:
+        """Temp file and rename, not fsynced: a lost entry only costs the step a rerun."""
         self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        atomic_write(self._file(key), canonical_json(entry.to_json()), mode=0o600)
+        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".entry-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(canonical_json(entry.to_json()))
+            os.replace(tmp, self._file(key))
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
 
     def drop(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import secrets
 import stat
 from collections.abc import Callable
@@ -40,7 +41,7 @@ _OVERLAY_XATTRS = ("trusted.overlay.", "user.overlay.")
 @dataclass
 class CopyOptions:
     owner: tuple[int, int] | None = (0, 0)   # None: keep the source's (COPY --from)
-    chmod: int | None = None
+    chmod: Chmod | None = None
     xattrs: bool = False                      # copy xattrs (from an image, not the context)
     # A context-relative path → left out with all below it (.containerignore); None: none.
     excluded: Callable[[str, bool], bool] | None = None
@@ -48,16 +49,57 @@ class CopyOptions:
     links: dict[tuple[int, int], tuple[int, str]] = field(default_factory=dict)
 
 
-def parse_chmod(text: str) -> int:
-    """``--chmod=755`` (octal; BuildKit also takes symbolic, which ociimg does not)."""
-    try:
-        mode = int(text, 8)
-    except ValueError:
-        raise BuildError(f"--chmod={text}: not an octal mode",
-                         hint="write the mode in octal, e.g. --chmod=0755") from None
-    if not 0 <= mode <= 0o7777:
-        raise BuildError(f"--chmod={text}: mode out of range")
-    return mode
+Chmod = Callable[[int, bool], int]  # (current permission bits, is a dir) → new bits
+_SYMBOLIC = re.compile(r"([ugoa]*)([-+=])([rwxXst]*)")
+_WHO = {"u": 0o4700, "g": 0o2070, "o": 0o1007}
+_WHAT = {"r": 0o444, "w": 0o222, "x": 0o111, "s": 0o6000, "t": 0o1000}
+
+
+def parse_chmod(text: str) -> Chmod:
+    """``--chmod``: octal (``0755``) or chmod(1)'s symbolic form (``u+x,g-w,o=r``,
+    ``a+X``: execute for dirs and for files some class can execute), as BuildKit."""
+    if text.isdigit():
+        try:
+            mode = int(text, 8)
+        except ValueError:
+            raise BuildError(f"--chmod={text}: not an octal mode") from None
+        if mode > 0o7777:
+            raise BuildError(f"--chmod={text}: mode out of range")
+        return lambda _old, _is_dir: mode
+    clauses = [_SYMBOLIC.fullmatch(c) for c in text.split(",")]
+    if not text or not all(clauses):
+        raise BuildError(f"--chmod={text}: not an octal or symbolic mode",
+                         hint="write e.g. --chmod=0755 or --chmod=u+x,go-w")
+
+    def apply(old: int, is_dir: bool) -> int:
+        mode = old
+        for m in clauses:
+            assert m is not None
+            who, op, perms = m.groups()
+            mask = 0
+            for w in who or "a":
+                mask |= 0o7777 if w == "a" else _WHO[w]
+            bits = 0
+            for p in perms:
+                if p == "X":
+                    bits |= 0o111 if is_dir or old & 0o111 else 0
+                else:
+                    bits |= _WHAT[p]
+            bits &= mask
+            if op == "+":
+                mode |= bits
+            elif op == "-":
+                mode &= ~bits
+            else:
+                mode = (mode & ~(mask & 0o7777)) | bits
+        return mode & 0o7777
+
+    return apply
+
+
+def _mode(options: CopyOptions, st: os.stat_result) -> int:
+    old = stat.S_IMODE(st.st_mode)
+    return old if options.chmod is None else options.chmod(old, stat.S_ISDIR(st.st_mode))
 
 
 def dest_path(dest: str, workdir: str) -> str:
@@ -257,7 +299,7 @@ def _owner(st: os.stat_result, options: CopyOptions) -> tuple[int, int]:
 def _set_meta(dst: int, src: int, st: os.stat_result, options: CopyOptions) -> None:
     """Owner, mode, xattrs and mtime on the open ``dst`` (a file or dir)."""
     os.chown(dst, *_owner(st, options))
-    os.chmod(dst, options.chmod if options.chmod is not None else stat.S_IMODE(st.st_mode))
+    os.chmod(dst, _mode(options, st))
     if options.xattrs:
         _copy_xattrs(src, dst)
     os.utime(dst, ns=(st.st_mtime_ns, st.st_mtime_ns))
@@ -266,8 +308,7 @@ def _set_meta(dst: int, src: int, st: os.stat_result, options: CopyOptions) -> N
 def _set_meta_at(dst_dir: int, name: str, st: os.stat_result, options: CopyOptions) -> None:
     os.chown(name, *_owner(st, options), dir_fd=dst_dir, follow_symlinks=False)
     if not stat.S_ISLNK(st.st_mode):
-        os.chmod(name, options.chmod if options.chmod is not None
-                 else stat.S_IMODE(st.st_mode), dir_fd=dst_dir)
+        os.chmod(name, _mode(options, st), dir_fd=dst_dir)
     os.utime(name, ns=(st.st_mtime_ns, st.st_mtime_ns), dir_fd=dst_dir, follow_symlinks=False)
 
 
@@ -300,7 +341,7 @@ def write_file(dst_rootfd: int, path: str, data: bytes, options: CopyOptions,
             try:
                 os.write(fd, data)
                 os.fchown(fd, *(options.owner or (0, 0)))
-                os.fchmod(fd, options.chmod if options.chmod is not None else mode)
+                os.fchmod(fd, mode if options.chmod is None else options.chmod(mode, False))
             finally:
                 os.close(fd)
         _replace(dst, name, make)

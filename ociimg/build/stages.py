@@ -162,6 +162,7 @@ class StageState:
     shell: list[str] = field(default_factory=lambda: list(DEFAULT_SHELL))
     sets_cmd: bool = False                       # CMD given in this stage (ENTRYPOINT keeps it)
     base_onbuild: list[str] = field(default_factory=list)  # the base's triggers, to run
+    author: str | None = None                    # MAINTAINER
 
     @classmethod
     def from_base(cls, config: Mapping[str, Any], inherited_args: Mapping[str, str]) -> StageState:

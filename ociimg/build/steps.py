@@ -52,10 +52,8 @@ def run_step(root: Path, snapshots: SnapshotStore, key: str, image: ResolvedImag
     """Run ``request`` in a container over active snapshot ``key``; StepFailed (with the
     exit code and the last lines of output) when it fails."""
     from ociimg.containers import ContainerManager, CreateOptions
-    targets = list(RUNTIME_MOUNT_POINTS) + [m.destination for m in request.mounts] + \
-        list(request.tmpfs)
-    with snapshots.mounted(key) as view:
-        missing = [t for t in targets if not _exists(view, t)]
+    targets = _with_parents(list(RUNTIME_MOUNT_POINTS) + list(request.tmpfs) +
+                            [m.destination for m in request.mounts])
     options = CreateOptions(snapshot=key, bundle=BundleOptions(
         args=request.argv, entrypoint=[], env=request.env, cwd=request.cwd or "/",
         user=request.user, network=request.network, mounts=list(request.mounts),
@@ -64,12 +62,21 @@ def run_step(root: Path, snapshots: SnapshotStore, key: str, image: ResolvedImag
     container = manager.create(image, options, progress)
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     try:
+        # The rootfs is mounted from create to exit: what is missing now, the runtime
+        # will make as a mount point.
+        view = container.path / "rootfs"
+        missing = [t for t in targets if _stat(view, t) is None]
+        # The dirs that get a new mount point inside: their times, put back afterwards
+        # so that creating and removing it leaves them unchanged for the differ.
+        stamps = {p: st for p in {t.rpartition("/")[0] or "/" for t in missing}
+                  if p not in missing and (st := _stat(view, p)) is not None}
         code = _run_attached(manager, container, progress, tail)
     finally:
         with contextlib.suppress(Exception):
             manager.remove(container, force=True)
-        with snapshots.mounted(key) as view:
-            _remove_mount_points(view, missing)
+    # Missing before the run means in no lower layer: the new mount points are in the
+    # snapshot's own tree only (the upper dir, or the flattened copy), cleaned there.
+    _remove_mount_points(_own_tree(snapshots, key), missing, stamps)
     if code != 0:
         last = " | ".join(line for line in list(tail)[-TAIL_SHOWN:] if line.strip())
         raise StepFailed(f"{label}: exited with code {code}" +
@@ -108,40 +115,74 @@ def _emit(line: bytes, progress: Progress, tail: deque[str]) -> None:
     progress.log(text)
 
 
-def _exists(view: Path, path: str) -> bool:
+def _with_parents(paths: list[str]) -> list[str]:
+    """Each path and its parents (the runtime makes missing parents of a mount point)."""
+    out: set[str] = set()
+    for path in paths:
+        parts = [p for p in path.split("/") if p]
+        out.update("/" + "/".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return sorted(out)
+
+
+def _own_tree(snapshots: SnapshotStore, key: str) -> Path:
+    from ociimg.layers.active import BACKEND_COPY
+    info = snapshots.active_info(key)
+    return snapshots.active_dir(key) / ("fs" if info.backend == BACKEND_COPY else "upper")
+
+
+def _stat(view: Path, path: str) -> os.stat_result | None:
     rootfd = os.open(view, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        os.close(resolve_in_root(rootfd, path, flags=os.O_PATH, follow_last=False))
-        return True
+        fd = resolve_in_root(rootfd, path, flags=os.O_PATH, follow_last=False)
     except OSError:
-        return False
+        return None
     finally:
         os.close(rootfd)
+    try:
+        return os.fstat(fd)
+    finally:
+        os.close(fd)
 
 
-def _remove_mount_points(view: Path, paths: list[str]) -> None:
-    """Remove what the runtime created for mounts, deepest first, if still empty."""
-    rootfd = os.open(view, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+def _remove_mount_points(tree: Path, paths: list[str],
+                         stamps: dict[str, os.stat_result]) -> None:
+    """Remove what the runtime created for mounts, deepest first, if still empty; then
+    give the dirs that held them their times back."""
+    rootfd = os.open(tree, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for path in sorted(paths, key=lambda p: p.count("/"), reverse=True):
             parent, _, name = path.rstrip("/").rpartition("/")
-            try:
-                pfd = resolve_in_root(rootfd, parent or "/", flags=os.O_PATH | os.O_DIRECTORY,
-                                      follow_last=False)
-            except OSError:
-                continue
-            try:
-                st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
-                if stat.S_ISDIR(st.st_mode):
-                    os.rmdir(name, dir_fd=pfd)
-                elif stat.S_ISREG(st.st_mode) and st.st_size == 0:
-                    os.unlink(name, dir_fd=pfd)
-            except OSError:
-                pass  # not there, or the step put something in it: it stays
-            finally:
-                os.close(pfd)
+            with _opened_dir(rootfd, parent or "/") as pfd:
+                if pfd is None:
+                    continue
+                try:
+                    st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+                    if stat.S_ISDIR(st.st_mode):
+                        os.rmdir(name, dir_fd=pfd)
+                    elif stat.S_ISREG(st.st_mode) and st.st_size == 0:
+                        os.unlink(name, dir_fd=pfd)
+                except OSError:
+                    pass  # not there, or the step put something in it: it stays
+        for path, old in stamps.items():
+            with _opened_dir(rootfd, path) as fd:
+                if fd is not None:
+                    os.utime(f"/proc/self/fd/{fd}", ns=(old.st_atime_ns, old.st_mtime_ns))
     finally:
         os.close(rootfd)
+
+
+@contextlib.contextmanager
+def _opened_dir(rootfd: int, path: str):  # type: ignore[no-untyped-def]
+    try:
+        fd = resolve_in_root(rootfd, path, flags=os.O_PATH | os.O_DIRECTORY,
+                             follow_last=False)
+    except OSError:
+        yield None
+        return
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def check_network(mode: str) -> str:

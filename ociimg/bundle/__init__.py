@@ -14,6 +14,7 @@ created (a caller wanting one adds a bind or tmpfs mount for it).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -21,6 +22,18 @@ from pathlib import Path
 from typing import Any
 
 from ociimg.bundle import profiles
+from ociimg.bundle.runflags import (
+    Device,
+    TmpfsMount,
+    Ulimit,
+    bounding_capabilities,
+    check_sysctls,
+    host_devices,
+    parse_tmpfs,
+    rlimits,
+    set_shm_size,
+    tmpfs_json,
+)
 from ociimg.errors import InvalidDocument
 from ociimg.fsutil import atomic_write
 from ociimg.spec import ImageConfig
@@ -53,6 +66,7 @@ class BindMount:
     source: str
     destination: str
     readonly: bool = False
+    propagation: str = "rprivate"      # --mount bind-propagation=
 
 
 @dataclass
@@ -68,8 +82,9 @@ class BundleOptions:
     terminal: bool = False
     readonly_rootfs: bool = False
     mounts: list[BindMount | tuple[str, str, bool]] = field(default_factory=list)
-    tmpfs: list[str] = field(default_factory=list)
+    tmpfs: list[TmpfsMount | str] = field(default_factory=list)  # str: "DEST[:OPTIONS]"
     network: str = "private"               # "private" | "none" (both: empty netns) | "host"
+    netns_path: str | None = None          # private: join this netns instead of a new one
     memory: int | None = None              # bytes
     cpus: float | None = None
     pids_limit: int | None = None
@@ -81,6 +96,13 @@ class BundleOptions:
     seccomp: bool = True                   # False: unconfined
     rootfs_path: str = "rootfs"
     init: str | None = None                # host path of a static init (catatonit/tini)
+    # docker run's host-facing options (bundle/runflags.py)
+    devices: list[Device] = field(default_factory=list)
+    ulimits: list[Ulimit] = field(default_factory=list)
+    sysctls: dict[str, str] = field(default_factory=dict)
+    group_add: list[str] = field(default_factory=list)  # names (image's /etc/group) or gids
+    shm_size: int | None = None            # bytes of /dev/shm
+    privileged: bool = False               # all caps and devices, no seccomp, no masks
 
 
 # --- public API -------------------------------------------------------------------------
@@ -95,7 +117,10 @@ def to_runtime_config(image_config: ImageConfig, options: BundleOptions, rootfs:
             hint="ociimg runs linux images only; pick one with --platform linux/<arch>")
     user = resolve_user(options.user if options.user is not None else image_config.user,
                         Path(rootfs))
-    caps = capability_set(options.cap_add, options.cap_drop)
+    caps = bounding_capabilities(profiles.ALL_CAPABILITIES) if options.privileged \
+        else capability_set(options.cap_add, options.cap_drop)
+    if options.group_add:
+        user = _with_groups(user, options.group_add, Path(rootfs))
     config: dict[str, Any] = {
         "ociVersion": OCI_VERSION,
         "process": _process(image_config, options, user, caps),
@@ -139,7 +164,7 @@ def _process(image_config: ImageConfig, options: BundleOptions, user: ExecUser,
         "env": build_env(image_config, options, user),
         "cwd": _cwd(image_config, options),
         "capabilities": capability_sets(caps, user.uid, options.cap_add),
-        "rlimits": [dict(r) for r in profiles.DEFAULT_RLIMITS],
+        "rlimits": rlimits([dict(r) for r in profiles.DEFAULT_RLIMITS], options.ulimits),
         "noNewPrivileges": options.no_new_privileges,
     }
     return process
@@ -200,6 +225,16 @@ def _cwd(image_config: ImageConfig, options: BundleOptions) -> str:
         raise InvalidDocument(f"runtime config: working directory {cwd!r} is not absolute",
                               hint="give an absolute working directory, e.g. /app")
     return cwd
+
+
+def _with_groups(user: ExecUser, groups: list[str], rootfs: Path) -> ExecUser:
+    """``--group-add``: a gid, or a group name looked up in the image's /etc/group."""
+    gids = list(user.additional_gids)
+    for group in groups:
+        gid = resolve_user(f"0:{group}", rootfs).gid
+        if gid not in gids:
+            gids.append(gid)
+    return dataclasses.replace(user, additional_gids=tuple(gids))
 
 
 def _user_json(user: ExecUser) -> dict[str, Any]:
@@ -308,7 +343,7 @@ def _bind(spec: BindMount | tuple[str, str, bool]) -> dict[str, Any]:
     # type "bind" rather than none+options: runc#2035 and umoci 0.4.5.
     return {"destination": spec.destination, "type": "bind",
             "source": os.path.abspath(spec.source),
-            "options": ["rbind", "rprivate", "ro" if spec.readonly else "rw"]}
+            "options": ["rbind", spec.propagation, "ro" if spec.readonly else "rw"]}
 
 
 def _init_mount(init: str) -> dict[str, Any]:
@@ -321,12 +356,8 @@ def _init_mount(init: str) -> dict[str, Any]:
             "options": ["bind", "ro", "nosuid", "nodev"]}
 
 
-def _tmpfs(destination: str) -> dict[str, Any]:
-    if not destination.startswith("/"):
-        raise InvalidDocument(f"tmpfs {destination!r}: destination is not absolute",
-                              hint="give an absolute path, e.g. /tmp")
-    return {"destination": destination, "type": "tmpfs", "source": "tmpfs",
-            "options": ["nosuid", "nodev", "noexec", "mode=1777"]}
+def _tmpfs(spec: TmpfsMount | str) -> dict[str, Any]:
+    return tmpfs_json(parse_tmpfs(spec) if isinstance(spec, str) else spec)
 
 
 def _mounts(options: BundleOptions) -> list[dict[str, Any]]:
@@ -337,13 +368,19 @@ def _mounts(options: BundleOptions) -> list[dict[str, Any]]:
         extra.append(_init_mount(options.init))
     taken = {m["destination"].rstrip("/") or "/" for m in extra}
     mounts = [m for m in profiles.default_mounts() if m["destination"] not in taken]
+    if options.shm_size is not None:
+        set_shm_size(mounts, options.shm_size)
+    if options.privileged:  # docker: /sys and the cgroup tree writable
+        for m in mounts:
+            if m["type"] in ("sysfs", "cgroup"):
+                m["options"] = [o for o in m["options"] if o != "ro"] + ["rw"]
     return mounts + extra
 
 
 # --- linux ------------------------------------------------------------------------------
 
 
-def _namespaces(network: str) -> list[dict[str, str]]:
+def _namespaces(network: str, netns_path: str | None = None) -> list[dict[str, str]]:
     if network not in _NETWORK_MODES:
         raise InvalidDocument(f"run options: network {network!r} is not one of "
                               f"{', '.join(_NETWORK_MODES)}",
@@ -353,7 +390,10 @@ def _namespaces(network: str) -> list[dict[str, str]]:
         kinds.append("network")
     # A cgroup namespace hides the host's cgroup paths (umoci 0.5.0 adds it too).
     kinds.append("cgroup")
-    return [{"type": kind} for kind in kinds]
+    out = [{"type": kind} for kind in kinds]
+    if netns_path and network != "host":
+        out[kinds.index("network")]["path"] = netns_path
+    return out
 
 
 # Character devices every container may use (runtime-spec config-linux.md "Default Devices";
@@ -377,7 +417,11 @@ def _device_rules() -> list[dict[str, Any]]:
 
 
 def _resources(options: BundleOptions) -> dict[str, Any]:
-    resources: dict[str, Any] = {"devices": _device_rules()}
+    if options.privileged:
+        devices: list[dict[str, Any]] = [{"allow": True, "access": "rwm"}]
+    else:
+        devices = _device_rules() + [d.rule() for d in options.devices]
+    resources: dict[str, Any] = {"devices": devices}
     if options.memory is not None:
         if options.memory <= 0:
             raise InvalidDocument(f"run options: memory limit {options.memory} is not positive",
@@ -399,15 +443,24 @@ def _resources(options: BundleOptions) -> dict[str, Any]:
 
 def _linux(image_config: ImageConfig, options: BundleOptions, caps: list[str],
            ) -> dict[str, Any]:
+    namespaces = _namespaces(options.network, options.netns_path)
     linux: dict[str, Any] = {
-        "namespaces": _namespaces(options.network),
-        "maskedPaths": list(profiles.DEFAULT_MASKED_PATHS),
-        "readonlyPaths": list(profiles.DEFAULT_READONLY_PATHS),
+        "namespaces": namespaces,
+        # --privileged lifts the masks (docker: "masked and read-only paths")
+        "maskedPaths": [] if options.privileged else list(profiles.DEFAULT_MASKED_PATHS),
+        "readonlyPaths": [] if options.privileged else list(profiles.DEFAULT_READONLY_PATHS),
         "resources": _resources(options),
     }
+    devices = host_devices() if options.privileged else []
+    devices += [d for d in options.devices if d.path not in {h.path for h in devices}]
+    if devices:
+        linux["devices"] = [d.spec() for d in devices]
+    if options.sysctls:
+        check_sysctls(options.sysctls, {n["type"] for n in namespaces})
+        linux["sysctl"] = dict(options.sysctls)
     if options.cgroups_path:
         linux["cgroupsPath"] = options.cgroups_path
-    if options.seccomp:
+    if options.seccomp and not options.privileged:
         # The image's architecture decides the syscall ABI inside, not the host's.
         linux["seccomp"] = profiles.default_seccomp_profile(
             image_config.platform.architecture or None, caps)

@@ -22,41 +22,38 @@ COMMAND_MODULES = (
     "containers",
     "imagelist",
     "images",
+    "inspection",
+    "lifecycle",
+    "network",
+    "registryreads",
+    "shellcomp",
+    "signing",
     "unpack",
+    "volumes",
 )
-# Where a command is defined, so that `ociimg NAME` imports typer, the app and that one
-# module, not every command's options and imports (tests/integration/test_cli_startup.py
-# holds the budgeted commands to it). A command missing here still works: an unknown
-# name imports every module, as do `--help` and a bare `ociimg`.
-COMMAND_HOMES = {
-    "images": "imagelist",
-    "ps": "containers",
-    "inspect": "images",
-    "run": "containers",
-    "stop": "containers",
-    "rm": "containers",
-    "exec": "containers",
-    "logs": "containers",
-    "runtime": "containers",
-    "pull": "images",
-    "push": "images",
-    "copy": "images",
-    "rmi": "images",
-    "gc": "images",
-    "fsck": "images",
-    "login": "images",
-    "logout": "images",
-    "unpack": "unpack",
-    "umount": "unpack",
+# Where a command (or a command group) is defined, so that `ociimg NAME` imports typer,
+# the app and that one module, not every command's options and imports
+# (tests/integration/test_cli_startup.py holds the budgeted commands to it and checks
+# this table). A command missing here still works: an unknown name imports every module,
+# as do `--help`, a bare `ociimg` and shell completion.
+_HOMES = {
+    "archive_cmds": "save load tag",
     "build": "build",
-    "diff": "changes",
-    "commit": "changes",
-    "export": "changes",
-    "cp": "changes",
-    "save": "archive_cmds",
-    "load": "archive_cmds",
-    "tag": "archive_cmds",
+    "changes": "diff commit export cp",
+    "containers": "run ps stop rm exec logs runtime",
+    "imagelist": "images",
+    "images": "pull push copy inspect rmi gc fsck login logout",
+    "inspection": "history ls cat du",
+    "lifecycle": "attach start restart wait kill pause unpause rename top stats events "
+                 "container",
+    "network": "port network",
+    "registryreads": "manifest digest list-tags delete sync referrers",
+    "shellcomp": "completion",
+    "signing": "sign verify key",
+    "unpack": "unpack umount",
+    "volumes": "volume",
 }
+COMMAND_HOMES = {name: module for module, names in _HOMES.items() for name in names.split()}
 # Global options that take a value (app.main_options): skipped to find the command.
 _VALUE_OPTIONS = ("--root",)
 
@@ -72,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command. As the process entry point (``argv`` None: the console script,
     ``python -m ociimg``) it ends the process itself, see :func:`exit_now`."""
     args = sys.argv[1:] if argv is None else argv
-    if args == ["--version"]:  # no typer, no app: the cheapest answer
+    if args in (["--version"], ["-v"]):  # no typer, no app: the cheapest answer
         code = print_version()
     else:
         code = run_command(args)
@@ -101,9 +98,11 @@ def command_name(args: list[str]) -> str | None:
     return None
 
 
-def register_commands(args: list[str]) -> None:
-    """Import the module defining the command ``args`` names, or every command module."""
-    home = COMMAND_HOMES.get(command_name(args) or "")
+def register_commands(args: list[str] | None = None) -> None:
+    """Import the module defining the command ``args`` names, or every command module
+    (no ``args``, an unknown or no command, or a shell asking for completions)."""
+    complete = args is None or "_OCIIMG_COMPLETE" in os.environ
+    home = None if complete else COMMAND_HOMES.get(command_name(args) or "")  # type: ignore[arg-type]
     for module in (home,) if home else COMMAND_MODULES:
         importlib.import_module(f"ociimg.cli.{module}")
 
@@ -126,13 +125,16 @@ def exit_now(code: int) -> None:
 def run_command(argv: list[str] | None = None) -> int:
     import typer
 
-    from ociimg.cli.app import STATE
+    from ociimg.cli.app import STATE, hoist_global_options
 
     args = argv if argv is not None else sys.argv[1:]
-    register_commands(args)
-    command = typer_main()
+    command = typer_main(args)
+    if "_OCIIMG_COMPLETE" in os.environ:  # a shell asks for completions (shellcomp.py)
+        from ociimg.cli.shellcomp import register_shells
+        register_shells()
     try:
         # With standalone_mode=False, click returns typer.Exit's code instead of raising.
+        args = hoist_global_options(command, args)
         result = command.main(args=args, prog_name="ociimg", standalone_mode=False)
     except OciimgError as exc:
         if STATE.debug:
@@ -142,13 +144,16 @@ def run_command(argv: list[str] | None = None) -> int:
     except OSError as exc:
         if STATE.debug:
             raise
-        _report(str(exc), None)
+        from ociimg.cli.oserrors import describe
+        _report(*describe(exc))
         return 1
     except typer.Exit as exc:
         return exc.exit_code
     except click_exceptions().ClickException as exc:
         exc.show()
-        return exc.exit_code
+        # docker's CLI: a bad flag or value is the tool's own error, 125 (not click's 2),
+        # so scripts tell it from a container's exit code.
+        return 125 if isinstance(exc, click_exceptions().UsageError) else exc.exit_code
     except typer.Abort as exc:
         # click turns an EOFError from anywhere into Abort: truncated input (a gzip stream
         # that ends early, say) is bad input, not a user's Ctrl-C.
@@ -174,11 +179,14 @@ def click_exceptions() -> ModuleType:
         return importlib.import_module("click.exceptions")
 
 
-def typer_main() -> typer.core.TyperGroup:
+def typer_main(args: list[str] | None = None) -> typer.core.TyperGroup:
+    """The app as a click group, with the commands ``args`` needs registered (every
+    command without ``args``)."""
     import typer.main
 
     from ociimg.cli.app import app
 
+    register_commands(args)
     return typer.main.get_command(app)
 
 

@@ -25,7 +25,7 @@ def save(
     platform: str = PLATFORM,
 ) -> None:
     """Write images to a tar archive, as `docker save` does."""
-    from ociimg.transports import parse_transport, save_images
+    from ociimg.transports import parse_transport, reference_names, save_images
 
     if output is None and sys.stdout.isatty():
         raise InvalidArgument("save: refusing to write an archive to a terminal",
@@ -34,8 +34,7 @@ def save(
     try:
         for text in images:
             sources.append(parse_transport(text, STATE.root))
-        items = [(s.blobs, s.top, (s.name,) if s.name and not s.name.startswith("sha256:")
-                  else ()) for s in sources]
+        items = [(s.blobs, s.top, tuple(reference_names([s.name]))) for s in sources]
         if output is None:
             sys.stdout.flush()
             with os.fdopen(os.dup(sys.stdout.fileno()), "wb") as out:

@@ -5,41 +5,40 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from ociimg.cli.app import STATE, app
-from ociimg.cli.output import is_tty, printable
+from ociimg.cli.output import printable, progress_for
 from ociimg.errors import InvalidArgument
 
 
 class StepLog:
-    """Build progress for people: each step's line, then its output indented (dimmed on
-    a terminal); ``quiet`` prints nothing."""
+    """Build progress for people, over ``progress_for``'s (bars for base-image pulls on a
+    terminal, plain lines otherwise): each step's line, then its output; "cached" for a
+    step the cache had. Quiet: nothing."""
 
-    def __init__(self, quiet: bool = False) -> None:
-        self.quiet = quiet
-        self.tty = is_tty()
-
-    def _write(self, text: str) -> None:
-        if not self.quiet:
-            sys.stderr.write(text + "\n")
-            sys.stderr.flush()
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
 
     def start(self, key: str, description: str, total: int | None) -> None:
-        text = printable(description)
-        self._write(f"\x1b[1m{text}\x1b[0m" if self.tty else text)
+        if key.startswith("step-"):
+            self.inner.log(description)
+        else:
+            self.inner.start(key, description, total)
 
     def advance(self, key: str, amount: int) -> None:
-        pass
+        self.inner.advance(key, amount)
 
     def done(self, key: str, message: str | None = None) -> None:
-        if message:
-            self._write(f"--> {printable(message)}")
+        if not key.startswith("step-"):
+            self.inner.done(key, message)
+        elif message:
+            self.inner.log(f"--> {message}")
 
     def log(self, message: str) -> None:
-        text = printable(message)
-        self._write(f"\x1b[2m{text}\x1b[0m" if self.tty else text)
+        self.inner.log(message)
 
 
 class JsonEvents:
@@ -57,7 +56,8 @@ class JsonEvents:
         pass
 
     def done(self, key: str, message: str | None = None) -> None:
-        self._emit({"event": message or "done", "step": key})
+        if key.startswith("step-"):
+            self._emit({"event": message or "done", "step": key})
 
     def log(self, message: str) -> None:
         self._emit({"event": "output", "text": message})
@@ -134,10 +134,11 @@ def build(
         network=network, secrets=_secrets(secret), squash=squash, compression=compression,
         timestamp=timestamp if timestamp is not None else source_date_epoch(),
         labels=_pairs(label, "--label"))
-    progress = JsonEvents() if json_out else StepLog(quiet=quiet)
     stdin = sys.stdin.buffer if "-" in (context, file) else None
-    result = build_image(STATE.root, BuildRequest(context, file, output), options,
-                         stdin=stdin, progress=progress)  # type: ignore[arg-type]
+    with progress_for(quiet=quiet, json_mode=json_out) as inner:
+        progress = JsonEvents() if json_out else StepLog(inner)
+        result = build_image(STATE.root, BuildRequest(context, file, output), options,
+                             stdin=stdin, progress=progress)  # type: ignore[arg-type]
     if iidfile:
         Path(iidfile).write_text(str(result.image_id))
     if json_out:

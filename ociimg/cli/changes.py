@@ -16,10 +16,17 @@ from ociimg.errors import InvalidArgument
 
 @app.command(rich_help_panel="Containers")
 def diff(
-    name: str = typer.Argument(..., help="Container name or id."),
+    name: str = typer.Argument(..., help="Container name or id, or the first of two images."),
+    other: str = typer.Argument(None, help="A second image: compare IMAGE1 with it."),
     json_out: bool = JSON_OUT,
 ) -> None:
-    """Show what changed in a container's filesystem: A added, C changed, D deleted."""
+    """Show what changed in a container's filesystem, or between two images (by content
+    digest): A added, C changed, D deleted."""
+    if other is not None:
+        from ociimg.cli.inspection import diff_images
+
+        diff_images(name, other, json_out)
+        return
     from ociimg.commands.changes import container_changes
 
     changes = container_changes(STATE.root, name)

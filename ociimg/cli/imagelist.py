@@ -35,11 +35,14 @@ def images(
     from ociimg.commands.listing import filter_rows, image_rows
     from ociimg.store import Store
 
-    store = Store.open(STATE.root)
-    rows = filter_rows(image_rows(store), filters, store)
+    rows = []
+    if (STATE.root / "store" / "index.json").exists():  # a read-only command makes no store
+        store = Store.open(STATE.root)
+        rows = filter_rows(image_rows(store), filters, store)
     if json_out:
-        print_json([{"name": r.name, "digest": str(r.digest), "id": str(r.image_id or ""),
-                     "size": r.size, "created": r.fields()["CreatedAt"]} for r in rows])
+        print_json([{"name": r.name, "digest": str(r.digest), "mediaType": r.media_type,
+                     "id": str(r.image_id or ""), "size": r.size,
+                     "created": r.created.isoformat() if r.created else None} for r in rows])
         return
     if quiet:
         seen = []

@@ -21,6 +21,7 @@ from ociimg.cli.options import (
     parse_size,
 )
 from ociimg.cli.output import print_json, printable, progress_for
+from ociimg.cli.signing import POLICY, policy_verifier, precheck_source
 from ociimg.errors import InvalidReference
 from ociimg.reference import LAYOUT_KINDS, LayoutReference, Reference, parse_image_name
 from ociimg.store import Store
@@ -59,6 +60,7 @@ def pull(
     auth_file: Path = AUTH_FILE,
     jobs: int = typer.Option(4, "--jobs", "-j", min=1, max=32, help="Parallel blob downloads."),
     retries: int = RETRIES,
+    policy: Path = POLICY,
     quiet: bool = QUIET,
     json_out: bool = JSON_OUT,
 ) -> None:
@@ -75,9 +77,10 @@ def pull(
             print(name)
         return
     ref = registry_reference(image)
+    verifier = policy_verifier(policy, "pull", insecure, ca_bundle, auth_file, ref)
     options = PullOptions(platform=parse_platform(platform), all_platforms=all_platforms,
                           insecure=insecure, ca_bundle=ca_bundle, auth_file=auth_file,
-                          concurrency=jobs, retries=retries)
+                          concurrency=jobs, retries=retries, verifier=verifier)
     store = open_store()
     with progress_for(quiet, json_out) as progress:
         result = do_pull(ref, store, options, progress)
@@ -150,7 +153,7 @@ def _push_local(source: str, destination: str | None, insecure: bool, ca_bundle:
                           dest_insecure=insecure, ca_bundle=ca_bundle, auth_file=auth_file,
                           concurrency=jobs, retries=retries)
     with progress_for(quiet, json_out) as progress:
-        digest = copy_image(source, f"docker://{dest}", options, progress, STATE.root)
+        digest = copy_image(source, f"docker://{dest}", options, progress)
     if json_out:
         print_json({"reference": str(dest), "digest": str(digest)})
     elif not quiet:
@@ -172,6 +175,7 @@ def copy(
     auth_file: Path = AUTH_FILE,
     jobs: int = typer.Option(4, "--jobs", "-j", min=1, max=32, help="Parallel blob transfers."),
     retries: int = RETRIES,
+    policy: Path = POLICY,
     quiet: bool = QUIET,
     json_out: bool = JSON_OUT,
 ) -> None:
@@ -181,9 +185,11 @@ def copy(
 
     options = CopyOptions(platform=parse_platform(platform), all_platforms=all_platforms,
                           src_insecure=insecure, dest_insecure=insecure, ca_bundle=ca_bundle,
-                          auth_file=auth_file, concurrency=jobs, retries=retries)
+                          auth_file=auth_file, concurrency=jobs, retries=retries,
+                          verifier=policy_verifier(policy, "copy", insecure, ca_bundle, auth_file))
+    precheck_source(options.verifier, source)
     with progress_for(quiet, json_out) as progress:
-        digest = copy_image(source, destination, options, progress, STATE.root)
+        digest = copy_image(source, destination, options, progress)
     if json_out:
         print_json({"source": source, "destination": destination, "digest": str(digest)})
     elif not quiet:
@@ -201,52 +207,28 @@ def human_size(n: int) -> str:
 
 @app.command(rich_help_panel="Images")
 def inspect(
-    image: str = typer.Argument(..., help="Image name in the store, or oci:PATH[:TAG]."),
+    image: str = typer.Argument(..., help="Image: a store name, oci:PATH[:TAG] or "
+                                "docker://REF (read from the registry, no layers fetched)."),
     platform: str = PLATFORM,
+    format_: str = typer.Option(None, "--format", "-f", help="Print one field with a Go "
+                                "template, e.g. '{{.Digest}}' or '{{json .Config.Env}}'."),
+    insecure: bool = INSECURE,
+    ca_bundle: Path = CA_BUNDLE,
+    auth_file: Path = AUTH_FILE,
     json_out: bool = JSON_OUT,
 ) -> None:
-    """Show an image's manifest, config and layers."""
+    """Show an image's manifest, config, layers, history and attached artifacts."""
+    from ociimg.cli.inspection import client_options, print_inspect, print_template
     from ociimg.commands.inspect import inspect_image
 
-    doc = inspect_image(image, STATE.root, parse_platform(platform))
-    if json_out:
+    doc = inspect_image(image, STATE.root, parse_platform(platform),
+                        client_options(insecure, ca_bundle, auth_file, image))
+    if format_ is not None:
+        print_template(format_, doc)
+    elif json_out:
         print_json(doc)
-        return
-    print_inspect(doc)
-
-
-def print_inspect(doc: dict[str, Any]) -> None:
-    """The human form of ``inspect``: every value comes from the image, so each goes
-    through ``printable`` (an escape sequence in a label must not reach the terminal)."""
-    cfg = doc["config"].get("config", {})
-
-    def line(label: str, value: object) -> None:
-        print(f"{label + ':':14}{printable(value)}")
-
-    line("Name", doc["name"])
-    line("Digest", doc["digest"])
-    if doc.get("index"):
-        line("Index", f"{doc['index']} ({len(doc['platforms'])} platforms: "
-                      f"{', '.join(doc['platforms'])})")
-    line("Platform", doc["platform"])
-    line("Created", doc["config"].get("created", "-"))
-    if doc["config"].get("author"):
-        line("Author", doc["config"]["author"])
-    line("Entrypoint", cfg.get("Entrypoint"))
-    line("Cmd", cfg.get("Cmd"))
-    line("User", cfg.get("User") or "-")
-    line("WorkingDir", cfg.get("WorkingDir") or "-")
-    for env in cfg.get("Env") or []:
-        line("Env", env)
-    for k, v in (cfg.get("Labels") or {}).items():
-        line("Label", f"{k}={v}")
-    for k, v in (doc["manifest"].get("annotations") or {}).items():
-        line("Annotation", f"{k}={v}")
-    total = sum(x["size"] for x in doc["layers"])
-    line("Layers", f"{len(doc['layers'])} ({human_size(total)})")
-    for layer in doc["layers"]:
-        print(printable(f"  {layer['digest']}  {human_size(layer['size']):>10}  "
-                        f"{layer['mediaType']}"))
+    else:
+        print_inspect(doc)
 
 
 @app.command(rich_help_panel="Images")
@@ -256,10 +238,15 @@ def rmi(
                                help="Also delete blobs no other image uses (runs gc)."),
 ) -> None:
     """Remove images (their names) from the store; unused blobs go with --prune."""
+    from ociimg.errors import ImageNotFound
     store = open_store()
     for text in names:
-        name = store_name(store, text)
-        store.untag(name)
+        try:
+            name = store_name(store, text)
+            store.untag(name)
+        except ImageNotFound as exc:  # the store's hint says "pull it first": not for rmi
+            raise ImageNotFound(exc.message, hint="nothing to remove; list the images with "
+                                "`ociimg images`") from exc
         print(f"Untagged: {printable(name)}")
     if prune:
         gc(json_out=False)

@@ -50,7 +50,7 @@ def build_image(root: Path, request: BuildRequest, options: BuildOptions, *,
     with _context(root, request, stdin) as (context, context_dir):
         name, text = _containerfile(request, context, context_dir, stdin)
         df = parse(text, name)
-        result = build(root, df, context, options, _resolver(root), progress)
+        result = build(root, df, context, options, _resolver(root, progress), progress)
     if request.output:
         write_output(root, result, request.output)
     return result
@@ -118,7 +118,7 @@ def _decode(data: bytes, where: str) -> str:
     return data.decode("utf-8", "surrogateescape")
 
 
-def _resolver(root: Path):  # type: ignore[no-untyped-def]
+def _resolver(root: Path, progress: Progress):  # type: ignore[no-untyped-def]
     def resolve(text: str, platform: Platform | None, pull: bool) -> ResolvedImage:
         from ociimg.commands.resolve import resolve_image
         if pull and not text.startswith(("oci:", "oci-archive:")):
@@ -127,8 +127,8 @@ def _resolver(root: Path):  # type: ignore[no-untyped-def]
             from ociimg.registry import pull as pull_image
             from ociimg.store import Store
             pull_image(parse_reference(text), Store.open(root),
-                       PullOptions(platform=platform or Platform.host()), NullProgress())
-        return resolve_image(text, root, platform=platform)
+                       PullOptions(platform=platform or Platform.host()), progress)
+        return resolve_image(text, root, platform=platform, progress=progress)
     return resolve
 
 

@@ -27,6 +27,7 @@ class ImageRow:
     repository: str           # "<none>" for an unnamed image
     tag: str
     digest: Digest            # of the manifest or index the name points at
+    media_type: str
     image_id: Digest | None   # the config digest (docker's image ID) for this platform
     created: datetime | None
     size: int                 # uncompressed, the layers present here
@@ -61,8 +62,8 @@ def image_rows(store: Store, platform: spec.Platform | None = None) -> list[Imag
         except OciimgError:  # an artifact, another platform, a partial pull: listed anyway
             size = sum(d.size for d in store.walk(desc, on_error=lambda _d, _e: None)
                        if store.has_blob(d.digest))
-        rows.append(ImageRow(name, repository, tag, desc.digest, image_id, created, size,
-                             labels))
+        rows.append(ImageRow(name, repository, tag, desc.digest, desc.media_type, image_id,
+                             created, size, labels))
     return rows
 
 

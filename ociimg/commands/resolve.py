@@ -15,32 +15,14 @@ from ociimg.reference import (
     LayoutReference,
     Reference,
     parse_image_name,
-    parse_reference,
 )
 from ociimg.spec import Platform
 from ociimg.store import Store
+from ociimg.transports import find_store_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ociimg.registry import PullOptions
-
-
-def find_store_name(store: Store, text: str) -> str | None:
-    """The stored name for what a user typed: ``busybox`` → docker.io/library/busybox:latest,
-    a digest (prefix) or ``repo@digest`` → a name of that image; None if absent."""
-    try:
-        desc = store.resolve(text)
-    except ImageNotFound:
-        return None
-    names = [name for name, d in store.refs() if d.digest == desc.digest]
-    try:
-        normalized = str(parse_reference(text))
-    except InvalidReference:
-        normalized = text
-    for candidate in (text, normalized):
-        if candidate in names:
-            return candidate
-    return names[0]
 
 
 def store_name(store: Store, text: str) -> str:

@@ -15,14 +15,23 @@ import os
 import select
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ociimg.bundle import BundleOptions, to_runtime_config, write_bundle
 from ociimg.containers import store
-from ociimg.containers.monitor import MONITOR_RECORD, error_from_report
+from ociimg.containers.attach import DETACH_KEYS
+from ociimg.containers.eventlog import append_event
+from ociimg.containers.monitor import (
+    HEALTH_RECORD,
+    MONITOR_RECORD,
+    RUN_RECORD,
+    STOP_MARK,
+    error_from_report,
+)
+from ociimg.containers.policies import Healthcheck, RestartPolicy, healthcheck_record
 from ociimg.containers.protocol import OciRuntime
 from ociimg.containers.resolved import ResolvedImage, warn_unsafe_labels
 from ociimg.containers.rootfs import (
@@ -33,13 +42,24 @@ from ociimg.containers.rootfs import (
 )
 from ociimg.containers.runtimes import runtime_from_record, select_runtime
 from ociimg.containers.store import Container
+from ociimg.containers.volumes import (
+    VolumeMount,
+    VolumeStore,
+    anonymous_volumes,
+    plan_mounts,
+)
 from ociimg.errors import ContainerError, ContainerNotFound, OciimgError
 from ociimg.events import NullProgress, Progress
 from ociimg.fsutil import remove_tree
 from ociimg.runtime import DEFAULT_STATE_ROOT
 
+TYPE_CHECKING = False  # `ps` and `inspect` never need the network package
+if TYPE_CHECKING:
+    from ociimg.containers.logfile import Record
+    from ociimg.network import NetworkOptions
+
 DEFAULT_RUNTIME_ROOT = Path(DEFAULT_STATE_ROOT)
-ACTIVE = ("creating", "created", "running", "paused")
+ACTIVE = ("creating", "created", "running", "paused", "restarting")
 
 
 @dataclass
@@ -52,6 +72,17 @@ class CreateOptions:
     # An active snapshot someone else prepared (a build step's) to mount as the rootfs;
     # it is not the container's: rm leaves it to its owner.
     snapshot: str | None = None
+    # Named/anonymous volumes (containers/volumes.py) and docker's stop settings.
+    volumes: list[VolumeMount] = field(default_factory=list)
+    volumes_from: list[tuple[str, bool | None]] = field(default_factory=list)  # (name, ro)
+    stop_signal: str | None = None  # overrides the image's StopSignal
+    stop_timeout: float | None = None  # default of `stop` for this container
+    # None keeps the bundle's mode (none/host) for library callers; the CLI
+    # passes NetworkOptions() (bridge, docker's default).
+    network: NetworkOptions | None = None
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
+    healthcheck: Healthcheck | None = None   # None: the image's HEALTHCHECK, if any
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -88,9 +119,13 @@ class ContainerManager:
     def _create(self, image: ResolvedImage, options: CreateOptions, runtime: OciRuntime,
                 progress: Progress) -> Container:
         cid = store.new_id()
+        created_volumes: list[str] = []
         final = store.containers_dir(self.root) / cid
         tmp = final.with_name(f".tmp-{cid}")
         tmp.mkdir(parents=True, mode=0o700)
+        # Held from the volumes' planning until meta.json records them (volume rm and
+        # prune look there), not while the rootfs is unpacked.
+        volumes_lock = contextlib.ExitStack()
         try:
             if options.name:
                 store.reserve_name(self.root, options.name, cid)
@@ -98,9 +133,13 @@ class ContainerManager:
                 mount_rootfs(image, self.root, tmp, cid, progress)
             else:
                 mount_snapshot(self.root, tmp, options.snapshot)
-            bundle_options = options.bundle
+            volumes_lock.enter_context(VolumeStore(self.root).locked())
+            plan = self._plan_mounts(image, options, tmp / "rootfs")
+            created_volumes = plan.created
+            bundle_options = dataclasses.replace(options.bundle, mounts=plan.binds)
             if bundle_options.hostname is None:
                 bundle_options = dataclasses.replace(bundle_options, hostname=cid[:12])
+            bundle_options = self._prepare_network(image, options, bundle_options, cid, tmp)
             config = to_runtime_config(image.config, bundle_options, tmp / "rootfs")
             warn_unsafe_labels(image, progress)
             write_bundle(tmp, config)
@@ -108,11 +147,16 @@ class ContainerManager:
             meta = {"id": cid, "name": options.name, "image": image.name,
                     "digest": str(image.descriptor.digest), "command": config["process"]["args"],
                     "imageStore": str(image.store.path.absolute()),  # commit's base layers
-                    "created": store.now(), "snapshots": [str(d) for d in chain],
+                    "created": store.now(), "createdNs": time.time_ns(),
+                    "snapshots": [str(d) for d in chain],
                     "parent": str(chain[-1]) if chain else None,
-                    "stopSignal": image.config.stop_signal or "SIGTERM",
+                    "stopSignal": options.stop_signal or image.config.stop_signal or "SIGTERM",
+                    "stopTimeout": options.stop_timeout, "mounts": plan.records,
                     "autoRemove": options.remove, "interactive": options.interactive,
-                    "runtime": runtime.describe()}
+                    "tty": bool(bundle_options.terminal),
+                    "runtime": runtime.describe(), "restart": options.restart.as_dict(),
+                    "labels": dict(options.labels),
+                    "healthcheck": healthcheck_record(options.healthcheck, image)}
             if options.snapshot is not None:
                 meta["snapshotKey"] = options.snapshot
             store.write_json(tmp / "meta.json", meta)
@@ -124,8 +168,57 @@ class ContainerManager:
             remove_tree(tmp)
             if options.name:
                 store.release_name(self.root, options.name, cid)
+            VolumeStore(self.root).drop_unused(created_volumes)
             raise
+        finally:
+            volumes_lock.close()
+        append_event(self.root, "create", meta)
         return Container(cid, final, meta)
+
+    def _plan_mounts(self, image: ResolvedImage, options: CreateOptions, rootfs: Path) -> Any:
+        inherited = []
+        for key, readonly in options.volumes_from:
+            for rec in self.get(key).meta.get("mounts") or []:
+                if isinstance(rec, dict) and rec.get("type") in ("volume", "bind"):
+                    inherited.append({**rec, "rw": rec.get("rw", True) if readonly is None
+                                      else not readonly})
+        # A build step's container keeps what RUN writes under a VOLUME (BuildKit: VOLUME
+        # is metadata during a build): no anonymous volumes for it.
+        image_volumes = {} if options.snapshot else image.config.config.get("Volumes") or {}
+        return plan_mounts(
+            VolumeStore(self.root), rootfs, explicit=options.volumes,
+            binds=list(options.bundle.mounts), inherited=inherited,
+            image_volumes=sorted(v for v in image_volumes if isinstance(v, str)
+                                 and v.startswith("/")) if isinstance(image_volumes, dict)
+            else [])
+
+    def _prepare_network(self, image: ResolvedImage, options: CreateOptions,
+                         bundle: BundleOptions, cid: str, tmp: Path) -> BundleOptions:
+        """The container's network record and /etc files; the bundle joins its netns."""
+        import ociimg.network as network
+        net = options.network or network.NetworkOptions(
+            mode="host" if bundle.network == "host" else "none")
+        joined = self._joined_netns(net.container) if net.mode == "container" else None
+        exposed = sorted(image.config.config.get("ExposedPorts") or {})
+        prepared = network.prepare(self.root, tmp, cid, options.name, bundle.hostname or cid,
+                                   net, exposed, joined,
+                                   mount_dir=store.containers_dir(self.root) / cid)
+        return dataclasses.replace(
+            bundle, network=prepared.bundle_network, netns_path=prepared.netns_path,
+            mounts=[*bundle.mounts, *prepared.mounts], env=[*prepared.env, *bundle.env])
+
+    def _joined_netns(self, key: str | None) -> tuple[str, Path]:
+        """``--network container:NAME``: the running container's netns and directory."""
+        import ociimg.network as network
+        other = self.get(key or "")
+        st = self.status(other)
+        if st.status != "running" or st.pid is None:
+            raise ContainerError(f"container {other.name} is {st.status}, not running",
+                                 hint="--network container:NAME joins a running container")
+        record = network.read_record(other.path) or {}
+        path = record.get("netns") if record.get("mode") in ("bridge", "container") \
+            else None
+        return path or f"/proc/{st.pid}/ns/net", other.path
 
     # Running -------------------------------------------------------------------------
     def start(self, c: Container, *, stdio: tuple[int, int, int] | None = None,
@@ -139,8 +232,13 @@ class ContainerManager:
         that interpreter's start (~40 ms of every ``ociimg run``). A caller with threads
         always spawns: forking a threaded interpreter can deadlock the child."""
         import threading
+
+        import ociimg.network as network
+        net_lock = network.setup(c.path, c.id, self.root)  # the monitor holds it from now
         report_r, report_w = os.pipe2(os.O_CLOEXEC)
         passed = [report_w] + [_dup_above_stdio(fd) for fd in stdio or ()]
+        if net_lock is not None:
+            passed.append(net_lock)  # after the stdio fds: the monitor's argv keeps its shape
         try:
             if fork and threading.active_count() == 1:
                 _fork_monitor(c, passed)
@@ -156,6 +254,7 @@ class ContainerManager:
             raise
         if "started" not in doc:
             os.close(report_r)
+            network.teardown(c.id)  # a monitor that died before its own teardown
             if not doc:
                 raise ContainerError(f"container {c.name}: its monitor died",
                                      hint=f"see {c.path / 'monitor.log'}")
@@ -168,17 +267,20 @@ class ContainerManager:
 
     def wait(self, c: Container, timeout: float | None = None) -> int | None:
         """The exit code once the program has exited and its monitor is done (exit record
-        written, rootfs released); None if ``timeout`` seconds pass first."""
+        written, rootfs released); None if ``timeout`` seconds pass first, or, for an
+        attached start, when the caller detached (ctrl-p ctrl-q on its terminal)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         report = self._reports.pop(c.id, None)
         if report is not None:
-            doc = _read_report(report, deadline, until="exited")
+            doc = _read_report(report, deadline, until=("exited", "detached"))
             if doc is None:
                 self._reports[c.id] = report
                 return None
             os.close(report)
             if "exited" in doc:
                 return int(doc["exited"])
+            if "detached" in doc:  # the caller typed the detach keys; it runs on
+                return None
         elif not _wait_monitor(c, deadline):
             return None
         while True:
@@ -235,6 +337,9 @@ class ContainerManager:
             return ContainerStatus(st["status"], pid=st.get("pid"))
         record = store.exit_record(c)
         if record is not None:
+            if record.get("restarting") and self.monitor_pid(c):
+                return ContainerStatus("restarting", exit_code=record.get("exitCode"),
+                                       finished=record.get("finished"))
             return ContainerStatus("exited", exit_code=record.get("exitCode"),
                                    finished=record.get("finished"))
         if st:
@@ -246,18 +351,110 @@ class ContainerManager:
              all_processes: bool = False) -> None:
         self.runtime(c).kill(c.id, sig, all_processes=all_processes)
 
+    def kill_by_user(self, c: Container, sig: int = signal.SIGKILL) -> None:
+        """``ociimg kill``: like kill, and its restart policy no longer applies (docker)."""
+        st = self.status(c).status
+        if st not in ("running", "paused", "restarting"):
+            raise ContainerError(f"container {c.name} is {st}, not running",
+                                 hint=f"start it first: ociimg start {c.name}")
+        self._mark_stopped(c)
+        if st != "restarting":
+            self.kill(c, sig)
+        append_event(self.root, "kill", c.meta, signal=str(int(sig)))
+
     def pause(self, c: Container) -> None:
         self.runtime(c).pause(c.id)
+        append_event(self.root, "pause", c.meta)
 
     def resume(self, c: Container) -> None:
         self.runtime(c).resume(c.id)
+        append_event(self.root, "unpause", c.meta)
 
-    def stop(self, c: Container, timeout: float = 10.0) -> None:
-        """StopSignal, then SIGKILL to every process after ``timeout`` seconds (docker
-        stop); returns once its monitor has recorded the exit."""
+    def _mark_stopped(self, c: Container) -> None:
+        with contextlib.suppress(OSError):
+            (c.path / STOP_MARK).touch()
+
+    def run_record(self, c: Container) -> dict[str, Any]:
+        """The current (or last) run: startedAt (Unix seconds), restartCount, pid."""
+        return store.read_json(c.path / RUN_RECORD, "run.json") or {}
+
+    def health(self, c: Container) -> dict[str, Any] | None:
+        """The health check's state (docker's State.Health), None without a check."""
+        if not c.meta.get("healthcheck"):
+            return None
+        return store.read_json(c.path / HEALTH_RECORD, "health.json") or \
+            {"Status": "starting", "FailingStreak": 0, "Log": []}
+
+    def rename(self, c: Container, new: str) -> Container:
+        """A new name (docker rename): taken first, then the meta, then the old one freed."""
+        store.reserve_name(self.root, new, c.id)
+        meta = dict(c.meta, name=new)
+        try:
+            store.write_json(c.path / "meta.json", meta)
+        except BaseException:
+            store.release_name(self.root, new, c.id)
+            raise
+        if c.meta.get("name"):
+            store.release_name(self.root, c.meta["name"], c.id)
+        append_event(self.root, "rename", meta, oldName=c.name)
+        return Container(c.id, c.path, meta)
+
+    def attach(self, c: Container, stdio: tuple[int, int, int], *, stdin: bool = True,
+               detach_keys: bytes = DETACH_KEYS, size: tuple[int, int] | None = None,
+               on_connect: Callable[[Any], None] | None = None) -> int | None:
+        """Copy the running container's output to ``stdio`` (its input from stdio[0] when
+        ``stdin`` and it was created interactive) until it exits: its exit code; None if
+        the detach keys were typed."""
+        from ociimg.containers.attach import attach_client
         st = self.status(c).status
-        if st not in ACTIVE:
-            return
+        if st not in ("running", "paused"):
+            raise ContainerError(f"container {c.name} is {st}, not running",
+                                 hint=f"start it first: ociimg start {c.name}")
+        try:
+            done = attach_client(str(c.path), stdio, detach_keys=detach_keys, size=size,
+                                 stdin=stdin and bool(c.meta.get("interactive")),
+                                 on_connect=on_connect)
+        except OSError as exc:
+            raise ContainerError(f"container {c.name}: cannot attach ({exc.strerror})",
+                                 hint="its monitor is gone or predates attach; "
+                                      f"restart it: ociimg restart {c.name}") from exc
+        if not done:
+            return None
+        return self.wait(c)
+
+    def top(self, c: Container) -> list[int]:
+        """The pids (host's view) of every process in the container's cgroup."""
+        from ociimg.containers.cgroupstats import cgroup_pids
+        return cgroup_pids(self._running_pid(c))
+
+    def usage(self, c: Container) -> Any:
+        """CPU time, memory and pids from the container's cgroup (cgroupstats.Usage)."""
+        from ociimg.containers.cgroupstats import usage
+        return usage(self._running_pid(c))
+
+    def _running_pid(self, c: Container) -> int:
+        st = self.status(c)
+        if st.status not in ("running", "paused") or not st.pid:
+            raise ContainerError(f"container {c.name} is {st.status}, not running",
+                                 hint=f"start it first: ociimg start {c.name}")
+        return int(st.pid)
+
+    def stop(self, c: Container, timeout: float | None = None) -> None:
+        """StopSignal, then SIGKILL to every process after ``timeout`` seconds (docker
+        stop; None: its --stop-timeout, else 10); returns once its monitor has recorded
+        the exit. Its restart policy no longer applies."""
+        if timeout is None:
+            timeout = float(c.meta.get("stopTimeout") or 10.0)
+        self._mark_stopped(c)
+        st = self.status(c).status
+        if st == "restarting":  # the monitor sees the mark after its back-off
+            self._wait_quietly(c, timeout + 60.0)
+            append_event(self.root, "stop", c.meta)
+        elif st in ACTIVE:
+            self._stop(c, st, timeout)
+        self._teardown_network(c)
+
+    def _stop(self, c: Container, st: str, timeout: float) -> None:
         if st == "paused":
             with contextlib.suppress(OciimgError):
                 self.resume(c)
@@ -269,6 +466,14 @@ class ContainerManager:
             self.kill(c, signal.SIGKILL, all_processes=True)
         if not self._wait_quietly(c, 10.0):
             raise ContainerError(f"container {c.name} did not stop after SIGKILL")
+        append_event(self.root, "stop", c.meta)
+
+    def _teardown_network(self, c: Container) -> None:
+        """Its monitor tears the network down when the program exits; this covers a
+        monitor that was killed first. Never while the container still runs."""
+        import ociimg.network as network
+        if self.status(c).status not in ACTIVE:
+            network.teardown(c.id, cdir=c.path)
 
     def _wait_quietly(self, c: Container, timeout: float) -> bool:
         try:
@@ -276,7 +481,8 @@ class ContainerManager:
         except OciimgError:
             return self.status(c).status not in ACTIVE
 
-    def remove(self, c: Container, force: bool = False) -> None:
+    def remove(self, c: Container, force: bool = False, *, volumes: bool = False) -> None:
+        """With ``volumes`` (rm -v), its anonymous volumes go too."""
         st = self.status(c).status
         if st in ACTIVE:
             if not force:
@@ -285,6 +491,7 @@ class ContainerManager:
             self.stop(c, timeout=0)
         with contextlib.suppress(OciimgError):
             self.runtime(c).delete(c.id, force=True)
+        self._teardown_network(c)
         release_rootfs(c.path)
         if "snapshotKey" not in c.meta:
             remove_rootfs(self.root, c.snapshot_key)
@@ -293,24 +500,40 @@ class ContainerManager:
         report = self._reports.pop(c.id, None)
         if report is not None:
             os.close(report)
+        if volumes:
+            VolumeStore(self.root).remove_anonymous(anonymous_volumes(c.meta))
+        append_event(self.root, "destroy", c.meta)
 
     def logs(self, c: Container, *, follow: bool = False) -> Iterator[bytes]:
-        """What a detached container wrote; with ``follow``, until it exits."""
-        log = c.path / "log"
+        """What the container wrote, stdout and stderr together, in order."""
+        for rec in self.log_records(c, follow=follow):
+            yield rec.data
+
+    def log_records(self, c: Container, *, follow: bool = False, since: float | None = None,
+                    until: float | None = None, tail: int | None = None) -> Iterator[Record]:
+        """The container's output records (logfile.Record: stamp, stream, data) — of
+        every run, attached or not; with ``follow``, until it stops."""
+        from ociimg.containers.logfile import LOG_NAME, Record, read_records, select
         try:
-            f = open(log, "rb")  # noqa: SIM115 - closed by the generator
+            f = open(c.path / LOG_NAME, "rb")  # noqa: SIM115 - closed by the generator
         except FileNotFoundError:
-            raise ContainerError(f"container {c.name} has no logs",
-                                 hint="only detached containers (run -d) keep logs") from None
+            # A container made before logs had records: its raw "log", as stdout.
+            with contextlib.suppress(FileNotFoundError), open(c.path / "log", "rb") as raw:
+                while chunk := raw.read(1 << 16):
+                    yield Record("", "stdout", chunk)
+            return
         with f:
-            while True:
-                running = follow and self.status(c).status in ACTIVE
+            if tail is None:  # streamed: a log may be far larger than memory
+                yield from (r for r in read_records(f) if select([r], since=since, until=until))
+            else:
+                yield from select(list(read_records(f)), since=since, until=until, tail=tail)
+            while follow:
+                running = self.status(c).status in ACTIVE
                 # Read after the status check: what it wrote before it exited is shown.
-                while chunk := f.read(1 << 16):
-                    yield chunk
+                yield from select(list(read_records(f)), since=since, until=until)
                 if not running:
                     return
-                time.sleep(0.2)
+                time.sleep(0.1)
 
 
 def _signal_name(text: str) -> str:
@@ -375,9 +598,10 @@ def _dup_above_stdio(fd: int) -> int:
     return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
 
 
-def _read_report(fd: int, deadline: float | None, until: str = "") -> dict[str, Any] | None:
+def _read_report(fd: int, deadline: float | None,
+                 until: tuple[str, ...] = ()) -> dict[str, Any] | None:
     """The monitor's next report line ({} at EOF); with ``until``, lines until one has
-    that key (or EOF). None when ``deadline`` passes first."""
+    one of those keys (or EOF). None when ``deadline`` passes first."""
     buf = b""
     while True:
         while b"\n" in buf:
@@ -386,7 +610,7 @@ def _read_report(fd: int, deadline: float | None, until: str = "") -> dict[str, 
                 doc = json.loads(line)
             except ValueError:
                 continue
-            if not until or until in doc:
+            if not until or any(key in doc for key in until):
                 return doc
         wait = None if deadline is None else max(0.0, deadline - time.monotonic())
         if not select.select([fd], [], [], wait)[0]:
@@ -429,3 +653,4 @@ def _same_process(doc: dict[str, Any]) -> bool:
     except (OSError, ValueError, KeyError):
         return False
     return fields[0] not in (b"Z", b"X") and int(fields[19]) == doc.get("starttime")
+

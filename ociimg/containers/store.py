@@ -1,10 +1,14 @@
 """The container store: ``ROOT/containers/<id>/`` directories and their records.
 
 A container directory holds a runtime-spec bundle (config.json, rootfs/), ``meta.json``
-(name, image, manifest digest, parent chain id, runtime), and, written by its monitor,
-``monitor.json`` (the monitor's pid), ``log`` (detached output) and ``exit.json`` once
-the program has exited. A directory appears under its id only whole (made as ``.tmp-<id>``
-and renamed). Names are symlinks ``containers/.names/NAME -> ID`` taken under a lock.
+(name, image, manifest digest, parent chain id, runtime, restart policy, health check,
+labels, tty), and, written by its monitor, ``monitor.json`` (the monitor's pid),
+``run.json`` (the current run's start and restart count), ``ctr.log`` (every run's
+output), ``health.json``, the ``attach`` socket and ``exit.json`` once the program has
+exited; ``stopped`` marks a stop the restart policy must respect. A directory appears
+under its id only whole (made as ``.tmp-<id>`` and renamed). Names are symlinks
+``containers/.names/NAME -> ID`` taken under a lock; ``containers/.events`` is the
+event log (eventlog.py).
 """
 
 from __future__ import annotations
@@ -119,7 +123,9 @@ def list_containers(root: Path) -> list[Container]:
     if not base.is_dir():
         return []
     out = [c for d in base.iterdir() if not d.name.startswith(".") and (c := load(d))]
-    return sorted(out, key=lambda c: (c.meta.get("created", ""), c.id))
+    # createdNs orders containers made within the same second (docker's ps: newest first)
+    return sorted(out, key=lambda c: (c.meta.get("created", ""), c.meta.get("createdNs", 0),
+                                      c.id))
 
 
 def find_container(root: Path, key: str) -> Container:

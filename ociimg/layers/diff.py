@@ -14,7 +14,7 @@ import errno
 import os
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,16 +201,21 @@ def _write_file(sink: HashingWriter, dirs: _DirCache, entry: Entry, name: bytes,
     return True
 
 
-def commit_active(snaps: SnapshotStore, key: str, *,
-                  source_date_epoch: int | None = None) -> Digest:
+def commit_active(snaps: SnapshotStore, key: str, *, source_date_epoch: int | None = None,
+                  on_tar: Callable[[BinaryIO], object] | None = None) -> Digest:
     """Diff ``key`` into a temp file and apply that as a committed snapshot (the
-    applier's OVERLAY output for that layer over the parent chain); its chain ID."""
+    applier's OVERLAY output for that layer over the parent chain); its chain ID.
+    ``on_tar`` reads that tar (from its start) before it is applied: a builder stores
+    the layer blob from the same diff instead of diffing twice."""
     with _held(snaps, key) as info:
         if info.kind == KIND_VIEW:
             raise OciimgError(f"snapshot {key}: a read-only view cannot be committed")
         snaps._init()
         with tempfile.TemporaryFile(dir=snaps.path) as tar:
             diff_id = _write_locked(snaps, info, tar, source_date_epoch)  # type: ignore[arg-type]
+            if on_tar is not None:
+                tar.seek(0)
+                on_tar(tar)  # type: ignore[arg-type]
             parent = info.parent
             chain = diff_id if parent is None else Digest.of(f"{parent} {diff_id}".encode())
             with locks.locked(snaps._lock_path(chain)):

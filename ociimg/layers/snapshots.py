@@ -286,15 +286,17 @@ class SnapshotStore:
         from ociimg.layers.diff import list_changes
         return list_changes(self, key)
 
-    def commit(self, key: str, *, source_date_epoch: int | None = None) -> Digest:
+    def commit(self, key: str, *, source_date_epoch: int | None = None,
+               on_tar: Callable[[BinaryIO], object] | None = None) -> Digest:
         """Commit active snapshot ``key`` as a committed snapshot; returns its chain ID.
 
         The active snapshot stays (``docker commit`` leaves the container; a builder
         removes its step's key itself). The committed tree is the diff applied by the
         applier, so it is exactly what unpacking that layer over the parent makes, and
-        shares its chain ID with it."""
+        shares its chain ID with it. ``on_tar`` gets the layer tar first (see
+        :func:`~ociimg.layers.diff.commit_active`)."""
         from ociimg.layers.diff import commit_active
-        return commit_active(self, key, source_date_epoch=source_date_epoch)
+        return commit_active(self, key, source_date_epoch=source_date_epoch, on_tar=on_tar)
 
     def gc(self, keep: set[Digest]) -> list[Digest]:
         """Remove snapshots not in ``keep`` and temps nobody is writing; returns removed.

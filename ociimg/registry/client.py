@@ -8,11 +8,14 @@ chunks, resuming with ``Range`` from whatever the ingest already holds.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, BinaryIO, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ociimg import spec
@@ -48,6 +51,7 @@ from ociimg.registry.urls import origin, resolve_url
 
 CHUNK = 1 << 20
 _CONTENT_RANGE_RE = re.compile(r"bytes ([0-9]{1,19})-([0-9]{1,19})/([0-9]{1,19}|\*)")
+_LINK_NEXT_RE = re.compile(r'<([^>]*)>\s*;[^,]*rel="?next"?')
 _MAX_CHUNK = 256 << 20  # a PATCH chunk is read into memory: a registry's minimum is capped
 
 
@@ -293,6 +297,63 @@ class RegistryClient:
             entries = [d for d in entries if d.artifact_type == artifact_type]
         return entries
 
+    def list_tags(self, repo: str, page_size: int | None = None,
+                  max_pages: int = 10_000) -> list[str]:
+        """Every tag of ``repo``, following ``Link: <…>; rel="next"`` pages
+        (distribution-spec "Listing Tags"); a next page on another origin, a page seen
+        before or more than ``max_pages`` pages end the listing with an error."""
+        scope = f"repository:{repo}:pull"
+        what = f"tags of {self.display}/{check_repository(repo)}"
+        url = f"{self.base}/v2/{repo}/tags/list"
+        if page_size:
+            url = add_query(url, n=str(page_size))
+        tags: list[str] = []
+        seen: set[str] = set()
+        while url:
+            if url in seen or len(seen) >= max_pages:
+                raise RegistryError(f"{what}: the registry's pages do not end ({len(seen)} "
+                                    "pages, or a page links back)")
+            seen.add(url)
+            resp = self.request("GET", url, scope, headers={"Accept": "application/json"},
+                                expected=spec.MAX_MANIFEST_BYTES)
+            if resp.status_code != 200:
+                raise self.fail(resp, what, ManifestUnknown, scope)
+            with resp:
+                doc = parse_json(read_capped(resp, spec.MAX_MANIFEST_BYTES, what), what)
+                link = resp.headers.get("Link")
+            page = doc.get("tags") if isinstance(doc, dict) else None
+            if page is not None and (not isinstance(page, list)
+                                     or not all(isinstance(t, str) for t in page)):
+                raise InvalidDocument(f"{what}: 'tags' is not a list of strings")
+            tags.extend(t for t in page or [] if TAG_RE.fullmatch(t))
+            url = self._next_page(link, url, what)
+        return tags
+
+    def _next_page(self, link: str | None, current: str, what: str) -> str | None:
+        match = _LINK_NEXT_RE.search(link or "")
+        if not match:
+            return None
+        url = resolve_url(current, match.group(1), f"{what}: Link")
+        if origin(url) != origin(self.base):
+            raise RegistryError(f"{what}: next page on another host ({url[:100]}); refused")
+        return url
+
+    def delete_manifest(self, repo: str, digest: Digest) -> None:
+        """DELETE by digest (distribution-spec "Deleting Manifests"); 405 when the
+        registry has deletes turned off."""
+        path = self._manifest_path(repo, str(Digest.parse(str(digest), where="delete")))
+        scope = f"repository:{repo}:delete"
+        what = f"delete {self._name(repo, str(digest))}"
+        resp = self.request("DELETE", path, scope)
+        if resp.status_code in (202, 200, 204):
+            resp.close()
+            return
+        if resp.status_code == 405:
+            resp.close()
+            raise RegistryError(f"{what}: {self.display} does not allow deletes (HTTP 405)",
+                                hint="docker-registry needs storage.delete.enabled: true")
+        raise self.fail(resp, what, ManifestUnknown, scope)
+
     # Blobs -------------------------------------------------------------------
     def blob_exists(self, repo: str, digest: Digest) -> bool:
         scope = f"repository:{repo}:pull"
@@ -532,3 +593,54 @@ def _range_ok(resp: Any, offset: int, size: int) -> bool:
         return False
     start, end, total = int(m.group(1)), int(m.group(2)), m.group(3)
     return start == offset and end == size - 1 and (total == "*" or int(total) == size)
+
+
+class BlobStream(io.RawIOBase):
+    """A blob's body as a readable stream, hashed as it is read: at its end the size
+    and digest are checked (a registry's bytes are verified before they count)."""
+
+    def __init__(self, resp: Any, desc: spec.Descriptor, what: str) -> None:
+        self._body = iter_body(resp, CHUNK, decode=False)
+        self._desc = desc
+        self._what = what
+        self._hash = hashlib.new(desc.digest.algorithm)
+        self._count = 0
+        self._buf = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:  # type: ignore[no-untyped-def]
+        if not self._buf:
+            self._buf = next(self._body, b"")
+            if not self._buf:
+                self._finish()
+                return 0
+            self._hash.update(self._buf)
+            self._count += len(self._buf)
+            if self._count > self._desc.size:
+                raise DigestMismatch(f"{self._what}: more than {self._desc.size} bytes")
+        n = min(len(buf), len(self._buf))
+        buf[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+    def _finish(self) -> None:
+        got = Digest(self._desc.digest.algorithm, self._hash.hexdigest())
+        if self._count != self._desc.size or got != self._desc.digest:
+            raise DigestMismatch(f"{self._what}: got {self._count} bytes with digest {got}",
+                                 hint="the registry served different bytes")
+
+
+@contextlib.contextmanager
+def blob_stream(client: RegistryClient, repo: str, desc: spec.Descriptor
+                ) -> Iterator[BinaryIO]:
+    """Stream one blob without storing it (for reading a layer's listing)."""
+    scope = f"repository:{repo}:pull"
+    what = f"blob {client.display}/{repo}@{desc.digest}"
+    resp = client.request("GET", client._blob_path(repo, desc.digest), scope,
+                          headers={"Accept-Encoding": "identity"}, expected=desc.size)
+    if resp.status_code != 200:
+        raise client.fail(resp, what, BlobUnknown, scope)
+    with resp:
+        yield io.BufferedReader(BlobStream(resp, desc, what), CHUNK)  # type: ignore[misc]

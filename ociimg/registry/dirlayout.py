@@ -12,6 +12,7 @@ beside the target, renamed into place when complete.
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import IO
@@ -91,7 +92,9 @@ class DirImage:
 def write_dir(path: Path, top: spec.Descriptor, blobs: Iterable[tuple[spec.Descriptor,
                                                                       IO[bytes]]]) -> None:
     """Write a ``dir:`` image: ``blobs`` yields (descriptor, stream) for every blob below
-    ``top`` and ``top`` itself; each is verified while written. Replaces ``path``."""
+    ``top`` and ``top`` itself; each is verified while written. Replaces ``path`` only if
+    it is empty or a ``dir:`` image (containers/image refuses other directories too)."""
+    _check_replaceable(path)
     with temp_dir_beside(path) as tmp:
         for desc, stream in blobs:
             name = desc.digest.hex
@@ -102,6 +105,16 @@ def write_dir(path: Path, top: spec.Descriptor, blobs: Iterable[tuple[spec.Descr
             _write_verified(tmp / name, stream, desc)
         atomic_write(tmp / "version", VERSION)
         replace_dir(tmp, path)
+
+
+def _check_replaceable(path: Path) -> None:
+    if not os.path.lexists(path):
+        return
+    if path.is_symlink() or not path.is_dir():
+        raise InvalidReference(f"dir:{path}: exists and is not a directory")
+    if any(path.iterdir()) and not is_regular(path / "version"):
+        raise InvalidReference(f"dir:{path}: a non-empty directory that is not a dir: image",
+                               hint="refusing to replace it; name a new or empty directory")
 
 
 def _write_verified(dest: Path, stream: IO[bytes], desc: spec.Descriptor) -> None:

@@ -48,6 +48,8 @@ from ociimg.reference import parse_reference
 from ociimg.registry.archive import MemberArchive, _names_hint
 
 MAX_LINK_HOPS = 8
+MAX_IMAGES = 4096
+MAX_CONFIG_TOTAL = 64 << 20
 _HEX = r"[a-f0-9]{64}"
 _MEMBER_RE = re.compile(
     rf"manifest\.json|repositories|oci-layout|index\.json|{_HEX}\.json|{_HEX}\.tar|"
@@ -81,6 +83,10 @@ class DockerArchive(MemberArchive):
         entries = spec.load_json(raw, f"{self.path}:manifest.json", spec.MAX_MANIFEST_BYTES)
         if not isinstance(entries, list) or not entries:
             raise InvalidDocument(f"{self.path}:manifest.json: not a non-empty list of images")
+        if len(entries) > MAX_IMAGES:
+            raise UnsafeArchive(f"{self.path}: manifest.json lists {len(entries)} images "
+                                f"(limit {MAX_IMAGES})")
+        self._config_bytes = 0
         self.images = [self._image(e, f"manifest.json[{i}]") for i, e in enumerate(entries)]
 
     @staticmethod
@@ -96,6 +102,11 @@ class DockerArchive(MemberArchive):
         layer_names = _field(entry, "Layers", list, where)
         config_raw = self.read_member(self.target(config_name, f"{where}.Config"),
                                       spec.MAX_CONFIG_BYTES)
+        # Entries may all name one 4 MiB config: reading is bounded in total, not per entry.
+        self._config_bytes += len(config_raw)
+        if self._config_bytes > MAX_CONFIG_TOTAL:
+            raise UnsafeArchive(f"{self.path}: the images' configs exceed {MAX_CONFIG_TOTAL} "
+                                "bytes in total")
         config_digest = Digest.of(config_raw)
         named = re.search(rf"({_HEX})(?:\.json)?$", config_name)
         if named and named.group(1) != config_digest.hex:
@@ -130,8 +141,9 @@ class DockerArchive(MemberArchive):
         for _ in range(MAX_LINK_HOPS):
             if name.startswith("/") or name == ".." or name.startswith("../") or \
                     "/../" in name or "\0" in name:
+                via = f" (through a link to {name[:100]!r})" if name != seen else ""
                 raise UnsafeArchive(f"{self.path}: {where} {seen[:100]!r} points outside "
-                                    "the archive")
+                                    f"the archive{via}")
             if name in self.members:
                 return name
             link = self.links.get(name)

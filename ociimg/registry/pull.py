@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ociimg import spec
 from ociimg.digest import Digest
@@ -23,6 +24,12 @@ from ociimg.events import NullProgress, Progress
 from ociimg.reference import Reference
 from ociimg.registry.client import ClientOptions, RegistryClient
 from ociimg.store import Store
+
+# The signature hook (ociimg.signing's policy verifier): called with the image's name,
+# each manifest that name will stand for and the client it came from (None for a
+# layout), after the manifests are stored and before any layer is fetched or the name
+# tagged; it raises to refuse the image.
+Verifier = Callable[[Any, spec.Descriptor, "RegistryClient | None"], None]
 
 
 @dataclass
@@ -36,6 +43,7 @@ class PullOptions:
     concurrency: int = 4
     retries: int = 5
     backoff_base: float = 0.5
+    verifier: Verifier | None = None
 
     def client_options(self) -> ClientOptions:
         return ClientOptions(insecure=self.insecure, ca_bundle=self.ca_bundle,
@@ -80,8 +88,20 @@ def fetch_image(client: RegistryClient, ref: Reference, store: Store, options: P
         images = [(c, _read_manifest(store, c)) for c in children]
     else:
         images = [(top, doc)]
+    verify_images(options.verifier, ref, client, top, [d for d, _ in images],
+                  whole_index=isinstance(doc, spec.Index) and options.all_platforms)
     fetch_blobs(client, ref.repository, [m for _, m in images], store, options, progress)
     return top, images
+
+
+def verify_images(verifier: Verifier | None, name: Any, client: RegistryClient | None,
+                  top: spec.Descriptor, chosen: list[spec.Descriptor], whole_index: bool) -> None:
+    """Every manifest ``name`` will stand for: the platform manifests chosen (what
+    podman verifies), and the index itself when it is kept whole."""
+    if verifier is None:
+        return
+    for desc in ([top] if whole_index and top not in chosen else []) + chosen:
+        verifier(name, desc, client)
 
 
 def resolve_top(client: RegistryClient, ref: Reference, store: Store,

@@ -110,6 +110,9 @@ def _spawn_init(root: str, config: RuntimeConfig, cst: ContainerState,
         # only installs it, at the point runc's order says.
         from ociimg.runtime import seccomp
         program = seccomp.filter_program(config.seccomp, seccomp.default_cache_dir())
+    if config.sysctl:
+        from ociimg.runtime.init import check_sysctls
+        check_sysctls(config)
     manager = _prepare_cgroup(root, config, cst)
     v2_dir = manager.v2_dir()
     fifo_fd = os.open(os.path.join(state_dir, "exec.fifo"), os.O_PATH | os.O_CLOEXEC)

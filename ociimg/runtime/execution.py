@@ -310,7 +310,8 @@ def _join_and_exec(plan: _JoinPlan, sock: socket.socket,
                      attach_pty)
     except BaseException as exc:  # noqa: BLE001
         process.send_msg(sock, process.error_msg(exc))
-        os._exit(127 if isinstance(exc, ContainerError) and exc.exit_code == 127 else 1)
+        os._exit(exc.exit_code if isinstance(exc, ContainerError) and exc.exit_code in (126, 127)
+                 else 1)
 
 
 def _fork_in_cgroup(v2_fd: int | None, sock: socket.socket) -> int:

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import sys
 
-from ociimg.errors import ContainerError, ExecutableNotFound, OciimgError
+from ociimg.errors import ContainerError, ExecutableNotFound, NotExecutable, OciimgError
 from ociimg.oskit import linux
 from ociimg.runtime import (
     capabilities,
@@ -308,9 +309,23 @@ def _apparmor_profile(config: RuntimeConfig) -> str | None:
 def check_config(config: RuntimeConfig) -> None:
     """Checks that need no privileges, done before anything is created."""
     lsm.check_labels(config.raw)
-    own = {ns.type: ns.path is None for ns in config.namespaces}
+
+
+def check_sysctls(config: RuntimeConfig) -> None:
+    """In the runtime's own process, before the init joins anything: as runc, a joined
+    namespace scopes sysctls too, except the runtime's own (the host's) network one."""
+    own = {ns.type: ns.path is None or (ns.type == "network" and not _same_netns(ns.path))
+           for ns in config.namespaces}
     for key in config.sysctl:
         rootfs.check_sysctl(key, own)
+
+
+def _same_netns(path: str) -> bool:
+    try:
+        joined, ours = os.stat(path), os.stat("/proc/self/ns/net")
+    except OSError:
+        return True  # cannot tell: refuse, as for the host's
+    return (joined.st_dev, joined.st_ino) == (ours.st_dev, ours.st_ino)
 
 
 def protect_kernel_interfaces(ctx: InitContext) -> None:
@@ -452,18 +467,36 @@ def check_cwd_inside_root(cwd: str) -> None:
 
 def lookup_executable(process: ProcessSpec) -> str:
     """LookPath before blocking so a missing program fails `create` (runc
-    standard_init_linux.go), searching the container's PATH."""
+    standard_init_linux.go), searching the container's PATH. Go's exec.LookPath texts:
+    docker and podman map "not found"/"no such file" to 127, "permission denied" and
+    "is a directory" to 126, from these words."""
     name = process.args[0]
     if "/" in name:
-        candidates = [name]
-    else:
-        search = process.env_value("PATH") or DEFAULT_PATH
-        candidates = [os.path.join(d or ".", name) for d in search.split(":")]
-    for cand in candidates:
-        if os.path.isfile(cand) and os.access(cand, os.X_OK):
+        problem = _not_executable(name)
+        if problem is None:
+            return name
+        cls = ExecutableNotFound if problem.startswith("stat ") else NotExecutable
+        raise cls(f'exec: "{name}": {problem}', hint="check process.args[0] in the container")
+    search = process.env_value("PATH") or DEFAULT_PATH
+    for d in search.split(":"):
+        cand = os.path.join(d or ".", name)
+        if _not_executable(cand) is None:
             return cand
     raise ExecutableNotFound(f'exec: "{name}": executable file not found in $PATH',  # runc
                              hint="check process.args[0] and PATH in the container")
+
+
+def _not_executable(path: str) -> str | None:
+    """Why ``path`` cannot be exec'ed, in Go's words (findExecutable), or None."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return f"stat {path}: {os.strerror(exc.errno or 2).lower()}"
+    if stat.S_ISDIR(st.st_mode):
+        return "is a directory"
+    if not os.access(path, os.X_OK):
+        return "permission denied"
+    return None
 
 
 def wait_for_start(ctx: InitContext) -> None:

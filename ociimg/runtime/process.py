@@ -28,7 +28,7 @@ import os
 import resource
 import sys
 
-from ociimg.errors import ContainerError, ExecutableNotFound, OciimgError
+from ociimg.errors import ContainerError, ExecutableNotFound, NotExecutable, OciimgError
 from ociimg.oskit import linux
 from ociimg.oskit.linux import CLONE
 from ociimg.runtime import jsonio, namespaces
@@ -97,7 +97,8 @@ def printable(value: object, limit: int = 2000) -> str:
 
 
 def raise_from_msg(msg: dict[str, Any], container_id: str) -> None:
-    cls = ExecutableNotFound if msg.get("kind") == "ExecutableNotFound" else ContainerError
+    cls = {"ExecutableNotFound": ExecutableNotFound,
+           "NotExecutable": NotExecutable}.get(msg.get("kind") or "", ContainerError)
     hint = msg.get("hint")
     # runc's words before the init's reason (callers match the reason, e.g. "executable
     # file not found"); the container's id goes to the hint.

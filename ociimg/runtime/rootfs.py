@@ -370,7 +370,7 @@ def check_sysctl(key: str, has_ns: dict[str, bool]) -> None:
         raise ContainerError(f"linux.sysctl: {key} is not namespaced; setting it would "
                              "change the host", hint="remove it from config.json")
     if not has_ns.get(need):
-        raise ContainerError(f"linux.sysctl: {key} needs a new {need} namespace",
+        raise ContainerError(f"linux.sysctl: {key} needs a {need} namespace of its own",
                              hint=f'add {{"type": "{need}"}} to linux.namespaces')
 
 

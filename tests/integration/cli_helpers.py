@@ -10,12 +10,14 @@ from tests.integration.runtime_helpers import REPO
 
 
 def ociimg(root: os.PathLike[str] | str, *args: str, check: bool = True, timeout: float = 120,
-           input: str | None = None) -> subprocess.CompletedProcess[str]:
-    """`python3 -m ociimg ARGS` with OCIIMG_ROOT=root on this checkout's code; with
-    ``check``, it must succeed without a traceback."""
-    env = {**os.environ, "OCIIMG_ROOT": str(root), "PYTHONPATH": REPO}
+           input: str | None = None, cwd: os.PathLike[str] | None = None,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python3 -m ociimg ARGS` with OCIIMG_ROOT=root on this checkout's code (``env``
+    added to the environment, run in ``cwd``); with ``check``, it must succeed without a
+    traceback."""
+    env = {**os.environ, **(env or {}), "OCIIMG_ROOT": str(root), "PYTHONPATH": REPO}
     proc = subprocess.run([sys.executable, "-m", "ociimg", *args], env=env, text=True,
-                          capture_output=True, timeout=timeout, input=input)
+                          capture_output=True, timeout=timeout, input=input, cwd=cwd)
     if check and (proc.returncode != 0 or "Traceback" in proc.stderr):
         raise AssertionError(f"ociimg {' '.join(args)} exited {proc.returncode}\n"
                              f"stdout: {proc.stdout}\nstderr: {proc.stderr}")

@@ -50,3 +50,20 @@ def test_pull_and_run_from_archives(saved, tmp_path):
     proc = ociimg(tmp_path / "runner", "run", "--rm", f"docker-archive:{archive}",
                   "busybox", "echo", "from-an-archive", timeout=180)
     assert proc.stdout == "from-an-archive\n"
+
+
+def test_copy_into_docker_archives_from_a_layout_and_a_registry(registry, saved, fixture_layout,
+                                                                tmp_path):
+    root, archive = saved
+    named = tmp_path / "named.tar"
+    ociimg(root, "copy", f"oci:{fixture_layout}:multilayer", f"docker-archive:{named}:tools/m:2")
+    dest = f"{registry.host}/transports/frombb:v1"
+    ociimg(root, "push", f"docker-archive:{archive}", dest)
+    pulled = tmp_path / "from-registry.tar"
+    ociimg(root, "copy", f"docker://{dest}", f"docker-archive:{pulled}")
+    other = tmp_path / "other"
+    assert ociimg(other, "load", "-i", str(named)).stdout == "Loaded image: docker.io/tools/m:2\n"
+    assert ociimg(other, "load", "-i", str(pulled)).stdout == f"Loaded image: {dest}\n"
+    with parse_transport(f"docker-archive:{pulled}") as a, \
+            parse_transport(f"docker-archive:{archive}") as b:
+        assert a.config().diff_ids == b.config().diff_ids

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.cli_helpers import assert_one_line_error, ociimg, ociimg_background
-from tests.waiting import wait_for_line
+from tests.waiting import wait_for_line, wait_until
 
 
 @pytest.fixture
@@ -136,13 +136,16 @@ RUN echo never-run; exit 9
 FROM scratch
 COPY --from=builder /bin/busybox /bin/busybox
 COPY --from=builder /out/ /out
+RUN ["/bin/busybox", "sh", "-c", "/bin/busybox echo ran > /out/ran"]
 ENTRYPOINT ["/bin/busybox"]
 CMD ["cat", "/out/artifact"]
 """)
     out = build(ociroot, ctx, "--build-arg", f"BASE={base}", "-t", "multi")
     assert "never-run" not in out.stderr
-    _, config = stored(ociroot, "docker.io/library/multi:latest")
-    assert len(config["rootfs"]["diff_ids"]) == 2
+    manifest, config = stored(ociroot, "docker.io/library/multi:latest")
+    assert len(config["rootfs"]["diff_ids"]) == 3
+    # From scratch the runtime had to make /proc, /dev, /sys: not in the RUN's layer.
+    assert layer_names(ociroot, manifest["layers"][2]) == ["out", "out/ran"]
     assert ociimg(ociroot, "run", "--rm", "multi").stdout == "built\n"
     # --target stops at a stage; the broken one is built only when asked for.
     build(ociroot, ctx, "--build-arg", f"BASE={base}", "--target", "builder", "-t", "stage1")
@@ -224,6 +227,14 @@ def test_timestamp_gives_byte_identical_images(ociroot: Path, base: str,
     ("FROM {base} AS a\nCOPY --from=b /x /x\nFROM {base} AS b\nCOPY --from=a /x /x\n",
      ["circular dependency"]),
     ("FROM {base}\nFROBNICATE x\n", ["FROBNICATE"]),
+    ("FROM {base}\nRUN --mount=type=bind,source=../outside,target=/m cat /m\n",
+     ["Containerfile:2", "outside the build context"]),
+    ("FROM {base}\nRUN --mount=type=bind,source=link,target=/m cat /m\n",
+     ["Containerfile:2", "outside the build context"]),
+    ("FROM {base}\nRUN --mount=type=secret,id=nope,required=true true\n",
+     ["secret 'nope' is required"]),
+    ("FROM {base}\nCOPY --chown=nobody-here Containerfile /x\n",
+     ["Containerfile:2", "nobody-here"]),
 ])
 def test_errors_are_one_line_and_leave_nothing(ociroot: Path, base: str, tmp_path: Path,
                                                containerfile: str, needles: list[str]) -> None:
@@ -260,8 +271,9 @@ def test_ctrl_c_leaves_no_container_mount_or_snapshot(ociroot: Path, base: str,
     assert b"Traceback" not in proc.stderr.read()
     assert "interrupted" not in ociimg(ociroot, "images").stdout
     assert_clean(ociroot)
-    assert token not in subprocess.run(["ps", "-eo", "args"], capture_output=True,
-                                       text=True).stdout
+    wait_until(lambda: token not in subprocess.run(
+        ["ps", "-eo", "args"], capture_output=True, text=True).stdout,
+        "the interrupted step's process to be gone", timeout=10)
 
 
 def test_containerfile_and_context_from_stdin(ociroot: Path, base: str,
@@ -297,4 +309,25 @@ def test_library_build_matches_the_cli(ociroot: Path, base: str, tmp_path: Path)
     cli = build(ociroot, ctx, "-q", "--no-cache", "--timestamp", "1700000000")
     assert cli.stdout.strip() == str(result.image_id)
     assert ociimg(ociroot, "run", "--rm", "lib:1", "cat", "/g").stdout == "lib\n"
+    assert_clean(ociroot)
+
+
+def test_gc_waits_for_a_running_build(ociroot: Path, base: str, tmp_path: Path) -> None:
+    """The build holds a store lease from its first blob to its tag: gc is refused
+    meanwhile, so nothing the build wrote but has not tagged yet is swept."""
+    ctx = write_context(tmp_path / "ctx", f"""\
+FROM {base} AS first
+RUN echo kept > /kept
+FROM {base}
+RUN echo waiting; sleep 2
+COPY --from=first /kept /kept
+""")
+    proc = ociimg_background(ociroot, "build", "--json", "-t", "during-gc", str(ctx))
+    try:
+        wait_for_line(proc, "waiting")
+        refused = ociimg(ociroot, "gc", check=False)
+        assert refused.returncode != 0 and "held by another process" in refused.stderr
+    finally:
+        assert proc.wait(timeout=120) == 0
+    assert ociimg(ociroot, "run", "--rm", "during-gc", "cat", "/kept").stdout == "kept\n"
     assert_clean(ociroot)

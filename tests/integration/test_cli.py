@@ -254,10 +254,11 @@ def test_detached_container_cannot_touch_its_host_log_file(ociroot: Path, busybo
         time.sleep(0.1)
     assert row["exitCode"] == 3
     cid = row["id"]
-    log = ociroot / "containers" / cid / "log"
+    log = ociroot / "containers" / cid / "ctr.log"
     st = log.stat()
     assert (oct(st.st_mode & 0o7777), st.st_uid, st.st_gid) == ("0o600", 0, 0)
-    assert log.read_text() == "out\nerr\n"
+    logs = ociimg(ociroot, "logs", "sly")
+    assert (logs.stdout, logs.stderr) == ("out\n", "err\n")
     ociimg(ociroot, "rm", "sly")
 
 

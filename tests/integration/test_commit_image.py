@@ -27,12 +27,12 @@ chown 1234:5678 /etc/motd
 chmod 4750 /etc/motd
 ln /etc/motd /etc/motd.hard
 echo changed >> /etc/group
-rm /etc/hostname
+rm /etc/passwd
 rm -rf /usr && mkdir -p /usr/local && echo fresh > /usr/local/only
 mkdir -p /new/dir && echo x > /new/dir/f
 ln -s /../../../etc/shadow /new/escape
 """
-CHECK = """for f in /etc/hostname /usr/bin; do test -e $f && echo "$f is back"; done
+CHECK = """for f in /etc/passwd /usr/bin; do test -e $f && echo "$f is back"; done
 cat /etc/motd /usr/local/only /new/dir/f; readlink /new/escape; tail -1 /etc/group"""
 EXPECTED = "hello\nfresh\nx\n/../../../etc/shadow\nchanged\n"
 
@@ -83,7 +83,7 @@ def test_commit_is_the_merged_view_for_umoci_and_runs(ociroot: Path, busybox: st
     ociimg(ociroot, "pull", busybox)
     cid = make_changed_container(ociroot, busybox)
     changes = ociimg(ociroot, "diff", "work").stdout.splitlines()
-    assert {"D /etc/hostname", "A /etc/motd", "C /etc/group", "A /new/escape",
+    assert {"D /etc/passwd", "A /etc/motd", "C /etc/group", "A /new/escape",
             "C /usr"} <= set(changes)
     assert changes == sorted(changes, key=lambda line: line[2:])
     out = json.loads(ociimg(ociroot, "commit", "--json", "-m", "the change", "-a", "Tester",

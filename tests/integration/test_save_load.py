@@ -91,8 +91,7 @@ def test_tag_and_names_of_any_length(root: Path) -> None:
                           "cannot hold a digest")
 
 
-def test_save_refuses_a_terminal_and_keeps_an_old_file_on_error(root: Path,
-                                                                tmp_path: Path) -> None:
+def test_save_keeps_an_old_file_on_error(root: Path, tmp_path: Path) -> None:
     target = tmp_path / "keep.tar"
     target.write_bytes(b"old")
     proc = ociimg(root, "save", "-o", str(target), NAME, "no/such:image", check=False)
@@ -194,7 +193,7 @@ def test_podman_loads_what_we_save_and_we_load_its(root: Path, tmp_path: Path, f
     assert diff_ids(other, NAME) == diff_ids(root, NAME)
 
 
-def test_skopeo_reads_our_docker_archive_and_we_read_its(root: Path, tmp_path: Path) -> None:
+def test_skopeo_reads_our_archives_and_we_read_its(root: Path, tmp_path: Path) -> None:
     need(shutil.which("skopeo") is not None, "skopeo missing: apt-get install skopeo")
     ours = tmp_path / "ours.tar"
     ociimg(root, "save", "-o", str(ours), NAME)
@@ -202,6 +201,11 @@ def test_skopeo_reads_our_docker_archive_and_we_read_its(root: Path, tmp_path: P
                    check=True, capture_output=True, timeout=300)
     sk_config = Store(tmp_path / "sk").image_for("x")[2]
     assert [str(d) for d in sk_config.diff_ids] == diff_ids(root, NAME)
+    ours_oci = tmp_path / "ours-oci.tar"
+    ociimg(root, "save", "--format", "oci-archive", "-o", str(ours_oci), NAME)
+    subprocess.run(["skopeo", "copy", f"oci-archive:{ours_oci}:{NAME}",
+                    f"oci:{tmp_path / 'sk'}:y"], check=True, capture_output=True, timeout=300)
+    assert Store(tmp_path / "sk").image_for("y")[2].diff_ids == sk_config.diff_ids
     theirs = tmp_path / "theirs.tar"
     subprocess.run(["skopeo", "copy", f"oci:{tmp_path / 'sk'}:x",
                     f"docker-archive:{theirs}:example.com/from/skopeo:1"],

@@ -76,11 +76,11 @@ def test_terminal_progress_renders(capsys: pytest.CaptureFixture[str]) -> None:
     (["--bogus"], "No such option: --bogus"),
     (["pull", "--jobs", "0", "x"], "--jobs"),
 ])
-def test_usage_errors_exit_2_with_a_message(argv: list[str], message: str,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
-    """typer vendors click: its usage errors must still end as click's (exit 2, message),
-    not as a traceback."""
-    assert main(argv) == 2
+def test_usage_errors_exit_125_with_a_message(argv: list[str], message: str,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """typer vendors click: its usage errors must end with click's message, not a
+    traceback, and docker's 125 (not click's 2): the tool's own error, not a container's."""
+    assert main(argv) == 125
     assert message in capsys.readouterr().err
 
 

@@ -90,7 +90,7 @@ def test_rmi_and_gc_of_other_images_work_beside_a_bad_config(tmp_path: Path,
     assert not good_blobs & blob_files(store)
     assert bad_blobs <= blob_files(store)
 
-    result = ociimg(root, "images")
+    result = ociimg(root, "images", "--format", "{{.Repository}}:{{.Tag}}")
     assert result.returncode == 0 and "example.com/bad:v1" in result.stdout, result.stderr
 
     result = ociimg(root, "fsck")
@@ -114,7 +114,7 @@ def test_rmi_images_and_fsck_work_beside_an_unparsable_manifest(tmp_path: Path) 
     assert result.returncode == 0, result.stderr
     assert "warning: image example.com/deep:v1" in result.stderr
     assert not good_blobs & blob_files(store) and kept <= blob_files(store)
-    result = ociimg(root, "images")
+    result = ociimg(root, "images", "--format", "{{.Repository}}:{{.Tag}}")
     assert result.returncode == 0 and "example.com/deep:v1" in result.stdout, result.stderr
     result = ociimg(root, "fsck")
     assert result.returncode == 1 and "Traceback" not in result.stderr

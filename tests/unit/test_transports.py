@@ -212,3 +212,41 @@ def test_saved_docker_archive_has_the_documented_layout(store: Store, tmp_path: 
         layer = tar.extractfile(entry["Layers"][0]).read()  # type: ignore[union-attr]
         assert entry["Layers"][0] == f"{Digest.of(layer).hex}.tar"
         assert json.loads(config)["rootfs"]["diff_ids"] == [str(Digest.of(layer))]
+
+
+@pytest.mark.parametrize("fmt", ["docker-archive", "oci-archive"])
+def test_save_of_an_index_pulled_for_one_platform(tmp_path: Path, fmt: str) -> None:
+    from tests.storeimage import make_index
+
+    s = Store(tmp_path / "s")
+    here = make_image(s, {"a": b"amd64"}, arch="amd64")
+    absent = make_image(s, {"a": b"arm64"}, arch="arm64", put=False)
+    index = make_index(s, [here, absent], name="example.com/multi:1")
+    save_images(tmp_path / "a.tar", [(s, index, ("example.com/multi:1",))], fmt,
+                spec.Platform("linux", "amd64"))
+    other = Store(tmp_path / "other")
+    [(name, desc)] = load_archive(tmp_path / "a.tar", other)
+    assert name == "example.com/multi:1"
+    assert other.image_for(name)[2].diff_ids == s.image_for("example.com/multi:1")[2].diff_ids
+
+
+def test_images_output_escapes_what_the_image_controls(tmp_path: Path) -> None:
+    from tests.clirun import ociimg
+    from tests.storeimage import tar_layer
+
+    store = Store(tmp_path / "root" / "store")
+    layer = tar_layer({"a": b"b"})
+    config = spec.canonical_json({
+        "architecture": "amd64", "os": "linux", "config": {"Labels": {"x": "\x1b[2Jred\u202e"}},
+        "rootfs": {"type": "layers", "diff_ids": [str(Digest.of(layer))]}})
+    manifest = spec.canonical_json({
+        "schemaVersion": 2, "mediaType": spec.OCI_MANIFEST,
+        "config": {"mediaType": spec.OCI_CONFIG, "digest": str(store.put_blob(config)),
+                   "size": len(config)},
+        "layers": [{"mediaType": spec.OCI_LAYER, "digest": str(store.put_blob(layer)),
+                    "size": len(layer)}]})
+    store.tag("evil:1", spec.Descriptor(spec.OCI_MANIFEST, store.put_blob(manifest),
+                                        len(manifest)))
+    out = ociimg(tmp_path / "root", "images", "--format", "{{.Labels}} {{index .Labels \"x\"}}")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "map[x:\\x1b[2Jred\\u202e] \\x1b[2Jred\\u202e\n"

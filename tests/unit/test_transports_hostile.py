@@ -211,3 +211,39 @@ def test_gzipped_docker_archive_is_read_in_place(tmp_path: Path) -> None:
     archive = legacy(tmp_path / "a.tar")
     (tmp_path / "a.tar.gz").write_bytes(gzip.compress(archive.read_bytes()))
     assert len(DockerArchive(tmp_path / "a.tar.gz").images) == 2
+
+
+def test_dir_destination_never_replaces_a_foreign_directory(tmp_path: Path) -> None:
+    from ociimg.errors import InvalidReference
+    from ociimg.reference import LayoutReference
+    from ociimg.registry import copy
+    from tests.storeimage import make_image
+
+    store = Store(tmp_path / "store")
+    make_image(store, {"a": b"b"}, name="x:1")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "precious").write_text("keep me")
+    for target in (home, home / "precious"):
+        with pytest.raises(InvalidReference):
+            copy(LayoutReference("oci", store.path, "x:1"), LayoutReference("dir", target))
+    assert (home / "precious").read_text() == "keep me"
+    copy(LayoutReference("oci", store.path, "x:1"), LayoutReference("dir", tmp_path / "img"))
+    copy(LayoutReference("oci", store.path, "x:1"), LayoutReference("dir", tmp_path / "img"))
+
+
+def test_one_big_config_named_by_many_entries_is_bounded(guarded) -> None:  # type: ignore[no-untyped-def]
+    store, tmp = guarded
+    config = json.loads(config_for(LAYER))
+    config["padding"] = "x" * (3 << 20)
+    raw = spec.canonical_json(config)
+    name = f"{Digest.of(raw).hex}.json"
+    entry = {"Config": name, "RepoTags": [], "Layers": ["aaaa" * 16 + "/layer.tar"]}
+    write_archive(tmp / "a.tar", [("aaaa" * 16 + "/layer.tar", LAYER), (name, raw)],
+                  [entry] * 100)
+    with pytest.raises(UnsafeArchive, match="exceed"):
+        load_archive(tmp / "a.tar", store)
+    write_archive(tmp / "a.tar", [("aaaa" * 16 + "/layer.tar", LAYER)], [entry] * 5000)
+    with pytest.raises(UnsafeArchive, match="5000 images"):
+        load_archive(tmp / "a.tar", store)
+    assert store.refs() == []
