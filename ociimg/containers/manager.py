@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ociimg.bundle import BundleOptions, to_runtime_config, write_bundle
 from ociimg.containers import store
 from ociimg.containers.attach import DETACH_KEYS
 from ociimg.containers.eventlog import append_event
@@ -33,7 +32,6 @@ from ociimg.containers.monitor import (
 )
 from ociimg.containers.policies import Healthcheck, RestartPolicy, healthcheck_record
 from ociimg.containers.protocol import OciRuntime
-from ociimg.containers.resolved import ResolvedImage, warn_unsafe_labels
 from ociimg.containers.rootfs import (
     mount_rootfs,
     mount_snapshot,
@@ -55,17 +53,27 @@ from ociimg.runtime import DEFAULT_STATE_ROOT
 
 TYPE_CHECKING = False  # `ps` and `inspect` never need the network package
 if TYPE_CHECKING:
+    # Nor the bundle package or the image store (imported where containers are created:
+    # `ociimg ps` has a start-up budget, tests/integration/test_cli_startup.py).
+    from ociimg.bundle import BundleOptions
     from ociimg.containers.logfile import Record
+    from ociimg.containers.resolved import ResolvedImage
     from ociimg.network import NetworkOptions
 
 DEFAULT_RUNTIME_ROOT = Path(DEFAULT_STATE_ROOT)
 ACTIVE = ("creating", "created", "running", "paused", "restarting")
 
 
+def _bundle_options() -> BundleOptions:
+    from ociimg.bundle import BundleOptions
+
+    return BundleOptions()
+
+
 @dataclass
 class CreateOptions:
     name: str | None = None
-    bundle: BundleOptions = field(default_factory=BundleOptions)
+    bundle: BundleOptions = field(default_factory=lambda: _bundle_options())
     remove: bool = False           # removed by its monitor once it exits (run --rm)
     interactive: bool = False      # an attached start feeds the caller's stdin to it
     runtime: str | None = None     # None: the built-in runtime; else a runc-compatible binary
@@ -118,6 +126,9 @@ class ContainerManager:
 
     def _create(self, image: ResolvedImage, options: CreateOptions, runtime: OciRuntime,
                 progress: Progress) -> Container:
+        from ociimg.bundle import to_runtime_config, write_bundle
+        from ociimg.containers.resolved import warn_unsafe_labels
+
         cid = store.new_id()
         created_volumes: list[str] = []
         final = store.containers_dir(self.root) / cid
