@@ -31,34 +31,29 @@ COMMAND_MODULES = (
     "unpack",
     "volumes",
 )
-# Where a command (or command group) is defined, so that `ociimg NAME` imports typer, the
-# app and that one module, not every command's options and imports
-# (tests/integration/test_cli_startup.py holds the budgeted commands to it). A command
-# missing here still works: an unknown name imports every module, as do `--help` and a
-# bare `ociimg`.
-COMMAND_HOMES = {
-    "save": "archive_cmds", "load": "archive_cmds", "tag": "archive_cmds",
+# Where a command (or a command group) is defined, so that `ociimg NAME` imports typer,
+# the app and that one module, not every command's options and imports
+# (tests/integration/test_cli_startup.py holds the budgeted commands to it and checks
+# this table). A command missing here still works: an unknown name imports every module,
+# as do `--help`, a bare `ociimg` and shell completion.
+_HOMES = {
+    "archive_cmds": "save load tag",
     "build": "build",
-    "diff": "changes", "commit": "changes", "export": "changes", "cp": "changes",
-    "run": "containers", "ps": "containers", "stop": "containers", "rm": "containers",
-    "exec": "containers", "logs": "containers", "runtime": "containers",
-    "images": "imagelist",
-    "pull": "images", "push": "images", "copy": "images", "inspect": "images",
-    "rmi": "images", "gc": "images", "fsck": "images", "login": "images",
-    "logout": "images",
-    "history": "inspection", "ls": "inspection", "cat": "inspection", "du": "inspection",
-    "attach": "lifecycle", "start": "lifecycle", "restart": "lifecycle",
-    "wait": "lifecycle", "kill": "lifecycle", "pause": "lifecycle", "unpause": "lifecycle",
-    "rename": "lifecycle", "top": "lifecycle", "stats": "lifecycle", "events": "lifecycle",
-    "container": "lifecycle",
-    "port": "network", "network": "network",
-    "manifest": "registryreads", "digest": "registryreads", "list-tags": "registryreads",
-    "delete": "registryreads", "sync": "registryreads", "referrers": "registryreads",
-    "completion": "shellcomp",
-    "sign": "signing", "verify": "signing", "key": "signing",
-    "unpack": "unpack", "umount": "unpack",
-    "volume": "volumes",
+    "changes": "diff commit export cp",
+    "containers": "run ps stop rm exec logs runtime",
+    "imagelist": "images",
+    "images": "pull push copy inspect rmi gc fsck login logout",
+    "inspection": "history ls cat du",
+    "lifecycle": "attach start restart wait kill pause unpause rename top stats events "
+                 "container",
+    "network": "port network",
+    "registryreads": "manifest digest list-tags delete sync referrers",
+    "shellcomp": "completion",
+    "signing": "sign verify key",
+    "unpack": "unpack umount",
+    "volumes": "volume",
 }
+COMMAND_HOMES = {name: module for module, names in _HOMES.items() for name in names.split()}
 # Global options that take a value (app.main_options): skipped to find the command.
 _VALUE_OPTIONS = ("--root",)
 
@@ -103,11 +98,13 @@ def command_name(args: list[str]) -> str | None:
     return None
 
 
-def register_commands(args: list[str]) -> str | None:
-    """Import the module defining the command ``args`` names, or every command module;
-    returns the name when it is a known command (None: help, or a name click rejects)."""
-    name = command_name(args) or ""
-    home = COMMAND_HOMES.get(name)
+def register_commands(args: list[str] | None = None) -> str | None:
+    """Import the module defining the command ``args`` names, or every command module
+    (no ``args``, an unknown or no command, or a shell asking for completions); returns
+    the name when it is a known command."""
+    complete = args is None or "_OCIIMG_COMPLETE" in os.environ
+    name = None if complete else command_name(args)  # type: ignore[arg-type]
+    home = COMMAND_HOMES.get(name or "")
     for module in (home,) if home else COMMAND_MODULES:
         importlib.import_module(f"ociimg.cli.{module}")
     return name if home else None
@@ -134,7 +131,7 @@ def run_command(argv: list[str] | None = None) -> int:
     from ociimg.cli.app import STATE, hoist_global_options
 
     args = argv if argv is not None else sys.argv[1:]
-    command = typer_main(only=register_commands(args))
+    command = typer_main(args)
     if "_OCIIMG_COMPLETE" in os.environ:  # a shell asks for completions (shellcomp.py)
         from ociimg.cli.shellcomp import register_shells
         register_shells()
@@ -185,16 +182,19 @@ def click_exceptions() -> ModuleType:
         return importlib.import_module("click.exceptions")
 
 
-def typer_main(only: str | None = None) -> typer.core.TyperGroup:
-    """The click group of the app; with ``only``, of that one command or group: typer
-    builds a click command from each function's signature (inspect, every option), 1 ms
-    a command, and a module registers several (`ps` comes with `run`'s 60 options)."""
+def typer_main(args: list[str] | None = None) -> typer.core.TyperGroup:
+    """The app as a click group, with the commands ``args`` needs registered (every
+    command without ``args``). For a known command, a group of that one command (or
+    command group): typer builds a click command from each function's signature
+    (inspect, every option), ~1 ms a command, and a module registers several (`ps`
+    comes with `run`'s 60 options)."""
     import copy
 
     import typer.main
 
     from ociimg.cli.app import app
 
+    only = register_commands(args)
     if only is None:
         return typer.main.get_command(app)
     view = copy.copy(app)  # the app itself keeps every command (tests call main() again)

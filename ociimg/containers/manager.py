@@ -48,10 +48,16 @@ DEFAULT_RUNTIME_ROOT = Path(DEFAULT_STATE_ROOT)
 ACTIVE = ("creating", "created", "running", "paused", "restarting")
 
 
+def _bundle_options() -> BundleOptions:
+    from ociimg.bundle import BundleOptions
+
+    return BundleOptions()
+
+
 @dataclass
 class CreateOptions:
     name: str | None = None
-    bundle: BundleOptions = field(default_factory=lambda: _bundle_options())
+    bundle: BundleOptions = field(default_factory=_bundle_options)
     remove: bool = False           # removed by its monitor once it exits (run --rm)
     interactive: bool = False      # an attached start feeds the caller's stdin to it
     runtime: str | None = None     # None: the built-in runtime; else a runc-compatible binary
@@ -653,7 +659,3 @@ def _same_process(doc: dict[str, Any]) -> bool:
         return False
     return fields[0] not in (b"Z", b"X") and int(fields[19]) == doc.get("starttime")
 
-
-def _bundle_options() -> BundleOptions:
-    from ociimg.bundle import BundleOptions
-    return BundleOptions()
