@@ -28,7 +28,7 @@ from ociimg.containers.runtimes import runtime_from_record, select_runtime
 from ociimg.containers.store import Container
 from ociimg.errors import ContainerError, ContainerNotFound, OciimgError
 from ociimg.events import NullProgress
-from ociimg.fsutil import remove_tree
+from ociimg.fsutil import fsync_dir, remove_tree
 from ociimg.runtime import DEFAULT_STATE_ROOT
 
 # `ps`, `inspect` and `wait` read records: the bundle converter, the image store, the
@@ -160,7 +160,10 @@ class ContainerManager:
                     "healthcheck": healthcheck_record(options.healthcheck, image)}
             if options.snapshot is not None:
                 meta["snapshotKey"] = options.snapshot
-            store.write_json(tmp / "meta.json", meta)
+            # The network files and meta.json were fsynced, their names are made durable
+            # here, once, before the directory is renamed into place.
+            store.write_json(tmp / "meta.json", meta, sync_dir=False)
+            fsync_dir(tmp)
             os.rename(tmp, final)
         except BaseException:
             release_rootfs(tmp)

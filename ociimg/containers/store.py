@@ -108,9 +108,10 @@ def read_json(path: Path, what: str) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
-def write_json(path: Path, doc: dict[str, Any]) -> None:
+def write_json(path: Path, doc: dict[str, Any], *, sync_dir: bool = True) -> None:
+    """``sync_dir``: as fsutil.atomic_write's."""
     from ociimg.fsutil import atomic_write
-    atomic_write(path, json.dumps(doc, indent=2).encode())
+    atomic_write(path, json.dumps(doc, indent=2).encode(), sync_dir=sync_dir)
 
 
 def load(path: Path) -> Container | None:
