@@ -131,7 +131,7 @@ class ContainerManager:
             if options.name:
                 store.reserve_name(self.root, options.name, cid)
             if options.snapshot is None:
-                mount_rootfs(image, self.root, tmp, cid, progress)
+                mount_rootfs(image, self.root, tmp, cid, progress, volatile=options.remove)
             else:
                 mount_snapshot(self.root, tmp, options.snapshot)
             volumes_lock.enter_context(VolumeStore(self.root).locked())
