@@ -73,7 +73,7 @@ def _bundle_options() -> BundleOptions:
 @dataclass
 class CreateOptions:
     name: str | None = None
-    bundle: BundleOptions = field(default_factory=lambda: _bundle_options())
+    bundle: BundleOptions = field(default_factory=_bundle_options)
     remove: bool = False           # removed by its monitor once it exits (run --rm)
     interactive: bool = False      # an attached start feeds the caller's stdin to it
     runtime: str | None = None     # None: the built-in runtime; else a runc-compatible binary
