@@ -10,7 +10,7 @@ import typer
 
 from ociimg.errors import OciimgError
 
-TYPE_CHECKING = False  # `ps` never parses a document: the spec module loads with a platform
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ociimg.spec import Platform
 
@@ -34,10 +34,9 @@ ENV = typer.Option([], "--env", "-e", help="Set KEY=VALUE in the environment.")
 
 
 def parse_platform(text: str | None) -> Platform | None:
-    if not text:
-        return None
-    from ociimg.spec import Platform
-    return Platform.parse(text)
+    from ociimg.spec import Platform  # here: `ociimg ps` and `--help` need no image spec
+
+    return Platform.parse(text) if text else None
 
 
 _SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)([bkmg]?)b?$", re.IGNORECASE)
