@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import sys
@@ -12,6 +13,8 @@ from ociimg.cli.output import printable
 from ociimg.errors import OciimgError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import typer
 
 # The modules of ociimg/cli that define commands (importing one registers them on `app`).
@@ -71,11 +74,22 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args in (["--version"], ["-v"]):  # no typer, no app: the cheapest answer
         code = print_version()
+    elif argv is None:
+        # Start-up (typer, the command's modules, click's objects) allocates thousands of
+        # objects and frees none: the collector's passes over them are waste (~5% of
+        # `ociimg ps`). Afterwards they are frozen out of its sight, and it runs again for
+        # what the command itself allocates.
+        gc.disable()
+        code = run_command(args, on_ready=_collect_from_now)
+        exit_now(code)
     else:
         code = run_command(args)
-    if argv is None:
-        exit_now(code)
     return code
+
+
+def _collect_from_now() -> None:
+    gc.freeze()
+    gc.enable()
 
 
 def print_version() -> int:
@@ -125,13 +139,18 @@ def exit_now(code: int) -> None:
     os._exit(code)
 
 
-def run_command(argv: list[str] | None = None) -> int:
+def run_command(argv: list[str] | None = None, *,
+                on_ready: Callable[[], None] | None = None) -> int:
+    """Run one command, its errors reported as one line; ``on_ready`` is called once the
+    command is built, before it runs."""
     import typer
 
     from ociimg.cli.app import STATE, hoist_global_options
 
     args = argv if argv is not None else sys.argv[1:]
     command = typer_main(args)
+    if on_ready is not None:
+        on_ready()
     if "_OCIIMG_COMPLETE" in os.environ:  # a shell asks for completions (shellcomp.py)
         from ociimg.cli.shellcomp import register_shells
         register_shells()
