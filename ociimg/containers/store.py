@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import secrets
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -78,7 +78,7 @@ def containers_dir(root: Path) -> Path:
 
 
 def new_id() -> str:
-    return secrets.token_hex(32)
+    return os.urandom(32).hex()  # secrets.token_hex's bytes, without its hmac/OpenSSL import
 
 
 def now() -> str:
