@@ -42,7 +42,8 @@ HEAVY = ("requests", "urllib3", "http", "ssl", "socket", "email", "rich", "jsons
          "ociimg.network", "ociimg.signing", "ociimg.api")
 # What one command needs beyond that (none may load typer's rich output either).
 ALSO_HEAVY = {"ps": ("ociimg.bundle", "ociimg.spec", "ociimg.store.layout", "ociimg.store.gc",
-                     "ociimg.containers.monitor", "ociimg.containers.volumes")}
+                     "ociimg.containers.monitor", "ociimg.containers.volumes", "hashlib",
+                     "_hashlib", "secrets")}
 OTHER_COMMANDS = {f"ociimg.cli.{m}" for m in COMMAND_MODULES}
 # Command modules a budgeted command's module imports for shared options or printers.
 SHARED = {"ps": {"ociimg.cli.lifecycle", "ociimg.cli.signing"},
