@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "registryreads",
     "shellcomp",
     "signing",
+    "system",
     "unpack",
     "volumes",
 )
@@ -53,6 +54,7 @@ _HOMES = {
     "registryreads": "manifest digest list-tags delete sync referrers",
     "shellcomp": "completion",
     "signing": "sign verify key",
+    "system": "system",
     "unpack": "unpack umount",
     "volumes": "volume",
 }
