@@ -11,9 +11,11 @@ import importlib.util
 import json
 import os
 import shutil
+import stat
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Sequence
@@ -44,6 +46,30 @@ def registry_server() -> ModuleType:
     return module
 
 
+def use_this_checkout() -> None:
+    """Make every ociimg this bench starts import the checkout it lives in: the console
+    script finds ociimg through whatever `pip install -e` ran last on this machine,
+    which may be another clone (a CI run re-points it)."""
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+
+
+def ociimg_command() -> str:
+    """The ``ociimg`` console script installed beside this interpreter, not a pyenv shim
+    found on PATH: the shim is a bash script (``pyenv exec``) that adds tens of ms to
+    every timed start (more under load)."""
+    beside = Path(sys.executable).parent / "ociimg"
+    return str(beside) if beside.exists() else (shutil.which("ociimg") or "ociimg")
+
+
+def precompile() -> None:
+    """Write ociimg's bytecode, as installing a wheel does: under PYTHONDONTWRITEBYTECODE
+    an editable checkout would otherwise recompile every module on every timed start,
+    which no installed ociimg does (and skopeo's start-up is a compiled binary's)."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "ociimg")],
+                   check=False, stdout=subprocess.DEVNULL)
+
+
 # Cached images -----------------------------------------------------------------------
 def cached_big_layout(total_mb: int, layers: int, seed: int = 1,
                       cache_dir: Path | None = None) -> Path:
@@ -69,6 +95,138 @@ def cached_big_layout(total_mb: int, layers: int, seed: int = 1,
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return final
+
+
+USR_SHAPES = {
+    # name: (every Nth non-directory entry of /usr kept, largest file kept, layers)
+    "usr-1g": (2, 4 << 20, 5),
+}
+
+
+def cached_usr_layout(shape: str = "usr-1g", cache_dir: Path | None = None) -> Path:
+    """An image of real-looking trees: this machine's /usr, sampled, in gzip layers.
+
+    ``usr-1g``: every directory and every second other entry (files, symlinks,
+    hardlinks) of a sorted walk of /usr, files above 4 MiB left out (~78k entries, ~1 GB
+    on dev2), split in walk order into five layers of about equal size. Each layer
+    carries the parent dirs of its entries, as a layer built by a Dockerfile step does.
+    Headers are ustar with integer mtimes and PAX records only where ustar cannot hold a
+    field (long or non-ASCII names), which is what Go's archive/tar writes for Docker,
+    buildah and umoci; gzip -6 (pigz) as Go's default level. The tag is ``shape``.
+    Built once under the temp dir (or ``cache_dir``) and renamed into place when complete.
+    """
+    nth, max_file, nlayers = USR_SHAPES[shape]
+    # Bump the version when the generator changes: the key is not this file's hash, so
+    # that editing other helpers here does not rebuild a 1 GB image.
+    key = hashlib.sha256(f"v1:{nth}:{max_file}:{nlayers}".encode()).hexdigest()[:12]
+    base = cache_dir or Path(tempfile.gettempdir())
+    final = base / f"ociimg-bench-{shape}-{key}"
+    if (final / "index.json").is_file():
+        return final
+    scratch = Path(tempfile.mkdtemp(prefix=final.name + ".", dir=base))
+    try:
+        started = time.monotonic()
+        print(f"building the {shape} image from /usr into {final} …", flush=True)
+        entries = _sample_tree("/usr", nth, max_file)
+        _write_tree_layout(scratch / "layout", shape, _split_by_size(entries, nlayers))
+        try:
+            os.rename(scratch / "layout", final)
+        except OSError:  # a concurrent run finished first: same content
+            pass
+        print(f"built in {time.monotonic() - started:.1f}s", flush=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return final
+
+
+def _sample_tree(top: str, nth: int, max_file: int) -> list[tuple[str, int]]:
+    """(path, bytes) in sorted walk order: every dir, every ``nth`` other entry."""
+    out: list[tuple[str, int]] = []
+    counter = 0
+    for dirpath, dirnames, filenames in os.walk(top):
+        dirnames.sort()
+        out.append((dirpath, 0))
+        for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            size = st.st_size if stat.S_ISREG(st.st_mode) else 0
+            if size > max_file:
+                continue
+            counter += 1
+            if counter % nth == 0:
+                out.append((path, size))
+    return out
+
+
+def _split_by_size(entries: list[tuple[str, int]], parts: int) -> list[list[str]]:
+    total = sum(size for _, size in entries) + 512 * len(entries)
+    layers: list[list[str]] = [[]]
+    filled = 0
+    for path, size in entries:
+        if filled >= total * len(layers) / parts and len(layers) < parts:
+            layers.append([])
+        layers[-1].append(path)
+        filled += size + 512
+    return layers
+
+
+def _write_tree_layout(layout: Path, tag: str, layers: list[list[str]]) -> None:
+    blob_dir = layout / "blobs" / "sha256"
+    blob_dir.mkdir(parents=True)
+    (layout / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    descs, diff_ids = [], []
+    for paths in layers:
+        plain = layout / "layer.tar"
+        _write_tree_tar(plain, paths)
+        with open(plain, "rb") as f:
+            diff_ids.append("sha256:" + hashlib.file_digest(f, "sha256").hexdigest())
+        subprocess.run(["pigz", "-6", "-n", "-f", str(plain)], check=True)
+        zipped = plain.with_suffix(".tar.gz")
+        with open(zipped, "rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        size = zipped.stat().st_size
+        os.rename(zipped, blob_dir / digest)
+        descs.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                      "digest": f"sha256:{digest}", "size": size})
+    config = _put_json_blob(blob_dir, {
+        "architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids}})
+    manifest = _put_json_blob(blob_dir, {
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **config},
+        "layers": descs})
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", **manifest,
+        "annotations": {"org.opencontainers.image.ref.name": tag}}]}))
+
+
+def _write_tree_tar(dest: Path, paths: list[str]) -> None:
+    def whole_seconds(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.mtime = int(info.mtime)
+        return info
+
+    with tarfile.open(dest, "w", format=tarfile.PAX_FORMAT) as tf:
+        present: set[str] = set()
+        for path in paths:
+            parents = []
+            parent = os.path.dirname(path)
+            while parent not in present and parent != "/":
+                parents.append(parent)
+                parent = os.path.dirname(parent)
+            for p in [*reversed(parents), path]:
+                if p not in present:
+                    present.add(p)
+                    tf.add(p, arcname=p.lstrip("/"), recursive=False, filter=whole_seconds)
+
+
+def _put_json_blob(blob_dir: Path, doc: dict[str, object]) -> dict[str, object]:
+    raw = json.dumps(doc).encode()
+    digest = hashlib.sha256(raw).hexdigest()
+    (blob_dir / digest).write_bytes(raw)
+    return {"digest": f"sha256:{digest}", "size": len(raw)}
 
 
 def layout_blobs(layout: Path, tag: str) -> dict[str, int]:

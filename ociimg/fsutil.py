@@ -19,8 +19,12 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same directory, fsync, rename."""
+def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o644, *,
+                 sync_dir: bool = True) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same directory, fsync, rename,
+    fsync the directory. ``sync_dir=False`` leaves the last step to the caller: files
+    written into a private temp dir that is fsynced once before it is renamed into place
+    (each directory fsync is a journal commit of its own)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -35,7 +39,8 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    fsync_dir(path.parent)
+    if sync_dir:
+        fsync_dir(path.parent)
 
 
 # Tree walks: never recursive and never through growing path strings. A layer (or a

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from ociimg.store.layout import default_root, make_private
+from ociimg.rootdir import default_root, make_private
 
 app = typer.Typer(
     name="ociimg",
@@ -40,12 +40,9 @@ READ_ONLY = frozenset({"images", "ps", "inspect", "logs", "events", "top", "stat
 
 def _version(value: bool) -> None:
     if value:
-        from importlib.metadata import PackageNotFoundError, version
-        try:
-            text = version("ociimg")
-        except PackageNotFoundError:  # a checkout run without installing it
-            text = "unknown"
-        print(f"ociimg version {text}")
+        from ociimg.cli import print_version
+
+        print_version()
         raise typer.Exit(0)
 
 

@@ -8,7 +8,10 @@ import re
 import typer
 
 from ociimg.errors import OciimgError
-from ociimg.spec import Platform
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ociimg.spec import Platform
 
 PLATFORM_HELP = "OS/ARCH[/VARIANT] to select from a multi-platform image (default: this host)."
 INSECURE_HELP = "Allow plain HTTP and unverified TLS for this registry."
@@ -30,6 +33,8 @@ ENV = typer.Option([], "--env", "-e", help="Set KEY=VALUE in the environment.")
 
 
 def parse_platform(text: str | None) -> Platform | None:
+    from ociimg.spec import Platform  # here: `ociimg ps` and `--help` need no image spec
+
     return Platform.parse(text) if text else None
 
 

@@ -16,7 +16,7 @@ import threading
 import time
 
 from ociimg.containers.eventlog import append_event
-from ociimg.containers.monitor import HEALTH_RECORD
+from ociimg.containers.records import HEALTH_RECORD
 from ociimg.runtime import jsonio
 
 TYPE_CHECKING = False

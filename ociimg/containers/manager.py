@@ -20,52 +20,44 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ociimg.bundle import BundleOptions, to_runtime_config, write_bundle
 from ociimg.containers import store
-from ociimg.containers.attach import DETACH_KEYS
 from ociimg.containers.eventlog import append_event
-from ociimg.containers.monitor import (
-    HEALTH_RECORD,
-    MONITOR_RECORD,
-    RUN_RECORD,
-    STOP_MARK,
-    error_from_report,
-)
 from ociimg.containers.policies import Healthcheck, RestartPolicy, healthcheck_record
-from ociimg.containers.protocol import OciRuntime
-from ociimg.containers.resolved import ResolvedImage, warn_unsafe_labels
-from ociimg.containers.rootfs import (
-    mount_rootfs,
-    mount_snapshot,
-    release_rootfs,
-    remove_rootfs,
-)
+from ociimg.containers.records import HEALTH_RECORD, MONITOR_RECORD, RUN_RECORD, STOP_MARK
 from ociimg.containers.runtimes import runtime_from_record, select_runtime
 from ociimg.containers.store import Container
-from ociimg.containers.volumes import (
-    VolumeMount,
-    VolumeStore,
-    anonymous_volumes,
-    plan_mounts,
-)
 from ociimg.errors import ContainerError, ContainerNotFound, OciimgError
-from ociimg.events import NullProgress, Progress
-from ociimg.fsutil import remove_tree
+from ociimg.events import NullProgress
+from ociimg.fsutil import fsync_dir, remove_tree
 from ociimg.runtime import DEFAULT_STATE_ROOT
 
-TYPE_CHECKING = False  # `ps` and `inspect` never need the network package
+# `ps`, `inspect` and `wait` read records: the bundle converter, the image store, the
+# rootfs, volume and attach machinery load where a container is made or started (the
+# CLI's start-up budget, tests/integration/test_cli_startup.py).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from ociimg.bundle import BundleOptions
     from ociimg.containers.logfile import Record
+    from ociimg.containers.protocol import OciRuntime
+    from ociimg.containers.resolved import ResolvedImage
+    from ociimg.containers.volumes import VolumeMount
+    from ociimg.events import Progress
     from ociimg.network import NetworkOptions
 
 DEFAULT_RUNTIME_ROOT = Path(DEFAULT_STATE_ROOT)
 ACTIVE = ("creating", "created", "running", "paused", "restarting")
 
 
+def _bundle_options() -> BundleOptions:
+    from ociimg.bundle import BundleOptions
+
+    return BundleOptions()
+
+
 @dataclass
 class CreateOptions:
     name: str | None = None
-    bundle: BundleOptions = field(default_factory=BundleOptions)
+    bundle: BundleOptions = field(default_factory=_bundle_options)
     remove: bool = False           # removed by its monitor once it exits (run --rm)
     interactive: bool = False      # an attached start feeds the caller's stdin to it
     runtime: str | None = None     # None: the built-in runtime; else a runc-compatible binary
@@ -118,6 +110,15 @@ class ContainerManager:
 
     def _create(self, image: ResolvedImage, options: CreateOptions, runtime: OciRuntime,
                 progress: Progress) -> Container:
+        from ociimg.bundle import to_runtime_config, write_bundle
+        from ociimg.containers.resolved import warn_unsafe_labels
+        from ociimg.containers.rootfs import (
+            mount_rootfs,
+            mount_snapshot,
+            release_rootfs,
+            remove_rootfs,
+        )
+        from ociimg.containers.volumes import VolumeStore
         cid = store.new_id()
         created_volumes: list[str] = []
         final = store.containers_dir(self.root) / cid
@@ -130,7 +131,7 @@ class ContainerManager:
             if options.name:
                 store.reserve_name(self.root, options.name, cid)
             if options.snapshot is None:
-                mount_rootfs(image, self.root, tmp, cid, progress)
+                mount_rootfs(image, self.root, tmp, cid, progress, volatile=options.remove)
             else:
                 mount_snapshot(self.root, tmp, options.snapshot)
             volumes_lock.enter_context(VolumeStore(self.root).locked())
@@ -159,7 +160,10 @@ class ContainerManager:
                     "healthcheck": healthcheck_record(options.healthcheck, image)}
             if options.snapshot is not None:
                 meta["snapshotKey"] = options.snapshot
-            store.write_json(tmp / "meta.json", meta)
+            # The network files and meta.json were fsynced, their names are made durable
+            # here, once, before the directory is renamed into place.
+            store.write_json(tmp / "meta.json", meta, sync_dir=False)
+            fsync_dir(tmp)
             os.rename(tmp, final)
         except BaseException:
             release_rootfs(tmp)
@@ -176,6 +180,7 @@ class ContainerManager:
         return Container(cid, final, meta)
 
     def _plan_mounts(self, image: ResolvedImage, options: CreateOptions, rootfs: Path) -> Any:
+        from ociimg.containers.volumes import VolumeStore, plan_mounts
         inherited = []
         for key, readonly in options.volumes_from:
             for rec in self.get(key).meta.get("mounts") or []:
@@ -260,6 +265,7 @@ class ContainerManager:
             if not doc:
                 raise ContainerError(f"container {c.name}: its monitor died",
                                      hint=f"see {c.path / 'monitor.log'}")
+            from ociimg.containers.monitor import error_from_report
             raise error_from_report(doc, c.id)
         if stdio is None:
             os.close(report_r)
@@ -430,19 +436,19 @@ class ContainerManager:
         return Container(c.id, c.path, meta)
 
     def attach(self, c: Container, stdio: tuple[int, int, int], *, stdin: bool = True,
-               detach_keys: bytes = DETACH_KEYS, size: tuple[int, int] | None = None,
+               detach_keys: bytes | None = None, size: tuple[int, int] | None = None,
                on_connect: Callable[[Any], None] | None = None) -> int | None:
         """Copy the running container's output to ``stdio`` (its input from stdio[0] when
         ``stdin`` and it was created interactive) until it exits: its exit code; None if
-        the detach keys were typed."""
-        from ociimg.containers.attach import attach_client
+        the detach keys were typed (default ctrl-p ctrl-q)."""
+        from ociimg.containers.attach import DETACH_KEYS, attach_client
         st = self.status(c).status
         if st not in ("running", "paused"):
             raise ContainerError(f"container {c.name} is {st}, not running",
                                  hint=f"start it first: ociimg start {c.name}")
         try:
-            done = attach_client(str(c.path), stdio, detach_keys=detach_keys, size=size,
-                                 stdin=stdin and bool(c.meta.get("interactive")),
+            done = attach_client(str(c.path), stdio, detach_keys=detach_keys or DETACH_KEYS,
+                                 size=size, stdin=stdin and bool(c.meta.get("interactive")),
                                  on_connect=on_connect)
         except OSError as exc:
             raise ContainerError(f"container {c.name}: cannot attach ({exc.strerror})",
@@ -513,6 +519,8 @@ class ContainerManager:
 
     def remove(self, c: Container, force: bool = False, *, volumes: bool = False) -> None:
         """With ``volumes`` (rm -v), its anonymous volumes go too."""
+        from ociimg.containers.rootfs import release_rootfs, remove_rootfs
+        from ociimg.containers.volumes import VolumeStore, anonymous_volumes
         st = self.status(c).status
         if st in ACTIVE:
             if not force:

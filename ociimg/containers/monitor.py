@@ -25,6 +25,7 @@ import os
 import sys
 
 from ociimg.containers import attach, logfile, stdio
+from ociimg.containers.records import MONITOR_RECORD, RUN_RECORD, STOP_MARK
 from ociimg.containers.runtimes import runtime_from_record
 from ociimg.errors import ExecutableNotFound, OciimgError
 from ociimg.runtime import jsonio
@@ -35,10 +36,6 @@ if TYPE_CHECKING:
 
     from ociimg.containers.protocol import OciRuntime
 
-MONITOR_RECORD = "monitor.json"
-HEALTH_RECORD = "health.json"  # docker's State.Health, written by the health checker
-RUN_RECORD = "run.json"  # the current run: startedAt (Unix seconds), restartCount, pid
-STOP_MARK = "stopped"  # written by stop/kill: the restart policy does not apply
 
 
 class Monitor:
@@ -228,7 +225,8 @@ class Monitor:
 
     def _finish(self, code: int | None) -> None:
         """Exit record first (``ps`` never sees neither it nor the runtime's state), then
-        the runtime's state, the rootfs, and the container itself if it is auto-removed."""
+        the runtime's state, the network, the rootfs, and the container itself if it is
+        auto-removed; all of it before the caller hears of the exit."""
         if code is not None:
             _write_json(os.path.join(self.path, "exit.json"), {
                 "exitCode": code, "finished": _now()})
@@ -240,11 +238,17 @@ class Monitor:
             self.runtime.delete(self.cid, force=True)
         except OciimgError:
             pass
-        from ociimg.network import teardown
+        from ociimg.network import remove_mountpoints
+        remove_mountpoints(self.path)  # type: ignore[arg-type]  # in the still mounted rootfs
+        # The network's teardown (netavark: 100-200 ms of iptables and netlink calls) and
+        # the rootfs's unmount and removal share nothing: side by side.
+        network = _NetworkTeardown(self.cid)
         try:
-            teardown(self.cid, locked=True, cdir=self.path)  # it holds the lock
-        except (OciimgError, OSError) as exc:
-            print(f"network teardown: {exc}", file=sys.stderr)  # monitor.log
+            self._release_rootfs()
+        finally:
+            network.join()
+
+    def _release_rootfs(self) -> None:
         from ociimg.containers.rootfs import release_rootfs, remove_rootfs
         release_rootfs(self.path)
         if self.meta.get("autoRemove"):
@@ -256,6 +260,30 @@ class Monitor:
             if anonymous_volumes(self.meta):  # docker run --rm removes them too
                 from pathlib import Path
                 VolumeStore(Path(root)).remove_anonymous(anonymous_volumes(self.meta))
+
+
+class _NetworkTeardown:
+    """network.teardown of ``cid`` on a thread of its own (the monitor holds the
+    attachment's lock); errors go to monitor.log, as the monitor's own do."""
+
+    def __init__(self, cid: str) -> None:
+        import threading
+        self.cid = cid
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="network-teardown")
+        self.thread.start()
+
+    def _run(self) -> None:
+        from ociimg.network import teardown
+        try:
+            teardown(self.cid, locked=True)
+        except (OciimgError, OSError) as exc:
+            self.error = exc
+
+    def join(self) -> None:
+        self.thread.join()
+        if self.error is not None:
+            print(f"network teardown: {self.error}", file=sys.stderr)  # monitor.log
 
 
 def _console_listener() -> tuple[Any, str]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import secrets
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -78,7 +78,7 @@ def containers_dir(root: Path) -> Path:
 
 
 def new_id() -> str:
-    return secrets.token_hex(32)
+    return os.urandom(32).hex()  # secrets.token_hex's bytes, without its hmac/OpenSSL import
 
 
 def now() -> str:
@@ -108,9 +108,10 @@ def read_json(path: Path, what: str) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
-def write_json(path: Path, doc: dict[str, Any]) -> None:
+def write_json(path: Path, doc: dict[str, Any], *, sync_dir: bool = True) -> None:
+    """``sync_dir``: as fsutil.atomic_write's."""
     from ociimg.fsutil import atomic_write
-    atomic_write(path, json.dumps(doc, indent=2).encode())
+    atomic_write(path, json.dumps(doc, indent=2).encode(), sync_dir=sync_dir)
 
 
 def load(path: Path) -> Container | None:

@@ -171,6 +171,7 @@ class _Applier:
         # Dirs we changed, by inode: a path may reach one through a symlink.
         self._times: dict[tuple[int, int], tuple[list[str], int, int]] = {}
         self._timed: set[str] = set()
+        self._explicit: set[str] = set()  # dirs this layer has an entry for (finish)
         self.stream: ForwardReader | None = None
         # Last: an upper's root starts as a copy of the lower one.
         self.fmt = apply_format(self, self.ondisk, options)
@@ -284,6 +285,11 @@ class _Applier:
         if key in self._timed:
             return  # one fstat per dir path and layer, not per entry
         self._timed.add(key)
+        if key in self._explicit:
+            # This layer's entry for the dir sets its times last (finish), over any
+            # remembered ones: nothing to remember (a fstat here, an openat2, fstat and
+            # utime in finish, per dir).
+            return
         st = os.fstat(fd)
         self._times.setdefault((st.st_dev, st.st_ino), (parts, st.st_atime_ns, st.st_mtime_ns))
 
@@ -360,11 +366,17 @@ class _Applier:
                 # entirely (in an upperdir: opaque).
                 self.fmt.mark_opaque(fd, "/".join(parts))
             self._set_dir_meta(fd, None, parts, info, existing=existed)
-        finally:
+        except BaseException:
+            os.close(fd)
+            raise
+        # Its entries come next (tars list a dir before its content): the resolver keeps
+        # this fd for them instead of resolving the path again (openat2 + close per dir).
+        if not self.res.adopt(parts, fd):
             os.close(fd)
 
     def _set_dir_meta(self, fd: int, name: str | None, parts: list[str],
                       info: tarfile.TarInfo, existing: bool = True) -> None:
+        self._explicit.add("/".join(parts))
         self.meta.chown(fd, None, info, symlink=False)
         self.meta.set_xattrs(fd, info, existing=existing)
         # Mode and times last, deepest first: adding children changes a dir's mtime,

@@ -148,6 +148,19 @@ class Resolver:
             self._retired.append(self._cache.popitem(last=False)[1])
         return fd
 
+    def adopt(self, parts: list[str] | tuple[str, ...], fd: int) -> bool:
+        """Take ``fd`` as the dir fd of ``parts``: a dir the caller opened with O_NOFOLLOW
+        by its name in ``dir(parts[:-1])`` (the dir it just made, say), which is what
+        resolving ``parts`` would open. Its children then need no openat2. False when
+        ``parts`` is cached already: the caller keeps ``fd`` (and closes it)."""
+        key = tuple(parts)
+        if not key or key in self._cache:
+            return False
+        self._cache[key] = fd
+        if len(self._cache) > _CACHE_SIZE:
+            self._retired.append(self._cache.popitem(last=False)[1])
+        return True
+
     def _open(self, parts: tuple[str, ...], create: bool) -> int | None:
         name = "/".join(parts)
         try:

@@ -86,8 +86,9 @@ def prepare(root: Path, cdir: Path, cid: str, name: str | None, hostname: str,
             options: NetworkOptions, exposed: list[str], joined: tuple[str, Path] | None,
             *, mount_dir: Path | None = None) -> Prepared:
     """Write the container's network record and /etc files into ``cdir`` (bind-mounted
-    from ``mount_dir``, where ``cdir`` is renamed to once whole). ``joined``: for
-    container mode, the other container's netns path and directory."""
+    from ``mount_dir``, where ``cdir`` is renamed to once whole: the caller fsyncs ``cdir``
+    before that, the files themselves are fsynced here). ``joined``: for container mode,
+    the other container's netns path and directory."""
     from ociimg.network import config, etcfiles, netns
     etcfiles.check_hostname(hostname)
     mode = options.mode
@@ -120,19 +121,19 @@ def prepare(root: Path, cdir: Path, cid: str, name: str | None, hostname: str,
         netns_path = joined[0]
         record["netns"] = netns_path
         record["container"] = options.container
-    _write_json(cdir / RECORD, record)
+    _write_json(cdir / RECORD, record, sync_dir=False)
     bundle_network = {"host": "host", "none": "none"}.get(mode, "private")
     return Prepared(bundle_network, netns_path, mounts, [f"HOSTNAME={hostname}"])
 
 
 def _write_etc_files(cdir: Path, record: dict[str, Any], joined: tuple[str, Path] | None,
                      mount_dir: Path) -> list[tuple[str, str, bool]]:
-    _write(cdir / "hostname", record["hostname"] + "\n")
+    _write(cdir / "hostname", record["hostname"] + "\n", sync_dir=False)
     if joined is not None:  # podman: a container sharing a netns shares its files too
         return [(str(joined[1] / f), f"/etc/{f}", False) for f in ("hosts", "resolv.conf")] \
             + [(str(mount_dir / "hostname"), "/etc/hostname", False)]
-    _write(cdir / "hosts", _hosts_text(record, []))
-    _write(cdir / "resolv.conf", _resolv_text(record, []))
+    _write(cdir / "hosts", _hosts_text(record, []), sync_dir=False)
+    _write(cdir / "resolv.conf", _resolv_text(record, []), sync_dir=False)
     return [(str(mount_dir / f), f"/etc/{f}", False) for f in ETC_FILES]
 
 
@@ -556,14 +557,14 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
-def _write_json(path: Path, doc: dict[str, Any]) -> None:
+def _write_json(path: Path, doc: dict[str, Any], *, sync_dir: bool = True) -> None:
     from ociimg.fsutil import atomic_write
-    atomic_write(path, json.dumps(doc, indent=2).encode(), mode=0o600)
+    atomic_write(path, json.dumps(doc, indent=2).encode(), mode=0o600, sync_dir=sync_dir)
 
 
-def _write(path: Path, text: str) -> str:
+def _write(path: Path, text: str, *, sync_dir: bool = True) -> str:
     from ociimg.fsutil import atomic_write
-    atomic_write(path, text.encode(), mode=0o644)
+    atomic_write(path, text.encode(), mode=0o644, sync_dir=sync_dir)
     return str(path)
 
 

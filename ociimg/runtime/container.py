@@ -303,7 +303,10 @@ def _wait_for_exec(fd: int, cst: ContainerState, runtime_exe: tuple[int, int] | 
     eof = False
     while True:
         if eof:
-            time.sleep(0.005)  # closed by the init's execve or its exit: which one, soon
+            # Closed by the init's execve or its exit: which one, soon. Short: a program
+            # like /bin/true is often already exiting (no exe, not yet a zombie) at the
+            # first look, and every start waited for this sleep.
+            time.sleep(0.0005)
         elif select.select([fd], [], [], 0.1)[0]:
             chunk = os.read(fd, 4096)
             message = (message + chunk)[:_FAILURE_MAX]

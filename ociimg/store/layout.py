@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from ociimg.errors import (
 )
 from ociimg.fsutil import atomic_write
 from ociimg.reference import check_ref_name, parse_reference
+from ociimg.rootdir import default_root, make_private  # noqa: F401 (re-exported)
 from ociimg.spec import (
     ANNOTATION_REF_NAME,
     DOCKER_CONFIG,
@@ -408,28 +408,6 @@ class Store:
     def fsck(self, remove: bool = False) -> list[FsckProblem]:
         """Re-hash every blob; report corrupt, missing and mis-sized content."""
         return check_store(self, remove=remove)
-
-
-def default_root() -> Path:
-    """$OCIIMG_ROOT > /var/lib/ociimg (root) > $XDG_DATA_HOME/ociimg."""
-    env = os.environ.get("OCIIMG_ROOT")
-    if env:
-        return Path(env)
-    if os.geteuid() == 0:
-        return Path("/var/lib/ociimg")
-    xdg = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
-    return Path(xdg) / "ociimg"
-
-
-def make_private(root: Path) -> None:
-    """Create the ociimg root directory mode 0700, or tighten an existing one: images
-    pulled with credentials, container rootfs and logs live below it, and blobs are 0444,
-    so only the root directory keeps other users out (containers/storage makes its root
-    0700 too). Tools run by root (skopeo, umoci) still read the layout."""
-    root.mkdir(mode=0o700, parents=True, exist_ok=True)
-    st = root.stat()
-    if st.st_uid == os.geteuid() and st.st_mode & 0o077:
-        os.chmod(root, stat.S_IMODE(st.st_mode) & 0o700)
 
 
 def _same_repo(stored_name: str, repo_name: str) -> bool:
