@@ -153,7 +153,7 @@ def parse_transport(text: str, root: Path | None = None, *,
         return _open_registry(ref, text, pull_options)
     from ociimg.store.layout import default_root
 
-    store = Store.open(root or default_root())
+    store = Store(Path(root or default_root()) / "store")  # a source: read, never created
     name = _store_name(store, text)
     return ImageSource(text, store, store.resolve(name), name)
 

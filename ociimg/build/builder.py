@@ -150,7 +150,7 @@ class Builder:
 
     # Entry -------------------------------------------------------------------------------
     def build(self) -> BuildResult:
-        from ociimg.build.expand import expand
+        from ociimg.expand import expand
         for ins in self.df.meta_args:
             for name, default in metadata.arg_decls(ins, self.meta, self.df.escape):
                 value = self.options.build_args.get(name, default)
@@ -212,7 +212,7 @@ class Builder:
                             base_history=len(image.config.history))
 
     def _stage_platform(self, stage: Stage) -> Platform:
-        from ociimg.build.expand import expand
+        from ociimg.expand import expand
         if stage.platform:
             return Platform.parse(expand(stage.platform, self.meta, escape=self.df.escape))
         return self.options.platform or Platform.host()
@@ -267,7 +267,7 @@ class Builder:
 
     # Filesystem steps ----------------------------------------------------------------------
     def _do_workdir(self, stage: Stage, r: _StageResult, ins: Instruction) -> None:
-        from ociimg.build.expand import expand
+        from ociimg.expand import expand
         path = expand(ins.args[0], self._env(r), escape=self.df.escape)
         path = posixpath.normpath(posixpath.join(r.state.workdir(), path))
         r.state.config["WorkingDir"] = path
@@ -311,8 +311,12 @@ class Builder:
                 and len(text.split()) == 1:
             body = ins.heredocs[0].content
             if body.startswith("#!"):  # a script with its own interpreter: run as a file
+                name = ins.heredocs[0].name
+                if "/" in name or name in (".", ".."):  # its file's name in /dev/pipes
+                    raise BuildError(f"RUN <<{name}: a heredoc run as a script needs a "
+                                     "plain name", hint="use e.g. RUN <<EOF")
                 path = self._temp_file(body.encode(), 0o755)
-                target = f"/dev/pipes/{ins.heredocs[0].name}"
+                target = f"/dev/pipes/{name}"
                 return [target], [BindMount(str(path), target, readonly=True)]
             return [*r.state.shell, body], []
         if ins.heredocs:  # anything else: the heredocs handed back to the shell as written
@@ -343,7 +347,7 @@ class Builder:
 
     def _run_mounts(self, stage: Stage, r: _StageResult, ins: Instruction
                     ) -> tuple[list[BindMount], list[str], list[Any]]:
-        from ociimg.build.expand import expand
+        from ociimg.expand import expand
         mounts: list[BindMount] = []
         tmpfs: list[str] = []
         keys: list[Any] = []
@@ -386,12 +390,7 @@ class Builder:
         ident = fields.get("id") or target
         path = self.root / "build-cache" / "mounts" / Digest.of(ident.encode()).hex
         if not path.is_dir():
-            try:
-                mode, uid, gid = (int(fields.get("mode", "755"), 8), int(fields.get("uid", "0")),
-                                  int(fields.get("gid", "0")))
-            except ValueError:
-                raise BuildError(f"--mount type=cache: bad mode, uid or gid in {dict(fields)}") \
-                    from None
+            mode, uid, gid = _mount_ids(fields, "755", "cache")
             path.mkdir(parents=True, mode=0o755)
             os.chmod(path, mode)
             os.chown(path, uid, gid)
@@ -405,8 +404,9 @@ class Builder:
                 raise BuildError(f"secret {ident!r} is required but was not given",
                                  hint=f"pass it: --secret id={ident},src=PATH")
             return None
-        copy = self._temp_file(Path(source).read_bytes(), int(fields.get("mode", "0400"), 8))
-        os.chown(copy, int(fields.get("uid", "0")), int(fields.get("gid", "0")))
+        mode, uid, gid = _mount_ids(fields, "0400", "secret")
+        copy = self._temp_file(Path(source).read_bytes(), mode)
+        os.chown(copy, uid, gid)
         return BindMount(str(copy), target, readonly=True)
 
     def _bind_source(self, stage: Stage, fields: Mapping[str, str]) -> tuple[Path, str]:
@@ -414,7 +414,8 @@ class Builder:
         ref = fields.get("from")
         if ref is None:
             context = self._need_context()
-            return context.resolve(source), context.digest([source])
+            context.resolve(source)  # the one-line errors: ../x, links out, excluded
+            return self._pinned(context.root, source), context.digest([source])
         root, digest = self._source_root(stage, ref)
         rootfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
@@ -431,6 +432,35 @@ class Builder:
         finally:
             os.close(fd)
         return Path(resolved), f"{digest}:{source}"
+
+    def _pinned(self, root: Path, source: str) -> Path:
+        """``source`` resolved inside ``root`` and bind-mounted (read-only) at a private
+        path of this build, which the runtime mounts then. Handing it the context path
+        itself let whoever can write the context swap a dir for a symlink to any host
+        dir between the check and the runtime's mount (a race; 5 builds in 30 won)."""
+        from ociimg.oskit import linux
+        from ociimg.oskit.paths import resolve_in_root
+        rootfd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fd = resolve_in_root(rootfd, source, flags=os.O_PATH)
+        except OSError as exc:
+            raise BuildError(f"--mount source={source}: {exc.strerror}") from None
+        finally:
+            os.close(rootfd)
+        try:
+            target = self._workdir() / f"bind-{secrets.token_hex(6)}"
+            if os.path.isdir(f"/proc/self/fd/{fd}"):
+                target.mkdir(mode=0o700)
+            else:
+                target.touch(mode=0o600)
+            linux.mount(f"/proc/self/fd/{fd}", target, None, linux.MS.BIND)
+            self._stack.callback(_unmount, target)
+            # Read-only on the host side too: nothing below it can be removed with the
+            # work dir, even if the unmount failed.
+            linux.mount(None, target, None, linux.MS.BIND | linux.MS.REMOUNT | linux.MS.RDONLY)
+        finally:
+            os.close(fd)
+        return target
 
     def _need_context(self) -> BuildContext:
         if self.context is None:
@@ -454,7 +484,7 @@ class Builder:
         self._copy(stage, r, ins, add=True)
 
     def _copy(self, stage: Stage, r: _StageResult, ins: Instruction, *, add: bool) -> None:
-        from ociimg.build.expand import expand, expand_heredoc
+        from ociimg.expand import expand, expand_heredoc
         words = self._meta_context.words(r.state, ins)
         if len(words) < 2:
             raise BuildError(f"{ins.keyword} requires at least two arguments")
@@ -571,9 +601,22 @@ class Builder:
         copied like a dir (its entries resolved inside the image like any COPY's); the
         archive's owners are kept unless --chown."""
         from ociimg.build.fetch import extract_archive
+        from ociimg.oskit.paths import resolve_in_root
         work = Path(tempfile.mkdtemp(dir=self._workdir(), prefix="extract-"))
         try:
-            extract_archive(src_root / rel, work)
+            # Opened inside the context root (a parent swapped for a link to the host
+            # since the check cannot lead out), then read through that fd.
+            srcfd = os.open(src_root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                fd = resolve_in_root(srcfd, rel, flags=os.O_RDONLY)
+            except OSError as exc:
+                raise BuildError(f"ADD {rel}: {exc.strerror}") from None
+            finally:
+                os.close(srcfd)
+            try:
+                extract_archive(Path(f"/proc/self/fd/{fd}"), work, label=rel)
+            finally:
+                os.close(fd)
             keep = copying.CopyOptions(owner=options.owner if options.owner != (0, 0)
                                        else None, chmod=options.chmod,
                                        parents_owner=options.parents_owner)
@@ -794,6 +837,21 @@ class Builder:
 
 
 # Helpers ----------------------------------------------------------------------------------
+def _mount_ids(fields: Mapping[str, str], default_mode: str, kind: str
+               ) -> tuple[int, int, int]:
+    """A cache or secret mount's mode (octal), uid and gid, checked: a bad value is the
+    Containerfile's error, never a traceback, and -1 (chown's "leave it") is no owner."""
+    try:
+        mode = int(fields.get("mode", default_mode), 8)
+        uid, gid = int(fields.get("uid", "0")), int(fields.get("gid", "0"))
+    except ValueError:
+        mode = uid = gid = -1
+    if not 0 <= mode <= 0o7777 or not 0 <= uid < 2**32 - 1 or not 0 <= gid < 2**32 - 1:
+        raise BuildError(f"--mount type={kind}: bad mode, uid or gid in {dict(fields)}",
+                         hint="mode is octal (0755), uid and gid are numbers")
+    return mode, uid, gid
+
+
 def _host_network_files(network: str) -> list[BindMount]:
     """With the host's network, its resolver config too (BuildKit does the same), read-only;
     a mount point RUN had to create is removed again, so the image keeps its own."""
@@ -921,6 +979,14 @@ def _copy_tree(src: Path, dest: Path) -> None:
         shutil.copytree(src, dest, symlinks=True)
     else:
         shutil.copy2(src, dest)
+
+
+def _unmount(path: Path) -> None:
+    """A private bind of this build, detached; the read-only bind keeps the work dir's
+    removal from reaching into it even if this failed."""
+    from ociimg.oskit import linux
+    with contextlib.suppress(OSError):
+        linux.umount2(path, linux.MNT.DETACH)
 
 
 def _remove_tree(path: Path) -> None:

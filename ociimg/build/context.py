@@ -33,6 +33,7 @@ from typing import BinaryIO
 from ociimg.build.fetch import open_archive
 from ociimg.build.ignore import IgnoreRules, clean_path
 from ociimg.errors import BuildError, ContextEscape, ContextNotFound
+from ociimg.expand import fullmatch_regex
 from ociimg.fsutil import remove_tree
 from ociimg.layers.apply import ApplyOptions, apply_layer
 
@@ -87,7 +88,7 @@ class BuildContext:
         """A regular file's bytes even if the ignore file excludes it (the Containerfile)."""
         host = self.root / self._follow(relpath)
         try:
-            fd = _open_regular(host)
+            fd = _open_regular(host, self.root)
         except FileNotFoundError:
             raise ContextNotFound(f"{relpath}: not found in the build context") from None
         except _NotRegular:
@@ -275,10 +276,21 @@ class _NotRegular(Exception):
     pass
 
 
-def _open_regular(host: Path) -> int:
+def _open_regular(host: Path, root: Path | None = None) -> int:
     """Open a file for reading only if it is a regular file: an O_PATH fd is checked
-    first, so a FIFO or device node is never opened (a device's open can have effects)."""
-    path_fd = os.open(host, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    first, so a FIFO or device node is never opened (a device's open can have effects).
+    With ``root``: ``host`` is resolved inside it (a parent swapped for a link to the
+    host since the check cannot lead out: the Containerfile's text shows in errors)."""
+    if root is None:
+        path_fd = os.open(host, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    else:
+        from ociimg.oskit.paths import resolve_in_root
+        rootfd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            path_fd = resolve_in_root(rootfd, str(host.relative_to(root)), flags=os.O_PATH,
+                                      follow_last=False)
+        finally:
+            os.close(rootfd)
     try:
         if not stat.S_ISREG(os.fstat(path_fd).st_mode):
             raise _NotRegular(str(host))
@@ -322,7 +334,7 @@ def _component_regex(pattern: str) -> re.Pattern[str]:
             i = end
         else:
             out.append(re.escape(ch))
-    return re.compile("".join(out), re.DOTALL)
+    return re.compile(fullmatch_regex(out, "[^/]*"), re.DOTALL)  # COPY *a*a*a*...: bounded
 
 
 def _char_class(pattern: str, i: int) -> tuple[int, str]:

@@ -26,14 +26,14 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
-from ociimg.build.expand import (
+from ociimg.errors import BuildSyntaxError
+from ociimg.expand import (
     ExpandError,
     expand_words,
     parse_arg_decls,
     parse_words,
     split_key_values,
 )
-from ociimg.errors import BuildSyntaxError
 
 __all__ = ["Heredoc", "Instruction", "Stage", "Dockerfile", "parse", "KEYWORDS", "EXPANDED"]
 
@@ -175,14 +175,15 @@ class _Reader:
             line, ended = self._trim_continuation(_chomp(raw).lstrip())
             if ended and not line.strip():
                 continue
+            parts = [line]  # joined once: += per line is quadratic on a long continuation
             while not ended and self.pos < len(self.lines):
                 raw = self.lines[self.pos]
                 self.pos += 1
                 if _is_comment(raw) or not _chomp(raw).strip():
                     continue
                 part, ended = self._trim_continuation(_chomp(raw))
-                line += part
-            yield self._instruction(line, first)
+                parts.append(part)
+            yield self._instruction("".join(parts), first)
 
     def _trim_continuation(self, line: str) -> tuple[str, bool]:
         match = self.continuation.search(line)
@@ -294,9 +295,9 @@ def _arguments(keyword: str, rest: str, number: int, escape: str, filename: str
 def _trigger(rest: str, number: int, escape: str, filename: str) -> Instruction:
     if not rest:
         raise _ArgumentError("ONBUILD requires at least one argument")
-    trigger = _parse_line(rest, number, escape, filename)
-    if trigger.keyword == "ONBUILD":
+    if rest.split(None, 1)[0].upper() == "ONBUILD":  # before parsing: it would recurse
         raise _ArgumentError("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed")
+    trigger = _parse_line(rest, number, escape, filename)
     if trigger.keyword in _NOT_TRIGGERS:
         raise _ArgumentError(f"{trigger.keyword} isn't allowed as an ONBUILD trigger")
     return trigger
@@ -325,7 +326,7 @@ def _json_array(rest: str) -> list[str] | None:
         return None
     try:
         value = json.loads(rest)
-    except ValueError:
+    except (ValueError, RecursionError):  # [[[[...: not a flat array, so the shell form
         return None
     if not isinstance(value, list):
         return None

@@ -78,7 +78,7 @@ def _read_exactly(stream: BinaryIO, n: int) -> bytes:
 
 
 def extract_archive(path: Path, dest_dir: Path, *, max_entries: int = 1_000_000,
-                    max_bytes: int | None = None) -> int:
+                    max_bytes: int | None = None, label: str | None = None) -> int:
     """Unpack the local archive ``path`` into the existing dir ``dest_dir``; entry count.
 
     Entries merge with what is there (a file replaces a file, dirs are kept), as ``tar
@@ -89,9 +89,10 @@ def extract_archive(path: Path, dest_dir: Path, *, max_entries: int = 1_000_000,
         with open(path, "rb") as raw:
             return apply_layer(dest_dir, open_archive(raw), options).entries
     except UnsafeArchive as exc:
-        raise UnsafeArchive(f"ADD {path.name}: {exc.message}", hint=exc.hint) from exc
+        raise UnsafeArchive(f"ADD {label or path.name}: {exc.message}", hint=exc.hint) from exc
     except _ARCHIVE_ERRORS as exc:
-        raise BuildError(f"ADD {path.name}: cannot extract the archive: {exc}") from exc
+        raise BuildError(f"ADD {label or path.name}: cannot extract the archive: {exc}") \
+            from exc
 
 
 def http_date_to_epoch(value: str | None) -> int | None:
@@ -123,7 +124,12 @@ def download(url: str, dest: Path, *, max_bytes: int = MAX_DOWNLOAD_BYTES,
         raise DownloadFailed(f"ADD {url}: only http:// and https:// URLs can be downloaded")
     session = requests.Session()
     session.max_redirects = MAX_REDIRECTS
-    session.trust_env = True
+    session.trust_env = True  # the proxy settings; but never ~/.netrc's credentials:
+    # the Containerfile names the URL, so they would fetch whatever the builder's
+    # account may read there (an internal server) into the image. BuildKit sends none.
+    session.auth = _no_auth  # a session auth stops the netrc lookup of the first request
+    session.rebuild_auth = lambda prepared, response: None  # type: ignore[method-assign]
+    # (and the one made again at each redirect; nothing else sets Authorization here)
     tmp = dest.with_name(f".{dest.name}.part")
     try:
         with session.get(url, stream=True, timeout=timeout, allow_redirects=True) as response:
@@ -141,6 +147,10 @@ def download(url: str, dest: Path, *, max_bytes: int = MAX_DOWNLOAD_BYTES,
         session.close()
         tmp.unlink(missing_ok=True)
     return dest, mtime
+
+
+def _no_auth(request):  # type: ignore[no-untyped-def]
+    return request
 
 
 def _check_response(url: str, response, max_bytes: int) -> None:  # type: ignore[no-untyped-def]

@@ -40,20 +40,27 @@ def clean_path(path: str) -> str:
 class _Rule:
     pattern: str
     exclusion: bool
-    regex: re.Pattern[str]
+    regex: _Matcher
     parts: tuple[str, ...]
 
     def matches(self, path: str) -> bool:
         """The path itself or one of its parent dirs matches."""
-        if self.regex.match(path):
-            return True
-        parts = path.split("/")
-        return any(self.regex.match("/".join(parts[:i])) for i in range(1, len(parts)))
+        return bool(self.regex.match(path))
 
 
-def _compile(pattern: str) -> re.Pattern[str]:
+# A pattern becomes tokens: one-char regexes, and the unbounded ones: STAR ``[^/]*``,
+# DSTAR ``(.*/)?`` and ANY (a final ``**``). Python's re backtracks, so k unbounded
+# tokens can cost len(path)**k (``*a*a*a*a*a*ab`` against a 100-char name took 13 s, eight
+# ``**/`` against a 40-deep path 50 s): a hostile context could stall the build. Runs
+# whose leftmost match is provably the right one are made atomic (as fnmatch does); a
+# pattern still left with more than one of each kind runs on a linear NFA instead.
+_STAR, _DSTAR, _ANY = "[^/]*", "(.*/)?", ".*"
+_UNBOUNDED = (_STAR, _DSTAR, _ANY)
+
+
+def _tokens(pattern: str) -> list[str]:
     """patternmatcher's translation: ``*`` → ``[^/]*``, ``**/`` → ``(.*/)?``."""
-    out = ["^"]
+    out: list[str] = []
     i = 0
     while i < len(pattern):
         ch = pattern[i]
@@ -62,11 +69,18 @@ def _compile(pattern: str) -> re.Pattern[str]:
             i += 1
             if pattern[i:i + 1] == "/":
                 i += 1
-            out.append(".*" if i == len(pattern) else "(.*/)?")
+            token = _ANY if i == len(pattern) else _DSTAR
+            if not (token == _DSTAR and out[-1:] == [_DSTAR]):  # (.*/)?(.*/)? is one
+                out.append(token)
         elif ch == "*":
-            out.append("[^/]*")
+            out.append(_STAR)
         elif ch == "?":
             out.append("[^/]")
+        elif ch == "[":  # a regex class as written, one token ("[" alone: re's error)
+            close = pattern.find("]", i + 1 if pattern[i:i + 1] in ("]", "^") else i)
+            close = pattern.find("]", close + 1) if pattern[i:i + 2] == "^]" else close
+            out.append(pattern[i - 1:close + 1] if close != -1 else ch)
+            i = close + 1 if close != -1 else i
         elif ch in _REGEX_SPECIAL:
             out.append("\\" + ch)
         elif ch == "\\":
@@ -74,8 +88,92 @@ def _compile(pattern: str) -> re.Pattern[str]:
             i += 1
         else:
             out.append(ch)
-    out.append("$")
+    return out
+
+
+def _compile(pattern: str) -> _Matcher:
+    tokens = _tokens(pattern)
+    out, loose, i = ["^"], {_STAR: 0, _DSTAR: 0, _ANY: 0}, 0
+    while i < len(tokens):
+        token = tokens[i]
+        j = i + 1
+        while j < len(tokens) and tokens[j] not in _UNBOUNDED:
+            j += 1
+        seg_tokens = tokens[i + 1:j]
+        seg = "".join(seg_tokens)
+        after = tokens[j] if j < len(tokens) else None
+        # Leftmost is right, for a seg without classes (a regex class may match '/'): for
+        # STAR when the next is STAR too (the classic glob argument) or when seg has a '/'
+        # (then it can occur only once); for DSTAR when seg ends a directory and another
+        # DSTAR follows (that one can reach every later start).
+        plain = not any(t.startswith("[") and len(t) > 1 for t in seg_tokens)  # [^a] takes '/'
+        if token == _STAR and seg and plain and (after == _STAR or "/" in seg_tokens):
+            out.append(f"(?>[^/]*?{seg})")
+        elif token == _DSTAR and plain and seg_tokens[-1:] == ["/"] and after == _DSTAR:
+            out.append(f"(?>(?:.*?/)??{seg})")
+        else:
+            if token in loose:
+                loose[token] += 1
+            out.append(token + seg)
+        i = j
+    out.append("(/.*)?$")  # or a parent dir matches
+    if loose[_STAR] > 1 or loose[_DSTAR] + loose[_ANY] > 1:
+        return _Nfa(tokens)
     return re.compile("".join(out), re.DOTALL)
+
+
+class _Nfa:
+    """The tokens as a Thompson NFA: time linear in the path for any pattern."""
+
+    def __init__(self, tokens: list[str]) -> None:
+        self.tokens = tokens
+        self.chars = [None if t in _UNBOUNDED else re.compile(t, re.DOTALL) for t in tokens]
+
+    def _closure(self, states: set[int]) -> set[int]:
+        todo = list(states)
+        while todo:
+            i = todo.pop()
+            if 0 <= i < len(self.tokens) and self.tokens[i] in _UNBOUNDED \
+                    and i + 1 not in states:
+                states.add(i + 1)
+                todo.append(i + 1)
+        return states
+
+    def match(self, path: str) -> bool:
+        end = len(self.tokens)  # and -1 - i: inside DSTAR i, after its first char
+        states = self._closure({0})
+        for ch in path:
+            if end in states and ch == "/":
+                return True  # a parent dir matched
+            nxt: set[int] = set()
+            for i in states:
+                if i < 0:  # inside DSTAR -1 - i: anything, a '/' may end it
+                    nxt.add(i)
+                    if ch == "/":
+                        nxt.add(-i)  # the token after DSTAR -1 - i
+                    continue
+                if i == end:
+                    continue
+                token, one = self.tokens[i], self.chars[i]
+                if one is not None:
+                    if one.fullmatch(ch):
+                        nxt.add(i + 1)
+                elif token == _STAR:
+                    if ch != "/":
+                        nxt.add(i)
+                elif token == _ANY:
+                    nxt.add(i)
+                else:  # DSTAR: start consuming
+                    nxt.add(-1 - i)
+                    if ch == "/":
+                        nxt.add(i + 1)
+            if not nxt:
+                return False
+            states = self._closure(nxt)
+        return end in states
+
+
+_Matcher = re.Pattern[str] | _Nfa
 
 
 class IgnoreRules:
@@ -131,13 +229,12 @@ class IgnoreRules:
 
 def _prefix_may_match(pattern: tuple[str, ...], parts: list[str]) -> bool:
     """Can a path starting with ``parts`` match ``pattern``, component by component?"""
-    if not parts:
-        return True
-    if not pattern:
-        return False
-    head = pattern[0]
-    if "**" in head:
-        return True  # any depth may follow
-    if not _compile(head).match(parts[0]):
-        return False
-    return _prefix_may_match(pattern[1:], parts[1:])
+    for depth, part in enumerate(parts):  # a loop: both may be thousands deep
+        if depth == len(pattern):
+            return False
+        head = pattern[depth]
+        if "**" in head:
+            return True  # any depth may follow
+        if not _compile(head).match(part):
+            return False
+    return True

@@ -38,14 +38,14 @@ class Context:
         self.meta = meta
 
     def words(self, state: StageState, ins: Instruction) -> list[str]:
-        from ociimg.build.expand import expand, expand_words
+        from ociimg.expand import expand, expand_words
         env = state.expansion_env()
         if ins.json_form:
             return [expand(a, env, escape=self.escape) for a in ins.args]
         return expand_words(ins.args[0], env, escape=self.escape)
 
     def pairs(self, state: StageState, ins: Instruction) -> list[tuple[str, str]]:
-        from ociimg.build.expand import parse_key_values
+        from ociimg.expand import parse_key_values
         return parse_key_values(ins.args[0], state.expansion_env(), self.escape, ins.keyword)
 
 
@@ -60,7 +60,7 @@ def apply(state: StageState, ins: Instruction, ctx: Context) -> str | None:
 
 def arg_decls(ins: Instruction, env: Mapping[str, str], escape: str
               ) -> list[tuple[str, str | None]]:
-    from ociimg.build.expand import parse_arg_decls
+    from ociimg.expand import parse_arg_decls
     return parse_arg_decls(ins.args[0], env, escape)
 
 

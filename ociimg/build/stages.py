@@ -111,6 +111,9 @@ def parse_mount_fields(text: str) -> dict[str, str]:
         key = key.strip().lower()
         key = {"dst": "target", "destination": "target", "src": "source",
                "readonly": "ro"}.get(key, key)
+        if not sep and key not in ("ro", "rw", "required"):  # `target` alone is no path
+            raise BuildError(f"--mount {text}: invalid field {part!r}: must be a key=value "
+                             "pair")
         out[key] = value if sep else "true"
     return out
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
+import posixpath
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +22,7 @@ from pathlib import Path
 from ociimg.bundle import BindMount, BundleOptions
 from ociimg.errors import BuildError, StepFailed
 from ociimg.events import Progress
+from ociimg.oskit.mountpoints import remove_mount_points
 from ociimg.oskit.paths import resolve_in_root
 
 TYPE_CHECKING = False
@@ -65,7 +66,9 @@ def run_step(root: Path, snapshots: SnapshotStore, key: str, image: ResolvedImag
         # The rootfs is mounted from create to exit: what is missing now, the runtime
         # will make as a mount point.
         view = container.path / "rootfs"
-        missing = [t for t in targets if _stat(view, t) is None]
+        # Where each will be made: a symlinked parent (/var/run -> /run) is followed inside
+        # the root, so the cleanup must look there, not under the link's name.
+        missing = sorted({_in_root(view, t) for t in targets if _stat(view, t) is None})
         # The dirs that get a new mount point inside: their times, put back afterwards
         # so that creating and removing it leaves them unchanged for the differ.
         stamps = {p: st for p in {t.rpartition("/")[0] or "/" for t in missing}
@@ -76,7 +79,8 @@ def run_step(root: Path, snapshots: SnapshotStore, key: str, image: ResolvedImag
             manager.remove(container, force=True)
     # Missing before the run means in no lower layer: the new mount points are in the
     # snapshot's own tree only (the upper dir, or the flattened copy), cleaned there.
-    _remove_mount_points(_own_tree(snapshots, key), missing, stamps)
+    remove_mount_points(_own_tree(snapshots, key), missing,
+                        {p: (st.st_atime_ns, st.st_mtime_ns) for p, st in stamps.items()})
     if code != 0:
         last = " | ".join(line for line in list(tail)[-TAIL_SHOWN:] if line.strip())
         raise StepFailed(f"{label}: exited with code {code}" +
@@ -130,6 +134,31 @@ def _own_tree(snapshots: SnapshotStore, key: str) -> Path:
     return snapshots.active_dir(key) / ("fs" if info.backend == BACKEND_COPY else "upper")
 
 
+def _in_root(view: Path, path: str) -> str:
+    """``path`` (absolute, in the root) with the symlinks of its existing part resolved
+    inside the root; the missing rest appended as written."""
+    parts = [p for p in posixpath.normpath(path).split("/") if p]
+    rootfd = os.open(view, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        top = os.readlink(f"/proc/self/fd/{rootfd}")
+        for i in range(len(parts), 0, -1):
+            try:
+                fd = resolve_in_root(rootfd, "/".join(parts[:i]), flags=os.O_PATH)
+            except OSError:
+                continue
+            try:
+                real = os.readlink(f"/proc/self/fd/{fd}")
+            finally:
+                os.close(fd)
+            rel = posixpath.relpath(real, top)
+            if rel == ".." or rel.startswith("../"):  # not under the root: leave it as is
+                return "/" + "/".join(parts)
+            return posixpath.normpath("/" + posixpath.join(rel, *parts[i:]))
+    finally:
+        os.close(rootfd)
+    return "/" + "/".join(parts)
+
+
 def _stat(view: Path, path: str) -> os.stat_result | None:
     rootfd = os.open(view, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -140,47 +169,6 @@ def _stat(view: Path, path: str) -> os.stat_result | None:
         os.close(rootfd)
     try:
         return os.fstat(fd)
-    finally:
-        os.close(fd)
-
-
-def _remove_mount_points(tree: Path, paths: list[str],
-                         stamps: dict[str, os.stat_result]) -> None:
-    """Remove what the runtime created for mounts, deepest first, if still empty; then
-    give the dirs that held them their times back."""
-    rootfd = os.open(tree, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        for path in sorted(paths, key=lambda p: p.count("/"), reverse=True):
-            parent, _, name = path.rstrip("/").rpartition("/")
-            with _opened_dir(rootfd, parent or "/") as pfd:
-                if pfd is None:
-                    continue
-                try:
-                    st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
-                    if stat.S_ISDIR(st.st_mode):
-                        os.rmdir(name, dir_fd=pfd)
-                    elif stat.S_ISREG(st.st_mode) and st.st_size == 0:
-                        os.unlink(name, dir_fd=pfd)
-                except OSError:
-                    pass  # not there, or the step put something in it: it stays
-        for path, old in stamps.items():
-            with _opened_dir(rootfd, path) as fd:
-                if fd is not None:
-                    os.utime(f"/proc/self/fd/{fd}", ns=(old.st_atime_ns, old.st_mtime_ns))
-    finally:
-        os.close(rootfd)
-
-
-@contextlib.contextmanager
-def _opened_dir(rootfd: int, path: str):  # type: ignore[no-untyped-def]
-    try:
-        fd = resolve_in_root(rootfd, path, flags=os.O_PATH | os.O_DIRECTORY,
-                             follow_last=False)
-    except OSError:
-        yield None
-        return
-    try:
-        yield fd
     finally:
         os.close(fd)
 

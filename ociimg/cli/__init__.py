@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "registryreads",
     "shellcomp",
     "signing",
+    "system",
     "unpack",
     "volumes",
 )
@@ -50,6 +51,7 @@ _HOMES = {
     "registryreads": "manifest digest list-tags delete sync referrers",
     "shellcomp": "completion",
     "signing": "sign verify key",
+    "system": "system",
     "unpack": "unpack umount",
     "volumes": "volume",
 }

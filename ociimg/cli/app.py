@@ -34,7 +34,8 @@ STATE = Globals(root=Path("/var/lib/ociimg"))
 # Commands that only read: they never create the root (a typo in --root, or a first
 # `ociimg ps` on a fresh machine, must not leave an empty store behind).
 READ_ONLY = frozenset({"images", "ps", "inspect", "logs", "events", "top", "stats", "wait",
-                       "completion", "version", "port", "history", "diff", "attach"})
+                       "completion", "version", "port", "history", "diff", "attach",
+                       "ls", "cat", "du", "manifest", "digest", "list-tags", "referrers"})
 
 
 def _version(value: bool) -> None:
@@ -61,7 +62,7 @@ def main_options(
 
 
 # Command groups decide in their own callback (``container inspect`` only reads).
-GROUPS = frozenset({"container"})
+GROUPS = frozenset({"container", "system", "volume", "network"})
 
 
 def ensure_root() -> None:

@@ -11,6 +11,7 @@ import typer
 
 from ociimg.cli.app import STATE, app
 from ociimg.cli.output import printable, progress_for
+from ociimg.cli.signing import POLICY, policy_verifier
 from ociimg.errors import InvalidArgument
 
 
@@ -119,6 +120,7 @@ def build(
                                "type=oci-archive,dest=FILE."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the image ID."),
     json_out: bool = typer.Option(False, "--json", help="JSON events, one per line."),
+    policy: Path = POLICY,
 ) -> None:
     """Build an image from a Containerfile (like `docker build` / `buildah bud`)."""
     from ociimg.build.builder import BuildOptions
@@ -137,7 +139,8 @@ def build(
     stdin = sys.stdin.buffer if "-" in (context, file) else None
     with progress_for(quiet=quiet, json_mode=json_out) as inner:
         progress = JsonEvents() if json_out else StepLog(inner)
-        result = build_image(STATE.root, BuildRequest(context, file, output), options,
+        request = BuildRequest(context, file, output, policy_verifier(policy, "build"))
+        result = build_image(STATE.root, request, options,
                              stdin=stdin, progress=progress)  # type: ignore[arg-type]
     if iidfile:
         Path(iidfile).write_text(str(result.image_id))

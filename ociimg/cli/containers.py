@@ -27,7 +27,7 @@ from ociimg.cli.options import (
     parse_size,
 )
 from ociimg.cli.output import print_json, printable, progress_for
-from ociimg.cli.signing import POLICY, policy_name, policy_verifier, precheck_source
+from ociimg.cli.signing import POLICY, policy_verifier, precheck_source
 from ociimg.errors import OciimgError
 
 
@@ -127,7 +127,7 @@ def run(
             cap_add=list(cap_add), cap_drop=list(cap_drop), annotations=parse_pairs(annotation),
             init=str(init_path or find_init()) if init or init_path else None,
             devices=[runopts.parse_device(d) for d in device],
-            ulimits=[parse_ulimit(u) for u in ulimit], sysctls=runopts.parse_sysctls(sysctl),
+            ulimits=[parse_ulimit(u) for u in ulimit], sysctls=parse_pairs(sysctl, "--sysctl"),
             group_add=list(group_add), shm_size=parse_size(shm_size) if shm_size else None,
             privileged=privileged, **parse_security_opts(security_opt))
         options = CreateOptions(
@@ -146,6 +146,7 @@ def run(
                 image, STATE.root, policy=pull, platform=parse_platform(platform),
                 pull_options=_pull_options(insecure, authfile, verifier), progress=progress)
             if verifier is not None:  # an image already in the store is checked too
+                from ociimg.signing.images import policy_name
                 verifier(policy_name(image, resolved.name), resolved.descriptor, None)
             c = manager.create(resolved, options, progress)
         runopts.write_cidfile(cidfile, c.id)

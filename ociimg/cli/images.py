@@ -176,6 +176,9 @@ def copy(
     jobs: int = typer.Option(4, "--jobs", "-j", min=1, max=32, help="Parallel blob transfers."),
     retries: int = RETRIES,
     policy: Path = POLICY,
+    with_signatures: bool = typer.Option(False, "--with-signatures", help="Also copy the "
+                                         "image's cosign .sig, .att and .sbom tags "
+                                         "(registry to registry, as `cosign copy`)."),
     quiet: bool = QUIET,
     json_out: bool = JSON_OUT,
 ) -> None:
@@ -188,12 +191,22 @@ def copy(
                           auth_file=auth_file, concurrency=jobs, retries=retries,
                           verifier=policy_verifier(policy, "copy", insecure, ca_bundle, auth_file))
     precheck_source(options.verifier, source)
+    if with_signatures:  # refused before anything is copied when either end has no tags
+        from ociimg.commands.cosigncopy import registry_ref
+        registry_ref(source), registry_ref(destination)
+    attached: list[str] = []
     with progress_for(quiet, json_out) as progress:
         digest = copy_image(source, destination, options, progress)
+        if with_signatures:
+            from ociimg.commands.cosigncopy import copy_cosign_tags
+            attached = copy_cosign_tags(source, destination, digest, options, progress)
     if json_out:
-        print_json({"source": source, "destination": destination, "digest": str(digest)})
+        print_json({"source": source, "destination": destination, "digest": str(digest),
+                    "attachments": attached})
     elif not quiet:
         print(f"{destination}\n  digest: {digest}")
+        for tag in attached:
+            print(f"  attached: {tag}")
 
 
 def human_size(n: int) -> str:

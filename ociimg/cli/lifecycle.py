@@ -275,7 +275,7 @@ def wait(names: list[str] = NAMES) -> None:
         if manager.status(c).status == "configured":
             raise ContainerError(f"container {c.name} was never started",
                                  hint=f"start it: ociimg start {c.name}")
-        print(manager.wait(c), flush=True)
+        print(manager.wait_next_exit(c), flush=True)
 
 
 @app.command(rich_help_panel="Containers")

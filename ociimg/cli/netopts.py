@@ -62,6 +62,11 @@ def _port(value: str, text: str, allow_zero: bool = True) -> int:
 def _address(text: str, where: str) -> str:
     import ipaddress
     try:
+        # Python takes any text after '%' as an IPv6 scope (newlines too) and str() gives
+        # it back, straight into /etc/hosts or resolv.conf: refused, as Go's ParseIP
+        # (docker) refuses a zone.
+        if "%" in text:
+            raise ValueError(text)
         return str(ipaddress.ip_address(text))
     except ValueError:
         raise InvalidArgument(f"{where}: {text!r} is not an IP address",

@@ -15,6 +15,13 @@ network_app = typer.Typer(name="network", help="Manage bridge networks.",
 app.add_typer(network_app, name="network", rich_help_panel="Containers")
 
 
+@network_app.callback()
+def _network_options(ctx: typer.Context) -> None:
+    from ociimg.cli.app import ensure_root
+    if ctx.invoked_subcommand not in ("ls", "inspect"):  # those only read
+        ensure_root()
+
+
 @network_app.command("create")
 def create(
     name: str = typer.Argument(..., help="Network name."),
@@ -28,7 +35,7 @@ def create(
     from ociimg.cli.options import parse_pairs
     from ociimg.network import config
     net = config.create(STATE.root, name, subnet=subnet, gateway=gateway, internal=internal,
-                        labels=parse_pairs(label))
+                        labels=parse_pairs(label, "--label"))
     print(net.name)
 
 

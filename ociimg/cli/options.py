@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 import typer
 
@@ -51,20 +50,6 @@ def parse_size(text: str) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
-def parse_volume(text: str) -> tuple[str, str, bool]:
-    """``HOST:CTR[:ro|rw]`` → (absolute host path, container path, readonly)."""
-    parts = text.split(":")
-    if len(parts) not in (2, 3) or not parts[0] or not parts[1] or \
-            (len(parts) == 3 and parts[2] not in ("ro", "rw")):
-        raise OciimgError(f"invalid volume {text!r}", hint="use HOST:CONTAINER[:ro]")
-    host = Path(parts[0]).absolute()
-    if not host.exists():
-        raise OciimgError(f"volume source {host} does not exist")
-    if not parts[1].startswith("/"):
-        raise OciimgError(f"volume destination {parts[1]!r} must be an absolute path")
-    return str(host), parts[1], len(parts) == 3 and parts[2] == "ro"
-
-
 INIT_CANDIDATES = ("/usr/bin/catatonit", "/usr/libexec/podman/catatonit", "/usr/bin/tini-static",
                    "/usr/bin/tini")
 
@@ -77,12 +62,14 @@ def find_init() -> str:
                       hint="apt-get install catatonit, or give one with --init-path")
 
 
-def parse_pairs(items: list[str]) -> dict[str, str]:
+def parse_pairs(items: list[str], flag: str = "--annotation") -> dict[str, str]:
+    """``KEY=VALUE`` values of ``flag`` (annotations, labels, sysctls), the last wins."""
+    from ociimg.errors import InvalidArgument
     out = {}
     for item in items:
         key, eq, value = item.partition("=")
         if not eq or not key:
-            raise OciimgError(f"invalid annotation {item!r}", hint="use KEY=VALUE")
+            raise InvalidArgument(f"invalid {flag} {item!r}", hint="use KEY=VALUE")
         out[key] = value
     return out
 

@@ -277,16 +277,6 @@ def parse_device(text: str) -> Any:
                        parts[2] if len(parts) > 2 else "rwm")
 
 
-def parse_sysctls(items: list[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq or not key:
-            raise InvalidArgument(f"invalid --sysctl {item!r}", hint="use NAME=VALUE")
-        out[key] = value
-    return out
-
-
 def check_userns(mode: str | None) -> None:
     if mode not in (None, "", "host"):
         raise InvalidArgument(f"unsupported --userns {mode!r}",

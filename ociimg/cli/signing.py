@@ -171,15 +171,3 @@ def precheck_source(verifier: Any, text: str) -> None:
     if verifier is not None and text.startswith(
             ("docker://", *(f"{kind}:" for kind in LAYOUT_KINDS))):
         verifier.precheck(parse_image_name(text))
-
-
-def policy_name(text: str, stored_name: str) -> Any:
-    """The name a policy judges for ``run TEXT``: the layout for oci:, else the store
-    name as a registry reference (its signatures live in that registry)."""
-    from ociimg.reference import LAYOUT_KINDS, LayoutReference, parse_image_name, parse_reference
-
-    if text.startswith(tuple(f"{kind}:" for kind in LAYOUT_KINDS)):
-        ref = parse_image_name(text)
-        if isinstance(ref, LayoutReference):
-            return ref
-    return parse_reference(stored_name)

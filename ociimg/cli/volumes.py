@@ -20,6 +20,13 @@ def _store() -> Any:
     return VolumeStore(STATE.root)
 
 
+@volume_app.callback()
+def _volume_options(ctx: typer.Context) -> None:
+    from ociimg.cli.app import ensure_root
+    if ctx.invoked_subcommand not in ("ls", "inspect"):  # those only read
+        ensure_root()
+
+
 @volume_app.command("create")
 def create(
     name: str = typer.Argument(None, help="Volume name (default: a random id)."),
@@ -29,7 +36,7 @@ def create(
     import secrets
     store = _store()
     with store.locked():  # no name: a random one, still a named volume (docker)
-        v = store.create(name or secrets.token_hex(32), labels=parse_pairs(label),
+        v = store.create(name or secrets.token_hex(32), labels=parse_pairs(label, "--label"),
                          exist_ok=name is not None)
     print(v.name)
 

@@ -15,12 +15,13 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from ociimg.build.builder import BuildOptions, BuildResult, build
 from ociimg.errors import BuildError, InvalidArgument, NotFound
 from ociimg.events import NullProgress, Progress
 from ociimg.fsutil import remove_tree
+from ociimg.reference import LAYOUT_KINDS, parse_image_name
 from ociimg.spec import Platform
 
 TYPE_CHECKING = False
@@ -37,6 +38,7 @@ class BuildRequest:
     context: str                      # a directory, or "-" for a tar on stdin
     file: str | None = None           # -f: a path, "-" for stdin, None: the default names
     output: str | None = None         # --output type=oci-archive,dest=FILE
+    verifier: Any = None              # --policy: FROM images are judged as pull/run's are
 
 
 def build_image(root: Path, request: BuildRequest, options: BuildOptions, *,
@@ -50,7 +52,8 @@ def build_image(root: Path, request: BuildRequest, options: BuildOptions, *,
     with _context(root, request, stdin) as (context, context_dir):
         name, text = _containerfile(request, context, context_dir, stdin)
         df = parse(text, name)
-        result = build(root, df, context, options, _resolver(root, progress), progress)
+        resolve = _resolver(root, progress, request.verifier)
+        result = build(root, df, context, options, resolve, progress)
     if request.output:
         write_output(root, result, request.output)
     return result
@@ -118,17 +121,29 @@ def _decode(data: bytes, where: str) -> str:
     return data.decode("utf-8", "surrogateescape")
 
 
-def _resolver(root: Path, progress: Progress):  # type: ignore[no-untyped-def]
+LAYOUT_PREFIXES = tuple(f"{kind}:" for kind in LAYOUT_KINDS)
+
+
+def _resolver(root: Path, progress: Progress, verifier: Any = None):  # type: ignore[no-untyped-def]
+    """FROM's image: pulled when asked or missing; with a ``verifier`` (--policy) a pull
+    is judged before it is tagged and a stored image before it is used (as run's)."""
     def resolve(text: str, platform: Platform | None, pull: bool) -> ResolvedImage:
         from ociimg.commands.resolve import resolve_image
-        if pull and not text.startswith(("oci:", "oci-archive:")):
+        from ociimg.registry import PullOptions
+        options = PullOptions(platform=platform or Platform.host(), verifier=verifier)
+        if verifier is not None and text.startswith(LAYOUT_PREFIXES):
+            verifier.precheck(parse_image_name(text))  # a layout or archive: judged whole
+        if pull and not text.startswith(LAYOUT_PREFIXES):
             from ociimg.reference import parse_reference
-            from ociimg.registry import PullOptions
             from ociimg.registry import pull as pull_image
             from ociimg.store import Store
-            pull_image(parse_reference(text), Store.open(root),
-                       PullOptions(platform=platform or Platform.host()), progress)
-        return resolve_image(text, root, platform=platform, progress=progress)
+            pull_image(parse_reference(text), Store.open(root), options, progress)
+        resolved = resolve_image(text, root, platform=platform, pull_options=options,
+                                 progress=progress)
+        if verifier is not None:
+            from ociimg.signing.images import policy_name
+            verifier(policy_name(text, resolved.name), resolved.descriptor, None)
+        return resolved
     return resolve
 
 

@@ -121,7 +121,7 @@ def _store_source(text: str, root: Path) -> ImageSource | None:
         return ImageSource(text, store, store.resolve(name), name)
     from ociimg.commands.resolve import store_name
 
-    store = Store.open(root)
+    store = Store(Path(root) / "store")  # only read: a missing store stays missing
     name = store_name(store, text)
     return _Trusted(text, store, store.resolve(name), name)
 

@@ -10,7 +10,7 @@ from ociimg.digest import Digest
 from ociimg.errors import OciimgError
 from ociimg.fsutil import tree_size
 from ociimg.layers.snapshots import SnapshotStore
-from ociimg.spec import MANIFEST_TYPES, MAX_CONFIG_BYTES, chain_ids, parse_config
+from ociimg.spec import MANIFEST_TYPES, MAX_CONFIG_BYTES, Descriptor, chain_ids, parse_config
 from ociimg.store import Store
 
 
@@ -45,12 +45,14 @@ def collect_garbage(root: Path, containers: list[dict]) -> GarbageReport:  # typ
                          sum(sizes.get(d.hex, 0) for d in removed), tuple(warnings))
 
 
-def image_chain_ids(store: Store, warnings: list[str]) -> set[Digest]:
-    """Chain IDs of every image manifest (every platform) the store has. An image whose
+def image_chain_ids(store: Store, warnings: list[str],
+                    refs: list[tuple[str, Descriptor]] | None = None) -> set[Digest]:
+    """Chain IDs of every image manifest (every platform) the store has (or ``refs``
+    have). An image whose
     manifest or config does not parse cannot have been unpacked by us, so it has no
     snapshots of its own: it is skipped (said in ``warnings``), never fatal to gc."""
     keep: set[Digest] = set()
-    for name, top in store.refs():
+    for name, top in store.refs() if refs is None else refs:
         for desc in store.walk(top, on_error=lambda _d, _e: None):
             if desc.media_type not in MANIFEST_TYPES or not store.has_blob(desc.digest):
                 continue

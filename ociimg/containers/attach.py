@@ -9,11 +9,12 @@ stderr data (monitor → client), ``0`` stdin data and ``w`` a terminal size "RO
 through ``/proc/self/fd/N/attach`` (N an O_PATH fd of the directory): sun_path has 108
 bytes and a container's directory may be longer.
 
-The monitor imports this module: os, select, socket only.
+The monitor imports this module: contextlib, os, select, socket only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import socket
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
 ATTACH_NAME = "attach"
 DETACH_KEYS = b"\x10\x11"  # ctrl-p ctrl-q, docker's default
 _FRAME = 1 << 16
+# Client input the container has not read yet, held by the monitor; more is dropped: a
+# program that never reads its stdin must not stop the monitor copying its output.
+_INPUT_HELD = 1 << 20
 
 
 def _socket_path(directory: str) -> tuple[int, str]:
@@ -74,6 +78,15 @@ class Hub:
         self.stdin = stdin              # where client input goes (a pipe, or the pty)
         self.master = master
         self.clients: dict[int, socket.socket] = {}
+        self.held = bytearray()         # client input waiting for the container to read
+        self.poller: select.poll | None = None
+        self.set_input(stdin)
+
+    def set_input(self, fd: int | None) -> None:
+        """Where client input goes from now on; written without blocking (_write_held)."""
+        if fd is not None:
+            os.set_blocking(fd, False)
+        self.stdin = fd
 
     def output(self, stream: str, data: bytes) -> None:
         stdio.write_all(self.log, logfile.encode(stream, data))
@@ -91,7 +104,7 @@ class Hub:
     def pump(self, sources: dict[int, str], pidfd: int | None) -> None:
         """Copy until the process behind ``pidfd`` exits (or every source is at EOF),
         then what the sources hold at that moment; the clients are closed after."""
-        poller = select.poll()
+        poller = self.poller = select.poll()
         for fd in sources:
             poller.register(fd, select.POLLIN)
         if pidfd is not None:
@@ -101,10 +114,12 @@ class Hub:
         live = dict(sources)
         try:
             while live:
-                ready = {fd for fd, _ in poller.poll()}
-                if pidfd is not None and pidfd in ready:
+                events = dict(poller.poll())
+                if pidfd is not None and pidfd in events:
                     break
-                for fd in ready:
+                if self.stdin in events and events[self.stdin] & select.POLLOUT:
+                    self._write_held()
+                for fd in events:
                     self._ready(fd, live, poller)
             for fd, stream in live.items():
                 self._drain(fd, stream)
@@ -151,9 +166,33 @@ class Hub:
             poller.unregister(fd)
             self._drop(fd)
         elif frame[:1] == b"0" and self.stdin is not None:
-            stdio.write_all(self.stdin, frame[1:])
+            self.held += frame[1:_INPUT_HELD - len(self.held) + 1]
+            self._write_held()
         elif frame[:1] == b"w" and self.master is not None:
             _resize(self.master, frame[1:])
+
+    def _write_held(self) -> None:
+        """As much held input as the container's stdin takes now, never blocking; POLLOUT
+        on it is asked for only while some is left."""
+        assert self.stdin is not None
+        try:
+            while self.held:
+                del self.held[:os.write(self.stdin, self.held)]
+        except BlockingIOError:
+            pass
+        except OSError:  # it closed its stdin (EPIPE): the input has nowhere to go
+            self.held.clear()
+        if self.poller is None:
+            return
+        source = self.stdin == self.master  # the pty is an output source: registered
+        mask = (select.POLLIN if source else 0) | (select.POLLOUT if self.held else 0)
+        with contextlib.suppress(OSError, KeyError):
+            if source:
+                self.poller.modify(self.stdin, mask)  # ENOENT once it hit EOF: left so
+            elif mask:
+                self.poller.register(self.stdin, mask)  # again: the mask is replaced
+            else:
+                self.poller.unregister(self.stdin)
 
     def _drain(self, fd: int, stream: str) -> None:
         os.set_blocking(fd, False)

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 def run_exec(c: Container, runtime: OciRuntime, argv: list[str], *, env: list[str],
              cwd: str | None, user: str | None, tty: bool, interactive: bool,
-             stdio: tuple[int, int, int]) -> int:
+             stdio: tuple[int, int, int], pid_file: str | None = None) -> int:
     process = exec_process(c, argv, env=env, cwd=cwd, user=user, tty=tty)
     path = c.path / f".exec-{secrets.token_hex(8)}.json"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
@@ -29,8 +29,8 @@ def run_exec(c: Container, runtime: OciRuntime, argv: list[str], *, env: list[st
         json.dump(process, f)
     try:
         if tty:  # the runtime proxies the pty to these fds; the container only has the pty
-            return runtime.exec(c.id, path, stdio=stdio)
-        return _exec_relayed(c, runtime, path, interactive, stdio)
+            return runtime.exec(c.id, path, stdio=stdio, pid_file=pid_file)
+        return _exec_relayed(c, runtime, path, interactive, stdio, pid_file)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
@@ -60,7 +60,8 @@ def exec_process(c: Container, argv: list[str], *, env: list[str], cwd: str | No
 
 
 def _exec_relayed(c: Container, runtime: OciRuntime, process: os.PathLike[str],
-                  interactive: bool, stdio: tuple[int, int, int]) -> int:
+                  interactive: bool, stdio: tuple[int, int, int],
+                  pid_file: str | None) -> int:
     theirs: list[int] = []
     if interactive:
         in_r, in_w = os.pipe2(os.O_CLOEXEC)
@@ -81,7 +82,7 @@ def _exec_relayed(c: Container, runtime: OciRuntime, process: os.PathLike[str],
                               daemon=True, name="ociimg-exec-output")
     copier.start()
     try:
-        return runtime.exec(c.id, process, stdio=(in_r, out_w, err_w))
+        return runtime.exec(c.id, process, stdio=(in_r, out_w, err_w), pid_file=pid_file)
     finally:
         for fd in theirs:
             os.close(fd)

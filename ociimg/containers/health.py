@@ -4,11 +4,13 @@ A thread of the monitor runs the check through the runtime's exec every ``interv
 seconds while the program runs and keeps docker's State.Health in ``DIR/health.json``:
 Status (starting, healthy, unhealthy), FailingStreak, and the last five results' Log.
 Failures inside ``startPeriod`` do not count toward ``retries`` (a success there makes it
-healthy), as docker's.
+healthy), as docker's. No check runs while the container is paused (docker skips them:
+an exec into a frozen cgroup would hang), and a check past its ``timeout`` is killed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -69,6 +71,8 @@ class HealthChecker:
         started = time.monotonic()
         interval = max(float(self.config.get("interval") or 30.0), 0.01)
         while not self.stopped.wait(interval):
+            if self._paused():
+                continue
             begin = _stamp()
             code, output = self._run_check()
             if self.stopped.is_set():
@@ -85,6 +89,14 @@ class HealthChecker:
                 append_event(os.path.dirname(os.path.dirname(self.path)),
                              f"health_status: {self.state['Status']}", self.meta)
 
+    def _paused(self) -> bool:
+        from ociimg.errors import OciimgError
+        try:
+            st = self.runtime.state(self.meta["id"])
+        except OciimgError:
+            return False
+        return bool(st) and st.get("status") == "paused"
+
     def _run_check(self) -> tuple[int, str]:
         """The check's exit code and output; -1 when it could not run or timed out."""
         from pathlib import Path
@@ -95,6 +107,9 @@ class HealthChecker:
         out_path = os.path.join(self.path, ".health-output")
         out = os.open(out_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
                       | os.O_CLOEXEC, 0o600)
+        pid_file = os.path.join(self.path, ".health-pid")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(pid_file)
         result: dict[str, Any] = {}
 
         def run() -> None:
@@ -102,15 +117,24 @@ class HealthChecker:
             try:
                 result["code"] = run_exec(c, self.runtime, check_argv(self.config["test"]),
                                           env=[], cwd=None, user=None, tty=False,
-                                          interactive=False, stdio=(out, out, out))
+                                          interactive=False, stdio=(out, out, out),
+                                          pid_file=pid_file)
             except (OciimgError, OSError) as exc:
                 result["error"] = str(exc)
 
         worker = threading.Thread(target=run, daemon=True, name="ociimg-health-check")
         worker.start()
         worker.join(float(self.config.get("timeout") or 30.0))
+        timed_out = worker.is_alive()
+        if timed_out:  # its pid file may come late: the runtime was still starting it
+            deadline = time.monotonic() + 5.0
+            while worker.is_alive() and time.monotonic() < deadline:
+                if _kill_check(pid_file):
+                    break
+                worker.join(0.05)
+            worker.join(max(0.0, deadline - time.monotonic()))
         try:
-            if worker.is_alive():  # a hung check is left to end on its own
+            if timed_out:
                 return -1, "Health check exceeded timeout"
             if "error" in result:
                 return -1, result["error"][:_OUTPUT_MAX]
@@ -127,6 +151,29 @@ class HealthChecker:
         with os.fdopen(fd, "w") as f:
             f.write(jsonio.dumps(self.state))
         os.replace(tmp, os.path.join(self.path, HEALTH_RECORD))
+
+
+def _kill_check(pid_file: str) -> bool:
+    """SIGKILL the check's process (docker kills a check past its timeout; left alone,
+    each interval would add one more hung process to the container); False if its pid
+    is not known yet."""
+    import signal
+    try:
+        with open(pid_file, "rb") as f:
+            pid = int(f.read(32))
+    except (OSError, ValueError):
+        return False
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return True  # already gone
+    try:
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    except OSError:
+        pass
+    finally:
+        os.close(pidfd)
+    return True
 
 
 def _stamp() -> str:

@@ -210,7 +210,9 @@ class ContainerManager:
         net = options.network or network.NetworkOptions(
             mode="host" if bundle.network == "host" else "none")
         joined = self._joined_netns(net.container) if net.mode == "container" else None
-        exposed = sorted(image.config.config.get("ExposedPorts") or {})
+        ports = image.config.config.get("ExposedPorts") or {}
+        exposed = sorted(p for p in ports if isinstance(p, str)) if isinstance(ports, dict) \
+            else []
         prepared = network.prepare(self.root, tmp, cid, options.name, bundle.hostname or cid,
                                    net, exposed, joined,
                                    mount_dir=store.containers_dir(self.root) / cid)
@@ -312,6 +314,34 @@ class ContainerManager:
             if deadline is not None and time.monotonic() >= deadline:
                 return None
             time.sleep(0.05)
+
+    def wait_next_exit(self, c: Container, timeout: float | None = None) -> int | None:
+        """docker wait: the exit code of the program's next exit, also when its restart
+        policy starts it again (``wait`` waits for the last one); None on ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        seen = self._runs_seen(c)
+        while True:
+            record = store.exit_record(c) or {}
+            run = self.run_record(c)
+            if record.get("restarting") and int(record.get("restartCount", 0)) > seen:
+                return int(record["exitCode"])
+            if int(run.get("restartCount", 0)) > seen and run.get("lastExitCode") is not None:
+                return int(run["lastExitCode"])  # restarted before we looked
+            step = 0.05 if deadline is None else min(0.05, deadline - time.monotonic())
+            if step <= 0:
+                return None
+            if _wait_monitor(c, time.monotonic() + step):  # it ended for good
+                return self.wait(c, None if deadline is None else
+                                 max(0.0, deadline - time.monotonic()))
+
+    def _runs_seen(self, c: Container) -> int:
+        """The restart count of the run a wait starts in: a back-off between runs counts
+        as the run before's (its exit already happened)."""
+        record = store.exit_record(c) or {}
+        seen = int(self.run_record(c).get("restartCount", 0))
+        if record.get("restarting"):
+            seen = max(seen, int(record.get("restartCount", 0)))
+        return seen
 
     def monitor_pid(self, c: Container) -> int | None:
         doc = store.read_json(c.path / MONITOR_RECORD, "monitor.json")

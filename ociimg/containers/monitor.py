@@ -87,14 +87,15 @@ class Monitor:
             if not self._restart(delay, restarts, code):
                 break
             try:
-                pid, master, ends = self._launch(restarts)
+                pid, master, ends = self._launch(restarts, code)
             except Exception:  # noqa: BLE001 - the exit record stands
                 break
         self._finish(code)
         self.send({"exited": code})
         return 0
 
-    def _launch(self, restarts: int) -> tuple[int, int | None, dict[str, int]]:
+    def _launch(self, restarts: int, last_exit: int | None = None
+                ) -> tuple[int, int | None, dict[str, int]]:
         import time
         ends = self._container_stdio()
         try:
@@ -104,8 +105,10 @@ class Monitor:
                 if key in ends:
                     _close(ends[key])
             raise
+        # lastExitCode: the run before, for a `wait` that missed its exit record.
         _write_json(os.path.join(self.path, RUN_RECORD), {
-            "startedAt": time.time(), "restartCount": restarts, "pid": pid})
+            "startedAt": time.time(), "restartCount": restarts, "pid": pid,
+            "lastExitCode": last_exit})
         _append_event(self.path, self.meta, "start")
         return pid, master, ends
 
@@ -219,7 +222,7 @@ class Monitor:
         if restore is not None:
             restore()
         hub.caller = None
-        hub.stdin = hub.master  # attach clients type into the pty from now on
+        hub.set_input(hub.master)  # attach clients type into the pty from now on
         self.caller = None
         self.send({"detached": True})
 

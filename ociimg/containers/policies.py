@@ -56,9 +56,34 @@ def healthcheck_record(option: Healthcheck | None, image: ResolvedImage) -> dict
         hc = image.config.config.get("Healthcheck")
         if not isinstance(hc, dict) or not isinstance(hc.get("Test"), list) or not hc["Test"]:
             return None
-        ns = 1e9
-        doc = {"test": list(hc["Test"]), "interval": (hc.get("Interval") or 30 * ns) / ns,
-               "timeout": (hc.get("Timeout") or 30 * ns) / ns,
-               "startPeriod": (hc.get("StartPeriod") or 0) / ns,
-               "retries": hc.get("Retries") or 3}
+        doc = {"test": list(hc["Test"]), "interval": _duration(hc, "Interval", 30),
+               "timeout": _duration(hc, "Timeout", 30),
+               "startPeriod": _duration(hc, "StartPeriod", 0),
+               "retries": _count(hc.get("Retries"), "Retries") or 3}
+        if not all(isinstance(word, str) for word in doc["test"]):
+            raise _bad_config("Test", doc["test"])
     return None if not doc["test"] or doc["test"][0] == "NONE" else doc
+
+
+# An image's config is hostile: what the monitor's health thread will compute with is
+# checked here (a string made run crash, a huge interval the thread's wait).
+_MAX_NS = 10**9 * 86400 * 365  # a year
+
+
+def _bad_config(field: str, value: Any) -> Exception:
+    from ociimg.errors import InvalidDocument
+    return InvalidDocument(f"image config: Healthcheck.{field} {value!r} is not valid",
+                           hint="the image is malformed; --no-healthcheck runs it without")
+
+
+def _count(value: Any, field: str, limit: int = 1 << 31) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= limit:
+        raise _bad_config(field, value)
+    return value
+
+
+def _duration(hc: dict[str, Any], field: str, default: float) -> float:
+    """Nanoseconds (docker's Duration) → seconds; 0 or absent: ``default``."""
+    return _count(hc.get(field), field, _MAX_NS) / 1e9 or default

@@ -87,9 +87,10 @@ class BuiltinRuntime:
         from ociimg.runtime import container
         container.resume_container(self.root, cid)
 
-    def exec(self, cid: str, process: StrPath, *, stdio: tuple[int, int, int]) -> int:
+    def exec(self, cid: str, process: StrPath, *, stdio: tuple[int, int, int],
+             pid_file: str | None = None) -> int:
         argv = [sys.executable, "-S", "-m", "ociimg.runtime", "--root", self.root,
-                "exec", "--process", str(process), cid]
+                "exec", *_pid_file(pid_file), "--process", str(process), cid]
         return _run_attached(argv, stdio, package_env())
 
 
@@ -169,8 +170,16 @@ class RuncRuntime:
     def resume(self, cid: str) -> None:
         self._call("resume", cid)
 
-    def exec(self, cid: str, process: StrPath, *, stdio: tuple[int, int, int]) -> int:
-        return _run_attached(self._argv("exec", "--process", str(process), cid), stdio, None)
+    def exec(self, cid: str, process: StrPath, *, stdio: tuple[int, int, int],
+             pid_file: str | None = None) -> int:
+        return _run_attached(self._argv("exec", *_pid_file(pid_file), "--process",
+                                        str(process), cid), stdio, None)
+
+
+def _pid_file(path: str | None) -> list[str]:
+    """runc's ``exec --pid-file``: the exec'd process's host pid, for a caller that may
+    have to kill it (a health check past its timeout)."""
+    return ["--pid-file", path] if path else []
 
 
 def _run_attached(argv: list[str], stdio: tuple[int, int, int], env: dict[str, str] | None,

@@ -281,6 +281,24 @@ def _copy_tree(src: int, dst: int) -> None:
             os.close(state["dst"])
 
 
+def _check_data_dir(v: Volume) -> None:
+    """The runtime binds ``_data`` by path: a ``_data`` that is not a real directory
+    (a symlink to a host dir) would put that dir in the container (with nocopy, or a
+    volume in use, nothing else opens it first)."""
+    try:
+        st = os.lstat(v.data)
+    except OSError as exc:
+        st = None
+        why = exc.strerror
+    else:
+        why = "not a directory"
+    if st is None or not stat.S_ISDIR(st.st_mode):
+        from ociimg.errors import IntegrityError
+        raise IntegrityError(f"volume {v.name}: {v.data}: {why}",
+                             hint="the volume was tampered with: remove it "
+                                  "(ociimg volume rm) and create it again")
+
+
 def anonymous_volumes(meta: dict[str, Any]) -> list[str]:
     """The anonymous volumes a container's meta.json records."""
     return [m["name"] for m in meta.get("mounts") or []
@@ -344,6 +362,7 @@ def plan_mounts(volumes: VolumeStore, rootfs: Path, *, explicit: list[VolumeMoun
             v = volumes.create(vm.name, exist_ok=True)
             if made:
                 plan.created.append(v.name)
+            _check_data_dir(v)
             if not vm.nocopy:
                 users = volumes.users() if users is None else users
                 if not users.get(v.name):

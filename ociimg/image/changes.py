@@ -20,7 +20,7 @@ import json
 import posixpath
 import re
 import signal
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,9 +30,7 @@ MAX_CHANGE_BYTES = 64 << 10  # a config is capped at 4 MiB; one change is far be
 MAX_EXPOSED_PORTS = 65536
 SUPPORTED = ("CMD", "ENTRYPOINT", "ENV", "EXPOSE", "LABEL", "STOPSIGNAL", "USER", "VOLUME",
              "WORKDIR")
-_EXPANDED = frozenset({"ENV", "EXPOSE", "LABEL", "STOPSIGNAL", "USER", "VOLUME", "WORKDIR"})
 _JSON_FORMS = frozenset({"CMD", "ENTRYPOINT", "VOLUME"})
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PORT = re.compile(r"(\d{1,5})(?:-(\d{1,5}))?(?:/(tcp|udp|sctp))?", re.IGNORECASE)
 _HINT = "one Dockerfile instruction per --change, e.g. -c 'CMD [\"sh\"]' or -c 'ENV A=1'"
 
@@ -130,10 +128,11 @@ def _check_syntax(change: ConfigChange) -> None:
         if ins == "VOLUME" and not all(v.strip() for v in change.exec_form):
             raise InvalidArgument("--change VOLUME: empty volume path")
         return
-    words = split_words(args, None, what=ins)
     if ins in ("ENV", "LABEL"):
-        name_values(ins, args, words)
-    elif ins in ("USER", "WORKDIR", "STOPSIGNAL") and len(words) != 1:
+        _name_values(ins, args, None)
+        return
+    words = _words(ins, args, None)
+    if ins in ("USER", "WORKDIR", "STOPSIGNAL") and len(words) != 1:
         raise InvalidArgument(f"--change {ins}: takes exactly one argument, got {len(words)}")
     elif "$" not in args and ins == "STOPSIGNAL":
         stop_signal(words[0])
@@ -141,119 +140,46 @@ def _check_syntax(change: ConfigChange) -> None:
         exposed_ports(ins, words)
 
 
-# Words ---------------------------------------------------------------------------
-def split_words(text: str, env: dict[str, str] | None, *, what: str) -> list[str]:
-    """Dockerfile word splitting; ``$`` expansion only when ``env`` is given."""
-    words: list[str] = []
-    word: list[str] = []
-    in_word = False
-    i, n = 0, len(text)
-    while i < n:
-        c = text[i]
-        if c.isspace():
-            if in_word:
-                words.append("".join(word))
-                word, in_word = [], False
-            i += 1
-            continue
-        in_word = True
-        if c == "'":
-            end = text.find("'", i + 1)
-            if end < 0:
-                raise InvalidArgument(f"--change {what}: unterminated single quote")
-            word.append(text[i + 1:end])
-            i = end + 1
-        elif c == '"':
-            i = _double_quoted(text, i + 1, env, word, what)
-        elif c == "\\":
-            if i + 1 < n:
-                word.append(text[i + 1])
-            i += 2
-        elif c == "$" and env is not None:
-            i = _expand(text, i, env, word, what)
-        else:
-            if c == "$":
-                _check_braces(text, i, what)
-            word.append(c)
-            i += 1
-    if in_word:
-        words.append("".join(word))
-    return words
+# Words: the Dockerfile's own expander (ociimg/expand.py), as buildkit's --change uses
+# its shell lexer ------------------------------------------------------------------
+class _AnyValue(Mapping[str, str]):
+    """The syntax check's env: every variable set (to a placeholder word), so ``$V`` and
+    ``${V:?msg}`` pass and only the text's own quotes and braces can fail."""
+
+    def __getitem__(self, name: str) -> str:
+        return "x"
+
+    def __contains__(self, name: object) -> bool:
+        return True
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
 
 
-def _double_quoted(text: str, i: int, env: dict[str, str] | None, word: list[str],
-                   what: str) -> int:
-    n = len(text)
-    while i < n:
-        c = text[i]
-        if c == '"':
-            return i + 1
-        if c == "\\" and i + 1 < n and text[i + 1] in '"\\$':
-            word.append(text[i + 1])
-            i += 2
-        elif c == "$" and env is not None:
-            i = _expand(text, i, env, word, what)
-        else:
-            if c == "$":
-                _check_braces(text, i, what)
-            word.append(c)
-            i += 1
-    raise InvalidArgument(f"--change {what}: unterminated double quote")
+def _words(ins: str, args: str, env: Mapping[str, str] | None) -> list[str]:
+    """The words of ``args`` expanded with ``env``; None: the syntax check (the env is
+    known only when the change is applied)."""
+    from ociimg.expand import ExpandError, expand_words
+    try:
+        return expand_words(args, _AnyValue() if env is None else env)
+    except ExpandError as exc:
+        raise InvalidArgument(f"--change {ins}: {exc.message}", hint=_HINT) from None
 
 
-def _check_braces(text: str, i: int, what: str) -> None:
-    if text.startswith("${", i) and text.find("}", i) < 0:
-        raise InvalidArgument(f"--change {what}: unterminated ${{ in {_short(text[i:])!r}")
-
-
-def _expand(text: str, i: int, env: dict[str, str], word: list[str], what: str) -> int:
-    """``text[i] == '$'``: append the expansion, return the index after it."""
-    if text.startswith("${", i):
-        end = text.find("}", i)
-        if end < 0:
-            raise InvalidArgument(f"--change {what}: unterminated ${{ in {_short(text[i:])!r}")
-        body = text[i + 2:end]
-        m = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-+])(.*))?", body, re.DOTALL)
-        if not m:
-            raise InvalidArgument(f"--change {what}: bad substitution ${{{_short(body)}}}")
-        name, op, alt = m.group(1), m.group(2), m.group(3) or ""
-        value = env.get(name)
-        if op in (":-", "-"):
-            use_alt = value is None or (op == ":-" and value == "")
-            word.append(alt if use_alt else value or "")
-        elif op in (":+", "+"):
-            has = value is not None and (op == "+" or value != "")
-            word.append(alt if has else "")
-        else:
-            word.append(value or "")
-        return end + 1
-    m = _NAME.match(text, i + 1)
-    if not m:
-        word.append("$")
-        return i + 1
-    word.append(env.get(m.group(0), ""))
-    return m.end()
-
-
-def name_values(ins: str, args: str, words: list[str]) -> list[tuple[str, str]]:
-    """ENV/LABEL pairs: ``k=v k2="v 2"`` or the legacy ``k the rest is the value``."""
-    if not words:
-        raise InvalidArgument(f"--change {ins}: requires NAME=VALUE", hint=_HINT)
-    if "=" not in words[0]:
-        if len(words) < 2:
-            raise InvalidArgument(f"--change {ins} {_short(words[0])}: missing a value",
-                                  hint=f"{ins} NAME=VALUE")
-        # Legacy form: the first word is the name, the rest of the line (words joined
-        # by one space, as buildkit does) the value.
-        pairs = [(words[0], " ".join(words[1:]))]
-    else:
-        pairs = []
-        for w in words:
-            name, eq, value = w.partition("=")
-            if not eq:
-                raise InvalidArgument(f"--change {ins}: {_short(w)!r} is not NAME=VALUE",
-                                      hint="quote values with spaces: NAME=\"a b\"")
-            pairs.append((name, value))
+def _name_values(ins: str, args: str, env: Mapping[str, str] | None
+                 ) -> list[tuple[str, str]]:
+    """ENV/LABEL pairs: ``k=v k2="v 2"`` or the legacy ``k the rest is the value``, every
+    pair expanded against the env before the change (None: the syntax check)."""
+    from ociimg.expand import ExpandError, parse_key_values
+    try:
+        pairs = parse_key_values(args, _AnyValue() if env is None else env, keyword=ins)
+    except ExpandError as exc:
+        raise InvalidArgument(f"--change {ins}: {exc.message}",
+                              hint=f"{ins} NAME=VALUE; quote values with spaces: "
+                                   'NAME="a b"') from None
     for name, _ in pairs:
         if not name:
             raise InvalidArgument(f"--change {ins}: empty name")
@@ -342,19 +268,24 @@ def _apply_one(cfg: dict[str, Any], change: ConfigChange, sets_cmd: bool) -> Non
         if not sets_cmd:
             cfg.pop("Cmd", None)
         return
+    if ins == "ENV":
+        new_env = list(cfg.get("Env") or [])
+        for name, value in _name_values(ins, change.args, env):
+            new_env = _set_env(new_env, name, value)
+        cfg["Env"] = new_env
+        return
+    if ins == "LABEL":
+        cfg["Labels"] = {**(cfg.get("Labels") or {}), **dict(_name_values(ins, change.args,
+                                                                           env))}
+        return
     if ins == "VOLUME" and change.exec_form is not None:
         words = list(change.exec_form)
     else:
-        words = split_words(change.args, env if ins in _EXPANDED else None, what=ins)
-    if ins == "ENV":
-        new_env = list(cfg.get("Env") or [])
-        for name, value in name_values(ins, change.args, words):
-            new_env = _set_env(new_env, name, value)
-        cfg["Env"] = new_env
-    elif ins == "LABEL":
-        cfg["Labels"] = {**(cfg.get("Labels") or {}), **dict(name_values(ins, change.args,
-                                                                          words))}
-    elif ins == "EXPOSE":
+        words = _words(ins, change.args, env)
+    if ins == "EXPOSE":
+        if not words:
+            raise InvalidArgument(f"--change EXPOSE: no port in {_short(change.args)!r} "
+                                  "once expanded", hint="is a variable it names unset?")
         ports = dict(cfg.get("ExposedPorts") or {})
         ports.update({p: {} for p in exposed_ports(ins, words)})
         cfg["ExposedPorts"] = ports

@@ -168,41 +168,17 @@ def _etc_times(rootfs: Path) -> list[int] | None:
 
 
 def remove_mountpoints(cdir: Path) -> None:
-    """Unlink the empty mountpoint files (and /etc) the runtime made for the /etc files,
-    resolved inside the rootfs: the container may have swapped /etc for a symlink."""
-    import stat
-
-    from ociimg.oskit.paths import resolve_in_root
+    """Remove the empty mountpoint files (and /etc) the runtime made for the /etc files."""
+    from ociimg.oskit.mountpoints import remove_mount_points
     record = read_record(cdir) or {}
-    names = record.get("mountpoints") or []
+    names = [n for n in record.get("mountpoints") or [] if n in ("", *ETC_FILES)]
     if not names:
         return
-    try:
-        rootfd = os.open(Path(cdir) / "rootfs", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        etc = resolve_in_root(rootfd, "/etc", flags=os.O_PATH | os.O_DIRECTORY,
-                              follow_last=False)
-    except OSError:
-        os.close(rootfd)
-        return
-    try:
-        for name in (n for n in names if n in ETC_FILES):
-            with contextlib.suppress(OSError):
-                st = os.stat(name, dir_fd=etc, follow_symlinks=False)
-                if stat.S_ISREG(st.st_mode) and st.st_size == 0:
-                    os.unlink(name, dir_fd=etc)
-        if "" in names:
-            with contextlib.suppress(OSError):  # not empty: the program put files there
-                os.rmdir("etc", dir_fd=rootfd)
-        elif record.get("etcTimes"):  # the entries came and went: /etc as it was
-            with contextlib.suppress(OSError):
-                os.utime("etc", ns=tuple(record["etcTimes"]), dir_fd=rootfd,
-                         follow_symlinks=False)
-    finally:
-        os.close(etc)
-        os.close(rootfd)
+    times = record.get("etcTimes")
+    # /etc itself made: it goes (if empty); else it had entries come and go: its times back
+    keep_times = {"/etc": (times[0], times[1])} if times and "" not in names else {}
+    remove_mount_points(Path(cdir) / "rootfs", [f"/etc/{n}".rstrip("/") for n in names],
+                        keep_times)
 
 
 def _hosts_text(record: dict[str, Any], attached: list[Attachment]) -> str:
@@ -235,7 +211,8 @@ def _resolve_ports(options: NetworkOptions, exposed: list[str]) -> list[PortMapp
             port, _, proto = spec.partition("/")
             with contextlib.suppress(ValueError):
                 key = (int(port), proto or "tcp")
-                if key not in have and key[1] in ("tcp", "udp"):
+                # The image's list: a port out of range is skipped, as a bad -p is refused.
+                if key not in have and key[1] in ("tcp", "udp") and 0 < key[0] <= 65535:
                     ports.append(PortMapping(key[0], 0, key[1]))
                     have.add(key)
     out = []
@@ -500,6 +477,30 @@ def reap() -> list[str]:
             with contextlib.suppress(ContainerError, OSError):
                 _detach(cid)
             done.append(cid)
+        finally:
+            _unlock(cid, lock)
+    return done + _reap_orphan_netns(ids)
+
+
+def _reap_orphan_netns(recorded: set[str]) -> list[str]:
+    """A netns file with no record is a leftover (the record is written first and
+    removed last, both under the lock): removed, once the lock shows nobody is making
+    it right now."""
+    from ociimg.network import netns
+    try:
+        names = set(os.listdir(netns.NETNS_DIR)) - recorded
+    except OSError:
+        return []
+    done = []
+    for cid in sorted(n for n in names if len(n) == 64 and n.isalnum() and n.islower()):
+        lock = _lock(cid, blocking=False)
+        if lock is None:
+            continue
+        try:
+            if not (_attached_dir() / f"{cid}.json").exists():
+                with contextlib.suppress(ContainerError, OSError):
+                    netns.remove(cid)
+                    done.append(cid)
         finally:
             _unlock(cid, lock)
     return done

@@ -146,7 +146,8 @@ def _default(root: Path) -> Network:
     if doc is not None:
         return Network(doc)
     network = _default_network()
-    _write(path, network.doc)
+    if Path(root).is_dir():  # a read (network inspect) of a root not yet made makes none
+        _write(path, network.doc)
     return network
 
 

@@ -51,6 +51,7 @@ from ociimg.registry.urls import origin, resolve_url
 
 CHUNK = 1 << 20
 _CONTENT_RANGE_RE = re.compile(r"bytes ([0-9]{1,19})-([0-9]{1,19})/([0-9]{1,19}|\*)")
+MAX_TAGS = 1 << 20  # a repository with more is hostile (or wants another tool)
 _LINK_NEXT_RE = re.compile(r'<([^>]*)>\s*;[^,]*rel="?next"?')
 _MAX_CHUNK = 256 << 20  # a PATCH chunk is read into memory: a registry's minimum is capped
 
@@ -326,6 +327,8 @@ class RegistryClient:
                                      or not all(isinstance(t, str) for t in page)):
                 raise InvalidDocument(f"{what}: 'tags' is not a list of strings")
             tags.extend(t for t in page or [] if TAG_RE.fullmatch(t))
+            if len(tags) > MAX_TAGS:  # 10k pages of 4 MiB each would be ~40 GB held
+                raise RegistryError(f"{what}: more than {MAX_TAGS} tags; refused")
             url = self._next_page(link, url, what)
         return tags
 

@@ -137,3 +137,16 @@ class PolicyVerifier:
 
         self.accepted += enforce(self.policy, name, desc.digest, fetch, self.action)
         self.verified.add(key)
+
+
+def policy_name(text: str, stored_name: str) -> Reference | LayoutReference:
+    """The name a policy judges for an image used as ``TEXT`` (run, build's FROM): the
+    layout for oci:, else the store name as a registry reference (its signatures live in
+    that registry)."""
+    from ociimg.reference import LAYOUT_KINDS, parse_image_name
+
+    if text.startswith(tuple(f"{kind}:" for kind in LAYOUT_KINDS)):
+        ref = parse_image_name(text)
+        if isinstance(ref, LayoutReference):
+            return ref
+    return parse_reference(stored_name)

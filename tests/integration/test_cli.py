@@ -352,7 +352,7 @@ def test_exec_runs_in_the_container(ociroot: Path, fixture_layout: Path) -> None
                           "no such container")
     ociimg(ociroot, "run", "-d", "--name", "done", image, "true")
     deadline = time.monotonic() + 20
-    while "exited" not in ociimg(ociroot, "ps", "-a").stdout and time.monotonic() < deadline:
+    while "Exited" not in ociimg(ociroot, "ps", "-a").stdout and time.monotonic() < deadline:
         time.sleep(0.1)
     assert_one_line_error(ociimg(ociroot, "exec", "done", "true", check=False), "not running")
     ociimg(ociroot, "rm", "done")

@@ -153,7 +153,7 @@ def test_bad_input_is_one_line_and_writes_nothing(ociroot: Path, busybox: str) -
     for args, needle in (
         (["-c", "ONBUILD RUN make"], "ONBUILD"),
         (["-c", "EXPOSE http"], "invalid port"),
-        (["-c", 'ENV A="open'], "unterminated"),
+        (["-c", 'ENV A="open'], "matching double-quote"),
         (["-c", "FROM scratch"], "unknown instruction"),
     ):
         assert_one_line_error(ociimg(ociroot, "commit", *args, "c", "x:1", check=False),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ociimg.build.dockerfile import EXPANDED, Instruction, parse
-from ociimg.build.expand import expand, expand_words, parse_key_values
 from ociimg.errors import BuildSyntaxError
+from ociimg.expand import expand, expand_words, parse_key_values
 
 
 def only(text: str) -> Instruction:

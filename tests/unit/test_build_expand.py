@@ -1,10 +1,10 @@
-"""Dockerfile word expansion tables (ociimg.build.expand)."""
+"""Dockerfile word expansion tables (ociimg.expand)."""
 
 from __future__ import annotations
 
 import pytest
 
-from ociimg.build.expand import (
+from ociimg.expand import (
     ExpandError,
     expand,
     expand_heredoc,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ociimg.cli import main
-from ociimg.cli.options import parse_pairs, parse_security_opts, parse_size, parse_volume
+from ociimg.cli.options import parse_pairs, parse_security_opts, parse_size
 from ociimg.errors import OciimgError
 
 COMMANDS = ["pull", "push", "copy", "images", "inspect", "rmi", "gc", "fsck", "login",
@@ -31,14 +31,6 @@ def test_parse_size(text: str, expected: int) -> None:
 def test_parse_size_rejects(text: str) -> None:
     with pytest.raises(OciimgError):
         parse_size(text)
-
-
-def test_parse_volume(tmp_path: Path) -> None:
-    assert parse_volume(f"{tmp_path}:/data") == (str(tmp_path), "/data", False)
-    assert parse_volume(f"{tmp_path}:/data:ro") == (str(tmp_path), "/data", True)
-    for bad in (f"{tmp_path}", f"{tmp_path}:data", f"{tmp_path}:/d:rx", f"{tmp_path}/no:/d"):
-        with pytest.raises(OciimgError):
-            parse_volume(bad)
 
 
 def test_parse_security_opts_and_pairs() -> None:

@@ -62,6 +62,9 @@ class _Words:
         return self.words
 
 
+MAX_NESTING = 64
+
+
 class _Lexer:
     def __init__(self, text: str, env: Mapping[str, str], escape: str, *,
                  quotes: bool = True) -> None:
@@ -70,6 +73,7 @@ class _Lexer:
         self.env = env
         self.escape = escape
         self.quotes = quotes  # False: heredoc bodies, where quotes are plain chars
+        self.depth = 0
 
     def peek(self) -> str:
         return self.text[self.pos] if self.pos < len(self.text) else ""
@@ -81,6 +85,19 @@ class _Lexer:
 
     def word(self, stop: str = "", raw_escapes: bool = False) -> tuple[str, list[str]]:
         """Process up to ``stop`` (consumed) or the end: (text, split words)."""
+        if not stop:
+            return self._word(stop, raw_escapes)
+        # ${a:-${b:-...}} recurses once a level: a hostile Containerfile's depth is
+        # bounded here, as a one-line error, never Python's RecursionError.
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise ExpandError(f"substitutions nested more than {MAX_NESTING} deep")
+        try:
+            return self._word(stop, raw_escapes)
+        finally:
+            self.depth -= 1
+
+    def _word(self, stop: str, raw_escapes: bool) -> tuple[str, list[str]]:
         out: list[str] = []
         words = _Words()
         while (ch := self.peek()):
@@ -229,19 +246,26 @@ class _Lexer:
             if not self.peek():
                 raise ExpandError("syntax error: missing '}'") from None
             raise
-        regex = _shell_pattern(pattern, greedy=True)
+        regex = _shell_pattern(pattern)
         value = self.env.get(name, "")
         return regex.sub(lambda _m: replacement, value, count=0 if replace_all else 1)
 
 
-def _shell_pattern(pattern: str, *, greedy: bool) -> re.Pattern[str]:
-    """A ``${V#pattern}`` pattern: ``*`` any string, ``?`` one char, ``\\`` escapes."""
+def _shell_pattern(pattern: str) -> re.Pattern[str]:
+    """A ``${V/pattern/...}`` pattern: ``*`` any string, ``?`` one char, ``\\`` escapes.
+    Stars but the last are atomic and lazy (fullmatch_regex): the leftmost match keeps
+    the longest reach for the last, greedy one, so each start still finds its longest
+    match, without the k-star backtracking (``${V/*a*a*a*a*a*ab/x}`` on 100 chars)."""
+    return re.compile(fullmatch_regex(_shell_tokens(pattern, ".*"), ".*"), re.DOTALL)
+
+
+def _shell_tokens(pattern: str, star: str) -> list[str]:
     out: list[str] = []
     chars = iter(range(len(pattern)))
     for i in chars:
         ch = pattern[i]
         if ch == "*":
-            out.append(".*" if greedy else ".*?")
+            out.append(star)
         elif ch == "?":
             out.append(".")
         elif ch == "\\" and i + 1 < len(pattern):
@@ -253,12 +277,27 @@ def _shell_pattern(pattern: str, *, greedy: bool) -> re.Pattern[str]:
             out.append(re.escape(nxt))
         else:
             out.append(re.escape(ch))
-    return re.compile("".join(out), re.DOTALL)
+    return out
+
+
+def fullmatch_regex(tokens: list[str], star: str) -> str:
+    """Tokens (``star`` for a star, one-char regexes else) joined for a fullmatch where
+    a star takes any char of the string: a star run followed by another star is atomic
+    and lazy (its leftmost match is the right one, fnmatch's rule), so k stars cost a
+    linear scan each instead of len(string)**k backtracking."""
+    out: list[str] = []
+    stars = [i for i, t in enumerate(tokens) if t == star]
+    out.extend(tokens[:stars[0]] if stars else tokens)
+    for n, i in enumerate(stars):
+        end = stars[n + 1] if n + 1 < len(stars) else len(tokens)
+        seg = "".join(tokens[i + 1:end])
+        out.append(f"(?>{star}?{seg})" if end < len(tokens) and seg else star + seg)
+    return "".join(out)
 
 
 def _trim(value: str, pattern: str, *, suffix: bool, greedy: bool) -> str:
     """POSIX ``#``/``##`` (prefix) and ``%``/``%%`` (suffix): shortest or longest match."""
-    regex = _shell_pattern(pattern, greedy=True)
+    regex = re.compile(fullmatch_regex(_shell_tokens(pattern, ".*"), ".*"), re.DOTALL)
     cuts = range(len(value) + 1)
     if suffix:
         order = cuts if greedy else reversed(cuts)
