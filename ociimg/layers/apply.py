@@ -61,7 +61,7 @@ from ociimg.layers.fsops import (
 )
 from ociimg.layers.members import MemberReader
 from ociimg.layers.ondisk import OnDisk, OnDiskFormat
-from ociimg.layers.stream import ForwardReader, Prefetcher
+from ociimg.layers.stream import APPLY_CHUNK, APPLY_DEPTH, ForwardReader, Prefetcher
 from ociimg.layers.tarinfo import LayerTarInfo, mtime_ns
 
 # uid_t is unsigned 32-bit and chown(2) takes (uid_t)-1 as "leave unchanged": a tar uid
@@ -113,7 +113,7 @@ def apply_layer(root: Path, stream: BinaryIO, options: ApplyOptions = ApplyOptio
     collecting = gc.isenabled()
     gc.disable()
     try:
-        with Prefetcher(hashing) as ahead:
+        with Prefetcher(hashing, APPLY_CHUNK, APPLY_DEPTH) as ahead:
             applier.stream = ForwardReader(ahead)
             _apply_entries(applier)
             applier.finish()

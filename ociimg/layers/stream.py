@@ -1,7 +1,7 @@
 """Read-ahead for layer streams: decompress and hash in a thread, parse and write in another.
 
 Decompression (isal/zlib/zstd) and sha256 release the GIL on large buffers, and so
-do the ``write`` calls of the applier: with a bounded queue of 4 MiB chunks between
+do the ``write`` calls of the applier: with a bounded queue of 1-4 MiB chunks between
 them, a layer is unpacked in roughly max(decompress+hash, write) instead of the sum,
 with memory bounded by the queue. The consumer side is forward-only but seekable
 (``tell``/forward ``seek``), so ``tarfile`` can run in its ordinary (non-stream) mode
@@ -18,14 +18,16 @@ from typing import Any, BinaryIO, Self
 
 from ociimg.errors import InvalidDocument
 
-# 4 MiB chunks, 8 in flight (bounds memory at ~32 MiB per layer): the read-ahead runs
-# far enough ahead through regions of small files (where the applier is the slower side)
-# to cover the big files that follow (where decompression is); with 1 MiB x 8 the
-# applier's thread waited for data ~8% of the time on the usr-1g bench (py-spy), ~4.6%
-# with this. Fewer, larger chunks also mean fewer GIL hand-offs to the read-ahead thread
-# and fewer headers split across chunks (tarfile's slow path).
-CHUNK = 4 << 20
-DEPTH = 8
+CHUNK = 1 << 20
+DEPTH = 8  # chunks in flight: bounds memory at ~8 MiB per layer
+# The applier's read-ahead (apply_layer): 4 MiB chunks, 8 in flight (~32 MiB per layer).
+# It runs far enough ahead through regions of small files (where the applier is the
+# slower side) to cover the big files that follow (where decompression is): with 1 MiB
+# x 8 the applier's thread waited for data ~8% of the time on the usr-1g bench (py-spy),
+# ~4.6% with this; fewer, larger chunks also mean fewer GIL hand-offs and fewer headers
+# split across chunks (tarfile's slow path). Listings keep the 8 MiB bound.
+APPLY_CHUNK = 4 << 20
+APPLY_DEPTH = 8
 _ZERO_BLOCK = bytes(512)
 
 
