@@ -15,7 +15,7 @@ log() { printf '==> %s\n' "$*"; }
 APT_PACKAGES=(
     docker-registry busybox-static skopeo umoci runc crun podman buildah conmon uidmap
     pigz zstd libseccomp2 iproute2 time catatonit curl debootstrap
-    netavark aardvark-dns iptables docker.io gcc libc6-dev
+    netavark aardvark-dns iptables docker.io gcc libc6-dev python3-docker docker-compose
 )
 
 missing_packages() {

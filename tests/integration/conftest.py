@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import need
-from tests.integration import registry_server
+from tests.integration import apiserver, registry_server
 from tests.integration.runtime_helpers import leftover_cgroups, make_bundle, mounts_under, runtime
 
 FIXTURE_TAGS = ["busybox", "busybox-zstd", "busybox-plain", "multilayer", "multilayer-oci",
@@ -93,3 +93,22 @@ def ociroot(tmp_path: Path) -> Iterator[Path]:
     for m in reversed(mounts_under(tmp_path)):
         subprocess.run(["umount", "-l", m], check=False)
     assert not leftover, f"mounts left behind: {leftover}"
+
+
+@pytest.fixture
+def api(ociroot: Path, tmp_path: Path) -> Iterator[apiserver.ApiServer]:
+    """`ociimg serve` on a private socket and root; stopped, its containers removed and its
+    log checked for tracebacks afterwards."""
+    need(os.path.exists(apiserver.DOCKER_CLI), "docker CLI missing: apt-get install docker.io")
+    server = apiserver.start_server(tmp_path, ociroot)
+    try:
+        yield server
+    finally:
+        apiserver.stop_server(server)
+
+
+@pytest.fixture
+def api_busybox(api: apiserver.ApiServer, fixture_layout: Path) -> str:
+    """busybox in the server's store as docker.io/library/busybox:latest; returns "busybox"."""
+    api.load_image(fixture_layout)
+    return "busybox"

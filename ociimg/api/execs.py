@@ -1,0 +1,7 @@
+"""Exec: create, start (hijacked), resize, inspect."""
+
+from __future__ import annotations
+
+from ociimg.api.http import Routes
+
+routes = Routes()

@@ -1,0 +1,225 @@
+"""What every endpoint module shares: versioned routes, the error mapping, query parsing,
+and running the blocking library calls off the event loop.
+
+dockerd serves each endpoint both unversioned (``/containers/json``) and under
+``/v1.NN/`` ; :class:`Routes` registers both. Errors leave as dockerd's
+``{"message": "..."}`` with the status a client branches on (docker-py turns 404 into
+``NotFound``, the CLI prints the message as ``Error response from daemon: …``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from ociimg import errors
+
+log = logging.getLogger("ociimg.api")
+
+# The newest Engine API version we answer for, and the oldest a client may ask for
+# (dockerd 24's range: Debian's docker 20.10 speaks 1.41, current CLIs negotiate down).
+API_VERSION = "1.43"
+MIN_API_VERSION = "1.24"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+T = TypeVar("T")
+
+
+class ApiError(Exception):
+    """An answer other than 2xx that is not an :class:`OciimgError` (a bad parameter, an
+    endpoint we do not offer): ``status`` and dockerd's message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Routes:
+    """A route table whose paths are served unversioned and under ``/v{version}``."""
+
+    def __init__(self) -> None:
+        self.table: list[tuple[str, str, Handler]] = []
+
+    def _add(self, method: str, path: str) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            self.table.append((method, path, handler))
+            return handler
+        return register
+
+    def get(self, path: str) -> Callable[[Handler], Handler]:
+        return self._add("GET", path)
+
+    def head(self, path: str) -> Callable[[Handler], Handler]:
+        return self._add("HEAD", path)
+
+    def post(self, path: str) -> Callable[[Handler], Handler]:
+        return self._add("POST", path)
+
+    def put(self, path: str) -> Callable[[Handler], Handler]:
+        return self._add("PUT", path)
+
+    def delete(self, path: str) -> Callable[[Handler], Handler]:
+        return self._add("DELETE", path)
+
+    def install(self, app: web.Application) -> None:
+        for method, path, handler in self.table:
+            # GET routes answer HEAD too unless a module registers its own HEAD.
+            app.router.add_route(method, path, handler)
+            app.router.add_route(method, r"/v{api_version:[0-9]+\.[0-9]+}" + path, handler)
+
+
+def status_of(exc: errors.OciimgError) -> int:
+    """dockerd's status for one of our errors (errdefs: not found 404, conflict 409,
+    invalid parameter 400, everything else 500)."""
+    from ociimg.containers.volumes import VolumeInUse
+
+    if isinstance(exc, errors.NotFound):
+        return 404
+    if isinstance(exc, errors.AlreadyExists | VolumeInUse):
+        return 409
+    if isinstance(exc, errors.InvalidReference | errors.InvalidArgument
+                  | errors.BuildSyntaxError | errors.ContextEscape):
+        return 400
+    if isinstance(exc, errors.Unauthorized):
+        return 401
+    return 500
+
+
+def error_body(message: str, hint: str | None = None) -> dict[str, str]:
+    return {"message": f"{message} ({hint})" if hint else message}
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, content_type="application/json",
+                        body=json.dumps(body, separators=(",", ":")).encode() + b"\n")
+
+
+def api_version(request: web.Request) -> tuple[int, int]:
+    """The version the client asked for (unversioned: ours), as (major, minor)."""
+    text = request.match_info.get("api_version") or API_VERSION
+    major, minor = text.split(".")
+    return int(major), int(minor)
+
+
+def _parse_version(text: str) -> tuple[int, int]:
+    major, minor = text.split(".")
+    return int(major), int(minor)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    asked = request.match_info.get("api_version")
+    if asked and _parse_version(asked) > _parse_version(API_VERSION):
+        return json_response(error_body(
+            f"client version {asked} is too new. Maximum supported API version is "
+            f"{API_VERSION}"), 400)
+    if asked and _parse_version(asked) < _parse_version(MIN_API_VERSION):
+        return json_response(error_body(
+            f"client version {asked} is too old. Minimum supported API version is "
+            f"{MIN_API_VERSION}, please upgrade your client to a newer version"), 400)
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status in (404, 405) and request.match_info.route.resource is None:
+            return json_response(error_body("page not found"), 404)
+        if exc.status >= 400 and exc.content_type != "application/json":
+            return json_response(error_body(exc.reason), exc.status)
+        raise
+    except ApiError as exc:
+        return json_response(error_body(exc.message), exc.status)
+    except errors.OciimgError as exc:
+        return json_response(error_body(exc.message, exc.hint), status_of(exc))
+    except (ConnectionResetError, asyncio.CancelledError):
+        raise
+    except Exception:
+        log.exception("%s %s", request.method, request.path)
+        return json_response(error_body("internal error in ociimg serve: see its log"), 500)
+
+
+@web.middleware
+async def header_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    response = await handler(request)
+    if not response.prepared:
+        response.headers.update(standard_headers())
+    return response
+
+
+def standard_headers() -> dict[str, str]:
+    from ociimg import __version__
+    return {"Api-Version": API_VERSION, "Docker-Experimental": "false", "Ostype": "linux",
+            "Server": f"ociimg/{__version__} (linux)"}
+
+
+async def blocking(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """Run a library call (disk, processes, registries) on a worker thread."""
+    return await asyncio.get_running_loop().run_in_executor(
+        None, functools.partial(fn, *args, **kwargs))
+
+
+def query_bool(request: web.Request, name: str, default: bool = False) -> bool:
+    """A boolean query parameter as dockerd reads them: absent → default; "", "0", "false",
+    "False" → false; anything else true."""
+    value = request.query.get(name)
+    if value is None:
+        return default
+    return value not in ("", "0", "false", "False", "FALSE", "no")
+
+
+def query_int(request: web.Request, name: str, default: int | None = None) -> int | None:
+    value = request.query.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ApiError(400, f"invalid value for {name}: {value!r}") from None
+
+
+def query_filters(request: web.Request) -> dict[str, list[str]]:
+    """The ``filters`` parameter: ``{"name": ["a"]}`` or the old ``{"name": {"a": true}}``."""
+    raw = request.query.get("filters")
+    if not raw:
+        return {}
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        raise ApiError(400, f"invalid filter {raw!r}") from None
+    if not isinstance(doc, dict):
+        raise ApiError(400, f"invalid filter {raw!r}")
+    out: dict[str, list[str]] = {}
+    for key, value in doc.items():
+        if isinstance(value, dict):
+            out[str(key)] = [str(k) for k, v in value.items() if v]
+        elif isinstance(value, list):
+            out[str(key)] = [str(v) for v in value]
+        else:
+            raise ApiError(400, f"invalid filter {raw!r}")
+    return out
+
+
+async def read_json(request: web.Request, limit: int = 4 << 20) -> Any:
+    """The request body as JSON (empty → {}), at most ``limit`` bytes."""
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        raise ApiError(413, f"request body larger than {limit} bytes")
+    if not body.strip():
+        return {}
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise ApiError(400, f"invalid JSON in request body: {exc}") from None
+
+
+ROOT = web.AppKey("root", object)
+
+
+def root_of(request: web.Request) -> Any:
+    """The ociimg root (a Path) this server serves."""
+    return request.app[ROOT]
