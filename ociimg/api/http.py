@@ -223,3 +223,18 @@ ROOT = web.AppKey("root", object)
 def root_of(request: web.Request) -> Any:
     """The ociimg root (a Path) this server serves."""
     return request.app[ROOT]
+
+
+def manager(request: web.Request) -> Any:
+    """The container manager of this server's root (cheap: it holds paths only)."""
+    from ociimg.containers import ContainerManager
+
+    return ContainerManager(root_of(request))
+
+
+def find_container(request: web.Request, name: str) -> Any:
+    """A container by name, id or id prefix; 404 with dockerd's text (clients match it)."""
+    try:
+        return manager(request).get(name)
+    except errors.ContainerNotFound:
+        raise ApiError(404, f"No such container: {name}") from None

@@ -26,12 +26,22 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
 
-from ociimg.api import build, containers, execs, images, networks, system, volumes
+from ociimg.api import (
+    archive,
+    build,
+    containers,
+    execs,
+    images,
+    networks,
+    streams,
+    system,
+    volumes,
+)
 from ociimg.api.http import ROOT, error_middleware, header_middleware
 from ociimg.errors import InvalidArgument
 
 DEFAULT_SOCKET = "/run/ociimg/docker.sock"
-_MODULES = (system, images, containers, execs, build, networks, volumes)
+_MODULES = (system, images, containers, streams, archive, execs, build, networks, volumes)
 
 
 @dataclass
