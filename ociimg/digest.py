@@ -108,3 +108,16 @@ class HashingWriter:
 def verify(expected: Digest, actual: Digest, what: str) -> None:
     if expected != actual:
         raise DigestMismatch(f"{what}: digest mismatch (expected {expected}, got {actual})")
+
+
+def read_verified(f: BinaryIO, digest: Digest, limit: int, where: str,
+                  hint: str | None = None) -> bytes:
+    """All of ``f``, at most ``limit`` bytes, checked against ``digest``; ``where`` names
+    the blob in the errors (``blob sha256:… in /some/store``)."""
+    data = f.read(limit + 1)
+    if len(data) > limit:
+        raise InvalidDocument(f"{where}: larger than the {limit}-byte limit")
+    actual = Digest.of(data, digest.algorithm)
+    if actual != digest:
+        raise DigestMismatch(f"{where}: content hashes to {actual}", hint=hint)
+    return data

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO
 
 from ociimg import spec
-from ociimg.digest import Digest
+from ociimg.digest import Digest, read_verified
 from ociimg.errors import BlobUnknown, DigestMismatch, ImageNotFound, InvalidReference
 from ociimg.fsutil import atomic_write, replace_dir, temp_dir_beside
 from ociimg.store.files import is_regular, open_regular, read_regular
@@ -65,13 +65,7 @@ class DirImage:
     def read_blob(self, digest: Digest | str, limit: int = spec.MAX_MANIFEST_BYTES) -> bytes:
         d = _digest(digest)
         with self.open_blob(d) as f:
-            data = f.read(limit + 1)
-        if len(data) > limit:
-            raise InvalidReference(f"blob {d} in dir:{self.path}: larger than {limit} bytes")
-        if Digest.of(data, d.algorithm) != d:
-            raise DigestMismatch(f"blob {d} in dir:{self.path}: content hashes to "
-                                 f"{Digest.of(data, d.algorithm)}")
-        return data
+            return read_verified(f, d, limit, f"blob {d} in dir:{self.path}")
 
     def read_manifest(self, desc: spec.Descriptor) -> spec.Manifest | spec.Index:
         return spec.parse_manifest_or_index(self.read_blob(desc.digest), desc.media_type,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from ociimg.digest import Digest, HashingWriter, is_digest
+from ociimg.digest import Digest, HashingWriter, is_digest, read_verified
 from ociimg.errors import (
     BlobUnknown,
     DigestMismatch,
@@ -155,14 +155,8 @@ class Store:
         """The whole blob, verified against its digest; for documents, not layers."""
         d = digest if isinstance(digest, Digest) else Digest.parse(str(digest))
         with self.open_blob(d) as f:
-            data = f.read(limit + 1)
-        if len(data) > limit:
-            raise InvalidDocument(f"blob {d}: larger than the {limit}-byte limit")
-        actual = Digest.of(data, d.algorithm)
-        if actual != d:
-            raise DigestMismatch(f"blob {d} in {self.path}: content hashes to {actual}",
+            return read_verified(f, d, limit, f"blob {d} in {self.path}",
                                  hint="run `ociimg fsck --remove`, then pull the image again")
-        return data
 
     def put_blob(self, data: bytes, expected: Digest | None = None) -> Digest:
         """Store ``data`` (verified against ``expected`` first); returns its digest."""
