@@ -14,6 +14,7 @@ import typer
 
 from ociimg.cli.app import app
 from ociimg.cli.output import print_json, printable
+from ociimg.commands.filters import label_matches, parse_filters
 from ociimg.errors import ContainerError, InvalidArgument, OciimgError
 
 NAMES = typer.Argument(..., help="Container names or ids.")
@@ -494,7 +495,7 @@ def events(
     from ociimg.cli.app import STATE
     from ociimg.containers.eventlog import read_events
     start, end = parse_since(since), parse_since(until)
-    filters = _event_filters(filter_)
+    filters = parse_filters(filter_, ("container", "event", "image", "label", "type"))
     if start is None and end is None:  # docker: only what happens from now on
         start = time.time()
     for ev in read_events(STATE.root, follow=end is None):
@@ -513,17 +514,6 @@ def events(
               flush=True)
 
 
-def _event_filters(items: list[str]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq or key not in ("container", "event", "image", "label", "type"):
-            raise InvalidArgument(f"invalid filter {item!r}",
-                                  hint="use container=, event=, image=, label= or type=")
-        out.setdefault(key, []).append(value)
-    return out
-
-
 def _event_matches(filters: dict[str, list[str]], ev: dict[str, Any]) -> bool:
     attrs = ev.get("Actor", {}).get("Attributes", {})
 
@@ -536,6 +526,5 @@ def _event_matches(filters: dict[str, list[str]], ev: dict[str, Any]) -> bool:
             return attrs.get("image") == value or attrs.get("image", "").split(":")[0] == value
         if key == "type":
             return value == "container"
-        k, _, v = value.partition("=")
-        return attrs.get(k) == v if v else k in attrs
+        return label_matches(attrs, value)
     return all(any(one(k, v) for v in vs) for k, vs in filters.items())

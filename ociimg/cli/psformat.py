@@ -10,6 +10,7 @@ import re
 import time
 from typing import Any
 
+from ociimg.commands import filters as filters_mod
 from ociimg.errors import InvalidArgument
 
 FILTER_KEYS = ("name", "status", "label", "ancestor", "id", "exited", "health")
@@ -80,17 +81,12 @@ def status_text(row: dict[str, Any], now: float | None = None) -> str:
 
 
 def parse_filters(items: list[str]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq or key not in FILTER_KEYS:
-            raise InvalidArgument(f"invalid filter {item!r}",
-                                  hint="use KEY=VALUE with KEY one of " + ", ".join(FILTER_KEYS))
-        if key == "status" and value not in STATUSES:
+    filters = filters_mod.parse_filters(items, FILTER_KEYS)
+    for value in filters.get("status", []):
+        if value not in STATUSES:
             raise InvalidArgument(f"invalid filter 'status={value}'",
                                   hint="status is one of " + ", ".join(STATUSES))
-        out.setdefault(key, []).append(value)
-    return out
+    return filters
 
 
 def _image_matches(image: str, want: str) -> bool:
@@ -108,9 +104,7 @@ def _one(key: str, value: str, row: dict[str, Any]) -> bool:
     if key == "status":
         return docker_state(row["status"]) == value
     if key == "label":
-        k, eq, v = value.partition("=")
-        labels = row.get("labels") or {}
-        return k in labels and (not eq or labels[k] == v)
+        return filters_mod.label_matches(row.get("labels") or {}, value)
     if key == "ancestor":
         return _image_matches(row.get("image") or "", value) or \
             (row.get("digest") or "").removeprefix("sha256:").startswith(

@@ -10,6 +10,7 @@ import pytest
 
 from ociimg.cli import psformat
 from ociimg.cli.lifecycle import _detach_keys, parse_duration, parse_signal, parse_tail
+from ociimg.commands.filters import label_matches, parse_filters
 from ociimg.containers import logfile
 from ociimg.containers.attach import DetachScanner
 from ociimg.containers.health import check_argv, next_state
@@ -123,6 +124,19 @@ def test_ps_filters_and_templates() -> None:
     with pytest.raises(InvalidArgument):
         psformat.render("{{.Nope}}", row, False)
     assert psformat.header("{{.ID}}\\t{{.Names}}") == "CONTAINER ID\tNAMES"
+
+
+def test_label_filters_are_dockers_in_ps_images_and_events() -> None:
+    # label=KEY: present; label=KEY=VALUE: equal, and KEY= asks for an empty value.
+    from ociimg.cli.lifecycle import _event_matches
+    assert label_matches({"a": "x"}, "a") and not label_matches({}, "a")
+    assert label_matches({"a": "x"}, "a=x") and not label_matches({"a": "x"}, "a=y")
+    assert label_matches({"a": ""}, "a=") and not label_matches({"a": "x"}, "a=")
+    ev = {"id": "c1", "Action": "start", "Actor": {"Attributes": {"name": "web", "tier": "x"}}}
+    assert _event_matches({"label": ["tier=x"], "event": ["start"]}, ev)
+    assert not _event_matches({"label": ["tier="]}, ev)
+    with pytest.raises(InvalidArgument, match="invalid filter"):
+        parse_filters(["colour=red"], ("label",))
 
 
 def test_values() -> None:
