@@ -8,6 +8,7 @@ import contextlib
 import re
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import typer
@@ -295,29 +296,27 @@ def kill(
 @app.command(rich_help_panel="Containers")
 def pause(names: list[str] = NAMES) -> None:
     """Freeze every process of containers (the freezer cgroup)."""
-    manager = _manager()
-    for key in names:
-        c = manager.get(key)
-        _need_status(manager, c, "running", "pause")
-        manager.pause(c)
-        print(key)
+    _each_in_status(names, "running", "pause", lambda manager, c: manager.pause(c))
 
 
 @app.command(rich_help_panel="Containers")
 def unpause(names: list[str] = NAMES) -> None:
     """Thaw paused containers."""
+    _each_in_status(names, "paused", "unpause", lambda manager, c: manager.resume(c))
+
+
+def _each_in_status(names: list[str], wanted: str, verb: str,
+                    act: Callable[[Any, Any], object]) -> None:
+    """``act(manager, container)`` on each container in turn, printing its name; one
+    not ``wanted`` (running, paused) stops there with a one-line error."""
     manager = _manager()
     for key in names:
         c = manager.get(key)
-        _need_status(manager, c, "paused", "unpause")
-        manager.resume(c)
+        st = manager.status(c).status
+        if st != wanted:
+            raise ContainerError(f"cannot {verb} container {c.name}: it is {st}, not {wanted}")
+        act(manager, c)
         print(key)
-
-
-def _need_status(manager: Any, c: Any, wanted: str, verb: str) -> None:
-    st = manager.status(c).status
-    if st != wanted:
-        raise ContainerError(f"cannot {verb} container {c.name}: it is {st}, not {wanted}")
 
 
 @app.command(rich_help_panel="Containers")

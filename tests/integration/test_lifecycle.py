@@ -169,7 +169,11 @@ def test_start_restart_wait_kill_pause_rename(ociroot: Path, image: str) -> None
     ociimg(ociroot, "pause", "sleeper")
     assert _status(ociroot, "sleeper").endswith("(Paused)")
     assert "sleeper" in ociimg(ociroot, "ps", "--format", "{{.Names}}").stdout  # listed
+    assert_one_line_error(ociimg(ociroot, "pause", "sleeper", check=False),
+                          "cannot pause container sleeper: it is paused, not running")
     ociimg(ociroot, "unpause", "sleeper")
+    assert_one_line_error(ociimg(ociroot, "unpause", "sleeper", check=False),
+                          "cannot unpause container sleeper: it is running, not paused")
     top = ociimg(ociroot, "top", "sleeper").stdout.splitlines()
     assert top[0].split()[:2] == ["USER", "PID"] and "sleep 300" in top[1]
     stats = json.loads(ociimg(ociroot, "stats", "--no-stream", "--json", "sleeper").stdout)
