@@ -102,10 +102,11 @@ def _set_size(fd: int, rows: int, cols: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
-def _attach_on_pty(root: Path, name: str) -> tuple[subprocess.Popen[bytes], int]:
+def _on_pty(root: Path, *args: str) -> tuple[subprocess.Popen[bytes], int]:
+    """``ociimg ARGS`` on a new 30x100 terminal: (the process, the terminal's master)."""
     master, slave = pty.openpty()
     _set_size(master, 30, 100)
-    proc = subprocess.Popen(_cli(root, "attach", name), stdin=slave, stdout=slave,
+    proc = subprocess.Popen(_cli(root, *args), stdin=slave, stdout=slave,
                             stderr=slave, env=_env(), start_new_session=True)
     os.close(slave)
     return proc, master
@@ -113,7 +114,7 @@ def _attach_on_pty(root: Path, name: str) -> tuple[subprocess.Popen[bytes], int]
 
 def test_dit_attach_detach_keys_then_attach_again(ociroot: Path, image: str) -> None:
     ociimg(ociroot, "run", "-dit", "--name", "shell", image, "sh")
-    proc, master = _attach_on_pty(ociroot, "shell")
+    proc, master = _on_pty(ociroot, "attach", "shell")
     try:
         os.write(master, b"echo one-$((40+2))\r")
         _read_until(master, b"one-42")
@@ -122,7 +123,7 @@ def test_dit_attach_detach_keys_then_attach_again(ociroot: Path, image: str) -> 
     finally:
         os.close(master)
     assert _status(ociroot, "shell").startswith("Up")
-    proc, master = _attach_on_pty(ociroot, "shell")
+    proc, master = _on_pty(ociroot, "attach", "shell")
     try:
         os.write(master, b"stty size\r")
         _read_until(master, b"30 100")  # our terminal's size, given on attach
@@ -140,11 +141,7 @@ def test_dit_attach_detach_keys_then_attach_again(ociroot: Path, image: str) -> 
 
 
 def test_run_it_detaches_with_ctrl_p_ctrl_q(ociroot: Path, image: str) -> None:
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(_cli(ociroot, "run", "-it", "--name", "fg", image, "sh"),
-                            stdin=slave, stdout=slave, stderr=slave, env=_env(),
-                            start_new_session=True)
-    os.close(slave)
+    proc, master = _on_pty(ociroot, "run", "-it", "--name", "fg", image, "sh")
     try:
         os.write(master, b"echo in-$((6*7))\r")
         _read_until(master, b"in-42")
