@@ -13,7 +13,7 @@ from typing import Any
 
 import typer
 
-from ociimg.cli.app import app
+from ociimg.cli.app import app, group_options
 from ociimg.cli.output import print_json, printable
 from ociimg.commands.filters import label_matches, parse_filters
 from ociimg.errors import ContainerError, InvalidArgument, OciimgError
@@ -412,11 +412,7 @@ container_app = typer.Typer(help="Manage containers (inspect, prune).", no_args_
 app.add_typer(container_app, name="container", rich_help_panel="Containers")
 
 
-@container_app.callback()
-def container_options(ctx: typer.Context) -> None:
-    from ociimg.cli.app import READ_ONLY, ensure_root
-    if ctx.invoked_subcommand not in READ_ONLY:
-        ensure_root()
+container_app.callback()(group_options)
 
 
 @container_app.command("prune")
