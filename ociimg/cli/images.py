@@ -224,7 +224,8 @@ def inspect(
     json_out: bool = JSON_OUT,
 ) -> None:
     """Show an image's manifest, config, layers, history and attached artifacts."""
-    from ociimg.cli.inspection import client_options, print_inspect, print_template
+    from ociimg.cli.inspection import print_inspect, print_template
+    from ociimg.cli.options import client_options
     from ociimg.commands.inspect import inspect_image
 
     doc = inspect_image(image, STATE.root, parse_platform(platform),

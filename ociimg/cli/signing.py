@@ -11,7 +11,7 @@ from typing import Any
 import typer
 
 from ociimg.cli.app import STATE, app
-from ociimg.cli.options import AUTH_FILE, CA_BUNDLE, INSECURE, JSON_OUT
+from ociimg.cli.options import AUTH_FILE, CA_BUNDLE, INSECURE, JSON_OUT, client_options
 from ociimg.cli.output import print_json, printable
 from ociimg.errors import AlreadyExists, InvalidArgument
 
@@ -60,12 +60,6 @@ def key_generate(
     atomic_write(public, pub, mode=0o644)
     print(f"Private key written to {private}\nPublic key written to {public}",
           file=sys.stderr)
-
-
-def client_options(insecure: bool, ca_bundle: Path | None, auth_file: Path | None) -> Any:
-    from ociimg.registry.client import ClientOptions
-
-    return ClientOptions(insecure=insecure, ca_bundle=ca_bundle, auth_file=auth_file)
 
 
 @app.command(rich_help_panel="Signatures")
