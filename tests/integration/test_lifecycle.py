@@ -98,6 +98,12 @@ def _read_until(fd: int, needle: bytes, timeout: float = 30.0) -> bytes:
     return seen
 
 
+def _type(master: int, keys: bytes, expect: bytes) -> None:
+    """``keys`` typed on the terminal, then its output read until ``expect`` shows."""
+    os.write(master, keys)
+    _read_until(master, expect)
+
+
 def _set_size(fd: int, rows: int, cols: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
@@ -116,8 +122,7 @@ def test_dit_attach_detach_keys_then_attach_again(ociroot: Path, image: str) -> 
     ociimg(ociroot, "run", "-dit", "--name", "shell", image, "sh")
     proc, master = _on_pty(ociroot, "attach", "shell")
     try:
-        os.write(master, b"echo one-$((40+2))\r")
-        _read_until(master, b"one-42")
+        _type(master, b"echo one-$((40+2))\r", b"one-42")
         os.write(master, b"\x10\x11")  # ctrl-p ctrl-q
         assert proc.wait(timeout=30) == 0
     finally:
@@ -125,14 +130,11 @@ def test_dit_attach_detach_keys_then_attach_again(ociroot: Path, image: str) -> 
     assert _status(ociroot, "shell").startswith("Up")
     proc, master = _on_pty(ociroot, "attach", "shell")
     try:
-        os.write(master, b"stty size\r")
-        _read_until(master, b"30 100")  # our terminal's size, given on attach
+        _type(master, b"stty size\r", b"30 100")  # our terminal's size, given on attach
         _set_size(master, 40, 120)
         proc.send_signal(signal.SIGWINCH)  # what the kernel sends a terminal's foreground
-        os.write(master, b"stty size\r")
-        _read_until(master, b"40 120")
-        os.write(master, b"echo two; exit 4\r")
-        _read_until(master, b"two")
+        _type(master, b"stty size\r", b"40 120")
+        _type(master, b"echo two; exit 4\r", b"two")
         assert proc.wait(timeout=30) == 4
     finally:
         os.close(master)
@@ -143,10 +145,8 @@ def test_dit_attach_detach_keys_then_attach_again(ociroot: Path, image: str) -> 
 def test_run_it_detaches_with_ctrl_p_ctrl_q(ociroot: Path, image: str) -> None:
     proc, master = _on_pty(ociroot, "run", "-it", "--name", "fg", image, "sh")
     try:
-        os.write(master, b"echo in-$((6*7))\r")
-        _read_until(master, b"in-42")
-        os.write(master, b"\x10\x11")
-        _read_until(master, b"detached from fg")
+        _type(master, b"echo in-$((6*7))\r", b"in-42")
+        _type(master, b"\x10\x11", b"detached from fg")
         assert proc.wait(timeout=30) == 0
     finally:
         os.close(master)
