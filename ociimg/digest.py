@@ -33,6 +33,11 @@ class Digest:
         return cls(m.group(1), m.group(2))
 
     @classmethod
+    def coerce(cls, value: Digest | str) -> Digest:
+        """``value`` as a Digest: one given as text is parsed (and checked) first."""
+        return value if isinstance(value, Digest) else cls.parse(str(value))
+
+    @classmethod
     def of(cls, data: bytes, algorithm: str = "sha256") -> Digest:
         return cls(algorithm, hashlib.new(algorithm, data).hexdigest())
 

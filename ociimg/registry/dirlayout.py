@@ -50,11 +50,11 @@ class DirImage:
         return None
 
     def has_blob(self, digest: Digest | str) -> bool:
-        d = _digest(digest)
+        d = Digest.coerce(digest)
         return d == self.top.digest or self._file(d) is not None
 
     def open_blob(self, digest: Digest | str) -> IO[bytes]:
-        d = _digest(digest)
+        d = Digest.coerce(digest)
         if d == self.top.digest:
             return io.BytesIO(self._top_raw)
         path = self._file(d)
@@ -63,7 +63,7 @@ class DirImage:
         return open_regular(path, f"blob {d} in dir:{self.path}")
 
     def read_blob(self, digest: Digest | str, limit: int = spec.MAX_MANIFEST_BYTES) -> bytes:
-        d = _digest(digest)
+        d = Digest.coerce(digest)
         with self.open_blob(d) as f:
             return read_verified(f, d, limit, f"blob {d} in dir:{self.path}")
 
@@ -122,7 +122,3 @@ def _write_verified(dest: Path, stream: IO[bytes], desc: spec.Descriptor) -> Non
     if hasher.hexdigest() != desc.digest.hex or count != desc.size:
         raise DigestMismatch(f"blob {desc.digest}: got {count} bytes hashing to "
                              f"{desc.digest.algorithm}:{hasher.hexdigest()}")
-
-
-def _digest(digest: Digest | str) -> Digest:
-    return digest if isinstance(digest, Digest) else Digest.parse(str(digest))

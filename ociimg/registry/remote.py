@@ -35,7 +35,7 @@ class RegistryBlobs:
         return True  # asked for by digest; a missing one is BlobUnknown when opened
 
     def read_blob(self, digest: Digest | str, limit: int = spec.MAX_MANIFEST_BYTES) -> bytes:
-        d = digest if isinstance(digest, Digest) else Digest.parse(str(digest))
+        d = Digest.coerce(digest)
         if d not in self._docs:
             with self.open_blob(d, limit) as f:
                 self._docs[d] = read_verified(f, d, limit, f"blob {d} from {self.ref.domain}")

@@ -135,7 +135,7 @@ class Store:
 
     # Blobs -----------------------------------------------------------------------
     def blob_path(self, digest: Digest | str) -> Path:
-        d = digest if isinstance(digest, Digest) else Digest.parse(str(digest))
+        d = Digest.coerce(digest)
         return self.path / "blobs" / d.algorithm / d.hex
 
     def has_blob(self, digest: Digest | str) -> bool:
@@ -153,7 +153,7 @@ class Store:
 
     def read_blob(self, digest: Digest | str, limit: int = MAX_MANIFEST_BYTES) -> bytes:
         """The whole blob, verified against its digest; for documents, not layers."""
-        d = digest if isinstance(digest, Digest) else Digest.parse(str(digest))
+        d = Digest.coerce(digest)
         with self.open_blob(d) as f:
             return read_verified(f, d, limit, f"blob {d} in {self.path}",
                                  hint="run `ociimg fsck --remove`, then pull the image again")
