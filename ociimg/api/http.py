@@ -213,7 +213,7 @@ async def read_json(request: web.Request, limit: int = 4 << 20) -> Any:
         return {}
     try:
         return json.loads(body)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
         raise ApiError(400, f"invalid JSON in request body: {exc}") from None
 
 
