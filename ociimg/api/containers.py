@@ -445,17 +445,16 @@ def _wait_code(mgr: Any, c: Any, condition: str, cancel: threading.Event,
             return _exit_from_events(mgr.root, c.id)
         status = mgr.status(c).status
     code: int | None = None
-    if status in _ACTIVE or condition == "next-exit":
-        while code is None:
-            try:
-                code = mgr.wait(c, 0.5) if condition == "removed" else \
-                    mgr.wait_next_exit(c, 0.5)
-            except errors.ContainerNotFound:  # AutoRemove: its monitor removed it
-                code = _exit_from_events(mgr.root, c.id)
-            if code is None and cancel.is_set():
-                raise _Cancelled()
-    else:
+    if condition == "not-running" and status == "exited":
         code = mgr.status(c).exit_code or 0
+    while code is None:
+        try:
+            code = mgr.wait(c, 0.5) if condition == "removed" else \
+                mgr.wait_next_exit(c, 0.5)
+        except errors.ContainerNotFound:  # AutoRemove: its monitor removed it
+            code = _exit_from_events(mgr.root, c.id)
+        if code is None and cancel.is_set():
+            raise _Cancelled()
     while condition == "removed" and c.path.exists():
         if cancel.wait(0.05):
             raise _Cancelled()
