@@ -86,9 +86,12 @@ async def create(request: web.Request) -> web.StreamResponse:
     from ociimg.api.convert import create_request
     body = await read_json(request, _CREATE_BODY_LIMIT)
     name = request.query.get("name") or None
-    req = await blocking(create_request, body, name)
     platform = request.query.get("platform") or None
-    c = await blocking(_create, request, req, platform)
+    try:
+        req = await blocking(create_request, body, name)
+        c = await blocking(_create, request, req, platform)
+    except errors.InvalidDocument as exc:  # a value the bundle converter refused
+        raise ApiError(400, _with_hint(exc)) from None
     return json_response({"Id": c.id, "Warnings": req.warnings}, 201)
 
 
