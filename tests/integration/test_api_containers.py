@@ -222,3 +222,45 @@ def test_missing_image_is_pulled_by_the_cli(api: ApiServer,
         return
     api.docker("start", "pulled")
     assert api.docker("wait", "pulled").stdout.strip() == "0"
+
+
+def test_tty_stdin_and_server_restart(api: ApiServer, api_busybox: str) -> None:
+    """-dit: the monitor owns the pty and keeps stdin open (sh waits on it), so the
+    container outlives the server; a restarted server lists and stops it."""
+    api.docker("run", "-dit", "--name", "term", "busybox", "sh")
+    doc = inspect(api, "term")
+    assert (doc["Config"]["Tty"], doc["Config"]["OpenStdin"]) == (True, True)
+    assert doc["State"]["Running"] is True
+    pid = doc["State"]["Pid"]
+    api.stop()
+    api.start()
+    doc = inspect(api, "term")
+    assert doc["State"]["Running"] is True and doc["State"]["Pid"] == pid
+    assert api.docker("ps", "--format", "{{.Names}}").stdout.split() == ["term"]
+    api.docker("kill", "-s", "9", "term")
+    assert api.docker("wait", "term").stdout.strip() == "137"
+
+
+def test_docker_py_inspect_stats_health(api: ApiServer, api_busybox: str) -> None:
+    client = api.client()
+    c = client.containers.run("busybox", ["sleep", "300"], detach=True, name="py",
+                              labels={"app": "x"}, environment={"K": "v"},
+                              healthcheck={"test": ["CMD", "true"], "interval": 10**9},
+                              tty=True)
+    c.reload()
+    assert c.name == "py" and c.status == "running" and c.labels == {"app": "x"}
+    assert c.attrs["Config"]["Tty"] is True and "K=v" in c.attrs["Config"]["Env"]
+    assert c.attrs["State"]["Health"]["Status"] in ("starting", "healthy")
+    one = c.stats(stream=False)
+    assert one["memory_stats"]["usage"] > 0 and one["pids_stats"]["current"] == 1
+    assert one["cpu_stats"]["online_cpus"] >= 1 and one["precpu_stats"]["system_cpu_usage"]
+    stream = c.stats(stream=True, decode=True)
+    first, second = next(stream), next(stream)
+    assert second["preread"] == first["read"]
+    assert second["cpu_stats"]["system_cpu_usage"] > first["cpu_stats"]["system_cpu_usage"]
+    stream.close()
+    top = c.top()
+    assert "PID" in top["Titles"] and len(top["Processes"]) == 1
+    c.kill(signal="SIGKILL")
+    assert c.wait()["StatusCode"] == 137
+    c.remove()
