@@ -593,9 +593,12 @@ def list_doc(c: Any, row: dict[str, Any]) -> dict[str, Any]:
     """One entry of GET /containers/json from ``row`` (containers.listing.ps_row)."""
     from ociimg.containers.listing import docker_state
     net = _net_record(c)
+    saved = api_record(c)
     command = row.get("command") or []
-    return {"Id": c.id, "Names": [f"/{c.name}"], "Image": familiar(row.get("image")),
-            "ImageID": _image_id(c), "Command": " ".join(command),
+    return {"Id": c.id, "Names": [f"/{c.name}"],
+            "Image": (saved.get("Config") or {}).get("Image") or familiar(row.get("image")),
+            "ImageID": saved.get("ImageID") or c.meta.get("digest") or "",
+            "Command": " ".join(command),
             "Created": int(c.meta.get("createdNs", 0) // 10**9) or 0,
             "Ports": ports_of(net), "Labels": row.get("labels") or {},
             "State": docker_state(row["status"]), "Status": row["statusText"],
@@ -604,8 +607,7 @@ def list_doc(c: Any, row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _image_id(c: Any) -> str:
-    return c.meta.get("configDigest") or api_record(c).get("ImageID") or \
-        c.meta.get("digest") or ""
+    return api_record(c).get("ImageID") or c.meta.get("digest") or ""
 
 
 def _network_mode(record: dict[str, Any]) -> str:
