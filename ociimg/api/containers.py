@@ -114,14 +114,16 @@ def _create(request: web.Request, req: Any, platform: str | None) -> Any:
 
 
 def _check_name_free(mgr: Any, name: str) -> None:
-    """dockerd's 409 texts: a name in use, or one that is another container's id (prefix),
-    which would make every later lookup by it ambiguous."""
+    """dockerd's 409 text for a name in use; and a 409 for a name that is a prefix of
+    another container's id."""
     for c in mgr.list():
         if c.name == name:
             raise ApiError(409, f'Conflict. The container name "/{name}" is already in use '
                                 f'by container "{c.id}". You have to remove (or rename) that '
                                 "container to be able to reuse that name.")
-        if c.id.startswith(name.lower()) and all(ch in "0123456789abcdef" for ch in name):
+        # Lookups take a name before an id prefix (of 3 or more characters, as
+        # store.find_container): such a name would capture commands meant for ``c``.
+        if len(name) >= 3 and c.id.startswith(name):
             raise ApiError(409, f'Conflict. The container name "/{name}" is a prefix of the '
                                 f'id of container "{c.id}": choose another name.')
 
