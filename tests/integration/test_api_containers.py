@@ -264,3 +264,31 @@ def test_docker_py_inspect_stats_health(api: ApiServer, api_busybox: str) -> Non
     c.kill(signal="SIGKILL")
     assert c.wait()["StatusCode"] == 137
     c.remove()
+
+
+def test_user_network_aliases(api: ApiServer, api_busybox: str) -> None:
+    """--network NAME --network-alias: the alias resolves from another container on that
+    network, and inspect shows it (compose reads Aliases)."""
+    import subprocess
+    import sys
+
+    from tests.integration.runtime_helpers import REPO
+    subprocess.run([sys.executable, "-m", "ociimg", "--root", str(api.root), "network",
+                    "create", "apinet"], check=True, capture_output=True, timeout=60,
+                   env={**api.env(), "PYTHONPATH": REPO})
+    try:
+        api.docker("run", "-d", "--name", "srv", "--network", "apinet", "--network-alias",
+                   "database", "busybox", "sleep", "300")
+        net = inspect(api, "srv")["NetworkSettings"]["Networks"]["apinet"]
+        assert "database" in net["Aliases"] and net["IPAddress"]
+        api.docker("run", "-d", "--name", "cli", "--network", "apinet", "-v", "out:/out",
+                   "busybox", "sh", "-c", "nslookup database > /out/r 2>&1; touch /out/done")
+        out = api.root / "volumes" / "out" / "_data"
+        wait_until(lambda: (out / "done").exists(), "the client looked the alias up",
+                   timeout=60)
+        assert net["IPAddress"] in (out / "r").read_text()
+    finally:
+        api.docker("rm", "-f", "srv", "cli", check=False)
+        subprocess.run([sys.executable, "-m", "ociimg", "--root", str(api.root), "network",
+                        "rm", "apinet"], capture_output=True, timeout=60,
+                       env={**api.env(), "PYTHONPATH": REPO})
