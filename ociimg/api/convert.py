@@ -661,7 +661,9 @@ def inspect_doc(manager: Any, c: Any) -> dict[str, Any]:
                    "NanoCpus": 0, "PidsLimit": None, "ShmSize": 67108864, "Init": None}
     host_config.update({k: v for k, v in (saved.get("HostConfig") or {}).items()
                         if v is not None})
-    host_config["NetworkMode"] = _network_mode(net)
+    mode = _network_mode(net)
+    if not (mode == "bridge" and host_config["NetworkMode"] == "default"):  # as asked
+        host_config["NetworkMode"] = mode
     ports: dict[str, Any] = {}
     for p in ports_of(net):
         ports.setdefault(f"{p['PrivatePort']}/{p['Type']}", []).append(
