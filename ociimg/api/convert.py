@@ -448,7 +448,8 @@ def _network(body: dict[str, Any], host: dict[str, Any]) -> Any:
         ipam = _get(ep, "IPAMConfig", dict, {}, "EndpointsConfig.")
         ip = _get(ipam, "IPv4Address", str, "", "IPAMConfig.") or None
     return network_options(
-        net, _ports(host), bool(_get(host, "PublishAllPorts", bool, False, "HostConfig.")),
+        net, _ports(body, host),
+        bool(_get(host, "PublishAllPorts", bool, False, "HostConfig.")),
         _strings(host, "Dns", "HostConfig.") or [],
         _strings(host, "DnsSearch", "HostConfig.") or [],
         _strings(host, "DnsOptions", "HostConfig.") or [],
@@ -456,12 +457,16 @@ def _network(body: dict[str, Any], host: dict[str, Any]) -> Any:
         _get(body, "MacAddress", str, "") or None, _get(body, "Hostname", str, "") or None)
 
 
-def _ports(host: dict[str, Any]) -> list[str]:
+def _ports(body: dict[str, Any], host: dict[str, Any]) -> list[str]:
     """PortBindings as ``-p`` texts for the CLI's parser: every piece checked first, so
-    no separator in a value can change what the text means."""
+    no separator in a value can change what the text means. With PublishAllPorts, the
+    body's ExposedPorts (``--expose``) are published too, as the image's are."""
     import re
     out = []
-    bindings = _get(host, "PortBindings", dict, {}, "HostConfig.")
+    bindings = dict(_get(host, "PortBindings", dict, {}, "HostConfig."))
+    if _get(host, "PublishAllPorts", bool, False, "HostConfig."):
+        for key in _get(body, "ExposedPorts", dict, {}):
+            bindings.setdefault(key, None)
     for key, binds in bindings.items():
         if not isinstance(key, str) or not re.fullmatch(r"[0-9]{1,5}(/(tcp|udp|sctp))?", key):
             raise _bad(f"invalid port specification: {_short(key)}")

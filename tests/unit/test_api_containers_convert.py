@@ -112,3 +112,13 @@ def test_familiar_names() -> None:
     assert familiar("docker.io/library/busybox:latest") == "busybox:latest"
     assert familiar("docker.io/me/app:1") == "me/app:1"
     assert familiar("127.0.0.1:5000/x:1") == "127.0.0.1:5000/x:1"
+
+
+def test_publish_all_takes_the_bodys_exposed_ports() -> None:
+    body = {"Image": "x", "ExposedPorts": {"8080/tcp": {}, "80/tcp": {}},
+            "HostConfig": {"PublishAllPorts": True,
+                           "PortBindings": {"80/tcp": [{"HostPort": "8000"}]}}}
+    ports = create_request(body, None).options.network.ports
+    assert sorted((p.container_port, p.host_port) for p in ports) == [(80, 8000), (8080, 0)]
+    body["HostConfig"]["PublishAllPorts"] = False
+    assert len(create_request(body, None).options.network.ports) == 1
