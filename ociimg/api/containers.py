@@ -108,9 +108,30 @@ def _create(request: web.Request, req: Any, platform: str | None) -> Any:
         if req.options.name:
             _check_name_free(mgr, req.options.name)
         raise
-    record = {**req.record, "ImageID": f"sha256:{image.manifest.config.digest.hex}"}
+    record = {**req.record, "ImageID": f"sha256:{image.manifest.config.digest.hex}",
+              "Config": _with_image_defaults(req.record["Config"], image.config.config)}
     store.write_json(c.path / API_RECORD, record)
     return c
+
+
+def _with_image_defaults(config: dict[str, Any], image: Any) -> dict[str, Any]:
+    """Config as dockerd shows it: the image's Env under the request's, its Cmd unless
+    the request gives Cmd or an Entrypoint, its WorkingDir, User, ports and volumes."""
+    image = image if isinstance(image, dict) else {}
+    out = dict(config)
+    env = {e.partition("=")[0]: e for e in image.get("Env") or [] if isinstance(e, str)}
+    env.update({e.partition("=")[0]: e for e in config.get("Env") or []})
+    out["Env"] = list(env.values())
+    if config.get("Entrypoint") is None:
+        out["Entrypoint"] = image.get("Entrypoint")
+        if config.get("Cmd") is None:
+            out["Cmd"] = image.get("Cmd")
+    for key in ("WorkingDir", "User"):
+        out[key] = config.get(key) or image.get(key) or ""
+    for key in ("ExposedPorts", "Volumes"):
+        merged = {**(image.get(key) or {}), **(config.get(key) or {})}
+        out[key] = merged or None
+    return out
 
 
 def _check_name_free(mgr: Any, name: str) -> None:
@@ -420,8 +441,8 @@ async def wait(request: web.Request) -> web.StreamResponse:
                 return response
         try:
             code, error = waiter.result(), None
-        except errors.OciimgError as exc:
-            code, error = -1, {"Message": exc.message}
+        except (errors.OciimgError, OSError) as exc:  # the 200 is out: in the body
+            code, error = -1, {"Message": getattr(exc, "message", None) or str(exc)}
         await response.write(json.dumps({"StatusCode": code, "Error": error}).encode()
                              + b"\n")
         await response.write_eof()

@@ -40,6 +40,7 @@ def test_lifecycle_through_the_cli(api: ApiServer, api_busybox: str) -> None:
     assert doc["State"]["Status"] == "created" and doc["State"]["Running"] is False
     assert doc["Config"]["Tty"] is False and doc["Config"]["Image"] == "busybox"
     assert "GREETING=hi" in doc["Config"]["Env"]
+    assert any(e.startswith("PATH=") for e in doc["Config"]["Env"])  # the image's, as dockerd
     assert doc["Config"]["Labels"] == {"tier": "web"}
     assert doc["Path"] == "sh" and doc["Args"][0] == "-c"
     assert doc["Driver"] == "overlay2" and doc["Image"].startswith("sha256:")
