@@ -135,16 +135,18 @@ def _with_image_defaults(config: dict[str, Any], image: Any) -> dict[str, Any]:
 
 
 def _check_name_free(mgr: Any, name: str) -> None:
-    """dockerd's 409 text for a name in use; and a 409 for a name that is a prefix of
-    another container's id."""
+    """dockerd's 409 text for a name in use; and a 409 for a name that is another
+    container's short id or a longer prefix of its id."""
     for c in mgr.list():
         if c.name == name:
             raise ApiError(409, f'Conflict. The container name "/{name}" is already in use '
                                 f'by container "{c.id}". You have to remove (or rename) that '
                                 "container to be able to reuse that name.")
-        # Lookups take a name before an id prefix (of 3 or more characters, as
-        # store.find_container): such a name would capture commands meant for ``c``.
-        if len(name) >= 3 and c.id.startswith(name):
+        # Lookups take a name before an id prefix: a name that is ``c``'s short id (12
+        # characters, what ps shows and people paste) or more would take commands meant
+        # for ``c``. Shorter hex-looking names ("c18", "cafe") stay allowed, as dockerd
+        # allows them: one in a few thousand containers would refuse them by chance.
+        if len(name) >= 12 and c.id.startswith(name):
             raise ApiError(409, f'Conflict. The container name "/{name}" is a prefix of the '
                                 f'id of container "{c.id}": choose another name.')
 
