@@ -293,3 +293,39 @@ def test_user_network_aliases(api: ApiServer, api_busybox: str) -> None:
         subprocess.run([sys.executable, "-m", "ociimg", "--root", str(api.root), "network",
                         "rm", "apinet"], capture_output=True, timeout=60,
                        env={**api.env(), "PYTHONPATH": REPO})
+
+
+def test_wait_headers_come_before_start(api: ApiServer, api_busybox: str) -> None:
+    """The Go CLI's `run` reads wait's 200 headers, then starts (trap 4): the headers
+    must be flushed while the container is still only created, the body written at its
+    exit. A raw request, to see the headers arrive before start is called."""
+    client = api.client()
+    c = client.containers.create("busybox", ["sh", "-c", "exit 9"])
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(30)
+        sock.connect(str(api.socket))
+        sock.sendall(f"POST /v1.41/containers/{c.id}/wait?condition=next-exit HTTP/1.1\r\n"
+                     "Host: docker\r\nContent-Length: 0\r\n\r\n".encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += sock.recv(4096)
+        assert data.startswith(b"HTTP/1.1 200")
+        assert client.api.inspect_container(c.id)["State"]["Status"] == "created"
+        c.start()
+        while b"StatusCode" not in data:
+            chunk = sock.recv(4096)
+            assert chunk, data
+            data += chunk
+    assert b'{"StatusCode": 9, "Error": null}' in data
+
+
+def test_auto_remove_and_restart_count(api: ApiServer, api_busybox: str) -> None:
+    api.docker("run", "-d", "--rm", "--name", "gone", "busybox", "true")
+    wait_until(lambda: api.docker("ps", "-aq").stdout.strip() == "",
+               "the --rm container removed by its monitor", timeout=30)
+    api.docker("run", "-d", "--name", "again", "--restart", "on-failure:2", "busybox",
+               "sh", "-c", "exit 3")
+    wait_until(lambda: inspect(api, "again")["State"]["Status"] == "exited"
+               and inspect(api, "again")["RestartCount"] == 2, "two restarts, then exited",
+               timeout=60)
+    assert inspect(api, "again")["State"]["ExitCode"] == 3
