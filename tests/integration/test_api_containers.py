@@ -113,6 +113,8 @@ def test_run_detached_publishes_a_port(api: ApiServer, api_busybox: str) -> None
     assert doc["HostConfig"]["NetworkMode"] == "default"  # what the CLI sent, as dockerd shows it
     ps = api.docker("ps", "--format", "{{.Ports}} {{.Networks}}").stdout
     assert f"127.0.0.1:{port}->80/tcp" in ps and "bridge" in ps
+    netio = api.docker("stats", "--no-stream", "--format", "{{.NetIO}}", "web").stdout
+    assert not netio.startswith("0B /"), netio  # the container's eth0, read in its netns
     rm = api.docker("rm", "web", check=False)  # running: refused
     assert rm.returncode != 0 and "You cannot remove a running container" in rm.stderr
     api.docker("rm", "-f", "web")
