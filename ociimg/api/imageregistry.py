@@ -250,10 +250,17 @@ def pull_image(root: Path, ref: Reference, platform: Platform | None,
 
     store = Store.open(root)
     before = _digest_of(store, str(ref))
-    header = {"status": f"Pulling from {familiar(ref.name)}", "id": ref.tag or str(ref.digest)}
+    header = {"status": f"Pulling from {ref.path}", "id": ref.tag or str(ref.digest)}
     progress = LayerProgress(emit, header, _PULL_VERBS)
     with credentials_file(auth, ref.domain) as auth_file:
-        result = pull(ref, store, PullOptions(platform=platform, auth_file=auth_file), progress)
+        try:
+            result = pull(ref, store, PullOptions(platform=platform, auth_file=auth_file),
+                          progress)
+        except Unauthorized as exc:
+            # dockerd's text and status: a 401 would make the CLI prompt for a login.
+            raise ApiError(404, f"pull access denied for {familiar(ref.name)}, repository "
+                           f"does not exist or may require 'docker login': {exc.message}"
+                           ) from None
     progress.head()
     digest = result.descriptor.digest
     status = "Image is up to date for" if before == digest else "Downloaded newer image for"
