@@ -54,7 +54,7 @@ def registry_auth(request: web.Request) -> dict[str, str] | None:
         raise ApiError(400, "invalid X-Registry-Auth header: too long")
     try:
         doc = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-    except (ValueError, binascii.Error):
+    except (ValueError, binascii.Error, RecursionError):
         raise ApiError(400, "invalid X-Registry-Auth header: not base64url-encoded "
                        "JSON") from None
     if not isinstance(doc, dict):

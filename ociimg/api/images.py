@@ -33,6 +33,7 @@ from ociimg.api.http import (
     Routes,
     api_version,
     blocking,
+    error_body,
     json_response,
     query_bool,
     query_filters,
@@ -60,6 +61,7 @@ _NAME_MAX = 1024  # longer than any valid reference: refused before any lookup
 LOAD_LIMIT_ENV = "OCIIMG_API_LOAD_LIMIT"
 LOAD_LIMIT = 64 << 30
 LOAD_RESERVE = 256 << 20
+_COMPRESSED_MAGIC = (b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"\xfd7zXZ\x00", b"BZh")
 
 
 # Finding images ---------------------------------------------------------------------
@@ -416,6 +418,11 @@ async def load(request: web.Request) -> web.StreamResponse:
     try:
         await _spool_body(request, spool, await blocking(_load_limit, store.ingest_dir))
         loaded = await blocking(_load, root, Path(spool.name))
+    except ApiError as exc:
+        # Refused before the body's end: close rather than read the rest (2 GB of zeros).
+        response = json_response(error_body(exc.message), exc.status)
+        response.force_close()
+        return response
     finally:
         await blocking(spool.close)
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
@@ -451,6 +458,8 @@ async def _spool_body(request: web.Request, spool: Any, limit: int) -> None:
 
 
 def _check_tar_header(block: bytes) -> None:
+    if block.startswith(_COMPRESSED_MAGIC):  # `docker save | gzip`: the archive reads it
+        return
     try:
         tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
     except tarfile.EOFHeaderError:
