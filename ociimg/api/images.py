@@ -73,10 +73,23 @@ class Found:
     name: str | None  # the stored name the client named; None when named by Id
 
 
+class IndexSnapshot(Store):
+    """The store with its index read once per request: one consistent list of names,
+    and a listing of N names parses index.json once instead of once per name (each
+    ``image_for`` resolves its name through ``refs``)."""
+
+    _refs: list[tuple[str, Any]] | None = None
+
+    def refs(self) -> list[tuple[str, Any]]:
+        if self._refs is None:
+            self._refs = super().refs()
+        return self._refs
+
+
 def image_table(root: Path) -> tuple[Store, dict[str, ImageGroup]]:
     from ociimg.commands.listing import image_rows
 
-    store = Store.open(root)
+    store = IndexSnapshot.open(root)
     return store, group_rows(image_rows(store))
 
 
@@ -130,7 +143,7 @@ async def list_images(request: web.Request) -> web.Response:
 def _list(root: Path, filters: dict[str, list[str]]) -> list[ImageGroup]:
     from ociimg.commands.listing import filter_rows, image_rows
 
-    store = Store.open(root)
+    store = IndexSnapshot.open(root)
     rows = image_rows(store)
     patterns = filters.pop("reference", [])
     if patterns:
