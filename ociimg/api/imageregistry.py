@@ -150,9 +150,10 @@ class LayerProgress:
     """ociimg's Progress protocol as dockerd's per-layer lines (thread-safe: the pull
     and push workers report concurrently). ``header`` goes out before the first line."""
 
-    def __init__(self, emit: Emit, header: dict[str, Any] | None, verbs: dict[str, str]
-                 ) -> None:
+    def __init__(self, emit: Emit, header: dict[str, Any] | None, verbs: dict[str, str],
+                 hidden: frozenset[str] = frozenset()) -> None:
         self._emit, self._header, self._verbs = emit, header, verbs
+        self._hidden = hidden  # blobs docker does not list (an image's config)
         self._lock = threading.Lock()
         self._sent_header = False
         self._totals: dict[str, tuple[int, int | None, float]] = {}
@@ -168,6 +169,8 @@ class LayerProgress:
 
     def _line(self, key: str, status: str, **extra: Any) -> None:
         self._head()
+        if key in self._hidden:
+            return
         self._emit({"status": status, "progressDetail": extra.pop("detail", {}),
                     "id": key.rsplit(":", 1)[-1][:12], **extra})
 
@@ -313,7 +316,7 @@ def push_images(root: Path, targets: list[Reference], auth: dict[str, str] | Non
     store = Store.open(root)
     emit({"status": f"The push refers to repository [{familiar(targets[0].name)}]"})
     for ref in targets:
-        progress = LayerProgress(emit, None, _PUSH_VERBS)
+        progress = LayerProgress(emit, None, _PUSH_VERBS, _configs(store, str(ref)))
         with credentials_file(auth, ref.domain) as auth_file:
             digest = registry_push(store, str(ref), ref, PushOptions(auth_file=auth_file),
                                    progress)
@@ -322,6 +325,13 @@ def push_images(root: Path, targets: list[Reference], auth: dict[str, str] | Non
         emit({"progressDetail": {}, "aux": {"Tag": ref.tag, "Digest": str(digest),
                                             "Size": size}})
     return []
+
+
+def _configs(store: Store, name: str) -> frozenset[str]:
+    try:
+        return frozenset({str(store.image_for(name)[1].config.digest)})
+    except OciimgError:  # an artifact or another platform: every blob is listed
+        return frozenset()
 
 
 # Login ----------------------------------------------------------------------------------

@@ -354,7 +354,7 @@ def _until(text: str) -> datetime:
 async def search(request: web.Request) -> web.Response:
     raise ApiError(501, "search is not supported by ociimg serve: ociimg has no index to "
                    "search; browse the registry's web page, or list a repository's tags with "
-                   "`ociimg tags REPO`")
+                   "`ociimg list-tags REPO`")
 
 
 # Save (get) and load -------------------------------------------------------------------
