@@ -289,8 +289,8 @@ _MAX_LINE = 1 << 20     # a longer "line" is garbage: dropped, never buffered wh
 @routes.get("/events")
 async def events(request: web.Request) -> web.StreamResponse:
     now = time.time()
-    since = _event_time(request.query.get("since"), "since", now)
-    until = _event_time(request.query.get("until"), "until", now)
+    since = parse_api_time(request.query.get("since"), "since", now)
+    until = parse_api_time(request.query.get("until"), "until", now)
     filters = query_filters(request)
     for key, values in filters.items():
         if key not in _EVENT_FILTERS:
@@ -323,7 +323,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def _event_time(text: str | None, name: str, now: float) -> float | None:
+def parse_api_time(text: str | None, name: str, now: float) -> float | None:
     """dockerd's timestamps: Unix seconds (with a fraction: the CLI's form for --since
     10m) or RFC 3339."""
     if not text:
