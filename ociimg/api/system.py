@@ -317,9 +317,9 @@ async def events(request: web.Request) -> web.StreamResponse:
         await _follow(path, from_end=since is None and until is None, since=since,
                       until=until, match=lambda ev: _event_matches(filters, ev),
                       send=send, gone=gone)
-    except (ConnectionResetError, ConnectionError):
-        return response
-    await response.write_eof()
+        await response.write_eof()
+    except ConnectionError:  # the client went away: its stream ends here
+        pass
     return response
 
 
@@ -347,14 +347,13 @@ async def _follow(path: str, *, from_end: bool, since: float | None, until: floa
     """Replay the event log, then follow it (when until is unset or still ahead).
     The log is appended to by the monitors and truncated when large: a size below our
     offset means it started again."""
-    fd: int | None = None
-    offset, buf = 0, b""
+    fd = await blocking(_open_log, path)
+    # From the end: of the log as it is now; one made later is new from its start.
+    offset, buf = os.fstat(fd).st_size if fd is not None and from_end else 0, b""
     try:
         while True:
             if fd is None:
                 fd = await blocking(_open_log, path)
-                if fd is not None and from_end:
-                    offset = os.fstat(fd).st_size
             size = os.fstat(fd).st_size if fd is not None else 0  # metadata of an open fd
             if size < offset:
                 offset, buf = 0, b""
