@@ -58,7 +58,7 @@ def test_volume_lifecycle_with_the_docker_cli(api: ApiServer, api_busybox: str) 
     assert proc.returncode != 0 and "no such volume" in proc.stderr.lower()
     api.docker("volume", "rm", "-f", "data")  # force: a missing volume is no error
     proc = api.docker("volume", "inspect", "data", check=False)
-    assert proc.returncode != 0 and "No such volume: data" in proc.stderr
+    assert proc.returncode != 0 and "no such volume" in proc.stderr.lower()
 
 
 def test_docker_py_volumes(api: ApiServer) -> None:
