@@ -117,8 +117,10 @@ def _document(root: Path, net: _Net, users: dict[str, list[tuple[Any, dict[str, 
             "IPv6Address": ""}
     doc = net.doc or {}
     subnets = doc.get("subnets") or []
+    # Only the default network names its bridge, as dockerd's: compose 1.29 compares a
+    # user network's Options with its file's and refuses to go on when they differ.
     options = {"com.docker.network.bridge.name": doc["network_interface"]} \
-        if doc.get("network_interface") else {}
+        if net.name == "bridge" and doc.get("network_interface") else {}
     return {"Name": net.name, "Id": net.id, "Created": doc.get("created") or
             "0001-01-01T00:00:00Z", "Scope": "local", "Driver": net.driver,
             "EnableIPv6": bool(doc.get("ipv6_enabled")),

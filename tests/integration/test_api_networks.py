@@ -58,6 +58,7 @@ def test_user_network_with_two_containers_that_resolve_each_other(
         assert seen["IPAM"]["Config"] == [{"Subnet": subnet,
                                            "Gateway": doc["subnets"][0]["gateway"]}]
         assert seen["Labels"] == {"tier": "back"} and not seen["Internal"]
+        assert seen["Options"] == {}  # compose 1.29 compares them with its file's
         members = {v["Name"]: v for v in seen["Containers"].values()}
         assert sorted(members) == ["a", "b"] and set(seen["Containers"]) == set(cids[:2])
         prefix = subnet.rsplit(".", 1)[0] + "."
@@ -106,6 +107,7 @@ def test_docker_predefined_networks_map_to_ociimg(api: ApiServer, api_busybox: s
     try:
         bridge = _inspect(api, "bridge")
         assert bridge["IPAM"]["Config"][0]["Subnet"] == "10.87.0.0/16"
+        assert bridge["Options"] == {"com.docker.network.bridge.name": "ociimg0"}
         assert [v["Name"] for v in bridge["Containers"].values()] == ["onbridge"]
         assert _inspect(api, bridge["Id"][:12])["Name"] == "bridge"
         host = _inspect(api, "host")
