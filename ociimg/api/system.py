@@ -291,6 +291,9 @@ async def events(request: web.Request) -> web.StreamResponse:
     now = time.time()
     since = parse_api_time(request.query.get("since"), "since", now)
     until = parse_api_time(request.query.get("until"), "until", now)
+    if since is not None and until is not None and since > until:
+        raise ApiError(400, f"`since` time ({request.query['since'][:40]}) cannot be after "
+                            f"`until` time ({request.query['until'][:40]})")
     filters = query_filters(request)
     for key, values in filters.items():
         if key not in _EVENT_FILTERS:

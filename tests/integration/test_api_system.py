@@ -132,6 +132,7 @@ def test_network_and_volume_actions_are_events(api: ApiServer) -> None:
     ("filters=%7B%22type%22%3A%5B%22spaceship%22%5D%7D", "Invalid filter 'type=spaceship'"),
     ("since=yesterday-ish", "invalid value for since"),
     ("until=nan", "invalid value for until"),
+    ("since=200&until=100", "cannot be after `until` time (100)"),
 ])
 def test_events_refuses_bad_parameters_with_json_errors(api: ApiServer, query: str,
                                                          needle: str) -> None:
