@@ -534,12 +534,28 @@ def _df_images(root: Path, containers: list[Any]) -> list[dict[str, Any]]:
         used = sum(1 for c in containers if c.meta.get("image") in names
                    or c.meta.get("digest") == top)
         tags = [familiar(n) for n in names if not n.startswith("sha256:") and "@" not in n]
+        digests = [familiar(n) for n in names if "@" in n]
         size = sum(own.values())
         out.append({"Id": config_of[top], "ParentId": "", "RepoTags": tags,
-                    "RepoDigests": [], "Created": 0, "Size": size, "VirtualSize": size,
+                    "RepoDigests": digests, "Created": _image_created(store, config_of[top]),
+                    "Size": size, "VirtualSize": size,
                     "SharedSize": sum(s for k, s in own.items() if holders[k] > 1),
                     "Labels": {}, "Containers": used})
     return out
+
+
+def _image_created(store: Any, config: str) -> int:
+    """The config's ``created`` (RFC 3339, nanoseconds and offsets allowed) in seconds."""
+    import re
+
+    from ociimg.errors import OciimgError
+    from ociimg.spec import MAX_CONFIG_BYTES
+    try:
+        created = json.loads(store.read_blob(config, limit=MAX_CONFIG_BYTES)).get("created")
+        text = re.sub(r"(\.\d{6})\d+", r"\1", str(created))  # fromisoformat: microseconds
+        return int(datetime.datetime.fromisoformat(text).timestamp()) if created else 0
+    except (OciimgError, OSError, ValueError, AttributeError):
+        return 0
 
 
 def _df_container(manager: Any, c: Any) -> dict[str, Any]:

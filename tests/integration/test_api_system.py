@@ -202,7 +202,7 @@ def test_system_df_in_dockers_shape(api: ApiServer, api_busybox: str) -> None:
     assert rows["Local"][2:4] == ["1", "0"]
     df = api.client().df()
     assert df["LayersSize"] > 0 and df["Images"][0]["RepoTags"] == ["busybox:latest"]
-    assert df["Images"][0]["Containers"] == 1
+    assert df["Images"][0]["Containers"] == 1 and df["Images"][0]["Created"] > 0
     (c,) = df["Containers"]
     assert c["Names"] == ["/wrote"] and c["State"] == "exited" and c["SizeRw"] >= 300000
     (v,) = df["Volumes"]
