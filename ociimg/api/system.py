@@ -116,7 +116,7 @@ def _info(root: Path) -> dict[str, Any]:
         "SystemTime": datetime.datetime.now(datetime.UTC).isoformat(),
         "LoggingDriver": "json-file",
         "CgroupDriver": "cgroupfs",
-        "NEventsListener": 0,
+        "NEventsListener": _LISTENERS[0],
         "KernelVersion": uname.release,
         "OperatingSystem": _os_name(),
         "OSVersion": _os_release().get("VERSION_ID", ""),
@@ -284,6 +284,7 @@ _EVENT_TYPES = frozenset({"container", "image", "volume", "network", "daemon", "
 _FOLLOW_TICK = 0.25     # how often a follower looks at the log's size (an fstat)
 _CHUNK = 1 << 16
 _MAX_LINE = 1 << 20     # a longer "line" is garbage: dropped, never buffered whole
+_LISTENERS = [0]        # open event streams of this server process (info's NEventsListener)
 
 
 @routes.get("/events")
@@ -316,6 +317,7 @@ async def events(request: web.Request) -> web.StreamResponse:
 
     # No since and no until: only what happens from now on (dockerd); else the log
     # from since (or its start) up to until.
+    _LISTENERS[0] += 1
     try:
         await _follow(path, from_end=since is None and until is None, since=since,
                       until=until, match=lambda ev: _event_matches(filters, ev),
@@ -323,6 +325,8 @@ async def events(request: web.Request) -> web.StreamResponse:
         await response.write_eof()
     except ConnectionError:  # the client went away: its stream ends here
         pass
+    finally:
+        _LISTENERS[0] -= 1
     return response
 
 

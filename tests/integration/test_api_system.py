@@ -99,9 +99,12 @@ def test_events_follow_new_ones_and_end_at_until(api: ApiServer, api_busybox: st
         ociimg(api.root, "run", "--name", "live", api_busybox, "true")
         seen = wait_for_line(follower, " container die ")
         assert " container create " in seen and "exitCode=0" in seen and "name=live" in seen
+        assert api.client().info()["NEventsListener"] == 1
     finally:
         follower.send_signal(signal.SIGTERM)
         follower.wait(timeout=30)
+    # The client went away without a word: its stream ends on the server too.
+    wait_until(lambda: api.client().info()["NEventsListener"] == 0, "the stream lingers")
     # An until in the future: followed, then the server ends the stream itself.
     until = time.time() + 2
     t0 = time.monotonic()
