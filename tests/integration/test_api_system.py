@@ -190,6 +190,7 @@ def test_a_client_that_never_reads_holds_the_server_to_bounded_memory(
     finally:
         sock.close()
     # The abandoned stream ends; the server lives on.
+    wait_until(lambda: api.client().info()["NEventsListener"] == 0, "the stream lingers")
     status, _, body = raw_request(api, b"GET /_ping HTTP/1.0\r\n\r\n")
     assert (status, body) == (200, b"OK")
 
