@@ -9,6 +9,7 @@ with DNS by container name. Network and connect/disconnect events go to the even
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from pathlib import Path
@@ -313,7 +314,7 @@ async def prune_networks(request: web.Request) -> web.Response:
 
 def _prune(root: Path, filters: dict[str, list[str]], until: float | None) -> list[str]:
     import ociimg.network as network
-    from ociimg.containers.logfile import parse_time
+    from ociimg.api.system import rfc3339
     from ociimg.network import config
     network.reap()  # what dead monitors left attached
     users = _users(root)
@@ -326,11 +327,9 @@ def _prune(root: Path, filters: dict[str, list[str]], until: float | None) -> li
                 or any(labels_match([x], labels) for x in filters.get("label!", [])):
             continue
         if until is not None:
-            try:
-                if parse_time(str(doc.get("created"))) > until:
+            with contextlib.suppress(ValueError):
+                if rfc3339(str(doc.get("created"))) > until:
                     continue
-            except ValueError:
-                pass
         config.remove(root, net.ours)
         _record_event(root, "destroy", net)
         gone.append(net.name)

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import socket
 import threading
 import time
@@ -330,22 +331,38 @@ async def events(request: web.Request) -> web.StreamResponse:
     return response
 
 
+_GO_DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
+                   "h": 3600.0}
+
+
 def parse_api_time(text: str | None, name: str, now: float) -> float | None:
-    """dockerd's timestamps: Unix seconds (with a fraction: the CLI's form for --since
-    10m) or RFC 3339."""
+    """dockerd's timestamps (timetypes.GetTimestamp): Unix seconds with an optional
+    fraction (the CLI's form), RFC 3339, or a Go duration before ``now`` ("24h")."""
     if not text:
         return None
     try:
         value = float(text)
     except ValueError:
-        from ociimg.containers.logfile import parse_time
-        try:
-            value = parse_time(text if text.endswith("Z") else text + "Z")
-        except ValueError:
-            raise ApiError(400, f"invalid value for {name}: {text[:100]!r}") from None
+        if len(text) < 64 and _GO_DURATION.fullmatch(text):
+            value = now - sum(float(n) * _DURATION_UNITS[u] for n, u in
+                              re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", text))
+        else:
+            try:
+                value = rfc3339(text)
+            except ValueError:
+                raise ApiError(400, f"invalid value for {name}: {text[:100]!r}") from None
     if value != value or value in (float("inf"), float("-inf")):
         raise ApiError(400, f"invalid value for {name}: {text[:100]!r}")
     return value
+
+
+def rfc3339(text: str) -> float:
+    """Seconds of an RFC 3339 time (nanoseconds and offsets allowed; no zone: UTC)."""
+    stamp = datetime.datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", text))
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=datetime.UTC)
+    return stamp.timestamp()
 
 
 async def _follow(path: str, *, from_end: bool, since: float | None, until: float | None,
@@ -549,15 +566,12 @@ def _df_images(root: Path, containers: list[Any]) -> list[dict[str, Any]]:
 
 
 def _image_created(store: Any, config: str) -> int:
-    """The config's ``created`` (RFC 3339, nanoseconds and offsets allowed) in seconds."""
-    import re
-
+    """The config's ``created`` in seconds (0: none, or not a time)."""
     from ociimg.errors import OciimgError
     from ociimg.spec import MAX_CONFIG_BYTES
     try:
         created = json.loads(store.read_blob(config, limit=MAX_CONFIG_BYTES)).get("created")
-        text = re.sub(r"(\.\d{6})\d+", r"\1", str(created))  # fromisoformat: microseconds
-        return int(datetime.datetime.fromisoformat(text).timestamp()) if created else 0
+        return int(rfc3339(str(created))) if created else 0
     except (OciimgError, OSError, ValueError, AttributeError):
         return 0
 

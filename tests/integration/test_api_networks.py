@@ -130,6 +130,9 @@ def test_network_prune_removes_only_unused_networks(api: ApiServer, api_busybox:
     for name, label in (("keep", "x=1"), ("drop1", "x=1"), ("drop2", "x=2")):
         api.docker("network", "create", "--label", label, name)
     ociimg(api.root, "run", "--name", "user", "--network", "keep", api_busybox, "true")
+    # until: only networks made before then (a Go duration, as the CLI passes it on).
+    out = api.docker("network", "prune", "-f", "--filter", "until=1h").stdout
+    assert "drop" not in out
     out = api.docker("network", "prune", "-f", "--filter", "label=x=2").stdout
     assert "drop2" in out and "drop1" not in out
     out = api.docker("network", "prune", "-f").stdout
