@@ -216,10 +216,16 @@ def test_hostile_subnets_are_refused(api: ApiServer, ipam: dict, needle: str) ->
 
 
 def test_subnet_of_a_host_route_and_other_refusals(api: ApiServer) -> None:
-    route = subprocess.run(["ip", "-4", "route", "show", "scope", "link"], check=True,
-                           capture_output=True, text=True).stdout.split()  # 192.0.2.0/24 dev
-    need(bool(route), "the host has no link route to collide with")
-    proc = api.docker("network", "create", "--subnet", route[0], "lan", check=False)
+    # The LAN of the default route's device (not a bridge of ours another test made).
+    def ip(*args: str) -> list[str]:
+        return subprocess.run(["ip", "-4", "-o", "route", "show", *args], check=True,
+                              capture_output=True, text=True).stdout.splitlines()
+    default = ip("default")
+    need(bool(default), "the host has no default route")
+    dev = default[0].split(" dev ")[1].split()[0]
+    lan = [r.split()[0] for r in ip("scope", "link", "dev", dev)]
+    need(bool(lan), f"{dev} has no link route to collide with")
+    proc = api.docker("network", "create", "--subnet", lan[0], "lan", check=False)
     assert proc.returncode != 0 and "overlaps the host route" in proc.stderr
     proc = api.docker("network", "create", "-d", "macvlan", "mac", check=False)
     assert proc.returncode != 0 and 'plugin "macvlan" not found' in proc.stderr
