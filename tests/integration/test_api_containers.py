@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import socket
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -331,3 +332,20 @@ def test_auto_remove_and_restart_count(api: ApiServer, api_busybox: str) -> None
                and inspect(api, "again")["RestartCount"] == 2, "two restarts, then exited",
                timeout=60)
     assert inspect(api, "again")["State"]["ExitCode"] == 3
+
+
+def test_create_warnings(api: ApiServer, api_busybox: str, tmp_path: Path) -> None:
+    """What `ociimg run` would print as a warning is create's Warnings (the CLI shows
+    them): here the image's runtime-reserved labels, left out of the annotations."""
+    import subprocess
+    import sys
+
+    from tests.integration.runtime_helpers import REPO
+    (tmp_path / "Containerfile").write_text("FROM busybox\nLABEL run.oci.keep_fds=1\n")
+    subprocess.run([sys.executable, "-m", "ociimg", "--root", str(api.root), "build", "-t",
+                    "labeled", str(tmp_path)], check=True, capture_output=True, timeout=300,
+                   env={**api.env(), "PYTHONPATH": REPO})
+    made = api.client().api.create_container("labeled", ["true"])
+    assert any("run.oci.keep_fds" in w for w in made["Warnings"]), made
+    out = api.docker("create", "labeled", "true")
+    assert "run.oci.keep_fds" in out.stderr
