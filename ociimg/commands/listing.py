@@ -16,9 +16,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ociimg import spec
-from ociimg.commands.filters import label_matches, parse_filters
 from ociimg.digest import Digest
 from ociimg.errors import InvalidArgument, OciimgError
+from ociimg.filters import label_matches, parse_filters
 from ociimg.store import Store
 
 

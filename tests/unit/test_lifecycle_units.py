@@ -10,13 +10,13 @@ import pytest
 
 from ociimg.cli import psformat
 from ociimg.cli.lifecycle import _detach_keys, parse_duration, parse_signal, parse_tail
-from ociimg.commands.filters import label_matches, parse_filters
 from ociimg.containers import logfile
 from ociimg.containers.attach import DetachScanner
 from ociimg.containers.health import check_argv, next_state
 from ociimg.containers.monitor import _restart_delay
 from ociimg.containers.policies import RestartPolicy
 from ociimg.errors import InvalidArgument
+from ociimg.filters import label_matches, parse_filters
 
 
 def _records(data: bytes) -> list[logfile.Record]:
