@@ -403,6 +403,11 @@ async def _save(request: web.Request, texts: list[str]) -> web.StreamResponse:
         if request.transport is not None:
             request.transport.abort()
         return response
+    finally:
+        # What the buffer still holds after a failure must not be flushed by its
+        # finalizer: that runs on the loop's thread (a cycle through the traceback is
+        # collected there), where waiting for the loop would hang the whole server.
+        writer.raw.discard()
     await response.write_eof()
     return response
 
@@ -413,11 +418,18 @@ class _LoopWriter(io.RawIOBase):
 
     def __init__(self, response: web.StreamResponse, loop: asyncio.AbstractEventLoop) -> None:
         self._response, self._loop = response, loop
+        self._discarding = False
 
     def writable(self) -> bool:
         return True
 
+    def discard(self) -> None:
+        """Drop whatever is written from now on."""
+        self._discarding = True
+
     def write(self, data: Any) -> int:
+        if self._discarding:
+            return len(data)
         chunk = bytes(data)
         asyncio.run_coroutine_threadsafe(self._response.write(chunk), self._loop).result()
         return len(chunk)

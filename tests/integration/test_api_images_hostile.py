@@ -264,3 +264,25 @@ def test_pull_of_bad_manifests_and_blobs(api: ApiServer, liar: Any) -> None:
     assert stored_names(api) == []
     assert api.docker("images", "-q").stdout.strip() == ""
     alive(api)
+
+
+def test_save_of_a_corrupt_layer_never_looks_whole(api: ApiServer, api_busybox: str,
+                                                   tmp_path: Path) -> None:
+    """The layer is checked against its diff ID while streamed: when it fails after the
+    200 went out, the connection is cut, and `docker save` fails instead of writing a tar
+    that ends as if it were whole."""
+    doc = json.loads(api.docker("inspect", "busybox").stdout)[0]
+    manifest_digest = doc["RepoDigests"][0].split("@")[1]
+    blobs = api.root / "store" / "blobs" / "sha256"
+    manifest = json.loads((blobs / manifest_digest.removeprefix("sha256:")).read_bytes())
+    layer = blobs / manifest["layers"][0]["digest"].removeprefix("sha256:")
+    data = bytearray(layer.read_bytes())
+    layer.chmod(0o644)
+    data[len(data) // 2] ^= 0xFF
+    layer.write_bytes(bytes(data))
+    out = tmp_path / "saved.tar"
+    result = api.docker("save", "-o", str(out), "busybox", check=False, timeout=30)
+    assert result.returncode != 0
+    assert not out.exists() or out.stat().st_size < 1024
+    assert "images/get" in api.server_log()
+    alive(api)
