@@ -149,6 +149,8 @@ def _list(root: Path, filters: dict[str, list[str]]) -> list[ImageGroup]:
     if patterns:
         rows = [r for r in rows if not r.dangling and any(_reference_match(r.repository, r.tag, p)
                                                           for p in patterns)]
+    for key in ("before", "since"):  # an Id or a name, as docker takes them
+        filters[key] = [find_image(root, v).group.first.name for v in filters.get(key, [])]
     flat = [f"{key}={value}" for key, values in filters.items() for value in values]
     rows = filter_rows(rows, flat, store)
     groups = list(group_rows(rows).values())
@@ -296,11 +298,11 @@ def _prune(root: Path, filters: dict[str, list[str]]) -> tuple[list[dict[str, st
             raise ApiError(400, f"invalid filter '{key}'")
     dangling_only = filters.get("dangling", ["true"])[-1] in ("true", "1", "True")
     until = [_until(v) for v in filters.get("until", [])]
-    store, groups = image_table(root)
     from ociimg.containers.store import list_containers
 
-    used = {c.image for c in list_containers(root)} | {c.meta.get("digest")
-                                                         for c in list_containers(root)}
+    store, groups = image_table(root)
+    containers = list_containers(root)
+    used = {c.image for c in containers} | {c.meta.get("digest") for c in containers}
     deleted: list[dict[str, str]] = []
     for group in groups.values():
         if dangling_only and group.tag_names:

@@ -58,6 +58,10 @@ def test_images_filters(api: ApiServer, api_busybox: str) -> None:
     assert by_ref == ["other/name:x"]
     assert api.docker("images", "-q", "--filter", "dangling=true").stdout.strip() == ""
     assert api.docker("images", "-q", "--filter", "label=no.such=label").stdout.strip() == ""
+    image_id = api.docker("inspect", "-f", "{{.Id}}", "busybox").stdout.strip()
+    for value in ("busybox", image_id, image_id[7:19]):
+        assert api.docker("images", "-q", "--filter", f"before={value}").stdout.strip() == ""
+        assert api.docker("images", "-q", "--filter", f"since={value}").stdout.strip() == ""
     bad = api.docker("images", "--filter", "nonsense=1", check=False)
     assert bad.returncode != 0 and "nonsense" in bad.stderr
     # docker-py sends the legacy list form of the filters.

@@ -110,8 +110,8 @@ def test_tag_and_push_then_skopeo_sees_it(api: ApiServer, api_busybox: str,
     again = api.docker("push", target).stdout
     assert ": Layer already exists" in again
     # docker-py: the aux object carries the digest.
-    events = list(api.client().api.push(f"{registry.host}/apiimg/pushed", tag="1",
-                                        stream=True, decode=True))
+    events = list(api.client().images.push(f"{registry.host}/apiimg/pushed", tag="1",
+                                           stream=True, decode=True))
     aux = [e["aux"] for e in events if "aux" in e]
     assert aux == [{"Tag": "1", "Digest": final[2], "Size": int(final[4])}]
 
