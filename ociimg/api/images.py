@@ -21,7 +21,7 @@ import shutil
 import tarfile
 import tempfile
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -336,19 +336,12 @@ def _prune_matches(group: ImageGroup, until: list[datetime],
 
 
 def _until(text: str) -> datetime:
-    """docker's ``until``: unix seconds, an RFC 3339 time, or a Go duration ago."""
-    now = datetime.now(UTC)
-    with contextlib.suppress(ValueError):
-        return datetime.fromtimestamp(float(text), UTC)
-    with contextlib.suppress(ValueError):
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        return when if when.tzinfo else when.replace(tzinfo=UTC)
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)(h|m|s)", text)
-    if match:
-        unit = {"h": 3600, "m": 60, "s": 1}[match.group(2)]
-        return now - timedelta(seconds=float(match.group(1)) * unit)
-    raise ApiError(400, f"invalid until filter {text[:100]!r}: give unix seconds, an RFC "
-                   "3339 time or a duration such as 24h")
+    """docker's ``until``: Unix seconds, an RFC 3339 time, or a Go duration ago."""
+    import time
+
+    from ociimg.api.system import parse_api_time
+
+    return datetime.fromtimestamp(parse_api_time(text, "until", time.time()) or 0, UTC)
 
 
 # Search -------------------------------------------------------------------------------

@@ -108,14 +108,14 @@ def test_rmi_untags_then_deletes_and_refuses_in_use(api: ApiServer, api_busybox:
     assert out.strip() == "Untagged: second:1"
     image_id = api.docker("inspect", "-f", "{{.Id}}", "busybox").stdout.strip()
     # A container made from the image: its last name cannot go without force.
-    ociimg(api, "run", "--name", "user1", "busybox", "true")
+    cid = api.docker("create", "--name", "user1", "busybox", "true").stdout.strip()
     refused = api.docker("rmi", "busybox", check=False)
     assert refused.returncode == 1
     assert "conflict: unable to remove repository reference \"busybox\" (must force) - " \
-           "container " in refused.stderr
+           f"container {cid[:12]} " in refused.stderr
     assert f"is using its referenced image {image_id.removeprefix('sha256:')[:12]}" in \
         refused.stderr
-    ociimg(api, "rm", "-f", "user1")
+    api.docker("rm", "-f", "user1")
     out = api.docker("rmi", "busybox").stdout.splitlines()
     assert out == ["Untagged: busybox:latest", f"Deleted: {image_id}"]
     assert api.docker("images", "-q").stdout.strip() == ""
@@ -189,3 +189,16 @@ def test_docker_py_save_and_load(api: ApiServer, api_busybox: str) -> None:
     loaded = client.images.load(data)
     assert [i.id for i in loaded] == [image.id]
     assert loaded[0].tags == ["busybox:latest"]
+
+
+def test_prune_until_and_label_filters(api: ApiServer, api_busybox: str) -> None:
+    client = api.client()
+    for until in ("1", "2001-01-01T00:00:00Z", "1h"):  # the fixture was made long before 1h ago
+        result = client.images.prune(filters={"dangling": False, "until": until,
+                                              "label": "no.such"})
+        assert result["ImagesDeleted"] is None, until
+    bad = api.docker("image", "prune", "-a", "-f", "--filter", "until=yesterday", check=False)
+    assert bad.returncode == 1 and "invalid value for until" in bad.stderr
+    assert api.docker("images", "-q").stdout.strip() != ""
+    result = client.images.prune(filters={"dangling": False, "until": "1h"})
+    assert len(result["ImagesDeleted"]) == 2

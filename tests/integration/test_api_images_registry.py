@@ -45,6 +45,8 @@ def test_docker_pull_shows_progress_then_lists(api: ApiServer,
     listed = api.docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
     assert listed == [ref]
     assert runs(api, ref).strip().endswith("args=echo ran")
+    cid = api.docker("run", "-d", ref, "echo", "ran").stdout.strip()
+    assert api.docker("wait", cid).stdout.strip() == "0"
     again = api.docker("pull", ref).stdout
     assert f"Status: Image is up to date for {ref}" in again
 
