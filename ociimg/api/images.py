@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import hashlib
 import io
 import logging
 import os
@@ -20,6 +21,7 @@ import re
 import shutil
 import tarfile
 import tempfile
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -87,10 +89,35 @@ class IndexSnapshot(Store):
 
 
 def image_table(root: Path) -> tuple[Store, dict[str, ImageGroup]]:
-    from ociimg.commands.listing import image_rows
-
     store = IndexSnapshot.open(root)
-    return store, group_rows(image_rows(store))
+    return store, group_rows(listed_rows(store))
+
+
+_ROWS: dict[Path, tuple[bytes, list[Any]]] = {}
+_ROWS_LOCK = threading.Lock()
+
+
+def listed_rows(store: Store) -> list[Any]:
+    """``ociimg images``' rows, reused while index.json holds the same bytes: a row
+    derives from the index and from blobs, which never change under their digest.
+    (Hashing the index costs far less than reading every image's manifest and config
+    again; ``docker images`` is the call clients make most.)"""
+    from ociimg.commands.listing import image_rows
+    from ociimg.spec import MAX_MANIFEST_BYTES
+    from ociimg.store.files import read_regular
+
+    try:
+        key = hashlib.sha256(read_regular(store.index_path, MAX_MANIFEST_BYTES)).digest()
+    except FileNotFoundError:
+        return []
+    with _ROWS_LOCK:
+        hit = _ROWS.get(store.path)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    rows = image_rows(store)  # read after the key: never older than it
+    with _ROWS_LOCK:
+        _ROWS[store.path] = (key, rows)
+    return rows
 
 
 def find_image(root: Path, text: str) -> Found:
@@ -141,10 +168,10 @@ async def list_images(request: web.Request) -> web.Response:
 
 
 def _list(root: Path, filters: dict[str, list[str]]) -> list[ImageGroup]:
-    from ociimg.commands.listing import filter_rows, image_rows
+    from ociimg.commands.listing import filter_rows
 
     store = IndexSnapshot.open(root)
-    rows = image_rows(store)
+    rows = listed_rows(store)
     patterns = filters.pop("reference", [])
     if patterns:
         rows = [r for r in rows if not r.dangling and any(_reference_match(r.repository, r.tag, p)

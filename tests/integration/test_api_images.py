@@ -202,3 +202,18 @@ def test_prune_until_and_label_filters(api: ApiServer, api_busybox: str) -> None
     assert api.docker("images", "-q").stdout.strip() != ""
     result = client.images.prune(filters={"dangling": False, "until": "1h"})
     assert len(result["ImagesDeleted"]) == 2
+
+
+def test_listing_follows_every_change(api: ApiServer, api_busybox: str) -> None:
+    """The server reuses its listing while index.json is unchanged: every tag, untag and
+    change by another process (the ociimg CLI) shows at once."""
+    def names() -> list[str]:
+        return sorted(api.docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split())
+
+    assert names() == ["busybox:latest"]
+    for i in range(3):  # same-length names, back to back
+        api.docker("tag", "busybox", f"n{i}:1")
+        assert names() == sorted(["busybox:latest", *(f"n{j}:1" for j in range(i + 1))])
+    api.docker("rmi", "n0:1")
+    ociimg(api, "tag", "busybox", "n9:1")
+    assert names() == ["busybox:latest", "n1:1", "n2:1", "n9:1"]
