@@ -72,6 +72,8 @@ def credentials_file(auth: dict[str, str] | None, domain: str) -> Iterator[Path]
     elif auth and auth.get("username"):
         pair = f"{auth['username']}:{auth.get('password', '')}"
         entry = {"auth": base64.b64encode(pair.encode()).decode()}
+    elif auth and auth.get("auth"):  # user:password already encoded, as in config.json
+        entry = {"auth": auth["auth"]}
     with tempfile.TemporaryDirectory(prefix="ociimg-api-auth-") as tmp:
         path = Path(tmp) / "auth.json"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)

@@ -217,3 +217,19 @@ def test_listing_follows_every_change(api: ApiServer, api_busybox: str) -> None:
     api.docker("rmi", "n0:1")
     ociimg(api, "tag", "busybox", "n9:1")
     assert names() == ["busybox:latest", "n1:1", "n2:1", "n9:1"]
+
+
+def test_unsupported_and_missing_answer_like_dockerd(api: ApiServer, tmp_path: Path) -> None:
+    search = api.docker("search", "busybox", check=False)
+    assert search.returncode == 1
+    assert "search is not supported by ociimg serve" in search.stderr
+    rootfs = tmp_path / "rootfs.tar"
+    rootfs.write_bytes(bytes(10240))
+    imported = api.docker("import", str(rootfs), "imported:1", check=False)
+    assert imported.returncode == 1 and "docker import" in imported.stderr
+    assert "not supported" in imported.stderr
+    missing = api.docker("rmi", "nosuch:1", check=False)
+    assert missing.returncode == 1 and "No such image: nosuch:1" in missing.stderr
+    assert api.docker("history", "nosuch", check=False).returncode == 1
+    assert api.docker("save", "nosuch", check=False).returncode == 1
+    assert api.docker("images", "-q").stdout.strip() == ""

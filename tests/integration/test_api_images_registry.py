@@ -3,11 +3,13 @@ against Debian's docker-registry on loopback (plain HTTP, as dockerd treats 127.
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import subprocess
 import sys
 
+import docker.errors
 import pytest
 
 from tests.conftest import need
@@ -93,8 +95,18 @@ def test_login_then_pull_private_and_wrong_password(
     assert auth_registry.host in (api.home / "config.json").read_text()
     api.docker("pull", auth_pushed_busybox)
     assert api.docker("images", "-q").stdout.strip() != ""
-    # docker-py's login goes through /auth too.
+    # X-Registry-Auth in its other forms: "auth" (user:password, base64) as config.json
+    # keeps it; a wrong password is refused, not ignored.
     client = api.client()
+    repo, tag = auth_pushed_busybox.rsplit(":", 1)
+    pair = base64.b64encode(f"{auth_registry.username}:{auth_registry.password}".encode())
+    events = list(client.api.pull(repo, tag=tag, stream=True, decode=True,
+                                  auth_config={"auth": pair.decode()}))
+    assert events[-1]["status"] == f"Status: Image is up to date for {auth_pushed_busybox}"
+    with pytest.raises(docker.errors.NotFound, match="pull access denied"):
+        client.api.pull(repo, tag=tag, auth_config={"username": auth_registry.username,
+                                                    "password": "wrong"})
+    # docker-py's login goes through /auth too.
     assert client.login(auth_registry.username, auth_registry.password,
                         registry=auth_registry.host)["Status"] == "Login Succeeded"
 
