@@ -51,6 +51,7 @@ from ociimg.api.imagedocs import (
     short_id,
 )
 from ociimg.errors import ImageNotFound, InvalidArgument, OciimgError
+from ociimg.spec import INDEX_TYPES
 from ociimg.store import Store
 
 routes = Routes()
@@ -86,6 +87,14 @@ class IndexSnapshot(Store):
         if self._refs is None:
             self._refs = super().refs()
         return self._refs
+
+    def image_for(self, name: str, platform: Any = None) -> Any:
+        # A name tagged to one image manifest is that image, whatever its platform (as in
+        # docker: `pull --platform linux/arm64` lists and inspects as arm64); an index
+        # still stands for the host's image.
+        if self.resolve(name).media_type not in INDEX_TYPES:
+            platform = None
+        return super().image_for(name, platform)
 
 
 def image_table(root: Path) -> tuple[Store, dict[str, ImageGroup]]:

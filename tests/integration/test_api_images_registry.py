@@ -135,3 +135,21 @@ def test_push_of_an_absent_image_is_a_404(api: ApiServer, registry: RegistryServ
     assert result.returncode == 1
     assert "An image does not exist locally with the tag: " \
            f"{registry.host}/apiimg/absent" in result.stderr
+
+
+def test_pull_of_an_index_by_platform(api: ApiServer, pushed_fixtures: dict[str, str]) -> None:
+    """A multi-platform index: the host's image by default, another with --platform
+    (the name then stands for that platform's manifest, as in docker)."""
+    import platform as host
+
+    ref = pushed_fixtures["multiarch"]
+    api.docker("pull", ref)
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}[host.machine()]
+    assert api.docker("inspect", "-f", "{{.Os}}/{{.Architecture}}", ref).stdout.strip() == \
+        f"linux/{arch}"
+    other = "arm64" if arch == "amd64" else "amd64"
+    client = api.client()
+    image = client.images.pull(ref.rsplit(":", 1)[0], tag="latest", platform=f"linux/{other}")
+    assert image.attrs["Architecture"] == other
+    bad = api.docker("pull", "--platform", "nonsense", ref, check=False)
+    assert bad.returncode == 1
