@@ -43,7 +43,7 @@ from ociimg.api.imagedocs import (
     image_summary,
     short_id,
 )
-from ociimg.errors import ImageNotFound, InvalidArgument, OciimgError
+from ociimg.errors import ImageNotFound, InvalidArgument, LockTimeout, OciimgError
 from ociimg.spec import INDEX_TYPES
 from ociimg.store import Store
 
@@ -236,7 +236,7 @@ def _tag(root: Path, text: str, repo: str, tag_: str) -> None:
     if ref.digest is not None:
         raise InvalidArgument(f"refusing to create a tag with a digest reference: {target[:200]}")
     found = find_image(root, text)
-    found.store.tag(str(ref), found.store.resolve(found.group.first.name))
+    found.store.tag(str(ref), found.store.resolve(found.name or found.group.first.name))
 
 
 @routes.delete("/images/{name:.+}")
@@ -301,8 +301,14 @@ def collect(root: Path) -> int:
     from ociimg.commands.maintenance import collect_garbage
     from ociimg.containers.store import containers_locked, list_containers
 
-    with containers_locked(root):
-        report = collect_garbage(root, [c.meta for c in list_containers(root)])
+    try:
+        with containers_locked(root):
+            report = collect_garbage(root, [c.meta for c in list_containers(root)])
+    except LockTimeout:
+        # A container is being created (its snapshots are not recorded yet): the names
+        # are gone already, the space is reclaimed by the next rmi, prune or `ociimg gc`.
+        log.info("gc skipped: a container is being created")
+        return 0
     for warning in report.warnings:
         log.warning("gc: %s", warning)
     return report.bytes_freed + report.snapshot_bytes_freed

@@ -233,3 +233,19 @@ def test_unsupported_and_missing_answer_like_dockerd(api: ApiServer, tmp_path: P
     assert api.docker("history", "nosuch", check=False).returncode == 1
     assert api.docker("save", "nosuch", check=False).returncode == 1
     assert api.docker("images", "-q").stdout.strip() == ""
+
+
+def test_rmi_while_a_container_is_being_created(api: ApiServer, api_busybox: str) -> None:
+    """gc needs the containers' lock exclusively; while a create holds it, rmi still
+    untags and deletes (the space is reclaimed by a later gc), never a 500."""
+    from ociimg.containers.store import containers_locked
+
+    image_id = api.docker("inspect", "-f", "{{.Id}}", "busybox").stdout.strip()
+    config_blob = api.root / "store" / "blobs" / "sha256" / image_id.removeprefix("sha256:")
+    (api.root / "containers").mkdir(exist_ok=True)
+    with containers_locked(api.root, shared=True):
+        out = api.docker("rmi", "busybox").stdout.splitlines()
+    assert out == ["Untagged: busybox:latest", f"Deleted: {image_id}"]
+    assert config_blob.exists()  # not collected yet
+    ociimg(api, "gc")
+    assert not config_blob.exists()
