@@ -95,6 +95,15 @@ def test_login_then_pull_private_and_wrong_password(
     assert auth_registry.host in (api.home / "config.json").read_text()
     api.docker("pull", auth_pushed_busybox)
     assert api.docker("images", "-q").stdout.strip() != ""
+    # Push with the same credentials; without them the registry refuses, in the stream.
+    target = f"{auth_registry.host}/apiimg/private:1"
+    api.docker("tag", auth_pushed_busybox, target)
+    pushed = api.docker("push", target).stdout.splitlines()[-1].split()
+    creds = f"--creds={auth_registry.username}:{auth_registry.password}"
+    assert skopeo_inspect(target, creds)["Digest"] == pushed[2]
+    api.docker("logout", auth_registry.host)
+    refused = api.docker("push", target, check=False)
+    assert refused.returncode == 1 and "authentication required" in refused.stderr
     # X-Registry-Auth in its other forms: "auth" (user:password, base64) as config.json
     # keeps it; a wrong password is refused, not ignored.
     client = api.client()
@@ -109,6 +118,9 @@ def test_login_then_pull_private_and_wrong_password(
     # docker-py's login goes through /auth too.
     assert client.login(auth_registry.username, auth_registry.password,
                         registry=auth_registry.host)["Status"] == "Login Succeeded"
+    with pytest.raises(docker.errors.APIError, match="wrong username or password"):
+        client.login(auth_registry.username, "wrong", registry=auth_registry.host,
+                     reauth=True)
 
 
 def test_tag_and_push_then_skopeo_sees_it(api: ApiServer, api_busybox: str,
