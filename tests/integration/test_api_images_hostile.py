@@ -91,6 +91,10 @@ def test_names_that_climb_or_never_end(api: ApiServer, api_busybox: str, canary:
             status, body = call(api, method, f"/v1.41/images/{name}{suffix}")
             assert status in (400, 404), (name, method, suffix, status)
             assert json.loads(body)["message"]
+    for method, path in (("GET", "/images/busybox/nonsense"), ("PUT", "/images/busybox"),
+                         ("GET", "/v1.41/images/busybox/json/extra")):
+        status, body = call(api, method, path)
+        assert (status, message(body)) == (404, "page not found"), (method, path)
     long_name = "a" * 5000
     status, body = call(api, "GET", f"/images/{long_name}/json")
     assert status == 404 and message(body).startswith("No such image: aaa")
