@@ -164,19 +164,21 @@ def test_image_prune_removes_dangling_only_by_default(api: ApiServer, api_busybo
 def test_save_load_round_trip_to_a_second_server(api: ApiServer, api_busybox: str,
                                                  tmp_path: Path) -> None:
     archive = tmp_path / "busybox.tar"
-    api.docker("save", "-o", str(archive), "busybox")
+    api.docker("tag", "busybox", "127.0.0.1:5999/other:1")
+    api.docker("save", "-o", str(archive), "busybox", "127.0.0.1:5999/other:1")
     image_id = api.docker("inspect", "-f", "{{.Id}}", "busybox").stdout.strip()
     (tmp_path / "second").mkdir()
     second = start_server(tmp_path / "second", tmp_path / "second-root")
     try:
         out = second.docker("load", "-i", str(archive)).stdout
-        assert out.strip() == "Loaded image: busybox:latest"
+        assert sorted(out.splitlines()) == ["Loaded image: 127.0.0.1:5999/other:1",
+                                            "Loaded image: busybox:latest"]
         assert second.docker("inspect", "-f", "{{.Id}}", "busybox").stdout.strip() == image_id
         assert "docker.io/library/busybox" in ociimg(second, "images")
     finally:
         stop_server(second)
     # And through a pipe, into the first one after a rmi.
-    api.docker("rmi", "busybox")
+    api.docker("rmi", "busybox", "127.0.0.1:5999/other:1")
     piped = api.docker("load", input=archive.read_bytes()).stdout
     assert b"Loaded image: busybox:latest" in piped
 
