@@ -205,7 +205,11 @@ async def start(request: web.Request) -> web.StreamResponse:
         return _not_modified()
     if status == "paused":
         raise ApiError(409, "cannot start a paused container, try unpause instead")
-    await _own_thread(_start, mgr, c)
+    from ociimg.containers.manager import ContainerRunning
+    try:
+        await _own_thread(_start, mgr, c)
+    except ContainerRunning:  # another client started it since the status above
+        return _not_modified()
     return web.Response(status=204)
 
 

@@ -48,6 +48,10 @@ DEFAULT_RUNTIME_ROOT = Path(DEFAULT_STATE_ROOT)
 ACTIVE = ("creating", "created", "running", "paused", "restarting")
 
 
+class ContainerRunning(ContainerError):
+    """Start of a container that another caller has started meanwhile."""
+
+
 def _bundle_options() -> BundleOptions:
     from ociimg.bundle import BundleOptions
 
@@ -238,6 +242,13 @@ class ContainerManager:
         with ``fork``, a single-threaded caller (the CLI) forks it instead, which saves
         that interpreter's start (~40 ms of every ``ociimg run``). A caller with threads
         always spawns: forking a threaded interpreter can deadlock the child."""
+        with _starting_or_removing(c):
+            st = self.status(c).status
+            if st in ("running", "paused", "restarting"):  # another client started it
+                raise ContainerRunning(f"container {c.name} is already {st}")
+            return self._start(c, stdio, fork)
+
+    def _start(self, c: Container, stdio: tuple[int, int, int] | None, fork: bool) -> int:
         import threading
 
         import ociimg.network as network
@@ -519,6 +530,10 @@ class ContainerManager:
 
     def remove(self, c: Container, force: bool = False, *, volumes: bool = False) -> None:
         """With ``volumes`` (rm -v), its anonymous volumes go too."""
+        with _starting_or_removing(c):
+            self._remove(c, force, volumes)
+
+    def _remove(self, c: Container, force: bool, volumes: bool) -> None:
         from ociimg.containers.rootfs import release_rootfs, remove_rootfs
         from ociimg.containers.volumes import VolumeStore, anonymous_volumes
         st = self.status(c).status
@@ -572,6 +587,29 @@ class ContainerManager:
                 if not running:
                     return
                 time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def _starting_or_removing(c: Container) -> Iterator[None]:
+    """Start and remove of one container, one at a time: clients of the API (or two CLIs)
+    that start and remove it at once must not start a container whose directory is being
+    removed. The lock is the directory's own (flock of its fd), so it goes with it."""
+    import fcntl
+    try:
+        fd = os.open(c.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ContainerNotFound(f"no such container: {c.name}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            same = os.stat(c.path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:  # removed while we waited
+            raise ContainerNotFound(f"no such container: {c.name}")
+        yield
+    finally:
+        os.close(fd)
 
 
 def _signal_name(text: str) -> str:
