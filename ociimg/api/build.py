@@ -68,7 +68,7 @@ async def build(request: web.Request) -> web.StreamResponse:
     root = Path(root_of(request))
     work = await blocking(_make_workdir, root)
     try:
-        await _spool(request, work / "context.tar", max_context())
+        await spool_body(request, work / "context.tar", max_context())
         job.update(root=str(root), work=str(work), max_bytes=max_context())
         await blocking(_write_job, work, job, auths)
         return await _run_job(request, work, auths is not None, job["cachefrom"] and
@@ -154,7 +154,7 @@ def _remove(path: Path) -> None:
         remove_tree(path)
 
 
-async def _spool(request: web.Request, dest: Path, limit: int) -> None:
+async def spool_body(request: web.Request, dest: Path, limit: int) -> None:
     """The body to ``dest``, at most ``limit`` bytes (413 past it)."""
     too_big = ApiError(413, f"the build context is larger than {limit} bytes (the limit "
                             f"of ociimg serve: {MAX_CONTEXT_ENV})")
@@ -272,7 +272,7 @@ async def commit(request: web.Request) -> web.Response:
     if not name:
         raise ApiError(400, "commit: the container parameter is required")
     container = await blocking(find_container, request, name)
-    body = await read_json(request)
+    body = await read_json(request) or {}  # the docker CLI sends null
     if not isinstance(body, dict):
         raise ApiError(400, "commit: the body must be a JSON object (a container config)")
     repo, tag = q.get("repo") or "", q.get("tag") or ""

@@ -1,0 +1,246 @@
+"""docker cp, docker export, docker diff and docker commit through `ociimg serve` (archive
+HEAD/GET/PUT, export, changes, /commit), driven by docker's CLI 20.10; the containers are
+made with ociimg on the server's root, their images built through the API."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.integration.apiserver import DOCKER_CLI, ApiServer
+from tests.integration.cli_helpers import ociimg
+from tests.integration.test_api_build import context
+
+pytestmark = pytest.mark.integration
+
+FILES_IMAGE = """\
+FROM busybox
+RUN mkdir -p /data/sub && echo one > /data/a.txt && echo two > /data/sub/b.txt \\
+    && ln -s /etc /data/hostetc && ln -s /etc/passwd /data/passwdlink \\
+    && echo "container-marker:x:4242:4242::/:/bin/sh" >> /etc/passwd
+"""
+MARKER = "container-marker"
+
+
+@pytest.fixture
+def files_image(api: ApiServer, api_busybox: str, tmp_path: Path) -> str:
+    api.docker("build", "-t", "files", str(context(tmp_path / "files-ctx", FILES_IMAGE, {})))
+    return "files"
+
+
+@pytest.fixture
+def running(api: ApiServer, files_image: str) -> str:
+    ociimg(api.root, "run", "-d", "--name", "live", files_image, "sleep", "600")
+    return "live"
+
+
+@pytest.fixture
+def stopped(api: ApiServer, files_image: str) -> str:
+    ociimg(api.root, "run", "--name", "done", files_image, "true")
+    return "done"
+
+
+def test_cp_out_file_dir_and_contents(api: ApiServer, running: str, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    api.docker("cp", f"{running}:/data/a.txt", str(out / "a-copy.txt"))
+    assert (out / "a-copy.txt").read_text() == "one\n"
+    api.docker("cp", f"{running}:/data", str(out / "tree"))
+    assert (out / "tree/sub/b.txt").read_text() == "two\n"
+    (out / "existing").mkdir()
+    api.docker("cp", f"{running}:/data/.", str(out / "existing"))
+    assert sorted(p.name for p in (out / "existing").iterdir()) == [
+        "a.txt", "hostetc", "passwdlink", "sub"]
+    api.docker("cp", f"{running}:/data/.", str(out / "fresh"))
+    assert (out / "fresh/sub/b.txt").read_text() == "two\n"
+    # A symlink is copied as one; followed (-L) inside the container, not on the host.
+    api.docker("cp", f"{running}:/data/passwdlink", str(out / "link"))
+    assert (out / "link").is_symlink()
+    api.docker("cp", "-L", f"{running}:/data/passwdlink", str(out / "followed"))
+    assert MARKER in (out / "followed").read_text()
+    api.docker("cp", f"{running}:/data/hostetc/passwd", str(out / "through-dir-link"))
+    assert MARKER in (out / "through-dir-link").read_text()
+    assert MARKER not in Path("/etc/passwd").read_text()
+
+
+def test_cp_in_stays_inside_the_container(api: ApiServer, running: str,
+                                          tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "dir/deep").mkdir(parents=True)
+    (src / "file.txt").write_text("host file\n")
+    (src / "dir/deep/x.txt").write_text("x\n")
+    name = f"ociimg-api-cp-{tmp_path.name}"
+    (src / name).write_text("must stay in the container\n")
+    api.docker("cp", str(src / "file.txt"), f"{running}:/data/")
+    api.docker("cp", str(src / "dir"), f"{running}:/data/newdir")
+    api.docker("cp", str(src / "dir") + "/.", f"{running}:/data/sub")
+    # /data/hostetc is the container's /etc (a symlink inside it), never the host's.
+    api.docker("cp", str(src / name), f"{running}:/data/hostetc/")
+    api.docker("cp", str(src / name), f"{running}:/../../../../tmp/")
+
+    def cat(path: str) -> str:
+        return ociimg(api.root, "exec", running, "cat", path).stdout
+
+    assert cat("/data/file.txt") == "host file\n"
+    assert cat("/data/newdir/deep/x.txt") == "x\n"
+    assert cat("/data/sub/deep/x.txt") == "x\n"
+    assert cat(f"/etc/{name}") == "must stay in the container\n"
+    assert cat(f"/tmp/{name}") == "must stay in the container\n"
+    assert not Path(f"/etc/{name}").exists() and not Path(f"/tmp/{name}").exists()
+
+
+def test_stopped_container_cp_diff_export_commit(api: ApiServer, stopped: str,
+                                                 tmp_path: Path) -> None:
+    note = tmp_path / "note.txt"
+    note.write_text("copied while stopped\n")
+    api.docker("cp", str(note), f"{stopped}:/data/note.txt")
+    api.docker("cp", f"{stopped}:/data/note.txt", str(tmp_path / "back.txt"))
+    assert (tmp_path / "back.txt").read_text() == "copied while stopped\n"
+    diff = api.docker("diff", stopped).stdout.splitlines()
+    assert "A /data/note.txt" in diff and "C /data" in diff, diff
+    proc = subprocess.run([DOCKER_CLI, "export", stopped], env=api.env(),
+                          capture_output=True, timeout=300)
+    assert proc.returncode == 0, (proc.stderr, api.server_log())
+    with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as tar:
+        names = tar.getnames()
+        assert "data/note.txt" in names and "bin/busybox" in names
+        assert tar.extractfile("data/note.txt").read() == b"copied while stopped\n"  # type: ignore[union-attr]
+    out = api.docker("commit", "-c", 'CMD ["cat", "/data/note.txt"]', "-m", "noted",
+                     stopped, "img:1").stdout.strip()
+    assert out.startswith("sha256:") and len(out) == 71, out
+    assert ociimg(api.root, "run", "--rm", "img:1").stdout == "copied while stopped\n"
+    history = ociimg(api.root, "history", "img:1").stdout
+    assert "noted" in history
+
+
+def test_docker_py_archive_stat_and_errors(api: ApiServer, running: str) -> None:
+    import docker.errors
+    low = api.client().api
+    stream, stat = low.get_archive(running, "/data/hostetc")
+    b"".join(stream)
+    assert stat["name"] == "hostetc" and stat["linkTarget"] == "/etc"
+    assert stat["mode"] & (1 << 27) and stat["mode"] & 0o777 == 0o777
+    _, stat = low.get_archive(running, "/data/sub")
+    assert stat["mode"] & (1 << 31) and stat["mtime"].endswith("Z")
+    with pytest.raises(docker.errors.NotFound) as info:
+        low.get_archive(running, "/nope")
+    assert f"Could not find the file /nope in container {running}" in str(info.value)
+    changes = low.diff(running)
+    assert changes == [] or all(set(c) == {"Path", "Kind"} for c in changes)
+
+
+def put_archive(api: ApiServer, container: str, path: str, body: bytes,
+                query: str = "") -> tuple[int, bytes]:
+    import http.client
+    import socket
+    import urllib.parse
+
+    class UnixConnection(http.client.HTTPConnection):
+        def connect(self) -> None:
+            self.sock = socket.socket(socket.AF_UNIX)
+            self.sock.settimeout(120)
+            self.sock.connect(str(api.socket))
+
+    conn = UnixConnection("docker")
+    try:
+        conn.request("PUT", f"/v1.41/containers/{container}/archive?path="
+                     f"{urllib.parse.quote(path)}{query}", body=body,
+                     headers={"Content-Type": "application/x-tar"})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def tar_of(entries: list[tuple[str, bytes, str]]) -> bytes:
+    """(name, data, kind) with kind "f" file, "d" dir, "s:TARGET" symlink, "h:TARGET"
+    hardlink."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data, kind in entries:
+            info = tarfile.TarInfo(name)
+            info.mode = 0o644
+            if kind == "d":
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+            elif kind.startswith("s:"):
+                info.type, info.linkname = tarfile.SYMTYPE, kind[2:]
+            elif kind.startswith("h:"):
+                info.type, info.linkname = tarfile.LNKTYPE, kind[2:]
+            info.size = len(data) if info.type == tarfile.REGTYPE else 0
+            tar.addfile(info, io.BytesIO(data) if info.type == tarfile.REGTYPE else None)
+    return buf.getvalue()
+
+
+def host_state() -> dict[str, bytes]:
+    return {p: Path(p).read_bytes() for p in ("/etc/passwd", "/etc/hostname")}
+
+
+@pytest.mark.parametrize("path,entries", [
+    ("/data", [("../../../../../tmp/{mark}", b"x", "f")]),
+    ("/data", [("/tmp/{mark}", b"x", "f")]),
+    ("/data", [("up", b"", "s:../../../../../../tmp"), ("up/{mark}", b"x", "f")]),
+    ("/data", [("abs", b"", "s:/tmp"), ("abs/{mark}", b"x", "f")]),
+    ("/data", [("hard", b"", "h:/etc/passwd")]),
+    ("/data", [("hard", b"", "h:../../../../etc/passwd"), ("hard", b"overwrite", "f")]),
+    ("../../../../tmp", [("{mark}", b"x", "f")]),
+    ("/data/hostetc", [("{mark}", b"x", "f")]),
+], ids=["dotdot", "absolute", "symlink-up", "symlink-abs", "hardlink-abs",
+        "hardlink-up-overwrite", "path-dotdot", "path-through-link"])
+def test_hostile_put_archive_changes_nothing_outside(api: ApiServer, running: str,
+                                                     tmp_path: Path, path: str,
+                                                     entries: list) -> None:
+    mark = f"ociimg-api-put-{tmp_path.name}"
+    before = host_state()
+    body = tar_of([(n.format(mark=mark), d, k) for n, d, k in entries])
+    status, answer = put_archive(api, running, path, body, "&noOverwriteDirNonDir=true")
+    assert status in (200, 400, 404), answer
+    if status != 200:
+        assert json.loads(answer)["message"]
+    assert not Path(f"/tmp/{mark}").exists() and not Path(f"/etc/{mark}").exists()
+    assert host_state() == before
+    assert api.docker("version").returncode == 0
+
+
+def test_put_archive_follows_docker_cp_rules(api: ApiServer, running: str) -> None:
+    status, answer = put_archive(api, running, "/", tar_of([("data", b"x", "f")]),
+                                 "&noOverwriteDirNonDir=true")
+    assert status == 400 and b"cannot overwrite directory" in answer
+    status, answer = put_archive(api, running, "/data", tar_of([("a.txt", b"", "d")]),
+                                 "&noOverwriteDirNonDir=true")
+    assert status == 400 and b"cannot overwrite non-directory" in answer
+    status, answer = put_archive(api, running, "/data/a.txt", tar_of([("x", b"x", "f")]))
+    assert status == 400 and b"extraction point is not a directory" in answer
+    status, answer = put_archive(api, running, "/nowhere", tar_of([("x", b"x", "f")]))
+    assert status == 404 and b"Could not find the file /nowhere" in answer
+    status, answer = put_archive(api, running, "/data", tar_of([(".wh.a.txt", b"", "f")]))
+    assert status == 400
+    assert ociimg(api.root, "exec", running, "cat", "/data/a.txt").stdout == "one\n"
+    status, _ = put_archive(api, running, "/data", b"not a tar at all" * 100)
+    assert status == 400
+    assert not list((api.root / "build-cache").glob(".api-put-*"))
+
+
+def test_stat_header_is_base64_json(api: ApiServer, running: str) -> None:
+    import http.client
+    import socket
+
+    class UnixConnection(http.client.HTTPConnection):
+        def connect(self) -> None:
+            self.sock = socket.socket(socket.AF_UNIX)
+            self.sock.connect(str(api.socket))
+
+    conn = UnixConnection("docker")
+    conn.request("HEAD", f"/v1.41/containers/{running}/archive?path=/data/a.txt")
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    assert response.status == 200
+    doc = json.loads(base64.b64decode(response.headers["X-Docker-Container-Path-Stat"]))
+    assert doc["name"] == "a.txt" and doc["size"] == 4 and doc["mode"] == 0o644
+    assert doc["linkTarget"] == ""
