@@ -209,6 +209,7 @@ async def _run_job(request: web.Request, work: Path, with_auth: bool,
         code = await proc.wait()
         if code != 0 and not errored:
             await response.write(_line(await blocking(_failure, work, code)))
+        await blocking(_remove, work)  # gone before the client sees the end
         await response.write_eof()
     except ConnectionResetError:
         if proc.returncode is None:

@@ -190,3 +190,20 @@ def raw_build(api: ApiServer, query: str, body: bytes,
         return response.status, response.read()
     finally:
         conn.close()
+
+
+def test_registry_config_header_authenticates_from_pulls(api: ApiServer, tmp_path: Path,
+                                                         auth_registry: object,
+                                                         auth_pushed_busybox: str) -> None:
+    import base64
+    ctx = context(tmp_path / "ctx", f"FROM {auth_pushed_busybox}\nRUN echo pulled-ok\n", {})
+    proc = api.docker("build", "-t", "authed", str(ctx), check=False)
+    assert proc.returncode != 0 and "authentication required" in proc.stderr, proc
+    registry = auth_pushed_busybox.split("/")[0]
+    token = base64.b64encode(
+        f"{auth_registry.username}:{auth_registry.password}".encode()).decode()  # type: ignore[attr-defined]
+    # The CLI sends every credential of its config.json as X-Registry-Config.
+    (api.home / "config.json").write_text(json.dumps({"auths": {registry: {"auth": token}}}))
+    out = api.docker("build", "-t", "authed", str(ctx)).stdout
+    assert "pulled-ok" in out and "Successfully tagged authed:latest" in out
+    assert not list((api.root / "build-cache").glob(".api-*"))  # the auth file went too
