@@ -69,7 +69,8 @@ async def build(request: web.Request) -> web.StreamResponse:
     work = await blocking(_make_workdir, root)
     try:
         await spool_body(request, work / "context.tar", max_context())
-        job.update(root=str(root), work=str(work), max_bytes=max_context())
+        job.update(root=str(root), work=str(work), max_bytes=max_context(),
+                   server_pid=os.getpid())
         await blocking(_write_job, work, job, auths)
         return await _run_job(request, work, auths is not None, job["cachefrom"] and
                               not job["quiet"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,30 @@ BLOCK = 512
 HEADER_ONLY = frozenset(b"123456")
 
 
+class _Stream:
+    """Where the JSON lines go: the server's pipe on a private fd. fd 1 itself is
+    /dev/null, so no process the build starts (runtime, monitor) can put a stray byte
+    into the stream or die of a pipe the server closed."""
+
+    fd: int | None = None
+
+    @classmethod
+    def take_stdout(cls) -> None:
+        cls.fd = os.dup(1)  # not inherited (Python's fds are O_CLOEXEC)
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.close(null)
+
+
 def emit(doc: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(doc, separators=(",", ":")) + "\n")
-    sys.stdout.flush()
+    data = json.dumps(doc, separators=(",", ":")).encode() + b"\n"
+    if _Stream.fd is None:
+        return
+    try:
+        while data:
+            data = data[os.write(_Stream.fd, data):]
+    except OSError:  # the server is gone: its SIGINT (pdeathsig) ends the build
+        _Stream.fd = None
 
 
 def emit_stream(text: str) -> None:
@@ -198,16 +220,41 @@ def _dockerfile(context: Any, name: str | None) -> tuple[str, str]:
 
 
 def main(argv: list[str]) -> int:
+    import signal
+
+    from ociimg.oskit import linux
+    _Stream.take_stdout()
+    signal.signal(signal.SIGINT, _interrupted)
+    job = json.loads(Path(argv[1]).read_text())
+    # A server that dies (even SIGKILLed) cancels its builds as a client that goes away
+    # does; then no server is left to remove the work dir, so this process does.
+    linux.set_pdeathsig(signal.SIGINT)
+    try:
+        return _build(job) if os.getppid() == job["server_pid"] else 130
+    finally:
+        if os.getppid() != job["server_pid"]:
+            from ociimg.fsutil import remove_tree
+            remove_tree(Path(job["work"]))
+
+
+def _interrupted(signum: int, frame: Any) -> None:
+    """The first SIGINT cancels the build; later ones must not cut its cleanup short (a
+    dying multi-threaded server sends its pdeathsig once per thread it reparents us
+    through)."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def _build(job: dict[str, Any]) -> int:
     from ociimg.errors import OciimgError, StepFailed
     try:
-        run(json.loads(Path(argv[1]).read_text()))
-    except KeyboardInterrupt:  # the server's SIGINT: the client went away
+        run(job)
+    except KeyboardInterrupt:  # the server's SIGINT: the client (or the server) is gone
         return 130
-    except StepFailed as exc:
-        emit_error(_text(exc), exc.exit_code)
-        return 1
     except OciimgError as exc:
-        emit_error(_text(exc))
+        sys.stderr.write(f"ociimg build (API): {_text(exc)}\n")
+        emit_error(_text(exc), exc.exit_code if isinstance(exc, StepFailed) else None)
         return 1
     return 0
 

@@ -153,3 +153,30 @@ def test_client_gone_mid_build_cancels_it(api: ApiServer, api_busybox: str,
     assert "endless" not in ociimg(api.root, "images").stdout
     assert "cancelled" in api.server_log()
     assert api.docker("version").returncode == 0
+
+
+def test_server_killed_mid_build_cancels_it(api: ApiServer, api_busybox: str,
+                                            tmp_path: Path) -> None:
+    import signal
+    token = f"api-orphan-{os.getpid()}-{tmp_path.name}"
+    body = tar_of([(member("Dockerfile"),
+                    f"FROM busybox\nRUN echo started; sleep 600 # {token}\n".encode())])
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(60)
+        sock.connect(str(api.socket))
+        sock.sendall(f"POST /v1.41/build?t=orphan HTTP/1.1\r\nHost: docker\r\n"
+                     f"Content-Type: application/x-tar\r\nContent-Length: {len(body)}\r\n"
+                     "\r\n".encode() + body)
+        seen = b""
+        while b'{"stream":"started\\n"}' not in seen:
+            chunk = sock.recv(65536)
+            assert chunk, seen
+            seen += chunk
+        assert api.stop(signal.SIGKILL) == -signal.SIGKILL
+    wait_until(lambda: token not in subprocess.run(
+        ["ps", "-eo", "args"], capture_output=True, text=True).stdout,
+        "the orphaned build's step to be gone", timeout=60)
+    wait_until(lambda: not list((api.root / "build-cache").glob(".api-*")),
+               "the orphaned build's work dir to be removed", timeout=60)
+    assert_no_build_leftovers(api.root)
+    assert "orphan" not in ociimg(api.root, "images").stdout
