@@ -131,8 +131,16 @@ def test_docker_py_archive_stat_and_errors(api: ApiServer, running: str) -> None
     with pytest.raises(docker.errors.NotFound) as info:
         low.get_archive(running, "/nope")
     assert f"Could not find the file /nope in container {running}" in str(info.value)
+    # path= is resolved inside the container: "../.." stops at its root.
+    stream, stat = low.get_archive(running, "../../../etc/passwd")
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+        assert MARKER.encode() in tar.extractfile("passwd").read()  # type: ignore[union-attr]
+    assert low.put_archive(running, "/data", tar_of([("new.txt", b"new", "f")]))
+    ociimg(api.root, "exec", running, "rm", "/data/a.txt")
     changes = low.diff(running)
-    assert changes == [] or all(set(c) == {"Path", "Kind"} for c in changes)
+    assert {"Path": "/data/new.txt", "Kind": 1} in changes
+    assert {"Path": "/data/a.txt", "Kind": 2} in changes
+    assert {"Path": "/data", "Kind": 0} in changes
 
 
 def put_archive(api: ApiServer, container: str, path: str, body: bytes,
