@@ -252,3 +252,20 @@ def test_stat_header_is_base64_json(api: ApiServer, running: str) -> None:
     doc = json.loads(base64.b64decode(response.headers["X-Docker-Container-Path-Stat"]))
     assert doc["name"] == "a.txt" and doc["size"] == 4 and doc["mode"] == 0o644
     assert doc["linkTarget"] == ""
+
+
+def test_docker_py_commit_with_a_config_body(api: ApiServer, stopped: str) -> None:
+    low = api.client().api
+    answer = low.commit(stopped, repository="pycommit", tag="2", message="from docker-py",
+                        author="tester", conf={"Cmd": ["sh", "-c", "echo $GREETING"],
+                                               "Env": ["GREETING=hi there"],
+                                               "Labels": {"made.by": "docker-py"},
+                                               "WorkingDir": "/data"})
+    assert answer["Id"].startswith("sha256:")
+    assert ociimg(api.root, "run", "--rm", "pycommit:2").stdout == "hi there\n"
+    inspect = json.loads(ociimg(api.root, "inspect", "--json", "pycommit:2").stdout)
+    text = json.dumps(inspect)
+    assert answer["Id"][7:] in text and "docker-py" in text and '"/data"' in text
+    import docker.errors
+    with pytest.raises(docker.errors.NotFound):
+        low.commit("no-such-container", repository="x")
