@@ -26,7 +26,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
+from aiohttp.http_exceptions import PayloadEncodingError
 
 from ociimg.api.http import (
     ApiError,
@@ -164,7 +165,7 @@ async def spool_body(request: web.Request, dest: Path, limit: int) -> None:
     out = await blocking(open, dest, "xb")
     try:
         size, buf = 0, bytearray()
-        while chunk := await request.content.readany():
+        while chunk := await _read_body(request):
             size += len(chunk)
             if size > limit:
                 raise too_big
@@ -175,6 +176,16 @@ async def spool_body(request: web.Request, dest: Path, limit: int) -> None:
         await blocking(out.write, bytes(buf))
     finally:
         await blocking(out.close)
+
+
+async def _read_body(request: web.Request) -> bytes:
+    """The body's next bytes; a body cut short (the client went away mid-upload) is an
+    error, never taken as the whole (a tar cut at an entry boundary looks complete)."""
+    try:
+        return await request.content.readany()
+    except (PayloadEncodingError, ClientPayloadError, ConnectionResetError):
+        log.info("%s %s: the request body ended early", request.method, request.path)
+        raise ApiError(400, "the request body ended early") from None
 
 
 def _write_job(work: Path, job: dict[str, Any], auths: dict[str, Any] | None) -> None:

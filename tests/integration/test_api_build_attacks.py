@@ -180,3 +180,27 @@ def test_server_killed_mid_build_cancels_it(api: ApiServer, api_busybox: str,
                "the orphaned build's work dir to be removed", timeout=60)
     assert_no_build_leftovers(api.root)
     assert "orphan" not in ociimg(api.root, "images").stdout
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_upload_cut_short_builds_nothing(api: ApiServer, api_busybox: str, tmp_path: Path,
+                                         chunked: bool) -> None:
+    # Whole entries only, so the tar itself would look complete: the request must not.
+    body = tar_of([(member("Dockerfile"), b"FROM busybox\n"),
+                   (member("pad"), os.urandom(256 << 10))])[:1024]
+    head = (b"Transfer-Encoding: chunked\r\n" if chunked else
+            f"Content-Length: {len(body) * 100}\r\n".encode())
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(60)
+        sock.connect(str(api.socket))
+        sock.sendall(b"POST /v1.41/build?t=cut HTTP/1.1\r\nHost: docker\r\n"
+                     b"Content-Type: application/x-tar\r\n" + head + b"\r\n" +
+                     (f"{len(body):x}\r\n".encode() + body + b"\r\n" if chunked else body))
+        sock.shutdown(socket.SHUT_WR)
+        while sock.recv(65536):
+            pass
+    wait_until(lambda: "the request body ended early" in api.server_log(),
+               "the server to notice the cut", timeout=60)
+    assert "cut" not in ociimg(api.root, "images").stdout
+    assert_no_build_leftovers(api.root)
+    assert api.docker("version").returncode == 0
