@@ -167,11 +167,12 @@ def _data_size(block: bytes) -> int:
 
 
 def familiar(name: str) -> str:
-    """docker's short form of a store name: docker.io/library/x:1 → x:1."""
-    for prefix in ("docker.io/library/", "docker.io/"):
-        if name.startswith(prefix):
-            return name[len(prefix):]
-    return name
+    """docker's short form of a store name: docker.io/library/x:1 → x:1 (as
+    ``ociimg.api.convert.familiar``, whose import brings aiohttp: 0.2 s per build)."""
+    rest = name.removeprefix("docker.io/library/")
+    if rest != name and "/" not in rest:
+        return rest
+    return name.removeprefix("docker.io/")
 
 
 def run(job: dict[str, Any]) -> None:

@@ -63,9 +63,13 @@ def test_docker_build_runs_copies_and_tags(api: ApiServer, api_busybox: str,
     built = re.search(r"^Successfully built ([0-9a-f]{12})$", out, re.M)
     assert built, out
     assert "Successfully tagged x:latest" in out
-    images = ociimg(api.root, "images").stdout
-    assert "docker.io/library/x" in images or re.search(r"^x\s", images, re.M), images
-    assert run_image(api, "x") == "hello world\nfrom-app\n"
+    images = api.docker("images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}").stdout
+    assert f"x:latest {built.group(1)}" in images.splitlines(), images
+    # Run through the API too (attach is another endpoint's: the output from the log).
+    cid = api.docker("run", "-d", "x").stdout.strip()
+    assert api.docker("wait", cid).stdout.strip() == "0"
+    assert ociimg(api.root, "logs", cid).stdout == "hello world\nfrom-app\n"
+    api.docker("rm", cid)
     inspect = json.loads(ociimg(api.root, "inspect", "--json", "x").stdout)
     assert built.group(1) in json.dumps(inspect)
     assert_no_build_leftovers(api.root)
@@ -133,6 +137,20 @@ def test_cached_rebuild_says_using_cache(api: ApiServer, api_busybox: str,
     assert "\nbuilt-by-run\n" not in second
     ids = [re.search(r"Successfully built (\w+)", o).group(1) for o in (first, second)]  # type: ignore[union-attr]
     assert ids[0] == ids[1]
+
+
+def test_docker_py_images_build(api: ApiServer, api_busybox: str, tmp_path: Path) -> None:
+    ctx = context(tmp_path / "ctx")
+    image, logs = api.client().images.build(path=str(ctx), tag="pyhigh:1",
+                                            buildargs={"WHO": "high"})
+    assert "pyhigh:1" in image.tags
+    assert any("built-by-run" in chunk.get("stream", "") for chunk in logs)
+    assert run_image(api, "pyhigh:1", "cat", "/greeting") == "hello high\n"
+    import docker.errors
+    bad = context(tmp_path / "bad", "FROM busybox\nRUN exit 7\n", {})
+    with pytest.raises(docker.errors.BuildError) as info:
+        api.client().images.build(path=str(bad), tag="pybad")
+    assert "exited with code 7" in str(info.value)
 
 
 def test_docker_py_build_returns_the_image_id_and_log(api: ApiServer, api_busybox: str,
