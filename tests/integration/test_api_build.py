@@ -93,6 +93,8 @@ def test_dockerfile_flag_target_and_dockerignore(api: ApiServer, api_busybox: st
     outside.write_text("FROM busybox\nCOPY keep.txt /k\n")
     api.docker("build", "-f", str(outside), "-t", "t3", str(ctx))
     assert run_image(api, "t3", "cat", "/k") == "kept\n"
+    api.docker("build", "--compress", "-f", str(outside), "-t", "t4", str(ctx))
+    assert run_image(api, "t4", "cat", "/k") == "kept\n"
 
 
 def test_failing_run_fails_the_cli_with_the_step_error(api: ApiServer, api_busybox: str,
