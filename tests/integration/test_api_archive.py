@@ -269,3 +269,16 @@ def test_docker_py_commit_with_a_config_body(api: ApiServer, stopped: str) -> No
     import docker.errors
     with pytest.raises(docker.errors.NotFound):
         low.commit("no-such-container", repository="x")
+
+
+def test_server_stops_while_a_client_never_reads_an_export(api: ApiServer,
+                                                           running: str) -> None:
+    import socket
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(str(api.socket))
+        sock.sendall(f"GET /v1.41/containers/{running}/export HTTP/1.1\r\n"
+                     "Host: docker\r\n\r\n".encode())
+        assert sock.recv(64).startswith(b"HTTP/1.1 200")
+        # The export now waits on a full socket buffer; the server must still stop.
+        assert api.stop() == 0
