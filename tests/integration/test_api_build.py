@@ -227,3 +227,21 @@ def test_registry_config_header_authenticates_from_pulls(api: ApiServer, tmp_pat
     out = api.docker("build", "-t", "authed", str(ctx)).stdout
     assert "pulled-ok" in out and "Successfully tagged authed:latest" in out
     assert not list((api.root / "build-cache").glob(".api-*"))  # the auth file went too
+
+
+def test_network_modes_and_cache_from(api: ApiServer, api_busybox: str,
+                                      tmp_path: Path) -> None:
+    ctx = context(tmp_path / "ctx", "FROM busybox\nRUN echo links: $(ls /sys/class/net)\n",
+                  {})
+    default = api.docker("build", "--no-cache", "--cache-from", "busybox", str(ctx)).stdout
+    assert "warning: cachefrom is ignored" in default
+    assert "\nlinks: lo\n" in default, default  # its own network namespace: loopback only
+    none = api.docker("build", "--no-cache", "--network", "none", str(ctx)).stdout
+    assert "\nlinks: lo\n" in none, none
+    host = api.docker("build", "--no-cache", "--network", "host", str(ctx)).stdout
+    links = next(line for line in host.splitlines() if line.startswith("links: ")).split()
+    # The host's interface of its default route (others come and go on a shared host).
+    with open("/proc/net/route") as f:
+        default_if = next((row.split()[0] for row in f.readlines()[1:]
+                           if row.split()[1] == "00000000"), "lo")
+    assert default_if in links and len(links) > 1, (links, default_if)
