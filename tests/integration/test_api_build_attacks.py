@@ -204,3 +204,19 @@ def test_upload_cut_short_builds_nothing(api: ApiServer, api_busybox: str, tmp_p
     assert "cut" not in ociimg(api.root, "images").stdout
     assert_no_build_leftovers(api.root)
     assert api.docker("version").returncode == 0
+
+
+@pytest.mark.parametrize("query", ["", "dockerfile=../../../../etc/passwd",
+                                   "dockerfile=/etc/passwd", "dockerfile=link/passwd"])
+def test_dockerfile_is_read_from_the_context_only(api: ApiServer, api_busybox: str,
+                                                  query: str) -> None:
+    # A Dockerfile that is a symlink to a host file, a dockerfile= path that climbs out or
+    # is absolute, a dir symlink out of the context: never a host file's text.
+    body = tar_of([member("Dockerfile", tarfile.SYMTYPE, "/etc/passwd"),
+                   member("link", tarfile.SYMTYPE, "/etc")])
+    status, answer = raw_build(api, f"t=hostfile&{query}", body)
+    assert status == 200, answer
+    errors = [d for d in stream_of(answer) if "error" in d]
+    assert len(errors) == 1 and "root:" not in answer.decode(), answer
+    assert "hostfile" not in ociimg(api.root, "images").stdout
+    assert_no_build_leftovers(api.root)
