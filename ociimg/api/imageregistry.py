@@ -32,7 +32,7 @@ from ociimg.api.http import ApiError, Routes, blocking, error_body, read_json, r
 from ociimg.api.imagedocs import familiar, progress_bar
 from ociimg.errors import OciimgError, Unauthorized
 from ociimg.reference import Reference, parse_reference
-from ociimg.spec import Platform
+from ociimg.spec import INDEX_TYPES, Platform
 from ociimg.store import Store
 
 routes = Routes()
@@ -72,6 +72,8 @@ def credentials_file(auth: dict[str, str] | None, domain: str) -> Iterator[Path]
     elif auth and auth.get("username"):
         pair = f"{auth['username']}:{auth.get('password', '')}"
         entry = {"auth": base64.b64encode(pair.encode()).decode()}
+    elif auth and auth.get("auth"):  # user:password already encoded, as in config.json
+        entry = {"auth": auth["auth"]}
     with tempfile.TemporaryDirectory(prefix="ociimg-api-auth-") as tmp:
         path = Path(tmp) / "auth.json"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -265,8 +267,13 @@ def pull_image(root: Path, ref: Reference, platform: Platform | None,
                            f"does not exist or may require 'docker login': {exc.message}"
                            ) from None
     progress.head()
+    if platform is not None and result.descriptor.media_type in INDEX_TYPES and result.images:
+        # A name stands for one platform's image in docker: the one asked for, not the
+        # host's (which may not even be pulled) that an index would resolve to here.
+        store.tag(str(ref), result.images[0][0])
     digest = result.descriptor.digest
-    status = "Image is up to date for" if before == digest else "Downloaded newer image for"
+    after = _digest_of(store, str(ref))
+    status = "Image is up to date for" if before == after else "Downloaded newer image for"
     return [{"status": f"Digest: {digest}"},
             {"status": f"Status: {status} {familiar(str(ref))}"}]
 

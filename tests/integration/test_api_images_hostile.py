@@ -91,6 +91,10 @@ def test_names_that_climb_or_never_end(api: ApiServer, api_busybox: str, canary:
             status, body = call(api, method, f"/v1.41/images/{name}{suffix}")
             assert status in (400, 404), (name, method, suffix, status)
             assert json.loads(body)["message"]
+    for method, path in (("GET", "/images/busybox/nonsense"), ("PUT", "/images/busybox"),
+                         ("GET", "/v1.41/images/busybox/json/extra")):
+        status, body = call(api, method, path)
+        assert (status, message(body)) == (404, "page not found"), (method, path)
     long_name = "a" * 5000
     status, body = call(api, "GET", f"/images/{long_name}/json")
     assert status == 404 and message(body).startswith("No such image: aaa")
@@ -263,4 +267,26 @@ def test_pull_of_bad_manifests_and_blobs(api: ApiServer, liar: Any) -> None:
     assert "verification failed" in result.stderr
     assert stored_names(api) == []
     assert api.docker("images", "-q").stdout.strip() == ""
+    alive(api)
+
+
+def test_save_of_a_corrupt_layer_never_looks_whole(api: ApiServer, api_busybox: str,
+                                                   tmp_path: Path) -> None:
+    """The layer is checked against its diff ID while streamed: when it fails after the
+    200 went out, the connection is cut, and `docker save` fails instead of writing a tar
+    that ends as if it were whole."""
+    doc = json.loads(api.docker("inspect", "busybox").stdout)[0]
+    manifest_digest = doc["RepoDigests"][0].split("@")[1]
+    blobs = api.root / "store" / "blobs" / "sha256"
+    manifest = json.loads((blobs / manifest_digest.removeprefix("sha256:")).read_bytes())
+    layer = blobs / manifest["layers"][0]["digest"].removeprefix("sha256:")
+    data = bytearray(layer.read_bytes())
+    layer.chmod(0o644)
+    data[len(data) // 2] ^= 0xFF
+    layer.write_bytes(bytes(data))
+    out = tmp_path / "saved.tar"
+    result = api.docker("save", "-o", str(out), "busybox", check=False, timeout=30)
+    assert result.returncode != 0
+    assert not out.exists() or out.stat().st_size < 1024
+    assert "images/get" in api.server_log()
     alive(api)
