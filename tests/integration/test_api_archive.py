@@ -282,3 +282,17 @@ def test_server_stops_while_a_client_never_reads_an_export(api: ApiServer,
         assert sock.recv(64).startswith(b"HTTP/1.1 200")
         # The export now waits on a full socket buffer; the server must still stop.
         assert api.stop() == 0
+
+
+def test_cp_into_a_created_container_before_its_start(api: ApiServer, api_busybox: str,
+                                                      tmp_path: Path) -> None:
+    # What testcontainers and compose do: create, copy a file in, then start.
+    (tmp_path / "conf.txt").write_text("configured before start\n")
+    cid = api.docker("create", "busybox", "cat", "/etc/conf.txt").stdout.strip()
+    api.docker("cp", str(tmp_path / "conf.txt"), f"{cid}:/etc/conf.txt")
+    assert "A /etc/conf.txt" in api.docker("diff", cid).stdout.splitlines()
+    api.docker("start", cid)
+    assert api.docker("wait", cid).stdout.strip() == "0"
+    assert ociimg(api.root, "logs", cid).stdout == "configured before start\n"
+    api.docker("cp", f"{cid}:/etc/conf.txt", str(tmp_path / "back.txt"))
+    assert (tmp_path / "back.txt").read_text() == "configured before start\n"
