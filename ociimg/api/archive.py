@@ -27,6 +27,7 @@ import stat
 import tarfile
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -79,6 +80,81 @@ def container_rootfd(root: Path, container: Any) -> Iterator[int]:
             yield rootfd
 
 
+@dataclass(frozen=True)
+class Target:
+    """Where a container path lives: ``path`` inside the tree ``fd`` (the container's
+    root, or the source of the bind mount or volume the path is under, as the container
+    sees it), ``prefix`` that tree's place in the container."""
+
+    fd: int
+    path: str
+    prefix: str = "/"
+    readonly: bool = False
+
+
+@contextlib.contextmanager
+def target(root: Path, container: Any, path: str) -> Iterator[Target]:
+    """The tree ``path`` is in for the duration: a path under a container's volume or
+    bind-mounted dir is looked up in that mount's source (the rootfs only holds its
+    empty mount point), still resolved inside it only."""
+    from ociimg.commands.archive import opened
+    with container_rootfd(root, container) as rootfd:
+        binds = _dir_binds(container)
+        canonical = _canonical(rootfd, path) if binds else ""
+        for dest, source, readonly in binds:
+            if canonical != dest and not canonical.startswith(dest.rstrip("/") + "/"):
+                continue
+            # SRC/. and SRC/ keep their meaning (the dir's contents; must be a dir).
+            tail = "/." if path.endswith("/.") else "/" if path.endswith("/") else ""
+            rest = (canonical[len(dest):] or "/").rstrip("/") + tail or "/"
+            with opened(os.open(source, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)) as fd:
+                yield Target(fd, rest, dest, readonly)
+            return
+        yield Target(rootfd, path)
+
+
+def _dir_binds(container: Any) -> list[tuple[str, str, bool]]:
+    """(destination, source, read-only) of the container's bind mounts of dirs (its
+    volumes too), the deepest destination first."""
+    try:
+        with open(container.path / "config.json", "rb") as f:
+            mounts = json.load(f).get("mounts") or []
+    except (OSError, ValueError):
+        return []
+    out = []
+    for m in mounts:
+        options = m.get("options") or []
+        if not isinstance(m, dict) or not (m.get("type") == "bind" or "bind" in options
+                                           or "rbind" in options):
+            continue
+        source, dest = str(m.get("source") or ""), str(m.get("destination") or "")
+        if dest.startswith("/") and os.path.isdir(source):
+            out.append((posixpath.normpath(dest), source, "ro" in options))
+    return sorted(out, key=lambda b: -len(b[0]))
+
+
+def _canonical(rootfd: int, path: str) -> str:
+    """``path`` as a clean container path: its longest existing part with symlinks
+    resolved inside the root (the last one not followed), the rest appended as written."""
+    from ociimg.commands.archive import opened
+    from ociimg.commands.copying import open_in_container
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    top = os.readlink(f"/proc/self/fd/{rootfd}")
+    for i in range(len(parts), -1, -1):
+        try:
+            fd = open_in_container(rootfd, "/" + "/".join(parts[:i]),
+                                   follow_last=i < len(parts))
+        except OSError:
+            continue
+        with opened(fd):
+            real = os.readlink(f"/proc/self/fd/{fd}")
+        rel = posixpath.relpath(real, top)
+        if rel == ".." or rel.startswith("../"):
+            return posixpath.normpath("/" + path)
+        return posixpath.normpath(posixpath.join("/", rel, *parts[i:]))
+    return posixpath.normpath("/" + path)
+
+
 def _path_param(request: web.Request) -> str:
     path = request.query.get("path")
     if not path:
@@ -92,22 +168,22 @@ def _not_found(path: str, name: str) -> ApiError:
     return ApiError(404, f"Could not find the file {path} in container {name}")
 
 
-def path_stat(rootfd: int, path: str, name: str) -> dict[str, Any]:
-    """docker's ContainerPathStat of ``path`` (its last symlink not followed; a
-    ``SRC/.`` or ``SRC/`` path is the dir itself)."""
+def path_stat(where: Target, shown: str, name: str) -> dict[str, Any]:
+    """docker's ContainerPathStat of the container path ``shown`` (its last symlink not
+    followed; a ``SRC/.`` or ``SRC/`` path is the dir itself)."""
     from ociimg.commands.archive import opened
     from ociimg.commands.copying import SourceSpec, open_in_container
-    spec = SourceSpec.parse(path)
+    spec = SourceSpec.parse(shown)
     try:
-        pfd = open_in_container(rootfd, path, follow_last=spec.must_be_dir)
+        pfd = open_in_container(where.fd, where.path, follow_last=spec.must_be_dir)
     except OSError as exc:
         if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-            raise _not_found(path, name) from None
-        raise ApiError(400, f"{path}: {exc.strerror}") from None
+            raise _not_found(shown, name) from None
+        raise ApiError(400, f"{shown}: {exc.strerror}") from None
     with opened(pfd):
         st = os.fstat(pfd)
-        link = _link_target(rootfd, path) if stat.S_ISLNK(st.st_mode) else ""
-    clean = posixpath.normpath("/" + path)
+        link = _link_target(where) if stat.S_ISLNK(st.st_mode) else ""
+    clean = posixpath.normpath("/" + shown)
     return {"name": posixpath.basename(clean) or "/", "size": st.st_size,
             "mode": go_file_mode(st.st_mode),
             "mtime": datetime.fromtimestamp(st.st_mtime, UTC).isoformat().replace(
@@ -115,24 +191,24 @@ def path_stat(rootfd: int, path: str, name: str) -> dict[str, Any]:
             "linkTarget": link}
 
 
-def _link_target(rootfd: int, path: str) -> str:
+def _link_target(where: Target) -> str:
     """Where a symlink leads inside the container (an absolute container path), as
     docker's stat reports it; the link's own text when it leads nowhere."""
     from ociimg.commands.archive import opened
     from ociimg.commands.copying import open_in_container
+    path = posixpath.normpath("/" + where.path)
     try:
-        fd = open_in_container(rootfd, path, follow_last=True)
+        fd = open_in_container(where.fd, path, follow_last=True)
     except OSError:
-        parent = open_in_container(rootfd, posixpath.dirname(posixpath.normpath(
-            "/" + path)), follow_last=True)
+        parent = open_in_container(where.fd, posixpath.dirname(path), follow_last=True)
         with opened(parent):
-            text = os.readlink(posixpath.basename(posixpath.normpath("/" + path)),
-                               dir_fd=parent)
-        return posixpath.normpath(posixpath.join(posixpath.dirname("/" + path), text))
+            text = os.readlink(posixpath.basename(path), dir_fd=parent)
+        return posixpath.normpath(posixpath.join(where.prefix, posixpath.dirname(path)[1:],
+                                                 text))
     with opened(fd):
-        top = os.readlink(f"/proc/self/fd/{rootfd}")
+        top = os.readlink(f"/proc/self/fd/{where.fd}")
         real = os.readlink(f"/proc/self/fd/{fd}")
-    return "/" + posixpath.relpath(real, top).removeprefix(".")
+    return posixpath.normpath(posixpath.join(where.prefix, posixpath.relpath(real, top)))
 
 
 def _stat_header(doc: dict[str, Any]) -> str:
@@ -149,8 +225,8 @@ async def archive_head(request: web.Request) -> web.Response:
 
 
 def _stat_of(root: Path, container: Any, path: str) -> dict[str, Any]:
-    with container_rootfd(root, container) as rootfd:
-        return path_stat(rootfd, path, container.name)
+    with target(root, container, path) as where:
+        return path_stat(where, path, container.name)
 
 
 @routes.get("/containers/{name}/archive")
@@ -158,13 +234,13 @@ async def archive_get(request: web.Request) -> web.StreamResponse:
     path = _path_param(request)
     container = await blocking(find_container, request, request.match_info["name"])
     root = root_of(request)
-    opened_root = await blocking(_enter, container_rootfd(root, container))
+    opened_root = await blocking(_enter, target(root, container, path))
     try:
-        rootfd = opened_root[1]
-        doc = await blocking(path_stat, rootfd, path, container.name)
+        where = opened_root[1]
+        doc = await blocking(path_stat, where, path, container.name)
         response = web.StreamResponse(headers={STAT_HEADER: _stat_header(doc),
                                                "Content-Type": "application/x-tar"})
-        await _stream(request, response, _tar_of_path, rootfd, path)
+        await _stream(request, response, _tar_of_path, where, path)
     finally:
         await blocking(opened_root[0].__exit__, None, None, None)
     return response
@@ -175,17 +251,17 @@ def _enter(manager: Any) -> tuple[Any, Any]:
     return manager, manager.__enter__()
 
 
-def _tar_of_path(out: BinaryIO, rootfd: int, path: str) -> None:
-    """docker's archive of ``path``: the entry under its own name (a dir with all below
+def _tar_of_path(out: BinaryIO, where: Target, shown: str) -> None:
+    """docker's archive of ``shown``: the entry under its own name (a dir with all below
     it), or for ``SRC/.`` the dir as "." and its contents as "./NAME" (what the docker
     CLI rebases onto the destination)."""
     from ociimg.commands.archive import opened, write_tar
     from ociimg.commands.copying import SourceSpec, open_in_container
-    spec = SourceSpec.parse(path)
-    pfd = open_in_container(rootfd, path, follow_last=spec.must_be_dir)
+    spec = SourceSpec.parse(shown)
+    pfd = open_in_container(where.fd, where.path, follow_last=spec.must_be_dir)
     with opened(pfd):
         name = "." if spec.contents_only else posixpath.basename(
-            posixpath.normpath("/" + path)) or "."
+            posixpath.normpath("/" + shown)) or "."
         write_tar(out, pfd, name)
 
 
@@ -240,9 +316,11 @@ def _put(root: Path, container: Any, path: str, spool: Path, no_overwrite: bool)
     from ociimg.build.fetch import open_archive
     from ociimg.commands.archive import opened
     from ociimg.commands.copying import CopyOptions, copy_into_root, open_in_container
-    with container_rootfd(root, container) as rootfd:
+    with target(root, container, path) as where:
+        if where.readonly:
+            raise ApiError(400, "mounted volume is marked read-only")
         try:
-            dirfd = open_in_container(rootfd, path, follow_last=True)
+            dirfd = open_in_container(where.fd, where.path, follow_last=True)
         except OSError as exc:
             if exc.errno in (errno.ENOENT, errno.ENOTDIR):
                 raise _not_found(path, container.name) from None
@@ -254,7 +332,7 @@ def _put(root: Path, container: Any, path: str, spool: Path, no_overwrite: bool)
                 _check_entries(open_archive(raw), dirfd, no_overwrite)
         with open(spool, "rb") as raw:
             try:
-                copy_into_root(rootfd, container.name, open_archive(raw), path,
+                copy_into_root(where.fd, container.name, open_archive(raw), where.path,
                                CopyOptions())
             except (UnsafeArchive, InvalidDocument) as exc:  # the client's tar
                 raise ApiError(400, exc.message) from None

@@ -296,3 +296,36 @@ def test_cp_into_a_created_container_before_its_start(api: ApiServer, api_busybo
     assert ociimg(api.root, "logs", cid).stdout == "configured before start\n"
     api.docker("cp", f"{cid}:/etc/conf.txt", str(tmp_path / "back.txt"))
     assert (tmp_path / "back.txt").read_text() == "configured before start\n"
+
+
+def test_cp_reaches_volumes_and_bind_mounts(api: ApiServer, api_busybox: str,
+                                            tmp_path: Path) -> None:
+    # The rootfs holds only the empty mount points: cp must use what the container sees.
+    bound = tmp_path / "bound"
+    (bound / "sub").mkdir(parents=True)
+    (bound / "sub/in-bind.txt").write_text("from the host dir\n")
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    cid = api.docker("run", "-d", "-v", "cpvol:/vol", "-v", f"{bound}:/b",
+                     "-v", f"{readonly}:/ro:ro", "busybox", "sleep", "600").stdout.strip()
+    note = tmp_path / "note.txt"
+    note.write_text("into the volume\n")
+    api.docker("cp", str(note), f"{cid}:/vol/note.txt")
+    assert ociimg(api.root, "exec", cid, "cat", "/vol/note.txt").stdout == "into the volume\n"
+    api.docker("cp", str(note), f"{cid}:/b/sub/")
+    assert (bound / "sub/note.txt").read_text() == "into the volume\n"
+    api.docker("cp", f"{cid}:/b/sub/.", str(tmp_path / "out"))
+    assert (tmp_path / "out/in-bind.txt").read_text() == "from the host dir\n"
+    assert api.docker("cp", f"{cid}:/vol/note.txt", "-").returncode == 0
+    proc = api.docker("cp", str(note), f"{cid}:/ro/", check=False)
+    assert proc.returncode != 0 and "read-only" in proc.stderr, proc
+    assert list(readonly.iterdir()) == []
+    # A symlink in the volume to "/etc" leads to the volume's own etc, not the host's.
+    ociimg(api.root, "exec", cid, "sh", "-c", "ln -s /etc /vol/esc && mkdir /vol/etc")
+    mark = f"ociimg-api-vol-{tmp_path.name}"
+    (tmp_path / mark).write_text("stays in the volume\n")
+    before = host_state()
+    api.docker("cp", str(tmp_path / mark), f"{cid}:/vol/esc/", check=False)
+    assert not Path(f"/etc/{mark}").exists() and host_state() == before
+    api.docker("rm", "-f", cid)
+    api.docker("volume", "rm", "cpvol")
