@@ -354,15 +354,10 @@ def _prune_matches(group: ImageGroup, until: list[datetime],
     created, labels = group.first.created, group.first.labels
     if until and (created is None or any(created >= u for u in until)):
         return False
-    for text in filters.get("label", []):
-        key, eq, value = text.partition("=")
-        if key not in labels or (eq and labels[key] != value):
-            return False
-    for text in filters.get("label!", []):
-        key, eq, value = text.partition("=")
-        if key in labels and (not eq or labels[key] == value):
-            return False
-    return True
+    from ociimg.filters import label_matches
+
+    return all(label_matches(labels, v) for v in filters.get("label", [])) and \
+        not any(label_matches(labels, v) for v in filters.get("label!", []))
 
 
 def _until(text: str) -> datetime:
