@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
-import select
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +20,13 @@ from typing import Any
 
 from ociimg.containers import store
 from ociimg.containers.eventlog import append_event
+from ociimg.containers.monitorproc import (
+    dup_above_stdio,
+    launch_monitor,
+    read_report,
+    same_process,
+    wait_monitor,
+)
 from ociimg.containers.policies import Healthcheck, RestartPolicy, healthcheck_record
 from ociimg.containers.records import HEALTH_RECORD, MONITOR_RECORD, RUN_RECORD, STOP_MARK
 from ociimg.containers.runtimes import runtime_from_record, select_runtime
@@ -238,24 +243,19 @@ class ContainerManager:
         with ``fork``, a single-threaded caller (the CLI) forks it instead, which saves
         that interpreter's start (~40 ms of every ``ociimg run``). A caller with threads
         always spawns: forking a threaded interpreter can deadlock the child."""
-        import threading
-
         import ociimg.network as network
         net_lock = network.setup(c.path, c.id, self.root)  # the monitor holds it from now
         report_r, report_w = os.pipe2(os.O_CLOEXEC)
-        passed = [report_w] + [_dup_above_stdio(fd) for fd in stdio or ()]
+        passed = [report_w] + [dup_above_stdio(fd) for fd in stdio or ()]
         if net_lock is not None:
             passed.append(net_lock)  # after the stdio fds: the monitor's argv keeps its shape
         try:
-            if fork and threading.active_count() == 1:
-                _fork_monitor(c, passed)
-            else:
-                _spawn_monitor(c, passed)
+            launch_monitor(c, passed, fork=fork)
         finally:
             for fd in passed:
                 os.close(fd)
         try:
-            doc = _read_report(report_r, None)
+            doc = read_report(report_r, None)
         except BaseException:
             os.close(report_r)
             raise
@@ -280,7 +280,7 @@ class ContainerManager:
         deadline = None if timeout is None else time.monotonic() + timeout
         report = self._reports.pop(c.id, None)
         if report is not None:
-            doc = _read_report(report, deadline, until=("exited", "detached"))
+            doc = read_report(report, deadline, until=("exited", "detached"))
             if doc is None:
                 self._reports[c.id] = report
                 return None
@@ -289,7 +289,7 @@ class ContainerManager:
                 return int(doc["exited"])
             if "detached" in doc:  # the caller typed the detach keys; it runs on
                 return None
-        elif not _wait_monitor(c, deadline):
+        elif not wait_monitor(c, deadline):
             return None
         while True:
             record = store.exit_record(c)
@@ -325,7 +325,7 @@ class ContainerManager:
             step = 0.05 if deadline is None else min(0.05, deadline - time.monotonic())
             if step <= 0:
                 return None
-            if _wait_monitor(c, time.monotonic() + step):  # it ended for good
+            if wait_monitor(c, time.monotonic() + step):  # it ended for good
                 return self.wait(c, None if deadline is None else
                                  max(0.0, deadline - time.monotonic()))
 
@@ -340,7 +340,7 @@ class ContainerManager:
 
     def monitor_pid(self, c: Container) -> int | None:
         doc = store.read_json(c.path / MONITOR_RECORD, "monitor.json")
-        return int(doc["pid"]) if doc and _same_process(doc) else None
+        return int(doc["pid"]) if doc and same_process(doc) else None
 
     def exec(self, c: Container, argv: list[str], *, env: list[str] | None = None,
              cwd: str | None = None, user: str | None = None, tty: bool = False,
@@ -579,116 +579,3 @@ def _signal_name(text: str) -> str:
     if text.isdigit():
         return signal.Signals(int(text)).name
     return text if text.startswith("SIG") else f"SIG{text}"
-
-
-def _spawn_monitor(c: Container, passed: list[int]) -> None:
-    import subprocess
-    import sys
-
-    from ociimg.containers.runtimes import package_env
-    argv = [sys.executable, "-S", "-m", "ociimg.containers.monitor", str(c.path),
-            *map(str, passed)]
-    with open(c.path / "monitor.log", "ab") as err:
-        subprocess.run(argv, pass_fds=passed, stdin=subprocess.DEVNULL,
-                       stdout=subprocess.DEVNULL, stderr=err, env=package_env(),
-                       check=False)  # it forks the monitor and exits at once
-
-
-def _fork_monitor(c: Container, passed: list[int]) -> None:
-    """The monitor as a fork of this (single-threaded) process: only ``passed`` and
-    fresh 0-2 kept, default signal dispositions, then monitor.main as if spawned."""
-    log = os.open(c.path / "monitor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND
-                  | os.O_CLOEXEC, 0o600)
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        code = 1
-        try:
-            _become_monitor_process(log, passed)
-            from ociimg.containers import monitor
-            code = monitor.main([str(c.path), *map(str, passed)])
-        except BaseException:
-            import traceback
-            traceback.print_exc()  # into monitor.log
-        finally:
-            os._exit(code)
-    os.close(log)
-    os.waitpid(pid, 0)  # main() forks the monitor and this child exits at once
-
-
-def _become_monitor_process(log: int, passed: list[int]) -> None:
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
-                signal.SIGUSR2, signal.SIGWINCH, signal.SIGCHLD):
-        signal.signal(sig, signal.SIG_DFL)
-    null = os.open(os.devnull, os.O_RDWR)
-    os.dup2(null, 0)
-    os.dup2(null, 1)
-    os.dup2(log, 2)
-    keep = sorted({0, 1, 2, *passed})
-    for low, high in zip(keep, [*keep[1:], 1 << 20], strict=True):
-        os.closerange(low + 1, high)
-    for fd in passed:
-        os.set_inheritable(fd, True)
-
-
-def _dup_above_stdio(fd: int) -> int:
-    """A copy numbered 3 or more: the spawned monitor's own 0-2 are /dev/null."""
-    import fcntl
-    return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
-
-
-def _read_report(fd: int, deadline: float | None,
-                 until: tuple[str, ...] = ()) -> dict[str, Any] | None:
-    """The monitor's next report line ({} at EOF); with ``until``, lines until one has
-    one of those keys (or EOF). None when ``deadline`` passes first."""
-    buf = b""
-    while True:
-        while b"\n" in buf:
-            line, _, buf = buf.partition(b"\n")
-            try:
-                doc = json.loads(line)
-            except ValueError:
-                continue
-            if not until or any(key in doc for key in until):
-                return doc
-        wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-        if not select.select([fd], [], [], wait)[0]:
-            return None
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            return {}
-        buf += chunk
-
-
-def _wait_monitor(c: Container, deadline: float | None) -> bool:
-    """Until the container's monitor has exited, through a pidfd (it is nobody's child
-    we could waitpid for); False when ``deadline`` passes first."""
-    doc = store.read_json(c.path / MONITOR_RECORD, "monitor.json")
-    if not doc:
-        return True
-    try:
-        pidfd = os.pidfd_open(int(doc["pid"]))
-    except ProcessLookupError:
-        return True
-    except OSError:  # no pidfds (Linux < 5.3): look now and then
-        while _same_process(doc):
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            time.sleep(0.05)
-        return True
-    try:
-        if not _same_process(doc):  # its pid was reused: that monitor is gone
-            return True
-        wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-        return bool(select.select([pidfd], [], [], wait)[0])
-    finally:
-        os.close(pidfd)
-
-
-def _same_process(doc: dict[str, Any]) -> bool:
-    try:
-        with open(f"/proc/{int(doc['pid'])}/stat", "rb") as f:
-            fields = f.read().rpartition(b")")[2].split()
-    except (OSError, ValueError, KeyError):
-        return False
-    return fields[0] not in (b"Z", b"X") and int(fields[19]) == doc.get("starttime")
-
