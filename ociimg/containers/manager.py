@@ -9,7 +9,6 @@ is passed in as fds.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import signal
 import time
@@ -27,13 +26,12 @@ from ociimg.containers.monitorproc import (
     same_process,
     wait_monitor,
 )
-from ociimg.containers.policies import Healthcheck, RestartPolicy, healthcheck_record
+from ociimg.containers.policies import Healthcheck, RestartPolicy
 from ociimg.containers.records import HEALTH_RECORD, MONITOR_RECORD, RUN_RECORD, STOP_MARK
 from ociimg.containers.runtimes import runtime_from_record, select_runtime
 from ociimg.containers.store import Container
 from ociimg.errors import ContainerError, ContainerNotFound, OciimgError
 from ociimg.events import NullProgress
-from ociimg.fsutil import fsync_dir, remove_tree
 from ociimg.runtime import DEFAULT_STATE_ROOT
 
 # `ps`, `inspect` and `wait` read records: the bundle converter, the image store, the
@@ -108,129 +106,11 @@ class ContainerManager:
     def create(self, image: ResolvedImage, options: CreateOptions,
                progress: Progress | None = None) -> Container:
         """The container's bundle with its rootfs mounted; in place only when whole."""
+        from ociimg.containers.creating import create_container
         progress = progress or NullProgress()
         runtime = select_runtime(options.runtime, self.runtime_root)
         with store.containers_locked(self.root, shared=True):
-            return self._create(image, options, runtime, progress)
-
-    def _create(self, image: ResolvedImage, options: CreateOptions, runtime: OciRuntime,
-                progress: Progress) -> Container:
-        from ociimg.bundle import to_runtime_config, write_bundle
-        from ociimg.containers.resolved import warn_unsafe_labels
-        from ociimg.containers.rootfs import (
-            mount_rootfs,
-            mount_snapshot,
-            release_rootfs,
-            remove_rootfs,
-        )
-        from ociimg.containers.volumes import VolumeStore
-        cid = store.new_id()
-        created_volumes: list[str] = []
-        final = store.containers_dir(self.root) / cid
-        tmp = final.with_name(f".tmp-{cid}")
-        tmp.mkdir(parents=True, mode=0o700)
-        # Held from the volumes' planning until meta.json records them (volume rm and
-        # prune look there), not while the rootfs is unpacked.
-        volumes_lock = contextlib.ExitStack()
-        try:
-            if options.name:
-                store.reserve_name(self.root, options.name, cid)
-            if options.snapshot is None:
-                mount_rootfs(image, self.root, tmp, cid, progress, volatile=options.remove)
-            else:
-                mount_snapshot(self.root, tmp, options.snapshot)
-            volumes_lock.enter_context(VolumeStore(self.root).locked())
-            plan = self._plan_mounts(image, options, tmp / "rootfs")
-            created_volumes = plan.created
-            bundle_options = dataclasses.replace(options.bundle, mounts=plan.binds)
-            if bundle_options.hostname is None:
-                bundle_options = dataclasses.replace(bundle_options, hostname=cid[:12])
-            bundle_options = self._prepare_network(image, options, bundle_options, cid, tmp)
-            config = to_runtime_config(image.config, bundle_options, tmp / "rootfs")
-            warn_unsafe_labels(image, progress)
-            write_bundle(tmp, config)
-            chain = image.chain()
-            meta = {"id": cid, "name": options.name, "image": image.name,
-                    "digest": str(image.descriptor.digest), "command": config["process"]["args"],
-                    "imageStore": str(image.store.path.absolute()),  # commit's base layers
-                    "created": store.now(), "createdNs": time.time_ns(),
-                    "snapshots": [str(d) for d in chain],
-                    "parent": str(chain[-1]) if chain else None,
-                    "stopSignal": options.stop_signal or image.config.stop_signal or "SIGTERM",
-                    "stopTimeout": options.stop_timeout, "mounts": plan.records,
-                    "autoRemove": options.remove, "interactive": options.interactive,
-                    "tty": bool(bundle_options.terminal),
-                    "runtime": runtime.describe(), "restart": options.restart.as_dict(),
-                    "labels": dict(options.labels),
-                    "healthcheck": healthcheck_record(options.healthcheck, image)}
-            if options.snapshot is not None:
-                meta["snapshotKey"] = options.snapshot
-            # The network files and meta.json were fsynced, their names are made durable
-            # here, once, before the directory is renamed into place.
-            store.write_json(tmp / "meta.json", meta, sync_dir=False)
-            fsync_dir(tmp)
-            os.rename(tmp, final)
-        except BaseException:
-            release_rootfs(tmp)
-            if options.snapshot is None:
-                remove_rootfs(self.root, cid)
-            remove_tree(tmp)
-            if options.name:
-                store.release_name(self.root, options.name, cid)
-            VolumeStore(self.root).drop_unused(created_volumes)
-            raise
-        finally:
-            volumes_lock.close()
-        append_event(self.root, "create", meta)
-        return Container(cid, final, meta)
-
-    def _plan_mounts(self, image: ResolvedImage, options: CreateOptions, rootfs: Path) -> Any:
-        from ociimg.containers.volumes import VolumeStore, plan_mounts
-        inherited = []
-        for key, readonly in options.volumes_from:
-            for rec in self.get(key).meta.get("mounts") or []:
-                if isinstance(rec, dict) and rec.get("type") in ("volume", "bind"):
-                    inherited.append({**rec, "rw": rec.get("rw", True) if readonly is None
-                                      else not readonly})
-        # A build step's container keeps what RUN writes under a VOLUME (BuildKit: VOLUME
-        # is metadata during a build): no anonymous volumes for it.
-        image_volumes = {} if options.snapshot else image.config.config.get("Volumes") or {}
-        return plan_mounts(
-            VolumeStore(self.root), rootfs, explicit=options.volumes,
-            binds=list(options.bundle.mounts), inherited=inherited,
-            image_volumes=sorted(v for v in image_volumes if isinstance(v, str)
-                                 and v.startswith("/")) if isinstance(image_volumes, dict)
-            else [])
-
-    def _prepare_network(self, image: ResolvedImage, options: CreateOptions,
-                         bundle: BundleOptions, cid: str, tmp: Path) -> BundleOptions:
-        """The container's network record and /etc files; the bundle joins its netns."""
-        import ociimg.network as network
-        net = options.network or network.NetworkOptions(
-            mode="host" if bundle.network == "host" else "none")
-        joined = self._joined_netns(net.container) if net.mode == "container" else None
-        ports = image.config.config.get("ExposedPorts") or {}
-        exposed = sorted(p for p in ports if isinstance(p, str)) if isinstance(ports, dict) \
-            else []
-        prepared = network.prepare(self.root, tmp, cid, options.name, bundle.hostname or cid,
-                                   net, exposed, joined,
-                                   mount_dir=store.containers_dir(self.root) / cid)
-        return dataclasses.replace(
-            bundle, network=prepared.bundle_network, netns_path=prepared.netns_path,
-            mounts=[*bundle.mounts, *prepared.mounts], env=[*prepared.env, *bundle.env])
-
-    def _joined_netns(self, key: str | None) -> tuple[str, Path]:
-        """``--network container:NAME``: the running container's netns and directory."""
-        import ociimg.network as network
-        other = self.get(key or "")
-        st = self.status(other)
-        if st.status != "running" or st.pid is None:
-            raise ContainerError(f"container {other.name} is {st.status}, not running",
-                                 hint="--network container:NAME joins a running container")
-        record = network.read_record(other.path) or {}
-        path = record.get("netns") if record.get("mode") in ("bridge", "container") \
-            else None
-        return path or f"/proc/{st.pid}/ns/net", other.path
+            return create_container(self, image, options, runtime, progress)
 
     # Running -------------------------------------------------------------------------
     def start(self, c: Container, *, stdio: tuple[int, int, int] | None = None,
