@@ -431,27 +431,12 @@ class ContainerManager:
                     until: float | None = None, tail: int | None = None) -> Iterator[Record]:
         """The container's output records (logfile.Record: stamp, stream, data) — of
         every run, attached or not; with ``follow``, until it stops."""
-        from ociimg.containers.logfile import LOG_NAME, Record, read_records, select
-        try:
-            f = open(c.path / LOG_NAME, "rb")  # noqa: SIM115 - closed by the generator
-        except FileNotFoundError:
-            # A container made before logs had records: its raw "log", as stdout.
-            with contextlib.suppress(FileNotFoundError), open(c.path / "log", "rb") as raw:
-                while chunk := raw.read(1 << 16):
-                    yield Record("", "stdout", chunk)
-            return
-        with f:
-            if tail is None:  # streamed: a log may be far larger than memory
-                yield from (r for r in read_records(f) if select([r], since=since, until=until))
-            else:
-                yield from select(list(read_records(f)), since=since, until=until, tail=tail)
-            while follow:
-                running = self.status(c).status in ACTIVE
-                # Read after the status check: what it wrote before it exited is shown.
-                yield from select(list(read_records(f)), since=since, until=until)
-                if not running:
-                    return
-                time.sleep(0.1)
+        from ociimg.containers.logfile import read_log
+
+        def running() -> bool:
+            return self.status(c).status in ACTIVE
+        yield from read_log(str(c.path), running=running if follow else None, since=since,
+                            until=until, tail=tail)
 
 
 def _signal_name(text: str) -> str:
