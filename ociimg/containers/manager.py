@@ -26,6 +26,7 @@ from ociimg.containers.monitorproc import (
     same_process,
     wait_monitor,
 )
+from ociimg.containers.options import parse_signal
 from ociimg.containers.policies import Healthcheck, RestartPolicy
 from ociimg.containers.records import HEALTH_RECORD, MONITOR_RECORD, RUN_RECORD, STOP_MARK
 from ociimg.containers.runtimes import runtime_from_record, select_runtime
@@ -375,7 +376,7 @@ class ContainerManager:
             with contextlib.suppress(OciimgError):
                 self.resume(c)
         with contextlib.suppress(OciimgError):
-            self.kill(c, signal.Signals[_signal_name(c.meta.get("stopSignal", "SIGTERM"))])
+            self.kill(c, parse_signal(c.meta.get("stopSignal", "SIGTERM")))
         if self._wait_quietly(c, timeout):
             return
         with contextlib.suppress(OciimgError):
@@ -437,10 +438,3 @@ class ContainerManager:
             return self.status(c).status in ACTIVE
         yield from read_log(str(c.path), running=running if follow else None, since=since,
                             until=until, tail=tail)
-
-
-def _signal_name(text: str) -> str:
-    text = text.upper()
-    if text.isdigit():
-        return signal.Signals(int(text)).name
-    return text if text.startswith("SIG") else f"SIG{text}"
