@@ -28,7 +28,15 @@ from typing import Any
 
 from aiohttp import web
 
-from ociimg.api.http import ApiError, Routes, blocking, error_body, read_json, root_of
+from ociimg.api.http import (
+    ApiError,
+    Routes,
+    blocking,
+    error_body,
+    own_thread,
+    read_json,
+    root_of,
+)
 from ociimg.api.imagedocs import familiar, progress_bar
 from ociimg.errors import OciimgError, Unauthorized
 from ociimg.reference import Reference, parse_reference
@@ -89,7 +97,7 @@ async def stream_job(request: web.Request, job: Callable[[Emit], list[dict[str, 
     out as JSON lines, one whole object per write. The 200 goes out with the first."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    task = asyncio.ensure_future(blocking(job, lambda obj: loop.call_soon_threadsafe(
+    task = asyncio.ensure_future(own_thread(job, lambda obj: loop.call_soon_threadsafe(
         queue.put_nowait, obj)))
     # A client that went away leaves the job running; its outcome is still collected.
     task.add_done_callback(lambda t: t.cancelled() or t.exception())
@@ -351,7 +359,7 @@ async def auth(request: web.Request) -> web.Response:
         raise ApiError(400, "invalid JSON in request body: expected an object")
     fields = {k: body.get(k) if isinstance(body.get(k), str) else "" for k in
               ("username", "password", "serveraddress", "identitytoken")}
-    await blocking(check_login, fields)
+    await own_thread(check_login, fields)
     return json_response({"Status": "Login Succeeded", "IdentityToken": ""})
 
 

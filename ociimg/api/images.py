@@ -30,6 +30,7 @@ from ociimg.api.http import (
     api_version,
     blocking,
     json_response,
+    own_thread,
     query_bool,
     query_filters,
     root_of,
@@ -242,8 +243,8 @@ def _tag(root: Path, text: str, repo: str, tag_: str) -> None:
 @routes.delete("/images/{name:.+}")
 async def remove(request: web.Request) -> web.Response:
     force, noprune = query_bool(request, "force"), query_bool(request, "noprune")
-    result = await blocking(_remove, root_of(request), request.match_info["name"], force,
-                            noprune)
+    result = await own_thread(_remove, root_of(request), request.match_info["name"], force,
+                              noprune)
     return json_response(result)
 
 
@@ -317,7 +318,7 @@ def collect(root: Path) -> int:
 @routes.post("/images/prune")
 async def prune(request: web.Request) -> web.Response:
     filters = query_filters(request)
-    deleted, freed = await blocking(_prune, root_of(request), filters)
+    deleted, freed = await own_thread(_prune, root_of(request), filters)
     return json_response({"ImagesDeleted": deleted or None, "SpaceReclaimed": freed})
 
 
@@ -353,15 +354,10 @@ def _prune_matches(group: ImageGroup, until: list[datetime],
     created, labels = group.first.created, group.first.labels
     if until and (created is None or any(created >= u for u in until)):
         return False
-    for text in filters.get("label", []):
-        key, eq, value = text.partition("=")
-        if key not in labels or (eq and labels[key] != value):
-            return False
-    for text in filters.get("label!", []):
-        key, eq, value = text.partition("=")
-        if key in labels and (not eq or labels[key] == value):
-            return False
-    return True
+    from ociimg.filters import label_matches
+
+    return all(label_matches(labels, v) for v in filters.get("label", [])) and \
+        not any(label_matches(labels, v) for v in filters.get("label!", []))
 
 
 def _until(text: str) -> datetime:
