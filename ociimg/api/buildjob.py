@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ociimg.reference import familiar_name
+
 # A whole JSON object per write; RUN output longer than this is cut into several.
 MAX_STREAM_CHUNK = 64 << 10
 DOCKERFILE_NAMES = ("Dockerfile", "dockerfile", "Containerfile")
@@ -166,15 +168,6 @@ def _data_size(block: bytes) -> int:
     return size
 
 
-def familiar(name: str) -> str:
-    """docker's short form of a store name: docker.io/library/x:1 → x:1 (as
-    ``ociimg.api.convert.familiar``, whose import brings aiohttp: 0.2 s per build)."""
-    rest = name.removeprefix("docker.io/library/")
-    if rest != name and "/" not in rest:
-        return rest
-    return name.removeprefix("docker.io/")
-
-
 def run(job: dict[str, Any]) -> None:
     from ociimg.build.builder import BuildOptions, build
     from ociimg.build.context import BuildContext, load_ignore_rules
@@ -205,7 +198,7 @@ def run(job: dict[str, Any]) -> None:
     emit_stream(f" ---> {result.image_id.hex[:12]}\n")
     emit_stream(f"Successfully built {result.image_id.hex[:12]}\n")
     for tag in result.tags:
-        emit_stream(f"Successfully tagged {familiar(tag)}\n")
+        emit_stream(f"Successfully tagged {familiar_name(tag)}\n")
 
 
 def _dockerfile(context: Any, name: str | None) -> tuple[str, str]:
