@@ -39,6 +39,7 @@ from ociimg.api.http import (
     settle,
     standard_headers,
 )
+from ociimg.filters import labels_match
 
 routes = Routes()
 
@@ -332,7 +333,8 @@ async def prune(request: web.Request) -> web.StreamResponse:
         for c in mgr.list():
             if mgr.status(c).status not in _STOPPED or c.meta.get("createdNs", 0) > until:
                 continue
-            if not _labels_match(c.meta.get("labels") or {}, filters):
+            if not labels_match(c.meta.get("labels") or {}, filters.get("label"),
+                                filters.get("label!")):
                 continue
             reclaimed += writable_size(mgr, c)
             try:
@@ -363,14 +365,6 @@ def _until(values: list[str] | None) -> int:
         return int(parse_time(text if text.endswith("Z") else text + "Z") * 1e9)
     except ValueError:
         raise ApiError(400, f"invalid filter 'until={text}'") from None
-
-
-def _labels_match(labels: dict[str, str], filters: dict[str, list[str]]) -> bool:
-    def has(item: str) -> bool:
-        key, eq, value = item.partition("=")
-        return key in labels and (not eq or labels[key] == value)
-    return all(has(v) for v in filters.get("label", [])) and \
-        not any(has(v) for v in filters.get("label!", []))
 
 
 # Wait ---------------------------------------------------------------------------------------

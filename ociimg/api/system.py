@@ -30,6 +30,7 @@ from ociimg.api.http import (
     root_of,
     standard_headers,
 )
+from ociimg.filters import labels_match
 from ociimg.reference import familiar_name
 
 routes = Routes()
@@ -470,21 +471,13 @@ def _event_matches(filters: dict[str, list[str]], ev: dict[str, Any]) -> bool:
                     filters for k in ("container", "network", "volume"))
             and exact("image", actor_id, image, _strip_tag(actor_id), _strip_tag(image),
                       attrs.get("image", ""))
-            and ("plugin" not in filters) and _labels_match(filters.get("label"), attrs))
+            and ("plugin" not in filters) and labels_match(attrs, filters.get("label")))
 
 
 def _strip_tag(name: str) -> str:
     base = name.partition("@")[0]
     colon = base.rfind(":")
     return base[:colon] if colon > base.rfind("/") else base
-
-
-def _labels_match(wanted: list[str] | None, attrs: dict[str, str]) -> bool:
-    for item in wanted or []:
-        key, eq, value = item.partition("=")
-        if key not in attrs or (eq and attrs[key] != value):
-            return False
-    return True
 
 
 # --- system/df ------------------------------------------------------------------------
