@@ -17,9 +17,17 @@ from typing import Any
 
 from aiohttp import web
 
-from ociimg.api.http import ApiError, Routes, blocking, error_body, json_response, root_of
-from ociimg.api.imagedocs import familiar
+from ociimg.api.http import (
+    ApiError,
+    Routes,
+    blocking,
+    error_body,
+    json_response,
+    own_thread,
+    root_of,
+)
 from ociimg.errors import OciimgError
+from ociimg.reference import familiar_name
 from ociimg.store import Store
 
 routes = Routes()
@@ -53,7 +61,7 @@ def _save_items(root: Path, texts: list[str]) -> list[tuple[Any, Any, tuple[str,
     for text in texts:
         found = find_image(root, text)
         name = found.name or found.group.first.name
-        names = (familiar(found.name),) if found.name in found.group.tag_names else ()
+        names = (familiar_name(found.name),) if found.name in found.group.tag_names else ()
         items.append((found.store, found.store.resolve(name), names))
     return items
 
@@ -73,7 +81,7 @@ async def _save(request: web.Request, texts: list[str]) -> web.StreamResponse:
         writer.flush()
 
     try:
-        await blocking(write)
+        await own_thread(write)
     except (OciimgError, OSError) as exc:
         # The 200 is out: cut the connection, so the client sees a broken transfer and
         # never a tar that ends as if it were whole.
@@ -120,7 +128,7 @@ async def load(request: web.Request) -> web.StreamResponse:
     spool = await blocking(tempfile.NamedTemporaryFile, dir=store.ingest_dir, prefix=".load-")
     try:
         await _spool_body(request, spool, await blocking(_load_limit, store.ingest_dir))
-        loaded = await blocking(_load, root, Path(spool.name))
+        loaded = await own_thread(_load, root, Path(spool.name))
     except ApiError as exc:
         # Refused before the body's end: close rather than read the rest (2 GB of zeros).
         response = json_response(error_body(exc.message), exc.status)
@@ -172,16 +180,25 @@ def _check_tar_header(block: bytes) -> None:
 
 
 def _load(root: Path, path: Path) -> list[bytes]:
-
+    """What docker-py's load looks for in the stream (trap 13): ``Loaded image: NAME``,
+    or ``Loaded image ID: ID`` for an image the archive names not."""
+    from ociimg.api.images import IndexSnapshot
     from ociimg.transports import load_archive
 
-    store = Store.open(root)
+    loaded = load_archive(path, Store.open(root))
+    store = IndexSnapshot.open(root)  # the names as they are now
     lines = []
-    for name, _desc in load_archive(path, store):
+    for name, _desc in loaded:
         if name.startswith("sha256:"):
-            image_id = str(store.image_for(name)[1].config.digest)
-            text = f"Loaded image ID: {image_id}\n"
+            text = f"Loaded image ID: {_image_id(store, name)}\n"
         else:
-            text = f"Loaded image: {familiar(name)}\n"
+            text = f"Loaded image: {familiar_name(name)}\n"
         lines.append(json.dumps({"stream": text}).encode() + b"\n")
     return lines
+
+
+def _image_id(store: Store, name: str) -> str:
+    try:
+        return str(store.image_for(name)[1].config.digest)
+    except OciimgError:  # an index without this host's image: its digest names it
+        return name

@@ -30,13 +30,13 @@ from ociimg.api.http import (
     api_version,
     blocking,
     json_response,
+    own_thread,
     query_bool,
     query_filters,
     root_of,
 )
 from ociimg.api.imagedocs import (
     ImageGroup,
-    familiar,
     group_rows,
     image_history,
     image_inspect,
@@ -44,6 +44,7 @@ from ociimg.api.imagedocs import (
     short_id,
 )
 from ociimg.errors import ImageNotFound, InvalidArgument, LockTimeout, OciimgError
+from ociimg.reference import familiar_name
 from ociimg.spec import INDEX_TYPES
 from ociimg.store import Store
 
@@ -184,7 +185,7 @@ def _list(root: Path, filters: dict[str, list[str]]) -> list[ImageGroup]:
 
 def _reference_match(repository: str, tag: str, pattern: str) -> bool:
     """docker's reference filter: the pattern against the familiar name and name:tag."""
-    repo = familiar(repository)
+    repo = familiar_name(repository)
     return any(fnmatch.fnmatchcase(n, pattern) for n in (repo, f"{repo}:{tag}", repository,
                                                          f"{repository}:{tag}"))
 
@@ -242,8 +243,8 @@ def _tag(root: Path, text: str, repo: str, tag_: str) -> None:
 @routes.delete("/images/{name:.+}")
 async def remove(request: web.Request) -> web.Response:
     force, noprune = query_bool(request, "force"), query_bool(request, "noprune")
-    result = await blocking(_remove, root_of(request), request.match_info["name"], force,
-                            noprune)
+    result = await own_thread(_remove, root_of(request), request.match_info["name"], force,
+                              noprune)
     return json_response(result)
 
 
@@ -271,7 +272,7 @@ def _remove(root: Path, text: str, force: bool, noprune: bool) -> list[dict[str,
     for name in untag:
         found.store.untag(name)
         if name in tags:
-            out.append({"Untagged": familiar(name)})
+            out.append({"Untagged": familiar_name(name)})
     if last:
         for row in group.rows:  # repo@digest and digest names of the image go with it
             if row.name not in untag:
@@ -317,7 +318,7 @@ def collect(root: Path) -> int:
 @routes.post("/images/prune")
 async def prune(request: web.Request) -> web.Response:
     filters = query_filters(request)
-    deleted, freed = await blocking(_prune, root_of(request), filters)
+    deleted, freed = await own_thread(_prune, root_of(request), filters)
     return json_response({"ImagesDeleted": deleted or None, "SpaceReclaimed": freed})
 
 
@@ -343,7 +344,7 @@ def _prune(root: Path, filters: dict[str, list[str]]) -> tuple[list[dict[str, st
         for row in group.rows:
             store.untag(row.name)
             if row.name in group.tag_names:
-                deleted.append({"Untagged": familiar(row.name)})
+                deleted.append({"Untagged": familiar_name(row.name)})
         deleted.append({"Deleted": group.image_id})
     return deleted, collect(root) if deleted else 0
 
@@ -353,15 +354,10 @@ def _prune_matches(group: ImageGroup, until: list[datetime],
     created, labels = group.first.created, group.first.labels
     if until and (created is None or any(created >= u for u in until)):
         return False
-    for text in filters.get("label", []):
-        key, eq, value = text.partition("=")
-        if key not in labels or (eq and labels[key] != value):
-            return False
-    for text in filters.get("label!", []):
-        key, eq, value = text.partition("=")
-        if key in labels and (not eq or labels[key] == value):
-            return False
-    return True
+    from ociimg.filters import label_matches
+
+    return all(label_matches(labels, v) for v in filters.get("label", [])) and \
+        not any(label_matches(labels, v) for v in filters.get("label!", []))
 
 
 def _until(text: str) -> datetime:

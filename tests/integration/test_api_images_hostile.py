@@ -290,3 +290,58 @@ def test_save_of_a_corrupt_layer_never_looks_whole(api: ApiServer, api_busybox: 
     assert not out.exists() or out.stat().st_size < 1024
     assert "images/get" in api.server_log()
     alive(api)
+
+
+def test_stalled_pulls_do_not_starve_other_requests(api: ApiServer) -> None:
+    """Eight pulls stuck on a registry that stops sending: each holds a thread of its
+    own, not one of the few pool workers every other request needs, so `docker images`
+    still answers; released, the pulls complete."""
+    import threading
+
+    from pytest_httpserver import HTTPServer
+    from werkzeug import Request, Response
+
+    from tests.waiting import wait_until
+
+    registry = HTTPServer(host="127.0.0.1", port=free_port(), threaded=True)
+    registry.start()
+    release, entered, lock = threading.Event(), [0], threading.Lock()
+
+    def stalled(layer: bytes) -> Any:
+        def handler(_request: Request) -> Response:
+            with lock:
+                entered[0] += 1
+            release.wait(60)
+            return Response(layer)
+        return handler
+
+    try:
+        registry.expect_request("/v2/").respond_with_data("{}")
+        for i in range(8):  # distinct layers: one blob's download is shared, under a lock
+            layer = tar_bytes({"hello": f"hi {i}\n".encode()})
+            config = b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers",' \
+                     b'"diff_ids":["' + _digest(layer).encode() + b'"]}}'
+            _serve_manifest(registry, f"slow/r{i}", _manifest(config, layer))
+            registry.expect_request(f"/v2/slow/r{i}/blobs/{_digest(config)}") \
+                .respond_with_data(config)
+            registry.expect_request(f"/v2/slow/r{i}/blobs/{_digest(layer)}") \
+                .respond_with_handler(stalled(layer))
+        results: list[tuple[int, bytes]] = []
+        pulls = [threading.Thread(target=lambda i=i: results.append(call(
+            api, "POST", f"/images/create?fromImage=127.0.0.1:{registry.port}/slow/r{i}"
+                         "&tag=1"))) for i in range(8)]
+        for t in pulls:
+            t.start()
+        wait_until(lambda: entered[0] >= 8, "all eight pulls waiting for their layer")
+        assert api.docker("images", "-q", timeout=30).stdout.strip() == ""
+        release.set()
+        for t in pulls:
+            t.join(60)
+        assert sorted(status for status, _ in results) == [200] * 8
+        assert all(b"Downloaded newer image" in body for _, body in results)
+        assert len(api.docker("images", "-q").stdout.split()) == 8
+    finally:
+        release.set()
+        registry.clear()
+        registry.stop()
+    alive(api)
