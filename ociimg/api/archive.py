@@ -377,13 +377,18 @@ class _ResponseWriter(io.RawIOBase):
     def __init__(self, response: web.StreamResponse, loop: asyncio.AbstractEventLoop) -> None:
         self.response = response
         self.loop = loop
+        self.over = False
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: Any) -> int:
         chunk = bytes(data)
-        asyncio.run_coroutine_threadsafe(self.response.write(chunk), self.loop).result()
+        # Once the response is over, what is left in the buffer goes nowhere: the
+        # BufferedWriter's finalizer flushes it on whichever thread frees it, the event
+        # loop's included, where waiting for the loop would wedge the server for good.
+        if not self.over:
+            asyncio.run_coroutine_threadsafe(self.response.write(chunk), self.loop).result()
         return len(chunk)
 
 
@@ -391,8 +396,8 @@ async def _stream(request: web.Request, response: web.StreamResponse, fill: Any,
                   *args: Any) -> None:
     """Send ``response``'s headers, then what ``fill(out, *args)`` writes to ``out``."""
     await response.prepare(request)
-    writer = io.BufferedWriter(_ResponseWriter(response, asyncio.get_running_loop()),
-                               WRITE_BUFFER)
+    raw = _ResponseWriter(response, asyncio.get_running_loop())
+    writer = io.BufferedWriter(raw, WRITE_BUFFER)
 
     def run() -> None:
         fill(writer, *args)
@@ -407,3 +412,5 @@ async def _stream(request: web.Request, response: web.StreamResponse, fill: Any,
         log.error("%s %s: %s", request.method, request.path, getattr(exc, "message", exc))
         if request.transport is not None:
             request.transport.close()
+    finally:
+        raw.over = True
