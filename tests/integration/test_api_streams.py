@@ -1,0 +1,66 @@
+"""attach, logs and resize through `ociimg serve`: docker's CLI and docker-py as clients,
+hand-made requests only for protocol edges (half-close timing, garbage, a client that
+never reads)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from tests.integration.apiserver import ApiServer
+from tests.integration.streamclient import Hijack, demux, make_container, start, wait
+
+pytestmark = pytest.mark.integration
+
+
+def test_attach_before_start_loses_no_output(api: ApiServer, api_busybox: str,
+                                             fixture_layout: Path) -> None:
+    c = make_container(api, fixture_layout, "sh", "-c", "echo out; echo err >&2; exit 3")
+    h = Hijack(api, f"/v1.41/containers/{c.id}/attach?stream=1&stdout=1&stderr=1")
+    assert h.status == 101
+    assert h.header("Content-Type") == "application/vnd.docker.raw-stream"
+    assert h.header("Upgrade") == "tcp" and h.header("Transfer-Encoding") is None
+    start(api, c)
+    out, err = demux(h.read_all())
+    assert (out, err) == (b"out\n", b"err\n")
+    assert wait(api, c) == 3
+
+
+def test_attach_multiplexed_type_from_1_42_and_raw_with_a_tty(
+        api: ApiServer, api_busybox: str, fixture_layout: Path) -> None:
+    c = make_container(api, fixture_layout, "echo", "hi")
+    h = Hijack(api, f"/v1.43/containers/{c.id}/attach?stream=1&stdout=1", upgrade=False)
+    assert h.status == 200
+    assert h.header("Content-Type") == "application/vnd.docker.multiplexed-stream"
+    start(api, c)
+    assert demux(h.read_all()) == (b"hi\n", b"")
+    t = make_container(api, fixture_layout, "echo", "tty", tty=True)
+    h = Hijack(api, f"/v1.43/containers/{t.id}/attach?stream=1&stdout=1")
+    assert h.header("Content-Type") == "application/vnd.docker.raw-stream"
+    start(api, t)
+    assert h.read_all() == b"tty\r\n"
+
+
+def test_attach_stdin_half_close_keeps_output(api: ApiServer, api_busybox: str,
+                                              fixture_layout: Path) -> None:
+    """SHUT_WR closes the container's stdin, the output still arrives (traps 6, 7)."""
+    c = make_container(api, fixture_layout, "sh", "-c", "cat; echo done",
+                       interactive=True)
+    h = Hijack(api, f"/containers/{c.id}/attach?stream=1&stdin=1&stdout=1&stderr=1")
+    start(api, c)
+    h.sock.sendall(b"data\n" * 1000)
+    h.sock.shutdown(socket.SHUT_WR)
+    out, _ = demux(h.read_all())
+    assert out == b"data\n" * 1000 + b"done\n"
+    assert wait(api, c) == 0
+
+
+def test_attach_errors_before_the_hijack(api: ApiServer, api_busybox: str,
+                                         fixture_layout: Path) -> None:
+    h = Hijack(api, "/containers/nosuch/attach?stream=1&stdout=1")
+    assert h.status == 404 and b"No such container: nosuch" in h.body()
+    c = make_container(api, fixture_layout, "true")
+    h = Hijack(api, f"/containers/{c.id}/attach?stream=1&detachKeys=ctrl-foo")
+    assert h.status == 400 and b"Invalid detach keys" in h.body()
