@@ -206,7 +206,12 @@ def query_filters(request: web.Request) -> dict[str, list[str]]:
 
 async def read_json(request: web.Request, limit: int = 4 << 20) -> Any:
     """The request body as JSON (empty → {}), at most ``limit`` bytes."""
-    body = await request.content.read(limit + 1)
+    body = b""
+    while len(body) <= limit:  # read(n) returns what has arrived, up to n bytes
+        chunk = await request.content.read(limit + 1 - len(body))
+        if not chunk:
+            break
+        body += chunk
     if len(body) > limit:
         raise ApiError(413, f"request body larger than {limit} bytes")
     if not body.strip():
