@@ -338,12 +338,14 @@ async def logs(request: web.Request) -> web.StreamResponse:
         task = asyncio.ensure_future(watch.run()) if watch is not None else None
         try:
             await pump_log(reader, watch, response.write, tty=tty, timestamps=timestamps)
+            await response.write_eof()
+        except ConnectionError:  # the client went away: nothing to tell it
+            response.force_close()
         finally:
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        await response.write_eof()
         return response
     finally:
         os.close(fd)
