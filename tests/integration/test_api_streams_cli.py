@@ -158,3 +158,29 @@ def test_attach_to_a_running_container_and_detach(cli: ApiServer, fixture_layout
         if proc.poll() is None:
             proc.kill()
     assert cli.docker("exec", "at", "true").returncode == 0
+
+
+def test_run_t_and_logs_of_a_tty_container_are_raw(cli: ApiServer) -> None:
+    # input=b"": bytes out, no newline translation hiding the pty's \r\n
+    out = cli.docker("run", "-t", "--name", "tt", "busybox", "sh", "-c", "echo hi; echo e >&2",
+                     input=b"")
+    assert (out.stdout, out.stderr) == (b"hi\r\ne\r\n", b"")
+    assert cli.docker("logs", "tt", input=b"").stdout == b"hi\r\ne\r\n"
+
+
+def test_docker_py_exec_run_logs_stream_and_attach(cli: ApiServer) -> None:
+    client = cli.client()
+    box = client.containers.run("busybox", ["sh", "-c", "echo started; read x; echo got $x"],
+                                detach=True, stdin_open=True, name="py")
+    code, output = box.exec_run(["sh", "-c", "echo out; echo err >&2; exit 2"])
+    assert (code, output) == (2, b"out\nerr\n")
+    code, (out, err) = box.exec_run(["sh", "-c", "echo out; echo err >&2"], demux=True)
+    assert (code, out, err) == (0, b"out\n", b"err\n")
+    stream = box.logs(stream=True, follow=True)
+    assert next(stream) == b"started\n"
+    sock = box.attach_socket(params={"stdin": 1, "stream": 1})
+    sock._sock.sendall(b"line\n")
+    assert b"".join(stream) == b"got line\n"  # follow ended with the container
+    sock.close()
+    assert box.wait()["StatusCode"] == 0
+    assert box.attach(stdout=True, stderr=True, logs=True) == b"started\ngot line\n"
