@@ -38,6 +38,7 @@ from ociimg.errors import OciimgError
 routes = Routes()
 
 _KEEP_DONE = 1000  # finished exec instances remembered (dockerd: until the container goes)
+_KEEP_IDLE = 10000  # created and never started: the oldest are forgotten past this
 _CHUNK = 1 << 16
 
 
@@ -82,6 +83,9 @@ def _forget_old() -> None:
     done = sorted((e for e in _EXECS.values() if e.started and not e.running),
                   key=lambda e: e.finished_at)
     for e in done[:max(0, len(done) - _KEEP_DONE)]:
+        del _EXECS[e.id]
+    idle = [e for e in _EXECS.values() if not e.started]  # in creation order (dict order)
+    for e in idle[:max(0, len(idle) - _KEEP_IDLE)]:
         del _EXECS[e.id]
 
 

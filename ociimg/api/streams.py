@@ -144,8 +144,11 @@ def tail_offset(fd: int, end: int, tail: int, since: float | None = None) -> int
 def open_log(c: Any) -> int:
     """The container's log, created if its first run has not made it yet: the fd keeps
     the records readable after an auto-removed container's directory is gone."""
-    return os.open(c.path / logfile.LOG_NAME, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW
-                   | os.O_CLOEXEC, 0o600)
+    try:
+        return os.open(c.path / logfile.LOG_NAME, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW
+                       | os.O_CLOEXEC, 0o600)
+    except FileNotFoundError:  # removed since it was looked up
+        raise ApiError(404, f"No such container: {c.id}") from None
 
 
 # Watching the container's run ----------------------------------------------------------

@@ -64,3 +64,16 @@ def test_attach_errors_before_the_hijack(api: ApiServer, api_busybox: str,
     c = make_container(api, fixture_layout, "true")
     h = Hijack(api, f"/containers/{c.id}/attach?stream=1&detachKeys=ctrl-foo")
     assert h.status == 400 and b"Invalid detach keys" in h.body()
+
+
+def test_attach_to_an_exited_container_follows_its_next_run(
+        api: ApiServer, api_busybox: str, fixture_layout: Path) -> None:
+    """docker start -a: attach, then start; only the new run's output, then the end."""
+    c = make_container(api, fixture_layout, "sh", "-c", "echo run; exit 4")
+    start(api, c)
+    assert wait(api, c) == 4
+    h = Hijack(api, f"/containers/{c.id}/attach?stream=1&stdout=1&stderr=1")
+    start(api, c)
+    assert demux(h.read_all()) == (b"run\n", b"")
+    replay = Hijack(api, f"/containers/{c.id}/attach?logs=1&stdout=1")
+    assert demux(replay.read_all()) == (b"run\nrun\n", b"")
