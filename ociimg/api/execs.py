@@ -24,7 +24,6 @@ from aiohttp import web
 from ociimg.api import hijack
 from ociimg.api.http import (
     ApiError,
-    Routes,
     blocking,
     find_container,
     json_response,
@@ -35,7 +34,7 @@ from ociimg.api.http import (
 from ociimg.api.streams import parse_detach_keys
 from ociimg.errors import OciimgError
 
-routes = Routes()
+routes = hijack.StreamRoutes()
 
 _KEEP_DONE = 1000  # finished exec instances remembered (dockerd: until the container goes)
 _KEEP_IDLE = 10000  # created and never started: the oldest are forgotten past this
@@ -188,7 +187,8 @@ async def start_exec(request: web.Request) -> web.StreamResponse:
         return web.Response(status=200)
     conn = hijack.hijack(request, hijack.content_type(request, inst.tty))
     try:
-        await process.attached(conn, keys)
+        with hijack.tracked(request):
+            await process.attached(conn, keys)
     finally:
         conn.close()
     return hijack.HijackedResponse()

@@ -14,12 +14,14 @@ bytes wait, writers wait while the transport's buffer is above its high-water ma
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
+from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
 
-from ociimg.api.http import api_version, standard_headers
+from ociimg.api.http import Routes, api_version, standard_headers
 
 RAW = "application/vnd.docker.raw-stream"
 MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
@@ -27,6 +29,38 @@ STDOUT, STDERR = 1, 2
 INPUT_HELD = 1 << 20
 _WRITE_HIGH = 1 << 18
 _FRAME_MAX = 1 << 16  # one frame's payload at most (docker's own frames are 32 KiB)
+
+
+LIVE = web.AppKey("live_streams", set)
+
+
+class StreamRoutes(Routes):
+    """Routes of endpoints that stream for as long as a container runs: the server's
+    shutdown ends them at once (aiohttp would wait out its grace period twice over them,
+    trap 23); the containers run on."""
+
+    def install(self, app: web.Application) -> None:
+        super().install(app)
+        if LIVE not in app:
+            app[LIVE] = set()
+            app.on_shutdown.append(_end_streams)
+
+
+async def _end_streams(app: web.Application) -> None:
+    for task in list(app[LIVE]):
+        task.cancel()
+
+
+@contextlib.contextmanager
+def tracked(request: web.Request) -> Iterator[None]:
+    """The handler's task is ended (cancelled) when the server shuts down."""
+    task = asyncio.current_task()
+    live = request.app[LIVE]
+    live.add(task)
+    try:
+        yield
+    finally:
+        live.discard(task)
 
 
 def content_type(request: web.Request, tty: bool) -> str:

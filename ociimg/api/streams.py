@@ -23,7 +23,6 @@ from aiohttp import web
 from ociimg.api import hijack
 from ociimg.api.http import (
     ApiError,
-    Routes,
     blocking,
     find_container,
     manager,
@@ -33,7 +32,7 @@ from ociimg.api.http import (
 from ociimg.containers import attach, logfile
 from ociimg.containers.logfile import Record
 
-routes = Routes()
+routes = hijack.StreamRoutes()
 
 _READ = 1 << 20  # log bytes read per step: output is sent before more is read
 _POLL = 0.05  # how often a container that has not started yet is looked at
@@ -340,7 +339,9 @@ async def logs(request: web.Request) -> web.StreamResponse:
         await response.prepare(request)
         task = asyncio.ensure_future(watch.run()) if watch is not None else None
         try:
-            await pump_log(reader, watch, response.write, tty=tty, timestamps=timestamps)
+            with hijack.tracked(request):
+                await pump_log(reader, watch, response.write, tty=tty,
+                               timestamps=timestamps)
             await response.write_eof()
         except ConnectionError:  # the client went away: nothing to tell it
             response.force_close()
@@ -371,10 +372,11 @@ async def attach_container(request: web.Request) -> web.StreamResponse:
         await watch.start()
         conn = hijack.hijack(request, hijack.content_type(request, tty))
         try:
-            await _attached(conn, watch, LogReader(fd, offset, streams=streams),
-                            tty=tty, live=query_bool(request, "stream"),
-                            stdin=with_stdin, keys=keys,
-                            close_stdin=bool(c.meta.get("stdinOnce", True)))
+            with hijack.tracked(request):
+                await _attached(conn, watch, LogReader(fd, offset, streams=streams),
+                                tty=tty, live=query_bool(request, "stream"),
+                                stdin=with_stdin, keys=keys,
+                                close_stdin=bool(c.meta.get("stdinOnce", True)))
         finally:
             conn.close()
     finally:

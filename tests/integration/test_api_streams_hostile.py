@@ -139,7 +139,7 @@ def test_server_stop_with_open_streams_is_quick_and_containers_run_on(
     assert ex.status == 101 and attach.status == 101
     t0 = time.monotonic()
     assert api.stop(signal.SIGTERM) == 0
-    assert time.monotonic() - t0 < 8
+    assert time.monotonic() - t0 < 2  # streams end at once, no grace period waited out
     assert attach.read_all() == b"" and ex.read_all() == b""
     from ociimg.containers import ContainerManager
     assert ContainerManager(api.root).status(c).status == "running"
