@@ -5,9 +5,11 @@ The client sends ``Connection: Upgrade`` + ``Upgrade: tcp``; we answer ``101 UPG
 bytes both ways. aiohttp's protocol closes the transport when the client half-closes
 (its ``eof_received`` returns None), which would cut the output of ``echo hi | docker exec
 -i c cat`` (traps 6, 7): so the transport's protocol is swapped for :class:`Hijacked`
-until the stream ends, then handed back for aiohttp's bookkeeping. Bytes the client sent
-right behind the request (aiohttp holds them as an upgrade's tail) are taken over through
-``set_parser``. Input and output are bounded: reading pauses while :data:`INPUT_HELD`
+until the stream ends, then handed back for aiohttp's bookkeeping. Bytes a client sends
+before it has read our 101 are lost: aiohttp's C parser accepts only websocket upgrades
+and drops what follows an ``Upgrade: tcp`` request (its Python parser keeps them as the
+upgrade's tail, taken over here through ``set_parser``); docker's CLI and docker-py read
+the 101 before they send. Input and output are bounded: reading pauses while :data:`INPUT_HELD`
 bytes wait, writers wait while the transport's buffer is above its high-water mark.
 """
 

@@ -77,3 +77,16 @@ def test_attach_to_an_exited_container_follows_its_next_run(
     assert demux(h.read_all()) == (b"run\n", b"")
     replay = Hijack(api, f"/containers/{c.id}/attach?logs=1&stdout=1")
     assert demux(replay.read_all()) == (b"run\nrun\n", b"")
+
+
+def test_input_sent_before_start_reaches_the_container(
+        api: ApiServer, api_busybox: str, fixture_layout: Path) -> None:
+    """Input (and its end) typed before the container starts waits for its monitor."""
+    c = make_container(api, fixture_layout, "cat", interactive=True)
+    h = Hijack(api, f"/containers/{c.id}/attach?stream=1&stdin=1&stdout=1")
+    h.sock.sendall(b"early\n")
+    h.sock.sendall(b"later\n")
+    h.sock.shutdown(socket.SHUT_WR)
+    start(api, c)
+    assert demux(h.read_all()) == (b"early\nlater\n", b"")
+    assert wait(api, c) == 0
