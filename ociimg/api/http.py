@@ -189,8 +189,8 @@ def query_filters(request: web.Request) -> dict[str, list[str]]:
         return {}
     try:
         doc = json.loads(raw)
-    except ValueError:
-        raise ApiError(400, f"invalid filter {raw!r}") from None
+    except (ValueError, RecursionError):
+        raise ApiError(400, f"invalid filter {raw[:100]!r}") from None
     if not isinstance(doc, dict):
         raise ApiError(400, f"invalid filter {raw!r}")
     out: dict[str, list[str]] = {}
@@ -207,7 +207,7 @@ def query_filters(request: web.Request) -> dict[str, list[str]]:
 async def read_json(request: web.Request, limit: int = 4 << 20) -> Any:
     """The request body as JSON (empty → {}), at most ``limit`` bytes."""
     body = b""
-    while len(body) <= limit:  # read(n) returns what has arrived, up to n bytes
+    while len(body) <= limit:  # read(n) returns what has arrived, not n bytes
         chunk = await request.content.read(limit + 1 - len(body))
         if not chunk:
             break
@@ -218,7 +218,7 @@ async def read_json(request: web.Request, limit: int = 4 << 20) -> Any:
         return {}
     try:
         return json.loads(body)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
         raise ApiError(400, f"invalid JSON in request body: {exc}") from None
 
 
