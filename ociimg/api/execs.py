@@ -185,7 +185,7 @@ async def start_exec(request: web.Request) -> web.StreamResponse:
     if body.get("Detach"):
         process.detach()
         return web.Response(status=200)
-    conn = hijack.hijack(request, hijack.content_type(request, inst.tty))
+    conn = await hijack.hijack(request, hijack.content_type(request, inst.tty))
     try:
         with hijack.tracked(request):
             await process.attached(conn, keys)

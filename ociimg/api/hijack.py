@@ -192,9 +192,38 @@ def wants_upgrade(request: web.Request) -> bool:
     return "upgrade" in tokens and request.headers.get("Upgrade", "").lower() == "tcp"
 
 
-def hijack(request: web.Request, media_type: str) -> Hijacked:
+async def hijack(request: web.Request, media_type: str) -> Hijacked:
     """Answer 101 (or 200) with ``media_type`` and take the connection over. Call it only
     once everything is validated: after it, errors can only go into the stream (trap 10)."""
+    conn = _take_over(request, media_type)
+    await _until_head_read(conn)
+    return conn
+
+
+async def _until_head_read(conn: Hijacked, limit: float = 1.0) -> None:
+    """Until the client has read our answer's head (a unix socket's SIOCOUTQ is what its
+    peer has not read yet), for at most ``limit`` seconds. docker-py reads the head
+    through a buffered file, then the stream from the raw socket: output that arrived
+    with the head would sit in that buffer, lost (attach with logs=1 replays at once)."""
+    import fcntl
+    import socket
+    import termios
+    sock = conn.transport.get_extra_info("socket")
+    if sock is None or sock.family != socket.AF_UNIX:
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while loop.time() < deadline and not conn.lost:
+        try:
+            queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+        except OSError:
+            return
+        if int.from_bytes(queued, "little") == 0:
+            return
+        await asyncio.sleep(0.002)
+
+
+def _take_over(request: web.Request, media_type: str) -> Hijacked:
     if wants_upgrade(request):
         head = ["HTTP/1.1 101 UPGRADED", f"Content-Type: {media_type}",
                 "Connection: Upgrade", "Upgrade: tcp"]

@@ -370,7 +370,7 @@ async def attach_container(request: web.Request) -> web.StreamResponse:
         offset = 0 if query_bool(request, "logs") else os.fstat(fd).st_size
         watch = RunWatch(mgr, c)
         await watch.start()
-        conn = hijack.hijack(request, hijack.content_type(request, tty))
+        conn = await hijack.hijack(request, hijack.content_type(request, tty))
         try:
             with hijack.tracked(request):
                 await _attached(conn, watch, LogReader(fd, offset, streams=streams),

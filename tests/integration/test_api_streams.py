@@ -90,3 +90,16 @@ def test_input_sent_before_start_reaches_the_container(
     start(api, c)
     assert demux(h.read_all()) == (b"early\nlater\n", b"")
     assert wait(api, c) == 0
+
+
+def test_docker_py_attach_replay_arriving_with_the_head_is_not_lost(
+        api: ApiServer, api_busybox: str, fixture_layout: Path) -> None:
+    """docker-py reads the 101 through a buffered file and the stream from the raw
+    socket: a replay sent before it read the head would vanish in that buffer."""
+    c = make_container(api, fixture_layout, "sh", "-c", "echo one; echo two >&2")
+    start(api, c)
+    assert wait(api, c) == 0
+    low = api.client().api
+    for _ in range(10):
+        assert low.attach(c.id, stdout=True, stderr=True, logs=True, demux=True) == \
+            (b"one\n", b"two\n")
