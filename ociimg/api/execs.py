@@ -185,10 +185,13 @@ async def start_exec(request: web.Request) -> web.StreamResponse:
     if body.get("Detach"):
         process.detach()
         return web.Response(status=200)
-    conn = await hijack.hijack(request, hijack.content_type(request, inst.tty))
     try:
-        with hijack.tracked(request):
-            await process.attached(conn, keys)
+        conn = await hijack.hijack(request, hijack.content_type(request, inst.tty))
+    except BaseException:
+        process.close()
+        raise
+    try:
+        await process.attached(conn, keys)
     finally:
         conn.close()
     return hijack.HijackedResponse()

@@ -105,6 +105,10 @@ class Hijacked(asyncio.Protocol):
         self.lost = False
         self._lost_exc: BaseException | None = None
         self.closed = asyncio.Event()
+        # Ended by the server's shutdown from now on (trap 23), until close().
+        self._task = asyncio.current_task()
+        self._live = request.app[LIVE]
+        self._live.add(self._task)
 
     # asyncio.Protocol -------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
@@ -163,6 +167,7 @@ class Hijacked(asyncio.Protocol):
         """The stream is over: what is buffered is sent, then the socket closed; aiohttp's
         protocol gets the transport back (and its connection_lost), so the server forgets
         the connection."""
+        self._live.discard(self._task)
         if self.transport is None:
             return
         transport, self.transport = self.transport, None
@@ -196,7 +201,11 @@ async def hijack(request: web.Request, media_type: str) -> Hijacked:
     """Answer 101 (or 200) with ``media_type`` and take the connection over. Call it only
     once everything is validated: after it, errors can only go into the stream (trap 10)."""
     conn = _take_over(request, media_type)
-    await _until_head_read(conn)
+    try:
+        await _until_head_read(conn)
+    except BaseException:  # the server's shutdown: the connection is ours to close
+        conn.close()
+        raise
     return conn
 
 

@@ -372,11 +372,9 @@ async def attach_container(request: web.Request) -> web.StreamResponse:
         await watch.start()
         conn = await hijack.hijack(request, hijack.content_type(request, tty))
         try:
-            with hijack.tracked(request):
-                await _attached(conn, watch, LogReader(fd, offset, streams=streams),
-                                tty=tty, live=query_bool(request, "stream"),
-                                stdin=with_stdin, keys=keys,
-                                close_stdin=bool(c.meta.get("stdinOnce", True)))
+            await _attached(conn, watch, LogReader(fd, offset, streams=streams),
+                            tty=tty, live=query_bool(request, "stream"), stdin=with_stdin,
+                            keys=keys, close_stdin=bool(c.meta.get("stdinOnce", True)))
         finally:
             conn.close()
     finally:
