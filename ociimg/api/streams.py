@@ -23,6 +23,7 @@ from aiohttp import web
 from ociimg.api import hijack
 from ociimg.api.http import (
     ApiError,
+    api_version,
     blocking,
     find_container,
     manager,
@@ -382,7 +383,58 @@ async def attach_container(request: web.Request) -> web.StreamResponse:
     return hijack.HijackedResponse()
 
 
-async def _attached(conn: hijack.Hijacked, watch: RunWatch, reader: LogReader, *,
+class _WebSocket:
+    """A websocket attach seen as a hijacked connection (read, write, lost): output in
+    binary messages from API 1.42 (text before, as dockerd), input from any message;
+    closing it is leaving (a websocket has no half-close)."""
+
+    def __init__(self, ws: web.WebSocketResponse, binary: bool) -> None:
+        self.ws, self.binary, self.lost = ws, binary, False
+
+    async def read(self) -> bytes:
+        from aiohttp import WSMsgType
+        msg = await self.ws.receive()
+        if msg.type == WSMsgType.BINARY:
+            return bytes(msg.data)
+        if msg.type == WSMsgType.TEXT:
+            return str(msg.data).encode()
+        self.lost = True
+        return b""
+
+    async def write(self, data: bytes) -> None:
+        if self.ws.closed:
+            raise ConnectionResetError("the client went away")
+        if self.binary:
+            await self.ws.send_bytes(data)
+        else:
+            await self.ws.send_str(data.decode(errors="replace"))
+
+
+@routes.get("/containers/{name}/attach/ws")
+async def attach_websocket(request: web.Request) -> web.StreamResponse:
+    keys = parse_detach_keys(request.query.get("detachKeys"))
+    mgr = manager(request)
+    c = await blocking(find_container, request, request.match_info["name"])
+    with_stdin = query_bool(request, "stdin") and bool(c.meta.get("interactive"))
+    fd = await blocking(open_log, c)
+    try:
+        offset = 0 if query_bool(request, "logs") else os.fstat(fd).st_size
+        watch = RunWatch(mgr, c)
+        await watch.start()
+        ws = web.WebSocketResponse(max_msg_size=1 << 20)
+        await ws.prepare(request)
+        with hijack.tracked(request):
+            await _attached(_WebSocket(ws, api_version(request) >= (1, 42)), watch,
+                            LogReader(fd, offset, streams=_streams(request)), tty=True,
+                            live=query_bool(request, "stream"), stdin=with_stdin, keys=keys,
+                            close_stdin=False)
+        await ws.close()
+        return ws
+    finally:
+        os.close(fd)
+
+
+async def _attached(conn: Any, watch: RunWatch, reader: LogReader, *,
                     tty: bool, live: bool, stdin: bool, keys: bytes,
                     close_stdin: bool) -> None:
     """Output until the run ends, the client goes, or it typed the detach keys."""
@@ -408,7 +460,7 @@ async def _attached(conn: hijack.Hijacked, watch: RunWatch, reader: LogReader, *
                     await task
 
 
-async def _input(conn: hijack.Hijacked, watch: RunWatch, *, stdin: bool, keys: bytes,
+async def _input(conn: Any, watch: RunWatch, *, stdin: bool, keys: bytes,
                  close_stdin: bool) -> bool:
     """The client's bytes to the container (or dropped, without stdin). True when the
     stream must end now (the client went away, or detached); False at its half-close."""

@@ -103,3 +103,33 @@ def test_docker_py_attach_replay_arriving_with_the_head_is_not_lost(
     for _ in range(10):
         assert low.attach(c.id, stdout=True, stderr=True, logs=True, demux=True) == \
             (b"one\n", b"two\n")
+
+
+def test_websocket_attach(api: ApiServer, api_busybox: str, fixture_layout: Path) -> None:
+    """/attach/ws (no client of docker's uses it: aiohttp's websocket client here):
+    raw output in binary messages from 1.42, input from messages."""
+    import asyncio
+
+    import aiohttp
+
+    c = make_container(api, fixture_layout, "sh", "-c", "read x; echo got $x; echo e >&2",
+                       interactive=True, start=True)
+
+    async def talk(version: str, stream: int = 1) -> list[tuple[str, bytes]]:
+        conn = aiohttp.UnixConnector(path=str(api.socket))
+        async with aiohttp.ClientSession(connector=conn) as session, session.ws_connect(
+                f"http://docker/{version}/containers/{c.id}/attach/ws"
+                f"?stream={stream}&stdin=1&stdout=1&stderr=1&logs=1") as ws:
+            await ws.send_bytes(b"hello\n")
+            got = []
+            async for msg in ws:
+                data = msg.data if isinstance(msg.data, bytes) else msg.data.encode()
+                got.append((msg.type.name, data))
+            return got
+
+    got = asyncio.run(talk("v1.43"))
+    assert {kind for kind, _ in got} == {"BINARY"}
+    assert b"".join(data for _, data in got) in (b"got hello\ne\n", b"e\ngot hello\n")
+    old = asyncio.run(talk("v1.41", stream=0))  # exited: the log replayed, as text
+    assert {kind for kind, _ in old} == {"TEXT"}
+    assert b"".join(data for _, data in old) in (b"got hello\ne\n", b"e\ngot hello\n")
