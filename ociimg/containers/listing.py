@@ -6,9 +6,13 @@ those rows. Shared by ``ociimg ps`` (cli/psformat.py) and ``ociimg serve``'s
 from __future__ import annotations
 
 import calendar
+import contextlib
+import os
 import re
 import time
 from typing import Any
+
+from ociimg.filters import label_matches
 
 FILTER_KEYS = ("name", "status", "label", "ancestor", "id", "exited", "health")
 STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
@@ -92,9 +96,7 @@ def _one(key: str, value: str, row: dict[str, Any]) -> bool:
     if key == "status":
         return docker_state(row["status"]) == value
     if key == "label":
-        k, eq, v = value.partition("=")
-        labels = row.get("labels") or {}
-        return k in labels and (not eq or labels[k] == v)
+        return label_matches(row.get("labels") or {}, value)
     if key == "ancestor":
         return _image_matches(row.get("image") or "", value) or \
             (row.get("digest") or "").removeprefix("sha256:").startswith(
@@ -138,3 +140,20 @@ def ps_row(manager: Any, c: Any) -> dict[str, Any]:
     row["runningFor"] = human_duration(time.time() - created) + " ago" if created else ""
     row["statusText"] = status_text(row)
     return row
+
+
+def writable_size(manager: Any, c: Any) -> int:
+    """Bytes in a container's writable layer (its active snapshot's upper dir): what
+    removing it frees, `ps -s`'s and the API's SizeRw."""
+    from ociimg.errors import OciimgError
+    from ociimg.layers.snapshots import SnapshotStore
+    try:
+        top = SnapshotStore(manager.root / "snapshots").active_dir(c.snapshot_key)
+    except OciimgError:
+        return 0
+    total = 0
+    for base, _, files in os.walk(top / "upper" if (top / "upper").is_dir() else top):
+        for f in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(base, f)).st_size
+    return total
