@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import os
 import secrets
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +27,7 @@ from ociimg.api.http import (
     find_container,
     json_response,
     manager,
+    own_thread,
     query_int,
     read_json,
 )
@@ -203,7 +203,6 @@ class _Process:
     def __init__(self, request: web.Request, c: Any, inst: ExecInstance) -> None:
         self.loop = asyncio.get_running_loop()
         self.mgr, self.c, self.inst = manager(request), c, inst
-        self.exited: asyncio.Future[int] = self.loop.create_future()
         self.ours: list[int] = []    # stdin writer, output readers (closed by close())
         self.theirs: list[int] = []  # what run_exec gets (closed when it returns)
         self.message: str | None = None  # why it could not run
@@ -230,9 +229,11 @@ class _Process:
                 os.close(in_w)
                 self.ours.remove(in_w)
         inst.pid_file = str(self.c.path / f".exec-{inst.id[:16]}.pid")
-        threading.Thread(target=self._run, daemon=True, name="ociimg-api-exec").start()
+        # A thread of its own, not the loop's executor (which asyncio.run joins at the
+        # server's stop): an exec may run for ever.
+        self.exited: asyncio.Future[int] = asyncio.ensure_future(own_thread(self._run))
 
-    def _run(self) -> None:
+    def _run(self) -> int:
         from ociimg.containers.execs import run_exec
         inst = self.inst
         try:
@@ -255,12 +256,8 @@ class _Process:
         # Recorded here, before the stream can close (trap 22).
         inst.exit_code, inst.running, inst.finished_at = code, False, time.time()
         inst.master = None
-        self.loop.call_soon_threadsafe(self._exited, code, message)
-
-    def _exited(self, code: int, message: str | None) -> None:
         self.message = message
-        if not self.exited.done():
-            self.exited.set_result(code)
+        return code
 
     def detach(self) -> None:
         """Detached: its output read and dropped, in the background."""
