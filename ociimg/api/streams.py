@@ -36,7 +36,10 @@ from ociimg.containers.logfile import Record
 routes = hijack.StreamRoutes()
 
 _READ = 1 << 20  # log bytes read per step: output is sent before more is read
-_POLL = 0.05  # how often a container that has not started yet is looked at
+# How often a container that has not started yet is looked at: often at first (docker run
+# starts it right after attaching, and a quick one may be over before the next look),
+# then rarely (an attach may wait for a start that never comes).
+_POLL, _POLL_SLOW, _POLL_FAST_FOR = 0.01, 0.1, 2.0
 _IDLE = 0.25  # a log reader's look without a wake-up from the monitor
 _CTRL = {**{chr(c): c & 0x1F for c in range(ord("a"), ord("z") + 1)},
          "@": 0, "[": 27, "\\": 28, "]": 29, "^": 30, "_": 31}
@@ -193,6 +196,8 @@ class RunWatch:
     async def _watch(self) -> None:
         assert self._baseline is not None
         base_monitor, base_exit = self._baseline
+        loop = asyncio.get_running_loop()
+        slow_from = loop.time() + _POLL_FAST_FOR
         while True:
             monitor, finished = await blocking(self._look)
             if monitor == "gone":
@@ -207,7 +212,7 @@ class RunWatch:
             if monitor is not None and not live and (
                     base_monitor is None or monitor[:2] != base_monitor[:2]):
                 return  # a run that began and ended between two looks
-            await asyncio.sleep(_POLL)
+            await asyncio.sleep(_POLL if loop.time() < slow_from else _POLL_SLOW)
 
     async def _until_exit(self, pid: int) -> None:
         try:
