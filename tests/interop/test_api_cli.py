@@ -6,6 +6,7 @@ the server's answers alone."""
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import urllib.request
@@ -14,15 +15,21 @@ from pathlib import Path
 import pytest
 
 from tests.integration.apiserver import DOCKER_CLI, ApiServer
+from tests.integration.cli_helpers import ociimg
 from tests.integration.registry_server import RegistryServer
-from tests.interop.api_helpers import PtyDocker, free_port, wait_for_http, web_command
+from tests.interop.api_helpers import (
+    PtyDocker,
+    free_port,
+    http_get,
+    wait_for_http,
+    web_command,
+)
 from tests.waiting import wait_for_line, wait_until
 
 
 def status(api: ApiServer, name: str) -> str:
     """docker ps -a's STATUS of ``name`` ("" when it is not listed)."""
-    out = api.docker("ps", "-a", "--filter", f"name=^/{name}$", "--format",
-                     "{{.Names}} {{.Status}}").stdout
+    out = api.docker("ps", "-a", "--format", "{{.Names}} {{.Status}}").stdout
     return next((line.split(" ", 1)[1] for line in out.splitlines()
                  if line.split(" ", 1)[0] == name), "")
 
@@ -94,6 +101,27 @@ def test_web_server_published_port_ps_exec_cp_stop_rm(api: ApiServer, api_busybo
     api.docker("rm", "web")
     assert api.docker("ps", "-aq").stdout == ""
     assert not (api.root / "containers" / cid).exists()
+
+
+def test_containers_outlive_a_killed_server_and_a_new_one_sees_them(
+        api: ApiServer, api_busybox: str) -> None:
+    port = free_port()
+    cid = api.docker("run", "-d", "-p", f"127.0.0.1:{port}:80", "--name", "web", api_busybox,
+                     *web_command("still-here")).stdout.strip()
+    url = f"http://127.0.0.1:{port}/"
+    assert wait_for_http(url) == "still-here\n"
+    assert api.stop(signal.SIGKILL) == -signal.SIGKILL
+    assert http_get(url) == "still-here\n"  # the monitor, not the server, runs it
+    # the same container through ociimg's own CLI while no server runs
+    assert ociimg(api.root, "ps", "--format", "{{.ID}} {{.Names}}").stdout.split() == [
+        cid[:12], "web"]
+    api.start()  # on the killed server's stale socket
+    assert status(api, "web").startswith("Up")
+    assert api.docker("exec", "web", "cat", "/www/index.html").stdout == "still-here\n"
+    api.docker("stop", "-t", "1", "web")
+    assert status(api, "web").startswith("Exited (137)")
+    api.docker("rm", "web")
+    assert ociimg(api.root, "ps", "-a", "-q").stdout == ""
 
 
 def test_logs_follow_until_the_container_exits(api: ApiServer, api_busybox: str) -> None:
