@@ -206,14 +206,19 @@ def query_filters(request: web.Request) -> dict[str, list[str]]:
 
 async def read_json(request: web.Request, limit: int = 4 << 20) -> Any:
     """The request body as JSON (empty → {}), at most ``limit`` bytes."""
-    body = await request.content.read(limit + 1)
+    body = b""
+    while len(body) <= limit:  # read(n) returns what has arrived, not n bytes
+        chunk = await request.content.read(limit + 1 - len(body))
+        if not chunk:
+            break
+        body += chunk
     if len(body) > limit:
         raise ApiError(413, f"request body larger than {limit} bytes")
     if not body.strip():
         return {}
     try:
         return json.loads(body)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
         raise ApiError(400, f"invalid JSON in request body: {exc}") from None
 
 

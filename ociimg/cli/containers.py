@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import time
 from pathlib import Path
 from typing import Any
 
@@ -255,20 +254,8 @@ def ps(
 
 
 def _ps_row(manager: Any, c: Any, size: bool) -> dict[str, Any]:
-    from ociimg.cli import psformat
-    st = manager.status(c).as_dict()
-    run_record = manager.run_record(c)
-    health = manager.health(c)
-    row = {"id": c.id, "name": c.name, "image": c.meta.get("image"),
-           "digest": c.meta.get("digest"), "command": c.meta.get("command"),
-           "created": c.meta.get("created"), "labels": c.meta.get("labels") or {},
-           "startedAt": run_record.get("startedAt"),
-           "restartCount": run_record.get("restartCount", 0),
-           "health": health["Status"] if health else None, **st}
-    created = psformat._epoch(row["created"])
-    row["runningFor"] = (psformat.human_duration(time.time() - created) + " ago"
-                         if created else "")
-    row["statusText"] = psformat.status_text(row)
+    from ociimg.containers.listing import ps_row
+    row = ps_row(manager, c)
     if size:
         row["size"] = _rw_size(manager, c)
         row["sizeText"] = _human_size(row["size"])

@@ -14,6 +14,7 @@ import typer
 
 from ociimg.cli.app import app
 from ociimg.cli.output import print_json, printable
+from ociimg.containers.options import parse_signal  # noqa: F401  (re-exported)
 from ociimg.errors import ContainerError, InvalidArgument, OciimgError
 
 NAMES = typer.Argument(..., help="Container names or ids.")
@@ -64,19 +65,6 @@ def parse_tail(text: str) -> int | None:
     if not text.lstrip("-").isdigit():
         raise InvalidArgument(f"invalid --tail {text!r}", hint="use a number of lines or all")
     return int(text)
-
-
-def parse_signal(text: str) -> int:
-    import signal
-    name = text.upper()
-    if name.isdigit():
-        return int(name)
-    name = name if name.startswith("SIG") else f"SIG{name}"
-    try:
-        return int(signal.Signals[name])
-    except KeyError:
-        raise InvalidArgument(f"invalid signal {text!r}",
-                              hint="use a name (TERM, SIGKILL, HUP) or a number") from None
 
 
 def parse_labels(items: list[str]) -> dict[str, str]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import re
-
 import typer
 
-from ociimg.errors import OciimgError
+from ociimg.containers.options import (  # noqa: F401  (re-exported)
+    INIT_CANDIDATES,
+    find_init,
+    parse_security_opts,
+    parse_size,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -38,30 +40,6 @@ def parse_platform(text: str | None) -> Platform | None:
     return Platform.parse(text) if text else None
 
 
-_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)([bkmg]?)b?$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-
-
-def parse_size(text: str) -> int:
-    """``512m``, ``1g``, ``65536`` → bytes (docker's --memory units)."""
-    m = _SIZE_RE.match(text.strip())
-    if not m:
-        raise OciimgError(f"invalid size {text!r}", hint="use a number with b, k, m or g")
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
-
-
-INIT_CANDIDATES = ("/usr/bin/catatonit", "/usr/libexec/podman/catatonit", "/usr/bin/tini-static",
-                   "/usr/bin/tini")
-
-
-def find_init() -> str:
-    for path in INIT_CANDIDATES:
-        if os.path.isfile(path):
-            return path
-    raise OciimgError("--init: no static init binary found",
-                      hint="apt-get install catatonit, or give one with --init-path")
-
-
 def parse_pairs(items: list[str], flag: str = "--annotation") -> dict[str, str]:
     """``KEY=VALUE`` values of ``flag`` (annotations, labels, sysctls), the last wins."""
     from ociimg.errors import InvalidArgument
@@ -73,18 +51,3 @@ def parse_pairs(items: list[str], flag: str = "--annotation") -> dict[str, str]:
         out[key] = value
     return out
 
-
-def parse_security_opts(items: list[str]) -> dict[str, bool]:
-    """The podman/docker --security-opt values ociimg understands."""
-    known = {"seccomp=unconfined": ("seccomp", False),
-             "no-new-privileges": ("no_new_privileges", True),
-             "no-new-privileges=true": ("no_new_privileges", True),
-             "no-new-privileges=false": ("no_new_privileges", False)}
-    out = {}
-    for item in items:
-        if item not in known:
-            raise OciimgError(f"unsupported --security-opt {item!r}",
-                              hint="supported: " + ", ".join(known))
-        key, value = known[item]
-        out[key] = value
-    return out

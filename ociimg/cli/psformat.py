@@ -4,79 +4,20 @@ minutes ago"), --filter, and --format's Go-template subset ({{.Field}}, {{json .
 
 from __future__ import annotations
 
-import calendar
 import json
 import re
-import time
 from typing import Any
 
+from ociimg.containers.listing import (  # noqa: F401  (re-exported)
+    FILTER_KEYS,
+    STATUSES,
+    _epoch,
+    docker_state,
+    human_duration,
+    matches,
+    status_text,
+)
 from ociimg.errors import InvalidArgument
-
-FILTER_KEYS = ("name", "status", "label", "ancestor", "id", "exited", "health")
-STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
-
-
-def human_duration(seconds: float) -> str:
-    """docker's units.HumanDuration."""
-    if seconds < 1:
-        return "Less than a second"
-    if int(seconds) == 1:
-        return "1 second"
-    if seconds < 60:
-        return f"{int(seconds)} seconds"
-    minutes = int(seconds / 60)
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = int(seconds / 3600 + 0.5)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{hours // 24 // 365} years"
-
-
-def _epoch(stamp: str | None) -> float | None:
-    if not stamp:
-        return None
-    try:
-        return calendar.timegm(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S"))
-    except ValueError:
-        return None
-
-
-def docker_state(status: str) -> str:
-    """Our status word → docker's State (configured is docker's created)."""
-    return {"configured": "created", "creating": "created", "stopped": "exited",
-            "unknown": "dead"}.get(status, status)
-
-
-def status_text(row: dict[str, Any], now: float | None = None) -> str:
-    now = time.time() if now is None else now
-    state = docker_state(row["status"])
-    health = row.get("health")
-    if state in ("running", "paused"):
-        started = row.get("startedAt")
-        text = "Up " + human_duration(now - started) if started else "Up"
-        if state == "paused":
-            text += " (Paused)"
-        elif health:
-            text += {"starting": " (health: starting)"}.get(health, f" ({health})")
-        return text
-    finished = _epoch(row.get("finished"))
-    ago = f" {human_duration(now - finished)} ago" if finished else ""
-    if state == "restarting":
-        return f"Restarting ({row.get('exitCode', 0)}){ago}"
-    if state == "exited":
-        return f"Exited ({row.get('exitCode', 0)}){ago}"
-    return state.capitalize()
 
 
 def parse_filters(items: list[str]) -> dict[str, list[str]]:
@@ -91,50 +32,6 @@ def parse_filters(items: list[str]) -> dict[str, list[str]]:
                                   hint="status is one of " + ", ".join(STATUSES))
         out.setdefault(key, []).append(value)
     return out
-
-
-def _image_matches(image: str, want: str) -> bool:
-    if image == want:
-        return True
-    base = image.rsplit("/", 1)[-1]
-    return want in (base, base.split(":")[0], image.split(":")[0]) and \
-        (":" not in want or image.endswith(want))
-
-
-def _one(key: str, value: str, row: dict[str, Any]) -> bool:
-    if key == "name":
-        return re.search(value, row["name"]) is not None if _valid_re(value) \
-            else value in row["name"]
-    if key == "status":
-        return docker_state(row["status"]) == value
-    if key == "label":
-        k, eq, v = value.partition("=")
-        labels = row.get("labels") or {}
-        return k in labels and (not eq or labels[k] == v)
-    if key == "ancestor":
-        return _image_matches(row.get("image") or "", value) or \
-            (row.get("digest") or "").removeprefix("sha256:").startswith(
-                value.removeprefix("sha256:"))
-    if key == "id":
-        return row["id"].startswith(value)
-    if key == "exited":
-        return docker_state(row["status"]) == "exited" and str(row.get("exitCode")) == value
-    if key == "health":
-        return (row.get("health") or "none") == value
-    return False
-
-
-def _valid_re(text: str) -> bool:
-    try:
-        re.compile(text)
-    except re.error:
-        return False
-    return True
-
-
-def matches(filters: dict[str, list[str]], row: dict[str, Any]) -> bool:
-    """docker's rule: values of one key OR'ed, keys AND'ed."""
-    return all(any(_one(key, v, row) for v in values) for key, values in filters.items())
 
 
 # --format --------------------------------------------------------------------------------
