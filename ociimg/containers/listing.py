@@ -86,9 +86,9 @@ def _image_matches(image: str, want: str) -> bool:
 
 
 def _one(key: str, value: str, row: dict[str, Any]) -> bool:
-    if key == "name":
-        return re.search(value, row["name"]) is not None if _valid_re(value) \
-            else value in row["name"]
+    if key == "name":  # docker matches "/NAME" too: `name=^/web$` is a common idiom
+        return any(re.search(value, n) is not None if _valid_re(value) else value in n
+                   for n in (row["name"], "/" + row["name"]))
     if key == "status":
         return docker_state(row["status"]) == value
     if key == "label":
@@ -117,8 +117,10 @@ def _valid_re(text: str) -> bool:
 
 
 def matches(filters: dict[str, list[str]], row: dict[str, Any]) -> bool:
-    """docker's rule: values of one key OR'ed, keys AND'ed."""
-    return all(any(_one(key, v, row) for v in values) for key, values in filters.items())
+    """docker's rule: values of one key OR'ed, keys AND'ed; every label= must hold
+    (moby's MatchKVList: compose lists a service's containers by two labels)."""
+    return all((all if key == "label" else any)(_one(key, v, row) for v in values)
+               for key, values in filters.items())
 
 
 def ps_row(manager: Any, c: Any) -> dict[str, Any]:
