@@ -102,8 +102,13 @@ def _create(request: web.Request, req: Any, platform: str | None) -> Any:
     if req.options.name:
         _check_name_free(mgr, req.options.name)
     image = _find_image(request, req.image, platform)
+    from ociimg.events import NullProgress
+
+    class Warnings(NullProgress):  # what create would print: the response's Warnings
+        def log(self, message: str) -> None:
+            req.warnings.append(message.removeprefix("warning: "))
     try:
-        c = mgr.create(image, req.options)
+        c = mgr.create(image, req.options, Warnings())
     except errors.AlreadyExists:
         if req.options.name:
             _check_name_free(mgr, req.options.name)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ociimg.api.http import ApiError
+from ociimg.errors import InvalidArgument, OciimgError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ def _get(doc: dict[str, Any], key: str, kind: type | tuple[type, ...], default: 
     value = doc.get(key)
     if value is None:
         return default
-    if isinstance(value, bool) and kind is int or not isinstance(value, kind):
+    if (isinstance(value, bool) and kind is int) or not isinstance(value, kind):
         raise _bad(f"invalid {where}{key}: {_short(value)}")
     return value
 
@@ -152,7 +153,7 @@ def _name(name: str | None) -> str | None:
     name = name.removeprefix("/")
     try:
         check_name(name)
-    except Exception:
+    except InvalidArgument:
         raise _bad(f"Invalid container name ({_short(name)[1:-1]}), only "
                    "[a-zA-Z0-9][a-zA-Z0-9_.-] are allowed") from None
     return name
@@ -514,11 +515,10 @@ def familiar(name: str | None) -> str:
     """docker.io/library/busybox:latest → busybox:latest (the CLI's familiar form)."""
     if not name:
         return ""
-    for prefix in ("docker.io/library/", "docker.io/"):
-        if name.startswith(prefix) and "/" not in name[len(prefix):].split(":")[0] \
-                or prefix == "docker.io/" and name.startswith(prefix):
-            return name[len(prefix):]
-    return name
+    rest = name.removeprefix("docker.io/library/")
+    if rest != name and "/" not in rest:
+        return rest
+    return name.removeprefix("docker.io/")
 
 
 def network_name(name: str) -> str:
@@ -530,7 +530,7 @@ def _net_record(c: Any) -> dict[str, Any]:
     import ociimg.network as network
     try:
         return network.read_record(c.path) or {}
-    except Exception:  # a half-written record of a container being made
+    except (OciimgError, OSError, ValueError):  # a record being rewritten, or bad
         return {}
 
 
@@ -589,7 +589,7 @@ def api_record(c: Any) -> dict[str, Any]:
     from ociimg.containers import store
     try:
         doc = store.read_json(c.path / API_RECORD, API_RECORD)
-    except Exception:
+    except (OciimgError, OSError, ValueError):
         doc = None
     return doc if isinstance(doc, dict) else {}
 

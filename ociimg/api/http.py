@@ -189,8 +189,8 @@ def query_filters(request: web.Request) -> dict[str, list[str]]:
         return {}
     try:
         doc = json.loads(raw)
-    except ValueError:
-        raise ApiError(400, f"invalid filter {raw!r}") from None
+    except (ValueError, RecursionError):
+        raise ApiError(400, f"invalid filter {raw[:100]!r}") from None
     if not isinstance(doc, dict):
         raise ApiError(400, f"invalid filter {raw!r}")
     out: dict[str, list[str]] = {}

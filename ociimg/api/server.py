@@ -69,6 +69,10 @@ def serve(root: Path, options: ServeOptions) -> None:
     logging.basicConfig(level=logging.DEBUG if options.debug else logging.INFO,
                         format="ociimg serve: %(message)s", stream=sys.stderr)
     logging.getLogger("aiohttp.server").addFilter(_one_line_bad_requests)
+    # A stop request that arrives once a socket listens but before the event loop's handlers
+    # are in place must still end the server cleanly (socket removed, exit 0).
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _remember_stop)
     sockets = list(_systemd_sockets())
     try:
         if not sockets:
@@ -81,6 +85,13 @@ def serve(root: Path, options: ServeOptions) -> None:
             if url.startswith("unix://"):  # ours; a systemd socket (fd://) stays systemd's
                 with contextlib.suppress(OSError):
                     os.unlink(urlsplit(url).path)
+
+
+_STOP_REQUESTED: list[int] = []
+
+
+def _remember_stop(signum: int, frame: object) -> None:
+    _STOP_REQUESTED.append(signum)
 
 
 def _one_line_bad_requests(record: logging.LogRecord) -> bool:
@@ -106,6 +117,8 @@ async def _serve(root: Path, sockets: list[tuple[socket.socket, str]],
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if _STOP_REQUESTED:
+        stop.set()
     await stop.wait()
     await runner.cleanup()
 

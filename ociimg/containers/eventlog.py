@@ -28,13 +28,21 @@ def events_path(root: str | os.PathLike[str]) -> str:
 
 def append_event(root: str | os.PathLike[str], action: str, meta: dict[str, Any],
                  **attrs: str) -> None:
-    """Best effort: an event that cannot be written never fails the action."""
+    """Best effort: an event that cannot be written never fails the action. The
+    container's labels are attributes too (docker's: ``events --filter label=``)."""
     ns = time.time_ns()
-    doc = {"Type": "container", "Action": action, "id": meta.get("id"),
-           "Actor": {"ID": meta.get("id"),
-                     "Attributes": {"name": meta.get("name") or str(meta.get("id"))[:12],
-                                    "image": meta.get("image") or "", **attrs}},
-           "time": ns // 1_000_000_000, "timeNano": ns}
+    labels = meta.get("labels") if isinstance(meta.get("labels"), dict) else {}
+    append_record(root, {"Type": "container", "Action": action, "id": meta.get("id"),
+                         "Actor": {"ID": meta.get("id"), "Attributes": {
+                             **{str(k): str(v) for k, v in (labels or {}).items()},
+                             "name": meta.get("name") or str(meta.get("id"))[:12],
+                             "image": meta.get("image") or "", **attrs}},
+                         "time": ns // 1_000_000_000, "timeNano": ns})
+
+
+def append_record(root: str | os.PathLike[str], doc: dict[str, Any]) -> None:
+    """Append one event document (any ``Type``: the API server records network and
+    volume events here too); best effort, as :func:`append_event`."""
     path = events_path(root)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW

@@ -110,6 +110,8 @@ def create(root: Path, name: str, *, subnet: str | None = None, gateway: str | N
         taken = list_networks(root)
         net = _parse_subnet(subnet) if subnet else _free_subnet(taken)
         _check_overlap(net, taken)
+        if subnet:
+            _check_host_routes(net)
         gw = _parse_gateway(gateway, net) if gateway else str(next(net.hosts()))
         doc = _doc(name, _free_bridge(taken), net, gw, internal=internal, dns=True)
         doc["labels"] = dict(labels or {})
@@ -167,9 +169,13 @@ def _parse_subnet(text: str) -> ipaddress.IPv4Network:
     except ValueError as exc:
         raise InvalidArgument(f"invalid subnet {text!r}: {exc}",
                               hint="give an IPv4 network, e.g. 10.86.10.0/24") from None
-    if net.version != 4 or net.prefixlen > 30:
-        raise InvalidArgument(f"subnet {text}: need an IPv4 network of /30 or larger",
+    if net.version != 4 or not 8 <= net.prefixlen <= 30:
+        raise InvalidArgument(f"subnet {text}: need an IPv4 network from /8 to /30",
                               hint="e.g. 10.86.10.0/24")
+    if net.is_loopback or net.is_multicast or net.is_link_local or net.is_reserved \
+            or net.overlaps(ipaddress.ip_network("0.0.0.0/8")):
+        raise InvalidArgument(f"subnet {text} is not usable for containers",
+                              hint="use a private range, e.g. 10.86.10.0/24")
     return net
 
 
@@ -207,6 +213,14 @@ def _check_overlap(net: ipaddress.IPv4Network, taken: list[Network]) -> None:
     for other in taken:
         if net.overlaps(other.subnet):
             raise AlreadyExists(f"subnet {net} overlaps network {other.name} ({other.subnet})",
+                                hint="pick another --subnet")
+
+
+def _check_host_routes(net: ipaddress.IPv4Network) -> None:
+    """A subnet the host already routes (its LAN, a VPN) would cut it off from it."""
+    for route in _host_routes():
+        if net.overlaps(route):
+            raise AlreadyExists(f"subnet {net} overlaps the host route {route}",
                                 hint="pick another --subnet")
 
 

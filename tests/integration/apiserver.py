@@ -109,7 +109,14 @@ def start_server(tmp_path: Path, root: Path) -> ApiServer:
     home.mkdir(exist_ok=True)
     server = ApiServer(root=root, socket=sockdir / "docker.sock", home=home,
                        log=tmp_path / "serve.log")
-    server.start()
+    try:
+        server.start()
+    except BaseException:
+        if server.proc is not None and server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait()
+        shutil.rmtree(sockdir, ignore_errors=True)
+        raise
     return server
 
 

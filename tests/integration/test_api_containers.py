@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import socket
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -229,13 +230,14 @@ def test_missing_image_is_pulled_by_the_cli(api: ApiServer,
 
 def test_tty_stdin_and_server_restart(api: ApiServer, api_busybox: str) -> None:
     """-dit: the monitor owns the pty and keeps stdin open (sh waits on it), so the
-    container outlives the server; a restarted server lists and stops it."""
+    container outlives a killed server; a restarted server lists and stops it."""
     api.docker("run", "-dit", "--name", "term", "busybox", "sh")
     doc = inspect(api, "term")
     assert (doc["Config"]["Tty"], doc["Config"]["OpenStdin"]) == (True, True)
     assert doc["State"]["Running"] is True
     pid = doc["State"]["Pid"]
-    api.stop()
+    import signal
+    api.stop(signal.SIGKILL)  # no chance to clean up: the container never needed it
     api.start()
     doc = inspect(api, "term")
     assert doc["State"]["Running"] is True and doc["State"]["Pid"] == pid
@@ -331,3 +333,20 @@ def test_auto_remove_and_restart_count(api: ApiServer, api_busybox: str) -> None
                and inspect(api, "again")["RestartCount"] == 2, "two restarts, then exited",
                timeout=60)
     assert inspect(api, "again")["State"]["ExitCode"] == 3
+
+
+def test_create_warnings(api: ApiServer, api_busybox: str, tmp_path: Path) -> None:
+    """What `ociimg run` would print as a warning is create's Warnings (the CLI shows
+    them): here the image's runtime-reserved labels, left out of the annotations."""
+    import subprocess
+    import sys
+
+    from tests.integration.runtime_helpers import REPO
+    (tmp_path / "Containerfile").write_text("FROM busybox\nLABEL run.oci.keep_fds=1\n")
+    subprocess.run([sys.executable, "-m", "ociimg", "--root", str(api.root), "build", "-t",
+                    "labeled", str(tmp_path)], check=True, capture_output=True, timeout=300,
+                   env={**api.env(), "PYTHONPATH": REPO})
+    made = api.client().api.create_container("labeled", ["true"])
+    assert any("run.oci.keep_fds" in w for w in made["Warnings"]), made
+    out = api.docker("create", "labeled", "true")
+    assert "run.oci.keep_fds" in out.stderr

@@ -161,3 +161,39 @@ def test_host_paths_as_docker_allows_them(api: ApiServer, api_busybox: str,
     bad = api.docker("create", "--mount", f"type=bind,src={tmp_path}/none,dst=/x",
                      "busybox", check=False)
     assert bad.returncode != 0 and "does not exist" in bad.stderr
+
+
+@pytest.mark.parametrize("query", [
+    "filters=" + "%5B" * 2000, "filters=%7B%22status%22%3A%5B%22bogus%22%5D%7D",
+    "filters=%7B%22nope%22%3A%5B%221%22%5D%7D", "filters=5", "limit=x",
+    "filters=%7B%22name%22%3A%5B%22%28%22%5D%7D",
+], ids=["deep", "bad-status", "unknown-key", "not-a-map", "limit", "bad-regex"])
+def test_hostile_list_queries(api: ApiServer, api_busybox: str, query: str) -> None:
+    status, body = request(api, "GET", f"/containers/json?all=1&{query}")
+    if "%28" in query:  # a name filter that is no regular expression: a substring
+        assert (status, body) == (200, [])
+    else:
+        assert status == 400 and body["message"], body
+    assert request(api, "GET", "/_ping")[0] == 200
+
+
+def test_hostile_paths_and_parameters(api: ApiServer, api_busybox: str) -> None:
+    status, made = create(api, {"Image": "busybox", "Cmd": ["sleep", "300"]}, "p")
+    assert status == 201
+    cid = made["Id"]
+    for method, path, want in [
+            ("POST", f"/containers/{cid}/kill?signal=SIGNOPE", 400),
+            ("POST", f"/containers/{cid}/kill?signal=999", 400),
+            ("POST", f"/containers/{cid}/wait?condition=sometime", 400),
+            ("POST", f"/containers/{cid}/stop?t=x", 400),
+            ("GET", f"/containers/{cid}/top?ps_args=%3B%20rm", 400),
+            ("GET", f"/containers/{cid}/stats?stream=1&one-shot=1", 400),
+            ("POST", "/containers/..%2F..%2Fetc/start", 404),
+            ("DELETE", "/containers/%0A", 404),
+            ("POST", f"/containers/{cid}/rename?name=", 400),
+            ("POST", f"/containers/{cid}/kill", 409),  # created: not running
+            ("POST", f"/containers/{cid}/pause", 409)]:
+        status, body = request(api, method, path)
+        assert (status, bool(body.get("message"))) == (want, True), (path, status, body)
+    assert request(api, "GET", "/_ping")[0] == 200
+    assert json.loads(api.docker("inspect", "p").stdout)[0]["State"]["Status"] == "created"
