@@ -18,7 +18,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -77,16 +77,27 @@ def cached_big_layout(total_mb: int, layers: int, seed: int = 1,
     seed) under the temp dir and renamed into place when complete."""
     key = hashlib.sha256(BUILDER_SCRIPT.read_bytes())
     key.update(f"{total_mb}:{layers}:{seed}".encode())
+    return _cached_layout(
+        f"big-{total_mb}m-{layers}l-{key.hexdigest()[:12]}",
+        f"{total_mb} MiB / {layers}-layer image",
+        lambda layout: load_builder().build_big(layout, total_mb=total_mb, layers=layers,
+                                                seed=seed),
+        cache_dir)
+
+
+def _cached_layout(name: str, what: str, build: Callable[[Path], object],
+                   cache_dir: Path | None) -> Path:
+    """``ociimg-bench-NAME`` under ``cache_dir`` (the temp dir): ``build`` writes the layout
+    into a scratch dir the first time, which is renamed into place when complete."""
     base = cache_dir or Path(tempfile.gettempdir())
-    final = base / f"ociimg-bench-big-{total_mb}m-{layers}l-{key.hexdigest()[:12]}"
+    final = base / f"ociimg-bench-{name}"
     if (final / "index.json").is_file():
         return final
     scratch = Path(tempfile.mkdtemp(prefix=final.name + ".", dir=base))
     try:
         started = time.monotonic()
-        print(f"building {total_mb} MiB / {layers}-layer image into {final} …", flush=True)
-        load_builder().build_big(scratch / "layout", total_mb=total_mb, layers=layers,
-                                 seed=seed)
+        print(f"building the {what} into {final} …", flush=True)
+        build(scratch / "layout")
         try:
             os.rename(scratch / "layout", final)
         except OSError:  # a concurrent run finished first: same content
@@ -119,24 +130,12 @@ def cached_usr_layout(shape: str = "usr-1g", cache_dir: Path | None = None) -> P
     # Bump the version when the generator changes: the key is not this file's hash, so
     # that editing other helpers here does not rebuild a 1 GB image.
     key = hashlib.sha256(f"v1:{nth}:{max_file}:{nlayers}".encode()).hexdigest()[:12]
-    base = cache_dir or Path(tempfile.gettempdir())
-    final = base / f"ociimg-bench-{shape}-{key}"
-    if (final / "index.json").is_file():
-        return final
-    scratch = Path(tempfile.mkdtemp(prefix=final.name + ".", dir=base))
-    try:
-        started = time.monotonic()
-        print(f"building the {shape} image from /usr into {final} …", flush=True)
+
+    def build(layout: Path) -> None:
         entries = _sample_tree("/usr", nth, max_file)
-        _write_tree_layout(scratch / "layout", shape, _split_by_size(entries, nlayers))
-        try:
-            os.rename(scratch / "layout", final)
-        except OSError:  # a concurrent run finished first: same content
-            pass
-        print(f"built in {time.monotonic() - started:.1f}s", flush=True)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return final
+        _write_tree_layout(layout, shape, _split_by_size(entries, nlayers))
+
+    return _cached_layout(f"{shape}-{key}", f"{shape} image from /usr", build, cache_dir)
 
 
 def _sample_tree(top: str, nth: int, max_file: int) -> list[tuple[str, int]]:

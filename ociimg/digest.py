@@ -33,6 +33,11 @@ class Digest:
         return cls(m.group(1), m.group(2))
 
     @classmethod
+    def coerce(cls, value: Digest | str) -> Digest:
+        """``value`` as a Digest: one given as text is parsed (and checked) first."""
+        return value if isinstance(value, Digest) else cls.parse(str(value))
+
+    @classmethod
     def of(cls, data: bytes, algorithm: str = "sha256") -> Digest:
         return cls(algorithm, hashlib.new(algorithm, data).hexdigest())
 
@@ -108,3 +113,16 @@ class HashingWriter:
 def verify(expected: Digest, actual: Digest, what: str) -> None:
     if expected != actual:
         raise DigestMismatch(f"{what}: digest mismatch (expected {expected}, got {actual})")
+
+
+def read_verified(f: BinaryIO, digest: Digest, limit: int, where: str,
+                  hint: str | None = None) -> bytes:
+    """All of ``f``, at most ``limit`` bytes, checked against ``digest``; ``where`` names
+    the blob in the errors (``blob sha256:… in /some/store``)."""
+    data = f.read(limit + 1)
+    if len(data) > limit:
+        raise InvalidDocument(f"{where}: larger than the {limit}-byte limit")
+    actual = Digest.of(data, digest.algorithm)
+    if actual != digest:
+        raise DigestMismatch(f"{where}: content hashes to {actual}", hint=hint)
+    return data

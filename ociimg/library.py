@@ -18,9 +18,8 @@ from ociimg.commands.changes import CommitOptions, CommitResult
 from ociimg.commands.resolve import ResolvedImage, resolve_image
 from ociimg.commands.unpack import UnpackOptions, UnpackResult, unpack_image
 from ociimg.containers import ContainerManager, CreateOptions  # noqa: F401  (re-exported)
-from ociimg.errors import InvalidReference
 from ociimg.events import NullProgress, Progress
-from ociimg.reference import LayoutReference, parse_image_name
+from ociimg.reference import parse_registry_name
 from ociimg.registry import PullOptions, PullResult, PushOptions
 from ociimg.spec import Platform
 from ociimg.store import Store
@@ -39,10 +38,8 @@ def pull(reference: str, *, root: str | Path | None = None, platform: str | None
     tagged only when every blob is present)."""
     from ociimg.registry import pull as pull_image
 
-    ref = parse_image_name(reference)
-    if isinstance(ref, LayoutReference):
-        raise InvalidReference(f"{reference}: pull takes a registry reference, not a layout",
-                               hint="copy a layout with: ociimg copy oci:DIR:TAG NAME")
+    ref = parse_registry_name(reference, "pull takes a registry reference, not a layout",
+                              hint="copy a layout with: ociimg copy oci:DIR:TAG NAME")
     options = PullOptions(platform=Platform.parse(platform) if platform else None,
                           insecure=insecure)
     return pull_image(ref, Store.open(_root(root)), options, progress or NullProgress())

@@ -148,6 +148,16 @@ def parse_image_name(text: str) -> Reference | LayoutReference:
     return parse_reference(text)
 
 
+def parse_registry_name(text: str, why: str = "expected a registry reference here, not "
+                        "a layout", hint: str | None = None) -> Reference:
+    """``parse_image_name`` where only a registry will do (push, pull, sign): a layout
+    is an error saying ``why``."""
+    ref = parse_image_name(text)
+    if isinstance(ref, LayoutReference):
+        raise InvalidReference(f"{text}: {why}", hint=hint)
+    return ref
+
+
 def is_valid_ref_name(name: str) -> bool:
     """True if ``name`` may be stored as org.opencontainers.image.ref.name (image-spec)."""
     return isinstance(name, str) and _REF_NAME_RE.fullmatch(name) is not None

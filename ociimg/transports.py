@@ -98,7 +98,7 @@ class ImageSource:
     def open_blob(self, digest: Digest | str, size: int | None = None) -> Iterator[BinaryIO]:
         """A blob's stream; reading it to the end checks its digest (and ``size``):
         a mismatch raises DigestMismatch at EOF, never returns wrong bytes silently."""
-        d = digest if isinstance(digest, Digest) else Digest.parse(str(digest))
+        d = Digest.coerce(digest)
         with self.blobs.open_blob(d) as raw:
             yield _Verified(raw, d, size, self.text)  # type: ignore[misc]
 

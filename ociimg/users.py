@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ociimg.errors import InvalidDocument
-from ociimg.oskit.paths import resolve_in_root
+from ociimg.oskit.paths import resolve_in_dir
 from ociimg.store.files import reopen_regular
 
 # uid_t/gid_t are unsigned 32-bit; (uid_t)-1 = 4294967295 means "unchanged" to setresuid(2)
@@ -158,11 +158,7 @@ def _read_userdb(rootfs: Path, path: str) -> list[list[str]]:
 def _open_in_root(rootfs: Path, path: str, use_openat2: bool | None) -> int:
     """An O_PATH fd for ``path`` inside ``rootfs``: nothing is opened for I/O yet (no
     device driver's open, no FIFO wait) and a symlink never leads out of the root."""
-    rootfd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        return resolve_in_root(rootfd, path, use_openat2=use_openat2)
-    finally:
-        os.close(rootfd)
+    return resolve_in_dir(rootfs, path, use_openat2=use_openat2)
 
 
 def read_in_root(rootfs: Path, path: str, limit: int, *, use_openat2: bool | None = None,

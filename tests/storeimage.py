@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+from typing import Any
 
 from ociimg import spec
 from ociimg.digest import Digest
@@ -23,12 +24,23 @@ def tar_layer(files: dict[str, bytes]) -> bytes:
 
 
 def make_image(store: Store, files: dict[str, bytes], *, arch: str = "amd64",
-               name: str | None = None, put: bool = True) -> Descriptor:
-    """A config + one uncompressed layer + manifest; returns the manifest descriptor."""
+               name: str | None = None, put: bool = True,
+               config: dict[str, Any] | None = None) -> Descriptor:
+    """A config (``config`` as its "config", default a Cmd) + one uncompressed layer +
+    manifest; returns the manifest descriptor."""
     layer = tar_layer(files)
-    config = spec.canonical_json({
-        "architecture": arch, "os": "linux", "config": {"Cmd": ["/bin/sh"]},
+    raw_config = spec.canonical_json({
+        "architecture": arch, "os": "linux",
+        "config": {"Cmd": ["/bin/sh"]} if config is None else config,
         "rootfs": {"type": "layers", "diff_ids": [str(Digest.of(layer))]}})
+    return store_image(store, layer, raw_config, platform=Platform("linux", arch), name=name,
+                       put=put)
+
+
+def store_image(store: Store, layer: bytes, config: bytes, *, platform: Platform | None = None,
+                name: str | None = None, put: bool = True) -> Descriptor:
+    """A manifest over the blobs ``config`` (any bytes) and ``layer``; with ``put`` all
+    three go into ``store``, with ``name`` it is tagged. Returns its descriptor."""
     manifest = spec.canonical_json({
         "schemaVersion": 2, "mediaType": spec.OCI_MANIFEST,
         "config": {"mediaType": spec.OCI_CONFIG, "digest": str(Digest.of(config)),
@@ -38,8 +50,7 @@ def make_image(store: Store, files: dict[str, bytes], *, arch: str = "amd64",
     if put:
         for blob in (layer, config, manifest):
             store.put_blob(blob)
-    desc = Descriptor(spec.OCI_MANIFEST, Digest.of(manifest), len(manifest),
-                      platform=Platform("linux", arch))
+    desc = Descriptor(spec.OCI_MANIFEST, Digest.of(manifest), len(manifest), platform=platform)
     if name:
         store.tag(name, desc)
     return desc

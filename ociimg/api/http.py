@@ -13,6 +13,7 @@ import asyncio
 import functools
 import json
 import logging
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -161,6 +162,33 @@ async def blocking(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """Run a library call (disk, processes, registries) on a worker thread."""
     return await asyncio.get_running_loop().run_in_executor(
         None, functools.partial(fn, *args, **kwargs))
+
+
+async def own_thread(fn: Callable[..., T], /, *args: Any) -> T:
+    """``fn(*args)`` on a thread of its own: for what may take minutes (a pull, a save,
+    a gc), which would otherwise hold one of the few pool workers every ``blocking``
+    call of every other request waits for."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: Any, exc: BaseException | None) -> None:
+        if future.done():  # the handler went away (cancelled)
+            return
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+
+    def run() -> None:
+        try:
+            result = fn(*args)
+        except BaseException as exc:  # handed to the awaiting handler
+            loop.call_soon_threadsafe(settle, None, exc)
+        else:
+            loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(target=run, name="ociimg-api-job", daemon=True).start()
+    return await future
 
 
 def query_bool(request: web.Request, name: str, default: bool = False) -> bool:

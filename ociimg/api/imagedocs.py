@@ -172,7 +172,6 @@ def progress_bar(current: int, total: int | None) -> str:
         return f"{human_size(current):>8}"
     width = 50
     filled = min(width, current * width // total)
-    arrow = ">" if filled < width else "="
-    bar = "=" * filled + arrow + " " * (width - filled - 1)
+    bar = "=" * filled + (">" + " " * (width - filled - 1) if filled < width else "")
     return f"[{bar}] {human_size(current):>8}/{human_size(total)}"
 

@@ -28,11 +28,19 @@ from typing import Any
 
 from aiohttp import web
 
-from ociimg.api.http import ApiError, Routes, blocking, error_body, read_json, root_of
+from ociimg.api.http import (
+    ApiError,
+    Routes,
+    blocking,
+    error_body,
+    own_thread,
+    read_json,
+    root_of,
+)
 from ociimg.api.imagedocs import familiar, progress_bar
 from ociimg.errors import OciimgError, Unauthorized
 from ociimg.reference import Reference, parse_reference
-from ociimg.spec import Platform
+from ociimg.spec import INDEX_TYPES, Platform
 from ociimg.store import Store
 
 routes = Routes()
@@ -72,6 +80,8 @@ def credentials_file(auth: dict[str, str] | None, domain: str) -> Iterator[Path]
     elif auth and auth.get("username"):
         pair = f"{auth['username']}:{auth.get('password', '')}"
         entry = {"auth": base64.b64encode(pair.encode()).decode()}
+    elif auth and auth.get("auth"):  # user:password already encoded, as in config.json
+        entry = {"auth": auth["auth"]}
     with tempfile.TemporaryDirectory(prefix="ociimg-api-auth-") as tmp:
         path = Path(tmp) / "auth.json"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -87,7 +97,7 @@ async def stream_job(request: web.Request, job: Callable[[Emit], list[dict[str, 
     out as JSON lines, one whole object per write. The 200 goes out with the first."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    task = asyncio.ensure_future(blocking(job, lambda obj: loop.call_soon_threadsafe(
+    task = asyncio.ensure_future(own_thread(job, lambda obj: loop.call_soon_threadsafe(
         queue.put_nowait, obj)))
     # A client that went away leaves the job running; its outcome is still collected.
     task.add_done_callback(lambda t: t.cancelled() or t.exception())
@@ -265,8 +275,13 @@ def pull_image(root: Path, ref: Reference, platform: Platform | None,
                            f"does not exist or may require 'docker login': {exc.message}"
                            ) from None
     progress.head()
+    if platform is not None and result.descriptor.media_type in INDEX_TYPES and result.images:
+        # A name stands for one platform's image in docker: the one asked for, not the
+        # host's (which may not even be pulled) that an index would resolve to here.
+        store.tag(str(ref), result.images[0][0])
     digest = result.descriptor.digest
-    status = "Image is up to date for" if before == digest else "Downloaded newer image for"
+    after = _digest_of(store, str(ref))
+    status = "Image is up to date for" if before == after else "Downloaded newer image for"
     return [{"status": f"Digest: {digest}"},
             {"status": f"Status: {status} {familiar(str(ref))}"}]
 
@@ -344,7 +359,7 @@ async def auth(request: web.Request) -> web.Response:
         raise ApiError(400, "invalid JSON in request body: expected an object")
     fields = {k: body.get(k) if isinstance(body.get(k), str) else "" for k in
               ("username", "password", "serveraddress", "identitytoken")}
-    await blocking(check_login, fields)
+    await own_thread(check_login, fields)
     return json_response({"Status": "Login Succeeded", "IdentityToken": ""})
 
 

@@ -1,40 +1,36 @@
-"""Images: list, inspect, tag, remove, history, get, load, search, prune (pull, push and
-/auth are in imageregistry).
+"""Images: list, inspect, tag, remove, history, search, prune; and how a request finds
+an image (pull, push and /auth are in imageregistry, get and load in imagearchive).
 
 Each handler maps onto the store and the commands the CLI uses (``images``,
-``inspect``, ``history``, ``tag``, ``rmi``/``gc``, ``save``, ``load``); the shapes are
-imagedocs'. Names are what a docker client sends: ``busybox``, ``busybox:latest``,
+``inspect``, ``history``, ``tag``, ``rmi``/``gc``); the shapes are imagedocs'. Names
+are what a docker client sends: ``busybox``, ``busybox:latest``,
 ``docker.io/library/busybox``, an Id or Id prefix, ``name@digest`` — never a transport
 (``oci:/path`` is not an image name here: the API reads the store only).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fnmatch
-import io
+import hashlib
 import logging
-import os
 import re
-import shutil
-import tarfile
-import tempfile
+import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from ociimg.api import imageregistry
+from ociimg.api import imagearchive, imageregistry
 from ociimg.api.http import (
     ApiError,
     Routes,
     api_version,
     blocking,
-    error_body,
     json_response,
+    own_thread,
     query_bool,
     query_filters,
     root_of,
@@ -48,7 +44,8 @@ from ociimg.api.imagedocs import (
     image_summary,
     short_id,
 )
-from ociimg.errors import ImageNotFound, InvalidArgument, OciimgError
+from ociimg.errors import ImageNotFound, InvalidArgument, LockTimeout, OciimgError
+from ociimg.spec import INDEX_TYPES
 from ociimg.store import Store
 
 routes = Routes()
@@ -56,12 +53,6 @@ log = logging.getLogger("ociimg.api")
 
 _ID_RE = re.compile(r"(?:sha256:)?[0-9a-f]{1,64}")
 _NAME_MAX = 1024  # longer than any valid reference: refused before any lookup
-# A load body is spooled to disk (the archive is read by offset): at most this much,
-# and never past the last LOAD_RESERVE bytes of free space on the store's filesystem.
-LOAD_LIMIT_ENV = "OCIIMG_API_LOAD_LIMIT"
-LOAD_LIMIT = 64 << 30
-LOAD_RESERVE = 256 << 20
-_COMPRESSED_MAGIC = (b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"\xfd7zXZ\x00", b"BZh")
 
 
 # Finding images ---------------------------------------------------------------------
@@ -85,12 +76,45 @@ class IndexSnapshot(Store):
             self._refs = super().refs()
         return self._refs
 
+    def image_for(self, name: str, platform: Any = None) -> Any:
+        # A name tagged to one image manifest is that image, whatever its platform (as in
+        # docker: `pull --platform linux/arm64` lists and inspects as arm64); an index
+        # still stands for the host's image.
+        if self.resolve(name).media_type not in INDEX_TYPES:
+            platform = None
+        return super().image_for(name, platform)
+
 
 def image_table(root: Path) -> tuple[Store, dict[str, ImageGroup]]:
-    from ociimg.commands.listing import image_rows
-
     store = IndexSnapshot.open(root)
-    return store, group_rows(image_rows(store))
+    return store, group_rows(listed_rows(store))
+
+
+_ROWS: dict[Path, tuple[bytes, list[Any]]] = {}
+_ROWS_LOCK = threading.Lock()
+
+
+def listed_rows(store: Store) -> list[Any]:
+    """``ociimg images``' rows, reused while index.json holds the same bytes: a row
+    derives from the index and from blobs, which never change under their digest.
+    (Hashing the index costs far less than reading every image's manifest and config
+    again; ``docker images`` is the call clients make most.)"""
+    from ociimg.commands.listing import image_rows
+    from ociimg.spec import MAX_MANIFEST_BYTES
+    from ociimg.store.files import read_regular
+
+    try:
+        key = hashlib.sha256(read_regular(store.index_path, MAX_MANIFEST_BYTES)).digest()
+    except FileNotFoundError:
+        return []
+    with _ROWS_LOCK:
+        hit = _ROWS.get(store.path)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    rows = image_rows(store)  # read after the key: never older than it
+    with _ROWS_LOCK:
+        _ROWS[store.path] = (key, rows)
+    return rows
 
 
 def find_image(root: Path, text: str) -> Found:
@@ -141,14 +165,16 @@ async def list_images(request: web.Request) -> web.Response:
 
 
 def _list(root: Path, filters: dict[str, list[str]]) -> list[ImageGroup]:
-    from ociimg.commands.listing import filter_rows, image_rows
+    from ociimg.commands.listing import filter_rows
 
     store = IndexSnapshot.open(root)
-    rows = image_rows(store)
+    rows = listed_rows(store)
     patterns = filters.pop("reference", [])
     if patterns:
         rows = [r for r in rows if not r.dangling and any(_reference_match(r.repository, r.tag, p)
                                                           for p in patterns)]
+    for key in ("before", "since"):  # an Id or a name, as docker takes them
+        filters[key] = [find_image(root, v).group.first.name for v in filters.get(key, [])]
     flat = [f"{key}={value}" for key, values in filters.items() for value in values]
     rows = filter_rows(rows, flat, store)
     groups = list(group_rows(rows).values())
@@ -211,14 +237,14 @@ def _tag(root: Path, text: str, repo: str, tag_: str) -> None:
     if ref.digest is not None:
         raise InvalidArgument(f"refusing to create a tag with a digest reference: {target[:200]}")
     found = find_image(root, text)
-    found.store.tag(str(ref), found.store.resolve(found.group.first.name))
+    found.store.tag(str(ref), found.store.resolve(found.name or found.group.first.name))
 
 
 @routes.delete("/images/{name:.+}")
 async def remove(request: web.Request) -> web.Response:
     force, noprune = query_bool(request, "force"), query_bool(request, "noprune")
-    result = await blocking(_remove, root_of(request), request.match_info["name"], force,
-                            noprune)
+    result = await own_thread(_remove, root_of(request), request.match_info["name"], force,
+                              noprune)
     return json_response(result)
 
 
@@ -276,8 +302,14 @@ def collect(root: Path) -> int:
     from ociimg.commands.maintenance import collect_garbage
     from ociimg.containers.store import containers_locked, list_containers
 
-    with containers_locked(root):
-        report = collect_garbage(root, [c.meta for c in list_containers(root)])
+    try:
+        with containers_locked(root):
+            report = collect_garbage(root, [c.meta for c in list_containers(root)])
+    except LockTimeout:
+        # A container is being created (its snapshots are not recorded yet): the names
+        # are gone already, the space is reclaimed by the next rmi, prune or `ociimg gc`.
+        log.info("gc skipped: a container is being created")
+        return 0
     for warning in report.warnings:
         log.warning("gc: %s", warning)
     return report.bytes_freed + report.snapshot_bytes_freed
@@ -286,7 +318,7 @@ def collect(root: Path) -> int:
 @routes.post("/images/prune")
 async def prune(request: web.Request) -> web.Response:
     filters = query_filters(request)
-    deleted, freed = await blocking(_prune, root_of(request), filters)
+    deleted, freed = await own_thread(_prune, root_of(request), filters)
     return json_response({"ImagesDeleted": deleted or None, "SpaceReclaimed": freed})
 
 
@@ -296,11 +328,11 @@ def _prune(root: Path, filters: dict[str, list[str]]) -> tuple[list[dict[str, st
             raise ApiError(400, f"invalid filter '{key}'")
     dangling_only = filters.get("dangling", ["true"])[-1] in ("true", "1", "True")
     until = [_until(v) for v in filters.get("until", [])]
-    store, groups = image_table(root)
     from ociimg.containers.store import list_containers
 
-    used = {c.image for c in list_containers(root)} | {c.meta.get("digest")
-                                                         for c in list_containers(root)}
+    store, groups = image_table(root)
+    containers = list_containers(root)
+    used = {c.image for c in containers} | {c.meta.get("digest") for c in containers}
     deleted: list[dict[str, str]] = []
     for group in groups.values():
         if dangling_only and group.tag_names:
@@ -322,31 +354,19 @@ def _prune_matches(group: ImageGroup, until: list[datetime],
     created, labels = group.first.created, group.first.labels
     if until and (created is None or any(created >= u for u in until)):
         return False
-    for text in filters.get("label", []):
-        key, eq, value = text.partition("=")
-        if key not in labels or (eq and labels[key] != value):
-            return False
-    for text in filters.get("label!", []):
-        key, eq, value = text.partition("=")
-        if key in labels and (not eq or labels[key] == value):
-            return False
-    return True
+    from ociimg.filters import label_matches
+
+    return all(label_matches(labels, v) for v in filters.get("label", [])) and \
+        not any(label_matches(labels, v) for v in filters.get("label!", []))
 
 
 def _until(text: str) -> datetime:
-    """docker's ``until``: unix seconds, an RFC 3339 time, or a Go duration ago."""
-    now = datetime.now(UTC)
-    with contextlib.suppress(ValueError):
-        return datetime.fromtimestamp(float(text), UTC)
-    with contextlib.suppress(ValueError):
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        return when if when.tzinfo else when.replace(tzinfo=UTC)
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)(h|m|s)", text)
-    if match:
-        unit = {"h": 3600, "m": 60, "s": 1}[match.group(2)]
-        return now - timedelta(seconds=float(match.group(1)) * unit)
-    raise ApiError(400, f"invalid until filter {text[:100]!r}: give unix seconds, an RFC "
-                   "3339 time or a duration such as 24h")
+    """docker's ``until``: Unix seconds, an RFC 3339 time, or a Go duration ago."""
+    import time
+
+    from ociimg.api.system import parse_api_time
+
+    return datetime.fromtimestamp(parse_api_time(text, "until", time.time()) or 0, UTC)
 
 
 # Search -------------------------------------------------------------------------------
@@ -357,145 +377,5 @@ async def search(request: web.Request) -> web.Response:
                    "`ociimg list-tags REPO`")
 
 
-# Save (get) and load -------------------------------------------------------------------
-@routes.get("/images/get")
-async def get_many(request: web.Request) -> web.StreamResponse:
-    return await _save(request, request.query.getall("names", []))
-
-
-@routes.get("/images/{name:.+}/get")
-async def get_one(request: web.Request) -> web.StreamResponse:
-    return await _save(request, [request.match_info["name"]])
-
-
-def _save_items(root: Path, texts: list[str]) -> list[tuple[Any, Any, tuple[str, ...]]]:
-    if not texts:
-        raise ApiError(400, "no image names given (names=...)")
-    items = []
-    for text in texts:
-        found = find_image(root, text)
-        name = found.name or found.group.first.name
-        names = (familiar(found.name),) if found.name in found.group.tag_names else ()
-        items.append((found.store, found.store.resolve(name), names))
-    return items
-
-
-async def _save(request: web.Request, texts: list[str]) -> web.StreamResponse:
-    from ociimg.transports import write_docker
-
-    root = root_of(request)
-    items = await blocking(_save_items, root, texts)  # 404 before the 200
-    response = web.StreamResponse(headers={"Content-Type": "application/x-tar"})
-    await response.prepare(request)
-    writer = io.BufferedWriter(_LoopWriter(response, asyncio.get_running_loop()), 1 << 20)
-
-    def write() -> None:
-        # Layers are spooled beside the store (the response is not seekable), not in /tmp.
-        write_docker(writer, items, None, Store.open(root).ingest_dir)  # type: ignore[arg-type]
-        writer.flush()
-
-    try:
-        await blocking(write)
-    except (OciimgError, OSError) as exc:
-        # The 200 is out: cut the connection, so the client sees a broken transfer and
-        # never a tar that ends as if it were whole.
-        log.warning("images/get %s: %s", ", ".join(t[:100] for t in texts), exc)
-        if request.transport is not None:
-            request.transport.abort()
-        return response
-    await response.write_eof()
-    return response
-
-
-class _LoopWriter(io.RawIOBase):
-    """A file a worker thread writes into the HTTP response (one chunk at a time, with
-    the connection's back-pressure)."""
-
-    def __init__(self, response: web.StreamResponse, loop: asyncio.AbstractEventLoop) -> None:
-        self._response, self._loop = response, loop
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        chunk = bytes(data)
-        asyncio.run_coroutine_threadsafe(self._response.write(chunk), self._loop).result()
-        return len(chunk)
-
-
-@routes.post("/images/load")
-async def load(request: web.Request) -> web.StreamResponse:
-    root = root_of(request)
-    store = await blocking(Store.open, root)
-    spool = await blocking(tempfile.NamedTemporaryFile, dir=store.ingest_dir, prefix=".load-")
-    try:
-        await _spool_body(request, spool, await blocking(_load_limit, store.ingest_dir))
-        loaded = await blocking(_load, root, Path(spool.name))
-    except ApiError as exc:
-        # Refused before the body's end: close rather than read the rest (2 GB of zeros).
-        response = json_response(error_body(exc.message), exc.status)
-        response.force_close()
-        return response
-    finally:
-        await blocking(spool.close)
-    response = web.StreamResponse(headers={"Content-Type": "application/json"})
-    await response.prepare(request)
-    for line in loaded:
-        await response.write(line)
-    await response.write_eof()
-    return response
-
-
-def _load_limit(path: Path) -> int:
-    limit = int(os.environ.get(LOAD_LIMIT_ENV) or LOAD_LIMIT)
-    return max(0, min(limit, shutil.disk_usage(path).free - LOAD_RESERVE))
-
-
-async def _spool_body(request: web.Request, spool: Any, limit: int) -> None:
-    """The request body into ``spool``, refused past ``limit`` bytes and, from its first
-    block, when it is not a tar (2 GB of zeros is stopped after 512 bytes)."""
-    written, head = 0, b""
-    async for chunk in request.content.iter_chunked(1 << 20):
-        if len(head) < tarfile.BLOCKSIZE:
-            head += chunk[:tarfile.BLOCKSIZE - len(head)]
-            if len(head) == tarfile.BLOCKSIZE:
-                _check_tar_header(head)
-        written += len(chunk)
-        if written > limit:
-            raise ApiError(413, f"load: the archive is larger than {limit} bytes (the limit "
-                           f"is ${LOAD_LIMIT_ENV}, and free space on the store's disk)")
-        await blocking(spool.write, chunk)
-    if len(head) < tarfile.BLOCKSIZE:
-        raise ApiError(400, "load: the request body is not a tar archive (too short)")
-    await blocking(spool.flush)
-
-
-def _check_tar_header(block: bytes) -> None:
-    if block.startswith(_COMPRESSED_MAGIC):  # `docker save | gzip`: the archive reads it
-        return
-    try:
-        tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
-    except tarfile.EOFHeaderError:
-        raise ApiError(400, "load: the archive is empty") from None
-    except tarfile.HeaderError as exc:
-        raise ApiError(400, f"load: the request body is not a tar archive ({exc})") from None
-
-
-def _load(root: Path, path: Path) -> list[bytes]:
-    import json
-
-    from ociimg.transports import load_archive
-
-    store = Store.open(root)
-    lines = []
-    for name, _desc in load_archive(path, store):
-        if name.startswith("sha256:"):
-            image_id = str(store.image_for(name)[1].config.digest)
-            text = f"Loaded image ID: {image_id}\n"
-        else:
-            text = f"Loaded image: {familiar(name)}\n"
-        lines.append(json.dumps({"stream": text}).encode() + b"\n")
-    return lines
-
-
-routes.table.extend(imageregistry.routes.table)
+for _module in (imageregistry, imagearchive):
+    routes.table.extend(_module.routes.table)

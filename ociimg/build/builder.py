@@ -417,14 +417,11 @@ class Builder:
             context.resolve(source)  # the one-line errors: ../x, links out, excluded
             return self._pinned(context.root, source), context.digest([source])
         root, digest = self._source_root(stage, ref)
-        rootfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        from ociimg.oskit.paths import resolve_in_dir
         try:
-            from ociimg.oskit.paths import resolve_in_root
-            fd = resolve_in_root(rootfd, source, flags=os.O_PATH)
+            fd = resolve_in_dir(root, source)
         except OSError as exc:
             raise BuildError(f"--mount from={ref},source={source}: {exc.strerror}") from None
-        finally:
-            os.close(rootfd)
         try:
             # The runtime is another process: it gets the host path the resolution ended
             # at (inside the read-only view, which nothing changes during the build).
@@ -439,14 +436,11 @@ class Builder:
         itself let whoever can write the context swap a dir for a symlink to any host
         dir between the check and the runtime's mount (a race; 5 builds in 30 won)."""
         from ociimg.oskit import linux
-        from ociimg.oskit.paths import resolve_in_root
-        rootfd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        from ociimg.oskit.paths import resolve_in_dir
         try:
-            fd = resolve_in_root(rootfd, source, flags=os.O_PATH)
+            fd = resolve_in_dir(root, source)
         except OSError as exc:
             raise BuildError(f"--mount source={source}: {exc.strerror}") from None
-        finally:
-            os.close(rootfd)
         try:
             target = self._workdir() / f"bind-{secrets.token_hex(6)}"
             if os.path.isdir(f"/proc/self/fd/{fd}"):

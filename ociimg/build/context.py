@@ -286,13 +286,8 @@ def _open_regular(host: Path, root: Path | None = None) -> int:
     if root is None:
         path_fd = os.open(host, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
     else:
-        from ociimg.oskit.paths import resolve_in_root
-        rootfd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            path_fd = resolve_in_root(rootfd, str(host.relative_to(root)), flags=os.O_PATH,
-                                      follow_last=False)
-        finally:
-            os.close(rootfd)
+        from ociimg.oskit.paths import resolve_in_dir
+        path_fd = resolve_in_dir(root, str(host.relative_to(root)), follow_last=False)
     try:
         if not stat.S_ISREG(os.fstat(path_fd).st_mode):
             raise _NotRegular(str(host))

@@ -65,6 +65,13 @@ def main_options(
 GROUPS = frozenset({"container", "system", "volume", "network"})
 
 
+def group_options(ctx: typer.Context) -> None:
+    """The callback of a command group whose reads (``volume ls``) must not create the
+    root while its writes (``volume rm``) need it."""
+    if ctx.invoked_subcommand not in READ_ONLY:
+        ensure_root()
+
+
 def ensure_root() -> None:
     """Every command that writes below the root goes through here first, also those that
     never open the store (run of an oci: layout makes containers/ and snapshots/)."""

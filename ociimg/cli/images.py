@@ -23,7 +23,7 @@ from ociimg.cli.options import (
 from ociimg.cli.output import print_json, printable, progress_for
 from ociimg.cli.signing import POLICY, policy_verifier, precheck_source
 from ociimg.errors import InvalidReference
-from ociimg.reference import LAYOUT_KINDS, LayoutReference, Reference, parse_image_name
+from ociimg.reference import LAYOUT_KINDS, parse_image_name, parse_registry_name
 from ociimg.store import Store
 
 LOCAL_PREFIXES = tuple(f"{kind}:" for kind in LAYOUT_KINDS)
@@ -39,13 +39,6 @@ def store_name(store: Store, text: str) -> str:
 
 def open_store() -> Store:
     return Store.open(STATE.root)
-
-
-def registry_reference(text: str) -> Reference:
-    ref = parse_image_name(text)
-    if isinstance(ref, LayoutReference):
-        raise InvalidReference(f"{text}: expected a registry reference here, not a layout")
-    return ref
 
 
 @app.command(rich_help_panel="Images")
@@ -76,7 +69,7 @@ def pull(
         if not quiet:
             print(name)
         return
-    ref = registry_reference(image)
+    ref = parse_registry_name(image)
     verifier = policy_verifier(policy, "pull", insecure, ca_bundle, auth_file, ref)
     options = PullOptions(platform=parse_platform(platform), all_platforms=all_platforms,
                           insecure=insecure, ca_bundle=ca_bundle, auth_file=auth_file,
@@ -126,7 +119,7 @@ def push(
         return
     store = open_store()
     name = store_name(store, source)
-    dest = registry_reference(destination or name)
+    dest = parse_registry_name(destination or name)
     options = PushOptions(insecure=insecure, ca_bundle=ca_bundle, auth_file=auth_file,
                           concurrency=jobs, retries=retries, platform=parse_platform(platform),
                           chunk_size=parse_size(chunk_size) if chunk_size else None,
@@ -148,7 +141,7 @@ def _push_local(source: str, destination: str | None, insecure: bool, ca_bundle:
 
     if not destination:
         raise InvalidReference(f"push {source}: give the registry reference to push to")
-    dest = registry_reference(destination)
+    dest = parse_registry_name(destination)
     options = CopyOptions(platform=platform, all_platforms=platform is None,
                           dest_insecure=insecure, ca_bundle=ca_bundle, auth_file=auth_file,
                           concurrency=jobs, retries=retries)
@@ -231,7 +224,8 @@ def inspect(
     json_out: bool = JSON_OUT,
 ) -> None:
     """Show an image's manifest, config, layers, history and attached artifacts."""
-    from ociimg.cli.inspection import client_options, print_inspect, print_template
+    from ociimg.cli.inspection import print_inspect, print_template
+    from ociimg.cli.options import client_options
     from ociimg.commands.inspect import inspect_image
 
     doc = inspect_image(image, STATE.root, parse_platform(platform),

@@ -15,26 +15,14 @@ import typer
 
 from ociimg.cli.app import STATE, app
 from ociimg.cli.images import human_size
-from ociimg.cli.options import INSECURE, JSON_OUT, PLATFORM, parse_platform
+from ociimg.cli.options import INSECURE, JSON_OUT, PLATFORM, client_options, parse_platform
 from ociimg.cli.output import print_json, printable
 
 if TYPE_CHECKING:
     from ociimg.commands.imagefs import Entry
     from ociimg.commands.imagesource import OpenedImage
-    from ociimg.registry.client import ClientOptions
 
 IMAGE_HELP = "Image: a store name, oci:DIR[:REF] or docker://REF."
-
-
-def client_options(insecure: bool, ca_bundle: Path | None, auth_file: Path | None,
-                   image: str = "docker://") -> ClientOptions | None:
-    """Options for reading a registry; None for a local image (importing the registry
-    client costs ~100 ms of start-up that a store image never needs)."""
-    if not image.startswith("docker://"):
-        return None
-    from ociimg.registry.client import ClientOptions
-
-    return ClientOptions(insecure=insecure, ca_bundle=ca_bundle, auth_file=auth_file)
 
 
 def open_image(text: str, platform: str | None, insecure: bool = False,

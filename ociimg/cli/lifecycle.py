@@ -8,14 +8,16 @@ import contextlib
 import re
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import typer
 
-from ociimg.cli.app import app
+from ociimg.cli.app import app, group_options
 from ociimg.cli.output import print_json, printable
 from ociimg.containers.options import parse_signal  # noqa: F401  (re-exported)
 from ociimg.errors import ContainerError, InvalidArgument, OciimgError
+from ociimg.filters import label_matches, parse_filters
 
 NAMES = typer.Argument(..., help="Container names or ids.")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ns|us|ms|s|m|h)$")
@@ -282,29 +284,27 @@ def kill(
 @app.command(rich_help_panel="Containers")
 def pause(names: list[str] = NAMES) -> None:
     """Freeze every process of containers (the freezer cgroup)."""
-    manager = _manager()
-    for key in names:
-        c = manager.get(key)
-        _need_status(manager, c, "running", "pause")
-        manager.pause(c)
-        print(key)
+    _each_in_status(names, "running", "pause", lambda manager, c: manager.pause(c))
 
 
 @app.command(rich_help_panel="Containers")
 def unpause(names: list[str] = NAMES) -> None:
     """Thaw paused containers."""
+    _each_in_status(names, "paused", "unpause", lambda manager, c: manager.resume(c))
+
+
+def _each_in_status(names: list[str], wanted: str, verb: str,
+                    act: Callable[[Any, Any], object]) -> None:
+    """``act(manager, container)`` on each container in turn, printing its name; one
+    not ``wanted`` (running, paused) stops there with a one-line error."""
     manager = _manager()
     for key in names:
         c = manager.get(key)
-        _need_status(manager, c, "paused", "unpause")
-        manager.resume(c)
+        st = manager.status(c).status
+        if st != wanted:
+            raise ContainerError(f"cannot {verb} container {c.name}: it is {st}, not {wanted}")
+        act(manager, c)
         print(key)
-
-
-def _need_status(manager: Any, c: Any, wanted: str, verb: str) -> None:
-    st = manager.status(c).status
-    if st != wanted:
-        raise ContainerError(f"cannot {verb} container {c.name}: it is {st}, not {wanted}")
 
 
 @app.command(rich_help_panel="Containers")
@@ -400,11 +400,7 @@ container_app = typer.Typer(help="Manage containers (inspect, prune).", no_args_
 app.add_typer(container_app, name="container", rich_help_panel="Containers")
 
 
-@container_app.callback()
-def container_options(ctx: typer.Context) -> None:
-    from ociimg.cli.app import READ_ONLY, ensure_root
-    if ctx.invoked_subcommand not in READ_ONLY:
-        ensure_root()
+container_app.callback()(group_options)
 
 
 @container_app.command("prune")
@@ -482,7 +478,7 @@ def events(
     from ociimg.cli.app import STATE
     from ociimg.containers.eventlog import read_events
     start, end = parse_since(since), parse_since(until)
-    filters = _event_filters(filter_)
+    filters = parse_filters(filter_, ("container", "event", "image", "label", "type"))
     if start is None and end is None:  # docker: only what happens from now on
         start = time.time()
     for ev in read_events(STATE.root, follow=end is None):
@@ -501,17 +497,6 @@ def events(
               flush=True)
 
 
-def _event_filters(items: list[str]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq or key not in ("container", "event", "image", "label", "type"):
-            raise InvalidArgument(f"invalid filter {item!r}",
-                                  hint="use container=, event=, image=, label= or type=")
-        out.setdefault(key, []).append(value)
-    return out
-
-
 def _event_matches(filters: dict[str, list[str]], ev: dict[str, Any]) -> bool:
     attrs = ev.get("Actor", {}).get("Attributes", {})
 
@@ -524,6 +509,5 @@ def _event_matches(filters: dict[str, list[str]], ev: dict[str, Any]) -> bool:
             return attrs.get("image") == value or attrs.get("image", "").split(":")[0] == value
         if key == "type":
             return value == "container"
-        k, _, v = value.partition("=")
-        return attrs.get(k) == v if v else k in attrs
+        return label_matches(attrs, value)
     return all(any(one(k, v) for v in vs) for k, vs in filters.items())

@@ -6,7 +6,7 @@ from typing import Any
 
 import typer
 
-from ociimg.cli.app import STATE, app
+from ociimg.cli.app import STATE, app, group_options
 from ociimg.cli.options import JSON_OUT
 from ociimg.cli.output import print_json, printable
 
@@ -15,11 +15,7 @@ network_app = typer.Typer(name="network", help="Manage bridge networks.",
 app.add_typer(network_app, name="network", rich_help_panel="Containers")
 
 
-@network_app.callback()
-def _network_options(ctx: typer.Context) -> None:
-    from ociimg.cli.app import ensure_root
-    if ctx.invoked_subcommand not in ("ls", "inspect"):  # those only read
-        ensure_root()
+network_app.callback()(group_options)
 
 
 @network_app.command("create")

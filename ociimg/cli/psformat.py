@@ -8,6 +8,7 @@ import json
 import re
 from typing import Any
 
+from ociimg import filters as filters_mod
 from ociimg.containers.listing import (  # noqa: F401  (re-exported)
     FILTER_KEYS,
     STATUSES,
@@ -21,17 +22,12 @@ from ociimg.errors import InvalidArgument
 
 
 def parse_filters(items: list[str]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq or key not in FILTER_KEYS:
-            raise InvalidArgument(f"invalid filter {item!r}",
-                                  hint="use KEY=VALUE with KEY one of " + ", ".join(FILTER_KEYS))
-        if key == "status" and value not in STATUSES:
+    filters = filters_mod.parse_filters(items, FILTER_KEYS)
+    for value in filters.get("status", []):
+        if value not in STATUSES:
             raise InvalidArgument(f"invalid filter 'status={value}'",
                                   hint="status is one of " + ", ".join(STATUSES))
-        out.setdefault(key, []).append(value)
-    return out
+    return filters
 
 
 # --format --------------------------------------------------------------------------------

@@ -10,8 +10,8 @@ from pathlib import Path
 import typer
 
 from ociimg.cli.app import STATE, app
-from ociimg.cli.inspection import IMAGE_HELP, client_options, open_image
-from ociimg.cli.options import AUTH_FILE, CA_BUNDLE, INSECURE, JSON_OUT, PLATFORM
+from ociimg.cli.inspection import IMAGE_HELP, open_image
+from ociimg.cli.options import AUTH_FILE, CA_BUNDLE, INSECURE, JSON_OUT, PLATFORM, client_options
 from ociimg.cli.output import print_json, printable
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import typer
 
 from ociimg.cli.app import STATE, app
-from ociimg.cli.options import AUTH_FILE, CA_BUNDLE, INSECURE, JSON_OUT
+from ociimg.cli.options import AUTH_FILE, CA_BUNDLE, INSECURE, JSON_OUT, client_options
 from ociimg.cli.output import print_json, printable
 from ociimg.errors import AlreadyExists, InvalidArgument
 
@@ -23,6 +23,7 @@ POLICY = typer.Option(None, "--policy", help="Signature policy (containers-polic
 key_app = typer.Typer(help="cosign key pairs.", no_args_is_help=True, add_completion=False,
                       rich_markup_mode=None)
 app.add_typer(key_app, name="key", rich_help_panel="Signatures")
+_IN_REGISTRY = "signatures are stored in a registry; give docker://REF"
 
 
 def read_password(confirm: bool) -> bytes:
@@ -61,21 +62,6 @@ def key_generate(
           file=sys.stderr)
 
 
-def client_options(insecure: bool, ca_bundle: Path | None, auth_file: Path | None) -> Any:
-    from ociimg.registry.client import ClientOptions
-
-    return ClientOptions(insecure=insecure, ca_bundle=ca_bundle, auth_file=auth_file)
-
-
-def registry_ref(text: str) -> Any:
-    from ociimg.reference import LayoutReference, parse_image_name
-
-    ref = parse_image_name(text)
-    if isinstance(ref, LayoutReference):
-        raise InvalidArgument(f"{text}: signatures are stored in a registry; give docker://REF")
-    return ref
-
-
 @app.command(rich_help_panel="Signatures")
 def sign(
     image: str = typer.Argument(..., help="Registry reference, e.g. 127.0.0.1:5000/app:1."),
@@ -87,10 +73,11 @@ def sign(
 ) -> None:
     """Sign an image in its registry (cosign .sig attachment; an index and each of its
     platform manifests)."""
+    from ociimg.reference import parse_registry_name
     from ociimg.signing.images import sign_image
     from ociimg.signing.keys import load_private_key
 
-    ref = registry_ref(image)
+    ref = parse_registry_name(image, _IN_REGISTRY)
     private = load_private_key(_read(key), read_password(confirm=False), str(key))
     signed = sign_image(ref, private, client_options(insecure, ca_bundle, auth_file))
     if json_out:
@@ -117,10 +104,11 @@ def verify(
 ) -> None:
     """Check an image's cosign signatures: exit 0 only if one by KEY covers the digest
     REF names now."""
+    from ociimg.reference import parse_registry_name
     from ociimg.signing.images import verify_image
     from ociimg.signing.keys import load_public_key
 
-    ref = registry_ref(image)
+    ref = parse_registry_name(image, _IN_REGISTRY)
     keys = [load_public_key(_read(k), str(k)) for k in key]
     digest, verdict = verify_image(ref, keys, client_options(insecure, ca_bundle, auth_file))
     if json_out:

@@ -6,7 +6,7 @@ from typing import Any
 
 import typer
 
-from ociimg.cli.app import STATE, app
+from ociimg.cli.app import STATE, app, group_options
 from ociimg.cli.options import JSON_OUT, parse_pairs
 from ociimg.cli.output import print_json, printable
 
@@ -20,11 +20,7 @@ def _store() -> Any:
     return VolumeStore(STATE.root)
 
 
-@volume_app.callback()
-def _volume_options(ctx: typer.Context) -> None:
-    from ociimg.cli.app import ensure_root
-    if ctx.invoked_subcommand not in ("ls", "inspect"):  # those only read
-        ensure_root()
+volume_app.callback()(group_options)
 
 
 @volume_app.command("create")

@@ -18,6 +18,7 @@ from typing import Any
 from ociimg import spec
 from ociimg.digest import Digest
 from ociimg.errors import InvalidArgument, OciimgError
+from ociimg.filters import label_matches, parse_filters
 from ociimg.store import Store
 
 
@@ -83,13 +84,7 @@ def split_name(name: str) -> tuple[str, str]:
 def filter_rows(rows: list[ImageRow], filters: list[str], store: Store) -> list[ImageRow]:
     """docker's ``--filter``: reference=GLOB, dangling=true|false, before=IMAGE,
     since=IMAGE, label=KEY[=VALUE]. Several of one key: any matches; keys: all."""
-    by_key: dict[str, list[str]] = {}
-    for text in filters:
-        key, eq, value = text.partition("=")
-        if not eq or key not in ("reference", "dangling", "before", "since", "label"):
-            raise InvalidArgument(f"images: bad filter {text[:80]!r}",
-                                  hint="use reference=, dangling=, before=, since= or label=")
-        by_key.setdefault(key, []).append(value)
+    by_key = parse_filters(filters, ("reference", "dangling", "before", "since", "label"))
     for key, values in by_key.items():
         rows = [r for r in rows if any(_matches(r, key, v, rows, store) for v in values)]
     return rows
@@ -105,8 +100,7 @@ def _matches(row: ImageRow, key: str, value: str, rows: list[ImageRow], store: S
             raise InvalidArgument(f"images: dangling={value[:20]!r}: use true or false")
         return row.dangling == (value in ("true", "1"))
     if key == "label":
-        k, eq, v = value.partition("=")
-        return k in row.labels and (not eq or row.labels[k] == v)
+        return label_matches(row.labels, value)
     reference = _reference_time(value, rows, store)
     if row.created is None:
         return False

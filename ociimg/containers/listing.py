@@ -10,6 +10,8 @@ import re
 import time
 from typing import Any
 
+from ociimg.filters import label_matches
+
 FILTER_KEYS = ("name", "status", "label", "ancestor", "id", "exited", "health")
 STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
 
@@ -92,9 +94,7 @@ def _one(key: str, value: str, row: dict[str, Any]) -> bool:
     if key == "status":
         return docker_state(row["status"]) == value
     if key == "label":
-        k, eq, v = value.partition("=")
-        labels = row.get("labels") or {}
-        return k in labels and (not eq or labels[k] == v)
+        return label_matches(row.get("labels") or {}, value)
     if key == "ancestor":
         return _image_matches(row.get("image") or "", value) or \
             (row.get("digest") or "").removeprefix("sha256:").startswith(

@@ -89,6 +89,18 @@ def resolve_in_root(rootfd: int, path: str, *, flags: int = os.O_PATH, mode: int
     return _Walk(rootfd, path, create_parents, no_xdev).open(flags, mode)
 
 
+def resolve_in_dir(root: str | os.PathLike[str], path: str, *, flags: int = os.O_PATH,
+                   follow_last: bool = True, use_openat2: bool | None = None) -> int:
+    """``resolve_in_root`` inside the directory at ``root``, which is opened for the
+    lookup only: for a caller that holds a path, not an fd, of the root."""
+    rootfd = os.open(root, _DIR)
+    try:
+        return resolve_in_root(rootfd, path, flags=flags, follow_last=follow_last,
+                               use_openat2=use_openat2)
+    finally:
+        os.close(rootfd)
+
+
 def split_parent(path: str) -> tuple[str, str]:
     """``path`` → (parent, last name), the name never "", "." or "..": what a caller
     that creates or replaces ``path`` opens with ``resolve_in_root(parent)`` and then

@@ -176,7 +176,7 @@ class LayoutArchive(MemberArchive):
         return self.open_member(name)
 
     def read_blob(self, digest: Digest | str, limit: int = spec.MAX_MANIFEST_BYTES) -> bytes:
-        d = digest if isinstance(digest, Digest) else Digest.parse(str(digest))
+        d = Digest.coerce(digest)
         data = self.read_member(_blob_name(d), limit)
         actual = Digest.of(data, d.algorithm)
         if actual != d:
@@ -267,7 +267,7 @@ class _MemberReader(io.RawIOBase):
 
 
 def _blob_name(digest: Digest | str) -> str:
-    d = digest if isinstance(digest, Digest) else Digest.parse(str(digest))
+    d = Digest.coerce(digest)
     return f"blobs/{d.algorithm}/{d.hex}"
 
 

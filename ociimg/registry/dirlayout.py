@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO
 
 from ociimg import spec
-from ociimg.digest import Digest
+from ociimg.digest import Digest, read_verified
 from ociimg.errors import BlobUnknown, DigestMismatch, ImageNotFound, InvalidReference
 from ociimg.fsutil import atomic_write, replace_dir, temp_dir_beside
 from ociimg.store.files import is_regular, open_regular, read_regular
@@ -50,11 +50,11 @@ class DirImage:
         return None
 
     def has_blob(self, digest: Digest | str) -> bool:
-        d = _digest(digest)
+        d = Digest.coerce(digest)
         return d == self.top.digest or self._file(d) is not None
 
     def open_blob(self, digest: Digest | str) -> IO[bytes]:
-        d = _digest(digest)
+        d = Digest.coerce(digest)
         if d == self.top.digest:
             return io.BytesIO(self._top_raw)
         path = self._file(d)
@@ -63,15 +63,9 @@ class DirImage:
         return open_regular(path, f"blob {d} in dir:{self.path}")
 
     def read_blob(self, digest: Digest | str, limit: int = spec.MAX_MANIFEST_BYTES) -> bytes:
-        d = _digest(digest)
+        d = Digest.coerce(digest)
         with self.open_blob(d) as f:
-            data = f.read(limit + 1)
-        if len(data) > limit:
-            raise InvalidReference(f"blob {d} in dir:{self.path}: larger than {limit} bytes")
-        if Digest.of(data, d.algorithm) != d:
-            raise DigestMismatch(f"blob {d} in dir:{self.path}: content hashes to "
-                                 f"{Digest.of(data, d.algorithm)}")
-        return data
+            return read_verified(f, d, limit, f"blob {d} in dir:{self.path}")
 
     def read_manifest(self, desc: spec.Descriptor) -> spec.Manifest | spec.Index:
         return spec.parse_manifest_or_index(self.read_blob(desc.digest), desc.media_type,
@@ -128,7 +122,3 @@ def _write_verified(dest: Path, stream: IO[bytes], desc: spec.Descriptor) -> Non
     if hasher.hexdigest() != desc.digest.hex or count != desc.size:
         raise DigestMismatch(f"blob {desc.digest}: got {count} bytes hashing to "
                              f"{desc.digest.algorithm}:{hasher.hexdigest()}")
-
-
-def _digest(digest: Digest | str) -> Digest:
-    return digest if isinstance(digest, Digest) else Digest.parse(str(digest))

@@ -156,11 +156,11 @@ class DockerArchive(MemberArchive):
 
     # The read side of a Store --------------------------------------------------------
     def has_blob(self, digest: Digest | str) -> bool:
-        d = _digest(digest)
+        d = Digest.coerce(digest)
         return d in self._docs or d in self._layers
 
     def open_blob(self, digest: Digest | str) -> IO[bytes]:
-        d = _digest(digest)
+        d = Digest.coerce(digest)
         if d in self._docs:
             return io.BytesIO(self._docs[d])
         if d in self._layers:
@@ -168,7 +168,7 @@ class DockerArchive(MemberArchive):
         raise BlobUnknown(f"blob {digest} not in the archive {self.path}")
 
     def read_blob(self, digest: Digest | str, limit: int = spec.MAX_MANIFEST_BYTES) -> bytes:
-        d = _digest(digest)
+        d = Digest.coerce(digest)
         if d not in self._docs:
             raise BlobUnknown(f"document {d} not in the archive {self.path}")
         return self._docs[d]
@@ -215,10 +215,6 @@ def _normalized_tag(tag: Any, where: str) -> str:
     if ref.digest is not None:
         raise InvalidDocument(f"{where}: {tag[:100]!r} is not a name:tag")
     return str(ref)
-
-
-def _digest(digest: Digest | str) -> Digest:
-    return digest if isinstance(digest, Digest) else Digest.parse(str(digest))
 
 
 # Writing ------------------------------------------------------------------------------

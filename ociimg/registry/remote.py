@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import IO
 
 from ociimg import spec
-from ociimg.digest import Digest
-from ociimg.errors import BlobUnknown, DigestMismatch, InvalidDocument
+from ociimg.digest import Digest, read_verified
+from ociimg.errors import BlobUnknown, InvalidDocument
 from ociimg.reference import Reference
 from ociimg.registry.client import RegistryClient
 
@@ -35,16 +35,10 @@ class RegistryBlobs:
         return True  # asked for by digest; a missing one is BlobUnknown when opened
 
     def read_blob(self, digest: Digest | str, limit: int = spec.MAX_MANIFEST_BYTES) -> bytes:
-        d = digest if isinstance(digest, Digest) else Digest.parse(str(digest))
+        d = Digest.coerce(digest)
         if d not in self._docs:
             with self.open_blob(d, limit) as f:
-                data = f.read(limit + 1)
-            if len(data) > limit:
-                raise InvalidDocument(f"blob {d}: larger than the {limit}-byte limit")
-            if Digest.of(data, d.algorithm) != d:
-                raise DigestMismatch(f"blob {d} from {self.ref.domain}: content hashes to "
-                                     f"{Digest.of(data, d.algorithm)}")
-            self._docs[d] = data
+                self._docs[d] = read_verified(f, d, limit, f"blob {d} from {self.ref.domain}")
         return self._docs[d]
 
     def read_manifest(self, desc: spec.Descriptor) -> spec.Manifest | spec.Index:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from ociimg.digest import Digest, HashingWriter, is_digest
+from ociimg.digest import Digest, HashingWriter, is_digest, read_verified
 from ociimg.errors import (
     BlobUnknown,
     DigestMismatch,
@@ -135,7 +135,7 @@ class Store:
 
     # Blobs -----------------------------------------------------------------------
     def blob_path(self, digest: Digest | str) -> Path:
-        d = digest if isinstance(digest, Digest) else Digest.parse(str(digest))
+        d = Digest.coerce(digest)
         return self.path / "blobs" / d.algorithm / d.hex
 
     def has_blob(self, digest: Digest | str) -> bool:
@@ -153,16 +153,10 @@ class Store:
 
     def read_blob(self, digest: Digest | str, limit: int = MAX_MANIFEST_BYTES) -> bytes:
         """The whole blob, verified against its digest; for documents, not layers."""
-        d = digest if isinstance(digest, Digest) else Digest.parse(str(digest))
+        d = Digest.coerce(digest)
         with self.open_blob(d) as f:
-            data = f.read(limit + 1)
-        if len(data) > limit:
-            raise InvalidDocument(f"blob {d}: larger than the {limit}-byte limit")
-        actual = Digest.of(data, d.algorithm)
-        if actual != d:
-            raise DigestMismatch(f"blob {d} in {self.path}: content hashes to {actual}",
+            return read_verified(f, d, limit, f"blob {d} in {self.path}",
                                  hint="run `ociimg fsck --remove`, then pull the image again")
-        return data
 
     def put_blob(self, data: bytes, expected: Digest | None = None) -> Digest:
         """Store ``data`` (verified against ``expected`` first); returns its digest."""

@@ -58,6 +58,10 @@ def test_images_filters(api: ApiServer, api_busybox: str) -> None:
     assert by_ref == ["other/name:x"]
     assert api.docker("images", "-q", "--filter", "dangling=true").stdout.strip() == ""
     assert api.docker("images", "-q", "--filter", "label=no.such=label").stdout.strip() == ""
+    image_id = api.docker("inspect", "-f", "{{.Id}}", "busybox").stdout.strip()
+    for value in ("busybox", image_id, image_id[7:19]):
+        assert api.docker("images", "-q", "--filter", f"before={value}").stdout.strip() == ""
+        assert api.docker("images", "-q", "--filter", f"since={value}").stdout.strip() == ""
     bad = api.docker("images", "--filter", "nonsense=1", check=False)
     assert bad.returncode != 0 and "nonsense" in bad.stderr
     # docker-py sends the legacy list form of the filters.
@@ -104,14 +108,14 @@ def test_rmi_untags_then_deletes_and_refuses_in_use(api: ApiServer, api_busybox:
     assert out.strip() == "Untagged: second:1"
     image_id = api.docker("inspect", "-f", "{{.Id}}", "busybox").stdout.strip()
     # A container made from the image: its last name cannot go without force.
-    ociimg(api, "run", "--name", "user1", "busybox", "true")
+    cid = api.docker("create", "--name", "user1", "busybox", "true").stdout.strip()
     refused = api.docker("rmi", "busybox", check=False)
     assert refused.returncode == 1
     assert "conflict: unable to remove repository reference \"busybox\" (must force) - " \
-           "container " in refused.stderr
+           f"container {cid[:12]} " in refused.stderr
     assert f"is using its referenced image {image_id.removeprefix('sha256:')[:12]}" in \
         refused.stderr
-    ociimg(api, "rm", "-f", "user1")
+    api.docker("rm", "-f", "user1")
     out = api.docker("rmi", "busybox").stdout.splitlines()
     assert out == ["Untagged: busybox:latest", f"Deleted: {image_id}"]
     assert api.docker("images", "-q").stdout.strip() == ""
@@ -160,19 +164,21 @@ def test_image_prune_removes_dangling_only_by_default(api: ApiServer, api_busybo
 def test_save_load_round_trip_to_a_second_server(api: ApiServer, api_busybox: str,
                                                  tmp_path: Path) -> None:
     archive = tmp_path / "busybox.tar"
-    api.docker("save", "-o", str(archive), "busybox")
+    api.docker("tag", "busybox", "127.0.0.1:5999/other:1")
+    api.docker("save", "-o", str(archive), "busybox", "127.0.0.1:5999/other:1")
     image_id = api.docker("inspect", "-f", "{{.Id}}", "busybox").stdout.strip()
     (tmp_path / "second").mkdir()
     second = start_server(tmp_path / "second", tmp_path / "second-root")
     try:
         out = second.docker("load", "-i", str(archive)).stdout
-        assert out.strip() == "Loaded image: busybox:latest"
+        assert sorted(out.splitlines()) == ["Loaded image: 127.0.0.1:5999/other:1",
+                                            "Loaded image: busybox:latest"]
         assert second.docker("inspect", "-f", "{{.Id}}", "busybox").stdout.strip() == image_id
         assert "docker.io/library/busybox" in ociimg(second, "images")
     finally:
         stop_server(second)
     # And through a pipe, into the first one after a rmi.
-    api.docker("rmi", "busybox")
+    api.docker("rmi", "busybox", "127.0.0.1:5999/other:1")
     piped = api.docker("load", input=archive.read_bytes()).stdout
     assert b"Loaded image: busybox:latest" in piped
 
@@ -185,3 +191,63 @@ def test_docker_py_save_and_load(api: ApiServer, api_busybox: str) -> None:
     loaded = client.images.load(data)
     assert [i.id for i in loaded] == [image.id]
     assert loaded[0].tags == ["busybox:latest"]
+
+
+def test_prune_until_and_label_filters(api: ApiServer, api_busybox: str) -> None:
+    client = api.client()
+    for until in ("1", "2001-01-01T00:00:00Z", "1h"):  # the fixture was made long before 1h ago
+        result = client.images.prune(filters={"dangling": False, "until": until,
+                                              "label": "no.such"})
+        assert result["ImagesDeleted"] is None, until
+    bad = api.docker("image", "prune", "-a", "-f", "--filter", "until=yesterday", check=False)
+    assert bad.returncode == 1 and "invalid value for until" in bad.stderr
+    assert api.docker("images", "-q").stdout.strip() != ""
+    result = client.images.prune(filters={"dangling": False, "until": "1h"})
+    assert len(result["ImagesDeleted"]) == 2
+
+
+def test_listing_follows_every_change(api: ApiServer, api_busybox: str) -> None:
+    """The server reuses its listing while index.json is unchanged: every tag, untag and
+    change by another process (the ociimg CLI) shows at once."""
+    def names() -> list[str]:
+        return sorted(api.docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split())
+
+    assert names() == ["busybox:latest"]
+    for i in range(3):  # same-length names, back to back
+        api.docker("tag", "busybox", f"n{i}:1")
+        assert names() == sorted(["busybox:latest", *(f"n{j}:1" for j in range(i + 1))])
+    api.docker("rmi", "n0:1")
+    ociimg(api, "tag", "busybox", "n9:1")
+    assert names() == ["busybox:latest", "n1:1", "n2:1", "n9:1"]
+
+
+def test_unsupported_and_missing_answer_like_dockerd(api: ApiServer, tmp_path: Path) -> None:
+    search = api.docker("search", "busybox", check=False)
+    assert search.returncode == 1
+    assert "search is not supported by ociimg serve" in search.stderr
+    rootfs = tmp_path / "rootfs.tar"
+    rootfs.write_bytes(bytes(10240))
+    imported = api.docker("import", str(rootfs), "imported:1", check=False)
+    assert imported.returncode == 1 and "docker import" in imported.stderr
+    assert "not supported" in imported.stderr
+    missing = api.docker("rmi", "nosuch:1", check=False)
+    assert missing.returncode == 1 and "No such image: nosuch:1" in missing.stderr
+    assert api.docker("history", "nosuch", check=False).returncode == 1
+    assert api.docker("save", "nosuch", check=False).returncode == 1
+    assert api.docker("images", "-q").stdout.strip() == ""
+
+
+def test_rmi_while_a_container_is_being_created(api: ApiServer, api_busybox: str) -> None:
+    """gc needs the containers' lock exclusively; while a create holds it, rmi still
+    untags and deletes (the space is reclaimed by a later gc), never a 500."""
+    from ociimg.containers.store import containers_locked
+
+    image_id = api.docker("inspect", "-f", "{{.Id}}", "busybox").stdout.strip()
+    config_blob = api.root / "store" / "blobs" / "sha256" / image_id.removeprefix("sha256:")
+    (api.root / "containers").mkdir(exist_ok=True)
+    with containers_locked(api.root, shared=True):
+        out = api.docker("rmi", "busybox").stdout.splitlines()
+    assert out == ["Untagged: busybox:latest", f"Deleted: {image_id}"]
+    assert config_blob.exists()  # not collected yet
+    ociimg(api, "gc")
+    assert not config_blob.exists()

@@ -91,6 +91,10 @@ def test_names_that_climb_or_never_end(api: ApiServer, api_busybox: str, canary:
             status, body = call(api, method, f"/v1.41/images/{name}{suffix}")
             assert status in (400, 404), (name, method, suffix, status)
             assert json.loads(body)["message"]
+    for method, path in (("GET", "/images/busybox/nonsense"), ("PUT", "/images/busybox"),
+                         ("GET", "/v1.41/images/busybox/json/extra")):
+        status, body = call(api, method, path)
+        assert (status, message(body)) == (404, "page not found"), (method, path)
     long_name = "a" * 5000
     status, body = call(api, "GET", f"/images/{long_name}/json")
     assert status == 404 and message(body).startswith("No such image: aaa")
@@ -263,4 +267,81 @@ def test_pull_of_bad_manifests_and_blobs(api: ApiServer, liar: Any) -> None:
     assert "verification failed" in result.stderr
     assert stored_names(api) == []
     assert api.docker("images", "-q").stdout.strip() == ""
+    alive(api)
+
+
+def test_save_of_a_corrupt_layer_never_looks_whole(api: ApiServer, api_busybox: str,
+                                                   tmp_path: Path) -> None:
+    """The layer is checked against its diff ID while streamed: when it fails after the
+    200 went out, the connection is cut, and `docker save` fails instead of writing a tar
+    that ends as if it were whole."""
+    doc = json.loads(api.docker("inspect", "busybox").stdout)[0]
+    manifest_digest = doc["RepoDigests"][0].split("@")[1]
+    blobs = api.root / "store" / "blobs" / "sha256"
+    manifest = json.loads((blobs / manifest_digest.removeprefix("sha256:")).read_bytes())
+    layer = blobs / manifest["layers"][0]["digest"].removeprefix("sha256:")
+    data = bytearray(layer.read_bytes())
+    layer.chmod(0o644)
+    data[len(data) // 2] ^= 0xFF
+    layer.write_bytes(bytes(data))
+    out = tmp_path / "saved.tar"
+    result = api.docker("save", "-o", str(out), "busybox", check=False, timeout=30)
+    assert result.returncode != 0
+    assert not out.exists() or out.stat().st_size < 1024
+    assert "images/get" in api.server_log()
+    alive(api)
+
+
+def test_stalled_pulls_do_not_starve_other_requests(api: ApiServer) -> None:
+    """Eight pulls stuck on a registry that stops sending: each holds a thread of its
+    own, not one of the few pool workers every other request needs, so `docker images`
+    still answers; released, the pulls complete."""
+    import threading
+
+    from pytest_httpserver import HTTPServer
+    from werkzeug import Request, Response
+
+    from tests.waiting import wait_until
+
+    registry = HTTPServer(host="127.0.0.1", port=free_port(), threaded=True)
+    registry.start()
+    release, entered, lock = threading.Event(), [0], threading.Lock()
+
+    def stalled(layer: bytes) -> Any:
+        def handler(_request: Request) -> Response:
+            with lock:
+                entered[0] += 1
+            release.wait(60)
+            return Response(layer)
+        return handler
+
+    try:
+        registry.expect_request("/v2/").respond_with_data("{}")
+        for i in range(8):  # distinct layers: one blob's download is shared, under a lock
+            layer = tar_bytes({"hello": f"hi {i}\n".encode()})
+            config = b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers",' \
+                     b'"diff_ids":["' + _digest(layer).encode() + b'"]}}'
+            _serve_manifest(registry, f"slow/r{i}", _manifest(config, layer))
+            registry.expect_request(f"/v2/slow/r{i}/blobs/{_digest(config)}") \
+                .respond_with_data(config)
+            registry.expect_request(f"/v2/slow/r{i}/blobs/{_digest(layer)}") \
+                .respond_with_handler(stalled(layer))
+        results: list[tuple[int, bytes]] = []
+        pulls = [threading.Thread(target=lambda i=i: results.append(call(
+            api, "POST", f"/images/create?fromImage=127.0.0.1:{registry.port}/slow/r{i}"
+                         "&tag=1"))) for i in range(8)]
+        for t in pulls:
+            t.start()
+        wait_until(lambda: entered[0] >= 8, "all eight pulls waiting for their layer")
+        assert api.docker("images", "-q", timeout=30).stdout.strip() == ""
+        release.set()
+        for t in pulls:
+            t.join(60)
+        assert sorted(status for status, _ in results) == [200] * 8
+        assert all(b"Downloaded newer image" in body for _, body in results)
+        assert len(api.docker("images", "-q").stdout.split()) == 8
+    finally:
+        release.set()
+        registry.clear()
+        registry.stop()
     alive(api)

@@ -3,11 +3,13 @@ against Debian's docker-registry on loopback (plain HTTP, as dockerd treats 127.
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import subprocess
 import sys
 
+import docker.errors
 import pytest
 
 from tests.conftest import need
@@ -45,6 +47,8 @@ def test_docker_pull_shows_progress_then_lists(api: ApiServer,
     listed = api.docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
     assert listed == [ref]
     assert runs(api, ref).strip().endswith("args=echo ran")
+    cid = api.docker("run", "-d", ref, "echo", "ran").stdout.strip()
+    assert api.docker("wait", cid).stdout.strip() == "0"
     again = api.docker("pull", ref).stdout
     assert f"Status: Image is up to date for {ref}" in again
 
@@ -91,10 +95,32 @@ def test_login_then_pull_private_and_wrong_password(
     assert auth_registry.host in (api.home / "config.json").read_text()
     api.docker("pull", auth_pushed_busybox)
     assert api.docker("images", "-q").stdout.strip() != ""
-    # docker-py's login goes through /auth too.
+    # Push with the same credentials; without them the registry refuses, in the stream.
+    target = f"{auth_registry.host}/apiimg/private:1"
+    api.docker("tag", auth_pushed_busybox, target)
+    pushed = api.docker("push", target).stdout.splitlines()[-1].split()
+    creds = f"--creds={auth_registry.username}:{auth_registry.password}"
+    assert skopeo_inspect(target, creds)["Digest"] == pushed[2]
+    api.docker("logout", auth_registry.host)
+    refused = api.docker("push", target, check=False)
+    assert refused.returncode == 1 and "authentication required" in refused.stderr
+    # X-Registry-Auth in its other forms: "auth" (user:password, base64) as config.json
+    # keeps it; a wrong password is refused, not ignored.
     client = api.client()
+    repo, tag = auth_pushed_busybox.rsplit(":", 1)
+    pair = base64.b64encode(f"{auth_registry.username}:{auth_registry.password}".encode())
+    events = list(client.api.pull(repo, tag=tag, stream=True, decode=True,
+                                  auth_config={"auth": pair.decode()}))
+    assert events[-1]["status"] == f"Status: Image is up to date for {auth_pushed_busybox}"
+    with pytest.raises(docker.errors.NotFound, match="pull access denied"):
+        client.api.pull(repo, tag=tag, auth_config={"username": auth_registry.username,
+                                                    "password": "wrong"})
+    # docker-py's login goes through /auth too.
     assert client.login(auth_registry.username, auth_registry.password,
                         registry=auth_registry.host)["Status"] == "Login Succeeded"
+    with pytest.raises(docker.errors.APIError, match="wrong username or password"):
+        client.login(auth_registry.username, "wrong", registry=auth_registry.host,
+                     reauth=True)
 
 
 def test_tag_and_push_then_skopeo_sees_it(api: ApiServer, api_busybox: str,
@@ -110,8 +136,8 @@ def test_tag_and_push_then_skopeo_sees_it(api: ApiServer, api_busybox: str,
     again = api.docker("push", target).stdout
     assert ": Layer already exists" in again
     # docker-py: the aux object carries the digest.
-    events = list(api.client().api.push(f"{registry.host}/apiimg/pushed", tag="1",
-                                        stream=True, decode=True))
+    events = list(api.client().images.push(f"{registry.host}/apiimg/pushed", tag="1",
+                                           stream=True, decode=True))
     aux = [e["aux"] for e in events if "aux" in e]
     assert aux == [{"Tag": "1", "Digest": final[2], "Size": int(final[4])}]
 
@@ -121,3 +147,21 @@ def test_push_of_an_absent_image_is_a_404(api: ApiServer, registry: RegistryServ
     assert result.returncode == 1
     assert "An image does not exist locally with the tag: " \
            f"{registry.host}/apiimg/absent" in result.stderr
+
+
+def test_pull_of_an_index_by_platform(api: ApiServer, pushed_fixtures: dict[str, str]) -> None:
+    """A multi-platform index: the host's image by default, another with --platform
+    (the name then stands for that platform's manifest, as in docker)."""
+    import platform as host
+
+    ref = pushed_fixtures["multiarch"]
+    api.docker("pull", ref)
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}[host.machine()]
+    assert api.docker("inspect", "-f", "{{.Os}}/{{.Architecture}}", ref).stdout.strip() == \
+        f"linux/{arch}"
+    other = "arm64" if arch == "amd64" else "amd64"
+    client = api.client()
+    image = client.images.pull(ref.rsplit(":", 1)[0], tag="latest", platform=f"linux/{other}")
+    assert image.attrs["Architecture"] == other
+    bad = api.docker("pull", "--platform", "nonsense", ref, check=False)
+    assert bad.returncode == 1

@@ -171,7 +171,8 @@ def hostile_http(tmp_path: Path):  # type: ignore[no-untyped-def]
     import http.server
     import io
     import tarfile
-    import threading
+
+    from tests.httpserve import serving
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         info = tarfile.TarInfo("inside.txt")
@@ -196,12 +197,8 @@ def hostile_http(tmp_path: Path):  # type: ignore[no-untyped-def]
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    thread.join()
+    with serving(Handler) as url:
+        yield url
 
 
 def test_traps_global_arg_url_tar_opaque_dir_and_workdir_owner(

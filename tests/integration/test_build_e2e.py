@@ -46,6 +46,7 @@ def events(proc: subprocess.CompletedProcess[str]) -> list[dict]:
 
 
 def stored(root: Path, name: str) -> tuple[dict, dict]:
+    """(manifest, config) of ``name`` read straight from the store's OCI layout."""
     store = root / "store"
     index = json.loads((store / "index.json").read_text())
     desc = next(m for m in index["manifests"]

@@ -9,12 +9,12 @@ import http.server
 import io
 import json
 import tarfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.httpserve import serving
 from tests.integration.cli_helpers import ociimg
 from tests.integration.test_build_e2e import (
     assert_clean,
@@ -144,12 +144,8 @@ def http_files(tmp_path: Path) -> Iterator[str]:
             self, *a, directory=str(served), **kw)})
     import os
     os.utime(served / "remote.txt", (1_600_000_000, 1_600_000_000))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    thread.join()
+    with serving(handler) as url:
+        yield url
 
 
 def test_add_extracts_local_archives_and_downloads_urls(ociroot: Path, base: str,

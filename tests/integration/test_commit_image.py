@@ -17,6 +17,7 @@ import pytest
 from tests import ocischema
 from tests.conftest import need
 from tests.integration.cli_helpers import assert_one_line_error, ociimg
+from tests.integration.test_build_e2e import stored
 from tests.treewalk import diff_manifests, tree_manifest
 
 # Every kind of change: added, changed (content, owner, mode), deleted (a whiteout), a dir
@@ -48,20 +49,6 @@ def merged_view(root: Path, cid: str) -> dict[str, dict]:
         return tree_manifest(path)
 
 
-def stored_image(root: Path, name: str) -> tuple[dict, dict]:
-    """(manifest, config) of ``name`` read straight from the store's OCI layout."""
-    store = root / "store"
-    index = json.loads((store / "index.json").read_text())
-    desc = next(m for m in index["manifests"]
-                if m["annotations"]["org.opencontainers.image.ref.name"] == name)
-
-    def blob(digest: str) -> dict:
-        return json.loads((store / "blobs" / "sha256" / digest.split(":")[1]).read_bytes())
-
-    manifest = blob(desc["digest"])
-    return manifest, blob(manifest["config"]["digest"])
-
-
 @pytest.fixture
 def busybox(pushed_fixtures: dict[str, str]) -> str:
     return pushed_fixtures["busybox"]
@@ -91,7 +78,7 @@ def test_commit_is_the_merged_view_for_umoci_and_runs(ociroot: Path, busybox: st
                             "work", "test/committed:1").stdout)
     name = "docker.io/test/committed:1"
     assert out["name"] == name and out["layer"]
-    manifest, config = stored_image(ociroot, name)
+    manifest, config = stored(ociroot, name)
     ocischema.validate(manifest, "image-spec", "image-manifest-schema.json")
     ocischema.validate(config, "image-spec", "config-schema.json")
     assert config["history"][-1]["comment"] == "the change"
@@ -141,7 +128,7 @@ def test_commit_of_an_unchanged_container_adds_no_layer(ociroot: Path, busybox: 
     assert ociimg(ociroot, "diff", "same").stdout == ""
     out = json.loads(ociimg(ociroot, "commit", "--json", "same", "same:1").stdout)
     assert out["layer"] is None
-    manifest, config = stored_image(ociroot, "docker.io/library/same:1")
+    manifest, config = stored(ociroot, "docker.io/library/same:1")
     assert len(manifest["layers"]) == 1
     assert config["history"][-1]["empty_layer"] is True
 
@@ -193,7 +180,7 @@ def test_source_date_epoch_makes_commits_reproducible(ociroot: Path, busybox: st
     first = json.loads(ociimg(ociroot, "commit", "--json", "r", "repro:1").stdout)
     second = json.loads(ociimg(ociroot, "commit", "--json", "r", "repro:2").stdout)
     assert first["digest"] == second["digest"]
-    _, config = stored_image(ociroot, "docker.io/library/repro:1")
+    _, config = stored(ociroot, "docker.io/library/repro:1")
     assert config["created"] == config["history"][-1]["created"] == "2023-11-14T22:13:20Z"
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
     assert_one_line_error(ociimg(ociroot, "commit", "r", "repro:3", check=False),

@@ -98,14 +98,21 @@ def _read_until(fd: int, needle: bytes, timeout: float = 30.0) -> bytes:
     return seen
 
 
+def _type(master: int, keys: bytes, expect: bytes) -> None:
+    """``keys`` typed on the terminal, then its output read until ``expect`` shows."""
+    os.write(master, keys)
+    _read_until(master, expect)
+
+
 def _set_size(fd: int, rows: int, cols: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
-def _attach_on_pty(root: Path, name: str) -> tuple[subprocess.Popen[bytes], int]:
+def _on_pty(root: Path, *args: str) -> tuple[subprocess.Popen[bytes], int]:
+    """``ociimg ARGS`` on a new 30x100 terminal: (the process, the terminal's master)."""
     master, slave = pty.openpty()
     _set_size(master, 30, 100)
-    proc = subprocess.Popen(_cli(root, "attach", name), stdin=slave, stdout=slave,
+    proc = subprocess.Popen(_cli(root, *args), stdin=slave, stdout=slave,
                             stderr=slave, env=_env(), start_new_session=True)
     os.close(slave)
     return proc, master
@@ -113,25 +120,21 @@ def _attach_on_pty(root: Path, name: str) -> tuple[subprocess.Popen[bytes], int]
 
 def test_dit_attach_detach_keys_then_attach_again(ociroot: Path, image: str) -> None:
     ociimg(ociroot, "run", "-dit", "--name", "shell", image, "sh")
-    proc, master = _attach_on_pty(ociroot, "shell")
+    proc, master = _on_pty(ociroot, "attach", "shell")
     try:
-        os.write(master, b"echo one-$((40+2))\r")
-        _read_until(master, b"one-42")
+        _type(master, b"echo one-$((40+2))\r", b"one-42")
         os.write(master, b"\x10\x11")  # ctrl-p ctrl-q
         assert proc.wait(timeout=30) == 0
     finally:
         os.close(master)
     assert _status(ociroot, "shell").startswith("Up")
-    proc, master = _attach_on_pty(ociroot, "shell")
+    proc, master = _on_pty(ociroot, "attach", "shell")
     try:
-        os.write(master, b"stty size\r")
-        _read_until(master, b"30 100")  # our terminal's size, given on attach
+        _type(master, b"stty size\r", b"30 100")  # our terminal's size, given on attach
         _set_size(master, 40, 120)
         proc.send_signal(signal.SIGWINCH)  # what the kernel sends a terminal's foreground
-        os.write(master, b"stty size\r")
-        _read_until(master, b"40 120")
-        os.write(master, b"echo two; exit 4\r")
-        _read_until(master, b"two")
+        _type(master, b"stty size\r", b"40 120")
+        _type(master, b"echo two; exit 4\r", b"two")
         assert proc.wait(timeout=30) == 4
     finally:
         os.close(master)
@@ -140,16 +143,10 @@ def test_dit_attach_detach_keys_then_attach_again(ociroot: Path, image: str) -> 
 
 
 def test_run_it_detaches_with_ctrl_p_ctrl_q(ociroot: Path, image: str) -> None:
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(_cli(ociroot, "run", "-it", "--name", "fg", image, "sh"),
-                            stdin=slave, stdout=slave, stderr=slave, env=_env(),
-                            start_new_session=True)
-    os.close(slave)
+    proc, master = _on_pty(ociroot, "run", "-it", "--name", "fg", image, "sh")
     try:
-        os.write(master, b"echo in-$((6*7))\r")
-        _read_until(master, b"in-42")
-        os.write(master, b"\x10\x11")
-        _read_until(master, b"detached from fg")
+        _type(master, b"echo in-$((6*7))\r", b"in-42")
+        _type(master, b"\x10\x11", b"detached from fg")
         assert proc.wait(timeout=30) == 0
     finally:
         os.close(master)
@@ -169,7 +166,11 @@ def test_start_restart_wait_kill_pause_rename(ociroot: Path, image: str) -> None
     ociimg(ociroot, "pause", "sleeper")
     assert _status(ociroot, "sleeper").endswith("(Paused)")
     assert "sleeper" in ociimg(ociroot, "ps", "--format", "{{.Names}}").stdout  # listed
+    assert_one_line_error(ociimg(ociroot, "pause", "sleeper", check=False),
+                          "cannot pause container sleeper: it is paused, not running")
     ociimg(ociroot, "unpause", "sleeper")
+    assert_one_line_error(ociimg(ociroot, "unpause", "sleeper", check=False),
+                          "cannot unpause container sleeper: it is running, not paused")
     top = ociimg(ociroot, "top", "sleeper").stdout.splitlines()
     assert top[0].split()[:2] == ["USER", "PID"] and "sleep 300" in top[1]
     stats = json.loads(ociimg(ociroot, "stats", "--no-stream", "--json", "sleeper").stdout)

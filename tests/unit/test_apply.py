@@ -40,6 +40,7 @@ from tests.tarbuild import (
     pax_archives,
     pax_size_archive,
     tar,
+    with_canary,
 )
 from tests.treewalk import diff_manifests, make_canary, tree_manifest
 
@@ -333,18 +334,6 @@ def test_whiteout_does_not_hide_same_layer_entry(rootfs: Path) -> None:
     assert (rootfs / "x").read_bytes() == b"same layer"
 
 
-def _subst(data: bytes, canary: Path) -> bytes:
-    # Rebuild the tar with CANARY replaced by the canary's absolute path.
-    src = tarfile.open(fileobj=io.BytesIO(data))
-    members = []
-    for info in src.getmembers():
-        info.name = info.name.replace("CANARY", str(canary))
-        info.linkname = info.linkname.replace("CANARY", str(canary))
-        content = src.extractfile(info).read() if info.isreg() else None
-        members.append((info, content))
-    return tar(*members)
-
-
 @pytest.mark.parametrize("case", sorted(HOSTILE))
 def test_hostile_layer_never_escapes(tmp_path: Path, resolver: str, case: str) -> None:
     canary = make_canary(tmp_path)
@@ -353,7 +342,7 @@ def test_hostile_layer_never_escapes(tmp_path: Path, resolver: str, case: str) -
     root.mkdir()
     for layer in HOSTILE[case]:
         try:
-            apply(root, _subst(layer, canary), resolver)
+            apply(root, with_canary(layer, canary), resolver)
         except (UnsafeArchive, InvalidDocument):
             break
     after = tree_manifest(tmp_path)
@@ -380,7 +369,7 @@ def test_hostile_snapshots_never_escape(tmp_path: Path, resolver: str, case: str
     root = tmp_path / "root"
     root.mkdir()
     try:
-        dirs = _apply_snapshots(root, [_subst(layer, canary) for layer in HOSTILE[case]],
+        dirs = _apply_snapshots(root, [with_canary(layer, canary) for layer in HOSTILE[case]],
                                 resolver)
         merge_snapshots(dirs, root / "merged", rootless=True, userxattr=True)
     except (UnsafeArchive, InvalidDocument):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -56,11 +57,17 @@ def test_read_only_commands_create_no_root(tmp_path: Path) -> None:
     root = tmp_path / "nothing-here"
     for args in (["ps", "-a"], ["images"], ["logs", "x"], ["events", "--since", "1h",
                                                            "--until", "0s"],
-                 ["container", "inspect", "x"], ["wait", "x"], ["top", "x"]):
+                 ["container", "inspect", "x"], ["wait", "x"], ["top", "x"],
+                 ["volume", "ls"], ["volume", "inspect", "x"], ["network", "ls"],
+                 ["network", "inspect", "x"]):
         proc = _cli(*args, "--root", str(root))
         assert "Traceback" not in proc.stderr, proc.stderr
         assert not root.exists(), args
     assert _cli("ps", "--root", str(root)).stdout.split()[:2] == ["CONTAINER", "ID"]
+    for args in (["container", "prune"], ["volume", "prune"], ["network", "prune"]):
+        _cli(*args, "--root", str(root))
+        assert root.is_dir(), args  # the groups' writes make it
+        shutil.rmtree(root)
 
 
 @pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])

@@ -16,6 +16,7 @@ from ociimg.containers.health import check_argv, next_state
 from ociimg.containers.monitor import _restart_delay
 from ociimg.containers.policies import RestartPolicy
 from ociimg.errors import InvalidArgument
+from ociimg.filters import label_matches, parse_filters
 
 
 def _records(data: bytes) -> list[logfile.Record]:
@@ -127,6 +128,19 @@ def test_ps_filters_and_templates() -> None:
     with pytest.raises(InvalidArgument):
         psformat.render("{{.Nope}}", row, False)
     assert psformat.header("{{.ID}}\\t{{.Names}}") == "CONTAINER ID\tNAMES"
+
+
+def test_label_filters_are_dockers_in_ps_images_and_events() -> None:
+    # label=KEY: present; label=KEY=VALUE: equal, and KEY= asks for an empty value.
+    from ociimg.cli.lifecycle import _event_matches
+    assert label_matches({"a": "x"}, "a") and not label_matches({}, "a")
+    assert label_matches({"a": "x"}, "a=x") and not label_matches({"a": "x"}, "a=y")
+    assert label_matches({"a": ""}, "a=") and not label_matches({"a": "x"}, "a=")
+    ev = {"id": "c1", "Action": "start", "Actor": {"Attributes": {"name": "web", "tier": "x"}}}
+    assert _event_matches({"label": ["tier=x"], "event": ["start"]}, ev)
+    assert not _event_matches({"label": ["tier="]}, ev)
+    with pytest.raises(InvalidArgument, match="invalid filter"):
+        parse_filters(["colour=red"], ("label",))
 
 
 def test_values() -> None:

@@ -16,6 +16,7 @@ from ociimg.reference import (
     is_valid_ref_name,
     parse_image_name,
     parse_reference,
+    parse_registry_name,
 )
 
 A = "a" * 64
@@ -203,6 +204,15 @@ def test_invalid_image_names(text: str) -> None:
 def test_image_name_defaults_to_registry_reference() -> None:
     assert parse_image_name("busybox") == parse_reference("busybox")
     assert parse_image_name("docker://localhost:5000/x:1") == parse_reference("localhost:5000/x:1")
+
+
+def test_registry_name_refuses_every_layout_with_its_reason() -> None:
+    assert parse_registry_name("docker://localhost:5000/x:1") == parse_reference(
+        "localhost:5000/x:1")
+    for text in ("oci:/tmp/l:1", "dir:/tmp/d", "docker-archive:/tmp/a.tar"):
+        with pytest.raises(InvalidReference, match="^.*: sign needs a registry$") as caught:
+            parse_registry_name(text, "sign needs a registry", hint="give docker://REF")
+        assert str(caught.value).startswith(text) and caught.value.hint == "give docker://REF"
 
 
 @pytest.mark.parametrize("name,ok", [

@@ -110,10 +110,13 @@ def test_missing_blob_and_hostile_digest(store: Store) -> None:
         store.blob_path("sha256:../../../etc/passwd")
     with pytest.raises(InvalidDocument):
         store.has_blob("sha256:" + "A" * 64)
+    with pytest.raises(InvalidDocument):
+        store.read_blob("sha256:../../../etc/passwd")
 
 
 def test_read_blob_verifies_and_caps(store: Store) -> None:
     d = store.put_blob(b"x" * 100)
+    assert store.read_blob(str(d)) == b"x" * 100  # a digest given as text is parsed
     with pytest.raises(InvalidDocument, match="limit"):
         store.read_blob(d, limit=99)
     _corrupt(store, d)

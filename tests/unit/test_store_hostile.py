@@ -20,25 +20,9 @@ from ociimg.spec import Descriptor
 from ociimg.store import Store
 from tests.clirun import ociimg
 from tests.conftest import need
-from tests.storeimage import blob_files, make_image, tar_layer
+from tests.storeimage import blob_files, make_image, store_image, tar_layer
 
 DEEP = b'{"a":' * 100_000 + b"1" + b"}" * 100_000
-
-
-def bad_config_image(store: Store, config: bytes, name: str) -> Descriptor:
-    """A well-formed manifest whose config blob is ``config`` (not a valid config)."""
-    layer = tar_layer({"bad": b"layer of the bad image"})
-    manifest = spec.canonical_json({
-        "schemaVersion": 2, "mediaType": spec.OCI_MANIFEST,
-        "config": {"mediaType": spec.OCI_CONFIG, "digest": str(Digest.of(config)),
-                   "size": len(config)},
-        "layers": [{"mediaType": spec.OCI_LAYER, "digest": str(Digest.of(layer)),
-                    "size": len(layer)}]})
-    for blob in (layer, config, manifest):
-        store.put_blob(blob)
-    desc = Descriptor(spec.OCI_MANIFEST, Digest.of(manifest), len(manifest))
-    store.tag(name, desc)
-    return desc
 
 
 def blobs_of(store: Store, desc: Descriptor, manifest: bytes | None = None) -> set[str]:
@@ -78,7 +62,9 @@ def test_rmi_and_gc_of_other_images_work_beside_a_bad_config(tmp_path: Path,
                                                               config: bytes) -> None:
     root = tmp_path / "root"
     store = Store.open(root)
-    bad = bad_config_image(store, config, "example.com/bad:v1")
+    # A well-formed manifest whose config blob is ``config`` (not a valid config).
+    bad = store_image(store, tar_layer({"bad": b"layer of the bad image"}), config,
+                      name="example.com/bad:v1")
     bad_blobs = blobs_of(store, bad)
     good = make_image(store, {"g": b"good"}, name="example.com/good:v1")
     good_blobs = blobs_of(store, good)

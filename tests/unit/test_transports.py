@@ -232,21 +232,10 @@ def test_save_of_an_index_pulled_for_one_platform(tmp_path: Path, fmt: str) -> N
 
 def test_images_output_escapes_what_the_image_controls(tmp_path: Path) -> None:
     from tests.clirun import ociimg
-    from tests.storeimage import tar_layer
+    from tests.storeimage import make_image
 
-    store = Store(tmp_path / "root" / "store")
-    layer = tar_layer({"a": b"b"})
-    config = spec.canonical_json({
-        "architecture": "amd64", "os": "linux", "config": {"Labels": {"x": "\x1b[2Jred\u202e"}},
-        "rootfs": {"type": "layers", "diff_ids": [str(Digest.of(layer))]}})
-    manifest = spec.canonical_json({
-        "schemaVersion": 2, "mediaType": spec.OCI_MANIFEST,
-        "config": {"mediaType": spec.OCI_CONFIG, "digest": str(store.put_blob(config)),
-                   "size": len(config)},
-        "layers": [{"mediaType": spec.OCI_LAYER, "digest": str(store.put_blob(layer)),
-                    "size": len(layer)}]})
-    store.tag("evil:1", spec.Descriptor(spec.OCI_MANIFEST, store.put_blob(manifest),
-                                        len(manifest)))
+    make_image(Store(tmp_path / "root" / "store"), {"a": b"b"}, name="evil:1",
+               config={"Labels": {"x": "\x1b[2Jred\u202e"}})
     out = ociimg(tmp_path / "root", "images", "--format", "{{.Labels}} {{index .Labels \"x\"}}")
     assert out.returncode == 0, out.stderr
     assert out.stdout == "map[x:\\x1b[2Jred\\u202e] \\x1b[2Jred\\u202e\n"
