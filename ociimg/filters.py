@@ -24,3 +24,10 @@ def label_matches(labels: Mapping[str, str], value: str) -> bool:
     """``label=KEY`` (present) or ``label=KEY=VALUE`` (equal, "" included)."""
     key, eq, want = value.partition("=")
     return key in labels and (not eq or labels[key] == want)
+
+
+def labels_match(labels: Mapping[str, str], wanted: Iterable[str] | None,
+                 unwanted: Iterable[str] | None = None) -> bool:
+    """Every ``label=`` filter holds and no ``label!=`` one does (dockerd's rule)."""
+    return all(label_matches(labels, v) for v in wanted or ()) and \
+        not any(label_matches(labels, v) for v in unwanted or ())

@@ -158,6 +158,17 @@ def parse_registry_name(text: str, why: str = "expected a registry reference her
     return ref
 
 
+def familiar_name(name: str | None) -> str:
+    """docker's familiar form of a stored name (distribution's FamiliarName):
+    docker.io/library/busybox:latest → busybox:latest, docker.io/x/y:1 → x/y:1."""
+    if not name:
+        return ""
+    rest = name.removeprefix("docker.io/library/")
+    if rest != name and "/" not in rest.split("@")[0].split(":")[0]:
+        return rest
+    return name.removeprefix("docker.io/")
+
+
 def is_valid_ref_name(name: str) -> bool:
     """True if ``name`` may be stored as org.opencontainers.image.ref.name (image-spec)."""
     return isinstance(name, str) and _REF_NAME_RE.fullmatch(name) is not None

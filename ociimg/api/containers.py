@@ -18,7 +18,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import web
 
@@ -30,46 +30,22 @@ from ociimg.api.http import (
     find_container,
     json_response,
     manager,
+    own_thread,
     query_bool,
     query_filters,
     query_int,
     read_json,
     root_of,
+    settle,
     standard_headers,
 )
+from ociimg.filters import labels_match
 
 routes = Routes()
-T = TypeVar("T")
 
 _ACTIVE = ("running", "paused", "restarting")
 _STOPPED = ("exited", "stopped", "configured", "unknown", "creating")
 _CREATE_BODY_LIMIT = 1 << 20
-
-
-async def _own_thread(fn: Callable[..., T], *args: Any) -> T:
-    """``fn(*args)`` on a new daemon thread (a long wait must not hold a pool worker)."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-
-    def run() -> None:
-        try:
-            result = fn(*args)
-        except BaseException as exc:  # handed to the awaiting handler
-            loop.call_soon_threadsafe(_settle, future, None, exc)
-        else:
-            loop.call_soon_threadsafe(_settle, future, result, None)
-
-    threading.Thread(target=run, name="ociimg-api-wait", daemon=True).start()
-    return await future
-
-
-def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
-    if future.done():
-        return
-    if exc is not None:
-        future.set_exception(exc)
-    else:
-        future.set_result(result)
 
 
 async def _container(request: web.Request) -> Any:
@@ -205,7 +181,7 @@ async def start(request: web.Request) -> web.StreamResponse:
         return _not_modified()
     if status == "paused":
         raise ApiError(409, "cannot start a paused container, try unpause instead")
-    await _own_thread(_start, mgr, c)
+    await own_thread(_start, mgr, c)
     return web.Response(status=204)
 
 
@@ -236,7 +212,7 @@ async def stop(request: web.Request) -> web.StreamResponse:
     mgr = manager(request)
     if (await blocking(mgr.status, c)).status not in _ACTIVE:
         return _not_modified()
-    await _own_thread(mgr.stop, c, timeout)
+    await own_thread(mgr.stop, c, timeout)
     return web.Response(status=204)
 
 
@@ -277,7 +253,7 @@ async def restart(request: web.Request) -> web.StreamResponse:
     def run() -> None:
         mgr.stop(c, timeout)
         _start(mgr, mgr.get(c.id))
-    await _own_thread(run)
+    await own_thread(run)
     return web.Response(status=204)
 
 
@@ -315,7 +291,7 @@ async def remove(request: web.Request) -> web.StreamResponse:
     if not force and (await blocking(mgr.status, c)).status in _ACTIVE:
         raise ApiError(409, f"You cannot remove a running container {c.id}. Stop the "
                             "container before attempting removal or force remove")
-    await _own_thread(_remove, mgr, c, force, volumes)
+    await own_thread(_remove, mgr, c, force, volumes)
     return web.Response(status=204)
 
 
@@ -352,20 +328,22 @@ async def prune(request: web.Request) -> web.StreamResponse:
     mgr = manager(request)
 
     def run() -> dict[str, Any]:
+        from ociimg.containers.listing import writable_size
         deleted, reclaimed = [], 0
         for c in mgr.list():
             if mgr.status(c).status not in _STOPPED or c.meta.get("createdNs", 0) > until:
                 continue
-            if not _labels_match(c.meta.get("labels") or {}, filters):
+            if not labels_match(c.meta.get("labels") or {}, filters.get("label"),
+                                filters.get("label!")):
                 continue
-            reclaimed += _rw_size(mgr, c)
+            reclaimed += writable_size(mgr, c)
             try:
                 mgr.remove(c)
             except errors.OciimgError:
                 continue
             deleted.append(c.id)
         return {"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed}
-    return json_response(await _own_thread(run))
+    return json_response(await own_thread(run))
 
 
 def _until(values: list[str] | None) -> int:
@@ -389,31 +367,6 @@ def _until(values: list[str] | None) -> int:
         raise ApiError(400, f"invalid filter 'until={text}'") from None
 
 
-def _labels_match(labels: dict[str, str], filters: dict[str, list[str]]) -> bool:
-    def has(item: str) -> bool:
-        key, eq, value = item.partition("=")
-        return key in labels and (not eq or labels[key] == value)
-    return all(has(v) for v in filters.get("label", [])) and \
-        not any(has(v) for v in filters.get("label!", []))
-
-
-def _rw_size(mgr: Any, c: Any) -> int:
-    """Bytes in the container's writable layer (what removing it frees)."""
-    from ociimg.layers.snapshots import SnapshotStore
-    try:
-        top = SnapshotStore(mgr.root / "snapshots").active_dir(c.snapshot_key)
-    except errors.OciimgError:
-        return 0
-    total = 0
-    for base, _, files in os.walk(top / "upper" if (top / "upper").is_dir() else top):
-        for f in files:
-            try:
-                total += os.lstat(os.path.join(base, f)).st_size
-            except OSError:
-                continue
-    return total
-
-
 # Wait ---------------------------------------------------------------------------------------
 _CONDITIONS = ("not-running", "next-exit", "removed")
 
@@ -430,9 +383,9 @@ async def wait(request: web.Request) -> web.StreamResponse:
     cancel = threading.Event()
     loop = asyncio.get_running_loop()
     registered = loop.create_future()
-    waiter = asyncio.ensure_future(_own_thread(_wait_code, mgr, c, condition, cancel,
+    waiter = asyncio.ensure_future(own_thread(_wait_code, mgr, c, condition, cancel,
                                                lambda: loop.call_soon_threadsafe(
-                                                   _settle, registered, True, None)))
+                                                   settle, registered, True)))
     waiter.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved
     await asyncio.wait([registered, waiter], return_when=asyncio.FIRST_COMPLETED)
     if waiter.done() and waiter.exception() is not None:
@@ -540,7 +493,7 @@ async def list_containers(request: web.Request) -> web.StreamResponse:
 def _list(mgr: Any, filters: dict[str, list[str]], show_all: bool, limit: int,
           size: bool) -> list[dict[str, Any]]:
     from ociimg.api.convert import list_doc
-    from ociimg.containers.listing import matches, ps_row
+    from ociimg.containers.listing import matches, ps_row, writable_size
     basic = {k: v for k, v in filters.items() if k not in ("network", "volume", "before",
                                                            "since", "is-task")}
     out = []
@@ -558,7 +511,7 @@ def _list(mgr: Any, filters: dict[str, list[str]], show_all: bool, limit: int,
         if not _other_filters(doc, filters):
             continue
         if size:
-            doc.update(SizeRw=_rw_size(mgr, c), SizeRootFs=0)
+            doc.update(SizeRw=writable_size(mgr, c), SizeRootFs=0)
         out.append(doc)
         if limit > 0 and len(out) >= limit:
             break
@@ -594,9 +547,10 @@ def _other_filters(doc: dict[str, Any], filters: dict[str, list[str]]) -> bool:
 async def inspect(request: web.Request) -> web.StreamResponse:
     from ociimg.api.convert import inspect_doc
     c = await _container(request)
+    from ociimg.containers.listing import writable_size
     doc = await blocking(inspect_doc, manager(request), c)
     if query_bool(request, "size"):
-        doc.update(SizeRw=await blocking(_rw_size, manager(request), c), SizeRootFs=0)
+        doc.update(SizeRw=await blocking(writable_size, manager(request), c), SizeRootFs=0)
     return json_response(doc)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from ociimg.api.http import ApiError
 from ociimg.errors import InvalidArgument, OciimgError
+from ociimg.reference import familiar_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -511,16 +512,6 @@ def rfc3339(seconds: float | None) -> str:
         "%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def familiar(name: str | None) -> str:
-    """docker.io/library/busybox:latest → busybox:latest (the CLI's familiar form)."""
-    if not name:
-        return ""
-    rest = name.removeprefix("docker.io/library/")
-    if rest != name and "/" not in rest:
-        return rest
-    return name.removeprefix("docker.io/")
-
-
 def network_name(name: str) -> str:
     from ociimg.network.config import DEFAULT_NAME
     return "bridge" if name == DEFAULT_NAME else name
@@ -601,7 +592,7 @@ def list_doc(c: Any, row: dict[str, Any]) -> dict[str, Any]:
     saved = api_record(c)
     command = row.get("command") or []
     return {"Id": c.id, "Names": [f"/{c.name}"],
-            "Image": (saved.get("Config") or {}).get("Image") or familiar(row.get("image")),
+            "Image": (saved.get("Config") or {}).get("Image") or familiar_name(row.get("image")),
             "ImageID": saved.get("ImageID") or c.meta.get("digest") or "",
             "Command": " ".join(command),
             "Created": int(c.meta.get("createdNs", 0) // 10**9) or 0,
@@ -647,7 +638,8 @@ def inspect_doc(manager: Any, c: Any) -> dict[str, Any]:
     config = {"Hostname": c.id[:12], "Domainname": "", "User": "", "AttachStdin": False,
               "AttachStdout": False, "AttachStderr": False, "ExposedPorts": None,
               "Tty": bool(meta.get("tty")), "OpenStdin": bool(meta.get("interactive")),
-              "StdinOnce": False, "Env": None, "Cmd": None, "Image": familiar(meta.get("image")),
+              "StdinOnce": False, "Env": None, "Cmd": None,
+              "Image": familiar_name(meta.get("image")),
               "Volumes": None, "WorkingDir": "", "Entrypoint": None, "OnBuild": None,
               "Labels": meta.get("labels") or {}, "StopSignal": meta.get("stopSignal")}
     config.update({k: v for k, v in (saved.get("Config") or {}).items() if v is not None})

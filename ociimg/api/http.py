@@ -171,24 +171,26 @@ async def own_thread(fn: Callable[..., T], /, *args: Any) -> T:
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
 
-    def settle(result: Any, exc: BaseException | None) -> None:
-        if future.done():  # the handler went away (cancelled)
-            return
-        if exc is not None:
-            future.set_exception(exc)
-        else:
-            future.set_result(result)
-
     def run() -> None:
         try:
             result = fn(*args)
         except BaseException as exc:  # handed to the awaiting handler
-            loop.call_soon_threadsafe(settle, None, exc)
+            loop.call_soon_threadsafe(settle, future, None, exc)
         else:
-            loop.call_soon_threadsafe(settle, result, None)
+            loop.call_soon_threadsafe(settle, future, result, None)
 
     threading.Thread(target=run, name="ociimg-api-job", daemon=True).start()
     return await future
+
+
+def settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None = None) -> None:
+    """Complete ``future`` (on the loop's thread) unless its awaiter went away."""
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
 
 
 def query_bool(request: web.Request, name: str, default: bool = False) -> bool:

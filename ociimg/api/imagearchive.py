@@ -26,8 +26,8 @@ from ociimg.api.http import (
     own_thread,
     root_of,
 )
-from ociimg.api.imagedocs import familiar
 from ociimg.errors import OciimgError
+from ociimg.reference import familiar_name
 from ociimg.store import Store
 
 routes = Routes()
@@ -61,7 +61,7 @@ def _save_items(root: Path, texts: list[str]) -> list[tuple[Any, Any, tuple[str,
     for text in texts:
         found = find_image(root, text)
         name = found.name or found.group.first.name
-        names = (familiar(found.name),) if found.name in found.group.tag_names else ()
+        names = (familiar_name(found.name),) if found.name in found.group.tag_names else ()
         items.append((found.store, found.store.resolve(name), names))
     return items
 
@@ -192,7 +192,7 @@ def _load(root: Path, path: Path) -> list[bytes]:
         if name.startswith("sha256:"):
             text = f"Loaded image ID: {_image_id(store, name)}\n"
         else:
-            text = f"Loaded image: {familiar(name)}\n"
+            text = f"Loaded image: {familiar_name(name)}\n"
         lines.append(json.dumps({"stream": text}).encode() + b"\n")
     return lines
 

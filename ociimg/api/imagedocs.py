@@ -14,19 +14,9 @@ from typing import Any
 
 from ociimg import spec
 from ociimg.commands.listing import ImageRow, human_size
+from ociimg.reference import familiar_name
 
 _NO_TIME = "0001-01-01T00:00:00Z"
-
-
-def familiar(name: str) -> str:
-    """docker's familiar form of a stored name (distribution's FamiliarName): the
-    docker.io domain is dropped, and ``library/`` for a one-component path."""
-    if not name.startswith("docker.io/"):
-        return name
-    rest = name[len("docker.io/"):]
-    if rest.startswith("library/") and "/" not in rest[len("library/"):]:
-        return rest[len("library/"):]
-    return rest
 
 
 def short_id(image_id: str) -> str:
@@ -50,14 +40,14 @@ class ImageGroup:
         return [r.name for r in self.rows if not r.dangling and r.tag != "<none>"]
 
     def repo_tags(self) -> list[str]:
-        return [familiar(n) for n in self.tag_names]
+        return [familiar_name(n) for n in self.tag_names]
 
     def repo_digests(self) -> list[str]:
         out: list[str] = []
         for row in self.rows:
             if row.dangling:
                 continue
-            text = f"{familiar(row.repository)}@{row.digest}"
+            text = f"{familiar_name(row.repository)}@{row.digest}"
             if text not in out:
                 out.append(text)
         return out

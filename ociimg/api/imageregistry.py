@@ -37,9 +37,9 @@ from ociimg.api.http import (
     read_json,
     root_of,
 )
-from ociimg.api.imagedocs import familiar, progress_bar
+from ociimg.api.imagedocs import progress_bar
 from ociimg.errors import OciimgError, Unauthorized
-from ociimg.reference import Reference, parse_reference
+from ociimg.reference import Reference, familiar_name, parse_reference
 from ociimg.spec import INDEX_TYPES, Platform
 from ociimg.store import Store
 
@@ -271,7 +271,7 @@ def pull_image(root: Path, ref: Reference, platform: Platform | None,
                           progress)
         except Unauthorized as exc:
             # dockerd's text and status: a 401 would make the CLI prompt for a login.
-            raise ApiError(404, f"pull access denied for {familiar(ref.name)}, repository "
+            raise ApiError(404, f"pull access denied for {familiar_name(ref.name)}, repository "
                            f"does not exist or may require 'docker login': {exc.message}"
                            ) from None
     progress.head()
@@ -283,7 +283,7 @@ def pull_image(root: Path, ref: Reference, platform: Platform | None,
     after = _digest_of(store, str(ref))
     status = "Image is up to date for" if before == after else "Downloaded newer image for"
     return [{"status": f"Digest: {digest}"},
-            {"status": f"Status: {status} {familiar(str(ref))}"}]
+            {"status": f"Status: {status} {familiar_name(str(ref))}"}]
 
 
 def _digest_of(store: Store, name: str) -> Any:
@@ -319,7 +319,7 @@ def push_targets(root: Path, name: str, tag: str) -> list[Reference]:
                         if n.startswith(f"{ref.name}:") and "@" not in n), key=str)
     if not found:
         raise ApiError(404, f"An image does not exist locally with the tag: "
-                       f"{familiar(ref.name)}")
+                       f"{familiar_name(ref.name)}")
     return found
 
 
@@ -329,7 +329,7 @@ def push_images(root: Path, targets: list[Reference], auth: dict[str, str] | Non
     from ociimg.registry import push as registry_push
 
     store = Store.open(root)
-    emit({"status": f"The push refers to repository [{familiar(targets[0].name)}]"})
+    emit({"status": f"The push refers to repository [{familiar_name(targets[0].name)}]"})
     for ref in targets:
         progress = LayerProgress(emit, None, _PUSH_VERBS, _configs(store, str(ref)))
         with credentials_file(auth, ref.domain) as auth_file:

@@ -37,7 +37,6 @@ from ociimg.api.http import (
 )
 from ociimg.api.imagedocs import (
     ImageGroup,
-    familiar,
     group_rows,
     image_history,
     image_inspect,
@@ -45,6 +44,7 @@ from ociimg.api.imagedocs import (
     short_id,
 )
 from ociimg.errors import ImageNotFound, InvalidArgument, LockTimeout, OciimgError
+from ociimg.reference import familiar_name
 from ociimg.spec import INDEX_TYPES
 from ociimg.store import Store
 
@@ -185,7 +185,7 @@ def _list(root: Path, filters: dict[str, list[str]]) -> list[ImageGroup]:
 
 def _reference_match(repository: str, tag: str, pattern: str) -> bool:
     """docker's reference filter: the pattern against the familiar name and name:tag."""
-    repo = familiar(repository)
+    repo = familiar_name(repository)
     return any(fnmatch.fnmatchcase(n, pattern) for n in (repo, f"{repo}:{tag}", repository,
                                                          f"{repository}:{tag}"))
 
@@ -272,7 +272,7 @@ def _remove(root: Path, text: str, force: bool, noprune: bool) -> list[dict[str,
     for name in untag:
         found.store.untag(name)
         if name in tags:
-            out.append({"Untagged": familiar(name)})
+            out.append({"Untagged": familiar_name(name)})
     if last:
         for row in group.rows:  # repo@digest and digest names of the image go with it
             if row.name not in untag:
@@ -344,7 +344,7 @@ def _prune(root: Path, filters: dict[str, list[str]]) -> tuple[list[dict[str, st
         for row in group.rows:
             store.untag(row.name)
             if row.name in group.tag_names:
-                deleted.append({"Untagged": familiar(row.name)})
+                deleted.append({"Untagged": familiar_name(row.name)})
         deleted.append({"Deleted": group.image_id})
     return deleted, collect(root) if deleted else 0
 

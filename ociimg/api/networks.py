@@ -26,6 +26,7 @@ from ociimg.api.http import (
     read_json,
     root_of,
 )
+from ociimg.filters import labels_match
 
 routes = Routes()
 
@@ -172,16 +173,7 @@ def _list_match(filters: dict[str, list[str]], doc: dict[str, Any]) -> bool:
             and any_of("type", lambda v: v == ("builtin" if builtin else "custom"))
             and any_of("dangling", lambda v: (v.lower() in ("true", "1")) ==
                        (not builtin and not doc["Containers"]))
-            and labels_match(filters.get("label"), doc["Labels"]))
-
-
-def labels_match(wanted: list[str] | None, labels: dict[str, str]) -> bool:
-    """dockerd's label filter: every ``key`` must be there, every ``key=value`` equal."""
-    for item in wanted or []:
-        key, eq, value = item.partition("=")
-        if key not in labels or (eq and labels[key] != value):
-            return False
-    return True
+            and labels_match(doc["Labels"], filters.get("label")))
 
 
 @routes.get("/networks/{id}")
@@ -323,8 +315,7 @@ def _prune(root: Path, filters: dict[str, list[str]], until: float | None) -> li
         doc = net.doc or {}
         labels = dict(doc.get("labels") or {})
         if net.name in PREDEFINED or users.get(net.ours) \
-                or not labels_match(filters.get("label"), labels) \
-                or any(labels_match([x], labels) for x in filters.get("label!", [])):
+                or not labels_match(labels, filters.get("label"), filters.get("label!")):
             continue
         if until is not None:
             with contextlib.suppress(ValueError):

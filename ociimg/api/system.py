@@ -30,6 +30,8 @@ from ociimg.api.http import (
     root_of,
     standard_headers,
 )
+from ociimg.filters import labels_match
+from ociimg.reference import familiar_name
 
 routes = Routes()
 
@@ -437,7 +439,7 @@ def _legacy(ev: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if ev["Type"] == "container":
         if "image" in actor["Attributes"]:  # as the user names it: busybox:latest
-            actor["Attributes"]["image"] = familiar(actor["Attributes"]["image"])
+            actor["Attributes"]["image"] = familiar_name(actor["Attributes"]["image"])
         out = {"status": ev["Action"], "id": actor.get("ID"),
                "from": actor["Attributes"].get("image", "")}
     elif ev["Type"] == "image":
@@ -462,37 +464,20 @@ def _event_matches(filters: dict[str, list[str]], ev: dict[str, Any]) -> bool:
                                          for v in values if v)
 
     action = ev["Action"]
-    image = familiar(attrs.get("name" if kind == "image" else "image", ""))
+    image = familiar_name(attrs.get("name" if kind == "image" else "image", ""))
     return (exact("event", action, action.partition(":")[0]) and exact("type", kind)
             and exact("scope", "local") and exact("daemon")
             and all(fuzzy(k, actor_id, attrs.get("name", "")) if kind == k else k not in
                     filters for k in ("container", "network", "volume"))
             and exact("image", actor_id, image, _strip_tag(actor_id), _strip_tag(image),
                       attrs.get("image", ""))
-            and ("plugin" not in filters) and _labels_match(filters.get("label"), attrs))
+            and ("plugin" not in filters) and labels_match(attrs, filters.get("label")))
 
 
 def _strip_tag(name: str) -> str:
     base = name.partition("@")[0]
     colon = base.rfind(":")
     return base[:colon] if colon > base.rfind("/") else base
-
-
-def _labels_match(wanted: list[str] | None, attrs: dict[str, str]) -> bool:
-    for item in wanted or []:
-        key, eq, value = item.partition("=")
-        if key not in attrs or (eq and attrs[key] != value):
-            return False
-    return True
-
-
-def familiar(name: str) -> str:
-    """docker's short form of a stored name: docker.io/library/busybox:latest →
-    busybox:latest, docker.io/x/y:1 → x/y:1."""
-    rest = name.removeprefix("docker.io/library/")
-    if rest != name and "/" not in rest:
-        return rest
-    return name.removeprefix("docker.io/")
 
 
 # --- system/df ------------------------------------------------------------------------
@@ -554,8 +539,8 @@ def _df_images(root: Path, containers: list[Any]) -> list[dict[str, Any]]:
         own = parts[top]
         used = sum(1 for c in containers if c.meta.get("image") in names
                    or c.meta.get("digest") == top)
-        tags = [familiar(n) for n in names if not n.startswith("sha256:") and "@" not in n]
-        digests = [familiar(n) for n in names if "@" in n]
+        tags = [familiar_name(n) for n in names if not n.startswith("sha256:") and "@" not in n]
+        digests = [familiar_name(n) for n in names if "@" in n]
         size = sum(own.values())
         out.append({"Id": config_of[top], "ParentId": "", "RepoTags": tags,
                     "RepoDigests": digests, "Created": _image_created(store, config_of[top]),
@@ -587,7 +572,7 @@ def _df_container(manager: Any, c: Any) -> dict[str, Any]:
     state = {"configured": "created", "creating": "created", "stopped": "exited",
              "unknown": "dead"}.get(status, status)
     upper = SnapshotStore(manager.root / "snapshots").active_dir(c.snapshot_key)
-    return {"Id": c.id, "Names": ["/" + c.name], "Image": familiar(c.meta.get("image") or ""),
+    return {"Id": c.id, "Names": ["/" + c.name], "Image": familiar_name(c.meta.get("image") or ""),
             "ImageID": c.meta.get("digest") or "",
             "Command": " ".join(c.meta.get("command") or []),
             "Created": int(_created(c.meta.get("created"))), "State": state, "Status": state,

@@ -25,8 +25,8 @@ from ociimg.api.http import (
     read_json,
     root_of,
 )
-from ociimg.api.networks import labels_match
 from ociimg.api.system import volume_document
+from ociimg.filters import labels_match
 
 routes = Routes()
 
@@ -83,7 +83,7 @@ def _list(root: Path, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
                 and any_of("driver", lambda x: x == "local")
                 and any_of("dangling", lambda x: (x.lower() in ("true", "1"))
                            == (v.name not in users))
-                and labels_match(filters.get("label"), v.meta.get("labels") or {}))
+                and labels_match(v.meta.get("labels") or {}, filters.get("label")))
     return [volume_document(v) for v in items if keep(v)]
 
 
@@ -188,8 +188,7 @@ def _prune(root: Path, filters: dict[str, list[str]], named: bool) -> tuple[list
     for v in store.list():
         labels = v.meta.get("labels") or {}
         if v.name in users or not (named or v.anonymous) \
-                or not labels_match(filters.get("label"), labels) \
-                or any(labels_match([x], labels) for x in filters.get("label!", [])):
+                or not labels_match(labels, filters.get("label"), filters.get("label!")):
             continue
         size = tree_size(v.path)
         try:

@@ -254,29 +254,12 @@ def ps(
 
 
 def _ps_row(manager: Any, c: Any, size: bool) -> dict[str, Any]:
-    from ociimg.containers.listing import ps_row
+    from ociimg.containers.listing import ps_row, writable_size
     row = ps_row(manager, c)
     if size:
-        row["size"] = _rw_size(manager, c)
+        row["size"] = writable_size(manager, c)
         row["sizeText"] = _human_size(row["size"])
     return row
-
-
-def _rw_size(manager: Any, c: Any) -> int:
-    """Bytes in the container's writable layer (its active snapshot's upper dir)."""
-    import os
-
-    from ociimg.layers.snapshots import SnapshotStore
-    try:
-        top = SnapshotStore(manager.root / "snapshots").active_dir(c.snapshot_key)
-    except OciimgError:
-        return 0
-    total = 0
-    for base, _, files in os.walk(top / "upper" if (top / "upper").is_dir() else top):
-        for f in files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(base, f)).st_size
-    return total
 
 
 def _human_size(n: float) -> str:

@@ -6,6 +6,8 @@ those rows. Shared by ``ociimg ps`` (cli/psformat.py) and ``ociimg serve``'s
 from __future__ import annotations
 
 import calendar
+import contextlib
+import os
 import re
 import time
 from typing import Any
@@ -140,3 +142,20 @@ def ps_row(manager: Any, c: Any) -> dict[str, Any]:
     row["runningFor"] = human_duration(time.time() - created) + " ago" if created else ""
     row["statusText"] = status_text(row)
     return row
+
+
+def writable_size(manager: Any, c: Any) -> int:
+    """Bytes in a container's writable layer (its active snapshot's upper dir): what
+    removing it frees, `ps -s`'s and the API's SizeRw."""
+    from ociimg.errors import OciimgError
+    from ociimg.layers.snapshots import SnapshotStore
+    try:
+        top = SnapshotStore(manager.root / "snapshots").active_dir(c.snapshot_key)
+    except OciimgError:
+        return 0
+    total = 0
+    for base, _, files in os.walk(top / "upper" if (top / "upper").is_dir() else top):
+        for f in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(base, f)).st_size
+    return total

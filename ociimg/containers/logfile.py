@@ -4,7 +4,7 @@
 stream, ``F`` for a whole line (its newline dropped) or ``P`` for a part of one (output
 that did not end in a newline yet), then the bytes. Streams stay apart and every line keeps
 its time, so ``logs`` can split them again, show times, and cut by --since/--tail. The
-monitor writes it: no imports beyond os and time.
+monitor writes it and ``logs`` reads it (read_log): no imports beyond os and time.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 LOG_NAME = "ctr.log"
 STREAMS = {"stdout": 1, "stderr": 2}
@@ -93,3 +93,38 @@ def select(records: list[Record], *, since: float | None = None, until: float | 
             if ends == tail:
                 return records[i + 1:]
     return records
+
+
+def read_log(cdir: str, *, running: Callable[[], bool] | None = None,
+             since: float | None = None, until: float | None = None,
+             tail: int | None = None) -> Iterator[Record]:
+    """The records of container directory ``cdir``'s log, selected as ``select`` does;
+    with ``running``, followed (new records as they come) until it returns False."""
+    try:
+        f = open(os.path.join(cdir, LOG_NAME), "rb")  # noqa: SIM115 - closed by the generator
+    except FileNotFoundError:
+        yield from _read_raw_log(cdir)
+        return
+    with f:
+        if tail is None:  # streamed: a log may be far larger than memory
+            yield from (r for r in read_records(f) if select([r], since=since, until=until))
+        else:
+            yield from select(list(read_records(f)), since=since, until=until, tail=tail)
+        while running is not None:
+            still = running()
+            # Read after the status check: what it wrote before it exited is shown.
+            yield from select(list(read_records(f)), since=since, until=until)
+            if not still:
+                return
+            time.sleep(0.1)
+
+
+def _read_raw_log(cdir: str) -> Iterator[Record]:
+    """A container made before logs had records: its raw "log", as stdout."""
+    try:
+        raw = open(os.path.join(cdir, "log"), "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return
+    with raw:
+        while chunk := raw.read(1 << 16):
+            yield Record("", "stdout", chunk)

@@ -9,10 +9,7 @@ is passed in as fds.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
 import os
-import select
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -22,13 +19,20 @@ from typing import Any
 
 from ociimg.containers import store
 from ociimg.containers.eventlog import append_event
-from ociimg.containers.policies import Healthcheck, RestartPolicy, healthcheck_record
+from ociimg.containers.monitorproc import (
+    dup_above_stdio,
+    launch_monitor,
+    read_report,
+    same_process,
+    wait_monitor,
+)
+from ociimg.containers.options import parse_signal
+from ociimg.containers.policies import Healthcheck, RestartPolicy
 from ociimg.containers.records import HEALTH_RECORD, MONITOR_RECORD, RUN_RECORD, STOP_MARK
 from ociimg.containers.runtimes import runtime_from_record, select_runtime
 from ociimg.containers.store import Container
 from ociimg.errors import ContainerError, ContainerNotFound, OciimgError
 from ociimg.events import NullProgress
-from ociimg.fsutil import fsync_dir, remove_tree
 from ociimg.runtime import DEFAULT_STATE_ROOT
 
 # `ps`, `inspect` and `wait` read records: the bundle converter, the image store, the
@@ -103,129 +107,11 @@ class ContainerManager:
     def create(self, image: ResolvedImage, options: CreateOptions,
                progress: Progress | None = None) -> Container:
         """The container's bundle with its rootfs mounted; in place only when whole."""
+        from ociimg.containers.creating import create_container
         progress = progress or NullProgress()
         runtime = select_runtime(options.runtime, self.runtime_root)
         with store.containers_locked(self.root, shared=True):
-            return self._create(image, options, runtime, progress)
-
-    def _create(self, image: ResolvedImage, options: CreateOptions, runtime: OciRuntime,
-                progress: Progress) -> Container:
-        from ociimg.bundle import to_runtime_config, write_bundle
-        from ociimg.containers.resolved import warn_unsafe_labels
-        from ociimg.containers.rootfs import (
-            mount_rootfs,
-            mount_snapshot,
-            release_rootfs,
-            remove_rootfs,
-        )
-        from ociimg.containers.volumes import VolumeStore
-        cid = store.new_id()
-        created_volumes: list[str] = []
-        final = store.containers_dir(self.root) / cid
-        tmp = final.with_name(f".tmp-{cid}")
-        tmp.mkdir(parents=True, mode=0o700)
-        # Held from the volumes' planning until meta.json records them (volume rm and
-        # prune look there), not while the rootfs is unpacked.
-        volumes_lock = contextlib.ExitStack()
-        try:
-            if options.name:
-                store.reserve_name(self.root, options.name, cid)
-            if options.snapshot is None:
-                mount_rootfs(image, self.root, tmp, cid, progress, volatile=options.remove)
-            else:
-                mount_snapshot(self.root, tmp, options.snapshot)
-            volumes_lock.enter_context(VolumeStore(self.root).locked())
-            plan = self._plan_mounts(image, options, tmp / "rootfs")
-            created_volumes = plan.created
-            bundle_options = dataclasses.replace(options.bundle, mounts=plan.binds)
-            if bundle_options.hostname is None:
-                bundle_options = dataclasses.replace(bundle_options, hostname=cid[:12])
-            bundle_options = self._prepare_network(image, options, bundle_options, cid, tmp)
-            config = to_runtime_config(image.config, bundle_options, tmp / "rootfs")
-            warn_unsafe_labels(image, progress)
-            write_bundle(tmp, config)
-            chain = image.chain()
-            meta = {"id": cid, "name": options.name, "image": image.name,
-                    "digest": str(image.descriptor.digest), "command": config["process"]["args"],
-                    "imageStore": str(image.store.path.absolute()),  # commit's base layers
-                    "created": store.now(), "createdNs": time.time_ns(),
-                    "snapshots": [str(d) for d in chain],
-                    "parent": str(chain[-1]) if chain else None,
-                    "stopSignal": options.stop_signal or image.config.stop_signal or "SIGTERM",
-                    "stopTimeout": options.stop_timeout, "mounts": plan.records,
-                    "autoRemove": options.remove, "interactive": options.interactive,
-                    "tty": bool(bundle_options.terminal),
-                    "runtime": runtime.describe(), "restart": options.restart.as_dict(),
-                    "labels": dict(options.labels),
-                    "healthcheck": healthcheck_record(options.healthcheck, image)}
-            if options.snapshot is not None:
-                meta["snapshotKey"] = options.snapshot
-            # The network files and meta.json were fsynced, their names are made durable
-            # here, once, before the directory is renamed into place.
-            store.write_json(tmp / "meta.json", meta, sync_dir=False)
-            fsync_dir(tmp)
-            os.rename(tmp, final)
-        except BaseException:
-            release_rootfs(tmp)
-            if options.snapshot is None:
-                remove_rootfs(self.root, cid)
-            remove_tree(tmp)
-            if options.name:
-                store.release_name(self.root, options.name, cid)
-            VolumeStore(self.root).drop_unused(created_volumes)
-            raise
-        finally:
-            volumes_lock.close()
-        append_event(self.root, "create", meta)
-        return Container(cid, final, meta)
-
-    def _plan_mounts(self, image: ResolvedImage, options: CreateOptions, rootfs: Path) -> Any:
-        from ociimg.containers.volumes import VolumeStore, plan_mounts
-        inherited = []
-        for key, readonly in options.volumes_from:
-            for rec in self.get(key).meta.get("mounts") or []:
-                if isinstance(rec, dict) and rec.get("type") in ("volume", "bind"):
-                    inherited.append({**rec, "rw": rec.get("rw", True) if readonly is None
-                                      else not readonly})
-        # A build step's container keeps what RUN writes under a VOLUME (BuildKit: VOLUME
-        # is metadata during a build): no anonymous volumes for it.
-        image_volumes = {} if options.snapshot else image.config.config.get("Volumes") or {}
-        return plan_mounts(
-            VolumeStore(self.root), rootfs, explicit=options.volumes,
-            binds=list(options.bundle.mounts), inherited=inherited,
-            image_volumes=sorted(v for v in image_volumes if isinstance(v, str)
-                                 and v.startswith("/")) if isinstance(image_volumes, dict)
-            else [])
-
-    def _prepare_network(self, image: ResolvedImage, options: CreateOptions,
-                         bundle: BundleOptions, cid: str, tmp: Path) -> BundleOptions:
-        """The container's network record and /etc files; the bundle joins its netns."""
-        import ociimg.network as network
-        net = options.network or network.NetworkOptions(
-            mode="host" if bundle.network == "host" else "none")
-        joined = self._joined_netns(net.container) if net.mode == "container" else None
-        ports = image.config.config.get("ExposedPorts") or {}
-        exposed = sorted(p for p in ports if isinstance(p, str)) if isinstance(ports, dict) \
-            else []
-        prepared = network.prepare(self.root, tmp, cid, options.name, bundle.hostname or cid,
-                                   net, exposed, joined,
-                                   mount_dir=store.containers_dir(self.root) / cid)
-        return dataclasses.replace(
-            bundle, network=prepared.bundle_network, netns_path=prepared.netns_path,
-            mounts=[*bundle.mounts, *prepared.mounts], env=[*prepared.env, *bundle.env])
-
-    def _joined_netns(self, key: str | None) -> tuple[str, Path]:
-        """``--network container:NAME``: the running container's netns and directory."""
-        import ociimg.network as network
-        other = self.get(key or "")
-        st = self.status(other)
-        if st.status != "running" or st.pid is None:
-            raise ContainerError(f"container {other.name} is {st.status}, not running",
-                                 hint="--network container:NAME joins a running container")
-        record = network.read_record(other.path) or {}
-        path = record.get("netns") if record.get("mode") in ("bridge", "container") \
-            else None
-        return path or f"/proc/{st.pid}/ns/net", other.path
+            return create_container(self, image, options, runtime, progress)
 
     # Running -------------------------------------------------------------------------
     def start(self, c: Container, *, stdio: tuple[int, int, int] | None = None,
@@ -238,24 +124,19 @@ class ContainerManager:
         with ``fork``, a single-threaded caller (the CLI) forks it instead, which saves
         that interpreter's start (~40 ms of every ``ociimg run``). A caller with threads
         always spawns: forking a threaded interpreter can deadlock the child."""
-        import threading
-
         import ociimg.network as network
         net_lock = network.setup(c.path, c.id, self.root)  # the monitor holds it from now
         report_r, report_w = os.pipe2(os.O_CLOEXEC)
-        passed = [report_w] + [_dup_above_stdio(fd) for fd in stdio or ()]
+        passed = [report_w] + [dup_above_stdio(fd) for fd in stdio or ()]
         if net_lock is not None:
             passed.append(net_lock)  # after the stdio fds: the monitor's argv keeps its shape
         try:
-            if fork and threading.active_count() == 1:
-                _fork_monitor(c, passed)
-            else:
-                _spawn_monitor(c, passed)
+            launch_monitor(c, passed, fork=fork)
         finally:
             for fd in passed:
                 os.close(fd)
         try:
-            doc = _read_report(report_r, None)
+            doc = read_report(report_r, None)
         except BaseException:
             os.close(report_r)
             raise
@@ -280,7 +161,7 @@ class ContainerManager:
         deadline = None if timeout is None else time.monotonic() + timeout
         report = self._reports.pop(c.id, None)
         if report is not None:
-            doc = _read_report(report, deadline, until=("exited", "detached"))
+            doc = read_report(report, deadline, until=("exited", "detached"))
             if doc is None:
                 self._reports[c.id] = report
                 return None
@@ -289,7 +170,7 @@ class ContainerManager:
                 return int(doc["exited"])
             if "detached" in doc:  # the caller typed the detach keys; it runs on
                 return None
-        elif not _wait_monitor(c, deadline):
+        elif not wait_monitor(c, deadline):
             return None
         while True:
             record = store.exit_record(c)
@@ -325,7 +206,7 @@ class ContainerManager:
             step = 0.05 if deadline is None else min(0.05, deadline - time.monotonic())
             if step <= 0:
                 return None
-            if _wait_monitor(c, time.monotonic() + step):  # it ended for good
+            if wait_monitor(c, time.monotonic() + step):  # it ended for good
                 return self.wait(c, None if deadline is None else
                                  max(0.0, deadline - time.monotonic()))
 
@@ -340,7 +221,7 @@ class ContainerManager:
 
     def monitor_pid(self, c: Container) -> int | None:
         doc = store.read_json(c.path / MONITOR_RECORD, "monitor.json")
-        return int(doc["pid"]) if doc and _same_process(doc) else None
+        return int(doc["pid"]) if doc and same_process(doc) else None
 
     def exec(self, c: Container, argv: list[str], *, env: list[str] | None = None,
              cwd: str | None = None, user: str | None = None, tty: bool = False,
@@ -495,7 +376,7 @@ class ContainerManager:
             with contextlib.suppress(OciimgError):
                 self.resume(c)
         with contextlib.suppress(OciimgError):
-            self.kill(c, signal.Signals[_signal_name(c.meta.get("stopSignal", "SIGTERM"))])
+            self.kill(c, parse_signal(c.meta.get("stopSignal", "SIGTERM")))
         if self._wait_quietly(c, timeout):
             return
         with contextlib.suppress(OciimgError):
@@ -551,144 +432,9 @@ class ContainerManager:
                     until: float | None = None, tail: int | None = None) -> Iterator[Record]:
         """The container's output records (logfile.Record: stamp, stream, data) — of
         every run, attached or not; with ``follow``, until it stops."""
-        from ociimg.containers.logfile import LOG_NAME, Record, read_records, select
-        try:
-            f = open(c.path / LOG_NAME, "rb")  # noqa: SIM115 - closed by the generator
-        except FileNotFoundError:
-            # A container made before logs had records: its raw "log", as stdout.
-            with contextlib.suppress(FileNotFoundError), open(c.path / "log", "rb") as raw:
-                while chunk := raw.read(1 << 16):
-                    yield Record("", "stdout", chunk)
-            return
-        with f:
-            if tail is None:  # streamed: a log may be far larger than memory
-                yield from (r for r in read_records(f) if select([r], since=since, until=until))
-            else:
-                yield from select(list(read_records(f)), since=since, until=until, tail=tail)
-            while follow:
-                running = self.status(c).status in ACTIVE
-                # Read after the status check: what it wrote before it exited is shown.
-                yield from select(list(read_records(f)), since=since, until=until)
-                if not running:
-                    return
-                time.sleep(0.1)
+        from ociimg.containers.logfile import read_log
 
-
-def _signal_name(text: str) -> str:
-    text = text.upper()
-    if text.isdigit():
-        return signal.Signals(int(text)).name
-    return text if text.startswith("SIG") else f"SIG{text}"
-
-
-def _spawn_monitor(c: Container, passed: list[int]) -> None:
-    import subprocess
-    import sys
-
-    from ociimg.containers.runtimes import package_env
-    argv = [sys.executable, "-S", "-m", "ociimg.containers.monitor", str(c.path),
-            *map(str, passed)]
-    with open(c.path / "monitor.log", "ab") as err:
-        subprocess.run(argv, pass_fds=passed, stdin=subprocess.DEVNULL,
-                       stdout=subprocess.DEVNULL, stderr=err, env=package_env(),
-                       check=False)  # it forks the monitor and exits at once
-
-
-def _fork_monitor(c: Container, passed: list[int]) -> None:
-    """The monitor as a fork of this (single-threaded) process: only ``passed`` and
-    fresh 0-2 kept, default signal dispositions, then monitor.main as if spawned."""
-    log = os.open(c.path / "monitor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND
-                  | os.O_CLOEXEC, 0o600)
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        code = 1
-        try:
-            _become_monitor_process(log, passed)
-            from ociimg.containers import monitor
-            code = monitor.main([str(c.path), *map(str, passed)])
-        except BaseException:
-            import traceback
-            traceback.print_exc()  # into monitor.log
-        finally:
-            os._exit(code)
-    os.close(log)
-    os.waitpid(pid, 0)  # main() forks the monitor and this child exits at once
-
-
-def _become_monitor_process(log: int, passed: list[int]) -> None:
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
-                signal.SIGUSR2, signal.SIGWINCH, signal.SIGCHLD):
-        signal.signal(sig, signal.SIG_DFL)
-    null = os.open(os.devnull, os.O_RDWR)
-    os.dup2(null, 0)
-    os.dup2(null, 1)
-    os.dup2(log, 2)
-    keep = sorted({0, 1, 2, *passed})
-    for low, high in zip(keep, [*keep[1:], 1 << 20], strict=True):
-        os.closerange(low + 1, high)
-    for fd in passed:
-        os.set_inheritable(fd, True)
-
-
-def _dup_above_stdio(fd: int) -> int:
-    """A copy numbered 3 or more: the spawned monitor's own 0-2 are /dev/null."""
-    import fcntl
-    return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
-
-
-def _read_report(fd: int, deadline: float | None,
-                 until: tuple[str, ...] = ()) -> dict[str, Any] | None:
-    """The monitor's next report line ({} at EOF); with ``until``, lines until one has
-    one of those keys (or EOF). None when ``deadline`` passes first."""
-    buf = b""
-    while True:
-        while b"\n" in buf:
-            line, _, buf = buf.partition(b"\n")
-            try:
-                doc = json.loads(line)
-            except ValueError:
-                continue
-            if not until or any(key in doc for key in until):
-                return doc
-        wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-        if not select.select([fd], [], [], wait)[0]:
-            return None
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            return {}
-        buf += chunk
-
-
-def _wait_monitor(c: Container, deadline: float | None) -> bool:
-    """Until the container's monitor has exited, through a pidfd (it is nobody's child
-    we could waitpid for); False when ``deadline`` passes first."""
-    doc = store.read_json(c.path / MONITOR_RECORD, "monitor.json")
-    if not doc:
-        return True
-    try:
-        pidfd = os.pidfd_open(int(doc["pid"]))
-    except ProcessLookupError:
-        return True
-    except OSError:  # no pidfds (Linux < 5.3): look now and then
-        while _same_process(doc):
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            time.sleep(0.05)
-        return True
-    try:
-        if not _same_process(doc):  # its pid was reused: that monitor is gone
-            return True
-        wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-        return bool(select.select([pidfd], [], [], wait)[0])
-    finally:
-        os.close(pidfd)
-
-
-def _same_process(doc: dict[str, Any]) -> bool:
-    try:
-        with open(f"/proc/{int(doc['pid'])}/stat", "rb") as f:
-            fields = f.read().rpartition(b")")[2].split()
-    except (OSError, ValueError, KeyError):
-        return False
-    return fields[0] not in (b"Z", b"X") and int(fields[19]) == doc.get("starttime")
-
+        def running() -> bool:
+            return self.status(c).status in ACTIVE
+        yield from read_log(str(c.path), running=running if follow else None, since=since,
+                            until=until, tail=tail)

@@ -118,6 +118,18 @@ def test_wait_watches_the_monitor_by_pidfd(manager: Any, ociroot: Path, fixture_
     assert manager.status(c).exit_code == 6
 
 
+def test_stop_with_an_unknown_stop_signal_falls_back_to_sigkill(manager: Any, ociroot: Path,
+                                                                 fixture_layout: Path) -> None:
+    # meta.json's stopSignal is the image's StopSignal (hostile input) or a library
+    # caller's, never checked: stop still stops the container.
+    c = manager.create(_image(ociroot, fixture_layout),
+                       _options("sleep", "300", stop_signal="SIGBOGUS"))
+    manager.start(c)
+    manager.stop(c, timeout=0.5)
+    st = manager.status(c)
+    assert (st.status, st.exit_code) == ("exited", 128 + signal.SIGKILL)
+
+
 def _ppid(pid: int) -> int:
     with open(f"/proc/{pid}/stat", "rb") as f:
         return int(f.read().rpartition(b")")[2].split()[1])

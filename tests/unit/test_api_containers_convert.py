@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ociimg.api.convert import create_request, familiar
+from ociimg.api.convert import create_request
 from ociimg.api.http import ApiError, status_of
 from ociimg.bundle import BindMount
 from ociimg.bundle.runflags import TmpfsMount
@@ -106,12 +106,6 @@ def test_what_would_change_isolation_is_refused(host: dict) -> None:
         create_request({"Image": "x", "HostConfig": host}, None)
     exc = info.value
     assert (exc.status if isinstance(exc, ApiError) else status_of(exc)) == 400
-
-
-def test_familiar_names() -> None:
-    assert familiar("docker.io/library/busybox:latest") == "busybox:latest"
-    assert familiar("docker.io/me/app:1") == "me/app:1"
-    assert familiar("127.0.0.1:5000/x:1") == "127.0.0.1:5000/x:1"
 
 
 def test_publish_all_takes_the_bodys_exposed_ports() -> None:

@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 import pytest
 
 from ociimg.api.imagedocs import (
-    familiar,
     group_rows,
     image_history,
     image_summary,
@@ -16,6 +15,7 @@ from ociimg.api.imagedocs import (
 )
 from ociimg.commands.listing import ImageRow
 from ociimg.digest import Digest
+from ociimg.reference import familiar_name
 
 D1 = Digest.parse("sha256:" + "1" * 64)
 CONFIG = Digest.parse("sha256:" + "c" * 64)
@@ -31,7 +31,7 @@ CONFIG = Digest.parse("sha256:" + "c" * 64)
     ("quay.io/docker.io/x:1", "quay.io/docker.io/x:1"),
 ])
 def test_familiar_names(stored: str, shown: str) -> None:
-    assert familiar(stored) == shown
+    assert familiar_name(stored) == shown
 
 
 def row(name: str, repository: str, tag: str, image_id: Digest | None = CONFIG) -> ImageRow:
