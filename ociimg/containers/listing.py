@@ -12,7 +12,7 @@ import re
 import time
 from typing import Any
 
-from ociimg.filters import label_matches
+from ociimg.filters import labels_match
 
 FILTER_KEYS = ("name", "status", "label", "ancestor", "id", "exited", "health")
 STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
@@ -95,8 +95,6 @@ def _one(key: str, value: str, row: dict[str, Any]) -> bool:
                    for n in (row["name"], "/" + row["name"]))
     if key == "status":
         return docker_state(row["status"]) == value
-    if key == "label":
-        return label_matches(row.get("labels") or {}, value)
     if key == "ancestor":
         return _image_matches(row.get("image") or "", value) or \
             (row.get("digest") or "").removeprefix("sha256:").startswith(
@@ -119,10 +117,11 @@ def _valid_re(text: str) -> bool:
 
 
 def matches(filters: dict[str, list[str]], row: dict[str, Any]) -> bool:
-    """docker's rule: values of one key OR'ed, keys AND'ed; every label= must hold
-    (moby's MatchKVList: compose lists a service's containers by two labels)."""
-    return all((all if key == "label" else any)(_one(key, v, row) for v in values)
-               for key, values in filters.items())
+    """docker's rule: values of one key OR'ed, keys AND'ed; but every label= must hold
+    (compose lists a service's containers by two labels)."""
+    return labels_match(row.get("labels") or {}, filters.get("label")) and all(
+        any(_one(key, v, row) for v in values) for key, values in filters.items()
+        if key != "label")
 
 
 def ps_row(manager: Any, c: Any) -> dict[str, Any]:
