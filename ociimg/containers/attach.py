@@ -4,8 +4,9 @@ input to the container) and the client's side.
 
 The monitor listens on ``DIR/attach``, a SOCK_SEQPACKET socket (each message one frame, in
 order, without a length prefix). A frame's first byte says what it is: ``1``/``2`` stdout/
-stderr data (monitor → client), ``0`` stdin data and ``w`` a terminal size "ROWS COLS"
-(client → monitor). The monitor closes its end when the container exits. Sockets are named
+stderr data (monitor → client), ``0`` stdin data, ``w`` a terminal size "ROWS COLS" and
+``e`` the end of the client's input (client → monitor). The monitor closes its end when
+the container exits. Sockets are named
 through ``/proc/self/fd/N/attach`` (N an O_PATH fd of the directory): sun_path has 108
 bytes and a container's directory may be longer.
 
@@ -80,6 +81,7 @@ class Hub:
         self.clients: dict[int, socket.socket] = {}
         self.held = bytearray()         # client input waiting for the container to read
         self.poller: select.poll | None = None
+        self.input_ended = False
         self.set_input(stdin)
 
     def set_input(self, fd: int | None) -> None:
@@ -170,6 +172,26 @@ class Hub:
             self._write_held()
         elif frame[:1] == b"w" and self.master is not None:
             _resize(self.master, frame[1:])
+        elif frame[:1] == b"e" and self.stdin is not None and self.stdin != self.master:
+            self._end_input()
+
+    def _end_input(self) -> None:
+        """The client's input ended (its half-close; docker's StdinOnce): once what it
+        sent has gone in, the container's stdin pipe reaches EOF."""
+        self.input_ended = True
+        self._write_held()
+
+    def _close_input(self) -> None:
+        """EOF for the container, the fd number kept valid (/dev/null over it): the
+        monitor closes it when the run ends."""
+        assert self.stdin is not None
+        null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+        os.dup2(null, self.stdin, inheritable=False)
+        os.close(null)
+        if self.poller is not None:
+            with contextlib.suppress(OSError, KeyError):
+                self.poller.unregister(self.stdin)
+        self.stdin = None
 
     def _write_held(self) -> None:
         """As much held input as the container's stdin takes now, never blocking; POLLOUT
@@ -182,6 +204,9 @@ class Hub:
             pass
         except OSError:  # it closed its stdin (EPIPE): the input has nowhere to go
             self.held.clear()
+        if self.input_ended and not self.held:
+            self._close_input()
+            return
         if self.poller is None:
             return
         source = self.stdin == self.master  # the pty is an output source: registered
