@@ -149,10 +149,29 @@ def _listen_unix(path: Path, group: str | None) -> socket.socket:
         sock.bind(str(path))
     finally:
         os.umask(old)
-    os.chown(path, 0, gid)
-    os.chmod(path, 0o660)
+    try:
+        _own_socket_file(path, gid)
+    except BaseException:
+        sock.close()
+        raise
     sock.listen(128)
     return sock
+
+
+def _own_socket_file(path: Path, gid: int) -> None:
+    """Give the socket just bound at ``path`` its group and mode 0660 through an fd of
+    the file itself: in a directory others may write to, the name can be a symlink by
+    now, and chown/chmod of a name would follow it to a file of root's."""
+    fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISSOCK(st.st_mode) or st.st_uid != 0:
+            raise InvalidArgument(f"{path} was replaced while the server bound it",
+                                  hint="put the socket in a directory only root can write to")
+        os.chown(f"/proc/self/fd/{fd}", 0, gid)  # the file the fd holds, never a link's
+        os.chmod(f"/proc/self/fd/{fd}", 0o660)
+    finally:
+        os.close(fd)
 
 
 def _remove_stale_socket(path: Path) -> None:
