@@ -119,7 +119,7 @@ def _json_map(query: Any, name: str) -> dict[str, str]:
         return {}
     try:
         doc = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply
         raise ApiError(400, f"{name}: invalid JSON {raw[:200]!r}") from None
     if not isinstance(doc, dict) or not all(isinstance(k, str) and (v is None or isinstance(
             v, str)) for k, v in doc.items()):
@@ -135,7 +135,7 @@ def _registry_config(request: web.Request) -> dict[str, Any] | None:
         return None
     try:
         doc = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-    except (ValueError, binascii.Error):
+    except (ValueError, binascii.Error, RecursionError):
         raise ApiError(400, "X-Registry-Config: not base64 JSON") from None
     if not isinstance(doc, dict):
         raise ApiError(400, "X-Registry-Config: expected a JSON object")
