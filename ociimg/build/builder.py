@@ -284,6 +284,12 @@ class Builder:
     def _do_run(self, stage: Stage, r: _StageResult, ins: Instruction) -> None:
         argv, pipes = self._run_argv(r, ins)
         network = check_network(ins.flags.get("network", [self.options.network])[-1])
+        if network == "host" and check_network(self.options.network) != "host":
+            # Whoever wrote the Containerfile (a context from anywhere) must not pick the
+            # host's network, with its loopback services (an API socket on TCP...): the
+            # one who runs the build allows it (BuildKit's network.host entitlement).
+            raise BuildError("RUN --network=host: the build was not given the host's network",
+                             hint="build with --network host to allow it")
         env = r.state.run_env(self.options.build_args)
         mounts, tmpfs, mount_keys = self._run_mounts(stage, r, ins)
         request = RunRequest(argv, env, r.state.workdir(), r.state.config.get("User") or "",
