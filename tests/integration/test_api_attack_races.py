@@ -63,3 +63,35 @@ def _running(mark: str) -> bool:
     found = subprocess.run(["pgrep", "-f", f"^sleep {mark}$"], capture_output=True,
                            check=False)
     return found.returncode == 0
+
+
+def _attach_and_read(api: ApiServer, cid: str) -> int:
+    """A hijacked attach read until the server ends it; its status."""
+    import socket
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(60)
+        sock.connect(str(api.socket))
+        sock.sendall(f"POST /containers/{cid}/attach?stream=1&stdout=1&stderr=1&logs=1 "
+                     "HTTP/1.1\r\nHost: docker\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n"
+                     "Content-Length: 0\r\n\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return int(data.split(b" ", 2)[1]) if data else 0
+
+
+def test_attach_exec_and_rm_of_one_container_at_once(api: ApiServer, api_busybox: str) -> None:
+    for round_ in range(ROUNDS):
+        status, body = create(api, {"Image": "busybox", "Cmd": ["sleep", MARK]}, f"a{round_}")
+        assert status == 201, body
+        cid = body["Id"]
+        assert request(api, "POST", f"/containers/{cid}/start")[0] == 204
+        with ThreadPoolExecutor(4) as pool:
+            attaches = [pool.submit(_attach_and_read, api, cid) for _ in range(2)]
+            execs = pool.submit(request, api, "POST", f"/containers/{cid}/exec")
+            removed = pool.submit(request, api, "DELETE", f"/containers/{cid}?force=1")
+            assert removed.result()[0] == 204
+            assert all(a.result() in (101, 200, 404, 409) for a in attaches)
+            assert execs.result()[0] < 500
+        assert containers_on_disk(api) == []
+        assert not _running(MARK)
