@@ -41,6 +41,7 @@ from ociimg.api.http import (
     blocking,
     find_container,
     json_response,
+    own_thread,
     query_bool,
     root_of,
 )
@@ -404,7 +405,10 @@ async def _stream(request: web.Request, response: web.StreamResponse, fill: Any,
         writer.flush()
 
     try:
-        await blocking(run)
+        # Its own thread: a client that stops reading holds this one, where a pool
+        # worker held by each of a few such clients would leave every other request's
+        # blocking() call waiting.
+        await own_thread(run)
         await response.write_eof()
     except ConnectionResetError:
         log.info("%s %s: the client went away", request.method, request.path)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import io
+import os
 import socket
 import tarfile
 from collections.abc import Iterator
@@ -93,4 +94,42 @@ def test_abandoned_downloads_never_wedge_the_server(api: ApiServer, api_busybox:
             _abandon(api, path)
             gc.collect()  # what the next allocations would do at any time
             assert request(api, "GET", "/_ping")[0] == 200  # times out when wedged
+    api.docker("rm", "-f", "big")
+
+
+def _first_body_bytes(sock: socket.socket) -> None:
+    """Read until the answer's head and some of its body came (a socket timeout when the
+    server never gets to it)."""
+    data = b""
+    while b"\r\n\r\n" not in data or data.endswith(b"\r\n\r\n"):
+        chunk = sock.recv(4096)
+        assert chunk, data
+        data += chunk
+    assert data.startswith(b"HTTP/1.1 200"), data[:200]
+
+
+def test_clients_that_stop_reading_leave_the_server_serving(api: ApiServer,
+                                                            api_busybox: str) -> None:
+    """Each download's tar is written by a thread that waits while its client does not
+    read: on the shared pool, a few such clients held every worker, and every request
+    that needs one (ps, inspect, the next cp) waited with them."""
+    api.docker("run", "-d", "--name", "big", "busybox", "sh", "-c",
+               "dd if=/dev/zero of=/big bs=1M count=64 && touch /ready && sleep 3017")
+    wait_until(lambda: _exists(api, "big", "/ready"), "the container wrote its file")
+    stalled = []
+    try:
+        for _ in range(min(32, (os.cpu_count() or 1) + 4) + 2):  # the pool's size, and more
+            sock = socket.socket(socket.AF_UNIX)
+            stalled.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.settimeout(60)
+            sock.connect(str(api.socket))
+            sock.sendall(b"GET /containers/big/archive?path=/big HTTP/1.1\r\n"
+                         b"Host: docker\r\n\r\n")
+            _first_body_bytes(sock)  # then it reads no more
+        assert "big" in api.docker("ps", "--format", "{{.Names}}", timeout=60).stdout
+        assert request(api, "GET", "/containers/big/json")[0] == 200
+    finally:
+        for sock in stalled:
+            sock.close()
     api.docker("rm", "-f", "big")
