@@ -317,3 +317,75 @@ def print_table(summaries: list[Summary], payload_bytes: int) -> None:
         rate = payload_bytes / s.median_wall / 1e6
         print(f"{s.name:<14} {s.median_wall:9.2f} {min(s.walls):7.2f} {max(s.walls):7.2f} "
               f"{rate:7.1f} {s.peak_rss_mib:13.1f}")
+
+
+# A private dockerd ---------------------------------------------------------------------
+DOCKER_CLI = "/usr/bin/docker"  # Debian's docker.io client (API 1.41), as the tests use
+
+
+def mounts_below(base: Path) -> list[str]:
+    points = [line.split()[4].replace("\\040", " ")
+              for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    return [p for p in points if p == str(base) or p.startswith(f"{base}/")]
+
+
+def umount_below(base: Path) -> None:
+    """Lazily unmount whatever is still mounted at or under ``base``, deepest first."""
+    for point in reversed(mounts_below(base)):
+        subprocess.run(["umount", "-l", point], check=False)
+
+
+class PrivateDockerd:
+    """Debian's dockerd with its own data root, exec root, pidfile, socket and containerd
+    namespaces under ``base`` (keep it short: containerd's socket path must fit in
+    sun_path), no iptables rules and no bridge, so it touches nothing of the host's; it
+    runs containers with runc. close() stops it (SIGTERM, then SIGKILL to its process
+    group) and unmounts what it left under ``base``."""
+
+    def __init__(self, base: Path, storage_driver: str = "overlay2",
+                 cli: str = DOCKER_CLI) -> None:
+        self.dir = base
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.sock = self.dir / "d.sock"
+        self.client = cli
+        self.config = self.dir / "client"  # never the invoking user's ~/.docker
+        self.config.mkdir(exist_ok=True)
+        self.log = open(self.dir / "log", "wb")  # noqa: SIM115 - closed in close()
+        self.proc = subprocess.Popen(
+            ["dockerd", "--iptables=false", "--ip6tables=false", "--bridge=none",
+             f"--storage-driver={storage_driver}", f"--data-root={self.dir}/data",
+             f"--exec-root={self.dir}/exec", f"--pidfile={self.dir}/d.pid",
+             f"-H=unix://{self.sock}", "--containerd-namespace=ociimg-bench",
+             "--containerd-plugins-namespace=ociimg-bench-p"],
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while subprocess.run([*self.cli(), "version"], capture_output=True,
+                             env=self.env()).returncode != 0:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.close()
+                raise RuntimeError(f"dockerd did not start: see {self.dir / 'log'}")
+            time.sleep(0.1)
+
+    def cli(self) -> list[str]:
+        return [self.client, "-H", f"unix://{self.sock}"]
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "DOCKER_CONFIG": str(self.config)}
+
+    def docker(self, *args: str) -> str:
+        proc = subprocess.run([*self.cli(), *args], capture_output=True, text=True,
+                              env=self.env())
+        if proc.returncode != 0:
+            raise RuntimeError(f"docker {' '.join(args)} (dockerd): {proc.stderr.strip()}")
+        return proc.stdout
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait()
+        self.log.close()
+        umount_below(self.dir)

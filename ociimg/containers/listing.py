@@ -12,7 +12,7 @@ import re
 import time
 from typing import Any
 
-from ociimg.filters import label_matches
+from ociimg.filters import labels_match
 
 FILTER_KEYS = ("name", "status", "label", "ancestor", "id", "exited", "health")
 STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
@@ -90,13 +90,11 @@ def _image_matches(image: str, want: str) -> bool:
 
 
 def _one(key: str, value: str, row: dict[str, Any]) -> bool:
-    if key == "name":
-        return re.search(value, row["name"]) is not None if _valid_re(value) \
-            else value in row["name"]
+    if key == "name":  # docker matches "/NAME" too: `name=^/web$` is a common idiom
+        return any(re.search(value, n) is not None if _valid_re(value) else value in n
+                   for n in (row["name"], "/" + row["name"]))
     if key == "status":
         return docker_state(row["status"]) == value
-    if key == "label":
-        return label_matches(row.get("labels") or {}, value)
     if key == "ancestor":
         return _image_matches(row.get("image") or "", value) or \
             (row.get("digest") or "").removeprefix("sha256:").startswith(
@@ -119,8 +117,11 @@ def _valid_re(text: str) -> bool:
 
 
 def matches(filters: dict[str, list[str]], row: dict[str, Any]) -> bool:
-    """docker's rule: values of one key OR'ed, keys AND'ed."""
-    return all(any(_one(key, v, row) for v in values) for key, values in filters.items())
+    """docker's rule: values of one key OR'ed, keys AND'ed; but every label= must hold
+    (compose lists a service's containers by two labels)."""
+    return labels_match(row.get("labels") or {}, filters.get("label")) and all(
+        any(_one(key, v, row) for v in values) for key, values in filters.items()
+        if key != "label")
 
 
 def ps_row(manager: Any, c: Any) -> dict[str, Any]:

@@ -113,6 +113,10 @@ def test_ps_filters_and_templates() -> None:
     assert psformat.matches(f(["status=exited", "status=running"]), row)  # OR within a key
     assert not psformat.matches(f(["name=web", "label=tier=back"]), row)  # AND across keys
     assert psformat.matches(f(["label=tier", "ancestor=nginx", "id=abab"]), row)
+    assert not psformat.matches(f(["label=tier", "label=tier=back"]), row)  # labels: AND
+    assert psformat.matches(f(["label=tier", "label=tier=front"]), row)
+    assert psformat.matches(f(["name=^/web-1$"]), row)  # docker's names have a leading /
+    assert not psformat.matches(f(["name=^/web$"]), row)
     assert psformat.matches(f(["name=[unclosed"]), {**row, "name": "a[unclosed"})
     for bad in (["nosuch=1"], ["status=sleepy"], ["name"]):
         with pytest.raises(InvalidArgument):
