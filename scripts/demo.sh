@@ -3,7 +3,8 @@
 # install what ociimg needs, start a Distribution registry on 127.0.0.1, build a real
 # busybox image offline, push it with ociimg, then pull, inspect, unpack and run it; run,
 # diff and commit a container from Python (examples/pull_run_commit.py); build an image
-# from a Containerfile and serve a page from it on a published port.
+# from a Containerfile and serve a page from it on a published port; then the same store
+# through the docker CLI and `ociimg serve`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +28,10 @@ registry_pid=$!
 cleanup() {
     ociimg umount "$work/bundle-overlay" 2>/dev/null || true
     ociimg rm -f demo-web >/dev/null 2>&1 || true
+    if [[ -n "${serve_pid:-}" ]]; then
+        kill "$serve_pid" 2>/dev/null || true
+        wait "$serve_pid" 2>/dev/null || true
+    fi
     kill "$registry_pid" 2>/dev/null || true
     rm -rf "$work"
 }
@@ -68,4 +73,16 @@ done
 step curl -fsS "http://127.0.0.1:$web_port/" "http://127.0.0.1:$web_port/run.txt"
 step ociimg ps
 step ociimg rm -f demo-web
+
+# The same store through docker's own CLI: ociimg serve speaks the Engine API.
+export DOCKER_HOST="unix://$work/docker.sock"
+ociimg serve -H "$DOCKER_HOST" 2>"$work/serve.log" &
+serve_pid=$!
+for _ in $(seq 100); do
+    [[ -S "$work/docker.sock" ]] && /usr/bin/docker version >/dev/null 2>&1 && break
+    sleep 0.1
+done
+step /usr/bin/docker images
+step /usr/bin/docker run --rm demo/web:1 cat /www/run.txt
+step /usr/bin/docker ps -a
 step ociimg fsck

@@ -167,6 +167,7 @@ class RunWatch:
         self.wake = asyncio.Event()
         self.ended = asyncio.Event()
         self.connected = asyncio.Event()
+        self.dropped = asyncio.Event()  # the monitor closed our connection
         self._baseline: tuple[Any, Any] | None = None
 
     def _look(self) -> tuple[Any, Any]:
@@ -223,8 +224,16 @@ class RunWatch:
         gone = asyncio.Event()
         loop.add_reader(pidfd, gone.set)
         try:
-            await self._connect()
-            await gone.wait()
+            # Connected again whenever the monitor is not (yet) listening or let us go:
+            # it writes monitor.json before it listens, and drops its clients at the end
+            # of each run of a restarted program.
+            while not gone.is_set():
+                if self.sock is None:
+                    await self._connect()
+                self.dropped.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(
+                        _first(gone, self.dropped), None if self.sock is not None else _POLL)
         finally:
             loop.remove_reader(pidfd)
             os.close(pidfd)
@@ -254,8 +263,9 @@ class RunWatch:
         self.wake.set()
 
     def _closed_by_monitor(self) -> None:
-        if self.sock is not None:
-            asyncio.get_running_loop().remove_reader(self.sock.fileno())
+        self.close()
+        self.connected.clear()
+        self.dropped.set()
 
     async def send(self, frame: bytes) -> bool:
         """A frame to the monitor (input, a size); False without a monitor to take it."""
@@ -264,14 +274,25 @@ class RunWatch:
         try:
             await asyncio.get_running_loop().sock_sendall(self.sock, frame)
         except OSError:
+            self._closed_by_monitor()
             return False
         return True
 
     def close(self) -> None:
         if self.sock is not None:
-            self._closed_by_monitor()
+            asyncio.get_running_loop().remove_reader(self.sock.fileno())
             self.sock.close()
             self.sock = None
+
+
+async def _first(*events: asyncio.Event) -> None:
+    """Until one of ``events`` is set."""
+    waits = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
 
 
 async def pump_log(reader: LogReader, watch: RunWatch | None,
@@ -490,8 +511,7 @@ async def _input(conn: Any, watch: RunWatch, *, stdin: bool, keys: bytes,
 async def _to_monitor(watch: RunWatch, frame: bytes) -> None:
     """Input once the monitor listens (the container may not be started yet)."""
     while not watch.ended.is_set():
-        if watch.connected.is_set():
-            await watch.send(frame)
+        if watch.connected.is_set() and await watch.send(frame):
             return
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(watch.connected.wait(), _IDLE)

@@ -18,7 +18,7 @@ from typing import Any
 from ociimg import spec
 from ociimg.digest import Digest
 from ociimg.errors import InvalidArgument, OciimgError
-from ociimg.filters import label_matches, parse_filters
+from ociimg.filters import labels_match, parse_filters
 from ociimg.store import Store
 
 
@@ -83,10 +83,14 @@ def split_name(name: str) -> tuple[str, str]:
 
 def filter_rows(rows: list[ImageRow], filters: list[str], store: Store) -> list[ImageRow]:
     """docker's ``--filter``: reference=GLOB, dangling=true|false, before=IMAGE,
-    since=IMAGE, label=KEY[=VALUE]. Several of one key: any matches; keys: all."""
+    since=IMAGE, label=KEY[=VALUE]. Several of one key: any matches, except labels, which
+    must all hold (dockerd's rule); keys: all."""
     by_key = parse_filters(filters, ("reference", "dangling", "before", "since", "label"))
     for key, values in by_key.items():
-        rows = [r for r in rows if any(_matches(r, key, v, rows, store) for v in values)]
+        if key == "label":
+            rows = [r for r in rows if labels_match(r.labels, values)]
+        else:
+            rows = [r for r in rows if any(_matches(r, key, v, rows, store) for v in values)]
     return rows
 
 
@@ -99,8 +103,6 @@ def _matches(row: ImageRow, key: str, value: str, rows: list[ImageRow], store: S
         if value not in ("true", "false", "1", "0"):
             raise InvalidArgument(f"images: dangling={value[:20]!r}: use true or false")
         return row.dangling == (value in ("true", "1"))
-    if key == "label":
-        return label_matches(row.labels, value)
     reference = _reference_time(value, rows, store)
     if row.created is None:
         return False

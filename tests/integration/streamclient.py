@@ -14,7 +14,7 @@ from tests.integration.apiserver import ApiServer
 
 def make_container(api: ApiServer, layout: Path, *argv: str, tty: bool = False,
                    interactive: bool = False, remove: bool = False,
-                   name: str | None = None, start: bool = False) -> Any:
+                   name: str | None = None, start: bool = False, **options: Any) -> Any:
     """A container of busybox in the server's root (created, and started if asked) by
     the container library, as the API's create makes them."""
     from ociimg.bundle import BundleOptions
@@ -24,7 +24,7 @@ def make_container(api: ApiServer, layout: Path, *argv: str, tty: bool = False,
     image = resolve_image(f"oci:{layout}:busybox", api.root)
     c = mgr.create(image, CreateOptions(
         name=name, bundle=BundleOptions(args=list(argv), terminal=tty),
-        interactive=interactive, remove=remove))
+        interactive=interactive, remove=remove, **options))
     if start:
         mgr.start(c)
     return c

@@ -133,3 +133,28 @@ def test_websocket_attach(api: ApiServer, api_busybox: str, fixture_layout: Path
     old = asyncio.run(talk("v1.41", stream=0))  # exited: the log replayed, as text
     assert {kind for kind, _ in old} == {"TEXT"}
     assert b"".join(data for _, data in old) in (b"got hello\ne\n", b"e\ngot hello\n")
+
+
+def test_attach_follows_a_restarted_program_and_its_new_stdin(
+        api: ApiServer, api_busybox: str, fixture_layout: Path) -> None:
+    """The monitor drops its attach clients at the end of each run: the attach connects
+    again for the next run of a restart policy, and input goes to the new stdin."""
+    from ociimg.containers.policies import RestartPolicy
+    c = make_container(api, fixture_layout, "sh", "-c", "read x; echo got $x; exit 1",
+                       interactive=True, restart=RestartPolicy("on-failure", 1))
+    h = Hijack(api, f"/containers/{c.id}/attach?stream=1&stdin=1&stdout=1")
+    start(api, c)
+    h.sock.sendall(b"one\n")
+    seen = b""
+    while b"got one\n" not in seen:  # the first run's answer, then its exit
+        seen += h.sock.recv(65536)
+    from ociimg.containers import ContainerManager
+    from tests.waiting import wait_until
+    mgr = ContainerManager(api.root)
+    # Input typed while the first run dies goes to it (as with docker): wait for the next.
+    wait_until(lambda: mgr.run_record(c).get("restartCount") == 1
+               and mgr.status(c).status == "running", "the program's second run")
+    h.sock.sendall(b"two\n")
+    h.sock.shutdown(socket.SHUT_WR)
+    assert demux(seen + h.read_all())[0] == b"got one\ngot two\n"
+    assert wait(api, c) == 1

@@ -16,6 +16,7 @@ import zstandard
 from ociimg import spec
 from ociimg.cli.template import render, render_table
 from ociimg.commands.listing import (
+    ImageRow,
     created_since,
     filter_rows,
     human_size,
@@ -172,6 +173,15 @@ def test_rows_filters_and_unnamed_images(store: Store) -> None:
         ["example.com/tools/tool:2"]
     with pytest.raises(InvalidArgument):
         filter_rows(rows, ["colour=red"], store)
+
+
+def test_label_filters_must_all_hold(store: Store) -> None:
+    def row(name: str, labels: dict[str, str]) -> ImageRow:
+        return ImageRow(name, name, "1", None, spec.OCI_MANIFEST, None, None, 0, labels)
+
+    rows = [row("a", {"x": "1", "y": "2"}), row("b", {"x": "1"}), row("c", {"y": "2"})]
+    assert [r.name for r in filter_rows(rows, ["label=x", "label=y=2"], store)] == ["a"]
+    assert [r.name for r in filter_rows(rows, ["label=x=1"], store)] == ["a", "b"]
 
 
 def test_names_split_and_units() -> None:
