@@ -4,6 +4,7 @@ hang, nothing left on disk or running)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 N = 8
 ROUNDS = 10
-MARK = "3017"  # a sleep no other test runs: an orphan of ours shows in ps
+MARK = str(100_000 + os.getpid())  # a sleep nobody else runs: an orphan of ours shows
 
 
 def test_concurrent_creates_of_one_name_one_wins(api: ApiServer, api_busybox: str) -> None:
