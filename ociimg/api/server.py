@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import grp
 import ipaddress
 import logging
@@ -21,6 +22,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -102,6 +104,25 @@ def _one_line_bad_requests(record: logging.LogRecord) -> bool:
     return True
 
 
+def _one_line_accept_errors(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """Out of file descriptors (clients holding connections open), asyncio stops accepting
+    for a second and tries again: one line each time, not a traceback."""
+    exc = context.get("exception")
+    if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS,
+                                                  errno.ENOMEM):
+        logging.getLogger("ociimg.api").warning("cannot accept connections: %s (%d open)",
+                                                exc.strerror, _open_fds())
+        return
+    loop.default_exception_handler(context)
+
+
+def _open_fds() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:  # no descriptor left even for that
+        return -1
+
+
 async def _serve(root: Path, sockets: list[tuple[socket.socket, str]],
                  options: ServeOptions) -> None:
     runner = web.AppRunner(make_app(root), access_log=logging.getLogger("ociimg.api.access")
@@ -115,6 +136,7 @@ async def _serve(root: Path, sockets: list[tuple[socket.socket, str]],
         logging.getLogger("ociimg.api").info("listening on %s (root %s)", url, root)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(_one_line_accept_errors)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     if _STOP_REQUESTED:
