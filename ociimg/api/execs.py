@@ -28,7 +28,6 @@ from ociimg.api.http import (
     json_response,
     manager,
     own_thread,
-    query_int,
     read_json,
 )
 from ociimg.api.streams import parse_detach_keys
@@ -153,7 +152,7 @@ def _read_pid(path: str) -> int:
 @routes.post("/exec/{id}/resize")
 async def resize_exec(request: web.Request) -> web.Response:
     inst = _instance(request)
-    rows, cols = query_int(request, "h", 0) or 0, query_int(request, "w", 0) or 0
+    rows, cols = hijack.terminal_size(request)
     if not inst.tty:
         return web.Response(status=200)
     inst.size = (rows, cols)

@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ociimg.api.http import Routes, api_version, standard_headers
+from ociimg.api.http import ApiError, Routes, api_version, query_int, standard_headers
 
 RAW = "application/vnd.docker.raw-stream"
 MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
@@ -248,3 +248,13 @@ def _take_over(request: web.Request, media_type: str) -> Hijacked:
         conn.transport.resume_reading()
     conn.transport.write(("\r\n".join(head) + "\r\n\r\n").encode())
     return conn
+
+
+def terminal_size(request: web.Request) -> tuple[int, int]:
+    """A resize's h and w: what a winsize holds (0..65535), else a 400 (dockerd's uint
+    parse); a pty given more would fail on the server's side."""
+    size = query_int(request, "h", 0) or 0, query_int(request, "w", 0) or 0
+    for name, value in zip("hw", size, strict=True):
+        if not 0 <= value <= 0xFFFF:
+            raise ApiError(400, f"invalid value for {name}: {value}")
+    return size

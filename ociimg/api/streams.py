@@ -28,7 +28,6 @@ from ociimg.api.http import (
     find_container,
     manager,
     query_bool,
-    query_int,
 )
 from ociimg.containers import attach, logfile
 from ociimg.containers.logfile import Record
@@ -519,7 +518,7 @@ async def _to_monitor(watch: RunWatch, frame: bytes) -> None:
 
 @routes.post("/containers/{name}/resize")
 async def resize(request: web.Request) -> web.Response:
-    rows, cols = query_int(request, "h", 0), query_int(request, "w", 0)
+    rows, cols = hijack.terminal_size(request)
     c = await blocking(find_container, request, request.match_info["name"])
     if await blocking(manager(request).monitor_pid, c) is None:
         raise ApiError(409, f"Container {c.id} is not running")
