@@ -106,7 +106,8 @@ class ActiveSnapshots:
     def dir(self, key: str) -> Path:
         return self.root / check_key(key)
 
-    def _lock(self, key: str) -> Path:
+    def lock_path(self, key: str) -> Path:
+        """The lock that orders the changes (and mounts) of active snapshot ``key``."""
         return self.store.path / ".locks" / f"active-{check_key(key)}.lock"
 
     def info(self, key: str) -> ActiveInfo:
@@ -137,7 +138,7 @@ class ActiveSnapshots:
         self.store._init()
         self.root.mkdir(exist_ok=True)
         backend = BACKEND_OVERLAY if self.use_overlay else BACKEND_COPY
-        with locks.locked(self._lock(key)):
+        with locks.locked(self.lock_path(key)):
             final = self.root / key
             if final.exists():
                 raise AlreadyExists(f"snapshot {key}: an active snapshot of that key exists",
@@ -204,7 +205,7 @@ class ActiveSnapshots:
 
     def remove(self, key: str) -> None:
         final = self.dir(key)
-        with locks.locked(self._lock(key)):
+        with locks.locked(self.lock_path(key)):
             if not final.exists():
                 raise NotFound(f"snapshot {key}: no such active snapshot")
             where = self._mounted_at(final)
@@ -261,7 +262,7 @@ class ActiveSnapshots:
             if not entry.name.startswith(TMP_PREFIX):
                 continue
             key = entry.name[len(TMP_PREFIX):].rsplit("-", 1)[0]
-            locks.remove_unless_locked(entry, self._lock(key))
+            locks.remove_unless_locked(entry, self.lock_path(key))
         mnt = self.store.path / MOUNTS_DIR
         for entry in sorted(mnt.iterdir()) if mnt.is_dir() else ():
             try:

@@ -48,7 +48,7 @@ class SnapshotChanged(OciimgError):
 
 @contextmanager
 def _held(snaps: SnapshotStore, key: str) -> Iterator[ActiveInfo]:
-    with locks.locked(snaps._active._lock(key)):
+    with locks.locked(snaps._active.lock_path(key)):
         yield snaps.active_info(key)
 
 

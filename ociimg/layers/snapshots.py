@@ -266,12 +266,17 @@ class SnapshotStore:
         base = self.path / MOUNTS_DIR
         base.mkdir(mode=0o700, exist_ok=True)
         target = Path(tempfile.mkdtemp(dir=base, prefix=f"{key}-"))
+        # Mounting and unmounting one writable layer's views one at a time: overlayfs
+        # clears and remakes the work dir it is given, under a mount of it in progress.
+        lock = self._active.lock_path(key)
         try:
-            mount_all(mounts, target)
+            with locks.locked(lock):
+                mount_all(mounts, target)
             try:
                 yield target
             finally:
-                unmount(target)
+                with locks.locked(lock):
+                    unmount(target)
         finally:
             os.rmdir(target)
 

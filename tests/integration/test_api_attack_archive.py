@@ -10,6 +10,7 @@ import os
 import socket
 import tarfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -133,3 +134,20 @@ def test_clients_that_stop_reading_leave_the_server_serving(api: ApiServer,
         for sock in stalled:
             sock.close()
     api.docker("rm", "-f", "big")
+
+
+def test_concurrent_cp_from_a_stopped_container(api: ApiServer, api_busybox: str) -> None:
+    """A stopped container's files come from its snapshot mounted for each request: at
+    once, the mounts of one writable layer must not undo each other's work dir."""
+    api.docker("run", "--name", "stopped", "busybox", "sh", "-c", "echo kept > /f")
+
+    def one(_: int) -> tuple[int, dict]:
+        return request(api, "GET", "/containers/stopped/archive?path=/f")
+
+    with ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(one, range(96)))
+    assert [status for status, _ in answers] == [200] * 96, \
+        [a for a in answers if a[0] != 200][:3]
+    mounts = Path("/proc/self/mountinfo").read_text()
+    assert str(api.root) not in mounts  # every view unmounted again
+    api.docker("rm", "stopped")
