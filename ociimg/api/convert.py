@@ -518,11 +518,11 @@ def network_name(name: str) -> str:
 
 
 def _net_record(c: Any) -> dict[str, Any]:
-    import ociimg.network as network
-    try:
-        return network.read_record(c.path) or {}
-    except (OciimgError, OSError, ValueError):  # a record being rewritten, or bad
-        return {}
+    """network.json as network.read_record reads it, through the container records'
+    cache (a container list reads every container's)."""
+    from ociimg.containers import store
+    from ociimg.network import RECORD
+    return store.read_json(c.path / RECORD, RECORD) or {}  # absent, bad, being rewritten: {}
 
 
 def ports_of(record: dict[str, Any]) -> list[dict[str, Any]]:

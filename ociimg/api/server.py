@@ -129,6 +129,8 @@ async def _serve(root: Path, sockets: list[tuple[socket.socket, str]],
                            if options.debug else None, handle_signals=False,
                            shutdown_timeout=2.0)
     await runner.setup()
+    from ociimg.containers.monitorproc import enable_standby
+    enable_standby()  # a spare monitor interpreter for each container start
     context = _tls_context(options)
     for sock, url in sockets:
         tls = context if sock.family != socket.AF_UNIX else None

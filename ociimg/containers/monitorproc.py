@@ -27,6 +27,19 @@ def launch_monitor(c: Container, passed: list[int], *, fork: bool) -> None:
         _spawn_monitor(c, passed)
 
 
+# A long-lived caller's spare monitor interpreter (enable_standby); None: spawn each.
+_STANDBY: Any = None
+
+
+def enable_standby() -> None:
+    """Keep a spare monitor interpreter ready (ociimg.containers.standby): for a server,
+    whose threads rule out forking monitors."""
+    global _STANDBY
+    if _STANDBY is None:
+        from ociimg.containers.standby import Standby
+        _STANDBY = Standby()
+
+
 def _spawn_monitor(c: Container, passed: list[int]) -> None:
     import subprocess
     import sys
@@ -35,6 +48,8 @@ def _spawn_monitor(c: Container, passed: list[int]) -> None:
     argv = [sys.executable, "-S", "-m", "ociimg.containers.monitor", str(c.path),
             *map(str, passed)]
     with open(c.path / "monitor.log", "ab") as err:
+        if _STANDBY is not None and _STANDBY.launch(str(c.path), err.fileno(), passed):
+            return
         subprocess.run(argv, pass_fds=passed, stdin=subprocess.DEVNULL,
                        stdout=subprocess.DEVNULL, stderr=err, env=package_env(),
                        check=False)  # it forks the monitor and exits at once

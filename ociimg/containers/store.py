@@ -96,11 +96,42 @@ def containers_locked(root: Path, *, shared: bool = False) -> Iterator[None]:
 
 
 # Records ---------------------------------------------------------------------------
+# read_json's bytes by path: `ps` and the API's container list read every container's
+# records on every call. A file whose identity (inode, size, mtime, ctime) is unchanged
+# is not read again; one changed within _RACY_NS of the look is never kept (a rewrite in
+# place within its timestamps' granularity would keep that identity).
+_RECORDS: dict[str, tuple[tuple[int, ...], bytes]] = {}
+_RECORDS_MAX = 8192
+_RACY_NS = 100_000_000
+
+
+def _record_bytes(path: Path, what: str) -> bytes:
+    import stat
+
+    from ociimg.store.files import read_regular
+    key = os.fspath(path)
+    try:
+        st = os.lstat(key)  # as read_regular's open: a final symlink is not followed
+    except FileNotFoundError:
+        _RECORDS.pop(key, None)
+        raise
+    ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    hit = _RECORDS.get(key)
+    if hit is not None and hit[0] == ident and stat.S_ISREG(st.st_mode):
+        return hit[1]
+    data = read_regular(path, _META_MAX, what)  # refuses what is not a regular file
+    settled = time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > _RACY_NS
+    if settled and len(data) == st.st_size:  # else it changed while we read
+        if len(_RECORDS) >= _RECORDS_MAX:
+            _RECORDS.clear()
+        _RECORDS[key] = (ident, data)
+    return data
+
+
 def read_json(path: Path, what: str) -> dict[str, Any] | None:
     """A small JSON record of ours, None if absent (never follows a symlink)."""
-    from ociimg.store.files import read_regular
     try:
-        doc = json.loads(read_regular(path, _META_MAX, what))
+        doc = json.loads(_record_bytes(path, what))
     except FileNotFoundError:
         return None
     except (OciimgError, OSError, ValueError):
