@@ -37,6 +37,7 @@ from aiohttp import web
 from ociimg.api.build import max_context, spool_body
 from ociimg.api.http import (
     ApiError,
+    ResponseWriter,
     Routes,
     blocking,
     find_container,
@@ -371,33 +372,11 @@ def _check_entries(stream: BinaryIO, dirfd: int, no_overwrite: bool) -> None:
 
 
 # Streaming a tar written on a worker thread ---------------------------------------------
-class _ResponseWriter(io.RawIOBase):
-    """A file whose writes (on a worker thread) go to the response on the event loop;
-    a vanished client makes the next write raise, which ends the walk."""
-
-    def __init__(self, response: web.StreamResponse, loop: asyncio.AbstractEventLoop) -> None:
-        self.response = response
-        self.loop = loop
-        self.over = False
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        chunk = bytes(data)
-        # Once the response is over, what is left in the buffer goes nowhere: the
-        # BufferedWriter's finalizer flushes it on whichever thread frees it, the event
-        # loop's included, where waiting for the loop would wedge the server for good.
-        if not self.over:
-            asyncio.run_coroutine_threadsafe(self.response.write(chunk), self.loop).result()
-        return len(chunk)
-
-
 async def _stream(request: web.Request, response: web.StreamResponse, fill: Any,
                   *args: Any) -> None:
     """Send ``response``'s headers, then what ``fill(out, *args)`` writes to ``out``."""
     await response.prepare(request)
-    raw = _ResponseWriter(response, asyncio.get_running_loop())
+    raw = ResponseWriter(response, asyncio.get_running_loop())
     writer = io.BufferedWriter(raw, WRITE_BUFFER)
 
     def run() -> None:
@@ -417,4 +396,4 @@ async def _stream(request: web.Request, response: web.StreamResponse, fill: Any,
         if request.transport is not None:
             request.transport.close()
     finally:
-        raw.over = True
+        raw.discard()

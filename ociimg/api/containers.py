@@ -324,10 +324,7 @@ async def rename(request: web.Request) -> web.StreamResponse:
 
 @routes.post("/containers/prune")
 async def prune(request: web.Request) -> web.StreamResponse:
-    filters = query_filters(request)
-    unknown = set(filters) - {"until", "label", "label!"}
-    if unknown:
-        raise ApiError(400, f"Invalid filter '{sorted(unknown)[0]}'")
+    filters = query_filters(request, ("until", "label", "label!"))
     until = _until(filters.get("until"))
     mgr = manager(request)
 
@@ -479,10 +476,7 @@ _LIST_FILTERS = ("id", "name", "label", "status", "ancestor", "exited", "network
 
 @routes.get("/containers/json")
 async def list_containers(request: web.Request) -> web.StreamResponse:
-    filters = query_filters(request)
-    for key in filters:
-        if key not in _LIST_FILTERS:
-            raise ApiError(400, f"Invalid filter '{key}'")
+    filters = query_filters(request, _LIST_FILTERS)
     from ociimg.containers.listing import STATUSES
     for value in filters.get("status", []):
         if value not in STATUSES:

@@ -21,6 +21,7 @@ from ociimg.reference import familiar_name
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ociimg.containers.manager import CreateOptions
+    from ociimg.containers.options import MountFlags
 
 API_RECORD = "api.json"  # in the container's directory: the create body, for inspect
 ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -331,19 +332,12 @@ def _ulimits(host: dict[str, Any]) -> list[Any]:
 
 
 # Mounts: Binds, Mounts, Tmpfs, Volumes ----------------------------------------------------
-@dataclass
-class _Mounts:
-    binds: list[Any] = field(default_factory=list)
-    volumes: list[Any] = field(default_factory=list)
-    tmpfs: list[Any] = field(default_factory=list)
-
-
-def _mounts(body: dict[str, Any], host: dict[str, Any]) -> _Mounts:
+def _mounts(body: dict[str, Any], host: dict[str, Any]) -> MountFlags:
     from ociimg.bundle import BindMount
     from ociimg.bundle.runflags import TmpfsMount
-    from ociimg.containers.options import parse_volume_flag
+    from ociimg.containers.options import MountFlags, parse_volume_flag
     from ociimg.containers.volumes import VolumeMount
-    out = _Mounts()
+    out = MountFlags()
     for text in _strings(host, "Binds", "HostConfig.") or []:
         if text.startswith("."):  # dockerd: a bind source is absolute, else a volume name
             raise _bad(f"invalid volume specification: {_short(text)}: a bind source must "

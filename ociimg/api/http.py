@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import io
 import json
 import logging
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -137,8 +138,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return json_response(error_body(exc.message), exc.status)
     except errors.OciimgError as exc:
         return json_response(error_body(exc.message, exc.hint), status_of(exc))
-    except (ConnectionResetError, asyncio.CancelledError):
+    except asyncio.CancelledError:
         raise
+    except ConnectionResetError:
+        # The client went away while its answer was being written: nothing to tell it,
+        # and not the server's error (aiohttp would log a traceback for it).
+        log.info("%s %s: the client went away", request.method, request.path)
+        return web.Response(status=500)
     except Exception:
         log.exception("%s %s", request.method, request.path)
         return json_response(error_body("internal error in ociimg serve: see its log"), 500)
@@ -173,11 +179,13 @@ async def own_thread(fn: Callable[..., T], /, *args: Any) -> T:
 
     def run() -> None:
         try:
-            result = fn(*args)
+            outcome: tuple[Any, BaseException | None] = (fn(*args), None)
         except BaseException as exc:  # handed to the awaiting handler
-            loop.call_soon_threadsafe(settle, future, None, exc)
-        else:
-            loop.call_soon_threadsafe(settle, future, result, None)
+            outcome = (None, exc)
+        try:
+            loop.call_soon_threadsafe(settle, future, *outcome)
+        except RuntimeError:  # the server stopped meanwhile: nobody waits for it
+            log.info("a job ended after the server stopped: %s", outcome[1] or "done")
 
     threading.Thread(target=run, name="ociimg-api-job", daemon=True).start()
     return await future
@@ -212,8 +220,10 @@ def query_int(request: web.Request, name: str, default: int | None = None) -> in
         raise ApiError(400, f"invalid value for {name}: {value!r}") from None
 
 
-def query_filters(request: web.Request) -> dict[str, list[str]]:
-    """The ``filters`` parameter: ``{"name": ["a"]}`` or the old ``{"name": {"a": true}}``."""
+def query_filters(request: web.Request,
+                  allowed: Collection[str] | None = None) -> dict[str, list[str]]:
+    """The ``filters`` parameter: ``{"name": ["a"]}`` or the old ``{"name": {"a": true}}``;
+    a key outside ``allowed`` is dockerd's 400 "Invalid filter"."""
     raw = request.query.get("filters")
     if not raw:
         return {}
@@ -231,6 +241,9 @@ def query_filters(request: web.Request) -> dict[str, list[str]]:
             out[str(key)] = [str(v) for v in value]
         else:
             raise ApiError(400, f"invalid filter {raw!r}")
+    for key in out:
+        if allowed is not None and key not in allowed:
+            raise ApiError(400, f"Invalid filter '{key}'")
     return out
 
 
@@ -273,3 +286,27 @@ def find_container(request: web.Request, name: str) -> Any:
         return manager(request).get(name)
     except errors.ContainerNotFound:
         raise ApiError(404, f"No such container: {name}") from None
+
+
+class ResponseWriter(io.RawIOBase):
+    """A file a worker thread writes into an HTTP response (one chunk at a time, with the
+    connection's back-pressure). After :meth:`discard` writes go nowhere: a BufferedWriter's
+    finalizer flushes what it holds on whichever thread frees it, the event loop's
+    included, where waiting for the loop would wedge the whole server."""
+
+    def __init__(self, response: web.StreamResponse, loop: asyncio.AbstractEventLoop) -> None:
+        self._response, self._loop = response, loop
+        self._discarding = False
+
+    def writable(self) -> bool:
+        return True
+
+    def discard(self) -> None:
+        self._discarding = True
+
+    def write(self, data: Any) -> int:
+        if self._discarding:
+            return len(data)
+        chunk = bytes(data)
+        asyncio.run_coroutine_threadsafe(self._response.write(chunk), self._loop).result()
+        return len(chunk)

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from ociimg.api.http import (
     ApiError,
+    ResponseWriter,
     Routes,
     blocking,
     error_body,
@@ -73,7 +74,8 @@ async def _save(request: web.Request, texts: list[str]) -> web.StreamResponse:
     items = await blocking(_save_items, root, texts)  # 404 before the 200
     response = web.StreamResponse(headers={"Content-Type": "application/x-tar"})
     await response.prepare(request)
-    writer = io.BufferedWriter(_LoopWriter(response, asyncio.get_running_loop()), 1 << 20)
+    raw = ResponseWriter(response, asyncio.get_running_loop())
+    writer = io.BufferedWriter(raw, 1 << 20)
 
     def write() -> None:
         # Layers are spooled beside the store (the response is not seekable), not in /tmp.
@@ -90,35 +92,9 @@ async def _save(request: web.Request, texts: list[str]) -> web.StreamResponse:
             request.transport.abort()
         return response
     finally:
-        # What the buffer still holds after a failure must not be flushed by its
-        # finalizer: that runs on the loop's thread (a cycle through the traceback is
-        # collected there), where waiting for the loop would hang the whole server.
-        writer.raw.discard()
+        raw.discard()  # what the buffer still holds after a failure goes nowhere
     await response.write_eof()
     return response
-
-
-class _LoopWriter(io.RawIOBase):
-    """A file a worker thread writes into the HTTP response (one chunk at a time, with
-    the connection's back-pressure)."""
-
-    def __init__(self, response: web.StreamResponse, loop: asyncio.AbstractEventLoop) -> None:
-        self._response, self._loop = response, loop
-        self._discarding = False
-
-    def writable(self) -> bool:
-        return True
-
-    def discard(self) -> None:
-        """Drop whatever is written from now on."""
-        self._discarding = True
-
-    def write(self, data: Any) -> int:
-        if self._discarding:
-            return len(data)
-        chunk = bytes(data)
-        asyncio.run_coroutine_threadsafe(self._response.write(chunk), self._loop).result()
-        return len(chunk)
 
 
 @routes.post("/images/load")

@@ -149,10 +149,7 @@ def _record_event(root: Path, action: str, net: _Net, **attrs: str) -> None:
 
 @routes.get("/networks")
 async def list_networks(request: web.Request) -> web.Response:
-    filters = query_filters(request)
-    for key in filters:
-        if key not in _LIST_FILTERS:
-            raise ApiError(400, f"Invalid filter '{key}'")
+    filters = query_filters(request, _LIST_FILTERS)
     return json_response(await blocking(_list, root_of(request), filters))
 
 
@@ -292,10 +289,7 @@ def _remove(root: Path, key: str) -> None:
 
 @routes.post("/networks/prune")
 async def prune_networks(request: web.Request) -> web.Response:
-    filters = query_filters(request)
-    for key in filters:
-        if key not in ("label", "label!", "until"):
-            raise ApiError(400, f"Invalid filter '{key}'")
+    filters = query_filters(request, ("label", "label!", "until"))
     until = None
     if filters.get("until"):
         from ociimg.api.system import parse_api_time

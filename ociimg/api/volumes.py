@@ -63,10 +63,7 @@ def _record_event(root: Path, action: str, name: str, **attrs: str) -> None:
 
 @routes.get("/volumes")
 async def list_volumes(request: web.Request) -> web.Response:
-    filters = query_filters(request)
-    for key in filters:
-        if key not in _LIST_FILTERS:
-            raise ApiError(400, f"Invalid filter '{key}'")
+    filters = query_filters(request, _LIST_FILTERS)
     return json_response({"Volumes": await blocking(_list, root_of(request), filters),
                           "Warnings": []})
 
@@ -166,10 +163,7 @@ def _remove(root: Path, name: str, force: bool) -> None:
 
 @routes.post("/volumes/prune")
 async def prune_volumes(request: web.Request) -> web.Response:
-    filters = query_filters(request)
-    for key in filters:
-        if key not in ("label", "label!", "all"):
-            raise ApiError(400, f"Invalid filter '{key}'")
+    filters = query_filters(request, ("label", "label!", "all"))
     # API < 1.42 (docker 20.10's CLI): every unused volume; since: anonymous ones unless
     # all=true.
     named = api_version(request) < (1, 42) or any(

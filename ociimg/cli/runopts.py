@@ -7,11 +7,11 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ociimg.containers.options import (  # noqa: F401  (re-exported: run's flags)
+    MountFlags,
     check_stop_signal,
     check_userns,
     parse_device,
@@ -100,13 +100,6 @@ def read_env_file(path: Path) -> list[str]:
 
 
 # Mounts ----------------------------------------------------------------------------------
-@dataclass
-class MountFlags:
-    binds: list[Any] = field(default_factory=list)
-    volumes: list[Any] = field(default_factory=list)
-    tmpfs: list[Any] = field(default_factory=list)
-
-
 def mount_flags(volume: list[str], mount: list[str], tmpfs: list[str]) -> MountFlags:
     """-v, --mount and --tmpfs, sorted by kind for BundleOptions and CreateOptions."""
     from ociimg.bundle import BindMount

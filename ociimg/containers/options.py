@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -241,3 +242,12 @@ def parse_signal(text: str) -> int:
     except KeyError:
         raise InvalidArgument(f"invalid signal {text!r}",
                               hint="use a name (TERM, SIGKILL, HUP) or a number") from None
+
+
+@dataclass
+class MountFlags:
+    """A container's mounts as run's flags (or the API's HostConfig) give them, parsed:
+    binds, named or anonymous volumes, tmpfs."""
+    binds: list[Any] = field(default_factory=list)
+    volumes: list[Any] = field(default_factory=list)
+    tmpfs: list[Any] = field(default_factory=list)
