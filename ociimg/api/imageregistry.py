@@ -38,6 +38,7 @@ from ociimg.api.http import (
     root_of,
 )
 from ociimg.api.imagedocs import progress_bar
+from ociimg.containers.eventlog import record_event
 from ociimg.errors import OciimgError, Unauthorized
 from ociimg.reference import Reference, familiar_name, parse_reference
 from ociimg.spec import INDEX_TYPES, Platform
@@ -280,6 +281,7 @@ def pull_image(root: Path, ref: Reference, platform: Platform | None,
         # host's (which may not even be pulled) that an index would resolve to here.
         store.tag(str(ref), result.images[0][0])
     digest = result.descriptor.digest
+    record_event(root, "image", "pull", familiar_name(str(ref)), name=familiar_name(ref.name))
     after = _digest_of(store, str(ref))
     status = "Image is up to date for" if before == after else "Downloaded newer image for"
     return [{"status": f"Digest: {digest}"},
@@ -336,6 +338,8 @@ def push_images(root: Path, targets: list[Reference], auth: dict[str, str] | Non
             digest = registry_push(store, str(ref), ref, PushOptions(auth_file=auth_file),
                                    progress)
         size = store.blob_path(digest).stat().st_size
+        record_event(root, "image", "push", familiar_name(str(ref)),
+                     name=familiar_name(ref.name))
         emit({"status": f"{ref.tag}: digest: {digest} size: {size}", "progressDetail": {}})
         emit({"progressDetail": {}, "aux": {"Tag": ref.tag, "Digest": str(digest),
                                             "Size": size}})

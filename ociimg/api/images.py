@@ -43,6 +43,7 @@ from ociimg.api.imagedocs import (
     image_summary,
     short_id,
 )
+from ociimg.containers.eventlog import record_event
 from ociimg.errors import ImageNotFound, InvalidArgument, LockTimeout, OciimgError
 from ociimg.reference import familiar_name
 from ociimg.spec import INDEX_TYPES
@@ -238,6 +239,7 @@ def _tag(root: Path, text: str, repo: str, tag_: str) -> None:
         raise InvalidArgument(f"refusing to create a tag with a digest reference: {target[:200]}")
     found = find_image(root, text)
     found.store.tag(str(ref), found.store.resolve(found.name or found.group.first.name))
+    record_event(root, "image", "tag", found.group.image_id, name=familiar_name(str(ref)))
 
 
 @routes.delete("/images/{name:.+}")
@@ -273,6 +275,7 @@ def _remove(root: Path, text: str, force: bool, noprune: bool) -> list[dict[str,
         found.store.untag(name)
         if name in tags:
             out.append({"Untagged": familiar_name(name)})
+            record_event(root, "image", "untag", group.image_id, name=familiar_name(name))
     if last:
         for row in group.rows:  # repo@digest and digest names of the image go with it
             if row.name not in untag:
@@ -280,6 +283,7 @@ def _remove(root: Path, text: str, force: bool, noprune: bool) -> list[dict[str,
                     found.store.untag(row.name)
         if not users:
             out.append({"Deleted": group.image_id})
+            record_event(root, "image", "delete", group.image_id, name=group.image_id)
         if not noprune:
             collect(root)
     return out

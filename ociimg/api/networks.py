@@ -135,13 +135,8 @@ def _document(root: Path, net: _Net, users: dict[str, list[tuple[Any, dict[str, 
 
 
 def _record_event(root: Path, action: str, net: _Net, **attrs: str) -> None:
-    from ociimg.containers.eventlog import append_record
-    ns = time.time_ns()
-    (Path(root) / "containers").mkdir(mode=0o700, parents=True, exist_ok=True)
-    append_record(root, {"Type": "network", "Action": action,
-                         "Actor": {"ID": net.id, "Attributes": {**attrs, "name": net.name,
-                                                                "type": net.driver}},
-                         "time": ns // 1_000_000_000, "timeNano": ns})
+    from ociimg.containers.eventlog import record_event
+    record_event(root, "network", action, net.id, **attrs, name=net.name, type=net.driver)
 
 
 # --- list and inspect -----------------------------------------------------------------

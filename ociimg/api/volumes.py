@@ -8,7 +8,6 @@ log (create, destroy).
 from __future__ import annotations
 
 import secrets
-import time
 from pathlib import Path
 from typing import Any
 
@@ -53,12 +52,8 @@ def _short(value: Any) -> str:
 
 
 def _record_event(root: Path, action: str, name: str, **attrs: str) -> None:
-    from ociimg.containers.eventlog import append_record
-    ns = time.time_ns()
-    (Path(root) / "containers").mkdir(mode=0o700, parents=True, exist_ok=True)
-    append_record(root, {"Type": "volume", "Action": action,
-                         "Actor": {"ID": name, "Attributes": {"driver": "local", **attrs}},
-                         "time": ns // 1_000_000_000, "timeNano": ns})
+    from ociimg.containers.eventlog import record_event
+    record_event(root, "volume", action, name, driver="local", **attrs)
 
 
 @routes.get("/volumes")

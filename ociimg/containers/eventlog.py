@@ -40,6 +40,16 @@ def append_event(root: str | os.PathLike[str], action: str, meta: dict[str, Any]
                          "time": ns // 1_000_000_000, "timeNano": ns})
 
 
+def record_event(root: str | os.PathLike[str], kind: str, action: str, actor: str,
+                 **attrs: str) -> None:
+    """An event of another ``Type`` (image, network, volume), best effort as the others."""
+    ns = time.time_ns()
+    os.makedirs(os.path.join(root, "containers"), mode=0o700, exist_ok=True)
+    append_record(root, {"Type": kind, "Action": action,
+                         "Actor": {"ID": actor, "Attributes": attrs},
+                         "time": ns // 1_000_000_000, "timeNano": ns})
+
+
 def append_record(root: str | os.PathLike[str], doc: dict[str, Any]) -> None:
     """Append one event document (any ``Type``: the API server records network and
     volume events here too); best effort, as :func:`append_event`."""

@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 
 import docker.errors
 import pytest
@@ -51,6 +52,10 @@ def test_docker_pull_shows_progress_then_lists(api: ApiServer,
     assert api.docker("wait", cid).stdout.strip() == "0"
     again = api.docker("pull", ref).stdout
     assert f"Status: Image is up to date for {ref}" in again
+    until = f"{time.time() + 0.5:.9f}"
+    pulls = api.docker("events", "--since", "0", "--until", until, "--filter", "type=image",
+                       "--format", "{{.Action}} {{.Actor.ID}}").stdout.splitlines()
+    assert pulls == [f"pull {ref}", f"pull {ref}"]
 
 
 def test_pull_stream_shape_for_docker_py(api: ApiServer,

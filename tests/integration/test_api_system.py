@@ -128,6 +128,22 @@ def test_network_and_volume_actions_are_events(api: ApiServer) -> None:
         ("volume", "create", "evvol"), ("volume", "destroy", "evvol")]
 
 
+def test_image_tag_untag_delete_are_events(api: ApiServer, api_busybox: str) -> None:
+    start = time.time()
+    image_id = api.docker("inspect", "--format", "{{.Id}}", api_busybox).stdout.strip()
+    api.docker("tag", api_busybox, "evimg:1")
+    api.docker("rmi", "evimg:1")
+    api.docker("rmi", "-f", api_busybox)
+    window = ["--since", f"{start:.9f}", "--until", f"{time.time() + 0.5:.9f}"]
+    events = _events(api, *window, "--filter", "type=image")
+    assert [(e["Action"], e["status"], e["Actor"]["ID"], e["Actor"]["Attributes"]["name"])
+            for e in events] == [
+        ("tag", "tag", image_id, "evimg:1"), ("untag", "untag", image_id, "evimg:1"),
+        ("untag", "untag", image_id, "busybox:latest"),
+        ("delete", "delete", image_id, image_id)]
+    assert _events(api, *window, "--filter", "image=evimg:1")  # docker's image= filter
+
+
 @pytest.mark.parametrize("query,needle", [
     ("filters=%7Bnot-json", "invalid filter"),
     ("filters=%5B1%2C2%5D", "invalid filter"),
