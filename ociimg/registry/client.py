@@ -193,6 +193,9 @@ class RegistryClient:
         detail = "; ".join(f"{c}: {m}" if m else c for c, m in errors) or f"HTTP {resp.status_code}"
         codes = {c for c, _ in errors}
         status = resp.status_code
+        if "MANIFEST_BLOB_UNKNOWN" in codes:
+            return BlobUnknown(f"{what}: the registry does not know a blob it references "
+                               f"({detail})", hint="push the image's blobs first")
         if status == 404 or codes & {"NAME_UNKNOWN", "MANIFEST_UNKNOWN", "BLOB_UNKNOWN"}:
             return not_found(f"{what}: not found ({detail})",
                              hint="check the repository name and tag")

@@ -25,7 +25,13 @@ from dataclasses import dataclass
 
 from ociimg import spec
 from ociimg.digest import Digest
-from ociimg.errors import InvalidDocument, ManifestUnknown, OciimgError, SignatureInvalid
+from ociimg.errors import (
+    BlobUnknown,
+    InvalidDocument,
+    ManifestUnknown,
+    OciimgError,
+    SignatureInvalid,
+)
 from ociimg.registry.client import RegistryClient
 from ociimg.signing.payload import MAX_PAYLOAD_BYTES, MEDIA_TYPE
 
@@ -146,7 +152,14 @@ def attach_signature(client: RegistryClient, repo: str, digest: Digest, payload:
         raw = signature_manifest(client, repo, [*layers, layer], before)
         if _moved(client, repo, digest, before):
             continue  # another signer wrote meanwhile: merge with theirs
-        client.put_manifest(repo, tag, raw, spec.OCI_MANIFEST)
+        try:
+            client.put_manifest(repo, tag, raw, spec.OCI_MANIFEST)
+        except BlobUnknown:
+            # Racing signers upload the same config blob: distribution's storage can lose
+            # sight of it while another upload of it commits. Upload again and retry.
+            client.transport.sleep(0.05 + 0.2 * random.random())
+            _upload(client, repo, layer.digest, payload)
+            continue
         after = _signature_manifest(client, repo, digest)
         # A signer racing between our check and our PUT overwrote us or we them: each
         # writer checks its own layer survived, and merges again if not.
