@@ -87,6 +87,9 @@ class Monitor:
                 pid, master, ends = self._launch(restarts, code)
             except Exception:  # noqa: BLE001 - the exit record stands
                 break
+            # Only now: a `wait` that looks between the unlink and the new run record
+            # would take this run's exit for the next one.
+            _unlink(os.path.join(self.path, "exit.json"))
         self._finish(code)
         self.send({"exited": code})
         return 0
@@ -110,8 +113,8 @@ class Monitor:
         return pid, master, ends
 
     def _restart(self, delay: float, count: int, code: int) -> bool:
-        """The exit recorded, the runtime's state gone, then the policy's back-off; False
-        if a stop came meanwhile."""
+        """The exit recorded (it stays until the next run has started), the runtime's state
+        gone, then the policy's back-off; False if a stop came meanwhile."""
         import time
         _write_json(os.path.join(self.path, "exit.json"), {
             "exitCode": code, "finished": _now(), "restarting": True, "restartCount": count})
@@ -121,10 +124,7 @@ class Monitor:
         except OciimgError:
             pass
         time.sleep(delay)
-        if os.path.exists(os.path.join(self.path, STOP_MARK)):
-            return False
-        _unlink(os.path.join(self.path, "exit.json"))
-        return True
+        return not os.path.exists(os.path.join(self.path, STOP_MARK))
 
     def _container_stdio(self) -> dict[str, int]:
         """in/out/err: what the container gets; out_r/err_r: what the monitor copies
